@@ -1,0 +1,143 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strictSwift: [SwiftSetting] = [
+  .swiftLanguageMode(.v6),
+  .enableUpcomingFeature("ExistentialAny"),
+]
+
+let grpcCore: Target.Dependency = .product(name: "GRPCCore", package: "grpc-swift-2")
+let grpcNIO: Target.Dependency = .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")
+let grpcProtobuf: Target.Dependency = .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf")
+let swiftProtobuf: Target.Dependency = .product(name: "SwiftProtobuf", package: "swift-protobuf")
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+let lifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+let grdb: Target.Dependency = .product(name: "GRDB", package: "GRDB.swift")
+let yams: Target.Dependency = .product(name: "Yams", package: "Yams")
+let inProcess: Target.Dependency = .product(name: "GRPCInProcessTransport", package: "grpc-swift-2")
+
+let package = Package(
+  name: "tessera",
+  platforms: [.macOS(.v15)],
+  products: [
+    .executable(name: "tessera", targets: ["tessera"]),
+    .executable(name: "tessera-endpointd", targets: ["tessera-endpointd"]),
+    .executable(name: "tessera-identityd", targets: ["tessera-identityd"]),
+    .executable(name: "tessera-policyd", targets: ["tessera-policyd"]),
+    .executable(name: "tessera-datapathd", targets: ["tessera-datapathd"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+    .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+    .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+    .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+    .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+    .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+  ],
+  targets: [
+    // Generated protobuf and gRPC code. Regenerate with scripts/generate-proto.sh.
+    .target(
+      name: "TesseraProto",
+      dependencies: [grpcCore, grpcProtobuf, swiftProtobuf],
+      swiftSettings: [.swiftLanguageMode(.v6)]
+    ),
+    // Domain vocabulary shared by every service: labels, identities, policy entries.
+    .target(name: "TesseraCore", dependencies: [], swiftSettings: strictSwift),
+    // Process plumbing shared by the daemons: gRPC server/client services, health, logging, locks.
+    .target(
+      name: "TesseraRuntime",
+      dependencies: ["TesseraCore", "TesseraProto", grpcCore, grpcNIO, grpcProtobuf, logging, lifecycle, argumentParser],
+      swiftSettings: strictSwift
+    ),
+    .target(
+      name: "IdentityService",
+      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb],
+      swiftSettings: strictSwift
+    ),
+    .target(
+      name: "PolicyService",
+      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb, yams],
+      swiftSettings: strictSwift
+    ),
+    // libbpf loader for the eBPF datapath; the BPF programs in bpf/ are built by scripts/build-bpf.sh.
+    .target(
+      name: "CTesseraBPF",
+      exclude: ["bpf"],
+      cSettings: [.unsafeFlags(["-Wall", "-Wextra"])],
+      linkerSettings: [.linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
+    ),
+    .target(
+      name: "DatapathService",
+      dependencies: ["CTesseraBPF", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging],
+      swiftSettings: strictSwift
+    ),
+    .target(
+      name: "EndpointService",
+      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging],
+      swiftSettings: strictSwift
+    ),
+    .executableTarget(
+      name: "tessera-identityd",
+      dependencies: ["IdentityService", "TesseraRuntime", argumentParser],
+      swiftSettings: strictSwift
+    ),
+    .executableTarget(
+      name: "tessera-policyd",
+      dependencies: ["PolicyService", "TesseraRuntime", argumentParser],
+      swiftSettings: strictSwift
+    ),
+    .executableTarget(
+      name: "tessera-datapathd",
+      dependencies: ["DatapathService", "TesseraRuntime", argumentParser],
+      swiftSettings: strictSwift
+    ),
+    .executableTarget(
+      name: "tessera-endpointd",
+      dependencies: ["EndpointService", "TesseraRuntime", argumentParser],
+      swiftSettings: strictSwift
+    ),
+    .executableTarget(
+      name: "tessera",
+      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO, argumentParser],
+      swiftSettings: strictSwift
+    ),
+    .testTarget(name: "TesseraCoreTests", dependencies: ["TesseraCore"], swiftSettings: strictSwift),
+    .testTarget(
+      name: "TesseraProtoTests",
+      dependencies: ["TesseraProto", swiftProtobuf],
+      swiftSettings: strictSwift
+    ),
+    .testTarget(
+      name: "IdentityServiceTests",
+      dependencies: ["IdentityService", "TesseraCore", grpcCore],
+      swiftSettings: strictSwift
+    ),
+    .testTarget(
+      name: "PolicyServiceTests",
+      dependencies: ["PolicyService", "TesseraCore"],
+      swiftSettings: strictSwift
+    ),
+    .testTarget(
+      name: "DatapathServiceTests",
+      dependencies: ["DatapathService", "TesseraCore"],
+      swiftSettings: strictSwift
+    ),
+    .testTarget(
+      name: "EndpointServiceTests",
+      dependencies: [
+        "EndpointService", "IdentityService", "PolicyService", "DatapathService", "TesseraCore",
+        "TesseraProto", "TesseraRuntime", grpcCore, inProcess,
+      ],
+      swiftSettings: strictSwift
+    ),
+    .testTarget(
+      name: "IntegrationTests",
+      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO],
+      swiftSettings: strictSwift
+    ),
+  ]
+)

@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Peer identity: longest-prefix match of an address in the ipcache. */
+#ifndef TESSERA_IPCACHE_H
+#define TESSERA_IPCACHE_H
+
+#include "maps.h"
+
+/* The identity of `addr`; `world` when no prefix covers it. */
+static __always_inline __u32 ipcache_lookup_identity(__u8 family, const __u8 *addr)
+{
+	struct ipcache_key key = {};
+	struct ipcache_value *value;
+
+	key.family = family;
+	if (family == TESSERA_FAMILY_V4) {
+		key.prefixlen = TESSERA_IPCACHE_STATIC_PREFIX + 32;
+		__builtin_memcpy(key.addr, addr, 4);
+	} else {
+		key.prefixlen = TESSERA_IPCACHE_STATIC_PREFIX + 128;
+		__builtin_memcpy(key.addr, addr, 16);
+	}
+	value = bpf_map_lookup_elem(&tessera_ipcache, &key);
+	return value ? value->identity : TESSERA_ID_WORLD;
+}
+
+#endif /* TESSERA_IPCACHE_H */

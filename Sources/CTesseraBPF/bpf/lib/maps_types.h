@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Structures shared by the BPF programs (bpf/endpoint.bpf.c) and the libbpf
+ * loader (tessera_bpf.c, and Swift through include/tessera_bpf.h).
+ *
+ * Every struct is explicitly padded: keys are compared byte for byte, so a
+ * padding byte left uninitialised on either side would be a silent miss.
+ */
+#ifndef TESSERA_MAPS_TYPES_H
+#define TESSERA_MAPS_TYPES_H
+
+#include <linux/types.h>
+
+/* Reserved identities (DESIGN §3, Cilium's numbers). */
+#define TESSERA_ID_UNKNOWN 0
+#define TESSERA_ID_HOST 1
+#define TESSERA_ID_WORLD 2
+
+/* Directions, relative to the endpoint; same values as Swift's TrafficDirection. */
+#define TESSERA_DIR_INGRESS 1
+#define TESSERA_DIR_EGRESS 2
+
+/* Policy verdicts; same values as Swift's PolicyVerdict. */
+#define TESSERA_VERDICT_ALLOW 1
+#define TESSERA_VERDICT_DENY 2
+
+#define TESSERA_FAMILY_V4 4
+#define TESSERA_FAMILY_V6 6
+
+/* ---- ipcache: LPM trie, IP prefix -> identity ---------------------------- */
+
+/* prefixlen counts the family byte and the 3 pad bytes (32 bits) plus the IP prefix. */
+#define TESSERA_IPCACHE_STATIC_PREFIX 32
+
+struct ipcache_key {
+	__u32 prefixlen;
+	__u8 family; /* TESSERA_FAMILY_V4 / _V6 */
+	__u8 pad[3];
+	__u8 addr[16]; /* network order; IPv4 in the first 4 bytes */
+};
+
+struct ipcache_value {
+	__u32 identity;
+	__u32 flags;
+};
+
+/* ---- per-endpoint policy: LPM trie ---------------------------------------
+ * The trie is looked up separately for deny and allow entries (the `deny`
+ * byte leads the key), so a deny range is found even when a more specific
+ * allow range overlaps it: the longest match is only taken among entries of
+ * the same verdict. Peer identity 0 and protocol 0 are wildcards stored as
+ * such and looked up explicitly, so a packet costs at most 8 lookups (the
+ * conntrack fast path skips all of them).
+ */
+#define TESSERA_POLICY_STATIC_PREFIX 64 /* deny, direction, proto, pad, peer */
+#define TESSERA_POLICY_FULL_PREFIX (TESSERA_POLICY_STATIC_PREFIX + 16)
+
+struct policy_key {
+	__u32 prefixlen;
+	__u8 deny; /* 1 for deny entries, 0 for allow entries */
+	__u8 direction; /* TESSERA_DIR_* */
+	__u8 proto; /* IANA number; 0 = any protocol */
+	__u8 pad;
+	__u32 peer; /* numeric identity; 0 = any peer */
+	__be16 dport; /* network order so the port prefix is its high bits */
+	__u16 pad2;
+};
+
+#define TESSERA_POLICY_F_NONE 0
+
+struct policy_value {
+	__u8 verdict; /* TESSERA_VERDICT_* (redundant with key.deny, kept for readers) */
+	__u8 flags;
+	__u16 pad;
+	/* The port range this prefix was decomposed from (host order), so the
+	 * loader can merge prefixes back into the ranges it was given. */
+	__u16 port_first;
+	__u16 port_last;
+};
+
+/* ---- endpoint map: endpoint id -> configuration that changes without reload */
+
+#define TESSERA_EP_F_INGRESS_ENFORCED (1U << 0)
+#define TESSERA_EP_F_EGRESS_ENFORCED (1U << 1)
+/* The loader created the clsact qdisc on the device (and may destroy it). */
+#define TESSERA_EP_F_HOOK_CREATED (1U << 2)
+
+#define TESSERA_EP_MAX_IPS 8
+#define TESSERA_IFNAMSIZ 16
+
+struct endpoint_ip {
+	__u8 family; /* 0 = unused slot */
+	__u8 prefixlen;
+	__u8 pad[2];
+	__u8 addr[16];
+};
+
+struct endpoint_info {
+	__u32 identity;
+	__u32 flags; /* TESSERA_EP_F_* */
+	__u64 policy_revision; /* realised revision */
+	__u32 ifindex; /* host-side device, 0 when none */
+	char ifname[TESSERA_IFNAMSIZ];
+	__u32 nr_ips;
+	struct endpoint_ip ips[TESSERA_EP_MAX_IPS];
+};
+
+/* ---- conntrack: LRU hash -------------------------------------------------- */
+
+#define TESSERA_CT_F_CLOSING (1U << 0) /* FIN or RST seen */
+
+struct ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* host order; ICMP echo id for echo request (sport) / reply (dport) */
+	__u16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 direction; /* direction of the packet that created the entry */
+	__u8 pad;
+	__u64 endpoint_id;
+};
+
+struct ct_entry {
+	__u64 created_ns; /* bpf_ktime_get_ns() */
+	__u64 last_seen_ns;
+	__u64 expires_ns;
+	__u64 packets_fwd;
+	__u64 packets_rev;
+	__u32 flags; /* TESSERA_CT_F_* */
+	__u32 pad;
+};
+
+/* Lifetimes, as Cilium's defaults. */
+#define TESSERA_CT_LIFETIME_TCP_NS (21600ULL * 1000000000ULL)
+#define TESSERA_CT_LIFETIME_NONTCP_NS (60ULL * 1000000000ULL)
+#define TESSERA_CT_LIFETIME_SYN_NS (60ULL * 1000000000ULL)
+#define TESSERA_CT_LIFETIME_CLOSE_NS (10ULL * 1000000000ULL)
+
+/* ---- per-endpoint metrics: per-CPU array --------------------------------
+ * Index = (direction - 1) * TESSERA_REASON_MAX + reason.
+ */
+enum tessera_reason {
+	/* Forwarded. */
+	TESSERA_FWD_POLICY = 0, /* new flow allowed by policy */
+	TESSERA_FWD_CT_ESTABLISHED = 1, /* established flow, forward direction */
+	TESSERA_FWD_CT_REPLY = 2, /* reply of a flow allowed the other way */
+	TESSERA_FWD_NON_IP = 3, /* ARP and other non-IP */
+	TESSERA_FWD_ICMP6_ND = 4, /* IPv6 neighbour discovery / MLD */
+	/* Dropped. */
+	TESSERA_DROP_POLICY_DENY = 5, /* matched a deny entry */
+	TESSERA_DROP_POLICY_DEFAULT = 6, /* no allow entry in an enforced direction */
+	TESSERA_DROP_INVALID_PACKET = 7, /* truncated or malformed header */
+	TESSERA_DROP_FRAG_NOT_SUPPORTED = 8, /* non-first fragment without flow state */
+	TESSERA_DROP_NO_ENDPOINT = 9, /* endpoint missing from the endpoint map */
+	TESSERA_DROP_CT_CREATE_FAILED = 10, /* conntrack entry could not be created */
+	TESSERA_REASON_MAX = 11,
+};
+
+#define TESSERA_REASON_FIRST_DROP TESSERA_DROP_POLICY_DENY
+#define TESSERA_METRICS_ENTRIES (2 * TESSERA_REASON_MAX)
+
+struct metrics_value {
+	__u64 packets;
+	__u64 bytes;
+};
+
+#endif /* TESSERA_MAPS_TYPES_H */

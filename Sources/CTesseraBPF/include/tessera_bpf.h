@@ -1,0 +1,133 @@
+/*
+ * The libbpf loader of Tessera's eBPF datapath, as seen from Swift
+ * (DatapathService/LibBPF.swift is its only caller).
+ *
+ * Conventions: functions return 0 (or a non-negative value) on success and a
+ * negative errno on failure. Messages libbpf printed while the last failing
+ * call ran (verifier log included) are in tessera_bpf_last_log().
+ *
+ * Pin layout under the pin directory (default /sys/fs/bpf/tessera):
+ *   globals/tessera_ipcache     LPM trie, IP prefix -> identity
+ *   globals/tessera_endpoints   hash, endpoint id -> struct endpoint_info
+ *   globals/tessera_ct          LRU hash, conntrack
+ *   endpoints/<id>/policy       LPM trie, the endpoint's policy
+ *   endpoints/<id>/metrics      per-CPU array, counters by direction and reason
+ *   endpoints/<id>/from_container, endpoints/<id>/to_container   the programs
+ */
+#ifndef TESSERA_BPF_H
+#define TESSERA_BPF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../bpf/lib/maps_types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* tc filter identity of Tessera's programs on a device (clsact ingress/egress). */
+#define TESSERA_TC_HANDLE 0x7e55
+#define TESSERA_TC_PRIORITY 1
+
+/* The loader: the object file's bytes and the pin directory. */
+struct tessera_bpf;
+
+/* Descriptors of one endpoint's programs and maps; -1 when absent. */
+struct tessera_endpoint_fds {
+	int from_container;
+	int to_container;
+	int policy;
+	int metrics;
+};
+
+/* Reads the object, creates (or re-uses) the pinned global maps under
+ * `pin_dir` by loading the object once (which also proves the verifier
+ * accepts it on this kernel). */
+int tessera_bpf_open(const char *object_path, const char *pin_dir, struct tessera_bpf **out);
+void tessera_bpf_close(struct tessera_bpf *t);
+
+int tessera_bpf_ipcache_fd(const struct tessera_bpf *t);
+int tessera_bpf_endpoints_fd(const struct tessera_bpf *t);
+int tessera_bpf_ct_fd(const struct tessera_bpf *t);
+
+/* Loads the programs of endpoint `endpoint_id` with the id in read-only
+ * data, binding its pinned policy/metrics maps (created and pinned when
+ * absent) and the global maps, and pins the programs (replacing older pins).
+ * `load_ns` receives the time spent, when not NULL. Closes nothing in `fds`
+ * on failure; the caller closes the descriptors with
+ * tessera_bpf_endpoint_fds_close. */
+int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id, struct tessera_endpoint_fds *fds,
+			      uint64_t *load_ns);
+
+/* Opens what is pinned for the endpoint; absent objects are -1. Returns
+ * -ENOENT when nothing at all is pinned. */
+int tessera_bpf_endpoint_open_pinned(struct tessera_bpf *t, uint64_t endpoint_id, struct tessera_endpoint_fds *fds);
+
+/* Unpins the endpoint's programs and maps and removes its directory.
+ * Missing pins are not an error. */
+int tessera_bpf_endpoint_unpin(struct tessera_bpf *t, uint64_t endpoint_id);
+
+void tessera_bpf_endpoint_fds_close(struct tessera_endpoint_fds *fds);
+
+/* Ids of the endpoints that have a pin directory; returns how many were
+ * written (at most `cap`), or -errno. */
+int tessera_bpf_pinned_endpoints(struct tessera_bpf *t, uint64_t *ids, int cap);
+
+/* Attaches from_container at the device's tc ingress and to_container at its
+ * tc egress (clsact; an existing qdisc is accepted, an existing Tessera filter
+ * is replaced atomically). `hook_created` is set when the qdisc was created
+ * here. */
+int tessera_bpf_tc_attach(int ifindex, int from_container_fd, int to_container_fd, int *hook_created);
+
+/* Program ids of the Tessera filters on the device (0 when absent). */
+int tessera_bpf_tc_query(int ifindex, uint32_t *from_container_id, uint32_t *to_container_id);
+
+/* Removes Tessera's filters from the device, but only those running the
+ * expected programs (an expected id of 0 accepts any program). Destroys the
+ * clsact qdisc when `destroy_hook` (it was created by Tessera). Missing
+ * device or filters are not an error. */
+int tessera_bpf_tc_detach(int ifindex, uint32_t expected_from_id, uint32_t expected_to_id, int destroy_hook);
+
+/* The kernel id of a program or map descriptor (0 on error). */
+uint32_t tessera_bpf_obj_id(int fd);
+
+/* Map access (thin wrappers returning -errno). */
+int tessera_bpf_map_update(int fd, const void *key, const void *value, uint64_t flags);
+int tessera_bpf_map_lookup(int fd, const void *key, void *value);
+int tessera_bpf_map_delete(int fd, const void *key);
+int tessera_bpf_map_next_key(int fd, const void *key, void *next_key);
+int tessera_bpf_obj_get(const char *path);
+void tessera_bpf_close_fd(int fd);
+
+/* Number of possible CPUs (per-CPU map values hold one slot per CPU,
+ * each rounded up to 8 bytes). */
+int tessera_bpf_num_possible_cpus(void);
+
+/* Runs a tc program on `packet` (an Ethernet frame) `repeat` times with
+ * BPF_PROG_TEST_RUN; `retval` gets the program's return code (TC_ACT_OK = 0,
+ * TC_ACT_SHOT = 2) and `duration_ns` the mean time per run. */
+int tessera_bpf_test_run(int prog_fd, const void *packet, uint32_t len, uint32_t repeat, uint32_t *retval,
+			 uint32_t *duration_ns);
+
+/* Monotonic clock (CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns). */
+uint64_t tessera_bpf_ktime_ns(void);
+
+/* What libbpf printed during the calling thread's last failing call. */
+const char *tessera_bpf_last_log(void);
+
+/* Empty string when eBPF is usable here, else why not (root/CAP_BPF, bpffs,
+ * kernel). Does not load anything. */
+const char *tessera_bpf_probe(void);
+
+/* Whether `path` is on a bpf filesystem: 1 yes, 0 no, -errno. */
+int tessera_bpf_is_bpffs(const char *path);
+
+/* Mounts bpffs at `path` (usually /sys/fs/bpf). */
+int tessera_bpf_mount_bpffs(const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TESSERA_BPF_H */

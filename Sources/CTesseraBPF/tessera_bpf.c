@@ -1,0 +1,757 @@
+/*
+ * libbpf loader of the endpoint programs (see include/tessera_bpf.h).
+ *
+ * Flow of one endpoint load, after libbpf-bootstrap's minimal.c/bootstrap.c:
+ * open the object from memory, set the endpoint id in .rodata, point the
+ * per-endpoint maps at their pin paths and the global maps at the pin root,
+ * load (libbpf re-uses pinned maps and pins new ones), pin the programs, and
+ * hand out duplicated descriptors; one `cleanup:` path closes the object.
+ */
+#define _GNU_SOURCE
+#include "tessera_bpf.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <net/if.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/capability.h>
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+
+#ifndef BPF_FS_MAGIC
+#define BPF_FS_MAGIC 0xcafe4a11
+#endif
+#ifndef CAP_BPF
+#define CAP_BPF 39
+#endif
+
+#define TESSERA_OBJECT_NAME "tessera_endpoint"
+
+struct tessera_bpf {
+	char pin_dir[PATH_MAX];
+	char globals_dir[PATH_MAX];
+	char endpoints_dir[PATH_MAX];
+	void *object;
+	size_t object_len;
+	int ipcache_fd;
+	int endpoints_fd;
+	int ct_fd;
+};
+
+/* ---- libbpf messages ------------------------------------------------------ */
+
+#define LOG_CAP 16384
+static _Thread_local char last_log[LOG_CAP];
+static _Thread_local size_t last_log_len;
+static pthread_once_t print_once = PTHREAD_ONCE_INIT;
+
+static int print_to_log(enum libbpf_print_level level, const char *fmt, va_list args)
+{
+	int n;
+
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	if (last_log_len >= LOG_CAP - 1) {
+		/* Keep the tail: the verifier's last lines say what failed. */
+		memmove(last_log, last_log + LOG_CAP / 2, LOG_CAP / 2);
+		last_log_len = LOG_CAP / 2 - 1;
+	}
+	n = vsnprintf(last_log + last_log_len, LOG_CAP - last_log_len, fmt, args);
+	if (n > 0)
+		last_log_len += (size_t)n < LOG_CAP - last_log_len ? (size_t)n : LOG_CAP - 1 - last_log_len;
+	return 0;
+}
+
+static void install_print(void)
+{
+	libbpf_set_print(print_to_log);
+}
+
+static void log_reset(void)
+{
+	pthread_once(&print_once, install_print);
+	last_log_len = 0;
+	last_log[0] = '\0';
+}
+
+static void log_append(const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	print_to_log(LIBBPF_WARN, fmt, args);
+	va_end(args);
+}
+
+const char *tessera_bpf_last_log(void)
+{
+	return last_log;
+}
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static int neg_errno(void)
+{
+	return errno ? -errno : -EIO;
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+	size_t len = strlen(path);
+
+	if (len == 0 || len >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, len + 1);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+			return neg_errno();
+		*p = '/';
+	}
+	if (mkdir(buf, mode) < 0 && errno != EEXIST)
+		return neg_errno();
+	return 0;
+}
+
+static int dup_fd(int fd)
+{
+	int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	return copy < 0 ? neg_errno() : copy;
+}
+
+static int endpoint_path(const struct tessera_bpf *t, uint64_t id, const char *name, char *out, size_t cap)
+{
+	int n = name ? snprintf(out, cap, "%s/%llu/%s", t->endpoints_dir, (unsigned long long)id, name)
+		     : snprintf(out, cap, "%s/%llu", t->endpoints_dir, (unsigned long long)id);
+	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t tessera_bpf_ktime_ns(void)
+{
+	return now_ns();
+}
+
+static int read_file(const char *path, void **out, size_t *out_len)
+{
+	struct stat st;
+	void *buf = NULL;
+	size_t done = 0;
+	int fd, err = 0;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return neg_errno();
+	if (fstat(fd, &st) < 0) {
+		err = neg_errno();
+		goto cleanup;
+	}
+	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+	if (!buf) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	while (done < (size_t)st.st_size) {
+		ssize_t n = read(fd, (char *)buf + done, (size_t)st.st_size - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			err = n < 0 ? neg_errno() : -EIO;
+			goto cleanup;
+		}
+		done += (size_t)n;
+	}
+	*out = buf;
+	*out_len = done;
+	buf = NULL;
+cleanup:
+	free(buf);
+	close(fd);
+	return err;
+}
+
+/* Writes the endpoint id into the object's .rodata (ENDPOINT_ID), found through BTF. */
+static int set_endpoint_id(struct bpf_object *obj, uint64_t id)
+{
+	struct bpf_map *map, *rodata = NULL;
+	const struct btf_var_secinfo *vs;
+	const struct btf_type *sec;
+	struct btf *btf;
+	const void *initial;
+	char data[256];
+	size_t size;
+	int sec_id;
+
+	bpf_object__for_each_map(map, obj) {
+		const char *name = bpf_map__name(map);
+		size_t len = strlen(name);
+		if (bpf_map__is_internal(map) && len >= 7 && strcmp(name + len - 7, ".rodata") == 0)
+			rodata = map;
+	}
+	btf = bpf_object__btf(obj);
+	if (!rodata || !btf) {
+		log_append("tessera: object has no .rodata or BTF\n");
+		return -ENOENT;
+	}
+	sec_id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
+	if (sec_id < 0) {
+		log_append("tessera: no .rodata section in the object's BTF\n");
+		return -ENOENT;
+	}
+	sec = btf__type_by_id(btf, sec_id);
+	initial = bpf_map__initial_value(rodata, &size);
+	if (!initial || size > sizeof(data))
+		return -EINVAL;
+	memcpy(data, initial, size);
+	vs = btf_var_secinfos(sec);
+	for (int i = 0; i < btf_vlen(sec); i++, vs++) {
+		const struct btf_type *var = btf__type_by_id(btf, vs->type);
+		if (strcmp(btf__name_by_offset(btf, var->name_off), "ENDPOINT_ID") != 0)
+			continue;
+		if (vs->size != sizeof(id) || vs->offset + sizeof(id) > size)
+			return -EINVAL;
+		memcpy(data + vs->offset, &id, sizeof(id));
+		return bpf_map__set_initial_value(rodata, data, size);
+	}
+	log_append("tessera: ENDPOINT_ID not found in .rodata\n");
+	return -ENOENT;
+}
+
+/*
+ * Opens the object from memory with the endpoint id set and the global maps
+ * pinned by name under globals/. With `ep_dir`, the per-endpoint maps are
+ * pinned (or re-used) there; without, they are throw-away (the probe load).
+ */
+static int open_object(struct tessera_bpf *t, uint64_t id, const char *ep_dir, struct bpf_object **out)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = TESSERA_OBJECT_NAME, .pin_root_path = t->globals_dir);
+	char path[PATH_MAX];
+	struct bpf_object *obj;
+	int err;
+
+	obj = bpf_object__open_mem(t->object, t->object_len, &opts);
+	if (!obj)
+		return neg_errno();
+	err = set_endpoint_id(obj, id);
+	if (err)
+		goto fail;
+	if (ep_dir) {
+		static const char *const per_endpoint[] = { "policy", "metrics" };
+		for (size_t i = 0; i < sizeof(per_endpoint) / sizeof(per_endpoint[0]); i++) {
+			struct bpf_map *map = bpf_object__find_map_by_name(obj, per_endpoint[i]);
+			if (!map) {
+				log_append("tessera: map %s missing from the object\n", per_endpoint[i]);
+				err = -ENOENT;
+				goto fail;
+			}
+			if (snprintf(path, sizeof(path), "%s/%s", ep_dir, per_endpoint[i]) >= (int)sizeof(path)) {
+				err = -ENAMETOOLONG;
+				goto fail;
+			}
+			err = bpf_map__set_pin_path(map, path);
+			if (err)
+				goto fail;
+		}
+	}
+	*out = obj;
+	return 0;
+fail:
+	bpf_object__close(obj);
+	return err;
+}
+
+static int get_fd(struct bpf_object *obj, const char *map_name)
+{
+	struct bpf_map *map = bpf_object__find_map_by_name(obj, map_name);
+	if (!map) {
+		log_append("tessera: map %s missing from the object\n", map_name);
+		return -ENOENT;
+	}
+	return dup_fd(bpf_map__fd(map));
+}
+
+/* ---- the loader ----------------------------------------------------------- */
+
+int tessera_bpf_open(const char *object_path, const char *pin_dir, struct tessera_bpf **out)
+{
+	struct tessera_bpf *t;
+	struct bpf_object *obj = NULL;
+	int err;
+
+	log_reset();
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->ipcache_fd = t->endpoints_fd = t->ct_fd = -1;
+	if (snprintf(t->pin_dir, sizeof(t->pin_dir), "%s", pin_dir) >= (int)sizeof(t->pin_dir) ||
+	    snprintf(t->globals_dir, sizeof(t->globals_dir), "%s/globals", pin_dir) >= (int)sizeof(t->globals_dir) ||
+	    snprintf(t->endpoints_dir, sizeof(t->endpoints_dir), "%s/endpoints", pin_dir) >=
+		    (int)sizeof(t->endpoints_dir)) {
+		err = -ENAMETOOLONG;
+		goto fail;
+	}
+	err = read_file(object_path, &t->object, &t->object_len);
+	if (err) {
+		log_append("tessera: cannot read %s: %s\n", object_path, strerror(-err));
+		goto fail;
+	}
+	if ((err = mkdir_p(t->globals_dir, 0700)) || (err = mkdir_p(t->endpoints_dir, 0700))) {
+		log_append("tessera: cannot create %s: %s\n", t->pin_dir, strerror(-err));
+		goto fail;
+	}
+
+	/* One load creates (or re-uses) the pinned global maps and proves that
+	 * this kernel's verifier accepts the programs. */
+	err = open_object(t, 0, NULL, &obj);
+	if (err)
+		goto fail;
+	err = bpf_object__load(obj);
+	if (err)
+		goto fail;
+	if ((t->ipcache_fd = get_fd(obj, "tessera_ipcache")) < 0) {
+		err = t->ipcache_fd;
+		goto fail;
+	}
+	if ((t->endpoints_fd = get_fd(obj, "tessera_endpoints")) < 0) {
+		err = t->endpoints_fd;
+		goto fail;
+	}
+	if ((t->ct_fd = get_fd(obj, "tessera_ct")) < 0) {
+		err = t->ct_fd;
+		goto fail;
+	}
+	bpf_object__close(obj);
+	*out = t;
+	return 0;
+fail:
+	bpf_object__close(obj);
+	tessera_bpf_close(t);
+	return err;
+}
+
+void tessera_bpf_close(struct tessera_bpf *t)
+{
+	if (!t)
+		return;
+	if (t->ipcache_fd >= 0)
+		close(t->ipcache_fd);
+	if (t->endpoints_fd >= 0)
+		close(t->endpoints_fd);
+	if (t->ct_fd >= 0)
+		close(t->ct_fd);
+	free(t->object);
+	free(t);
+}
+
+int tessera_bpf_ipcache_fd(const struct tessera_bpf *t)
+{
+	return t->ipcache_fd;
+}
+
+int tessera_bpf_endpoints_fd(const struct tessera_bpf *t)
+{
+	return t->endpoints_fd;
+}
+
+int tessera_bpf_ct_fd(const struct tessera_bpf *t)
+{
+	return t->ct_fd;
+}
+
+void tessera_bpf_endpoint_fds_close(struct tessera_endpoint_fds *fds)
+{
+	int *all[] = { &fds->from_container, &fds->to_container, &fds->policy, &fds->metrics };
+
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		if (*all[i] >= 0)
+			close(*all[i]);
+		*all[i] = -1;
+	}
+}
+
+/* Pins `prog` at `path`, replacing an older pin (bpffs has no rename; the
+ * attached filters, not the pins, keep programs running meanwhile). */
+static int pin_program(struct bpf_program *prog, const char *path)
+{
+	if (unlink(path) < 0 && errno != ENOENT)
+		return neg_errno();
+	return bpf_obj_pin(bpf_program__fd(prog), path);
+}
+
+int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id, struct tessera_endpoint_fds *fds,
+			      uint64_t *load_ns)
+{
+	static const char *const progs[] = { "from_container", "to_container" };
+	struct tessera_endpoint_fds got = { -1, -1, -1, -1 };
+	char ep_dir[PATH_MAX], path[PATH_MAX];
+	struct bpf_object *obj = NULL;
+	uint64_t start = now_ns();
+	int err;
+
+	log_reset();
+	if ((err = endpoint_path(t, endpoint_id, NULL, ep_dir, sizeof(ep_dir))))
+		return err;
+	if ((err = mkdir_p(ep_dir, 0700)))
+		return err;
+	if ((err = open_object(t, endpoint_id, ep_dir, &obj)))
+		goto cleanup;
+	if ((err = bpf_object__load(obj)))
+		goto cleanup;
+
+	for (size_t i = 0; i < 2; i++) {
+		struct bpf_program *prog = bpf_object__find_program_by_name(obj, progs[i]);
+		int fd;
+		if (!prog) {
+			log_append("tessera: program %s missing from the object\n", progs[i]);
+			err = -ENOENT;
+			goto cleanup;
+		}
+		if ((err = endpoint_path(t, endpoint_id, progs[i], path, sizeof(path))))
+			goto cleanup;
+		if ((err = pin_program(prog, path))) {
+			log_append("tessera: cannot pin %s: %s\n", path, strerror(-err));
+			goto cleanup;
+		}
+		if ((fd = dup_fd(bpf_program__fd(prog))) < 0) {
+			err = fd;
+			goto cleanup;
+		}
+		if (i == 0)
+			got.from_container = fd;
+		else
+			got.to_container = fd;
+	}
+	if ((got.policy = get_fd(obj, "policy")) < 0) {
+		err = got.policy;
+		goto cleanup;
+	}
+	if ((got.metrics = get_fd(obj, "metrics")) < 0) {
+		err = got.metrics;
+		goto cleanup;
+	}
+	*fds = got;
+	got = (struct tessera_endpoint_fds){ -1, -1, -1, -1 };
+	if (load_ns)
+		*load_ns = now_ns() - start;
+cleanup:
+	tessera_bpf_endpoint_fds_close(&got);
+	bpf_object__close(obj);
+	return err;
+}
+
+int tessera_bpf_endpoint_open_pinned(struct tessera_bpf *t, uint64_t endpoint_id, struct tessera_endpoint_fds *fds)
+{
+	static const char *const names[] = { "from_container", "to_container", "policy", "metrics" };
+	int *slots[] = { &fds->from_container, &fds->to_container, &fds->policy, &fds->metrics };
+	char path[PATH_MAX];
+	int found = 0, err;
+
+	log_reset();
+	for (size_t i = 0; i < 4; i++) {
+		*slots[i] = -1;
+		if ((err = endpoint_path(t, endpoint_id, names[i], path, sizeof(path)))) {
+			tessera_bpf_endpoint_fds_close(fds);
+			return err;
+		}
+		int fd = bpf_obj_get(path);
+		if (fd < 0 && fd != -ENOENT) {
+			tessera_bpf_endpoint_fds_close(fds);
+			return fd;
+		}
+		if (fd >= 0) {
+			*slots[i] = fd;
+			found++;
+		}
+	}
+	return found ? 0 : -ENOENT;
+}
+
+int tessera_bpf_endpoint_unpin(struct tessera_bpf *t, uint64_t endpoint_id)
+{
+	char dir[PATH_MAX], path[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int err;
+
+	log_reset();
+	if ((err = endpoint_path(t, endpoint_id, NULL, dir, sizeof(dir))))
+		return err;
+	d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : neg_errno();
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >= (int)sizeof(path))
+			continue;
+		if (unlink(path) < 0 && errno != ENOENT) {
+			err = neg_errno();
+			closedir(d);
+			return err;
+		}
+	}
+	closedir(d);
+	if (rmdir(dir) < 0 && errno != ENOENT)
+		return neg_errno();
+	return 0;
+}
+
+int tessera_bpf_pinned_endpoints(struct tessera_bpf *t, uint64_t *ids, int cap)
+{
+	struct dirent *de;
+	int n = 0;
+	DIR *d;
+
+	log_reset();
+	d = opendir(t->endpoints_dir);
+	if (!d)
+		return errno == ENOENT ? 0 : neg_errno();
+	while ((de = readdir(d)) && n < cap) {
+		char *end;
+		unsigned long long id;
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		errno = 0;
+		id = strtoull(de->d_name, &end, 10);
+		if (*end || errno)
+			continue;
+		ids[n++] = id;
+	}
+	closedir(d);
+	return n;
+}
+
+/* ---- tc ------------------------------------------------------------------- */
+
+static int tc_query_one(int ifindex, enum bpf_tc_attach_point point, uint32_t *prog_id)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TESSERA_TC_HANDLE, .priority = TESSERA_TC_PRIORITY);
+	int err = bpf_tc_query(&hook, &opts);
+
+	*prog_id = 0;
+	if (err == -ENOENT || err == -EINVAL)
+		return 0; /* no filter (EINVAL: no clsact qdisc) */
+	if (err)
+		return err;
+	*prog_id = opts.prog_id;
+	return 0;
+}
+
+int tessera_bpf_tc_query(int ifindex, uint32_t *from_container_id, uint32_t *to_container_id)
+{
+	int err;
+
+	log_reset();
+	if ((err = tc_query_one(ifindex, BPF_TC_INGRESS, from_container_id)))
+		return err;
+	return tc_query_one(ifindex, BPF_TC_EGRESS, to_container_id);
+}
+
+int tessera_bpf_tc_attach(int ifindex, int from_container_fd, int to_container_fd, int *hook_created)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TESSERA_TC_HANDLE, .priority = TESSERA_TC_PRIORITY,
+		    .flags = BPF_TC_F_REPLACE);
+	int err;
+
+	log_reset();
+	*hook_created = 0;
+	err = bpf_tc_hook_create(&hook);
+	if (err && err != -EEXIST)
+		return err;
+	*hook_created = err == 0;
+
+	/* Ingress first: what leaves the container is judged before anything can
+	 * reach it; both are in place before this returns. */
+	opts.prog_fd = from_container_fd;
+	if ((err = bpf_tc_attach(&hook, &opts)))
+		return err;
+	hook.attach_point = BPF_TC_EGRESS;
+	opts.prog_fd = to_container_fd;
+	opts.prog_id = 0;
+	opts.flags = BPF_TC_F_REPLACE;
+	return bpf_tc_attach(&hook, &opts);
+}
+
+static int tc_detach_one(int ifindex, enum bpf_tc_attach_point point, uint32_t expected)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TESSERA_TC_HANDLE, .priority = TESSERA_TC_PRIORITY);
+	uint32_t id = 0;
+	int err;
+
+	if ((err = tc_query_one(ifindex, point, &id)))
+		return err;
+	if (id == 0 || (expected && id != expected))
+		return 0; /* nothing there, or someone else's program */
+	err = bpf_tc_detach(&hook, &opts);
+	return err == -ENOENT ? 0 : err;
+}
+
+int tessera_bpf_tc_detach(int ifindex, uint32_t expected_from_id, uint32_t expected_to_id, int destroy_hook)
+{
+	char name[IF_NAMESIZE];
+	int err;
+
+	log_reset();
+	if (ifindex <= 0 || !if_indextoname((unsigned)ifindex, name))
+		return 0; /* the device is gone, and its filters with it */
+	if ((err = tc_detach_one(ifindex, BPF_TC_INGRESS, expected_from_id)))
+		return err;
+	if ((err = tc_detach_one(ifindex, BPF_TC_EGRESS, expected_to_id)))
+		return err;
+	if (destroy_hook) {
+		LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS);
+		err = bpf_tc_hook_destroy(&hook);
+		if (err && err != -ENOENT && err != -EINVAL)
+			return err;
+	}
+	return 0;
+}
+
+/* ---- maps and misc -------------------------------------------------------- */
+
+uint32_t tessera_bpf_obj_id(int fd)
+{
+	struct bpf_prog_info info;
+	uint32_t len = sizeof(info);
+
+	/* bpf_prog_info and bpf_map_info both start with type, id. */
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return 0;
+	return info.id;
+}
+
+int tessera_bpf_map_update(int fd, const void *key, const void *value, uint64_t flags)
+{
+	return bpf_map_update_elem(fd, key, value, flags);
+}
+
+int tessera_bpf_map_lookup(int fd, const void *key, void *value)
+{
+	return bpf_map_lookup_elem(fd, key, value);
+}
+
+int tessera_bpf_map_delete(int fd, const void *key)
+{
+	return bpf_map_delete_elem(fd, key);
+}
+
+int tessera_bpf_map_next_key(int fd, const void *key, void *next_key)
+{
+	return bpf_map_get_next_key(fd, key, next_key);
+}
+
+int tessera_bpf_obj_get(const char *path)
+{
+	return bpf_obj_get(path);
+}
+
+void tessera_bpf_close_fd(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}
+
+int tessera_bpf_num_possible_cpus(void)
+{
+	return libbpf_num_possible_cpus();
+}
+
+int tessera_bpf_test_run(int prog_fd, const void *packet, uint32_t len, uint32_t repeat, uint32_t *retval,
+			 uint32_t *duration_ns)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = packet, .data_size_in = len, .repeat = repeat);
+	int err;
+
+	log_reset();
+	err = bpf_prog_test_run_opts(prog_fd, &opts);
+	if (err)
+		return err;
+	*retval = opts.retval;
+	*duration_ns = opts.duration;
+	return 0;
+}
+
+int tessera_bpf_is_bpffs(const char *path)
+{
+	struct statfs st;
+
+	if (statfs(path, &st) < 0)
+		return neg_errno();
+	return st.f_type == BPF_FS_MAGIC;
+}
+
+int tessera_bpf_mount_bpffs(const char *path)
+{
+	int err = mkdir_p(path, 0700);
+
+	if (err)
+		return err;
+	if (mount("bpf", path, "bpf", 0, "mode=0700") < 0)
+		return neg_errno();
+	return 0;
+}
+
+static int has_capability(int cap)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct data[2];
+
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return 0;
+	return (data[cap / 32].effective >> (cap % 32)) & 1;
+}
+
+const char *tessera_bpf_probe(void)
+{
+	static _Thread_local char reason[256];
+
+	log_reset();
+	if (!(has_capability(CAP_BPF) || has_capability(CAP_SYS_ADMIN)) || !has_capability(CAP_NET_ADMIN))
+		return "eBPF needs root (CAP_BPF or CAP_SYS_ADMIN, and CAP_NET_ADMIN for tc)";
+	if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SCHED_CLS, NULL) != 1)
+		return "the kernel does not support tc (SCHED_CLS) BPF programs";
+	static const struct {
+		enum bpf_map_type type;
+		const char *name;
+	} maps[] = {
+		{ BPF_MAP_TYPE_LPM_TRIE, "LPM trie" },
+		{ BPF_MAP_TYPE_LRU_HASH, "LRU hash" },
+		{ BPF_MAP_TYPE_PERCPU_ARRAY, "per-CPU array" },
+	};
+	for (size_t i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
+		if (libbpf_probe_bpf_map_type(maps[i].type, NULL) != 1) {
+			snprintf(reason, sizeof(reason), "the kernel does not support BPF %s maps", maps[i].name);
+			return reason;
+		}
+	}
+	return "";
+}

@@ -1,0 +1,134 @@
+import Logging
+import Synchronization
+import TesseraCore
+
+/// Owns every endpoint's realised policy and the ipcache, and turns wanted
+/// state into minimal backend changes.
+///
+/// Realisation is serialised per datapath: the kernel state of one endpoint is
+/// changed by one caller at a time, and the recorded realised revision always
+/// describes what the kernel holds.
+public final class Datapath: Sendable {
+  private struct State {
+    var endpoints: [UInt64: DatapathEndpoint] = [:]
+  }
+
+  private let backend: any DatapathBackend
+  private let state: Mutex<State>
+  /// Serialises backend calls; kernel operations are fast and never awaited.
+  private let backendLock = Mutex(())
+  private let logger: Logger
+
+  /// Re-adopts whatever the backend kept from a previous run.
+  public init(backend: any DatapathBackend, logger: Logger = Logger(label: "tessera.datapath")) throws(DatapathError) {
+    self.backend = backend
+    self.logger = logger
+    let restored = try backend.restoreEndpoints()
+    self.state = Mutex(State(endpoints: Dictionary(restored.map { ($0.id, $0) }, uniquingKeysWith: { $1 })))
+    if !restored.isEmpty {
+      logger.info("re-adopted endpoints from the previous run", metadata: ["count": "\(restored.count)"])
+    }
+  }
+
+  public var backendName: String { backend.name }
+
+  /// The outcome of one realisation.
+  public struct Realization: Sendable, Equatable {
+    public var realizedRevision: UInt64
+    public var entriesWritten: Int
+    public var entriesDeleted: Int
+  }
+
+  /// Makes the endpoint's kernel state equal to `wanted` and records its revision.
+  ///
+  /// Only the difference is written: unchanged entries are not touched, so a
+  /// regeneration with one new peer is one map write. The endpoint's own
+  /// addresses are put in the ipcache with its identity.
+  public func realize(_ wanted: DatapathEndpoint) throws(DatapathError) -> Realization {
+    try backendLock.withLock { (_) throws(DatapathError) -> Realization in
+      let previous = state.withLock { $0.endpoints[wanted.id] }
+      if let previous, previous.policy.revision > wanted.policy.revision, previous.identity == wanted.identity,
+        previous.ips == wanted.ips, previous.hostInterface == wanted.hostInterface
+      {
+        // An older computation arriving late must not roll the kernel back.
+        return Realization(realizedRevision: previous.policy.revision, entriesWritten: 0, entriesDeleted: 0)
+      }
+      let change = Self.difference(from: previous, to: wanted)
+      try backend.apply(change)
+
+      var ipcacheUpserts = wanted.ips.map { IPCacheEntry(prefix: $0, identity: wanted.identity) }
+      if let previous, previous.identity == wanted.identity {
+        let known = Set(previous.ips)
+        ipcacheUpserts.removeAll { known.contains($0.prefix) }
+      }
+      if !ipcacheUpserts.isEmpty { try backend.upsertIPCache(ipcacheUpserts) }
+      if let previous {
+        let gone = Set(previous.ips).subtracting(wanted.ips)
+        if !gone.isEmpty { try backend.deleteIPCache(Array(gone)) }
+      }
+      state.withLock { $0.endpoints[wanted.id] = wanted }
+      return Realization(realizedRevision: wanted.policy.revision, entriesWritten: change.upserts.count, entriesDeleted: change.deletes.count)
+    }
+  }
+
+  /// Removes the endpoint's programs, maps and ipcache entries. Returns whether it existed.
+  public func removeEndpoint(id: UInt64) throws(DatapathError) -> Bool {
+    try backendLock.withLock { (_) throws(DatapathError) -> Bool in
+      guard let existing = state.withLock({ $0.endpoints[id] }) else { return false }
+      try backend.removeEndpoint(existing)
+      if !existing.ips.isEmpty { try backend.deleteIPCache(existing.ips) }
+      state.withLock { $0.endpoints[id] = nil }
+      return true
+    }
+  }
+
+  public func endpoint(id: UInt64) -> DatapathEndpoint? {
+    state.withLock { $0.endpoints[id] }
+  }
+
+  public func endpoints() -> [DatapathEndpoint] {
+    state.withLock { $0.endpoints.values.sorted { $0.id < $1.id } }
+  }
+
+  /// The entries read back from the backend's map for the endpoint.
+  public func policyEntries(endpointID: UInt64) throws(DatapathError) -> [PolicyEntry] {
+    try backendLock.withLock { (_) throws(DatapathError) in try backend.policyEntries(endpointID: endpointID) }
+  }
+
+  public func upsertIPCache(_ entries: [IPCacheEntry]) throws(DatapathError) {
+    try backendLock.withLock { (_) throws(DatapathError) in try backend.upsertIPCache(entries) }
+  }
+
+  public func deleteIPCache(_ prefixes: [IPPrefix]) throws(DatapathError) {
+    try backendLock.withLock { (_) throws(DatapathError) in try backend.deleteIPCache(prefixes) }
+  }
+
+  public func ipcacheEntries() throws(DatapathError) -> [IPCacheEntry] {
+    try backendLock.withLock { (_) throws(DatapathError) in try backend.ipcacheEntries() }
+  }
+
+  public func conntrackEntries() throws(DatapathError) -> [ConntrackEntry] {
+    try backendLock.withLock { (_) throws(DatapathError) in try backend.conntrackEntries() }
+  }
+
+  public func counters(endpointID: UInt64) throws(DatapathError) -> EndpointCounters {
+    guard endpoint(id: endpointID) != nil else {
+      throw DatapathError(code: .notFound, message: "no endpoint \(endpointID) in the datapath")
+    }
+    return try backendLock.withLock { (_) throws(DatapathError) in try backend.counters(endpointID: endpointID) }
+  }
+
+  /// The backend change that turns `previous` into `wanted`.
+  static func difference(from previous: DatapathEndpoint?, to wanted: DatapathEndpoint) -> EndpointChange {
+    guard let previous else {
+      return EndpointChange(endpoint: wanted, isNew: true, interfaceChanged: true, upserts: wanted.policy.entries, deletes: [])
+    }
+    let old = Dictionary(previous.policy.entries.map { ($0.key, $0) }, uniquingKeysWith: { $1 })
+    let new = Dictionary(wanted.policy.entries.map { ($0.key, $0) }, uniquingKeysWith: { $1 })
+    let upserts = wanted.policy.entries.filter { old[$0.key] != $0 }
+    let deletes = previous.policy.entries.map(\.key).filter { new[$0] == nil }
+    return EndpointChange(
+      endpoint: wanted, isNew: false, interfaceChanged: previous.hostInterface != wanted.hostInterface,
+      upserts: upserts, deletes: deletes)
+  }
+}

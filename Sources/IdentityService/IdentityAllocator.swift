@@ -1,0 +1,124 @@
+import Logging
+import TesseraCore
+
+/// Label set ↔ numeric identity, refcounted per node (DESIGN §3).
+///
+/// Filters labels, answers reserved identities without touching the store,
+/// and makes sure the policy service's SelectorCache holds an identity before
+/// the allocation that created it returns.
+public final class IdentityAllocator: Sendable {
+  /// Tunables with sane defaults.
+  public struct Configuration: Sendable {
+    public var nodeName: String
+    public var labelFilter: LabelFilter
+    /// How long an unreferenced identity is kept, so a flapping workload keeps its number.
+    public var gracePeriodMilliseconds: Int64
+
+    public init(nodeName: String, labelFilter: LabelFilter = .defaults, gracePeriodMilliseconds: Int64 = 60_000) {
+      self.nodeName = nodeName
+      self.labelFilter = labelFilter
+      self.gracePeriodMilliseconds = gracePeriodMilliseconds
+    }
+  }
+
+  public let configuration: Configuration
+  public let store: any IdentityStore
+  private let batcher: IdentityChangeBatcher
+  public let events = IdentityEvents()
+  private let logger: Logger
+
+  public init(configuration: Configuration, store: any IdentityStore, changeSink: any IdentityChangeSink, logger: Logger = Logger(label: "tessera.identity")) {
+    self.configuration = configuration
+    self.store = store
+    self.batcher = IdentityChangeBatcher(sink: changeSink)
+    self.logger = logger
+  }
+
+  /// The identity-relevant subset of `labels`; reserved labels must stand alone.
+  public func relevantLabels(_ labels: LabelSet) throws(IdentityError) -> LabelSet {
+    let filtered = configuration.labelFilter.filter(labels)
+    if filtered.hasReservedLabel && ReservedIdentity.matching(filtered) == nil {
+      throw IdentityError(code: .invalidLabels, message: "reserved labels cannot be combined with other labels: \(filtered)")
+    }
+    return filtered
+  }
+
+  /// Returns the identity for `labels` and takes one reference for `node`.
+  ///
+  /// An empty (filtered) label set is `reserved:init`; a reserved label set is
+  /// its reserved identity. Neither is refcounted.
+  ///
+  /// - Throws: ``IdentityError`` `.policyUnavailable` when a new identity could
+  ///   not reach the policy service (the allocation is rolled back).
+  public func allocateIdentity(labels: LabelSet, node: String? = nil) async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool) {
+    let relevant = try relevantLabels(labels)
+    if relevant.isEmpty {
+      return (SecurityIdentity(id: .initializing, labels: ReservedIdentity.initializing.labels), false)
+    }
+    if let reserved = ReservedIdentity.matching(relevant) {
+      return (SecurityIdentity(id: reserved.identity, labels: reserved.labels), false)
+    }
+    let node = node ?? configuration.nodeName
+    let (identity, isNew) = try await store.allocate(labels: relevant, node: node)
+    if isNew || !batcher.isAnnounced(identity.id) {
+      do {
+        try await batcher.announce(added: [identity])
+      } catch {
+        try? await store.rollback(identity: identity, node: node, wasNew: isNew)
+        throw IdentityError(code: .policyUnavailable, message: "identity \(identity.id) could not be announced to the policy service", cause: error)
+      }
+    }
+    if isNew {
+      logger.info("allocated identity", metadata: ["identity": "\(identity.id)", "labels": "\(identity.labels)"])
+      events.publish(.added([identity]))
+    }
+    return (identity, isNew)
+  }
+
+  /// Drops one reference of `node`. Reserved identities are not refcounted.
+  public func releaseIdentity(id: NumericIdentity, node: String? = nil) async throws(IdentityError) -> IdentityRelease {
+    if id.isReserved { return IdentityRelease(released: false, remainingReferences: 0) }
+    return try await store.release(id: id, node: node ?? configuration.nodeName)
+  }
+
+  /// Deletes identities unreferenced for the grace period and tells the policy service.
+  @discardableResult
+  public func collectGarbage() async throws(IdentityError) -> [SecurityIdentity] {
+    let deleted = try await store.collectGarbage(gracePeriodMilliseconds: configuration.gracePeriodMilliseconds)
+    guard !deleted.isEmpty else { return [] }
+    logger.info("garbage collected identities", metadata: ["identities": "\(deleted.map(\.id))"])
+    events.publish(.deleted(deleted))
+    // The store no longer has them; a policy service that misses this learns it on its next resync.
+    try? await batcher.announce(deleted: deleted.map(\.id))
+    return deleted
+  }
+
+  /// Every identity, reserved ones first.
+  public func identities() async throws(IdentityError) -> [StoredIdentity] {
+    let reserved = ReservedIdentity.allCases.map {
+      StoredIdentity(identity: SecurityIdentity(id: $0.identity, labels: $0.labels), references: [:], createdAtMilliseconds: 0)
+    }
+    return try await reserved + store.identities()
+  }
+
+  public func identity(id: NumericIdentity) async throws(IdentityError) -> StoredIdentity {
+    if let reserved = ReservedIdentity(rawValue: id.rawValue) {
+      return StoredIdentity(identity: SecurityIdentity(id: id, labels: reserved.labels), references: [:], createdAtMilliseconds: 0)
+    }
+    guard let stored = try await store.identity(id: id) else {
+      throw IdentityError(code: .notFound, message: "no identity \(id)")
+    }
+    return stored
+  }
+
+  public func identity(labels: LabelSet) async throws(IdentityError) -> StoredIdentity {
+    let relevant = try relevantLabels(labels)
+    if let reserved = ReservedIdentity.matching(relevant) {
+      return try await identity(id: reserved.identity)
+    }
+    guard let stored = try await store.identity(labels: relevant) else {
+      throw IdentityError(code: .notFound, message: "no identity for labels \(relevant)")
+    }
+    return stored
+  }
+}

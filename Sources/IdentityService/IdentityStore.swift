@@ -1,0 +1,58 @@
+import TesseraCore
+
+/// One identity as the store knows it, with its references.
+public struct StoredIdentity: Hashable, Sendable {
+  public var identity: SecurityIdentity
+  /// References per node.
+  public var references: [String: Int]
+  public var createdAtMilliseconds: Int64
+
+  public init(identity: SecurityIdentity, references: [String: Int], createdAtMilliseconds: Int64) {
+    self.identity = identity
+    self.references = references
+    self.createdAtMilliseconds = createdAtMilliseconds
+  }
+
+  public var totalReferences: Int { references.values.reduce(0, +) }
+}
+
+/// The result of releasing one reference.
+public struct IdentityRelease: Hashable, Sendable {
+  /// False when the node held no reference.
+  public var released: Bool
+  public var remainingReferences: Int
+
+  public init(released: Bool, remainingReferences: Int) {
+    self.released = released
+    self.remainingReferences = remainingReferences
+  }
+}
+
+/// Where label sets and their numeric identities live.
+///
+/// Every operation is atomic: a crash never leaves a half-made identity or a
+/// reference without its identity. Two allocations of equal label sets return
+/// the same identity; an identity is never handed to two label sets.
+public protocol IdentityStore: Sendable {
+  /// Shown by `tessera status` and `tessera identity list`.
+  var backendDescription: String { get }
+
+  /// Returns the identity for `labels`, creating it if needed, and takes one reference for `node`.
+  func allocate(labels: LabelSet, node: String) async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool)
+
+  /// Drops one reference of `node`; an identity left without references
+  /// becomes eligible for garbage collection after the grace period.
+  func release(id: NumericIdentity, node: String) async throws(IdentityError) -> IdentityRelease
+
+  /// Drops an allocation that could not be completed (e.g. the policy service
+  /// was unreachable): releases the reference and, when the identity was
+  /// created by that allocation and nobody else took it, deletes it at once.
+  func rollback(identity: SecurityIdentity, node: String, wasNew: Bool) async throws(IdentityError)
+
+  func identity(id: NumericIdentity) async throws(IdentityError) -> StoredIdentity?
+  func identity(labels: LabelSet) async throws(IdentityError) -> StoredIdentity?
+  func identities() async throws(IdentityError) -> [StoredIdentity]
+
+  /// Deletes identities that have had no reference for at least `gracePeriodMilliseconds`; returns them.
+  func collectGarbage(gracePeriodMilliseconds: Int64) async throws(IdentityError) -> [SecurityIdentity]
+}

@@ -1,0 +1,24 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import TesseraCore
+import TesseraProto
+import TesseraRuntime
+
+/// Announces identity changes to the policy service over gRPC.
+public struct PolicyServiceSink: IdentityChangeSink {
+  private let client: Tessera_Policy_V1_PolicyService.Client<HTTP2ClientTransport.Posix>
+  private let timeout: Duration
+
+  public init(client: GRPCClient<HTTP2ClientTransport.Posix>, timeout: Duration = .seconds(2)) {
+    self.client = .init(wrapping: client)
+    self.timeout = timeout
+  }
+
+  public func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) async throws -> String {
+    let request = Tessera_Policy_V1_UpdateIdentitiesRequest.with {
+      $0.added = added.map(Tessera_Common_V1_Identity.init)
+      $0.deleted = deleted.map(\.rawValue)
+    }
+    return try await client.updateIdentities(request, options: .failFast(timeout: timeout)).instanceID
+  }
+}

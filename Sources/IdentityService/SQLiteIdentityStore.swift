@@ -1,0 +1,204 @@
+import Foundation
+import GRDB
+import TesseraCore
+
+/// The embedded identity store: one SQLite file, for a single node or a few
+/// nodes on one machine. Survives restarts: the same labels get the same ID.
+public final class SQLiteIdentityStore: IdentityStore {
+  private let database: IdentityDatabase
+  private let range: ClosedRange<UInt32>
+  public let backendDescription: String
+
+  /// - Parameters:
+  ///   - path: the database file; `nil` keeps it in memory (tests).
+  ///   - clusterID: selects the allocation range (DESIGN §3).
+  public init(path: String?, clusterID: UInt32 = 0) throws(IdentityError) {
+    do {
+      var configuration = Configuration()
+      configuration.foreignKeysEnabled = true
+      configuration.busyMode = .timeout(5)
+      if let path {
+        try FileManager.default.createDirectory(
+          atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        database = try IdentityDatabase(DatabaseQueue(path: path, configuration: configuration))
+        backendDescription = "sqlite:\(path)"
+      } else {
+        database = try IdentityDatabase(DatabaseQueue(configuration: configuration))
+        backendDescription = "sqlite (in memory)"
+      }
+    } catch {
+      throw IdentityError(code: .storeUnavailable, message: "cannot open identity database \(path ?? ":memory:")", cause: error)
+    }
+    range = NumericIdentity.allocationRange(clusterID: clusterID)
+  }
+
+  public func allocate(labels: LabelSet, node: String) async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool) {
+    let key = labels.canonicalKey
+    let range = self.range
+    let result: Result<(Int64, Bool), IdentityError> = write { db in
+      let now = Self.now()
+      var isNew = false
+      var record = try IdentityRecord.all().labelled(key).fetchOne(db)
+      if record == nil {
+        guard let id = try Self.lowestFreeID(db, in: range) else {
+          return .failure(IdentityError(code: .exhausted, message: "no free identity left in \(range)"))
+        }
+        record = IdentityRecord(id: id, canonicalLabels: key, createdAt: now, unreferencedSince: nil)
+        try record!.insert(db)
+        isNew = true
+      } else if record!.unreferencedSince != nil {
+        record!.unreferencedSince = nil
+        try record!.update(db)
+      }
+      try db.execute(
+        sql: """
+          INSERT INTO identity_reference (identityId, node, count) VALUES (?, ?, 1)
+          ON CONFLICT(identityId, node) DO UPDATE SET count = count + 1
+          """, arguments: [record!.id, node])
+      return .success((record!.id, isNew))
+    }
+    let (id, isNew) = try result.get()
+    return (SecurityIdentity(id: NumericIdentity(UInt32(id)), labels: labels), isNew)
+  }
+
+  public func release(id: NumericIdentity, node: String) async throws(IdentityError) -> IdentityRelease {
+    let result: Result<IdentityRelease, IdentityError> = write { db in
+      guard var record = try IdentityRecord.fetchOne(db, key: Int64(id.rawValue)) else {
+        return .failure(IdentityError(code: .notFound, message: "no identity \(id)"))
+      }
+      let released = try Self.dropReference(db, identity: record.id, node: node)
+      let remaining = try Self.totalReferences(db, identity: record.id)
+      if remaining == 0 && record.unreferencedSince == nil {
+        record.unreferencedSince = Self.now()
+        try record.update(db)
+      }
+      return .success(IdentityRelease(released: released, remainingReferences: remaining))
+    }
+    return try result.get()
+  }
+
+  public func rollback(identity: SecurityIdentity, node: String, wasNew: Bool) async throws(IdentityError) {
+    let _: Result<Void, IdentityError> = write { db in
+      let id = Int64(identity.id.rawValue)
+      _ = try Self.dropReference(db, identity: id, node: node)
+      guard try Self.totalReferences(db, identity: id) == 0 else { return .success(()) }
+      if wasNew {
+        _ = try IdentityRecord.deleteOne(db, key: id)
+      } else if var record = try IdentityRecord.fetchOne(db, key: id), record.unreferencedSince == nil {
+        record.unreferencedSince = Self.now()
+        try record.update(db)
+      }
+      return .success(())
+    }
+  }
+
+  public func identity(id: NumericIdentity) async throws(IdentityError) -> StoredIdentity? {
+    try read { db in
+      try IdentityRecord.fetchOne(db, key: Int64(id.rawValue)).map { try Self.stored($0, db) }
+    }
+  }
+
+  public func identity(labels: LabelSet) async throws(IdentityError) -> StoredIdentity? {
+    try read { db in
+      try IdentityRecord.all().labelled(labels.canonicalKey).fetchOne(db).map { try Self.stored($0, db) }
+    }
+  }
+
+  public func identities() async throws(IdentityError) -> [StoredIdentity] {
+    try read { db in
+      let references = try IdentityReferenceRecord.fetchAll(db)
+      var byIdentity: [Int64: [String: Int]] = [:]
+      for reference in references { byIdentity[reference.identityId, default: [:]][reference.node] = Int(reference.count) }
+      return try IdentityRecord.order(IdentityRecord.Columns.id).fetchAll(db).map { record in
+        StoredIdentity(
+          identity: try Self.securityIdentity(record), references: byIdentity[record.id] ?? [:],
+          createdAtMilliseconds: record.createdAt)
+      }
+    }
+  }
+
+  public func collectGarbage(gracePeriodMilliseconds: Int64) async throws(IdentityError) -> [SecurityIdentity] {
+    let result: Result<[SecurityIdentity], IdentityError> = write { db in
+      let cutoff = Self.now() - gracePeriodMilliseconds
+      let doomed = try IdentityRecord.all().unreferenced(before: cutoff).fetchAll(db)
+      var deleted: [SecurityIdentity] = []
+      for record in doomed where try Self.totalReferences(db, identity: record.id) == 0 {
+        _ = try IdentityRecord.deleteOne(db, key: record.id)
+        deleted.append(try Self.securityIdentity(record))
+      }
+      return .success(deleted)
+    }
+    return try result.get()
+  }
+
+  // MARK: - Helpers
+
+  private func write<T>(_ body: @Sendable (Database) throws -> Result<T, IdentityError>) -> Result<T, IdentityError> {
+    do {
+      return try database.writer.write { db in try body(db) }
+    } catch let error as IdentityError {
+      return .failure(error)
+    } catch {
+      return .failure(IdentityError(code: .storeUnavailable, message: "identity database write failed", cause: error))
+    }
+  }
+
+  private func read<T>(_ body: @Sendable (Database) throws -> T) throws(IdentityError) -> T {
+    do {
+      return try database.writer.read { db in try body(db) }
+    } catch let error as IdentityError {
+      throw error
+    } catch {
+      throw IdentityError(code: .storeUnavailable, message: "identity database read failed", cause: error)
+    }
+  }
+
+  private static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+  /// The lowest unused ID in the range: a fresh database hands out 256, 257, …
+  /// and a freed ID is reused only after its identity has been garbage collected.
+  private static func lowestFreeID(_ db: Database, in range: ClosedRange<UInt32>) throws -> Int64? {
+    let low = Int64(range.lowerBound)
+    let high = Int64(range.upperBound)
+    if try !IdentityRecord.filter(key: low).isEmpty(db) {
+      let gap = try Int64.fetchOne(
+        db,
+        sql: """
+          SELECT a.id + 1 FROM identity a
+          WHERE a.id >= ? AND a.id < ? AND NOT EXISTS (SELECT 1 FROM identity b WHERE b.id = a.id + 1)
+          ORDER BY a.id LIMIT 1
+          """, arguments: [low, high])
+      return gap
+    }
+    return low
+  }
+
+  private static func dropReference(_ db: Database, identity: Int64, node: String) throws -> Bool {
+    guard var reference = try IdentityReferenceRecord.fetchOne(db, key: ["identityId": identity, "node": node]) else {
+      return false
+    }
+    if reference.count > 1 {
+      reference.count -= 1
+      try reference.update(db)
+    } else {
+      try reference.delete(db)
+    }
+    return true
+  }
+
+  private static func totalReferences(_ db: Database, identity: Int64) throws -> Int {
+    try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(count), 0) FROM identity_reference WHERE identityId = ?", arguments: [identity]) ?? 0
+  }
+
+  private static func stored(_ record: IdentityRecord, _ db: Database) throws -> StoredIdentity {
+    let references = try IdentityReferenceRecord.filter(IdentityReferenceRecord.Columns.identityId == record.id).fetchAll(db)
+    return StoredIdentity(
+      identity: try securityIdentity(record),
+      references: Dictionary(references.map { ($0.node, Int($0.count)) }, uniquingKeysWith: +),
+      createdAtMilliseconds: record.createdAt)
+  }
+
+  private static func securityIdentity(_ record: IdentityRecord) throws -> SecurityIdentity {
+    SecurityIdentity(id: NumericIdentity(UInt32(record.id)), labels: try LabelSet(canonicalKey: record.canonicalLabels))
+  }
+}

@@ -1,0 +1,165 @@
+import TesseraCore
+
+extension PolicyManifest {
+  private static let notSupported = "is not supported yet"
+
+  /// Reads one Cilium rule (`spec` or an element of `specs`).
+  ///
+  /// Follows Cilium's `ParseToCiliumRule` (`pkg/k8s/apis/cilium.io/utils/utils.go`): a
+  /// namespaced rule's endpointSelector always gets `k8s:io.kubernetes.pod.namespace=<ns>`,
+  /// and its peer selectors are scoped the same way unless they name the namespace label,
+  /// a namespace-labels key (`io.cilium.k8s.namespace.labels.*`) or a `reserved:` label.
+  /// Cluster-wide peer selectors that name no namespace require a namespace label to exist
+  /// (so `{}` is "every pod", not "everything"), except in a rule for `reserved:init`.
+  ///
+  /// - Parameter namespace: the policy's namespace, nil for a cluster-wide policy.
+  static func decodeCiliumRule(_ field: ManifestField, namespace: String?) throws(FieldError) -> PolicyRule {
+    let rule = try field.object(
+      known: ["endpointSelector", "ingress", "ingressDeny", "egress", "egressDeny", "labels", "description", "enableDefaultDeny", "log"],
+      unsupported: ["nodeSelector": "nodeSelector (host policies) \(notSupported)"])
+    if let description = rule["description"] { _ = try description.string() }
+    _ = try rule.list("labels")
+    if let log = rule["log"] { _ = try log.anyObject() }
+
+    var subject = EndpointSelector(try decodeLabelSelector(rule.required("endpointSelector"), style: .cilium))
+    if let namespace { subject = subject.replacingMatch(PolicyLabels.podNamespaceK8s, with: namespace) }
+    let scope = PeerScope(namespace: namespace, matchesInit: subject.hasKey(PolicyLabels.initK8s))
+
+    var sections: [PolicySection] = []
+    var directions: Set<TrafficDirection> = []
+    for (key, direction, verdict) in [
+      ("ingress", TrafficDirection.ingress, PolicyVerdict.allow), ("ingressDeny", .ingress, .deny),
+      ("egress", .egress, .allow), ("egressDeny", .egress, .deny),
+    ] {
+      let entries = try rule.list(key)
+      if !entries.isEmpty { directions.insert(direction) }
+      for entry in entries {
+        if let section = try decodeCiliumSection(entry, direction: direction, verdict: verdict, scope: scope) {
+          sections.append(section)
+        }
+      }
+    }
+
+    // Cilium's `enableDefaultDeny`: unset means "yes" for each direction the rule has entries in.
+    var defaultDeny: [TrafficDirection: Bool] = [:]
+    if let enable = rule["enableDefaultDeny"] {
+      let object = try enable.object(known: ["ingress", "egress"])
+      if let ingress = object["ingress"] { defaultDeny[.ingress] = try ingress.bool() }
+      if let egress = object["egress"] { defaultDeny[.egress] = try egress.bool() }
+    }
+    return PolicyRule(
+      subject: subject,
+      enforcesIngress: directions.contains(.ingress) && defaultDeny[.ingress] ?? true,
+      enforcesEgress: directions.contains(.egress) && defaultDeny[.egress] ?? true,
+      sections: sections)
+  }
+
+  struct PeerScope {
+    var namespace: String?
+    var matchesInit: Bool
+
+    /// Cilium's `getEndpointSelector`.
+    func scope(_ selector: EndpointSelector) -> EndpointSelector {
+      if selector.requirements.contains(where: { $0.key.source == Label.Source.reserved }) { return selector }
+      if selector.hasKey(PolicyLabels.podNamespaceK8s) || selector.hasKey(PolicyLabels.podNamespaceAny) { return selector }
+      guard let namespace else {
+        return matchesInit ? selector : selector.adding(LabelRequirement(key: PolicyLabels.podNamespaceK8s, op: .exists))
+      }
+      if selector.hasKeyPrefix(source: Label.Source.kubernetes, keyPrefix: PolicyLabels.namespaceLabelsPrefix)
+        || selector.hasKeyPrefix(source: Label.Source.any, keyPrefix: PolicyLabels.namespaceLabelsPrefix)
+      {
+        return selector
+      }
+      return selector.adding(LabelRequirement(key: PolicyLabels.podNamespaceK8s, op: .in, values: [namespace]))
+    }
+  }
+
+  /// Reads one element of `ingress`, `ingressDeny`, `egress` or `egressDeny`.
+  ///
+  /// An element with no peer field but with `toPorts` applies to every peer; one with
+  /// neither (`{}`) allows nothing (it only makes the direction default-deny). An element
+  /// with peers but no `toPorts` covers every port and protocol.
+  private static func decodeCiliumSection(
+    _ field: ManifestField, direction: TrafficDirection, verdict: PolicyVerdict, scope: PeerScope
+  ) throws(FieldError) -> PolicySection? {
+    let isIngress = direction == .ingress
+    let from = isIngress ? "from" : "to"
+    let known: Set<String> = ["\(from)Endpoints", "\(from)Entities", "\(from)CIDR", "\(from)CIDRSet", "toPorts"]
+    var unsupported: [String: String] = [
+      "\(from)Requires": "\(from)Requires \(notSupported)",
+      "\(from)Groups": "\(from)Groups \(notSupported)",
+      "\(from)Nodes": "\(from)Nodes \(notSupported)",
+      "icmps": "ICMP rules are not supported yet",
+      "authentication": "authentication \(notSupported)",
+    ]
+    if !isIngress {
+      unsupported["toServices"] = "toServices \(notSupported)"
+      unsupported["toFQDNs"] = "toFQDNs \(notSupported)"
+    }
+    let object = try field.object(known: known, unsupported: unsupported)
+
+    var peers: [PeerSelector] = []
+    var namesPeers = false
+    for endpoint in try object.list("\(from)Endpoints") {
+      namesPeers = true
+      let selector = scope.scope(EndpointSelector(try decodeLabelSelector(endpoint, style: .cilium)))
+      peers.append(selector.isWildcard ? .all : .selector(selector))
+    }
+    for entityField in try object.list("\(from)Entities") {
+      namesPeers = true
+      let name = try entityField.string()
+      guard let entity = Entity(rawValue: name) else {
+        let names = Entity.allCases.map(\.rawValue).joined(separator: ", ")
+        throw entityField.error("unknown entity \"\(name)\" (want one of \(names))")
+      }
+      peers += entity.peers
+    }
+    for cidrField in try object.list("\(from)CIDR") {
+      namesPeers = true
+      peers += try worldPeers(forCIDR: try cidrField.string(), field: cidrField)
+    }
+    for cidrSetField in try object.list("\(from)CIDRSet") {
+      namesPeers = true
+      let cidrSet = try cidrSetField.object(
+        known: ["cidr", "except"],
+        unsupported: [
+          "cidrGroupRef": "cidrGroupRef \(notSupported)", "cidrGroupSelector": "cidrGroupSelector \(notSupported)",
+        ])
+      if let except = cidrSet["except"], try !except.list().isEmpty {
+        throw except.error("except \(notSupported)")
+      }
+      let cidrField = try cidrSet.required("cidr")
+      peers += try worldPeers(forCIDR: try cidrField.string(), field: cidrField)
+    }
+
+    var ports: [PortProtocol] = []
+    let portRules = try object.list("toPorts")
+    for portRuleField in portRules {
+      var portRuleUnsupported = [
+        "rules": "L7 rules are not supported yet",
+        "listener": "listener \(notSupported)",
+        "originatingTLS": "originatingTLS \(notSupported)",
+        "terminatingTLS": "terminatingTLS \(notSupported)",
+        "serverNames": "serverNames \(notSupported)",
+      ]
+      if verdict == .deny { portRuleUnsupported["rules"] = "L7 rules are not allowed in a deny rule" }
+      let portRule = try portRuleField.object(known: ["ports"], unsupported: portRuleUnsupported)
+      let portFields = try portRule.list("ports")
+      if portFields.isEmpty { ports.append(.any) }
+      for portField in portFields { ports.append(try decodeCiliumPort(portField)) }
+    }
+
+    if !namesPeers {
+      guard !portRules.isEmpty else { return nil }
+      peers = [.all]
+    }
+    if ports.isEmpty { ports = [.any] }
+    guard !peers.isEmpty else { return nil }
+    return PolicySection(direction: direction, verdict: verdict, peers: unique(peers), ports: unique(ports))
+  }
+
+  static func unique<T: Hashable>(_ values: [T]) -> [T] {
+    var seen = Set<T>()
+    return values.filter { seen.insert($0).inserted }
+  }
+}

@@ -1,0 +1,169 @@
+import TesseraCore
+
+extension PolicyManifest {
+  /// How a selector's keys are written.
+  enum KeyStyle {
+    /// CiliumNetworkPolicy: `source:key` or `key` (any source).
+    case cilium
+    /// Kubernetes NetworkPolicy: plain label keys, source `k8s`.
+    case kubernetes
+  }
+
+  /// Reads a `LabelSelector` (`matchLabels`, `matchExpressions`) and validates it the way the
+  /// Kubernetes API server does.
+  static func decodeLabelSelector(_ field: ManifestField, style: KeyStyle) throws(FieldError) -> [LabelRequirement] {
+    let object = try field.object(known: ["matchLabels", "matchExpressions"])
+    var requirements: [LabelRequirement] = []
+    if let matchLabels = object["matchLabels"] {
+      for member in try matchLabels.anyObject().members {
+        let entry = ManifestField(path: matchLabels.childPath(member.key), value: member.value)
+        let key = try selectorKey(member.key, style: style, field: entry)
+        let value = try entry.string()
+        if let problem = KubernetesNames.labelValueProblem(value) { throw entry.error(problem) }
+        requirements.append(LabelRequirement(key: key, op: .in, values: [value]))
+      }
+    }
+    for expressionField in try object.list("matchExpressions") {
+      let expression = try expressionField.object(known: ["key", "operator", "values"])
+      let keyField = try expression.required("key")
+      let key = try selectorKey(try keyField.string(), style: style, field: keyField)
+      let operatorField = try expression.required("operator")
+      let operatorName = try operatorField.string()
+      guard let op = LabelRequirement.Operator(rawValue: operatorName) else {
+        throw operatorField.error("unknown operator \"\(operatorName)\" (want In, NotIn, Exists or DoesNotExist)")
+      }
+      let valuesPath = expressionField.childPath("values")
+      var values: [String] = []
+      for valueField in try expression.list("values") {
+        let value = try valueField.string()
+        if let problem = KubernetesNames.labelValueProblem(value) { throw valueField.error(problem) }
+        values.append(value)
+      }
+      switch op {
+      case .in, .notIn:
+        if values.isEmpty {
+          throw FieldError(path: valuesPath, problem: "must be specified when operator is In or NotIn")
+        }
+      case .exists, .doesNotExist:
+        if !values.isEmpty {
+          throw FieldError(path: valuesPath, problem: "may not be specified when operator is Exists or DoesNotExist")
+        }
+      }
+      requirements.append(LabelRequirement(key: key, op: op, values: values))
+    }
+    return requirements
+  }
+
+  private static func selectorKey(_ text: String, style: KeyStyle, field: ManifestField) throws(FieldError) -> SelectorKey {
+    switch style {
+    case .kubernetes:
+      if let problem = KubernetesNames.labelKeyProblem(text) { throw field.error(problem) }
+      return .k8s(text)
+    case .cilium:
+      let key = SelectorKey(parsing: text)
+      if key.key.isEmpty { throw field.error("invalid label key \"\(text)\": empty key") }
+      do {
+        try Label(source: key.source, key: key.key, value: "").validate()
+      } catch {
+        throw field.error("invalid label key \"\(text)\": \(error.problem)")
+      }
+      return key
+    }
+  }
+
+  // MARK: Ports
+
+  /// Reads a Cilium `PortProtocol` (`port` as a string or number, `endPort`, `protocol`;
+  /// port 0 or no port means every port, no protocol means any protocol).
+  static func decodeCiliumPort(_ field: ManifestField) throws(FieldError) -> PortProtocol {
+    let object = try field.object(known: ["port", "endPort", "protocol"])
+    var proto = L4Protocol.any
+    if let protocolField = object["protocol"] {
+      let name = try protocolField.string()
+      guard let parsed = L4Protocol(name: name) else {
+        throw protocolField.error("unsupported protocol \"\(name)\" (want TCP, UDP, SCTP or ANY)")
+      }
+      proto = parsed
+    }
+    var port = 0
+    if let portField = object["port"] {
+      port = try portNumber(portField, minimum: 0)
+    }
+    return PortProtocol(proto: proto, ports: try portRange(port: port, object: object, minimum: 0))
+  }
+
+  /// Reads a Kubernetes `NetworkPolicyPort` (numeric `port` 1–65535, `endPort`, `protocol`
+  /// TCP/UDP/SCTP defaulting to TCP; no port means every port of the protocol).
+  static func decodeKubernetesPort(_ field: ManifestField) throws(FieldError) -> PortProtocol {
+    let object = try field.object(known: ["port", "endPort", "protocol"])
+    var proto = L4Protocol.tcp
+    if let protocolField = object["protocol"] {
+      let name = try protocolField.string()
+      guard let parsed = L4Protocol(name: name), parsed != .any else {
+        throw protocolField.error("unsupported protocol \"\(name)\" (want TCP, UDP or SCTP)")
+      }
+      proto = parsed
+    }
+    guard let portField = object["port"] else {
+      if let endPort = object["endPort"] { throw endPort.error("may not be specified when port is not specified") }
+      return PortProtocol(proto: proto, ports: .any)
+    }
+    let port = try portNumber(portField, minimum: 1)
+    return PortProtocol(proto: proto, ports: try portRange(port: port, object: object, minimum: 1))
+  }
+
+  private static func portNumber(_ field: ManifestField, minimum: Int) throws(FieldError) -> Int {
+    let number: Int
+    switch field.value {
+    case .integer, .number:
+      number = try field.integer()
+    case .string(let text):
+      guard let parsed = Int(text.trimmingSpaces) else {
+        if text.contains(where: \.isLetter) {
+          throw field.error("named port \"\(text)\" is not supported yet (use a port number)")
+        }
+        throw field.error("invalid port \"\(text)\"")
+      }
+      number = parsed
+    default:
+      throw field.error("expected a port number, got \(field.value.typeDescription)")
+    }
+    guard (minimum...65535).contains(number) else {
+      throw field.error("port \(number) is out of range (\(minimum)-65535)")
+    }
+    return number
+  }
+
+  private static func portRange(port: Int, object: ManifestObject, minimum: Int) throws(FieldError) -> PortRange {
+    guard let endPortField = object["endPort"] else {
+      return port == 0 ? .any : PortRange(single: UInt16(port))
+    }
+    let endPort = try endPortField.integer()
+    if port == 0 { throw endPortField.error("may not be specified when port is 0 or not specified") }
+    guard endPort <= 65535 else { throw endPortField.error("port \(endPort) is out of range (\(minimum)-65535)") }
+    guard endPort >= port else { throw endPortField.error("must be greater than or equal to port (\(port))") }
+    return PortRange(UInt16(port), UInt16(endPort))
+  }
+
+  // MARK: CIDRs
+
+  /// The peers a CIDR stands for. Only the whole address space is supported for now: it is the
+  /// `world` entity (Cilium maps `0.0.0.0/0` to world-ipv4 and `::/0` to world-ipv6; the
+  /// single-stack world identity 2 is included with both).
+  static func worldPeers(forCIDR text: String, field: ManifestField) throws(FieldError) -> [PeerSelector] {
+    guard let prefix = IPPrefix(text) else { throw field.error("invalid CIDR \"\(text)\"") }
+    guard prefix.length == 0 else {
+      throw field.error("CIDR \"\(text)\" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)")
+    }
+    let family: ReservedIdentity = prefix.family == .v4 ? .worldIPv4 : .worldIPv6
+    return [ReservedIdentity.world, family].map { .selector(EndpointSelector(matchLabels: [.reserved($0.name): ""])) }
+  }
+}
+
+extension String {
+  var trimmingSpaces: Substring {
+    let start = firstIndex { $0 != " " } ?? endIndex
+    let end = lastIndex { $0 != " " }.map { index(after: $0) } ?? endIndex
+    return start < end ? self[start..<end] : ""
+  }
+}

@@ -1,0 +1,264 @@
+import TesseraCore
+
+/// The rules, their revision and the SelectorCache they use: the state the
+/// ``PolicyEngine`` keeps behind its lock. Every method is a synchronous transition on
+/// that state; none does I/O.
+struct PolicyRepository {
+  /// A peer with its cached selector resolved.
+  enum ResolvedPeer {
+    case all
+    case cached(CachedSelector)
+  }
+
+  struct ResolvedRule {
+    var id: UInt64
+    var rule: PolicyRule
+    var subject: CachedSelector
+    var sections: [(section: PolicySection, peers: [ResolvedPeer])]
+  }
+
+  struct Entry {
+    var stored: StoredPolicy
+    var ruleIDs: [UInt64]
+  }
+
+  private(set) var revision: UInt64
+  private(set) var cache = SelectorCache()
+  private var policies: [PolicyKey: Entry] = [:]
+  private var rules: [UInt64: ResolvedRule] = [:]
+  /// Cached selector id → rules using it as a peer.
+  private var peerUsers: [UInt64: Set<UInt64>] = [:]
+  /// Cached selector id → rules using it as their subject.
+  private var subjectUsers: [UInt64: Set<UInt64>] = [:]
+  private var nextRuleID: UInt64 = 1
+
+  /// An empty repository at `revision`, with the reserved identities in its SelectorCache.
+  init(revision: UInt64) {
+    self.revision = revision
+    _ = cache.updateIdentities(
+      added: ReservedIdentity.allCases.map { SecurityIdentity(id: $0.identity, labels: $0.labels) }, deleted: [])
+  }
+
+  // MARK: Policies
+
+  func policy(_ key: PolicyKey) -> StoredPolicy? { policies[key]?.stored }
+
+  /// Every policy, sorted by namespace and name.
+  func storedPolicies() -> [StoredPolicy] {
+    policies.sorted { $0.key < $1.key }.map(\.value.stored)
+  }
+
+  var ruleCount: Int { rules.count }
+
+  /// Adds or replaces `parsed` (by namespace and name) and moves to `revision`.
+  ///
+  /// - Returns: the identities selected by the subject of any old or new rule.
+  mutating func replace(_ parsed: [ParsedPolicy], revision: UInt64) -> AffectedIdentities {
+    var affected = Set<NumericIdentity>()
+    var everything = false
+    for policy in parsed {
+      let key = PolicyKey(policy.ref)
+      let old = policies[key]
+      // Add before removing, so selectors the old and new rules share stay cached.
+      var ruleIDs: [UInt64] = []
+      for rule in policy.rules {
+        let resolved = addRule(rule)
+        ruleIDs.append(resolved.id)
+        collect(resolved, into: &affected, everything: &everything)
+      }
+      for ruleID in old?.ruleIDs ?? [] {
+        if let resolved = rules[ruleID] { collect(resolved, into: &affected, everything: &everything) }
+        removeRule(ruleID)
+      }
+      let stored = StoredPolicy(ref: policy.ref, revision: revision, sourceJSON: policy.sourceJSON, ruleCount: policy.rules.count)
+      policies[key] = Entry(stored: stored, ruleIDs: ruleIDs)
+    }
+    self.revision = revision
+    return everything ? .all : .some(affected)
+  }
+
+  /// Puts back a policy read from the database, at the revision it was imported at,
+  /// without changing the repository revision.
+  mutating func restore(_ policy: ParsedPolicy, importedAt policyRevision: UInt64) {
+    let ruleIDs = policy.rules.map { addRule($0).id }
+    let stored = StoredPolicy(ref: policy.ref, revision: policyRevision, sourceJSON: policy.sourceJSON, ruleCount: policy.rules.count)
+    policies[PolicyKey(policy.ref)] = Entry(stored: stored, ruleIDs: ruleIDs)
+  }
+
+  /// Removes a policy and moves to `revision`.
+  ///
+  /// - Returns: the identities its rules' subjects selected, or nil (and no change) when
+  ///   there is no such policy.
+  mutating func remove(_ key: PolicyKey, revision: UInt64) -> AffectedIdentities? {
+    guard let entry = policies.removeValue(forKey: key) else { return nil }
+    var affected = Set<NumericIdentity>()
+    var everything = false
+    for ruleID in entry.ruleIDs {
+      if let resolved = rules[ruleID] { collect(resolved, into: &affected, everything: &everything) }
+      removeRule(ruleID)
+    }
+    self.revision = revision
+    return everything ? .all : .some(affected)
+  }
+
+  private func collect(_ rule: ResolvedRule, into affected: inout Set<NumericIdentity>, everything: inout Bool) {
+    if rule.rule.subject.isWildcard {
+      everything = true
+    } else {
+      affected.formUnion(cache.selections(of: rule.subject))
+    }
+  }
+
+  private mutating func addRule(_ rule: PolicyRule) -> ResolvedRule {
+    let id = nextRuleID
+    nextRuleID += 1
+    let user = SelectorUser(id)
+    let subject = cache.addSelector(rule.subject, user: user)
+    subjectUsers[subject.id, default: []].insert(id)
+    var sections: [(section: PolicySection, peers: [ResolvedPeer])] = []
+    for section in rule.sections {
+      var peers: [ResolvedPeer] = []
+      for peer in section.peers {
+        switch peer {
+        case .all:
+          peers.append(.all)
+        case .selector(let selector):
+          let cached = cache.addSelector(selector, user: user)
+          peerUsers[cached.id, default: []].insert(id)
+          peers.append(.cached(cached))
+        }
+      }
+      sections.append((section, peers))
+    }
+    let resolved = ResolvedRule(id: id, rule: rule, subject: subject, sections: sections)
+    rules[id] = resolved
+    return resolved
+  }
+
+  private mutating func removeRule(_ id: UInt64) {
+    guard let resolved = rules.removeValue(forKey: id) else { return }
+    let user = SelectorUser(id)
+    cache.removeSelector(resolved.subject, user: user)
+    Self.remove(id, from: &subjectUsers, at: resolved.subject.id)
+    for (_, peers) in resolved.sections {
+      for case .cached(let cached) in peers {
+        cache.removeSelector(cached, user: user)
+        Self.remove(id, from: &peerUsers, at: cached.id)
+      }
+    }
+  }
+
+  private static func remove(_ ruleID: UInt64, from users: inout [UInt64: Set<UInt64>], at selectorID: UInt64) {
+    users[selectorID]?.remove(ruleID)
+    if users[selectorID]?.isEmpty == true { users[selectorID] = nil }
+  }
+
+  // MARK: Identities
+
+  /// Applies identity additions and deletions to the SelectorCache. Deleting a reserved
+  /// identity is ignored: they always exist.
+  ///
+  /// - Returns: how many selectors' selections changed, and the subject identities whose
+  ///   policy may have changed.
+  mutating func updateIdentities(added: [SecurityIdentity], deleted: [NumericIdentity]) -> (selectorsChanged: Int, affected: AffectedIdentities) {
+    let deletable = deleted.filter { ReservedIdentity(rawValue: $0.rawValue) == nil }
+    let changes = cache.updateIdentities(added: added, deleted: deletable)
+    var affected = Set<NumericIdentity>()
+    var everything = false
+    for change in changes {
+      identitySelectionUpdated(selector: change.selector, added: change.added, deleted: change.deleted, affected: &affected, everything: &everything)
+    }
+    return (changes.count, everything ? .all : .some(affected))
+  }
+
+  /// The SelectorCache user callback: a selector's selection changed. Rules using it as a
+  /// peer change the policy of their subjects; rules using it as their subject now apply to
+  /// the added identities and no longer to the deleted ones.
+  private func identitySelectionUpdated(
+    selector: CachedSelector, added: [NumericIdentity], deleted: [NumericIdentity],
+    affected: inout Set<NumericIdentity>, everything: inout Bool
+  ) {
+    for ruleID in peerUsers[selector.id] ?? [] {
+      if let rule = rules[ruleID] { collect(rule, into: &affected, everything: &everything) }
+    }
+    if subjectUsers[selector.id] != nil {
+      affected.formUnion(added)
+      // A deleted identity that still exists changed labels; one that is gone has no endpoints.
+      affected.formUnion(deleted.filter { cache.labels(of: $0) != nil })
+    }
+  }
+
+  // MARK: Policy computation
+
+  /// The policy of an endpoint with `subject`'s identity and labels, at the current revision.
+  ///
+  /// Every rule whose subject selector matches the labels contributes: a rule with an
+  /// ingress (egress) section makes the direction default-deny (unless it opts out with
+  /// `enableDefaultDeny`); each section adds an entry per peer identity and port. A key that
+  /// is both allowed and denied keeps only the deny, and an allow entirely covered by a deny
+  /// (same or wildcard peer, same or any protocol, enclosing ports) is dropped, since the
+  /// deny decides those packets anyway.
+  func computePolicy(for subject: SecurityIdentity) -> EndpointPolicy {
+    var ingressEnforced = false
+    var egressEnforced = false
+    var verdicts: [PolicyEntry.Key: PolicyVerdict] = [:]
+    for resolved in rules.values where resolved.rule.subject.matches(subject.labels) {
+      ingressEnforced = ingressEnforced || resolved.rule.enforcesIngress
+      egressEnforced = egressEnforced || resolved.rule.enforcesEgress
+      for (section, peers) in resolved.sections {
+        for peer in peers {
+          let identities: [NumericIdentity]
+          switch peer {
+          case .all: identities = [.unknown]
+          case .cached(let cached): identities = cache.selections(of: cached)
+          }
+          for identity in identities {
+            for port in section.ports {
+              let key = PolicyEntry(peer: identity, direction: section.direction, proto: port.proto, ports: port.ports).key
+              if section.verdict == .deny {
+                verdicts[key] = .deny
+              } else if verdicts[key] == nil {
+                verdicts[key] = .allow
+              }
+            }
+          }
+        }
+      }
+    }
+
+    var denies: [DenyScope: [PolicyEntry.Key]] = [:]
+    for (key, verdict) in verdicts where verdict == .deny {
+      denies[DenyScope(direction: key.direction, peer: key.peer), default: []].append(key)
+    }
+    var entries: [PolicyEntry] = []
+    entries.reserveCapacity(verdicts.count)
+    for (key, verdict) in verdicts {
+      if verdict == .allow && Self.isCovered(key, by: denies) { continue }
+      entries.append(PolicyEntry(peer: key.peer, direction: key.direction, proto: key.proto, ports: key.ports, verdict: verdict))
+    }
+    entries.sort()
+    return EndpointPolicy(revision: revision, ingressEnforced: ingressEnforced, egressEnforced: egressEnforced, entries: entries)
+  }
+
+  private struct DenyScope: Hashable {
+    var direction: TrafficDirection
+    var peer: NumericIdentity
+  }
+
+  private static func isCovered(_ allow: PolicyEntry.Key, by denies: [DenyScope: [PolicyEntry.Key]]) -> Bool {
+    let scopes = [DenyScope(direction: allow.direction, peer: allow.peer), DenyScope(direction: allow.direction, peer: .unknown)]
+    for scope in scopes {
+      for deny in denies[scope] ?? [] {
+        if (deny.proto == .any || deny.proto == allow.proto) && deny.ports.first <= allow.ports.first
+          && deny.ports.last >= allow.ports.last
+        {
+          return true
+        }
+      }
+    }
+    return false
+  }
+
+  /// Every selector with its selection and users.
+  func selectors() -> [SelectorSnapshot] { cache.snapshots() }
+}

@@ -1,0 +1,55 @@
+public import TesseraCore
+
+/// A peer of a rule section: every peer (the wildcard, identity 0 in the policy map) or the
+/// identities a selector selects.
+enum PeerSelector: Hashable, Sendable {
+  case all
+  case selector(EndpointSelector)
+}
+
+/// A protocol and destination port range; `.any` is every protocol on every port.
+public struct PortProtocol: Hashable, Sendable {
+  public var proto: L4Protocol
+  public var ports: PortRange
+
+  public init(proto: L4Protocol, ports: PortRange) {
+    self.proto = proto
+    self.ports = ports
+  }
+
+  public static let any = PortProtocol(proto: .any, ports: .any)
+}
+
+/// One ingress/egress (allow or deny) entry of a rule, after parsing: traffic with any of
+/// `peers` on any of `ports` gets `verdict`.
+struct PolicySection: Hashable, Sendable {
+  var direction: TrafficDirection
+  var verdict: PolicyVerdict
+  /// Never empty (a section that selects no peer is dropped when parsed).
+  var peers: [PeerSelector]
+  /// Never empty; `[.any]` when the manifest names no ports.
+  var ports: [PortProtocol]
+}
+
+/// One rule: the endpoints it applies to (its subject), whether it puts them into
+/// default-deny per direction, and its sections.
+///
+/// Selectors here are final: namespace scoping has been applied while parsing.
+struct PolicyRule: Hashable, Sendable {
+  var subject: EndpointSelector
+  var enforcesIngress: Bool
+  var enforcesEgress: Bool
+  var sections: [PolicySection]
+
+  func enforces(_ direction: TrafficDirection) -> Bool {
+    direction == .ingress ? enforcesIngress : enforcesEgress
+  }
+
+  /// Every selector the rule uses as a peer.
+  var peerSelectors: [EndpointSelector] {
+    sections.flatMap(\.peers).compactMap {
+      if case .selector(let selector) = $0 { return selector }
+      return nil
+    }
+  }
+}

@@ -1,0 +1,126 @@
+import GRPCCore
+import TesseraCore
+import TesseraProto
+
+// Conversions between the wire types and the domain types, in one place.
+
+extension Tessera_Common_V1_Label {
+  public init(_ label: Label) {
+    self.init()
+    source = label.source
+    key = label.key
+    value = label.value
+  }
+}
+
+extension Label {
+  /// An empty source on the wire means the default source.
+  public init(_ proto: Tessera_Common_V1_Label) {
+    self.init(source: proto.source.isEmpty ? Label.defaultSource : proto.source, key: proto.key, value: proto.value)
+  }
+}
+
+extension LabelSet {
+  /// - Throws: ``RPCError`` `invalidArgument` naming the bad label.
+  public init(protoLabels: [Tessera_Common_V1_Label]) throws(RPCError) {
+    do {
+      try self.init(protoLabels.map(Label.init))
+    } catch {
+      throw RPCError(code: .invalidArgument, message: error.description)
+    }
+  }
+
+  public var proto: [Tessera_Common_V1_Label] { labels.map(Tessera_Common_V1_Label.init) }
+}
+
+extension Tessera_Common_V1_Identity {
+  public init(_ identity: SecurityIdentity) {
+    self.init()
+    id = identity.id.rawValue
+    labels = identity.labels.proto
+  }
+}
+
+extension SecurityIdentity {
+  public init(proto: Tessera_Common_V1_Identity) throws(RPCError) {
+    self.init(id: NumericIdentity(proto.id), labels: try LabelSet(protoLabels: proto.labels))
+  }
+}
+
+extension Tessera_Common_V1_PolicyEntry {
+  public init(_ entry: PolicyEntry) {
+    self.init()
+    peerIdentity = entry.peer.rawValue
+    direction = entry.direction == .ingress ? .ingress : .egress
+    `protocol` = Tessera_Common_V1_Protocol(rawValue: Int(entry.proto.rawValue)) ?? .any
+    if !entry.ports.isAny {
+      port = UInt32(entry.ports.first)
+      endPort = entry.ports.last == entry.ports.first ? 0 : UInt32(entry.ports.last)
+    }
+    verdict = entry.verdict == .allow ? .allow : .deny
+  }
+}
+
+extension PolicyEntry {
+  /// - Throws: ``RPCError`` `invalidArgument` for out-of-range values.
+  public init(proto: Tessera_Common_V1_PolicyEntry) throws(RPCError) {
+    let direction: TrafficDirection
+    switch proto.direction {
+    case .ingress: direction = .ingress
+    case .egress: direction = .egress
+    default: throw RPCError(code: .invalidArgument, message: "policy entry without a direction")
+    }
+    guard let l4 = L4Protocol(rawValue: UInt8(clamping: proto.protocol.rawValue)), proto.protocol.rawValue <= 255 else {
+      throw RPCError(code: .invalidArgument, message: "unknown protocol \(proto.protocol.rawValue)")
+    }
+    guard proto.port <= 65535, proto.endPort <= 65535 else {
+      throw RPCError(code: .invalidArgument, message: "port out of range")
+    }
+    let ports: PortRange
+    if proto.port == 0 && proto.endPort == 0 {
+      ports = .any
+    } else if proto.endPort == 0 {
+      ports = PortRange(single: UInt16(proto.port))
+    } else {
+      guard proto.endPort >= proto.port else {
+        throw RPCError(code: .invalidArgument, message: "port range \(proto.port)-\(proto.endPort) is descending")
+      }
+      ports = PortRange(UInt16(proto.port), UInt16(proto.endPort))
+    }
+    let verdict: PolicyVerdict
+    switch proto.verdict {
+    case .allow: verdict = .allow
+    case .deny: verdict = .deny
+    default: throw RPCError(code: .invalidArgument, message: "policy entry without a verdict")
+    }
+    self.init(peer: NumericIdentity(proto.peerIdentity), direction: direction, proto: l4, ports: ports, verdict: verdict)
+  }
+}
+
+extension Tessera_Common_V1_EndpointPolicy {
+  public init(_ policy: EndpointPolicy) {
+    self.init()
+    revision = policy.revision
+    ingressEnforced = policy.ingressEnforced
+    egressEnforced = policy.egressEnforced
+    entries = policy.entries.map(Tessera_Common_V1_PolicyEntry.init)
+  }
+}
+
+extension EndpointPolicy {
+  public init(proto: Tessera_Common_V1_EndpointPolicy) throws(RPCError) {
+    var entries: [PolicyEntry] = []
+    for entry in proto.entries { entries.append(try PolicyEntry(proto: entry)) }
+    self.init(revision: proto.revision, ingressEnforced: proto.ingressEnforced, egressEnforced: proto.egressEnforced, entries: entries.sorted())
+  }
+}
+
+extension IPPrefix {
+  /// - Throws: ``RPCError`` `invalidArgument` for text that is not an address or prefix.
+  public init(parsing text: String) throws(RPCError) {
+    guard let prefix = IPPrefix(text) else {
+      throw RPCError(code: .invalidArgument, message: "'\(text)' is not an IP address or prefix")
+    }
+    self = prefix
+  }
+}

@@ -1,0 +1,13 @@
+/* DEL: remove the endpoint; an endpoint that is already gone is success. Needs no prevResult. */
+#include "cmd_common.h"
+#include "log.h"
+
+int cmd_del(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err) {
+  (void)out;
+  struct endpoint_target t = cmd_target(inv);
+  int existed = 0;
+  int rc = endpoint_delete(&t, inv->env.container_id, inv->env.ifname, &existed, err);
+  if (rc) return rc;
+  log_debug("DEL container=%s ifname=%s existed=%d", inv->env.container_id, inv->env.ifname, existed);
+  return 0;
+}

@@ -1,0 +1,346 @@
+/* CNI_ARGS, network configuration, prevResult and label parsing. */
+#include <stdlib.h>
+
+#include "cni_args.h"
+#include "netconf.h"
+#include "result.h"
+#include "test.h"
+
+static int parse(const char *json, struct netconf *nc, struct cni_error *err) {
+  return netconf_parse(json, strlen(json), nc, err);
+}
+
+#define BASE "\"cniVersion\":\"1.0.0\",\"name\":\"tsr\",\"type\":\"tessera-cni\""
+#define PTP_PREV                                                                                      \
+  "\"prevResult\":{\"cniVersion\":\"1.0.0\",\"interfaces\":[{\"name\":\"veth9f2a\",\"mac\":\"aa:bb:cc:dd:ee:ff\"}," \
+  "{\"name\":\"eth0\",\"mac\":\"11:22:33:44:55:66\",\"sandbox\":\"/var/run/netns/p\"}],"                \
+  "\"ips\":[{\"address\":\"10.199.0.5/24\",\"gateway\":\"10.199.0.1\",\"interface\":1},"                \
+  "{\"address\":\"fd00:0:0::0005/64\",\"interface\":1}],\"dns\":{}}"
+
+static void test_cni_args(void) {
+  struct cni_args a;
+  struct cni_error err;
+  CHECK_INT(cni_args_parse("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-1", &a, &err), 0);
+  CHECK_STR(a.pod_namespace, "default");
+  CHECK_STR(a.pod_name, "pod-1");
+  cni_args_free(&a);
+
+  CHECK_INT(cni_args_parse("K8S_POD_NAME=web", &a, &err), 0); /* podman: no namespace */
+  CHECK(a.pod_namespace == NULL);
+  CHECK_STR(a.pod_name, "web");
+  cni_args_free(&a);
+
+  CHECK_INT(cni_args_parse(NULL, &a, &err), 0);
+  CHECK(a.pod_name == NULL && a.pod_namespace == NULL);
+  CHECK_INT(cni_args_parse(";;K8S_POD_NAME=a;K8S_POD_NAME=b;", &a, &err), 0); /* last wins */
+  CHECK_STR(a.pod_name, "b");
+  cni_args_free(&a);
+  CHECK_INT(cni_args_parse("K8S_POD_NAME=", &a, &err), 0);
+  CHECK_STR(a.pod_name, "");
+  cni_args_free(&a);
+  CHECK_INT(cni_args_parse("K8S_POD_NAME=a=b", &a, &err), 0);
+  CHECK_STR(a.pod_name, "a=b");
+  cni_args_free(&a);
+
+  CHECK_INT(cni_args_parse("K8S_POD_NAME=x;garbage", &a, &err), CNI_ERR_INVALID_ENV);
+  CHECK(a.pod_name == NULL);
+  CHECK_INT(cni_args_parse("=v", &a, &err), CNI_ERR_INVALID_ENV);
+  CHECK_INT(cni_args_parse("K8S_POD_NAME=\xff\xfe", &a, &err), CNI_ERR_INVALID_ENV);
+}
+
+static void test_netconf_defaults(void) {
+  struct netconf nc;
+  struct cni_error err;
+  CHECK_INT(parse("{" BASE "}", &nc, &err), 0);
+  CHECK_STR(nc.cni_version, "1.0.0");
+  CHECK_STR(nc.name, "tsr");
+  CHECK_STR(nc.socket_path, "/run/tessera/endpoint.sock");
+  CHECK_INT(nc.timeout_ms, 10000);
+  CHECK(nc.log_file == NULL);
+  CHECK_INT(nc.log_level, LOG_LEVEL_INFO);
+  netconf_free(&nc);
+
+  CHECK_INT(parse("{" BASE ",\"socketPath\":\"/tmp/x.sock\",\"timeoutMs\":250,\"logFile\":\"/tmp/l\","
+                  "\"logLevel\":\"debug\",\"unknownField\":[1,2,{}]}",
+                  &nc, &err),
+            0);
+  CHECK_STR(nc.socket_path, "/tmp/x.sock");
+  CHECK_INT(nc.timeout_ms, 250);
+  CHECK_STR(nc.log_file, "/tmp/l");
+  CHECK_INT(nc.log_level, LOG_LEVEL_DEBUG);
+  netconf_free(&nc);
+}
+
+static void test_netconf_errors(void) {
+  struct netconf nc;
+  struct cni_error err;
+  static const struct {
+    const char *json;
+    int code;
+  } cases[] = {
+      {"", CNI_ERR_DECODING},
+      {"{", CNI_ERR_DECODING},
+      {"[1]", CNI_ERR_DECODING},
+      {"{" BASE "} trailing", CNI_ERR_DECODING},
+      {"{\"cniVersion\":\"1.0.0\",\"name\":\"\xc3\x28\",\"type\":\"t\"}", CNI_ERR_DECODING}, /* invalid UTF-8 */
+      {"{\"name\":\"n\",\"type\":\"t\"}", CNI_ERR_INVALID_NETCONF},
+      {"{\"cniVersion\":1,\"name\":\"n\",\"type\":\"t\"}", CNI_ERR_INVALID_NETCONF},
+      {"{\"cniVersion\":\"one\",\"name\":\"n\",\"type\":\"t\"}", CNI_ERR_INVALID_NETCONF},
+      {"{\"cniVersion\":\"0.3.1\",\"name\":\"n\",\"type\":\"t\"}", CNI_ERR_INCOMPATIBLE_VERSION},
+      {"{\"cniVersion\":\"2.0.0\",\"name\":\"n\",\"type\":\"t\"}", CNI_ERR_INCOMPATIBLE_VERSION},
+      {"{\"cniVersion\":\"1.0.0\",\"type\":\"t\"}", CNI_ERR_INVALID_NETCONF},
+      {"{\"cniVersion\":\"1.0.0\",\"name\":\"\",\"type\":\"t\"}", CNI_ERR_INVALID_NETCONF},
+      {"{\"cniVersion\":\"1.0.0\",\"name\":\"n\"}", CNI_ERR_INVALID_NETCONF},
+      {"{" BASE ",\"socketPath\":5}", CNI_ERR_INVALID_NETCONF},
+      {"{" BASE ",\"socketPath\":\"relative.sock\"}", CNI_ERR_INVALID_NETCONF},
+      {"{" BASE ",\"socketPath\":\"/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
+       CNI_ERR_INVALID_NETCONF}, /* 108 bytes */
+      {"{" BASE ",\"timeoutMs\":\"10\"}", CNI_ERR_INVALID_NETCONF},
+      {"{" BASE ",\"timeoutMs\":0}", CNI_ERR_INVALID_NETCONF},
+      {"{" BASE ",\"timeoutMs\":-5}", CNI_ERR_INVALID_NETCONF},
+      {"{" BASE ",\"timeoutMs\":1.5}", CNI_ERR_INVALID_NETCONF},
+      {"{" BASE ",\"timeoutMs\":99999999999}", CNI_ERR_INVALID_NETCONF},
+      {"{" BASE ",\"logFile\":true}", CNI_ERR_INVALID_NETCONF},
+      {"{" BASE ",\"logLevel\":\"verbose\"}", CNI_ERR_INVALID_NETCONF},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    int rc = parse(cases[i].json, &nc, &err);
+    if (rc != cases[i].code) fprintf(stderr, "  case %zu: %s\n", i, cases[i].json);
+    CHECK_INT(rc, cases[i].code);
+    CHECK_INT(err.code, cases[i].code);
+    CHECK(err.msg[0] != '\0');
+    netconf_free(&nc);
+  }
+  /* The error is reported in the config's version when that version is usable. */
+  CHECK_INT(parse("{\"cniVersion\":\"0.4.0\",\"name\":\"n\",\"type\":\"t\",\"timeoutMs\":\"x\"}", &nc, &err), 7);
+  CHECK_STR(nc.cni_version, "0.4.0");
+  netconf_free(&nc);
+  CHECK_INT(parse("{\"cniVersion\":\"9.9.9\",\"name\":\"n\",\"type\":\"t\"}", &nc, &err), 1);
+  CHECK(nc.cni_version == NULL);
+  netconf_free(&nc);
+}
+
+static void test_versions(void) {
+  CHECK(netconf_version_supported("0.4.0"));
+  CHECK(netconf_version_supported("1.0.0"));
+  CHECK(netconf_version_supported("1.1.0"));
+  CHECK(!netconf_version_supported("0.3.1"));
+  CHECK(!netconf_version_supported(NULL));
+  CHECK_INT(netconf_version_cmp("1.0.0", "1.1.0"), -1);
+  CHECK_INT(netconf_version_cmp("1.10.0", "1.9.0"), 1);
+  CHECK_INT(netconf_version_cmp("1.1.0", "1.1.0"), 0);
+  CHECK_INT(netconf_version_cmp("1.1", "1.1.0"), -2);
+  CHECK_INT(netconf_version_cmp("1.1.0-rc1", "1.1.0"), -2);
+}
+
+static void test_prev_result_ptp(void) {
+  struct netconf nc;
+  struct cni_error err;
+  CHECK_INT(parse("{" BASE "," PTP_PREV "}", &nc, &err), 0);
+  CHECK_INT(netconf_parse_prev_result(&nc, &err), 0);
+  CHECK_STR(nc.host_interface, "veth9f2a");
+  CHECK_INT(nc.n_ips, 2);
+  if (nc.n_ips == 2) {
+    CHECK_STR(nc.ips[0], "10.199.0.5");
+    CHECK_STR(nc.ips[1], "fd00::5");
+  }
+  /* ADD's result: prevResult unchanged except cniVersion. */
+  struct cni_output out = {0};
+  CHECK_INT(result_passthrough(&nc, &out, &err), 0);
+  json_t *r = json_loads(out.text, 0, NULL);
+  json_t *prev = json_object_get(nc.root, "prevResult");
+  CHECK(r != NULL);
+  CHECK_STR(json_string_value(json_object_get(r, "cniVersion")), "1.0.0");
+  CHECK(json_equal(json_object_get(r, "ips"), json_object_get(prev, "ips")));
+  CHECK(json_equal(json_object_get(r, "interfaces"), json_object_get(prev, "interfaces")));
+  CHECK(json_equal(json_object_get(r, "dns"), json_object_get(prev, "dns")));
+  CHECK_INT(json_object_size(r), json_object_size(prev));
+  json_decref(r);
+  cni_output_free(&out);
+  netconf_free(&nc);
+
+  /* A 1.1.0 config over a prevResult stamped 1.0.0: the output carries the config's version. */
+  CHECK_INT(parse("{\"cniVersion\":\"1.1.0\",\"name\":\"n\",\"type\":\"t\"," PTP_PREV "}", &nc, &err), 0);
+  CHECK_INT(netconf_parse_prev_result(&nc, &err), 0);
+  CHECK_INT(result_passthrough(&nc, &out, &err), 0);
+  r = json_loads(out.text, 0, NULL);
+  CHECK_STR(json_string_value(json_object_get(r, "cniVersion")), "1.1.0");
+  json_decref(r);
+  cni_output_free(&out);
+  netconf_free(&nc);
+}
+
+static void test_prev_result_errors(void) {
+  struct netconf nc;
+  struct cni_error err;
+  static const char *const bad[] = {
+      "{" BASE "}",
+      "{" BASE ",\"prevResult\":[]}",
+      "{" BASE ",\"prevResult\":{}}",
+      "{" BASE ",\"prevResult\":{\"ips\":[]}}",
+      "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/33\"}]}}",
+      "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/\"}]}}",
+      "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.256/24\"}]}}",
+      "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"fd00::1/129\"}]}}",
+      "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":5}]}}",
+      "{" BASE ",\"prevResult\":{\"ips\":[\"10.0.0.1/24\"]}}",
+      "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}],\"interfaces\":{}}}",
+      "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}],\"interfaces\":[{\"name\":\"a/b\"}]}}",
+      "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}],\"interfaces\":[{\"name\":\"waytoolonginterfacename\"}]}}",
+      "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}],\"interfaces\":[{\"sandbox\":\"/x\"}]}}",
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    CHECK_INT(parse(bad[i], &nc, &err), 0);
+    int rc = netconf_parse_prev_result(&nc, &err);
+    if (rc != CNI_ERR_INVALID_NETCONF) fprintf(stderr, "  case %zu: %s\n", i, bad[i]);
+    CHECK_INT(rc, CNI_ERR_INVALID_NETCONF);
+    netconf_free(&nc);
+  }
+  /* No interface without a sandbox, or no interfaces at all: the host veth is left empty. */
+  CHECK_INT(parse("{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1\"}],"
+                  "\"interfaces\":[{\"name\":\"eth0\",\"sandbox\":\"/n\"}]}}",
+                  &nc, &err),
+            0);
+  CHECK_INT(netconf_parse_prev_result(&nc, &err), 0);
+  CHECK(nc.host_interface == NULL);
+  CHECK_STR(nc.ips[0], "10.0.0.1");
+  netconf_free(&nc);
+  /* 0.4.0 results carry "version" in ips; sandbox "" counts as the host. */
+  CHECK_INT(parse("{\"cniVersion\":\"0.4.0\",\"name\":\"n\",\"type\":\"t\",\"prevResult\":{\"cniVersion\":\"0.4.0\","
+                  "\"interfaces\":[{\"name\":\"eth0\",\"sandbox\":\"/n\"},{\"name\":\"vethB\",\"sandbox\":\"\"}],"
+                  "\"ips\":[{\"version\":\"4\",\"address\":\"192.168.1.2/24\",\"interface\":0}]}}",
+                  &nc, &err),
+            0);
+  CHECK_INT(netconf_parse_prev_result(&nc, &err), 0);
+  CHECK_STR(nc.host_interface, "vethB");
+  netconf_free(&nc);
+}
+
+static void test_canonical_ip(void) {
+  char buf[64];
+  CHECK_INT(netconf_canonical_ip("10.1.2.3/32", buf, sizeof(buf)), 0);
+  CHECK_STR(buf, "10.1.2.3");
+  CHECK_INT(netconf_canonical_ip("FD00:0::1/128", buf, sizeof(buf)), 0);
+  CHECK_STR(buf, "fd00::1");
+  CHECK_INT(netconf_canonical_ip("::ffff:10.0.0.1/96", buf, sizeof(buf)), 0);
+  CHECK_INT(netconf_canonical_ip("2001:db8::1", buf, sizeof(buf)), 0);
+  CHECK_STR(buf, "2001:db8::1");
+  CHECK(netconf_canonical_ip("", buf, sizeof(buf)) != 0);
+  CHECK(netconf_canonical_ip("/24", buf, sizeof(buf)) != 0);
+  CHECK(netconf_canonical_ip("10.0.0.1/-1", buf, sizeof(buf)) != 0);
+  CHECK(netconf_canonical_ip("10.0.0.1/0024", buf, sizeof(buf)) != 0);
+  CHECK(netconf_canonical_ip("10.0.0.1/24/1", buf, sizeof(buf)) != 0);
+  CHECK(netconf_canonical_ip("10.0.0", buf, sizeof(buf)) != 0);
+  CHECK(netconf_canonical_ip("fe80::1%eth0/64", buf, sizeof(buf)) != 0);
+}
+
+static void test_labels(void) {
+  struct netconf nc;
+  struct cni_error err;
+  CHECK_INT(parse("{" BASE ",\"args\":{\"cni\":{\"labels\":{\"app\":\"web\",\"k8s:tier\":\"db\"}}}}", &nc, &err), 0);
+  CHECK_INT(netconf_parse_labels(&nc, &err), 0);
+  CHECK_INT(nc.n_labels, 2);
+  if (nc.n_labels == 2) {
+    CHECK_STR(nc.labels[0].source, "");
+    CHECK_STR(nc.labels[0].key, "app");
+    CHECK_STR(nc.labels[0].value, "web");
+    CHECK_STR(nc.labels[1].source, "k8s");
+    CHECK_STR(nc.labels[1].key, "tier");
+    CHECK_STR(nc.labels[1].value, "db");
+  }
+  netconf_free(&nc);
+
+  CHECK_INT(parse("{" BASE ",\"args\":{\"cni\":{\"labels\":[\"k8s:app=web\",\"tier=db\",\"flag\","
+                  "\"url=http://x:80/a=b\",{\"key\":\"team\",\"value\":\"net\"},"
+                  "{\"source\":\"container\",\"key\":\"x\",\"value\":\"\\u00e9\"}]}}}",
+                  &nc, &err),
+            0);
+  CHECK_INT(netconf_parse_labels(&nc, &err), 0);
+  CHECK_INT(nc.n_labels, 6);
+  if (nc.n_labels == 6) {
+    CHECK_STR(nc.labels[0].source, "k8s");
+    CHECK_STR(nc.labels[0].key, "app");
+    CHECK_STR(nc.labels[0].value, "web");
+    CHECK_STR(nc.labels[1].source, "");
+    CHECK_STR(nc.labels[1].key, "tier");
+    CHECK_STR(nc.labels[2].key, "flag");
+    CHECK_STR(nc.labels[2].value, "");
+    CHECK_STR(nc.labels[3].source, ""); /* ':' after '=' belongs to the value */
+    CHECK_STR(nc.labels[3].key, "url");
+    CHECK_STR(nc.labels[3].value, "http://x:80/a=b");
+    CHECK_STR(nc.labels[4].key, "team");
+    CHECK_STR(nc.labels[5].source, "container");
+    CHECK_STR(nc.labels[5].value, "\xc3\xa9");
+  }
+  netconf_free(&nc);
+
+  /* No args, or empty labels: none. */
+  CHECK_INT(parse("{" BASE ",\"args\":{\"cni\":{}}}", &nc, &err), 0);
+  CHECK_INT(netconf_parse_labels(&nc, &err), 0);
+  CHECK_INT(nc.n_labels, 0);
+  netconf_free(&nc);
+
+  static const char *const bad[] = {
+      "{" BASE ",\"args\":5}",
+      "{" BASE ",\"args\":{\"cni\":[]}}",
+      "{" BASE ",\"args\":{\"cni\":{\"labels\":\"app=web\"}}}",
+      "{" BASE ",\"args\":{\"cni\":{\"labels\":{\"app\":1}}}}",
+      "{" BASE ",\"args\":{\"cni\":{\"labels\":{\"k8s:\":\"x\"}}}}",
+      "{" BASE ",\"args\":{\"cni\":{\"labels\":[\"ok=1\",7]}}}",
+      "{" BASE ",\"args\":{\"cni\":{\"labels\":[\"=value\"]}}}",
+      "{" BASE ",\"args\":{\"cni\":{\"labels\":[\"k8s:=value\"]}}}",
+      "{" BASE ",\"args\":{\"cni\":{\"labels\":[{\"value\":\"v\"}]}}}",
+      "{" BASE ",\"args\":{\"cni\":{\"labels\":[\"a=b\",{\"key\":\"k\",\"value\":3}]}}}",
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    CHECK_INT(parse(bad[i], &nc, &err), 0);
+    int rc = netconf_parse_labels(&nc, &err);
+    if (rc != CNI_ERR_INVALID_NETCONF) fprintf(stderr, "  case %zu: %s\n", i, bad[i]);
+    CHECK_INT(rc, CNI_ERR_INVALID_NETCONF);
+    netconf_free(&nc);
+  }
+}
+
+static void test_valid_attachments(void) {
+  struct netconf nc;
+  struct cni_error err;
+  CHECK_INT(parse("{\"cniVersion\":\"1.1.0\",\"name\":\"n\",\"type\":\"t\",\"cni.dev/valid-attachments\":"
+                  "[{\"containerID\":\"a\",\"ifname\":\"eth0\"},{\"containerID\":\"b\",\"ifname\":\"net1\"}]}",
+                  &nc, &err),
+            0);
+  CHECK_INT(netconf_parse_valid_attachments(&nc, &err), 0);
+  CHECK_INT(nc.n_attachments, 2);
+  if (nc.n_attachments == 2) {
+    CHECK_STR(nc.attachments[1].container_id, "b");
+    CHECK_STR(nc.attachments[1].ifname, "net1");
+  }
+  netconf_free(&nc);
+  CHECK_INT(parse("{\"cniVersion\":\"1.1.0\",\"name\":\"n\",\"type\":\"t\",\"cni.dev/valid-attachments\":[]}", &nc, &err), 0);
+  CHECK_INT(netconf_parse_valid_attachments(&nc, &err), 0);
+  CHECK_INT(nc.n_attachments, 0);
+  netconf_free(&nc);
+  static const char *const bad[] = {
+      "{\"cniVersion\":\"1.1.0\",\"name\":\"n\",\"type\":\"t\"}",
+      "{\"cniVersion\":\"1.1.0\",\"name\":\"n\",\"type\":\"t\",\"cni.dev/valid-attachments\":{}}",
+      "{\"cniVersion\":\"1.1.0\",\"name\":\"n\",\"type\":\"t\",\"cni.dev/valid-attachments\":[{\"containerID\":\"a\"}]}",
+      "{\"cniVersion\":\"1.1.0\",\"name\":\"n\",\"type\":\"t\",\"cni.dev/valid-attachments\":[\"a\"]}",
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    CHECK_INT(parse(bad[i], &nc, &err), 0);
+    CHECK_INT(netconf_parse_valid_attachments(&nc, &err), CNI_ERR_INVALID_NETCONF);
+    netconf_free(&nc);
+  }
+}
+
+const struct test_case parse_tests[] = {
+    {"cni_args", test_cni_args},
+    {"netconf_defaults", test_netconf_defaults},
+    {"netconf_errors", test_netconf_errors},
+    {"versions", test_versions},
+    {"prev_result_ptp", test_prev_result_ptp},
+    {"prev_result_errors", test_prev_result_errors},
+    {"canonical_ip", test_canonical_ip},
+    {"labels", test_labels},
+    {"valid_attachments", test_valid_attachments},
+};
+const size_t parse_tests_count = sizeof(parse_tests) / sizeof(parse_tests[0]);
