@@ -47,10 +47,32 @@ struct tessera_bpf {
 	char endpoints_dir[PATH_MAX];
 	void *object;
 	size_t object_len;
+	uint64_t object_hash;
 	int ipcache_fd;
 	int endpoints_fd;
 	int ct_fd;
+	int policy_fd;
+	int metrics_fd;
+	int handlers_fd;
+	int loader_fd;
+	int adopted; /* handlers re-used from a previous run */
 };
+
+static const char *const global_maps[] = {
+	"tessera_ipcache", "tessera_endpoints", "tessera_ct", "tessera_policy",
+	"tessera_metrics", "tessera_handlers", "tessera_loader",
+};
+#define NR_GLOBAL_MAPS (sizeof(global_maps) / sizeof(global_maps[0]))
+
+static int *global_fd_slot(struct tessera_bpf *t, size_t i)
+{
+	int *slots[NR_GLOBAL_MAPS] = { &t->ipcache_fd, &t->endpoints_fd, &t->ct_fd, &t->policy_fd,
+				       &t->metrics_fd, &t->handlers_fd, &t->loader_fd };
+	return slots[i];
+}
+
+static const char *const stub_programs[] = { "from_container", "to_container" };
+static const char *const handler_programs[] = { "handle_from_container", "handle_to_container" };
 
 /* ---- libbpf messages ------------------------------------------------------ */
 
@@ -242,14 +264,14 @@ static int set_endpoint_id(struct bpf_object *obj, uint64_t id)
 }
 
 /*
- * Opens the object from memory with the endpoint id set and the global maps
- * pinned by name under globals/. With `ep_dir`, the per-endpoint maps are
- * pinned (or re-used) there; without, they are throw-away (the probe load).
+ * Opens the object from memory with the endpoint id set and every map
+ * pinned by name under globals/ (created there when absent, re-used when
+ * present). `handlers` selects which programs load: the shared handlers (at
+ * startup) or the endpoint's two stubs.
  */
-static int open_object(struct tessera_bpf *t, uint64_t id, const char *ep_dir, struct bpf_object **out)
+static int open_object(struct tessera_bpf *t, uint64_t id, int handlers, struct bpf_object **out)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = TESSERA_OBJECT_NAME, .pin_root_path = t->globals_dir);
-	char path[PATH_MAX];
 	struct bpf_object *obj;
 	int err;
 
@@ -259,23 +281,18 @@ static int open_object(struct tessera_bpf *t, uint64_t id, const char *ep_dir, s
 	err = set_endpoint_id(obj, id);
 	if (err)
 		goto fail;
-	if (ep_dir) {
-		static const char *const per_endpoint[] = { "policy", "metrics" };
-		for (size_t i = 0; i < sizeof(per_endpoint) / sizeof(per_endpoint[0]); i++) {
-			struct bpf_map *map = bpf_object__find_map_by_name(obj, per_endpoint[i]);
-			if (!map) {
-				log_append("tessera: map %s missing from the object\n", per_endpoint[i]);
-				err = -ENOENT;
-				goto fail;
-			}
-			if (snprintf(path, sizeof(path), "%s/%s", ep_dir, per_endpoint[i]) >= (int)sizeof(path)) {
-				err = -ENAMETOOLONG;
-				goto fail;
-			}
-			err = bpf_map__set_pin_path(map, path);
-			if (err)
-				goto fail;
+	for (size_t i = 0; i < 2; i++) {
+		struct bpf_program *stub = bpf_object__find_program_by_name(obj, stub_programs[i]);
+		struct bpf_program *handler = bpf_object__find_program_by_name(obj, handler_programs[i]);
+		if (!stub || !handler) {
+			log_append("tessera: program %s or %s missing from the object\n", stub_programs[i],
+				   handler_programs[i]);
+			err = -ENOENT;
+			goto fail;
 		}
+		if ((err = bpf_program__set_autoload(stub, !handlers)) ||
+		    (err = bpf_program__set_autoload(handler, handlers)))
+			goto fail;
 	}
 	*out = obj;
 	return 0;
@@ -296,17 +313,123 @@ static int get_fd(struct bpf_object *obj, const char *map_name)
 
 /* ---- the loader ----------------------------------------------------------- */
 
+static uint64_t fnv1a(const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+static void close_globals(struct tessera_bpf *t)
+{
+	for (size_t i = 0; i < NR_GLOBAL_MAPS; i++) {
+		int *fd = global_fd_slot(t, i);
+		if (*fd >= 0)
+			close(*fd);
+		*fd = -1;
+	}
+}
+
+/* Opens every pinned global map; -ENOENT when one is missing. */
+static int open_pinned_globals(struct tessera_bpf *t)
+{
+	char path[PATH_MAX];
+
+	for (size_t i = 0; i < NR_GLOBAL_MAPS; i++) {
+		int fd;
+		if (snprintf(path, sizeof(path), "%s/%s", t->globals_dir, global_maps[i]) >= (int)sizeof(path))
+			return -ENAMETOOLONG;
+		fd = bpf_obj_get(path);
+		if (fd < 0) {
+			close_globals(t);
+			return fd;
+		}
+		*global_fd_slot(t, i) = fd;
+	}
+	return 0;
+}
+
+/* Whether the pinned state was installed from this very object and its
+ * handlers are still in the program array. */
+static int can_adopt(struct tessera_bpf *t)
+{
+	struct loader_state state;
+	uint32_t key = 0;
+
+	if (bpf_map_lookup_elem(t->loader_fd, &key, &state) || state.object_hash != t->object_hash)
+		return 0;
+	for (uint32_t slot = 0; slot < TESSERA_HANDLER_MAX; slot++) {
+		uint32_t id = 0;
+		if (bpf_map_lookup_elem(t->handlers_fd, &slot, &id) || id != state.handler_ids[slot])
+			return 0;
+	}
+	return 1;
+}
+
+/* Loads the shared handlers (one verifier pass per daemon start when the
+ * object changed), creating or re-using the pinned global maps, and installs
+ * them in the program array: every endpoint's stub uses them from then on. */
+static int install_handlers(struct tessera_bpf *t)
+{
+	struct loader_state state = { .object_hash = t->object_hash, .installed_ns = now_ns() };
+	char path[PATH_MAX];
+	struct bpf_object *obj = NULL;
+	uint32_t key = 0;
+	int err;
+
+	if ((err = open_object(t, 0, 1, &obj)))
+		goto cleanup;
+	if ((err = bpf_object__load(obj)))
+		goto cleanup;
+	for (size_t i = 0; i < NR_GLOBAL_MAPS; i++) {
+		int fd = get_fd(obj, global_maps[i]);
+		if (fd < 0) {
+			err = fd;
+			goto cleanup;
+		}
+		*global_fd_slot(t, i) = fd;
+	}
+	for (uint32_t slot = 0; slot < TESSERA_HANDLER_MAX; slot++) {
+		struct bpf_program *prog = bpf_object__find_program_by_name(obj, handler_programs[slot]);
+		int fd = bpf_program__fd(prog);
+		if ((err = bpf_map_update_elem(t->handlers_fd, &slot, &fd, BPF_ANY))) {
+			log_append("tessera: cannot install %s: %s\n", handler_programs[slot], strerror(-err));
+			goto cleanup;
+		}
+		state.handler_ids[slot] = tessera_bpf_obj_id(fd);
+		/* Pinned for inspection (bpftool prog show pinned ...). */
+		if (snprintf(path, sizeof(path), "%s/%s", t->globals_dir, handler_programs[slot]) >= (int)sizeof(path)) {
+			err = -ENAMETOOLONG;
+			goto cleanup;
+		}
+		unlink(path);
+		if ((err = bpf_program__pin(prog, path)))
+			goto cleanup;
+	}
+	err = bpf_map_update_elem(t->loader_fd, &key, &state, BPF_ANY);
+cleanup:
+	if (err)
+		close_globals(t);
+	bpf_object__close(obj);
+	return err;
+}
+
 int tessera_bpf_open(const char *object_path, const char *pin_dir, struct tessera_bpf **out)
 {
 	struct tessera_bpf *t;
-	struct bpf_object *obj = NULL;
 	int err;
 
 	log_reset();
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
-	t->ipcache_fd = t->endpoints_fd = t->ct_fd = -1;
+	for (size_t i = 0; i < NR_GLOBAL_MAPS; i++)
+		*global_fd_slot(t, i) = -1;
 	if (snprintf(t->pin_dir, sizeof(t->pin_dir), "%s", pin_dir) >= (int)sizeof(t->pin_dir) ||
 	    snprintf(t->globals_dir, sizeof(t->globals_dir), "%s/globals", pin_dir) >= (int)sizeof(t->globals_dir) ||
 	    snprintf(t->endpoints_dir, sizeof(t->endpoints_dir), "%s/endpoints", pin_dir) >=
@@ -319,36 +442,26 @@ int tessera_bpf_open(const char *object_path, const char *pin_dir, struct tesser
 		log_append("tessera: cannot read %s: %s\n", object_path, strerror(-err));
 		goto fail;
 	}
+	t->object_hash = fnv1a(t->object, t->object_len);
 	if ((err = mkdir_p(t->globals_dir, 0700)) || (err = mkdir_p(t->endpoints_dir, 0700))) {
 		log_append("tessera: cannot create %s: %s\n", t->pin_dir, strerror(-err));
 		goto fail;
 	}
 
-	/* One load creates (or re-uses) the pinned global maps and proves that
-	 * this kernel's verifier accepts the programs. */
-	err = open_object(t, 0, NULL, &obj);
-	if (err)
-		goto fail;
-	err = bpf_object__load(obj);
-	if (err)
-		goto fail;
-	if ((t->ipcache_fd = get_fd(obj, "tessera_ipcache")) < 0) {
-		err = t->ipcache_fd;
-		goto fail;
+	/* A restart with the same object re-adopts everything as it is. */
+	if (open_pinned_globals(t) == 0) {
+		if (can_adopt(t)) {
+			t->adopted = 1;
+			*out = t;
+			return 0;
+		}
+		close_globals(t);
 	}
-	if ((t->endpoints_fd = get_fd(obj, "tessera_endpoints")) < 0) {
-		err = t->endpoints_fd;
+	if ((err = install_handlers(t)))
 		goto fail;
-	}
-	if ((t->ct_fd = get_fd(obj, "tessera_ct")) < 0) {
-		err = t->ct_fd;
-		goto fail;
-	}
-	bpf_object__close(obj);
 	*out = t;
 	return 0;
 fail:
-	bpf_object__close(obj);
 	tessera_bpf_close(t);
 	return err;
 }
@@ -357,14 +470,14 @@ void tessera_bpf_close(struct tessera_bpf *t)
 {
 	if (!t)
 		return;
-	if (t->ipcache_fd >= 0)
-		close(t->ipcache_fd);
-	if (t->endpoints_fd >= 0)
-		close(t->endpoints_fd);
-	if (t->ct_fd >= 0)
-		close(t->ct_fd);
+	close_globals(t);
 	free(t->object);
 	free(t);
+}
+
+int tessera_bpf_adopted(const struct tessera_bpf *t)
+{
+	return t->adopted;
 }
 
 int tessera_bpf_ipcache_fd(const struct tessera_bpf *t)
@@ -382,9 +495,19 @@ int tessera_bpf_ct_fd(const struct tessera_bpf *t)
 	return t->ct_fd;
 }
 
+int tessera_bpf_policy_fd(const struct tessera_bpf *t)
+{
+	return t->policy_fd;
+}
+
+int tessera_bpf_metrics_fd(const struct tessera_bpf *t)
+{
+	return t->metrics_fd;
+}
+
 void tessera_bpf_endpoint_fds_close(struct tessera_endpoint_fds *fds)
 {
-	int *all[] = { &fds->from_container, &fds->to_container, &fds->policy, &fds->metrics };
+	int *all[] = { &fds->from_container, &fds->to_container };
 
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
 		if (*all[i] >= 0)
@@ -405,32 +528,42 @@ static int pin_program(struct bpf_program *prog, const char *path)
 int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id, struct tessera_endpoint_fds *fds,
 			      uint64_t *load_ns)
 {
-	static const char *const progs[] = { "from_container", "to_container" };
-	struct tessera_endpoint_fds got = { -1, -1, -1, -1 };
+	struct tessera_endpoint_fds got = { -1, -1 };
+	struct endpoint_metrics *zero = NULL;
 	char ep_dir[PATH_MAX], path[PATH_MAX];
 	struct bpf_object *obj = NULL;
 	uint64_t start = now_ns();
-	int err;
+	int ncpus, err;
 
 	log_reset();
 	if ((err = endpoint_path(t, endpoint_id, NULL, ep_dir, sizeof(ep_dir))))
 		return err;
 	if ((err = mkdir_p(ep_dir, 0700)))
 		return err;
-	if ((err = open_object(t, endpoint_id, ep_dir, &obj)))
+
+	/* Counters exist before the programs can run (kept if already there). */
+	ncpus = libbpf_num_possible_cpus();
+	if (ncpus <= 0)
+		return ncpus < 0 ? ncpus : -EINVAL;
+	zero = calloc((size_t)ncpus, sizeof(*zero));
+	if (!zero)
+		return -ENOMEM;
+	err = bpf_map_update_elem(t->metrics_fd, &endpoint_id, zero, BPF_NOEXIST);
+	free(zero);
+	if (err && err != -EEXIST) {
+		log_append("tessera: cannot create the counters of endpoint %llu: %s\n",
+			   (unsigned long long)endpoint_id, strerror(-err));
+		return err;
+	}
+
+	if ((err = open_object(t, endpoint_id, 0, &obj)))
 		goto cleanup;
 	if ((err = bpf_object__load(obj)))
 		goto cleanup;
-
 	for (size_t i = 0; i < 2; i++) {
-		struct bpf_program *prog = bpf_object__find_program_by_name(obj, progs[i]);
+		struct bpf_program *prog = bpf_object__find_program_by_name(obj, stub_programs[i]);
 		int fd;
-		if (!prog) {
-			log_append("tessera: program %s missing from the object\n", progs[i]);
-			err = -ENOENT;
-			goto cleanup;
-		}
-		if ((err = endpoint_path(t, endpoint_id, progs[i], path, sizeof(path))))
+		if ((err = endpoint_path(t, endpoint_id, stub_programs[i], path, sizeof(path))))
 			goto cleanup;
 		if ((err = pin_program(prog, path))) {
 			log_append("tessera: cannot pin %s: %s\n", path, strerror(-err));
@@ -445,16 +578,8 @@ int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id, struc
 		else
 			got.to_container = fd;
 	}
-	if ((got.policy = get_fd(obj, "policy")) < 0) {
-		err = got.policy;
-		goto cleanup;
-	}
-	if ((got.metrics = get_fd(obj, "metrics")) < 0) {
-		err = got.metrics;
-		goto cleanup;
-	}
 	*fds = got;
-	got = (struct tessera_endpoint_fds){ -1, -1, -1, -1 };
+	got = (struct tessera_endpoint_fds){ -1, -1 };
 	if (load_ns)
 		*load_ns = now_ns() - start;
 cleanup:
@@ -465,19 +590,19 @@ cleanup:
 
 int tessera_bpf_endpoint_open_pinned(struct tessera_bpf *t, uint64_t endpoint_id, struct tessera_endpoint_fds *fds)
 {
-	static const char *const names[] = { "from_container", "to_container", "policy", "metrics" };
-	int *slots[] = { &fds->from_container, &fds->to_container, &fds->policy, &fds->metrics };
+	int *slots[] = { &fds->from_container, &fds->to_container };
 	char path[PATH_MAX];
 	int found = 0, err;
 
 	log_reset();
-	for (size_t i = 0; i < 4; i++) {
+	for (size_t i = 0; i < 2; i++) {
+		int fd;
 		*slots[i] = -1;
-		if ((err = endpoint_path(t, endpoint_id, names[i], path, sizeof(path)))) {
+		if ((err = endpoint_path(t, endpoint_id, stub_programs[i], path, sizeof(path)))) {
 			tessera_bpf_endpoint_fds_close(fds);
 			return err;
 		}
-		int fd = bpf_obj_get(path);
+		fd = bpf_obj_get(path);
 		if (fd < 0 && fd != -ENOENT) {
 			tessera_bpf_endpoint_fds_close(fds);
 			return fd;
@@ -488,6 +613,79 @@ int tessera_bpf_endpoint_open_pinned(struct tessera_bpf *t, uint64_t endpoint_id
 		}
 	}
 	return found ? 0 : -ENOENT;
+}
+
+/* Deletes every key of `fd` for which `match` holds (keys collected first:
+ * deleting while walking would restart the walk). */
+static int delete_matching(int fd, size_t key_size, int (*match)(const void *key, uint64_t id), uint64_t id)
+{
+	size_t cap = 256, n = 0;
+	char *keys, *cur = NULL, next[64], prev[64];
+	int err = 0;
+
+	if (key_size > sizeof(next))
+		return -EINVAL;
+	keys = malloc(cap * key_size);
+	if (!keys)
+		return -ENOMEM;
+	while ((err = bpf_map_get_next_key(fd, cur, next)) == 0) {
+		if (match(next, id)) {
+			if (n == cap) {
+				char *grown = realloc(keys, 2 * cap * key_size);
+				if (!grown) {
+					free(keys);
+					return -ENOMEM;
+				}
+				keys = grown;
+				cap *= 2;
+			}
+			memcpy(keys + n * key_size, next, key_size);
+			n++;
+		}
+		memcpy(prev, next, key_size);
+		cur = prev;
+	}
+	if (err != -ENOENT) {
+		free(keys);
+		return err;
+	}
+	err = 0;
+	for (size_t i = 0; i < n; i++) {
+		int e = bpf_map_delete_elem(fd, keys + i * key_size);
+		if (e && e != -ENOENT && !err)
+			err = e;
+	}
+	free(keys);
+	return err;
+}
+
+static int policy_key_matches(const void *key, uint64_t id)
+{
+	return ((const struct policy_key *)key)->endpoint_id == id;
+}
+
+static int ct_key_matches(const void *key, uint64_t id)
+{
+	return ((const struct ct_key *)key)->endpoint_id == id;
+}
+
+int tessera_bpf_endpoint_purge(struct tessera_bpf *t, uint64_t endpoint_id, int scan_policy)
+{
+	int err, first = 0;
+
+	log_reset();
+	if (scan_policy && (err = delete_matching(t->policy_fd, sizeof(struct policy_key), policy_key_matches,
+						  endpoint_id)))
+		first = first ? first : err;
+	if ((err = delete_matching(t->ct_fd, sizeof(struct ct_key), ct_key_matches, endpoint_id)))
+		first = first ? first : err;
+	err = bpf_map_delete_elem(t->metrics_fd, &endpoint_id);
+	if (err && err != -ENOENT)
+		first = first ? first : err;
+	err = bpf_map_delete_elem(t->endpoints_fd, &endpoint_id);
+	if (err && err != -ENOENT)
+		first = first ? first : err;
+	return first;
 }
 
 int tessera_bpf_endpoint_unpin(struct tessera_bpf *t, uint64_t endpoint_id)

@@ -50,7 +50,7 @@ public struct Daemon: Sendable {
     )
     let group = ServiceGroup(
       configuration: .init(
-        services: backgroundServices.map { .init(service: $0) } + [.init(service: server)],
+        services: backgroundServices.map { .init(service: $0, successTerminationBehavior: .ignore) } + [.init(service: server)],
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger
       )

@@ -134,6 +134,11 @@ struct SelectorCacheTests {
       }
       #expect(cache.currentSelections() == cache.fullRecompute())
     }
+    // And against the plain label-set matcher, which shares no code with the compiled one.
+    for (selector, selection) in cache.currentSelections() {
+      let oracle = cache.identities.filter { selector.selector.matches(cache.labels(of: $0)!) }
+      #expect(selection == oracle)
+    }
   }
 
   @Test("adding one identity to 10,000 identities × 1,000 selectors is ≥100× faster than a full recompute")

@@ -3,16 +3,21 @@
  * Tessera endpoint programs, attached with tc on the HOST side of an
  * endpoint's veth:
  *
- *   container --(veth)--> host veth: tc ingress  = from_container (egress policy)
- *   container <--(veth)-- host veth: tc egress   = to_container   (ingress policy)
+ *   container --(veth)--> host veth tc ingress: from_container (egress policy)
+ *   container <--(veth)-- host veth tc egress:  to_container   (ingress policy)
  *
- * For each IP packet:  parse -> conntrack (established / reply: pass)
- *                      -> ipcache (peer identity) -> policy -> conntrack create.
+ * from_container / to_container are per-endpoint stubs: loaded for each
+ * endpoint with its id in read-only data (a verifier pass of a few
+ * instructions), they put the id in skb->cb and tail-call the shared
+ * handlers, which are verified once per daemon start and installed in
+ * tessera_handlers. For each IP packet the handler does:
  *
- * One object serves every endpoint: the endpoint id is read-only data set by
- * the loader before load, the endpoint's policy and metrics maps are bound by
- * the loader, everything else lives in global pinned maps. Regeneration is
- * map writes only.
+ *   parse -> conntrack (established / reply: pass)
+ *         -> ipcache (peer identity) -> policy (deny, allow, default)
+ *         -> conntrack create -> pass
+ *
+ * Everything that changes at run time lives in maps keyed by endpoint id, so
+ * regeneration is map writes only and never recompiles or reloads.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -26,95 +31,127 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Set by the loader (bpf_map__set_initial_value on .rodata) before load. */
+/* Set by the loader before each endpoint's load. */
 const volatile __u64 ENDPOINT_ID = 0;
 
-static __always_inline void count(struct __sk_buff *skb, __u8 dir, enum tessera_reason reason)
+static __always_inline void count(struct endpoint_metrics *metrics, struct __sk_buff *skb, __u8 dir,
+				  enum tessera_reason reason)
 {
 	__u32 idx = (__u32)(dir - 1) * TESSERA_REASON_MAX + reason;
-	struct metrics_value *m = bpf_map_lookup_elem(&metrics, &idx);
 
-	if (m) {
-		m->packets++;
-		m->bytes += skb->len;
-	}
+	if (!metrics || idx >= TESSERA_METRICS_ENTRIES)
+		return;
+	/* Per-CPU value: no other CPU writes it. */
+	metrics->counters[idx].packets++;
+	metrics->counters[idx].bytes += skb->len;
 }
 
-static __always_inline int pass(struct __sk_buff *skb, __u8 dir, enum tessera_reason reason)
-{
-	count(skb, dir, reason);
-	return TC_ACT_OK;
-}
+/* ---- per-endpoint stubs ---------------------------------------------------- */
 
-static __always_inline int drop(struct __sk_buff *skb, __u8 dir, enum tessera_reason reason)
+static __always_inline int enter(struct __sk_buff *skb, __u32 handler, __u8 dir)
 {
-	count(skb, dir, reason);
+	skb->cb[TESSERA_CB_ENDPOINT_LO] = (__u32)ENDPOINT_ID;
+	skb->cb[TESSERA_CB_ENDPOINT_HI] = (__u32)(ENDPOINT_ID >> 32);
+	bpf_tail_call(skb, &tessera_handlers, handler);
+	/* No handler installed: fail closed. */
+	__u64 endpoint_id = ENDPOINT_ID;
+	count(bpf_map_lookup_elem(&tessera_metrics, &endpoint_id), skb, dir, TESSERA_DROP_MISSED_TAIL_CALL);
 	return TC_ACT_SHOT;
-}
-
-static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
-{
-	const __u64 endpoint_id = ENDPOINT_ID;
-	struct flow f = {};
-	struct endpoint_info *ep;
-	enum ct_status ct;
-	enum policy_verdict verdict;
-	__u64 now;
-	__u32 peer;
-	int enforced;
-
-	switch (parse_flow(skb, &f)) {
-	case PARSE_NOT_IP:
-		return pass(skb, dir, TESSERA_FWD_NON_IP);
-	case PARSE_INVALID:
-		return drop(skb, dir, TESSERA_DROP_INVALID_PACKET);
-	default:
-		break;
-	}
-	if (f.icmp6_nd)
-		return pass(skb, dir, TESSERA_FWD_ICMP6_ND);
-
-	now = bpf_ktime_get_ns();
-	if (!f.nonfirst_fragment) {
-		ct = ct_lookup(&f, endpoint_id, dir, now);
-		if (ct == CT_ESTABLISHED)
-			return pass(skb, dir, TESSERA_FWD_CT_ESTABLISHED);
-		if (ct == CT_REPLY)
-			return pass(skb, dir, TESSERA_FWD_CT_REPLY);
-	} else {
-		return drop(skb, dir, TESSERA_DROP_FRAG_NOT_SUPPORTED);
-	}
-
-	ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
-	if (!ep)
-		return drop(skb, dir, TESSERA_DROP_NO_ENDPOINT);
-	enforced = dir == TESSERA_DIR_INGRESS ? !!(ep->flags & TESSERA_EP_F_INGRESS_ENFORCED)
-					      : !!(ep->flags & TESSERA_EP_F_EGRESS_ENFORCED);
-
-	/* The peer is the source of what comes in and the destination of what goes out. */
-	peer = ipcache_lookup_identity(f.family, dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr);
-
-	verdict = policy_verdict(dir, peer, f.proto, f.policy_port, enforced);
-	if (verdict == POLICY_DENY)
-		return drop(skb, dir, TESSERA_DROP_POLICY_DENY);
-	if (verdict == POLICY_DEFAULT_DENY)
-		return drop(skb, dir, TESSERA_DROP_POLICY_DEFAULT);
-
-	if (ct_create(&f, endpoint_id, dir, now) < 0)
-		return drop(skb, dir, TESSERA_DROP_CT_CREATE_FAILED);
-	return pass(skb, dir, TESSERA_FWD_POLICY);
 }
 
 /* Packets leaving the container: the endpoint's egress policy. */
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
-	return handle(skb, TESSERA_DIR_EGRESS);
+	return enter(skb, TESSERA_HANDLER_FROM_CONTAINER, TESSERA_DIR_EGRESS);
 }
 
 /* Packets going into the container: the endpoint's ingress policy. */
 SEC("tc")
 int to_container(struct __sk_buff *skb)
+{
+	return enter(skb, TESSERA_HANDLER_TO_CONTAINER, TESSERA_DIR_INGRESS);
+}
+
+/* ---- shared handlers -------------------------------------------------------- */
+
+static __always_inline int verdict_pass(struct endpoint_metrics *metrics, struct __sk_buff *skb, __u8 dir,
+					enum tessera_reason reason)
+{
+	count(metrics, skb, dir, reason);
+	return TC_ACT_OK;
+}
+
+static __always_inline int verdict_drop(struct endpoint_metrics *metrics, struct __sk_buff *skb, __u8 dir,
+					enum tessera_reason reason)
+{
+	count(metrics, skb, dir, reason);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+{
+	const __u64 endpoint_id = (__u64)skb->cb[TESSERA_CB_ENDPOINT_LO] |
+				  ((__u64)skb->cb[TESSERA_CB_ENDPOINT_HI] << 32);
+	struct endpoint_info *ep;
+	struct endpoint_metrics *metrics;
+	struct flow f = {};
+	enum ct_status ct;
+	enum policy_verdict verdict;
+	__u64 now;
+	__u32 peer;
+	int enforced;
+
+	metrics = bpf_map_lookup_elem(&tessera_metrics, &endpoint_id);
+
+	switch (parse_flow(skb, &f)) {
+	case PARSE_NOT_IP:
+		return verdict_pass(metrics, skb, dir, TESSERA_FWD_NON_IP);
+	case PARSE_INVALID:
+		return verdict_drop(metrics, skb, dir, TESSERA_DROP_INVALID_PACKET);
+	default:
+		break;
+	}
+	if (f.icmp6_nd)
+		return verdict_pass(metrics, skb, dir, TESSERA_FWD_ICMP6_ND);
+	if (f.nonfirst_fragment)
+		return verdict_drop(metrics, skb, dir, TESSERA_DROP_FRAG_NOT_SUPPORTED);
+
+	now = bpf_ktime_get_ns();
+	ct = ct_lookup(&f, endpoint_id, dir, now);
+	if (ct == CT_ESTABLISHED)
+		return verdict_pass(metrics, skb, dir, TESSERA_FWD_CT_ESTABLISHED);
+	if (ct == CT_REPLY)
+		return verdict_pass(metrics, skb, dir, TESSERA_FWD_CT_REPLY);
+
+	ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
+	if (!ep)
+		return verdict_drop(metrics, skb, dir, TESSERA_DROP_NO_ENDPOINT);
+	enforced = dir == TESSERA_DIR_INGRESS ? !!(ep->flags & TESSERA_EP_F_INGRESS_ENFORCED)
+					      : !!(ep->flags & TESSERA_EP_F_EGRESS_ENFORCED);
+
+	/* The peer is the source of what comes in and the destination of what goes out. */
+	peer = ipcache_lookup_identity(f.family, dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr);
+
+	verdict = policy_verdict(endpoint_id, dir, peer, f.proto, f.policy_port, enforced);
+	if (verdict == POLICY_DENY)
+		return verdict_drop(metrics, skb, dir, TESSERA_DROP_POLICY_DENY);
+	if (verdict == POLICY_DEFAULT_DENY)
+		return verdict_drop(metrics, skb, dir, TESSERA_DROP_POLICY_DEFAULT);
+
+	if (ct_create(&f, endpoint_id, dir, now) < 0)
+		return verdict_drop(metrics, skb, dir, TESSERA_DROP_CT_CREATE_FAILED);
+	return verdict_pass(metrics, skb, dir, TESSERA_FWD_POLICY);
+}
+
+SEC("tc")
+int handle_from_container(struct __sk_buff *skb)
+{
+	return handle(skb, TESSERA_DIR_EGRESS);
+}
+
+SEC("tc")
+int handle_to_container(struct __sk_buff *skb)
 {
 	return handle(skb, TESSERA_DIR_INGRESS);
 }

@@ -10,9 +10,12 @@
  *   globals/tessera_ipcache     LPM trie, IP prefix -> identity
  *   globals/tessera_endpoints   hash, endpoint id -> struct endpoint_info
  *   globals/tessera_ct          LRU hash, conntrack
- *   endpoints/<id>/policy       LPM trie, the endpoint's policy
- *   endpoints/<id>/metrics      per-CPU array, counters by direction and reason
- *   endpoints/<id>/from_container, endpoints/<id>/to_container   the programs
+ *   globals/tessera_policy      LPM trie, (endpoint id, verdict, direction, proto, peer, port) -> entry
+ *   globals/tessera_metrics     per-CPU hash, endpoint id -> counters by direction and reason
+ *   globals/tessera_handlers    program array, the shared policy handlers
+ *   globals/tessera_loader      array, what the loader installed (re-adoption)
+ *   globals/handle_from_container, globals/handle_to_container   the handlers
+ *   endpoints/<id>/from_container, endpoints/<id>/to_container   the endpoint's stubs
  */
 #ifndef TESSERA_BPF_H
 #define TESSERA_BPF_H
@@ -33,39 +36,52 @@ extern "C" {
 /* The loader: the object file's bytes and the pin directory. */
 struct tessera_bpf;
 
-/* Descriptors of one endpoint's programs and maps; -1 when absent. */
+/* Descriptors of one endpoint's programs; -1 when absent. */
 struct tessera_endpoint_fds {
 	int from_container;
 	int to_container;
-	int policy;
-	int metrics;
 };
 
-/* Reads the object, creates (or re-uses) the pinned global maps under
- * `pin_dir` by loading the object once (which also proves the verifier
- * accepts it on this kernel). */
+/* Reads the object and opens the pinned global maps under `pin_dir`. When
+ * they were installed from the same object (a daemon restart), they and the
+ * shared handlers are re-used as they are; otherwise the shared handlers are
+ * loaded (one verifier pass, which also proves this kernel accepts them),
+ * the global maps created or re-used, and the handlers installed in
+ * tessera_handlers, replacing older ones atomically. */
 int tessera_bpf_open(const char *object_path, const char *pin_dir, struct tessera_bpf **out);
 void tessera_bpf_close(struct tessera_bpf *t);
+
+/* 1 when tessera_bpf_open found the handlers of this same object installed
+ * (a restart) and re-used them without loading anything. */
+int tessera_bpf_adopted(const struct tessera_bpf *t);
 
 int tessera_bpf_ipcache_fd(const struct tessera_bpf *t);
 int tessera_bpf_endpoints_fd(const struct tessera_bpf *t);
 int tessera_bpf_ct_fd(const struct tessera_bpf *t);
+int tessera_bpf_policy_fd(const struct tessera_bpf *t);
+int tessera_bpf_metrics_fd(const struct tessera_bpf *t);
 
-/* Loads the programs of endpoint `endpoint_id` with the id in read-only
- * data, binding its pinned policy/metrics maps (created and pinned when
- * absent) and the global maps, and pins the programs (replacing older pins).
- * `load_ns` receives the time spent, when not NULL. Closes nothing in `fds`
- * on failure; the caller closes the descriptors with
- * tessera_bpf_endpoint_fds_close. */
+/* Loads the stub programs of endpoint `endpoint_id` with the id in
+ * read-only data (they tail-call the shared handlers; a verifier pass of a
+ * few dozen instructions), creates the endpoint's counters (kept when they
+ * exist) and pins the stubs under endpoints/<id>/ (replacing older pins).
+ * `load_ns` receives the time spent, when not NULL. The caller closes the
+ * descriptors with tessera_bpf_endpoint_fds_close. */
 int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id, struct tessera_endpoint_fds *fds,
 			      uint64_t *load_ns);
 
-/* Opens what is pinned for the endpoint; absent objects are -1. Returns
- * -ENOENT when nothing at all is pinned. */
+/* Opens the endpoint's pinned stubs; absent ones are -1. Returns -ENOENT
+ * when neither is pinned. */
 int tessera_bpf_endpoint_open_pinned(struct tessera_bpf *t, uint64_t endpoint_id, struct tessera_endpoint_fds *fds);
 
-/* Unpins the endpoint's programs and maps and removes its directory.
- * Missing pins are not an error. */
+/* Deletes the endpoint's conntrack entries, counters and endpoint-map entry,
+ * and with `scan_policy` every policy entry of the endpoint found by walking
+ * the whole policy map (the caller normally deletes the keys it wrote, and
+ * scans only when it does not know them). */
+int tessera_bpf_endpoint_purge(struct tessera_bpf *t, uint64_t endpoint_id, int scan_policy);
+
+/* Unpins the endpoint's stubs and removes its directory. Missing pins are
+ * not an error. */
 int tessera_bpf_endpoint_unpin(struct tessera_bpf *t, uint64_t endpoint_id);
 
 void tessera_bpf_endpoint_fds_close(struct tessera_endpoint_fds *fds);

@@ -54,11 +54,6 @@ public struct SelectorCache: Sendable {
     var labels: LabelSet
     /// Sorted by key; one atom per key.
     var atoms: [Atom]
-
-    func atom(forKey key: Int32) -> Atom? {
-      for atom in atoms where atom.key == key { return atom }
-      return nil
-    }
   }
 
   struct CompiledRequirement: Sendable {
@@ -69,15 +64,24 @@ public struct SelectorCache: Sendable {
     var values: [Int32]
 
     func matches(_ identity: CompiledIdentity) -> Bool {
-      var present: Atom?
-      if let atom = identity.atom(forKey: key), source == SelectorCache.anySource || atom.source == source {
-        present = atom
+      // Plain loops: this is the hot path of every selection computation.
+      var value: Int32 = -1
+      for atom in identity.atoms where atom.key == key {
+        if source == SelectorCache.anySource || atom.source == source { value = atom.value }
+        break
       }
       switch op {
-      case .in: return present.map { values.contains($0.value) } ?? false
-      case .notIn: return present.map { !values.contains($0.value) } ?? true
-      case .exists: return present != nil
-      case .doesNotExist: return present == nil
+      case .exists: return value >= 0
+      case .doesNotExist: return value < 0
+      case .in, .notIn:
+        var found = false
+        if value >= 0 {
+          for candidate in values where candidate == value {
+            found = true
+            break
+          }
+        }
+        return op == .in ? found : !found
       }
     }
   }
@@ -97,7 +101,8 @@ public struct SelectorCache: Sendable {
     var users: [SelectorUser: Int]
 
     func matches(_ identity: CompiledIdentity) -> Bool {
-      requirements.allSatisfy { $0.matches(identity) }
+      for requirement in requirements where !requirement.matches(identity) { return false }
+      return true
     }
   }
 
@@ -250,14 +255,20 @@ public struct SelectorCache: Sendable {
     return changes
   }
 
-  /// Every selection computed from scratch by matching every selector against every
-  /// identity. Tests use it to prove the incremental path gives the same answer.
+  /// Every selection computed from scratch: every selector matched against every identity,
+  /// without the indexes. Tests use it to prove the incremental path gives the same answer
+  /// (and to measure what the indexes save).
   public func fullRecompute() -> [CachedSelector: [NumericIdentity]] {
     let all = compiledIdentities.sorted { $0.key < $1.key }
     var result: [CachedSelector: [NumericIdentity]] = [:]
-    for entry in entries.values {
-      let selector = entry.cached.selector
-      result[entry.cached] = all.filter { selector.matches($0.value.labels) }.map(\.key)
+    all.withUnsafeBufferPointer { identities in
+      for entry in entries.values {
+        var selection: [NumericIdentity] = []
+        for index in identities.indices where entry.matches(identities[index].value) {
+          selection.append(identities[index].key)
+        }
+        result[entry.cached] = selection
+      }
     }
     return result
   }

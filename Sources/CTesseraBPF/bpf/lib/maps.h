@@ -2,11 +2,12 @@
 /*
  * Every map of the endpoint programs, in one place (STYLE §7).
  *
- * Global maps are pinned by name under the loader's pin root
- * (<pinDirectory>/globals/<name>) and shared by all endpoints. Per-endpoint
- * maps carry no pinning attribute: the loader gives each one its own path
- * (<pinDirectory>/endpoints/<id>/<name>) before load, so one object file
- * serves every endpoint.
+ * All maps are pinned by name under the loader's pin root
+ * (<pinDirectory>/globals/<name>) and shared by every endpoint's programs;
+ * per-endpoint state (policy, metrics, configuration) is keyed by endpoint
+ * id. Per-endpoint maps reached through map-in-map were measured and
+ * rejected: every update or delete of an outer map waits for an RCU grace
+ * period in the kernel (8-15 ms here), which alone breaks the create budget.
  */
 #ifndef TESSERA_MAPS_H
 #define TESSERA_MAPS_H
@@ -14,7 +15,7 @@
 #include "maps_types.h"
 
 #define TESSERA_IPCACHE_MAX 512000
-#define TESSERA_POLICY_MAX 16384
+#define TESSERA_POLICY_MAX 1048576
 #define TESSERA_CT_MAX 65536
 #define TESSERA_ENDPOINTS_MAX 65535
 
@@ -47,22 +48,44 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tessera_ct SEC(".maps");
 
-/* Per endpoint: the policy (pinned at endpoints/<id>/policy by the loader). */
+/* Global: every endpoint's policy, keyed by endpoint id first. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct policy_key);
 	__type(value, struct policy_value);
 	__uint(max_entries, TESSERA_POLICY_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-} policy SEC(".maps");
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tessera_policy SEC(".maps");
 
-/* Per endpoint: forwarded/dropped packets by direction and reason
- * (pinned at endpoints/<id>/metrics by the loader). */
+/* Global: endpoint id -> forwarded/dropped packets by direction and reason.
+ * The loader creates an endpoint's entry before its programs can run. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, __u64);
+	__type(value, struct endpoint_metrics);
+	__uint(max_entries, TESSERA_ENDPOINTS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tessera_metrics SEC(".maps");
+
+/* Global: the shared policy handlers the endpoint stubs tail-call
+ * (TESSERA_HANDLER_*), installed by the loader at startup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
 	__type(key, __u32);
-	__type(value, struct metrics_value);
-	__uint(max_entries, TESSERA_METRICS_ENTRIES);
-} metrics SEC(".maps");
+	__type(value, __u32);
+	__uint(max_entries, TESSERA_HANDLER_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tessera_handlers SEC(".maps");
+
+/* Global: what the loader installed (object hash), to re-adopt after a restart. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct loader_state);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tessera_loader SEC(".maps");
 
 #endif /* TESSERA_MAPS_H */

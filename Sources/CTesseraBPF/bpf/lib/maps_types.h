@@ -44,19 +44,22 @@ struct ipcache_value {
 	__u32 flags;
 };
 
-/* ---- per-endpoint policy: LPM trie ---------------------------------------
- * The trie is looked up separately for deny and allow entries (the `deny`
- * byte leads the key), so a deny range is found even when a more specific
- * allow range overlaps it: the longest match is only taken among entries of
- * the same verdict. Peer identity 0 and protocol 0 are wildcards stored as
- * such and looked up explicitly, so a packet costs at most 8 lookups (the
- * conntrack fast path skips all of them).
+/* ---- policy: LPM trie, all endpoints ---------------------------------------
+ * The key leads with the endpoint id, then a `deny` byte: the trie is looked
+ * up separately for deny and allow entries, so a deny range is found even
+ * when a more specific allow range overlaps it (the longest match is only
+ * taken among entries of the same verdict). Peer identity 0 and protocol 0
+ * are wildcards stored as such and looked up explicitly, so a new flow costs
+ * at most 8 lookups; established flows take the conntrack fast path.
  */
-#define TESSERA_POLICY_STATIC_PREFIX 64 /* deny, direction, proto, pad, peer */
+/* pad0, endpoint id, deny, direction, proto, pad, peer */
+#define TESSERA_POLICY_STATIC_PREFIX 160
 #define TESSERA_POLICY_FULL_PREFIX (TESSERA_POLICY_STATIC_PREFIX + 16)
 
 struct policy_key {
 	__u32 prefixlen;
+	__u32 pad0;
+	__u64 endpoint_id;
 	__u8 deny; /* 1 for deny entries, 0 for allow entries */
 	__u8 direction; /* TESSERA_DIR_* */
 	__u8 proto; /* IANA number; 0 = any protocol */
@@ -137,8 +140,8 @@ struct ct_entry {
 #define TESSERA_CT_LIFETIME_SYN_NS (60ULL * 1000000000ULL)
 #define TESSERA_CT_LIFETIME_CLOSE_NS (10ULL * 1000000000ULL)
 
-/* ---- per-endpoint metrics: per-CPU array --------------------------------
- * Index = (direction - 1) * TESSERA_REASON_MAX + reason.
+/* ---- metrics: per-CPU hash, endpoint id -> counters -----------------------
+ * counters[(direction - 1) * TESSERA_REASON_MAX + reason].
  */
 enum tessera_reason {
 	/* Forwarded. */
@@ -154,7 +157,8 @@ enum tessera_reason {
 	TESSERA_DROP_FRAG_NOT_SUPPORTED = 8, /* non-first fragment without flow state */
 	TESSERA_DROP_NO_ENDPOINT = 9, /* endpoint missing from the endpoint map */
 	TESSERA_DROP_CT_CREATE_FAILED = 10, /* conntrack entry could not be created */
-	TESSERA_REASON_MAX = 11,
+	TESSERA_DROP_MISSED_TAIL_CALL = 11, /* no shared handler installed */
+	TESSERA_REASON_MAX = 12,
 };
 
 #define TESSERA_REASON_FIRST_DROP TESSERA_DROP_POLICY_DENY
@@ -163,6 +167,27 @@ enum tessera_reason {
 struct metrics_value {
 	__u64 packets;
 	__u64 bytes;
+};
+
+struct endpoint_metrics {
+	struct metrics_value counters[TESSERA_METRICS_ENTRIES];
+};
+
+/* ---- shared handlers ------------------------------------------------------ */
+
+/* Slots of the tessera_handlers program array. */
+#define TESSERA_HANDLER_FROM_CONTAINER 0 /* egress policy */
+#define TESSERA_HANDLER_TO_CONTAINER 1 /* ingress policy */
+#define TESSERA_HANDLER_MAX 2
+
+/* skb->cb words carrying the endpoint id from a stub to a handler. */
+#define TESSERA_CB_ENDPOINT_LO 0
+#define TESSERA_CB_ENDPOINT_HI 1
+
+struct loader_state {
+	__u64 object_hash; /* FNV-1a of the object file the handlers came from */
+	__u64 installed_ns; /* CLOCK_MONOTONIC when installed */
+	__u32 handler_ids[TESSERA_HANDLER_MAX];
 };
 
 #endif /* TESSERA_MAPS_TYPES_H */

@@ -15,44 +15,46 @@
 
 #include "maps.h"
 
+
 enum policy_verdict {
 	POLICY_ALLOW = 0,
 	POLICY_DENY = 1, /* a deny entry matched */
 	POLICY_DEFAULT_DENY = 2, /* nothing allowed it in an enforced direction */
 };
 
-static __always_inline int policy_has(__u8 deny, __u8 dir, __u32 peer, __u8 proto, __u16 port)
+static __always_inline int policy_has(__u64 endpoint_id, __u8 deny, __u8 dir, __u32 peer, __u8 proto, __u16 port)
 {
 	struct policy_key key = {
 		.prefixlen = TESSERA_POLICY_FULL_PREFIX,
+		.endpoint_id = endpoint_id,
 		.deny = deny,
 		.direction = dir,
 		.proto = proto,
 		.peer = peer,
 		.dport = bpf_htons(port),
 	};
-	return bpf_map_lookup_elem(&policy, &key) != 0;
+	return bpf_map_lookup_elem(&tessera_policy, &key) != 0;
 }
 
 /* Whether an entry of this kind (deny or allow) matches, over the peer and
  * protocol wildcards. */
-static __always_inline int policy_matches(__u8 deny, __u8 dir, __u32 peer, __u8 proto, __u16 port)
+static __always_inline int policy_matches(__u64 endpoint_id, __u8 deny, __u8 dir, __u32 peer, __u8 proto, __u16 port)
 {
-	if (policy_has(deny, dir, peer, proto, port))
+	if (policy_has(endpoint_id, deny, dir, peer, proto, port))
 		return 1;
-	if (policy_has(deny, dir, peer, 0, port))
+	if (policy_has(endpoint_id, deny, dir, peer, 0, port))
 		return 1;
-	if (policy_has(deny, dir, 0, proto, port))
+	if (policy_has(endpoint_id, deny, dir, 0, proto, port))
 		return 1;
-	return policy_has(deny, dir, 0, 0, port);
+	return policy_has(endpoint_id, deny, dir, 0, 0, port);
 }
 
-static __always_inline enum policy_verdict policy_verdict(__u8 dir, __u32 peer, __u8 proto, __u16 port,
+static __always_inline enum policy_verdict policy_verdict(__u64 endpoint_id, __u8 dir, __u32 peer, __u8 proto, __u16 port,
 							  int enforced)
 {
-	if (policy_matches(1, dir, peer, proto, port))
+	if (policy_matches(endpoint_id, 1, dir, peer, proto, port))
 		return POLICY_DENY;
-	if (policy_matches(0, dir, peer, proto, port))
+	if (policy_matches(endpoint_id, 0, dir, peer, proto, port))
 		return POLICY_ALLOW;
 	return enforced ? POLICY_DEFAULT_DENY : POLICY_ALLOW;
 }

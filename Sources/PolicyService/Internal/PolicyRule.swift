@@ -1,4 +1,4 @@
-public import TesseraCore
+import TesseraCore
 
 /// A peer of a rule section: every peer (the wildcard, identity 0 in the policy map) or the
 /// identities a selector selects.
@@ -8,16 +8,16 @@ enum PeerSelector: Hashable, Sendable {
 }
 
 /// A protocol and destination port range; `.any` is every protocol on every port.
-public struct PortProtocol: Hashable, Sendable {
-  public var proto: L4Protocol
-  public var ports: PortRange
+struct PortProtocol: Hashable, Sendable {
+  var proto: L4Protocol
+  var ports: PortRange
 
-  public init(proto: L4Protocol, ports: PortRange) {
+  init(proto: L4Protocol, ports: PortRange) {
     self.proto = proto
     self.ports = ports
   }
 
-  public static let any = PortProtocol(proto: .any, ports: .any)
+  static let any = PortProtocol(proto: .any, ports: .any)
 }
 
 /// One ingress/egress (allow or deny) entry of a rule, after parsing: traffic with any of

@@ -7,7 +7,8 @@ struct ManifestDocument {
   var value: ManifestValue
 }
 
-/// Splits manifest bytes into documents: a YAML stream (`---` separated) or JSON values.
+/// Splits manifest bytes into documents: JSON values when the content starts with `{` or `[`,
+/// otherwise a YAML stream (`---` separated).
 enum ManifestReader {
   /// - Throws: ``PolicyError`` (`invalidManifest`) naming the source and document when the
   ///   bytes are not UTF-8 or not well-formed YAML/JSON.
@@ -25,12 +26,14 @@ enum ManifestReader {
       case .success(let values):
         return values.enumerated().map { ManifestDocument(number: $0.offset + 1, value: $0.element) }
       case .failure(let streamFailure):
-        let (index, failure) = (streamFailure.index, streamFailure.failure)
-        // Flow-style YAML also starts with `{`; only report JSON errors if YAML fails too.
-        if let documents = try? yamlDocuments(sourceName: sourceName, text: text) { return documents }
+        // Content that starts like JSON is read as JSON only, so a JSON syntax error is
+        // reported as one rather than as whatever YAML makes of it.
+        let failure = streamFailure.failure
         throw PolicyError(
           code: .invalidManifest,
-          message: "\(sourceName): document \(index + 1): invalid JSON at line \(failure.line), column \(failure.column): \(failure.problem)")
+          message:
+            "\(sourceName): document \(streamFailure.index + 1): invalid JSON at line \(failure.line), column \(failure.column): \(failure.problem)"
+        )
       }
     }
     return try yamlDocuments(sourceName: sourceName, text: text)

@@ -1,0 +1,86 @@
+import Foundation
+import TesseraCore
+
+/// One endpoint: a container's interface on this node.
+public struct Endpoint: Sendable, Codable, Hashable {
+  public var id: UInt64
+  public var containerID: String
+  public var interfaceName: String
+  /// Host side of the veth; empty for endpoints created without a device.
+  public var hostInterface: String
+  public var ips: [IPPrefix]
+  public var namespace: String
+  public var podName: String
+  public var netns: String
+  /// Labels given in the request (CNI args, CLI).
+  public var requestLabels: LabelSet
+  /// All labels currently applied: request + metadata + namespace.
+  public var labels: LabelSet
+  /// `.unknown` until resolved.
+  public var identity: NumericIdentity
+  /// The identity's own (filtered) labels, which policy selects on.
+  public var identityLabels: LabelSet
+  public var stateMachine: EndpointStateMachine
+  /// Realised policy revision; 0 until the first regeneration.
+  public var policyRevision: UInt64
+  /// Bumped by every label update; a resolution for an older revision is dropped.
+  public var identityRevision: UInt64
+  /// Bumped by every regeneration trigger; waiters wait for `realizedGeneration` to reach it.
+  public var wantedGeneration: UInt64
+  public var realizedGeneration: UInt64
+  public var createdAt: Date
+
+  public var state: EndpointState { stateMachine.state }
+
+  /// The label every endpoint carries so namespaced policies can select it.
+  public static let namespaceLabelKey = "io.kubernetes.pod.namespace"
+  public static let defaultNamespace = "default"
+}
+
+/// What a caller asks to create.
+public struct EndpointSpec: Sendable, Hashable {
+  public var containerID: String
+  public var interfaceName: String
+  public var hostInterface: String
+  public var ips: [IPPrefix]
+  public var namespace: String
+  public var podName: String
+  public var netns: String
+  public var labels: LabelSet
+
+  public init(containerID: String, interfaceName: String = "eth0", hostInterface: String = "", ips: [IPPrefix], namespace: String = Endpoint.defaultNamespace, podName: String = "", netns: String = "", labels: LabelSet = .empty) {
+    self.containerID = containerID
+    self.interfaceName = interfaceName
+    self.hostInterface = hostInterface
+    self.ips = ips
+    self.namespace = namespace
+    self.podName = podName
+    self.netns = netns
+    self.labels = labels
+  }
+
+  /// Checks what the wire cannot: no `reserved:` labels, sane names.
+  public func validate() throws(EndpointError) {
+    guard !containerID.isEmpty, containerID.utf8.count <= 256 else {
+      throw EndpointError(code: .invalidArgument, message: "container ID must be 1 to 256 bytes")
+    }
+    guard !interfaceName.isEmpty, interfaceName.utf8.count < 16 else {
+      throw EndpointError(code: .invalidArgument, message: "interface name must be 1 to 15 bytes")
+    }
+    guard hostInterface.utf8.count < 16, !hostInterface.contains("/") else {
+      throw EndpointError(code: .invalidArgument, message: "host interface '\(hostInterface)' is not a valid interface name")
+    }
+    if let reserved = labels.labels.first(where: { $0.source == Label.Source.reserved }) {
+      throw EndpointError(code: .invalidArgument, message: "label \(reserved) is reserved: reserved labels cannot be requested")
+    }
+    if let explicit = labels[Endpoint.namespaceLabelKey], explicit.value != namespace {
+      throw EndpointError(code: .invalidArgument, message: "label \(explicit) contradicts namespace '\(namespace)'")
+    }
+    guard !namespace.isEmpty, namespace.utf8.count <= 253 else {
+      throw EndpointError(code: .invalidArgument, message: "namespace must be 1 to 253 bytes")
+    }
+    for ip in ips where !ip.isHost {
+      throw EndpointError(code: .invalidArgument, message: "endpoint address \(ip) must be a single address")
+    }
+  }
+}

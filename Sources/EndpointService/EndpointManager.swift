@@ -1,0 +1,371 @@
+import Logging
+import TesseraCore
+
+/// Orchestrates endpoints: the blocking create → identity → first
+/// regeneration flow (DESIGN §1), label changes, policy changes, deletes and
+/// restore after a restart.
+///
+/// Every state change goes through ``EndpointRegistry`` (one lock, the state
+/// machine inside); calls to other services happen outside the lock.
+public final class EndpointManager: Sendable {
+  public struct Configuration: Sendable {
+    /// Upper bound for a synchronous create or label update.
+    public var requestTimeout: Duration
+    /// Wait before retrying a failed background regeneration.
+    public var regenerationRetryDelay: Duration
+
+    public init(requestTimeout: Duration = .seconds(30), regenerationRetryDelay: Duration = .seconds(1)) {
+      self.requestTimeout = requestTimeout
+      self.regenerationRetryDelay = regenerationRetryDelay
+    }
+
+    public static let defaults = Configuration()
+  }
+
+  public let registry = EndpointRegistry()
+  public let waiters = RegenerationWaiters()
+  private let configuration: Configuration
+  private let metadata: MetadataResolver
+  private let identities: any IdentityAllocating
+  private let policy: any PolicyComputing
+  private let datapath: any DatapathRealizing
+  private let store: EndpointStateStore?
+  private let logger: Logger
+  private let queueBox = QueueBox()
+
+  /// Lets the queue call back into the manager without a retain cycle at init.
+  private final class QueueBox: Sendable {
+    let queue = Mutex<RegenerationQueue?>(nil)
+  }
+
+  public init(
+    configuration: Configuration = .defaults, metadata: MetadataResolver, identities: any IdentityAllocating,
+    policy: any PolicyComputing, datapath: any DatapathRealizing, store: EndpointStateStore?,
+    logger: Logger = Logger(label: "tessera.endpoint")
+  ) {
+    self.configuration = configuration
+    self.metadata = metadata
+    self.identities = identities
+    self.policy = policy
+    self.datapath = datapath
+    self.store = store
+    self.logger = logger
+    queueBox.queue.withLock { $0 = RegenerationQueue { [weak self] id in await self?.regenerate(endpointID: id) } }
+  }
+
+  private var queue: RegenerationQueue { queueBox.queue.withLock { $0! } }
+
+  // MARK: - Create
+
+  /// Registers the endpoint, resolves its labels and identity and regenerates
+  /// it. With `sync`, returns only once its policy is in force in the datapath.
+  ///
+  /// On failure nothing is left behind: the identity reference is released,
+  /// datapath state removed and the endpoint forgotten.
+  public func createEndpoint(_ spec: EndpointSpec, sync: Bool) async throws(EndpointError) -> Endpoint {
+    try spec.validate()
+    let deadline = ContinuousClock.now + configuration.requestTimeout
+    let endpoint = try registry.register(spec)
+    var logger = self.logger
+    logger[metadataKey: "endpoint.id"] = "\(endpoint.id)"
+    logger[metadataKey: "container.id"] = "\(spec.containerID)"
+    logger.debug("endpoint registered", metadata: ["state": "\(endpoint.state.rawValue)"])
+    persist(endpoint.id)
+
+    let flow: @Sendable () async throws(EndpointError) -> Void = { [self] () async throws(EndpointError) in
+      let workloadLabels = try await metadata.resolve(namespace: spec.namespace, podName: spec.podName, deadline: deadline)
+      let labels = Self.endpointLabels(request: spec.labels, workload: workloadLabels, namespace: spec.namespace)
+      try await applyLabels(endpointID: endpoint.id, labels: labels, requestLabels: nil)
+    }
+    guard sync else {
+      Task {
+        do { try await flow() } catch {
+          logger.warning("asynchronous endpoint creation failed", metadata: ["error": "\(error)"])
+          _ = try? await self.deleteEndpoint(id: endpoint.id)
+        }
+      }
+      return endpoint
+    }
+    do {
+      try await flow()
+      try await waiters.wait(endpointID: endpoint.id, minimumGeneration: 1, deadline: deadline)
+    } catch {
+      logger.info("endpoint creation failed; cleaning up", metadata: ["error": "\(error)"])
+      _ = try? await deleteEndpoint(id: endpoint.id)
+      throw error
+    }
+    guard let ready = registry.endpoint(id: endpoint.id) else {
+      throw EndpointError(code: .notFound, message: "endpoint \(endpoint.id) was deleted while it was being created")
+    }
+    logger.info("endpoint ready", metadata: ["identity": "\(ready.identity)", "policyRevision": "\(ready.policyRevision)"])
+    return ready
+  }
+
+  /// Request labels, workload labels (which win on a shared key) and the namespace label.
+  static func endpointLabels(request: LabelSet, workload: LabelSet, namespace: String) -> LabelSet {
+    let namespaceLabel = LabelSet(validated: [Label(source: Label.Source.kubernetes, key: Endpoint.namespaceLabelKey, value: namespace)])
+    return request.merging(workload).merging(namespaceLabel)
+  }
+
+  // MARK: - Labels and identity
+
+  /// DESIGN §1 steps 3–5: apply labels (new identity revision), resolve the
+  /// identity, set it unless a newer revision overtook this one, release the
+  /// previous identity, and trigger regeneration.
+  private func applyLabels(endpointID: UInt64, labels: LabelSet, requestLabels: LabelSet?) async throws(EndpointError) {
+    let revision = try registry.update(id: endpointID) { (endpoint) throws(EndpointError) -> UInt64 in
+      _ = try endpoint.stateMachine.handle(.labelsChanged)
+      endpoint.labels = labels
+      if let requestLabels { endpoint.requestLabels = requestLabels }
+      endpoint.identityRevision += 1
+      return endpoint.identityRevision
+    }
+    persist(endpointID)
+    let (identity, isNew) = try await identities.allocateIdentity(labels: labels)
+
+    enum Outcome { case applied(previous: NumericIdentity), stale, gone }
+    let outcome: Outcome
+    do {
+      outcome = try registry.update(id: endpointID) { (endpoint) throws(EndpointError) -> Outcome in
+        guard endpoint.state != .disconnecting, endpoint.state != .disconnected else { return .gone }
+        guard endpoint.identityRevision == revision else { return .stale }
+        _ = try endpoint.stateMachine.handle(.identityResolved)
+        let previous = endpoint.identity
+        endpoint.identity = identity.id
+        endpoint.identityLabels = identity.labels
+        endpoint.wantedGeneration += 1
+        return .applied(previous: previous)
+      }
+    } catch {
+      outcome = .gone
+    }
+    switch outcome {
+    case .stale, .gone:
+      // The reference this allocation took belongs to nobody: give it back.
+      try? await identities.releaseIdentity(identity.id)
+      if case .stale = outcome {
+        throw EndpointError(code: .staleRevision, message: "labels of endpoint \(endpointID) changed again while its identity was resolved")
+      }
+      throw EndpointError(code: .notFound, message: "endpoint \(endpointID) was deleted while its identity was resolved")
+    case .applied(let previous):
+      logger.debug("identity resolved", metadata: [
+        "endpoint.id": "\(endpointID)", "identity": "\(identity.id)", "isNew": "\(isNew)", "previous": "\(previous)",
+      ])
+      persist(endpointID)
+      if previous != .unknown {
+        // Allocation took a reference even when the identity did not change; drop the old one.
+        do { try await identities.releaseIdentity(previous) } catch {
+          logger.warning("could not release previous identity", metadata: ["identity": "\(previous)", "error": "\(error)"])
+        }
+      }
+      queue.trigger(endpointID)
+    }
+  }
+
+  /// Replaces the caller-given labels and re-resolves the identity without
+  /// recreating the endpoint. With `sync`, waits for the resulting regeneration.
+  public func updateLabels(endpointID: UInt64, requestLabels: LabelSet, sync: Bool) async throws(EndpointError) -> Endpoint {
+    guard let endpoint = registry.endpoint(id: endpointID) else {
+      throw EndpointError(code: .notFound, message: "no endpoint \(endpointID)")
+    }
+    let probe = EndpointSpec(containerID: endpoint.containerID, interfaceName: endpoint.interfaceName, ips: [], namespace: endpoint.namespace, labels: requestLabels)
+    try probe.validate()
+    let deadline = ContinuousClock.now + configuration.requestTimeout
+    let workload = try await metadata.resolve(namespace: endpoint.namespace, podName: endpoint.podName, deadline: .now)
+    let labels = Self.endpointLabels(request: requestLabels, workload: workload, namespace: endpoint.namespace)
+    try await applyLabels(endpointID: endpointID, labels: labels, requestLabels: requestLabels)
+    if sync, let wanted = registry.endpoint(id: endpointID)?.wantedGeneration {
+      try await waiters.wait(endpointID: endpointID, minimumGeneration: wanted, deadline: deadline)
+    }
+    guard let updated = registry.endpoint(id: endpointID) else {
+      throw EndpointError(code: .notFound, message: "endpoint \(endpointID) was deleted")
+    }
+    return updated
+  }
+
+  /// Re-resolves every endpoint of a workload whose registry labels changed.
+  public func workloadChanged(namespace: String, podName: String) async {
+    for endpoint in registry.all() where endpoint.namespace == namespace && endpoint.podName == podName {
+      do {
+        _ = try await updateLabels(endpointID: endpoint.id, requestLabels: endpoint.requestLabels, sync: false)
+      } catch {
+        logger.warning("relabel after workload change failed", metadata: ["endpoint.id": "\(endpoint.id)", "error": "\(error)"])
+      }
+    }
+  }
+
+  // MARK: - Regeneration
+
+  /// DESIGN §1 step 6: compute the desired policy and have the datapath realise it.
+  func regenerate(endpointID: UInt64) async {
+    let started: (Endpoint, UInt64)?
+    do {
+      started = try registry.update(id: endpointID) { (endpoint) throws(EndpointError) -> (Endpoint, UInt64) in
+        _ = try endpoint.stateMachine.handle(.regenerationStarted)
+        return (endpoint, endpoint.wantedGeneration)
+      }
+    } catch {
+      // Deleted, or waiting for an identity whose resolution triggers its own pass.
+      started = nil
+    }
+    guard let (snapshot, generation) = started else { return }
+    do {
+      let desired = try await policy.computePolicy(for: SecurityIdentity(id: snapshot.identity, labels: snapshot.identityLabels))
+      let realized = try await datapath.realize(endpoint: snapshot, policy: desired)
+      let finished = try registry.update(id: endpointID) { (endpoint) throws(EndpointError) -> UInt64 in
+        _ = try endpoint.stateMachine.handle(.regenerationFinished)
+        if endpoint.identity == snapshot.identity {
+          endpoint.policyRevision = realized
+          endpoint.realizedGeneration = max(endpoint.realizedGeneration, generation)
+        }
+        return endpoint.realizedGeneration
+      }
+      persist(endpointID)
+      waiters.resume(endpointID: endpointID, realizedGeneration: finished)
+    } catch {
+      logger.warning("regeneration failed", metadata: ["endpoint.id": "\(endpointID)", "error": "\(error)"])
+      let stillThere = (try? registry.update(id: endpointID) { (endpoint) throws(EndpointError) -> Bool in
+        _ = try endpoint.stateMachine.handle(.regenerationFailed)
+        return true
+      }) ?? false
+      waiters.fail(endpointID: endpointID, error: error)
+      if stillThere {
+        let delay = configuration.regenerationRetryDelay
+        Task {
+          try? await Task.sleep(for: delay)
+          self.triggerRegeneration(endpointIDs: [endpointID])
+        }
+      }
+    }
+  }
+
+  /// Queues a regeneration of each endpoint (coalesced).
+  public func triggerRegeneration(endpointIDs: [UInt64]) {
+    for id in endpointIDs {
+      let action = try? registry.update(id: id) { (endpoint) throws(EndpointError) -> EndpointAction in
+        let action = try endpoint.stateMachine.handle(.regenerationTriggered)
+        if action == .regenerate { endpoint.wantedGeneration += 1 }
+        return action
+      }
+      if action == .regenerate { queue.trigger(id) }
+    }
+  }
+
+  /// A rule or selection changed in the policy service: regenerate the endpoints it may affect.
+  public func policyChanged(_ change: PolicyChange) {
+    let affected = registry.all().filter { endpoint in
+      guard endpoint.identity != .unknown else { return false }
+      return change.affectedIdentities.map { $0.contains(endpoint.identity) } ?? true
+    }
+    guard !affected.isEmpty else { return }
+    logger.debug("policy changed", metadata: ["revision": "\(change.revision)", "endpoints": "\(affected.count)"])
+    triggerRegeneration(endpointIDs: affected.map(\.id))
+  }
+
+  // MARK: - Delete
+
+  /// Removes every endpoint the selector matches. Idempotent: an unknown
+  /// endpoint is not an error. Returns the endpoints removed.
+  ///
+  /// - Throws: ``EndpointError`` `.upstreamUnavailable` when the datapath or
+  ///   identity service cannot be reached; the endpoint stays `disconnecting`
+  ///   and the next delete finishes the job.
+  @discardableResult
+  public func deleteEndpoints(containerID: String, interfaceName: String?) async throws(EndpointError) -> [Endpoint] {
+    var removed: [Endpoint] = []
+    for endpoint in registry.endpoints(containerID: containerID, interfaceName: interfaceName) {
+      if let gone = try await deleteEndpoint(id: endpoint.id) { removed.append(gone) }
+    }
+    return removed
+  }
+
+  @discardableResult
+  public func deleteEndpoint(id: UInt64) async throws(EndpointError) -> Endpoint? {
+    let snapshot: Endpoint
+    do {
+      snapshot = try registry.update(id: id) { (endpoint) throws(EndpointError) -> Endpoint in
+        if endpoint.state != .disconnecting { _ = try endpoint.stateMachine.handle(.deleteRequested) }
+        return endpoint
+      }
+    } catch {
+      return nil
+    }
+    waiters.fail(endpointID: id, error: EndpointError(code: .notFound, message: "endpoint \(id) is being deleted"))
+    try await datapath.removeEndpoint(id: id)
+    // Take the identity out under the lock so concurrent deletes release it once.
+    let identity = try? registry.update(id: id) { (endpoint) throws(EndpointError) -> NumericIdentity in
+      defer { endpoint.identity = .unknown }
+      return endpoint.identity
+    }
+    if let identity, identity != .unknown {
+      do {
+        try await identities.releaseIdentity(identity)
+      } catch {
+        _ = try? registry.update(id: id) { (endpoint) throws(EndpointError) in endpoint.identity = identity }
+        throw error
+      }
+    }
+    _ = try? registry.update(id: id) { (endpoint) throws(EndpointError) in _ = try endpoint.stateMachine.handle(.deleteFinished) }
+    registry.remove(id: id)
+    waiters.forget(endpointID: id)
+    store?.delete(id: id)
+    logger.info("endpoint deleted", metadata: ["endpoint.id": "\(id)", "container.id": "\(snapshot.containerID)"])
+    return snapshot
+  }
+
+  /// CNI GC: deletes endpoints whose container/interface is not listed.
+  public func garbageCollect(valid: Set<EndpointRegistry.Attachment>) async throws(EndpointError) -> [Endpoint] {
+    var removed: [Endpoint] = []
+    for endpoint in registry.all() where !valid.contains(.init(containerID: endpoint.containerID, interfaceName: endpoint.interfaceName)) {
+      if let gone = try await deleteEndpoint(id: endpoint.id) { removed.append(gone) }
+    }
+    return removed
+  }
+
+  // MARK: - Restore
+
+  /// Loads endpoints from the state directory (same IDs, same identities).
+  /// Endpoints the datapath still holds with their identity are ready at once;
+  /// others are regenerated; endpoints that never became ready are removed.
+  public func restore() async throws(EndpointError) -> (restored: Int, removed: Int) {
+    guard let store else { return (0, 0) }
+    let saved: [Endpoint]
+    do { saved = try store.loadAll() } catch {
+      throw EndpointError(code: .invalidArgument, message: "cannot read endpoint state from \(store.directory)", cause: error)
+    }
+    guard !saved.isEmpty else { return (0, 0) }
+    registry.restore(saved)
+    let realized = try await datapath.realizedEndpoints()
+    var removed = 0
+    for endpoint in saved {
+      if endpoint.policyRevision == 0 || endpoint.identity == .unknown {
+        // Its create never returned success; the runtime will retry it.
+        _ = try? await deleteEndpoint(id: endpoint.id)
+        removed += 1
+        continue
+      }
+      let inDatapath = realized[endpoint.id].map { $0.identity == endpoint.identity } ?? false
+      let action = try? registry.update(id: endpoint.id) { (e) throws(EndpointError) -> EndpointAction in
+        let action = try e.stateMachine.handle(.restored(needsRegeneration: !inDatapath))
+        if action == .regenerate { e.wantedGeneration += 1 }
+        return action
+      }
+      if action == .regenerate {
+        queue.trigger(endpoint.id)
+      } else {
+        waiters.resume(endpointID: endpoint.id, realizedGeneration: endpoint.realizedGeneration)
+      }
+    }
+    logger.info("restored endpoints", metadata: ["restored": "\(saved.count - removed)", "removed": "\(removed)"])
+    return (saved.count - removed, removed)
+  }
+
+  private func persist(_ id: UInt64) {
+    guard let store, let endpoint = registry.endpoint(id: id) else { return }
+    do { try store.save(endpoint) } catch {
+      logger.error("cannot persist endpoint state", metadata: ["endpoint.id": "\(id)", "error": "\(error)"])
+    }
+  }
+}
+
+import Synchronization

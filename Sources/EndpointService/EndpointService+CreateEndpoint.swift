@@ -1,0 +1,21 @@
+import GRPCCore
+import TesseraCore
+import TesseraProto
+import TesseraRuntime
+
+extension EndpointServiceHandler {
+  public func createEndpoint(request: Tessera_Endpoint_V1_CreateEndpointRequest, context: ServerContext) async throws -> Tessera_Endpoint_V1_CreateEndpointResponse {
+    let spec = EndpointSpec(
+      containerID: request.containerID,
+      interfaceName: request.interfaceName.isEmpty ? "eth0" : request.interfaceName,
+      hostInterface: request.hostInterface,
+      ips: try request.ips.map { text throws(RPCError) in try IPPrefix(parsing: text) },
+      namespace: request.namespace.isEmpty ? Endpoint.defaultNamespace : request.namespace,
+      podName: request.podName,
+      netns: request.netns,
+      labels: try LabelSet(protoLabels: request.labels))
+    let manager = self.manager
+    let endpoint = try await cancellable(context) { try await manager.createEndpoint(spec, sync: request.sync) }
+    return .with { $0.endpoint = .init(endpoint) }
+  }
+}

@@ -1,0 +1,23 @@
+import GRPCCore
+import TesseraCore
+import TesseraProto
+import TesseraRuntime
+
+extension PolicyServiceHandler {
+  public func computeEndpointPolicy(request: Tessera_Policy_V1_ComputeEndpointPolicyRequest, context: ServerContext) async throws -> Tessera_Common_V1_EndpointPolicy {
+    let subject = SecurityIdentity(id: NumericIdentity(request.identity), labels: try LabelSet(protoLabels: request.labels))
+    return .init(engine.computePolicy(for: subject))
+  }
+
+  public func listSelectors(request: Tessera_Policy_V1_ListSelectorsRequest, context: ServerContext) async throws -> Tessera_Policy_V1_ListSelectorsResponse {
+    .with {
+      $0.selectors = engine.selectors().map { snapshot in
+        .with {
+          $0.selector = snapshot.selector
+          $0.identities = snapshot.identities.map(\.rawValue)
+          $0.users = UInt32(clamping: snapshot.users)
+        }
+      }
+    }
+  }
+}

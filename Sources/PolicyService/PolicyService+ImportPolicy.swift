@@ -1,0 +1,36 @@
+import GRPCCore
+import TesseraProto
+
+extension PolicyServiceHandler {
+  public func importPolicy(request: Tessera_Policy_V1_ImportPolicyRequest, context: ServerContext) async throws -> Tessera_Policy_V1_ImportPolicyResponse {
+    let source = request.sourceName.isEmpty ? "<request>" : request.sourceName
+    let result = try engine.importPolicies(sourceName: source, content: Array(request.content))
+    logger.info("policies imported", metadata: ["source": "\(source)", "revision": "\(result.revision)", "count": "\(result.policies.count)"])
+    events.publish(revision: result.revision, affected: result.affected)
+    return .with {
+      $0.revision = result.revision
+      $0.policies = result.policies.map(Tessera_Policy_V1_PolicyRef.init)
+    }
+  }
+
+  public func deletePolicy(request: Tessera_Policy_V1_DeletePolicyRequest, context: ServerContext) async throws -> Tessera_Policy_V1_DeletePolicyResponse {
+    let result = try engine.deletePolicy(namespace: request.namespace, name: request.name)
+    logger.info("policy deleted", metadata: ["policy": "\(request.namespace)/\(request.name)", "revision": "\(result.revision)"])
+    events.publish(revision: result.revision, affected: result.affected)
+    return .with { $0.revision = result.revision }
+  }
+
+  public func getPolicy(request: Tessera_Policy_V1_GetPolicyRequest, context: ServerContext) async throws -> Tessera_Policy_V1_Policy {
+    guard let policy = engine.policy(namespace: request.namespace, name: request.name) else {
+      throw RPCError(code: .notFound, message: "no policy \(request.namespace.isEmpty ? "" : request.namespace + "/")\(request.name)")
+    }
+    return .init(policy)
+  }
+
+  public func listPolicies(request: Tessera_Policy_V1_ListPoliciesRequest, context: ServerContext) async throws -> Tessera_Policy_V1_ListPoliciesResponse {
+    .with {
+      $0.revision = engine.revision
+      $0.policies = engine.policies().map(Tessera_Policy_V1_Policy.init)
+    }
+  }
+}

@@ -1,0 +1,45 @@
+import ArgumentParser
+import DatapathService
+import Logging
+import TesseraProto
+import TesseraRuntime
+
+/// `tessera-datapathd`: realises endpoint policy and the ipcache.
+@main
+struct DatapathDaemon: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "tessera-datapathd",
+    abstract: "Tessera datapath service: realises identity policy in the kernel.")
+
+  @OptionGroup var options: DaemonOptions
+
+  @Option(help: "Backend: bpf, memory (test backend: enforces nothing), or auto (bpf when eBPF is usable).")
+  var backend: String = "auto"
+
+  func validate() throws {
+    guard ["auto", "bpf", "memory"].contains(backend) else {
+      throw ValidationError("--backend must be auto, bpf or memory")
+    }
+  }
+
+  func run() async throws {
+    options.bootstrapLogging()
+    let logger = Logger(label: "tessera.datapathd")
+    let chosen: any DatapathBackend
+    switch backend {
+    case "memory":
+      logger.warning("using the memory test backend: policy is NOT enforced")
+      chosen = MemoryDatapathBackend()
+    default:
+      logger.warning("eBPF backend not built yet; using the memory test backend: policy is NOT enforced")
+      chosen = MemoryDatapathBackend()
+    }
+    let datapath = try Datapath(backend: chosen, logger: logger)
+    let health = HealthService(serviceNames: [Tessera_Datapath_V1_DatapathService.descriptor.fullyQualifiedService])
+    try await Daemon(service: .datapath, runDirectory: options.runDirectory, logger: logger).run(
+      rpcServices: [DatapathServiceHandler(datapath: datapath, logger: logger)],
+      health: health,
+      backend: { datapath.backendName },
+      details: { ["endpoints": "\(datapath.endpoints().count)"] })
+  }
+}

@@ -1,0 +1,69 @@
+import ArgumentParser
+import EndpointService
+import Logging
+import TesseraProto
+import TesseraRuntime
+
+/// `tessera-endpointd`: endpoints on this node; the CNI plugin's entry point.
+@main
+struct EndpointDaemon: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "tessera-endpointd",
+    abstract: "Tessera endpoint service: create → identity → first regeneration, blocking until policy is in force.")
+
+  @OptionGroup var options: DaemonOptions
+
+  @Option(help: "Seconds a synchronous create or label update may take before it fails (and is cleaned up).")
+  var requestTimeout: Double = 30
+
+  @Option(help: "Milliseconds to wait for an unknown workload to appear in the workload registry.")
+  var workloadWaitMs: Int = 0
+
+  func validate() throws {
+    guard requestTimeout > 0, requestTimeout <= 600 else { throw ValidationError("--request-timeout must be in (0, 600]") }
+    guard workloadWaitMs >= 0 else { throw ValidationError("--workload-wait-ms must be >= 0") }
+  }
+
+  func run() async throws {
+    options.bootstrapLogging()
+    let logger = Logger(label: "tessera.endpointd")
+    let run = options.runDirectory
+    let identity = try GRPCClientService(socketPath: run.socketPath(for: .identity))
+    let policy = try GRPCClientService(socketPath: run.socketPath(for: .policy))
+    let datapath = try GRPCClientService(socketPath: run.socketPath(for: .datapath))
+    let workloads = try WorkloadRegistry(file: "\(options.stateDir)/workloads.json")
+    let policyClient = PolicyServiceClient(wrapping: policy.client)
+    let manager = EndpointManager(
+      configuration: .init(requestTimeout: .milliseconds(Int64(requestTimeout * 1000))),
+      metadata: MetadataResolver(source: workloads, workloadWait: .milliseconds(workloadWaitMs)),
+      identities: IdentityServiceClient(wrapping: identity.client),
+      policy: policyClient,
+      datapath: DatapathServiceClient(wrapping: datapath.client),
+      store: try EndpointStateStore(directory: "\(options.stateDir)/endpoints"),
+      logger: logger)
+    let health = HealthService(serviceNames: [Tessera_Endpoint_V1_EndpointService.descriptor.fullyQualifiedService])
+    // Restore before serving so the CNI plugin never sees a half-restored node.
+    let startup = LoopService {
+      var delay = Duration.milliseconds(50)
+      while true {
+        do {
+          _ = try await manager.restore()
+          break
+        } catch {
+          logger.warning("restore waits for the other services", metadata: ["error": "\(error)"])
+          try await Task.sleep(for: delay)
+          delay = min(delay * 2, .seconds(2))
+        }
+      }
+      health.setServing(true)
+      await policyClient.watchPolicy(logger: logger) { change in manager.policyChanged(change) }
+    }
+    try await Daemon(service: .endpoint, runDirectory: run, logger: logger).run(
+      rpcServices: [EndpointServiceHandler(manager: manager, workloads: workloads, logger: logger)],
+      health: health,
+      backgroundServices: [identity, policy, datapath, startup],
+      backend: { "state: \(options.stateDir)/endpoints" },
+      details: { ["endpoints": "\(manager.registry.all().count)", "node": options.nodeName] },
+      markServing: false)
+  }
+}

@@ -1,0 +1,73 @@
+import ArgumentParser
+import IdentityService
+import Logging
+import TesseraCore
+import TesseraProto
+import TesseraRuntime
+
+/// `tessera-identityd`: label set ↔ cluster-unique numeric identity.
+@main
+struct IdentityDaemon: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "tessera-identityd",
+    abstract: "Tessera identity service: label sets to cluster-unique numeric identities.")
+
+  @OptionGroup var options: DaemonOptions
+
+  @Option(help: "Identity store: sqlite:PATH (default: sqlite:<state-dir>/identity.db).")
+  var identityStore: String?
+
+  @Option(help: "Seconds an unreferenced identity is kept before it is deleted.")
+  var gracePeriod: Int = 60
+
+  @Option(help: "Seconds between garbage-collection rounds.")
+  var gcInterval: Int = 15
+
+  @Option(help: "Cluster ID (0-255); selects the identity range.")
+  var clusterID: UInt32 = 0
+
+  @Option(name: .customLong("label-filter"), help: "Extra label-filter rule, +PATTERN keeps, -PATTERN drops (repeatable, checked before the defaults).")
+  var labelFilterRules: [String] = []
+
+  func validate() throws {
+    guard gracePeriod >= 0, gcInterval > 0 else { throw ValidationError("--grace-period must be >= 0 and --gc-interval > 0") }
+    guard clusterID <= 255 else { throw ValidationError("--cluster-id must be 0...255") }
+    if let identityStore, !identityStore.hasPrefix("sqlite:") {
+      throw ValidationError("--identity-store must be sqlite:PATH (etcd is not supported yet)")
+    }
+    for rule in labelFilterRules { _ = try LabelFilter.Rule(parsing: rule) }
+  }
+
+  func run() async throws {
+    options.bootstrapLogging()
+    let logger = Logger(label: "tessera.identityd")
+    let run = options.runDirectory
+    let path = identityStore.map { String($0.dropFirst("sqlite:".count)) } ?? "\(options.stateDir)/identity.db"
+    let store = try SQLiteIdentityStore(path: path, clusterID: clusterID)
+
+    let policy = try GRPCClientService(socketPath: run.socketPath(for: .policy))
+    var filter = LabelFilter.defaults
+    filter.rules.insert(contentsOf: try labelFilterRules.map { try LabelFilter.Rule(parsing: $0) }, at: 0)
+    let allocator = IdentityAllocator(
+      configuration: .init(nodeName: options.nodeName, labelFilter: filter, gracePeriodMilliseconds: Int64(gracePeriod) * 1000),
+      store: store, changeSink: PolicyServiceSink(client: policy.client), logger: logger)
+    let interval = gcInterval
+    let garbageCollector = LoopService {
+      while !Task.isCancelled {
+        try await Task.sleep(for: .seconds(interval))
+        do {
+          try await allocator.collectGarbage()
+        } catch {
+          logger.warning("identity garbage collection failed", metadata: ["error": "\(error)"])
+        }
+      }
+    }
+    let health = HealthService(serviceNames: [Tessera_Identity_V1_IdentityService.descriptor.fullyQualifiedService])
+    try await Daemon(service: .identity, runDirectory: run, logger: logger).run(
+      rpcServices: [IdentityServiceHandler(allocator: allocator, logger: logger)],
+      health: health,
+      backgroundServices: [policy, garbageCollector],
+      backend: { store.backendDescription },
+      details: { ["node": options.nodeName, "clusterID": "\(clusterID)"] })
+  }
+}

@@ -1,0 +1,57 @@
+import ArgumentParser
+import GRPCCore
+import Logging
+import PolicyService
+import TesseraCore
+import TesseraProto
+import TesseraRuntime
+
+/// `tessera-policyd`: rule repository and SelectorCache.
+@main
+struct PolicyDaemon: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "tessera-policyd",
+    abstract: "Tessera policy service: rule repository, SelectorCache and per-identity policy.")
+
+  @OptionGroup var options: DaemonOptions
+
+  @Option(help: "Policy database (default: <state-dir>/policy.db).")
+  var database: String?
+
+  func run() async throws {
+    options.bootstrapLogging()
+    let logger = Logger(label: "tessera.policyd")
+    let run = options.runDirectory
+    let engine = try PolicyEngine(database: try PolicyDatabase(path: database ?? "\(options.stateDir)/policy.db"), logger: logger)
+    let events = PolicyEvents()
+    let identity = try GRPCClientService(socketPath: run.socketPath(for: .identity))
+    let health = HealthService(serviceNames: [Tessera_Policy_V1_PolicyService.descriptor.fullyQualifiedService])
+    // The SelectorCache must know every existing identity before endpoints ask for policy.
+    let initialSync = LoopService {
+      let client = Tessera_Identity_V1_IdentityService.Client(wrapping: identity.client)
+      var delay = Duration.milliseconds(20)
+      while true {
+        do {
+          let list = try await client.listIdentities(.init(), options: .failFast(timeout: .seconds(5)))
+          let identities = try list.identities.map { info throws(RPCError) in try SecurityIdentity(proto: info.identity) }
+          let result = engine.updateIdentities(added: identities, deleted: [])
+          events.publish(revision: engine.revision, affected: result.affected)
+          logger.info("SelectorCache synced with the identity service", metadata: ["identities": "\(identities.count)"])
+          break
+        } catch {
+          logger.debug("waiting for the identity service", metadata: ["error": "\(error)"])
+          try await Task.sleep(for: delay)
+          delay = min(delay * 2, .seconds(1))
+        }
+      }
+      health.setServing(true)
+    }
+    try await Daemon(service: .policy, runDirectory: run, logger: logger).run(
+      rpcServices: [PolicyServiceHandler(engine: engine, events: events, logger: logger)],
+      health: health,
+      backgroundServices: [identity, initialSync],
+      backend: { "sqlite:\(database ?? "\(options.stateDir)/policy.db")" },
+      details: { ["revision": "\(engine.revision)", "policies": "\(engine.policies().count)"] },
+      markServing: false)
+  }
+}

@@ -1,0 +1,77 @@
+import ArgumentParser
+import GRPCCore
+import TesseraProto
+import TesseraRuntime
+
+struct DatapathCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "datapath", abstract: "Inspect what the datapath has realised.",
+    subcommands: [DatapathPolicy.self, DatapathIPCache.self])
+}
+
+struct DatapathPolicy: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "policy", abstract: "Policy maps.", subcommands: [DatapathPolicyGet.self])
+}
+
+extension Tessera_Common_V1_PolicyEntry {
+  var portText: String { port == 0 ? "any" : endPort == 0 ? String(port) : "\(port)-\(endPort)" }
+  var protocolText: String {
+    switch `protocol` {
+    case .tcp: "TCP"
+    case .udp: "UDP"
+    case .sctp: "SCTP"
+    default: "ANY"
+    }
+  }
+  var json: [String: Any] {
+    [
+      "peerIdentity": Int(peerIdentity), "direction": direction == .ingress ? "ingress" : "egress", "protocol": protocolText,
+      "port": Int(port), "endPort": Int(endPort), "verdict": verdict == .deny ? "deny" : "allow",
+    ]
+  }
+}
+
+struct DatapathPolicyGet: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "get", abstract: "Show an endpoint's realised policy map, read back from the datapath.")
+  @OptionGroup var global: GlobalOptions
+  @Argument(help: "Endpoint ID.") var endpoint: UInt64
+
+  func run() async throws {
+    let id = endpoint
+    let result = try await global.withClient(.datapath) { client, options in
+      try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).getEndpointPolicy(.with { $0.endpointID = id }, options: options)
+    }
+    if global.output == .json {
+      try global.printJSON([
+        "endpoint": Int(result.endpointID), "identity": Int(result.identity), "hostInterface": result.hostInterface,
+        "realizedRevision": Int(result.realizedRevision), "ingressEnforced": result.policy.ingressEnforced,
+        "egressEnforced": result.policy.egressEnforced, "entries": result.policy.entries.map(\.json),
+      ])
+    } else {
+      print("endpoint \(result.endpointID) identity \(result.identity) revision \(result.realizedRevision) ingress \(result.policy.ingressEnforced ? "enforced" : "default-allow") egress \(result.policy.egressEnforced ? "enforced" : "default-allow")")
+      printTable(["DIRECTION", "PEER", "PROTO", "PORT", "VERDICT"], result.policy.entries.map {
+        [$0.direction == .ingress ? "ingress" : "egress", $0.peerIdentity == 0 ? "any" : String($0.peerIdentity), $0.protocolText, $0.portText, $0.verdict == .deny ? "deny" : "allow"]
+      })
+    }
+  }
+}
+
+struct DatapathIPCache: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "ipcache", abstract: "The ipcache.", subcommands: [DatapathIPCacheList.self])
+}
+
+struct DatapathIPCacheList: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "list", abstract: "List IP prefix → identity entries.")
+  @OptionGroup var global: GlobalOptions
+
+  func run() async throws {
+    let result = try await global.withClient(.datapath) { client, options in
+      try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).listIPCache(.init(), options: options)
+    }
+    if global.output == .json {
+      try global.printJSON(["entries": result.entries.map { ["prefix": $0.prefix, "identity": Int($0.identity)] }])
+    } else {
+      printTable(["PREFIX", "IDENTITY"], result.entries.map { [$0.prefix, String($0.identity)] })
+    }
+  }
+}

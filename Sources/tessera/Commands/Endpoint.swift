@@ -1,0 +1,189 @@
+import ArgumentParser
+import Foundation
+import GRPCCore
+import TesseraCore
+import TesseraProto
+import TesseraRuntime
+
+struct EndpointCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "endpoint", abstract: "Create, inspect, relabel and delete endpoints.",
+    subcommands: [EndpointCreate.self, EndpointList.self, EndpointGet.self, EndpointDelete.self, EndpointLabels.self])
+}
+
+/// Which endpoint a command is about: `ID` or `--container-id`.
+struct EndpointTarget: ParsableArguments {
+  @Argument(help: "Endpoint ID.")
+  var id: UInt64?
+
+  @Option(help: "Select by container ID instead.")
+  var containerID: String?
+
+  @Option(help: "Interface name inside the container (with --container-id).")
+  var interface: String?
+
+  func validate() throws {
+    guard (id != nil) != (containerID != nil) else { throw ValidationError("give an endpoint ID or --container-id (not both)") }
+  }
+
+  var selector: Tessera_Endpoint_V1_EndpointSelector {
+    .with {
+      $0.id = id ?? 0
+      $0.containerID = containerID ?? ""
+      $0.interfaceName = interface ?? ""
+    }
+  }
+}
+
+func parseLabels(_ texts: [String]) throws -> [Tessera_Common_V1_Label] {
+  do {
+    return try LabelSet(parsing: texts).proto
+  } catch {
+    throw ValidationError(error.description)
+  }
+}
+
+extension Tessera_Endpoint_V1_EndpointState {
+  var name: String {
+    switch self {
+    case .waitingForIdentity: "waiting-for-identity"
+    case .waitingToRegenerate: "waiting-to-regenerate"
+    case .regenerating: "regenerating"
+    case .ready: "ready"
+    case .disconnecting: "disconnecting"
+    case .disconnected: "disconnected"
+    case .restoring: "restoring"
+    case .creating: "creating"
+    default: "unknown"
+    }
+  }
+}
+
+extension Tessera_Common_V1_Label {
+  var text: String { "\(source):\(key)=\(value)" }
+}
+
+extension Tessera_Endpoint_V1_Endpoint {
+  var json: [String: Any] {
+    [
+      "id": Int(id), "containerId": containerID, "interfaceName": interfaceName, "hostInterface": hostInterface,
+      "ips": ips, "namespace": namespace, "pod": podName, "labels": labels.map(\.text), "identity": Int(identity),
+      "state": state.name, "policyRevision": Int(policyRevision), "identityRevision": Int(identityRevision),
+      "netns": netns, "createdAtUnixMs": Int(createdAtUnixMs),
+    ]
+  }
+
+  var row: [String] {
+    [String(id), String(containerID.prefix(16)), ips.joined(separator: ","), String(identity), state.name, String(policyRevision), labels.map(\.text).joined(separator: ",")]
+  }
+}
+
+let endpointHeader = ["ID", "CONTAINER", "IPS", "IDENTITY", "STATE", "POLICY-REV", "LABELS"]
+
+func printEndpoints(_ endpoints: [Tessera_Endpoint_V1_Endpoint], _ global: GlobalOptions, single: Bool = false) throws {
+  if global.output == .json {
+    try global.printJSON(single ? endpoints[0].json : ["endpoints": endpoints.map(\.json)] as Any)
+  } else {
+    printTable(endpointHeader, endpoints.map(\.row))
+  }
+}
+
+struct EndpointCreate: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "create", abstract: "Create an endpoint and wait until its policy is in force (the CNI plugin's call).")
+
+  @OptionGroup var global: GlobalOptions
+  @Option var containerID: String
+  @Option(help: "Endpoint IP (repeatable).") var ip: [String]
+  @Option var namespace: String?
+  @Option var pod: String?
+  @Option(help: "Interface name inside the container.") var interface = "eth0"
+  @Option(help: "Host-side veth to attach programs to.") var hostInterface: String?
+  @Option(help: "Label source:key=value (repeatable).") var label: [String] = []
+  @Flag(help: "Return at once instead of waiting for the first regeneration.") var async = false
+
+  func run() async throws {
+    let request = Tessera_Endpoint_V1_CreateEndpointRequest.with {
+      $0.containerID = containerID
+      $0.ips = ip
+      $0.namespace = namespace ?? ""
+      $0.podName = pod ?? ""
+      $0.interfaceName = interface
+      $0.hostInterface = hostInterface ?? ""
+      $0.sync = !async
+    }
+    let labels = try parseLabels(label)
+    let response = try await global.withClient(.endpoint) { client, options in
+      var request = request
+      request.labels = labels
+      return try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).createEndpoint(request, options: options)
+    }
+    try printEndpoints([response.endpoint], global, single: true)
+  }
+}
+
+struct EndpointList: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "list", abstract: "List endpoints.")
+  @OptionGroup var global: GlobalOptions
+
+  func run() async throws {
+    let response = try await global.withClient(.endpoint) { client, options in
+      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).listEndpoints(.init(), options: options)
+    }
+    try printEndpoints(response.endpoints, global)
+  }
+}
+
+struct EndpointGet: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "get", abstract: "Show one endpoint.")
+  @OptionGroup var global: GlobalOptions
+  @OptionGroup var target: EndpointTarget
+
+  func run() async throws {
+    let selector = target.selector
+    let endpoint = try await global.withClient(.endpoint) { client, options in
+      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).getEndpoint(.with { $0.endpoint = selector }, options: options)
+    }
+    try printEndpoints([endpoint], global, single: true)
+  }
+}
+
+struct EndpointDelete: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete an endpoint (succeeds when it is already gone).")
+  @OptionGroup var global: GlobalOptions
+  @OptionGroup var target: EndpointTarget
+
+  func run() async throws {
+    let selector = target.selector
+    let response = try await global.withClient(.endpoint) { client, options in
+      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).deleteEndpoint(.with { $0.endpoint = selector }, options: options)
+    }
+    if global.output == .json {
+      try global.printJSON(["existed": response.existed, "deleted": Int(response.deleted)])
+    } else {
+      print(response.existed ? "deleted \(response.deleted) endpoint(s)" : "no such endpoint (nothing to do)")
+    }
+  }
+}
+
+struct EndpointLabels: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "labels", abstract: "Replace an endpoint's labels; its identity is re-resolved without recreating it.")
+  @OptionGroup var global: GlobalOptions
+  @OptionGroup var target: EndpointTarget
+  @Option(help: "Label source:key=value (repeatable); the full new set.") var label: [String] = []
+
+  func run() async throws {
+    let selector = target.selector
+    let labels = try parseLabels(label)
+    let endpoint = try await global.withClient(.endpoint) { client, options in
+      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).updateEndpointLabels(
+        .with {
+          $0.endpoint = selector
+          $0.labels = labels
+          $0.sync = true
+        }, options: options)
+    }
+    try printEndpoints([endpoint], global, single: true)
+  }
+}

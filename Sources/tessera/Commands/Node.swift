@@ -1,0 +1,181 @@
+import ArgumentParser
+import Foundation
+import GRPCCore
+import TesseraProto
+import TesseraRuntime
+
+struct Node: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Start or stop this node's four daemons.", subcommands: [NodeUp.self, NodeDown.self])
+}
+
+struct NodeUp: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "up", abstract: "Start the four daemons as separate processes and wait until they are healthy.")
+
+  @OptionGroup var global: GlobalOptions
+
+  @Flag(help: "Return once healthy and leave the daemons running.")
+  var detach = false
+
+  @Option(help: "Directory for persistent state.")
+  var stateDir: String = "/var/lib/tessera"
+
+  @Option(help: "This node's name.")
+  var nodeName: String = DaemonOptions.defaultNodeName
+
+  @Option(help: "Datapath backend: auto, bpf or memory (test backend).")
+  var datapathBackend: String = "auto"
+
+  @Option(help: "Daemon log format: plain or json.")
+  var logFormat: String = "plain"
+
+  @Option(help: "Daemon log level.")
+  var logLevel: String = "info"
+
+  @Option(help: "Directory holding the tessera-*d executables (default: next to this one).")
+  var binDir: String?
+
+  func run() async throws {
+    let run = global.runDirectory
+    try run.create()
+    let binaries = binDir ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+    var started: [Int32] = []
+    for service in TesseraService.startOrder {
+      if let pid = runningPID(run, service) {
+        throw CLIError("\(service.executableName) is already running (pid \(pid)) in \(run.path); run `tessera node down` first")
+      }
+    }
+    for service in TesseraService.startOrder {
+      let executable = "\(binaries)/\(service.executableName)"
+      guard FileManager.default.isExecutableFile(atPath: executable) else {
+        throw CLIError("\(executable) not found; build with scripts/build.sh or pass --bin-dir")
+      }
+      var arguments = [
+        "--run-dir", run.path, "--state-dir", stateDir, "--node-name", nodeName,
+        "--log-format", logFormat, "--log-level", logLevel,
+      ]
+      if service == .datapath { arguments += ["--backend", datapathBackend] }
+      let pid = try spawnDaemon(executable, arguments, log: run.logPath(for: service))
+      started.append(pid)
+      do {
+        try await waitHealthy(service, pid: pid)
+      } catch {
+        for pid in started.reversed() { kill(pid, SIGTERM) }
+        throw CLIError("\(error) (log: \(run.logPath(for: service)))")
+      }
+      if global.output == .table { print("\(service.executableName) ready (pid \(pid))") }
+    }
+    if global.output == .json {
+      try global.printJSON(["runDir": run.path, "pids": Dictionary(uniqueKeysWithValues: zip(TesseraService.startOrder.map(\.rawValue), started.map(Int.init)))])
+    }
+    guard !detach else { return }
+    // Foreground: stop the daemons (reverse order) on SIGINT/SIGTERM, or when one exits.
+    signal(SIGINT, SIG_IGN)
+    signal(SIGTERM, SIG_IGN)
+    let signals = [SIGINT, SIGTERM].map { sig in
+      let source = DispatchSource.makeSignalSource(signal: sig)
+      source.resume()
+      return source
+    }
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let once = OnceFlag()
+      for source in signals { source.setEventHandler { if once.claim() { continuation.resume() } } }
+      Thread.detachNewThread {
+        var status: Int32 = 0
+        _ = wait(&status)
+        if once.claim() { continuation.resume() }
+      }
+    }
+    try await NodeDown.stop(run, output: .table)
+  }
+
+  private func spawnDaemon(_ executable: String, _ arguments: [String], log: String) throws -> Int32 {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
+    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+    handle.seekToEndOfFile()
+    process.standardOutput = handle
+    process.standardError = handle
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    return process.processIdentifier
+  }
+
+  private func waitHealthy(_ service: TesseraService, pid: Int32) async throws {
+    let deadline = ContinuousClock.now + .seconds(60)
+    var delay = Duration.milliseconds(10)
+    while ContinuousClock.now < deadline {
+      if kill(pid, 0) != 0 { throw CLIError("\(service.executableName) exited during startup") }
+      if FileManager.default.fileExists(atPath: global.runDirectory.socketPath(for: service)) {
+        let serving = try? await global.withClient(service) { client, options in
+          try await Grpc_Health_V1_Health.Client(wrapping: client).check(.init(), options: options).status == .serving
+        }
+        if serving == true { return }
+      }
+      try await Task.sleep(for: delay)
+      delay = min(delay * 2, .milliseconds(200))
+    }
+    throw CLIError("\(service.executableName) did not become healthy within 60 s")
+  }
+}
+
+/// Lets exactly one of several racing callbacks act.
+final class OnceFlag: @unchecked Sendable {
+  // Guarded by `lock`; NSLock keeps this usable from Dispatch handlers and threads alike.
+  private let lock = NSLock()
+  private var claimed = false
+  func claim() -> Bool {
+    lock.lock()
+    defer { lock.unlock() }
+    if claimed { return false }
+    claimed = true
+    return true
+  }
+}
+
+func runningPID(_ run: RunDirectory, _ service: TesseraService) -> Int32? {
+  guard let text = try? String(contentsOfFile: run.pidPath(for: service), encoding: .utf8),
+    let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), kill(pid, 0) == 0
+  else { return nil }
+  return pid
+}
+
+struct NodeDown: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "down", abstract: "Stop the daemons gracefully (SIGTERM, then SIGKILL after 10 s).")
+
+  @OptionGroup var global: GlobalOptions
+
+  func run() async throws {
+    try await Self.stop(global.runDirectory, output: global.output)
+  }
+
+  static func stop(_ run: RunDirectory, output: OutputFormat) async throws {
+    var stopped: [String] = []
+    for service in TesseraService.startOrder.reversed() {
+      guard let pid = runningPID(run, service) else { continue }
+      kill(pid, SIGTERM)
+      let deadline = ContinuousClock.now + .seconds(10)
+      while kill(pid, 0) == 0 && ContinuousClock.now < deadline {
+        var status: Int32 = 0
+        if waitpid(pid, &status, WNOHANG) == pid { break }
+        try await Task.sleep(for: .milliseconds(20))
+      }
+      if kill(pid, 0) == 0 {
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+      }
+      stopped.append(service.executableName)
+      if output == .table { print("\(service.executableName) stopped (pid \(pid))") }
+    }
+    if output == .json {
+      let data = try JSONSerialization.data(withJSONObject: ["stopped": stopped], options: [.sortedKeys])
+      print(String(decoding: data, as: UTF8.self))
+    } else if stopped.isEmpty {
+      print("no daemons running in \(run.path)")
+    }
+  }
+}
