@@ -123,6 +123,9 @@ public final class BPFDatapathBackend: DatapathBackend {
       ])
   }
 
+  /// The BPF object to load; see ``Configuration/locateObject()``.
+  public static func locateObject() -> String? { Configuration.locateObject() }
+
   /// Nil when the eBPF datapath can run here, else the reason it cannot
   /// (privileges, kernel features, bpffs). Mounts bpffs at `/sys/fs/bpf`
   /// when it is missing and can be mounted.
