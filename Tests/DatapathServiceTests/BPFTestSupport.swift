@@ -61,14 +61,17 @@ enum BPFTestEnvironment {
     return process.terminationStatus == 0
   }
 
-  /// Creates dummy devices (no traffic ever goes through them) for `body`
-  /// and deletes them afterwards, even when it throws.
+  /// Creates veth pairs (down, no addresses: no traffic ever goes through
+  /// them) for `body` and deletes them afterwards, even when it throws.
+  /// Returns the names of one side of each pair.
   static func withDummyDevices<R>(_ count: Int, _ body: ([String]) throws -> R) throws -> R {
     let n = counter.add(1, ordering: .relaxed).newValue
-    let names = (0..<count).map { "tsd\(getpid() % 10000)x\(n)x\($0)" }.map { String($0.prefix(15)) }
+    let names = (0..<count).map { "tsd\(getpid() % 10000)x\(n)x\($0)" }.map { String($0.prefix(14)) }
     defer { for name in names { ip("link", "del", name) } }
     for name in names {
-      guard ip("link", "add", name, "type", "dummy") else { throw DatapathError(code: .precondition, message: "cannot create dummy device \(name)") }
+      guard ip("link", "add", name, "type", "veth", "peer", "name", name + "p") else {
+        throw DatapathError(code: .precondition, message: "cannot create veth pair \(name)")
+      }
     }
     return try body(names)
   }
