@@ -81,7 +81,7 @@ public final class EndpointManager: Sendable {
       Task {
         do { try await flow() } catch {
           logger.warning("asynchronous endpoint creation failed", metadata: ["error": "\(error)"])
-          _ = try? await self.deleteEndpoint(id: endpoint.id)
+          _ = try? await self.deleteEndpoint(id: endpoint.id, abandoningDatapathState: true)
         }
       }
       return endpoint
@@ -91,7 +91,7 @@ public final class EndpointManager: Sendable {
       try await waiters.wait(endpointID: endpoint.id, minimumGeneration: 1, deadline: deadline)
     } catch {
       logger.info("endpoint creation failed; cleaning up", metadata: ["error": "\(error)"])
-      _ = try? await deleteEndpoint(id: endpoint.id)
+      _ = try? await deleteEndpoint(id: endpoint.id, abandoningDatapathState: true)
       throw error
     }
     guard let ready = registry.endpoint(id: endpoint.id) else {
@@ -279,8 +279,12 @@ public final class EndpointManager: Sendable {
     return removed
   }
 
+  /// - Parameter abandoningDatapathState: for a create that failed: when the
+  ///   datapath cannot be reached, forget the endpoint anyway and keep retrying
+  ///   the datapath removal in the background, so a failed create leaves no
+  ///   endpoint and no identity reference behind.
   @discardableResult
-  public func deleteEndpoint(id: UInt64) async throws(EndpointError) -> Endpoint? {
+  public func deleteEndpoint(id: UInt64, abandoningDatapathState: Bool = false) async throws(EndpointError) -> Endpoint? {
     let snapshot: Endpoint
     do {
       snapshot = try registry.update(id: id) { (endpoint) throws(EndpointError) -> Endpoint in
@@ -291,7 +295,11 @@ public final class EndpointManager: Sendable {
       return nil
     }
     waiters.fail(endpointID: id, error: EndpointError(code: .notFound, message: "endpoint \(id) is being deleted"))
-    try await datapath.removeEndpoint(id: id)
+    do {
+      try await datapath.removeEndpoint(id: id)
+    } catch where abandoningDatapathState {
+      removeFromDatapathEventually(id)
+    }
     // Take the identity out under the lock so concurrent deletes release it once.
     let identity = try? registry.update(id: id) { (endpoint) throws(EndpointError) -> NumericIdentity in
       defer { endpoint.identity = .unknown }
@@ -311,6 +319,20 @@ public final class EndpointManager: Sendable {
     store?.delete(id: id)
     logger.info("endpoint deleted", metadata: ["endpoint.id": "\(id)", "container.id": "\(snapshot.containerID)"])
     return snapshot
+  }
+
+  /// Retries a datapath removal that failed, with backoff, for up to ten minutes.
+  private func removeFromDatapathEventually(_ id: UInt64) {
+    logger.warning("datapath unreachable; its state for the endpoint will be removed when it is back", metadata: ["endpoint.id": "\(id)"])
+    Task {
+      var delay = Duration.milliseconds(100)
+      let deadline = ContinuousClock.now + .seconds(600)
+      while ContinuousClock.now < deadline {
+        try? await Task.sleep(for: delay)
+        if (try? await datapath.removeEndpoint(id: id)) != nil { return }
+        delay = min(delay * 2, .seconds(5))
+      }
+    }
   }
 
   /// CNI GC: deletes endpoints whose container/interface is not listed.

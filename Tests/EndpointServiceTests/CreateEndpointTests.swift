@@ -1,0 +1,216 @@
+import DatapathService
+import Foundation
+import IdentityService
+import PolicyService
+import Synchronization
+import Testing
+@testable import EndpointService
+import TesseraCore
+
+/// The real identity allocator, policy engine and datapath, wired in one
+/// process without gRPC, so the endpoint flow is tested against real logic.
+struct InProcessNode {
+  let allocator: IdentityAllocator
+  let engine: PolicyEngine
+  let datapath: Datapath
+  let manager: EndpointManager
+  let workloads: WorkloadRegistry
+
+  struct PolicySink: IdentityChangeSink {
+    let engine: PolicyEngine
+    func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) async throws -> String {
+      _ = engine.updateIdentities(added: added, deleted: deleted)
+      return "in-process"
+    }
+  }
+
+  struct Identities: IdentityAllocating {
+    let allocator: IdentityAllocator
+    let down: Flag
+    func allocateIdentity(labels: LabelSet) async throws(EndpointError) -> (identity: SecurityIdentity, isNew: Bool) {
+      if down.isOn { throw EndpointError(code: .upstreamUnavailable, message: "identity service down") }
+      do { return try await allocator.allocateIdentity(labels: labels) } catch {
+        throw EndpointError(code: .upstreamUnavailable, message: "\(error)")
+      }
+    }
+    func releaseIdentity(_ id: NumericIdentity) async throws(EndpointError) {
+      _ = try? await allocator.releaseIdentity(id: id)
+    }
+  }
+
+  struct Policies: PolicyComputing {
+    let engine: PolicyEngine
+    func computePolicy(for identity: SecurityIdentity) async throws(EndpointError) -> EndpointPolicy {
+      engine.computePolicy(for: identity)
+    }
+  }
+
+  struct Datapaths: DatapathRealizing {
+    let datapath: Datapath
+    let down: Flag
+    func realize(endpoint: Endpoint, policy: EndpointPolicy) async throws(EndpointError) -> UInt64 {
+      if down.isOn { throw EndpointError(code: .upstreamUnavailable, message: "datapath down") }
+      do {
+        return try datapath.realize(DatapathEndpoint(id: endpoint.id, hostInterface: endpoint.hostInterface, ips: endpoint.ips, identity: endpoint.identity, policy: policy)).realizedRevision
+      } catch { throw EndpointError(code: .upstreamUnavailable, message: "\(error)") }
+    }
+    func removeEndpoint(id: UInt64) async throws(EndpointError) {
+      if down.isOn { throw EndpointError(code: .upstreamUnavailable, message: "datapath down") }
+      _ = try? datapath.removeEndpoint(id: id)
+    }
+    func realizedEndpoints() async throws(EndpointError) -> [UInt64: (identity: NumericIdentity, revision: UInt64)] {
+      Dictionary(uniqueKeysWithValues: datapath.endpoints().map { ($0.id, ($0.identity, $0.policy.revision)) })
+    }
+  }
+
+  let identityDown = Flag()
+  let datapathDown = Flag()
+
+  init(stateDirectory: String? = nil, datapath existing: Datapath? = nil, identityStore: String? = nil) throws {
+    engine = try PolicyEngine(database: nil)
+    allocator = IdentityAllocator(configuration: .init(nodeName: "test"), store: try SQLiteIdentityStore(path: identityStore), changeSink: PolicySink(engine: engine))
+    datapath = try existing ?? Datapath(backend: MemoryDatapathBackend())
+    workloads = try WorkloadRegistry(file: nil)
+    let identityDown = self.identityDown
+    let datapathDown = self.datapathDown
+    manager = EndpointManager(
+      configuration: .init(requestTimeout: .seconds(5), regenerationRetryDelay: .milliseconds(50)),
+      metadata: MetadataResolver(source: workloads, workloadWait: .milliseconds(500)),
+      identities: Identities(allocator: allocator, down: identityDown),
+      policy: Policies(engine: engine),
+      datapath: Datapaths(datapath: datapath, down: datapathDown),
+      store: try stateDirectory.map { try EndpointStateStore(directory: $0) })
+  }
+
+  func spec(_ container: String, _ ip: String, _ labels: String..., pod: String = "") throws -> EndpointSpec {
+    EndpointSpec(containerID: container, ips: [IPPrefix(ip)!], podName: pod, labels: try LabelSet(parsing: labels))
+  }
+}
+
+final class Flag: Sendable {
+  private let value = Mutex(false)
+  var isOn: Bool { value.withLock { $0 } }
+  func set(_ on: Bool) { value.withLock { $0 = on } }
+}
+
+let backendPolicy = """
+  apiVersion: cilium.io/v2
+  kind: CiliumNetworkPolicy
+  metadata: {name: backend, namespace: default}
+  spec:
+    endpointSelector: {matchLabels: {app: backend}}
+    ingress:
+    - fromEndpoints: [{matchLabels: {app: frontend}}]
+      toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+  """
+
+@Suite("CreateEndpoint flow")
+struct CreateEndpointTests {
+  @Test("a synchronous create returns a ready endpoint whose policy is already realised")
+  func createIsReady() async throws {
+    let node = try InProcessNode()
+    _ = try node.engine.importPolicies(sourceName: "p.yaml", content: Array(backendPolicy.utf8))
+    let frontend = try await node.manager.createEndpoint(try node.spec("f", "10.0.0.1", "app=frontend"), sync: true)
+    let backend = try await node.manager.createEndpoint(try node.spec("b", "10.0.0.2", "app=backend"), sync: true)
+    #expect(backend.state == .ready)
+    #expect(backend.policyRevision >= 1)
+    let realized = try #require(node.datapath.endpoint(id: backend.id))
+    #expect(realized.policy.ingressEnforced)
+    #expect(realized.policy.verdict(peer: frontend.identity, direction: .ingress, proto: .tcp, port: 8080) == .allow)
+    #expect(realized.policy.verdict(peer: frontend.identity, direction: .ingress, proto: .tcp, port: 9090) == .deny)
+    #expect(backend.labels["io.kubernetes.pod.namespace"]?.value == "default")
+  }
+
+  @Test("duplicates and reserved labels are rejected")
+  func rejects() async throws {
+    let node = try InProcessNode()
+    _ = try await node.manager.createEndpoint(try node.spec("a", "10.0.0.1", "app=x"), sync: true)
+    await #expect(throws: EndpointError.self) { try await node.manager.createEndpoint(try node.spec("a", "10.0.0.9"), sync: true) }
+    await #expect(throws: EndpointError.self) { try await node.manager.createEndpoint(try node.spec("b", "10.0.0.1"), sync: true) }
+    await #expect(throws: EndpointError.self) { try await node.manager.createEndpoint(try node.spec("c", "10.0.0.3", "reserved:host"), sync: true) }
+    #expect(node.manager.registry.all().count == 1)
+  }
+
+  @Test("an unreachable datapath fails the create and leaves nothing behind")
+  func cleanUpOnFailure() async throws {
+    let node = try InProcessNode()
+    node.datapathDown.set(true)
+    await #expect(throws: EndpointError.self) { try await node.manager.createEndpoint(try node.spec("a", "10.0.0.1", "app=x"), sync: true) }
+    #expect(node.manager.registry.all().isEmpty)
+    // The identity reference was released: nothing holds it any more.
+    let stored = try await node.allocator.store.identities()
+    #expect(stored.allSatisfy { $0.totalReferences == 0 })
+    node.datapathDown.set(false)
+    let retried = try await node.manager.createEndpoint(try node.spec("a", "10.0.0.1", "app=x"), sync: true)
+    #expect(retried.state == .ready)
+  }
+
+  @Test("relabelling resolves a new identity and releases the old one without recreating the endpoint")
+  func relabel() async throws {
+    let node = try InProcessNode()
+    let endpoint = try await node.manager.createEndpoint(try node.spec("a", "10.0.0.1", "app=x"), sync: true)
+    let updated = try await node.manager.updateLabels(endpointID: endpoint.id, requestLabels: try LabelSet(parsing: ["app=y"]), sync: true)
+    #expect(updated.id == endpoint.id)
+    #expect(updated.identity != endpoint.identity)
+    #expect(updated.identityRevision == endpoint.identityRevision + 1)
+    #expect(try await node.allocator.identity(id: endpoint.identity).totalReferences == 0)
+    #expect(try await node.allocator.identity(id: updated.identity).totalReferences == 1)
+    #expect(node.datapath.endpoint(id: endpoint.id)?.identity == updated.identity)
+  }
+
+  @Test("delete is idempotent and releases the identity reference")
+  func delete() async throws {
+    let node = try InProcessNode()
+    let endpoint = try await node.manager.createEndpoint(try node.spec("a", "10.0.0.1", "app=x"), sync: true)
+    #expect(try await node.manager.deleteEndpoints(containerID: "a", interfaceName: nil).count == 1)
+    #expect(try await node.manager.deleteEndpoints(containerID: "a", interfaceName: nil).isEmpty)
+    #expect(try await node.allocator.identity(id: endpoint.identity).totalReferences == 0)
+    #expect(node.datapath.endpoint(id: endpoint.id) == nil)
+  }
+
+  @Test("workload labels that arrive after the sandbox are waited for")
+  func lateMetadata() async throws {
+    let node = try InProcessNode()
+    async let created = node.manager.createEndpoint(try node.spec("a", "10.0.0.1", pod: "web-1"), sync: true)
+    try await Task.sleep(for: .milliseconds(50))
+    try node.workloads.set(Workload(namespace: "default", podName: "web-1", labels: try LabelSet(parsing: ["app=web"])))
+    let endpoint = try await created
+    #expect(endpoint.labels["app"]?.value == "web")
+  }
+
+  @Test("a rule change regenerates affected endpoints")
+  func ruleChange() async throws {
+    let node = try InProcessNode()
+    let frontend = try await node.manager.createEndpoint(try node.spec("f", "10.0.0.1", "app=frontend"), sync: true)
+    let backend = try await node.manager.createEndpoint(try node.spec("b", "10.0.0.2", "app=backend"), sync: true)
+    #expect(node.datapath.endpoint(id: backend.id)?.policy.ingressEnforced == false)
+    let result = try node.engine.importPolicies(sourceName: "p.yaml", content: Array(backendPolicy.utf8))
+    node.manager.policyChanged(PolicyChange(revision: result.revision, affectedIdentities: { if case .some(let s) = result.affected { return s } else { return nil } }()))
+    try await node.manager.waiters.wait(endpointID: backend.id, minimumGeneration: 2, deadline: .now + .seconds(5))
+    let realized = try #require(node.datapath.endpoint(id: backend.id))
+    #expect(realized.policy.revision == result.revision)
+    #expect(realized.policy.verdict(peer: frontend.identity, direction: .ingress, proto: .tcp, port: 8080) == .allow)
+    #expect(node.datapath.endpoint(id: frontend.id)?.policy.revision == 1)
+  }
+
+  @Test("endpoints are restored from the state directory with the same IDs and identities, without regenerating")
+  func restore() async throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-ep-\(UUID().uuidString)").path
+    let identityDB = directory + "-identity.db"
+    defer {
+      try? FileManager.default.removeItem(atPath: directory)
+      try? FileManager.default.removeItem(atPath: identityDB)
+    }
+    let first = try InProcessNode(stateDirectory: directory, identityStore: identityDB)
+    let a = try await first.manager.createEndpoint(try first.spec("a", "10.0.0.1", "app=x"), sync: true)
+    let restarted = try InProcessNode(stateDirectory: directory, datapath: first.datapath, identityStore: identityDB)
+    let result = try await restarted.manager.restore()
+    #expect(result.restored == 1)
+    let back = try #require(restarted.manager.registry.endpoint(id: a.id))
+    #expect(back.identity == a.identity)
+    #expect(back.state == .ready)
+    #expect(back.realizedGeneration == a.realizedGeneration)
+    let next = try await restarted.manager.createEndpoint(try restarted.spec("b", "10.0.0.2", "app=y"), sync: true)
+    #expect(next.id == a.id + 1)
+  }
+}
