@@ -16,6 +16,19 @@ struct DatapathDaemon: AsyncParsableCommand {
   @Option(help: "Backend: bpf, memory (test backend: enforces nothing), or auto (bpf when eBPF is usable).")
   var backend: String = "auto"
 
+  @Option(help: "bpffs directory for pinned maps and programs.")
+  var bpfPinDir: String = "/sys/fs/bpf/tessera"
+
+  @Option(help: "Compiled BPF object (default: located next to the build or in /usr/lib/tessera).")
+  var bpfObject: String?
+
+  func bpfConfiguration() throws -> BPFDatapathBackend.Configuration {
+    guard let object = bpfObject ?? BPFDatapathBackend.Configuration.locateObject() else {
+      throw ValidationError("BPF object not found: build it with scripts/build-bpf.sh or pass --bpf-object")
+    }
+    return BPFDatapathBackend.Configuration(objectPath: object, pinDirectory: bpfPinDir)
+  }
+
   func validate() throws {
     guard ["auto", "bpf", "memory"].contains(backend) else {
       throw ValidationError("--backend must be auto, bpf or memory")
@@ -30,9 +43,15 @@ struct DatapathDaemon: AsyncParsableCommand {
     case "memory":
       logger.warning("using the memory test backend: policy is NOT enforced")
       chosen = MemoryDatapathBackend()
+    case "bpf":
+      chosen = try BPFDatapathBackend(configuration: bpfConfiguration(), logger: logger)
     default:
-      logger.warning("eBPF backend not built yet; using the memory test backend: policy is NOT enforced")
-      chosen = MemoryDatapathBackend()
+      if let reason = BPFDatapathBackend.probe() {
+        logger.warning("eBPF unavailable (\(reason)); using the memory test backend: policy is NOT enforced")
+        chosen = MemoryDatapathBackend()
+      } else {
+        chosen = try BPFDatapathBackend(configuration: bpfConfiguration(), logger: logger)
+      }
     }
     let datapath = try Datapath(backend: chosen, logger: logger)
     let health = HealthService(serviceNames: [Tessera_Datapath_V1_DatapathService.descriptor.fullyQualifiedService])

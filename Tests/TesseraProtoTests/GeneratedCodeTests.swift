@@ -20,6 +20,28 @@ struct GeneratedCodeTests {
     }
   }
 
+  /// The check above would catch an edit: the same comparison on an edited copy of proto/ fails.
+  /// (Comment-only edits are not caught: like the script, protoc here runs without
+  /// `--include_source_info`, so comments are not in the descriptor set.)
+  @Test(
+    "an edited .proto no longer matches proto/generated.binpb",
+    .enabled(if: Protoc.isInstalled, Protoc.skipReason),
+    arguments: [
+      ("tessera/common/v1/common.proto", "  string value = 3;\n", "  string value = 3;\n  string note = 4;\n"),
+      ("tessera/endpoint/v1/endpoint.proto", "  string netns = 13;", "  string net_ns = 13;"),
+      ("grpc/health/v1/health.proto", "    SERVICE_UNKNOWN = 3;", "    SERVICE_UNKNOWN = 3;\n    DRAINING = 4;"),
+    ]
+  )
+  func editedProtoIsDetected(file: String, old: String, new: String) throws {
+    let committed = try Repo.descriptorSet(at: Repo.committedDescriptorSet)
+    let unedited = try withProtoCopy(edit: { _ in }) { try Protoc.currentDescriptorSet(root: $0) }
+    #expect(unedited == committed, "a verbatim copy of proto/ compiles to proto/generated.binpb")
+    let edited = try withProtoCopy(edit: { try replaceInProto($0, file, old, new) }) {
+      try Protoc.currentDescriptorSet(root: $0)
+    }
+    #expect(edited != committed)
+  }
+
   @Test("every .proto has its generated Swift files and every generated file has its .proto")
   func generatedFilesMatchProtoFiles() throws {
     let protos = try Repo.protoFiles()

@@ -17,8 +17,8 @@ enum Repo {
 
   /// Every `.proto` under `proto/`, relative to it and sorted, as `scripts/generate-proto.sh`
   /// passes them to protoc (`find . -name '*.proto' | sed 's|^\./||' | sort`).
-  static func protoFiles() throws -> [String] {
-    let base = protoDir.standardizedFileURL.path
+  static func protoFiles(in dir: URL = protoDir) throws -> [String] {
+    let base = dir.standardizedFileURL.path
     guard let walker = FileManager.default.enumerator(atPath: base) else {
       throw ProtoTestError("cannot list \(base)")
     }
@@ -60,7 +60,8 @@ enum Protoc {
 
   /// Runs `protoc -I proto --include_imports --descriptor_set_out=<tmp> <all .proto files>`
   /// from the repository root, exactly as `scripts/generate-proto.sh` does, and decodes the result.
-  static func currentDescriptorSet() throws -> Google_Protobuf_FileDescriptorSet {
+  /// `root` is another directory with a `proto/` inside (for tests on edited copies).
+  static func currentDescriptorSet(root: URL = Repo.root) throws -> Google_Protobuf_FileDescriptorSet {
     guard let path else { throw ProtoTestError("protoc not installed (run scripts/install-deps.sh)") }
     let out = FileManager.default.temporaryDirectory
       .appendingPathComponent("tessera-proto-\(UUID().uuidString).binpb")
@@ -68,9 +69,9 @@ enum Protoc {
 
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
-    process.currentDirectoryURL = Repo.root
+    process.currentDirectoryURL = root
     process.arguments = ["-I", "proto", "--include_imports", "--descriptor_set_out=\(out.path)"]
-      + (try Repo.protoFiles())
+      + (try Repo.protoFiles(in: root.appendingPathComponent("proto")))
     let stderr = Pipe()
     process.standardError = stderr
     process.standardOutput = FileHandle.nullDevice
@@ -83,4 +84,28 @@ enum Protoc {
     }
     return try Repo.descriptorSet(at: out)
   }
+}
+
+/// A copy of the repository's `proto/` in a temporary directory, to edit without touching the
+/// real one. Removed when the closure returns.
+func withProtoCopy<T>(
+  edit: (URL) throws -> Void, _ body: (URL) throws -> T
+) throws -> T {
+  let root = FileManager.default.temporaryDirectory
+    .appendingPathComponent("tessera-proto-copy-\(UUID().uuidString)")
+  try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+  defer { try? FileManager.default.removeItem(at: root) }
+  try FileManager.default.copyItem(at: Repo.protoDir, to: root.appendingPathComponent("proto"))
+  try edit(root.appendingPathComponent("proto"))
+  return try body(root)
+}
+
+/// Replaces `old` (which must occur exactly once) by `new` in `proto/<path>`.
+func replaceInProto(_ protoDir: URL, _ path: String, _ old: String, _ new: String) throws {
+  let url = protoDir.appendingPathComponent(path)
+  let text = try String(contentsOf: url, encoding: .utf8)
+  guard text.components(separatedBy: old).count == 2 else {
+    throw ProtoTestError("\(path): expected exactly one occurrence of \(old)")
+  }
+  try text.replacingOccurrences(of: old, with: new).write(to: url, atomically: true, encoding: .utf8)
 }

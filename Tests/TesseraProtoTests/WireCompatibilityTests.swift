@@ -145,6 +145,26 @@ struct WireCompatibilityTests {
     )
   }
 
+  /// End to end through protoc: edits of a copy of proto/ are judged against the real baseline.
+  @Test(
+    "edits to a copy of proto/ are judged correctly",
+    .enabled(if: Protoc.isInstalled, Protoc.skipReason),
+    arguments: ProtoEdit.all
+  )
+  func editsOfRealProtos(_ edit: ProtoEdit) throws {
+    let baseline = try Repo.descriptorSet(at: Repo.baselineDescriptorSet)
+    let current = try withProtoCopy(edit: { try replaceInProto($0, edit.file, edit.old, edit.new) }) {
+      try Protoc.currentDescriptorSet(root: $0)
+    }
+    let problems = wireIncompatibilities(baseline: baseline, current: current)
+    if let expected = edit.expected {
+      #expect(problems.count == 1, "\(problems)")
+      #expect(problems.first?.contains(expected) == true, "\(problems)")
+    } else {
+      #expect(problems == [])
+    }
+  }
+
   /// Runs without protoc; the staleness test ties generated.binpb to proto/.
   @Test("proto/generated.binpb is wire compatible with the baseline")
   func committedDescriptorSetIsCompatible() throws {
@@ -505,5 +525,58 @@ struct RealBreak: Sendable, CustomTestStringConvertible {
       let f = try file(&set, "tessera/endpoint/v1/endpoint.proto")
       set.file[f].service[0].method.removeAll { $0.name == "GarbageCollectEndpoints" }
     },
+  ]
+}
+
+/// A textual edit of one real .proto and the problem it must produce (nil: compatible).
+struct ProtoEdit: Sendable, CustomTestStringConvertible {
+  let name: String
+  let file: String
+  let old: String
+  let new: String
+  let expected: String?
+  var testDescription: String { name }
+
+  static let endpoint = "tessera/endpoint/v1/endpoint.proto"
+
+  static let all: [ProtoEdit] = [
+    ProtoEdit(
+      name: "remove CreateEndpointRequest.netns", file: endpoint,
+      old: "  string netns = 9;\n}\n\nmessage CreateEndpointResponse", new: "}\n\nmessage CreateEndpointResponse",
+      expected: "field .tessera.endpoint.v1.CreateEndpointRequest.netns = 9 was removed"),
+    ProtoEdit(
+      name: "remove CreateEndpointRequest.netns and reserve 9", file: endpoint,
+      old: "  string netns = 9;\n}\n\nmessage CreateEndpointResponse",
+      new: "  reserved 9;\n  reserved \"netns\";\n}\n\nmessage CreateEndpointResponse",
+      expected: nil),
+    ProtoEdit(
+      name: "widen DeleteEndpointResponse.deleted to uint64", file: endpoint,
+      old: "uint32 deleted = 2;", new: "uint64 deleted = 2;",
+      expected: "field .tessera.endpoint.v1.DeleteEndpointResponse.deleted = 2 changed type from uint32 to uint64"),
+    ProtoEdit(
+      name: "make CreateEndpointRequest.sync repeated", file: endpoint,
+      old: "  bool sync = 8;\n  string netns = 9;", new: "  repeated bool sync = 8;\n  string netns = 9;",
+      expected: "CreateEndpointRequest.sync = 8 changed label from optional to repeated"),
+    ProtoEdit(
+      name: "remove ENDPOINT_STATE_RESTORING", file: endpoint,
+      old: "  ENDPOINT_STATE_RESTORING = 8;\n", new: "",
+      expected: "enum value .tessera.endpoint.v1.EndpointState.ENDPOINT_STATE_RESTORING = 8 was removed"),
+    ProtoEdit(
+      name: "remove rpc GetEndpoint", file: endpoint,
+      old: "  rpc GetEndpoint(GetEndpointRequest) returns (Endpoint);\n", new: "",
+      expected: "method tessera.endpoint.v1.EndpointService/GetEndpoint was removed"),
+    ProtoEdit(
+      name: "make ListEndpoints server streaming", file: endpoint,
+      old: "returns (ListEndpointsResponse);", new: "returns (stream ListEndpointsResponse);",
+      expected: "EndpointService/ListEndpoints changed server streaming from false to true"),
+    ProtoEdit(
+      name: "add a field, a method and an enum value", file: endpoint,
+      old: "  ENDPOINT_STATE_RESTORING = 8;\n}",
+      new: "  ENDPOINT_STATE_RESTORING = 8;\n  ENDPOINT_STATE_PAUSED = 9;\n}\n\nmessage PingRequest { string note = 1; }\nservice PingService { rpc Ping(PingRequest) returns (PingRequest); }",
+      expected: nil),
+    ProtoEdit(
+      name: "rename Endpoint.pod_name (same number and type)", file: endpoint,
+      old: "  string pod_name = 7;\n  // Identity-relevant", new: "  string pod = 7;\n  // Identity-relevant",
+      expected: nil),
   ]
 }
