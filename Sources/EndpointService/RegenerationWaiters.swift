@@ -13,6 +13,9 @@ public final class RegenerationWaiters: Sendable {
 
   private struct State {
     var realized: [UInt64: UInt64] = [:]
+    /// The last failure of an endpoint whose regeneration has not succeeded since;
+    /// a waiter arriving after the failure fails at once instead of at its deadline.
+    var failures: [UInt64: EndpointError] = [:]
     var waiters: [UInt64: [Int: Waiter]] = [:]
     var nextToken = 0
   }
@@ -25,6 +28,7 @@ public final class RegenerationWaiters: Sendable {
   public func resume(endpointID: UInt64, realizedGeneration: UInt64) {
     let ready: [CheckedContinuation<Void, any Error>] = state.withLock { state in
       state.realized[endpointID] = max(state.realized[endpointID] ?? 0, realizedGeneration)
+      state.failures[endpointID] = nil
       guard var waiting = state.waiters[endpointID] else { return [] }
       let done = waiting.filter { $0.value.minimumGeneration <= realizedGeneration }
       for token in done.keys { waiting[token] = nil }
@@ -36,14 +40,20 @@ public final class RegenerationWaiters: Sendable {
 
   /// Fails every current waiter of the endpoint.
   public func fail(endpointID: UInt64, error: EndpointError) {
-    let failed = state.withLock { $0.waiters.removeValue(forKey: endpointID) ?? [:] }
+    let failed = state.withLock { state in
+      state.failures[endpointID] = error
+      return state.waiters.removeValue(forKey: endpointID) ?? [:]
+    }
     for waiter in failed.values { waiter.continuation.resume(throwing: error) }
   }
 
   /// Forgets a deleted endpoint, failing its waiters.
   public func forget(endpointID: UInt64) {
     fail(endpointID: endpointID, error: EndpointError(code: .notFound, message: "endpoint \(endpointID) was deleted"))
-    _ = state.withLock { $0.realized.removeValue(forKey: endpointID) }
+    state.withLock { state in
+      state.realized[endpointID] = nil
+      state.failures[endpointID] = nil
+    }
   }
 
   /// Returns once the endpoint's realised generation is at least `minimumGeneration`.
@@ -51,12 +61,13 @@ public final class RegenerationWaiters: Sendable {
   /// - Throws: ``EndpointError`` `.deadlineExceeded` at the deadline or on
   ///   cancellation, or the error of a failed regeneration.
   public func wait(endpointID: UInt64, minimumGeneration: UInt64, deadline: ContinuousClock.Instant) async throws(EndpointError) {
-    let token: Int? = state.withLock { state in
-      if (state.realized[endpointID] ?? 0) >= minimumGeneration { return nil }
+    let registration: Result<Int?, EndpointError> = state.withLock { state in
+      if (state.realized[endpointID] ?? 0) >= minimumGeneration { return .success(nil) }
+      if let failure = state.failures[endpointID] { return .failure(failure) }
       state.nextToken += 1
-      return state.nextToken
+      return .success(state.nextToken)
     }
-    guard let token else { return }
+    guard let token = try registration.get() else { return }
     let expire: @Sendable () -> Void = { [self] in
       let waiter = state.withLock { $0.waiters[endpointID]?.removeValue(forKey: token) }
       waiter?.continuation.resume(throwing: EndpointError(
@@ -79,8 +90,10 @@ public final class RegenerationWaiters: Sendable {
           }
         }
         group.addTask {
-          try? await Task.sleep(until: deadline, clock: .continuous)
+          // Throws on cancellation (the waiter finished first), else expires the waiter and fails.
+          try await Task.sleep(until: deadline, clock: .continuous)
           expire()
+          throw EndpointError(code: .deadlineExceeded, message: "endpoint \(endpointID) was not realised before the deadline")
         }
         try await group.next()
         group.cancelAll()
