@@ -255,7 +255,9 @@ public final class EndpointManager: Sendable {
   public func policyChanged(_ change: PolicyChange) {
     let affected = registry.all().filter { endpoint in
       guard endpoint.identity != .unknown else { return false }
-      return change.affectedIdentities.map { $0.contains(endpoint.identity) } ?? true
+      // A blanket change at the revision the endpoint already realised (the
+      // watch's first event after a reconnect or restart) changes nothing.
+      return change.affectedIdentities.map { $0.contains(endpoint.identity) } ?? (change.revision != endpoint.policyRevision)
     }
     guard !affected.isEmpty else { return }
     logger.debug("policy changed", metadata: ["revision": "\(change.revision)", "endpoints": "\(affected.count)"])
