@@ -1,4 +1,5 @@
 import Logging
+import TesseraRuntime
 import TesseraCore
 
 /// Orchestrates endpoints: the blocking create → identity → first
@@ -327,12 +328,11 @@ public final class EndpointManager: Sendable {
   private func removeFromDatapathEventually(_ id: UInt64) {
     logger.warning("datapath unreachable; its state for the endpoint will be removed when it is back", metadata: ["endpoint.id": "\(id)"])
     Task {
-      var delay = Duration.milliseconds(100)
+      var backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(5))
       let deadline = ContinuousClock.now + .seconds(600)
       while ContinuousClock.now < deadline {
-        try? await Task.sleep(for: delay)
+        try? await backoff.sleep()
         if (try? await datapath.removeEndpoint(id: id)) != nil { return }
-        delay = min(delay * 2, .seconds(5))
       }
     }
   }

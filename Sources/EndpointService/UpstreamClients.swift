@@ -82,7 +82,7 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
   /// reconnecting after failures. After every (re)connect it reports a change
   /// to all endpoints, since events may have been missed meanwhile.
   public func watchPolicy(logger: Logger, onChange: @escaping @Sendable (PolicyChange) -> Void) async {
-    var backoff = Duration.milliseconds(50)
+    var backoff = Backoff(initial: .milliseconds(50), maximum: .seconds(2))
     while !Task.isCancelled {
       do {
         try await client.watchPolicy(.init()) { response in
@@ -98,12 +98,11 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
               affectedIdentities: event.all ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:)))))
           }
         }
-        backoff = .milliseconds(50)
+        backoff.reset()
       } catch {
         logger.debug("policy watch interrupted; reconnecting", metadata: ["error": "\(error)"])
       }
-      try? await Task.sleep(for: backoff)
-      backoff = min(backoff * 2, .seconds(2))
+      try? await backoff.sleep()
     }
   }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import TesseraCore
+import TesseraRuntime
 
 /// Where an endpoint's workload labels come from. Kept behind a protocol so a
 /// Kubernetes API source can replace the built-in registry.
@@ -129,16 +130,15 @@ public struct MetadataResolver: Sendable {
   public func resolve(namespace: String, podName: String, deadline: ContinuousClock.Instant) async throws(EndpointError) -> LabelSet {
     guard !podName.isEmpty else { return .empty }
     let waitUntil = min(deadline, .now + workloadWait)
-    var backoff = Duration.milliseconds(5)
+    var backoff = Backoff(initial: .milliseconds(5), maximum: .milliseconds(500))
     while true {
       do {
         return try await source.labels(namespace: namespace, podName: podName, waitUntil: waitUntil) ?? .empty
       } catch {
-        guard ContinuousClock.now + backoff < deadline, !Task.isCancelled else {
+        guard ContinuousClock.now + backoff.delay < deadline, !Task.isCancelled else {
           throw EndpointError(code: .upstreamUnavailable, message: "metadata for \(namespace)/\(podName) unavailable", cause: error)
         }
-        try? await Task.sleep(for: backoff)
-        backoff = min(backoff * 2, .milliseconds(500))
+        try? await backoff.sleep()
       }
     }
   }

@@ -1,7 +1,6 @@
 import Foundation
 import GRPCCore
 import Logging
-import Synchronization
 import TesseraCore
 import TesseraProto
 import TesseraRuntime
@@ -23,37 +22,19 @@ public struct PolicyServiceHandler: Tessera_Policy_V1_PolicyService.SimpleServic
 }
 
 /// Fans policy changes out to `WatchPolicy` streams.
-public final class PolicyEvents: Sendable {
-  private struct State {
-    var subscribers: [Int: AsyncStream<Tessera_Policy_V1_PolicyEvent>.Continuation] = [:]
-    var next = 0
-  }
+public typealias PolicyEvents = EventBroadcaster<Tessera_Policy_V1_PolicyEvent>
 
-  private let state = Mutex(State())
-
-  public init() {}
-
+extension EventBroadcaster where Event == Tessera_Policy_V1_PolicyEvent {
+  /// Publishes a change unless it affects no identity.
   public func publish(revision: UInt64, affected: AffectedIdentities) {
-    let event = Tessera_Policy_V1_PolicyEvent.with {
+    if case .some(let identities) = affected, identities.isEmpty { return }
+    publish(.with {
       $0.revision = revision
       switch affected {
       case .all: $0.all = true
       case .some(let identities): $0.affectedIdentities = identities.map(\.rawValue).sorted()
       }
-    }
-    if case .some(let identities) = affected, identities.isEmpty { return }
-    for subscriber in state.withLock({ Array($0.subscribers.values) }) { subscriber.yield(event) }
-  }
-
-  public func subscribe() -> AsyncStream<Tessera_Policy_V1_PolicyEvent> {
-    let (stream, continuation) = AsyncStream<Tessera_Policy_V1_PolicyEvent>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
-    let id = state.withLock { state in
-      defer { state.next += 1 }
-      state.subscribers[state.next] = continuation
-      return state.next
-    }
-    continuation.onTermination = { [weak self] _ in _ = self?.state.withLock { $0.subscribers.removeValue(forKey: id) } }
-    return stream
+    })
   }
 }
 

@@ -9,54 +9,47 @@ import TesseraProto
 public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, Sendable {
   public typealias Status = Grpc_Health_V1_HealthCheckResponse.ServingStatus
 
-  private struct State {
-    var statuses: [String: Status]
-    var watchers: [Int: AsyncStream<Status>.Continuation] = [:]
-    var nextWatcher = 0
-  }
-
-  private let state: Mutex<State>
+  private let statuses: Mutex<[String: Status]>
+  private let changes = EventBroadcaster<Status>(bufferingPolicy: .bufferingNewest(1))
 
   /// - Parameter serviceNames: fully qualified service names served by the daemon.
   public init(serviceNames: [String]) {
     var statuses: [String: Status] = ["": .notServing]
     for name in serviceNames { statuses[name] = .notServing }
-    self.state = Mutex(State(statuses: statuses))
+    self.statuses = Mutex(statuses)
   }
 
   /// Sets every registered service's status.
   public func setServing(_ serving: Bool) {
     let status: Status = serving ? .serving : .notServing
-    let watchers = state.withLock { state in
-      for key in state.statuses.keys { state.statuses[key] = status }
-      return Array(state.watchers.values)
+    statuses.withLock { statuses in
+      for key in statuses.keys { statuses[key] = status }
     }
-    for watcher in watchers { watcher.yield(status) }
+    changes.publish(status)
   }
 
-  public var isServing: Bool { state.withLock { $0.statuses[""] == .serving } }
+  public var isServing: Bool { statuses.withLock { $0[""] == .serving } }
 
   public func check(request: Grpc_Health_V1_HealthCheckRequest, context: ServerContext) async throws -> Grpc_Health_V1_HealthCheckResponse {
-    guard let status = state.withLock({ $0.statuses[request.service] }) else {
+    guard let status = statuses.withLock({ $0[request.service] }) else {
       throw RPCError(code: .notFound, message: "unknown service '\(request.service)'")
     }
     return .with { $0.status = status }
   }
 
   public func watch(request: Grpc_Health_V1_HealthCheckRequest, response: RPCWriter<Grpc_Health_V1_HealthCheckResponse>, context: ServerContext) async throws {
-    let (stream, continuation) = AsyncStream<Status>.makeStream(bufferingPolicy: .bufferingNewest(1))
-    let (id, current) = state.withLock { state in
-      let id = state.nextWatcher
-      state.nextWatcher += 1
-      state.watchers[id] = continuation
-      return (id, state.statuses[request.service] ?? .serviceUnknown)
-    }
-    defer { _ = state.withLock { $0.watchers.removeValue(forKey: id) } }
+    // Subscribe before reading the current status so no change falls in between.
+    let stream = changes.subscribe()
+    let current = statuses.withLock { $0[request.service] } ?? .serviceUnknown
     try await response.write(.with { $0.status = current })
+    if current == .serviceUnknown {
+      // The service set is fixed: an unknown service stays unknown until the client leaves.
+      for await _ in stream {}
+      return
+    }
     var last = current
     for await status in stream where status != last {
       last = status
-      guard state.withLock({ $0.statuses[request.service] }) != nil else { continue }
       try await response.write(.with { $0.status = status })
     }
   }

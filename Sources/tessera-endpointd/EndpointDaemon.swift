@@ -44,15 +44,14 @@ struct EndpointDaemon: AsyncParsableCommand {
     let health = HealthService(serviceNames: [Tessera_Endpoint_V1_EndpointService.descriptor.fullyQualifiedService])
     // Restore before serving so the CNI plugin never sees a half-restored node.
     let startup = LoopService {
-      var delay = Duration.milliseconds(50)
+      var backoff = Backoff(initial: .milliseconds(50), maximum: .seconds(2))
       while true {
         do {
           _ = try await manager.restore()
           break
         } catch {
           logger.warning("restore waits for the other services", metadata: ["error": "\(error)"])
-          try await Task.sleep(for: delay)
-          delay = min(delay * 2, .seconds(2))
+          try await backoff.sleep()
         }
       }
       health.setServing(true)

@@ -29,7 +29,7 @@ struct PolicyDaemon: AsyncParsableCommand {
     // The SelectorCache must know every existing identity before endpoints ask for policy.
     let initialSync = LoopService {
       let client = Tessera_Identity_V1_IdentityService.Client(wrapping: identity.client)
-      var delay = Duration.milliseconds(20)
+      var backoff = Backoff(initial: .milliseconds(20), maximum: .seconds(1))
       while true {
         do {
           let list = try await client.listIdentities(.init(), options: .failFast(timeout: .seconds(5)))
@@ -40,8 +40,7 @@ struct PolicyDaemon: AsyncParsableCommand {
           break
         } catch {
           logger.debug("waiting for the identity service", metadata: ["error": "\(error)"])
-          try await Task.sleep(for: delay)
-          delay = min(delay * 2, .seconds(1))
+          try await backoff.sleep()
         }
       }
       health.setServing(true)

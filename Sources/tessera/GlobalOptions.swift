@@ -43,12 +43,12 @@ struct GlobalOptions: ParsableArguments {
       throw CLIError("\(service.rawValue) service: \(error.code): \(error.message)")
     }
   }
+}
 
-  /// Prints `value` as sorted, indented JSON.
-  func printJSON(_ value: Any) throws {
-    let data = try JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-    print(String(decoding: data, as: UTF8.self))
-  }
+/// Prints `value` as sorted, indented JSON.
+func printJSON(_ value: Any) throws {
+  let data = try JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+  print(String(decoding: data, as: UTF8.self))
 }
 
 /// A failure the CLI explains in one line.

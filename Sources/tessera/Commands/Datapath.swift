@@ -42,7 +42,7 @@ struct DatapathPolicyGet: AsyncParsableCommand {
       try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).getEndpointPolicy(.with { $0.endpointID = id }, options: options)
     }
     if global.output == .json {
-      try global.printJSON([
+      try printJSON([
         "endpoint": Int(result.endpointID), "identity": Int(result.identity), "hostInterface": result.hostInterface,
         "realizedRevision": Int(result.realizedRevision), "ingressEnforced": result.policy.ingressEnforced,
         "egressEnforced": result.policy.egressEnforced, "entries": result.policy.entries.map(\.json),
@@ -69,7 +69,7 @@ struct DatapathIPCacheList: AsyncParsableCommand {
       try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).listIPCache(.init(), options: options)
     }
     if global.output == .json {
-      try global.printJSON(["entries": result.entries.map { ["prefix": $0.prefix, "identity": Int($0.identity)] }])
+      try printJSON(["entries": result.entries.map { ["prefix": $0.prefix, "identity": Int($0.identity)] }])
     } else {
       printTable(["PREFIX", "IDENTITY"], result.entries.map { [$0.prefix, String($0.identity)] })
     }

@@ -82,7 +82,7 @@ let endpointHeader = ["ID", "CONTAINER", "IPS", "IDENTITY", "STATE", "POLICY-REV
 
 func printEndpoints(_ endpoints: [Tessera_Endpoint_V1_Endpoint], _ global: GlobalOptions, single: Bool = false) throws {
   if global.output == .json {
-    try global.printJSON(single ? endpoints[0].json : ["endpoints": endpoints.map(\.json)] as Any)
+    try printJSON(single ? endpoints[0].json : ["endpoints": endpoints.map(\.json)] as Any)
   } else {
     printTable(endpointHeader, endpoints.map(\.row))
   }
@@ -159,7 +159,7 @@ struct EndpointDelete: AsyncParsableCommand {
       try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).deleteEndpoint(.with { $0.endpoint = selector }, options: options)
     }
     if global.output == .json {
-      try global.printJSON(["existed": response.existed, "deleted": Int(response.deleted)])
+      try printJSON(["existed": response.existed, "deleted": Int(response.deleted)])
     } else {
       print(response.existed ? "deleted \(response.deleted) endpoint(s)" : "no such endpoint (nothing to do)")
     }

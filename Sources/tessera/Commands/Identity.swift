@@ -30,7 +30,7 @@ struct IdentityList: AsyncParsableCommand {
       try await Tessera_Identity_V1_IdentityService.Client(wrapping: client).listIdentities(.init(), options: options)
     }
     if global.output == .json {
-      try global.printJSON(["backend": response.backend, "identities": response.identities.map(\.json)])
+      try printJSON(["backend": response.backend, "identities": response.identities.map(\.json)])
     } else {
       print("backend: \(response.backend)")
       printTable(["ID", "REFS", "NODES", "LABELS"], response.identities.map(\.row))
@@ -48,6 +48,6 @@ struct IdentityGet: AsyncParsableCommand {
     let info = try await global.withClient(.identity) { client, options in
       try await Tessera_Identity_V1_IdentityService.Client(wrapping: client).getIdentity(.with { $0.id = id }, options: options)
     }
-    if global.output == .json { try global.printJSON(info.json) } else { printTable(["ID", "REFS", "NODES", "LABELS"], [info.row]) }
+    if global.output == .json { try printJSON(info.json) } else { printTable(["ID", "REFS", "NODES", "LABELS"], [info.row]) }
   }
 }

@@ -67,7 +67,7 @@ struct NodeUp: AsyncParsableCommand {
       if global.output == .table { print("\(service.executableName) ready (pid \(pid))") }
     }
     if global.output == .json {
-      try global.printJSON(["runDir": run.path, "pids": Dictionary(uniqueKeysWithValues: zip(TesseraService.startOrder.map(\.rawValue), started.map(Int.init)))])
+      try printJSON(["runDir": run.path, "pids": Dictionary(uniqueKeysWithValues: zip(TesseraService.startOrder.map(\.rawValue), started.map(Int.init)))])
     }
     guard !detach else { return }
     // Foreground: stop the daemons (reverse order) on SIGINT/SIGTERM, or when one exits.
@@ -172,8 +172,7 @@ struct NodeDown: AsyncParsableCommand {
       if output == .table { print("\(service.executableName) stopped (pid \(pid))") }
     }
     if output == .json {
-      let data = try JSONSerialization.data(withJSONObject: ["stopped": stopped], options: [.sortedKeys])
-      print(String(decoding: data, as: UTF8.self))
+      try printJSON(["stopped": stopped])
     } else if stopped.isEmpty {
       print("no daemons running in \(run.path)")
     }

@@ -43,7 +43,7 @@ struct PolicyImport: AsyncParsableCommand {
         }, options: options)
     }
     if global.output == .json {
-      try global.printJSON(["revision": Int(response.revision), "policies": response.policies.map { ["namespace": $0.namespace, "name": $0.name, "kind": $0.kind] }])
+      try printJSON(["revision": Int(response.revision), "policies": response.policies.map { ["namespace": $0.namespace, "name": $0.name, "kind": $0.kind] }])
     } else {
       for policy in response.policies { print("imported \(policy.kind) \(policy.namespace.isEmpty ? "" : policy.namespace + "/")\(policy.name)") }
       print("revision \(response.revision)")
@@ -68,7 +68,7 @@ struct PolicyList: AsyncParsableCommand {
       try await Tessera_Policy_V1_PolicyService.Client(wrapping: client).listPolicies(.init(), options: options)
     }
     if global.output == .json {
-      try global.printJSON(["revision": Int(response.revision), "policies": response.policies.map(\.json)])
+      try printJSON(["revision": Int(response.revision), "policies": response.policies.map(\.json)])
     } else {
       print("revision: \(response.revision)")
       printTable(["NAMESPACE", "NAME", "KIND", "RULES", "REVISION"], response.policies.map { [$0.ref.namespace, $0.ref.name, $0.ref.kind, String($0.ruleCount), String($0.revision)] })
@@ -91,7 +91,7 @@ struct PolicyGet: AsyncParsableCommand {
         }, options: options)
     }
     if global.output == .json {
-      try global.printJSON(response.json)
+      try printJSON(response.json)
     } else {
       print("\(response.ref.kind) \(namespace.isEmpty ? "" : namespace + "/")\(name) (revision \(response.revision), \(response.ruleCount) rules)")
       print(response.sourceJson)
@@ -113,7 +113,7 @@ struct PolicyDelete: AsyncParsableCommand {
           $0.name = name
         }, options: options)
     }
-    if global.output == .json { try global.printJSON(["revision": Int(response.revision)]) } else { print("deleted; revision \(response.revision)") }
+    if global.output == .json { try printJSON(["revision": Int(response.revision)]) } else { print("deleted; revision \(response.revision)") }
   }
 }
 
@@ -126,7 +126,7 @@ struct Selectors: AsyncParsableCommand {
       try await Tessera_Policy_V1_PolicyService.Client(wrapping: client).listSelectors(.init(), options: options)
     }
     if global.output == .json {
-      try global.printJSON(["selectors": response.selectors.map { ["selector": $0.selector, "identities": $0.identities.map(Int.init), "users": Int($0.users)] }])
+      try printJSON(["selectors": response.selectors.map { ["selector": $0.selector, "identities": $0.identities.map(Int.init), "users": Int($0.users)] }])
     } else {
       printTable(["SELECTOR", "USERS", "IDENTITIES"], response.selectors.map { [$0.selector, String($0.users), $0.identities.map(String.init).joined(separator: ",")] })
     }

@@ -34,7 +34,7 @@ struct Status: AsyncParsableCommand {
       results.append(entry)
     }
     if global.output == .json {
-      try global.printJSON(["services": results, "healthy": allHealthy])
+      try printJSON(["services": results, "healthy": allHealthy])
     } else {
       printTable(
         ["SERVICE", "HEALTH", "PID", "VERSION", "BACKEND"],

@@ -32,7 +32,7 @@ struct WorkloadSet: AsyncParsableCommand {
       try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).setWorkload(
         .with { $0.workload = .with { $0.namespace = namespace; $0.podName = pod; $0.labels = parsed } }, options: options)
     }
-    if global.output == .json { try global.printJSON(result.json) } else { print("\(namespace)/\(pod): \(result.labels.map(\.text).joined(separator: ","))") }
+    if global.output == .json { try printJSON(result.json) } else { print("\(namespace)/\(pod): \(result.labels.map(\.text).joined(separator: ","))") }
   }
 }
 
@@ -47,7 +47,7 @@ struct WorkloadGet: AsyncParsableCommand {
       try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).getWorkload(
         .with { $0.workload = .with { $0.namespace = namespace; $0.podName = pod } }, options: options)
     }
-    if global.output == .json { try global.printJSON(result.json) } else { print("\(namespace)/\(pod): \(result.labels.map(\.text).joined(separator: ","))") }
+    if global.output == .json { try printJSON(result.json) } else { print("\(namespace)/\(pod): \(result.labels.map(\.text).joined(separator: ","))") }
   }
 }
 
@@ -62,7 +62,7 @@ struct WorkloadDelete: AsyncParsableCommand {
       try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).deleteWorkload(
         .with { $0.workload = .with { $0.namespace = namespace; $0.podName = pod } }, options: options)
     }
-    if global.output == .json { try global.printJSON(["existed": result.existed]) } else { print(result.existed ? "deleted" : "no such workload") }
+    if global.output == .json { try printJSON(["existed": result.existed]) } else { print(result.existed ? "deleted" : "no such workload") }
   }
 }
 
@@ -75,7 +75,7 @@ struct WorkloadList: AsyncParsableCommand {
       try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).listWorkloads(.init(), options: options)
     }
     if global.output == .json {
-      try global.printJSON(["workloads": result.workloads.map(\.json)])
+      try printJSON(["workloads": result.workloads.map(\.json)])
     } else {
       printTable(["NAMESPACE", "POD", "LABELS"], result.workloads.map { [$0.namespace, $0.podName, $0.labels.map(\.text).joined(separator: ",")] })
     }
