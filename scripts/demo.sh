@@ -16,40 +16,14 @@ tessera="$bin/tessera"
 cni="$repo/.build-cni/tessera-cni"
 export TESSERA_RUN_DIR=${TESSERA_RUN_DIR:-/run/tessera}
 state=/var/lib/tessera/demo
-cache=$state/cni-cache
 pods=(frontend backend other)
 
-cni_exec() { # plugin command pod config-json
-  local plugin=$1 command=$2 pod=$3 config=$4 path=/usr/lib/cni
-  [ "$plugin" = tessera-cni ] && path=$(dirname "$cni")
-  echo "$config" | env -i PATH="$PATH" CNI_COMMAND="$command" CNI_CONTAINERID="demo-$pod" \
-    CNI_NETNS="/var/run/netns/tsr-demo-$pod" CNI_IFNAME=eth0 CNI_PATH="/usr/lib/cni:$(dirname "$cni")" \
-    CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=$pod" "$path/$plugin"
-}
-
-ptp_config() {
-  cat <<JSON
-{"cniVersion":"1.0.0","name":"tessera-demo","type":"ptp","ipMasq":false,
- "ipam":{"type":"host-local","ranges":[[{"subnet":"10.198.0.0/24"}]],"dataDir":"$state/ipam"}}
-JSON
-}
-
-tessera_config() { # pod prevResult
-  cat <<JSON
-{"cniVersion":"1.0.0","name":"tessera-demo","type":"tessera-cni","socketPath":"$TESSERA_RUN_DIR/endpoint.sock",
- "args":{"cni":{"labels":["app=$1"]}},"prevResult":$2}
-JSON
-}
+CHAIN_NAME=tessera-demo CHAIN_SUBNET=10.198.0.0/24 CHAIN_STATE=$state/cni CHAIN_NETNS_PREFIX=tsr-demo-
+CHAIN_SOCKET=$TESSERA_RUN_DIR/endpoint.sock CHAIN_CNI=$cni
+. scripts/lib/cni-chain.sh
 
 cleanup() {
-  for pod in "${pods[@]}"; do
-    if [ -f "$cache/$pod.json" ]; then
-      cni_exec tessera-cni DEL "$pod" "$(tessera_config "$pod" "$(cat "$cache/$pod.json")")" >/dev/null || true
-      cni_exec ptp DEL "$pod" "$(ptp_config)" >/dev/null || true
-      rm -f "$cache/$pod.json"
-    fi
-    ip netns del "tsr-demo-$pod" 2>/dev/null || true
-  done
+  for pod in "${pods[@]}"; do chain_del "$pod"; done
   "$tessera" node down || true
 }
 
@@ -59,7 +33,6 @@ if [ "${1:-}" = --cleanup ]; then
 fi
 
 [ "$(id -u)" = 0 ] || { echo "demo: needs root (network namespaces, eBPF)" >&2; exit 1; }
-mkdir -p "$cache"
 if ! "$tessera" status >/dev/null 2>&1; then
   "$tessera" node up --detach --state-dir "$state"
 fi
@@ -68,13 +41,10 @@ echo
 echo
 
 for pod in "${pods[@]}"; do
-  [ -f "$cache/$pod.json" ] && continue
-  ip netns add "tsr-demo-$pod" 2>/dev/null || true
-  ip -n "tsr-demo-$pod" link set lo up
-  prev=$(cni_exec ptp ADD "$pod" "$(ptp_config)")
+  [ -f "$CHAIN_STATE/$pod.json" ] && continue
   start=$(date +%s%N)
-  cni_exec tessera-cni ADD "$pod" "$(tessera_config "$pod" "$prev")" >"$cache/$pod.json"
-  echo "pod $pod: CNI ADD returned in $((($(date +%s%N) - start) / 1000000)) ms with policy in force"
+  chain_add "$pod" "[\"app=$pod\"]"
+  echo "pod $pod: ptp + tessera-cni ADD returned in $((($(date +%s%N) - start) / 1000000)) ms with policy in force"
 done
 
 cat >"$state/backend-policy.yaml" <<'YAML'
@@ -102,10 +72,10 @@ echo
 echo "--- endpoints"; "$tessera" endpoint list
 echo; echo "--- identities"; "$tessera" identity list
 echo; echo "--- selectors"; "$tessera" selectors
-backend_id=$("$tessera" endpoint get --container-id demo-backend -o json | jq -r .id)
+backend_id=$("$tessera" endpoint get --container-id tessera-demo-backend -o json | jq -r .id)
 echo; echo "--- realised policy of the backend (endpoint $backend_id)"; "$tessera" datapath policy get "$backend_id"
 
-backend_ip=$("$tessera" endpoint get --container-id demo-backend -o json | jq -r '.ips[0]')
+backend_ip=$(chain_ip backend)
 if "$tessera" status -o json | jq -e '.services[] | select(.service=="datapath") | .backend | startswith("bpf")' >/dev/null; then
   echo; echo "--- enforcement with real TCP"
   for port in 8080 9090; do

@@ -21,7 +21,7 @@ for plugin in protoc-gen-swift protoc-gen-grpc-swift-2; do
   [ -x "$bin/$plugin" ] || swift build --product "$plugin"
 done
 
-mapfile -t protos < <(cd proto && find . -name '*.proto' | sed 's|^\./||' | sort)
+mapfile -t protos < <(cd proto && find . -name '*.proto' | sed 's|^\./||' | LC_ALL=C sort)
 
 swift_out=Sources/TesseraProto
 rm -f "$swift_out"/*.pb.swift "$swift_out"/*.grpc.swift
@@ -39,7 +39,7 @@ mkdir -p "$c_out"
 rm -rf "$c_out"/tessera "$c_out"/grpc
 protoc-c -I proto --c_out="$c_out" tessera/common/v1/common.proto tessera/endpoint/v1/endpoint.proto grpc/health/v1/health.proto
 
-protoc -I proto --include_imports --descriptor_set_out=proto/generated.binpb "${protos[@]}"
+protoc -I proto --include_imports --include_source_info --descriptor_set_out=proto/generated.binpb "${protos[@]}"
 if $update_baseline || [ ! -f proto/baseline.binpb ]; then
   cp proto/generated.binpb proto/baseline.binpb
   echo "generate-proto: wire baseline updated (proto/baseline.binpb)"

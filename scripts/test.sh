@@ -24,6 +24,7 @@ run "swift tests" swift test
 run "tessera-cni unit tests + vectors" make -s -C Sources/tessera-cni test
 run "tessera-cni fuzzing (bounded)" make -s -C Sources/tessera-cni fuzz FUZZ_TIME=${FUZZ_TIME:-15}
 run "end-to-end CNI (netns, ptp + host-local + tessera-cni)" bash Tests/tessera-cniTests/e2e.sh
+run "end-to-end policy in the kernel (real TCP between pods)" bash Tests/e2e/policy_e2e.sh
 
 echo
 if ((${#failures[@]})); then

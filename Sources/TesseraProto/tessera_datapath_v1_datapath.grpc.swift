@@ -111,6 +111,32 @@ public enum Tessera_Datapath_V1_DatapathService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ListConntrack" metadata.
+        public enum ListConntrack: Sendable {
+            /// Request type for "ListConntrack".
+            public typealias Input = Tessera_Datapath_V1_ListConntrackRequest
+            /// Response type for "ListConntrack".
+            public typealias Output = Tessera_Datapath_V1_ListConntrackResponse
+            /// Descriptor for "ListConntrack".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "tessera.datapath.v1.DatapathService"),
+                method: "ListConntrack",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetEndpointCounters" metadata.
+        public enum GetEndpointCounters: Sendable {
+            /// Request type for "GetEndpointCounters".
+            public typealias Input = Tessera_Datapath_V1_GetEndpointCountersRequest
+            /// Response type for "GetEndpointCounters".
+            public typealias Output = Tessera_Datapath_V1_EndpointCounters
+            /// Descriptor for "GetEndpointCounters".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "tessera.datapath.v1.DatapathService"),
+                method: "GetEndpointCounters",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "tessera.datapath.v1.DatapathService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             RealizeEndpointPolicy.descriptor,
@@ -119,7 +145,9 @@ public enum Tessera_Datapath_V1_DatapathService: Sendable {
             DeleteIPCache.descriptor,
             ListIPCache.descriptor,
             GetEndpointPolicy.descriptor,
-            ListEndpoints.descriptor
+            ListEndpoints.descriptor,
+            ListConntrack.descriptor,
+            GetEndpointCounters.descriptor
         ]
     }
 }
@@ -261,6 +289,42 @@ extension Tessera_Datapath_V1_DatapathService {
             request: GRPCCore.StreamingServerRequest<Tessera_Datapath_V1_ListDatapathEndpointsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Datapath_V1_ListDatapathEndpointsResponse>
+
+        /// Handle the "ListConntrack" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Connections the datapath tracks (read from the kernel's conntrack map).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Tessera_Datapath_V1_ListConntrackRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Tessera_Datapath_V1_ListConntrackResponse` messages.
+        func listConntrack(
+            request: GRPCCore.StreamingServerRequest<Tessera_Datapath_V1_ListConntrackRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Datapath_V1_ListConntrackResponse>
+
+        /// Handle the "GetEndpointCounters" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Forwarded and dropped packets per direction. Errors: NOT_FOUND.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Tessera_Datapath_V1_GetEndpointCountersRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Tessera_Datapath_V1_EndpointCounters` messages.
+        func getEndpointCounters(
+            request: GRPCCore.StreamingServerRequest<Tessera_Datapath_V1_GetEndpointCountersRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Datapath_V1_EndpointCounters>
     }
 
     /// Service protocol for the "tessera.datapath.v1.DatapathService" service.
@@ -386,6 +450,42 @@ extension Tessera_Datapath_V1_DatapathService {
             request: GRPCCore.ServerRequest<Tessera_Datapath_V1_ListDatapathEndpointsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Tessera_Datapath_V1_ListDatapathEndpointsResponse>
+
+        /// Handle the "ListConntrack" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Connections the datapath tracks (read from the kernel's conntrack map).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Datapath_V1_ListConntrackRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Tessera_Datapath_V1_ListConntrackResponse` message.
+        func listConntrack(
+            request: GRPCCore.ServerRequest<Tessera_Datapath_V1_ListConntrackRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Tessera_Datapath_V1_ListConntrackResponse>
+
+        /// Handle the "GetEndpointCounters" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Forwarded and dropped packets per direction. Errors: NOT_FOUND.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Datapath_V1_GetEndpointCountersRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Tessera_Datapath_V1_EndpointCounters` message.
+        func getEndpointCounters(
+            request: GRPCCore.ServerRequest<Tessera_Datapath_V1_GetEndpointCountersRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Tessera_Datapath_V1_EndpointCounters>
     }
 
     /// Simple service protocol for the "tessera.datapath.v1.DatapathService" service.
@@ -509,6 +609,42 @@ extension Tessera_Datapath_V1_DatapathService {
             request: Tessera_Datapath_V1_ListDatapathEndpointsRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Tessera_Datapath_V1_ListDatapathEndpointsResponse
+
+        /// Handle the "ListConntrack" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Connections the datapath tracks (read from the kernel's conntrack map).
+        ///
+        /// - Parameters:
+        ///   - request: A `Tessera_Datapath_V1_ListConntrackRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Tessera_Datapath_V1_ListConntrackResponse` to respond with.
+        func listConntrack(
+            request: Tessera_Datapath_V1_ListConntrackRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Tessera_Datapath_V1_ListConntrackResponse
+
+        /// Handle the "GetEndpointCounters" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Forwarded and dropped packets per direction. Errors: NOT_FOUND.
+        ///
+        /// - Parameters:
+        ///   - request: A `Tessera_Datapath_V1_GetEndpointCountersRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Tessera_Datapath_V1_EndpointCounters` to respond with.
+        func getEndpointCounters(
+            request: Tessera_Datapath_V1_GetEndpointCountersRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Tessera_Datapath_V1_EndpointCounters
     }
 }
 
@@ -593,6 +729,28 @@ extension Tessera_Datapath_V1_DatapathService.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Tessera_Datapath_V1_DatapathService.Method.ListConntrack.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Datapath_V1_ListConntrackRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Datapath_V1_ListConntrackResponse>(),
+            handler: { request, context in
+                try await self.listConntrack(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Tessera_Datapath_V1_DatapathService.Method.GetEndpointCounters.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Datapath_V1_GetEndpointCountersRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Datapath_V1_EndpointCounters>(),
+            handler: { request, context in
+                try await self.getEndpointCounters(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -670,6 +828,28 @@ extension Tessera_Datapath_V1_DatapathService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Datapath_V1_ListDatapathEndpointsResponse> {
         let response = try await self.listEndpoints(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listConntrack(
+        request: GRPCCore.StreamingServerRequest<Tessera_Datapath_V1_ListConntrackRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Datapath_V1_ListConntrackResponse> {
+        let response = try await self.listConntrack(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getEndpointCounters(
+        request: GRPCCore.StreamingServerRequest<Tessera_Datapath_V1_GetEndpointCountersRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Datapath_V1_EndpointCounters> {
+        let response = try await self.getEndpointCounters(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -764,6 +944,32 @@ extension Tessera_Datapath_V1_DatapathService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Tessera_Datapath_V1_ListDatapathEndpointsResponse> {
         return GRPCCore.ServerResponse<Tessera_Datapath_V1_ListDatapathEndpointsResponse>(
             message: try await self.listEndpoints(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listConntrack(
+        request: GRPCCore.ServerRequest<Tessera_Datapath_V1_ListConntrackRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Tessera_Datapath_V1_ListConntrackResponse> {
+        return GRPCCore.ServerResponse<Tessera_Datapath_V1_ListConntrackResponse>(
+            message: try await self.listConntrack(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getEndpointCounters(
+        request: GRPCCore.ServerRequest<Tessera_Datapath_V1_GetEndpointCountersRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Tessera_Datapath_V1_EndpointCounters> {
+        return GRPCCore.ServerResponse<Tessera_Datapath_V1_EndpointCounters>(
+            message: try await self.getEndpointCounters(
                 request: request.message,
                 context: context
             ),
@@ -930,6 +1136,52 @@ extension Tessera_Datapath_V1_DatapathService {
             deserializer: some GRPCCore.MessageDeserializer<Tessera_Datapath_V1_ListDatapathEndpointsResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Datapath_V1_ListDatapathEndpointsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListConntrack" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Connections the datapath tracks (read from the kernel's conntrack map).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Datapath_V1_ListConntrackRequest` message.
+        ///   - serializer: A serializer for `Tessera_Datapath_V1_ListConntrackRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Datapath_V1_ListConntrackResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listConntrack<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Datapath_V1_ListConntrackRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Datapath_V1_ListConntrackRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Datapath_V1_ListConntrackResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Datapath_V1_ListConntrackResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetEndpointCounters" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Forwarded and dropped packets per direction. Errors: NOT_FOUND.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Datapath_V1_GetEndpointCountersRequest` message.
+        ///   - serializer: A serializer for `Tessera_Datapath_V1_GetEndpointCountersRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Datapath_V1_EndpointCounters` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getEndpointCounters<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Datapath_V1_GetEndpointCountersRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Datapath_V1_GetEndpointCountersRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Datapath_V1_EndpointCounters>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Datapath_V1_EndpointCounters>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1176,6 +1428,74 @@ extension Tessera_Datapath_V1_DatapathService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ListConntrack" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Connections the datapath tracks (read from the kernel's conntrack map).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Datapath_V1_ListConntrackRequest` message.
+        ///   - serializer: A serializer for `Tessera_Datapath_V1_ListConntrackRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Datapath_V1_ListConntrackResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listConntrack<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Datapath_V1_ListConntrackRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Datapath_V1_ListConntrackRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Datapath_V1_ListConntrackResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Datapath_V1_ListConntrackResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Tessera_Datapath_V1_DatapathService.Method.ListConntrack.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetEndpointCounters" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Forwarded and dropped packets per direction. Errors: NOT_FOUND.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Datapath_V1_GetEndpointCountersRequest` message.
+        ///   - serializer: A serializer for `Tessera_Datapath_V1_GetEndpointCountersRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Datapath_V1_EndpointCounters` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getEndpointCounters<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Datapath_V1_GetEndpointCountersRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Datapath_V1_GetEndpointCountersRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Datapath_V1_EndpointCounters>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Datapath_V1_EndpointCounters>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Tessera_Datapath_V1_DatapathService.Method.GetEndpointCounters.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1366,6 +1686,64 @@ extension Tessera_Datapath_V1_DatapathService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Datapath_V1_ListDatapathEndpointsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Datapath_V1_ListDatapathEndpointsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListConntrack" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Connections the datapath tracks (read from the kernel's conntrack map).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Tessera_Datapath_V1_ListConntrackRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listConntrack<Result>(
+        request: GRPCCore.ClientRequest<Tessera_Datapath_V1_ListConntrackRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Datapath_V1_ListConntrackResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listConntrack(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Datapath_V1_ListConntrackRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Datapath_V1_ListConntrackResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetEndpointCounters" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Forwarded and dropped packets per direction. Errors: NOT_FOUND.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Tessera_Datapath_V1_GetEndpointCountersRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getEndpointCounters<Result>(
+        request: GRPCCore.ClientRequest<Tessera_Datapath_V1_GetEndpointCountersRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Datapath_V1_EndpointCounters>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getEndpointCounters(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Datapath_V1_GetEndpointCountersRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Datapath_V1_EndpointCounters>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1586,6 +1964,72 @@ extension Tessera_Datapath_V1_DatapathService.ClientProtocol {
             metadata: metadata
         )
         return try await self.listEndpoints(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListConntrack" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Connections the datapath tracks (read from the kernel's conntrack map).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listConntrack<Result>(
+        _ message: Tessera_Datapath_V1_ListConntrackRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Datapath_V1_ListConntrackResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Tessera_Datapath_V1_ListConntrackRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listConntrack(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetEndpointCounters" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Forwarded and dropped packets per direction. Errors: NOT_FOUND.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getEndpointCounters<Result>(
+        _ message: Tessera_Datapath_V1_GetEndpointCountersRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Datapath_V1_EndpointCounters>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Tessera_Datapath_V1_GetEndpointCountersRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getEndpointCounters(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -229,6 +229,89 @@ public nonisolated struct Tessera_Datapath_V1_ListDatapathEndpointsResponse: Sen
   public init() {}
 }
 
+public nonisolated struct Tessera_Datapath_V1_ListConntrackRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Tessera_Datapath_V1_ConntrackEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var source: String = String()
+
+  public var destination: String = String()
+
+  public var sourcePort: UInt32 = 0
+
+  public var destinationPort: UInt32 = 0
+
+  public var `protocol`: Tessera_Common_V1_Protocol = .any
+
+  public var endpointID: UInt64 = 0
+
+  public var direction: Tessera_Common_V1_Direction = .unspecified
+
+  public var packets: UInt64 = 0
+
+  /// Nanoseconds since the entry last saw a packet.
+  public var idleNanoseconds: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Tessera_Datapath_V1_ListConntrackResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var entries: [Tessera_Datapath_V1_ConntrackEntry] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Tessera_Datapath_V1_GetEndpointCountersRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var endpointID: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Tessera_Datapath_V1_EndpointCounters: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var endpointID: UInt64 = 0
+
+  public var ingressForwarded: UInt64 = 0
+
+  public var ingressDropped: UInt64 = 0
+
+  public var egressForwarded: UInt64 = 0
+
+  public var egressDropped: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "tessera.datapath.v1"
@@ -694,6 +777,205 @@ nonisolated extension Tessera_Datapath_V1_ListDatapathEndpointsResponse: SwiftPr
 
   public static func ==(lhs: Tessera_Datapath_V1_ListDatapathEndpointsResponse, rhs: Tessera_Datapath_V1_ListDatapathEndpointsResponse) -> Bool {
     if lhs.endpoints != rhs.endpoints {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Datapath_V1_ListConntrackRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListConntrackRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Datapath_V1_ListConntrackRequest, rhs: Tessera_Datapath_V1_ListConntrackRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Datapath_V1_ConntrackEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConntrackEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}source\0\u{1}destination\0\u{3}source_port\0\u{3}destination_port\0\u{1}protocol\0\u{3}endpoint_id\0\u{1}direction\0\u{1}packets\0\u{3}idle_nanoseconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.source) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.destination) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.sourcePort) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.destinationPort) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.`protocol`) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.endpointID) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.direction) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.packets) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.idleNanoseconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.source.isEmpty {
+      try visitor.visitSingularStringField(value: self.source, fieldNumber: 1)
+    }
+    if !self.destination.isEmpty {
+      try visitor.visitSingularStringField(value: self.destination, fieldNumber: 2)
+    }
+    if self.sourcePort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.sourcePort, fieldNumber: 3)
+    }
+    if self.destinationPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.destinationPort, fieldNumber: 4)
+    }
+    if self.`protocol` != .any {
+      try visitor.visitSingularEnumField(value: self.`protocol`, fieldNumber: 5)
+    }
+    if self.endpointID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.endpointID, fieldNumber: 6)
+    }
+    if self.direction != .unspecified {
+      try visitor.visitSingularEnumField(value: self.direction, fieldNumber: 7)
+    }
+    if self.packets != 0 {
+      try visitor.visitSingularUInt64Field(value: self.packets, fieldNumber: 8)
+    }
+    if self.idleNanoseconds != 0 {
+      try visitor.visitSingularUInt64Field(value: self.idleNanoseconds, fieldNumber: 9)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Datapath_V1_ConntrackEntry, rhs: Tessera_Datapath_V1_ConntrackEntry) -> Bool {
+    if lhs.source != rhs.source {return false}
+    if lhs.destination != rhs.destination {return false}
+    if lhs.sourcePort != rhs.sourcePort {return false}
+    if lhs.destinationPort != rhs.destinationPort {return false}
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.endpointID != rhs.endpointID {return false}
+    if lhs.direction != rhs.direction {return false}
+    if lhs.packets != rhs.packets {return false}
+    if lhs.idleNanoseconds != rhs.idleNanoseconds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Datapath_V1_ListConntrackResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListConntrackResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entries\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.entries.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Datapath_V1_ListConntrackResponse, rhs: Tessera_Datapath_V1_ListConntrackResponse) -> Bool {
+    if lhs.entries != rhs.entries {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Datapath_V1_GetEndpointCountersRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetEndpointCountersRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}endpoint_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.endpointID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.endpointID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.endpointID, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Datapath_V1_GetEndpointCountersRequest, rhs: Tessera_Datapath_V1_GetEndpointCountersRequest) -> Bool {
+    if lhs.endpointID != rhs.endpointID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Datapath_V1_EndpointCounters: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EndpointCounters"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}endpoint_id\0\u{3}ingress_forwarded\0\u{3}ingress_dropped\0\u{3}egress_forwarded\0\u{3}egress_dropped\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.endpointID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.ingressForwarded) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.ingressDropped) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.egressForwarded) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.egressDropped) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.endpointID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.endpointID, fieldNumber: 1)
+    }
+    if self.ingressForwarded != 0 {
+      try visitor.visitSingularUInt64Field(value: self.ingressForwarded, fieldNumber: 2)
+    }
+    if self.ingressDropped != 0 {
+      try visitor.visitSingularUInt64Field(value: self.ingressDropped, fieldNumber: 3)
+    }
+    if self.egressForwarded != 0 {
+      try visitor.visitSingularUInt64Field(value: self.egressForwarded, fieldNumber: 4)
+    }
+    if self.egressDropped != 0 {
+      try visitor.visitSingularUInt64Field(value: self.egressDropped, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Datapath_V1_EndpointCounters, rhs: Tessera_Datapath_V1_EndpointCounters) -> Bool {
+    if lhs.endpointID != rhs.endpointID {return false}
+    if lhs.ingressForwarded != rhs.ingressForwarded {return false}
+    if lhs.ingressDropped != rhs.ingressDropped {return false}
+    if lhs.egressForwarded != rhs.egressForwarded {return false}
+    if lhs.egressDropped != rhs.egressDropped {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

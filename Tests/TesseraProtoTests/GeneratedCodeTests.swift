@@ -21,8 +21,8 @@ struct GeneratedCodeTests {
   }
 
   /// The check above would catch an edit: the same comparison on an edited copy of proto/ fails.
-  /// (Comment-only edits are not caught: like the script, protoc here runs without
-  /// `--include_source_info`, so comments are not in the descriptor set.)
+  /// Comment-only edits count too: the generated Swift carries the comments, and the
+  /// descriptor set is built with `--include_source_info`.
   @Test(
     "an edited .proto no longer matches proto/generated.binpb",
     .enabled(if: Protoc.isInstalled, Protoc.skipReason),
@@ -30,6 +30,7 @@ struct GeneratedCodeTests {
       ("tessera/common/v1/common.proto", "  string value = 3;\n", "  string value = 3;\n  string note = 4;\n"),
       ("tessera/endpoint/v1/endpoint.proto", "  string netns = 13;", "  string net_ns = 13;"),
       ("grpc/health/v1/health.proto", "    SERVICE_UNKNOWN = 3;", "    SERVICE_UNKNOWN = 3;\n    DRAINING = 4;"),
+      ("tessera/endpoint/v1/endpoint.proto", "  // Host side of the veth; empty", "  // The host side of the veth; empty"),
     ]
   )
   func editedProtoIsDetected(file: String, old: String, new: String) throws {

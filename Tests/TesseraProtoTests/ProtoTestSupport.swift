@@ -58,7 +58,7 @@ enum Protoc {
     return path != nil
   }
 
-  /// Runs `protoc -I proto --include_imports --descriptor_set_out=<tmp> <all .proto files>`
+  /// Runs `protoc -I proto --include_imports --include_source_info --descriptor_set_out=<tmp> <all .proto files>`
   /// from the repository root, exactly as `scripts/generate-proto.sh` does, and decodes the result.
   /// `root` is another directory with a `proto/` inside (for tests on edited copies).
   static func currentDescriptorSet(root: URL = Repo.root) throws -> Google_Protobuf_FileDescriptorSet {
@@ -70,7 +70,7 @@ enum Protoc {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.currentDirectoryURL = root
-    process.arguments = ["-I", "proto", "--include_imports", "--descriptor_set_out=\(out.path)"]
+    process.arguments = ["-I", "proto", "--include_imports", "--include_source_info", "--descriptor_set_out=\(out.path)"]
       + (try Repo.protoFiles(in: root.appendingPathComponent("proto")))
     let stderr = Pipe()
     process.standardError = stderr

@@ -39,6 +39,7 @@ fi
 
 tmp=$(mktemp -d /tmp/tsr-e2e.XXXXXX)
 RUN=$tmp/run
+PIN=/sys/fs/bpf/tessera-cni-e2e-$$
 mkdir -p "$RUN" "$tmp/cache" "$tmp/ipam"
 SOCK=$RUN/endpoint.sock
 CLI_OPTS=(${TESSERA_CLI_OPTS:---run-dir $RUN})
@@ -63,7 +64,7 @@ node_up() {
     /usr/bin/python3 "$here/fake_endpointd.py" "$SOCK" "$RUN" >"$tmp/fake.log" 2>&1 &
     fake_pid=$!
   else
-    "$TESSERA_BIN/tessera" node up --run-dir "$RUN" --state-dir "$tmp/state" --detach >"$tmp/node-up.log" 2>&1 || {
+    "$TESSERA_BIN/tessera" node up --run-dir "$RUN" --state-dir "$tmp/state" --bpf-pin-dir "$PIN" --detach >"$tmp/node-up.log" 2>&1 || {
       cat "$tmp/node-up.log"
       return 1
     }
@@ -105,7 +106,7 @@ cleanup() {
   done
   # Host routes ptp leaves when a DEL failed (its veth went away with the namespace).
   ip route show | awk '$1 ~ /^10\.199\.0\./ {print $1}' | while read -r r; do ip route del "$r" 2>/dev/null; done
-  rm -rf "$tmp"
+  rm -rf "$tmp" "$PIN"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -6,7 +6,7 @@ import TesseraRuntime
 struct DatapathCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "datapath", abstract: "Inspect what the datapath has realised.",
-    subcommands: [DatapathPolicy.self, DatapathIPCache.self])
+    subcommands: [DatapathPolicy.self, DatapathIPCache.self, DatapathConntrack.self, DatapathCounters.self])
 }
 
 struct DatapathPolicy: AsyncParsableCommand {
@@ -72,6 +72,65 @@ struct DatapathIPCacheList: AsyncParsableCommand {
       try printJSON(["entries": result.entries.map { ["prefix": $0.prefix, "identity": Int($0.identity)] }])
     } else {
       printTable(["PREFIX", "IDENTITY"], result.entries.map { [$0.prefix, String($0.identity)] })
+    }
+  }
+}
+
+struct DatapathConntrack: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "ct", abstract: "Conntrack.", subcommands: [DatapathConntrackList.self])
+}
+
+struct DatapathConntrackList: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "list", abstract: "List tracked connections, read from the kernel's conntrack map.")
+  @OptionGroup var global: GlobalOptions
+
+  func run() async throws {
+    let result = try await global.withClient(.datapath) { client, options in
+      try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).listConntrack(.init(), options: options)
+    }
+    let protocols: [Tessera_Common_V1_Protocol: String] = [.tcp: "TCP", .udp: "UDP", .sctp: "SCTP", .any: "ANY"]
+    if global.output == .json {
+      try printJSON(["entries": result.entries.map {
+        [
+          "endpoint": Int($0.endpointID), "direction": $0.direction == .ingress ? "ingress" : "egress",
+          "protocol": protocols[$0.protocol] ?? "ANY", "source": $0.source, "sourcePort": Int($0.sourcePort),
+          "destination": $0.destination, "destinationPort": Int($0.destinationPort), "packets": Int($0.packets),
+          "idleMs": Int($0.idleNanoseconds / 1_000_000),
+        ] as [String: Any]
+      }])
+    } else {
+      printTable(["ENDPOINT", "DIR", "PROTO", "SOURCE", "DESTINATION", "PACKETS", "IDLE"], result.entries.map {
+        [
+          String($0.endpointID), $0.direction == .ingress ? "ingress" : "egress", protocols[$0.protocol] ?? "ANY",
+          "\($0.source):\($0.sourcePort)", "\($0.destination):\($0.destinationPort)", String($0.packets),
+          "\($0.idleNanoseconds / 1_000_000) ms",
+        ]
+      })
+    }
+  }
+}
+
+struct DatapathCounters: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "counters", abstract: "Forwarded and dropped packets of an endpoint, by direction.")
+  @OptionGroup var global: GlobalOptions
+  @Argument(help: "Endpoint ID.") var endpoint: UInt64
+
+  func run() async throws {
+    let id = endpoint
+    let counters = try await global.withClient(.datapath) { client, options in
+      try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).getEndpointCounters(.with { $0.endpointID = id }, options: options)
+    }
+    if global.output == .json {
+      try printJSON([
+        "endpoint": Int(counters.endpointID), "ingressForwarded": Int(counters.ingressForwarded),
+        "ingressDropped": Int(counters.ingressDropped), "egressForwarded": Int(counters.egressForwarded),
+        "egressDropped": Int(counters.egressDropped),
+      ])
+    } else {
+      printTable(["DIRECTION", "FORWARDED", "DROPPED"], [
+        ["ingress", String(counters.ingressForwarded), String(counters.ingressDropped)],
+        ["egress", String(counters.egressForwarded), String(counters.egressDropped)],
+      ])
     }
   }
 }

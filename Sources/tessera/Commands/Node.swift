@@ -27,6 +27,9 @@ struct NodeUp: AsyncParsableCommand {
   @Option(help: "Datapath backend: auto, bpf or memory (test backend).")
   var datapathBackend: String = "auto"
 
+  @Option(help: "bpffs directory for the datapath's pinned maps and programs (one per node).")
+  var bpfPinDir: String?
+
   @Option(help: "Daemon log format: plain or json.")
   var logFormat: String = "plain"
 
@@ -55,7 +58,10 @@ struct NodeUp: AsyncParsableCommand {
         "--run-dir", run.path, "--state-dir", stateDir, "--node-name", nodeName,
         "--log-format", logFormat, "--log-level", logLevel,
       ]
-      if service == .datapath { arguments += ["--backend", datapathBackend] }
+      if service == .datapath {
+        arguments += ["--backend", datapathBackend]
+        if let bpfPinDir { arguments += ["--bpf-pin-dir", bpfPinDir] }
+      }
       let pid = try spawnDaemon(executable, arguments, log: run.logPath(for: service))
       started.append(pid)
       do {
