@@ -105,6 +105,12 @@ let package = Package(
       dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO, argumentParser],
       swiftSettings: strictSwift
     ),
+    // Benchmarks against floors measured in the same run; writes BENCHMARKS.md (scripts/bench.sh).
+    .executableTarget(
+      name: "tessera-bench",
+      dependencies: ["PolicyService", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO, argumentParser],
+      swiftSettings: strictSwift
+    ),
     .testTarget(name: "TesseraCoreTests", dependencies: ["TesseraCore"], swiftSettings: strictSwift),
     .testTarget(
       name: "TesseraProtoTests",
