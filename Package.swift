@@ -108,7 +108,7 @@ let package = Package(
     // Benchmarks against floors measured in the same run; writes BENCHMARKS.md (scripts/bench.sh).
     .executableTarget(
       name: "tessera-bench",
-      dependencies: ["PolicyService", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO, argumentParser],
+      dependencies: ["DatapathService", "PolicyService", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO, argumentParser],
       swiftSettings: strictSwift
     ),
     .testTarget(name: "TesseraCoreTests", dependencies: ["TesseraCore"], swiftSettings: strictSwift),
