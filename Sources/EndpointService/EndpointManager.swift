@@ -65,13 +65,13 @@ public final class EndpointManager: Sendable {
   /// datapath state removed and the endpoint forgotten.
   public func createEndpoint(_ spec: EndpointSpec, sync: Bool) async throws(EndpointError) -> Endpoint {
     try spec.validate()
-    let deadline = ContinuousClock.now + configuration.requestTimeout
+    let started = ContinuousClock.now
+    let deadline = started + configuration.requestTimeout
     let endpoint = try registry.register(spec)
     var logger = self.logger
     logger[metadataKey: "endpoint.id"] = "\(endpoint.id)"
     logger[metadataKey: "container.id"] = "\(spec.containerID)"
     logger.debug("endpoint registered", metadata: ["state": "\(endpoint.state.rawValue)"])
-    persist(endpoint.id)
 
     let flow: @Sendable () async throws(EndpointError) -> Void = { [self] () async throws(EndpointError) in
       let workloadLabels = try await metadata.resolve(namespace: spec.namespace, podName: spec.podName, deadline: deadline)
@@ -98,7 +98,9 @@ public final class EndpointManager: Sendable {
     guard let ready = registry.endpoint(id: endpoint.id) else {
       throw EndpointError(code: .notFound, message: "endpoint \(endpoint.id) was deleted while it was being created")
     }
-    logger.info("endpoint ready", metadata: ["identity": "\(ready.identity)", "policyRevision": "\(ready.policyRevision)"])
+    logger.info("endpoint ready", metadata: [
+      "identity": "\(ready.identity)", "policyRevision": "\(ready.policyRevision)", "took": "\(ContinuousClock.now - started)",
+    ])
     return ready
   }
 
@@ -121,8 +123,9 @@ public final class EndpointManager: Sendable {
       endpoint.identityRevision += 1
       return endpoint.identityRevision
     }
-    persist(endpointID)
+    let allocationStart = ContinuousClock.now
     let (identity, isNew) = try await identities.allocateIdentity(labels: labels)
+    let allocationTime = ContinuousClock.now - allocationStart
 
     enum Outcome { case applied(previous: NumericIdentity), stale, gone }
     let outcome: Outcome
@@ -151,6 +154,7 @@ public final class EndpointManager: Sendable {
     case .applied(let previous):
       logger.debug("identity resolved", metadata: [
         "endpoint.id": "\(endpointID)", "identity": "\(identity.id)", "isNew": "\(isNew)", "previous": "\(previous)",
+        "allocation": "\(allocationTime)",
       ])
       persist(endpointID)
       if previous != .unknown {
@@ -211,8 +215,14 @@ public final class EndpointManager: Sendable {
     }
     guard let (snapshot, generation) = started else { return }
     do {
+      let computeStart = ContinuousClock.now
       let desired = try await policy.computePolicy(for: SecurityIdentity(id: snapshot.identity, labels: snapshot.identityLabels))
+      let realizeStart = ContinuousClock.now
       let realized = try await datapath.realize(endpoint: snapshot, policy: desired)
+      logger.debug("regenerated", metadata: [
+        "endpoint.id": "\(endpointID)", "revision": "\(realized)", "entries": "\(desired.entries.count)",
+        "compute": "\(realizeStart - computeStart)", "realize": "\(ContinuousClock.now - realizeStart)",
+      ])
       let finished = try registry.update(id: endpointID) { (endpoint) throws(EndpointError) -> UInt64 in
         _ = try endpoint.stateMachine.handle(.regenerationFinished)
         if endpoint.identity == snapshot.identity {
@@ -384,6 +394,9 @@ public final class EndpointManager: Sendable {
     return (saved.count - removed, removed)
   }
 
+  /// Saves the endpoint once it holds an identity reference (so a restart can
+  /// release or keep it) and after each realised regeneration. Labels alone are
+  /// not saved: until their identity is set, the saved labels and identity agree.
   private func persist(_ id: UInt64) {
     guard let store, let endpoint = registry.endpoint(id: id) else { return }
     do { try store.save(endpoint) } catch {
