@@ -33,6 +33,7 @@ public final class EndpointManager: Sendable {
   private let store: EndpointStateStore?
   private let logger: Logger
   private let queueBox = QueueBox()
+  private let policyCache = PolicyCache()
 
   /// Lets the queue call back into the manager without a retain cycle at init.
   private final class QueueBox: Sendable {
@@ -216,7 +217,9 @@ public final class EndpointManager: Sendable {
     guard let (snapshot, generation) = started else { return }
     do {
       let computeStart = ContinuousClock.now
-      let desired = try await policy.computePolicy(for: SecurityIdentity(id: snapshot.identity, labels: snapshot.identityLabels))
+      let desired = try await policyCache.policy(for: SecurityIdentity(id: snapshot.identity, labels: snapshot.identityLabels)) {
+        (identity) async throws(EndpointError) in try await policy.computePolicy(for: identity)
+      }
       let realizeStart = ContinuousClock.now
       let realized = try await datapath.realize(endpoint: snapshot, policy: desired)
       logger.debug("regenerated", metadata: [
@@ -264,6 +267,8 @@ public final class EndpointManager: Sendable {
 
   /// A rule or selection changed in the policy service: regenerate the endpoints it may affect.
   public func policyChanged(_ change: PolicyChange) {
+    // Before anything is regenerated, so no regeneration reuses a policy from before the change.
+    policyCache.invalidate(change.affectedIdentities)
     let affected = registry.all().filter { endpoint in
       guard endpoint.identity != .unknown else { return false }
       // A blanket change at the revision the endpoint already realised (the
