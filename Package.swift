@@ -45,6 +45,18 @@ let package = Package(
       dependencies: [grpcCore, grpcProtobuf, swiftProtobuf],
       swiftSettings: [.swiftLanguageMode(.v6)]
     ),
+    // etcd's v3 API client, generated from third_party/etcd (scripts/generate-proto.sh).
+    .target(
+      name: "EtcdProto",
+      dependencies: [grpcCore, grpcProtobuf, swiftProtobuf],
+      swiftSettings: [.swiftLanguageMode(.v6)]
+    ),
+    // A client of etcd clusters: failover across members, lease keepalive, watches.
+    .target(
+      name: "TesseraEtcd",
+      dependencies: ["EtcdProto", "TesseraRuntime", grpcCore, grpcNIO, logging],
+      swiftSettings: strictSwift
+    ),
     // Domain vocabulary shared by every service: labels, identities, policy entries.
     .target(name: "TesseraCore", dependencies: [], swiftSettings: strictSwift),
     // Process plumbing shared by the daemons: gRPC server/client services, health, logging, locks.
@@ -55,7 +67,7 @@ let package = Package(
     ),
     .target(
       name: "IdentityService",
-      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb],
+      dependencies: ["EtcdProto", "TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb],
       swiftSettings: strictSwift
     ),
     .target(
@@ -82,7 +94,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "tessera-identityd",
-      dependencies: ["IdentityService", "TesseraRuntime", argumentParser],
+      dependencies: ["IdentityService", "TesseraEtcd", "TesseraRuntime", argumentParser, lifecycle],
       swiftSettings: strictSwift
     ),
     .executableTarget(
@@ -111,6 +123,8 @@ let package = Package(
       dependencies: ["DatapathService", "PolicyService", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO, argumentParser],
       swiftSettings: strictSwift
     ),
+    // Test fixtures shared by test targets: a real etcd cluster on loopback.
+    .target(name: "TesseraTestSupport", path: "Tests/TesseraTestSupport", swiftSettings: strictSwift),
     .testTarget(name: "TesseraCoreTests", dependencies: ["TesseraCore"], swiftSettings: strictSwift),
     .testTarget(
       name: "TesseraProtoTests",
@@ -119,7 +133,7 @@ let package = Package(
     ),
     .testTarget(
       name: "IdentityServiceTests",
-      dependencies: ["IdentityService", "TesseraCore", grpcCore],
+      dependencies: ["EtcdProto", "IdentityService", "TesseraCore", "TesseraEtcd", "TesseraRuntime", "TesseraTestSupport", grpcCore],
       swiftSettings: strictSwift
     ),
     .testTarget(
@@ -142,7 +156,7 @@ let package = Package(
     ),
     .testTarget(
       name: "IntegrationTests",
-      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO],
+      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", "TesseraTestSupport", grpcCore, grpcNIO],
       swiftSettings: strictSwift
     ),
   ]

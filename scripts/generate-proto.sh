@@ -33,6 +33,20 @@ protoc -I proto \
   --grpc-swift-2_opt=Visibility=Public,FileNaming=PathToUnderscores,Client=true,Server=true \
   "${protos[@]}"
 
+# etcd's own API (third_party/etcd, imported by scripts/import-etcd-protos.sh):
+# a client only, in its own target.
+etcd_out=Sources/EtcdProto
+mkdir -p "$etcd_out"
+rm -f "$etcd_out"/*.pb.swift "$etcd_out"/*.grpc.swift
+mapfile -t etcd_protos < <(cd third_party/etcd && find etcd -name '*.proto' | LC_ALL=C sort)
+protoc -I third_party/etcd \
+  --plugin=protoc-gen-swift="$bin/protoc-gen-swift" \
+  --plugin=protoc-gen-grpc-swift-2="$bin/protoc-gen-grpc-swift-2" \
+  --swift_out="$etcd_out" --swift_opt=Visibility=Public,FileNaming=PathToUnderscores \
+  --grpc-swift-2_out="$etcd_out" \
+  --grpc-swift-2_opt=Visibility=Public,FileNaming=PathToUnderscores,Client=true,Server=false \
+  "${etcd_protos[@]}"
+
 # The CNI plugin speaks only to the endpoint service.
 c_out=Sources/tessera-cni/proto
 mkdir -p "$c_out"

@@ -12,7 +12,10 @@ scripts/install-deps.sh
 bin=$(scripts/build.sh debug | tail -n 1) || { echo "test: build failed" >&2; exit 1; }
 export TESSERA_BIN=$bin
 
+logs=.build-test-logs
+rm -rf "$logs" && mkdir -p "$logs"
 failures=()
+summaries=()
 run() { # name command...
   local name=$1
   shift
@@ -20,14 +23,39 @@ run() { # name command...
   if "$@"; then echo "=== $name: ok"; else echo "=== $name: FAILED"; failures+=("$name"); fi
 }
 
-run "swift tests" swift test
+# Long outputs go to a log; what failed is repeated at the very end, where a
+# reader of a truncated CI log looks first.
+swift_tests() {
+  swift test 2>&1 | tee "$logs/swift-test.log"
+  local status=${PIPESTATUS[0]}
+  if ((status != 0)); then
+    summaries+=("swift test exited $status; failing tests and issues:")
+    mapfile -t -O "${#summaries[@]}" summaries < <(grep -E "✘|recorded an issue|error:|Fatal error|signal [0-9]+|Crash" "$logs/swift-test.log" | head -n 40)
+    summaries+=("last lines:")
+    mapfile -t -O "${#summaries[@]}" summaries < <(tail -n 15 "$logs/swift-test.log")
+  fi
+  return "$status"
+}
+
+fuzz() {
+  if make -s -C Sources/tessera-cni fuzz FUZZ_TIME="${FUZZ_TIME:-15}" >"$logs/fuzz.log" 2>&1; then
+    grep -E "^Done|stat::number_of_executed_units" "$logs/fuzz.log"
+    return 0
+  fi
+  tail -n 60 "$logs/fuzz.log"
+  summaries+=("fuzzing failed; see $logs/fuzz.log")
+  return 1
+}
+
+run "swift tests" swift_tests
 run "tessera-cni unit tests + vectors" make -s -C Sources/tessera-cni test
-run "tessera-cni fuzzing (bounded)" make -s -C Sources/tessera-cni fuzz FUZZ_TIME=${FUZZ_TIME:-15}
+run "tessera-cni fuzzing (bounded)" fuzz
 run "end-to-end CNI (netns, ptp + host-local + tessera-cni)" bash Tests/tessera-cniTests/e2e.sh
 run "end-to-end policy in the kernel (real TCP between pods)" bash Tests/e2e/policy_e2e.sh
 
 echo
 if ((${#failures[@]})); then
+  for line in "${summaries[@]}"; do echo "test: $line"; done
   echo "test: FAILED: ${failures[*]}"
   exit 1
 fi

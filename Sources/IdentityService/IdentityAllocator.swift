@@ -87,10 +87,31 @@ public final class IdentityAllocator: Sendable {
     let deleted = try await store.collectGarbage(gracePeriodMilliseconds: configuration.gracePeriodMilliseconds)
     guard !deleted.isEmpty else { return [] }
     logger.info("garbage collected identities", metadata: ["identities": "\(deleted.map(\.id))"])
+    // A shared store reports the deletion through followStore(), on every node alike.
+    if store.isShared { return deleted }
     events.publish(.deleted(deleted))
     // The store no longer has them; a policy service that misses this learns it on its next resync.
     try? await batcher.announce(deleted: deleted.map(\.id))
     return deleted
+  }
+
+  /// Follows a shared store until cancelled: identities created or deleted
+  /// anywhere reach the policy service and the watchers here.
+  public func followStore() async throws {
+    try await store.run { [batcher, events, logger] added, deleted in
+      let fresh = added.filter { !batcher.isAnnounced($0.id) }
+      if !fresh.isEmpty {
+        logger.info("identities learned from the store", metadata: ["identities": "\(fresh.map(\.id))"])
+        // The watch stream to the policy service carries them too; this only makes it sooner.
+        try? await batcher.announce(added: fresh)
+        events.publish(.added(fresh))
+      }
+      if !deleted.isEmpty {
+        logger.info("identities deleted in the store", metadata: ["identities": "\(deleted.map(\.id))"])
+        events.publish(.deleted(deleted))
+        try? await batcher.announce(deleted: deleted.map(\.id))
+      }
+    }
   }
 
   /// Every identity, reserved ones first.

@@ -55,4 +55,21 @@ public protocol IdentityStore: Sendable {
 
   /// Deletes identities that have had no reference for at least `gracePeriodMilliseconds`; returns them.
   func collectGarbage(gracePeriodMilliseconds: Int64) async throws(IdentityError) -> [SecurityIdentity]
+
+  /// True when identities can appear or vanish without this process (a shared
+  /// store): ``run(onChange:)`` then reports every change, whoever made it.
+  var isShared: Bool { get }
+
+  /// Keeps the store in step with the world outside this process until the
+  /// task is cancelled, reporting identities added or deleted by anyone.
+  func run(onChange: @escaping @Sendable (_ added: [SecurityIdentity], _ deleted: [SecurityIdentity]) async -> Void) async throws
+}
+
+extension IdentityStore {
+  public var isShared: Bool { false }
+
+  /// A store only this process writes has nothing to follow.
+  public func run(onChange: @escaping @Sendable (_ added: [SecurityIdentity], _ deleted: [SecurityIdentity]) async -> Void) async throws {
+    while true { try await Task.sleep(for: .seconds(3600)) }
+  }
 }

@@ -1,7 +1,9 @@
 import ArgumentParser
 import IdentityService
 import Logging
+import ServiceLifecycle
 import TesseraCore
+import TesseraEtcd
 import TesseraProto
 import TesseraRuntime
 
@@ -14,8 +16,23 @@ struct IdentityDaemon: AsyncParsableCommand {
 
   @OptionGroup var options: DaemonOptions
 
-  @Option(help: "Identity store: sqlite:PATH (default: sqlite:<state-dir>/identity.db).")
+  @Option(help: "Identity store: sqlite:PATH (default: sqlite:<state-dir>/identity.db) or etcd:URL[,URL...] shared by many nodes.")
   var identityStore: String?
+
+  @Option(help: "etcd key prefix; every node of one cluster uses the same.")
+  var etcdPrefix: String = "/tessera/identities"
+
+  @Option(help: "Seconds this node's identity references outlive it in etcd.")
+  var etcdLeaseTTL: Int64 = 30
+
+  @Option(help: "CA bundle (PEM) that signs the etcd members' certificates (https:// endpoints).")
+  var etcdCAFile: String?
+
+  @Option(help: "Client certificate (PEM) for etcd.")
+  var etcdCertFile: String?
+
+  @Option(help: "Client key (PEM) for etcd.")
+  var etcdKeyFile: String?
 
   @Option(help: "Seconds an unreferenced identity is kept before it is deleted.")
   var gracePeriod: Int = 60
@@ -32,9 +49,16 @@ struct IdentityDaemon: AsyncParsableCommand {
   func validate() throws {
     guard gracePeriod >= 0, gcInterval > 0 else { throw ValidationError("--grace-period must be >= 0 and --gc-interval > 0") }
     guard clusterID <= 255 else { throw ValidationError("--cluster-id must be 0...255") }
-    if let identityStore, !identityStore.hasPrefix("sqlite:") {
-      throw ValidationError("--identity-store must be sqlite:PATH (etcd is not supported yet)")
+    if let identityStore {
+      do {
+        _ = try IdentityStoreSpec(parsing: identityStore)
+      } catch {
+        throw ValidationError(error.message)
+      }
     }
+    guard etcdLeaseTTL >= 5 else { throw ValidationError("--etcd-lease-ttl must be at least 5 seconds") }
+    guard (etcdCertFile == nil) == (etcdKeyFile == nil) else { throw ValidationError("--etcd-cert-file and --etcd-key-file go together") }
+    if options.nodeName.contains("/") { throw ValidationError("--node-name must not contain '/'") }
     for rule in labelFilterRules { _ = try LabelFilter.Rule(parsing: rule) }
   }
 
@@ -42,8 +66,25 @@ struct IdentityDaemon: AsyncParsableCommand {
     options.bootstrapLogging()
     let logger = Logger(label: "tessera.identityd")
     let run = options.runDirectory
-    let path = identityStore.map { String($0.dropFirst("sqlite:".count)) } ?? "\(options.stateDir)/identity.db"
-    let store = try SQLiteIdentityStore(path: path, clusterID: clusterID)
+    let spec = try identityStore.map { try IdentityStoreSpec(parsing: $0) } ?? .sqlite(path: "\(options.stateDir)/identity.db")
+    let store: any IdentityStore
+    var storeServices: [any Service] = []
+    switch spec {
+    case .sqlite(let path):
+      store = try SQLiteIdentityStore(path: path, clusterID: clusterID)
+    case .etcd(let endpoints):
+      let etcd = try EtcdClient(
+        configuration: EtcdConfiguration(
+          endpoints: endpoints, tls: .init(caFile: etcdCAFile, certificateFile: etcdCertFile, keyFile: etcdKeyFile)),
+        logger: Logger(label: "tessera.etcd"))
+      store = try EtcdIdentityStore(
+        client: etcd,
+        configuration: .init(
+          prefix: etcdPrefix, leaseTTLSeconds: etcdLeaseTTL, clusterID: clusterID,
+          nodeStatePath: "\(options.stateDir)/identity-node-references.db"),
+        logger: logger)
+      storeServices.append(LoopService { try await etcd.runConnections() })
+    }
 
     let policy = try GRPCClientService(socketPath: run.socketPath(for: .policy))
     var filter = LabelFilter.defaults
@@ -66,7 +107,7 @@ struct IdentityDaemon: AsyncParsableCommand {
     try await Daemon(service: .identity, runDirectory: run, logger: logger).run(
       rpcServices: [IdentityServiceHandler(allocator: allocator, logger: logger)],
       health: health,
-      backgroundServices: [policy, garbageCollector],
+      backgroundServices: storeServices + [policy, garbageCollector, LoopService { try await allocator.followStore() }],
       backend: { store.backendDescription },
       details: { ["node": options.nodeName, "clusterID": "\(clusterID)"] })
   }

@@ -38,7 +38,8 @@ struct GlobalOptions: ParsableArguments {
         try await body(client, options)
       }
     } catch let error as RPCError where error.code == .unavailable {
-      throw CLIError("cannot reach the \(service.rawValue) service at \(socket): \(error.message)")
+      // Either the socket did not answer or a service behind it is down; both are worth a retry.
+      throw CLIError("\(service.rawValue) service (\(socket)) unavailable, try again: \(error.message)")
     } catch let error as RPCError {
       throw CLIError("\(service.rawValue) service: \(error.code): \(error.message)")
     }

@@ -75,7 +75,7 @@ struct InProcessNode {
     let datapathDown = self.datapathDown
     manager = EndpointManager(
       configuration: .init(requestTimeout: .seconds(5), regenerationRetryDelay: .milliseconds(50)),
-      metadata: MetadataResolver(source: workloads, workloadWait: .milliseconds(500)),
+      metadata: MetadataResolver(source: workloads, workloadWait: .seconds(5)),
       identities: Identities(allocator: allocator, down: identityDown),
       policy: Policies(engine: engine),
       datapath: Datapaths(datapath: datapath, down: datapathDown),

@@ -30,6 +30,21 @@ struct NodeUp: AsyncParsableCommand {
   @Option(help: "bpffs directory for the datapath's pinned maps and programs (one per node).")
   var bpfPinDir: String?
 
+  @Option(help: "Identity store: sqlite:PATH (default: <state-dir>/identity.db) or etcd:URL[,URL...] to share identities with other nodes.")
+  var identityStore: String?
+
+  @Option(help: "etcd key prefix (etcd identity store); every node of one cluster uses the same.")
+  var etcdPrefix: String?
+
+  @Option(help: "CA bundle (PEM) for https:// etcd endpoints.")
+  var etcdCAFile: String?
+
+  @Option(help: "Client certificate (PEM) for etcd.")
+  var etcdCertFile: String?
+
+  @Option(help: "Client key (PEM) for etcd.")
+  var etcdKeyFile: String?
+
   @Option(help: "Daemon log format: plain or json.")
   var logFormat: String = "plain"
 
@@ -58,6 +73,13 @@ struct NodeUp: AsyncParsableCommand {
         "--run-dir", run.path, "--state-dir", stateDir, "--node-name", nodeName,
         "--log-format", logFormat, "--log-level", logLevel,
       ]
+      if service == .identity {
+        if let identityStore { arguments += ["--identity-store", identityStore] }
+        if let etcdPrefix { arguments += ["--etcd-prefix", etcdPrefix] }
+        if let etcdCAFile { arguments += ["--etcd-ca-file", etcdCAFile] }
+        if let etcdCertFile { arguments += ["--etcd-cert-file", etcdCertFile] }
+        if let etcdKeyFile { arguments += ["--etcd-key-file", etcdKeyFile] }
+      }
       if service == .datapath {
         arguments += ["--backend", datapathBackend]
         if let bpfPinDir { arguments += ["--bpf-pin-dir", bpfPinDir] }
@@ -114,7 +136,11 @@ struct NodeUp: AsyncParsableCommand {
     let deadline = ContinuousClock.now + .seconds(60)
     var delay = Duration.milliseconds(10)
     while ContinuousClock.now < deadline {
-      if kill(pid, 0) != 0 { throw CLIError("\(service.executableName) exited during startup") }
+      if kill(pid, 0) != 0 {
+        let log = global.runDirectory.logPath(for: service)
+        let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").suffix(5).joined(separator: "\n") ?? ""
+        throw CLIError("\(service.executableName) exited during startup (log \(log)):\n\(tail)")
+      }
       if FileManager.default.fileExists(atPath: global.runDirectory.socketPath(for: service)) {
         let serving = try? await global.withClient(service) { client, options in
           try await Grpc_Health_V1_Health.Client(wrapping: client).check(.init(), options: options).status == .serving

@@ -1,0 +1,563 @@
+import EtcdProto
+import Foundation
+import Logging
+import Synchronization
+import TesseraCore
+import TesseraEtcd
+import TesseraRuntime
+
+/// The distributed identity store: identities shared by every node through
+/// etcd (DESIGN §3), in Cilium's kvstore layout.
+///
+/// Keys under the prefix:
+/// - `id/<ID>` → canonical labels: the identity (no lease; outlives nodes).
+/// - `labels/<canonical labels>` → ID: created in the same transaction as
+///   `id/<ID>`, so a label set can never get two IDs and an ID never two label sets.
+/// - `value/<canonical labels>/<node>` → ID: the node references the identity;
+///   bound to the node's lease, so a node that dies drops its references.
+///
+/// A new identity is one transaction: both keys absent → put both and the
+/// reference. Reusing a known identity is one transaction: `id/<ID>` still
+/// holds the labels → put the reference. Garbage collection deletes an identity
+/// only if, in the same transaction, it is unmodified since it was first seen
+/// unreferenced and no reference key exists: a concurrent reuse always wins.
+///
+/// How many endpoints hold an identity is counted locally (``NodeReferenceTable``);
+/// a cached identity costs no etcd call. While etcd is unreachable, identities
+/// known here still resolve and even a first local reference to a known identity
+/// is accepted (written to etcd when it returns); only a brand-new label set fails,
+/// retryably.
+public final class EtcdIdentityStore: IdentityStore {
+  public struct Configuration: Sendable {
+    /// Key prefix shared by every node of one cluster.
+    public var prefix: String
+    /// Seconds a node's references outlive the node.
+    public var leaseTTLSeconds: Int64
+    public var clusterID: UInt32
+    /// Random IDs tried before an allocation gives up under contention.
+    public var allocationAttempts: Int
+    /// This node's reference counts; `nil` keeps them in memory (tests).
+    public var nodeStatePath: String?
+
+    public init(
+      prefix: String = "/tessera/identities", leaseTTLSeconds: Int64 = 30, clusterID: UInt32 = 0,
+      allocationAttempts: Int = 32, nodeStatePath: String? = nil
+    ) {
+      self.prefix = prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
+      self.leaseTTLSeconds = leaseTTLSeconds
+      self.clusterID = clusterID
+      self.allocationAttempts = allocationAttempts
+      self.nodeStatePath = nodeStatePath
+    }
+  }
+
+  private struct CachedIdentity: Sendable {
+    var canonicalLabels: String
+    var modRevision: Int64
+  }
+
+  private struct State: Sendable {
+    var byID: [UInt32: CachedIdentity] = [:]
+    var byLabels: [String: UInt32] = [:]
+    var loaded = false
+    var lease: Int64 = 0
+    /// Unreferenced identities seen by the last GC round: ID → (mod revision, first seen).
+    var garbageCandidates: [UInt32: (modRevision: Int64, since: Int64)] = [:]
+    var reportedConflicts: Set<UInt32> = []
+    /// Label sets this replica is creating right now: their watch event may
+    /// overtake the transaction's answer, and the allocation reports them itself.
+    var creating: Set<String> = []
+
+    mutating func remember(_ id: UInt32, _ labels: String, modRevision: Int64) -> Bool {
+      let previous = byID[id]
+      if let previous, previous.canonicalLabels != labels { byLabels[previous.canonicalLabels] = nil }
+      byID[id] = CachedIdentity(canonicalLabels: labels, modRevision: modRevision)
+      byLabels[labels] = id
+      return previous?.canonicalLabels != labels
+    }
+
+    mutating func forget(_ id: UInt32) -> CachedIdentity? {
+      guard let previous = byID.removeValue(forKey: id) else { return nil }
+      if byLabels[previous.canonicalLabels] == id { byLabels[previous.canonicalLabels] = nil }
+      return previous
+    }
+  }
+
+  public let client: EtcdClient
+  public let configuration: Configuration
+  private let range: ClosedRange<UInt32>
+  private let references: NodeReferenceTable
+  private let state = Mutex(State())
+  private let keyLock = KeyedLock<String>()
+  private let reconcileNeeded = Wakeup()
+  private let logger: Logger
+
+  public init(client: EtcdClient, configuration: Configuration = Configuration(), logger: Logger = Logger(label: "tessera.identity.etcd"))
+    throws(IdentityError)
+  {
+    self.client = client
+    self.configuration = configuration
+    self.logger = logger
+    range = NumericIdentity.allocationRange(clusterID: configuration.clusterID)
+    do {
+      references = try NodeReferenceTable(path: configuration.nodeStatePath)
+    } catch {
+      throw IdentityError(
+        code: .storeUnavailable, message: "cannot open node reference table \(configuration.nodeStatePath ?? ":memory:")", cause: error)
+    }
+  }
+
+  /// True once the cache is loaded and a lease is held: new identities can be made.
+  public var isReady: Bool { state.withLock { $0.loaded && $0.lease != 0 } }
+
+  /// The lease this replica's references are bound to (0 while it has none).
+  public var lease: Int64 { state.withLock { $0.lease } }
+
+  public var backendDescription: String { "etcd:\(client.endpointsDescription) (prefix \(configuration.prefix))" }
+  public var isShared: Bool { true }
+
+  // MARK: - Keys
+
+  private func identityKey(_ id: UInt32) -> String { "\(configuration.prefix)/id/\(id)" }
+  private func labelsKey(_ labels: String) -> String { "\(configuration.prefix)/labels/\(labels)" }
+  private func referencePrefix(_ labels: String) -> String { "\(configuration.prefix)/value/\(labels)/" }
+  private func referenceKey(_ labels: String, _ node: String) -> String { referencePrefix(labels) + node }
+
+  /// `value/<labels>/<node>` → (labels, node).
+  private func parseReferenceKey(_ key: Data) -> (labels: String, node: String)? {
+    let text = String(decoding: key, as: UTF8.self)
+    let prefix = "\(configuration.prefix)/value/"
+    guard text.hasPrefix(prefix), let slash = text.lastIndex(of: "/") else { return nil }
+    let body = text[text.index(text.startIndex, offsetBy: prefix.count)...]
+    guard slash > body.startIndex else { return nil }
+    return (String(text[body.startIndex..<slash]), String(text[text.index(after: slash)...]))
+  }
+
+  // MARK: - IdentityStore
+
+  public func allocate(labels: LabelSet, node: String) async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool) {
+    try Self.validate(node: node)
+    let canonical = labels.canonicalKey
+    let key = NodeReferenceTable.Key(canonicalLabels: canonical, node: node)
+    return try await keyLock.withLock(canonical) { () async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool) in
+      if var row = references.row(key), row.count > 0 {
+        row.count += 1
+        try saveReference(key, row)
+        return (SecurityIdentity(id: NumericIdentity(row.identity), labels: labels), false)
+      }
+      let (id, isNew) = try await takeReference(canonical: canonical, node: node)
+      return (SecurityIdentity(id: NumericIdentity(id), labels: labels), isNew)
+    }
+  }
+
+  /// The first reference of `node` to `canonical`: reuses the cluster's identity or creates one.
+  private func takeReference(canonical: String, node: String) async throws(IdentityError) -> (UInt32, Bool) {
+    let key = NodeReferenceTable.Key(canonicalLabels: canonical, node: node)
+    let (lease, loaded) = state.withLock { ($0.lease, $0.loaded) }
+    for _ in 0..<configuration.allocationAttempts {
+      if let id = state.withLock({ $0.byLabels[canonical] }) {
+        guard lease != 0 else {
+          // No lease yet (etcd unreachable since start): remember it, write it when etcd answers.
+          try saveReference(key, .init(identity: id, count: 1, synced: false))
+          reconcileNeeded.signal()
+          return (id, false)
+        }
+        do {
+          let response = try await client.txn(
+            Etcd.txn(when: [Etcd.holds(identityKey(id), canonical)], then: [Etcd.put(referenceKey(canonical, node), "\(id)", lease: lease)]))
+          if response.succeeded {
+            try saveReference(key, .init(identity: id, count: 1, synced: true))
+            return (id, false)
+          }
+          // Deleted or replaced since we cached it: look again.
+          _ = state.withLock { $0.forget(id) }
+          continue
+        } catch let error as EtcdError where error.code == .unavailable {
+          try saveReference(key, .init(identity: id, count: 1, synced: false))
+          reconcileNeeded.signal()
+          logger.warning("etcd unreachable: identity taken from the cache, reference written later", metadata: ["identity": "\(id)"])
+          return (id, false)
+        } catch let error as IdentityError {
+          throw error
+        } catch {
+          throw IdentityError(code: .storeUnavailable, message: "etcd refused a reference to identity \(id)", cause: error)
+        }
+      }
+      guard loaded, lease != 0 else {
+        throw IdentityError(code: .storeUnavailable, message: "etcd at \(client.endpointsDescription) has not been reached yet; retry")
+      }
+      guard let id = randomFreeID() else {
+        throw IdentityError(code: .exhausted, message: "no free identity left in \(range)")
+      }
+      let response: Etcdserverpb_TxnResponse
+      state.withLock { _ = $0.creating.insert(canonical) }
+      defer { state.withLock { _ = $0.creating.remove(canonical) } }
+      do {
+        response = try await client.txn(
+          Etcd.txn(
+            when: [Etcd.absent(identityKey(id)), Etcd.absent(labelsKey(canonical))],
+            then: [
+              Etcd.put(identityKey(id), canonical), Etcd.put(labelsKey(canonical), "\(id)"),
+              Etcd.put(referenceKey(canonical, node), "\(id)", lease: lease),
+            ],
+            else: [Etcd.get(labelsKey(canonical)), Etcd.get(identityKey(id))]))
+      } catch {
+        throw IdentityError(code: .storeUnavailable, message: "etcd could not create an identity for \(canonical)", cause: error)
+      }
+      if response.succeeded {
+        _ = state.withLock { $0.remember(id, canonical, modRevision: response.header.revision) }
+        try saveReference(key, .init(identity: id, count: 1, synced: true))
+        return (id, true)
+      }
+      // Someone else created this label set (take theirs) or took this ID (try another).
+      if let existing = response.responses.first?.responseRange.kvs.first, let existingID = UInt32(String(decoding: existing.value, as: UTF8.self)) {
+        _ = state.withLock { $0.remember(existingID, canonical, modRevision: existing.modRevision) }
+      }
+      if response.responses.count > 1, let taken = response.responses[1].responseRange.kvs.first {
+        _ = state.withLock { $0.remember(id, String(decoding: taken.value, as: UTF8.self), modRevision: taken.modRevision) }
+      }
+    }
+    throw IdentityError(code: .storeUnavailable, message: "identity allocation for \(canonical) lost \(configuration.allocationAttempts) races; retry")
+  }
+
+  private func randomFreeID() -> UInt32? {
+    state.withLock { state in
+      let size = Int(range.upperBound - range.lowerBound) + 1
+      guard state.byID.count < size else { return nil }
+      for _ in 0..<64 {
+        let candidate = UInt32.random(in: range)
+        if state.byID[candidate] == nil { return candidate }
+      }
+      return range.first { state.byID[$0] == nil }
+    }
+  }
+
+  public func release(id: NumericIdentity, node: String) async throws(IdentityError) -> IdentityRelease {
+    guard let (key, _) = references.rows(identity: id.rawValue).first(where: { $0.key.node == node && $0.value.count > 0 }) else {
+      if state.withLock({ $0.byID[id.rawValue] }) == nil {
+        throw IdentityError(code: .notFound, message: "no identity \(id)")
+      }
+      return IdentityRelease(released: false, remainingReferences: 0)
+    }
+    return try await keyLock.withLock(key.canonicalLabels) { () async throws(IdentityError) -> IdentityRelease in
+      guard var row = references.row(key), row.count > 0 else { return IdentityRelease(released: false, remainingReferences: 0) }
+      row.count -= 1
+      if row.count > 0 {
+        try saveReference(key, row)
+        return IdentityRelease(released: true, remainingReferences: row.count)
+      }
+      row.synced = false
+      try saveReference(key, row)
+      await syncReference(key)
+      return IdentityRelease(released: true, remainingReferences: 0)
+    }
+  }
+
+  public func rollback(identity: SecurityIdentity, node: String, wasNew: Bool) async throws(IdentityError) {
+    _ = try await release(id: identity.id, node: node)
+    guard wasNew else { return }
+    let canonical = identity.labels.canonicalKey
+    // Delete it at once unless someone else took it meanwhile; otherwise GC will.
+    let response = try? await client.txn(
+      Etcd.txn(
+        when: [Etcd.holds(identityKey(identity.id.rawValue), canonical), Etcd.noneUnder(referencePrefix(canonical))],
+        then: [Etcd.delete(identityKey(identity.id.rawValue)), Etcd.delete(labelsKey(canonical))]))
+    // The watch reports the deletion, like any other.
+    _ = response
+  }
+
+  public func identity(id: NumericIdentity) async throws(IdentityError) -> StoredIdentity? {
+    guard let cached = state.withLock({ $0.byID[id.rawValue] }) else { return nil }
+    return try await stored(id: id.rawValue, canonical: cached.canonicalLabels)
+  }
+
+  public func identity(labels: LabelSet) async throws(IdentityError) -> StoredIdentity? {
+    let canonical = labels.canonicalKey
+    guard let id = state.withLock({ $0.byLabels[canonical] }) else { return nil }
+    return try await stored(id: id, canonical: canonical)
+  }
+
+  private func stored(id: UInt32, canonical: String) async throws(IdentityError) -> StoredIdentity {
+    let nodes = (try? await client.rangeAll(prefix: referencePrefix(canonical), keysOnly: true).kvs.compactMap { parseReferenceKey($0.key)?.node }) ?? []
+    return StoredIdentity(
+      identity: SecurityIdentity(id: NumericIdentity(id), labels: try Self.labels(canonical)),
+      references: referenceCounts(canonical: canonical, remoteNodes: nodes), createdAtMilliseconds: 0)
+  }
+
+  /// Counts are known for this replica's nodes; another node's key says only that it holds one or more.
+  private func referenceCounts(canonical: String, remoteNodes: [String]) -> [String: Int] {
+    var counts: [String: Int] = [:]
+    for node in remoteNodes { counts[node] = 1 }
+    for (key, row) in references.all() where key.canonicalLabels == canonical {
+      counts[key.node] = row.count > 0 ? row.count : nil
+    }
+    return counts
+  }
+
+  public func identities() async throws(IdentityError) -> [StoredIdentity] {
+    var nodesByLabels: [String: [String]] = [:]
+    if let referenceKeys = try? await client.rangeAll(prefix: "\(configuration.prefix)/value/", keysOnly: true).kvs {
+      for kv in referenceKeys {
+        if let (labels, node) = parseReferenceKey(kv.key) { nodesByLabels[labels, default: []].append(node) }
+      }
+    }
+    let cached = state.withLock { $0.byID }
+    var result: [StoredIdentity] = []
+    for (id, identity) in cached.sorted(by: { $0.key < $1.key }) {
+      guard let labels = try? Self.labels(identity.canonicalLabels) else { continue }
+      result.append(
+        StoredIdentity(
+          identity: SecurityIdentity(id: NumericIdentity(id), labels: labels),
+          references: referenceCounts(canonical: identity.canonicalLabels, remoteNodes: nodesByLabels[identity.canonicalLabels] ?? []),
+          createdAtMilliseconds: 0))
+    }
+    return result
+  }
+
+  public func collectGarbage(gracePeriodMilliseconds: Int64) async throws(IdentityError) -> [SecurityIdentity] {
+    let masters: [Mvccpb_KeyValue]
+    var referenced: Set<String> = []
+    do {
+      masters = try await client.rangeAll(prefix: "\(configuration.prefix)/id/").kvs
+      for kv in try await client.rangeAll(prefix: "\(configuration.prefix)/value/", keysOnly: true).kvs {
+        if let (labels, _) = parseReferenceKey(kv.key) { referenced.insert(labels) }
+      }
+    } catch {
+      throw IdentityError(code: .storeUnavailable, message: "identity garbage collection could not read etcd", cause: error)
+    }
+    let now = Int64(Date().timeIntervalSince1970 * 1000)
+    var doomed: [(id: UInt32, canonical: String, modRevision: Int64)] = []
+    state.withLock { state in
+      var candidates: [UInt32: (modRevision: Int64, since: Int64)] = [:]
+      for kv in masters {
+        guard let id = idFromIdentityKey(kv.key) else { continue }
+        let canonical = String(decoding: kv.value, as: UTF8.self)
+        guard !referenced.contains(canonical) else { continue }
+        if let seen = state.garbageCandidates[id], seen.modRevision == kv.modRevision {
+          if now - seen.since >= gracePeriodMilliseconds {
+            doomed.append((id, canonical, kv.modRevision))
+          }
+          candidates[id] = seen
+        } else {
+          candidates[id] = (kv.modRevision, now)
+        }
+      }
+      state.garbageCandidates = candidates
+    }
+    var deleted: [SecurityIdentity] = []
+    for (id, canonical, modRevision) in doomed {
+      // Second round: still unmodified and still unreferenced, atomically with the delete.
+      let response = try? await client.txn(
+        Etcd.txn(
+          when: [Etcd.modifiedAt(identityKey(id), modRevision), Etcd.noneUnder(referencePrefix(canonical))],
+          then: [Etcd.delete(identityKey(id)), Etcd.delete(labelsKey(canonical))]))
+      guard response?.succeeded == true else { continue }
+      // The cache forgets it when the watch reports the delete, as on every other node.
+      state.withLock { $0.garbageCandidates[id] = nil }
+      if let labels = try? Self.labels(canonical) { deleted.append(SecurityIdentity(id: NumericIdentity(id), labels: labels)) }
+    }
+    return deleted
+  }
+
+  private func idFromIdentityKey(_ key: Data) -> UInt32? {
+    let text = String(decoding: key, as: UTF8.self)
+    let prefix = "\(configuration.prefix)/id/"
+    guard text.hasPrefix(prefix) else { return nil }
+    return UInt32(text.dropFirst(prefix.count))
+  }
+
+  // MARK: - Following etcd
+
+  /// Holds the lease, mirrors `id/` into the cache and writes pending references,
+  /// reconnecting and resyncing by itself until cancelled.
+  public func run(onChange: @escaping @Sendable (_ added: [SecurityIdentity], _ deleted: [SecurityIdentity]) async -> Void) async throws {
+    var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(2))
+    while true {
+      try Task.checkCancellation()
+      do {
+        let lease = try await establishLease()
+        let revision = try await reload(onChange: onChange)
+        backoff.reset()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+          group.addTask {
+            let interval = Duration.seconds(max(1, self.configuration.leaseTTLSeconds / 3))
+            try await self.client.keepAlive(lease: lease, interval: interval)
+          }
+          group.addTask {
+            try await self.client.watch(
+              key: Etcd.key("\(self.configuration.prefix)/id/"), rangeEnd: Etcd.prefixEnd(Etcd.key("\(self.configuration.prefix)/id/")),
+              fromRevision: revision + 1
+            ) { events, _ in
+              await self.apply(events, onChange: onChange)
+            }
+          }
+          group.addTask { try await self.reconcileLoop() }
+          try await group.next()
+          group.cancelAll()
+        }
+      } catch let error as EtcdError where error.code == .leaseLost {
+        logger.warning("etcd lease lost: re-creating this node's references", metadata: ["error": "\(error)"])
+        state.withLock { $0.lease = 0 }
+      } catch let error as EtcdError where error.code == .compacted {
+        logger.info("identity watch fell behind compaction: reloading", metadata: ["error": "\(error)"])
+      } catch is CancellationError {
+        throw CancellationError()
+      } catch {
+        logger.warning("etcd unreachable, retrying", metadata: ["error": "\(error)"])
+        try await backoff.sleep()
+      }
+    }
+  }
+
+  /// Reuses the lease this node held before a restart if etcd still has it;
+  /// otherwise grants a new one and marks every reference for rewriting.
+  private func establishLease() async throws -> Int64 {
+    if let lease = state.withLock({ $0.lease == 0 ? nil : $0.lease }) { return lease }
+    if let saved = try references.setting("lease"), saved != 0, try await client.leaseTimeToLive(saved) > 0 {
+      state.withLock { $0.lease = saved }
+      logger.info("reusing etcd lease", metadata: ["lease": "\(String(saved, radix: 16))"])
+      reconcileNeeded.signal()
+      return saved
+    }
+    let lease = try await client.grantLease(ttl: configuration.leaseTTLSeconds)
+    try references.markAllUnsynced()
+    try references.setSetting("lease", lease)
+    state.withLock { $0.lease = lease }
+    logger.info("granted etcd lease", metadata: ["lease": "\(String(lease, radix: 16))", "ttl": "\(configuration.leaseTTLSeconds)"])
+    return lease
+  }
+
+  /// Replaces the cache with etcd's `id/` keys; reports the difference. Returns the revision read at.
+  private func reload(onChange: @escaping @Sendable ([SecurityIdentity], [SecurityIdentity]) async -> Void) async throws -> Int64 {
+    let (kvs, revision) = try await client.rangeAll(prefix: "\(configuration.prefix)/id/")
+    var fresh: [UInt32: CachedIdentity] = [:]
+    for kv in kvs {
+      if let id = idFromIdentityKey(kv.key) {
+        fresh[id] = CachedIdentity(canonicalLabels: String(decoding: kv.value, as: UTF8.self), modRevision: kv.modRevision)
+      }
+    }
+    let (added, deleted) = state.withLock { state -> ([SecurityIdentity], [SecurityIdentity]) in
+      let old = state.byID
+      state.byID = fresh
+      state.byLabels = Dictionary(fresh.map { ($0.value.canonicalLabels, $0.key) }, uniquingKeysWith: { first, _ in first })
+      state.loaded = true
+      let added = fresh.filter { old[$0.key]?.canonicalLabels != $0.value.canonicalLabels }
+      let deleted = old.filter { fresh[$0.key]?.canonicalLabels != $0.value.canonicalLabels }
+      return (Self.identities(added), Self.identities(deleted))
+    }
+    logger.info("identity cache loaded from etcd", metadata: ["identities": "\(fresh.count)", "revision": "\(revision)"])
+    if !added.isEmpty || !deleted.isEmpty { await onChange(added, deleted) }
+    return revision
+  }
+
+  private func apply(_ events: [Mvccpb_Event], onChange: @Sendable ([SecurityIdentity], [SecurityIdentity]) async -> Void) async {
+    var added: [SecurityIdentity] = []
+    var deleted: [SecurityIdentity] = []
+    state.withLock { state in
+      for event in events {
+        guard let id = idFromIdentityKey(event.kv.key) else { continue }
+        switch event.type {
+        case .put:
+          let canonical = String(decoding: event.kv.value, as: UTF8.self)
+          if state.remember(id, canonical, modRevision: event.kv.modRevision), !state.creating.contains(canonical),
+            let labels = try? Self.labels(canonical)
+          {
+            added.append(SecurityIdentity(id: NumericIdentity(id), labels: labels))
+          }
+        case .delete:
+          if let old = state.forget(id), let labels = try? Self.labels(old.canonicalLabels) {
+            deleted.append(SecurityIdentity(id: NumericIdentity(id), labels: labels))
+          }
+        default:
+          continue
+        }
+      }
+    }
+    if !added.isEmpty || !deleted.isEmpty { await onChange(added, deleted) }
+  }
+
+  /// Writes references that etcd does not have yet (or deletes released ones),
+  /// whenever asked and every two seconds.
+  private func reconcileLoop() async throws {
+    while true {
+      for (key, row) in references.all() where !row.synced {
+        await keyLock.withLock(key.canonicalLabels) { await syncReference(key) }
+      }
+      await reconcileNeeded.wait(timeout: .seconds(2))
+      try Task.checkCancellation()
+    }
+  }
+
+  /// Makes etcd match one local row. Call with the row's key lock held.
+  private func syncReference(_ key: NodeReferenceTable.Key) async {
+    guard let row = references.row(key), !row.synced else { return }
+    let (lease, cached) = state.withLock { ($0.lease, $0.byID[row.identity]) }
+    guard lease != 0 else { return }
+    let reference = referenceKey(key.canonicalLabels, key.node)
+    do {
+      if row.count == 0 {
+        _ = try await client.deleteRange(.with { $0.key = Etcd.key(reference) })
+        try references.set(key, nil)
+        return
+      }
+      var response = try await client.txn(
+        Etcd.txn(when: [Etcd.holds(identityKey(row.identity), key.canonicalLabels)], then: [Etcd.put(reference, "\(row.identity)", lease: lease)]))
+      if !response.succeeded {
+        // The identity was collected while etcd did not know we held it: bring it back under the same number.
+        response = try await client.txn(
+          Etcd.txn(
+            when: [Etcd.absent(identityKey(row.identity)), Etcd.absent(labelsKey(key.canonicalLabels))],
+            then: [
+              Etcd.put(identityKey(row.identity), key.canonicalLabels), Etcd.put(labelsKey(key.canonicalLabels), "\(row.identity)"),
+              Etcd.put(reference, "\(row.identity)", lease: lease),
+            ]))
+        if response.succeeded {
+          logger.warning("identity re-created in etcd for endpoints that still hold it", metadata: ["identity": "\(row.identity)"])
+        }
+      }
+      if response.succeeded {
+        var synced = row
+        synced.synced = true
+        try references.set(key, synced)
+        _ = cached
+      } else if state.withLock({ $0.reportedConflicts.insert(row.identity).inserted }) {
+        logger.error(
+          "identity number now belongs to other labels or the labels to another number; endpoints holding it must be relabelled",
+          metadata: ["identity": "\(row.identity)", "labels": "\(key.canonicalLabels)"])
+      }
+    } catch {
+      logger.debug("reference not written yet", metadata: ["identity": "\(row.identity)", "error": "\(error)"])
+    }
+  }
+
+  // MARK: - Helpers
+
+  private func saveReference(_ key: NodeReferenceTable.Key, _ row: NodeReferenceTable.Row) throws(IdentityError) {
+    do {
+      try references.set(key, row)
+    } catch {
+      throw IdentityError(code: .storeUnavailable, message: "cannot write the node reference table", cause: error)
+    }
+  }
+
+  private static func labels(_ canonical: String) throws(IdentityError) -> LabelSet {
+    do {
+      return try LabelSet(canonicalKey: canonical)
+    } catch {
+      throw IdentityError(code: .invalidLabels, message: "etcd holds unreadable labels \(canonical)", cause: error)
+    }
+  }
+
+  private static func identities(_ entries: [UInt32: CachedIdentity]) -> [SecurityIdentity] {
+    entries.sorted { $0.key < $1.key }.compactMap { id, cached in
+      (try? labels(cached.canonicalLabels)).map { SecurityIdentity(id: NumericIdentity(id), labels: $0) }
+    }
+  }
+
+  /// Node names end reference keys, so they cannot contain `/`.
+  static func validate(node: String) throws(IdentityError) {
+    guard !node.isEmpty, !node.contains("/"), node.utf8.count <= 253 else {
+      throw IdentityError(code: .invalidLabels, message: "node name \"\(node)\" must be 1-253 characters without '/'")
+    }
+  }
+}

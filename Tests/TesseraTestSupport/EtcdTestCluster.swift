@@ -1,0 +1,175 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real etcd cluster (Debian's `etcd-server`) on loopback ports, in a
+/// temporary directory that is removed with it. Members can be stopped,
+/// killed and started again to test outages.
+public final class EtcdTestCluster: @unchecked Sendable {
+  public struct Member {
+    public let name: String
+    public let clientPort: Int
+    public let peerPort: Int
+    public var clientURL: String { "http://127.0.0.1:\(clientPort)" }
+    var peerURL: String { "http://127.0.0.1:\(peerPort)" }
+  }
+
+  public static let executable: String? = {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] where FileManager.default.isExecutableFile(atPath: dir + "/etcd") {
+      return dir + "/etcd"
+    }
+    return nil
+  }()
+
+  /// Why etcd tests cannot run here, printed so a skip is never silent.
+  public static var skipReason: String? {
+    guard executable == nil else { return nil }
+    print("skipping: etcd not installed (run scripts/install-deps.sh: etcd-server)")
+    return "etcd not installed (run scripts/install-deps.sh: etcd-server)"
+  }
+
+  public let members: [Member]
+  public let directory: String
+  private let lock = NSLock()
+  private var processes: [String: Process] = [:]
+
+  /// The members' client URLs, comma-separated (`etcd:` store syntax without the scheme prefix).
+  public var endpoints: String { members.map(\.clientURL).joined(separator: ",") }
+
+  public init(members count: Int) throws {
+    directory = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-etcd-\(UUID().uuidString.prefix(8))").path
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    var ports = try Self.freePorts(count * 2)
+    members = (0..<count).map { index in
+      Member(name: "m\(index)", clientPort: ports.removeFirst(), peerPort: ports.removeFirst())
+    }
+    for member in members { try start(member.name) }
+    try waitHealthy(members.map(\.name))
+  }
+
+  deinit { shutdown() }
+
+  /// Starts (or restarts, keeping its data) one member.
+  public func start(_ name: String) throws {
+    guard let executable = Self.executable, let member = members.first(where: { $0.name == name }) else { return }
+    let cluster = members.map { "\($0.name)=\($0.peerURL)" }.joined(separator: ",")
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = [
+      "--name", member.name, "--data-dir", "\(directory)/\(member.name)",
+      "--listen-client-urls", member.clientURL, "--advertise-client-urls", member.clientURL,
+      "--listen-peer-urls", member.peerURL, "--initial-advertise-peer-urls", member.peerURL,
+      "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token", "tessera-test",
+      // Fast elections: tests kill members on purpose.
+      "--heartbeat-interval", "50", "--election-timeout", "500",
+    ]
+    let log = FileHandle(forWritingAtPath: "\(directory)/\(member.name).log") ?? {
+      _ = FileManager.default.createFile(atPath: "\(directory)/\(member.name).log", contents: nil)
+      return FileHandle(forWritingAtPath: "\(directory)/\(member.name).log")!
+    }()
+    log.seekToEndOfFile()
+    process.standardOutput = log
+    process.standardError = log
+    try process.run()
+    lock.withLock { processes[name] = process }
+  }
+
+  /// SIGKILL: the member vanishes mid-request.
+  public func kill(_ name: String) { signal(name, SIGKILL) }
+
+  /// SIGTERM and wait.
+  public func stop(_ name: String) { signal(name, SIGTERM) }
+
+  public func stopAll() { for member in members { stop(member.name) } }
+
+  public func startAll() throws {
+    for member in members { try start(member.name) }
+    try waitHealthy(members.map(\.name))
+  }
+
+  private func signal(_ name: String, _ signal: Int32) {
+    guard let process = lock.withLock({ processes.removeValue(forKey: name) }), process.isRunning else { return }
+    Glibc.kill(process.processIdentifier, signal)
+    process.waitUntilExit()
+  }
+
+  public func shutdown() {
+    for member in members { kill(member.name) }
+    try? FileManager.default.removeItem(atPath: directory)
+  }
+
+  /// Waits until every named member answers its health endpoint.
+  public func waitHealthy(_ names: [String], timeout: TimeInterval = 20) throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    for name in names {
+      guard let member = members.first(where: { $0.name == name }) else { continue }
+      while true {
+        if Self.healthy(member) { break }
+        if Date() > deadline {
+          let log = (try? String(contentsOfFile: "\(directory)/\(name).log", encoding: .utf8)) ?? ""
+          throw EtcdTestClusterError("etcd member \(name) not healthy after \(timeout) s:\n\(log.suffix(2000))")
+        }
+        Thread.sleep(forTimeInterval: 0.05)
+      }
+    }
+  }
+
+  /// `GET /health` over a plain socket: etcd answers `{"health":"true"}` once it has a leader.
+  private static func healthy(_ member: Member) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(member.clientPort).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var timeout = timeval(tv_sec: 1, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    let connected = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { return false }
+    let request = "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    _ = request.withCString { send(fd, $0, strlen($0), 0) }
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    var response = ""
+    while true {
+      let count = recv(fd, &buffer, buffer.count, 0)
+      if count <= 0 { break }
+      response += String(decoding: buffer[0..<count], as: UTF8.self)
+    }
+    return response.contains("\"health\":\"true\"")
+  }
+
+  /// Ports the kernel says are free right now (bound to port 0, then released).
+  static func freePorts(_ count: Int) throws -> [Int] {
+    var ports: [Int] = []
+    var sockets: [Int32] = []
+    defer { sockets.forEach { close($0) } }
+    for _ in 0..<count {
+      let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+      var address = sockaddr_in()
+      address.sin_family = sa_family_t(AF_INET)
+      address.sin_port = 0
+      address.sin_addr.s_addr = inet_addr("127.0.0.1")
+      var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+      let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+          guard bind(fd, pointer, length) == 0 else { return -1 }
+          return getsockname(fd, pointer, &length)
+        }
+      }
+      guard bound == 0 else { throw EtcdTestClusterError("no free port") }
+      sockets.append(fd)
+      ports.append(Int(UInt16(bigEndian: address.sin_port)))
+    }
+    return ports
+  }
+}
+
+public struct EtcdTestClusterError: Error, CustomStringConvertible {
+  public let description: String
+  public init(_ description: String) { self.description = description }
+}
