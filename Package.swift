@@ -54,7 +54,7 @@ let package = Package(
     // A client of etcd clusters: failover across members, lease keepalive, watches.
     .target(
       name: "TesseraEtcd",
-      dependencies: ["EtcdProto", "TesseraRuntime", grpcCore, grpcNIO, logging],
+      dependencies: ["EtcdProto", "TesseraRuntime", grpcCore, grpcNIO, logging, argumentParser],
       swiftSettings: strictSwift
     ),
     // Domain vocabulary shared by every service: labels, identities, policy entries.
@@ -89,7 +89,7 @@ let package = Package(
     ),
     .target(
       name: "EndpointService",
-      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging],
+      dependencies: ["EtcdProto", "TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, logging],
       swiftSettings: strictSwift
     ),
     .executableTarget(
@@ -109,12 +109,12 @@ let package = Package(
     ),
     .executableTarget(
       name: "tessera-endpointd",
-      dependencies: ["EndpointService", "TesseraRuntime", argumentParser],
+      dependencies: ["EndpointService", "TesseraEtcd", "TesseraRuntime", argumentParser, lifecycle],
       swiftSettings: strictSwift
     ),
     .executableTarget(
       name: "tessera",
-      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO, argumentParser],
+      dependencies: ["TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO, argumentParser],
       swiftSettings: strictSwift
     ),
     // Benchmarks against floors measured in the same run; writes BENCHMARKS.md (scripts/bench.sh).

@@ -25,6 +25,8 @@ public final class EndpointManager: Sendable {
 
   public let registry = EndpointRegistry()
   public let waiters = RegenerationWaiters()
+  /// Signalled whenever an endpoint's realised identity or addresses may have changed.
+  public let endpointsChanged = Wakeup()
   private let configuration: Configuration
   private let metadata: MetadataResolver
   private let identities: any IdentityAllocating
@@ -236,6 +238,7 @@ public final class EndpointManager: Sendable {
       }
       persist(endpointID)
       waiters.resume(endpointID: endpointID, realizedGeneration: finished)
+      endpointsChanged.signal()
     } catch {
       logger.warning("regeneration failed", metadata: ["endpoint.id": "\(endpointID)", "error": "\(error)"])
       let stillThere = (try? registry.update(id: endpointID) { (endpoint) throws(EndpointError) -> Bool in
@@ -335,6 +338,7 @@ public final class EndpointManager: Sendable {
     registry.remove(id: id)
     waiters.forget(endpointID: id)
     store?.delete(id: id)
+    endpointsChanged.signal()
     logger.info("endpoint deleted", metadata: ["endpoint.id": "\(id)", "container.id": "\(snapshot.containerID)"])
     return snapshot
   }
@@ -359,6 +363,15 @@ public final class EndpointManager: Sendable {
       if let gone = try await deleteEndpoint(id: endpoint.id) { removed.append(gone) }
     }
     return removed
+  }
+
+  /// Addresses of endpoints whose identity is in force in the datapath, for other nodes' ipcaches.
+  public func realizedAddresses() -> [IPPrefix: NumericIdentity] {
+    var addresses: [IPPrefix: NumericIdentity] = [:]
+    for endpoint in registry.all() where endpoint.identity != .unknown && endpoint.policyRevision > 0 && endpoint.state != .disconnecting {
+      for ip in endpoint.ips { addresses[ip] = endpoint.identity }
+    }
+    return addresses
   }
 
   // MARK: - Restore
@@ -395,6 +408,7 @@ public final class EndpointManager: Sendable {
         waiters.resume(endpointID: endpoint.id, realizedGeneration: endpoint.realizedGeneration)
       }
     }
+    endpointsChanged.signal()
     logger.info("restored endpoints", metadata: ["restored": "\(saved.count - removed)", "removed": "\(removed)"])
     return (saved.count - removed, removed)
   }

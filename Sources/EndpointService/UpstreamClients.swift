@@ -154,3 +154,31 @@ public struct DatapathServiceClient<Transport: ClientTransport>: DatapathRealizi
     }
   }
 }
+
+extension DatapathServiceClient: IPCacheWriting {
+  public func upsertIPCache(_ entries: [IPPrefix: NumericIdentity]) async throws(EndpointError) {
+    guard !entries.isEmpty else { return }
+    do {
+      _ = try await client.upsertIPCache(
+        .with {
+          $0.entries = entries.sorted { $0.key < $1.key }.map { prefix, identity in
+            .with {
+              $0.prefix = prefix.description
+              $0.identity = identity.rawValue
+            }
+          }
+        }, options: .failFast(timeout: timeout))
+    } catch {
+      throw .upstream("datapath", error)
+    }
+  }
+
+  public func deleteIPCache(_ prefixes: [IPPrefix]) async throws(EndpointError) {
+    guard !prefixes.isEmpty else { return }
+    do {
+      _ = try await client.deleteIPCache(.with { $0.prefixes = prefixes.map(\.description) }, options: .failFast(timeout: timeout))
+    } catch {
+      throw .upstream("datapath", error)
+    }
+  }
+}

@@ -31,3 +31,10 @@ public protocol DatapathRealizing: Sendable {
   /// What the datapath holds: endpoint ID → (identity, realised revision).
   func realizedEndpoints() async throws(EndpointError) -> [UInt64: (identity: NumericIdentity, revision: UInt64)]
 }
+
+/// The datapath's ipcache as the cluster synchroniser uses it: addresses of
+/// endpoints on other nodes and their identities.
+public protocol IPCacheWriting: Sendable {
+  func upsertIPCache(_ entries: [IPPrefix: NumericIdentity]) async throws(EndpointError)
+  func deleteIPCache(_ prefixes: [IPPrefix]) async throws(EndpointError)
+}

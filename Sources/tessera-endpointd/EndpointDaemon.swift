@@ -1,6 +1,8 @@
 import ArgumentParser
 import EndpointService
 import Logging
+import ServiceLifecycle
+import TesseraEtcd
 import TesseraProto
 import TesseraRuntime
 
@@ -19,7 +21,18 @@ struct EndpointDaemon: AsyncParsableCommand {
   @Option(help: "Milliseconds to wait for an unknown workload to appear in the workload registry.")
   var workloadWaitMs: Int = 0
 
+  @Option(help: "etcd:URL[,URL...] shared by the cluster's nodes: publish this node's endpoint addresses and learn the others' (the ipcache).")
+  var clusterStore: String?
+
+  @Option(help: "etcd key prefix of the cluster ipcache.")
+  var ipcachePrefix: String = "/tessera/ipcache"
+
+  @OptionGroup var etcd: EtcdOptions
+
   func validate() throws {
+    if let clusterStore {
+      do { _ = try etcd.configuration(store: clusterStore) } catch { throw ValidationError("--cluster-store: \(error.message)") }
+    }
     guard requestTimeout > 0, requestTimeout <= 600 else { throw ValidationError("--request-timeout must be in (0, 600]") }
     guard workloadWaitMs >= 0 else { throw ValidationError("--workload-wait-ms must be >= 0") }
   }
@@ -57,11 +70,21 @@ struct EndpointDaemon: AsyncParsableCommand {
       health.setServing(true)
       await policyClient.watchPolicy(logger: logger) { change in manager.policyChanged(change) }
     }
+    var clusterServices: [any Service] = []
+    if let clusterStore {
+      let client = try EtcdClient(configuration: try etcd.configuration(store: clusterStore), logger: Logger(label: "tessera.etcd"))
+      let ipcache = ClusterIPCache(
+        configuration: .init(prefix: ipcachePrefix, nodeName: options.nodeName, leaseTTLSeconds: etcd.etcdLeaseTTL),
+        client: client, datapath: DatapathServiceClient(wrapping: datapath.client), logger: Logger(label: "tessera.ipcache"),
+        localChanged: manager.endpointsChanged
+      ) { manager.realizedAddresses() }
+      clusterServices = [LoopService { try await client.runConnections() }, LoopService { try await ipcache.run() }]
+    }
     try await Daemon(service: .endpoint, runDirectory: run, logger: logger).run(
       rpcServices: [EndpointServiceHandler(manager: manager, workloads: workloads, logger: logger)],
       health: health,
-      backgroundServices: [identity, policy, datapath, startup],
-      backend: { "state: \(options.stateDir)/endpoints" },
+      backgroundServices: [identity, policy, datapath, startup] + clusterServices,
+      backend: { "state: \(options.stateDir)/endpoints" + (clusterStore.map { ", cluster ipcache: \($0)" } ?? "") },
       details: { ["endpoints": "\(manager.registry.all().count)", "node": options.nodeName] },
       markServing: false)
   }

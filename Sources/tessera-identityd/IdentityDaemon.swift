@@ -22,17 +22,7 @@ struct IdentityDaemon: AsyncParsableCommand {
   @Option(help: "etcd key prefix; every node of one cluster uses the same.")
   var etcdPrefix: String = "/tessera/identities"
 
-  @Option(help: "Seconds this node's identity references outlive it in etcd.")
-  var etcdLeaseTTL: Int64 = 30
-
-  @Option(help: "CA bundle (PEM) that signs the etcd members' certificates (https:// endpoints).")
-  var etcdCAFile: String?
-
-  @Option(help: "Client certificate (PEM) for etcd.")
-  var etcdCertFile: String?
-
-  @Option(help: "Client key (PEM) for etcd.")
-  var etcdKeyFile: String?
+  @OptionGroup var etcd: EtcdOptions
 
   @Option(help: "Seconds an unreferenced identity is kept before it is deleted.")
   var gracePeriod: Int = 60
@@ -56,8 +46,6 @@ struct IdentityDaemon: AsyncParsableCommand {
         throw ValidationError(error.message)
       }
     }
-    guard etcdLeaseTTL >= 5 else { throw ValidationError("--etcd-lease-ttl must be at least 5 seconds") }
-    guard (etcdCertFile == nil) == (etcdKeyFile == nil) else { throw ValidationError("--etcd-cert-file and --etcd-key-file go together") }
     if options.nodeName.contains("/") { throw ValidationError("--node-name must not contain '/'") }
     for rule in labelFilterRules { _ = try LabelFilter.Rule(parsing: rule) }
   }
@@ -73,17 +61,15 @@ struct IdentityDaemon: AsyncParsableCommand {
     case .sqlite(let path):
       store = try SQLiteIdentityStore(path: path, clusterID: clusterID)
     case .etcd(let endpoints):
-      let etcd = try EtcdClient(
-        configuration: EtcdConfiguration(
-          endpoints: endpoints, tls: .init(caFile: etcdCAFile, certificateFile: etcdCertFile, keyFile: etcdKeyFile)),
-        logger: Logger(label: "tessera.etcd"))
+      let client = try EtcdClient(
+        configuration: EtcdConfiguration(endpoints: endpoints, tls: etcd.tls), logger: Logger(label: "tessera.etcd"))
       store = try EtcdIdentityStore(
-        client: etcd,
+        client: client,
         configuration: .init(
-          prefix: etcdPrefix, leaseTTLSeconds: etcdLeaseTTL, clusterID: clusterID,
+          prefix: etcdPrefix, leaseTTLSeconds: etcd.etcdLeaseTTL, clusterID: clusterID,
           nodeStatePath: "\(options.stateDir)/identity-node-references.db"),
         logger: logger)
-      storeServices.append(LoopService { try await etcd.runConnections() })
+      storeServices.append(LoopService { try await client.runConnections() })
     }
 
     let policy = try GRPCClientService(socketPath: run.socketPath(for: .policy))

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TesseraEtcd
 import GRPCCore
 import TesseraProto
 import TesseraRuntime
@@ -36,14 +37,7 @@ struct NodeUp: AsyncParsableCommand {
   @Option(help: "etcd key prefix (etcd identity store); every node of one cluster uses the same.")
   var etcdPrefix: String?
 
-  @Option(help: "CA bundle (PEM) for https:// etcd endpoints.")
-  var etcdCAFile: String?
-
-  @Option(help: "Client certificate (PEM) for etcd.")
-  var etcdCertFile: String?
-
-  @Option(help: "Client key (PEM) for etcd.")
-  var etcdKeyFile: String?
+  @OptionGroup var etcd: EtcdOptions
 
   @Option(help: "Daemon log format: plain or json.")
   var logFormat: String = "plain"
@@ -73,12 +67,15 @@ struct NodeUp: AsyncParsableCommand {
         "--run-dir", run.path, "--state-dir", stateDir, "--node-name", nodeName,
         "--log-format", logFormat, "--log-level", logLevel,
       ]
-      if service == .identity {
-        if let identityStore { arguments += ["--identity-store", identityStore] }
+      let sharedEtcd = identityStore?.hasPrefix("etcd:") == true
+      if service == .identity, let identityStore {
+        arguments += ["--identity-store", identityStore]
         if let etcdPrefix { arguments += ["--etcd-prefix", etcdPrefix] }
-        if let etcdCAFile { arguments += ["--etcd-ca-file", etcdCAFile] }
-        if let etcdCertFile { arguments += ["--etcd-cert-file", etcdCertFile] }
-        if let etcdKeyFile { arguments += ["--etcd-key-file", etcdKeyFile] }
+        if sharedEtcd { arguments += etcd.arguments }
+      }
+      // Nodes that share identities share their endpoints' addresses too (the cluster ipcache).
+      if service == .endpoint, sharedEtcd, let identityStore {
+        arguments += ["--cluster-store", identityStore] + etcd.arguments
       }
       if service == .datapath {
         arguments += ["--backend", datapathBackend]

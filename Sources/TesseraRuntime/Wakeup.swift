@@ -1,7 +1,8 @@
 import Synchronization
 
 /// Wakes one waiting loop early; a signal sent while nobody waits is kept for the next wait.
-final class Wakeup: Sendable {
+public final class Wakeup: Sendable {
+  public init() {}
   private struct State {
     var pending = false
     var waiter: CheckedContinuation<Void, Never>?
@@ -9,7 +10,7 @@ final class Wakeup: Sendable {
 
   private let state = Mutex(State())
 
-  func signal() {
+  public func signal() {
     let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
       guard let waiter = state.waiter else {
         state.pending = true
@@ -22,7 +23,7 @@ final class Wakeup: Sendable {
   }
 
   /// Returns on a signal, after `timeout`, or when cancelled.
-  func wait(timeout: Duration) async {
+  public func wait(timeout: Duration) async {
     await withTaskGroup(of: Void.self) { group in
       group.addTask { try? await Task.sleep(for: timeout) }
       group.addTask { await self.waitForSignal() }
