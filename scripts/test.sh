@@ -52,6 +52,7 @@ run "tessera-cni unit tests + vectors" make -s -C Sources/tessera-cni test
 run "tessera-cni fuzzing (bounded)" fuzz
 run "end-to-end CNI (netns, ptp + host-local + tessera-cni)" bash Tests/tessera-cniTests/e2e.sh
 run "end-to-end policy in the kernel (real TCP between pods)" bash Tests/e2e/policy_e2e.sh
+run "end-to-end two nodes on one etcd (cross-node policy by identity)" bash Tests/e2e/two_nodes_e2e.sh
 
 echo
 if ((${#failures[@]})); then

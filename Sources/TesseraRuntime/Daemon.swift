@@ -66,6 +66,10 @@ public struct LoopService: Service {
   private let body: @Sendable () async throws -> Void
   public init(_ body: @escaping @Sendable () async throws -> Void) { self.body = body }
   public func run() async throws {
-    try await cancelWhenGracefulShutdown { try await body() }
+    do {
+      try await cancelWhenGracefulShutdown { try await body() }
+    } catch is CancellationError {
+      // Cancelled by a graceful shutdown: a normal end, not a failure of the daemon.
+    }
   }
 }

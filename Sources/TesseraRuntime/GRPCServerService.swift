@@ -38,21 +38,37 @@ public struct GRPCServerService: Service {
     self.server = GRPCServer(transport: transport, services: services)
   }
 
+  /// How long a graceful shutdown waits for in-flight RPCs before cancelling
+  /// them: watch streams never end by themselves.
+  public static let drainTimeout: Duration = .seconds(2)
+
   public func run() async throws {
-    try await withGracefulShutdownHandler {
-      try await withThrowingDiscardingTaskGroup { group in
-        group.addTask { try await server.serve() }
-        if (try? await transport.listeningAddress) != nil {
-          chmod(socketPath, 0o660)
-          logger.info("serving", metadata: ["socket": "\(socketPath)"])
-          onListening()
-        }
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await server.serve() }
+      if (try? await transport.listeningAddress) != nil {
+        chmod(socketPath, 0o660)
+        logger.info("serving", metadata: ["socket": "\(socketPath)"])
+        onListening()
       }
-    } onGracefulShutdown: {
-      logger.info("graceful shutdown: draining RPCs")
-      server.beginGracefulShutdown()
+      group.addTask {
+        // Returns when a graceful shutdown begins (or throws when the task is cancelled).
+        try await gracefulShutdown()
+        logger.info("graceful shutdown: draining RPCs")
+        server.beginGracefulShutdown()
+        try await Task.sleep(for: Self.drainTimeout)
+        throw DrainTimeout()
+      }
+      do {
+        // The first to finish: serve() after draining, or the drain timeout.
+        try await group.next()
+      } catch is DrainTimeout {
+        logger.info("cancelling RPCs still open after the drain timeout")
+      }
+      group.cancelAll()
     }
   }
+
+  private struct DrainTimeout: Error {}
 }
 
 /// A gRPC client connection to another daemon's socket, run as a `Service`.

@@ -39,18 +39,19 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
 
   public func watch(request: Grpc_Health_V1_HealthCheckRequest, response: RPCWriter<Grpc_Health_V1_HealthCheckResponse>, context: ServerContext) async throws {
     // Subscribe before reading the current status so no change falls in between.
-    let stream = changes.subscribe()
-    let current = statuses.withLock { $0[request.service] } ?? .serviceUnknown
-    try await response.write(.with { $0.status = current })
-    if current == .serviceUnknown {
-      // The service set is fixed: an unknown service stays unknown until the client leaves.
-      for await _ in stream {}
-      return
-    }
-    var last = current
-    for await status in stream where status != last {
-      last = status
-      try await response.write(.with { $0.status = status })
+    try await changes.withSubscriptionForRPC { stream in
+      let current = statuses.withLock { $0[request.service] } ?? .serviceUnknown
+      try await response.write(.with { $0.status = current })
+      if current == .serviceUnknown {
+        // The service set is fixed: an unknown service stays unknown until the client leaves.
+        for await _ in stream {}
+        return
+      }
+      var last = current
+      for await status in stream where status != last {
+        last = status
+        try await response.write(.with { $0.status = status })
+      }
     }
   }
 }

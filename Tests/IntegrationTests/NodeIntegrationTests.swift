@@ -53,8 +53,8 @@ struct TesseraNode {
     return try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "not JSON: \(output)")
   }
 
-  func up() throws {
-    try cli(["node", "up", "--detach", "--state-dir", stateDir, "--datapath-backend", "memory"])
+  func up(_ extra: [String] = []) throws {
+    try cli(["node", "up", "--detach", "--state-dir", stateDir, "--datapath-backend", "memory"] + extra)
   }
 
   func pid(_ service: String) throws -> Int32 {

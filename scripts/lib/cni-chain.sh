@@ -4,7 +4,8 @@
 #
 # Set before use: CHAIN_NAME, CHAIN_SUBNET, CHAIN_STATE (dir for IPAM and cached
 # results), CHAIN_SOCKET (endpoint socket), CHAIN_CNI (tessera-cni binary),
-# CHAIN_NETNS_PREFIX (pod netns = prefix + pod name).
+# CHAIN_NETNS_PREFIX (pod netns = prefix + pod name). Optional: CHAIN_ROUTES, a
+# JSON list of IPAM routes for the pod (e.g. to reach another node's pods).
 
 chain_exec() { # plugin command pod config-json
   local plugin=$1 command=$2 pod=$3 config=$4 dir=/usr/lib/cni
@@ -15,8 +16,8 @@ chain_exec() { # plugin command pod config-json
 }
 
 chain_ptp_config() {
-  printf '{"cniVersion":"1.0.0","name":"%s","type":"ptp","ipMasq":false,"ipam":{"type":"host-local","ranges":[[{"subnet":"%s"}]],"dataDir":"%s/ipam"}}' \
-    "$CHAIN_NAME" "$CHAIN_SUBNET" "$CHAIN_STATE"
+  printf '{"cniVersion":"1.0.0","name":"%s","type":"ptp","ipMasq":false,"ipam":{"type":"host-local","ranges":[[{"subnet":"%s"}]],"routes":%s,"dataDir":"%s/ipam"}}' \
+    "$CHAIN_NAME" "$CHAIN_SUBNET" "${CHAIN_ROUTES:-[]}" "$CHAIN_STATE"
 }
 
 chain_tessera_config() { # labels-json-array prevResult

@@ -133,7 +133,7 @@ struct NodeUp: AsyncParsableCommand {
     let deadline = ContinuousClock.now + .seconds(60)
     var delay = Duration.milliseconds(10)
     while ContinuousClock.now < deadline {
-      if kill(pid, 0) != 0 {
+      if !isRunning(pid) {
         let log = global.runDirectory.logPath(for: service)
         let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").suffix(5).joined(separator: "\n") ?? ""
         throw CLIError("\(service.executableName) exited during startup (log \(log)):\n\(tail)")
@@ -167,9 +167,20 @@ final class OnceFlag: @unchecked Sendable {
 
 func runningPID(_ run: RunDirectory, _ service: TesseraService) -> Int32? {
   guard let text = try? String(contentsOfFile: run.pidPath(for: service), encoding: .utf8),
-    let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), kill(pid, 0) == 0
+    let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), isRunning(pid)
   else { return nil }
   return pid
+}
+
+/// Alive and not a zombie: a detached daemon that exited stays a zombie until
+/// PID 1 reaps it, which some container inits do late.
+func isRunning(_ pid: Int32) -> Bool {
+  guard kill(pid, 0) == 0 else { return false }
+  guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+    let close = stat.lastIndex(of: ")")
+  else { return true }
+  let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
+  return state != "Z" && state != "X"
 }
 
 struct NodeDown: AsyncParsableCommand {
@@ -187,12 +198,12 @@ struct NodeDown: AsyncParsableCommand {
       guard let pid = runningPID(run, service) else { continue }
       kill(pid, SIGTERM)
       let deadline = ContinuousClock.now + .seconds(10)
-      while kill(pid, 0) == 0 && ContinuousClock.now < deadline {
+      while isRunning(pid) && ContinuousClock.now < deadline {
         var status: Int32 = 0
         if waitpid(pid, &status, WNOHANG) == pid { break }
         try await Task.sleep(for: .milliseconds(20))
       }
-      if kill(pid, 0) == 0 {
+      if isRunning(pid) {
         kill(pid, SIGKILL)
         var status: Int32 = 0
         waitpid(pid, &status, 0)

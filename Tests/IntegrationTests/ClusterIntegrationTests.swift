@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+import TesseraTestSupport
+
+/// Two nodes (each its own four daemons and run directory) sharing one real etcd.
+@Suite(
+  "Two nodes on one etcd", .serialized,
+  .enabled(if: TesseraNode.skipReason == nil && EtcdTestCluster.skipReason == nil, "needs the built daemons and etcd"))
+struct ClusterIntegrationTests {
+  /// Polls `condition` every 50 ms for up to `seconds`.
+  func eventually(_ seconds: Double = 10, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+      if try condition() { return true }
+      usleep(50_000)
+    }
+    return false
+  }
+
+  func ipcache(_ node: TesseraNode) throws -> [String: Int] {
+    let entries = try node.json(["datapath", "ipcache", "list"])["entries"] as? [[String: Any]] ?? []
+    return Dictionary(entries.compactMap { entry in (entry["prefix"] as? String).map { ($0, entry["identity"] as? Int ?? -1) } }, uniquingKeysWith: { a, _ in a })
+  }
+
+  @Test("one identity per label set on both nodes, each node's ipcache learns the other's endpoints, and an etcd outage is survived")
+  func twoNodes() throws {
+    let etcd = try EtcdTestCluster(members: 1)
+    defer { etcd.shutdown() }
+    let a = try TesseraNode()
+    let b = try TesseraNode()
+    defer {
+      a.down()
+      b.down()
+    }
+    try a.up(["--node-name", "node-a", "--identity-store", "etcd:\(etcd.endpoints)"])
+    try b.up(["--node-name", "node-b", "--identity-store", "etcd:\(etcd.endpoints)"])
+
+    let identities = try b.json(["identity", "list"])
+    #expect((identities["backend"] as? String)?.hasPrefix("etcd:http://127.0.0.1:") == true)
+
+    let onA = try a.json(["endpoint", "create", "--container-id", "a1", "--ip", "10.88.1.1", "--label", "app=web"])
+    let onB = try b.json(["endpoint", "create", "--container-id", "b1", "--ip", "10.88.2.1", "--label", "app=web"])
+    let dbOnB = try b.json(["endpoint", "create", "--container-id", "b2", "--ip", "10.88.2.2", "--label", "app=db"])
+    let web = try #require(onA["identity"] as? Int)
+    let db = try #require(dbOnB["identity"] as? Int)
+    #expect(onB["identity"] as? Int == web, "equal labels, one identity across nodes")
+    #expect(web != db)
+
+    let shared = try b.json(["identity", "get", String(web)])
+    #expect((shared["nodes"] as? [String: Int]).map { Set($0.keys) } == ["node-a", "node-b"])
+
+    #expect(try eventually { try ipcache(a)["10.88.2.2/32"] == db }, "node A learns node B's endpoint")
+    #expect(try eventually { try ipcache(b)["10.88.1.1/32"] == web }, "node B learns node A's endpoint")
+
+    try a.cli(["endpoint", "delete", "--container-id", "a1"])
+    #expect(try eventually { try ipcache(b)["10.88.1.1/32"] == nil }, "a deleted endpoint leaves the other node's ipcache")
+
+    // etcd down: known labels still work; a new label set fails with a retryable error.
+    etcd.stopAll()
+    let known = try a.json(["endpoint", "create", "--container-id", "a2", "--ip", "10.88.1.2", "--label", "app=db"])
+    #expect(known["identity"] as? Int == db)
+    let (status, output) = try a.cli(
+      ["endpoint", "create", "--container-id", "a3", "--ip", "10.88.1.3", "--label", "app=new"], expectSuccess: false)
+    #expect(status != 0)
+    #expect(output.contains("unavailable, try again"), "\(output)")
+    #expect(try a.json(["endpoint", "list"])["endpoints"].map { ($0 as? [Any])?.count } == 1, "the failed create left nothing behind")
+    try etcd.startAll()
+    #expect(try eventually(20) {
+      try a.cli(["endpoint", "create", "--container-id", "a3", "--ip", "10.88.1.3", "--label", "app=new"], expectSuccess: false).status == 0
+    })
+    #expect(try eventually { try ipcache(b)["10.88.1.3/32"] != nil }, "and its address reaches node B")
+  }
+
+  @Test("a bad --identity-store is refused with a clear error before anything starts")
+  func badStore() throws {
+    let node = try TesseraNode()
+    defer { node.down() }
+    for bad in ["etcd:", "etcd:http://nohost", "consul:http://x:1"] {
+      let (status, output) = try node.cli(
+        ["node", "up", "--detach", "--state-dir", node.stateDir, "--datapath-backend", "memory", "--identity-store", bad], expectSuccess: false)
+      #expect(status != 0, "\(bad)")
+      #expect(output.contains("identity-store") || output.contains("etcd"), "\(bad): \(output)")
+      #expect(try node.cli(["status"], expectSuccess: false).status != 0, "nothing left running after \(bad)")
+    }
+  }
+}
