@@ -120,7 +120,10 @@ let package = Package(
     // Benchmarks against floors measured in the same run; writes BENCHMARKS.md (scripts/bench.sh).
     .executableTarget(
       name: "tessera-bench",
-      dependencies: ["DatapathService", "PolicyService", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO, argumentParser],
+      dependencies: [
+        "DatapathService", "EtcdProto", "IdentityService", "PolicyService", "TesseraCore", "TesseraEtcd", "TesseraProto",
+        "TesseraRuntime", "TesseraTestSupport", grpcCore, grpcNIO, argumentParser, logging,
+      ],
       swiftSettings: strictSwift
     ),
     // Test fixtures shared by test targets: a real etcd cluster on loopback.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import Logging
 import DatapathService
 import PolicyService
 import TesseraCore
@@ -23,8 +24,16 @@ struct Benchmark: AsyncParsableCommand {
   @Option(help: "Identities allocated before measuring creates.") var identities = 10_000
   @Option(help: "Policy rules imported before measuring creates.") var rules = 1_000
   @Option(help: "Create+delete iterations per measurement.") var iterations = 300
+  @Option(help: "New identities allocated per etcd measurement (1 member; half on 3).") var etcdIdentities = 2000
+  @Flag(help: "Only the etcd identity figures (no node, no eBPF).") var etcdOnly = false
 
   func run() async throws {
+    LoggingSystem.bootstrapTessera(format: .plain, level: .warning)
+    if etcdOnly {
+      let etcd = try await EtcdBenchmark.figures(newIdentities: etcdIdentities)
+      try Self.report(rows: etcd.rows, notes: etcd.notes, to: outputDirectory)
+      return
+    }
     let bin = binDir ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
     let root = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-bench-\(getpid())").path
     let run = RunDirectory(path: root + "/run")
@@ -165,6 +174,10 @@ struct Benchmark: AsyncParsableCommand {
     let (incremental, full) = Self.selectorCacheTimes()
     rows.append(Row(key: "selectorcache_add_identity_us", label: "SelectorCache: add 1 identity (10k ids × 1k selectors)", value: incremental * 1000, unit: "µs", floor: "full recompute \(format(full)) ms", target: ""))
     rows.append(Row(key: "selectorcache_speedup", label: "SelectorCache: incremental vs full recompute", value: full / incremental, unit: "×", floor: "", target: "≥ 100"))
+
+    let etcd = try await EtcdBenchmark.figures(newIdentities: etcdIdentities)
+    rows += etcd.rows
+    notes += etcd.notes
 
     if let reason = BPFDatapathBackend.probe() {
       notes.append("eBPF figures skipped: \(reason)")
