@@ -32,7 +32,7 @@ public final class EtcdClient: Sendable {
     for endpoint in configuration.endpoints {
       do {
         let transport = try HTTP2ClientTransport.Posix(
-          target: .dns(host: endpoint.host, port: endpoint.port),
+          target: Self.target(endpoint),
           transportSecurity: try Self.transportSecurity(endpoint, configuration.tls),
           config: .defaults { config in
             config.backoff.initial = .milliseconds(50)
@@ -47,6 +47,14 @@ public final class EtcdClient: Sendable {
       }
     }
     self.members = members
+  }
+
+  /// An address stays an address: a DNS target would put it in TLS SNI, which TLS forbids.
+  private static func target(_ endpoint: EtcdConfiguration.Endpoint) -> any ResolvableTarget {
+    var buffer = in6_addr()
+    if inet_pton(AF_INET, endpoint.host, &buffer) == 1 { return ResolvableTargets.IPv4.ipv4(address: endpoint.host, port: endpoint.port) }
+    if inet_pton(AF_INET6, endpoint.host, &buffer) == 1 { return ResolvableTargets.IPv6.ipv6(address: endpoint.host, port: endpoint.port) }
+    return ResolvableTargets.DNS.dns(host: endpoint.host, port: endpoint.port)
   }
 
   private static func transportSecurity(

@@ -16,9 +16,12 @@ final class EtcdReplica: Sendable {
   let changes = ChangeRecorder()
   private let tasks = Mutex<[Task<Void, Never>]>([])
 
-  init(_ cluster: EtcdTestCluster, node: String, statePath: String? = nil, leaseTTL: Int64 = 30) async throws {
+  init(
+    _ cluster: EtcdTestCluster, node: String, statePath: String? = nil, leaseTTL: Int64 = 30,
+    tls: EtcdConfiguration.TLSFiles = .init()
+  ) async throws {
     self.node = node
-    client = try EtcdClient(configuration: EtcdConfiguration(parsing: cluster.endpoints))
+    client = try EtcdClient(configuration: EtcdConfiguration(parsing: cluster.endpoints, tls: tls))
     store = try EtcdIdentityStore(
       client: client, configuration: .init(prefix: "/test", leaseTTLSeconds: leaseTTL, nodeStatePath: statePath))
     let client = self.client
@@ -367,6 +370,25 @@ struct EtcdIdentityStoreTests {
     #expect(try await restarted.store.release(id: identity.id, node: "a").remainingReferences == 0)
     #expect(try await EtcdContents.read(cluster).references.isEmpty)
     restarted.stop()
+  }
+
+  @Test("over TLS with client certificates: allocations work, a client without a certificate is refused")
+  func mutualTLS() async throws {
+    let cluster = try EtcdTestCluster(members: 1, tls: true)
+    defer { cluster.shutdown() }
+    let files = try #require(cluster.tls)
+    let replica = try await EtcdReplica(
+      cluster, node: "a", tls: .init(caFile: files.caFile, certificateFile: files.clientCertificate, keyFile: files.clientKey))
+    #expect(try await replica.allocate(labelSet(1)).isNew)
+    replica.stop()
+
+    let anonymous = try EtcdClient(configuration: EtcdConfiguration(parsing: cluster.endpoints, tls: .init(caFile: files.caFile)))
+    let connections = Task { try? await anonymous.runConnections() }
+    defer {
+      connections.cancel()
+      anonymous.beginGracefulShutdown()
+    }
+    await #expect(throws: EtcdError.self) { _ = try await anonymous.range(Etcd.rangePrefix("/test/")) }
   }
 
   @Test("store and endpoint settings are parsed with clear errors")

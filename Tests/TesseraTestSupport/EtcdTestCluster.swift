@@ -12,7 +12,8 @@ public final class EtcdTestCluster: @unchecked Sendable {
     public let name: String
     public let clientPort: Int
     public let peerPort: Int
-    public var clientURL: String { "http://127.0.0.1:\(clientPort)" }
+    public let secure: Bool
+    public var clientURL: String { "\(secure ? "https" : "http")://127.0.0.1:\(clientPort)" }
     var peerURL: String { "http://127.0.0.1:\(peerPort)" }
   }
 
@@ -30,20 +31,32 @@ public final class EtcdTestCluster: @unchecked Sendable {
     return "etcd not installed (run scripts/install-deps.sh: etcd-server)"
   }
 
+  /// PEM files of a TLS cluster: clients must present `clientCertificate` signed by `caFile`.
+  public struct TLSFiles: Sendable {
+    public let caFile: String
+    public let clientCertificate: String
+    public let clientKey: String
+    let serverCertificate: String
+    let serverKey: String
+  }
+
   public let members: [Member]
   public let directory: String
+  public let tls: TLSFiles?
   private let lock = NSLock()
   private var processes: [String: Process] = [:]
 
   /// The members' client URLs, comma-separated (`etcd:` store syntax without the scheme prefix).
   public var endpoints: String { members.map(\.clientURL).joined(separator: ",") }
 
-  public init(members count: Int) throws {
+  /// - Parameter tls: serve clients over TLS and require client certificates (made with openssl).
+  public init(members count: Int, tls: Bool = false) throws {
     directory = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-etcd-\(UUID().uuidString.prefix(8))").path
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    self.tls = tls ? try Self.makeCertificates(in: directory) : nil
     var ports = try Self.freePorts(count * 2)
     members = (0..<count).map { index in
-      Member(name: "m\(index)", clientPort: ports.removeFirst(), peerPort: ports.removeFirst())
+      Member(name: "m\(index)", clientPort: ports.removeFirst(), peerPort: ports.removeFirst(), secure: tls)
     }
     for member in members { try start(member.name) }
     try waitHealthy(members.map(\.name))
@@ -65,6 +78,11 @@ public final class EtcdTestCluster: @unchecked Sendable {
       // Fast elections: tests kill members on purpose.
       "--heartbeat-interval", "50", "--election-timeout", "500",
     ]
+    if let tls {
+      process.arguments! += [
+        "--cert-file", tls.serverCertificate, "--key-file", tls.serverKey, "--trusted-ca-file", tls.caFile, "--client-cert-auth",
+      ]
+    }
     let log = FileHandle(forWritingAtPath: "\(directory)/\(member.name).log") ?? {
       _ = FileManager.default.createFile(atPath: "\(directory)/\(member.name).log", contents: nil)
       return FileHandle(forWritingAtPath: "\(directory)/\(member.name).log")!
@@ -106,7 +124,11 @@ public final class EtcdTestCluster: @unchecked Sendable {
     for name in names {
       guard let member = members.first(where: { $0.name == name }) else { continue }
       while true {
-        if Self.healthy(member) { break }
+        if let tls {
+          if Self.healthyOverTLS(member, tls) { break }
+        } else if Self.healthy(member) {
+          break
+        }
         if Date() > deadline {
           let log = (try? String(contentsOfFile: "\(directory)/\(name).log", encoding: .utf8)) ?? ""
           throw EtcdTestClusterError("etcd member \(name) not healthy after \(timeout) s:\n\(log.suffix(2000))")
@@ -141,6 +163,49 @@ public final class EtcdTestCluster: @unchecked Sendable {
       response += String(decoding: buffer[0..<count], as: UTF8.self)
     }
     return response.contains("\"health\":\"true\"")
+  }
+
+  private static func healthyOverTLS(_ member: Member, _ tls: TLSFiles) -> Bool {
+    let status = try? run(
+      "/usr/bin/etcdctl",
+      ["--endpoints", member.clientURL, "--cacert", tls.caFile, "--cert", tls.clientCertificate, "--key", tls.clientKey, "endpoint", "health"],
+      environment: ["ETCDCTL_API": "3"])
+    return status == 0
+  }
+
+  /// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
+  static func makeCertificates(in directory: String) throws -> TLSFiles {
+    let ca = "\(directory)/ca"
+    func openssl(_ arguments: [String]) throws {
+      guard try run("/usr/bin/openssl", arguments) == 0 else {
+        throw EtcdTestClusterError("openssl \(arguments.joined(separator: " ")) failed")
+      }
+    }
+    try openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=tessera-test-ca", "-keyout", "\(ca).key", "-out", "\(ca).pem"])
+    for (name, extensions) in [("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"), ("client", "extendedKeyUsage=clientAuth")] {
+      let path = "\(directory)/\(name)"
+      try openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=tessera-test-\(name)", "-keyout", "\(path).key", "-out", "\(path).csr"])
+      try extensions.write(toFile: "\(path).ext", atomically: true, encoding: .utf8)
+      try openssl([
+        "x509", "-req", "-in", "\(path).csr", "-CA", "\(ca).pem", "-CAkey", "\(ca).key", "-CAcreateserial", "-days", "2",
+        "-extfile", "\(path).ext", "-out", "\(path).pem",
+      ])
+    }
+    return TLSFiles(
+      caFile: "\(ca).pem", clientCertificate: "\(directory)/client.pem", clientKey: "\(directory)/client.key",
+      serverCertificate: "\(directory)/server.pem", serverKey: "\(directory)/server.key")
+  }
+
+  private static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Int32 {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    process.waitUntilExit()
+    return process.terminationStatus
   }
 
   /// Ports the kernel says are free right now (bound to port 0, then released).
