@@ -111,7 +111,7 @@ public final class ClusterIPCache: Sendable {
           try await group.next()
           group.cancelAll()
         }
-      } catch is CancellationError {
+      } catch is CancellationError where Task.isCancelled {
         throw CancellationError()
       } catch let error as EtcdError where error.code == .leaseLost || error.code == .compacted {
         logger.warning("cluster ipcache resyncing", metadata: ["reason": "\(error)"])

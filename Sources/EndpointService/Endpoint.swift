@@ -59,13 +59,28 @@ public struct EndpointSpec: Sendable, Hashable {
     self.labels = labels
   }
 
+  static func isContainerID(_ text: String) -> Bool {
+    func alphanumeric(_ byte: UInt8) -> Bool {
+      (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+        || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+    }
+    guard let first = text.utf8.first, alphanumeric(first) else { return false }
+    return text.utf8.allSatisfy { alphanumeric($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
+  }
+
   /// Checks what the wire cannot: no `reserved:` labels, sane names.
   public func validate() throws(EndpointError) {
-    guard !containerID.isEmpty, containerID.utf8.count <= 256 else {
-      throw EndpointError(code: .invalidArgument, message: "container ID must be 1 to 256 bytes")
+    // CNI spec: starts with an alphanumeric, then alphanumerics, '_', '.' or '-'.
+    guard !containerID.isEmpty, containerID.utf8.count <= 256, Self.isContainerID(containerID) else {
+      throw EndpointError(
+        code: .invalidArgument,
+        message: "container ID must be 1 to 256 characters: an alphanumeric, then alphanumerics, '_', '.' or '-'")
     }
-    guard !interfaceName.isEmpty, interfaceName.utf8.count < 16 else {
-      throw EndpointError(code: .invalidArgument, message: "interface name must be 1 to 15 bytes")
+    // CNI spec: at most 15 bytes, not "." or "..", no '/', ':' or whitespace.
+    guard !interfaceName.isEmpty, interfaceName.utf8.count < 16, interfaceName != ".", interfaceName != "..",
+      !interfaceName.unicodeScalars.contains(where: { $0 == "/" || $0 == ":" || $0.properties.isWhitespace || $0.value < 0x20 })
+    else {
+      throw EndpointError(code: .invalidArgument, message: "interface name must be 1 to 15 bytes, not . or .., without '/', ':' or whitespace")
     }
     guard hostInterface.utf8.count < 16, !hostInterface.contains("/") else {
       throw EndpointError(code: .invalidArgument, message: "host interface '\(hostInterface)' is not a valid interface name")
@@ -81,6 +96,9 @@ public struct EndpointSpec: Sendable, Hashable {
     }
     for ip in ips where !ip.isHost {
       throw EndpointError(code: .invalidArgument, message: "endpoint address \(ip) must be a single address")
+    }
+    for ip in ips where ip.isSpecialPurposeHost {
+      throw EndpointError(code: .invalidArgument, message: "endpoint address \(ip.address) is unspecified, loopback, multicast or broadcast")
     }
   }
 }

@@ -400,7 +400,7 @@ public final class EtcdIdentityStore: IdentityStore {
         state.withLock { $0.lease = 0 }
       } catch let error as EtcdError where error.code == .compacted {
         logger.info("identity watch fell behind compaction: reloading", metadata: ["error": "\(error)"])
-      } catch is CancellationError {
+      } catch is CancellationError where Task.isCancelled {
         throw CancellationError()
       } catch {
         logger.warning("etcd unreachable, retrying", metadata: ["error": "\(error)"])

@@ -27,6 +27,7 @@ final class NodeReferenceTable: Sendable {
   /// - Parameter path: the file; `nil` keeps it in memory (tests).
   init(path: String?) throws {
     var configuration = Configuration()
+    configuration.busyMode = .timeout(5)
     configuration.prepareDatabase { db in
       if try String.fetchOne(db, sql: "PRAGMA journal_mode") != "memory" {
         try db.execute(sql: "PRAGMA journal_mode = WAL")

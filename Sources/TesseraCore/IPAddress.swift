@@ -40,6 +40,19 @@ public struct IPPrefix: Hashable, Sendable, Codable, Comparable, CustomStringCon
 
   public var isHost: Bool { Int(length) == bytes.count * 8 }
 
+  /// An address no workload can own: unspecified, loopback, multicast or the
+  /// IPv4 limited broadcast.
+  public var isSpecialPurposeHost: Bool {
+    switch family {
+    case .v4:
+      return bytes[0] == 0 || bytes[0] == 127 || (bytes[0] >= 224 && bytes[0] <= 239) || bytes == [255, 255, 255, 255]
+    case .v6:
+      let unspecified = bytes.allSatisfy { $0 == 0 }
+      let loopback = bytes.dropLast().allSatisfy { $0 == 0 } && bytes.last == 1
+      return unspecified || loopback || bytes[0] == 0xff
+    }
+  }
+
   /// The address part, as text.
   public var address: String {
     var buffer = [CChar](repeating: 0, count: 64)

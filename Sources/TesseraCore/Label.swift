@@ -115,10 +115,17 @@ public struct LabelSet: Hashable, Sendable, Codable, Sequence, CustomStringConve
 
   public static let empty = LabelSet(validated: [])
 
+  /// More labels than any workload has; a larger set is an attack on every
+  /// selector evaluation and every identity key, not a workload.
+  public static let maxLabels = 512
+
   /// - Throws: ``LabelError`` for a malformed label or two labels with one key and different values.
   public init(_ labels: some Sequence<Label>) throws(LabelError) {
     var byKey: [String: Label] = [:]
     for label in labels {
+      if byKey.count >= Self.maxLabels {
+        throw LabelError(label: label.description, problem: "a label set holds at most \(Self.maxLabels) labels")
+      }
       try label.validate()
       if let existing = byKey[label.key], existing != label {
         throw LabelError(label: label.description, problem: "conflicts with \(existing) (one value per key)")

@@ -166,6 +166,10 @@ public final class EtcdClient: Sendable {
         if attempt + 1 < configuration.attempts, (attempt + 1) % members.count == 0 {
           try? await Task.sleep(for: .milliseconds(200))
         }
+      } catch is CancellationError where !Task.isCancelled {
+        // The call's deadline passed while it waited for a connection: grpc-swift
+        // cancels the waiting call rather than failing it with DEADLINE_EXCEEDED.
+        lastError = RPCError(code: .deadlineExceeded, message: "no connection to \(members[index].endpoint) within the deadline")
       } catch {
         throw EtcdError(code: .failed, message: "etcd \(method) failed on \(members[index].endpoint)", cause: error)
       }
@@ -216,7 +220,7 @@ public final class EtcdClient: Sendable {
           })
       } catch let error as EtcdError {
         throw error
-      } catch is CancellationError {
+      } catch is CancellationError where Task.isCancelled {
         throw CancellationError()
       } catch {
         if Task.isCancelled { throw CancellationError() }
@@ -273,7 +277,7 @@ public final class EtcdClient: Sendable {
           })
       } catch let error as EtcdError {
         throw error
-      } catch is CancellationError {
+      } catch is CancellationError where Task.isCancelled {
         throw CancellationError()
       } catch {
         if Task.isCancelled { throw CancellationError() }

@@ -131,6 +131,19 @@ struct CreateEndpointTests {
     #expect(node.manager.registry.all().count == 1)
   }
 
+  @Test(
+    "container IDs, interface names and addresses are checked as the CNI spec says",
+    arguments: [
+      ("a/../../etc/passwd", "eth0", "10.0.0.1/32"), ("-leading-dash", "eth0", "10.0.0.1/32"), ("bad id", "eth0", "10.0.0.1/32"),
+      ("ok", "..", "10.0.0.1/32"), ("ok", "eth:0", "10.0.0.1/32"), ("ok", "a very long name", "10.0.0.1/32"),
+      ("ok", "eth0", "0.0.0.0/32"), ("ok", "eth0", "127.0.0.1/32"), ("ok", "eth0", "::1/128"),
+    ])
+  func specChecks(container: String, interface: String, ip: String) throws {
+    let spec = EndpointSpec(containerID: container, interfaceName: interface, ips: [try #require(IPPrefix(ip))])
+    #expect(throws: EndpointError.self) { try spec.validate() }
+    try EndpointSpec(containerID: "abc_1.2-3", interfaceName: "eth0", ips: [try #require(IPPrefix("10.0.0.1/32"))]).validate()
+  }
+
   @Test("an unreachable datapath fails the create and leaves nothing behind")
   func cleanUpOnFailure() async throws {
     let node = try InProcessNode()

@@ -35,7 +35,8 @@ final class EtcdReplica: Sendable {
           }
         })
     }
-    try await eventually("replica \(node) ready") { store.isReady }
+    // Generous: the whole suite runs in parallel on two cores.
+    try await eventually("replica \(node) ready", timeout: .seconds(60)) { store.isReady }
   }
 
   func allocate(_ labels: LabelSet) async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool) {

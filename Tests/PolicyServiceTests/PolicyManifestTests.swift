@@ -538,4 +538,16 @@ struct PolicyManifestTests {
   func badInput(manifest: String, expected: String) {
     #expect(message(manifest) == expected)
   }
+
+  @Test("YAML aliases cannot expand without bound, and nesting is bounded")
+  func expansionIsBounded() {
+    var laughs = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    for level in 0..<8 {
+      let previous = Character(UnicodeScalar(97 + level)!)
+      let name = Character(UnicodeScalar(98 + level)!)
+      laughs += "\(name): &\(name) [" + Array(repeating: "*\(previous)", count: 9).joined(separator: ", ") + "]\n"
+    }
+    #expect(message(laughs)?.contains("expands to more than") == true)
+    #expect(message("a: " + String(repeating: "[", count: 300) + String(repeating: "]", count: 300))?.contains("nests deeper") == true)
+  }
 }

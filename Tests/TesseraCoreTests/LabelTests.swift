@@ -106,4 +106,22 @@ struct VerdictTests {
     #expect(policy.verdict(peer: NumericIdentity(999), direction: .egress, proto: .tcp, port: 53) == .allow)
     #expect(policy.verdict(peer: NumericIdentity(999), direction: .egress, proto: .udp, port: 53) == .deny)
   }
+
+  @Test("a label set is bounded in size")
+  func labelSetBound() throws {
+    _ = try LabelSet((0..<LabelSet.maxLabels).map { Label(source: "k8s", key: "k\($0)", value: "v") })
+    #expect(throws: LabelError.self) {
+      try LabelSet((0...LabelSet.maxLabels).map { Label(source: "k8s", key: "k\($0)", value: "v") })
+    }
+  }
+
+  @Test("addresses no workload can own", arguments: ["0.0.0.0/32", "127.0.0.1/32", "224.0.0.1/32", "255.255.255.255/32", "::/128", "::1/128", "ff02::1/128"])
+  func specialPurpose(_ text: String) throws {
+    #expect(try #require(IPPrefix(text)).isSpecialPurposeHost)
+  }
+
+  @Test("ordinary addresses", arguments: ["10.0.0.1/32", "192.168.1.255/32", "fd00::1/128", "2001:db8::1/128"])
+  func ordinary(_ text: String) throws {
+    #expect(try #require(IPPrefix(text)).isSpecialPurposeHost == false)
+  }
 }

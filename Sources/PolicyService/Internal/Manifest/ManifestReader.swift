@@ -54,7 +54,8 @@ enum ManifestReader {
       while true {
         number += 1
         guard let node = try parser.nextRoot() else { break }
-        let value = try convert(node)
+        var budget = Self.maxNodesPerDocument
+        let value = try convert(node, depth: 0, budget: &budget)
         if value != .null { documents.append(ManifestDocument(number: number, value: value)) }
       }
     } catch let error as YamlError {
@@ -68,7 +69,17 @@ enum ManifestReader {
     return documents
   }
 
-  private static func convert(_ node: Node) throws(FieldError) -> ManifestValue {
+  /// Far beyond any real policy document; YAML aliases can make a small file
+  /// expand without bound ("billion laughs"), so expansion is counted.
+  static let maxNodesPerDocument = 1_000_000
+  static let maxDepth = 256
+
+  private static func convert(_ node: Node, depth: Int, budget: inout Int) throws(FieldError) -> ManifestValue {
+    budget -= 1
+    guard budget >= 0 else {
+      throw FieldError(path: "", problem: "document expands to more than \(maxNodesPerDocument) values (YAML aliases?)")
+    }
+    guard depth < maxDepth else { throw FieldError(path: "", problem: "document nests deeper than \(maxDepth) levels") }
     switch node {
     case .scalar(let scalar):
       switch node.tag.rawValue {
@@ -88,12 +99,12 @@ enum ManifestReader {
         guard case .scalar(let keyScalar) = key else {
           throw FieldError(path: "", problem: "mapping keys must be strings (line \(key.mark?.line ?? 0))")
         }
-        members.append(.init(key: keyScalar.string, value: try convert(value)))
+        members.append(.init(key: keyScalar.string, value: try convert(value, depth: depth + 1, budget: &budget)))
       }
       return .object(members)
     case .sequence(let sequence):
       var values: [ManifestValue] = []
-      for element in sequence { values.append(try convert(element)) }
+      for element in sequence { values.append(try convert(element, depth: depth + 1, budget: &budget)) }
       return .list(values)
     case .alias:
       throw FieldError(path: "", problem: "YAML aliases are not supported")
