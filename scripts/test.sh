@@ -56,6 +56,7 @@ run "end-to-end CNI (netns, ptp + host-local + tessera-cni)" bash Tests/tessera-
 run "end-to-end policy in the kernel (real TCP between pods)" bash Tests/e2e/policy_e2e.sh
 run "end-to-end two nodes on one etcd (cross-node policy by identity)" bash Tests/e2e/two_nodes_e2e.sh
 run "bad-input campaign (Python grpcio against every method)" bash Tests/badinput/run.sh
+run "failure drill (SIGKILL each daemon in turn under churn)" bash Tests/drill/run.sh
 
 echo
 if ((${#failures[@]})); then

@@ -385,7 +385,10 @@ public final class EndpointManager: Sendable {
     do { saved = try store.loadAll() } catch {
       throw EndpointError(code: .invalidArgument, message: "cannot read endpoint state from \(store.directory)", cause: error)
     }
-    guard !saved.isEmpty else { return (0, 0) }
+    guard !saved.isEmpty else {
+      try await syncIdentityReferences()
+      return (0, 0)
+    }
     registry.restore(saved)
     let realized = try await datapath.realizedEndpoints()
     var removed = 0
@@ -408,9 +411,22 @@ public final class EndpointManager: Sendable {
         waiters.resume(endpointID: endpoint.id, realizedGeneration: endpoint.realizedGeneration)
       }
     }
+    try await syncIdentityReferences()
     endpointsChanged.signal()
     logger.info("restored endpoints", metadata: ["restored": "\(saved.count - removed)", "removed": "\(removed)"])
     return (saved.count - removed, removed)
+  }
+
+  /// Tells the identity service exactly which identities this node's endpoints
+  /// hold. A crash between allocating an identity and recording the endpoint
+  /// would otherwise leak that reference forever; restore runs before the
+  /// node serves, so nothing is being created meanwhile.
+  private func syncIdentityReferences() async throws(EndpointError) {
+    var held: [NumericIdentity: Int] = [:]
+    for endpoint in registry.all() where endpoint.identity != .unknown && !endpoint.identity.isReserved {
+      held[endpoint.identity, default: 0] += 1
+    }
+    try await identities.syncReferences(held: held)
   }
 
   /// Saves the endpoint once it holds an identity reference (so a restart can

@@ -53,6 +53,22 @@ public struct IdentityServiceClient<Transport: ClientTransport>: IdentityAllocat
       throw .upstream("identity", error)
     }
   }
+
+  public func syncReferences(held: [NumericIdentity: Int]) async throws(EndpointError) {
+    do {
+      _ = try await client.syncNodeReferences(
+        .with {
+          $0.held = held.sorted { $0.key < $1.key }.map { id, count in
+            .with {
+              $0.identity = id.rawValue
+              $0.count = UInt32(clamping: count)
+            }
+          }
+        }, options: .failFast(timeout: timeout))
+    } catch {
+      throw .upstream("identity", error)
+    }
+  }
 }
 
 /// ``PolicyComputing`` over gRPC, plus the policy watch.

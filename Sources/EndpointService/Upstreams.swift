@@ -4,6 +4,8 @@ import TesseraCore
 public protocol IdentityAllocating: Sendable {
   func allocateIdentity(labels: LabelSet) async throws(EndpointError) -> (identity: SecurityIdentity, isNew: Bool)
   func releaseIdentity(_ id: NumericIdentity) async throws(EndpointError)
+  /// Makes this node's references exactly `held` (identity → endpoints holding it).
+  func syncReferences(held: [NumericIdentity: Int]) async throws(EndpointError)
 }
 
 /// The policy service as the endpoint service uses it.

@@ -266,6 +266,37 @@ public final class EtcdIdentityStore: IdentityStore {
     _ = response
   }
 
+  public func syncReferences(node: String, held: [NumericIdentity: Int]) async throws(IdentityError) -> ReferenceSync {
+    try Self.validate(node: node)
+    var sync = ReferenceSync()
+    var keys: [NodeReferenceTable.Key] = []
+    var wanted: [NodeReferenceTable.Key: (id: UInt32, count: Int)] = [:]
+    for (id, count) in held where count > 0 {
+      guard let cached = state.withLock({ $0.byID[id.rawValue] }) else {
+        sync.missing.append(id)
+        continue
+      }
+      wanted[.init(canonicalLabels: cached.canonicalLabels, node: node)] = (id.rawValue, count)
+    }
+    for (key, row) in references.all() where key.node == node && wanted[key] == nil && row.count > 0 { keys.append(key) }
+    keys += wanted.keys
+    for key in keys {
+      try await keyLock.withLock(key.canonicalLabels) { () async throws(IdentityError) in
+        let row = references.row(key)
+        let have = row?.count ?? 0
+        let count = wanted[key]?.count ?? 0
+        guard let id = wanted[key]?.id ?? row?.identity else { return }
+        guard count != have || row?.identity != id else { return }
+        if count > have { sync.added += count - have } else { sync.dropped += have - count }
+        // Unsynced: the reconciler writes (or, at zero, deletes) the reference key.
+        try saveReference(key, .init(identity: id, count: count, synced: false))
+      }
+    }
+    reconcileNeeded.signal()
+    sync.missing.sort()
+    return sync
+  }
+
   public func identity(id: NumericIdentity) async throws(IdentityError) -> StoredIdentity? {
     guard let cached = state.withLock({ $0.byID[id.rawValue] }) else { return nil }
     return try await stored(id: id.rawValue, canonical: cached.canonicalLabels)

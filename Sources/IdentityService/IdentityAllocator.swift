@@ -81,6 +81,18 @@ public final class IdentityAllocator: Sendable {
     return try await store.release(id: id, node: node ?? configuration.nodeName)
   }
 
+  /// Makes `node`'s references exactly what its endpoints hold (reserved identities are not counted).
+  public func syncNodeReferences(node: String? = nil, held: [NumericIdentity: Int]) async throws(IdentityError) -> ReferenceSync {
+    let node = node ?? configuration.nodeName
+    let sync = try await store.syncReferences(node: node, held: held.filter { !$0.key.isReserved })
+    if sync.dropped > 0 || sync.added > 0 || !sync.missing.isEmpty {
+      logger.warning("node references reconciled with its endpoints", metadata: [
+        "node": "\(node)", "dropped": "\(sync.dropped)", "added": "\(sync.added)", "missing": "\(sync.missing)",
+      ])
+    }
+    return sync
+  }
+
   /// Deletes identities unreferenced for the grace period and tells the policy service.
   @discardableResult
   public func collectGarbage() async throws(IdentityError) -> [SecurityIdentity] {

@@ -28,6 +28,20 @@ public struct IdentityRelease: Hashable, Sendable {
   }
 }
 
+/// What ``IdentityStore/syncReferences(node:held:)`` changed.
+public struct ReferenceSync: Hashable, Sendable {
+  public var dropped: Int
+  public var added: Int
+  /// Held identities the store no longer has.
+  public var missing: [NumericIdentity]
+
+  public init(dropped: Int = 0, added: Int = 0, missing: [NumericIdentity] = []) {
+    self.dropped = dropped
+    self.added = added
+    self.missing = missing
+  }
+}
+
 /// Where label sets and their numeric identities live.
 ///
 /// Every operation is atomic: a crash never leaves a half-made identity or a
@@ -52,6 +66,10 @@ public protocol IdentityStore: Sendable {
   func identity(id: NumericIdentity) async throws(IdentityError) -> StoredIdentity?
   func identity(labels: LabelSet) async throws(IdentityError) -> StoredIdentity?
   func identities() async throws(IdentityError) -> [StoredIdentity]
+
+  /// Sets `node`'s reference counts to exactly `held` (allocated identities
+  /// only): references nobody holds are dropped, lost ones restored.
+  func syncReferences(node: String, held: [NumericIdentity: Int]) async throws(IdentityError) -> ReferenceSync
 
   /// Deletes identities that have had no reference for at least `gracePeriodMilliseconds`; returns them.
   func collectGarbage(gracePeriodMilliseconds: Int64) async throws(IdentityError) -> [SecurityIdentity]

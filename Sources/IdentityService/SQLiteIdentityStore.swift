@@ -102,6 +102,49 @@ public final class SQLiteIdentityStore: IdentityStore {
     }
   }
 
+  public func syncReferences(node: String, held: [NumericIdentity: Int]) async throws(IdentityError) -> ReferenceSync {
+    let result: Result<ReferenceSync, IdentityError> = write { db in
+      var sync = ReferenceSync()
+      let now = Self.now()
+      let existing = try IdentityReferenceRecord.filter(IdentityReferenceRecord.Columns.node == node).fetchAll(db)
+      var touched: Set<Int64> = []
+      for var reference in existing {
+        let wanted = held[NumericIdentity(UInt32(reference.identityId))] ?? 0
+        guard wanted != reference.count else { continue }
+        touched.insert(reference.identityId)
+        if wanted == 0 {
+          sync.dropped += Int(reference.count)
+          try reference.delete(db)
+        } else {
+          if wanted > reference.count { sync.added += wanted - Int(reference.count) } else { sync.dropped += Int(reference.count) - wanted }
+          reference.count = Int64(wanted)
+          try reference.update(db)
+        }
+      }
+      let known = Set(existing.map(\.identityId))
+      for (id, count) in held where count > 0 && !known.contains(Int64(id.rawValue)) {
+        guard try IdentityRecord.fetchOne(db, key: Int64(id.rawValue)) != nil else {
+          sync.missing.append(id)
+          continue
+        }
+        try IdentityReferenceRecord(identityId: Int64(id.rawValue), node: node, count: Int64(count)).insert(db)
+        touched.insert(Int64(id.rawValue))
+        sync.added += count
+      }
+      for id in touched {
+        guard var record = try IdentityRecord.fetchOne(db, key: id) else { continue }
+        let referenced = try Self.totalReferences(db, identity: id) > 0
+        if referenced != (record.unreferencedSince == nil) {
+          record.unreferencedSince = referenced ? nil : now
+          try record.update(db)
+        }
+      }
+      sync.missing.sort()
+      return .success(sync)
+    }
+    return try result.get()
+  }
+
   public func identity(id: NumericIdentity) async throws(IdentityError) -> StoredIdentity? {
     try read { db in
       try IdentityRecord.fetchOne(db, key: Int64(id.rawValue)).map { try Self.stored($0, db) }

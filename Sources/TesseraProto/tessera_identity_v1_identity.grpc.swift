@@ -85,6 +85,19 @@ public enum Tessera_Identity_V1_IdentityService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "SyncNodeReferences" metadata.
+        public enum SyncNodeReferences: Sendable {
+            /// Request type for "SyncNodeReferences".
+            public typealias Input = Tessera_Identity_V1_SyncNodeReferencesRequest
+            /// Response type for "SyncNodeReferences".
+            public typealias Output = Tessera_Identity_V1_SyncNodeReferencesResponse
+            /// Descriptor for "SyncNodeReferences".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "tessera.identity.v1.IdentityService"),
+                method: "SyncNodeReferences",
+                type: .unary
+            )
+        }
         /// Namespace for "WatchIdentities" metadata.
         public enum WatchIdentities: Sendable {
             /// Request type for "WatchIdentities".
@@ -105,6 +118,7 @@ public enum Tessera_Identity_V1_IdentityService: Sendable {
             GetIdentity.descriptor,
             LookupIdentity.descriptor,
             ListIdentities.descriptor,
+            SyncNodeReferences.descriptor,
             WatchIdentities.descriptor
         ]
     }
@@ -225,6 +239,27 @@ extension Tessera_Identity_V1_IdentityService {
             request: GRPCCore.StreamingServerRequest<Tessera_Identity_V1_ListIdentitiesRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Identity_V1_ListIdentitiesResponse>
+
+        /// Handle the "SyncNodeReferences" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Makes the node's reference counts exactly what its endpoints hold. The
+        /// > endpoint service calls it after restoring its endpoints, so a crash
+        /// > between allocating and recording an identity leaks nothing.
+        /// > Errors: INVALID_ARGUMENT (bad node name), UNAVAILABLE (store unreachable; retry).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Tessera_Identity_V1_SyncNodeReferencesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Tessera_Identity_V1_SyncNodeReferencesResponse` messages.
+        func syncNodeReferences(
+            request: GRPCCore.StreamingServerRequest<Tessera_Identity_V1_SyncNodeReferencesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Identity_V1_SyncNodeReferencesResponse>
 
         /// Handle the "WatchIdentities" method.
         ///
@@ -347,6 +382,27 @@ extension Tessera_Identity_V1_IdentityService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Tessera_Identity_V1_ListIdentitiesResponse>
 
+        /// Handle the "SyncNodeReferences" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Makes the node's reference counts exactly what its endpoints hold. The
+        /// > endpoint service calls it after restoring its endpoints, so a crash
+        /// > between allocating and recording an identity leaks nothing.
+        /// > Errors: INVALID_ARGUMENT (bad node name), UNAVAILABLE (store unreachable; retry).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Identity_V1_SyncNodeReferencesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Tessera_Identity_V1_SyncNodeReferencesResponse` message.
+        func syncNodeReferences(
+            request: GRPCCore.ServerRequest<Tessera_Identity_V1_SyncNodeReferencesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Tessera_Identity_V1_SyncNodeReferencesResponse>
+
         /// Handle the "WatchIdentities" method.
         ///
         /// > Source IDL Documentation:
@@ -466,6 +522,27 @@ extension Tessera_Identity_V1_IdentityService {
             context: GRPCCore.ServerContext
         ) async throws -> Tessera_Identity_V1_ListIdentitiesResponse
 
+        /// Handle the "SyncNodeReferences" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Makes the node's reference counts exactly what its endpoints hold. The
+        /// > endpoint service calls it after restoring its endpoints, so a crash
+        /// > between allocating and recording an identity leaks nothing.
+        /// > Errors: INVALID_ARGUMENT (bad node name), UNAVAILABLE (store unreachable; retry).
+        ///
+        /// - Parameters:
+        ///   - request: A `Tessera_Identity_V1_SyncNodeReferencesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Tessera_Identity_V1_SyncNodeReferencesResponse` to respond with.
+        func syncNodeReferences(
+            request: Tessera_Identity_V1_SyncNodeReferencesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Tessera_Identity_V1_SyncNodeReferencesResponse
+
         /// Handle the "WatchIdentities" method.
         ///
         /// > Source IDL Documentation:
@@ -547,6 +624,17 @@ extension Tessera_Identity_V1_IdentityService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Tessera_Identity_V1_IdentityService.Method.SyncNodeReferences.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Identity_V1_SyncNodeReferencesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Identity_V1_SyncNodeReferencesResponse>(),
+            handler: { request, context in
+                try await self.syncNodeReferences(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Tessera_Identity_V1_IdentityService.Method.WatchIdentities.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Identity_V1_WatchIdentitiesRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Identity_V1_IdentityEvent>(),
@@ -612,6 +700,17 @@ extension Tessera_Identity_V1_IdentityService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Identity_V1_ListIdentitiesResponse> {
         let response = try await self.listIdentities(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func syncNodeReferences(
+        request: GRPCCore.StreamingServerRequest<Tessera_Identity_V1_SyncNodeReferencesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Identity_V1_SyncNodeReferencesResponse> {
+        let response = try await self.syncNodeReferences(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -691,6 +790,19 @@ extension Tessera_Identity_V1_IdentityService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Tessera_Identity_V1_ListIdentitiesResponse> {
         return GRPCCore.ServerResponse<Tessera_Identity_V1_ListIdentitiesResponse>(
             message: try await self.listIdentities(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func syncNodeReferences(
+        request: GRPCCore.ServerRequest<Tessera_Identity_V1_SyncNodeReferencesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Tessera_Identity_V1_SyncNodeReferencesResponse> {
+        return GRPCCore.ServerResponse<Tessera_Identity_V1_SyncNodeReferencesResponse>(
+            message: try await self.syncNodeReferences(
                 request: request.message,
                 context: context
             ),
@@ -842,6 +954,32 @@ extension Tessera_Identity_V1_IdentityService {
             deserializer: some GRPCCore.MessageDeserializer<Tessera_Identity_V1_ListIdentitiesResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Identity_V1_ListIdentitiesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "SyncNodeReferences" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Makes the node's reference counts exactly what its endpoints hold. The
+        /// > endpoint service calls it after restoring its endpoints, so a crash
+        /// > between allocating and recording an identity leaks nothing.
+        /// > Errors: INVALID_ARGUMENT (bad node name), UNAVAILABLE (store unreachable; retry).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Identity_V1_SyncNodeReferencesRequest` message.
+        ///   - serializer: A serializer for `Tessera_Identity_V1_SyncNodeReferencesRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Identity_V1_SyncNodeReferencesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func syncNodeReferences<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Identity_V1_SyncNodeReferencesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Identity_V1_SyncNodeReferencesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Identity_V1_SyncNodeReferencesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Identity_V1_SyncNodeReferencesResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "WatchIdentities" method.
@@ -1058,6 +1196,43 @@ extension Tessera_Identity_V1_IdentityService {
             )
         }
 
+        /// Call the "SyncNodeReferences" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Makes the node's reference counts exactly what its endpoints hold. The
+        /// > endpoint service calls it after restoring its endpoints, so a crash
+        /// > between allocating and recording an identity leaks nothing.
+        /// > Errors: INVALID_ARGUMENT (bad node name), UNAVAILABLE (store unreachable; retry).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Identity_V1_SyncNodeReferencesRequest` message.
+        ///   - serializer: A serializer for `Tessera_Identity_V1_SyncNodeReferencesRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Identity_V1_SyncNodeReferencesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func syncNodeReferences<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Identity_V1_SyncNodeReferencesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Identity_V1_SyncNodeReferencesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Identity_V1_SyncNodeReferencesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Identity_V1_SyncNodeReferencesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Tessera_Identity_V1_IdentityService.Method.SyncNodeReferences.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "WatchIdentities" method.
         ///
         /// > Source IDL Documentation:
@@ -1235,6 +1410,38 @@ extension Tessera_Identity_V1_IdentityService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Identity_V1_ListIdentitiesRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Identity_V1_ListIdentitiesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SyncNodeReferences" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Makes the node's reference counts exactly what its endpoints hold. The
+    /// > endpoint service calls it after restoring its endpoints, so a crash
+    /// > between allocating and recording an identity leaks nothing.
+    /// > Errors: INVALID_ARGUMENT (bad node name), UNAVAILABLE (store unreachable; retry).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Tessera_Identity_V1_SyncNodeReferencesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func syncNodeReferences<Result>(
+        request: GRPCCore.ClientRequest<Tessera_Identity_V1_SyncNodeReferencesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Identity_V1_SyncNodeReferencesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.syncNodeReferences(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Identity_V1_SyncNodeReferencesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Identity_V1_SyncNodeReferencesResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1430,6 +1637,42 @@ extension Tessera_Identity_V1_IdentityService.ClientProtocol {
             metadata: metadata
         )
         return try await self.listIdentities(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SyncNodeReferences" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Makes the node's reference counts exactly what its endpoints hold. The
+    /// > endpoint service calls it after restoring its endpoints, so a crash
+    /// > between allocating and recording an identity leaks nothing.
+    /// > Errors: INVALID_ARGUMENT (bad node name), UNAVAILABLE (store unreachable; retry).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func syncNodeReferences<Result>(
+        _ message: Tessera_Identity_V1_SyncNodeReferencesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Identity_V1_SyncNodeReferencesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Tessera_Identity_V1_SyncNodeReferencesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.syncNodeReferences(
             request: request,
             options: options,
             onResponse: handleResponse

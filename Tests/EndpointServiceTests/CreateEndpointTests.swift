@@ -36,6 +36,12 @@ struct InProcessNode {
     func releaseIdentity(_ id: NumericIdentity) async throws(EndpointError) {
       _ = try? await allocator.releaseIdentity(id: id)
     }
+    func syncReferences(held: [NumericIdentity: Int]) async throws(EndpointError) {
+      if down.isOn { throw EndpointError(code: .upstreamUnavailable, message: "identity service down") }
+      do { _ = try await allocator.syncNodeReferences(held: held) } catch {
+        throw EndpointError(code: .upstreamUnavailable, message: "\(error)")
+      }
+    }
   }
 
   struct Policies: PolicyComputing {
@@ -225,5 +231,26 @@ struct CreateEndpointTests {
     #expect(back.realizedGeneration == a.realizedGeneration)
     let next = try await restarted.manager.createEndpoint(try restarted.spec("b", "10.0.0.2", "app=y"), sync: true)
     #expect(next.id == a.id + 1)
+  }
+
+  @Test("a reference leaked by a crash between allocating and recording an endpoint is dropped on restore")
+  func restoreDropsLeakedReferences() async throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-ep-\(UUID().uuidString)").path
+    let identityDB = directory + "-identity.db"
+    defer {
+      try? FileManager.default.removeItem(atPath: directory)
+      try? FileManager.default.removeItem(atPath: identityDB)
+    }
+    let first = try InProcessNode(stateDirectory: directory, identityStore: identityDB)
+    let kept = try await first.manager.createEndpoint(try first.spec("a", "10.0.0.1", "app=x"), sync: true)
+    // The endpoint service died right after these allocations, before recording any endpoint.
+    let leaked = try await first.allocator.allocateIdentity(labels: try LabelSet(parsing: ["app=lost", "io.kubernetes.pod.namespace=default"]))
+    _ = try await first.allocator.allocateIdentity(labels: try LabelSet(parsing: ["app=x", "io.kubernetes.pod.namespace=default"]))
+    #expect(try await first.allocator.identity(id: kept.identity).totalReferences == 2)
+
+    let restarted = try InProcessNode(stateDirectory: directory, datapath: first.datapath, identityStore: identityDB)
+    _ = try await restarted.manager.restore()
+    #expect(try await restarted.allocator.identity(id: leaked.identity.id).totalReferences == 0)
+    #expect(try await restarted.allocator.identity(id: kept.identity).totalReferences == 1, "one endpoint, one reference")
   }
 }

@@ -34,6 +34,10 @@ final class GatedIdentities: IdentityAllocating {
     state.withLock { $0.references[id.rawValue, default: 0] -= 1 }
   }
 
+  func syncReferences(held: [NumericIdentity: Int]) async throws(EndpointError) {
+    state.withLock { $0.references = Dictionary(uniqueKeysWithValues: held.map { ($0.key.rawValue, $0.value) }) }
+  }
+
   func openGate() {
     let gate = state.withLock { state in
       state.gateOpen = true

@@ -352,6 +352,24 @@ struct EtcdIdentityStoreTests {
     a.stop()
   }
 
+  @Test("syncing references rewrites the node's reference keys to what its endpoints hold")
+  func syncReferences() async throws {
+    let cluster = try EtcdTestCluster(members: 1)
+    defer { cluster.shutdown() }
+    let a = try await EtcdReplica(cluster, node: "a")
+    let kept = try await a.allocate(labelSet(1)).identity.id
+    let leaked = try await a.allocate(labelSet(2)).identity.id
+    let sync = try await a.store.syncReferences(node: "a", held: [kept: 2, NumericIdentity(77_777): 1])
+    #expect(sync == ReferenceSync(dropped: 1, added: 1, missing: [NumericIdentity(77_777)]))
+    try await eventually("the leaked reference key is deleted") {
+      try await EtcdContents.read(cluster).references[labelSet(2).canonicalKey] == nil
+    }
+    #expect(try await EtcdContents.read(cluster).references[labelSet(1).canonicalKey] == ["a"])
+    #expect(try await a.store.identity(id: kept)?.references["a"] == 2)
+    #expect(try await a.store.identity(id: leaked)?.references["a"] == nil)
+    a.stop()
+  }
+
   @Test("a restarted replica keeps its counts and its lease")
   func restart() async throws {
     let cluster = try EtcdTestCluster(members: 1)

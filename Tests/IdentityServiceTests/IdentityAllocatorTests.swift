@@ -140,4 +140,20 @@ struct IdentityAllocatorTests {
     let stored = try await allocator.store.identities()
     #expect(stored.map(\.totalReferences).reduce(0, +) == 200)
   }
+
+  @Test("syncing a node's references drops leaked ones, restores lost ones and reports missing identities")
+  func syncReferences() async throws {
+    let (allocator, _) = try makeAllocator()
+    let web = try await allocator.allocateIdentity(labels: labels("app=web")).identity.id
+    let db = try await allocator.allocateIdentity(labels: labels("app=db")).identity.id
+    _ = try await allocator.allocateIdentity(labels: labels("app=web"))
+    _ = try await allocator.allocateIdentity(labels: labels("app=web"), node: "other")
+    let sync = try await allocator.syncNodeReferences(held: [web: 1, db: 3, NumericIdentity(9999): 1, .host: 4])
+    #expect(sync == ReferenceSync(dropped: 1, added: 2, missing: [NumericIdentity(9999)]))
+    #expect(try await allocator.identity(id: web).references == ["n1": 1, "other": 1])
+    #expect(try await allocator.identity(id: db).references == ["n1": 3])
+    #expect(try await allocator.syncNodeReferences(held: [:]) == ReferenceSync(dropped: 4))
+    #expect(try await allocator.identity(id: db).totalReferences == 0)
+    #expect(try await allocator.collectGarbage().map(\.id) == [db], "an identity left without references is collectable")
+  }
 }
