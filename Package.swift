@@ -16,6 +16,11 @@ let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package
 let grdb: Target.Dependency = .product(name: "GRDB", package: "GRDB.swift")
 let yams: Target.Dependency = .product(name: "Yams", package: "Yams")
 let inProcess: Target.Dependency = .product(name: "GRPCInProcessTransport", package: "grpc-swift-2")
+let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metrics")
+let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
+let nioHTTP1: Target.Dependency = .product(name: "NIOHTTP1", package: "swift-nio")
+let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
+let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
 
 let package = Package(
   name: "tessera",
@@ -36,6 +41,9 @@ let package = Package(
     .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+    .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+    .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+    .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
   ],
   targets: [
@@ -62,17 +70,20 @@ let package = Package(
     // Process plumbing shared by the daemons: gRPC server/client services, health, logging, locks.
     .target(
       name: "TesseraRuntime",
-      dependencies: ["TesseraCore", "TesseraProto", grpcCore, grpcNIO, grpcProtobuf, logging, lifecycle, argumentParser],
+      dependencies: [
+        "TesseraCore", "TesseraProto", grpcCore, grpcNIO, grpcProtobuf, logging, lifecycle, argumentParser, metrics, prometheus,
+        nioCore, nioHTTP1, nioPosix,
+      ],
       swiftSettings: strictSwift
     ),
     .target(
       name: "IdentityService",
-      dependencies: ["EtcdProto", "TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb],
+      dependencies: ["EtcdProto", "TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb, metrics],
       swiftSettings: strictSwift
     ),
     .target(
       name: "PolicyService",
-      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb, yams],
+      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb, yams, metrics],
       swiftSettings: strictSwift
     ),
     // libbpf loader for the eBPF datapath; the BPF programs in bpf/ are built by scripts/build-bpf.sh.
@@ -84,27 +95,27 @@ let package = Package(
     ),
     .target(
       name: "DatapathService",
-      dependencies: ["CTesseraBPF", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging],
+      dependencies: ["CTesseraBPF", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging, metrics],
       swiftSettings: strictSwift
     ),
     .target(
       name: "EndpointService",
-      dependencies: ["EtcdProto", "TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, logging],
+      dependencies: ["EtcdProto", "TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, logging, metrics],
       swiftSettings: strictSwift
     ),
     .executableTarget(
       name: "tessera-identityd",
-      dependencies: ["IdentityService", "TesseraEtcd", "TesseraRuntime", argumentParser, lifecycle],
+      dependencies: ["IdentityService", "TesseraEtcd", "TesseraRuntime", argumentParser, lifecycle, metrics],
       swiftSettings: strictSwift
     ),
     .executableTarget(
       name: "tessera-policyd",
-      dependencies: ["PolicyService", "TesseraRuntime", argumentParser],
+      dependencies: ["PolicyService", "TesseraRuntime", argumentParser, metrics],
       swiftSettings: strictSwift
     ),
     .executableTarget(
       name: "tessera-datapathd",
-      dependencies: ["DatapathService", "TesseraRuntime", argumentParser],
+      dependencies: ["DatapathService", "TesseraRuntime", argumentParser, metrics],
       swiftSettings: strictSwift
     ),
     .executableTarget(

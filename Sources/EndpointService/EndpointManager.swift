@@ -96,11 +96,14 @@ public final class EndpointManager: Sendable {
     } catch {
       logger.info("endpoint creation failed; cleaning up", metadata: ["error": "\(error)"])
       _ = try? await deleteEndpoint(id: endpoint.id, abandoningDatapathState: true)
+      EndpointMetrics.createDuration(result: "error").record(duration: ContinuousClock.now - started)
       throw error
     }
     guard let ready = registry.endpoint(id: endpoint.id) else {
       throw EndpointError(code: .notFound, message: "endpoint \(endpoint.id) was deleted while it was being created")
     }
+    EndpointMetrics.createDuration(result: "ok").record(duration: ContinuousClock.now - started)
+    EndpointMetrics.endpoints.record(registry.all().count)
     logger.info("endpoint ready", metadata: [
       "identity": "\(ready.identity)", "policyRevision": "\(ready.policyRevision)", "took": "\(ContinuousClock.now - started)",
     ])
@@ -239,8 +242,10 @@ public final class EndpointManager: Sendable {
       persist(endpointID)
       waiters.resume(endpointID: endpointID, realizedGeneration: finished)
       endpointsChanged.signal()
+      EndpointMetrics.regenerations(result: "ok").increment()
     } catch {
       logger.warning("regeneration failed", metadata: ["endpoint.id": "\(endpointID)", "error": "\(error)"])
+      EndpointMetrics.regenerations(result: "error").increment()
       let stillThere = (try? registry.update(id: endpointID) { (endpoint) throws(EndpointError) -> Bool in
         _ = try endpoint.stateMachine.handle(.regenerationFailed)
         return true
@@ -339,6 +344,7 @@ public final class EndpointManager: Sendable {
     waiters.forget(endpointID: id)
     store?.delete(id: id)
     endpointsChanged.signal()
+    EndpointMetrics.endpoints.record(registry.all().count)
     logger.info("endpoint deleted", metadata: ["endpoint.id": "\(id)", "container.id": "\(snapshot.containerID)"])
     return snapshot
   }

@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import TesseraCore
 
 /// Label set ↔ numeric identity, refcounted per node (DESIGN §3).
@@ -68,6 +69,7 @@ public final class IdentityAllocator: Sendable {
         throw IdentityError(code: .policyUnavailable, message: "identity \(identity.id) could not be announced to the policy service", cause: error)
       }
     }
+    Counter(label: "tessera_identity_allocations_total", dimensions: [("new", isNew ? "true" : "false")]).increment()
     if isNew {
       logger.info("allocated identity", metadata: ["identity": "\(identity.id)", "labels": "\(identity.labels)"])
       events.publish(.added([identity]))

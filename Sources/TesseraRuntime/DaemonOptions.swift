@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import ServiceLifecycle
 
 /// Flags every daemon takes.
 public struct DaemonOptions: ParsableArguments, Sendable {
@@ -17,6 +18,9 @@ public struct DaemonOptions: ParsableArguments, Sendable {
 
   @Option(name: .long, help: "This node's name (identity references are per node).")
   public var nodeName: String = DaemonOptions.defaultNodeName
+
+  @Option(name: .long, help: "Serve Prometheus metrics on HOST:PORT at /metrics (off unless given).")
+  public var metricsAddress: String?
 
   public init() {}
 
@@ -37,13 +41,23 @@ public struct DaemonOptions: ParsableArguments, Sendable {
     guard !nodeName.isEmpty, nodeName.utf8.count <= 253 else {
       throw ValidationError("--node-name must be 1 to 253 bytes")
     }
+    if let metricsAddress {
+      do { _ = try MetricsServer(address: metricsAddress, logger: Logger(label: "validate")) } catch { throw ValidationError("--metrics-address: \(error)") }
+    }
   }
 
   public var runDirectory: RunDirectory { RunDirectory(path: runDir) }
 
-  /// Sets up logging from the flags.
+  /// The metrics listener when `--metrics-address` is given (metrics are recorded either way).
+  public func metricsServices(logger: Logger) throws -> [any Service] {
+    guard let metricsAddress else { return [] }
+    return [try MetricsServer(address: metricsAddress, logger: logger)]
+  }
+
+  /// Sets up logging and metrics from the flags.
   public func bootstrapLogging() {
     LoggingSystem.bootstrapTessera(format: LogFormat(rawValue: logFormat) ?? .plain, level: Logger.Level(rawValue: logLevel) ?? .info)
+    DaemonMetrics.bootstrap()
   }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DatapathService
 import Logging
+import Metrics
 import TesseraProto
 import TesseraRuntime
 
@@ -58,6 +59,25 @@ struct DatapathDaemon: AsyncParsableCommand {
     try await Daemon(service: .datapath, runDirectory: options.runDirectory, logger: logger).run(
       rpcServices: [DatapathServiceHandler(datapath: datapath, logger: logger)],
       health: health,
+      backgroundServices: [
+        LoopService.sampling {
+          let endpoints = datapath.endpoints()
+          Gauge(label: "tessera_datapath_endpoints").record(endpoints.count)
+          var total = EndpointCounters()
+          for endpoint in endpoints {
+            guard let counters = try? datapath.counters(endpointID: endpoint.id) else { continue }
+            total.ingressDropped += counters.ingressDropped
+            total.egressDropped += counters.egressDropped
+            total.ingressForwarded += counters.ingressForwarded
+            total.egressForwarded += counters.egressForwarded
+          }
+          // Read from the kernel's per-endpoint counters, so gauges: they restart with an endpoint.
+          Gauge(label: "tessera_datapath_dropped_packets", dimensions: [("direction", "ingress")]).record(total.ingressDropped)
+          Gauge(label: "tessera_datapath_dropped_packets", dimensions: [("direction", "egress")]).record(total.egressDropped)
+          Gauge(label: "tessera_datapath_forwarded_packets", dimensions: [("direction", "ingress")]).record(total.ingressForwarded)
+          Gauge(label: "tessera_datapath_forwarded_packets", dimensions: [("direction", "egress")]).record(total.egressForwarded)
+        }
+      ] + (try options.metricsServices(logger: logger)),
       backend: { datapath.backendName },
       details: { ["endpoints": "\(datapath.endpoints().count)"] })
   }

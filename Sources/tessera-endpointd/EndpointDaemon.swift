@@ -83,7 +83,7 @@ struct EndpointDaemon: AsyncParsableCommand {
     try await Daemon(service: .endpoint, runDirectory: run, logger: logger).run(
       rpcServices: [EndpointServiceHandler(manager: manager, workloads: workloads, logger: logger)],
       health: health,
-      backgroundServices: [identity, policy, datapath, startup] + clusterServices,
+      backgroundServices: [identity, policy, datapath, startup] + clusterServices + (try options.metricsServices(logger: logger)),
       backend: { "state: \(options.stateDir)/endpoints" + (clusterStore.map { ", cluster ipcache: \($0)" } ?? "") },
       details: { ["endpoints": "\(manager.registry.all().count)", "node": options.nodeName] },
       markServing: false)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import IdentityService
 import Logging
+import Metrics
 import ServiceLifecycle
 import TesseraCore
 import TesseraEtcd
@@ -93,7 +94,12 @@ struct IdentityDaemon: AsyncParsableCommand {
     try await Daemon(service: .identity, runDirectory: run, logger: logger).run(
       rpcServices: [IdentityServiceHandler(allocator: allocator, logger: logger)],
       health: health,
-      backgroundServices: storeServices + [policy, garbageCollector, LoopService { try await allocator.followStore() }],
+      backgroundServices: storeServices + [
+        policy, garbageCollector, LoopService { try await allocator.followStore() },
+        LoopService.sampling(every: .seconds(15)) {
+          if let all = try? await allocator.identities() { Gauge(label: "tessera_identities").record(all.count) }
+        },
+      ] + (try options.metricsServices(logger: logger)),
       backend: { store.backendDescription },
       details: { ["node": options.nodeName, "clusterID": "\(clusterID)"] })
   }

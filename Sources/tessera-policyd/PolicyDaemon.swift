@@ -1,6 +1,7 @@
 import ArgumentParser
 import GRPCCore
 import Logging
+import Metrics
 import PolicyService
 import TesseraCore
 import TesseraProto
@@ -48,7 +49,11 @@ struct PolicyDaemon: AsyncParsableCommand {
     try await Daemon(service: .policy, runDirectory: run, logger: logger).run(
       rpcServices: [PolicyServiceHandler(engine: engine, events: events, logger: logger)],
       health: health,
-      backgroundServices: [identity, initialSync],
+      backgroundServices: [identity, initialSync, LoopService.sampling {
+        Gauge(label: "tessera_policy_revision").record(engine.revision)
+        Gauge(label: "tessera_policies").record(engine.policies().count)
+        Gauge(label: "tessera_selectorcache_selectors").record(engine.selectors().count)
+      }] + (try options.metricsServices(logger: logger)),
       backend: { "sqlite:\(database ?? "\(options.stateDir)/policy.db")" },
       details: { ["revision": "\(engine.revision)", "policies": "\(engine.policies().count)"] },
       markServing: false)

@@ -208,8 +208,27 @@ public final class EtcdTestCluster: @unchecked Sendable {
     return process.terminationStatus
   }
 
+  /// Whether every port in `ports` can be bound on 127.0.0.1 right now.
+  public static func bindable(_ ports: Range<Int>) throws -> Bool {
+    var sockets: [Int32] = []
+    defer { sockets.forEach { close($0) } }
+    for port in ports {
+      let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+      sockets.append(fd)
+      var address = sockaddr_in()
+      address.sin_family = sa_family_t(AF_INET)
+      address.sin_port = in_port_t(UInt16(port).bigEndian)
+      address.sin_addr.s_addr = inet_addr("127.0.0.1")
+      let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+      }
+      if bound != 0 { return false }
+    }
+    return true
+  }
+
   /// Ports the kernel says are free right now (bound to port 0, then released).
-  static func freePorts(_ count: Int) throws -> [Int] {
+  public static func freePorts(_ count: Int) throws -> [Int] {
     var ports: [Int] = []
     var sockets: [Int32] = []
     defer { sockets.forEach { close($0) } }

@@ -39,6 +39,9 @@ struct NodeUp: AsyncParsableCommand {
 
   @OptionGroup var etcd: EtcdOptions
 
+  @Option(help: "Serve Prometheus metrics on 127.0.0.1: identity at PORT, policy PORT+1, datapath PORT+2, endpoint PORT+3.")
+  var metricsBasePort: Int?
+
   @Option(help: "Daemon log format: plain or json.")
   var logFormat: String = "plain"
 
@@ -67,6 +70,9 @@ struct NodeUp: AsyncParsableCommand {
         "--run-dir", run.path, "--state-dir", stateDir, "--node-name", nodeName,
         "--log-format", logFormat, "--log-level", logLevel,
       ]
+      if let metricsBasePort, let offset = TesseraService.startOrder.firstIndex(of: service) {
+        arguments += ["--metrics-address", "127.0.0.1:\(metricsBasePort + offset)"]
+      }
       let sharedEtcd = identityStore?.hasPrefix("etcd:") == true
       if service == .identity, let identityStore {
         arguments += ["--identity-store", identityStore]
