@@ -340,7 +340,15 @@ struct Benchmark: AsyncParsableCommand {
       the program passes without any lookup; regeneration is `Datapath.realize` of 1,000 entries for a new
       endpoint (stub programs loaded, maps written; no device, so no tc attach).
 
-      Not measured yet: pod join, etcd allocation rates, and the IP-based comparisons (issue 9).
+      etcd figures start real etcd clusters (1 and 3 members, `etcd-server` from Debian, fsync on) on
+      loopback ports and drive the identity store in process with the same gRPC client it uses in the
+      daemon. The floor is a bare create-only transaction (one key, compare `create_revision == 0`); a
+      new identity is one transaction writing three keys (identity, label index, the node's leased
+      reference) plus a write to the node's local reference table. Cached allocations are repeats on
+      a node that already holds the identity (no etcd call); first references are the first pod with a
+      label set on another node (one transaction).
+
+      Not measured yet: pod join, 5,000 live endpoints, and the IP-based comparisons (issue 9).
       """
     try markdown.write(toFile: directory + "/BENCHMARKS.md", atomically: true, encoding: .utf8)
     var json: [String: Double] = [:]
