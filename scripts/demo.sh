@@ -5,7 +5,7 @@
 # it also proves enforcement with real TCP between the pods.
 #
 #   scripts/demo.sh            # run the demo; the node and pods stay up
-#   scripts/demo.sh --cleanup  # delete the demo pods and stop the node
+#   scripts/demo.sh --cleanup  # delete the demo pods, stop the node, remove its state and pinned maps
 #
 # Pods are network namespaces tsr-demo-{frontend,backend,other} on 10.198.0.0/24.
 set -euo pipefail
@@ -16,6 +16,7 @@ tessera="$bin/tessera"
 cni="$repo/.build-cni/tessera-cni"
 export TESSERA_RUN_DIR=${TESSERA_RUN_DIR:-/run/tessera}
 state=/var/lib/tessera/demo
+pin=/sys/fs/bpf/tessera-demo
 pods=(frontend backend other)
 
 CHAIN_NAME=tessera-demo CHAIN_SUBNET=10.198.0.0/24 CHAIN_STATE=$state/cni CHAIN_NETNS_PREFIX=tsr-demo-
@@ -25,6 +26,8 @@ CHAIN_SOCKET=$TESSERA_RUN_DIR/endpoint.sock CHAIN_CNI=$cni
 cleanup() {
   for pod in "${pods[@]}"; do chain_del "$pod"; done
   "$tessera" node down || true
+  # The demo's own node: its pinned maps and state go with it.
+  rm -rf "$pin" "$state"
 }
 
 if [ "${1:-}" = --cleanup ]; then
@@ -34,7 +37,7 @@ fi
 
 [ "$(id -u)" = 0 ] || { echo "demo: needs root (network namespaces, eBPF)" >&2; exit 1; }
 if ! "$tessera" status >/dev/null 2>&1; then
-  "$tessera" node up --detach --state-dir "$state"
+  "$tessera" node up --detach --state-dir "$state" --bpf-pin-dir "$pin"
 fi
 echo
 "$tessera" status
