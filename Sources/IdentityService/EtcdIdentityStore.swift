@@ -233,7 +233,13 @@ public final class EtcdIdentityStore: IdentityStore {
   }
 
   public func release(id: NumericIdentity, node: String) async throws(IdentityError) -> IdentityRelease {
-    guard let (key, _) = references.rows(identity: id.rawValue).first(where: { $0.key.node == node && $0.value.count > 0 }) else {
+    // The cache names the row directly; a scan is only needed for an identity it no longer knows.
+    var direct: NodeReferenceTable.Key?
+    if let cached = state.withLock({ $0.byID[id.rawValue] }) {
+      let key = NodeReferenceTable.Key(canonicalLabels: cached.canonicalLabels, node: node)
+      if let row = references.row(key), row.identity == id.rawValue, row.count > 0 { direct = key }
+    }
+    guard let key = direct ?? references.rows(identity: id.rawValue).first(where: { $0.key.node == node && $0.value.count > 0 })?.key else {
       if state.withLock({ $0.byID[id.rawValue] }) == nil {
         throw IdentityError(code: .notFound, message: "no identity \(id)")
       }
@@ -316,12 +322,18 @@ public final class EtcdIdentityStore: IdentityStore {
   }
 
   /// Counts are known for this replica's nodes; another node's key says only that it holds one or more.
-  private func referenceCounts(canonical: String, remoteNodes: [String]) -> [String: Int] {
+  private func referenceCounts(canonical: String, remoteNodes: [String], local: [String: [String: Int]]? = nil) -> [String: Int] {
     var counts: [String: Int] = [:]
     for node in remoteNodes { counts[node] = 1 }
-    for (key, row) in references.all() where key.canonicalLabels == canonical {
-      counts[key.node] = row.count > 0 ? row.count : nil
-    }
+    // A released row (count 0) whose key is not deleted yet hides that key.
+    for (node, count) in (local ?? localCounts())[canonical] ?? [:] { counts[node] = count > 0 ? count : nil }
+    return counts
+  }
+
+  /// This replica's counts by label set, then node, read once for a whole listing.
+  private func localCounts() -> [String: [String: Int]] {
+    var counts: [String: [String: Int]] = [:]
+    for (key, row) in references.all() { counts[key.canonicalLabels, default: [:]][key.node] = row.count }
     return counts
   }
 
@@ -333,13 +345,14 @@ public final class EtcdIdentityStore: IdentityStore {
       }
     }
     let cached = state.withLock { $0.byID }
+    let local = localCounts()
     var result: [StoredIdentity] = []
     for (id, identity) in cached.sorted(by: { $0.key < $1.key }) {
       guard let labels = try? Self.labels(identity.canonicalLabels) else { continue }
       result.append(
         StoredIdentity(
           identity: SecurityIdentity(id: NumericIdentity(id), labels: labels),
-          references: referenceCounts(canonical: identity.canonicalLabels, remoteNodes: nodesByLabels[identity.canonicalLabels] ?? []),
+          references: referenceCounts(canonical: identity.canonicalLabels, remoteNodes: nodesByLabels[identity.canonicalLabels] ?? [], local: local),
           createdAtMilliseconds: 0))
     }
     return result
