@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import Synchronization
 import TesseraCore
 
@@ -55,16 +56,23 @@ public final class Datapath: Sendable {
       }
       let change = Self.difference(from: previous, to: wanted)
       try backend.apply(change)
+      DatapathMetrics.policyMapWrites.increment(by: change.upserts.count + change.deletes.count)
 
       var ipcacheUpserts = wanted.ips.map { IPCacheEntry(prefix: $0, identity: wanted.identity) }
       if let previous, previous.identity == wanted.identity {
         let known = Set(previous.ips)
         ipcacheUpserts.removeAll { known.contains($0.prefix) }
       }
-      if !ipcacheUpserts.isEmpty { try backend.upsertIPCache(ipcacheUpserts) }
+      if !ipcacheUpserts.isEmpty {
+        try backend.upsertIPCache(ipcacheUpserts)
+        DatapathMetrics.ipcacheWrites.increment(by: ipcacheUpserts.count)
+      }
       if let previous {
         let gone = Set(previous.ips).subtracting(wanted.ips)
-        if !gone.isEmpty { try backend.deleteIPCache(Array(gone)) }
+        if !gone.isEmpty {
+          try backend.deleteIPCache(Array(gone))
+          DatapathMetrics.ipcacheWrites.increment(by: gone.count)
+        }
       }
       state.withLock { $0.endpoints[wanted.id] = wanted }
       return Realization(realizedRevision: wanted.policy.revision, entriesWritten: change.upserts.count, entriesDeleted: change.deletes.count)
@@ -76,7 +84,10 @@ public final class Datapath: Sendable {
     try backendLock.withLock { (_) throws(DatapathError) -> Bool in
       guard let existing = state.withLock({ $0.endpoints[id] }) else { return false }
       try backend.removeEndpoint(existing)
-      if !existing.ips.isEmpty { try backend.deleteIPCache(existing.ips) }
+      if !existing.ips.isEmpty {
+        try backend.deleteIPCache(existing.ips)
+        DatapathMetrics.ipcacheWrites.increment(by: existing.ips.count)
+      }
       state.withLock { $0.endpoints[id] = nil }
       return true
     }
@@ -97,10 +108,12 @@ public final class Datapath: Sendable {
 
   public func upsertIPCache(_ entries: [IPCacheEntry]) throws(DatapathError) {
     try backendLock.withLock { (_) throws(DatapathError) in try backend.upsertIPCache(entries) }
+    DatapathMetrics.ipcacheWrites.increment(by: entries.count)
   }
 
   public func deleteIPCache(_ prefixes: [IPPrefix]) throws(DatapathError) {
     try backendLock.withLock { (_) throws(DatapathError) in try backend.deleteIPCache(prefixes) }
+    DatapathMetrics.ipcacheWrites.increment(by: prefixes.count)
   }
 
   public func ipcacheEntries() throws(DatapathError) -> [IPCacheEntry] {
@@ -131,4 +144,12 @@ public final class Datapath: Sendable {
       endpoint: wanted, isNew: false, interfaceChanged: previous.hostInterface != wanted.hostInterface,
       upserts: upserts, deletes: deletes)
   }
+}
+
+/// Kernel writes, counted so that what a change cost is observable: a pod
+/// joining with an existing identity must cost ipcache writes only, never a
+/// write to another endpoint's policy map.
+enum DatapathMetrics {
+  static let policyMapWrites = Counter(label: "tessera_datapath_policy_map_writes_total")
+  static let ipcacheWrites = Counter(label: "tessera_datapath_ipcache_writes_total")
 }

@@ -20,26 +20,36 @@ struct Benchmark: AsyncParsableCommand {
   @Option(help: "Where BENCHMARKS.md and bench-results.json go.") var outputDirectory = "."
   @Option(help: "Directory with the tessera binaries (default: next to this one).") var binDir: String?
   @Option(help: "The tessera-cni binary.") var cni = ".build-cni/tessera-cni"
-  @Option(help: "Live endpoint counts to measure create latency at.") var liveEndpoints: [Int] = [100, 1000]
+  @Option(help: "Live endpoint counts to measure create latency at.") var liveEndpoints: [Int] = [100, 1000, 5000]
+  @Option(help: "Group sizes for the comparison with iptables, ipset and nftables.") var comparisonEndpoints: [Int] = [100, 1000, 2500, 5000]
   @Option(help: "Identities allocated before measuring creates.") var identities = 10_000
   @Option(help: "Policy rules imported before measuring creates.") var rules = 1_000
   @Option(help: "Create+delete iterations per measurement.") var iterations = 300
   @Option(help: "New identities allocated per etcd measurement (1 member; half on 3).") var etcdIdentities = 2000
   @Flag(help: "Only the etcd identity figures (no node, no eBPF).") var etcdOnly = false
+  @Flag(help: "Only the comparison with the IP-based designs.") var comparisonOnly = false
+  @Flag(help: "Leave out the comparison with the IP-based designs.") var skipComparison = false
 
   func run() async throws {
     LoggingSystem.bootstrapTessera(format: .plain, level: .warning)
+    let bin = binDir ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
     if etcdOnly {
       let etcd = try await EtcdBenchmark.figures(newIdentities: etcdIdentities)
-      try Self.report(rows: etcd.rows, notes: etcd.notes, to: outputDirectory)
+      try Report(rows: etcd.rows, notes: etcd.notes).write(to: outputDirectory)
       return
     }
-    let bin = binDir ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+    if comparisonOnly {
+      var report = Report()
+      try await compare(bin: bin, into: &report)
+      try report.write(to: outputDirectory)
+      return
+    }
     let root = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-bench-\(getpid())").path
     let run = RunDirectory(path: root + "/run")
     let pin = "/sys/fs/bpf/tessera-bench-\(getpid())"
     var rows: [Row] = []
     var notes: [String] = []
+    var createCurve: [Report.CreatePoint] = []
 
     let (_, upStatus, upOutput) = try timedExec(
       bin + "/tessera", ["node", "up", "--detach", "--run-dir", run.path, "--state-dir", root + "/state", "--bpf-pin-dir", pin])
@@ -125,9 +135,10 @@ struct Benchmark: AsyncParsableCommand {
               samples.add(.now - start)
               _ = try await endpoints.deleteEndpoint(.with { $0.endpoint = .with { $0.containerID = "churn-\(i)" } })
             }
-            rows.append(Row(key: "create_p50_ms_at_\(target)", label: "create → ready p50, \(target) live endpoints", value: samples.p50, unit: "ms", floor: "bare \(format(bare.p50)) ms", target: "≤ 20 (p99)"))
+            rows.append(Row(key: "create_p50_ms_at_\(target)", label: "create → ready p50, \(target) live endpoints", value: samples.p50, unit: "ms", floor: "bare \(format(bare.p50)) ms", target: ""))
             rows.append(Row(key: "create_p99_ms_at_\(target)", label: "create → ready p99, \(target) live endpoints", value: samples.p99, unit: "ms", floor: "bare \(format(bare.p99)) ms", target: "≤ 20"))
             createAtLargest = samples
+            createCurve.append(.init(liveEndpoints: target, p50: samples.p50, p99: samples.p99))
           }
           rows.append(Row(key: "create_p50_ms", label: "create → ready p50 (largest run)", value: createAtLargest.p50, unit: "ms", floor: "bare \(format(bare.p50)) ms", target: ""))
           rows.append(Row(key: "create_p99_ms", label: "create → ready p99 (largest run)", value: createAtLargest.p99, unit: "ms", floor: "bare \(format(bare.p99)) ms", target: "≤ 20"))
@@ -187,7 +198,32 @@ struct Benchmark: AsyncParsableCommand {
       notes.append("eBPF figures skipped: BPF object not built (scripts/build-bpf.sh)")
     }
 
-    try Self.report(rows: rows, notes: notes, to: outputDirectory)
+    var report = Report(rows: rows, notes: notes, createCurve: createCurve)
+    if !skipComparison { try await compare(bin: bin, into: &report) }
+    try report.write(to: outputDirectory)
+  }
+
+  /// Tessera against iptables, ipset and nftables in network namespaces.
+  func compare(bin: String, into report: inout Report) async throws {
+    if let reason = BPFDatapathBackend.probe() {
+      report.notes.append("comparison skipped: \(reason)")
+      return
+    }
+    guard let object = BPFDatapathBackend.Configuration.locateObject() else {
+      report.notes.append("comparison skipped: BPF object not built (scripts/build-bpf.sh)")
+      return
+    }
+    let missing = AddressPolicyDesign.missingTools()
+    guard missing.isEmpty else {
+      report.notes.append("comparison skipped: \(missing.joined(separator: ", ")) not installed (scripts/install-deps.sh installs them)")
+      return
+    }
+    let counts = comparisonEndpoints.sorted()
+    print("comparison with the IP-based designs at \(counts.map(String.init).joined(separator: ", ")) endpoints:")
+    let (tessera, extras) = try await PolicyComparison.measureTessera(bin: bin, object: object, counts: counts)
+    var points = tessera
+    for design in AddressPolicyDesign.all { points += try PolicyComparison.measure(design, counts: counts) }
+    report.addComparison(points, extras: extras)
   }
 
   /// 1,000 entries: 250 peers × (TCP port, UDP range, SCTP port, one deny).
@@ -307,54 +343,6 @@ struct Benchmark: AsyncParsableCommand {
     let start = clock.now
     _ = cache.fullRecompute()
     return (incremental.p50, (clock.now - start).milliseconds)
-  }
-
-  static func report(rows: [Row], notes: [String], to directory: String) throws {
-    var table = "| figure | value | floor (same run) | target |\n|---|---:|---|---|\n"
-    for row in rows { table += "| \(row.label) | \(format(row.value)) \(row.unit) | \(row.floor) | \(row.target) |\n" }
-    print(table)
-    var machine = ProcessInfo.processInfo.hostName
-    machine += ", \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory / 1_073_741_824) GiB"
-    let markdown = """
-      # Benchmarks
-
-      Written by `scripts/bench.sh` (release build) on \(Date().formatted(.iso8601)), machine: \(machine).
-      \(notes.map { "- " + $0 }.joined(separator: "\n"))
-
-      \(table)
-      ## Method
-
-      A real node (`tessera node up`: four daemons, gRPC over Unix sockets, the default datapath backend) is
-      started in a temporary run directory. The floor is a bare unary gRPC health check over the same
-      transport, measured in the same run. Identities are new label sets allocated through
-      `AllocateIdentity`. Rules are CiliumNetworkPolicies (`svc-i` accepts `client-i` on one port).
-      Create latency is `CreateEndpoint(sync)` → ready (identity resolved, policy computed and realised in the
-      datapath) for endpoints without a device (map writes, no tc attach), measured while an endpoint is
-      created and deleted per iteration at each live-endpoint count. The plugin overhead is the
-      `tessera-cni ADD` exec → exit time minus the direct `CreateEndpoint` time for the same request, next
-      to `true`'s exec → exit. SelectorCache figures are in process: the p50 of adding one identity to
-      10,000 identities × 1,000 selectors, against one full recompute.
-
-      eBPF figures use the real backend on a private bpffs pin directory: `BPF_PROG_TEST_RUN` with repeat
-      200,000 on crafted IPv4 frames against an endpoint with 1,000 policy entries, next to an ARP frame that
-      the program passes without any lookup; regeneration is `Datapath.realize` of 1,000 entries for a new
-      endpoint (stub programs loaded, maps written; no device, so no tc attach).
-
-      etcd figures start real etcd clusters (1 and 3 members, `etcd-server` from Debian, fsync on) on
-      loopback ports and drive the identity store in process with the same gRPC client it uses in the
-      daemon. The floor is a bare create-only transaction (one key, compare `create_revision == 0`); a
-      new identity is one transaction writing three keys (identity, label index, the node's leased
-      reference) plus a write to the node's local reference table. Cached allocations are repeats on
-      a node that already holds the identity (no etcd call); first references are the first pod with a
-      label set on another node (one transaction).
-
-      Not measured yet: pod join, 5,000 live endpoints, and the IP-based comparisons (issue 9).
-      """
-    try markdown.write(toFile: directory + "/BENCHMARKS.md", atomically: true, encoding: .utf8)
-    var json: [String: Double] = [:]
-    for row in rows { json[row.key] = row.value }
-    let data = try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
-    try data.write(to: URL(fileURLWithPath: directory + "/bench-results.json"))
   }
 }
 

@@ -82,7 +82,8 @@ enum EtcdBenchmark {
       Row(key: "\(key)_raw_txn_per_s", label: "bare create-only etcd txns/s, 32 in flight (\(scope))", value: bareConcurrent, unit: "/s", floor: "(floor)", target: ""),
       Row(key: "\(key)_new_identities_sequential_per_s", label: "new identities/s, sequential (\(scope))", value: sequentialRate, unit: "/s", floor: floor, target: target),
       Row(key: "\(key)_new_identity_p99_ms", label: "new identity p99, sequential (\(scope))", value: sequential.p99, unit: "ms", floor: "bare txn p99 \(format(bare.p99)) ms", target: ""),
-      Row(key: "\(key)_new_identities_per_s", label: "new identities/s, 32 in flight (\(scope))", value: concurrentRate, unit: "/s", floor: "bare \(format(bareConcurrent))/s", target: members == 1 ? "≥ 1,000 and ≥ 80% of raw" : target),
+      Row(key: "\(key)_new_identities_per_s", label: "new identities/s, 32 in flight (\(scope))", value: concurrentRate, unit: "/s", floor: "bare \(format(bareConcurrent))/s", target: members == 1 ? "≥ 1,000" : target),
+      Row(key: "\(key)_new_identities_percent_of_raw", label: "new identities/s as % of raw txns/s, 32 in flight (\(scope))", value: concurrentRate / bareConcurrent * 100, unit: "%", floor: "", target: members == 1 ? "≥ 80" : ""),
       Row(key: "\(key)_cached_alloc_per_s", label: "cached allocations/s, node already holds it (\(scope))", value: cachedRate, unit: "/s", floor: "no etcd call", target: ""),
       Row(key: "\(key)_first_reference_per_s", label: "first reference on another node/s, sequential (\(scope))", value: knownRate, unit: "/s", floor: floor, target: ""),
     ]

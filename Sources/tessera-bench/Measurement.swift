@@ -60,3 +60,8 @@ func timedExec(_ path: String, _ arguments: [String] = [], environment: [String:
   process.waitUntilExit()
   return (clock.now - start, process.terminationStatus, data)
 }
+
+/// `timedExec` of a whole command line.
+func timedExec(_ command: [String]) throws -> (Duration, Int32, Data) {
+  try timedExec(command[0], Array(command.dropFirst()))
+}
