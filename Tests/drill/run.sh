@@ -9,8 +9,14 @@
 #     the same IDs and identities;
 #   - while endpointd is down the CNI plugin returns code 11 and nothing is
 #     left behind.
-# Bounded: ROUNDS (default 2) rounds of four kills. Memory datapath, so it
-# runs anywhere the daemons run; the kernel-level checks live in the e2e tests.
+# With root, eBPF and the CNI reference plugins (the suite's machines) the node
+# runs the eBPF datapath and real pods take part: after every restart a new
+# backend pod is added through ptp + tessera-cni while a denied pod hammers
+# its address from before the ADD (it must never connect) and an allowed pod
+# must connect right after; one allowed TCP connection is held open through
+# every kill and must carry a line after each restart. Without them the drill
+# runs on the memory datapath and says so.
+# Bounded: ROUNDS (default 2) rounds of four kills.
 #
 #   TESSERA_BIN=<dir with tessera and tessera-*d> bash Tests/drill/run.sh
 set -uo pipefail
@@ -27,18 +33,41 @@ tmp=$(mktemp -d /tmp/tsr-drill.XXXXXX)
 RUN=$tmp/run
 tessera() { "$TESSERA_BIN/tessera" "$@" --run-dir "$RUN"; }
 churn_pid=
+PIN=/sys/fs/bpf/tessera-drill-$$
+kernel_pods=()
+bg_pids=()
+kernel=yes
+if [ "$(id -u)" != 0 ]; then kernel="no (needs root)"
+elif [ ! -x /usr/lib/cni/ptp ]; then kernel="no (/usr/lib/cni/ptp missing)"
+elif ! command -v nc >/dev/null; then kernel="no (nc missing)"
+fi
+if [ "$kernel" = yes ]; then
+  CHAIN_NAME=tsr-drill CHAIN_SUBNET=10.196.0.0/24 CHAIN_STATE=$tmp/cni CHAIN_NETNS_PREFIX=tsr-drill-
+  CHAIN_SOCKET=$RUN/endpoint.sock CHAIN_CNI=$cni
+  . "$repo/scripts/lib/cni-chain.sh"
+fi
 cleanup() {
   [ -n "$churn_pid" ] && kill "$churn_pid" 2>/dev/null && wait "$churn_pid" 2>/dev/null
+  for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null; done
+  exec 7>&- 2>/dev/null
+  for pod in "${kernel_pods[@]}"; do chain_del "$pod"; done
   "$TESSERA_BIN/tessera" node down --run-dir "$RUN" >/dev/null 2>&1
-  rm -rf "$tmp"
+  rm -rf "$tmp" "$PIN"
 }
 trap cleanup EXIT
 
-violations=0 checks=0 kills=0
+violations=0 checks=0 kills=0 kernel_checks=0
 violation() { echo "drill: VIOLATION: $*"; violations=$((violations + 1)); }
-check() { checks=$((checks + 1)); "$@" || true; }
+check() { checks=$((checks + 1)); "$@"; }
 
-tessera node up --detach --state-dir "$tmp/state" --datapath-backend memory >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log"; exit 1; }
+if [ "$kernel" = yes ]; then
+  tessera node up --detach --state-dir "$tmp/state" --bpf-pin-dir "$PIN" >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log"; exit 1; }
+  backend=$(tessera status -o json | jq -r '.services[] | select(.service=="datapath") | .backend')
+  case $backend in bpf*) ;; *) kernel="no (the datapath runs '$backend', not eBPF)" ;; esac
+else
+  tessera node up --detach --state-dir "$tmp/state" --datapath-backend memory >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log"; exit 1; }
+fi
+echo "drill: kernel pods and eBPF checks: $kernel"
 cat >"$tmp/policy.yaml" <<'YAML'
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -48,6 +77,69 @@ spec:
   ingress: [{fromEndpoints: [{matchLabels: {tier: frontend}}], toPorts: [{ports: [{port: "8080", protocol: TCP}]}]}]
 YAML
 tessera policy import "$tmp/policy.yaml" >/dev/null || exit 1
+
+# Kernel pods: a frontend, a denied peer and a first backend that holds one
+# allowed connection open through every kill.
+kcheck() { kernel_checks=$((kernel_checks + 1)); check "$@"; }
+in_pod() { local pod=$1; shift; ip netns exec "tsr-drill-$pod" "$@"; }
+connects() { in_pod "$1" nc -z -w 1 "$2" 8080 2>/dev/null; }
+dropped() { ! connects "$@"; }
+add_pod() { # pod tier
+  kernel_pods+=("$1")
+  chain_add "$1" "[\"tier=$2\"]" >/dev/null || { violation "CNI ADD of pod $1 failed"; return 1; }
+}
+next_ip() { # the address host-local hands out next
+  local last
+  last=$(cat "$CHAIN_STATE/ipam/$CHAIN_NAME/last_reserved_ip.0" 2>/dev/null || echo 10.196.0.1)
+  echo "10.196.0.$((${last##*.} + 1))"
+}
+backends=0
+# Adds backend pod bN while the denied pod hammers its address from before the
+# ADD; the allowed pod must connect as soon as the workload listens.
+add_backend_under_probe() {
+  local pod=b$backends ip
+  backends=$((backends + 1))
+  ip=$(next_ip)
+  ( while [ ! -e "$tmp/stop-probe" ]; do
+      # Short attempts, so several start after the ADD returns.
+      if in_pod deny timeout 0.3 nc -z -w 1 "$ip" 8080 2>/dev/null; then echo "$ip" >>"$tmp/probe-connected"; fi
+    done ) &
+  local prober=$!
+  sleep 0.3
+  add_pod "$pod" backend || { touch "$tmp/stop-probe"; wait "$prober"; rm -f "$tmp/stop-probe"; return; }
+  kcheck [ "$(chain_ip "$pod")" = "$ip" ] || violation "pod $pod got $(chain_ip "$pod"), the probe aimed at $ip"
+  in_pod "$pod" nc -lk -p 8080 >/dev/null 2>&1 &
+  bg_pids+=($!)
+  local ok=no
+  for _ in $(seq 20); do connects front "$ip" && { ok=yes; break; }; sleep 0.1; done
+  kcheck [ $ok = yes ] || violation "frontend could not connect to new backend $pod ($ip) after its ADD"
+  sleep 1
+  touch "$tmp/stop-probe"; wait "$prober"; rm -f "$tmp/stop-probe"
+  kcheck [ ! -s "$tmp/probe-connected" ] || violation "the denied pod connected to $(cat "$tmp/probe-connected") (a window without policy)"
+  rm -f "$tmp/probe-connected"
+}
+held_lines=0
+if [ "$kernel" = yes ]; then
+  add_pod front frontend && add_pod deny other
+  add_backend_under_probe
+  in_pod b0 nc -lk -p 8081 >"$tmp/held-received" 2>/dev/null &
+  bg_pids+=($!)
+  cat >"$tmp/policy8081.yaml" <<'YAML'
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: drill-held, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {tier: backend}}
+  ingress: [{fromEndpoints: [{matchLabels: {tier: frontend}}], toPorts: [{ports: [{port: "8081", protocol: TCP}]}]}]
+YAML
+  tessera policy import "$tmp/policy8081.yaml" >/dev/null || violation "policy import failed"
+  sleep 0.3
+  mkfifo "$tmp/held-feed"
+  in_pod front nc "$(chain_ip b0)" 8081 <"$tmp/held-feed" >/dev/null 2>&1 &
+  bg_pids+=($!)
+  exec 7>"$tmp/held-feed"
+  echo "line-0" >&7
+fi
 
 # Churn: endpoints drill-N with one of six label sets; about half are deleted again.
 churn() {
@@ -95,6 +187,11 @@ for round in $(seq "$rounds"); do
     "${cmdline[@]}" >>"$RUN/$service.log" 2>&1 &
     disown
     wait_healthy
+    if [ "$kernel" = yes ]; then
+      held_lines=$((held_lines + 1))
+      echo "line-$held_lines" >&7
+      add_backend_under_probe
+    fi
     if [ "$service" = endpoint ]; then
       after=$(tessera endpoint list -o json | jq -c --argjson before "$before" '[.endpoints[] | select(.id as $id | $before | map(.id) | index($id)) | {id, containerId, identity}] | sort_by(.id)')
       # Endpoints deleted by the churn since are gone legitimately; every one still listed must be unchanged.
@@ -133,5 +230,14 @@ while read -r id identity state; do
   check [ "${realised% *}" = "$identity" ] && [ "${realised#* }" -ge 1 ] || violation "endpoint $id: datapath has '$realised', want identity $identity realised"
 done < <(jq -r '.endpoints[] | "\(.id) \(.identity) \(.state)"' <<<"$endpoints")
 
-echo "drill: $rounds rounds, $kills kills, $created creates returned success, $live live endpoints, $checks invariant checks, $violations violations"
+if [ "$kernel" = yes ]; then
+  sleep 0.5
+  for n in $(seq 0 "$held_lines"); do
+    kcheck grep -qx "line-$n" "$tmp/held-received" || violation "the connection held open lost line-$n (sent after restart $n)"
+  done
+  kcheck connects front "$(chain_ip b0)" || violation "after the drill frontend cannot reach b0"
+  kcheck dropped deny "$(chain_ip b0)" || violation "after the drill the denied pod reaches b0"
+fi
+
+echo "drill: $rounds rounds, $kills kills, $created creates returned success, $live live endpoints, $backends kernel pods added under probe, $checks invariant checks ($kernel_checks in the kernel), $violations violations"
 [ "$violations" = 0 ]
