@@ -951,5 +951,8 @@ const char *tessera_bpf_probe(void)
 			return reason;
 		}
 	}
+	/* The programs' clock (Linux 5.11). */
+	if (libbpf_probe_bpf_helper(BPF_PROG_TYPE_SCHED_CLS, BPF_FUNC_ktime_get_coarse_ns, NULL) != 1)
+		return "the kernel lacks the bpf_ktime_get_coarse_ns helper (Linux 5.11 or later is needed)";
 	return "";
 }

@@ -186,12 +186,24 @@ public final class BPFDatapathBackend: DatapathBackend {
 
     // 2. Policy entries that are new or changed (deletions come last, so a
     //    change never opens a moment where less is denied than before or
-    //    after).
+    //    after). The programs look up only the kinds of entries the endpoint
+    //    info announces, so kinds that are new are announced first.
+    if let previous, previous.flags & UInt32(TESSERA_EP_F_POLICY_KINDS) != 0 {
+      let announced = previous.flags & Self.policyKindsMask
+      let needed = announced | Self.policyKinds(of: endpoint.policy.entries.map(PolicyGroup.init))
+      if needed != announced {
+        var widened = previous
+        widened.flags |= needed
+        try writeInfo(id, widened)
+      }
+    }
     let removals = try writePolicy(change)
 
     // 3. The endpoint's configuration, then the attachment: the first packet
-    //    through the device already sees the complete policy.
+    //    through the device already sees the complete policy. Its policy
+    //    kinds cover every entry in the map, including those deleted in 4.
     var info = try makeInfo(endpoint, previous: previous)
+    info.flags |= UInt32(TESSERA_EP_F_POLICY_KINDS) | Self.policyKinds(of: state.withLock { Array(($0.slices[id] ?? [:]).keys) })
     if attachNeeded, !endpoint.hostInterface.isEmpty {
       let ifindex = try Self.ifindex(of: endpoint.hostInterface)
       info.ifindex = UInt32(ifindex)
@@ -212,8 +224,36 @@ public final class BPFDatapathBackend: DatapathBackend {
         device: Self.string(fromIfname: previous.ifname))
     }
 
-    // 4. Entries no longer wanted.
+    // 4. Entries no longer wanted, then the kinds they leave.
     try deletePolicy(id, removals)
+    let remaining = UInt32(TESSERA_EP_F_POLICY_KINDS) | Self.policyKinds(of: state.withLock { Array(($0.slices[id] ?? [:]).keys) })
+    if info.flags & (Self.policyKindsMask | UInt32(TESSERA_EP_F_POLICY_KINDS)) != remaining {
+      info.flags = (info.flags & ~Self.policyKindsMask) | remaining
+      try writeInfo(id, info)
+    }
+  }
+
+  /// The policy-kind bits (and their validity flag) the programs read for the endpoint.
+  func announcedPolicyKinds(endpointID: UInt64) throws(DatapathError) -> UInt32? {
+    try readInfo(endpointID).map { $0.flags & (Self.policyKindsMask | UInt32(TESSERA_EP_F_POLICY_KINDS)) }
+  }
+
+  /// The endpoint-info flag bits of the policy kinds (`TESSERA_EP_POLICY_KINDS_SHIFT`).
+  static let policyKindsMask = UInt32(0xffff) << UInt32(TESSERA_EP_POLICY_KINDS_SHIFT)
+
+  /// The policy-kind flag bits of entries of these groups: per direction,
+  /// whether there are deny or allow entries for a named or any peer and
+  /// protocol, so that the programs skip the lookups nothing can answer.
+  static func policyKinds(of groups: [PolicyGroup]) -> UInt32 {
+    var kinds: UInt32 = 0
+    for group in groups {
+      var kind: UInt32 = group.verdict == .deny ? 0 : UInt32(TESSERA_POLICY_KIND_ALLOW)
+      if group.peer == .unknown { kind |= UInt32(TESSERA_POLICY_KIND_ANY_PEER) }
+      if group.proto == .any { kind |= UInt32(TESSERA_POLICY_KIND_ANY_PROTO) }
+      let byte = UInt32(TESSERA_EP_POLICY_KINDS_SHIFT) + UInt32(group.direction.rawValue - 1) * 8
+      kinds |= 1 << (byte + kind)
+    }
+    return kinds
   }
 
   public func removeEndpoint(_ endpoint: DatapathEndpoint) throws(DatapathError) {

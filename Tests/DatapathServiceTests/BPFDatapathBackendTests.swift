@@ -1,3 +1,4 @@
+import CTesseraBPF
 import Foundation
 import Testing
 import TesseraCore
@@ -105,6 +106,48 @@ struct BPFDatapathBackendTests {
       #expect(try into(frontendIP, Packet.tcp, 2001))
       #expect(try !into(frontendIP, Packet.udp, 5353))
       #expect(try !into(frontendIP, Packet.tcp, 7000))
+    }
+  }
+
+  @Test("the programs skip only the policy lookups no entry can answer, as entries of new kinds come and go")
+  func policyKinds() throws {
+    try withDatapath { datapath, backend in
+      var sport: UInt16 = 48000
+      func into(_ ip: String, _ proto: UInt8, _ port: UInt16) throws -> Bool {
+        sport += 1
+        return try backend.passes(12, .ingress, Packet.ipv4(ip, podIP, proto: proto, sport: sport, dport: port))
+      }
+      func kinds() throws -> UInt32 {
+        try #require(try backend.announcedPolicyKinds(endpointID: 12))
+      }
+      let allowFrontend = PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 80))
+      _ = try datapath.realize(endpoint(id: 12, ingressEnforced: true, entries: [allowFrontend]))
+      #expect(try kinds() == UInt32(TESSERA_EP_F_POLICY_KINDS) | BPFDatapathBackend.policyKinds(of: [PolicyGroup(allowFrontend)]))
+      #expect(try into(frontendIP, Packet.tcp, 80))
+      #expect(try !into(otherIP, Packet.tcp, 80))
+      // A deny for any peer and protocol: a kind the endpoint had no entry of.
+      _ = try datapath.realize(
+        endpoint(
+          id: 12, revision: 2, ingressEnforced: true,
+          entries: [allowFrontend, PolicyEntry(peer: .unknown, direction: .ingress, proto: .any, ports: PortRange(single: 80), verdict: .deny)]))
+      #expect(try !into(frontendIP, Packet.tcp, 80))
+      // An allow for any peer replaces the deny (a wildcard kind comes, the deny kind goes).
+      _ = try datapath.realize(
+        endpoint(
+          id: 12, revision: 3, ingressEnforced: true,
+          entries: [allowFrontend, PolicyEntry(peer: .unknown, direction: .ingress, proto: .udp, ports: .any)]))
+      #expect(try into(frontendIP, Packet.tcp, 80))
+      #expect(try into(otherIP, Packet.udp, 53))
+      #expect(try into(worldIP, Packet.udp, 53))
+      #expect(try !into(otherIP, Packet.tcp, 80))
+      #expect(try kinds() & BPFDatapathBackend.policyKinds(of: [PolicyGroup(verdict: .deny, direction: .ingress, proto: .any, peer: .unknown)]) == 0)
+      // Only wildcard-peer entries: the verdict does not need the ipcache.
+      _ = try datapath.realize(
+        endpoint(id: 12, revision: 4, ingressEnforced: true, entries: [PolicyEntry(peer: .unknown, direction: .ingress, proto: .tcp, ports: PortRange(single: 443))]))
+      #expect(try into(worldIP, Packet.tcp, 443))
+      #expect(try !into(frontendIP, Packet.tcp, 80))
+      // Egress has no entries and is not enforced: default allow.
+      #expect(try backend.passes(12, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 48999, dport: 53)))
     }
   }
 

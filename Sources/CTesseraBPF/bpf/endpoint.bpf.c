@@ -99,7 +99,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	enum ct_status ct;
 	enum policy_verdict verdict;
 	__u64 now;
-	__u32 peer;
+	__u32 peer, kinds;
 	int enforced;
 
 	metrics = bpf_map_lookup_elem(&tessera_metrics, &endpoint_id);
@@ -117,7 +117,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (f.nonfirst_fragment)
 		return verdict_drop(metrics, skb, dir, TESSERA_DROP_FRAG_NOT_SUPPORTED);
 
-	now = bpf_ktime_get_ns();
+	/* The clock of the timers, read without the TSC (~30 ns less per packet
+	 * here): CLOCK_MONOTONIC as of the last tick, fine for lifetimes of
+	 * seconds. */
+	now = bpf_ktime_get_coarse_ns();
 	ct = ct_lookup(&f, endpoint_id, dir, now);
 	if (ct == CT_ESTABLISHED)
 		return verdict_pass(metrics, skb, dir, TESSERA_FWD_CT_ESTABLISHED);
@@ -130,10 +133,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	enforced = dir == TESSERA_DIR_INGRESS ? !!(ep->flags & TESSERA_EP_F_INGRESS_ENFORCED)
 					      : !!(ep->flags & TESSERA_EP_F_EGRESS_ENFORCED);
 
-	/* The peer is the source of what comes in and the destination of what goes out. */
-	peer = ipcache_lookup_identity(f.family, dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr);
+	kinds = policy_kinds(ep->flags, dir);
 
-	verdict = policy_verdict(endpoint_id, dir, peer, f.proto, f.policy_port, enforced);
+	/* The peer is the source of what comes in and the destination of what goes out. */
+	peer = policy_needs_peer(kinds) ? ipcache_lookup_identity(f.family, dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr)
+					: TESSERA_ID_UNKNOWN;
+
+	verdict = policy_verdict(kinds, endpoint_id, dir, peer, f.proto, f.policy_port, enforced);
 	if (verdict == POLICY_DENY)
 		return verdict_drop(metrics, skb, dir, TESSERA_DROP_POLICY_DENY);
 	if (verdict == POLICY_DEFAULT_DENY)

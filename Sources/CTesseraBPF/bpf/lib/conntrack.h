@@ -49,16 +49,32 @@ static __always_inline __u64 ct_lifetime(const struct flow *f, const struct ct_e
 	return e->packets_rev ? TESSERA_CT_LIFETIME_TCP_NS : TESSERA_CT_LIFETIME_SYN_NS;
 }
 
+/* A packet of a tracked flow: counts it and keeps the entry alive. The
+ * expiry is written when the lifetime class changes (first reply, FIN/RST)
+ * and otherwise at most every TESSERA_CT_REFRESH_NS, so that the packets of
+ * a busy flow do not all store the same times again (Cilium keeps a
+ * "last report" time for the same reason); an idle flow thus expires up to
+ * that interval before its last packet + lifetime. */
 static __always_inline void ct_refresh(struct ct_entry *e, const struct flow *f, __u64 now, int reply)
 {
-	if (reply)
+	int update = now - e->last_seen_ns >= TESSERA_CT_REFRESH_NS;
+
+	if (reply) {
+		if (!e->packets_rev)
+			update = 1; /* SYN lifetime -> established lifetime */
 		__sync_fetch_and_add(&e->packets_rev, 1);
-	else
+	} else {
 		__sync_fetch_and_add(&e->packets_fwd, 1);
-	if (f->proto == IPPROTO_TCP && (f->tcp_flags & (TESSERA_TCP_FIN | TESSERA_TCP_RST)))
+	}
+	if (f->proto == IPPROTO_TCP && (f->tcp_flags & (TESSERA_TCP_FIN | TESSERA_TCP_RST)) &&
+	    !(e->flags & TESSERA_CT_F_CLOSING)) {
 		e->flags |= TESSERA_CT_F_CLOSING;
-	e->last_seen_ns = now;
-	e->expires_ns = now + ct_lifetime(f, e);
+		update = 1;
+	}
+	if (update) {
+		e->last_seen_ns = now;
+		e->expires_ns = now + ct_lifetime(f, e);
+	}
 }
 
 /* Looks the packet up as an established flow or as a reply. */

@@ -87,6 +87,21 @@ struct policy_value {
 #define TESSERA_EP_F_EGRESS_ENFORCED (1U << 1)
 /* The loader created the clsact qdisc on the device (and may destroy it). */
 #define TESSERA_EP_F_HOOK_CREATED (1U << 2)
+/* The policy kind bits below are maintained (a loader that predates them
+ * leaves this clear, and the programs then make every policy lookup). */
+#define TESSERA_EP_F_POLICY_KINDS (1U << 3)
+/* Policy kinds: which kinds of entries the endpoint has in the policy map,
+ * one byte per direction at TESSERA_EP_POLICY_KINDS_SHIFT + (direction - 1) * 8;
+ * in the byte, bit (allow ? 4 : 0) + (any peer ? 2 : 0) + (any protocol ? 1 : 0).
+ * The programs skip the lookups that no entry can answer (a new flow of an
+ * endpoint without deny entries or wildcards takes one policy lookup instead
+ * of eight). The loader keeps the bits a superset of the map's entries at
+ * every moment: kinds are added before their entries are written and
+ * removed after their entries are deleted. */
+#define TESSERA_EP_POLICY_KINDS_SHIFT 8
+#define TESSERA_POLICY_KIND_ALLOW 4
+#define TESSERA_POLICY_KIND_ANY_PEER 2
+#define TESSERA_POLICY_KIND_ANY_PROTO 1
 
 #define TESSERA_EP_MAX_IPS 8
 #define TESSERA_IFNAMSIZ 16
@@ -125,8 +140,8 @@ struct ct_key {
 };
 
 struct ct_entry {
-	__u64 created_ns; /* bpf_ktime_get_ns() */
-	__u64 last_seen_ns;
+	__u64 created_ns; /* CLOCK_MONOTONIC: bpf_ktime_get_coarse_ns(), within a tick */
+	__u64 last_seen_ns; /* written at most every TESSERA_CT_REFRESH_NS */
 	__u64 expires_ns;
 	__u64 packets_fwd;
 	__u64 packets_rev;
@@ -139,6 +154,8 @@ struct ct_entry {
 #define TESSERA_CT_LIFETIME_NONTCP_NS (60ULL * 1000000000ULL)
 #define TESSERA_CT_LIFETIME_SYN_NS (60ULL * 1000000000ULL)
 #define TESSERA_CT_LIFETIME_CLOSE_NS (10ULL * 1000000000ULL)
+/* Longest time an established flow's packets go without writing its expiry. */
+#define TESSERA_CT_REFRESH_NS (1ULL * 1000000000ULL)
 
 /* ---- metrics: per-CPU hash, endpoint id -> counters -----------------------
  * counters[(direction - 1) * TESSERA_REASON_MAX + reason].

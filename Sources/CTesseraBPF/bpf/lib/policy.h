@@ -8,7 +8,8 @@
  * protocol is the packet's or 0 (any), and its port prefix covers the
  * packet's destination port (0 for portless protocols). Deny and allow
  * entries are looked up separately, so the LPM's "longest match only" never
- * lets a more specific allow hide an overlapping deny.
+ * lets a more specific allow hide an overlapping deny. Lookups of kinds the
+ * endpoint has no entry of are skipped (TESSERA_EP_POLICY_KINDS_SHIFT).
  */
 #ifndef TESSERA_POLICY_H
 #define TESSERA_POLICY_H
@@ -36,25 +37,58 @@ static __always_inline int policy_has(__u64 endpoint_id, __u8 deny, __u8 dir, __
 	return bpf_map_lookup_elem(&tessera_policy, &key) != 0;
 }
 
-/* Whether an entry of this kind (deny or allow) matches, over the peer and
- * protocol wildcards. */
-static __always_inline int policy_matches(__u64 endpoint_id, __u8 deny, __u8 dir, __u32 peer, __u8 proto, __u16 port)
+/* The lookup of entries of kind `kind` (TESSERA_POLICY_KIND_*) when the
+ * endpoint has some (`kinds`: the direction's byte of the policy kinds). */
+static __always_inline int policy_has_kind(__u32 kinds, __u32 kind, __u64 endpoint_id, __u8 deny, __u8 dir, __u32 peer,
+					   __u8 proto, __u16 port)
 {
-	if (policy_has(endpoint_id, deny, dir, peer, proto, port))
-		return 1;
-	if (policy_has(endpoint_id, deny, dir, peer, 0, port))
-		return 1;
-	if (policy_has(endpoint_id, deny, dir, 0, proto, port))
-		return 1;
-	return policy_has(endpoint_id, deny, dir, 0, 0, port);
+	if (!(kinds & (1U << kind)))
+		return 0;
+	return policy_has(endpoint_id, deny, dir, (kind & TESSERA_POLICY_KIND_ANY_PEER) ? 0 : peer,
+			  (kind & TESSERA_POLICY_KIND_ANY_PROTO) ? 0 : proto, port);
 }
 
-static __always_inline enum policy_verdict policy_verdict(__u64 endpoint_id, __u8 dir, __u32 peer, __u8 proto, __u16 port,
-							  int enforced)
+/* Whether an entry of this kind (deny or allow) matches, over the peer and
+ * protocol wildcards. */
+static __always_inline int policy_matches(__u32 kinds, __u64 endpoint_id, __u8 deny, __u8 dir, __u32 peer, __u8 proto,
+					  __u16 port)
 {
-	if (policy_matches(endpoint_id, 1, dir, peer, proto, port))
+	__u32 base = deny ? 0 : TESSERA_POLICY_KIND_ALLOW;
+
+	if (policy_has_kind(kinds, base, endpoint_id, deny, dir, peer, proto, port))
+		return 1;
+	if (policy_has_kind(kinds, base | TESSERA_POLICY_KIND_ANY_PROTO, endpoint_id, deny, dir, peer, proto, port))
+		return 1;
+	if (policy_has_kind(kinds, base | TESSERA_POLICY_KIND_ANY_PEER, endpoint_id, deny, dir, peer, proto, port))
+		return 1;
+	return policy_has_kind(kinds, base | TESSERA_POLICY_KIND_ANY_PEER | TESSERA_POLICY_KIND_ANY_PROTO, endpoint_id,
+			       deny, dir, peer, proto, port);
+}
+
+/* The direction's byte of the endpoint's policy kinds; every kind when the
+ * loader does not maintain them. */
+static __always_inline __u32 policy_kinds(__u32 ep_flags, __u8 dir)
+{
+	if (!(ep_flags & TESSERA_EP_F_POLICY_KINDS))
+		return 0xff;
+	return (ep_flags >> (TESSERA_EP_POLICY_KINDS_SHIFT + (dir - 1) * 8)) & 0xff;
+}
+
+/* Whether the verdict depends on the peer's identity (some entry of the
+ * direction names a peer): when not, the ipcache lookup is skipped. */
+static __always_inline int policy_needs_peer(__u32 kinds)
+{
+	const __u32 named = (1U << 0) | (1U << TESSERA_POLICY_KIND_ANY_PROTO) | (1U << TESSERA_POLICY_KIND_ALLOW) |
+			    (1U << (TESSERA_POLICY_KIND_ALLOW | TESSERA_POLICY_KIND_ANY_PROTO));
+	return !!(kinds & named);
+}
+
+static __always_inline enum policy_verdict policy_verdict(__u32 kinds, __u64 endpoint_id, __u8 dir, __u32 peer,
+							  __u8 proto, __u16 port, int enforced)
+{
+	if (policy_matches(kinds, endpoint_id, 1, dir, peer, proto, port))
 		return POLICY_DENY;
-	if (policy_matches(endpoint_id, 0, dir, peer, proto, port))
+	if (policy_matches(kinds, endpoint_id, 0, dir, peer, proto, port))
 		return POLICY_ALLOW;
 	return enforced ? POLICY_DEFAULT_DENY : POLICY_ALLOW;
 }
