@@ -103,7 +103,7 @@ public final class EndpointManager: Sendable {
       throw EndpointError(code: .notFound, message: "endpoint \(endpoint.id) was deleted while it was being created")
     }
     EndpointMetrics.createDuration(result: "ok").record(duration: ContinuousClock.now - started)
-    EndpointMetrics.endpoints.record(registry.all().count)
+    EndpointMetrics.endpoints.record(registry.count)
     logger.info("endpoint ready", metadata: [
       "identity": "\(ready.identity)", "policyRevision": "\(ready.policyRevision)", "took": "\(ContinuousClock.now - started)",
     ])
@@ -344,7 +344,7 @@ public final class EndpointManager: Sendable {
     waiters.forget(endpointID: id)
     store?.delete(id: id)
     endpointsChanged.signal()
-    EndpointMetrics.endpoints.record(registry.all().count)
+    EndpointMetrics.endpoints.record(registry.count)
     logger.info("endpoint deleted", metadata: ["endpoint.id": "\(id)", "container.id": "\(snapshot.containerID)"])
     return snapshot
   }

@@ -99,6 +99,9 @@ public final class EndpointRegistry: Sendable {
 
   public func all() -> [Endpoint] { state.withLock { $0.endpoints.values.sorted { $0.id < $1.id } } }
 
+  /// How many endpoints are registered (without copying them).
+  public var count: Int { state.withLock { $0.endpoints.count } }
+
   /// Runs `body` on the endpoint under the lock and returns its result.
   ///
   /// - Throws: ``EndpointError`` `.notFound`, or whatever `body` throws (the endpoint is then unchanged).

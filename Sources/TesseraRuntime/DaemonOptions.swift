@@ -48,10 +48,18 @@ public struct DaemonOptions: ParsableArguments, Sendable {
 
   public var runDirectory: RunDirectory { RunDirectory(path: runDir) }
 
-  /// The metrics listener when `--metrics-address` is given (metrics are recorded either way).
-  public func metricsServices(logger: Logger) throws -> [any Service] {
+  /// The metrics listener when `--metrics-address` is given (counters and
+  /// histograms are recorded either way), and then a loop that samples the
+  /// gauges read from whole tables: every endpoint's kernel counters, every
+  /// identity. A node that serves no metrics does not pay for those reads,
+  /// which would otherwise compete with creates for locks and CPU.
+  public func metricsServices(
+    logger: Logger, sampleEvery interval: Duration = .seconds(5), sample: (@Sendable () async -> Void)? = nil
+  ) throws -> [any Service] {
     guard let metricsAddress else { return [] }
-    return [try MetricsServer(address: metricsAddress, logger: logger)]
+    let server: [any Service] = [try MetricsServer(address: metricsAddress, logger: logger)]
+    guard let sample else { return server }
+    return server + [LoopService.sampling(every: interval, sample)]
   }
 
   /// Sets up logging and metrics from the flags.

@@ -59,8 +59,7 @@ struct DatapathDaemon: AsyncParsableCommand {
     try await Daemon(service: .datapath, runDirectory: options.runDirectory, logger: logger).run(
       rpcServices: [DatapathServiceHandler(datapath: datapath, logger: logger)],
       health: health,
-      backgroundServices: [
-        LoopService.sampling {
+      backgroundServices: try options.metricsServices(logger: logger) {
           let endpoints = datapath.endpoints()
           Gauge(label: "tessera_datapath_endpoints").record(endpoints.count)
           var total = EndpointCounters()
@@ -76,8 +75,7 @@ struct DatapathDaemon: AsyncParsableCommand {
           Gauge(label: "tessera_datapath_dropped_packets", dimensions: [("direction", "egress")]).record(total.egressDropped)
           Gauge(label: "tessera_datapath_forwarded_packets", dimensions: [("direction", "ingress")]).record(total.ingressForwarded)
           Gauge(label: "tessera_datapath_forwarded_packets", dimensions: [("direction", "egress")]).record(total.egressForwarded)
-        }
-      ] + (try options.metricsServices(logger: logger)),
+        },
       backend: { datapath.backendName },
       details: { ["endpoints": "\(datapath.endpoints().count)"] })
   }

@@ -96,10 +96,10 @@ struct IdentityDaemon: AsyncParsableCommand {
       health: health,
       backgroundServices: storeServices + [
         policy, garbageCollector, LoopService { try await allocator.followStore() },
-        LoopService.sampling(every: .seconds(15)) {
+      ]
+        + (try options.metricsServices(logger: logger, sampleEvery: .seconds(15)) {
           if let all = try? await allocator.identities() { Gauge(label: "tessera_identities").record(all.count) }
-        },
-      ] + (try options.metricsServices(logger: logger)),
+        }),
       backend: { store.backendDescription },
       details: { ["node": options.nodeName, "clusterID": "\(clusterID)"] })
   }

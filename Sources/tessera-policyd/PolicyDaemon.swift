@@ -49,11 +49,12 @@ struct PolicyDaemon: AsyncParsableCommand {
     try await Daemon(service: .policy, runDirectory: run, logger: logger).run(
       rpcServices: [PolicyServiceHandler(engine: engine, events: events, logger: logger)],
       health: health,
-      backgroundServices: [identity, initialSync, LoopService.sampling {
-        Gauge(label: "tessera_policy_revision").record(engine.revision)
-        Gauge(label: "tessera_policies").record(engine.policies().count)
-        Gauge(label: "tessera_selectorcache_selectors").record(engine.selectors().count)
-      }] + (try options.metricsServices(logger: logger)),
+      backgroundServices: [identity, initialSync]
+        + (try options.metricsServices(logger: logger) {
+          Gauge(label: "tessera_policy_revision").record(engine.revision)
+          Gauge(label: "tessera_policies").record(engine.policies().count)
+          Gauge(label: "tessera_selectorcache_selectors").record(engine.selectors().count)
+        }),
       backend: { "sqlite:\(database ?? "\(options.stateDir)/policy.db")" },
       details: { ["revision": "\(engine.revision)", "policies": "\(engine.policies().count)"] },
       markServing: false)
