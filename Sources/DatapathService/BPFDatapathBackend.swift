@@ -326,14 +326,23 @@ public final class BPFDatapathBackend: DatapathBackend {
       let family: IPPrefix.Family = key.family == UInt8(TESSERA_FAMILY_V6) ? .v6 : .v4
       var saddr = key.saddr
       var daddr = key.daddr
+      var (sport, dport, direction) = (key.sport, key.dport, key.direction)
+      // Canonical keys (maps_types.h): shown as the packet that created the entry.
+      if entry.flags & UInt32(TESSERA_CT_F_CANONICAL) != 0 {
+        direction = entry.direction
+        if entry.reversed != 0 {
+          swap(&saddr, &daddr)
+          swap(&sport, &dport)
+        }
+      }
       entries.append(
         ConntrackEntry(
           source: Self.addressText(family: family, &saddr), destination: Self.addressText(family: family, &daddr),
-          sourcePort: key.sport, destinationPort: key.dport,
+          sourcePort: sport, destinationPort: dport,
           // L4Protocol has no ICMP: portless protocols show as ANY.
           proto: L4Protocol(rawValue: key.proto) ?? .any,
           endpointID: key.endpoint_id,
-          direction: TrafficDirection(rawValue: key.direction) ?? .ingress,
+          direction: TrafficDirection(rawValue: direction) ?? .ingress,
           packets: entry.packets_fwd + entry.packets_rev,
           lastSeenNanoseconds: entry.last_seen_ns))
     }

@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Connection tracking. An entry is created when a new flow is allowed by
- * policy, keyed by the tuple as seen, the endpoint and the direction. Later
- * packets of the flow (same key) and its replies (reverse tuple, opposite
- * direction, same endpoint) pass without a policy lookup, so established
- * connections survive policy changes, as in Cilium. Two endpoints on one node
- * each keep their own entries: one endpoint's egress never admits another's
- * ingress.
+ * policy, for the endpoint and the direction of the packet. Later packets of
+ * the flow (same tuple, same direction) and its replies (reverse tuple,
+ * opposite direction, same endpoint) pass without a policy lookup, so
+ * established connections survive policy changes, as in Cilium. Both find
+ * the entry with one lookup: the key holds the tuple in its canonical
+ * orientation (maps_types.h). Two endpoints on one node each keep their own
+ * entries: one endpoint's egress never admits another's ingress.
  */
 #ifndef TESSERA_CONNTRACK_H
 #define TESSERA_CONNTRACK_H
@@ -20,24 +21,41 @@ enum ct_status {
 	CT_REPLY = 2,
 };
 
-static __always_inline void ct_fill_key(struct ct_key *key, const struct flow *f, __u64 endpoint_id,
-					__u8 dir, int reverse)
+/* The packet's key; returns whether its tuple is reversed in the key. */
+static __always_inline int ct_fill_key(struct ct_key *key, const struct flow *f, __u64 endpoint_id, __u8 dir)
 {
-	if (reverse) {
-		__builtin_memcpy(key->saddr, f->daddr, 16);
-		__builtin_memcpy(key->daddr, f->saddr, 16);
+	__u8 other = dir == TESSERA_DIR_INGRESS ? TESSERA_DIR_EGRESS : TESSERA_DIR_INGRESS;
+	__u64 s0, s1, d0, d1;
+	int reversed;
+
+	__builtin_memcpy(&s0, f->saddr, 8);
+	__builtin_memcpy(&s1, f->saddr + 8, 8);
+	__builtin_memcpy(&d0, f->daddr, 8);
+	__builtin_memcpy(&d1, f->daddr + 8, 8);
+	reversed = tessera_ct_tuple_reversed(s0, s1, d0, d1, f->sport, f->dport);
+	if (reversed) {
+		__builtin_memcpy(key->saddr, &d0, 8);
+		__builtin_memcpy(key->saddr + 8, &d1, 8);
+		__builtin_memcpy(key->daddr, &s0, 8);
+		__builtin_memcpy(key->daddr + 8, &s1, 8);
 		key->sport = f->dport;
 		key->dport = f->sport;
+		key->direction = other;
 	} else {
-		__builtin_memcpy(key->saddr, f->saddr, 16);
-		__builtin_memcpy(key->daddr, f->daddr, 16);
+		__builtin_memcpy(key->saddr, &s0, 8);
+		__builtin_memcpy(key->saddr + 8, &s1, 8);
+		__builtin_memcpy(key->daddr, &d0, 8);
+		__builtin_memcpy(key->daddr + 8, &d1, 8);
 		key->sport = f->sport;
 		key->dport = f->dport;
+		/* A tuple equal to its reverse: both directions share the key. */
+		key->direction = (s0 == d0 && s1 == d1 && f->sport == f->dport) ? 0 : dir;
 	}
 	key->proto = f->proto;
 	key->family = f->family;
-	key->direction = dir;
+	key->pad = 0;
 	key->endpoint_id = endpoint_id;
+	return reversed;
 }
 
 static __always_inline __u64 ct_lifetime(const struct flow *f, const struct ct_entry *e)
@@ -77,45 +95,42 @@ static __always_inline void ct_refresh(struct ct_entry *e, const struct flow *f,
 	}
 }
 
-/* Looks the packet up as an established flow or as a reply. */
+/* Looks the packet up as an established flow or as a reply (one lookup). */
 static __always_inline enum ct_status ct_lookup(const struct flow *f, __u64 endpoint_id, __u8 dir, __u64 now)
 {
-	struct ct_key key = {};
+	struct ct_key key;
 	struct ct_entry *e;
-	__u8 other = dir == TESSERA_DIR_INGRESS ? TESSERA_DIR_EGRESS : TESSERA_DIR_INGRESS;
 
-	ct_fill_key(&key, f, endpoint_id, dir, 0);
+	ct_fill_key(&key, f, endpoint_id, dir);
 	e = bpf_map_lookup_elem(&tessera_ct, &key);
-	if (e) {
-		if (e->expires_ns > now) {
-			ct_refresh(e, f, now, 0);
-			return CT_ESTABLISHED;
-		}
+	if (!e)
+		return CT_NEW;
+	if (e->expires_ns <= now) {
 		bpf_map_delete_elem(&tessera_ct, &key);
+		return CT_NEW;
 	}
-
-	ct_fill_key(&key, f, endpoint_id, other, 1);
-	e = bpf_map_lookup_elem(&tessera_ct, &key);
-	if (e) {
-		if (e->expires_ns > now) {
-			ct_refresh(e, f, now, 1);
-			return CT_REPLY;
-		}
-		bpf_map_delete_elem(&tessera_ct, &key);
+	/* Same key: the packet has the creator's direction and orientation
+	 * (the flow itself) or the opposite of both (a reply). */
+	if (e->direction == dir) {
+		ct_refresh(e, f, now, 0);
+		return CT_ESTABLISHED;
 	}
-	return CT_NEW;
+	ct_refresh(e, f, now, 1);
+	return CT_REPLY;
 }
 
 /* Records a new flow that policy allowed. */
 static __always_inline int ct_create(const struct flow *f, __u64 endpoint_id, __u8 dir, __u64 now)
 {
-	struct ct_key key = {};
+	struct ct_key key;
 	struct ct_entry e = {};
 
-	ct_fill_key(&key, f, endpoint_id, dir, 0);
+	e.reversed = ct_fill_key(&key, f, endpoint_id, dir);
+	e.direction = dir;
 	e.created_ns = now;
 	e.last_seen_ns = now;
 	e.packets_fwd = 1;
+	e.flags = TESSERA_CT_F_CANONICAL;
 	if (f->proto == IPPROTO_TCP && (f->tcp_flags & (TESSERA_TCP_FIN | TESSERA_TCP_RST)))
 		e.flags |= TESSERA_CT_F_CLOSING;
 	e.expires_ns = now + ct_lifetime(f, &e);

@@ -123,9 +123,21 @@ struct endpoint_info {
 	struct endpoint_ip ips[TESSERA_EP_MAX_IPS];
 };
 
-/* ---- conntrack: LRU hash -------------------------------------------------- */
+/* ---- conntrack: LRU hash --------------------------------------------------
+ * One entry per flow and endpoint, found with one lookup by the packets of
+ * both directions: the key holds the tuple in its canonical orientation (the
+ * side with the lower address, then port, first; tessera_ct_tuple_reversed)
+ * and the direction of traffic from the key's source side to its destination
+ * side (0 for a tuple that is its own reverse, whose two directions share the
+ * entry). The entry remembers the direction and orientation of the packet
+ * that created it: a packet of the entry's direction is the flow itself
+ * (established), one of the other direction is a reply.
+ */
 
 #define TESSERA_CT_F_CLOSING (1U << 0) /* FIN or RST seen */
+/* Keyed as above; entries without it come from programs that predate
+ * canonical keys (the loader re-keys them when it installs the handlers). */
+#define TESSERA_CT_F_CANONICAL (1U << 1)
 
 struct ct_key {
 	__u8 saddr[16];
@@ -134,7 +146,7 @@ struct ct_key {
 	__u16 dport;
 	__u8 proto;
 	__u8 family;
-	__u8 direction; /* direction of the packet that created the entry */
+	__u8 direction; /* of traffic from saddr to daddr; 0 for a tuple equal to its reverse */
 	__u8 pad;
 	__u64 endpoint_id;
 };
@@ -146,8 +158,23 @@ struct ct_entry {
 	__u64 packets_fwd;
 	__u64 packets_rev;
 	__u32 flags; /* TESSERA_CT_F_* */
-	__u32 pad;
+	__u8 direction; /* of the packet that created the entry (TESSERA_DIR_*) */
+	__u8 reversed; /* 1 when that packet's tuple is the key's reversed */
+	__u16 pad;
 };
+
+/* Whether the tuple (s, sport) -> (d, dport) is the reverse of its canonical
+ * orientation. Addresses are compared as two native 64-bit words each: any
+ * total order does, as long as the programs and the loader use the same one. */
+static inline __attribute__((always_inline)) int tessera_ct_tuple_reversed(__u64 s0, __u64 s1, __u64 d0, __u64 d1,
+									   __u16 sport, __u16 dport)
+{
+	if (s0 != d0)
+		return s0 > d0;
+	if (s1 != d1)
+		return s1 > d1;
+	return sport > dport;
+}
 
 /* Lifetimes, as Cilium's defaults. */
 #define TESSERA_CT_LIFETIME_TCP_NS (21600ULL * 1000000000ULL)

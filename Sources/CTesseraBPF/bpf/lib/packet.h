@@ -54,8 +54,9 @@ struct flow {
 	__u8 tcp_flags;
 	__u8 icmp6_nd; /* neighbour discovery or MLD: always passes */
 	__u8 pad[3];
-	__u8 saddr[16];
-	__u8 daddr[16];
+	/* 8-byte aligned: conntrack reads them as 64-bit words. */
+	__u8 saddr[16] __attribute__((aligned(8)));
+	__u8 daddr[16] __attribute__((aligned(8)));
 	__u16 sport; /* conntrack ports, host order */
 	__u16 dport;
 	__u16 policy_port; /* destination port for TCP/UDP/SCTP, 0 for portless protocols */
