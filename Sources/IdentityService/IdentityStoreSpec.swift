@@ -10,14 +10,15 @@ public enum IdentityStoreSpec: Equatable, Sendable {
       let path = String(text.dropFirst("sqlite:".count))
       guard !path.isEmpty else { throw IdentityError(code: .invalidLabels, message: "--identity-store sqlite: needs a file path") }
       self = .sqlite(path: path)
-    } else if text.hasPrefix("etcd:") {
-      do {
-        self = .etcd(endpoints: try EtcdConfiguration(parsing: String(text.dropFirst("etcd:".count))).endpoints)
-      } catch {
+    } else {
+      let etcd: EtcdConfiguration?
+      do { etcd = try EtcdConfiguration.parsing(store: text) } catch {
         throw IdentityError(code: .invalidLabels, message: "--identity-store \(text): \(error.message)")
       }
-    } else {
-      throw IdentityError(code: .invalidLabels, message: "--identity-store must be sqlite:PATH or etcd:URL[,URL...], not \(text)")
+      guard let etcd else {
+        throw IdentityError(code: .invalidLabels, message: "--identity-store must be sqlite:PATH or etcd:URL[,URL...], not \(text)")
+      }
+      self = .etcd(endpoints: etcd.endpoints)
     }
   }
 }

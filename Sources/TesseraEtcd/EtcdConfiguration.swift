@@ -84,4 +84,13 @@ public struct EtcdConfiguration: Sendable {
     }
     self.init(endpoints: endpoints, tls: tls)
   }
+
+  /// A store setting naming etcd members: `etcd:URL[,URL…]`, as `--identity-store`
+  /// and `--cluster-store` take it. Nil when the setting names another kind of store.
+  public static func parsing(store setting: String, tls: TLSFiles = TLSFiles()) throws(EtcdError) -> EtcdConfiguration? {
+    guard setting.hasPrefix(storeScheme) else { return nil }
+    return try EtcdConfiguration(parsing: String(setting.dropFirst(storeScheme.count)), tls: tls)
+  }
+
+  public static let storeScheme = "etcd:"
 }

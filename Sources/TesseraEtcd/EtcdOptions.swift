@@ -27,10 +27,10 @@ public struct EtcdOptions: ParsableArguments, Sendable {
 
   /// Parses `etcd:URL[,URL…]` into a configuration with these options' TLS files.
   public func configuration(store: String) throws(EtcdError) -> EtcdConfiguration {
-    guard store.hasPrefix("etcd:") else {
+    guard let configuration = try EtcdConfiguration.parsing(store: store, tls: tls) else {
       throw EtcdError(code: .invalidConfiguration, message: "\(store) is not etcd:URL[,URL...]")
     }
-    return try EtcdConfiguration(parsing: String(store.dropFirst("etcd:".count)), tls: tls)
+    return configuration
   }
 
   /// The flags that pass these options on to another daemon.

@@ -243,6 +243,23 @@ struct ComparisonTopology: Sendable {
   }
 }
 
+/// A listener in a namespace that accepts and closes connections on its own thread.
+struct AcceptingServer {
+  private let listener: Int32
+
+  init(in namespace: NetworkNamespace, port: UInt16) throws {
+    let listener = try namespace.run { try TCPProbe.listen(port: port) }
+    self.listener = listener
+    Thread { TCPProbe.acceptForever(listener) }.start()
+  }
+
+  /// Ends the accept loop and closes the socket.
+  func stop() {
+    shutdown(listener, Int32(SHUT_RDWR))
+    close(listener)
+  }
+}
+
 /// Connect latency through the policy path against the reference path,
 /// alternated in blocks so that drift of a shared VM cancels out.
 struct PairedConnectTimes {
@@ -256,13 +273,8 @@ struct PairedConnectTimes {
   static func measure(
     topology: ComparisonTopology, port: UInt16, pairs: Int, block: Duration = .milliseconds(100)
   ) throws -> PairedConnectTimes {
-    let listener = try topology.server.run { try TCPProbe.listen(port: port) }
-    let acceptor = Thread { TCPProbe.acceptForever(listener) }
-    acceptor.start()
-    defer {
-      shutdown(listener, Int32(SHUT_RDWR))
-      close(listener)
-    }
+    let server = try AcceptingServer(in: topology.server, port: port)
+    defer { server.stop() }
     let blockNanoseconds = UInt64(block.components.seconds) * 1_000_000_000 + UInt64(block.components.attoseconds / 1_000_000_000)
     return try topology.client.run {
       let policy = TCPProbe.address(ComparisonTopology.policyServer, port)
@@ -304,13 +316,8 @@ struct PairedConnectTimes {
   /// the policy path, a port that nothing listens on is refused on the
   /// reference path (reachable) but silently dropped on the policy path.
   static func verifyEnforcement(topology: ComparisonTopology, allowedPort: UInt16, deniedPort: UInt16, design: String) throws {
-    let listener = try topology.server.run { try TCPProbe.listen(port: allowedPort) }
-    let acceptor = Thread { TCPProbe.acceptForever(listener) }
-    acceptor.start()
-    defer {
-      shutdown(listener, Int32(SHUT_RDWR))
-      close(listener)
-    }
+    let server = try AcceptingServer(in: topology.server, port: allowedPort)
+    defer { server.stop() }
     try topology.client.run {
       if case .failure(let error) = TCPProbe.connectTime(to: TCPProbe.address(ComparisonTopology.policyServer, allowedPort), timeoutMilliseconds: 1000) {
         throw BenchError("\(design): allowed connection failed: \(error)")

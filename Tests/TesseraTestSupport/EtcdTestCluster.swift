@@ -213,43 +213,44 @@ public final class EtcdTestCluster: @unchecked Sendable {
     var sockets: [Int32] = []
     defer { sockets.forEach { close($0) } }
     for port in ports {
-      let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+      guard let (fd, _) = bindLoopback(port: port) else { return false }
       sockets.append(fd)
-      var address = sockaddr_in()
-      address.sin_family = sa_family_t(AF_INET)
-      address.sin_port = in_port_t(UInt16(port).bigEndian)
-      address.sin_addr.s_addr = inet_addr("127.0.0.1")
-      let bound = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-      }
-      if bound != 0 { return false }
     }
     return true
   }
 
   /// Ports the kernel says are free right now (bound to port 0, then released).
   public static func freePorts(_ count: Int) throws -> [Int] {
-    var ports: [Int] = []
     var sockets: [Int32] = []
     defer { sockets.forEach { close($0) } }
-    for _ in 0..<count {
-      let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-      var address = sockaddr_in()
-      address.sin_family = sa_family_t(AF_INET)
-      address.sin_port = 0
-      address.sin_addr.s_addr = inet_addr("127.0.0.1")
-      var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-      let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-          guard bind(fd, pointer, length) == 0 else { return -1 }
-          return getsockname(fd, pointer, &length)
-        }
-      }
-      guard bound == 0 else { throw EtcdTestClusterError("no free port") }
+    return try (0..<count).map { _ in
+      guard let (fd, port) = bindLoopback(port: 0) else { throw EtcdTestClusterError("no free port") }
       sockets.append(fd)
-      ports.append(Int(UInt16(bigEndian: address.sin_port)))
+      return port
     }
-    return ports
+  }
+
+  /// A TCP socket bound to 127.0.0.1:port (0: any free port) and the port it
+  /// got, or nil when the port is taken. The caller closes the socket.
+  private static func bindLoopback(port: Int) -> (Int32, Int)? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let result = withUnsafeMutablePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+        guard bind(fd, pointer, length) == 0 else { return -1 }
+        return getsockname(fd, pointer, &length)
+      }
+    }
+    guard result == 0 else {
+      close(fd)
+      return nil
+    }
+    return (fd, Int(UInt16(bigEndian: address.sin_port)))
   }
 }
 

@@ -73,7 +73,7 @@ struct NodeUp: AsyncParsableCommand {
       if let metricsBasePort, let offset = TesseraService.startOrder.firstIndex(of: service) {
         arguments += ["--metrics-address", "127.0.0.1:\(metricsBasePort + offset)"]
       }
-      let sharedEtcd = identityStore?.hasPrefix("etcd:") == true
+      let sharedEtcd = identityStore?.hasPrefix(EtcdConfiguration.storeScheme) == true
       if service == .identity, let identityStore {
         arguments += ["--identity-store", identityStore]
         if let etcdPrefix { arguments += ["--etcd-prefix", etcdPrefix] }
