@@ -85,41 +85,20 @@ public final class ClusterIPCache: Sendable {
 
   /// Runs until cancelled, reconnecting by itself.
   public func run() async throws {
-    var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(2))
-    while true {
-      try Task.checkCancellation()
-      do {
-        let lease = try await client.grantLease(ttl: configuration.leaseTTLSeconds)
-        state.withLock {
+    let session = EtcdSession(client: client, prefix: configuration.prefix + "/", leaseTTLSeconds: configuration.leaseTTLSeconds, logger: logger)
+    try await session.run(.init(
+      lease: {
+        // A fresh lease each session: what was published under the old one is gone with it.
+        let lease = try await self.client.grantLease(ttl: self.configuration.leaseTTLSeconds)
+        self.state.withLock {
           $0.lease = lease
           $0.published = [:]
         }
-        let revision = try await loadAndClearStale()
-        backoff.reset()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-          group.addTask {
-            try await self.client.keepAlive(lease: lease, interval: .seconds(max(1, self.configuration.leaseTTLSeconds / 3)))
-          }
-          group.addTask {
-            let start = Etcd.key(self.configuration.prefix + "/")
-            try await self.client.watch(key: start, rangeEnd: Etcd.prefixEnd(start), fromRevision: revision + 1) { events, _ in
-              self.apply(events)
-            }
-          }
-          group.addTask { try await self.publishLoop() }
-          group.addTask { try await self.installLoop() }
-          try await group.next()
-          group.cancelAll()
-        }
-      } catch is CancellationError where Task.isCancelled {
-        throw CancellationError()
-      } catch let error as EtcdError where error.code == .leaseLost || error.code == .compacted {
-        logger.warning("cluster ipcache resyncing", metadata: ["reason": "\(error)"])
-      } catch {
-        logger.warning("cluster ipcache: etcd unreachable, retrying", metadata: ["error": "\(error)"])
-        try await backoff.sleep()
-      }
-    }
+        return lease
+      },
+      load: { _ in try await self.loadAndClearStale() },
+      apply: { events in self.apply(events) },
+      loops: [{ try await self.publishLoop() }, { try await self.installLoop() }]))
   }
 
   /// Reads every entry; keeps other nodes' and deletes this node's leftovers from an earlier run.

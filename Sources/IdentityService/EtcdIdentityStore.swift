@@ -415,42 +415,13 @@ public final class EtcdIdentityStore: IdentityStore {
   /// Holds the lease, mirrors `id/` into the cache and writes pending references,
   /// reconnecting and resyncing by itself until cancelled.
   public func run(onChange: @escaping @Sendable (_ added: [SecurityIdentity], _ deleted: [SecurityIdentity]) async -> Void) async throws {
-    var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(2))
-    while true {
-      try Task.checkCancellation()
-      do {
-        let lease = try await establishLease()
-        let revision = try await reload(onChange: onChange)
-        backoff.reset()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-          group.addTask {
-            let interval = Duration.seconds(max(1, self.configuration.leaseTTLSeconds / 3))
-            try await self.client.keepAlive(lease: lease, interval: interval)
-          }
-          group.addTask {
-            try await self.client.watch(
-              key: Etcd.key("\(self.configuration.prefix)/id/"), rangeEnd: Etcd.prefixEnd(Etcd.key("\(self.configuration.prefix)/id/")),
-              fromRevision: revision + 1
-            ) { events, _ in
-              await self.apply(events, onChange: onChange)
-            }
-          }
-          group.addTask { try await self.reconcileLoop() }
-          try await group.next()
-          group.cancelAll()
-        }
-      } catch let error as EtcdError where error.code == .leaseLost {
-        logger.warning("etcd lease lost: re-creating this node's references", metadata: ["error": "\(error)"])
-        state.withLock { $0.lease = 0 }
-      } catch let error as EtcdError where error.code == .compacted {
-        logger.info("identity watch fell behind compaction: reloading", metadata: ["error": "\(error)"])
-      } catch is CancellationError where Task.isCancelled {
-        throw CancellationError()
-      } catch {
-        logger.warning("etcd unreachable, retrying", metadata: ["error": "\(error)"])
-        try await backoff.sleep()
-      }
-    }
+    let session = EtcdSession(client: client, prefix: "\(configuration.prefix)/id/", leaseTTLSeconds: configuration.leaseTTLSeconds, logger: logger)
+    try await session.run(.init(
+      lease: { try await self.establishLease() },
+      load: { _ in try await self.reload(onChange: onChange) },
+      apply: { events in await self.apply(events, onChange: onChange) },
+      loops: [{ try await self.reconcileLoop() }],
+      leaseLost: { self.state.withLock { $0.lease = 0 } }))
   }
 
   /// Reuses the lease this node held before a restart if etcd still has it;
