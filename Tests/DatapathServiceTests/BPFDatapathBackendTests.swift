@@ -168,6 +168,10 @@ struct BPFDatapathBackendTests {
       #expect(entries.count == 1)
       #expect(entries.first?.source == frontendIP && entries.first?.destinationPort == 8080 && entries.first?.direction == .ingress)
       #expect(entries.first?.packets == 2)
+      // The programs' clock (jiffies, or the coarse clock) is CLOCK_MONOTONIC within a tick.
+      let now = Int64(bitPattern: LibBPF.monotonicNanoseconds)
+      let seen = Int64(bitPattern: entries.first?.lastSeenNanoseconds ?? 0)
+      #expect(abs(now - seen) < 50_000_000, "last seen \(seen) ns, CLOCK_MONOTONIC \(now) ns")
 
       // Policy removes the allow: the established flow keeps flowing, a new one is dropped.
       _ = try datapath.realize(endpoint(id: 4, revision: 2, ingressEnforced: true, egressEnforced: true, entries: []))
