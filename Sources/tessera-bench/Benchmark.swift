@@ -29,11 +29,16 @@ struct Benchmark: AsyncParsableCommand {
   @Flag(help: "Only the etcd identity figures (no node, no eBPF).") var etcdOnly = false
   @Flag(help: "Only the comparison with the IP-based designs.") var comparisonOnly = false
   @Flag(help: "Leave out the comparison with the IP-based designs.") var skipComparison = false
+  @Flag(help: "Redraw benchmarks.svg from bench-results.json in the output directory.") var plotOnly = false
   @Flag(help: "Only the node figures (RPC floor, identities, creates, churn, plugin): for profiling.") var nodeOnly = false
 
   func run() async throws {
     LoggingSystem.bootstrapTessera(format: .plain, level: .warning)
     let bin = binDir ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+    if plotOnly {
+      _ = try Report.fromResults(in: outputDirectory).writePlot(to: outputDirectory)
+      return
+    }
     if etcdOnly {
       let etcd = try await EtcdBenchmark.figures(newIdentities: etcdIdentities)
       try Report(rows: etcd.rows, notes: etcd.notes).write(to: outputDirectory)

@@ -20,7 +20,7 @@ struct BenchmarkPlot {
   static let colors = ["tessera": "#1f77b4", "iptables": "#d62728", "ipset": "#2ca02c", "nft": "#ff7f0e", "p50": "#1f77b4", "p99": "#9467bd"]
   static let width = 360.0
   static let height = 280.0
-  static let margin = (left: 62.0, right: 12.0, top: 34.0, bottom: 44.0)
+  static let margin = (left: 62.0, right: 26.0, top: 34.0, bottom: 44.0)
 
   func svg() -> String {
     let total = Double(panels.count) * Self.width
