@@ -286,8 +286,10 @@ struct Benchmark: AsyncParsableCommand {
       oneMore.add(.now - start)
     }
     let repeats: UInt32 = 200_000
-    let established = Packet.ipv4("10.250.1.1", "10.250.0.1", proto: Packet.tcp, sport: 50000, dport: 8005)
-    _ = try backend.runProgram(endpointID: 1, direction: .ingress, packet: established, repeat: 1)
+    // The SYN creates the flow; its later packets (ACKs) are what an established flow sends.
+    _ = try backend.runProgram(
+      endpointID: 1, direction: .ingress, packet: Packet.ipv4("10.250.1.1", "10.250.0.1", proto: Packet.tcp, sport: 50000, dport: 8005), repeat: 1)
+    let established = Packet.ipv4("10.250.1.1", "10.250.0.1", proto: Packet.tcp, sport: 50000, dport: 8005, tcpFlags: Packet.ack)
     let hit = try backend.runProgram(endpointID: 1, direction: .ingress, packet: established, repeat: repeats)
     let miss = try backend.runProgram(
       endpointID: 1, direction: .ingress, packet: Packet.ipv4("10.250.1.1", "10.250.0.1", proto: Packet.tcp, sport: 50001, dport: 9999), repeat: repeats)

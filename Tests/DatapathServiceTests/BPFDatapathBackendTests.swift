@@ -177,6 +177,9 @@ struct BPFDatapathBackendTests {
       _ = try datapath.realize(endpoint(id: 4, revision: 2, ingressEnforced: true, egressEnforced: true, entries: []))
       #expect(try backend.passes(4, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 43000, dport: 8080, tcpFlags: Packet.ack)))
       #expect(try !backend.passes(4, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 43002, dport: 8080)))
+      // A SYN reusing the tracked tuple opens a new connection: policy judges it again.
+      #expect(try !backend.passes(4, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 43000, dport: 8080)))
+      #expect(try backend.passes(4, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 43000, dport: 8080, tcpFlags: Packet.ack)))
 
       // ICMP echo reply matches its request.
       _ = try datapath.realize(

@@ -112,6 +112,13 @@ static __always_inline enum ct_status ct_lookup(const struct flow *f, __u64 endp
 	/* Same key: the packet has the creator's direction and orientation
 	 * (the flow itself) or the opposite of both (a reply). */
 	if (e->direction == dir) {
+		/* A SYN opens a connection: one reusing the tuple of a tracked flow
+		 * (a closing one within its linger time, or a retransmitted SYN) is
+		 * judged by policy again, as netfilter does, so a client that picks
+		 * its own source port cannot reopen a flow that policy now denies.
+		 * If policy allows it, ct_create replaces the entry. */
+		if (f->proto == IPPROTO_TCP && (f->tcp_flags & (TESSERA_TCP_SYN | TESSERA_TCP_ACK)) == TESSERA_TCP_SYN)
+			return CT_NEW;
 		ct_refresh(e, f, now, 0);
 		return CT_ESTABLISHED;
 	}
