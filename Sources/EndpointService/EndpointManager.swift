@@ -388,7 +388,13 @@ public final class EndpointManager: Sendable {
   public func restore() async throws(EndpointError) -> (restored: Int, removed: Int) {
     guard let store else { return (0, 0) }
     let saved: [Endpoint]
-    do { saved = try store.loadAll() } catch {
+    do {
+      let loaded = try store.loadAll()
+      saved = loaded.endpoints
+      if !loaded.unreadable.isEmpty {
+        logger.error("unreadable endpoint state set aside; those endpoints are not restored", metadata: ["files": "\(loaded.unreadable)"])
+      }
+    } catch {
       throw EndpointError(code: .invalidArgument, message: "cannot read endpoint state from \(store.directory)", cause: error)
     }
     guard !saved.isEmpty else {

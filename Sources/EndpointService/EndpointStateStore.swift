@@ -52,15 +52,26 @@ public struct EndpointStateStore: Sendable {
     try? FileManager.default.removeItem(atPath: path(id))
   }
 
-  public func loadAll() throws -> [Endpoint] {
+  /// Every saved endpoint. A file that cannot be decoded (a write a power
+  /// loss cut short: state is not flushed) is renamed `<name>.unreadable`
+  /// and reported instead of stopping the restore of all the others.
+  public func loadAll() throws -> (endpoints: [Endpoint], unreadable: [String]) {
     let all = try FileManager.default.contentsOfDirectory(atPath: directory)
     for leftover in all where leftover.hasPrefix(".") && leftover.hasSuffix(".tmp") {
       try? FileManager.default.removeItem(atPath: "\(directory)/\(leftover)")  // a write cut short by a crash
     }
-    let names = all.filter { $0.hasSuffix(".json") && !$0.hasPrefix(".") }
     let decoder = JSONDecoder()
-    return try names.map { name in
-      try decoder.decode(Endpoint.self, from: Data(contentsOf: URL(fileURLWithPath: "\(directory)/\(name)")))
-    }.sorted { $0.id < $1.id }
+    var endpoints: [Endpoint] = []
+    var unreadable: [String] = []
+    for name in all where name.hasSuffix(".json") && !name.hasPrefix(".") {
+      let path = "\(directory)/\(name)"
+      if let endpoint = try? decoder.decode(Endpoint.self, from: Data(contentsOf: URL(fileURLWithPath: path))) {
+        endpoints.append(endpoint)
+      } else {
+        unreadable.append(name)
+        _ = rename(path, path + ".unreadable")
+      }
+    }
+    return (endpoints.sorted { $0.id < $1.id }, unreadable)
   }
 }

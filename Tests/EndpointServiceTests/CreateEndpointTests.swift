@@ -233,6 +233,27 @@ struct CreateEndpointTests {
     #expect(next.id == a.id + 1)
   }
 
+  @Test("an unreadable state file is set aside and the other endpoints are still restored")
+  func restoreSkipsUnreadableState() async throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-ep-\(UUID().uuidString)").path
+    let identityDB = directory + "-identity.db"
+    defer {
+      try? FileManager.default.removeItem(atPath: directory)
+      try? FileManager.default.removeItem(atPath: identityDB)
+    }
+    let first = try InProcessNode(stateDirectory: directory, identityStore: identityDB)
+    let a = try await first.manager.createEndpoint(try first.spec("a", "10.0.0.1", "app=x"), sync: true)
+    let b = try await first.manager.createEndpoint(try first.spec("b", "10.0.0.2", "app=y"), sync: true)
+    // A power loss left b's file empty (state is not flushed to disk).
+    try Data().write(to: URL(fileURLWithPath: "\(directory)/\(b.id).json"))
+    let restarted = try InProcessNode(stateDirectory: directory, datapath: first.datapath, identityStore: identityDB)
+    let result = try await restarted.manager.restore()
+    #expect(result.restored == 1)
+    #expect(restarted.manager.registry.endpoint(id: a.id)?.identity == a.identity)
+    #expect(restarted.manager.registry.endpoint(id: b.id) == nil)
+    #expect(FileManager.default.fileExists(atPath: "\(directory)/\(b.id).json.unreadable"))
+  }
+
   @Test("a reference leaked by a crash between allocating and recording an endpoint is dropped on restore")
   func restoreDropsLeakedReferences() async throws {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-ep-\(UUID().uuidString)").path
