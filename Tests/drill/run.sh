@@ -13,8 +13,9 @@
 # runs the eBPF datapath and real pods take part: after every restart a new
 # backend pod is added through ptp + tessera-cni while a denied pod hammers
 # its address from before the ADD (it must never connect) and an allowed pod
-# must connect right after; one allowed TCP connection is held open through
-# every kill and must carry a line after each restart. Without them the drill
+# must connect right after; one allowed TCP connection, kept only by
+# conntrack once its policy is deleted, is held open through every kill and
+# must carry a line after each restart. Without them the drill
 # runs on the memory datapath and says so.
 # Bounded: ROUNDS (default 2) rounds of four kills.
 #
@@ -105,11 +106,14 @@ add_backend_under_probe() {
       if in_pod deny timeout 0.3 nc -z -w 1 "$ip" 8080 2>/dev/null; then echo "$ip" >>"$tmp/probe-connected"; fi
     done ) &
   local prober=$!
+  # The workload listens before the ADD (in the pod's namespace, on 0.0.0.0),
+  # so a SYN let through at any moment would be answered.
+  ip netns add "tsr-drill-$pod" 2>/dev/null
+  in_pod "$pod" nc -lk -p 8080 >/dev/null 2>&1 &
+  bg_pids+=($!)
   sleep 0.3
   add_pod "$pod" backend || { touch "$tmp/stop-probe"; wait "$prober"; rm -f "$tmp/stop-probe"; return; }
   kcheck [ "$(chain_ip "$pod")" = "$ip" ] || violation "pod $pod got $(chain_ip "$pod"), the probe aimed at $ip"
-  in_pod "$pod" nc -lk -p 8080 >/dev/null 2>&1 &
-  bg_pids+=($!)
   local ok=no
   for _ in $(seq 20); do connects front "$ip" && { ok=yes; break; }; sleep 0.1; done
   kcheck [ $ok = yes ] || violation "frontend could not connect to new backend $pod ($ip) after its ADD"
@@ -139,7 +143,11 @@ YAML
   bg_pids+=($!)
   exec 7>"$tmp/held-feed"
   echo "line-0" >&7
+  sleep 0.3
+  # From now on only conntrack keeps this connection: a restart that lost it would drop it.
+  tessera policy delete default/drill-held >/dev/null || violation "policy delete failed"
 fi
+trap '' PIPE  # a held connection that died must show as a violation, not kill the drill
 
 # Churn: endpoints drill-N with one of six label sets; about half are deleted again.
 churn() {
@@ -189,7 +197,7 @@ for round in $(seq "$rounds"); do
     wait_healthy
     if [ "$kernel" = yes ]; then
       held_lines=$((held_lines + 1))
-      echo "line-$held_lines" >&7
+      echo "line-$held_lines" >&7 || violation "the connection held open is gone after restarting $service"
       add_backend_under_probe
     fi
     if [ "$service" = endpoint ]; then
