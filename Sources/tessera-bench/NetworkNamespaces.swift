@@ -211,8 +211,14 @@ struct ComparisonTopology: Sendable {
   static let policyServerLink = "vs1"
 
   static func create(tag: String) throws -> ComparisonTopology {
-    let topology = ComparisonTopology(
-      router: try .create("tsrb-\(tag)-r"), client: try .create("tsrb-\(tag)-c"), server: try .create("tsrb-\(tag)-s"))
+    var created: [NetworkNamespace] = []
+    do {
+      for role in ["r", "c", "s"] { created.append(try .create("tsrb-\(tag)-\(role)")) }
+    } catch {
+      created.forEach { $0.destroy() }
+      throw error
+    }
+    let topology = ComparisonTopology(router: created[0], client: created[1], server: created[2])
     do {
       try topology.link(topology.client, router: "vc1", pod: "eth0", subnet: 1)
       try topology.link(topology.client, router: "vc2", pod: "eth1", subnet: 2)

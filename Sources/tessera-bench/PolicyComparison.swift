@@ -103,15 +103,15 @@ enum PolicyComparison {
     let run = RunDirectory(path: root + "/run")
     let pin = "/sys/fs/bpf/tessera-bench-cmp-\(getpid())"
     let metricsBase = 19460
-    try runTool(topology.router.exec([
-      bin + "/tessera", "node", "up", "--detach", "--run-dir", run.path, "--state-dir", root + "/state",
-      "--bpf-pin-dir", pin, "--metrics-base-port", "\(metricsBase)",
-    ]))
-    defer {
+    defer {  // also after a node up that failed halfway
       _ = try? runTool([bin + "/tessera", "node", "down", "--run-dir", run.path])
       try? FileManager.default.removeItem(atPath: root)
       try? FileManager.default.removeItem(atPath: pin)
     }
+    try runTool(topology.router.exec([
+      bin + "/tessera", "node", "up", "--detach", "--run-dir", run.path, "--state-dir", root + "/state",
+      "--bpf-pin-dir", pin, "--metrics-base-port", "\(metricsBase)",
+    ]))
     let kernel = try KernelIPCache(object: object)
     defer { kernel.close() }
 
