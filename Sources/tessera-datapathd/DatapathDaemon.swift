@@ -14,8 +14,8 @@ struct DatapathDaemon: AsyncParsableCommand {
 
   @OptionGroup var options: DaemonOptions
 
-  @Option(help: "Backend: bpf, memory (test backend: enforces nothing), or auto (bpf when eBPF is usable).")
-  var backend: String = "auto"
+  @Option(help: "Backend: bpf (the default; refuses to start without eBPF), memory (test backend: enforces nothing), or auto (bpf, else the memory test backend: for development only).")
+  var backend: String = "bpf"
 
   @Option(help: "bpffs directory for pinned maps and programs.")
   var bpfPinDir: String = "/sys/fs/bpf/tessera"
@@ -45,6 +45,10 @@ struct DatapathDaemon: AsyncParsableCommand {
       logger.warning("using the memory test backend: policy is NOT enforced")
       chosen = MemoryDatapathBackend()
     case "bpf":
+      if let reason = BPFDatapathBackend.probe() {
+        // Fail loudly: a node that cannot enforce must not pretend to.
+        throw ValidationError("eBPF is unusable here: \(reason). The memory backend (--backend memory) is a test backend that enforces nothing.")
+      }
       chosen = try BPFDatapathBackend(configuration: bpfConfiguration(), logger: logger)
     default:
       if let reason = BPFDatapathBackend.probe() {

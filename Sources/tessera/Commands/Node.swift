@@ -25,8 +25,8 @@ struct NodeUp: AsyncParsableCommand {
   @Option(help: "This node's name.")
   var nodeName: String = DaemonOptions.defaultNodeName
 
-  @Option(help: "Datapath backend: auto, bpf or memory (test backend).")
-  var datapathBackend: String = "auto"
+  @Option(help: "Datapath backend: bpf (default), memory (test backend: enforces nothing) or auto (bpf, else memory: development only).")
+  var datapathBackend: String = "bpf"
 
   @Option(help: "bpffs directory for the datapath's pinned maps and programs (one per node).")
   var bpfPinDir: String?
