@@ -562,9 +562,11 @@ static int ct_migrate(int fd, int drop_legacy)
 			bpf_map_update_elem(fd, &key, &entry, BPF_EXIST);
 			continue;
 		}
-		/* A canonical entry the new handlers made meanwhile wins. */
-		bpf_map_update_elem(fd, &key, &entry, BPF_NOEXIST);
-		if (drop_legacy)
+		/* A canonical entry the new handlers made meanwhile wins. The legacy
+		 * key goes only once a canonical entry exists: a failed copy (a full
+		 * map) keeps the flow readable by whichever handlers are installed. */
+		int copied = bpf_map_update_elem(fd, &key, &entry, BPF_NOEXIST);
+		if (drop_legacy && (copied == 0 || copied == -EEXIST))
 			bpf_map_delete_elem(fd, &keys[i]);
 	}
 	free(keys);
