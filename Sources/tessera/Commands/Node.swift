@@ -51,6 +51,12 @@ struct NodeUp: AsyncParsableCommand {
   @Option(help: "Directory holding the tessera-*d executables (default: next to this one).")
   var binDir: String?
 
+  func validate() throws {
+    guard ["bpf", "memory", "auto"].contains(datapathBackend) else {
+      throw ValidationError("--datapath-backend must be bpf, memory or auto, not '\(datapathBackend)'")
+    }
+  }
+
   func run() async throws {
     let run = global.runDirectory
     try run.create()
