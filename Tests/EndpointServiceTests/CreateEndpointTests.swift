@@ -212,8 +212,11 @@ struct CreateEndpointTests {
     #expect(node.datapath.endpoint(id: frontend.id)?.policy.revision == 1)
   }
 
-  @Test("endpoints are restored from the state directory with the same IDs and identities, without regenerating")
-  func restore() async throws {
+  /// A node whose state directory and identity database outlive it, and a way
+  /// to start it again on them and on the same datapath (a restarted endpoint service).
+  private func withRestartableNode(
+    _ body: (_ first: InProcessNode, _ stateDirectory: String, _ restart: () throws -> InProcessNode) async throws -> Void
+  ) async throws {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-ep-\(UUID().uuidString)").path
     let identityDB = directory + "-identity.db"
     defer {
@@ -221,57 +224,54 @@ struct CreateEndpointTests {
       try? FileManager.default.removeItem(atPath: identityDB)
     }
     let first = try InProcessNode(stateDirectory: directory, identityStore: identityDB)
-    let a = try await first.manager.createEndpoint(try first.spec("a", "10.0.0.1", "app=x"), sync: true)
-    let restarted = try InProcessNode(stateDirectory: directory, datapath: first.datapath, identityStore: identityDB)
-    let result = try await restarted.manager.restore()
-    #expect(result.restored == 1)
-    let back = try #require(restarted.manager.registry.endpoint(id: a.id))
-    #expect(back.identity == a.identity)
-    #expect(back.state == .ready)
-    #expect(back.realizedGeneration == a.realizedGeneration)
-    let next = try await restarted.manager.createEndpoint(try restarted.spec("b", "10.0.0.2", "app=y"), sync: true)
-    #expect(next.id == a.id + 1)
+    try await body(first, directory) { try InProcessNode(stateDirectory: directory, datapath: first.datapath, identityStore: identityDB) }
+  }
+
+  @Test("endpoints are restored from the state directory with the same IDs and identities, without regenerating")
+  func restore() async throws {
+    try await withRestartableNode { first, _, restart in
+      let a = try await first.manager.createEndpoint(try first.spec("a", "10.0.0.1", "app=x"), sync: true)
+      let restarted = try restart()
+      let result = try await restarted.manager.restore()
+      #expect(result.restored == 1)
+      let back = try #require(restarted.manager.registry.endpoint(id: a.id))
+      #expect(back.identity == a.identity)
+      #expect(back.state == .ready)
+      #expect(back.realizedGeneration == a.realizedGeneration)
+      let next = try await restarted.manager.createEndpoint(try restarted.spec("b", "10.0.0.2", "app=y"), sync: true)
+      #expect(next.id == a.id + 1)
+    }
   }
 
   @Test("an unreadable state file is set aside and the other endpoints are still restored")
   func restoreSkipsUnreadableState() async throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-ep-\(UUID().uuidString)").path
-    let identityDB = directory + "-identity.db"
-    defer {
-      try? FileManager.default.removeItem(atPath: directory)
-      try? FileManager.default.removeItem(atPath: identityDB)
+    try await withRestartableNode { first, directory, restart in
+      let a = try await first.manager.createEndpoint(try first.spec("a", "10.0.0.1", "app=x"), sync: true)
+      let b = try await first.manager.createEndpoint(try first.spec("b", "10.0.0.2", "app=y"), sync: true)
+      // A power loss left b's file empty (state is not flushed to disk).
+      try Data().write(to: URL(fileURLWithPath: "\(directory)/\(b.id).json"))
+      let restarted = try restart()
+      let result = try await restarted.manager.restore()
+      #expect(result.restored == 1)
+      #expect(restarted.manager.registry.endpoint(id: a.id)?.identity == a.identity)
+      #expect(restarted.manager.registry.endpoint(id: b.id) == nil)
+      #expect(FileManager.default.fileExists(atPath: "\(directory)/\(b.id).json.unreadable"))
     }
-    let first = try InProcessNode(stateDirectory: directory, identityStore: identityDB)
-    let a = try await first.manager.createEndpoint(try first.spec("a", "10.0.0.1", "app=x"), sync: true)
-    let b = try await first.manager.createEndpoint(try first.spec("b", "10.0.0.2", "app=y"), sync: true)
-    // A power loss left b's file empty (state is not flushed to disk).
-    try Data().write(to: URL(fileURLWithPath: "\(directory)/\(b.id).json"))
-    let restarted = try InProcessNode(stateDirectory: directory, datapath: first.datapath, identityStore: identityDB)
-    let result = try await restarted.manager.restore()
-    #expect(result.restored == 1)
-    #expect(restarted.manager.registry.endpoint(id: a.id)?.identity == a.identity)
-    #expect(restarted.manager.registry.endpoint(id: b.id) == nil)
-    #expect(FileManager.default.fileExists(atPath: "\(directory)/\(b.id).json.unreadable"))
   }
 
   @Test("a reference leaked by a crash between allocating and recording an endpoint is dropped on restore")
   func restoreDropsLeakedReferences() async throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-ep-\(UUID().uuidString)").path
-    let identityDB = directory + "-identity.db"
-    defer {
-      try? FileManager.default.removeItem(atPath: directory)
-      try? FileManager.default.removeItem(atPath: identityDB)
-    }
-    let first = try InProcessNode(stateDirectory: directory, identityStore: identityDB)
-    let kept = try await first.manager.createEndpoint(try first.spec("a", "10.0.0.1", "app=x"), sync: true)
-    // The endpoint service died right after these allocations, before recording any endpoint.
-    let leaked = try await first.allocator.allocateIdentity(labels: try LabelSet(parsing: ["app=lost", "io.kubernetes.pod.namespace=default"]))
-    _ = try await first.allocator.allocateIdentity(labels: try LabelSet(parsing: ["app=x", "io.kubernetes.pod.namespace=default"]))
-    #expect(try await first.allocator.identity(id: kept.identity).totalReferences == 2)
+    try await withRestartableNode { first, _, restart in
+      let kept = try await first.manager.createEndpoint(try first.spec("a", "10.0.0.1", "app=x"), sync: true)
+      // The endpoint service died right after these allocations, before recording any endpoint.
+      let leaked = try await first.allocator.allocateIdentity(labels: try LabelSet(parsing: ["app=lost", "io.kubernetes.pod.namespace=default"]))
+      _ = try await first.allocator.allocateIdentity(labels: try LabelSet(parsing: ["app=x", "io.kubernetes.pod.namespace=default"]))
+      #expect(try await first.allocator.identity(id: kept.identity).totalReferences == 2)
 
-    let restarted = try InProcessNode(stateDirectory: directory, datapath: first.datapath, identityStore: identityDB)
-    _ = try await restarted.manager.restore()
-    #expect(try await restarted.allocator.identity(id: leaked.identity.id).totalReferences == 0)
-    #expect(try await restarted.allocator.identity(id: kept.identity).totalReferences == 1, "one endpoint, one reference")
+      let restarted = try restart()
+      _ = try await restarted.manager.restore()
+      #expect(try await restarted.allocator.identity(id: leaked.identity.id).totalReferences == 0)
+      #expect(try await restarted.allocator.identity(id: kept.identity).totalReferences == 1, "one endpoint, one reference")
+    }
   }
 }
