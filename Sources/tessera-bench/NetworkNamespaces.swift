@@ -154,13 +154,18 @@ enum TCPProbe {
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
     var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: (timeoutMilliseconds % 1000) * 1000)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var target = target
     let start = monotonicNanoseconds()
-    let result = withUnsafePointer(to: &target) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
+    let result = connect(fd, to: target)
     let elapsed = Double(monotonicNanoseconds() - start) / 1000
     return result == 0 ? .success(elapsed) : .failure(SocketError(operation: "connect", code: errno))
+  }
+
+  /// `connect(2)` to an IPv4 address; 0 or -1 with errno set.
+  private static func connect(_ fd: Int32, to target: sockaddr_in) -> Int32 {
+    var target = target
+    return withUnsafePointer(to: &target) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
   }
 
   static func monotonicNanoseconds() -> UInt64 {
@@ -174,11 +179,7 @@ enum TCPProbe {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw SocketError(operation: "socket", code: errno) }
     defer { close(fd) }
-    var target = address(ip, port)
-    let connected = withUnsafePointer(to: &target) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else { throw SocketError(operation: "connect \(ip):\(port)", code: errno) }
+    guard connect(fd, to: address(ip, port)) == 0 else { throw SocketError(operation: "connect \(ip):\(port)", code: errno) }
     let request = Array("GET \(path) HTTP/1.0\r\nHost: \(ip)\r\n\r\n".utf8)
     guard write(fd, request, request.count) == request.count else { throw SocketError(operation: "write", code: errno) }
     var response: [UInt8] = []
