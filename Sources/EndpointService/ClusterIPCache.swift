@@ -1,6 +1,7 @@
 import EtcdProto
 import Foundation
 import Logging
+import Metrics
 import Synchronization
 import TesseraCore
 import TesseraEtcd
@@ -14,6 +15,12 @@ import TesseraRuntime
 /// that dies withdraws its addresses); watches the prefix and writes other
 /// nodes' entries into the local datapath. The local datapath is brought back
 /// in line every few seconds, so a restarted datapath service relearns them.
+///
+/// etcd is shared with every node, so what comes from it is checked before it
+/// reaches the datapath (``validate(key:value:lease:)``): only a canonical host
+/// prefix (`/32`, `/128`) of an address no local endpoint holds, carrying an
+/// allocated identity, published by a named node under a lease. Anything else
+/// is ignored, logged once and counted in `tessera_endpoint_ipcache_rejected_total`.
 public final class ClusterIPCache: Sendable {
   public struct Configuration: Sendable {
     public var prefix: String
@@ -35,12 +42,61 @@ public final class ClusterIPCache: Sendable {
     var node: String
   }
 
+  /// Why an entry read from etcd is not installed.
+  public enum Rejection: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The key is not `<prefix>/ADDRESS/LENGTH` in canonical form.
+    case malformedKey
+    /// A prefix wider than one address (`0.0.0.0/0`, a `/24`): endpoints publish single addresses.
+    case notAHostPrefix
+    /// Unspecified, loopback, multicast or broadcast: no workload owns it.
+    case specialPurposeAddress
+    /// The value is not `{"identity":…,"node":…}`, or the node name is empty or holds `/`.
+    case malformedValue
+    /// A reserved identity (host, world, init, …) or one of the node-local scope.
+    case identityNotAllocated(UInt32)
+    /// Endpoints publish under their node's lease; an entry without one outlives any node.
+    case notLeased
+    /// The address belongs to an endpoint of this node.
+    case localAddress
+
+    public var description: String {
+      switch self {
+      case .malformedKey: "the key is not a canonical ADDRESS/LENGTH"
+      case .notAHostPrefix: "the prefix is wider than one address"
+      case .specialPurposeAddress: "no workload can own that address"
+      case .malformedValue: "the value is not {\"identity\":N,\"node\":\"NAME\"}"
+      case .identityNotAllocated(let id): "identity \(id) is not an allocated identity"
+      case .notLeased: "the entry is not bound to a node's lease"
+      case .localAddress: "the address belongs to an endpoint of this node"
+      }
+    }
+  }
+
+  /// The entry of another node that `key` and `value` describe, or why it must not be installed.
+  ///
+  /// Returns nil for this node's own entries (published here, not learned).
+  static func validate(key prefixText: String, value: Data, lease: Int64, ownNode: String) throws(Rejection) -> (IPPrefix, Entry)? {
+    guard let prefix = IPPrefix(prefixText), prefix.description == prefixText else { throw .malformedKey }
+    guard prefix.isHost else { throw .notAHostPrefix }
+    guard !prefix.isSpecialPurposeHost else { throw .specialPurposeAddress }
+    guard let entry = try? JSONDecoder().decode(Entry.self, from: value), !entry.node.isEmpty, !entry.node.contains("/") else {
+      throw .malformedValue
+    }
+    if entry.node == ownNode { return nil }
+    let identity = NumericIdentity(entry.identity)
+    guard !identity.isReserved, identity.rawValue < NumericIdentity.localScope else { throw .identityNotAllocated(entry.identity) }
+    guard lease != 0 else { throw .notLeased }
+    return (prefix, entry)
+  }
+
   private struct State: Sendable {
     var lease: Int64 = 0
     /// What etcd holds for this node.
     var published: [IPPrefix: NumericIdentity] = [:]
-    /// Every other node's entries, as last read or watched.
+    /// Every other node's entries, as last read or watched (validated).
     var remote: [IPPrefix: Entry] = [:]
+    /// Keys rejected so far, with why: each is logged once, not on every resync.
+    var rejected: [String: Rejection] = [:]
     /// What this synchroniser wrote into the local datapath.
     var installed: [IPPrefix: NumericIdentity] = [:]
   }
@@ -49,6 +105,7 @@ public final class ClusterIPCache: Sendable {
   private let client: EtcdClient
   private let datapath: any IPCacheWriting
   private let localEntries: @Sendable () -> [IPPrefix: NumericIdentity]
+  private let localAddresses: @Sendable () -> Set<IPPrefix>
   private let state = Mutex(State())
   private let localChanged: Wakeup
   private let remoteChanged = Wakeup()
@@ -56,12 +113,16 @@ public final class ClusterIPCache: Sendable {
 
   /// - Parameters:
   ///   - localChanged: signalled when `localEntries` may have changed.
+  ///   - localAddresses: the addresses of every endpoint of this node, realised or not;
+  ///     no other node's entry may claim them.
   ///   - localEntries: this node's endpoint addresses with realised identities.
   public init(
     configuration: Configuration, client: EtcdClient, datapath: any IPCacheWriting,
     logger: Logger = Logger(label: "tessera.ipcache"), localChanged: Wakeup,
+    localAddresses: @escaping @Sendable () -> Set<IPPrefix>,
     localEntries: @escaping @Sendable () -> [IPPrefix: NumericIdentity]
   ) {
+    self.localAddresses = localAddresses
     self.localChanged = localChanged
     self.configuration = configuration
     self.client = client
@@ -77,10 +138,27 @@ public final class ClusterIPCache: Sendable {
 
   private func key(_ prefix: IPPrefix) -> String { "\(configuration.prefix)/\(prefix)" }
 
-  private func prefix(fromKey key: Data) -> IPPrefix? {
+  /// The prefix text of a key under the configured prefix.
+  private func prefixText(fromKey key: Data) -> String? {
     let text = String(decoding: key, as: UTF8.self)
     guard text.hasPrefix(configuration.prefix + "/") else { return nil }
-    return IPPrefix(String(text.dropFirst(configuration.prefix.count + 1)))
+    return String(text.dropFirst(configuration.prefix.count + 1))
+  }
+
+  /// Validates one key-value pair from etcd; logs and counts a rejection the first time it is seen.
+  private func learned(_ kv: Mvccpb_KeyValue, rejected: inout [String: Rejection]) -> (IPPrefix, Entry)? {
+    guard let text = prefixText(fromKey: kv.key) else { return nil }
+    do {
+      let learned = try Self.validate(key: text, value: kv.value, lease: kv.lease, ownNode: configuration.nodeName)
+      rejected[text] = nil
+      return learned
+    } catch {
+      if rejected.updateValue(error, forKey: text) != error {
+        ClusterIPCacheMetrics.rejected.increment()
+        logger.warning("ignored an ipcache entry from etcd", metadata: ["ipcache.key": "\(text)", "reason": "\(error)"])
+      }
+      return nil
+    }
   }
 
   /// Runs until cancelled, reconnecting by itself.
@@ -105,34 +183,49 @@ public final class ClusterIPCache: Sendable {
   private func loadAndClearStale() async throws -> Int64 {
     let (kvs, revision) = try await client.rangeAll(prefix: configuration.prefix + "/")
     var remote: [IPPrefix: Entry] = [:]
-    var stale: [String] = []
+    var stale: [(key: String, revision: Int64)] = []
+    var rejected = state.withLock { $0.rejected }
+    let lease = state.withLock { $0.lease }
     for kv in kvs {
-      guard let prefix = prefix(fromKey: kv.key), let entry = try? JSONDecoder().decode(Entry.self, from: kv.value) else { continue }
-      if entry.node == configuration.nodeName {
-        if kv.lease != state.withLock({ $0.lease }) { stale.append(key(prefix)) }
-      } else {
+      if let own = ownPrefix(kv) {
+        if kv.lease != lease { stale.append((key(own), kv.modRevision)) }
+      } else if let (prefix, entry) = learned(kv, rejected: &rejected) {
         remote[prefix] = entry
       }
     }
-    for chunk in stride(from: 0, to: stale.count, by: 64) {
-      _ = try await client.txn(Etcd.txn(when: [], then: stale[chunk..<min(chunk + 64, stale.count)].map(Etcd.delete)))
+    // Each guarded by its revision: another node may have claimed the address since the read.
+    for (key, revision) in stale {
+      _ = try await client.txn(Etcd.txn(when: [Etcd.modifiedAt(key, revision)], then: [Etcd.delete(key)]))
     }
-    state.withLock { $0.remote = remote }
+    state.withLock {
+      $0.remote = remote
+      $0.rejected = rejected
+    }
     remoteChanged.signal()
     localChanged.signal()
     return revision
   }
 
+  /// The prefix of an entry this node published (a well-formed key whose value names this node).
+  private func ownPrefix(_ kv: Mvccpb_KeyValue) -> IPPrefix? {
+    guard let text = prefixText(fromKey: kv.key), let prefix = IPPrefix(text),
+      let entry = try? JSONDecoder().decode(Entry.self, from: kv.value), entry.node == configuration.nodeName
+    else { return nil }
+    return prefix
+  }
+
   private func apply(_ events: [Mvccpb_Event]) {
     state.withLock { state in
       for event in events {
-        guard let prefix = prefix(fromKey: event.kv.key) else { continue }
+        guard let text = prefixText(fromKey: event.kv.key) else { continue }
         switch event.type {
         case .put:
-          guard let entry = try? JSONDecoder().decode(Entry.self, from: event.kv.value), entry.node != configuration.nodeName else { continue }
-          state.remote[prefix] = entry
+          // A rejected put also withdraws what the key held before: the newest value is the claim.
+          if let prefix = IPPrefix(text) { state.remote[prefix] = nil }
+          if let (prefix, entry) = learned(event.kv, rejected: &state.rejected) { state.remote[prefix] = entry }
         case .delete:
-          state.remote[prefix] = nil
+          state.rejected[text] = nil
+          if let prefix = IPPrefix(text), prefix.description == text { state.remote[prefix] = nil }
         default:
           continue
         }
@@ -144,40 +237,59 @@ public final class ClusterIPCache: Sendable {
   /// Makes etcd hold exactly this node's realised endpoint addresses.
   private func publishLoop() async throws {
     while true {
-      let wanted = localEntries()
+      // Other nodes refuse reserved identities (an endpoint still `init`): publishing them
+      // would only be noise there, and such a pod is `world` on other nodes, which fails closed.
+      let wanted = localEntries().filter { !$0.value.isReserved }
       let (lease, published) = state.withLock { ($0.lease, $0.published) }
-      var operations: [Etcdserverpb_RequestOp] = []
+      var puts: [Etcdserverpb_RequestOp] = []
       for (prefix, identity) in wanted where published[prefix] != identity {
-        let value = try JSONEncoder().encode(Entry(identity: identity.rawValue, node: configuration.nodeName))
-        operations.append(Etcd.put(key(prefix), String(decoding: value, as: UTF8.self), lease: lease))
-      }
-      for prefix in published.keys where wanted[prefix] == nil {
-        operations.append(Etcd.delete(key(prefix)))
+        puts.append(Etcd.put(key(prefix), try publishedValue(identity), lease: lease))
       }
       // Leased puts inside a Txn: a plain leased Put costs O(keys on the lease) in etcd 3.4.
-      for chunk in stride(from: 0, to: operations.count, by: 64) {
-        _ = try await client.txn(Etcd.txn(when: [], then: Array(operations[chunk..<min(chunk + 64, operations.count)])))
+      for chunk in stride(from: 0, to: puts.count, by: 64) {
+        _ = try await client.txn(Etcd.txn(when: [], then: Array(puts[chunk..<min(chunk + 64, puts.count)])))
       }
-      if !operations.isEmpty {
+      // One key per address: when an address has moved to another node, its key holds that
+      // node's claim now, which this node's withdrawal must leave alone.
+      var deletes = 0
+      for (prefix, identity) in published where wanted[prefix] == nil {
+        _ = try await client.txn(Etcd.txn(when: [Etcd.holds(key(prefix), try publishedValue(identity))], then: [Etcd.delete(key(prefix))]))
+        deletes += 1
+      }
+      let operations = puts.count + deletes
+      if operations > 0 {
         state.withLock { $0.published = wanted }
-        logger.debug("published endpoint addresses", metadata: ["changes": "\(operations.count)", "total": "\(wanted.count)"])
+        logger.debug("published endpoint addresses", metadata: ["changes": "\(operations)", "total": "\(wanted.count)"])
       }
       await localChanged.wait(timeout: .seconds(5))
       try Task.checkCancellation()
     }
   }
 
+  /// The value this node publishes for an address of one of its endpoints.
+  private func publishedValue(_ identity: NumericIdentity) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    return String(decoding: try encoder.encode(Entry(identity: identity.rawValue, node: configuration.nodeName)), as: UTF8.self)
+  }
+
   /// Writes other nodes' entries into the local datapath: changes at once, everything every resync interval.
   private func installLoop() async throws {
     var lastFull = ContinuousClock.now - configuration.resyncInterval
     while true {
-      let local = localEntries()
+      // Every local endpoint's address, realised or still being created: the local
+      // realise writes those, and no other node's claim may replace or delete them.
+      let local = localAddresses().union(localEntries().keys)
       let (remote, installed) = state.withLock { ($0.remote, $0.installed) }
       var wanted: [IPPrefix: NumericIdentity] = [:]
-      for (prefix, entry) in remote where local[prefix] == nil { wanted[prefix] = NumericIdentity(entry.identity) }
+      var shadowed: [IPPrefix] = []
+      for (prefix, entry) in remote {
+        if local.contains(prefix) { shadowed.append(prefix) } else { wanted[prefix] = NumericIdentity(entry.identity) }
+      }
+      noteShadowed(shadowed)
       let full = ContinuousClock.now - lastFull >= configuration.resyncInterval
       let upserts = full ? wanted : wanted.filter { installed[$0.key] != $0.value }
-      let deletes = installed.keys.filter { wanted[$0] == nil && local[$0] == nil }
+      let deletes = installed.keys.filter { wanted[$0] == nil && !local.contains($0) }
       do {
         try await datapath.upsertIPCache(upserts)
         try await datapath.deleteIPCache(Array(deletes))
@@ -193,4 +305,23 @@ public final class ClusterIPCache: Sendable {
       try Task.checkCancellation()
     }
   }
+
+  /// Logs and counts, once per address, another node's claim on a local endpoint's address.
+  private func noteShadowed(_ prefixes: [IPPrefix]) {
+    let new = state.withLock { state in
+      let now = Set(prefixes.map(\.description))
+      for (key, reason) in state.rejected where reason == .localAddress && !now.contains(key) { state.rejected[key] = nil }
+      return prefixes.filter { state.rejected.updateValue(.localAddress, forKey: $0.description) != .localAddress }
+    }
+    for prefix in new {
+      ClusterIPCacheMetrics.rejected.increment()
+      logger.warning(
+        "ignored an ipcache entry from etcd", metadata: ["ipcache.key": "\(prefix)", "reason": "\(Rejection.localAddress)"])
+    }
+  }
+}
+
+/// Metrics of the cluster ipcache, created once.
+enum ClusterIPCacheMetrics {
+  static let rejected = Counter(label: "tessera_endpoint_ipcache_rejected_total")
 }

@@ -76,7 +76,8 @@ struct EndpointDaemon: AsyncParsableCommand {
       let ipcache = ClusterIPCache(
         configuration: .init(prefix: ipcachePrefix, nodeName: options.nodeName, leaseTTLSeconds: etcd.etcdLeaseTTL),
         client: client, datapath: DatapathServiceClient(wrapping: datapath.client), logger: Logger(label: "tessera.ipcache"),
-        localChanged: manager.endpointsChanged
+        localChanged: manager.endpointsChanged,
+        localAddresses: { Set(manager.registry.all().flatMap(\.ips)) }
       ) { manager.realizedAddresses() }
       clusterServices = [LoopService { try await client.runConnections() }, LoopService { try await ipcache.run() }]
     }

@@ -71,6 +71,65 @@ struct ClusterIntegrationTests {
     #expect(try eventually { try ipcache(b)["10.88.1.3/32"] != nil }, "and its address reaches node B")
   }
 
+  /// Runs `etcdctl` (v3 API) against `endpoints`; returns its output.
+  func etcdctl(_ endpoints: String, _ arguments: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["etcdctl", "--endpoints", endpoints] + arguments
+    process.environment = ["ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let output = String(decoding: data, as: UTF8.self)
+    try #require(process.terminationStatus == 0, "etcdctl \(arguments): \(output)")
+    return output
+  }
+
+  @Test(
+    "entries written straight into etcd cannot widen, forge or take over this node's ipcache",
+    .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/etcdctl"), "needs etcdctl (etcd-client)"))
+  func forgedIPCacheEntries() throws {
+    let etcd = try EtcdTestCluster(members: 1)
+    defer { etcd.shutdown() }
+    let a = try TesseraNode()
+    defer { a.down() }
+    try a.up(["--node-name", "node-a", "--identity-store", "etcd:\(etcd.endpoints)"])
+    let local = try a.json(["endpoint", "create", "--container-id", "a1", "--ip", "10.88.1.1", "--label", "app=web"])
+    let web = try #require(local["identity"] as? Int)
+    let other = try #require(a.json(["endpoint", "create", "--container-id", "a2", "--ip", "10.88.1.2", "--label", "app=db"])["identity"] as? Int)
+    let endpoint = etcd.endpoints.split(separator: ",").first.map(String.init) ?? etcd.endpoints
+    let grant = try etcdctl(endpoint, ["lease", "grant", "120"])
+    let lease = try #require(grant.split(separator: " ").dropFirst().first.map(String.init), "\(grant)")
+    func put(_ key: String, _ value: String, leased: Bool = true) throws {
+      _ = try etcdctl(endpoint, ["put"] + (leased ? ["--lease=\(lease)"] : []) + ["/tessera/ipcache/\(key)", value])
+    }
+    try put("0.0.0.0/0", #"{"identity":\#(web),"node":"evil"}"#)
+    try put("10.99.0.0/16", #"{"identity":\#(web),"node":"evil"}"#)
+    try put("10.88.1.1/32", #"{"identity":\#(other),"node":"evil"}"#)  // a local endpoint's address
+    try put("10.88.9.1/32", #"{"identity":1,"node":"evil"}"#)  // host
+    try put("10.88.9.2/32", #"{"identity":2,"node":"evil"}"#)  // world
+    try put("10.88.9.3/32", #"{"identity":16777217,"node":"evil"}"#)  // node-local scope
+    try put("10.88.9.4/32", "garbage")
+    try put("10.88.9.5/32", #"{"identity":\#(web),"node":"evil"}"#, leased: false)
+    try put("10.88.9.6/32", #"{"identity":\#(web),"node":"evil"}"#)  // the one well-formed entry
+    #expect(try eventually { try ipcache(a)["10.88.9.6/32"] == web }, "a well-formed entry of another node is learned")
+    let entries = try ipcache(a)
+    for refused in ["0.0.0.0/0", "10.99.0.0/16", "10.88.9.1/32", "10.88.9.2/32", "10.88.9.3/32", "10.88.9.4/32", "10.88.9.5/32"] {
+      #expect(entries[refused] == nil, "\(refused) must not be installed: \(entries)")
+    }
+    #expect(entries["10.88.1.1/32"] == web, "a local endpoint's address keeps its own identity: \(entries)")
+    // And stays so in later rounds of the install loop (one every 2 s at most).
+    usleep(2_500_000)
+    #expect(try ipcache(a)["10.88.1.1/32"] == web)
+    // The claim on a local address is ignored, and the local pod's delete does not hand it over either
+    // until the claim is made again by a well-formed entry of a live node.
+    try a.cli(["endpoint", "delete", "--container-id", "a1"])
+    #expect(try eventually { try ipcache(a)["10.88.1.1/32"] == other }, "once the address is not local, the other node's valid claim applies")
+  }
+
   @Test("a bad --identity-store is refused with a clear error before anything starts")
   func badStore() throws {
     let node = try TesseraNode()

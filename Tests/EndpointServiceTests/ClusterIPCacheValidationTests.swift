@@ -1,0 +1,70 @@
+import Foundation
+import Testing
+import TesseraCore
+
+@testable import EndpointService
+
+/// What another node's entry in etcd may and may not make this node's ipcache say.
+@Suite("Cluster ipcache validation")
+struct ClusterIPCacheValidationTests {
+  func value(_ identity: UInt32, node: String = "node-b") -> Data {
+    Data(#"{"identity":\#(identity),"node":"\#(node)"}"#.utf8)
+  }
+
+  func check(_ key: String, _ value: Data, lease: Int64 = 7) -> Result<(IPPrefix, ClusterIPCache.Entry)?, ClusterIPCache.Rejection> {
+    Result { () throws(ClusterIPCache.Rejection) in try ClusterIPCache.validate(key: key, value: value, lease: lease, ownNode: "node-a") }
+  }
+
+  @Test("a leased host entry of another node with an allocated identity is learned")
+  func accepted() throws {
+    let v4 = try #require(try check("10.88.2.2/32", value(300)).get())
+    #expect(v4.0 == IPPrefix("10.88.2.2/32"))
+    #expect(v4.1.identity == 300 && v4.1.node == "node-b")
+    #expect(try check("fd00::2/128", value(65535)).get() != nil)
+    #expect(try check("10.1.0.1/32", value((3 << 16) + 5)).get() != nil, "another cluster's identity")
+  }
+
+  @Test("this node's own entries are not learned from etcd")
+  func own() throws {
+    #expect(try check("10.88.1.1/32", value(300, node: "node-a")).get() == nil)
+  }
+
+  @Test(
+    "prefixes wider than one address, non-canonical keys and addresses no workload owns are refused",
+    arguments: [
+      ("0.0.0.0/0", ClusterIPCache.Rejection.notAHostPrefix),
+      ("10.88.0.0/16", .notAHostPrefix),
+      ("::/0", .notAHostPrefix),
+      ("10.88.2.2", .malformedKey),
+      ("10.88.2.2/24", .malformedKey),
+      ("10.88.2.2/32/1", .malformedKey),
+      ("not-an-address/32", .malformedKey),
+      ("", .malformedKey),
+      ("127.0.0.1/32", .specialPurposeAddress),
+      ("0.0.0.0/32", .specialPurposeAddress),
+      ("224.0.0.1/32", .specialPurposeAddress),
+      ("255.255.255.255/32", .specialPurposeAddress),
+      ("::1/128", .specialPurposeAddress),
+      ("ff02::1/128", .specialPurposeAddress),
+    ])
+  func badKeys(key: String, reason: ClusterIPCache.Rejection) {
+    #expect(throws: reason) { try check(key, value(300)).get() }
+  }
+
+  @Test("reserved and node-local identities are refused: no node may make an address host, world or init")
+  func reservedIdentities() {
+    for identity: UInt32 in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 255, NumericIdentity.localScope, UInt32.max] {
+      #expect(throws: ClusterIPCache.Rejection.identityNotAllocated(identity)) { try check("10.88.2.2/32", value(identity)).get() }
+    }
+  }
+
+  @Test("garbage values and entries without a node or a lease are refused")
+  func badValues() {
+    for garbage in ["", "{", "null", #"{"identity":300}"#, #"{"node":"b"}"#, #"{"identity":-1,"node":"b"}"#,
+      #"{"identity":"300","node":"b"}"#, #"{"identity":300,"node":""}"#, #"{"identity":300,"node":"a/b"}"#, "[300]"]
+    {
+      #expect(throws: ClusterIPCache.Rejection.malformedValue, "\(garbage)") { try check("10.88.2.2/32", Data(garbage.utf8)).get() }
+    }
+    #expect(throws: ClusterIPCache.Rejection.notLeased) { try check("10.88.2.2/32", value(300), lease: 0).get() }
+  }
+}
