@@ -7,7 +7,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-skip() { echo "bad-input: SKIP: $*"; exit 0; }
+skip() { echo "bad-input: SKIP: $*"; exit 77; }
 [ -n "${TESSERA_BIN:-}" ] && [ -x "$TESSERA_BIN/tessera" ] || skip "TESSERA_BIN is not set to the built binaries"
 /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null || skip "python3-grpcio / python3-protobuf missing"
 command -v protoc >/dev/null && command -v jq >/dev/null || skip "protoc or jq missing"

@@ -23,7 +23,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-skip() { echo "drill: SKIP: $*"; exit 0; }
+skip() { echo "drill: SKIP: $*"; exit 77; }
 [ -n "${TESSERA_BIN:-}" ] && [ -x "$TESSERA_BIN/tessera" ] || skip "TESSERA_BIN is not set to the built binaries"
 command -v jq >/dev/null || skip "jq missing"
 cni=$repo/.build-cni/tessera-cni

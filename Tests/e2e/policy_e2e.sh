@@ -15,7 +15,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-skip() { echo "policy-e2e: SKIP: $*"; exit 0; }
+skip() { echo "policy-e2e: SKIP: $*"; exit 77; }
 [ "$(id -u)" = 0 ] || skip "needs root"
 [ -x /usr/lib/cni/ptp ] || skip "/usr/lib/cni/ptp missing (containernetworking-plugins)"
 [ -n "${TESSERA_BIN:-}" ] && [ -x "$TESSERA_BIN/tessera" ] || skip "TESSERA_BIN is not set to the built binaries"
