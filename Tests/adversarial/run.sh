@@ -1,0 +1,299 @@
+#!/usr/bin/env bash
+# Adversarial suite: real packets from pods in network namespaces trying to get
+# around policy on a real node (tessera node up, eBPF datapath), pods attached
+# through the CNI chain of scripts/lib/cni-chain.sh. Every verdict is a count
+# where the traffic would arrive (a sniffer or listener in the target pod, an
+# nftables counter behind the host veth's program), never the datapath's own
+# report.
+#
+#   TESSERA_BIN=<dir with tessera and tessera-*d> bash Tests/adversarial/run.sh [CASE...]
+#
+# Cases (all by default): spoof ethertypes ext6 frag icmp race etcd
+#   spoof       other forges frontend's IPv4/IPv6 source (TCP SYN, UDP) toward
+#               backend:8080, a world source and the host's address toward edge
+#   ethertypes  802.1Q/802.1ad-tagged IPv4, LLDP, an unknown ethertype from a pod
+#   ext6        IPv6 TCP behind 5, 8 and 10 extension headers to a port-specific deny
+#   frag        IPv4 fragments: allowed datagram, denied first fragment, a lone
+#               later fragment, a tiny first fragment without the TCP header
+#   icmp        fragmentation-needed for a tracked flow (must pass), made-up ICMP
+#               errors for flows that do not exist (must not)
+#   race        deny-X-allow-rest peer while new pods labelled X probe it from
+#               before their ADD (0 admitted); new allowed pods do connect
+#   etcd        bad ipcache entries written straight into etcd are not applied
+#
+# Environment: ADV_RACE_ROUNDS (20), ADV_FRAGMENT_RULE (reassemble | drop-nonfirst:
+# the datapath's documented rule for fragments), ADV_IPV6 (1; 0 runs IPv4 only).
+# Skips with a reason without root, eBPF, the CNI plugins or scapy. Prints
+# `N passed, N failed` and exits non-zero on any failure.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+PY=/usr/bin/python3
+skip() { echo "adversarial: SKIP: $*"; exit 0; }
+[ "$(id -u)" = 0 ] || skip "needs root"
+[ -x /usr/lib/cni/ptp ] && [ -x /usr/lib/cni/host-local ] || skip "/usr/lib/cni/ptp or host-local missing (containernetworking-plugins)"
+[ -n "${TESSERA_BIN:-}" ] && [ -x "$TESSERA_BIN/tessera" ] || skip "TESSERA_BIN is not set to the built binaries"
+command -v jq >/dev/null || skip "jq missing"
+"$PY" -c 'import scapy.all' 2>/dev/null || skip "python3-scapy missing (scripts/install-deps.sh)"
+CNI_BIN=${ADV_CNI:-$repo/.build-cni/tessera-cni}
+[ -x "$CNI_BIN" ] || skip "tessera-cni not built (make -C Sources/tessera-cni)"
+
+all_cases=(spoof ethertypes ext6 frag icmp race etcd)
+cases=("$@")
+[ ${#cases[@]} -gt 0 ] || cases=("${all_cases[@]}")
+wants() { local c; for c in "${cases[@]}"; do [ "$c" = "$1" ] && return 0; done; return 1; }
+
+tmp=$(mktemp -d /tmp/adversary.XXXXXX)
+RUN=$tmp/run
+PIN=/sys/fs/bpf/adversary-$$
+NODE=adv-node-$$
+tessera() { "$TESSERA_BIN/tessera" "$@" --run-dir "$RUN"; }
+CHAIN_NAME=adv CHAIN_SUBNET=10.213.0.0/24 CHAIN_STATE=$tmp/cni CHAIN_NETNS_PREFIX=adv-
+CHAIN_SOCKET=$RUN/endpoint.sock CHAIN_CNI=$CNI_BIN
+. "$repo/scripts/lib/cni-chain.sh"
+SUBNET6=fd00:ad:213::/64
+use_ipv6=${ADV_IPV6:-1}
+if [ "$use_ipv6" = 1 ] && ! grep -q CHAIN_SUBNET6 "$repo/scripts/lib/cni-chain.sh"; then
+  # The shared chain gives one IPv4 range; these pods need a dual-stack one.
+  chain_ptp_config() {
+    printf '{"cniVersion":"1.0.0","name":"%s","type":"ptp","ipMasq":false,"ipam":{"type":"host-local","ranges":[[{"subnet":"%s"}],[{"subnet":"%s"}]],"routes":[{"dst":"0.0.0.0/0"},{"dst":"::/0"}],"dataDir":"%s/ipam"}}' \
+      "$CHAIN_NAME" "$CHAIN_SUBNET" "$SUBNET6" "$CHAIN_STATE"
+  }
+fi
+[ "$use_ipv6" = 1 ] && export CHAIN_SUBNET6=$SUBNET6
+
+pods=()
+bg_pids=()
+etcd_pid=
+cleanup() {
+  for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null; done
+  for pod in "${pods[@]}"; do chain_del "$pod"; done
+  "$TESSERA_BIN/tessera" node down --run-dir "$RUN" >/dev/null 2>&1
+  [ -n "$etcd_pid" ] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
+  for ns in $(ip netns list | awk '{print $1}' | grep '^adv-'); do
+    [ -e "$tmp/netns-$ns" ] && ip netns del "$ns" 2>/dev/null
+  done
+  rm -rf "$PIN" "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+passed=0 failed=0 skipped=0
+check() { # description command...
+  local d=$1; shift
+  if "$@" >/dev/null 2>&1; then passed=$((passed + 1)); echo "ok   $d"; else failed=$((failed + 1)); echo "FAIL $d"; fi
+}
+note_skip() { skipped=$((skipped + 1)); echo "SKIP $*"; }
+eventually() { # seconds command...
+  local end=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do [ $SECONDS -ge $end ] && return 1; sleep 0.1; done
+}
+add_pod() { # pod labels-json
+  pods+=("$1")
+  : >"$tmp/netns-adv-$1"
+  chain_add "$1" "$2" >"$tmp/add-$1.log" 2>&1
+}
+ip4_of() { jq -r '[.ips[].address | select(contains(":") | not)][0] // empty' "$CHAIN_STATE/$1.json" | cut -d/ -f1; }
+ip6_of() { jq -r '[.ips[].address | select(contains(":"))][0] // empty' "$CHAIN_STATE/$1.json" | cut -d/ -f1; }
+identity_of() { tessera endpoint get --container-id "adv-$1" -o json | jq -r .identity; }
+
+# ---- node ---------------------------------------------------------------------
+store_flags=()
+if wants etcd && command -v etcd >/dev/null && command -v etcdctl >/dev/null; then
+  free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+  cport=$(free_port) pport=$(free_port)
+  ETCD=http://127.0.0.1:$cport
+  etcd --name adv --data-dir "$tmp/etcd" --listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \
+    --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
+    --initial-cluster "adv=http://127.0.0.1:$pport" >"$tmp/etcd.log" 2>&1 &
+  etcd_pid=$!
+  export ETCDCTL_API=3
+  if eventually 10 etcdctl --endpoints "$ETCD" endpoint health; then
+    store_flags=(--identity-store "etcd:$ETCD")
+  else
+    echo "adversarial: etcd did not start:"; tail -5 "$tmp/etcd.log"
+  fi
+fi
+tessera node up --detach --node-name "$NODE" --state-dir "$tmp/state" --bpf-pin-dir "$PIN" "${store_flags[@]}" \
+  >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log" "$RUN"/*.log 2>/dev/null | tail -40; exit 1; }
+backend_kind=$(tessera status -o json | jq -r '.services[] | select(.service=="datapath") | .backend')
+case $backend_kind in bpf*) ;; *) skip "the datapath runs '$backend_kind', not eBPF" ;; esac
+echo "adversarial: datapath $backend_kind, binaries $TESSERA_BIN, plugin $CNI_BIN, store ${store_flags[*]:-sqlite}"
+
+# ---- policy and pods ------------------------------------------------------------
+cat >"$tmp/policy.yaml" <<'YAML'
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: adv-backend, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: backend}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: frontend}}]
+    toPorts: [{ports: [{port: "8080", protocol: TCP}, {port: "8080", protocol: UDP}]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: adv-edge, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: edge}}
+  ingress:
+  - fromEntities: [world, host]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: adv-ext, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: ext}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: frontend}}]
+  ingressDeny:
+  - fromEndpoints: [{matchLabels: {app: frontend}}]
+    toPorts: [{ports: [{port: "7070", protocol: TCP}]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: adv-frontend, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: frontend}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: nobody}}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: adv-guard, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: guard}}
+  ingress:
+  - fromEntities: [all]
+  ingressDeny:
+  - fromEndpoints: [{matchLabels: {app: x}}]
+YAML
+check "policies imported" tessera policy import "$tmp/policy.yaml"
+
+if ! add_pod frontend '["app=frontend"]' && [ "$use_ipv6" = 1 ]; then
+  echo "adversarial: a dual-stack ADD failed, IPv6 cases skip: $(tail -c 300 "$tmp/add-frontend.log")"
+  chain_del frontend
+  use_ipv6=0
+  unset -f chain_ptp_config; unset CHAIN_SUBNET6
+  . "$repo/scripts/lib/cni-chain.sh"
+  add_pod frontend '["app=frontend"]' || { cat "$tmp/add-frontend.log"; exit 1; }
+fi
+for p in other backend edge ext guard; do
+  add_pod "$p" "[\"app=$p\"]" || { echo "FAIL ADD $p: $(cat "$tmp/add-$p.log")"; exit 1; }
+done
+[ "$use_ipv6" = 1 ] && [ -z "$(ip6_of frontend)" ] && echo "adversarial: the pods got no IPv6 address; IPv6 checks skip"
+host_addr=$(tessera datapath ipcache list -o json | jq -r --arg gw "$(jq -r '.ips[0].gateway // empty' "$CHAIN_STATE/frontend.json")" \
+  '[.entries[] | select(.identity == 1 and (.prefix | endswith("/32")))] | (map(select(.prefix == ($gw + "/32"))) + .)[0].prefix // empty' | cut -d/ -f1)
+[ -n "$host_addr" ] || host_addr=$(jq -r '.ips[0].gateway' "$CHAIN_STATE/frontend.json")
+sleep 2 # IPv6 duplicate address detection in the pods
+jq -n --arg host "$host_addr" --arg rule "${ADV_FRAGMENT_RULE:-reassemble}" \
+  '{pods: {frontend: "adv-frontend", other: "adv-other", backend: "adv-backend", edge: "adv-edge", ext: "adv-ext", guard: "adv-guard"},
+    host_addr: $host, world_addr: "198.51.100.7", fragment_rule: $rule}' >"$tmp/context.json"
+
+# ---- packet cases (cases.py) ------------------------------------------------------
+py_cases=()
+for c in spoof ethertypes ext6 frag icmp; do wants "$c" && py_cases+=("$c"); done
+if [ ${#py_cases[@]} -gt 0 ]; then
+  (cd "$here" && timeout 120 "$PY" cases.py "$tmp/context.json" "${py_cases[@]}") 2>&1 | tee "$tmp/cases.out"
+  passed=$((passed + $(grep -c '^ok ' "$tmp/cases.out")))
+  failed=$((failed + $(grep -c '^FAIL' "$tmp/cases.out")))
+  skipped=$((skipped + $(grep -c '^SKIP' "$tmp/cases.out")))
+  grep -q '^cases: ' "$tmp/cases.out" || { failed=$((failed + 1)); echo "FAIL cases.py did not finish"; }
+fi
+
+# ---- 6. deny-X-allow-rest race ------------------------------------------------------
+if wants race; then
+  guard_ip=$(ip4_of guard)
+  rounds=${ADV_RACE_ROUNDS:-20}
+  ip netns exec adv-guard "$PY" "$here/race.py" guard 8080 "$tmp/guard.log" $((rounds * 3 + 30)) &
+  bg_pids+=($!)
+  sleep 0.3
+  : >"$tmp/guard.log"
+  race_round() { # pod labels-json
+    local pod=$1
+    ip netns add "adv-$pod" && : >"$tmp/netns-adv-$pod"
+    ip -n "adv-$pod" link set lo up
+    rm -f "$tmp/stop-$pod"
+    ip netns exec "adv-$pod" "$PY" "$here/race.py" probe "$guard_ip" 8080 "$tmp/stop-$pod" 10 "$tmp/probe-$pod" &
+    local prober=$!
+    sleep 0.15 # the prober is looping before the ADD starts
+    add_pod "$pod" "$2" || echo "adversarial: ADD $pod failed: $(tail -c 300 "$tmp/add-$pod.log")"
+    sleep 0.4 # and keeps going after it returned
+    touch "$tmp/stop-$pod"
+    wait "$prober"
+    ip4_of "$pod" >"$tmp/ip-$pod"
+  }
+  x_ips=() y_ips=()
+  for i in $(seq "$rounds"); do
+    race_round "x$i" "[\"app=x\",\"run=r$i-$$\"]"
+    x_ips+=("$(cat "$tmp/ip-x$i")")
+    if [ $((i % 5)) = 0 ]; then
+      race_round "y$i" "[\"app=y\",\"run=r$i-$$\"]"
+      y_ips+=("$(cat "$tmp/ip-y$i")")
+    fi
+    chain_del "x$i"
+  done
+  sleep 0.3
+  admitted_x=0 admitted_y=0 attempts_x=0
+  for ip in "${x_ips[@]}"; do [ -n "$ip" ] && admitted_x=$((admitted_x + $(grep -cx "$ip" "$tmp/guard.log"))); done
+  for ip in "${y_ips[@]}"; do [ -n "$ip" ] && admitted_y=$((admitted_y + $(grep -cx "$ip" "$tmp/guard.log"))); done
+  connected_x=0
+  for i in $(seq "$rounds"); do
+    read -r a c <"$tmp/probe-x$i" || { a=0 c=0; }
+    attempts_x=$((attempts_x + a)) connected_x=$((connected_x + c))
+  done
+  echo "adversarial: race: $rounds new pods labelled app=x made $attempts_x connect attempts ($connected_x connected by their own count); guard accepted $admitted_x from them; ${#y_ips[@]} new allowed pods got $admitted_y accepted"
+  check "6 guard (deny app=x, allow all) accepted 0 connections from $rounds brand-new app=x pods probing from before their ADD" [ "$admitted_x" = 0 ]
+  check "6 control: brand-new allowed pods (app=y) connected to guard right after ADD" [ "$admitted_y" -ge "${#y_ips[@]}" ]
+  got_ips=0; for ip in "${x_ips[@]}"; do [ -n "$ip" ] && got_ips=$((got_ips + 1)); done
+  check "6 every app=x ADD succeeded ($got_ips of $rounds)" [ "$got_ips" = "$rounds" ]
+fi
+
+# ---- 7. bad etcd ipcache entries ----------------------------------------------------
+if wants etcd; then
+  if [ ${#store_flags[@]} = 0 ]; then
+    note_skip "7 bad etcd ipcache entries: etcd-server (etcd, etcdctl) is not installed or did not start"
+  else
+    e() { etcdctl --endpoints "$ETCD" "$@"; }
+    lease=$(e lease grant 300 | awk '{print $2}')
+    fe_id=$(identity_of frontend) other_id=$(identity_of other)
+    other_ip=$(ip4_of other) backend_ip=$(ip4_of backend)
+    P=/tessera/ipcache
+    entry() { printf '{"identity":%s,"node":"adv-remote"}' "$1"; }
+    e put --lease="$lease" "$P/10.213.9.9/32" "$(entry "$fe_id")" >/dev/null        # a valid remote entry: the control
+    e put --lease="$lease" "$P/0.0.0.0/0" "$(entry "$fe_id")" >/dev/null
+    e put --lease="$lease" "$P/::/0" "$(entry "$fe_id")" >/dev/null
+    e put --lease="$lease" "$P/$other_ip/32" "$(entry "$fe_id")" >/dev/null       # a local pod's address
+    e put --lease="$lease" "$P/10.213.9.1/32" "$(entry 1)" >/dev/null             # host
+    e put --lease="$lease" "$P/10.213.9.2/32" "$(entry 2)" >/dev/null             # world
+    e put --lease="$lease" "$P/10.213.9.3/32" '{"identity":' >/dev/null           # garbage
+    e put --lease="$lease" "$P/10.213.9.4/32" 'not json at all' >/dev/null
+    e put --lease="$lease" "$P/10.213.10.0/24" "$(entry "$fe_id")" >/dev/null     # a /24
+    ipc() { tessera datapath ipcache list -o json; }
+    has_prefix() { ipc | jq -e --arg p "$1" '.entries | map(select(.prefix == $p)) | length > 0'; }
+    lacks_prefix() { ! has_prefix "$1"; }
+    check "7 control: a valid entry of another node (10.213.9.9/32) is applied" eventually 15 has_prefix 10.213.9.9/32
+    sleep 1
+    ipc >"$tmp/ipcache.json"
+    check "7 0.0.0.0/0 from etcd is not applied" lacks_prefix 0.0.0.0/0
+    check "7 ::/0 from etcd is not applied" lacks_prefix ::/0
+    check "7 a /24 from etcd is not applied" lacks_prefix 10.213.10.0/24
+    check "7 an entry claiming identity 1 (host) is not applied" lacks_prefix 10.213.9.1/32
+    check "7 an entry claiming identity 2 (world) is not applied" lacks_prefix 10.213.9.2/32
+    check "7 garbage JSON values are not applied" bash -c "! jq -e '.entries | map(select(.prefix == \"10.213.9.3/32\" or .prefix == \"10.213.9.4/32\")) | length > 0' $tmp/ipcache.json"
+    check "7 a local pod's address keeps its own identity ($other_ip -> $other_id, not $fe_id)" \
+      bash -c "jq -e --arg p $other_ip/32 --argjson id $other_id '.entries | map(select(.prefix == \$p)) | length == 1 and .[0].identity == \$id' $tmp/ipcache.json"
+    check "7 no etcd entry claims host or world anywhere in the ipcache except the node's own addresses" \
+      bash -c "! jq -e '.entries | map(select(.prefix | startswith(\"10.213.9.\") or startswith(\"10.213.10.\"))) | map(select(.identity < 256)) | length > 0' $tmp/ipcache.json"
+    conn_other() { ip netns exec adv-other "$PY" -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(0 if s.connect_ex(('$backend_ip', 8080)) == 0 else 1)"; }
+    ip netns exec adv-backend "$PY" "$here/race.py" guard 8080 "$tmp/backend7.log" 4 &
+    bg_pids+=($!)
+    sleep 0.3
+    denied_other() { ! conn_other; }
+    check "7 other (denied) still cannot connect to backend:8080" denied_other
+    check "7 ... and backend accepted nothing from it" bash -c "! grep -qx $other_ip $tmp/backend7.log"
+  fi
+fi
+
+echo "adversarial: $passed passed, $failed failed${skipped:+, $skipped skipped}"
+[ "$failed" = 0 ]
