@@ -235,10 +235,11 @@ struct PolicyComputationTests {
     #expect(toWorld.egress(to: backend) == .deny && toWorld.egress(to: host) == .deny)
 
     let fromCluster = engine.computePolicy(for: backend)
-    for peer in [host, .remoteNode, .health, .initializing, .unmanaged, .kubeAPIServer, frontend.id, frontendProd.id] {
+    for peer in [host, .remoteNode, .health, .initializing, .unmanaged, .ingress, frontend.id, frontendProd.id] {
       #expect(fromCluster.ingress(from: peer) == .allow, "cluster should include \(peer)")
     }
-    for peer in [world, .worldIPv4, .worldIPv6] {
+    // Cilium's cluster entity leaves out kube-apiserver (an API server outside the cluster).
+    for peer in [world, .worldIPv4, .worldIPv6, .kubeAPIServer] {
       #expect(fromCluster.ingress(from: peer) == .deny, "cluster should exclude \(peer)")
     }
 

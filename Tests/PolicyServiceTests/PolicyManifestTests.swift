@@ -127,7 +127,7 @@ struct PolicyManifestTests {
       kind: CiliumNetworkPolicyList
       items:
       - metadata: {name: c, namespace: x}
-        spec: {endpointSelector: {}}
+        spec: {endpointSelector: {}, ingress: [{}]}
       ---
       apiVersion: networking.k8s.io/v1
       kind: NetworkPolicyList
@@ -210,7 +210,7 @@ struct PolicyManifestTests {
         return selector.description
       } == [
         "k8s:io.kubernetes.pod.namespace=shop,k8s:role=client",
-        "k8s:io.cilium.k8s.namespace.labels.team=a",
+        "k8s:io.cilium.k8s.namespace.labels.team=a,k8s:io.kubernetes.pod.namespace",
         "k8s:io.kubernetes.pod.namespace,k8s:role=scraper",
         "k8s:io.kubernetes.pod.namespace=monitoring",
       ])
@@ -268,7 +268,7 @@ struct PolicyManifestTests {
         "k8s:io.kubernetes.pod.namespace=team",
         "any:app=x,k8s:io.kubernetes.pod.namespace=other",
         "any:io.kubernetes.pod.namespace in (a,b)",
-        "any:io.cilium.k8s.namespace.labels.env=prod",
+        "any:io.cilium.k8s.namespace.labels.env=prod,k8s:io.kubernetes.pod.namespace",
         "reserved:host=",
       ])
     #expect(policies[1].rules[0].subject.description == "any:app=api")
@@ -399,7 +399,7 @@ struct PolicyManifestTests {
           egress:
           - toEntities: [internet]
         """,
-        #"bad.yaml: document 1: spec.egress[0].toEntities[0]: unknown entity "internet" (want one of all, world, world-ipv4, world-ipv6, cluster, host, remote-node, kube-apiserver, ingress, init, health, unmanaged)"#
+        #"bad.yaml: document 1: spec.egress[0].toEntities[0]: unknown entity "internet" (want one of all, world, world-ipv4, world-ipv6, cluster, host, remote-node, kube-apiserver, ingress, init, health, unmanaged, none)"#
       ),
       (
         """
@@ -517,7 +517,7 @@ struct PolicyManifestTests {
         kind: CiliumNetworkPolicyList
         items:
         - metadata: {name: a}
-          spec: {endpointSelector: {}}
+          spec: {endpointSelector: {}, egress: [{}]}
         - metadata: {name: b}
           spec:
             endpointSelector: {}

@@ -40,6 +40,14 @@ extension PolicyManifest {
       }
     }
 
+    // Cilium ≥ 1.17 (`Rule.Validate`) refuses a rule that has no entry in any section: such a rule
+    // (only an endpointSelector, or `ingress: []`) enforces nothing, and accepting it would let
+    // an operator believe a default-deny is in force. Checked after the sections are read, so a
+    // malformed field is reported first.
+    if directions.isEmpty {
+      throw field.error(emptyRuleProblem)
+    }
+
     // Cilium's `enableDefaultDeny`: unset means "yes" for each direction the rule has entries in.
     var defaultDeny: [TrafficDirection: Bool] = [:]
     if let enable = rule["enableDefaultDeny"] {
@@ -54,21 +62,32 @@ extension PolicyManifest {
       sections: sections)
   }
 
+  /// Cilium's message for a rule without ingress, ingressDeny, egress or egressDeny entries.
+  static let emptyRuleProblem = "rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny"
+
   struct PeerScope {
     var namespace: String?
     var matchesInit: Bool
 
-    /// Cilium's `getEndpointSelector`.
+    /// Cilium's `getEndpointSelector`, with one correction: a selector that names the
+    /// namespace label or a namespace-labels key itself, which Cilium leaves as written, still
+    /// selects only pods. Written with only `NotIn`/`DoesNotExist` terms (`namespace notin
+    /// (kube-system)`), it would otherwise match every identity without the label: world,
+    /// host and every other reserved identity. A selector that names a `reserved:` label
+    /// selects by exactly those labels, as in Cilium, and so does every peer of a cluster-wide
+    /// rule for `reserved:init` endpoints (Cilium leaves those unscoped).
     func scope(_ selector: EndpointSelector) -> EndpointSelector {
       if selector.requirements.contains(where: { $0.key.source == Label.Source.reserved }) { return selector }
-      if selector.hasKey(PolicyLabels.podNamespaceK8s) || selector.hasKey(PolicyLabels.podNamespaceAny) { return selector }
+      if selector.hasKey(PolicyLabels.podNamespaceK8s) || selector.hasKey(PolicyLabels.podNamespaceAny) {
+        return PolicyManifest.requiringPod(selector)
+      }
       guard let namespace else {
         return matchesInit ? selector : selector.adding(LabelRequirement(key: PolicyLabels.podNamespaceK8s, op: .exists))
       }
       if selector.hasKeyPrefix(source: Label.Source.kubernetes, keyPrefix: PolicyLabels.namespaceLabelsPrefix)
         || selector.hasKeyPrefix(source: Label.Source.any, keyPrefix: PolicyLabels.namespaceLabelsPrefix)
       {
-        return selector
+        return PolicyManifest.requiringPod(selector)
       }
       return selector.adding(LabelRequirement(key: PolicyLabels.podNamespaceK8s, op: .in, values: [namespace]))
     }
@@ -78,7 +97,10 @@ extension PolicyManifest {
   ///
   /// An element with no peer field but with `toPorts` applies to every peer; one with
   /// neither (`{}`) allows nothing (it only makes the direction default-deny). An element
-  /// with peers but no `toPorts` covers every port and protocol.
+  /// with peers but no `toPorts` covers every port and protocol. A peer field given as an
+  /// empty list (`fromEntities: []`) selects no peer, so the element matches nothing (Cilium
+  /// since 1.15, cilium/cilium#29608); it never widens to every peer. As in Cilium, one
+  /// element names one kind of peer (`fromEndpoints`, `fromEntities` or `fromCIDR`/`fromCIDRSet`).
   private static func decodeCiliumSection(
     _ field: ManifestField, direction: TrafficDirection, verdict: PolicyVerdict, scope: PeerScope
   ) throws(FieldError) -> PolicySection? {
@@ -98,15 +120,23 @@ extension PolicyManifest {
     }
     let object = try field.object(known: known, unsupported: unsupported)
 
+    let peerKinds = ["\(from)Endpoints", "\(from)Entities", "\(from)CIDR", "\(from)CIDRSet"]
+    let present = peerKinds.filter { object.has($0) }
+    var nonEmpty: [String] = []
+    for key in present where try !object.list(key).isEmpty { nonEmpty.append(key) }
+    if nonEmpty.count > 1 {
+      throw field.error("combining \(nonEmpty[0]) and \(nonEmpty[1]) in one rule is not supported (Cilium refuses it too); write one rule for each")
+    }
+    // An explicitly empty peer list selects nobody: the element matches no traffic.
+    if nonEmpty.count < present.count { return nil }
+    let namesPeers = !present.isEmpty
+
     var peers: [PeerSelector] = []
-    var namesPeers = false
     for endpoint in try object.list("\(from)Endpoints") {
-      namesPeers = true
       let selector = scope.scope(EndpointSelector(try decodeLabelSelector(endpoint, style: .cilium)))
       peers.append(selector.isWildcard ? .all : .selector(selector))
     }
     for entityField in try object.list("\(from)Entities") {
-      namesPeers = true
       let name = try entityField.string()
       guard let entity = Entity(rawValue: name) else {
         let names = Entity.allCases.map(\.rawValue).joined(separator: ", ")
@@ -115,11 +145,9 @@ extension PolicyManifest {
       peers += entity.peers
     }
     for cidrField in try object.list("\(from)CIDR") {
-      namesPeers = true
       peers += try worldPeers(forCIDR: try cidrField.string(), field: cidrField)
     }
     for cidrSetField in try object.list("\(from)CIDRSet") {
-      namesPeers = true
       let cidrSet = try cidrSetField.object(
         known: ["cidr", "except"],
         unsupported: [
@@ -145,7 +173,13 @@ extension PolicyManifest {
       if verdict == .deny { portRuleUnsupported["rules"] = "L7 rules are not allowed in a deny rule" }
       let portRule = try portRuleField.object(known: ["ports"], unsupported: portRuleUnsupported)
       let portFields = try portRule.list("ports")
-      if portFields.isEmpty { ports.append(.any) }
+      // Cilium matches no traffic with a port rule that lists no ports; a silent "nothing" in
+      // an allow or deny is a trap, so it is refused with the way to say "every port".
+      if portFields.isEmpty {
+        throw FieldError(
+          path: portRuleField.childPath("ports"),
+          problem: "must list at least one port (a port rule without ports matches nothing; use port \"0\" for every port)")
+      }
       for portField in portFields { ports.append(try decodeCiliumPort(portField)) }
     }
 

@@ -87,11 +87,10 @@ extension PolicyManifest {
       try decodeLabelSelector(field, style: .kubernetes)
     }
     if let namespaceField = peer["namespaceSelector"] {
-      var requirements = try decodeLabelSelector(namespaceField, style: .kubernetes).map(namespaceRequirement)
-      if requirements.isEmpty {
-        requirements = [LabelRequirement(key: PolicyLabels.podNamespaceK8s, op: .exists)]
-      }
-      return [.selector(EndpointSelector(requirements + (podRequirements ?? [])))]
+      // A NetworkPolicy peer only ever selects pods, whatever its terms: `{}`, `NotIn` or
+      // `DoesNotExist` alone would otherwise match world, host and every reserved identity.
+      let requirements = try decodeLabelSelector(namespaceField, style: .kubernetes).map(namespaceRequirement)
+      return [.selector(requiringPod(EndpointSelector(requirements + (podRequirements ?? []))))]
     }
     guard let podRequirements else { throw field.error("must specify a peer (podSelector, namespaceSelector or ipBlock)") }
     return [.selector(EndpointSelector(podRequirements).replacingMatch(PolicyLabels.podNamespaceK8s, with: namespace))]

@@ -71,6 +71,17 @@ extension PolicyManifest {
     }
   }
 
+  /// `selector`, made to select only pods: unless it already requires the pod namespace label
+  /// (`In` or `Exists`), it gets `k8s:io.kubernetes.pod.namespace` Exists. Every pod identity
+  /// carries that label; world, host and the other reserved identities never do, so a selector
+  /// written only with `NotIn`/`DoesNotExist` terms cannot reach them.
+  static func requiringPod(_ selector: EndpointSelector) -> EndpointSelector {
+    let requiresNamespace = selector.requirements.contains {
+      ($0.key == PolicyLabels.podNamespaceK8s || $0.key == PolicyLabels.podNamespaceAny) && ($0.op == .in || $0.op == .exists)
+    }
+    return requiresNamespace ? selector : selector.adding(LabelRequirement(key: PolicyLabels.podNamespaceK8s, op: .exists))
+  }
+
   // MARK: Ports
 
   /// Reads a Cilium `PortProtocol` (`port` as a string or number, `endPort`, `protocol`;

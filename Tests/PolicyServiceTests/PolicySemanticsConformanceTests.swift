@@ -1,0 +1,476 @@
+@testable import PolicyService
+import TesseraCore
+import Testing
+
+/// Policy semantics checked against what Kubernetes (NetworkPolicy docs and the e2e suite's
+/// `[Feature:NetworkPolicy]` cases) and Cilium (policy language docs, `pkg/policy` tests)
+/// document. Every case imports a manifest and asserts the verdict for concrete peer
+/// identities and ports through `EndpointPolicy.verdict`, the semantics the datapath follows.
+///
+/// The cluster: namespace `default` (namespace label team=a) holds `api` and `client`,
+/// `prod` (team=b) holds `prodClient`, `kube-system` holds `dns`. `bare` is an allocated
+/// identity that is no pod (no namespace label). Then every reserved identity.
+@Suite("Policy semantics conformance")
+struct PolicySemanticsConformanceTests {
+  let api = pod(1000, namespace: "default", "app=api", "io.cilium.k8s.namespace.labels.team=a")
+  let client = pod(1001, namespace: "default", "app=client", "io.cilium.k8s.namespace.labels.team=a")
+  let prodClient = pod(1002, namespace: "prod", "app=client", "io.cilium.k8s.namespace.labels.team=b")
+  let dns = pod(1003, namespace: "kube-system", "k8s-app=kube-dns")
+  let bare = SecurityIdentity(id: NumericIdentity(1004), labels: labels(["container:app=client"]))
+
+  var pods: [SecurityIdentity] { [api, client, prodClient, dns] }
+  var identities: [SecurityIdentity] { pods + [bare] }
+  static let reserved = ReservedIdentity.allCases.map(\.identity)
+
+  func compute(_ yaml: String, for subject: SecurityIdentity? = nil) throws -> EndpointPolicy {
+    let engine = try engine(identities)
+    try engine.importYAML(yaml)
+    return engine.computePolicy(for: subject ?? api)
+  }
+
+  func rejection(_ yaml: String) -> String? {
+    policyError { _ = try PolicyManifest.parse(sourceName: "p.yaml", content: Array(yaml.utf8)) }?.message
+  }
+
+  static func knp(_ spec: String, name: String = "np", namespace: String = "default") -> String {
+    """
+    apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: \(name), namespace: \(namespace)}
+    spec:
+    \(spec.split(separator: "\n", omittingEmptySubsequences: false).map { "  " + $0 }.joined(separator: "\n"))
+    """
+  }
+
+  static func cnp(_ spec: String, name: String = "cnp", clusterwide: Bool = false) -> String {
+    """
+    apiVersion: cilium.io/v2
+    kind: \(clusterwide ? "CiliumClusterwideNetworkPolicy" : "CiliumNetworkPolicy")
+    metadata: {name: \(name)\(clusterwide ? "" : ", namespace: default")}
+    spec:
+    \(spec.split(separator: "\n", omittingEmptySubsequences: false).map { "  " + $0 }.joined(separator: "\n"))
+    """
+  }
+
+  // MARK: Item 4: a peer selector never selects what it must not
+
+  /// Every form a NetworkPolicy peer can take without ipBlock, in both directions.
+  static let networkPolicyPeers = [
+    "podSelector: {}",
+    "podSelector: {matchExpressions: [{key: app, operator: NotIn, values: [nothing]}]}",
+    "podSelector: {matchExpressions: [{key: app, operator: DoesNotExist}]}",
+    "podSelector: {matchExpressions: [{key: io.kubernetes.pod.namespace, operator: NotIn, values: [x]}]}",
+    "namespaceSelector: {}",
+    "namespaceSelector: {matchExpressions: [{key: team, operator: NotIn, values: [nothing]}]}",
+    "namespaceSelector: {matchExpressions: [{key: team, operator: DoesNotExist}]}",
+    "namespaceSelector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: NotIn, values: [kube-system]}]}",
+    "namespaceSelector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: DoesNotExist}]}",
+    "namespaceSelector: {matchLabels: {team: a}}",
+    "namespaceSelector: {}\npodSelector: {}",
+    "namespaceSelector: {matchExpressions: [{key: team, operator: NotIn, values: [x]}]}\npodSelector: {matchExpressions: [{key: app, operator: DoesNotExist}]}",
+    "namespaceSelector: {matchExpressions: [{key: team, operator: Exists}]}\npodSelector: {matchExpressions: [{key: app, operator: NotIn, values: [x]}]}",
+  ]
+
+  @Test("a NetworkPolicy peer selects only pods: never world, host or any reserved identity", arguments: networkPolicyPeers)
+  func networkPolicyPeerSelectsOnlyPods(peer: String) throws {
+    let peer = peer.split(separator: "\n").joined(separator: "\n    ")
+    let ingress = try compute(Self.knp("podSelector: {}\ningress:\n- from:\n  - \(peer)"))
+    let egress = try compute(Self.knp("podSelector: {}\npolicyTypes: [Egress]\negress:\n- to:\n  - \(peer)"))
+    for identity in Self.reserved + [bare.id] {
+      #expect(ingress.ingress(from: identity) == .deny, "from \(identity) via \(peer)")
+      #expect(egress.egress(to: identity) == .deny, "to \(identity) via \(peer)")
+    }
+  }
+
+  @Test("the NotIn namespaceSelector of issue 13 admits pods of other namespaces, nothing else")
+  func namespaceNotInStillRequiresAPod() throws {
+    let policy = try compute(
+      Self.knp(
+        """
+        podSelector: {matchLabels: {app: api}}
+        ingress:
+        - from:
+          - namespaceSelector:
+              matchExpressions: [{key: kubernetes.io/metadata.name, operator: NotIn, values: [default]}]
+        """))
+    #expect(policy.ingress(from: prodClient) == .allow && policy.ingress(from: dns) == .allow)
+    #expect(policy.ingress(from: client) == .deny)
+    for identity in Self.reserved { #expect(policy.ingress(from: identity) == .deny, "\(identity)") }
+  }
+
+  /// Every form a Cilium endpoint selector peer can take without naming a `reserved:` label.
+  static let ciliumPeers = [
+    "{}",
+    "{matchExpressions: [{key: app, operator: NotIn, values: [nothing]}]}",
+    "{matchExpressions: [{key: app, operator: DoesNotExist}]}",
+    "{matchExpressions: [{key: k8s:io.kubernetes.pod.namespace, operator: NotIn, values: [kube-system]}]}",
+    "{matchExpressions: [{key: io.kubernetes.pod.namespace, operator: DoesNotExist}]}",
+    "{matchExpressions: [{key: io.cilium.k8s.namespace.labels.team, operator: NotIn, values: [nothing]}]}",
+    "{matchExpressions: [{key: k8s:io.cilium.k8s.namespace.labels.team, operator: DoesNotExist}]}",
+    "{matchLabels: {app: client}}",
+  ]
+
+  @Test(
+    "a Cilium fromEndpoints/toEndpoints selector selects only endpoints (CNP and CCNP)",
+    arguments: ciliumPeers, [false, true])
+  func ciliumPeerSelectsOnlyEndpoints(peer: String, clusterwide: Bool) throws {
+    let ingress = try compute(
+      Self.cnp("endpointSelector: {}\ningress:\n- fromEndpoints: [\(peer)]", clusterwide: clusterwide))
+    let egress = try compute(Self.cnp("endpointSelector: {}\negress:\n- toEndpoints: [\(peer)]", clusterwide: clusterwide))
+    for identity in Self.reserved + [bare.id] {
+      #expect(ingress.ingress(from: identity) == .deny, "from \(identity) via \(peer)")
+      #expect(egress.egress(to: identity) == .deny, "to \(identity) via \(peer)")
+    }
+  }
+
+  @Test("CNP fromEndpoints [{}] is every endpoint of the namespace; in a CCNP every endpoint of the cluster, not host")
+  func emptyEndpointSelector() throws {
+    let namespaced = try compute(Self.cnp("endpointSelector: {}\ningress:\n- fromEndpoints: [{}]"))
+    #expect(namespaced.ingress(from: client) == .allow && namespaced.ingress(from: api) == .allow)
+    #expect(namespaced.ingress(from: prodClient) == .deny && namespaced.ingress(from: dns) == .deny)
+    let clusterwide = try compute(Self.cnp("endpointSelector: {}\ningress:\n- fromEndpoints: [{}]", clusterwide: true))
+    for peer in pods { #expect(clusterwide.ingress(from: peer) == .allow) }
+    for identity in Self.reserved { #expect(clusterwide.ingress(from: identity) == .deny, "\(identity)") }
+  }
+
+  @Test("a selector naming a reserved: label selects that reserved identity (Cilium)")
+  func reservedLabelSelector() throws {
+    let policy = try compute(Self.cnp(#"endpointSelector: {}\#ningress:\#n- fromEndpoints: [{matchLabels: {"reserved:host": ""}}]"#))
+    #expect(policy.ingress(from: .host) == .allow)
+    #expect(policy.ingress(from: .world) == .deny && policy.ingress(from: client) == .deny)
+  }
+
+  // MARK: Item 9: empty rules are refused
+
+  @Test(
+    "a Cilium rule without ingress, ingressDeny, egress or egressDeny entries is refused (Cilium ≥ 1.17)",
+    arguments: [
+      ("endpointSelector: {}", "spec"),
+      ("endpointSelector: {matchLabels: {app: api}}\ningress: []", "spec"),
+      ("endpointSelector: {}\ningress: []\negress: []\ningressDeny: []\negressDeny: []", "spec"),
+      ("endpointSelector: {}\nenableDefaultDeny: {ingress: true, egress: true}", "spec"),
+      ("endpointSelector: {}\ningress:\negress: null", "spec"),
+    ])
+  func emptyRuleRefused(spec: String, path: String) {
+    for clusterwide in [false, true] {
+      #expect(
+        rejection(Self.cnp(spec, clusterwide: clusterwide))
+          == "p.yaml: document 1: \(path): rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny")
+    }
+  }
+
+  @Test("an empty rule among specs is refused at its index")
+  func emptySpecsEntryRefused() {
+    let yaml = """
+      apiVersion: cilium.io/v2
+      kind: CiliumNetworkPolicy
+      metadata: {name: x}
+      specs:
+      - endpointSelector: {}
+        ingress: [{}]
+      - endpointSelector: {matchLabels: {app: api}}
+        egress: []
+      """
+    #expect(rejection(yaml) == "p.yaml: document 1: specs[1]: rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny")
+  }
+
+  @Test("a rule with one empty entry ({}) is accepted and is default-deny for its direction")
+  func emptyEntryIsDefaultDeny() throws {
+    let policy = try compute(Self.cnp("endpointSelector: {}\ningress:\n- {}"))
+    #expect(policy.ingressEnforced && !policy.egressEnforced && policy.entries.isEmpty)
+    #expect(policy.ingress(from: client) == .deny && policy.ingress(from: .world) == .deny)
+    #expect(policy.egress(to: .world) == .allow)
+  }
+
+  // MARK: Kubernetes NetworkPolicy (docs and e2e)
+
+  @Test("default deny all ingress: every pod of the namespace is isolated for ingress only")
+  func defaultDenyIngress() throws {
+    let yaml = Self.knp("podSelector: {}\npolicyTypes: [Ingress]", name: "default-deny-ingress")
+    let policy = try compute(yaml)
+    #expect(policy.ingressEnforced && !policy.egressEnforced)
+    for peer in [client.id, prodClient.id, NumericIdentity.world, .host] { #expect(policy.ingress(from: peer) == .deny) }
+    #expect(policy.egress(to: prodClient) == .allow && policy.egress(to: .world) == .allow)
+    // Pods of other namespaces are not selected.
+    let engine = try engine(identities)
+    try engine.importYAML(yaml)
+    #expect(!engine.computePolicy(for: prodClient).ingressEnforced)
+  }
+
+  @Test("allow all ingress: ingress [{}] admits every source, inside the cluster or not")
+  func allowAllIngress() throws {
+    for rule in ["- {}", "- from: []", "- from: []\n  ports: []"] {
+      let policy = try compute(Self.knp("podSelector: {}\ningress:\n\(rule)\npolicyTypes: [Ingress]"))
+      #expect(policy.ingressEnforced)
+      for peer in [client.id, prodClient.id, bare.id] + Self.reserved {
+        #expect(policy.ingress(from: peer, .udp, 53) == .allow, "\(peer) with \(rule)")
+      }
+    }
+  }
+
+  @Test("default deny all egress, and deny all ingress and egress")
+  func defaultDenyEgressAndAll() throws {
+    let egressOnly = try compute(Self.knp("podSelector: {}\npolicyTypes: [Egress]"))
+    #expect(egressOnly.egressEnforced && !egressOnly.ingressEnforced)
+    #expect(egressOnly.egress(to: client) == .deny && egressOnly.egress(to: .world) == .deny)
+    #expect(egressOnly.ingress(from: client) == .allow)
+
+    let both = try compute(Self.knp("podSelector: {}\npolicyTypes: [Ingress, Egress]"))
+    #expect(both.ingress(from: client) == .deny && both.egress(to: dns, .udp, 53) == .deny)
+
+    let allowAllEgress = try compute(Self.knp("podSelector: {}\negress:\n- {}\npolicyTypes: [Egress]"))
+    #expect(allowAllEgress.egress(to: .world, .tcp, 443) == .allow && allowAllEgress.ingress(from: .world) == .allow)
+  }
+
+  @Test("policyTypes: [Egress] does not isolate ingress; unset policyTypes with egress rules isolates both")
+  func policyTypesInference() throws {
+    let explicit = try compute(
+      Self.knp("podSelector: {}\npolicyTypes: [Egress]\negress:\n- to:\n  - podSelector: {matchLabels: {app: client}}"))
+    #expect(!explicit.ingressEnforced && explicit.ingress(from: prodClient) == .allow)
+    #expect(explicit.egress(to: client) == .allow && explicit.egress(to: prodClient) == .deny)
+
+    // Kubernetes defaults policyTypes to Ingress, plus Egress when there are egress rules.
+    let inferred = try compute(Self.knp("podSelector: {}\negress:\n- to:\n  - podSelector: {matchLabels: {app: client}}"))
+    #expect(inferred.ingressEnforced && inferred.egressEnforced)
+    #expect(inferred.ingress(from: client) == .deny && inferred.egress(to: client) == .allow)
+
+    // Ingress rules with policyTypes [Egress] are ignored entirely.
+    let ignored = try compute(Self.knp("podSelector: {}\npolicyTypes: [Egress]\ningress:\n- {}"))
+    #expect(!ignored.ingressEnforced && ignored.entries.isEmpty && ignored.egress(to: client) == .deny)
+  }
+
+  @Test("podSelector peer: pods of the policy's namespace only (e2e: allow traffic from pods within server namespace)")
+  func podSelectorPeerIsNamespaced() throws {
+    let policy = try compute(Self.knp("podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - podSelector: {matchLabels: {app: client}}"))
+    #expect(policy.ingress(from: client) == .allow)
+    #expect(policy.ingress(from: prodClient) == .deny)  // same labels, other namespace
+    #expect(policy.ingress(from: bare) == .deny)  // same app label, not a pod
+    let all = try compute(Self.knp("podSelector: {}\ningress:\n- from:\n  - podSelector: {}"))
+    #expect(all.ingress(from: client) == .allow && all.ingress(from: api) == .allow && all.ingress(from: dns) == .deny)
+  }
+
+  @Test("namespaceSelector {} is every pod in every namespace; matchLabels and the default name label select namespaces")
+  func namespaceSelectors() throws {
+    let any = try compute(Self.knp("podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {}"))
+    for peer in pods { #expect(any.ingress(from: peer) == .allow) }
+    #expect(any.ingress(from: bare) == .deny)
+    for identity in Self.reserved { #expect(any.ingress(from: identity) == .deny) }
+
+    let team = try compute(Self.knp("podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {team: b}}"))
+    #expect(team.ingress(from: prodClient) == .allow && team.ingress(from: client) == .deny)
+
+    let byName = try compute(
+      Self.knp("podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}"))
+    #expect(byName.ingress(from: dns) == .allow && byName.ingress(from: client) == .deny)
+
+    let expressions = try compute(
+      Self.knp("podSelector: {}\ningress:\n- from:\n  - namespaceSelector:\n      matchExpressions: [{key: team, operator: In, values: [a, b]}]"))
+    #expect(expressions.ingress(from: prodClient) == .allow && expressions.ingress(from: client) == .allow)
+    #expect(expressions.ingress(from: dns) == .deny)
+  }
+
+  @Test("namespaceSelector and podSelector in one peer is AND; as two peers it is OR")
+  func andVersusOr() throws {
+    let and = try compute(
+      Self.knp("podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {team: b}}\n    podSelector: {matchLabels: {app: client}}"))
+    #expect(and.ingress(from: prodClient) == .allow)
+    #expect(and.ingress(from: client) == .deny)  // right pod, wrong namespace
+    let or = try compute(
+      Self.knp("podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {team: b}}\n  - podSelector: {matchLabels: {app: client}}"))
+    #expect(or.ingress(from: prodClient) == .allow && or.ingress(from: client) == .allow)
+    #expect(or.ingress(from: api) == .deny && or.ingress(from: dns) == .deny)
+  }
+
+  @Test("ports: protocol defaults to TCP, endPort is a range, a port-less entry is every port of its protocol")
+  func kubernetesPorts() throws {
+    let policy = try compute(
+      Self.knp(
+        """
+        podSelector: {}
+        ingress:
+        - ports:
+          - port: 53
+          - protocol: UDP
+            port: 32000
+            endPort: 32768
+          - protocol: SCTP
+        """))
+    #expect(policy.ingress(from: client, .tcp, 53) == .allow && policy.ingress(from: client, .udp, 53) == .deny)
+    #expect(policy.ingress(from: .world, .udp, 32000) == .allow && policy.ingress(from: .world, .udp, 32768) == .allow)
+    #expect(policy.ingress(from: .world, .udp, 32769) == .deny && policy.ingress(from: .world, .tcp, 32000) == .deny)
+    #expect(policy.ingress(from: client, .sctp, 9) == .allow && policy.ingress(from: client, .tcp, 9) == .deny)
+  }
+
+  @Test("e2e: a policy for UDP only does not allow TCP; ports and peers combine per rule")
+  func udpOnly() throws {
+    let policy = try compute(
+      Self.knp("podSelector: {}\ningress:\n- from:\n  - podSelector: {}\n  ports:\n  - {protocol: UDP, port: 81}"))
+    #expect(policy.ingress(from: client, .udp, 81) == .allow)
+    #expect(policy.ingress(from: client, .tcp, 81) == .deny && policy.ingress(from: prodClient, .udp, 81) == .deny)
+  }
+
+  @Test("multiple policies selecting the same pod are additive (e2e: multiple, stacked policies)")
+  func policiesAreAdditive() throws {
+    let engine = try engine(identities)
+    try engine.importYAML(
+      Self.knp("podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - podSelector: {matchLabels: {app: client}}\n  ports: [{port: 80}]", name: "a")
+        + "\n---\n"
+        + Self.knp("podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {team: b}}\n  ports: [{port: 81}]", name: "b"))
+    let policy = engine.computePolicy(for: api)
+    #expect(policy.ingress(from: client, .tcp, 80) == .allow && policy.ingress(from: client, .tcp, 81) == .deny)
+    #expect(policy.ingress(from: prodClient, .tcp, 81) == .allow && policy.ingress(from: prodClient, .tcp, 80) == .deny)
+    // A policy that isolates ingress only never restricts what another policy allows for egress.
+    #expect(policy.egress(to: .world) == .allow)
+  }
+
+  @Test("ipBlock 0.0.0.0/0 is world, not the cluster's pods")
+  func ipBlockWorld() throws {
+    let policy = try compute(Self.knp("podSelector: {}\negress:\n- to:\n  - ipBlock: {cidr: 0.0.0.0/0}\npolicyTypes: [Egress]"))
+    #expect(policy.egress(to: .world) == .allow && policy.egress(to: .worldIPv4) == .allow)
+    #expect(policy.egress(to: client) == .deny && policy.egress(to: .host) == .deny)
+  }
+
+  @Test(
+    "Kubernetes forms that are not supported are refused with the field that holds them",
+    arguments: [
+      (
+        "podSelector: {}\ningress:\n- ports:\n  - port: http", "spec.ingress[0].ports[0].port",
+        #"named port "http" is not supported yet (use a port number)"#
+      ),
+      (
+        "podSelector: {}\ningress:\n- from:\n  - ipBlock: {cidr: 10.0.0.0/8}", "spec.ingress[0].from[0].ipBlock.cidr",
+        #"ipBlock "10.0.0.0/8" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)"#
+      ),
+      ("podSelector: {}\ningress:\n- from:\n  - {}", "spec.ingress[0].from[0]", "must specify a peer (podSelector, namespaceSelector or ipBlock)"),
+      (
+        "podSelector: {}\ningress:\n- ports:\n  - {protocol: TCP, endPort: 90}", "spec.ingress[0].ports[0].endPort",
+        "may not be specified when port is not specified"
+      ),
+    ])
+  func kubernetesRefusals(spec: String, path: String, problem: String) {
+    #expect(rejection(Self.knp(spec)) == "p.yaml: document 1: \(path): \(problem)")
+  }
+
+  // MARK: Cilium (policy language docs)
+
+  @Test("L3 fromEndpoints and toEndpoints across namespaces by the namespace label (Cilium: kube-dns egress)")
+  func ciliumL3() throws {
+    let policy = try compute(
+      Self.cnp(
+        """
+        endpointSelector: {matchLabels: {app: api}}
+        egress:
+        - toEndpoints:
+          - matchLabels:
+              "k8s:io.kubernetes.pod.namespace": kube-system
+              "k8s:k8s-app": kube-dns
+          toPorts:
+          - ports: [{port: "53", protocol: ANY}]
+        """))
+    #expect(policy.egressEnforced && !policy.ingressEnforced)
+    #expect(policy.egress(to: dns, .udp, 53) == .allow && policy.egress(to: dns, .tcp, 53) == .allow)
+    #expect(policy.egress(to: dns, .tcp, 80) == .deny && policy.egress(to: client, .udp, 53) == .deny)
+    #expect(policy.egress(to: .world, .udp, 53) == .deny)
+  }
+
+  @Test("fromEntities: world, cluster, host, all and none")
+  func ciliumEntities() throws {
+    func verdicts(_ entity: String) throws -> Set<NumericIdentity> {
+      let policy = try compute(Self.cnp("endpointSelector: {}\ningress:\n- fromEntities: [\(entity)]"))
+      return Set((Self.reserved + pods.map(\.id) + [bare.id]).filter { policy.ingress(from: $0) == .allow })
+    }
+    #expect(try verdicts("world") == [.world, .worldIPv4, .worldIPv6])
+    #expect(try verdicts("host") == [.host])
+    #expect(
+      try verdicts("cluster")
+        == Set([.host, .remoteNode, .initializing, .ingress, .health, .unmanaged] + pods.map(\.id) + [bare.id]))
+    #expect(try verdicts("all") == Set(Self.reserved + pods.map(\.id) + [bare.id]))
+    #expect(try verdicts("none").isEmpty)
+    #expect(try verdicts("kube-apiserver") == [.kubeAPIServer])
+  }
+
+  @Test("deny takes precedence over allow, whichever policy holds it (Cilium deny policies)")
+  func ciliumDenyPrecedence() throws {
+    let engine = try engine(identities)
+    try engine.importYAML(
+      Self.cnp("endpointSelector: {}\ningress:\n- fromEntities: [all]", name: "allow-all", clusterwide: true) + "\n---\n"
+        + Self.cnp("endpointSelector: {matchLabels: {app: api}}\ningressDeny:\n- fromEntities: [world]\n- fromEndpoints: [{matchLabels: {app: client}}]\n  toPorts: [{ports: [{port: \"22\", protocol: TCP}]}]", name: "lockdown"))
+    let policy = engine.computePolicy(for: api)
+    #expect(policy.ingress(from: .world) == .deny && policy.ingress(from: .worldIPv6) == .deny)
+    #expect(policy.ingress(from: client, .tcp, 22) == .deny && policy.ingress(from: client, .tcp, 80) == .allow)
+    #expect(policy.ingress(from: .host) == .allow && policy.ingress(from: prodClient, .tcp, 22) == .allow)
+  }
+
+  @Test("toPorts without a peer applies to every peer; protocol ANY is TCP, UDP and SCTP; port 0 is every port")
+  func ciliumPorts() throws {
+    let policy = try compute(
+      Self.cnp(
+        """
+        endpointSelector: {}
+        ingress:
+        - toPorts:
+          - ports: [{port: "8080", protocol: ANY}, {port: "0", protocol: UDP}]
+        """))
+    for proto in [L4Protocol.tcp, .udp, .sctp] { #expect(policy.ingress(from: .world, proto, 8080) == .allow) }
+    #expect(policy.ingress(from: client, .udp, 1) == .allow && policy.ingress(from: client, .tcp, 1) == .deny)
+  }
+
+  @Test("an explicitly empty peer list selects nobody, even with toPorts (Cilium #29608)")
+  func ciliumEmptyPeerList() throws {
+    for field in ["fromEntities: []", "fromEndpoints: []", "fromCIDR: []", "fromCIDRSet: []"] {
+      let policy = try compute(
+        Self.cnp("endpointSelector: {}\ningress:\n- \(field)\n  toPorts: [{ports: [{port: \"80\", protocol: TCP}]}]"))
+      #expect(policy.ingressEnforced, "\(field)")
+      for peer in Self.reserved + pods.map(\.id) { #expect(policy.ingress(from: peer, .tcp, 80) == .deny, "\(peer) with \(field)") }
+    }
+    // An empty list beside a non-empty one still selects nothing (Cilium's mergeEndpointSelectors).
+    let mixed = try compute(Self.cnp("endpointSelector: {}\negress:\n- toEndpoints: [{}]\n  toEntities: []"))
+    #expect(mixed.egress(to: client) == .deny && mixed.egress(to: .world) == .deny)
+    // A deny with an empty list denies nothing.
+    let deny = try compute(Self.cnp("endpointSelector: {}\ningress:\n- fromEntities: [all]\ningressDeny:\n- fromEntities: []"))
+    #expect(deny.ingress(from: .world) == .allow)
+  }
+
+  @Test("a CiliumClusterwideNetworkPolicy selects and admits across namespaces")
+  func ciliumClusterwide() throws {
+    let yaml = Self.cnp(
+      "endpointSelector: {matchLabels: {app: client}}\ningress:\n- fromEndpoints: [{matchLabels: {k8s-app: kube-dns}}]", clusterwide: true)
+    let engine = try engine(identities)
+    try engine.importYAML(yaml)
+    for subject in [client, prodClient] {
+      let policy = engine.computePolicy(for: subject)
+      #expect(policy.ingress(from: dns) == .allow && policy.ingress(from: api) == .deny && policy.ingress(from: .world) == .deny)
+    }
+    #expect(!engine.computePolicy(for: api).ingressEnforced)
+  }
+
+  @Test("enableDefaultDeny false adds allows without isolating")
+  func ciliumDefaultDenyOptOut() throws {
+    let policy = try compute(
+      Self.cnp("endpointSelector: {}\nenableDefaultDeny: {egress: false}\negress:\n- toEntities: [world]\negressDeny:\n- toEndpoints: [{matchLabels: {app: client}}]"))
+    #expect(!policy.egressEnforced)
+    #expect(policy.egress(to: .world) == .allow && policy.egress(to: dns) == .allow && policy.egress(to: client) == .deny)
+  }
+
+  @Test(
+    "Cilium forms that are not supported are refused with the field that holds them",
+    arguments: [
+      ("ingress:\n- fromRequires: [{matchLabels: {env: prod}}]", "spec.ingress[0].fromRequires", "fromRequires is not supported yet"),
+      ("egress:\n- toRequires: [{matchLabels: {env: prod}}]", "spec.egress[0].toRequires", "toRequires is not supported yet"),
+      ("egress:\n- toFQDNs: [{matchName: example.com}]", "spec.egress[0].toFQDNs", "toFQDNs is not supported yet"),
+      ("egress:\n- toServices: [{k8sService: {serviceName: x, namespace: y}}]", "spec.egress[0].toServices", "toServices is not supported yet"),
+      (
+        "ingress:\n- fromEndpoints: [{}]\n  fromEntities: [world]", "spec.ingress[0]",
+        "combining fromEndpoints and fromEntities in one rule is not supported (Cilium refuses it too); write one rule for each"
+      ),
+      (
+        "ingress:\n- toPorts: [{}]", "spec.ingress[0].toPorts[0].ports",
+        #"must list at least one port (a port rule without ports matches nothing; use port "0" for every port)"#
+      ),
+      ("ingress:\n- fromCIDR: [10.0.0.0/8]", "spec.ingress[0].fromCIDR[0]", #"CIDR "10.0.0.0/8" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)"#),
+      ("ingress:\n- icmps: [{fields: [{type: 8}]}]", "spec.ingress[0].icmps", "ICMP rules are not supported yet"),
+    ])
+  func ciliumRefusals(spec: String, path: String, problem: String) {
+    #expect(rejection(Self.cnp("endpointSelector: {}\n" + spec)) == "p.yaml: document 1: \(path): \(problem)")
+  }
+}
