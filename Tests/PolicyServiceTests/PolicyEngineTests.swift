@@ -199,6 +199,23 @@ struct PolicyEngineTests {
     #expect(try reopened.importYAML(PolicyManifestTests.cnp).revision == 5)
   }
 
+  @Test("a stored Cilium rule without entries (accepted by older versions) still loads; importing one is refused")
+  func storedEmptyRuleLoads() throws {
+    let database = try PolicyDatabase.inMemory()
+    let json = #"{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"old","namespace":"default"},"spec":{"endpointSelector":{},"ingress":[]}}"#
+    try database.commit(
+      revision: 2,
+      upserting: [
+        PolicyRecord(namespace: "default", name: "old", kind: "CiliumNetworkPolicy", revision: 2, sourceJSON: json, ruleCount: 1)
+      ],
+      deleting: [])
+    let engine = try engine([backend, frontend], database: database)
+    #expect(engine.policies().map(\.ref.name) == ["old"])
+    let policy = engine.computePolicy(for: backend)
+    #expect(!policy.ingressEnforced && !policy.egressEnforced && policy.entries.isEmpty)
+    #expect(throws: PolicyError.self) { try engine.importPolicies(sourceName: "again.json", content: Array(json.utf8)) }
+  }
+
   @Test("a subject unknown to the SelectorCache still gets its policy")
   func unknownSubject() throws {
     let engine = try engine([frontend])

@@ -12,8 +12,12 @@ extension PolicyManifest {
   /// Cluster-wide peer selectors that name no namespace require a namespace label to exist
   /// (so `{}` is "every pod", not "everything"), except in a rule for `reserved:init`.
   ///
-  /// - Parameter namespace: the policy's namespace, nil for a cluster-wide policy.
-  static func decodeCiliumRule(_ field: ManifestField, namespace: String?) throws(FieldError) -> PolicyRule {
+  /// - Parameters:
+  ///   - namespace: the policy's namespace, nil for a cluster-wide policy.
+  ///   - allowingEmptyRule: read a rule without entries instead of refusing it (stored policies).
+  static func decodeCiliumRule(
+    _ field: ManifestField, namespace: String?, allowingEmptyRule: Bool = false
+  ) throws(FieldError) -> PolicyRule {
     let rule = try field.object(
       known: ["endpointSelector", "ingress", "ingressDeny", "egress", "egressDeny", "labels", "description", "enableDefaultDeny", "log"],
       unsupported: ["nodeSelector": "nodeSelector (host policies) \(notSupported)"])
@@ -44,7 +48,7 @@ extension PolicyManifest {
     // (only an endpointSelector, or `ingress: []`) enforces nothing, and accepting it would let
     // an operator believe a default-deny is in force. Checked after the sections are read, so a
     // malformed field is reported first.
-    if directions.isEmpty {
+    if directions.isEmpty && !allowingEmptyRule {
       throw field.error(emptyRuleProblem)
     }
 

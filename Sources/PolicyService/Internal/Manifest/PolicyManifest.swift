@@ -62,18 +62,24 @@ enum PolicyManifest {
   }
 
   /// Parses a policy the repository stored as JSON.
+  ///
+  /// A stored Cilium rule without entries, which older versions accepted, is read (it enforces
+  /// nothing, as before) instead of keeping the service from starting; importing one again is
+  /// refused.
   static func parseStored(_ json: String) throws(FieldError) -> ParsedPolicy {
     guard let value = ManifestReader.storedDocument(json) else {
       throw FieldError(path: "", problem: "stored policy is not valid JSON")
     }
-    let parsed = try decodeDocument(ManifestField(path: "", value: value))
+    let parsed = try decodeDocument(ManifestField(path: "", value: value), allowingEmptyRules: true)
     guard parsed.count == 1 else { throw FieldError(path: "", problem: "stored policy holds \(parsed.count) policies") }
     return parsed[0].policy
   }
 
   // MARK: Documents
 
-  private static func decodeDocument(_ field: ManifestField) throws(FieldError) -> [(policy: ParsedPolicy, namePath: String)] {
+  private static func decodeDocument(
+    _ field: ManifestField, allowingEmptyRules: Bool = false
+  ) throws(FieldError) -> [(policy: ParsedPolicy, namePath: String)] {
     guard case .object = field.value else {
       throw field.error("expected a policy (a mapping with apiVersion and kind), got \(field.value.typeDescription)")
     }
@@ -93,7 +99,7 @@ enum PolicyManifest {
         "unsupported kind \"\(kind)\" (want CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, NetworkPolicy or a List of them)")
     }
     try expectAPIVersion(policyKind.apiVersion, of: object, kind: kind)
-    return [try decodePolicy(field, kind: policyKind)]
+    return [try decodePolicy(field, kind: policyKind, allowingEmptyRules: allowingEmptyRules)]
   }
 
   private static func expectAPIVersion(_ expected: String, of object: ManifestObject, kind: String) throws(FieldError) {
@@ -131,7 +137,9 @@ enum PolicyManifest {
     return result
   }
 
-  private static func decodePolicy(_ field: ManifestField, kind: Kind) throws(FieldError) -> (policy: ParsedPolicy, namePath: String) {
+  private static func decodePolicy(
+    _ field: ManifestField, kind: Kind, allowingEmptyRules: Bool = false
+  ) throws(FieldError) -> (policy: ParsedPolicy, namePath: String) {
     var known: Set<String> = ["apiVersion", "kind", "metadata", "spec", "status"]
     if kind != .networkPolicy { known.insert("specs") }
     let object = try field.object(known: known)
@@ -165,7 +173,8 @@ enum PolicyManifest {
       }
       var decoded: [PolicyRule] = []
       for spec in specs {
-        decoded.append(try decodeCiliumRule(spec, namespace: kind.isNamespaced ? namespace : nil))
+        decoded.append(
+          try decodeCiliumRule(spec, namespace: kind.isNamespaced ? namespace : nil, allowingEmptyRule: allowingEmptyRules))
       }
       rules = decoded
     }
