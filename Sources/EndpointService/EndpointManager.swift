@@ -36,6 +36,8 @@ public final class EndpointManager: Sendable {
   private let logger: Logger
   private let queueBox = QueueBox()
   private let policyCache = PolicyCache()
+  /// Holds back a realisation that makes addresses carry a new identity until peers' policy reflects it.
+  let ordering = PolicyOrdering()
 
   /// Lets the queue call back into the manager without a retain cycle at init.
   private final class QueueBox: Sendable {
@@ -93,6 +95,8 @@ public final class EndpointManager: Sendable {
     do {
       try await flow()
       try await waiters.wait(endpointID: endpoint.id, minimumGeneration: 1, deadline: deadline)
+      // Policy events that arrived while the first pass ran are in force too when the create returns.
+      try await ordering.waitForOwnChanges(of: endpoint.id, deadline: deadline)
     } catch {
       logger.info("endpoint creation failed; cleaning up", metadata: ["error": "\(error)"])
       _ = try? await deleteEndpoint(id: endpoint.id, abandoningDatapathState: true)
@@ -187,6 +191,7 @@ public final class EndpointManager: Sendable {
     try await applyLabels(endpointID: endpointID, labels: labels, requestLabels: requestLabels)
     if sync, let wanted = registry.endpoint(id: endpointID)?.wantedGeneration {
       try await waiters.wait(endpointID: endpointID, minimumGeneration: wanted, deadline: deadline)
+      try await ordering.waitForOwnChanges(of: endpointID, deadline: deadline)
     }
     guard let updated = registry.endpoint(id: endpointID) else {
       throw EndpointError(code: .notFound, message: "endpoint \(endpointID) was deleted")
@@ -221,6 +226,14 @@ public final class EndpointManager: Sendable {
     }
     guard let (snapshot, generation) = started else { return }
     do {
+      if ordering.changesIdentity(endpointID: endpointID, to: snapshot.identity), let target = try await policy.eventSequence() {
+        // Realising writes this endpoint's addresses → identity into the ipcache: peers first.
+        let waitStart = ContinuousClock.now
+        try await ordering.waitForPeers(of: endpointID, through: target, deadline: waitStart + configuration.requestTimeout)
+        logger.debug("peers' policy reflects the identity", metadata: [
+          "endpoint.id": "\(endpointID)", "identity": "\(snapshot.identity)", "sequence": "\(target)", "waited": "\(ContinuousClock.now - waitStart)",
+        ])
+      }
       let computeStart = ContinuousClock.now
       let desired = try await policyCache.policy(for: SecurityIdentity(id: snapshot.identity, labels: snapshot.identityLabels)) {
         (identity) async throws(EndpointError) in try await policy.computePolicy(for: identity)
@@ -239,6 +252,7 @@ public final class EndpointManager: Sendable {
         }
         return endpoint.realizedGeneration
       }
+      ordering.realized(endpointID: endpointID, identity: snapshot.identity, generation: finished)
       persist(endpointID)
       waiters.resume(endpointID: endpointID, realizedGeneration: finished)
       endpointsChanged.signal()
@@ -262,30 +276,48 @@ public final class EndpointManager: Sendable {
   }
 
   /// Queues a regeneration of each endpoint (coalesced).
-  public func triggerRegeneration(endpointIDs: [UInt64]) {
+  ///
+  /// - Returns: the endpoints queued, each with the generation that will reflect the trigger.
+  @discardableResult
+  public func triggerRegeneration(endpointIDs: [UInt64]) -> [(endpointID: UInt64, generation: UInt64)] {
+    var queued: [(endpointID: UInt64, generation: UInt64)] = []
     for id in endpointIDs {
-      let action = try? registry.update(id: id) { (endpoint) throws(EndpointError) -> EndpointAction in
+      let result = try? registry.update(id: id) { (endpoint) throws(EndpointError) -> (EndpointAction, UInt64) in
         let action = try endpoint.stateMachine.handle(.regenerationTriggered)
         if action == .regenerate { endpoint.wantedGeneration += 1 }
-        return action
+        return (action, endpoint.wantedGeneration)
       }
-      if action == .regenerate { queue.trigger(id) }
+      if let (action, generation) = result, action == .regenerate {
+        queued.append((id, generation))
+        queue.trigger(id)
+      }
     }
+    return queued
   }
 
   /// A rule or selection changed in the policy service: regenerate the endpoints it may affect.
+  ///
+  /// A resync (events may have been missed: a lagged or reconnected watch)
+  /// drops every cached policy and regenerates every endpoint.
   public func policyChanged(_ change: PolicyChange) {
     // Before anything is regenerated, so no regeneration reuses a policy from before the change.
-    policyCache.invalidate(change.affectedIdentities)
+    policyCache.invalidate(change.resync ? nil : change.affectedIdentities)
     let affected = registry.all().filter { endpoint in
       guard endpoint.identity != .unknown else { return false }
-      // A blanket change at the revision the endpoint already realised (the
-      // watch's first event after a reconnect or restart) changes nothing.
+      if change.resync { return true }
+      // A blanket change at the revision the endpoint already realised changes nothing.
       return change.affectedIdentities.map { $0.contains(endpoint.identity) } ?? (change.revision != endpoint.policyRevision)
     }
-    guard !affected.isEmpty else { return }
-    logger.debug("policy changed", metadata: ["revision": "\(change.revision)", "endpoints": "\(affected.count)"])
-    triggerRegeneration(endpointIDs: affected.map(\.id))
+    if !affected.isEmpty {
+      logger.debug("policy changed", metadata: [
+        "revision": "\(change.revision)", "sequence": "\(change.sequence.map(String.init) ?? "-")", "resync": "\(change.resync)",
+        "endpoints": "\(affected.count)",
+      ])
+    }
+    let queued = affected.isEmpty ? [] : triggerRegeneration(endpointIDs: affected.map(\.id))
+    if let sequence = change.sequence {
+      ordering.consumed(sequence: sequence, instanceID: change.instanceID, triggered: queued)
+    }
   }
 
   // MARK: - Delete
@@ -342,6 +374,7 @@ public final class EndpointManager: Sendable {
     _ = try? registry.update(id: id) { (endpoint) throws(EndpointError) in _ = try endpoint.stateMachine.handle(.deleteFinished) }
     registry.remove(id: id)
     waiters.forget(endpointID: id)
+    ordering.forget(endpointID: id)
     store?.delete(id: id)
     endpointsChanged.signal()
     EndpointMetrics.endpoints.record(registry.count)
@@ -416,6 +449,9 @@ public final class EndpointManager: Sendable {
         let action = try e.stateMachine.handle(.restored(needsRegeneration: !inDatapath))
         if action == .regenerate { e.wantedGeneration += 1 }
         return action
+      }
+      if inDatapath {
+        ordering.realized(endpointID: endpoint.id, identity: endpoint.identity, generation: endpoint.realizedGeneration)
       }
       if action == .regenerate {
         queue.trigger(endpoint.id)

@@ -5,23 +5,43 @@ import TesseraProto
 import TesseraRuntime
 
 extension EndpointError {
-  /// Maps a failed call to another service: its own contract errors keep
-  /// their meaning, everything else means "try again later".
+  /// Maps a failed call to another service by what it means for the caller:
+  /// only an unreachable, unready or slow service is "try again"; a request the
+  /// service refused keeps its meaning (a missing device is a failed
+  /// precondition, a bad label an invalid argument) so nobody retries what
+  /// cannot succeed.
   static func upstream(_ service: String, _ error: any Error) -> EndpointError {
-    if let rpc = error as? RPCError {
-      switch rpc.code {
-      case .invalidArgument:
-        return EndpointError(code: .invalidArgument, message: rpc.message)
-      case .deadlineExceeded:
-        return EndpointError(code: .deadlineExceeded, message: "\(service) service did not answer in time", cause: rpc)
-      default:
-        return EndpointError(code: .upstreamUnavailable, message: "\(service) service unavailable", cause: rpc)
-      }
-    }
+    if let rpc = error as? RPCError { return upstream(service, rpc) }
     if error is CancellationError {
-      return EndpointError(code: .deadlineExceeded, message: "request cancelled while waiting for the \(service) service")
+      return EndpointError(code: .upstreamUnavailable, message: "request cancelled while waiting for the \(service) service")
     }
+    // Anything but an RPCError is a failure of the transport below gRPC.
     return EndpointError(code: .upstreamUnavailable, message: "\(service) service call failed", cause: error)
+  }
+
+  static func upstream(_ service: String, _ rpc: RPCError) -> EndpointError {
+    let said = rpc.message.isEmpty ? "\(rpc.code)" : rpc.message
+    // RPCError.Code is a struct, so the compiler cannot check this switch: every
+    // code is listed, and one added by a later gRPC counts as a failure, never as "try again".
+    switch rpc.code {
+    case .invalidArgument, .outOfRange:
+      return EndpointError(code: .invalidArgument, message: "\(service) service rejected the request: \(said)")
+    case .notFound, .failedPrecondition:
+      // What the request names (e.g. the host interface) is missing or unusable.
+      return EndpointError(code: .failedPrecondition, message: "\(service) service refused the request: \(said)")
+    case .resourceExhausted:
+      return EndpointError(code: .failedPrecondition, message: "\(service) service is out of resources: \(said)")
+    case .alreadyExists:
+      return EndpointError(code: .duplicate, message: "\(service) service: \(said)")
+    case .unavailable, .cancelled, .aborted:
+      return EndpointError(code: .upstreamUnavailable, message: "\(service) service unavailable: \(said)", cause: rpc)
+    case .deadlineExceeded:
+      return EndpointError(code: .upstreamUnavailable, message: "\(service) service did not answer in time", cause: rpc)
+    case .permissionDenied, .unauthenticated, .unimplemented, .internalError, .dataLoss, .unknown:
+      return EndpointError(code: .upstreamFailed, message: "\(service) service failed: \(rpc.code): \(said)")
+    default:
+      return EndpointError(code: .upstreamFailed, message: "\(service) service failed: \(rpc.code): \(said)")
+    }
   }
 }
 
@@ -94,27 +114,55 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
     }
   }
 
+  public func eventSequence() async throws(EndpointError) -> PolicyEventSequence? {
+    do {
+      let response = try await client.getEventSequence(.init(), options: .failFast(timeout: timeout))
+      return PolicyEventSequence(sequence: response.sequence, instanceID: response.instanceID)
+    } catch {
+      throw .upstream("policy", error)
+    }
+  }
+
   /// Follows the policy service's change stream for as long as the task runs,
-  /// reconnecting after failures. After every (re)connect it reports a change
-  /// to all endpoints, since events may have been missed meanwhile.
+  /// reconnecting after failures.
+  ///
+  /// Every event carries its sequence number. After every (re)connect the
+  /// first change is a full resynchronisation (every endpoint recomputed),
+  /// unless the new stream continues the old one exactly (same instance, same
+  /// sequence). A stream the service ended because this subscriber lagged is
+  /// reconnected at once.
   public func watchPolicy(logger: Logger, onChange: @escaping @Sendable (PolicyChange) -> Void) async {
     var backoff = Backoff(initial: .milliseconds(50), maximum: .seconds(2))
+    var last: PolicyEventSequence?
     while !Task.isCancelled {
+      let previous = last
       do {
-        try await client.watchPolicy(.init()) { response in
+        last = try await client.watchPolicy(.init()) { response in
+          var position = previous
           var first = true
           for try await event in response.messages {
             if first {
               first = false
-              onChange(PolicyChange(revision: event.revision, affectedIdentities: nil))
+              let continues = previous == PolicyEventSequence(sequence: event.sequence, instanceID: event.instanceID)
+              position = PolicyEventSequence(sequence: event.sequence, instanceID: event.instanceID)
+              onChange(PolicyChange(
+                revision: event.revision, affectedIdentities: continues ? [] : nil,
+                sequence: event.sequence, instanceID: event.instanceID, resync: !continues))
               continue
             }
+            position?.sequence = event.sequence
             onChange(PolicyChange(
               revision: event.revision,
-              affectedIdentities: event.all ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:)))))
+              affectedIdentities: event.all ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
+              sequence: event.sequence))
           }
+          return position
         }
         backoff.reset()
+      } catch let error as RPCError where error.code == .resourceExhausted {
+        logger.warning("policy watch lagged behind and was ended by the policy service; resynchronising", metadata: ["error": "\(error)"])
+        backoff.reset()
+        continue
       } catch {
         logger.debug("policy watch interrupted; reconnecting", metadata: ["error": "\(error)"])
       }

@@ -11,6 +11,27 @@ public protocol IdentityAllocating: Sendable {
 /// The policy service as the endpoint service uses it.
 public protocol PolicyComputing: Sendable {
   func computePolicy(for identity: SecurityIdentity) async throws(EndpointError) -> EndpointPolicy
+  /// Where the policy service's event log stands now; nil when the service
+  /// numbers no events (then endpoints are realised without waiting for peers).
+  func eventSequence() async throws(EndpointError) -> PolicyEventSequence?
+}
+
+extension PolicyComputing {
+  public func eventSequence() async throws(EndpointError) -> PolicyEventSequence? { nil }
+}
+
+/// A position in the policy service's event log.
+public struct PolicyEventSequence: Sendable, Hashable, CustomStringConvertible {
+  public var sequence: UInt64
+  /// The policy service instance whose log this is (changes on every start).
+  public var instanceID: String
+
+  public init(sequence: UInt64, instanceID: String) {
+    self.sequence = sequence
+    self.instanceID = instanceID
+  }
+
+  public var description: String { "\(instanceID)#\(sequence)" }
 }
 
 /// A change in the policy service that may affect endpoints.
@@ -18,10 +39,19 @@ public struct PolicyChange: Sendable, Equatable {
   public var revision: UInt64
   /// nil: every endpoint may be affected.
   public var affectedIdentities: Set<NumericIdentity>?
+  /// The event's sequence number; nil for an unnumbered change.
+  public var sequence: UInt64?
+  /// Set on the first event of a stream: the instance whose log `sequence` belongs to.
+  public var instanceID: String?
+  /// Events may have been missed: drop every cached policy and recompute every endpoint.
+  public var resync: Bool
 
-  public init(revision: UInt64, affectedIdentities: Set<NumericIdentity>?) {
+  public init(revision: UInt64, affectedIdentities: Set<NumericIdentity>?, sequence: UInt64? = nil, instanceID: String? = nil, resync: Bool = false) {
     self.revision = revision
     self.affectedIdentities = affectedIdentities
+    self.sequence = sequence
+    self.instanceID = instanceID
+    self.resync = resync
   }
 }
 

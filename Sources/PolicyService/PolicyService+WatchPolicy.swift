@@ -2,14 +2,32 @@ import GRPCCore
 import TesseraProto
 
 extension PolicyServiceHandler {
-  /// The first event carries the current revision (`all` set); later events are live changes.
+  /// The first event carries the current revision and sequence (`all` set, and
+  /// the instance ID); later events are live changes, numbered without gaps.
+  /// A subscriber that falls ``PolicyEvents/bufferSize`` events behind gets the
+  /// events it still had buffered, then RESOURCE_EXHAUSTED.
   public func watchPolicy(request: Tessera_Policy_V1_WatchPolicyRequest, response: RPCWriter<Tessera_Policy_V1_PolicyEvent>, context: ServerContext) async throws {
-    try await events.withSubscriptionForRPC { events in
+    try await events.withSubscriptionForRPC { subscription in
       try await response.write(.with {
         $0.revision = engine.revision
         $0.all = true
+        $0.sequence = subscription.sequence
+        $0.instanceID = events.instanceID
       })
-      for await event in events { try await response.write(event) }
+      for await event in subscription.events { try await response.write(event) }
+      if subscription.lagged {
+        logger.warning("policy watch subscriber lagged; ending its stream", metadata: ["buffer": "\(events.bufferSize)"])
+        throw RPCError(
+          code: .resourceExhausted,
+          message: "subscriber lagged: more than \(events.bufferSize) policy events behind; resubscribe and recompute from a full snapshot")
+      }
+    }
+  }
+
+  public func getEventSequence(request: Tessera_Policy_V1_GetEventSequenceRequest, context: ServerContext) async throws -> Tessera_Policy_V1_EventSequence {
+    .with {
+      $0.sequence = events.sequence
+      $0.instanceID = events.instanceID
     }
   }
 }

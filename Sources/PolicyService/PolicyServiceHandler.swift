@@ -9,32 +9,20 @@ import TesseraRuntime
 public struct PolicyServiceHandler: Tessera_Policy_V1_PolicyService.SimpleServiceProtocol {
   let engine: PolicyEngine
   let events: PolicyEvents
+  /// Policy-computing calls are refused until the SelectorCache was synced with the identity service.
+  let readiness: PolicyReadiness
   /// Changes on every start, so the identity service notices a restart.
   let instanceID: String
   let logger: Logger
 
-  public init(engine: PolicyEngine, events: PolicyEvents, instanceID: String = UUID().uuidString, logger: Logger) {
+  /// - Parameter readiness: the daemon passes one that is not yet synced and
+  ///   marks it after its first identity sync; the default is already synced.
+  public init(engine: PolicyEngine, events: PolicyEvents, readiness: PolicyReadiness = PolicyReadiness(synced: true), logger: Logger) {
     self.engine = engine
     self.events = events
-    self.instanceID = instanceID
+    self.readiness = readiness
+    self.instanceID = events.instanceID
     self.logger = logger
-  }
-}
-
-/// Fans policy changes out to `WatchPolicy` streams.
-public typealias PolicyEvents = EventBroadcaster<Tessera_Policy_V1_PolicyEvent>
-
-extension EventBroadcaster where Event == Tessera_Policy_V1_PolicyEvent {
-  /// Publishes a change unless it affects no identity.
-  public func publish(revision: UInt64, affected: AffectedIdentities) {
-    if case .some(let identities) = affected, identities.isEmpty { return }
-    publish(.with {
-      $0.revision = revision
-      switch affected {
-      case .all: $0.all = true
-      case .some(let identities): $0.affectedIdentities = identities.map(\.rawValue).sorted()
-      }
-    })
   }
 }
 

@@ -124,6 +124,19 @@ public enum Tessera_Policy_V1_PolicyService: Sendable {
                 type: .serverStreaming
             )
         }
+        /// Namespace for "GetEventSequence" metadata.
+        public enum GetEventSequence: Sendable {
+            /// Request type for "GetEventSequence".
+            public typealias Input = Tessera_Policy_V1_GetEventSequenceRequest
+            /// Response type for "GetEventSequence".
+            public typealias Output = Tessera_Policy_V1_EventSequence
+            /// Descriptor for "GetEventSequence".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "tessera.policy.v1.PolicyService"),
+                method: "GetEventSequence",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "tessera.policy.v1.PolicyService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             ImportPolicy.descriptor,
@@ -133,7 +146,8 @@ public enum Tessera_Policy_V1_PolicyService: Sendable {
             UpdateIdentities.descriptor,
             ComputeEndpointPolicy.descriptor,
             ListSelectors.descriptor,
-            WatchPolicy.descriptor
+            WatchPolicy.descriptor,
+            GetEventSequence.descriptor
         ]
     }
 }
@@ -255,7 +269,8 @@ extension Tessera_Policy_V1_PolicyService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The desired policy of an endpoint with this identity. Errors: INVALID_ARGUMENT.
+        /// > The desired policy of an endpoint with this identity. Errors: INVALID_ARGUMENT;
+        /// > UNAVAILABLE until the first identity sync with the identity service finished.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Tessera_Policy_V1_ComputeEndpointPolicyRequest` messages.
@@ -270,6 +285,10 @@ extension Tessera_Policy_V1_PolicyService {
         ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Common_V1_EndpointPolicy>
 
         /// Handle the "ListSelectors" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Errors: UNAVAILABLE until the first identity sync finished.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Tessera_Policy_V1_ListSelectorsRequest` messages.
@@ -287,7 +306,9 @@ extension Tessera_Policy_V1_PolicyService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Live stream of policy changes (rule changes and selector deltas).
+        /// > Live stream of policy changes (rule changes and selector deltas). Ends with
+        /// > RESOURCE_EXHAUSTED "subscriber lagged" when the subscriber fell too far
+        /// > behind; the subscriber then resubscribes and recomputes everything.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Tessera_Policy_V1_WatchPolicyRequest` messages.
@@ -300,6 +321,26 @@ extension Tessera_Policy_V1_PolicyService {
             request: GRPCCore.StreamingServerRequest<Tessera_Policy_V1_WatchPolicyRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Policy_V1_PolicyEvent>
+
+        /// Handle the "GetEventSequence" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The current position of the event log. A caller that waits until its
+        /// > WatchPolicy stream has delivered this sequence has seen every change made
+        /// > before the call (used to order ipcache writes after policy map updates).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Tessera_Policy_V1_GetEventSequenceRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Tessera_Policy_V1_EventSequence` messages.
+        func getEventSequence(
+            request: GRPCCore.StreamingServerRequest<Tessera_Policy_V1_GetEventSequenceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Policy_V1_EventSequence>
     }
 
     /// Service protocol for the "tessera.policy.v1.PolicyService" service.
@@ -405,7 +446,8 @@ extension Tessera_Policy_V1_PolicyService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The desired policy of an endpoint with this identity. Errors: INVALID_ARGUMENT.
+        /// > The desired policy of an endpoint with this identity. Errors: INVALID_ARGUMENT;
+        /// > UNAVAILABLE until the first identity sync with the identity service finished.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tessera_Policy_V1_ComputeEndpointPolicyRequest` message.
@@ -420,6 +462,10 @@ extension Tessera_Policy_V1_PolicyService {
         ) async throws -> GRPCCore.ServerResponse<Tessera_Common_V1_EndpointPolicy>
 
         /// Handle the "ListSelectors" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Errors: UNAVAILABLE until the first identity sync finished.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tessera_Policy_V1_ListSelectorsRequest` message.
@@ -437,7 +483,9 @@ extension Tessera_Policy_V1_PolicyService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Live stream of policy changes (rule changes and selector deltas).
+        /// > Live stream of policy changes (rule changes and selector deltas). Ends with
+        /// > RESOURCE_EXHAUSTED "subscriber lagged" when the subscriber fell too far
+        /// > behind; the subscriber then resubscribes and recomputes everything.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tessera_Policy_V1_WatchPolicyRequest` message.
@@ -450,6 +498,26 @@ extension Tessera_Policy_V1_PolicyService {
             request: GRPCCore.ServerRequest<Tessera_Policy_V1_WatchPolicyRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Policy_V1_PolicyEvent>
+
+        /// Handle the "GetEventSequence" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The current position of the event log. A caller that waits until its
+        /// > WatchPolicy stream has delivered this sequence has seen every change made
+        /// > before the call (used to order ipcache writes after policy map updates).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Policy_V1_GetEventSequenceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Tessera_Policy_V1_EventSequence` message.
+        func getEventSequence(
+            request: GRPCCore.ServerRequest<Tessera_Policy_V1_GetEventSequenceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Tessera_Policy_V1_EventSequence>
     }
 
     /// Simple service protocol for the "tessera.policy.v1.PolicyService" service.
@@ -553,7 +621,8 @@ extension Tessera_Policy_V1_PolicyService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The desired policy of an endpoint with this identity. Errors: INVALID_ARGUMENT.
+        /// > The desired policy of an endpoint with this identity. Errors: INVALID_ARGUMENT;
+        /// > UNAVAILABLE until the first identity sync with the identity service finished.
         ///
         /// - Parameters:
         ///   - request: A `Tessera_Policy_V1_ComputeEndpointPolicyRequest` message.
@@ -568,6 +637,10 @@ extension Tessera_Policy_V1_PolicyService {
         ) async throws -> Tessera_Common_V1_EndpointPolicy
 
         /// Handle the "ListSelectors" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Errors: UNAVAILABLE until the first identity sync finished.
         ///
         /// - Parameters:
         ///   - request: A `Tessera_Policy_V1_ListSelectorsRequest` message.
@@ -585,7 +658,9 @@ extension Tessera_Policy_V1_PolicyService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Live stream of policy changes (rule changes and selector deltas).
+        /// > Live stream of policy changes (rule changes and selector deltas). Ends with
+        /// > RESOURCE_EXHAUSTED "subscriber lagged" when the subscriber fell too far
+        /// > behind; the subscriber then resubscribes and recomputes everything.
         ///
         /// - Parameters:
         ///   - request: A `Tessera_Policy_V1_WatchPolicyRequest` message.
@@ -599,6 +674,26 @@ extension Tessera_Policy_V1_PolicyService {
             response: GRPCCore.RPCWriter<Tessera_Policy_V1_PolicyEvent>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "GetEventSequence" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The current position of the event log. A caller that waits until its
+        /// > WatchPolicy stream has delivered this sequence has seen every change made
+        /// > before the call (used to order ipcache writes after policy map updates).
+        ///
+        /// - Parameters:
+        ///   - request: A `Tessera_Policy_V1_GetEventSequenceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Tessera_Policy_V1_EventSequence` to respond with.
+        func getEventSequence(
+            request: Tessera_Policy_V1_GetEventSequenceRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Tessera_Policy_V1_EventSequence
     }
 }
 
@@ -689,6 +784,17 @@ extension Tessera_Policy_V1_PolicyService.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Policy_V1_PolicyEvent>(),
             handler: { request, context in
                 try await self.watchPolicy(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Tessera_Policy_V1_PolicyService.Method.GetEventSequence.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Policy_V1_GetEventSequenceRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Policy_V1_EventSequence>(),
+            handler: { request, context in
+                try await self.getEventSequence(
                     request: request,
                     context: context
                 )
@@ -786,6 +892,17 @@ extension Tessera_Policy_V1_PolicyService.ServiceProtocol {
             context: context
         )
         return response
+    }
+
+    public func getEventSequence(
+        request: GRPCCore.StreamingServerRequest<Tessera_Policy_V1_GetEventSequenceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Policy_V1_EventSequence> {
+        let response = try await self.getEventSequence(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
     }
 }
 
@@ -897,6 +1014,19 @@ extension Tessera_Policy_V1_PolicyService.SimpleServiceProtocol {
                 )
                 return [:]
             }
+        )
+    }
+
+    public func getEventSequence(
+        request: GRPCCore.ServerRequest<Tessera_Policy_V1_GetEventSequenceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Tessera_Policy_V1_EventSequence> {
+        return GRPCCore.ServerResponse<Tessera_Policy_V1_EventSequence>(
+            message: try await self.getEventSequence(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
         )
     }
 }
@@ -1030,7 +1160,8 @@ extension Tessera_Policy_V1_PolicyService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The desired policy of an endpoint with this identity. Errors: INVALID_ARGUMENT.
+        /// > The desired policy of an endpoint with this identity. Errors: INVALID_ARGUMENT;
+        /// > UNAVAILABLE until the first identity sync with the identity service finished.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tessera_Policy_V1_ComputeEndpointPolicyRequest` message.
@@ -1050,6 +1181,10 @@ extension Tessera_Policy_V1_PolicyService {
         ) async throws -> Result where Result: Sendable
 
         /// Call the "ListSelectors" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Errors: UNAVAILABLE until the first identity sync finished.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tessera_Policy_V1_ListSelectorsRequest` message.
@@ -1072,7 +1207,9 @@ extension Tessera_Policy_V1_PolicyService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Live stream of policy changes (rule changes and selector deltas).
+        /// > Live stream of policy changes (rule changes and selector deltas). Ends with
+        /// > RESOURCE_EXHAUSTED "subscriber lagged" when the subscriber fell too far
+        /// > behind; the subscriber then resubscribes and recomputes everything.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tessera_Policy_V1_WatchPolicyRequest` message.
@@ -1089,6 +1226,31 @@ extension Tessera_Policy_V1_PolicyService {
             deserializer: some GRPCCore.MessageDeserializer<Tessera_Policy_V1_PolicyEvent>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Tessera_Policy_V1_PolicyEvent>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetEventSequence" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The current position of the event log. A caller that waits until its
+        /// > WatchPolicy stream has delivered this sequence has seen every change made
+        /// > before the call (used to order ipcache writes after policy map updates).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Policy_V1_GetEventSequenceRequest` message.
+        ///   - serializer: A serializer for `Tessera_Policy_V1_GetEventSequenceRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Policy_V1_EventSequence` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getEventSequence<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Policy_V1_GetEventSequenceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Policy_V1_GetEventSequenceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Policy_V1_EventSequence>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Policy_V1_EventSequence>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1283,7 +1445,8 @@ extension Tessera_Policy_V1_PolicyService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The desired policy of an endpoint with this identity. Errors: INVALID_ARGUMENT.
+        /// > The desired policy of an endpoint with this identity. Errors: INVALID_ARGUMENT;
+        /// > UNAVAILABLE until the first identity sync with the identity service finished.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tessera_Policy_V1_ComputeEndpointPolicyRequest` message.
@@ -1314,6 +1477,10 @@ extension Tessera_Policy_V1_PolicyService {
         }
 
         /// Call the "ListSelectors" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Errors: UNAVAILABLE until the first identity sync finished.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tessera_Policy_V1_ListSelectorsRequest` message.
@@ -1347,7 +1514,9 @@ extension Tessera_Policy_V1_PolicyService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Live stream of policy changes (rule changes and selector deltas).
+        /// > Live stream of policy changes (rule changes and selector deltas). Ends with
+        /// > RESOURCE_EXHAUSTED "subscriber lagged" when the subscriber fell too far
+        /// > behind; the subscriber then resubscribes and recomputes everything.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tessera_Policy_V1_WatchPolicyRequest` message.
@@ -1368,6 +1537,42 @@ extension Tessera_Policy_V1_PolicyService {
             try await self.client.serverStreaming(
                 request: request,
                 descriptor: Tessera_Policy_V1_PolicyService.Method.WatchPolicy.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetEventSequence" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The current position of the event log. A caller that waits until its
+        /// > WatchPolicy stream has delivered this sequence has seen every change made
+        /// > before the call (used to order ipcache writes after policy map updates).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Policy_V1_GetEventSequenceRequest` message.
+        ///   - serializer: A serializer for `Tessera_Policy_V1_GetEventSequenceRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Policy_V1_EventSequence` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getEventSequence<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Policy_V1_GetEventSequenceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Policy_V1_GetEventSequenceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Policy_V1_EventSequence>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Policy_V1_EventSequence>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Tessera_Policy_V1_PolicyService.Method.GetEventSequence.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -1526,7 +1731,8 @@ extension Tessera_Policy_V1_PolicyService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The desired policy of an endpoint with this identity. Errors: INVALID_ARGUMENT.
+    /// > The desired policy of an endpoint with this identity. Errors: INVALID_ARGUMENT;
+    /// > UNAVAILABLE until the first identity sync with the identity service finished.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Tessera_Policy_V1_ComputeEndpointPolicyRequest` message.
@@ -1552,6 +1758,10 @@ extension Tessera_Policy_V1_PolicyService.ClientProtocol {
     }
 
     /// Call the "ListSelectors" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Errors: UNAVAILABLE until the first identity sync finished.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Tessera_Policy_V1_ListSelectorsRequest` message.
@@ -1580,7 +1790,9 @@ extension Tessera_Policy_V1_PolicyService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Live stream of policy changes (rule changes and selector deltas).
+    /// > Live stream of policy changes (rule changes and selector deltas). Ends with
+    /// > RESOURCE_EXHAUSTED "subscriber lagged" when the subscriber fell too far
+    /// > behind; the subscriber then resubscribes and recomputes everything.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Tessera_Policy_V1_WatchPolicyRequest` message.
@@ -1598,6 +1810,37 @@ extension Tessera_Policy_V1_PolicyService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Policy_V1_WatchPolicyRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Policy_V1_PolicyEvent>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetEventSequence" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The current position of the event log. A caller that waits until its
+    /// > WatchPolicy stream has delivered this sequence has seen every change made
+    /// > before the call (used to order ipcache writes after policy map updates).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Tessera_Policy_V1_GetEventSequenceRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getEventSequence<Result>(
+        request: GRPCCore.ClientRequest<Tessera_Policy_V1_GetEventSequenceRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Policy_V1_EventSequence>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getEventSequence(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Policy_V1_GetEventSequenceRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Policy_V1_EventSequence>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1773,7 +2016,8 @@ extension Tessera_Policy_V1_PolicyService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The desired policy of an endpoint with this identity. Errors: INVALID_ARGUMENT.
+    /// > The desired policy of an endpoint with this identity. Errors: INVALID_ARGUMENT;
+    /// > UNAVAILABLE until the first identity sync with the identity service finished.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -1803,6 +2047,10 @@ extension Tessera_Policy_V1_PolicyService.ClientProtocol {
     }
 
     /// Call the "ListSelectors" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Errors: UNAVAILABLE until the first identity sync finished.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -1835,7 +2083,9 @@ extension Tessera_Policy_V1_PolicyService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Live stream of policy changes (rule changes and selector deltas).
+    /// > Live stream of policy changes (rule changes and selector deltas). Ends with
+    /// > RESOURCE_EXHAUSTED "subscriber lagged" when the subscriber fell too far
+    /// > behind; the subscriber then resubscribes and recomputes everything.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -1856,6 +2106,41 @@ extension Tessera_Policy_V1_PolicyService.ClientProtocol {
             metadata: metadata
         )
         return try await self.watchPolicy(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetEventSequence" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The current position of the event log. A caller that waits until its
+    /// > WatchPolicy stream has delivered this sequence has seen every change made
+    /// > before the call (used to order ipcache writes after policy map updates).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getEventSequence<Result>(
+        _ message: Tessera_Policy_V1_GetEventSequenceRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Policy_V1_EventSequence>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Tessera_Policy_V1_GetEventSequenceRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getEventSequence(
             request: request,
             options: options,
             onResponse: handleResponse

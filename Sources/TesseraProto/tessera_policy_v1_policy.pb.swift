@@ -271,6 +271,41 @@ public nonisolated struct Tessera_Policy_V1_PolicyEvent: Sendable {
 
   public var all: Bool = false
 
+  /// Position of this event in the instance's event log: the first event of a
+  /// stream carries the current sequence, every later event the next one, with
+  /// no gaps. A subscriber that falls too far behind has its stream ended with
+  /// RESOURCE_EXHAUSTED instead of missing events.
+  public var sequence: UInt64 = 0
+
+  /// The policy service instance (changes on every start); set on the first event.
+  public var instanceID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Tessera_Policy_V1_GetEventSequenceRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Where the event log stands: every SelectorCache or rule change made before
+/// this call was published at or before `sequence`.
+public nonisolated struct Tessera_Policy_V1_EventSequence: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sequence: UInt64 = 0
+
+  public var instanceID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -808,7 +843,7 @@ nonisolated extension Tessera_Policy_V1_WatchPolicyRequest: SwiftProtobuf.Messag
 
 nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PolicyEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{3}affected_identities\0\u{1}all\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{3}affected_identities\0\u{1}all\0\u{1}sequence\0\u{3}instance_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -819,6 +854,8 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
       case 2: try { try decoder.decodeRepeatedUInt32Field(value: &self.affectedIdentities) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.all) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.instanceID) }()
       default: break
       }
     }
@@ -834,6 +871,12 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
     if self.all != false {
       try visitor.visitSingularBoolField(value: self.all, fieldNumber: 3)
     }
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 4)
+    }
+    if !self.instanceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.instanceID, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -841,6 +884,62 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
     if lhs.revision != rhs.revision {return false}
     if lhs.affectedIdentities != rhs.affectedIdentities {return false}
     if lhs.all != rhs.all {return false}
+    if lhs.sequence != rhs.sequence {return false}
+    if lhs.instanceID != rhs.instanceID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Policy_V1_GetEventSequenceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetEventSequenceRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Policy_V1_GetEventSequenceRequest, rhs: Tessera_Policy_V1_GetEventSequenceRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Policy_V1_EventSequence: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EventSequence"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{3}instance_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.instanceID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 1)
+    }
+    if !self.instanceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.instanceID, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Policy_V1_EventSequence, rhs: Tessera_Policy_V1_EventSequence) -> Bool {
+    if lhs.sequence != rhs.sequence {return false}
+    if lhs.instanceID != rhs.instanceID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

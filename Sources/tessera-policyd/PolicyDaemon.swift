@@ -25,6 +25,8 @@ struct PolicyDaemon: AsyncParsableCommand {
     let run = options.runDirectory
     let engine = try PolicyEngine(database: try PolicyDatabase(path: database ?? "\(options.stateDir)/policy.db"), logger: logger)
     let events = PolicyEvents()
+    // Policy-computing RPCs answer UNAVAILABLE until the first identity sync.
+    let readiness = PolicyReadiness(synced: false)
     let identity = try GRPCClientService(socketPath: run.socketPath(for: .identity))
     let health = HealthService(serviceNames: [Tessera_Policy_V1_PolicyService.descriptor.fullyQualifiedService])
     // The SelectorCache must know every existing identity before endpoints ask for policy.
@@ -44,10 +46,11 @@ struct PolicyDaemon: AsyncParsableCommand {
           try await backoff.sleep()
         }
       }
+      readiness.markSynced()
       health.setServing(true)
     }
     try await Daemon(service: .policy, runDirectory: run, logger: logger).run(
-      rpcServices: [PolicyServiceHandler(engine: engine, events: events, logger: logger)],
+      rpcServices: [PolicyServiceHandler(engine: engine, events: events, readiness: readiness, logger: logger)],
       health: health,
       backgroundServices: [identity, initialSync]
         + (try options.metricsServices(logger: logger) {

@@ -1,0 +1,165 @@
+import Synchronization
+import TesseraCore
+
+/// Orders ipcache writes after policy map updates, the way Cilium updates
+/// endpoints' policy maps from the SelectorCache before the ipcache upsert that
+/// makes a new identity visible.
+///
+/// A packet carries identity I once an ipcache entry maps its source address
+/// to I; the datapath writes that entry when it realises the endpoint that
+/// owns the address. So before an endpoint is realised with an identity the
+/// datapath does not hold for it yet (a create, a relabel), every other local
+/// endpoint whose policy the change involving I affects must have realised a
+/// regeneration that reflects it. The policy service numbers its events; this
+/// tracker knows how far the WatchPolicy consumer got (`consumed`) and which
+/// endpoint regenerations each consumed event is still waiting for (`pending`).
+///
+/// Endpoints that were never realised (nothing of theirs is enforced yet) and
+/// endpoints in their own ordering wait (they compute their policy after it)
+/// are not waited for, so two concurrent creates or relabels cannot wait for
+/// each other.
+final class PolicyOrdering: Sendable {
+  /// A regeneration an event triggered: `endpointID` must realise `generation`.
+  private struct Pending {
+    var sequence: UInt64
+    var endpointID: UInt64
+    var generation: UInt64
+  }
+
+  private struct State {
+    var instanceID: String?
+    var consumed: UInt64 = 0
+    var pending: [Pending] = []
+    /// Identity and generation each endpoint last realised in the datapath.
+    var realized: [UInt64: (identity: NumericIdentity, generation: UInt64)] = [:]
+    /// Endpoints in their own ordering wait.
+    var ordering: Set<UInt64> = []
+    var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    var nextToken = 0
+    /// Bumped on every change, so a check and the wait after it cannot miss a signal.
+    var version: UInt64 = 0
+  }
+
+  private let state = Mutex(State())
+
+  /// Whether realising this identity for the endpoint makes addresses carry a
+  /// new identity (its first realisation, or a relabel).
+  func changesIdentity(endpointID: UInt64, to identity: NumericIdentity) -> Bool {
+    state.withLock { $0.realized[endpointID]?.identity != identity }
+  }
+
+  /// The WatchPolicy consumer applied an event: `triggered` are the
+  /// regenerations (endpoint, generation) it caused. `instanceID` is set on a
+  /// stream's first event; regenerations still owed from an earlier instance's
+  /// events stay owed.
+  func consumed(sequence: UInt64, instanceID: String?, triggered: [(endpointID: UInt64, generation: UInt64)]) {
+    update { state in
+      if let instanceID, instanceID != state.instanceID {
+        state.instanceID = instanceID
+        for index in state.pending.indices { state.pending[index].sequence = 0 }
+      }
+      state.consumed = max(state.consumed, sequence)
+      if instanceID != nil { state.consumed = sequence }
+      for (endpointID, generation) in triggered where (state.realized[endpointID]?.generation ?? 0) < generation {
+        state.pending.append(Pending(sequence: sequence, endpointID: endpointID, generation: generation))
+      }
+    }
+  }
+
+  /// The endpoint realised `generation` with `identity` in the datapath.
+  func realized(endpointID: UInt64, identity: NumericIdentity, generation: UInt64) {
+    update { state in
+      let previous = state.realized[endpointID]?.generation ?? 0
+      state.realized[endpointID] = (identity, max(previous, generation))
+      state.pending.removeAll { $0.endpointID == endpointID && $0.generation <= generation }
+    }
+  }
+
+  /// The endpoint is gone: nothing is owed by it any more.
+  func forget(endpointID: UInt64) {
+    update { state in
+      state.realized[endpointID] = nil
+      state.pending.removeAll { $0.endpointID == endpointID }
+    }
+  }
+
+  /// Regenerations still owed (for status and tests).
+  var pendingCount: Int { state.withLock { $0.pending.count } }
+
+  /// Returns once the WatchPolicy consumer has applied `target` and every
+  /// regeneration owed for events up to it by another realised endpoint has
+  /// been realised.
+  ///
+  /// - Throws: ``EndpointError`` `.deadlineExceeded` at the deadline.
+  func waitForPeers(of endpointID: UInt64, through target: PolicyEventSequence, deadline: ContinuousClock.Instant) async throws(EndpointError) {
+    update { $0.ordering.insert(endpointID) }
+    defer { update { $0.ordering.remove(endpointID) } }
+    try await wait(deadline: deadline) { state in
+      guard state.instanceID == target.instanceID, state.consumed >= target.sequence else {
+        return "policy events through \(target) not applied yet (at \(state.instanceID ?? "none")#\(state.consumed))"
+      }
+      let owed = state.pending.filter {
+        $0.sequence <= target.sequence && $0.endpointID != endpointID && !state.ordering.contains($0.endpointID)
+          && state.realized[$0.endpointID] != nil
+      }
+      return owed.isEmpty ? nil : "endpoints \(Set(owed.map(\.endpointID)).sorted()) have not realised the change yet"
+    }
+  }
+
+  /// Returns once the endpoint owes no regeneration for events applied so far.
+  func waitForOwnChanges(of endpointID: UInt64, deadline: ContinuousClock.Instant) async throws(EndpointError) {
+    let through = state.withLock { $0.consumed }
+    try await wait(deadline: deadline) { state in
+      state.pending.contains { $0.endpointID == endpointID && $0.sequence <= through }
+        ? "endpoint \(endpointID) has not realised policy events through #\(through) yet" : nil
+    }
+  }
+
+  /// Waits until `blocker` returns nil (nothing blocks) or the deadline.
+  private func wait(deadline: ContinuousClock.Instant, blocker: (State) -> String?) async throws(EndpointError) {
+    while true {
+      let (reason, version) = state.withLock { (blocker($0), $0.version) }
+      guard let reason else { return }
+      guard ContinuousClock.now < deadline else {
+        throw EndpointError(code: .deadlineExceeded, message: "peers' policy did not catch up before the deadline: \(reason)")
+      }
+      await waitForChange(after: version, deadline: deadline)
+    }
+  }
+
+  private func waitForChange(after version: UInt64, deadline: ContinuousClock.Instant) async {
+    let token = state.withLock { state -> Int in
+      state.nextToken += 1
+      return state.nextToken
+    }
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
+      group.addTask {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+          let changed = self.state.withLock { state -> Bool in
+            // Cancelled before parking: the sleeper won and will not look for this waiter.
+            if state.version != version || Task.isCancelled { return true }
+            state.waiters[token] = continuation
+            return false
+          }
+          if changed { continuation.resume() }
+        }
+      }
+      await group.next()
+      group.cancelAll()
+      // The sleeper won: take the parked continuation back and resume it.
+      let parked = state.withLock { $0.waiters.removeValue(forKey: token) }
+      parked?.resume()
+    }
+  }
+
+  private func update(_ body: (inout State) -> Void) {
+    let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+      body(&state)
+      state.version += 1
+      defer { state.waiters.removeAll() }
+      return Array(state.waiters.values)
+    }
+    for continuation in woken { continuation.resume() }
+  }
+}
