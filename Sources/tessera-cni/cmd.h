@@ -36,6 +36,10 @@ int cmd_del(struct cni_invocation *inv, struct cni_output *out, struct cni_error
 int cmd_check(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err);
 int cmd_status(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err);
 int cmd_gc(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err);
+/* Main-plugin mode (cmd_main.c): the config has an `ipam` section. */
+int cmd_add_main(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err);
+int cmd_del_main(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err);
+
 int cmd_version(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err);
 
 #endif

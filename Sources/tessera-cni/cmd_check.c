@@ -1,7 +1,10 @@
-/* CHECK: the endpoint exists, is ready, and has the IPs (and host veth) of prevResult. */
+/* CHECK: the container's interface is a veth whose host peer carries the endpoint, and the
+ * endpoint exists, is ready, and has the IPs of prevResult. */
 #include <string.h>
 
 #include "cmd_common.h"
+#include "ipam.h"
+#include "link.h"
 #include "log.h"
 
 static const char *state_name(int s) {
@@ -45,11 +48,44 @@ static int ips_match(const struct netconf *nc, const Tessera__Endpoint__V1__Endp
   return matched > 0 || nc->n_ips == 0;
 }
 
+/* Main-plugin mode: the host veth is the one ADD made, the pod has its addresses, and the
+ * IPAM plugin still holds them. */
+static int check_main(struct cni_invocation *inv, struct nl_sock *pod, const struct link_peer *peer,
+                      struct cni_error *err) {
+  char want[IF_NAMESIZE];
+  link_host_name(inv->env.container_id, inv->env.ifname, want);
+  if (strcmp(want, peer->host_name) != 0)
+    return cni_error_set(err, TSR_ERR_ENDPOINT_MISMATCH, "container interface is not tessera-cni's veth",
+                         "%s's peer is %s, expected %s", inv->env.ifname, peer->host_name, want);
+  size_t i;
+  json_t *it;
+  json_array_foreach(json_object_get(inv->conf.prev_result, "ips"), i, it) {
+    const char *cidr = json_string_value(json_object_get(it, "address"));
+    int present = link_addr_present(pod, peer->pod_ifindex, cidr, err);
+    if (present < 0) return -present;
+    if (!present)
+      return cni_error_set(err, TSR_ERR_ENDPOINT_MISMATCH, "container interface lacks an address of prevResult",
+                           "%s has no %s", inv->env.ifname, cidr);
+  }
+  const char *ipam_type = json_string_value(json_object_get(inv->conf.ipam, "type"));
+  return ipam_exec(inv->env.path, ipam_type, "CHECK", inv->stdin_data, inv->stdin_len, inv->deadline_ms, NULL, err);
+}
+
 int cmd_check(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err) {
   (void)out;
   struct netconf *nc = &inv->conf;
   int rc;
   if ((rc = netconf_parse_prev_result(nc, err))) return rc;
+  if ((rc = netconf_find_container_interface(nc, inv->env.ifname, err))) return rc;
+  struct nl_sock *pod = NULL, *host = NULL;
+  struct link_peer peer;
+  if (!(rc = link_open(inv->env.netns, &pod, err)) && !(rc = link_open(NULL, &host, err)))
+    rc = link_find_host_peer(pod, host, inv->env.ifname, &peer, err);
+  if (!rc && nc->ipam) rc = check_main(inv, pod, &peer, err);
+  link_close(pod);
+  link_close(host);
+  if (rc) return rc;
+
   struct endpoint_target t = cmd_target(inv);
   Tessera__Endpoint__V1__Endpoint *ep = NULL;
   if ((rc = endpoint_get(&t, inv->env.container_id, inv->env.ifname, &ep, err))) {
@@ -69,10 +105,10 @@ int cmd_check(struct cni_invocation *inv, struct cni_output *out, struct cni_err
     join(nc->ips, nc->n_ips, want, sizeof(want));
     rc = cni_error_set(err, TSR_ERR_ENDPOINT_MISMATCH, "endpoint IPs do not match prevResult",
                        "endpoint %llu has [%s], prevResult has [%s]", (unsigned long long)ep->id, have, want);
-  } else if (nc->host_interface && ep->host_interface[0] && strcmp(nc->host_interface, ep->host_interface) != 0) {
-    rc = cni_error_set(err, TSR_ERR_ENDPOINT_MISMATCH, "endpoint host interface does not match prevResult",
-                       "endpoint %llu is attached to %.32s, prevResult's host interface is %s",
-                       (unsigned long long)ep->id, ep->host_interface, nc->host_interface);
+  } else if (strcmp(peer.host_name, ep->host_interface) != 0) {
+    rc = cni_error_set(err, TSR_ERR_ENDPOINT_MISMATCH, "endpoint is attached to another host interface",
+                       "endpoint %llu is attached to %.32s, the container's veth peer is %s",
+                       (unsigned long long)ep->id, ep->host_interface, peer.host_name);
   } else {
     log_debug("CHECK container=%s endpoint=%llu identity=%u ok", inv->env.container_id, (unsigned long long)ep->id,
               ep->identity);

@@ -22,6 +22,9 @@ enum cni_error_code {
   TSR_ERR_ENDPOINT_NOT_FOUND = 102,
   TSR_ERR_ENDPOINT_NOT_READY = 103,
   TSR_ERR_ENDPOINT_MISMATCH = 104,
+  TSR_ERR_SERVICE_REFUSED = 105, /* FAILED_PRECONDITION / NOT_FOUND from CreateEndpoint: retrying cannot help */
+  TSR_ERR_NO_HOST_VETH = 106,    /* the container interface has no host-side veth peer */
+  TSR_ERR_LINK = 107,            /* main plugin: netlink could not create or configure the interface */
   CNI_ERR_INTERNAL = 999,
 };
 

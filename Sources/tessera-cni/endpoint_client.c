@@ -86,8 +86,27 @@ int endpoint_status_to_cni(const char *rpc, const struct endpoint_target *t, con
                          "run DEL for the old attachment first)",
                          name, st->message[0] ? st->message : "ALREADY_EXISTS");
   case GRPC_NOT_FOUND:
-    return cni_error_set(err, TSR_ERR_ENDPOINT_NOT_FOUND, "endpoint not found", "%s: %s", name,
-                         st->message[0] ? st->message : "NOT_FOUND");
+    /* Get/Delete: the endpoint is unknown. Create: something the request names is missing
+     * (e.g. the host interface): permanent, so never "try again". */
+    if (strcmp(rpc, ENDPOINT_RPC_CREATE) != 0)
+      return cni_error_set(err, TSR_ERR_ENDPOINT_NOT_FOUND, "endpoint not found", "%s: %s", name,
+                           st->message[0] ? st->message : "NOT_FOUND");
+    /* fall through */
+  case GRPC_FAILED_PRECONDITION:
+    return cni_error_set(err, TSR_ERR_SERVICE_REFUSED, st->message[0] ? st->message : "request refused",
+                         "%s refused by the endpoint service (%s); retrying the same request cannot succeed", name,
+                         grpc_code_name(st->code));
+  case GRPC_RESOURCE_EXHAUSTED:
+    return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "request too large for the endpoint service",
+                         "%s: %zu-byte request refused (RESOURCE_EXHAUSTED%s%s); use fewer or shorter labels", name,
+                         st->req_len, st->message[0] ? ": " : "", st->message);
+  case GRPC_INTERNAL:
+    if (st->local && st->reset && st->req_len >= GRPC_LARGE_REQUEST)
+      return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "request too large for the endpoint service",
+                           "%s: the service reset the stream of a %zu-byte request (HTTP/2 error %u); use fewer "
+                           "or shorter labels",
+                           name, st->req_len, st->reset);
+    /* fall through */
   default:
     return cni_error_set(err, CNI_ERR_INTERNAL, "endpoint service call failed", "%s: %s%s%s", name,
                          grpc_code_name(st->code), st->message[0] ? ": " : "", st->message);

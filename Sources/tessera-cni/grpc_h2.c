@@ -366,6 +366,7 @@ static int run_session(nghttp2_session *session, struct call *c, int64_t deadlin
 int grpc_unary_call(const char *socket_path, const char *method_path, const uint8_t *req, size_t req_len,
                     int64_t deadline_ms, uint8_t **resp, size_t *resp_len, struct grpc_status *st) {
   memset(st, 0, sizeof(*st));
+  st->req_len = req_len;
   *resp = NULL;
   *resp_len = 0;
   if (req_len > 0xFFFFFFFFu - 5) return set_status(st, GRPC_RESOURCE_EXHAUSTED, 1, "request too large");
@@ -456,6 +457,7 @@ int grpc_unary_call(const char *socket_path, const char *method_path, const uint
     set_status(st, GRPC_CANCELLED, 1, "stream cancelled by the server");
   } else if (c.rst_error != 0) {
     set_status(st, GRPC_INTERNAL, 1, "stream reset by the server (HTTP/2 error %u)", c.rst_error);
+    st->reset = c.rst_error;
   } else {
     set_status(st, GRPC_INTERNAL, 1, "response without grpc-status");
   }

@@ -31,7 +31,13 @@ struct grpc_status {
   int code;          /* enum grpc_code */
   int local;         /* 1: produced by this client (connect failure, local deadline, ...) */
   char message[512]; /* grpc-message, percent-decoded, or the local reason */
+  uint32_t reset;    /* the HTTP/2 error code of a RST_STREAM that ended the call, else 0 */
+  size_t req_len;    /* bytes of the request message sent */
 };
+
+/* A request this large that is reset is taken to be refused for its size (a server's
+ * default limit on received messages is 4 MiB). */
+#define GRPC_LARGE_REQUEST (1u << 20)
 
 /* Calls method_path (e.g. "/grpc.health.v1.Health/Check") with the serialized request.
  * deadline_ms is absolute on util_now_ms()'s clock and bounds connect, every poll and the

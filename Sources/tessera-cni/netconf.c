@@ -152,6 +152,26 @@ int netconf_parse(const char *data, size_t len, struct netconf *nc, struct cni_e
       goto fail;
     }
   }
+  if ((v = json_object_get(root, "ipam")) && !json_is_null(v)) {
+    json_t *t = json_is_object(v) ? json_object_get(v, "type") : NULL;
+    if (!json_is_object(v)) {
+      rc = invalid(err, "field %s must be an object", "ipam");
+      goto fail;
+    }
+    if (!json_is_string(t) || json_string_length(t) == 0 || strchr(json_string_value(t), '/') ||
+        strcmp(json_string_value(t), ".") == 0 || strcmp(json_string_value(t), "..") == 0) {
+      rc = invalid(err, "field %s must name an IPAM plugin in CNI_PATH (e.g. \"host-local\")", "ipam.type");
+      goto fail;
+    }
+    nc->ipam = v;
+  }
+  if ((v = json_object_get(root, "mtu"))) {
+    if (!json_is_integer(v) || json_integer_value(v) < 68 || json_integer_value(v) > 65535) {
+      rc = invalid(err, "field %s must be an integer between 68 and 65535", "mtu");
+      goto fail;
+    }
+    nc->mtu = (int)json_integer_value(v);
+  }
   return 0;
 
 fail:
@@ -206,12 +226,16 @@ int netconf_parse_prev_result(struct netconf *nc, struct cni_error *err) {
   json_t *pr = json_object_get(nc->root, "prevResult");
   if (!pr)
     return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "missing prevResult",
-                         "tessera-cni is a chained plugin: put it after an interface plugin "
-                         "with IPAM (e.g. ptp + host-local) in a conflist");
+                         "tessera-cni without an ipam section is a chained plugin: put it after an interface "
+                         "plugin with IPAM (e.g. ptp + host-local) in a conflist, or give it an ipam section to "
+                         "run it as the main plugin");
   if (!json_is_object(pr))
     return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid prevResult", "prevResult must be an object");
-  nc->prev_result = pr;
+  return netconf_parse_result(nc, pr, err);
+}
 
+int netconf_parse_result(struct netconf *nc, json_t *pr, struct cni_error *err) {
+  nc->prev_result = pr;
   json_t *ifs = json_object_get(pr, "interfaces");
   if (ifs && !json_is_array(ifs) && !json_is_null(ifs))
     return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid prevResult", "interfaces must be an array");
@@ -225,12 +249,8 @@ int netconf_parse_prev_result(struct netconf *nc, struct cni_error *err) {
       if (!json_is_string(name)) return prev_invalid(err, "interfaces[%zu].name must be a string", i);
       if (sandbox && !json_is_string(sandbox) && !json_is_null(sandbox))
         return prev_invalid(err, "interfaces[%zu].sandbox must be a string", i);
-      int on_host = !json_is_string(sandbox) || json_string_length(sandbox) == 0;
-      if (on_host && !nc->host_interface) {
-        if (!valid_ifname(json_string_value(name)))
-          return prev_invalid(err, "interfaces[%zu].name is not a valid interface name", i);
-        nc->host_interface = json_string_value(name);
-      }
+      if (!valid_ifname(json_string_value(name)))
+        return prev_invalid(err, "interfaces[%zu].name is not a valid interface name", i);
     }
   }
 
@@ -281,6 +301,48 @@ static void split_source(const char *s, size_t n, size_t *srclen, const char **k
     *key = s;
     *keylen = n;
   }
+}
+
+int netconf_find_container_interface(struct netconf *nc, const char *ifname, struct cni_error *err) {
+  json_t *ifs = nc->prev_result ? json_object_get(nc->prev_result, "interfaces") : NULL;
+  size_t i;
+  json_t *it;
+  nc->container_interface = NULL;
+  if (json_is_array(ifs)) {
+    json_array_foreach(ifs, i, it) {
+      json_t *name = json_object_get(it, "name"), *sandbox = json_object_get(it, "sandbox");
+      if (json_is_string(name) && strcmp(json_string_value(name), ifname) == 0 && json_is_string(sandbox) &&
+          json_string_length(sandbox) > 0) {
+        nc->container_interface = json_string_value(name);
+        return 0;
+      }
+    }
+  }
+  return cni_error_set(err, TSR_ERR_NO_HOST_VETH, "prevResult has no container interface",
+                       "no interfaces entry named %s with a sandbox: the previous plugin did not create the "
+                       "container's interface, so there is no host-side veth to enforce policy on",
+                       ifname);
+}
+
+int netconf_check_label_limits(const struct netconf *nc, struct cni_error *err) {
+  if (nc->n_labels > NETCONF_MAX_LABELS)
+    return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "too many labels",
+                         "args.cni.labels has %zu labels; the endpoint service accepts at most %d", nc->n_labels,
+                         NETCONF_MAX_LABELS);
+  for (size_t i = 0; i < nc->n_labels; i++) {
+    const struct netconf_label *l = &nc->labels[i];
+    const char *part = NULL;
+    size_t len = 0;
+    int max = 0;
+    if (strlen(l->source) > NETCONF_MAX_LABEL_SOURCE) part = "source", len = strlen(l->source), max = NETCONF_MAX_LABEL_SOURCE;
+    else if (strlen(l->key) > NETCONF_MAX_LABEL_KEY) part = "key", len = strlen(l->key), max = NETCONF_MAX_LABEL_KEY;
+    else if (strlen(l->value) > NETCONF_MAX_LABEL_VALUE) part = "value", len = strlen(l->value), max = NETCONF_MAX_LABEL_VALUE;
+    if (part)
+      return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "label too long",
+                           "label %zu (key \"%.40s\"...) has a %s of %zu bytes; the endpoint service accepts at most %d",
+                           i, l->key, part, len, max);
+  }
+  return 0;
 }
 
 int netconf_label_from_string(const char *s, struct netconf_label *out, struct cni_error *err) {

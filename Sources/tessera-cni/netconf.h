@@ -14,6 +14,12 @@
 #define NETCONF_MAX_INPUT (16u << 20)
 #define NETCONF_IFNAME_MAX 15 /* IFNAMSIZ - 1 */
 
+/* The endpoint service's label limits (TesseraCore Label / LabelSet). */
+#define NETCONF_MAX_LABELS 512
+#define NETCONF_MAX_LABEL_SOURCE 63
+#define NETCONF_MAX_LABEL_KEY 317
+#define NETCONF_MAX_LABEL_VALUE 253
+
 enum netconf_log_level { LOG_LEVEL_ERROR = 0, LOG_LEVEL_INFO = 1, LOG_LEVEL_DEBUG = 2 };
 
 struct netconf_label {
@@ -42,10 +48,14 @@ struct netconf {
   size_t n_labels;
 
   /* netconf_parse_prev_result */
-  json_t *prev_result;        /* borrowed; NULL when absent */
-  const char *host_interface; /* borrowed; NULL when no interface lacks a sandbox */
-  char **ips;                 /* canonical addresses without prefix length */
+  json_t *prev_result;             /* borrowed; NULL when absent */
+  const char *container_interface; /* borrowed: the interfaces entry named CNI_IFNAME with a sandbox */
+  char **ips;                      /* canonical addresses without prefix length */
   size_t n_ips;
+
+  /* main-plugin mode: the `ipam` section (borrowed; NULL in chained mode) and `mtu` (0: default) */
+  json_t *ipam;
+  int mtu;
 
   /* netconf_parse_valid_attachments */
   struct netconf_attachment *attachments;
@@ -64,8 +74,20 @@ int netconf_version_cmp(const char *a, const char *b);
  * set only when the config's version is valid and supported (errors are reported in it). */
 int netconf_parse(const char *data, size_t len, struct netconf *nc, struct cni_error *err);
 
-/* Decodes `prevResult` (required): host veth, container IPs. Code 7 on error. */
+/* Decodes `prevResult` (required): its interfaces and the container IPs. Code 7 on error. */
 int netconf_parse_prev_result(struct netconf *nc, struct cni_error *err);
+
+/* The same for a result held elsewhere (the IPAM plugin's); res must outlive nc's use of it. */
+int netconf_parse_result(struct netconf *nc, json_t *res, struct cni_error *err);
+
+/* Finds the interfaces entry of the result for the container's interface: name ifname and a
+ * non-empty sandbox (the result's position of an interface says nothing: bridge lists the
+ * bridge first). Sets nc->container_interface. None: TSR_ERR_NO_HOST_VETH. */
+int netconf_find_container_interface(struct netconf *nc, const char *ifname, struct cni_error *err);
+
+/* Checks the labels against the endpoint service's limits (at most 512; source 63, key 317 and
+ * value 253 bytes), so an oversized set is a configuration error, not a failed call. Code 7. */
+int netconf_check_label_limits(const struct netconf *nc, struct cni_error *err);
 
 /* Decodes `args.cni.labels` (optional): an object {"k":"v"}, or an array of
  * "source:key=value" / "key=value" strings or {"key","value"[,"source"]} objects. */

@@ -9,7 +9,8 @@ plugin's hand-written gRPC client against a real server. Usage:
 STATE_DIR/mode selects the behaviour of the next calls (re-read on every call):
   normal | slow (sleep past the deadline) | unavailable | internal | notready |
   not_serving | bulk (GC returns 5000 removed endpoints) | percent (error with an
-  escaped unicode message)
+  escaped unicode message) | exhausted (RESOURCE_EXHAUSTED) | nodevice (CreateEndpoint:
+  NOT_FOUND, as for a missing host interface)
 After every call the request is written to STATE_DIR/last_<Method>.json with the
 remaining deadline (seconds) the server saw, and the endpoint table to
 STATE_DIR/endpoints.json.
@@ -79,12 +80,28 @@ def common_modes(ctx):
         ctx.abort(grpc.StatusCode.INTERNAL, "boom\nsecond line")
     if m == "percent":
         ctx.abort(grpc.StatusCode.FAILED_PRECONDITION, "100% broken: étiquette ✓")
+    if m == "exhausted":
+        ctx.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "request larger than 4194304 bytes")
     return m
+
+
+def link_flags(netns, name):
+    """The link's flags line as `ip` prints them when the call arrives ("" when absent):
+    lets the tests see whether a link was still down while the endpoint was being created."""
+    cmd = ["ip", "-o", "link", "show", "dev", name]
+    if netns:
+        cmd = ["nsenter", "--net=" + netns] + cmd
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    return r.stdout.split(">")[0] if r.returncode == 0 else ""
 
 
 def create(req, ctx):
     record("CreateEndpoint", req, ctx)
-    common_modes(ctx)
+    with open(os.path.join(state_dir, "links_at_create.json"), "w") as f:
+        json.dump({"host": link_flags(None, req.host_interface) if req.host_interface else "",
+                   "pod": link_flags(req.netns, req.interface_name) if req.netns.startswith("/") else ""}, f)
+    if common_modes(ctx) == "nodevice":
+        ctx.abort(grpc.StatusCode.NOT_FOUND, "host interface %s not found" % req.host_interface)
     if not req.container_id:
         ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, "container_id is required")
     for l in req.labels:

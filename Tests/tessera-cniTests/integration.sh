@@ -17,16 +17,30 @@ if ! $PY -c 'import grpc, google.protobuf' 2>/dev/null; then
   exit 0
 fi
 command -v jq >/dev/null || { echo "integration: SKIP: jq missing"; exit 0; }
+# ADD and CHECK read the container's veth peer from its network namespace.
+[ "$(id -u)" = 0 ] || { echo "integration: SKIP: needs root (ADD reads the pod's veth peer in a network namespace)"; exit 0; }
+command -v ip >/dev/null || { echo "integration: SKIP: iproute2 missing"; exit 0; }
 [ -x "$PLUGIN" ] || { echo "integration: $PLUGIN not built (make -C Sources/tessera-cni)" >&2; exit 1; }
 
 tmp=$(mktemp -d /tmp/tsr-cni-it.XXXXXX)
 sock=$tmp/ep.sock
 server_pid=
+# A pod: a namespace with eth0, whose veth peer HOSTVETH is on this side.
+NS=cni-it-$$
+NETNS=/var/run/netns/$NS
+HOSTVETH=citv$$
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  ip link del "$HOSTVETH" 2>/dev/null
+  ip netns del "$NS" 2>/dev/null
+  [ -n "${MAIN_NS:-}" ] && ip netns del "$MAIN_NS" 2>/dev/null
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+ip netns add "$NS" && ip link add "$HOSTVETH" type veth peer name eth0 netns "$NS" || {
+  echo "integration: cannot create a network namespace with a veth" >&2
+  exit 1
+}
 
 start_server() {
   rm -f "$sock"
@@ -70,7 +84,7 @@ fi
 plugin() {
   local cmd=$1 conf=$2
   shift 2
-  out=$(env -i PATH="$PATH" CNI_COMMAND="$cmd" CNI_CONTAINERID="${CID-ctr1}" CNI_NETNS=/var/run/netns/tsr-it \
+  out=$(env -i PATH="$PATH" CNI_COMMAND="$cmd" CNI_CONTAINERID="${CID-ctr1}" CNI_NETNS="${NETNS_OVERRIDE-$NETNS}" \
     CNI_IFNAME="${IFNAME:-eth0}" CNI_PATH=/usr/lib/cni \
     CNI_ARGS="${ARGS:-IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-1}" "$@" \
     "${VG[@]}" "$PLUGIN" <"$conf")
@@ -82,12 +96,13 @@ plugin() {
   fi
   rm -f "$tmp"/valgrind.*.log
 }
+not() { ! "$@"; }
 code_is() { [ "$rc" != 0 ] && [ "$(jq -r .code <<<"$out")" = "$1" ]; }
 silent_ok() { [ "$rc" = 0 ] && [ -z "$out" ]; }
 last() { jq -r "$2" "$tmp/last_$1.json"; }
 
 # Configurations.
-prev='{"cniVersion":"1.0.0","interfaces":[{"name":"veth9f2a","mac":"aa:bb:cc:dd:ee:ff"},{"name":"eth0","mac":"11:22:33:44:55:66","sandbox":"/var/run/netns/tsr-it"}],"ips":[{"address":"10.199.0.5/24","gateway":"10.199.0.1","interface":1},{"address":"fd00:199::0005/64","gateway":"fd00:199::1","interface":1}],"routes":[{"dst":"0.0.0.0/0"}],"dns":{}}'
+prev='{"cniVersion":"1.0.0","interfaces":[{"name":"'$HOSTVETH'","mac":"aa:bb:cc:dd:ee:ff"},{"name":"eth0","mac":"11:22:33:44:55:66","sandbox":"'$NETNS'"}],"ips":[{"address":"10.199.0.5/24","gateway":"10.199.0.1","interface":1},{"address":"fd00:199::0005/64","gateway":"fd00:199::1","interface":1}],"routes":[{"dst":"0.0.0.0/0"}],"dns":{}}'
 conf() { # file version extra-json-members
   printf '{"cniVersion":"%s","name":"tsr-it","type":"tessera-cni","socketPath":"%s"%s}\n' "$2" "$sock" "$3" >"$tmp/$1"
 }
@@ -118,7 +133,7 @@ plugin ADD "$tmp/add.json"
 check "ADD succeeds" [ "$rc" = 0 ]
 check "ADD passes prevResult through" [ "$(jq -S 'del(.cniVersion)' <<<"$out")" = "$(jq -S 'del(.cniVersion)' <<<"$prev")" ]
 check "ADD result has the config's cniVersion" [ "$(jq -r .cniVersion <<<"$out")" = 1.0.0 ]
-check "CreateEndpoint fields" [ "$(last CreateEndpoint '[.container_id,.interface_name,.host_interface,.netns,.namespace,.pod_name,.sync]|@json')" = '["ctr1","eth0","veth9f2a","/var/run/netns/tsr-it","default","pod-1",true]' ]
+check "CreateEndpoint fields" [ "$(last CreateEndpoint '[.container_id,.interface_name,.host_interface,.netns,.namespace,.pod_name,.sync]|@json')" = '["ctr1","eth0","'$HOSTVETH'","'$NETNS'","default","pod-1",true]' ]
 check "CreateEndpoint IPs without prefix" [ "$(last CreateEndpoint '.ips|@json')" = '["10.199.0.5","fd00:199::5"]' ]
 check "CreateEndpoint labels" [ "$(last CreateEndpoint '.labels|@json')" = '[{"source":"k8s","key":"app","value":"web"},{"key":"tier","value":"db"}]' ]
 check "grpc-timeout from timeoutMs" [ "$(last CreateEndpoint '._time_remaining > 2 and ._time_remaining <= 3')" = true ]
@@ -170,7 +185,29 @@ plugin ADD "$tmp/add.json"
 check "INTERNAL: 999" code_is 999
 mode percent
 plugin ADD "$tmp/add.json"
-check "grpc-message is percent-decoded" [ "$(jq -r .details <<<"$out")" = "CreateEndpoint: FAILED_PRECONDITION: 100% broken: étiquette ✓" ]
+check "grpc-message is percent-decoded" [ "$(jq -r .msg <<<"$out")" = "100% broken: étiquette ✓" ]
+check "FAILED_PRECONDITION: 105, not try again" code_is 105
+mode nodevice
+plugin ADD "$tmp/add.json"
+check "CreateEndpoint NOT_FOUND (missing device): 105 with the service's message" \
+  [ "$(jq -r '[.code,.msg]|@json' <<<"$out")" = '[105,"host interface '$HOSTVETH' not found"]' ]
+mode exhausted
+plugin ADD "$tmp/add.json"
+check "RESOURCE_EXHAUSTED: 7 (request too large)" [ "$(jq -r '[.code,.msg]|@json' <<<"$out")" = '[7,"request too large for the endpoint service"]' ]
+mode normal
+# Label limits are checked before anything is sent.
+$PY - "$tmp/add-513.json" "$sock" "$prev" <<'PY'
+import json, sys
+json.dump({"cniVersion": "1.0.0", "name": "tsr-it", "type": "tessera-cni", "socketPath": sys.argv[2],
+           "args": {"cni": {"labels": {"k%d" % i: "v" for i in range(513)}}}, "prevResult": json.loads(sys.argv[3])},
+          open(sys.argv[1], "w"))
+PY
+rm -f "$tmp/last_CreateEndpoint.json"
+plugin ADD "$tmp/add-513.json"
+check "513 labels: 7 before any call" [ "$(jq -r .code <<<"$out")" = 7 -a ! -e "$tmp/last_CreateEndpoint.json" ]
+conf add-longval.json 1.0.0 ",\"args\":{\"cni\":{\"labels\":{\"app\":\"$(printf 'v%.0s' $(seq 254))\"}}},\"prevResult\":$prev"
+plugin ADD "$tmp/add-longval.json"
+check "a 254-byte label value: 7 before any call" [ "$(jq -r .code <<<"$out")" = 7 -a ! -e "$tmp/last_CreateEndpoint.json" ]
 mode slow
 start=$(date +%s%N)
 plugin ADD "$tmp/add-short.json"
@@ -202,6 +239,110 @@ plugin GC "$tmp/gc-big.json"
 check "GC with 3000 attachments and a 5000-endpoint response" silent_ok
 check "GC request carried 3000 attachments" [ "$(last GarbageCollectEndpoints '.valid_attachments|length')" = 3000 ]
 mode normal
+
+# Interface selection by fact: bridge lists [bridge, host veth, eth0]; the endpoint must get
+# the container veth's peer, never the bridge in front.
+bprev=$(jq -c '.interfaces=[{"name":"cni-br0","mac":"aa:aa:aa:aa:aa:aa"}]+.interfaces' <<<"$prev")
+conf add-bridge.json 1.0.0 ",\"prevResult\":$bprev"
+CID=br plugin ADD "$tmp/add-bridge.json"
+check "bridge-shaped prevResult: ADD succeeds" [ "$rc" = 0 ]
+check "bridge-shaped prevResult: host interface is the veth peer, not the bridge" \
+  [ "$(last CreateEndpoint .host_interface)" = "$HOSTVETH" ]
+CID=br plugin CHECK "$tmp/add-bridge.json"
+check "CHECK finds the same peer" silent_ok
+CID=br plugin DEL "$tmp/noprev.json"
+# A prevResult listing only host interfaces: no container interface, no endpoint.
+conf add-nosandbox.json 1.0.0 ",\"prevResult\":$(jq -c '.interfaces=[.interfaces[0]]' <<<"$prev")"
+rm -f "$tmp/last_CreateEndpoint.json"
+CID=ns plugin ADD "$tmp/add-nosandbox.json"
+check "prevResult without a sandbox interface: 106, no call" [ "$(jq -r .code <<<"$out")" = 106 -a ! -e "$tmp/last_CreateEndpoint.json" ]
+# macvlan (and anything else that is not a veth): no host peer to enforce on.
+MV_NS=cni-itm-$$
+if ip link add "citd$$" type dummy 2>/dev/null; then
+  ip netns add "$MV_NS"
+  ip link add "citm$$" link "citd$$" type macvlan mode bridge
+  ip link set "citm$$" netns "$MV_NS"
+  ip -n "$MV_NS" link set "citm$$" name eth0
+  mvprev=$(jq -c --arg ns "/var/run/netns/$MV_NS" '.interfaces=[{"name":"eth0","sandbox":$ns}]' <<<"$prev")
+  conf add-macvlan.json 1.0.0 ",\"prevResult\":$mvprev"
+  NETNS_OVERRIDE=/var/run/netns/$MV_NS CID=mv plugin ADD "$tmp/add-macvlan.json"
+  check "macvlan: 106 naming the interface kind, no call" \
+    [ "$(jq -r .code <<<"$out")" = 106 -a ! -e "$tmp/last_CreateEndpoint.json" ]
+  check "macvlan: the message says why" grep -q "is of kind macvlan" <<<"$(jq -r .details <<<"$out")"
+  ip netns del "$MV_NS"
+  ip link del "citd$$"
+else
+  echo "integration: note: no dummy links here, macvlan case not run"
+fi
+
+# Main-plugin mode with Debian's host-local: the plugin makes the veth, keeps both ends down
+# until CreateEndpoint returns, and cleans up after itself.
+if [ -x /usr/lib/cni/host-local ]; then
+  MAIN_NS=cni-itp-$$
+  ip netns add "$MAIN_NS"
+  MNETNS=/var/run/netns/$MAIN_NS
+  net=$((100 + $$ % 100))
+  conf main.json 1.0.0 ",\"logFile\":\"$tmp/cni.log\",\"logLevel\":\"debug\",\"ipam\":{\"type\":\"host-local\",\"dataDir\":\"$tmp/ipam\",\"ranges\":[[{\"subnet\":\"10.$net.7.0/24\"}],[{\"subnet\":\"fd00:$net:7::/64\"}]],\"routes\":[{\"dst\":\"0.0.0.0/0\"},{\"dst\":\"::/0\"}]}"
+  main() { NETNS_OVERRIDE=$MNETNS CID=${CID:-mainpod} plugin "$@"; }
+  main ADD "$tmp/main.json"
+  check "main: ADD succeeds" [ "$rc" = 0 ]
+  hv=$(jq -r '.interfaces[0].name' <<<"$out")
+  check "main: result has the host veth (tsr + 12 hex)" grep -Eq '^tsr[0-9a-f]{12}$' <<<"$hv"
+  check "main: result's pod interface has mac and sandbox" \
+    [ "$(jq -r '.interfaces[1]|[.name,.sandbox,(.mac|length)]|@json' <<<"$out")" = '["eth0","'$MNETNS'",17]' ]
+  check "main: ips from host-local on interface 1" \
+    [ "$(jq -r '[.ips[]|[.address,.interface]]|@json' <<<"$out")" = '[["10.'$net'.7.2/24",1],["fd00:'$net':7::2/64",1]]' ]
+  check "main: CreateEndpoint got the host veth and both addresses" \
+    [ "$(last CreateEndpoint '[.host_interface,(.ips|join(","))]|@json')" = '["'$hv'","10.'$net'.7.2,fd00:'$net':7::2"]' ]
+  was_down() { local f; f=$(jq -r ".$1" "$tmp/links_at_create.json"); [ -n "$f" ] && ! grep -q 'UP' <<<"$f"; }
+  check "main: the host veth was down while the endpoint was created" was_down host
+  check "main: the pod's eth0 was down while the endpoint was created" was_down pod
+  check "main: both links are up after ADD" \
+    [ "$(ip -o link show "$hv" | grep -c ',UP')" = 1 -a "$(ip -n "$MAIN_NS" -o link show eth0 | grep -c ',UP')" = 1 ]
+  check "main: host route to the pod's /32 via its veth" grep -q "10.$net.7.2 dev $hv" <<<"$(ip route show 10.$net.7.2)"
+  check "main: pod default route via the gateway" grep -q "default via 10.$net.7.1 dev eth0" <<<"$(ip -n "$MAIN_NS" route)"
+  check "main: IPv6 address usable at once (no DAD pending)" \
+    not grep -q "fd00:$net:7::2/64.*tentative" <<<"$(ip -n "$MAIN_NS" -o -6 addr show dev eth0)"
+  $PY -c 'import socket,sys,time; s=socket.socket(); s.bind((sys.argv[1],7071)); s.listen(); s.settimeout(5); c,_=s.accept(); c.sendall(b"hi")' "10.$net.7.1" &
+  lpid=$!
+  sleep 0.3
+  check "main: TCP from the pod to its gateway works" [ "$(ip netns exec "$MAIN_NS" $PY -c 'import socket,sys; s=socket.create_connection((sys.argv[1],7071),3); print(s.recv(2).decode())' "10.$net.7.1")" = hi ]
+  wait $lpid
+  main CHECK "$(conf main-check.json 1.0.0 "$(jq -c '.' "$tmp/main.json" | sed 's/^{//;s/}$//' | sed 's/^/,/' | sed "s/^,\"cniVersion\":\"1.0.0\",\"name\":\"tsr-it\",\"type\":\"tessera-cni\",\"socketPath\":\"[^\"]*\"//"),\"prevResult\":$out"; echo "$tmp/main-check.json")"
+  check "main: CHECK passes" silent_ok
+  ip -n "$MAIN_NS" addr del "10.$net.7.2/24" dev eth0
+  main CHECK "$tmp/main-check.json"
+  check "main: CHECK sees a missing address: 104" code_is 104
+  main DEL "$tmp/main.json"
+  check "main: DEL succeeds" silent_ok
+  check "main: DEL removed the veth" not ip link show "$hv" 2>/dev/null
+  check "main: DEL released the addresses" [ -z "$(ls "$tmp/ipam/tsr-it" 2>/dev/null | grep -E '^(10|fd00)')" ]
+  main DEL "$tmp/main.json"
+  check "main: second DEL succeeds" silent_ok
+  # Failures after IPAM undo everything.
+  for m in internal nodevice unavailable; do
+    mode $m
+    main ADD "$tmp/main.json"
+    code=$(jq -r .code <<<"$out")
+    check "main: ADD with the service failing ($m) fails ($code)" [ "$rc" != 0 ]
+    check "main: after the $m failure no veth is left" [ -z "$(ip -o link show | grep -E ': tsr[0-9a-f]{12}@' | grep "$hv")" ]
+    check "main: after the $m failure the pod has no eth0" not ip -n "$MAIN_NS" link show eth0 2>/dev/null
+    check "main: after the $m failure the addresses are released" [ -z "$(ls "$tmp/ipam/tsr-it" 2>/dev/null | grep -E '^(10|fd00)')" ]
+  done
+  mode normal
+  check "main: endpoint table empty after the failures" [ "$(jq length "$tmp/endpoints.json")" = 0 ]
+  # Chained after something: refused, it must be first.
+  conf main-prev.json 1.0.0 ",\"ipam\":{\"type\":\"host-local\",\"dataDir\":\"$tmp/ipam\",\"subnet\":\"10.$net.8.0/24\"},\"prevResult\":$prev"
+  main ADD "$tmp/main-prev.json"
+  check "main: with a prevResult: 7" code_is 7
+  conf main-noipam.json 1.0.0 ",\"ipam\":{\"type\":\"no-such-ipam\"}"
+  main ADD "$tmp/main-noipam.json"
+  check "main: unknown IPAM plugin: 7" code_is 7
+  ip netns del "$MAIN_NS"
+  MAIN_NS=
+else
+  echo "integration: note: /usr/lib/cni/host-local missing, main-plugin cases not run"
+fi
 
 # Input errors.
 CID= plugin ADD "$tmp/add.json"

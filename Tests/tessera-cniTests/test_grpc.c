@@ -82,8 +82,12 @@ static void test_status_mapping(void) {
       {GRPC_DEADLINE_EXCEEDED, 1, CNI_ERR_TRY_AGAIN_LATER},
       {GRPC_INVALID_ARGUMENT, 0, CNI_ERR_INVALID_NETCONF},
       {GRPC_ALREADY_EXISTS, 0, TSR_ERR_ENDPOINT_EXISTS},
-      {GRPC_NOT_FOUND, 0, TSR_ERR_ENDPOINT_NOT_FOUND},
+      {GRPC_NOT_FOUND, 0, TSR_ERR_SERVICE_REFUSED}, /* CreateEndpoint: e.g. the host device is missing */
+      {GRPC_FAILED_PRECONDITION, 0, TSR_ERR_SERVICE_REFUSED},
+      {GRPC_RESOURCE_EXHAUSTED, 0, CNI_ERR_INVALID_NETCONF},
+      {GRPC_RESOURCE_EXHAUSTED, 1, CNI_ERR_INVALID_NETCONF},
       {GRPC_INTERNAL, 0, CNI_ERR_INTERNAL},
+      {GRPC_INTERNAL, 1, CNI_ERR_INTERNAL}, /* a small request that is reset is not about its size */
       {GRPC_UNIMPLEMENTED, 0, CNI_ERR_INTERNAL},
       {GRPC_PERMISSION_DENIED, 0, CNI_ERR_INTERNAL},
   };
@@ -98,6 +102,28 @@ static void test_status_mapping(void) {
   st.local = 0;
   endpoint_status_to_cni(ENDPOINT_RPC_CREATE, &t, &st, &err);
   CHECK_STR(err.msg, "label reserved:x is reserved"); /* the server's message */
+
+  /* Permanent refusals carry the service's message and are never "try again". */
+  st.code = GRPC_FAILED_PRECONDITION;
+  util_strlcpy(st.message, "host interface tsr0 does not exist", sizeof(st.message));
+  CHECK_INT(endpoint_status_to_cni(ENDPOINT_RPC_CREATE, &t, &st, &err), TSR_ERR_SERVICE_REFUSED);
+  CHECK_STR(err.msg, "host interface tsr0 does not exist");
+  CHECK(strstr(err.details, "FAILED_PRECONDITION") != NULL);
+  /* NOT_FOUND is "no such endpoint" for Get and Delete. */
+  st.code = GRPC_NOT_FOUND;
+  CHECK_INT(endpoint_status_to_cni(ENDPOINT_RPC_GET, &t, &st, &err), TSR_ERR_ENDPOINT_NOT_FOUND);
+  CHECK_INT(endpoint_status_to_cni(ENDPOINT_RPC_DELETE, &t, &st, &err), TSR_ERR_ENDPOINT_NOT_FOUND);
+  /* A large request reset by the server: too large, a configuration error. */
+  st.code = GRPC_INTERNAL;
+  st.local = 1;
+  st.reset = 2;
+  st.req_len = GRPC_LARGE_REQUEST;
+  CHECK_INT(endpoint_status_to_cni(ENDPOINT_RPC_CREATE, &t, &st, &err), CNI_ERR_INVALID_NETCONF);
+  CHECK_STR(err.msg, "request too large for the endpoint service");
+  st.req_len = 100;
+  CHECK_INT(endpoint_status_to_cni(ENDPOINT_RPC_CREATE, &t, &st, &err), CNI_ERR_INTERNAL);
+  st.reset = 0;
+  st.req_len = 0;
 }
 
 /* A misbehaving peer on a Unix socket: closes at once, stays silent, or speaks HTTP/1. */

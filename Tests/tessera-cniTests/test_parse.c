@@ -2,6 +2,7 @@
 #include <stdlib.h>
 
 #include "cni_args.h"
+#include "link.h"
 #include "netconf.h"
 #include "result.h"
 #include "test.h"
@@ -138,7 +139,8 @@ static void test_prev_result_ptp(void) {
   struct cni_error err;
   CHECK_INT(parse("{" BASE "," PTP_PREV "}", &nc, &err), 0);
   CHECK_INT(netconf_parse_prev_result(&nc, &err), 0);
-  CHECK_STR(nc.host_interface, "veth9f2a");
+  CHECK_INT(netconf_find_container_interface(&nc, "eth0", &err), 0);
+  CHECK_STR(nc.container_interface, "eth0");
   CHECK_INT(nc.n_ips, 2);
   if (nc.n_ips == 2) {
     CHECK_STR(nc.ips[0], "10.199.0.5");
@@ -196,24 +198,109 @@ static void test_prev_result_errors(void) {
     CHECK_INT(rc, CNI_ERR_INVALID_NETCONF);
     netconf_free(&nc);
   }
-  /* No interface without a sandbox, or no interfaces at all: the host veth is left empty. */
+  /* The container interface is found by name and sandbox, never by position: bridge lists
+   * [bridge, host veth, eth0], and neither of the first two may be taken. */
   CHECK_INT(parse("{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1\"}],"
-                  "\"interfaces\":[{\"name\":\"eth0\",\"sandbox\":\"/n\"}]}}",
+                  "\"interfaces\":[{\"name\":\"cni0\",\"mac\":\"aa:aa:aa:aa:aa:aa\"},{\"name\":\"veth1234\"},"
+                  "{\"name\":\"eth0\",\"sandbox\":\"/n\"}]}}",
                   &nc, &err),
             0);
   CHECK_INT(netconf_parse_prev_result(&nc, &err), 0);
-  CHECK(nc.host_interface == NULL);
+  CHECK_INT(netconf_find_container_interface(&nc, "eth0", &err), 0);
+  CHECK_STR(nc.container_interface, "eth0");
   CHECK_STR(nc.ips[0], "10.0.0.1");
+  /* Another CNI_IFNAME: no entry for it, so no host veth can be known. */
+  CHECK_INT(netconf_find_container_interface(&nc, "net1", &err), TSR_ERR_NO_HOST_VETH);
+  CHECK(nc.container_interface == NULL);
   netconf_free(&nc);
-  /* 0.4.0 results carry "version" in ips; sandbox "" counts as the host. */
-  CHECK_INT(parse("{\"cniVersion\":\"0.4.0\",\"name\":\"n\",\"type\":\"t\",\"prevResult\":{\"cniVersion\":\"0.4.0\","
-                  "\"interfaces\":[{\"name\":\"eth0\",\"sandbox\":\"/n\"},{\"name\":\"vethB\",\"sandbox\":\"\"}],"
-                  "\"ips\":[{\"version\":\"4\",\"address\":\"192.168.1.2/24\",\"interface\":0}]}}",
-                  &nc, &err),
-            0);
-  CHECK_INT(netconf_parse_prev_result(&nc, &err), 0);
-  CHECK_STR(nc.host_interface, "vethB");
+  /* Only host-side interfaces (a plugin that reports no sandbox), or none at all: ADD must fail
+   * (the old positional rule took "vethB" here, or attached nothing and said ready). */
+  static const char *const no_sandbox[] = {
+      "{\"cniVersion\":\"0.4.0\",\"name\":\"n\",\"type\":\"t\",\"prevResult\":{\"cniVersion\":\"0.4.0\","
+      "\"interfaces\":[{\"name\":\"eth0\",\"sandbox\":\"\"},{\"name\":\"vethB\"}],"
+      "\"ips\":[{\"version\":\"4\",\"address\":\"192.168.1.2/24\",\"interface\":0}]}}",
+      "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}]}}",
+      "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}],\"interfaces\":[{\"name\":\"eth0\",\"sandbox\":null}]}}",
+  };
+  for (size_t i = 0; i < sizeof(no_sandbox) / sizeof(no_sandbox[0]); i++) {
+    CHECK_INT(parse(no_sandbox[i], &nc, &err), 0);
+    CHECK_INT(netconf_parse_prev_result(&nc, &err), 0);
+    CHECK_INT(netconf_find_container_interface(&nc, "eth0", &err), TSR_ERR_NO_HOST_VETH);
+    CHECK(strstr(err.details, "no interfaces entry named eth0 with a sandbox") != NULL);
+    netconf_free(&nc);
+  }
+}
+
+static void test_main_plugin_config(void) {
+  struct netconf nc;
+  struct cni_error err;
+  CHECK_INT(parse("{" BASE ",\"mtu\":1400,\"ipam\":{\"type\":\"host-local\",\"subnet\":\"10.1.0.0/24\"}}", &nc, &err), 0);
+  CHECK(nc.ipam != NULL);
+  CHECK_INT(nc.mtu, 1400);
   netconf_free(&nc);
+  CHECK_INT(parse("{" BASE "}", &nc, &err), 0);
+  CHECK(nc.ipam == NULL); /* chained */
+  netconf_free(&nc);
+  static const char *const bad[] = {
+      "{" BASE ",\"ipam\":\"host-local\"}",
+      "{" BASE ",\"ipam\":{}}",
+      "{" BASE ",\"ipam\":{\"type\":\"\"}}",
+      "{" BASE ",\"ipam\":{\"type\":\"../../bin/sh\"}}",
+      "{" BASE ",\"ipam\":{\"type\":\"..\"}}",
+      "{" BASE ",\"mtu\":\"1500\"}",
+      "{" BASE ",\"mtu\":10}",
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    int rc = parse(bad[i], &nc, &err);
+    if (rc != CNI_ERR_INVALID_NETCONF) fprintf(stderr, "  case %zu: %s\n", i, bad[i]);
+    CHECK_INT(rc, CNI_ERR_INVALID_NETCONF);
+    netconf_free(&nc);
+  }
+}
+
+static void test_host_name(void) {
+  char a[IF_NAMESIZE], b[IF_NAMESIZE], c[IF_NAMESIZE];
+  link_host_name("0f3c1b2a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1", "eth0", a);
+  link_host_name("0f3c1b2a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1", "eth0", b);
+  link_host_name("0f3c1b2a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1", "net1", c);
+  CHECK_INT(strlen(a), 15); /* IFNAMSIZ - 1 */
+  CHECK(strncmp(a, "tsr", 3) == 0);
+  CHECK_STR(a, b);          /* DEL finds it from its arguments alone */
+  CHECK(strcmp(a, c) != 0); /* a second interface of the same container gets its own */
+}
+
+static void test_label_limits(void) {
+  struct netconf nc;
+  struct cni_error err;
+  char *conf = malloc(64 * 1024);
+  /* 512 labels pass, 513 are refused before any call is made. */
+  for (int n = 512; n <= 513; n++) {
+    int off = sprintf(conf, "{" BASE ",\"args\":{\"cni\":{\"labels\":{");
+    for (int i = 0; i < n; i++) off += sprintf(conf + off, "%s\"k%d\":\"v\"", i ? "," : "", i);
+    sprintf(conf + off, "}}}}");
+    CHECK_INT(parse(conf, &nc, &err), 0);
+    CHECK_INT(netconf_parse_labels(&nc, &err), 0);
+    CHECK_INT(netconf_check_label_limits(&nc, &err), n == 512 ? 0 : CNI_ERR_INVALID_NETCONF);
+    netconf_free(&nc);
+  }
+  static const struct {
+    int source, key, value, ok;
+  } sizes[] = {{63, 317, 253, 1}, {64, 1, 1, 0}, {1, 318, 1, 0}, {1, 1, 254, 0}};
+  for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+    int off = sprintf(conf, "{" BASE ",\"args\":{\"cni\":{\"labels\":[{\"source\":\"");
+    off += sprintf(conf + off, "%.*s\",\"key\":\"", sizes[i].source, "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss");
+    for (int k = 0; k < sizes[i].key; k++) conf[off++] = 'k';
+    off += sprintf(conf + off, "\",\"value\":\"");
+    for (int k = 0; k < sizes[i].value; k++) conf[off++] = 'v';
+    sprintf(conf + off, "\"}]}}}");
+    CHECK_INT(parse(conf, &nc, &err), 0);
+    CHECK_INT(netconf_parse_labels(&nc, &err), 0);
+    int rc = netconf_check_label_limits(&nc, &err);
+    CHECK_INT(rc, sizes[i].ok ? 0 : CNI_ERR_INVALID_NETCONF);
+    if (!sizes[i].ok) CHECK(strstr(err.details, "the endpoint service accepts at most") != NULL);
+    netconf_free(&nc);
+  }
+  free(conf);
 }
 
 static void test_canonical_ip(void) {
@@ -339,6 +426,9 @@ const struct test_case parse_tests[] = {
     {"versions", test_versions},
     {"prev_result_ptp", test_prev_result_ptp},
     {"prev_result_errors", test_prev_result_errors},
+    {"main_plugin_config", test_main_plugin_config},
+    {"host_name", test_host_name},
+    {"label_limits", test_label_limits},
     {"canonical_ip", test_canonical_ip},
     {"labels", test_labels},
     {"valid_attachments", test_valid_attachments},

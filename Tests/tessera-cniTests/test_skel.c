@@ -126,9 +126,24 @@ static void test_add_needs_prev_result_and_service(void) {
            "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"t\",\"socketPath\":\"/nonexistent/tsr-%d.sock\","
            "\"prevResult\":{\"interfaces\":[{\"name\":\"veth1\"}],\"ips\":[{\"address\":\"10.0.0.2/24\"}]}}",
            (int)getpid());
-  CHECK_INT(run(&add, conf, &o), CNI_ERR_TRY_AGAIN_LATER);
+  /* Only a host-side interface in prevResult (the old rule attached to it, or to nothing and
+   * said ready): refused before any call. */
+  CHECK_INT(run(&add, conf, &o), TSR_ERR_NO_HOST_VETH);
   CHECK(o.out.text == NULL);
-  CHECK(strstr(o.err.details, "No such file or directory") != NULL);
+  CHECK(strstr(o.err.details, "no interfaces entry named eth0 with a sandbox") != NULL);
+  skel_outcome_free(&o);
+
+  /* The container interface is named, but its namespace does not exist: nothing to read the
+   * veth peer from. */
+  snprintf(conf, sizeof(conf),
+           "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"t\",\"socketPath\":\"/nonexistent/tsr-%d.sock\","
+           "\"prevResult\":{\"interfaces\":[{\"name\":\"eth0\",\"sandbox\":\"/var/run/netns/x\"}],"
+           "\"ips\":[{\"address\":\"10.0.0.2/24\"}]}}",
+           (int)getpid());
+  struct fake_env add_gone = {{"CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"},
+                              {"ADD", "c1", "/nonexistent/netns/x", "eth0", "/"}};
+  CHECK_INT(run(&add_gone, conf, &o), CNI_ERR_UNKNOWN_CONTAINER);
+  CHECK(strstr(o.err.details, "/nonexistent/netns/x") != NULL);
   skel_outcome_free(&o);
 }
 
