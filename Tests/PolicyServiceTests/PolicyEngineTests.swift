@@ -199,21 +199,29 @@ struct PolicyEngineTests {
     #expect(try reopened.importYAML(PolicyManifestTests.cnp).revision == 5)
   }
 
-  @Test("a stored Cilium rule without entries (accepted by older versions) still loads; importing one is refused")
-  func storedEmptyRuleLoads() throws {
+  @Test("stored forms older versions accepted still load with their meaning; importing them again is refused")
+  func storedLegacyFormsLoad() throws {
     let database = try PolicyDatabase.inMemory()
-    let json = #"{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"old","namespace":"default"},"spec":{"endpointSelector":{},"ingress":[]}}"#
+    let empty = #"{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"empty","namespace":"default"},"spec":{"endpointSelector":{"matchLabels":{"app":"backend"}},"ingress":[]}}"#
+    let mixed = #"{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"mixed","namespace":"default"},"spec":{"endpointSelector":{"matchLabels":{"app":"frontend"}},"ingress":[{"fromEndpoints":[{"matchLabels":{"app":"backend"}}],"fromEntities":["host"],"toPorts":[{}]}]}}"#
     try database.commit(
       revision: 2,
       upserting: [
-        PolicyRecord(namespace: "default", name: "old", kind: "CiliumNetworkPolicy", revision: 2, sourceJSON: json, ruleCount: 1)
+        PolicyRecord(namespace: "default", name: "empty", kind: "CiliumNetworkPolicy", revision: 2, sourceJSON: empty, ruleCount: 1),
+        PolicyRecord(namespace: "default", name: "mixed", kind: "CiliumNetworkPolicy", revision: 2, sourceJSON: mixed, ruleCount: 1),
       ],
       deleting: [])
     let engine = try engine([backend, frontend], database: database)
-    #expect(engine.policies().map(\.ref.name) == ["old"])
-    let policy = engine.computePolicy(for: backend)
-    #expect(!policy.ingressEnforced && !policy.egressEnforced && policy.entries.isEmpty)
-    #expect(throws: PolicyError.self) { try engine.importPolicies(sourceName: "again.json", content: Array(json.utf8)) }
+    #expect(engine.policies().map(\.ref.name) == ["empty", "mixed"])
+    let emptyPolicy = engine.computePolicy(for: backend)
+    #expect(!emptyPolicy.ingressEnforced && !emptyPolicy.egressEnforced && emptyPolicy.entries.isEmpty)
+    // The union of both peer kinds, on every port, as before.
+    let mixedPolicy = engine.computePolicy(for: frontend)
+    #expect(mixedPolicy.ingress(from: backend, .udp, 9) == .allow && mixedPolicy.ingress(from: .host) == .allow)
+    #expect(mixedPolicy.ingress(from: .world) == .deny)
+    for json in [empty, mixed] {
+      #expect(throws: PolicyError.self) { try engine.importPolicies(sourceName: "again.json", content: Array(json.utf8)) }
+    }
   }
 
   @Test("a subject unknown to the SelectorCache still gets its policy")

@@ -14,9 +14,11 @@ extension PolicyManifest {
   ///
   /// - Parameters:
   ///   - namespace: the policy's namespace, nil for a cluster-wide policy.
-  ///   - allowingEmptyRule: read a rule without entries instead of refusing it (stored policies).
+  ///   - legacy: read the forms older versions accepted instead of refusing them (stored
+  ///     policies): a rule without entries, a port rule without ports (every port), two peer
+  ///     kinds in one element (their union).
   static func decodeCiliumRule(
-    _ field: ManifestField, namespace: String?, allowingEmptyRule: Bool = false
+    _ field: ManifestField, namespace: String?, legacy: Bool = false
   ) throws(FieldError) -> PolicyRule {
     let rule = try field.object(
       known: ["endpointSelector", "ingress", "ingressDeny", "egress", "egressDeny", "labels", "description", "enableDefaultDeny", "log"],
@@ -38,7 +40,7 @@ extension PolicyManifest {
       let entries = try rule.list(key)
       if !entries.isEmpty { directions.insert(direction) }
       for entry in entries {
-        if let section = try decodeCiliumSection(entry, direction: direction, verdict: verdict, scope: scope) {
+        if let section = try decodeCiliumSection(entry, direction: direction, verdict: verdict, scope: scope, legacy: legacy) {
           sections.append(section)
         }
       }
@@ -48,7 +50,7 @@ extension PolicyManifest {
     // (only an endpointSelector, or `ingress: []`) enforces nothing, and accepting it would let
     // an operator believe a default-deny is in force. Checked after the sections are read, so a
     // malformed field is reported first.
-    if directions.isEmpty && !allowingEmptyRule {
+    if directions.isEmpty && !legacy {
       throw field.error(emptyRuleProblem)
     }
 
@@ -106,7 +108,7 @@ extension PolicyManifest {
   /// since 1.15, cilium/cilium#29608); it never widens to every peer. As in Cilium, one
   /// element names one kind of peer (`fromEndpoints`, `fromEntities` or `fromCIDR`/`fromCIDRSet`).
   private static func decodeCiliumSection(
-    _ field: ManifestField, direction: TrafficDirection, verdict: PolicyVerdict, scope: PeerScope
+    _ field: ManifestField, direction: TrafficDirection, verdict: PolicyVerdict, scope: PeerScope, legacy: Bool
   ) throws(FieldError) -> PolicySection? {
     let isIngress = direction == .ingress
     let from = isIngress ? "from" : "to"
@@ -128,7 +130,7 @@ extension PolicyManifest {
     let present = peerKinds.filter { object.has($0) }
     var nonEmpty: [String] = []
     for key in present where try !object.list(key).isEmpty { nonEmpty.append(key) }
-    if nonEmpty.count > 1 {
+    if nonEmpty.count > 1 && !legacy {
       throw field.error("combining \(nonEmpty[0]) and \(nonEmpty[1]) in one rule is not supported (Cilium refuses it too); write one rule for each")
     }
     // An explicitly empty peer list selects nobody: the element matches no traffic.
@@ -179,7 +181,8 @@ extension PolicyManifest {
       let portFields = try portRule.list("ports")
       // Cilium matches no traffic with a port rule that lists no ports; a silent "nothing" in
       // an allow or deny is a trap, so it is refused with the way to say "every port".
-      if portFields.isEmpty {
+      if portFields.isEmpty && legacy { ports.append(.any) }
+      if portFields.isEmpty && !legacy {
         throw FieldError(
           path: portRuleField.childPath("ports"),
           problem: "must list at least one port (a port rule without ports matches nothing; use port \"0\" for every port)")

@@ -63,14 +63,14 @@ enum PolicyManifest {
 
   /// Parses a policy the repository stored as JSON.
   ///
-  /// A stored Cilium rule without entries, which older versions accepted, is read (it enforces
-  /// nothing, as before) instead of keeping the service from starting; importing one again is
-  /// refused.
+  /// Forms that older versions accepted and imports now refuse (a Cilium rule without entries,
+  /// a port rule without ports, two peer kinds in one element) are read with the meaning they
+  /// had, instead of keeping the service from starting; importing them again is refused.
   static func parseStored(_ json: String) throws(FieldError) -> ParsedPolicy {
     guard let value = ManifestReader.storedDocument(json) else {
       throw FieldError(path: "", problem: "stored policy is not valid JSON")
     }
-    let parsed = try decodeDocument(ManifestField(path: "", value: value), allowingEmptyRules: true)
+    let parsed = try decodeDocument(ManifestField(path: "", value: value), legacy: true)
     guard parsed.count == 1 else { throw FieldError(path: "", problem: "stored policy holds \(parsed.count) policies") }
     return parsed[0].policy
   }
@@ -78,7 +78,7 @@ enum PolicyManifest {
   // MARK: Documents
 
   private static func decodeDocument(
-    _ field: ManifestField, allowingEmptyRules: Bool = false
+    _ field: ManifestField, legacy: Bool = false
   ) throws(FieldError) -> [(policy: ParsedPolicy, namePath: String)] {
     guard case .object = field.value else {
       throw field.error("expected a policy (a mapping with apiVersion and kind), got \(field.value.typeDescription)")
@@ -99,7 +99,7 @@ enum PolicyManifest {
         "unsupported kind \"\(kind)\" (want CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, NetworkPolicy or a List of them)")
     }
     try expectAPIVersion(policyKind.apiVersion, of: object, kind: kind)
-    return [try decodePolicy(field, kind: policyKind, allowingEmptyRules: allowingEmptyRules)]
+    return [try decodePolicy(field, kind: policyKind, legacy: legacy)]
   }
 
   private static func expectAPIVersion(_ expected: String, of object: ManifestObject, kind: String) throws(FieldError) {
@@ -138,7 +138,7 @@ enum PolicyManifest {
   }
 
   private static func decodePolicy(
-    _ field: ManifestField, kind: Kind, allowingEmptyRules: Bool = false
+    _ field: ManifestField, kind: Kind, legacy: Bool = false
   ) throws(FieldError) -> (policy: ParsedPolicy, namePath: String) {
     var known: Set<String> = ["apiVersion", "kind", "metadata", "spec", "status"]
     if kind != .networkPolicy { known.insert("specs") }
@@ -174,7 +174,7 @@ enum PolicyManifest {
       var decoded: [PolicyRule] = []
       for spec in specs {
         decoded.append(
-          try decodeCiliumRule(spec, namespace: kind.isNamespaced ? namespace : nil, allowingEmptyRule: allowingEmptyRules))
+          try decodeCiliumRule(spec, namespace: kind.isNamespaced ? namespace : nil, legacy: legacy))
       }
       rules = decoded
     }
