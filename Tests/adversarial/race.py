@@ -42,7 +42,7 @@ def probe(addr, port, stopfile, seconds, out):
             connected += 1
         except OSError:
             # No interface or route yet: fails at once; don't spin the CPU.
-            time.sleep(0.001)
+            time.sleep(0.0002)
         finally:
             s.close()
     with open(out, "w") as f:
