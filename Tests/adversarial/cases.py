@@ -106,6 +106,24 @@ def case_spoof():
             time.sleep(0.2)
             check(f"1 {fam}: frontend's genuine UDP datagram reaches backend:8080", udp8080.from_addr(fe_ip, b"adv-genuine") == 1)
 
+        # A reply forged into frontend's tracked flow: other poses as backend:8080.
+        conn = tcp_connect(fe.ns, be.ipv4, 8080, keep=True)
+        sniff_fe = Sniffer(fe.ns, fe.ifname)
+        try:
+            if conn is None:
+                check("1 frontend holds a connection to backend:8080", False, "connect failed")
+            else:
+                lport = conn.getsockname()[1]
+                out.send(l2(ot) / IP(src=be.ipv4, dst=fe.ipv4) / TCP(sport=8080, dport=lport, flags="PA", seq=99, ack=1)
+                         / Raw(b"adv-forged-reply"), count=3)
+                time.sleep(SETTLE)
+                n = sniff_fe.count(lambda p: Raw in p and b"adv-forged-reply" in bytes(p[Raw]))
+                check("1 other forging backend's replies into frontend's tracked flow: 0 of 3 reach frontend", n == 0, f"{n} arrived")
+        finally:
+            sniff_fe.close()
+            if conn:
+                conn.close()
+
         world, host = ctx["world_addr"], ctx["host_addr"]
         be_ip, edge_ip = be.ipv4, edge.ipv4
         out.send(l2(ot) / IP(src=world, dst=be_ip) / TCP(sport=41201, dport=8080, flags="S"), count=3)
@@ -273,6 +291,15 @@ def case_frag():
         rest = IP(src=fe.ipv4, dst=be.ipv4, id=0xad04, proto=6, frag=1) / Raw(syn[8:] + b"\x00" * 8)
         out.send(l2(fe) / tiny)
         out.send(l2(fe) / rest)
+        if fe.ipv6 and be.ipv6:
+            # IPv6: the same datagram in fragments, and a later fragment alone.
+            from scapy.layers.inet6 import IPv6ExtHdrFragment, fragment6
+            allowed6 = IPv6(src=fe.ipv6, dst=be.ipv6) / IPv6ExtHdrFragment(id=0xad06) / UDP(sport=41406, dport=8080) \
+                / Raw(b"adv-frag6-allowed" + b"A" * 2983)
+            for f in fragment6(allowed6, 1280):
+                out.send(l2(fe) / f)
+            lone6 = IPv6(src=fe.ipv6, dst=be.ipv6) / IPv6ExtHdrFragment(id=0xad07, nh=17, offset=160, m=1) / Raw(b"L" * 800)
+            out.send(l2(fe) / lone6, count=2)
         time.sleep(SETTLE)
         got = udp.from_addr(fe.ipv4, b"adv-frag-allowed")
         first = sniff.count(lambda p: ident(0xad01)(p) and p[IP].frag == 0)
@@ -290,6 +317,24 @@ def case_frag():
         check("4 a non-first fragment sent alone: 0 arrive", n == 0, f"{n} arrived")
         n = sniff.count(ident(0xad04))
         check("4 a tiny first fragment without the full TCP header (and its overlapping rest): 0 arrive", n == 0, f"{n} arrived")
+        if not (fe.ipv6 and be.ipv6):
+            skip("4 IPv6 fragments", "the pods have no IPv6 address")
+            return
+        from scapy.layers.inet6 import IPv6ExtHdrFragment
+
+        def ident6(i):
+            return lambda p: IPv6ExtHdrFragment in p and p[IPv6ExtHdrFragment].id == i and p[IPv6].src == fe.ipv6
+
+        got6 = udp.from_addr(fe.ipv6, b"adv-frag6-allowed")
+        later6 = sniff.count(lambda p: ident6(0xad06)(p) and p[IPv6ExtHdrFragment].offset > 0)
+        if rule == "reassemble":
+            check("4 IPv6: a fragmented UDP datagram to the allowed port backend:8080 arrives and reassembles",
+                  got6 == 1, f"{got6} datagrams; later fragments seen: {later6}")
+        else:
+            check("4 IPv6 (rule: non-first fragments dropped) no later fragment of the allowed datagram arrives",
+                  later6 == 0, f"{later6} arrived")
+        n = sniff.count(ident6(0xad07))
+        check("4 IPv6: a non-first fragment sent alone: 0 arrive", n == 0, f"{n} arrived")
     finally:
         for x in (sniff, udp, udp9, out):
             x.close()
