@@ -82,7 +82,7 @@ struct PolicySemanticsConformanceTests {
     }
   }
 
-  @Test("the NotIn namespaceSelector of issue 13 admits pods of other namespaces, nothing else")
+  @Test("the NotIn namespaceSelector of issue 13 admits pods of other namespaces, nothing else (e2e: traffic only from a different namespace)")
   func namespaceNotInStillRequiresAPod() throws {
     let policy = try compute(
       Self.knp(
@@ -351,7 +351,90 @@ struct PolicySemanticsConformanceTests {
     #expect(rejection(Self.knp(spec)) == "p.yaml: document 1: \(path): \(problem)")
   }
 
+  @Test("e2e: should enforce updated policy, and stop enforcing policies after they are deleted")
+  func updatedAndDeleted() throws {
+    let engine = try engine(identities)
+    try engine.importYAML(Self.knp("podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - podSelector: {matchLabels: {app: client}}"))
+    #expect(engine.computePolicy(for: api).ingress(from: client) == .allow)
+    try engine.importYAML(Self.knp("podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {team: b}}"))
+    let updated = engine.computePolicy(for: api)
+    #expect(updated.ingress(from: client) == .deny && updated.ingress(from: prodClient) == .allow)
+    _ = try engine.deletePolicy(namespace: "default", name: "np")
+    let deleted = engine.computePolicy(for: api)
+    #expect(!deleted.ingressEnforced && deleted.ingress(from: .world) == .allow)
+  }
+
+  @Test("e2e: multiple ingress policies with an allow-all policy taking precedence")
+  func allowAllTakesPrecedence() throws {
+    let engine = try engine(identities)
+    try engine.importYAML(
+      Self.knp("podSelector: {matchLabels: {app: api}}\ningress:\n- ports: [{port: 80}]", name: "port-80") + "\n---\n"
+        + Self.knp("podSelector: {matchLabels: {app: api}}\ningress:\n- {}", name: "allow-all"))
+    let policy = engine.computePolicy(for: api)
+    #expect(policy.ingress(from: client, .tcp, 81) == .allow && policy.ingress(from: .world, .udp, 53) == .allow)
+  }
+
+  @Test("e2e: denying egress on the client side holds even if the server explicitly allows the traffic")
+  func clientSideEgressDeny() throws {
+    let engine = try engine(identities)
+    try engine.importYAML(
+      Self.knp("podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - podSelector: {matchLabels: {app: client}}", name: "server")
+        + "\n---\n" + Self.knp("podSelector: {matchLabels: {app: client}}\npolicyTypes: [Egress]", name: "client"))
+    #expect(engine.computePolicy(for: api).ingress(from: client) == .allow)
+    #expect(engine.computePolicy(for: client).egress(to: api) == .deny)
+  }
+
+  @Test("e2e: a pod that gets a selected label (a new identity) is isolated; the old identity is not")
+  func updatedPod() throws {
+    let relabelled = pod(1010, namespace: "default", "app=api", "io.cilium.k8s.namespace.labels.team=a", "tier=db")
+    let engine = try engine(identities + [relabelled])
+    try engine.importYAML(Self.knp("podSelector: {matchLabels: {tier: db}}\npolicyTypes: [Ingress]"))
+    #expect(engine.computePolicy(for: relabelled).ingress(from: client) == .deny)
+    #expect(engine.computePolicy(for: api).ingress(from: client) == .allow)
+  }
+
+  @Test("e2e: protocol SCTP is not TCP, and a policy allowing SCTP isolates the pod for TCP")
+  func sctpIsNotTCP() throws {
+    let policy = try compute(Self.knp("podSelector: {}\ningress:\n- ports: [{protocol: SCTP, port: 80}]"))
+    #expect(policy.ingress(from: client, .sctp, 80) == .allow)
+    #expect(policy.ingress(from: client, .tcp, 80) == .deny && policy.ingress(from: client, .udp, 80) == .deny)
+  }
+
+  @Test("e2e: multiple podSelectors and namespaceSelectors (matchExpressions in both halves of one peer)")
+  func multipleSelectors() throws {
+    let policy = try compute(
+      Self.knp(
+        """
+        podSelector: {}
+        ingress:
+        - from:
+          - namespaceSelector:
+              matchExpressions: [{key: kubernetes.io/metadata.name, operator: NotIn, values: [default]}]
+            podSelector:
+              matchExpressions: [{key: app, operator: In, values: [client, api]}]
+        """))
+    #expect(policy.ingress(from: prodClient) == .allow)
+    #expect(policy.ingress(from: client) == .deny && policy.ingress(from: dns) == .deny)
+    for identity in Self.reserved { #expect(policy.ingress(from: identity) == .deny) }
+  }
+
   // MARK: Cilium (policy language docs)
+
+  @Test("toCIDR 0.0.0.0/0 and ::/0 are world (Cilium: world-ipv4 and world-ipv6)")
+  func ciliumWorldCIDRs() throws {
+    let v6 = try compute(Self.cnp("endpointSelector: {}\negress:\n- toCIDR: [\"::/0\"]"))
+    #expect(v6.egress(to: .worldIPv6) == .allow && v6.egress(to: .world) == .allow)
+    #expect(v6.egress(to: .worldIPv4) == .deny && v6.egress(to: client) == .deny)
+    let set = try compute(Self.cnp("endpointSelector: {}\negress:\n- toCIDRSet: [{cidr: 0.0.0.0/0}]"))
+    #expect(set.egress(to: .worldIPv4) == .allow && set.egress(to: .host) == .deny)
+  }
+
+  @Test("egress [{}] is default-deny egress with nothing allowed (Cilium egress default deny)")
+  func ciliumEgressDefaultDeny() throws {
+    let policy = try compute(Self.cnp("endpointSelector: {matchLabels: {app: api}}\negress:\n- {}"))
+    #expect(policy.egressEnforced && !policy.ingressEnforced && policy.entries.isEmpty)
+    #expect(policy.egress(to: dns, .udp, 53) == .deny && policy.egress(to: .world) == .deny)
+  }
 
   @Test("L3 fromEndpoints and toEndpoints across namespaces by the namespace label (Cilium: kube-dns egress)")
   func ciliumL3() throws {
@@ -469,6 +552,11 @@ struct PolicySemanticsConformanceTests {
       ),
       ("ingress:\n- fromCIDR: [10.0.0.0/8]", "spec.ingress[0].fromCIDR[0]", #"CIDR "10.0.0.0/8" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)"#),
       ("ingress:\n- icmps: [{fields: [{type: 8}]}]", "spec.ingress[0].icmps", "ICMP rules are not supported yet"),
+      (
+        "ingress:\n- toPorts: [{ports: [{port: http-alt}]}]", "spec.ingress[0].toPorts[0].ports[0].port",
+        #"named port "http-alt" is not supported yet (use a port number)"#
+      ),
+      ("ingress:\n- fromEntities: [everyone]", "spec.ingress[0].fromEntities[0]", #"unknown entity "everyone" (want one of all, world, world-ipv4, world-ipv6, cluster, host, remote-node, kube-apiserver, ingress, init, health, unmanaged, none)"#),
     ])
   func ciliumRefusals(spec: String, path: String, problem: String) {
     #expect(rejection(Self.cnp("endpointSelector: {}\n" + spec)) == "p.yaml: document 1: \(path): \(problem)")
