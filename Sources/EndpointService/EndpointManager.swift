@@ -233,6 +233,12 @@ public final class EndpointManager: Sendable {
         logger.debug("peers' policy reflects the identity", metadata: [
           "endpoint.id": "\(endpointID)", "identity": "\(snapshot.identity)", "sequence": "\(target)", "waited": "\(ContinuousClock.now - waitStart)",
         ])
+        // A delete or relabel during the wait: realising the old snapshot now would resurrect or misstate it.
+        // The delete or the new identity's own pass takes over; nothing failed.
+        guard let current = registry.endpoint(id: endpointID), current.state == .regenerating, current.identity == snapshot.identity else {
+          logger.debug("endpoint deleted or relabelled while its peers caught up; not realised", metadata: ["endpoint.id": "\(endpointID)"])
+          return
+        }
       }
       let computeStart = ContinuousClock.now
       let desired = try await policyCache.policy(for: SecurityIdentity(id: snapshot.identity, labels: snapshot.identityLabels)) {

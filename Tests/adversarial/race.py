@@ -5,8 +5,9 @@
     race.py probe ADDR PORT STOPFILE SECONDS OUT
                                       connects to ADDR:PORT in a tight loop from before the
                                       pod has an interface until STOPFILE exists; writes
-                                      `<attempts> <connected>` to OUT
+                                      `<attempts> <connected> <errno:count,...>` to OUT
 """
+import errno
 import os
 import socket
 import sys
@@ -32,6 +33,7 @@ def guard(port, log, seconds):
 
 def probe(addr, port, stopfile, seconds, out):
     attempts = connected = 0
+    errors = {}
     end = time.monotonic() + seconds
     while time.monotonic() < end and not os.path.exists(stopfile):
         attempts += 1
@@ -40,13 +42,15 @@ def probe(addr, port, stopfile, seconds, out):
         try:
             s.connect((addr, port))
             connected += 1
-        except OSError:
+        except OSError as e:
+            name = type(e).__name__ if e.errno is None else errno.errorcode.get(e.errno, str(e.errno))
+            errors[name] = errors.get(name, 0) + 1
             # No interface or route yet: fails at once; don't spin the CPU.
             time.sleep(0.0002)
         finally:
             s.close()
     with open(out, "w") as f:
-        f.write(f"{attempts} {connected}\n")
+        f.write(f"{attempts} {connected} " + ",".join(f"{k}:{v}" for k, v in sorted(errors.items())) + "\n")
 
 
 if __name__ == "__main__":

@@ -272,17 +272,19 @@ if wants race; then
   done
   sleep 0.3
   admitted_x=0 admitted_y=0 attempts_x=0
-  for ip in "${x_ips[@]}"; do [ -n "$ip" ] && admitted_x=$((admitted_x + $(grep -cx "$ip" "$tmp/guard.log"))); done
+  accepted_from() { [ -n "$1" ] && grep -cx "$1" "$tmp/guard.log" || true; }
+  for ip in "${x_ips[@]}"; do n=$(accepted_from "$ip"); admitted_x=$((admitted_x + ${n:-0})); done
   y_connected=0
   for ip in "${y_ips[@]}"; do
-    n=$([ -n "$ip" ] && grep -cx "$ip" "$tmp/guard.log" || echo 0)
+    n=$(accepted_from "$ip"); n=${n:-0}
     admitted_y=$((admitted_y + n)); [ "$n" -gt 0 ] && y_connected=$((y_connected + 1))
   done
   connected_x=0
   for i in $(seq "$rounds"); do
-    read -r a c <"$tmp/probe-x$i" || { a=0 c=0; }
+    read -r a c _ <"$tmp/probe-x$i" || { a=0 c=0; }
     attempts_x=$((attempts_x + a)) connected_x=$((connected_x + c))
   done
+  for f in "$tmp"/probe-y*; do [ -e "$f" ] && echo "adversarial: race: allowed pod ${f##*probe-}: attempts connected errors: $(cat "$f")"; done
   echo "adversarial: race: $rounds new pods labelled app=x made $attempts_x connect attempts ($connected_x connected by their own count); guard accepted $admitted_x from them; ${#y_ips[@]} new allowed pods got $admitted_y accepted"
   check "6 guard (deny app=x, allow all) accepted 0 connections from $rounds brand-new app=x pods probing from before their ADD" [ "$admitted_x" = 0 ]
   y_ok() { [ "$y_connected" -ge 1 ] && [ "$y_connected" = "${#y_ips[@]}" ]; }

@@ -1,0 +1,234 @@
+import DatapathService
+import Foundation
+import IdentityService
+import PolicyService
+import Synchronization
+import Testing
+@testable import EndpointService
+import TesseraCore
+
+/// The in-process node with the policy service's event log between the
+/// SelectorCache and the endpoint manager, delivered late on purpose, and a
+/// datapath that records every realisation in order.
+struct EventedNode {
+  let engine: PolicyEngine
+  let events: PolicyEvents
+  let allocator: IdentityAllocator
+  let datapath: Datapath
+  let log: RealizeLog
+  let manager: EndpointManager
+  let pump: Task<Void, Never>
+  /// While on, the WatchPolicy consumer delivers nothing (a stuck watch).
+  let watchPaused = Flag()
+
+  /// Announces identities the way the policy service does: SelectorCache, then an event.
+  struct EventedPolicySink: IdentityChangeSink {
+    let engine: PolicyEngine
+    let events: PolicyEvents
+    func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) async throws -> String {
+      let result = engine.updateIdentities(added: added, deleted: deleted)
+      events.publish(revision: engine.revision, affected: result.affected)
+      return events.instanceID
+    }
+  }
+
+  struct EventedPolicies: PolicyComputing {
+    let engine: PolicyEngine
+    let events: PolicyEvents
+    /// false: behave like a policy service without an event sequence (no ordering).
+    let ordered: Bool
+    func computePolicy(for identity: SecurityIdentity) async throws(EndpointError) -> EndpointPolicy {
+      engine.computePolicy(for: identity)
+    }
+    func eventSequence() async throws(EndpointError) -> PolicyEventSequence? {
+      ordered ? PolicyEventSequence(sequence: events.sequence, instanceID: events.instanceID) : nil
+    }
+  }
+
+  /// Every realisation and removal, in the order the datapath saw them.
+  final class RealizeLog: Sendable {
+    enum Call: Sendable {
+      case realize(endpointID: UInt64, identity: NumericIdentity, policy: EndpointPolicy)
+      case remove(endpointID: UInt64)
+    }
+    private let calls = Mutex<[Call]>([])
+    func append(_ call: Call) { calls.withLock { $0.append(call) } }
+    var all: [Call] { calls.withLock { $0 } }
+
+    /// The policy `peer` had in force when `subject` was first realised with `identity`.
+    func peerPolicy(_ peer: UInt64, whenRealizing subject: UInt64, as identity: NumericIdentity) -> EndpointPolicy? {
+      var inForce: EndpointPolicy?
+      for call in all {
+        guard case .realize(let id, let realizedIdentity, let policy) = call else { continue }
+        if id == subject && realizedIdentity == identity { return inForce }
+        if id == peer { inForce = policy }
+      }
+      return nil
+    }
+  }
+
+  struct RecordingDatapaths: DatapathRealizing {
+    let inner: InProcessNode.Datapaths
+    let log: RealizeLog
+    func realize(endpoint: Endpoint, policy: EndpointPolicy) async throws(EndpointError) -> UInt64 {
+      let revision = try await inner.realize(endpoint: endpoint, policy: policy)
+      log.append(.realize(endpointID: endpoint.id, identity: endpoint.identity, policy: policy))
+      return revision
+    }
+    func removeEndpoint(id: UInt64) async throws(EndpointError) {
+      log.append(.remove(endpointID: id))
+      try await inner.removeEndpoint(id: id)
+    }
+    func realizedEndpoints() async throws(EndpointError) -> [UInt64: (identity: NumericIdentity, revision: UInt64)] {
+      try await inner.realizedEndpoints()
+    }
+  }
+
+  /// - Parameters:
+  ///   - ordered: whether the policy service reports its event sequence.
+  ///   - watchDelay: how late each event reaches the endpoint manager.
+  init(ordered: Bool = true, watchDelay: Duration = .milliseconds(100), requestTimeout: Duration = .seconds(5)) throws {
+    let engine = try PolicyEngine(database: nil)
+    let events = PolicyEvents()
+    self.engine = engine
+    self.events = events
+    allocator = IdentityAllocator(
+      configuration: .init(nodeName: "test"), store: try SQLiteIdentityStore(path: nil),
+      changeSink: EventedPolicySink(engine: engine, events: events))
+    datapath = try Datapath(backend: MemoryDatapathBackend())
+    let log = RealizeLog()
+    self.log = log
+    let manager = EndpointManager(
+      configuration: .init(requestTimeout: requestTimeout, regenerationRetryDelay: .milliseconds(50)),
+      metadata: MetadataResolver(source: try WorkloadRegistry(file: nil)),
+      identities: InProcessNode.Identities(allocator: allocator, down: Flag()),
+      policy: EventedPolicies(engine: engine, events: events, ordered: ordered),
+      datapath: RecordingDatapaths(inner: InProcessNode.Datapaths(datapath: datapath, down: Flag()), log: log),
+      store: nil)
+    self.manager = manager
+    // The WatchPolicy consumer, slow on purpose: peers learn of changes late.
+    let subscription = events.subscribe()
+    manager.policyChanged(PolicyChange(
+      revision: engine.revision, affectedIdentities: [], sequence: subscription.sequence, instanceID: events.instanceID))
+    let paused = watchPaused
+    pump = Task {
+      for await event in subscription.events {
+        try? await Task.sleep(for: watchDelay)
+        while paused.isOn && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(10)) }
+        manager.policyChanged(PolicyChange(
+          revision: event.revision,
+          affectedIdentities: event.all ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
+          sequence: event.sequence))
+      }
+    }
+  }
+
+  func importPolicy(_ yaml: String) throws {
+    let result = try engine.importPolicies(sourceName: "p.yaml", content: Array(yaml.utf8))
+    events.publish(revision: result.revision, affected: result.affected)
+  }
+
+  func create(_ container: String, _ ip: String, _ labels: String...) async throws -> Endpoint {
+    try await manager.createEndpoint(
+      EndpointSpec(containerID: container, ips: [IPPrefix(ip)!], labels: try LabelSet(parsing: labels)), sync: true)
+  }
+}
+
+/// "Deny label X, allow everything else" on the peer.
+let denyXAllowRest = """
+  apiVersion: cilium.io/v2
+  kind: CiliumNetworkPolicy
+  metadata: {name: peer, namespace: default}
+  spec:
+    endpointSelector: {matchLabels: {app: peer}}
+    ingress:
+    - fromEntities: [all]
+    ingressDeny:
+    - fromEndpoints: [{matchLabels: {app: x}}]
+  """
+
+@Suite("Policy ordering: peers' policy maps before the ipcache")
+struct PolicyOrderingTests {
+  @Test("a new pod's identity is denied by the peer's policy map before the pod's own realisation writes its address")
+  func createWaitsForPeers() async throws {
+    let node = try EventedNode()
+    defer { node.pump.cancel() }
+    try node.importPolicy(denyXAllowRest)
+    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let started = ContinuousClock.now
+    let x = try await node.create("x", "10.0.0.2", "app=x")
+    let inForce = try #require(node.log.peerPolicy(peer.id, whenRealizing: x.id, as: x.identity))
+    #expect(inForce.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
+    #expect(ContinuousClock.now - started >= .milliseconds(100), "the create waited for the late watch")
+    #expect(node.datapath.endpoint(id: peer.id)?.policy.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
+    #expect(node.manager.ordering.pendingCount == 0)
+  }
+
+  @Test("without the event sequence the same create admits the new identity at the peer (the check can fail)")
+  func unorderedAdmits() async throws {
+    let node = try EventedNode(ordered: false)
+    defer { node.pump.cancel() }
+    try node.importPolicy(denyXAllowRest)
+    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let x = try await node.create("x", "10.0.0.2", "app=x")
+    let inForce = try #require(node.log.peerPolicy(peer.id, whenRealizing: x.id, as: x.identity))
+    #expect(inForce.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .allow)
+  }
+
+  @Test("a relabel to a denied label is realised only after the peer denies the new identity")
+  func relabelWaitsForPeers() async throws {
+    let node = try EventedNode()
+    defer { node.pump.cancel() }
+    try node.importPolicy(denyXAllowRest)
+    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let y = try await node.create("y", "10.0.0.2", "app=y")
+    let relabelled = try await node.manager.updateLabels(endpointID: y.id, requestLabels: try LabelSet(parsing: ["app=x", "tier=late"]), sync: true)
+    #expect(relabelled.identity != y.identity)
+    let inForce = try #require(node.log.peerPolicy(peer.id, whenRealizing: y.id, as: relabelled.identity))
+    #expect(inForce.verdict(peer: relabelled.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
+  }
+
+  @Test("concurrent creates of denied pods and peers neither deadlock nor get ahead of the existing peer")
+  func concurrentCreates() async throws {
+    let node = try EventedNode(watchDelay: .milliseconds(20))
+    defer { node.pump.cancel() }
+    try node.importPolicy(denyXAllowRest)
+    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let created = try await withThrowingTaskGroup(of: Endpoint.self) { group in
+      for i in 0..<6 {
+        group.addTask {
+          i.isMultiple(of: 3)
+            ? try await node.create("p\(i)", "10.0.1.\(i + 1)", "app=peer", "n=\(i)")
+            : try await node.create("x\(i)", "10.0.1.\(i + 1)", "app=x", "n=\(i)")
+        }
+      }
+      return try await group.reduce(into: [Endpoint]()) { $0.append($1) }
+    }
+    for x in created where x.labels["app"]?.value == "x" {
+      let inForce = try #require(node.log.peerPolicy(peer.id, whenRealizing: x.id, as: x.identity))
+      #expect(inForce.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny, "x\(x.id)")
+      // When all creates returned, every peer denies every x.
+      for p in created where p.labels["app"]?.value == "peer" {
+        #expect(node.datapath.endpoint(id: p.id)?.policy.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
+      }
+    }
+  }
+
+  @Test("a peer that cannot catch up fails the create at its deadline and leaves nothing behind")
+  func stuckPeerFailsCreate() async throws {
+    let node = try EventedNode(watchDelay: .milliseconds(10), requestTimeout: .milliseconds(400))
+    defer { node.pump.cancel() }
+    try node.importPolicy(denyXAllowRest)
+    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    node.watchPaused.set(true)
+    await #expect(throws: EndpointError.self) { _ = try await node.create("x", "10.0.0.2", "app=x") }
+    #expect(node.manager.registry.all().map(\.id) == [peer.id])
+    let realizedX = node.log.all.contains {
+      if case .realize(let id, _, _) = $0 { return id != peer.id }
+      return false
+    }
+    #expect(!realizedX, "the denied pod's address never reached the datapath")
+    let stored = try await node.allocator.store.identities()
+    #expect(stored.filter { $0.identity.labels.description.contains("app=x") }.allSatisfy { $0.totalReferences == 0 })
+  }
+}
