@@ -553,6 +553,10 @@ struct PolicySemanticsConformanceTests {
       ("ingress:\n- fromCIDR: [10.0.0.0/8]", "spec.ingress[0].fromCIDR[0]", #"CIDR "10.0.0.0/8" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)"#),
       ("ingress:\n- icmps: [{fields: [{type: 8}]}]", "spec.ingress[0].icmps", "ICMP rules are not supported yet"),
       (
+        "ingress:\n- fromEntities: []\n  toPorts: [{ports: [{port: \"99999\"}]}]", "spec.ingress[0].toPorts[0].ports[0].port",
+        "port 99999 is out of range (0-65535)"
+      ),
+      (
         "ingress:\n- toPorts: [{ports: [{port: http-alt}]}]", "spec.ingress[0].toPorts[0].ports[0].port",
         #"named port "http-alt" is not supported yet (use a port number)"#
       ),

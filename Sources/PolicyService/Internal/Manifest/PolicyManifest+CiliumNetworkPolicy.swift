@@ -8,7 +8,8 @@ extension PolicyManifest {
   /// Follows Cilium's `ParseToCiliumRule` (`pkg/k8s/apis/cilium.io/utils/utils.go`): a
   /// namespaced rule's endpointSelector always gets `k8s:io.kubernetes.pod.namespace=<ns>`,
   /// and its peer selectors are scoped the same way unless they name the namespace label,
-  /// a namespace-labels key (`io.cilium.k8s.namespace.labels.*`) or a `reserved:` label.
+  /// a namespace-labels key (`io.cilium.k8s.namespace.labels.*`) or a `reserved:` label
+  /// (the first two still select only pods, see ``PeerScope``).
   /// Cluster-wide peer selectors that name no namespace require a namespace label to exist
   /// (so `{}` is "every pod", not "everything"), except in a rule for `reserved:init`.
   ///
@@ -133,8 +134,9 @@ extension PolicyManifest {
     if nonEmpty.count > 1 && !legacy {
       throw field.error("combining \(nonEmpty[0]) and \(nonEmpty[1]) in one rule is not supported (Cilium refuses it too); write one rule for each")
     }
-    // An explicitly empty peer list selects nobody: the element matches no traffic.
-    if nonEmpty.count < present.count { return nil }
+    // An explicitly empty peer list selects nobody: the element matches no traffic (the rest is
+    // still read, so bad input in it is reported).
+    let selectsNobody = nonEmpty.count < present.count
     let namesPeers = !present.isEmpty
 
     var peers: [PeerSelector] = []
@@ -195,7 +197,7 @@ extension PolicyManifest {
       peers = [.all]
     }
     if ports.isEmpty { ports = [.any] }
-    guard !peers.isEmpty else { return nil }
+    guard !peers.isEmpty, !selectsNobody else { return nil }
     return PolicySection(direction: direction, verdict: verdict, peers: unique(peers), ports: unique(ports))
   }
 
