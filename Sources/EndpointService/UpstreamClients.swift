@@ -34,7 +34,7 @@ extension EndpointError {
     case .alreadyExists:
       return EndpointError(code: .duplicate, message: "\(service) service: \(said)")
     case .unavailable, .cancelled, .aborted:
-      return EndpointError(code: .upstreamUnavailable, message: "\(service) service unavailable: \(said)", cause: rpc)
+      return EndpointError(code: .upstreamUnavailable, message: "\(service) service unavailable", cause: rpc)
     case .deadlineExceeded:
       return EndpointError(code: .upstreamUnavailable, message: "\(service) service did not answer in time", cause: rpc)
     case .permissionDenied, .unauthenticated, .unimplemented, .internalError, .dataLoss, .unknown:
