@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cmd_common.h"
@@ -212,6 +213,10 @@ int cmd_add_main(struct cni_invocation *inv, struct cni_output *out, struct cni_
   uint32_t identity = 0;
   endpoint = 1; /* a call that timed out may still have created it */
   if ((rc = endpoint_create(&t, &p, &id, &identity, err))) goto undo;
+  struct timespec ready;
+  clock_gettime(CLOCK_REALTIME, &ready);
+  log_debug("ADD main container=%s endpoint=%" PRIu64 " ready at %lld.%06ld: raising the links", inv->env.container_id,
+            id, (long long)ready.tv_sec, ready.tv_nsec / 1000);
 
   /* Policy is in force: only now may packets flow. */
   if ((rc = link_set_up(host, host_ifindex, host_name, err)) ||

@@ -258,7 +258,7 @@ CID=ns plugin ADD "$tmp/add-nosandbox.json"
 check "prevResult without a sandbox interface: 106, no call" [ "$(jq -r .code <<<"$out")" = 106 -a ! -e "$tmp/last_CreateEndpoint.json" ]
 # macvlan (and anything else that is not a veth): no host peer to enforce on.
 MV_NS=cni-itm-$$
-if ip link add "citd$$" type dummy 2>/dev/null; then
+if ip link add "citd$$" type veth peer name "citp$$" 2>/dev/null; then
   ip netns add "$MV_NS"
   ip link add "citm$$" link "citd$$" type macvlan mode bridge
   ip link set "citm$$" netns "$MV_NS"
