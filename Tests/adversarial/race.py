@@ -5,7 +5,7 @@
     race.py probe ADDR PORT STOPFILE SECONDS OUT
                                       connects to ADDR:PORT in a tight loop from before the
                                       pod has an interface until STOPFILE exists; writes
-                                      `<attempts> <connected> <errno:count,...>` to OUT
+                                      `<attempts> <connected> <errno:count,...> <wall time of the first connect or 0>` to OUT
 """
 import errno
 import os
@@ -34,6 +34,7 @@ def guard(port, log, seconds):
 def probe(addr, port, stopfile, seconds, out):
     attempts = connected = 0
     errors = {}
+    first = 0.0
     end = time.monotonic() + seconds
     while time.monotonic() < end and not os.path.exists(stopfile):
         attempts += 1
@@ -42,6 +43,7 @@ def probe(addr, port, stopfile, seconds, out):
         try:
             s.connect((addr, port))
             connected += 1
+            first = first or time.time()
         except OSError as e:
             name = type(e).__name__ if e.errno is None else errno.errorcode.get(e.errno, str(e.errno))
             errors[name] = errors.get(name, 0) + 1
@@ -50,7 +52,8 @@ def probe(addr, port, stopfile, seconds, out):
         finally:
             s.close()
     with open(out, "w") as f:
-        f.write(f"{attempts} {connected} " + ",".join(f"{k}:{v}" for k, v in sorted(errors.items())) + "\n")
+        f.write(f"{attempts} {connected} " + (",".join(f"{k}:{v}" for k, v in sorted(errors.items())) or "-")
+                + f" {first:.6f}\n")
 
 
 if __name__ == "__main__":

@@ -246,7 +246,7 @@ if wants race; then
   bg_pids+=($!)
   sleep 0.3
   : >"$tmp/guard.log"
-  race_round() { # pod labels-json
+  race_round() { # pod labels-json seconds-to-probe-after-ADD
     local pod=$1
     ip netns add "adv-$pod" && : >"$tmp/netns-adv-$pod"
     ip -n "adv-$pod" link set lo up
@@ -255,17 +255,18 @@ if wants race; then
     local prober=$!
     sleep 0.15 # the prober is looping before the ADD starts
     add_pod "$pod" "$2" || echo "adversarial: ADD $pod failed: $(tail -c 300 "$tmp/add-$pod.log")"
-    sleep 0.4 # and keeps going after it returned
+    date +%s.%N >"$tmp/added-$pod"
+    sleep "$3" # and keeps going after it returned
     touch "$tmp/stop-$pod"
     wait "$prober"
     ip4_of "$pod" >"$tmp/ip-$pod"
   }
   x_ips=() y_ips=()
   for i in $(seq "$rounds"); do
-    race_round "x$i" "[\"app=x\",\"run=r$i-$$\"]"
+    race_round "x$i" "[\"app=x\",\"run=r$i-$$\"]" 0.5
     x_ips+=("$(cat "$tmp/ip-x$i")")
     if [ $((i % 5)) = 0 ] || { [ "$i" = "$rounds" ] && [ ${#y_ips[@]} = 0 ]; }; then
-      race_round "y$i" "[\"app=y\",\"run=r$i-$$\"]"
+      race_round "y$i" "[\"app=y\",\"run=r$i-$$\"]" 1.5
       y_ips+=("$(cat "$tmp/ip-y$i")")
     fi
     pod_detach "x$i"
@@ -284,7 +285,13 @@ if wants race; then
     read -r a c _ <"$tmp/probe-x$i" || { a=0 c=0; }
     attempts_x=$((attempts_x + a)) connected_x=$((connected_x + c))
   done
-  for f in "$tmp"/probe-y*; do [ -e "$f" ] && echo "adversarial: race: allowed pod ${f##*probe-}: attempts connected errors: $(cat "$f")"; done
+  for f in "$tmp"/probe-y*; do
+    [ -e "$f" ] || continue
+    read -r a c errs first <"$f"
+    y=${f##*probe-}
+    delay=$(awk -v f="$first" -v t="$(cat "$tmp/added-$y")" 'BEGIN { if (f > 0) printf "%.0f ms", (f - t) * 1000; else print "never" }')
+    echo "adversarial: race: new allowed pod $y: $a attempts, $c connected (errors $errs); first connect after ADD returned: $delay"
+  done
   echo "adversarial: race: $rounds new pods labelled app=x made $attempts_x connect attempts ($connected_x connected by their own count); guard accepted $admitted_x from them; ${#y_ips[@]} new allowed pods got $admitted_y accepted"
   check "6 guard (deny app=x, allow all) accepted 0 connections from $rounds brand-new app=x pods probing from before their ADD" [ "$admitted_x" = 0 ]
   y_ok() { [ "$y_connected" -ge 1 ] && [ "$y_connected" = "${#y_ips[@]}" ]; }
