@@ -420,6 +420,81 @@ struct PolicySemanticsConformanceTests {
 
   // MARK: Cilium (policy language docs)
 
+  @Test("cilium-cli allow-all-except-world: every entity but world, and every endpoint of the namespace")
+  func ciliumAllowAllExceptWorld() throws {
+    let policy = try compute(
+      Self.cnp(
+        """
+        endpointSelector: {}
+        egress:
+        - toEntities: [host, remote-node, cluster, init, health, kube-apiserver]
+        - toEndpoints:
+            - {}
+        ingress:
+        - fromEntities: [host, remote-node, cluster, init, health, kube-apiserver]
+        - fromEndpoints:
+          - {}
+        """))
+    for peer in [NumericIdentity.host, .remoteNode, .initializing, .health, .kubeAPIServer, client.id, prodClient.id, dns.id] {
+      #expect(policy.ingress(from: peer) == .allow && policy.egress(to: peer) == .allow, "\(peer)")
+    }
+    for peer in [NumericIdentity.world, .worldIPv4, .worldIPv6] {
+      #expect(policy.ingress(from: peer) == .deny && policy.egress(to: peer) == .deny, "\(peer)")
+    }
+  }
+
+  @Test("cilium-cli client-egress-to-echo-expression-deny over an allow-all egress policy")
+  func ciliumExpressionDeny() throws {
+    let clientPod = pod(1020, namespace: "cilium-test", "kind=client")
+    let echo = pod(1021, namespace: "cilium-test", "kind=echo")
+    let coredns = pod(1022, namespace: "kube-system", "k8s-app=coredns")
+    let engine = try engine(identities + [clientPod, echo, coredns])
+    try engine.importYAML(
+      """
+      apiVersion: cilium.io/v2
+      kind: CiliumNetworkPolicy
+      metadata:
+        namespace: cilium-test
+        name: client-egress-to-echo-expression
+      spec:
+        endpointSelector:
+          matchExpressions:
+            - {key: 'kind', operator: Exists}
+        egressDeny:
+        - toPorts:
+          - ports:
+            - port: "8080"
+              protocol: TCP
+          toEndpoints:
+          - matchLabels:
+              io.kubernetes.pod.namespace: cilium-test
+              kind: echo
+        - toPorts:
+          - ports:
+            - port: "53"
+              protocol: ANY
+          toEndpoints:
+          - matchLabels:
+              io.kubernetes.pod.namespace: kube-system
+              k8s-app: kube-dns
+          - matchLabels:
+              io.kubernetes.pod.namespace: kube-system
+              k8s-app: coredns
+      ---
+      apiVersion: cilium.io/v2
+      kind: CiliumNetworkPolicy
+      metadata: {namespace: cilium-test, name: allow-all-egress}
+      spec:
+        endpointSelector: {}
+        egress:
+        - toEntities: [all]
+      """)
+    let policy = engine.computePolicy(for: clientPod)
+    #expect(policy.egress(to: echo, .tcp, 8080) == .deny && policy.egress(to: echo, .tcp, 8081) == .allow)
+    #expect(policy.egress(to: dns, .udp, 53) == .deny && policy.egress(to: coredns, .tcp, 53) == .deny)
+    #expect(policy.egress(to: .world, .udp, 53) == .allow && policy.egress(to: client, .tcp, 8080) == .allow)
+  }
+
   @Test("toCIDR 0.0.0.0/0 and ::/0 are world (Cilium: world-ipv4 and world-ipv6)")
   func ciliumWorldCIDRs() throws {
     let v6 = try compute(Self.cnp("endpointSelector: {}\negress:\n- toCIDR: [\"::/0\"]"))
