@@ -156,7 +156,7 @@ def nft(*args, input=None):
 
 def case_ethertypes():
     ot, be = pods["other"], pods["backend"]
-    table = f"adv_{os.getpid()}"
+    table = ctx.get("nft_table", f"adv_{os.getpid()}")
     # netdev ingress runs after tc ingress on the same device: it counts only
     # what the endpoint's program let through.
     rules = f"""

@@ -101,6 +101,7 @@ cleanup() {
   for ns in $(ip netns list | awk '{print $1}' | grep '^adv-'); do
     [ -e "$tmp/netns-$ns" ] && ip netns del "$ns" 2>/dev/null
   done
+  nft delete table netdev "adv_$$" 2>/dev/null
   rm -rf "$PIN" "$tmp"
 }
 trap cleanup EXIT
@@ -223,9 +224,9 @@ host_addr=$(tessera datapath ipcache list -o json | jq -r --arg gw "$(jq -r '.ip
   '[.entries[] | select(.identity == 1 and (.prefix | endswith("/32")))] | (map(select(.prefix == ($gw + "/32"))) + .)[0].prefix // empty' | cut -d/ -f1)
 [ -n "$host_addr" ] || host_addr=$(jq -r '.ips[0].gateway' "$CHAIN_STATE/frontend.json")
 sleep 2 # IPv6 duplicate address detection in the pods
-jq -n --arg host "$host_addr" --arg rule "${ADV_FRAGMENT_RULE:-reassemble}" \
+jq -n --arg host "$host_addr" --arg rule "${ADV_FRAGMENT_RULE:-reassemble}" --arg table "adv_$$" \
   '{pods: {frontend: "adv-frontend", other: "adv-other", backend: "adv-backend", edge: "adv-edge", ext: "adv-ext", guard: "adv-guard"},
-    host_addr: $host, world_addr: "198.51.100.7", fragment_rule: $rule}' >"$tmp/context.json"
+    host_addr: $host, world_addr: "198.51.100.7", fragment_rule: $rule, nft_table: $table}' >"$tmp/context.json"
 
 # ---- packet cases (cases.py) ------------------------------------------------------
 py_cases=()
