@@ -195,6 +195,11 @@ struct PolicySemanticsConformanceTests {
     let engine = try engine(identities)
     try engine.importYAML(yaml)
     #expect(!engine.computePolicy(for: prodClient).ingressEnforced)
+    // policyTypes unset: Ingress is implied, so `ingress: []` or no rules at all isolate ingress too.
+    for spec in ["podSelector: {}", "podSelector: {}\ningress: []"] {
+      let implied = try compute(Self.knp(spec))
+      #expect(implied.ingressEnforced && !implied.egressEnforced && implied.ingress(from: client) == .deny, "\(spec)")
+    }
   }
 
   @Test("allow all ingress: ingress [{}] admits every source, inside the cluster or not")
