@@ -24,10 +24,13 @@ static int fuzz_add(struct cni_invocation *inv, struct cni_output *out, struct c
   int rc;
   if ((rc = netconf_parse_prev_result(nc, err))) return rc;
   if ((rc = netconf_parse_labels(nc, err))) return rc;
+  if ((rc = netconf_check_label_limits(nc, err))) return rc;
+  /* The real ADD reads the host veth from the kernel; here the container's entry stands in. */
+  if ((rc = netconf_find_container_interface(nc, inv->env.ifname, err))) return rc;
   if ((rc = result_passthrough(nc, out, err))) return rc;
   struct endpoint_create_params p = {
       .container_id = inv->env.container_id, .interface_name = inv->env.ifname,
-      .host_interface = nc->host_interface, .netns = inv->env.netns,
+      .host_interface = nc->container_interface, .netns = inv->env.netns,
       .pod_namespace = inv->args.pod_namespace, .pod_name = inv->args.pod_name,
       .ips = nc->ips, .n_ips = nc->n_ips, .labels = nc->labels, .n_labels = nc->n_labels,
   };
