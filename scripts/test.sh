@@ -64,6 +64,8 @@ run "tessera-cni unit tests + vectors" make -s -C Sources/tessera-cni test
 run "tessera-cni fuzzing (bounded)" fuzz
 run "end-to-end CNI (netns, ptp + host-local + tessera-cni)" bash Tests/tessera-cniTests/e2e.sh
 run "end-to-end policy in the kernel (real TCP between pods)" bash Tests/e2e/policy_e2e.sh
+run "end-to-end CNI chains (ptp, bridge, tessera-cni as main plugin; the window measured)" bash Tests/tessera-cniTests/chains_e2e.sh
+run "adversarial suite (forged sources, ethertypes, IPv6 extension headers, fragments, ICMP, deny-X race, etcd ipcache)" bash Tests/adversarial/run.sh
 run "end-to-end two nodes on one etcd (cross-node policy by identity)" bash Tests/e2e/two_nodes_e2e.sh
 run "bad-input campaign (Python grpcio against every method)" bash Tests/badinput/run.sh
 run "failure drill (SIGKILL each daemon in turn under churn)" bash Tests/drill/run.sh
