@@ -308,6 +308,11 @@ if [ -x /usr/lib/cni/host-local ]; then
   sleep 0.3
   check "main: TCP from the pod to its gateway works" [ "$(ip netns exec "$MAIN_NS" $PY -c 'import socket,sys; s=socket.create_connection((sys.argv[1],7071),3); print(s.recv(2).decode())' "10.$net.7.1")" = hi ]
   wait $lpid
+  $PY -c 'import socket,sys; s=socket.socket(socket.AF_INET6); s.bind((sys.argv[1],7071)); s.listen(); s.settimeout(5); c,_=s.accept(); c.sendall(b"hi")' "fd00:$net:7::1" &
+  lpid=$!
+  sleep 0.3
+  check "main: TCP over IPv6 from the pod to its gateway works at once" [ "$(ip netns exec "$MAIN_NS" $PY -c 'import socket,sys; s=socket.create_connection((sys.argv[1],7071),3); print(s.recv(2).decode())' "fd00:$net:7::1")" = hi ]
+  wait $lpid
   main CHECK "$(conf main-check.json 1.0.0 "$(jq -c '.' "$tmp/main.json" | sed 's/^{//;s/}$//' | sed 's/^/,/' | sed "s/^,\"cniVersion\":\"1.0.0\",\"name\":\"tsr-it\",\"type\":\"tessera-cni\",\"socketPath\":\"[^\"]*\"//"),\"prevResult\":$out"; echo "$tmp/main-check.json")"
   check "main: CHECK passes" silent_ok
   ip -n "$MAIN_NS" addr del "10.$net.7.2/24" dev eth0
