@@ -226,12 +226,12 @@ public final class EndpointManager: Sendable {
     }
     guard let (snapshot, generation) = started else { return }
     do {
-      if ordering.changesIdentity(endpointID: endpointID, to: snapshot.identity), let target = try await policy.eventSequence() {
+      if ordering.changesIdentity(endpointID: endpointID, to: snapshot.identity) {
         // Realising writes this endpoint's addresses → identity into the ipcache: peers first.
         let waitStart = ContinuousClock.now
-        try await ordering.waitForPeers(of: endpointID, through: target, deadline: waitStart + configuration.requestTimeout)
+        try await waitForPolicyOrdering(of: endpointID, deadline: waitStart + configuration.requestTimeout)
         logger.debug("peers' policy reflects the identity", metadata: [
-          "endpoint.id": "\(endpointID)", "identity": "\(snapshot.identity)", "sequence": "\(target)", "waited": "\(ContinuousClock.now - waitStart)",
+          "endpoint.id": "\(endpointID)", "identity": "\(snapshot.identity)", "waited": "\(ContinuousClock.now - waitStart)",
         ])
         // A delete or relabel during the wait: realising the old snapshot now would resurrect or misstate it.
         // The delete or the new identity's own pass takes over; nothing failed.
@@ -266,6 +266,7 @@ public final class EndpointManager: Sendable {
     } catch {
       logger.warning("regeneration failed", metadata: ["endpoint.id": "\(endpointID)", "error": "\(error)"])
       EndpointMetrics.regenerations(result: "error").increment()
+      ordering.failed(endpointID: endpointID)
       let stillThere = (try? registry.update(id: endpointID) { (endpoint) throws(EndpointError) -> Bool in
         _ = try endpoint.stateMachine.handle(.regenerationFailed)
         return true
@@ -278,6 +279,21 @@ public final class EndpointManager: Sendable {
           self.triggerRegeneration(endpointIDs: [endpointID])
         }
       }
+    }
+  }
+
+  /// Waits until every change the policy service made before this call
+  /// (identities entering its SelectorCache, rule changes) is realised in the
+  /// policy maps of this node's endpoints (except `endpointID`'s own, and those
+  /// ``PolicyOrdering`` does not wait for). Call it before an ipcache entry makes
+  /// packets carry an identity the policy service has just learnt.
+  ///
+  /// - Throws: ``EndpointError`` `.deadlineExceeded` at the deadline, or the
+  ///   policy service's error when its event sequence cannot be read.
+  public func waitForPolicyOrdering(of endpointID: UInt64? = nil, deadline: ContinuousClock.Instant) async throws(EndpointError) {
+    while let target = try await policy.eventSequence() {
+      if try await ordering.waitForPeers(of: endpointID, through: target, deadline: deadline) { return }
+      // The policy service restarted while we waited: wait for its new log instead.
     }
   }
 

@@ -14,10 +14,11 @@ import TesseraCore
 /// tracker knows how far the WatchPolicy consumer got (`consumed`) and which
 /// endpoint regenerations each consumed event is still waiting for (`pending`).
 ///
-/// Endpoints that were never realised (nothing of theirs is enforced yet) and
-/// endpoints in their own ordering wait (they compute their policy after it)
-/// are not waited for, so two concurrent creates or relabels cannot wait for
-/// each other.
+/// Not waited for: endpoints never realised (nothing of theirs is enforced
+/// yet), endpoints in their own ordering wait (they compute their policy after
+/// it, and two concurrent creates or relabels must not wait for each other),
+/// and endpoints whose last regeneration failed (a pod whose device vanished
+/// must not stop every create on the node; it keeps retrying).
 final class PolicyOrdering: Sendable {
   /// A regeneration an event triggered: `endpointID` must realise `generation`.
   private struct Pending {
@@ -34,6 +35,8 @@ final class PolicyOrdering: Sendable {
     var realized: [UInt64: (identity: NumericIdentity, generation: UInt64)] = [:]
     /// Endpoints in their own ordering wait.
     var ordering: Set<UInt64> = []
+    /// Endpoints whose last regeneration failed.
+    var failing: Set<UInt64> = []
     var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
     var nextToken = 0
     /// Bumped on every change, so a check and the wait after it cannot miss a signal.
@@ -71,14 +74,21 @@ final class PolicyOrdering: Sendable {
     update { state in
       let previous = state.realized[endpointID]?.generation ?? 0
       state.realized[endpointID] = (identity, max(previous, generation))
+      state.failing.remove(endpointID)
       state.pending.removeAll { $0.endpointID == endpointID && $0.generation <= generation }
     }
+  }
+
+  /// The endpoint's regeneration failed; it is not waited for until one succeeds.
+  func failed(endpointID: UInt64) {
+    update { $0.failing.insert(endpointID) }
   }
 
   /// The endpoint is gone: nothing is owed by it any more.
   func forget(endpointID: UInt64) {
     update { state in
       state.realized[endpointID] = nil
+      state.failing.remove(endpointID)
       state.pending.removeAll { $0.endpointID == endpointID }
     }
   }
@@ -90,20 +100,30 @@ final class PolicyOrdering: Sendable {
   /// regeneration owed for events up to it by another realised endpoint has
   /// been realised.
   ///
+  /// - Parameter endpointID: the endpoint about to be realised; nil to wait for every endpoint.
+  /// - Returns: false when the watch moved from `target`'s policy service
+  ///   instance to another one (it restarted): read a new target and wait again.
   /// - Throws: ``EndpointError`` `.deadlineExceeded` at the deadline.
-  func waitForPeers(of endpointID: UInt64, through target: PolicyEventSequence, deadline: ContinuousClock.Instant) async throws(EndpointError) {
-    update { $0.ordering.insert(endpointID) }
-    defer { update { $0.ordering.remove(endpointID) } }
+  func waitForPeers(of endpointID: UInt64?, through target: PolicyEventSequence, deadline: ContinuousClock.Instant) async throws(EndpointError) -> Bool {
+    let startInstance = state.withLock { $0.instanceID }
+    if let endpointID { update { $0.ordering.insert(endpointID) } }
+    defer { if let endpointID { update { $0.ordering.remove(endpointID) } } }
+    var moved = false
     try await wait(deadline: deadline) { state in
+      if startInstance == target.instanceID, state.instanceID != target.instanceID {
+        moved = true
+        return nil
+      }
       guard state.instanceID == target.instanceID, state.consumed >= target.sequence else {
         return "policy events through \(target) not applied yet (at \(state.instanceID ?? "none")#\(state.consumed))"
       }
       let owed = state.pending.filter {
         $0.sequence <= target.sequence && $0.endpointID != endpointID && !state.ordering.contains($0.endpointID)
-          && state.realized[$0.endpointID] != nil
+          && !state.failing.contains($0.endpointID) && state.realized[$0.endpointID] != nil
       }
       return owed.isEmpty ? nil : "endpoints \(Set(owed.map(\.endpointID)).sorted()) have not realised the change yet"
     }
+    return !moved
   }
 
   /// Returns once the endpoint owes no regeneration for events applied so far.
