@@ -7,7 +7,7 @@
 #
 #   TESSERA_BIN=/path/to/dir/with/tessera-binaries sudo -E bash Tests/tessera-cniTests/e2e.sh
 #
-# Skips (exit 0, with the reason) unless root, /usr/lib/cni/ptp exists and TESSERA_BIN is set.
+# Skips (exit 77, with the reason) unless root, /usr/lib/cni/ptp exists and TESSERA_BIN is set.
 # Environment:
 #   TESSERA_BIN        directory holding tessera and tessera-*d
 #   TESSERA_CNI        the plugin binary (default <repo>/.build-cni/tessera-cni, built if missing)
@@ -21,7 +21,7 @@ repo=$(cd "$here/../.." && pwd)
 
 skip() {
   echo "e2e: SKIP: $*"
-  exit 0
+  exit 77
 }
 [ "$(id -u)" = 0 ] || skip "needs root (network namespaces, veths)"
 [ -x /usr/lib/cni/ptp ] && [ -x /usr/lib/cni/host-local ] || skip "/usr/lib/cni/ptp missing (apt-get install containernetworking-plugins)"
