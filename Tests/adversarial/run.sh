@@ -191,7 +191,7 @@ apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: {name: adv-guard, namespace: default}
 spec:
-  endpointSelector: {matchLabels: {app: guard}}
+  endpointSelector: {matchExpressions: [{key: app, operator: In, values: [guard, filler]}]}
   ingress:
   - fromEntities: [all]
   ingressDeny:
@@ -262,6 +262,13 @@ if wants race; then
     wait "$prober"
     ip4_of "$pod" >"$tmp/ip-$pod"
   }
+  # A busy node: endpoints (no interface) with guard's policy, each regenerated
+  # for every new app=x identity, as many peers as ahead of guard in the queue.
+  fillers=${ADV_RACE_FILLERS:-40}
+  for i in $(seq "$fillers"); do
+    tessera endpoint create --container-id "adv-filler-$i" --ip "10.213.$((100 + i / 250)).$((i % 250 + 1))" --label app=filler --async >/dev/null 2>&1 \
+      || { echo "adversarial: race: filler endpoint $i could not be created"; break; }
+  done
   x_ips=() y_ips=()
   for i in $(seq "$rounds"); do
     race_round "x$i" "[\"app=x\",\"run=r$i-$$\"]" 0.5
@@ -293,7 +300,7 @@ if wants race; then
     delay=$(awk -v f="$first" -v t="$(cat "$tmp/added-$y")" 'BEGIN { if (f > 0) printf "%.0f ms", (f - t) * 1000; else print "never" }')
     echo "adversarial: race: new allowed pod $y: $a attempts, $c connected (errors $errs); first connect after ADD returned: $delay"
   done
-  echo "adversarial: race: $rounds new pods labelled app=x made $attempts_x connect attempts ($connected_x connected by their own count); guard accepted $admitted_x from them; ${#y_ips[@]} new allowed pods got $admitted_y accepted"
+  echo "adversarial: race: $fillers busy peers with guard's policy; $rounds new pods labelled app=x made $attempts_x connect attempts ($connected_x connected by their own count); guard accepted $admitted_x from them; ${#y_ips[@]} new allowed pods got $admitted_y accepted"
   check "6 guard (deny app=x, allow all) accepted 0 connections from $rounds brand-new app=x pods probing from before their ADD" [ "$admitted_x" = 0 ]
   y_ok() { [ "$y_connected" -ge 1 ] && [ "$y_connected" = "${#y_ips[@]}" ]; }
   check "6 control: each of ${#y_ips[@]} brand-new allowed pods (app=y) connected to guard right after ADD" y_ok
