@@ -190,7 +190,7 @@ int endpoint_get(const struct endpoint_target *t, const char *container_id, cons
 }
 
 int endpoint_gc(const struct endpoint_target *t, const struct netconf_attachment *a, size_t n, size_t *removed,
-                struct cni_error *err) {
+                endpoint_removed_fn on_removed, void *ctx, struct cni_error *err) {
   Tessera__Endpoint__V1__Attachment *atts = NULL, **ptrs = NULL;
   if (n) {
     atts = calloc(n, sizeof(*atts));
@@ -218,7 +218,9 @@ int endpoint_gc(const struct endpoint_target *t, const struct netconf_attachment
   free(atts);
   free(ptrs);
   if (rc || !m) return rc ? rc : CNI_ERR_INTERNAL;
-  *removed = ((Tessera__Endpoint__V1__GarbageCollectEndpointsResponse *)m)->n_removed;
+  Tessera__Endpoint__V1__GarbageCollectEndpointsResponse *r = (Tessera__Endpoint__V1__GarbageCollectEndpointsResponse *)m;
+  *removed = r->n_removed;
+  for (size_t i = 0; on_removed && i < r->n_removed; i++) on_removed(ctx, r->removed[i]);
   protobuf_c_message_free_unpacked(m, NULL);
   return 0;
 }

@@ -57,9 +57,12 @@ int endpoint_delete(const struct endpoint_target *t, const char *container_id, c
 int endpoint_get(const struct endpoint_target *t, const char *container_id, const char *ifname,
                  Tessera__Endpoint__V1__Endpoint **out, struct cni_error *err);
 
-/* GarbageCollectEndpoints: removes endpoints not in the list. */
+/* Called for every endpoint GC removed. */
+typedef void (*endpoint_removed_fn)(void *ctx, const Tessera__Endpoint__V1__Endpoint *removed);
+
+/* GarbageCollectEndpoints: removes endpoints not in the list; on_removed may be NULL. */
 int endpoint_gc(const struct endpoint_target *t, const struct netconf_attachment *a, size_t n, size_t *removed,
-                struct cni_error *err);
+                endpoint_removed_fn on_removed, void *ctx, struct cni_error *err);
 
 /* grpc.health.v1.Health/Check for the whole server (service ""); *status is the ServingStatus. */
 int endpoint_health(const struct endpoint_target *t, int *status, struct cni_error *err);

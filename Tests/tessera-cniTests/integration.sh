@@ -33,7 +33,10 @@ cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
   ip link del "$HOSTVETH" 2>/dev/null
   ip netns del "$NS" 2>/dev/null
-  [ -n "${MAIN_NS:-}" ] && ip netns del "$MAIN_NS" 2>/dev/null
+  if [ -n "${MAIN_NS:-}" ]; then
+    ip netns del "$MAIN_NS" 2>/dev/null
+    ip netns del "$MAIN_NS-2" 2>/dev/null
+  fi
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -336,6 +339,22 @@ if [ -x /usr/lib/cni/host-local ]; then
   done
   mode normal
   check "main: endpoint table empty after the failures" [ "$(jq length "$tmp/endpoints.json")" = 0 ]
+  # GC (1.1.0) in main mode: the veths of the attachments the runtime no longer has go too,
+  # and nothing of the attachments it keeps (nor a veth another plugin made).
+  CID=gc-keep main ADD "$tmp/main.json"
+  keep_hv=$(jq -r '.interfaces[0].name' <<<"$out")
+  ip netns add "$MAIN_NS-2"
+  NETNS_OVERRIDE=/var/run/netns/$MAIN_NS-2 CID=gc-gone plugin ADD "$tmp/main.json"
+  gone_hv=$(jq -r '.interfaces[0].name' <<<"$out")
+  jq -c --arg sock "$sock" '.cniVersion="1.1.0" | .["cni.dev/valid-attachments"]=[{"containerID":"gc-keep","ifname":"eth0"}]' \
+    "$tmp/main.json" >"$tmp/main-gc.json"
+  main GC "$tmp/main-gc.json"
+  check "main: GC succeeds" silent_ok
+  check "main: GC deleted the forgotten attachment's veth" not ip link show "$gone_hv"
+  check "main: GC kept the valid attachment's veth" ip link show "$keep_hv"
+  CID=gc-keep main DEL "$tmp/main.json"
+  NETNS_OVERRIDE=/var/run/netns/$MAIN_NS-2 CID=gc-gone plugin DEL "$tmp/main.json"
+  ip netns del "$MAIN_NS-2"
   # Chained after something: refused, it must be first.
   conf main-prev.json 1.0.0 ",\"ipam\":{\"type\":\"host-local\",\"dataDir\":\"$tmp/ipam\",\"subnet\":\"10.$net.8.0/24\"},\"prevResult\":$prev"
   main ADD "$tmp/main-prev.json"
