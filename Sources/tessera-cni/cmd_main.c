@@ -212,7 +212,11 @@ int cmd_add_main(struct cni_invocation *inv, struct cni_output *out, struct cni_
   uint64_t id = 0;
   uint32_t identity = 0;
   endpoint = 1; /* a call that timed out may still have created it */
-  if ((rc = endpoint_create(&t, &p, &id, &identity, err))) goto undo;
+  if ((rc = endpoint_create(&t, &p, &id, &identity, err))) {
+    /* Refused as a duplicate: the endpoint that exists is not ours to delete. */
+    if (rc == TSR_ERR_ENDPOINT_EXISTS) endpoint = 0;
+    goto undo;
+  }
   struct timespec ready;
   clock_gettime(CLOCK_REALTIME, &ready);
   log_debug("ADD main container=%s endpoint=%" PRIu64 " ready at %lld.%06ld: raising the links", inv->env.container_id,

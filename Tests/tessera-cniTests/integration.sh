@@ -333,7 +333,9 @@ if [ -x /usr/lib/cni/host-local ]; then
     main ADD "$tmp/main.json"
     code=$(jq -r .code <<<"$out")
     check "main: ADD with the service failing ($m) fails ($code)" [ "$rc" != 0 ]
-    check "main: after the $m failure no veth is left" [ -z "$(ip -o link show | grep -E ': tsr[0-9a-f]{12}@' | grep "$hv")" ]
+    check "main: the $m failure came from CreateEndpoint (on $(last CreateEndpoint .host_interface))" \
+      [ "$(last CreateEndpoint .container_id)" = mainpod ]
+    check "main: after the $m failure no veth is left" not ip link show "$(last CreateEndpoint .host_interface)"
     check "main: after the $m failure the pod has no eth0" not ip -n "$MAIN_NS" link show eth0 2>/dev/null
     check "main: after the $m failure the addresses are released" [ -z "$(ls "$tmp/ipam/tsr-it" 2>/dev/null | grep -E '^(10|fd00)')" ]
   done
@@ -355,6 +357,16 @@ if [ -x /usr/lib/cni/host-local ]; then
   CID=gc-keep main DEL "$tmp/main.json"
   NETNS_OVERRIDE=/var/run/netns/$MAIN_NS-2 CID=gc-gone plugin DEL "$tmp/main.json"
   ip netns del "$MAIN_NS-2"
+  # An ADD for an attachment whose endpoint exists already (registered by a chained ADD): 101,
+  # and the cleanup must not delete the endpoint that was there before.
+  CID=dup plugin ADD "$tmp/add.json"
+  CID=dup main ADD "$tmp/main.json"
+  check "main: ADD over an existing endpoint: 101" code_is 101
+  check "main: the existing endpoint survives the failed ADD" \
+    [ "$(jq '[.[] | select(.container_id == "dup")] | length' "$tmp/endpoints.json")" = 1 ]
+  check "main: the failed ADD left no veth" not ip link show "$(last CreateEndpoint .host_interface)"
+  check "main: the failed ADD released its address" [ -z "$(ls "$tmp/ipam/tsr-it" 2>/dev/null | grep -E '^(10|fd00)')" ]
+  CID=dup plugin DEL "$tmp/noprev.json"
   # Chained after something: refused, it must be first.
   conf main-prev.json 1.0.0 ",\"ipam\":{\"type\":\"host-local\",\"dataDir\":\"$tmp/ipam\",\"subnet\":\"10.$net.8.0/24\"},\"prevResult\":$prev"
   main ADD "$tmp/main-prev.json"
