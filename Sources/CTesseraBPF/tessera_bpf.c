@@ -53,6 +53,7 @@ struct tessera_bpf {
 	int ct_fd;
 	int policy_fd;
 	int metrics_fd;
+	int frags_fd;
 	int handlers_fd;
 	int loader_fd;
 	int adopted; /* handlers re-used from a previous run */
@@ -60,14 +61,14 @@ struct tessera_bpf {
 
 static const char *const global_maps[] = {
 	"tessera_ipcache", "tessera_endpoints", "tessera_ct", "tessera_policy",
-	"tessera_metrics", "tessera_handlers", "tessera_loader",
+	"tessera_metrics", "tessera_handlers", "tessera_loader", "tessera_frags",
 };
 #define NR_GLOBAL_MAPS (sizeof(global_maps) / sizeof(global_maps[0]))
 
 static int *global_fd_slot(struct tessera_bpf *t, size_t i)
 {
 	int *slots[NR_GLOBAL_MAPS] = { &t->ipcache_fd, &t->endpoints_fd, &t->ct_fd, &t->policy_fd,
-				       &t->metrics_fd, &t->handlers_fd, &t->loader_fd };
+				       &t->metrics_fd, &t->handlers_fd, &t->loader_fd, &t->frags_fd };
 	return slots[i];
 }
 
@@ -573,6 +574,75 @@ static int ct_migrate(int fd, int drop_legacy)
 	return legacy;
 }
 
+/* The counters map of older programs, when its value size differs from
+ * this object's (reasons were added): it is unpinned so that the load
+ * creates the new one, and its descriptor returned in `old_fd` (-1 when the
+ * pinned map is absent or compatible) for metrics_upgrade_copy. The old
+ * handlers keep counting into it until the new ones are installed. */
+static int metrics_upgrade_prepare(struct tessera_bpf *t, int *old_fd, uint32_t *old_value_size)
+{
+	struct bpf_map_info info;
+	uint32_t len = sizeof(info);
+	char path[PATH_MAX];
+	int fd;
+
+	*old_fd = -1;
+	if (snprintf(path, sizeof(path), "%s/tessera_metrics", t->globals_dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return 0;
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) ||
+	    (info.value_size == sizeof(struct endpoint_metrics) && info.key_size == sizeof(uint64_t))) {
+		close(fd);
+		return 0;
+	}
+	if (unlink(path) < 0) {
+		int err = neg_errno();
+		close(fd);
+		return err;
+	}
+	log_append("tessera: counters map of older programs (%u-byte values) replaced\n", info.value_size);
+	*old_fd = fd;
+	*old_value_size = info.value_size;
+	return 0;
+}
+
+/* Copies every endpoint's counters from the older map, reason by reason
+ * (reasons keep their numbers; new ones start at 0). */
+static void metrics_upgrade_copy(int old_fd, uint32_t old_value_size, int new_fd)
+{
+	const size_t slot = sizeof(struct metrics_value);
+	size_t old_reasons = old_value_size / (2 * slot), old_stride = ((size_t)old_value_size + 7) / 8 * 8;
+	int ncpus = libbpf_num_possible_cpus();
+	uint64_t key, next;
+	int have = 0;
+	char *old_value;
+	struct endpoint_metrics *value;
+
+	if (ncpus <= 0 || old_reasons == 0)
+		return;
+	old_value = calloc((size_t)ncpus, old_stride);
+	value = calloc((size_t)ncpus, sizeof(*value));
+	while (old_value && value && bpf_map_get_next_key(old_fd, have ? &key : NULL, &next) == 0) {
+		key = next;
+		have = 1;
+		if (bpf_map_lookup_elem(old_fd, &key, old_value))
+			continue;
+		memset(value, 0, (size_t)ncpus * sizeof(*value));
+		for (int cpu = 0; cpu < ncpus; cpu++) {
+			const struct metrics_value *from = (const void *)(old_value + (size_t)cpu * old_stride);
+			for (size_t dir = 0; dir < 2; dir++)
+				for (size_t r = 0; r < old_reasons && r < TESSERA_REASON_MAX; r++)
+					value[cpu].counters[dir * TESSERA_REASON_MAX + r] = from[dir * old_reasons + r];
+		}
+		bpf_map_update_elem(new_fd, &key, value, BPF_NOEXIST);
+	}
+	free(old_value);
+	free(value);
+}
+
 /* Loads the shared handlers (one verifier pass per daemon start when the
  * object changed), creating or re-using the pinned global maps, and installs
  * them in the program array: every endpoint's stub uses them from then on. */
@@ -581,9 +651,11 @@ static int install_handlers(struct tessera_bpf *t)
 	struct loader_state state = { .object_hash = t->object_hash, .installed_ns = now_ns() };
 	char path[PATH_MAX];
 	struct bpf_object *obj = NULL;
-	uint32_t key = 0;
-	int err;
+	uint32_t key = 0, old_metrics_size = 0;
+	int err, old_metrics_fd = -1;
 
+	if ((err = metrics_upgrade_prepare(t, &old_metrics_fd, &old_metrics_size)))
+		goto cleanup;
 	if ((err = open_object(t, 0, 1, &obj)))
 		goto cleanup;
 	if ((err = bpf_object__load(obj)))
@@ -596,6 +668,8 @@ static int install_handlers(struct tessera_bpf *t)
 		}
 		*global_fd_slot(t, i) = fd;
 	}
+	if (old_metrics_fd >= 0)
+		metrics_upgrade_copy(old_metrics_fd, old_metrics_size, t->metrics_fd);
 	/* Conntrack entries of older programs get canonical keys before the new
 	 * handlers run, so established flows keep passing across an upgrade. */
 	if ((err = ct_migrate(t->ct_fd, 0)) < 0)
@@ -623,6 +697,8 @@ static int install_handlers(struct tessera_bpf *t)
 cleanup:
 	if (err)
 		close_globals(t);
+	if (old_metrics_fd >= 0)
+		close(old_metrics_fd);
 	bpf_object__close(obj);
 	return err;
 }
@@ -877,6 +953,11 @@ static int ct_key_matches(const void *key, uint64_t id)
 	return ((const struct ct_key *)key)->endpoint_id == id;
 }
 
+static int frag_key_matches(const void *key, uint64_t id)
+{
+	return ((const struct frag_key *)key)->endpoint_id == id;
+}
+
 int tessera_bpf_endpoint_purge(struct tessera_bpf *t, uint64_t endpoint_id, int scan_policy)
 {
 	int err, first = 0;
@@ -886,6 +967,8 @@ int tessera_bpf_endpoint_purge(struct tessera_bpf *t, uint64_t endpoint_id, int 
 						  endpoint_id)))
 		first = first ? first : err;
 	if ((err = delete_matching(t->ct_fd, sizeof(struct ct_key), ct_key_matches, endpoint_id)))
+		first = first ? first : err;
+	if ((err = delete_matching(t->frags_fd, sizeof(struct frag_key), frag_key_matches, endpoint_id)))
 		first = first ? first : err;
 	err = bpf_map_delete_elem(t->metrics_fd, &endpoint_id);
 	if (err && err != -ENOENT)

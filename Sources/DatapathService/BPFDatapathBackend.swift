@@ -173,6 +173,12 @@ public final class BPFDatapathBackend: DatapathBackend {
     }
     let previous = try readInfo(id)
     let attachNeeded = change.isNew || change.interfaceChanged || previous == nil
+    // A missing device is a permanent error, found before anything is created.
+    if attachNeeded, !endpoint.hostInterface.isEmpty, if_nametoindex(endpoint.hostInterface) == 0 {
+      throw DatapathError(
+        code: .precondition,
+        message: "endpoint \(id): host device \(endpoint.hostInterface) does not exist (it must exist before the endpoint's policy is realised)")
+    }
 
     // 1. Programs: loaded for a new endpoint (or when their pins are gone).
     var programs: BPFLoader.Programs
@@ -352,11 +358,10 @@ public final class BPFDatapathBackend: DatapathBackend {
   public func counters(endpointID: UInt64) throws(DatapathError) -> EndpointCounters {
     let perReason = try dropAndForwardCounts(endpointID: endpointID)
     var counters = EndpointCounters()
-    let firstDrop = Int(TESSERA_DROP_POLICY_DENY.rawValue)
     for (index, packets) in perReason.enumerated() {
       let ingress = index < Int(TESSERA_REASON_MAX.rawValue)
-      let reason = index % Int(TESSERA_REASON_MAX.rawValue)
-      switch (ingress, reason < firstDrop) {
+      let reason = UInt32(index % Int(TESSERA_REASON_MAX.rawValue))
+      switch (ingress, tessera_reason_is_drop(reason) == 0) {
       case (true, true): counters.ingressForwarded += packets
       case (true, false): counters.ingressDropped += packets
       case (false, true): counters.egressForwarded += packets
@@ -377,10 +382,12 @@ public final class BPFDatapathBackend: DatapathBackend {
     }
   }
 
+  /// Names of the programs' reasons (`enum tessera_reason`), by number.
   static let reasonNames = [
     "forward-policy", "forward-ct-established", "forward-ct-reply", "forward-non-ip", "forward-icmp6-nd",
     "drop-policy-deny", "drop-policy-default", "drop-invalid-packet", "drop-fragment", "drop-no-endpoint",
-    "drop-ct-create-failed", "drop-missed-tail-call",
+    "drop-ct-create-failed", "drop-missed-tail-call", "drop-invalid-source", "drop-unknown-l3",
+    "drop-ipv6-ext-headers", "forward-ct-related", "forward-fragment",
   ]
 
   /// The time the last endpoint program load took (stubs + counters + pins).

@@ -12,6 +12,9 @@ import TesseraCore
 public final class Datapath: Sendable {
   private struct State {
     var endpoints: [UInt64: DatapathEndpoint] = [:]
+    /// Endpoints whose last realisation failed part way: the kernel may
+    /// hold a mix of two revisions, so the next one rewrites everything.
+    var unsettled: Set<UInt64> = []
   }
 
   private let backend: any DatapathBackend
@@ -54,28 +57,59 @@ public final class Datapath: Sendable {
         // An older computation arriving late must not roll the kernel back.
         return Realization(realizedRevision: previous.policy.revision, entriesWritten: 0, entriesDeleted: 0)
       }
-      let change = Self.difference(from: previous, to: wanted)
-      try backend.apply(change)
-      DatapathMetrics.policyMapWrites.increment(by: change.upserts.count + change.deletes.count)
+      let unsettled = state.withLock { $0.unsettled.contains(wanted.id) }
+      let change = unsettled ? Self.difference(from: nil, to: wanted) : Self.difference(from: previous, to: wanted)
+      var ipcacheWritten = false
+      do throws(DatapathError) {
+        try backend.apply(change)
+        DatapathMetrics.policyMapWrites.increment(by: change.upserts.count + change.deletes.count)
 
-      var ipcacheUpserts = wanted.ips.map { IPCacheEntry(prefix: $0, identity: wanted.identity) }
-      if let previous, previous.identity == wanted.identity {
-        let known = Set(previous.ips)
-        ipcacheUpserts.removeAll { known.contains($0.prefix) }
-      }
-      if !ipcacheUpserts.isEmpty {
-        try backend.upsertIPCache(ipcacheUpserts)
-        DatapathMetrics.ipcacheWrites.increment(by: ipcacheUpserts.count)
-      }
-      if let previous {
-        let gone = Set(previous.ips).subtracting(wanted.ips)
-        if !gone.isEmpty {
-          try backend.deleteIPCache(Array(gone))
-          DatapathMetrics.ipcacheWrites.increment(by: gone.count)
+        var ipcacheUpserts = wanted.ips.map { IPCacheEntry(prefix: $0, identity: wanted.identity) }
+        if let previous, previous.identity == wanted.identity, !unsettled {
+          let known = Set(previous.ips)
+          ipcacheUpserts.removeAll { known.contains($0.prefix) }
         }
+        if !ipcacheUpserts.isEmpty {
+          ipcacheWritten = true
+          try backend.upsertIPCache(ipcacheUpserts)
+          DatapathMetrics.ipcacheWrites.increment(by: ipcacheUpserts.count)
+        }
+        if let previous {
+          let gone = Set(previous.ips).subtracting(wanted.ips)
+          if !gone.isEmpty {
+            try backend.deleteIPCache(Array(gone))
+            DatapathMetrics.ipcacheWrites.increment(by: gone.count)
+          }
+        }
+      } catch {
+        if previous == nil {
+          removeFailedCreation(wanted, ipcacheWritten: ipcacheWritten, error: error)
+        } else {
+          state.withLock { _ = $0.unsettled.insert(wanted.id) }
+        }
+        throw error
       }
-      state.withLock { $0.endpoints[wanted.id] = wanted }
+      state.withLock {
+        $0.endpoints[wanted.id] = wanted
+        $0.unsettled.remove(wanted.id)
+      }
       return Realization(realizedRevision: wanted.policy.revision, entriesWritten: change.upserts.count, entriesDeleted: change.deletes.count)
+    }
+  }
+
+  /// A first realisation failed: everything it may have created (pinned
+  /// programs, tc filters, endpoint-map, policy, counters, conntrack and
+  /// ipcache entries) is removed by endpoint id, so that a failed create
+  /// leaves nothing behind. Called with the backend lock held.
+  private func removeFailedCreation(_ wanted: DatapathEndpoint, ipcacheWritten: Bool, error: DatapathError) {
+    logger.warning(
+      "first realisation of an endpoint failed; removing what it created",
+      metadata: ["endpoint.id": "\(wanted.id)", "error": "\(error)"])
+    do {
+      try backend.removeEndpoint(wanted)
+      if ipcacheWritten, !wanted.ips.isEmpty { try backend.deleteIPCache(wanted.ips) }
+    } catch {
+      logger.error("cleanup after a failed realisation failed", metadata: ["endpoint.id": "\(wanted.id)", "error": "\(error)"])
     }
   }
 
@@ -88,7 +122,10 @@ public final class Datapath: Sendable {
         try backend.deleteIPCache(existing.ips)
         DatapathMetrics.ipcacheWrites.increment(by: existing.ips.count)
       }
-      state.withLock { $0.endpoints[id] = nil }
+      state.withLock {
+        $0.endpoints[id] = nil
+        $0.unsettled.remove(id)
+      }
       return true
     }
   }

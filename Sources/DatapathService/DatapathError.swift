@@ -1,8 +1,9 @@
 /// An error from the datapath, with a code the gRPC layer maps to a status.
 public struct DatapathError: Error, Sendable, CustomStringConvertible {
   public struct Code: Hashable, Sendable, CustomStringConvertible {
-    private enum Wrapped: Hashable, Sendable { case invalidArgument, notFound, kernel, unavailable, precondition }
-    private let wrapped: Wrapped
+    /// Every code there is (switched over exhaustively by the gRPC mapping).
+    enum Wrapped: Hashable, Sendable { case invalidArgument, notFound, kernel, unavailable, precondition }
+    let wrapped: Wrapped
     private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
 
     /// The request names something malformed (bad IP, bad interface name).
@@ -11,8 +12,9 @@ public struct DatapathError: Error, Sendable, CustomStringConvertible {
     public static let notFound = Code(.notFound)
     /// The kernel refused an operation (verifier, map update, attach).
     public static let kernel = Code(.kernel)
-    /// A required facility is missing (bpffs, privileges).
+    /// A required facility or object is missing (bpffs, privileges, the endpoint's host device).
     public static let precondition = Code(.precondition)
+    /// The datapath cannot serve now; trying again later may succeed.
     public static let unavailable = Code(.unavailable)
 
     public var description: String { String(describing: wrapped) }

@@ -220,7 +220,12 @@ struct BPFDatapathBackendTests {
       #expect(try backend.passes(14, .ingress, Packet.ipv4(podIP, podIP, proto: Packet.udp, sport: 7, dport: 7)))
       #expect(try !backend.passes(14, .ingress, Packet.ipv4(podIP, podIP, proto: Packet.udp, sport: 8, dport: 8)))
       // IPv6: the reply of an outgoing connection, whichever address is lower.
-      for (local, remote) in [("fd00::5", "fd00::9"), ("fd00::9", "fd00::5")] {
+      // (The local address is the endpoint's own: what leaves it must carry one.)
+      for (revision, (local, remote)) in [(UInt64(3), ("fd00::5", "fd00::9")), (4, ("fd00::9", "fd00::5"))] {
+        _ = try datapath.realize(
+          endpoint(
+            id: 14, ip: "\(local)/128", revision: revision, ingressEnforced: true,
+            entries: [PolicyEntry(peer: other, direction: .ingress, proto: .udp, ports: PortRange(single: 53))]))
         #expect(try backend.passes(14, .egress, Packet.ipv6TCP(local, remote, sport: 40000, dport: 80)))
         #expect(try backend.passes(14, .ingress, Packet.ipv6TCP(remote, local, sport: 80, dport: 40000, tcpFlags: Packet.synAck)))
         #expect(try !backend.passes(14, .ingress, Packet.ipv6TCP(remote, local, sport: 80, dport: 40001, tcpFlags: Packet.synAck)))

@@ -10,11 +10,17 @@
  * endpoint with its id in read-only data (a verifier pass of a few
  * instructions), they put the id in skb->cb and tail-call the shared
  * handlers, which are verified once per daemon start and installed in
- * tessera_handlers. For each IP packet the handler does:
+ * tessera_handlers. For each packet the handler does:
  *
- *   parse -> conntrack (established / reply: pass)
- *         -> ipcache (peer identity) -> policy (deny, allow, default)
- *         -> conntrack create -> pass
+ *   ethertype: ARP (from the container: its own sender address) passes,
+ *              anything but IPv4/IPv6 is dropped
+ *   parse (IPv6 extension headers parsed to the end, or dropped)
+ *   -> from the container: source validation (source.h)
+ *   -> ND/MLD: pass; later fragments: pass when their first did (fragments.h)
+ *   -> ICMP error about a tracked flow: pass (conntrack.h)
+ *   -> conntrack (established / reply: pass)
+ *   -> ipcache (peer identity) -> policy (deny, allow, default)
+ *   -> conntrack create -> pass
  *
  * Everything that changes at run time lives in maps keyed by endpoint id, so
  * regeneration is map writes only and never recompiles or reloads.
@@ -28,6 +34,8 @@
 #include "lib/ipcache.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/fragments.h"
+#include "lib/source.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -103,45 +111,85 @@ static __always_inline int verdict_drop(struct endpoint_metrics *metrics, struct
 	return TC_ACT_SHOT;
 }
 
+/* A packet of a flow that passes: a first fragment lets its datagram's
+ * later fragments pass too. */
+static __always_inline int verdict_pass_flow(struct endpoint_metrics *metrics, struct __sk_buff *skb, __u8 dir,
+					     enum tessera_reason reason, const struct flow *f, __u64 endpoint_id,
+					     __u64 now)
+{
+	frag_note(f, endpoint_id, dir, now);
+	return verdict_pass(metrics, skb, dir, reason);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	const __u64 endpoint_id = (__u64)skb->cb[TESSERA_CB_ENDPOINT_LO] |
 				  ((__u64)skb->cb[TESSERA_CB_ENDPOINT_HI] << 32);
-	struct endpoint_info *ep;
+	struct endpoint_info *ep = 0;
 	struct endpoint_metrics *metrics;
 	struct flow f = {};
 	enum ct_status ct;
 	enum policy_verdict verdict;
 	__u64 now;
-	__u32 peer, kinds;
+	__u32 peer, kinds, sender;
 	int enforced;
 
 	metrics = bpf_map_lookup_elem(&tessera_metrics, &endpoint_id);
 
 	switch (parse_flow(skb, &f)) {
-	case PARSE_NOT_IP:
+	case PARSE_ARP:
+		if (dir == TESSERA_DIR_INGRESS)
+			return verdict_pass(metrics, skb, dir, TESSERA_FWD_NON_IP);
+		if (parse_arp_sender(skb, &sender))
+			return verdict_drop(metrics, skb, dir, TESSERA_DROP_INVALID_PACKET);
+		ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
+		if (!ep)
+			return verdict_drop(metrics, skb, dir, TESSERA_DROP_NO_ENDPOINT);
+		if (!source_arp_valid(ep, sender))
+			return verdict_drop(metrics, skb, dir, TESSERA_DROP_INVALID_SOURCE);
 		return verdict_pass(metrics, skb, dir, TESSERA_FWD_NON_IP);
+	case PARSE_UNKNOWN_L3:
+		return verdict_drop(metrics, skb, dir, TESSERA_DROP_UNKNOWN_L3);
+	case PARSE_EXT_HEADERS:
+		return verdict_drop(metrics, skb, dir, TESSERA_DROP_EXT_HEADERS);
 	case PARSE_INVALID:
 		return verdict_drop(metrics, skb, dir, TESSERA_DROP_INVALID_PACKET);
 	default:
 		break;
 	}
+	/* Before any flow state: nothing is reachable with a forged source. */
+	if (dir == TESSERA_DIR_EGRESS) {
+		ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
+		if (!ep)
+			return verdict_drop(metrics, skb, dir, TESSERA_DROP_NO_ENDPOINT);
+		if (!source_valid(ep, &f))
+			return verdict_drop(metrics, skb, dir, TESSERA_DROP_INVALID_SOURCE);
+	}
 	if (f.icmp6_nd)
 		return verdict_pass(metrics, skb, dir, TESSERA_FWD_ICMP6_ND);
-	if (f.nonfirst_fragment)
-		return verdict_drop(metrics, skb, dir, TESSERA_DROP_FRAG_NOT_SUPPORTED);
 
 	/* The clock of the timers, read without the TSC (~45 ns less per packet
 	 * here than bpf_ktime_get_ns): CLOCK_MONOTONIC within a tick, fine for
 	 * lifetimes of seconds. */
 	now = now_ns();
+	if (f.nonfirst_fragment) {
+		if (frag_allowed(&f, endpoint_id, dir, now))
+			return verdict_pass(metrics, skb, dir, TESSERA_FWD_FRAGMENT);
+		return verdict_drop(metrics, skb, dir, TESSERA_DROP_FRAG_NOT_SUPPORTED);
+	}
+	/* An ICMP error about a tracked flow (PMTU discovery) passes; any other
+	 * is judged by policy like any ICMP packet. */
+	if (f.icmp_error && ct_icmp_error_related(skb, &f, endpoint_id, dir, now))
+		return verdict_pass(metrics, skb, dir, TESSERA_FWD_CT_RELATED);
+
 	ct = ct_lookup(&f, endpoint_id, dir, now);
 	if (ct == CT_ESTABLISHED)
-		return verdict_pass(metrics, skb, dir, TESSERA_FWD_CT_ESTABLISHED);
+		return verdict_pass_flow(metrics, skb, dir, TESSERA_FWD_CT_ESTABLISHED, &f, endpoint_id, now);
 	if (ct == CT_REPLY)
-		return verdict_pass(metrics, skb, dir, TESSERA_FWD_CT_REPLY);
+		return verdict_pass_flow(metrics, skb, dir, TESSERA_FWD_CT_REPLY, &f, endpoint_id, now);
 
-	ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
+	if (!ep)
+		ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
 	if (!ep)
 		return verdict_drop(metrics, skb, dir, TESSERA_DROP_NO_ENDPOINT);
 	enforced = dir == TESSERA_DIR_INGRESS ? !!(ep->flags & TESSERA_EP_F_INGRESS_ENFORCED)
@@ -161,7 +209,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	if (ct_create(&f, endpoint_id, dir, now) < 0)
 		return verdict_drop(metrics, skb, dir, TESSERA_DROP_CT_CREATE_FAILED);
-	return verdict_pass(metrics, skb, dir, TESSERA_FWD_POLICY);
+	return verdict_pass_flow(metrics, skb, dir, TESSERA_FWD_POLICY, &f, endpoint_id, now);
 }
 
 SEC("tc")

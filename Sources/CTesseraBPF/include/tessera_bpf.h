@@ -10,6 +10,7 @@
  *   globals/tessera_ipcache     LPM trie, IP prefix -> identity
  *   globals/tessera_endpoints   hash, endpoint id -> struct endpoint_info
  *   globals/tessera_ct          LRU hash, conntrack
+ *   globals/tessera_frags       LRU hash, datagrams whose first fragment passed
  *   globals/tessera_policy      LPM trie, (endpoint id, verdict, direction, proto, peer, port) -> entry
  *   globals/tessera_metrics     per-CPU hash, endpoint id -> counters by direction and reason
  *   globals/tessera_handlers    program array, the shared policy handlers
@@ -74,7 +75,7 @@ int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id, struc
  * when neither is pinned. */
 int tessera_bpf_endpoint_open_pinned(struct tessera_bpf *t, uint64_t endpoint_id, struct tessera_endpoint_fds *fds);
 
-/* Deletes the endpoint's conntrack entries, counters and endpoint-map entry,
+/* Deletes the endpoint's conntrack and fragment entries, counters and endpoint-map entry,
  * and with `scan_policy` every policy entry of the endpoint found by walking
  * the whole policy map (the caller normally deletes the keys it wrote, and
  * scans only when it does not know them). */

@@ -126,6 +126,50 @@ static __always_inline enum ct_status ct_lookup(const struct flow *f, __u64 endp
 	return CT_REPLY;
 }
 
+/* Whether the flow of `f`, seen in direction `dir`, is tracked for the
+ * endpoint (either orientation). Read only: an ICMP error about a flow
+ * neither refreshes nor closes it. */
+static __always_inline int ct_tracked(const struct flow *f, __u64 endpoint_id, __u8 dir, __u64 now)
+{
+	struct ct_key key;
+	struct ct_entry *e;
+
+	ct_fill_key(&key, f, endpoint_id, dir);
+	e = bpf_map_lookup_elem(&tessera_ct, &key);
+	return e && e->expires_ns > now;
+}
+
+/* An ICMP error (`f`, seen in direction `dir`) about a flow the endpoint
+ * tracks: the quoted packet travelled the other way. It must be addressed
+ * to that packet's sender (the error goes back where the packet came from),
+ * and one the container sends must be about a packet it received, so a
+ * forged error can neither reach a third party nor name another flow. */
+static __always_inline int ct_icmp_error_related(struct __sk_buff *skb, const struct flow *f, __u64 endpoint_id,
+						 __u8 dir, __u64 now)
+{
+	struct flow in = {};
+	__u64 a0, a1, b0, b1;
+
+	if (parse_icmp_inner(skb, f, &in))
+		return 0;
+	__builtin_memcpy(&a0, in.saddr, 8);
+	__builtin_memcpy(&a1, in.saddr + 8, 8);
+	__builtin_memcpy(&b0, f->daddr, 8);
+	__builtin_memcpy(&b1, f->daddr + 8, 8);
+	if (a0 != b0 || a1 != b1)
+		return 0;
+	if (dir == TESSERA_DIR_EGRESS) {
+		__builtin_memcpy(&a0, in.daddr, 8);
+		__builtin_memcpy(&a1, in.daddr + 8, 8);
+		__builtin_memcpy(&b0, f->saddr, 8);
+		__builtin_memcpy(&b1, f->saddr + 8, 8);
+		if (a0 != b0 || a1 != b1)
+			return 0;
+	}
+	return ct_tracked(&in, endpoint_id, dir == TESSERA_DIR_INGRESS ? TESSERA_DIR_EGRESS : TESSERA_DIR_INGRESS,
+			  now);
+}
+
 /* Records a new flow that policy allowed. */
 static __always_inline int ct_create(const struct flow *f, __u64 endpoint_id, __u8 dir, __u64 now)
 {

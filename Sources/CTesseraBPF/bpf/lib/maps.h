@@ -18,6 +18,7 @@
 #define TESSERA_POLICY_MAX 1048576
 #define TESSERA_CT_MAX 65536
 #define TESSERA_ENDPOINTS_MAX 65535
+#define TESSERA_FRAGS_MAX 8192
 
 /* Global: IP prefix -> security identity. */
 struct {
@@ -47,6 +48,15 @@ struct {
 	__uint(max_entries, TESSERA_CT_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tessera_ct SEC(".maps");
+
+/* Global: datagrams whose first fragment passed (maps_types.h, fragments). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct frag_key);
+	__type(value, struct frag_value);
+	__uint(max_entries, TESSERA_FRAGS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tessera_frags SEC(".maps");
 
 /* Global: every endpoint's policy, keyed by endpoint id first. */
 struct {

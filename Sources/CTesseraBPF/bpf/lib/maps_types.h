@@ -184,6 +184,33 @@ static inline __attribute__((always_inline)) int tessera_ct_tuple_reversed(__u64
 /* Longest time an established flow's packets go without writing its expiry. */
 #define TESSERA_CT_REFRESH_NS (1ULL * 1000000000ULL)
 
+/* ---- fragments: LRU hash ----------------------------------------------------
+ * A datagram's first fragment (the one with the L4 header) is judged like any
+ * packet; when it passes, its (endpoint, direction, addresses, protocol,
+ * fragment id) is recorded, and later fragments pass only when their
+ * datagram is recorded (as Cilium's IPv4 fragment tracking). The entry
+ * expires after the kernel's default reassembly timeout.
+ */
+#define TESSERA_FRAG_LIFETIME_NS (30ULL * 1000000000ULL)
+
+struct frag_key {
+	__u64 endpoint_id;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 id; /* IPv4: the 16-bit identification; IPv6: the fragment header's */
+	__u8 proto;
+	__u8 family;
+	__u8 direction;
+	__u8 pad;
+};
+
+struct frag_value {
+	__u64 expires_ns;
+	__u16 sport; /* the first fragment's ports (host order), for inspection */
+	__u16 dport;
+	__u32 pad;
+};
+
 /* ---- metrics: per-CPU hash, endpoint id -> counters -----------------------
  * counters[(direction - 1) * TESSERA_REASON_MAX + reason].
  */
@@ -192,7 +219,7 @@ enum tessera_reason {
 	TESSERA_FWD_POLICY = 0, /* new flow allowed by policy */
 	TESSERA_FWD_CT_ESTABLISHED = 1, /* established flow, forward direction */
 	TESSERA_FWD_CT_REPLY = 2, /* reply of a flow allowed the other way */
-	TESSERA_FWD_NON_IP = 3, /* ARP and other non-IP */
+	TESSERA_FWD_NON_IP = 3, /* ARP (every other ethertype is dropped: TESSERA_DROP_UNKNOWN_L3) */
 	TESSERA_FWD_ICMP6_ND = 4, /* IPv6 neighbour discovery / MLD */
 	/* Dropped. */
 	TESSERA_DROP_POLICY_DENY = 5, /* matched a deny entry */
@@ -202,10 +229,24 @@ enum tessera_reason {
 	TESSERA_DROP_NO_ENDPOINT = 9, /* endpoint missing from the endpoint map */
 	TESSERA_DROP_CT_CREATE_FAILED = 10, /* conntrack entry could not be created */
 	TESSERA_DROP_MISSED_TAIL_CALL = 11, /* no shared handler installed */
-	TESSERA_REASON_MAX = 12,
+	/* Reasons added later are appended, whatever their kind, so that the
+	 * counters of older reasons keep their index
+	 * (tessera_reason_is_drop says which are drops). */
+	TESSERA_DROP_INVALID_SOURCE = 12, /* from the container: IP source or ARP sender not its own */
+	TESSERA_DROP_UNKNOWN_L3 = 13, /* not IPv4, IPv6 or ARP; VLAN-tagged */
+	TESSERA_DROP_EXT_HEADERS = 14, /* IPv6 extension headers not parsed to the end, or unsupported */
+	TESSERA_FWD_CT_RELATED = 15, /* ICMP error about a tracked flow (PMTU discovery) */
+	TESSERA_FWD_FRAGMENT = 16, /* non-first fragment of a datagram whose first fragment passed */
+	TESSERA_REASON_MAX = 17,
 };
 
 #define TESSERA_REASON_FIRST_DROP TESSERA_DROP_POLICY_DENY
+
+static inline __attribute__((always_inline)) int tessera_reason_is_drop(__u32 reason)
+{
+	return reason >= TESSERA_REASON_FIRST_DROP && reason != TESSERA_FWD_CT_RELATED &&
+	       reason != TESSERA_FWD_FRAGMENT;
+}
 #define TESSERA_METRICS_ENTRIES (2 * TESSERA_REASON_MAX)
 
 struct metrics_value {

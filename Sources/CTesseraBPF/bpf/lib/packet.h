@@ -29,7 +29,15 @@
 #define TESSERA_NEXTHDR_FRAGMENT 44
 #define TESSERA_NEXTHDR_AUTH 51
 #define TESSERA_NEXTHDR_DEST 60
-#define TESSERA_IPV6_MAX_EXT_HEADERS 4
+/* Extension headers outside the loop's list: a packet carrying one is
+ * dropped (TESSERA_DROP_EXT_HEADERS), never judged by what follows it. */
+#define TESSERA_NEXTHDR_MOBILITY 135
+#define TESSERA_NEXTHDR_HIP 139
+#define TESSERA_NEXTHDR_SHIM6 140
+#define TESSERA_NEXTHDR_EXP1 253
+#define TESSERA_NEXTHDR_EXP2 254
+/* A chain longer than this is dropped (TESSERA_DROP_EXT_HEADERS). */
+#define TESSERA_IPV6_MAX_EXT_HEADERS 8
 
 #define TESSERA_TCP_FIN 0x01
 #define TESSERA_TCP_SYN 0x02
@@ -37,14 +45,25 @@
 #define TESSERA_TCP_ACK 0x10
 
 #define TESSERA_ICMP_ECHO_REPLY 0
+#define TESSERA_ICMP_DEST_UNREACH 3
 #define TESSERA_ICMP_ECHO_REQUEST 8
+#define TESSERA_ICMP_TIME_EXCEEDED 11
+#define TESSERA_ICMP_PARAMETER_PROBLEM 12
+#define TESSERA_ICMP6_DEST_UNREACH 1
+#define TESSERA_ICMP6_PACKET_TOO_BIG 2
+#define TESSERA_ICMP6_TIME_EXCEEDED 3
+#define TESSERA_ICMP6_PARAMETER_PROBLEM 4
 #define TESSERA_ICMP6_ECHO_REQUEST 128
 #define TESSERA_ICMP6_ECHO_REPLY 129
 
+#define TESSERA_ARP_HRD_ETHER 1
+
 enum parse_result {
 	PARSE_OK = 0,
-	PARSE_NOT_IP = 1, /* ARP and friends: not ours to judge */
+	PARSE_ARP = 1, /* the only non-IP ethertype that passes */
 	PARSE_INVALID = 2,
+	PARSE_UNKNOWN_L3 = 3, /* any other ethertype, or VLAN-tagged */
+	PARSE_EXT_HEADERS = 4, /* IPv6 extension headers not parsed to the end */
 };
 
 struct flow {
@@ -52,15 +71,19 @@ struct flow {
 	__u8 proto;
 	__u8 nonfirst_fragment; /* no L4 header in this packet */
 	__u8 tcp_flags;
-	__u8 icmp6_nd; /* neighbour discovery or MLD: always passes */
-	__u8 pad[3];
+	__u8 icmp6_nd; /* neighbour discovery or MLD */
+	__u8 first_fragment; /* offset 0 with more fragments to come */
+	__u8 icmp_error; /* ICMP error: the packet it is about follows at l4_off + 8 */
+	__u8 frag_proto; /* fragments: the header after IPv4's / the fragment header */
 	/* 8-byte aligned: conntrack reads them as 64-bit words. */
 	__u8 saddr[16] __attribute__((aligned(8)));
 	__u8 daddr[16] __attribute__((aligned(8)));
 	__u16 sport; /* conntrack ports, host order */
 	__u16 dport;
 	__u16 policy_port; /* destination port for TCP/UDP/SCTP, 0 for portless protocols */
-	__u16 pad2;
+	__u16 l4_off; /* offset of the L4 header in the frame */
+	__u32 frag_id; /* fragments: the datagram's identification */
+	__u32 pad2;
 };
 
 /* Points at `len` bytes at `off` in the packet: in place when they are in
@@ -130,6 +153,11 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f, __u32
 		if (f->proto == IPPROTO_ICMPV6 &&
 		    ((type >= 130 && type <= 137) || type == 143))
 			f->icmp6_nd = 1;
+		if (f->proto == IPPROTO_ICMP ?
+			    (type == TESSERA_ICMP_DEST_UNREACH || type == TESSERA_ICMP_TIME_EXCEEDED ||
+			     type == TESSERA_ICMP_PARAMETER_PROBLEM) :
+			    (type >= TESSERA_ICMP6_DEST_UNREACH && type <= TESSERA_ICMP6_PARAMETER_PROBLEM))
+			f->icmp_error = 1;
 		return PARSE_OK;
 	}
 	default:
@@ -137,11 +165,20 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f, __u32
 	}
 }
 
+/* Fragment offsets, in 8-byte units. A TCP fragment at offset 1 overlaps
+ * the TCP header's flags and could rewrite what policy saw in the first
+ * fragment (RFC 1858): invalid. */
+static __always_inline int fragment_offset_valid(const struct flow *f, __u32 units)
+{
+	return !(units == 1 && f->proto == IPPROTO_TCP);
+}
+
 static __always_inline int parse_ipv4(struct __sk_buff *skb, struct flow *f)
 {
 	struct iphdr buf;
 	const struct iphdr *ip = packet_bytes(skb, ETH_HLEN, &buf, sizeof(buf));
 	__u32 hlen;
+	__u16 frag;
 
 	if (!ip)
 		return PARSE_INVALID;
@@ -152,9 +189,32 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct flow *f)
 	f->proto = ip->protocol;
 	__builtin_memcpy(f->saddr, &ip->saddr, 4);
 	__builtin_memcpy(f->daddr, &ip->daddr, 4);
-	if (bpf_ntohs(ip->frag_off) & 0x1fff)
+	frag = bpf_ntohs(ip->frag_off);
+	if (frag & 0x1fff) {
 		f->nonfirst_fragment = 1;
+		if (!fragment_offset_valid(f, frag & 0x1fff))
+			return PARSE_INVALID;
+	} else if (frag & 0x2000) {
+		f->first_fragment = 1;
+	}
+	f->frag_id = bpf_ntohs(ip->id);
+	f->frag_proto = ip->protocol;
 	return parse_l4(skb, f, ETH_HLEN + hlen);
+}
+
+static __always_inline int ipv6_ext_known(__u8 nexthdr)
+{
+	return nexthdr == TESSERA_NEXTHDR_HOP || nexthdr == TESSERA_NEXTHDR_ROUTING ||
+	       nexthdr == TESSERA_NEXTHDR_FRAGMENT || nexthdr == TESSERA_NEXTHDR_AUTH ||
+	       nexthdr == TESSERA_NEXTHDR_DEST;
+}
+
+/* Extension headers the parser does not walk: what follows them is unknown. */
+static __always_inline int ipv6_ext_unsupported(__u8 nexthdr)
+{
+	return nexthdr == TESSERA_NEXTHDR_MOBILITY || nexthdr == TESSERA_NEXTHDR_HIP ||
+	       nexthdr == TESSERA_NEXTHDR_SHIM6 || nexthdr == TESSERA_NEXTHDR_EXP1 ||
+	       nexthdr == TESSERA_NEXTHDR_EXP2;
 }
 
 static __always_inline int parse_ipv6(struct __sk_buff *skb, struct flow *f)
@@ -162,7 +222,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct flow *f)
 	struct ipv6hdr buf;
 	const struct ipv6hdr *ip6 = packet_bytes(skb, ETH_HLEN, &buf, sizeof(buf));
 	__u32 off = ETH_HLEN + sizeof(struct ipv6hdr);
-	__u8 nexthdr;
+	__u8 nexthdr, fragments = 0;
 	int i;
 
 	if (!ip6)
@@ -174,22 +234,32 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct flow *f)
 	__builtin_memcpy(f->daddr, &ip6->daddr, 16);
 	nexthdr = ip6->nexthdr;
 
-	/* The common case, no extension header, skips the loop entirely. */
+	/* The common case, no extension header, leaves the loop at once. */
 #pragma unroll
 	for (i = 0; i < TESSERA_IPV6_MAX_EXT_HEADERS; i++) {
-		__u8 extbuf[4];
+		__u8 extbuf[8];
 		const __u8 *ext;
 
-		if (nexthdr != TESSERA_NEXTHDR_HOP && nexthdr != TESSERA_NEXTHDR_ROUTING &&
-		    nexthdr != TESSERA_NEXTHDR_FRAGMENT && nexthdr != TESSERA_NEXTHDR_AUTH &&
-		    nexthdr != TESSERA_NEXTHDR_DEST)
+		if (!ipv6_ext_known(nexthdr))
 			break;
+		/* Every extension header is at least 8 bytes. */
 		ext = packet_bytes(skb, off, extbuf, sizeof(extbuf));
 		if (!ext)
 			return PARSE_INVALID;
 		if (nexthdr == TESSERA_NEXTHDR_FRAGMENT) {
-			if ((((__u16)ext[2] << 8) | ext[3]) & 0xfff8)
+			__u16 frag = ((__u16)ext[2] << 8) | ext[3];
+			if (fragments++)
+				return PARSE_EXT_HEADERS; /* a second fragment header */
+			f->frag_id = ((__u32)ext[4] << 24) | ((__u32)ext[5] << 16) | ((__u32)ext[6] << 8) | ext[7];
+			f->frag_proto = ext[0];
+			if (frag >> 3) {
+				/* What follows is the middle of the datagram. */
 				f->nonfirst_fragment = 1;
+				f->proto = ext[0];
+				return fragment_offset_valid(f, frag >> 3) ? PARSE_OK : PARSE_INVALID;
+			} else if (frag & 1) {
+				f->first_fragment = 1;
+			}
 			off += 8;
 		} else if (nexthdr == TESSERA_NEXTHDR_AUTH) {
 			off += ((__u32)ext[1] + 2) * 4;
@@ -198,20 +268,108 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct flow *f)
 		}
 		nexthdr = ext[0];
 	}
+	/* Not parsed to the end (a longer chain), or a header not walked:
+	 * judging what follows as the protocol would use the wrong ports. */
+	if (ipv6_ext_known(nexthdr) || ipv6_ext_unsupported(nexthdr))
+		return PARSE_EXT_HEADERS;
 	f->proto = nexthdr;
 	return parse_l4(skb, f, off);
 }
 
-/* Fills `f` from the packet in `skb` (an Ethernet frame). */
+/* Fills `f` from the packet in `skb` (an Ethernet frame). Only IPv4, IPv6
+ * and ARP are ever passed; a VLAN tag (which the stack moves out of the
+ * frame before tc sees it) is refused whatever it carries. */
 static __always_inline int parse_flow(struct __sk_buff *skb, struct flow *f)
 {
+	if (skb->vlan_present)
+		return PARSE_UNKNOWN_L3;
 	switch (skb->protocol) {
 	case bpf_htons(ETH_P_IP):
 		return parse_ipv4(skb, f);
 	case bpf_htons(ETH_P_IPV6):
 		return parse_ipv6(skb, f);
+	case bpf_htons(ETH_P_ARP):
+		return PARSE_ARP;
 	default:
-		return PARSE_NOT_IP;
+		return PARSE_UNKNOWN_L3;
+	}
+}
+
+/* The IPv4 sender address of an Ethernet/IPv4 ARP packet, in `spa` (network
+ * order); -1 for any other ARP. */
+static __always_inline int parse_arp_sender(struct __sk_buff *skb, __u32 *spa)
+{
+	__u8 buf[18];
+	const __u8 *arp = packet_bytes(skb, ETH_HLEN, buf, sizeof(buf));
+
+	if (!arp)
+		return -1;
+	/* htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4; sender at 14. */
+	if (arp[0] != 0 || arp[1] != TESSERA_ARP_HRD_ETHER || arp[2] != 0x08 || arp[3] != 0x00 || arp[4] != 6 ||
+	    arp[5] != 4)
+		return -1;
+	__builtin_memcpy(spa, arp + 14, 4);
+	return 0;
+}
+
+/* The packet an ICMP error is about (`f` has icmp_error set): its addresses,
+ * protocol and ports in `in`, as conntrack keys them. -1 when it is not
+ * something conntrack could know (truncated, a fragment, an IPv6 packet
+ * with extension headers, ICMP other than echo). */
+static __always_inline int parse_icmp_inner(struct __sk_buff *skb, const struct flow *f, struct flow *in)
+{
+	__u32 off = (__u32)f->l4_off + 8, l4;
+	__u8 buf[8];
+	const __u8 *hdr;
+
+	in->family = f->family;
+	if (f->family == TESSERA_FAMILY_V4) {
+		struct iphdr ipbuf;
+		const struct iphdr *ip = packet_bytes(skb, off, &ipbuf, sizeof(ipbuf));
+		if (!ip || ip->version != 4 || ip->ihl < 5 || (bpf_ntohs(ip->frag_off) & 0x1fff))
+			return -1;
+		in->proto = ip->protocol;
+		__builtin_memcpy(in->saddr, &ip->saddr, 4);
+		__builtin_memcpy(in->daddr, &ip->daddr, 4);
+		l4 = off + ip->ihl * 4;
+	} else {
+		struct ipv6hdr ip6buf;
+		const struct ipv6hdr *ip6 = packet_bytes(skb, off, &ip6buf, sizeof(ip6buf));
+		if (!ip6 || ip6->version != 6)
+			return -1;
+		in->proto = ip6->nexthdr;
+		__builtin_memcpy(in->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(in->daddr, &ip6->daddr, 16);
+		l4 = off + sizeof(struct ipv6hdr);
+	}
+	/* An ICMP error quotes at least 8 bytes of the L4 header: the ports. */
+	hdr = packet_bytes(skb, l4, buf, sizeof(buf));
+	if (!hdr)
+		return -1;
+	switch (in->proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
+		in->sport = ((__u16)hdr[0] << 8) | hdr[1];
+		in->dport = ((__u16)hdr[2] << 8) | hdr[3];
+		return 0;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6: {
+		__u16 id = ((__u16)hdr[4] << 8) | hdr[5];
+		__u8 request = in->proto == IPPROTO_ICMP ? TESSERA_ICMP_ECHO_REQUEST : TESSERA_ICMP6_ECHO_REQUEST;
+		__u8 reply = in->proto == IPPROTO_ICMP ? TESSERA_ICMP_ECHO_REPLY : TESSERA_ICMP6_ECHO_REPLY;
+		if ((in->proto == IPPROTO_ICMP) != (f->family == TESSERA_FAMILY_V4))
+			return -1;
+		if (hdr[0] == request)
+			in->sport = id;
+		else if (hdr[0] == reply)
+			in->dport = id;
+		else
+			return -1;
+		return 0;
+	}
+	default:
+		return -1;
 	}
 }
 

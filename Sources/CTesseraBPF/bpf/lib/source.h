@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Source validation of what leaves the container: an IP packet must carry
+ * one of the endpoint's own addresses (endpoint_info.ips) as its source, an
+ * ARP packet one of its IPv4 addresses (or 0.0.0.0, an RFC 5227 probe) as
+ * its sender. Checked before conntrack, so that no flow state, neither
+ * established nor reply, is ever reachable with a forged source. IPv6
+ * link-local and unspecified sources are accepted for neighbour discovery
+ * and MLD only, which use them before (or without) a global address.
+ */
+#ifndef TESSERA_SOURCE_H
+#define TESSERA_SOURCE_H
+
+#include "maps.h"
+#include "packet.h"
+
+/* Whether `addr` (IPv4: its first 4 bytes) is one of the endpoint's addresses. */
+static __always_inline int source_is_own(const struct endpoint_info *ep, __u8 family, const __u8 *addr)
+{
+	__u32 a[4];
+	int i;
+
+	__builtin_memcpy(a, addr, 16);
+#pragma unroll
+	for (i = 0; i < TESSERA_EP_MAX_IPS; i++) {
+		const struct endpoint_ip *ip = &ep->ips[i];
+		__u32 b[4];
+
+		if ((__u32)i >= ep->nr_ips)
+			break;
+		if (ip->family != family)
+			continue;
+		__builtin_memcpy(b, ip->addr, 16);
+		if (a[0] != b[0])
+			continue;
+		if (family == TESSERA_FAMILY_V4 || (a[1] == b[1] && a[2] == b[2] && a[3] == b[3]))
+			return 1;
+	}
+	return 0;
+}
+
+/* fe80::/10 or :: */
+static __always_inline int source_is_local_only(const __u8 *addr)
+{
+	__u32 a[4];
+
+	if (addr[0] == 0xfe && (addr[1] & 0xc0) == 0x80)
+		return 1;
+	__builtin_memcpy(a, addr, 16);
+	return !(a[0] | a[1] | a[2] | a[3]);
+}
+
+/* Whether the IP packet `f` leaving the container has a source it may use. */
+static __always_inline int source_valid(const struct endpoint_info *ep, const struct flow *f)
+{
+	if (!ep->nr_ips)
+		return 0;
+	if (source_is_own(ep, f->family, f->saddr))
+		return 1;
+	return f->family == TESSERA_FAMILY_V6 && f->icmp6_nd && source_is_local_only(f->saddr);
+}
+
+/* Whether an ARP packet leaving the container may announce `sender` (its
+ * sender protocol address, network order). */
+static __always_inline int source_arp_valid(const struct endpoint_info *ep, __u32 sender)
+{
+	__u8 spa[16] __attribute__((aligned(4))) = {};
+
+	if (sender == 0)
+		return 1; /* an RFC 5227 probe: announces nothing */
+	__builtin_memcpy(spa, &sender, 4);
+	return source_is_own(ep, TESSERA_FAMILY_V4, spa);
+}
+
+#endif /* TESSERA_SOURCE_H */
