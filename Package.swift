@@ -78,7 +78,7 @@ let package = Package(
     ),
     .target(
       name: "IdentityService",
-      dependencies: ["EtcdProto", "TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb, metrics],
+      dependencies: ["TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb, lifecycle, metrics],
       swiftSettings: strictSwift
     ),
     .target(
@@ -98,9 +98,15 @@ let package = Package(
       dependencies: ["CTesseraBPF", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging, metrics],
       swiftSettings: strictSwift
     ),
+    // Shares endpoint addresses between nodes through etcd, so each node's ipcache knows remote pods.
+    .target(
+      name: "ClusterIPCache",
+      dependencies: ["TesseraCore", "TesseraEtcd", "TesseraRuntime", logging, metrics],
+      swiftSettings: strictSwift
+    ),
     .target(
       name: "EndpointService",
-      dependencies: ["EtcdProto", "TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, logging, metrics],
+      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging, metrics],
       swiftSettings: strictSwift
     ),
     .executableTarget(
@@ -120,7 +126,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "tessera-endpointd",
-      dependencies: ["EndpointService", "TesseraEtcd", "TesseraRuntime", argumentParser, lifecycle],
+      dependencies: ["ClusterIPCache", "EndpointService", "TesseraEtcd", "TesseraRuntime", argumentParser, lifecycle],
       swiftSettings: strictSwift
     ),
     .executableTarget(
@@ -132,7 +138,7 @@ let package = Package(
     .executableTarget(
       name: "tessera-bench",
       dependencies: [
-        "DatapathService", "EtcdProto", "IdentityService", "PolicyService", "TesseraCore", "TesseraEtcd", "TesseraProto",
+        "DatapathService", "IdentityService", "PolicyService", "TesseraCore", "TesseraEtcd", "TesseraProto",
         "TesseraRuntime", "TesseraTestSupport", grpcCore, grpcNIO, argumentParser, logging,
       ],
       swiftSettings: strictSwift
@@ -147,7 +153,7 @@ let package = Package(
     ),
     .testTarget(
       name: "IdentityServiceTests",
-      dependencies: ["EtcdProto", "IdentityService", "TesseraCore", "TesseraEtcd", "TesseraRuntime", "TesseraTestSupport", grpcCore],
+      dependencies: ["IdentityService", "TesseraCore", "TesseraEtcd", "TesseraRuntime", "TesseraTestSupport", grpcCore],
       swiftSettings: strictSwift
     ),
     .testTarget(
@@ -166,6 +172,11 @@ let package = Package(
         "EndpointService", "IdentityService", "PolicyService", "DatapathService", "TesseraCore",
         "TesseraProto", "TesseraRuntime", grpcCore, inProcess,
       ],
+      swiftSettings: strictSwift
+    ),
+    .testTarget(
+      name: "ClusterIPCacheTests",
+      dependencies: ["ClusterIPCache", "TesseraCore"],
       swiftSettings: strictSwift
     ),
     .testTarget(

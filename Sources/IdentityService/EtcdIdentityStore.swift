@@ -1,4 +1,3 @@
-import EtcdProto
 import Foundation
 import Logging
 import Synchronization
@@ -189,7 +188,7 @@ public final class EtcdIdentityStore: IdentityStore {
       guard let id = randomFreeID() else {
         throw IdentityError(code: .exhausted, message: "no free identity left in \(range)")
       }
-      let response: Etcdserverpb_TxnResponse
+      let response: EtcdTransactionResult
       state.withLock { _ = $0.creating.insert(canonical) }
       defer { state.withLock { _ = $0.creating.remove(canonical) } }
       do {
@@ -205,15 +204,15 @@ public final class EtcdIdentityStore: IdentityStore {
         throw IdentityError(code: .storeUnavailable, message: "etcd could not create an identity for \(canonical)", cause: error)
       }
       if response.succeeded {
-        _ = state.withLock { $0.remember(id, canonical, modRevision: response.header.revision) }
+        _ = state.withLock { $0.remember(id, canonical, modRevision: response.revision) }
         try saveReference(key, .init(identity: id, count: 1, synced: true))
         return (id, true)
       }
       // Someone else created this label set (take theirs) or took this ID (try another).
-      if let existing = response.responses.first?.responseRange.kvs.first, let existingID = UInt32(String(decoding: existing.value, as: UTF8.self)) {
+      if let existing = response.responses.first?.kvs.first, let existingID = UInt32(String(decoding: existing.value, as: UTF8.self)) {
         _ = state.withLock { $0.remember(existingID, canonical, modRevision: existing.modRevision) }
       }
-      if response.responses.count > 1, let taken = response.responses[1].responseRange.kvs.first {
+      if response.responses.count > 1, let taken = response.responses[1].kvs.first {
         _ = state.withLock { $0.remember(id, String(decoding: taken.value, as: UTF8.self), modRevision: taken.modRevision) }
       }
     }
@@ -359,7 +358,7 @@ public final class EtcdIdentityStore: IdentityStore {
   }
 
   public func collectGarbage(gracePeriodMilliseconds: Int64) async throws(IdentityError) -> [SecurityIdentity] {
-    let masters: [Mvccpb_KeyValue]
+    let masters: [EtcdKeyValue]
     var referenced: Set<String> = []
     do {
       masters = try await client.rangeAll(prefix: "\(configuration.prefix)/id/").kvs
@@ -465,13 +464,13 @@ public final class EtcdIdentityStore: IdentityStore {
     return revision
   }
 
-  private func apply(_ events: [Mvccpb_Event], onChange: @Sendable ([SecurityIdentity], [SecurityIdentity]) async -> Void) async {
+  private func apply(_ events: [EtcdEvent], onChange: @Sendable ([SecurityIdentity], [SecurityIdentity]) async -> Void) async {
     var added: [SecurityIdentity] = []
     var deleted: [SecurityIdentity] = []
     state.withLock { state in
       for event in events {
         guard let id = idFromIdentityKey(event.kv.key) else { continue }
-        switch event.type {
+        switch event.kind {
         case .put:
           let canonical = String(decoding: event.kv.value, as: UTF8.self)
           if state.remember(id, canonical, modRevision: event.kv.modRevision), !state.creating.contains(canonical),
@@ -483,8 +482,6 @@ public final class EtcdIdentityStore: IdentityStore {
           if let old = state.forget(id), let labels = try? Self.labels(old.canonicalLabels) {
             deleted.append(SecurityIdentity(id: NumericIdentity(id), labels: labels))
           }
-        default:
-          continue
         }
       }
     }
@@ -511,7 +508,7 @@ public final class EtcdIdentityStore: IdentityStore {
     let reference = referenceKey(key.canonicalLabels, key.node)
     do {
       if row.count == 0 {
-        _ = try await client.deleteRange(.with { $0.key = Etcd.key(reference) })
+        try await client.delete(reference)
         try references.set(key, nil)
         return
       }

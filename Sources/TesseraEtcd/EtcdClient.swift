@@ -1,4 +1,4 @@
-import EtcdProto
+internal import EtcdProto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -88,22 +88,28 @@ public final class EtcdClient: Sendable {
 
   // MARK: - Unary calls with failover
 
-  public func range(_ request: Etcdserverpb_RangeRequest) async throws(EtcdError) -> Etcdserverpb_RangeResponse {
+  func range(_ request: Etcdserverpb_RangeRequest) async throws(EtcdError) -> Etcdserverpb_RangeResponse {
     try await unary("Range") { client, options in
       try await Etcdserverpb_KV.Client(wrapping: client).range(request, options: options)
     }
   }
 
-  public func txn(_ request: Etcdserverpb_TxnRequest) async throws(EtcdError) -> Etcdserverpb_TxnResponse {
-    try await unary("Txn") { client, options in
+  /// Runs `transaction` atomically.
+  public func txn(_ transaction: EtcdTransaction) async throws(EtcdError) -> EtcdTransactionResult {
+    let request = transaction.proto
+    let response = try await unary("Txn") { client, options in
       try await Etcdserverpb_KV.Client(wrapping: client).txn(request, options: options)
     }
+    return EtcdTransactionResult(response)
   }
 
-  public func deleteRange(_ request: Etcdserverpb_DeleteRangeRequest) async throws(EtcdError) -> Etcdserverpb_DeleteRangeResponse {
-    try await unary("DeleteRange") { client, options in
+  /// Deletes `key` (nothing happens when it is absent); returns how many keys went.
+  @discardableResult
+  public func delete(_ key: String) async throws(EtcdError) -> Int64 {
+    let request = Etcdserverpb_DeleteRangeRequest.with { $0.key = Etcd.key(key) }
+    return try await unary("DeleteRange") { client, options in
       try await Etcdserverpb_KV.Client(wrapping: client).deleteRange(request, options: options)
-    }
+    }.deleted
   }
 
   /// Grants a lease of `ttl` seconds and returns its ID.
@@ -135,7 +141,7 @@ public final class EtcdClient: Sendable {
   }
 
   /// The cluster's members as etcd reports them.
-  public func memberList() async throws(EtcdError) -> Etcdserverpb_MemberListResponse {
+  func memberList() async throws(EtcdError) -> Etcdserverpb_MemberListResponse {
     try await unary("MemberList") { client, options in
       try await Etcdserverpb_Cluster.Client(wrapping: client).memberList(.init(), options: options)
     }
@@ -239,7 +245,7 @@ public final class EtcdClient: Sendable {
   ///   compacted (reload and watch again); `CancellationError` when cancelled.
   public func watch(
     key: Data, rangeEnd: Data, fromRevision revision: Int64,
-    onEvents: @escaping @Sendable ([Mvccpb_Event], Int64) async -> Void
+    onEvents: @escaping @Sendable ([EtcdEvent], Int64) async -> Void
   ) async throws {
     let next = Mutex(revision)
     var backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(1))
@@ -271,7 +277,7 @@ public final class EtcdClient: Sendable {
               }
               guard !message.events.isEmpty else { continue }
               let reached = message.events.map(\.kv.modRevision).max() ?? message.header.revision
-              await onEvents(message.events, reached)
+              await onEvents(message.events.compactMap(EtcdEvent.init), reached)
               next.withLock { $0 = reached + 1 }
             }
           })

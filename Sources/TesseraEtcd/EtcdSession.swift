@@ -1,4 +1,3 @@
-import EtcdProto
 import Logging
 import TesseraRuntime
 
@@ -16,7 +15,7 @@ public struct EtcdSession: Sendable {
     /// Loads the prefix for a session on this lease; returns the revision it read at.
     public var load: @Sendable (_ lease: Int64) async throws -> Int64
     /// Applies watched events, in order.
-    public var apply: @Sendable (_ events: [Mvccpb_Event]) async -> Void
+    public var apply: @Sendable (_ events: [EtcdEvent]) async -> Void
     /// Loops that run as long as the session does (publishing, reconciling).
     public var loops: [@Sendable () async throws -> Void]
     /// Called when etcd says the lease is gone, before the session restarts.
@@ -24,7 +23,7 @@ public struct EtcdSession: Sendable {
 
     public init(
       lease: @escaping @Sendable () async throws -> Int64, load: @escaping @Sendable (Int64) async throws -> Int64,
-      apply: @escaping @Sendable ([Mvccpb_Event]) async -> Void, loops: [@Sendable () async throws -> Void] = [],
+      apply: @escaping @Sendable ([EtcdEvent]) async -> Void, loops: [@Sendable () async throws -> Void] = [],
       leaseLost: @escaping @Sendable () -> Void = {}
     ) {
       self.lease = lease

@@ -1,4 +1,3 @@
-import EtcdProto
 import Foundation
 import IdentityService
 import TesseraCore

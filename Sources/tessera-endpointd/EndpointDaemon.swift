@@ -1,4 +1,5 @@
 import ArgumentParser
+import ClusterIPCache
 import EndpointService
 import Logging
 import ServiceLifecycle
@@ -90,3 +91,6 @@ struct EndpointDaemon: AsyncParsableCommand {
       markServing: false)
   }
 }
+
+/// The datapath client writes the cluster ipcache's remote entries.
+extension DatapathServiceClient: ClusterIPCacheDatapath {}

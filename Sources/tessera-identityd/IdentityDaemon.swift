@@ -79,17 +79,7 @@ struct IdentityDaemon: AsyncParsableCommand {
     let allocator = IdentityAllocator(
       configuration: .init(nodeName: options.nodeName, labelFilter: filter, gracePeriodMilliseconds: Int64(gracePeriod) * 1000),
       store: store, changeSink: PolicyServiceSink(client: policy.client), logger: logger)
-    let interval = gcInterval
-    let garbageCollector = LoopService {
-      while !Task.isCancelled {
-        try await Task.sleep(for: .seconds(interval))
-        do {
-          try await allocator.collectGarbage()
-        } catch {
-          logger.warning("identity garbage collection failed", metadata: ["error": "\(error)"])
-        }
-      }
-    }
+    let garbageCollector = IdentityGarbageCollector(allocator: allocator, interval: .seconds(gcInterval), logger: logger)
     let health = HealthService(serviceNames: [Tessera_Identity_V1_IdentityService.descriptor.fullyQualifiedService])
     try await Daemon(service: .identity, runDirectory: run, logger: logger).run(
       rpcServices: [IdentityServiceHandler(allocator: allocator, logger: logger)],

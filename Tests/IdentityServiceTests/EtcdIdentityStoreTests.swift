@@ -1,4 +1,3 @@
-import EtcdProto
 import Foundation
 import Synchronization
 import Testing
@@ -407,7 +406,7 @@ struct EtcdIdentityStoreTests {
       connections.cancel()
       anonymous.beginGracefulShutdown()
     }
-    await #expect(throws: EtcdError.self) { _ = try await anonymous.range(Etcd.rangePrefix("/test/")) }
+    await #expect(throws: EtcdError.self) { _ = try await anonymous.rangeAll(prefix: "/test/") }
   }
 
   @Test("store and endpoint settings are parsed with clear errors")

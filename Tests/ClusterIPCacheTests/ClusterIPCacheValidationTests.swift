@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TesseraCore
 
-@testable import EndpointService
+@testable import ClusterIPCache
 
 /// What another node's entry in etcd may and may not make this node's ipcache say.
 @Suite("Cluster ipcache validation")

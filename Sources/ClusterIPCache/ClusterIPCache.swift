@@ -1,4 +1,3 @@
-import EtcdProto
 import Foundation
 import Logging
 import Metrics
@@ -103,7 +102,7 @@ public final class ClusterIPCache: Sendable {
 
   public let configuration: Configuration
   private let client: EtcdClient
-  private let datapath: any IPCacheWriting
+  private let datapath: any ClusterIPCacheDatapath
   private let localEntries: @Sendable () -> [IPPrefix: NumericIdentity]
   private let localAddresses: @Sendable () -> Set<IPPrefix>
   private let state = Mutex(State())
@@ -117,7 +116,7 @@ public final class ClusterIPCache: Sendable {
   ///     no other node's entry may claim them.
   ///   - localEntries: this node's endpoint addresses with realised identities.
   public init(
-    configuration: Configuration, client: EtcdClient, datapath: any IPCacheWriting,
+    configuration: Configuration, client: EtcdClient, datapath: any ClusterIPCacheDatapath,
     logger: Logger = Logger(label: "tessera.ipcache"), localChanged: Wakeup,
     localAddresses: @escaping @Sendable () -> Set<IPPrefix>,
     localEntries: @escaping @Sendable () -> [IPPrefix: NumericIdentity]
@@ -146,7 +145,7 @@ public final class ClusterIPCache: Sendable {
   }
 
   /// Validates one key-value pair from etcd; logs and counts a rejection the first time it is seen.
-  private func learned(_ kv: Mvccpb_KeyValue, rejected: inout [String: Rejection]) -> (IPPrefix, Entry)? {
+  private func learned(_ kv: EtcdKeyValue, rejected: inout [String: Rejection]) -> (IPPrefix, Entry)? {
     guard let text = prefixText(fromKey: kv.key) else { return nil }
     do {
       let learned = try Self.validate(key: text, value: kv.value, lease: kv.lease, ownNode: configuration.nodeName)
@@ -207,18 +206,18 @@ public final class ClusterIPCache: Sendable {
   }
 
   /// The prefix of an entry this node published (a well-formed key whose value names this node).
-  private func ownPrefix(_ kv: Mvccpb_KeyValue) -> IPPrefix? {
+  private func ownPrefix(_ kv: EtcdKeyValue) -> IPPrefix? {
     guard let text = prefixText(fromKey: kv.key), let prefix = IPPrefix(text),
       let entry = try? JSONDecoder().decode(Entry.self, from: kv.value), entry.node == configuration.nodeName
     else { return nil }
     return prefix
   }
 
-  private func apply(_ events: [Mvccpb_Event]) {
+  private func apply(_ events: [EtcdEvent]) {
     state.withLock { state in
       for event in events {
         guard let text = prefixText(fromKey: event.kv.key) else { continue }
-        switch event.type {
+        switch event.kind {
         case .put:
           // A rejected put also withdraws what the key held before: the newest value is the claim.
           if let prefix = IPPrefix(text) { state.remote[prefix] = nil }
@@ -226,8 +225,6 @@ public final class ClusterIPCache: Sendable {
         case .delete:
           state.rejected[text] = nil
           if let prefix = IPPrefix(text), prefix.description == text { state.remote[prefix] = nil }
-        default:
-          continue
         }
       }
     }
@@ -241,7 +238,7 @@ public final class ClusterIPCache: Sendable {
       // would only be noise there, and such a pod is `world` on other nodes, which fails closed.
       let wanted = localEntries().filter { !$0.value.isReserved }
       let (lease, published) = state.withLock { ($0.lease, $0.published) }
-      var puts: [Etcdserverpb_RequestOp] = []
+      var puts: [EtcdOperation] = []
       for (prefix, identity) in wanted where published[prefix] != identity {
         puts.append(Etcd.put(key(prefix), try publishedValue(identity), lease: lease))
       }

@@ -1,0 +1,46 @@
+import Logging
+import ServiceLifecycle
+import TesseraCore
+
+/// Deletes identities that nobody has referenced for the allocator's grace
+/// period, one round every `interval`, for as long as the daemon runs.
+///
+/// A failed round (the store unreachable) is logged and the next round tries
+/// again: an identity kept a little longer costs nothing, one deleted while
+/// still held would change a workload's identity.
+public struct IdentityGarbageCollector: Service {
+  public let allocator: IdentityAllocator
+  /// Time between rounds; the first round runs one interval after start.
+  public let interval: Duration
+  private let logger: Logger
+
+  public init(allocator: IdentityAllocator, interval: Duration, logger: Logger = Logger(label: "tessera.identity.gc")) {
+    self.allocator = allocator
+    self.interval = interval
+    self.logger = logger
+  }
+
+  public func run() async throws {
+    do {
+      try await cancelWhenGracefulShutdown {
+        while !Task.isCancelled {
+          try await Task.sleep(for: interval)
+          await collectOnce()
+        }
+      }
+    } catch is CancellationError {
+      // A graceful shutdown ends the loop: a normal end, not a failure of the daemon.
+    }
+  }
+
+  /// Runs one round now; returns the identities it deleted (none when the round failed).
+  @discardableResult
+  public func collectOnce() async -> [SecurityIdentity] {
+    do {
+      return try await allocator.collectGarbage()
+    } catch {
+      logger.warning("identity garbage collection failed", metadata: ["error": "\(error)"])
+      return []
+    }
+  }
+}
