@@ -106,6 +106,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f, __u32
 {
 	if (f->nonfirst_fragment)
 		return PARSE_OK;
+	f->l4_off = (__u16)off;
 
 	switch (f->proto) {
 	case IPPROTO_TCP: {

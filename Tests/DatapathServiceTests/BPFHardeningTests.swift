@@ -1,0 +1,329 @@
+import CTesseraBPF
+import Foundation
+import Testing
+import TesseraCore
+
+@testable import DatapathService
+
+private let frontend = NumericIdentity(2000)
+private let other = NumericIdentity(3000)
+private let frontendIP = "10.0.1.1"
+private let frontendIP6 = "fd00::1:1"
+private let otherIP = "10.0.2.7"
+private let otherIP6 = "fd00::2:7"
+private let routerIP = "192.0.2.1"
+private let podIP = "10.0.0.5"
+private let podIP6 = "fd00::5"
+
+/// Attacks on the programs with crafted packets: forged sources, other
+/// ethertypes, long IPv6 extension chains, fragments, forged ICMP errors.
+/// Each case passed (or was judged differently) before the datapath closed it.
+@Suite("eBPF datapath: ways around policy", .serialized, .enabled(if: BPFTestEnvironment.available))
+struct BPFHardeningTests {
+  private func withDatapath<R>(_ body: (Datapath, BPFDatapathBackend) throws -> R) throws -> R {
+    try BPFTestEnvironment.withBackend { backend, _ in
+      let datapath = try Datapath(backend: backend)
+      try datapath.upsertIPCache([
+        IPCacheEntry(prefix: IPPrefix("\(frontendIP)/32")!, identity: frontend),
+        IPCacheEntry(prefix: IPPrefix("\(frontendIP6)/128")!, identity: frontend),
+        IPCacheEntry(prefix: IPPrefix("10.0.2.0/24")!, identity: other),
+        IPCacheEntry(prefix: IPPrefix("\(otherIP6)/128")!, identity: other),
+      ])
+      return try body(datapath, backend)
+    }
+  }
+
+  private func pod(
+    id: UInt64, ips: [String] = ["\(podIP)/32", "\(podIP6)/128"], ingressEnforced: Bool = false, egressEnforced: Bool = false,
+    entries: [PolicyEntry] = [], revision: UInt64 = 1
+  ) -> DatapathEndpoint {
+    DatapathEndpoint(
+      id: id, hostInterface: "", ips: ips.map { IPPrefix($0)! }, identity: NumericIdentity(1000),
+      policy: EndpointPolicy(revision: revision, ingressEnforced: ingressEnforced, egressEnforced: egressEnforced, entries: entries.sorted()))
+  }
+
+  private func count(_ backend: BPFDatapathBackend, _ id: UInt64, _ direction: TrafficDirection, _ reason: String) throws -> UInt64 {
+    try backend.reasonCounters(endpointID: id).filter { $0.direction == direction && $0.reason == reason }.map(\.packets).reduce(0, +)
+  }
+
+  @Test("every reason has a name, and the new ones count as what they are")
+  func reasonNames() {
+    #expect(BPFDatapathBackend.reasonNames.count == Int(TESSERA_REASON_MAX.rawValue))
+    #expect(tessera_reason_is_drop(UInt32(TESSERA_DROP_INVALID_SOURCE.rawValue)) != 0)
+    #expect(tessera_reason_is_drop(UInt32(TESSERA_FWD_CT_RELATED.rawValue)) == 0)
+    #expect(tessera_reason_is_drop(UInt32(TESSERA_FWD_FRAGMENT.rawValue)) == 0)
+  }
+
+  @Test("a forged IPv4/IPv6 TCP/UDP source is dropped before conntrack and policy; the own source passes")
+  func forgedSources() throws {
+    try withDatapath { datapath, backend in
+      // Egress allows the destination: only the source can stop the packet.
+      _ = try datapath.realize(
+        pod(id: 1, egressEnforced: true, entries: [PolicyEntry(peer: other, direction: .egress, proto: .any, ports: .any)]))
+      #expect(try backend.passes(1, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.tcp, sport: 40000, dport: 8080)))
+      #expect(try backend.passes(1, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 40000, dport: 53)))
+      #expect(try backend.passes(1, .egress, Packet.ipv6TCP(podIP6, otherIP6, sport: 40000, dport: 8080)))
+      #expect(try !backend.passes(1, .egress, Packet.ipv4(frontendIP, otherIP, proto: Packet.tcp, sport: 40001, dport: 8080)))
+      #expect(try !backend.passes(1, .egress, Packet.ipv4(frontendIP, otherIP, proto: Packet.udp, sport: 40001, dport: 53)))
+      #expect(try !backend.passes(1, .egress, Packet.ipv6TCP(frontendIP6, otherIP6, sport: 40001, dport: 8080)))
+      #expect(
+        try !backend.passes(
+          1, .egress, Packet.ipv6Frame(frontendIP6, otherIP6, proto: Packet.udp, payload: Packet.l4(proto: Packet.udp, sport: 1, dport: 53))))
+      // A forged source riding a tracked flow: the tuple of the established
+      // flow above, but from a neighbour's address, and the flow's "reply".
+      #expect(try !backend.passes(1, .egress, Packet.ipv4(otherIP, podIP, proto: Packet.tcp, sport: 8080, dport: 40000, tcpFlags: Packet.ack)))
+      #expect(try !backend.passes(1, .egress, Packet.ipv4(otherIP, otherIP, proto: Packet.tcp, sport: 8080, dport: 40000, tcpFlags: Packet.ack)))
+      #expect(try count(backend, 1, .egress, "drop-invalid-source") == 6)
+      #expect(try backend.counters(endpointID: 1).egressDropped == 6)
+      // The established flow still passes from the own source.
+      #expect(try backend.passes(1, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.tcp, sport: 40000, dport: 8080, tcpFlags: Packet.ack)))
+    }
+  }
+
+  @Test("link-local and unspecified IPv6 sources pass for neighbour discovery only; no address, no IP")
+  func linkLocal() throws {
+    try withDatapath { datapath, backend in
+      _ = try datapath.realize(pod(id: 2))
+      let solicitation = Packet.icmpMessage(type: 135, code: 0, body: [UInt8](repeating: 0, count: 16))
+      #expect(try backend.passes(2, .egress, Packet.ipv6Frame("fe80::1", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation)))
+      #expect(try backend.passes(2, .egress, Packet.ipv6Frame("::", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation)))
+      #expect(try backend.passes(2, .egress, Packet.ipv6Frame(podIP6, "ff02::1:ff00:9", proto: Packet.icmpv6, payload: solicitation)))
+      // ND from a neighbour's global address, and link-local TCP: dropped.
+      #expect(try !backend.passes(2, .egress, Packet.ipv6Frame(otherIP6, "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation)))
+      #expect(try !backend.passes(2, .egress, Packet.ipv6TCP("fe80::1", otherIP6, sport: 40000, dport: 80)))
+      #expect(try !backend.passes(2, .egress, Packet.ipv6TCP("::", otherIP6, sport: 40000, dport: 80)))
+      #expect(try count(backend, 2, .egress, "drop-invalid-source") == 3)
+
+      _ = try datapath.realize(pod(id: 3, ips: []))
+      #expect(try !backend.passes(3, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 1, dport: 53)))
+      #expect(try !backend.passes(3, .egress, Packet.ipv6Frame("fe80::1", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation)))
+      #expect(try !backend.passes(3, .egress, Packet.arp(sender: podIP, target: otherIP)))
+      #expect(try count(backend, 3, .egress, "drop-invalid-source") == 3)
+    }
+  }
+
+  @Test("only ARP and IP pass: VLAN-tagged, LLDP, IPX dropped; ARP from the container must announce its own address")
+  func ethertypes() throws {
+    try withDatapath { datapath, backend in
+      _ = try datapath.realize(pod(id: 4))
+      let ip = Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 1, dport: 53)
+      for direction in [TrafficDirection.egress, .ingress] {
+        #expect(try !backend.passes(4, direction, Packet.vlanTagged(ip)))
+        #expect(try !backend.passes(4, direction, Packet.vlanTagged(ip, tpid: 0x88a8)))
+        #expect(try !backend.passes(4, direction, Packet.frame(ethertype: 0x88cc, [UInt8](repeating: 0, count: 46))))
+        #expect(try !backend.passes(4, direction, Packet.frame(ethertype: 0x8137, [UInt8](repeating: 0, count: 46))))
+        #expect(try count(backend, 4, direction, "drop-unknown-l3") == 4)
+      }
+      #expect(try backend.passes(4, .egress, Packet.arp(sender: podIP, target: otherIP)))
+      #expect(try backend.passes(4, .egress, Packet.arp(sender: "0.0.0.0", target: podIP)))
+      #expect(try !backend.passes(4, .egress, Packet.arp(sender: frontendIP, target: otherIP)))
+      #expect(try count(backend, 4, .egress, "drop-invalid-source") == 1)
+      // The host answering the pod: ARP into the container is not judged.
+      #expect(try backend.passes(4, .ingress, Packet.arp(sender: frontendIP, target: podIP)))
+    }
+  }
+
+  @Test("IPv6 extension chains are parsed to the end (8 headers) or dropped, never judged with port 0")
+  func extensionHeaders() throws {
+    try withDatapath { datapath, backend in
+      // Deny frontend TCP 22, allow frontend anything else.
+      _ = try datapath.realize(
+        pod(
+          id: 5, ingressEnforced: true,
+          entries: [
+            PolicyEntry(peer: frontend, direction: .ingress, proto: .any, ports: .any),
+            PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 22), verdict: .deny),
+          ]))
+      var sport: UInt16 = 41000
+      func into(headers: Int, extension type: UInt8 = 60, dport: UInt16) throws -> Bool {
+        sport += 1
+        let chain = [(UInt8, [UInt8])](repeating: (type, [0, 0, 0, 0, 0, 0]), count: headers)
+        return try backend.passes(
+          5, .ingress, Packet.ipv6Frame(frontendIP6, podIP6, extensions: chain, proto: Packet.tcp, payload: Packet.l4(proto: Packet.tcp, sport: sport, dport: dport)))
+      }
+      for headers in [0, 1, 4, 5, 8] {
+        #expect(try !into(headers: headers, dport: 22), "\(headers) headers")
+        #expect(try into(headers: headers, dport: 80), "\(headers) headers")
+      }
+      #expect(try !into(headers: 9, dport: 80))
+      #expect(try !into(headers: 12, dport: 22))
+      #expect(try count(backend, 5, .ingress, "drop-ipv6-ext-headers") == 2)
+      // Extension headers the parser does not walk: dropped.
+      for type: UInt8 in [135, 139, 140, 253, 254] {
+        #expect(try !into(headers: 1, extension: type, dport: 80), "header \(type)")
+      }
+      #expect(try count(backend, 5, .ingress, "drop-ipv6-ext-headers") == 7)
+    }
+  }
+
+  @Test("fragments: later fragments pass only after their first fragment passed, per endpoint and direction")
+  func fragments() throws {
+    try withDatapath { datapath, backend in
+      _ = try datapath.realize(
+        pod(id: 6, ingressEnforced: true, entries: [PolicyEntry(peer: frontend, direction: .ingress, proto: .udp, ports: PortRange(single: 53))]))
+      let udp53 = Packet.l4(proto: Packet.udp, sport: 5353, dport: 53) + [UInt8](repeating: 0, count: 16)
+      let udp99 = Packet.l4(proto: Packet.udp, sport: 5353, dport: 99) + [UInt8](repeating: 0, count: 16)
+      let middle = [UInt8](repeating: 0xab, count: 24)
+      func v4(_ payload: [UInt8], id: UInt16, offset: UInt16, more: Bool, proto: UInt8 = Packet.udp, from: String = frontendIP) -> [UInt8] {
+        Packet.ipv4Frame(from, podIP, proto: proto, payload: payload, id: id, fragmentOffset: offset, moreFragments: more)
+      }
+      // Allowed first fragment, then its later fragments.
+      #expect(try backend.passes(6, .ingress, v4(udp53, id: 7, offset: 0, more: true)))
+      #expect(try backend.passes(6, .ingress, v4(middle, id: 7, offset: 3, more: true)))
+      #expect(try backend.passes(6, .ingress, v4(middle, id: 7, offset: 6, more: false)))
+      #expect(try count(backend, 6, .ingress, "forward-fragment") == 2)
+      // Denied first fragment: its later fragments are dropped too.
+      #expect(try !backend.passes(6, .ingress, v4(udp99, id: 8, offset: 0, more: true)))
+      #expect(try !backend.passes(6, .ingress, v4(middle, id: 8, offset: 3, more: false)))
+      // A later fragment without a first one, one of another sender, one at offset 1 of TCP.
+      #expect(try !backend.passes(6, .ingress, v4(middle, id: 9, offset: 3, more: false)))
+      #expect(try !backend.passes(6, .ingress, v4(middle, id: 7, offset: 3, more: false, from: otherIP)))
+      #expect(try !backend.passes(6, .ingress, v4(middle, id: 7, offset: 1, more: false, proto: Packet.tcp)))
+      // The first fragment's pass is per direction: not usable the other way.
+      #expect(try !backend.passes(6, .egress, Packet.ipv4Frame(podIP, frontendIP, proto: Packet.udp, payload: middle, id: 7, fragmentOffset: 3)))
+      #expect(try count(backend, 6, .ingress, "drop-fragment") == 3)
+
+      // IPv6: the fragment header.
+      func v6(_ payload: [UInt8], id: UInt32, offset: UInt16, more: Bool) -> [UInt8] {
+        Packet.ipv6Frame(
+          frontendIP6, podIP6, extensions: [(44, Packet.ipv6FragmentHeader(offset: offset, more: more, id: id))], proto: Packet.udp, payload: payload)
+      }
+      #expect(try backend.passes(6, .ingress, v6(udp53, id: 70, offset: 0, more: true)))
+      #expect(try backend.passes(6, .ingress, v6(middle, id: 70, offset: 3, more: false)))
+      #expect(try !backend.passes(6, .ingress, v6(udp99, id: 80, offset: 0, more: true)))
+      #expect(try !backend.passes(6, .ingress, v6(middle, id: 80, offset: 3, more: false)))
+      #expect(try !backend.passes(6, .ingress, v6(middle, id: 90, offset: 3, more: false)))
+    }
+  }
+
+  @Test("an ICMP error about a tracked flow passes (PMTU); one about any other flow is judged by policy")
+  func icmpErrors() throws {
+    try withDatapath { datapath, backend in
+      _ = try datapath.realize(
+        pod(
+          id: 7, ingressEnforced: true, egressEnforced: true,
+          entries: [
+            PolicyEntry(peer: other, direction: .egress, proto: .tcp, ports: PortRange(single: 80)),
+            PolicyEntry(peer: frontend, direction: .ingress, proto: .udp, ports: PortRange(single: 53)),
+          ]))
+      let syn = Packet.ipv4Packet(podIP, otherIP, proto: Packet.tcp, payload: Packet.l4(proto: Packet.tcp, sport: 40000, dport: 80))
+      #expect(try backend.passes(7, .egress, [UInt8](Packet.frame(ethertype: 0x0800, syn))))
+      func fragNeeded(quoting quoted: [UInt8], from: String = routerIP, to: String = podIP) -> [UInt8] {
+        Packet.ipv4Frame(from, to, proto: Packet.icmp, payload: Packet.icmpMessage(type: 3, code: 4, rest: [0, 0, 5, 0x78], body: quoted))
+      }
+      #expect(try backend.passes(7, .ingress, fragNeeded(quoting: syn)))
+      #expect(try backend.passes(7, .ingress, Packet.ipv4Frame(routerIP, podIP, proto: Packet.icmp, payload: Packet.icmpMessage(type: 11, code: 0, body: syn))))
+      #expect(try count(backend, 7, .ingress, "forward-ct-related") == 2)
+      // Untracked flow, and a quoted packet the pod did not send: not related, denied.
+      let untracked = Packet.ipv4Packet(podIP, otherIP, proto: Packet.tcp, payload: Packet.l4(proto: Packet.tcp, sport: 40001, dport: 80))
+      #expect(try !backend.passes(7, .ingress, fragNeeded(quoting: untracked)))
+      let notOurs = Packet.ipv4Packet(frontendIP, otherIP, proto: Packet.tcp, payload: Packet.l4(proto: Packet.tcp, sport: 40000, dport: 80))
+      #expect(try !backend.passes(7, .ingress, fragNeeded(quoting: notOurs)))
+      // The error passed without opening anything: the flow's reverse is still new.
+      #expect(try !backend.passes(7, .ingress, Packet.ipv4(routerIP, podIP, proto: Packet.tcp, sport: 80, dport: 40000)))
+
+      // From the container: a port unreachable about an allowed incoming
+      // flow goes back to its sender, and to nobody else.
+      let query = Packet.ipv4Packet(frontendIP, podIP, proto: Packet.udp, payload: Packet.l4(proto: Packet.udp, sport: 5353, dport: 53))
+      #expect(try backend.passes(7, .ingress, Packet.frame(ethertype: 0x0800, query)))
+      let unreachable = Packet.icmpMessage(type: 3, code: 3, body: query)
+      #expect(try backend.passes(7, .egress, Packet.ipv4Frame(podIP, frontendIP, proto: Packet.icmp, payload: unreachable)))
+      #expect(try !backend.passes(7, .egress, Packet.ipv4Frame(podIP, otherIP, proto: Packet.icmp, payload: unreachable)))
+
+      // IPv6 packet too big.
+      let syn6 = Packet.ipv6Packet(podIP6, otherIP6, proto: Packet.tcp, payload: Packet.l4(proto: Packet.tcp, sport: 40000, dport: 80))
+      #expect(try backend.passes(7, .egress, Packet.frame(ethertype: 0x86DD, syn6)))
+      let tooBig = Packet.icmpMessage(type: 2, code: 0, rest: [0, 0, 5, 0], body: syn6)
+      #expect(try backend.passes(7, .ingress, Packet.ipv6Frame("2001:db8::1", podIP6, proto: Packet.icmpv6, payload: tooBig)))
+      let untracked6 = Packet.ipv6Packet(podIP6, otherIP6, proto: Packet.tcp, payload: Packet.l4(proto: Packet.tcp, sport: 40009, dport: 80))
+      #expect(
+        try !backend.passes(
+          7, .ingress, Packet.ipv6Frame("2001:db8::1", podIP6, proto: Packet.icmpv6, payload: Packet.icmpMessage(type: 2, code: 0, body: untracked6))))
+    }
+  }
+
+  @Test("a failed first realise leaves nothing behind and names the missing device; a failed later one is redone in full")
+  func failedRealise() throws {
+    try BPFTestEnvironment.withBackend { backend, pin in
+      let datapath = try Datapath(backend: backend)
+      var wanted = pod(id: 9, entries: [PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 80))])
+      wanted.hostInterface = "dpnosuch\(getpid() % 10000)"
+      do {
+        _ = try datapath.realize(wanted)
+        Issue.record("realise on a missing device succeeded")
+      } catch let error as DatapathError {
+        #expect(error.code == .precondition)
+        #expect(error.message.contains(wanted.hostInterface))
+        #expect(error.rpcErrorCode == .failedPrecondition)
+      }
+      #expect(!FileManager.default.fileExists(atPath: "\(pin)/endpoints/9"))
+      #expect(try backend.restoreEndpoints().isEmpty)
+      #expect(throws: DatapathError.self) { try backend.counters(endpointID: 9) }
+      // Nothing of any endpoint is left in the policy and counters maps.
+      for map in ["tessera_policy", "tessera_metrics", "tessera_endpoints"] {
+        if let dump = bpftoolDump("\(pin)/globals/\(map)") { #expect(dump == "[]", "\(map): \(dump)") }
+      }
+      #expect(try datapath.ipcacheEntries().allSatisfy { $0.identity != NumericIdentity(1000) })
+
+      // A later realise that fails: the next one rewrites everything.
+      try BPFTestEnvironment.withDummyDevices(1) { devices in
+        wanted.hostInterface = devices[0]
+        _ = try datapath.realize(wanted)
+        #expect(FileManager.default.fileExists(atPath: "\(pin)/endpoints/9/from_container"))
+        var moved = wanted
+        moved.hostInterface = "dpnosuch\(getpid() % 10000)"
+        moved.policy = EndpointPolicy(revision: 2, ingressEnforced: true, egressEnforced: false, entries: [])
+        #expect(throws: DatapathError.self) { try datapath.realize(moved) }
+        var back = wanted
+        back.policy = EndpointPolicy(
+          revision: 3, ingressEnforced: true, egressEnforced: false,
+          entries: [PolicyEntry(peer: other, direction: .ingress, proto: .udp, ports: PortRange(single: 53))])
+        _ = try datapath.realize(back)
+        #expect(try Set(backend.policyEntries(endpointID: 9)) == Set(back.policy.entries))
+        #expect(try datapath.removeEndpoint(id: 9))
+      }
+      #expect(!FileManager.default.fileExists(atPath: "\(pin)/endpoints/9"))
+    }
+  }
+
+  /// `bpftool -j map dump` of a pinned map, nil when bpftool is missing.
+  private func bpftoolDump(_ path: String) -> String? {
+    guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/bpftool") else { return nil }
+    let process = Process()
+    let pipe = Pipe()
+    process.executableURL = URL(fileURLWithPath: "/usr/sbin/bpftool")
+    process.arguments = ["-j", "map", "dump", "pinned", path]
+    process.standardOutput = pipe
+    guard (try? process.run()) != nil else { return nil }
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+  }
+
+  @Test("a counters map pinned by older programs (fewer reasons) is replaced on startup, its counts kept")
+  func metricsUpgrade() throws {
+    guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/bpftool") else {
+      print("BPFHardeningTests: metricsUpgrade skipped: /usr/sbin/bpftool missing")
+      return
+    }
+    let pin = "/sys/fs/bpf/datapath-upgrade-\(getpid())"
+    defer { BPFTestEnvironment.removePinDirectory(pin) }
+    try FileManager.default.createDirectory(atPath: "\(pin)/globals", withIntermediateDirectories: true)
+    // The value of programs with 12 reasons: 2 * 12 counters of 16 bytes.
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/sbin/bpftool")
+    process.arguments = [
+      "map", "create", "\(pin)/globals/tessera_metrics", "type", "percpu_hash", "key", "8", "value", "384", "entries", "16", "name",
+      "tessera_metrics", "flags", "1",
+    ]
+    try process.run()
+    process.waitUntilExit()
+    try #require(process.terminationStatus == 0)
+    let backend = try BPFDatapathBackend(configuration: .init(objectPath: BPFTestEnvironment.objectPath!, pinDirectory: pin))
+    let datapath = try Datapath(backend: backend)
+    _ = try datapath.realize(pod(id: 10))
+    #expect(try !backend.passes(10, .egress, Packet.ipv4(frontendIP, otherIP, proto: Packet.udp, sport: 1, dport: 53)))
+    #expect(try count(backend, 10, .egress, "drop-invalid-source") == 1)
+    #expect(try datapath.removeEndpoint(id: 10))
+  }
+}
