@@ -48,7 +48,7 @@ def probe(addr, port, stopfile, seconds, out):
             name = type(e).__name__ if e.errno is None else errno.errorcode.get(e.errno, str(e.errno))
             errors[name] = errors.get(name, 0) + 1
             # No interface or route yet: fails at once; don't spin the CPU.
-            time.sleep(0.0002)
+            time.sleep(0.001)
         finally:
             s.close()
     with open(out, "w") as f:
