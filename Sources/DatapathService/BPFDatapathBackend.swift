@@ -367,6 +367,10 @@ public final class BPFDatapathBackend: DatapathBackend {
       case (false, true): counters.egressForwarded += packets
       case (false, false): counters.egressDropped += packets
       }
+      if packets > 0 {
+        counters.reasons.append(
+          .init(direction: ingress ? .ingress : .egress, reason: Self.reasonNames[Int(reason)], packets: packets))
+      }
     }
     return counters
   }

@@ -83,6 +83,16 @@ public struct EndpointCounters: Hashable, Sendable {
   public var ingressDropped: UInt64 = 0
   public var egressForwarded: UInt64 = 0
   public var egressDropped: UInt64 = 0
+  /// Packets by direction and named reason (`drop-invalid-source`, …), reasons
+  /// with no packet left out; empty for backends that do not name reasons.
+  public var reasons: [ReasonCount] = []
+
+  /// Packets counted under one reason in one direction.
+  public struct ReasonCount: Hashable, Sendable {
+    public var direction: TrafficDirection
+    public var reason: String
+    public var packets: UInt64
+  }
 
   public init(ingressForwarded: UInt64 = 0, ingressDropped: UInt64 = 0, egressForwarded: UInt64 = 0, egressDropped: UInt64 = 0) {
     self.ingressForwarded = ingressForwarded

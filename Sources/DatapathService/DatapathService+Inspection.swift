@@ -32,6 +32,13 @@ extension DatapathServiceHandler {
       $0.ingressDropped = counters.ingressDropped
       $0.egressForwarded = counters.egressForwarded
       $0.egressDropped = counters.egressDropped
+      $0.reasons = counters.reasons.map { count in
+        .with {
+          $0.direction = count.direction == .ingress ? .ingress : .egress
+          $0.reason = count.reason
+          $0.packets = count.packets
+        }
+      }
     }
   }
 }

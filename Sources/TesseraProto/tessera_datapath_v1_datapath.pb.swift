@@ -307,6 +307,27 @@ public nonisolated struct Tessera_Datapath_V1_EndpointCounters: Sendable {
 
   public var egressDropped: UInt64 = 0
 
+  /// Packets by direction and reason, reasons with no packet left out
+  /// (names as `forward-policy`, `drop-invalid-source`, ...; eBPF backend only).
+  public var reasons: [Tessera_Datapath_V1_ReasonCount] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Packets counted under one reason in one direction.
+public nonisolated struct Tessera_Datapath_V1_ReasonCount: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var direction: Tessera_Common_V1_Direction = .unspecified
+
+  public var reason: String = String()
+
+  public var packets: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -933,7 +954,7 @@ nonisolated extension Tessera_Datapath_V1_GetEndpointCountersRequest: SwiftProto
 
 nonisolated extension Tessera_Datapath_V1_EndpointCounters: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EndpointCounters"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}endpoint_id\0\u{3}ingress_forwarded\0\u{3}ingress_dropped\0\u{3}egress_forwarded\0\u{3}egress_dropped\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}endpoint_id\0\u{3}ingress_forwarded\0\u{3}ingress_dropped\0\u{3}egress_forwarded\0\u{3}egress_dropped\0\u{1}reasons\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -946,6 +967,7 @@ nonisolated extension Tessera_Datapath_V1_EndpointCounters: SwiftProtobuf.Messag
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.ingressDropped) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.egressForwarded) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.egressDropped) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.reasons) }()
       default: break
       }
     }
@@ -967,6 +989,9 @@ nonisolated extension Tessera_Datapath_V1_EndpointCounters: SwiftProtobuf.Messag
     if self.egressDropped != 0 {
       try visitor.visitSingularUInt64Field(value: self.egressDropped, fieldNumber: 5)
     }
+    if !self.reasons.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.reasons, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -976,6 +1001,47 @@ nonisolated extension Tessera_Datapath_V1_EndpointCounters: SwiftProtobuf.Messag
     if lhs.ingressDropped != rhs.ingressDropped {return false}
     if lhs.egressForwarded != rhs.egressForwarded {return false}
     if lhs.egressDropped != rhs.egressDropped {return false}
+    if lhs.reasons != rhs.reasons {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Datapath_V1_ReasonCount: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReasonCount"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}direction\0\u{1}reason\0\u{1}packets\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.direction) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.packets) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.direction != .unspecified {
+      try visitor.visitSingularEnumField(value: self.direction, fieldNumber: 1)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 2)
+    }
+    if self.packets != 0 {
+      try visitor.visitSingularUInt64Field(value: self.packets, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Datapath_V1_ReasonCount, rhs: Tessera_Datapath_V1_ReasonCount) -> Bool {
+    if lhs.direction != rhs.direction {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.packets != rhs.packets {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

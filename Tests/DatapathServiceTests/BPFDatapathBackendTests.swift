@@ -334,9 +334,10 @@ struct BPFDatapathBackendTests {
       _ = try backend.passes(8, .ingress, Packet.ipv4(otherIP, podIP, proto: Packet.tcp, sport: 46001, dport: 1))
       _ = try backend.passes(8, .ingress, Packet.ipv4(otherIP, podIP, proto: Packet.tcp, sport: 46002, dport: 1))
       _ = try backend.passes(8, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 46003, dport: 1))
-      #expect(
-        try datapath.counters(endpointID: 8)
-          == EndpointCounters(ingressForwarded: 1, ingressDropped: 2, egressForwarded: 1, egressDropped: 0))
+      var totals = try datapath.counters(endpointID: 8)
+      #expect(totals.reasons.contains { $0.direction == .egress && $0.reason == "forward-policy" && $0.packets == 1 })
+      totals.reasons = []
+      #expect(totals == EndpointCounters(ingressForwarded: 1, ingressDropped: 2, egressForwarded: 1, egressDropped: 0))
       let reasons = try backend.reasonCounters(endpointID: 8)
       #expect(reasons.contains { $0.direction == .ingress && $0.reason == "drop-policy-default" && $0.packets == 2 })
     }

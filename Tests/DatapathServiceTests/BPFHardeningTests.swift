@@ -74,7 +74,9 @@ struct BPFHardeningTests {
       #expect(try !backend.passes(1, .egress, Packet.ipv4(otherIP, podIP, proto: Packet.tcp, sport: 8080, dport: 40000, tcpFlags: Packet.ack)))
       #expect(try !backend.passes(1, .egress, Packet.ipv4(otherIP, otherIP, proto: Packet.tcp, sport: 8080, dport: 40000, tcpFlags: Packet.ack)))
       #expect(try count(backend, 1, .egress, "drop-invalid-source") == 6)
-      #expect(try backend.counters(endpointID: 1).egressDropped == 6)
+      let counters = try backend.counters(endpointID: 1)
+      #expect(counters.egressDropped == 6)
+      #expect(counters.reasons.contains { $0.direction == .egress && $0.reason == "drop-invalid-source" && $0.packets == 6 })
       // The established flow still passes from the own source.
       #expect(try backend.passes(1, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.tcp, sport: 40000, dport: 8080, tcpFlags: Packet.ack)))
     }
