@@ -109,8 +109,11 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f, __u32
 	f->l4_off = (__u16)off;
 
 	switch (f->proto) {
+	/* The whole fixed L4 header must be present: a first fragment that carries
+	 * only part of it (RFC 1858's tiny fragment) leaves the rest, flags
+	 * included, to a later fragment that policy never sees. */
 	case IPPROTO_TCP: {
-		__u8 buf[14];
+		__u8 buf[20];
 		const __u8 *hdr = packet_bytes(skb, off, buf, sizeof(buf));
 		if (!hdr)
 			return PARSE_INVALID;
@@ -122,7 +125,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f, __u32
 	}
 	case IPPROTO_UDP:
 	case IPPROTO_SCTP: {
-		__u8 buf[4];
+		__u8 buf[8];
 		const __u8 *hdr = packet_bytes(skb, off, buf, sizeof(buf));
 		if (!hdr)
 			return PARSE_INVALID;
