@@ -7,7 +7,7 @@ import TesseraEtcd
 import TesseraRuntime
 
 /// Shares endpoint addresses between nodes through etcd, so each node's
-/// ipcache knows the identity of pods on other nodes (DESIGN §4).
+/// ipcache knows the identity of pods on other nodes (docs/architecture.md §6).
 ///
 /// Publishes `<prefix>/<address>` → `{"identity":…,"node":…}` for every local
 /// endpoint whose identity is realised, bound to this node's lease (a node

@@ -3,7 +3,7 @@ import TesseraRuntime
 import TesseraCore
 
 /// Orchestrates endpoints: the blocking create → identity → first
-/// regeneration flow (DESIGN §1), label changes, policy changes, deletes and
+/// regeneration flow (docs/architecture.md §1), label changes, policy changes, deletes and
 /// restore after a restart.
 ///
 /// Every state change goes through ``EndpointRegistry`` (one lock, the state
@@ -122,7 +122,7 @@ public final class EndpointManager: Sendable {
 
   // MARK: - Labels and identity
 
-  /// DESIGN §1 steps 3–5: apply labels (new identity revision), resolve the
+  /// docs/architecture.md §1 steps 3–5: apply labels (new identity revision), resolve the
   /// identity, set it unless a newer revision overtook this one, release the
   /// previous identity, and trigger regeneration.
   private func applyLabels(endpointID: UInt64, labels: LabelSet, requestLabels: LabelSet?) async throws(EndpointError) {
@@ -212,7 +212,7 @@ public final class EndpointManager: Sendable {
 
   // MARK: - Regeneration
 
-  /// DESIGN §1 step 6: compute the desired policy and have the datapath realise it.
+  /// docs/architecture.md §1 step 7: compute the desired policy and have the datapath realise it.
   func regenerate(endpointID: UInt64) async {
     let started: (Endpoint, UInt64)?
     do {

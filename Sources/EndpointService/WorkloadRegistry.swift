@@ -115,7 +115,7 @@ public final class WorkloadRegistry: MetadataSource {
   }
 }
 
-/// DESIGN §1 step 2: fetch the workload's labels, retrying transient failures
+/// docs/architecture.md §1 step 2: fetch the workload's labels, retrying transient failures
 /// of the source with backoff until the first success or the deadline.
 public struct MetadataResolver: Sendable {
   public var source: any MetadataSource

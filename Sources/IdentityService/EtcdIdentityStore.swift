@@ -6,7 +6,7 @@ import TesseraEtcd
 import TesseraRuntime
 
 /// The distributed identity store: identities shared by every node through
-/// etcd (DESIGN §3), in Cilium's kvstore layout.
+/// etcd (docs/architecture.md §3), in Cilium's kvstore layout.
 ///
 /// Keys under the prefix:
 /// - `id/<ID>` → canonical labels: the identity (no lease; outlives nodes).

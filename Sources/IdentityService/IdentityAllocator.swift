@@ -2,7 +2,7 @@ import Logging
 import Metrics
 import TesseraCore
 
-/// Label set ↔ numeric identity, refcounted per node (DESIGN §3).
+/// Label set ↔ numeric identity, refcounted per node.
 ///
 /// Filters labels, answers reserved identities without touching the store,
 /// and makes sure the policy service's SelectorCache holds an identity before

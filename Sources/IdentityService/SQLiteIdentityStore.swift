@@ -11,7 +11,7 @@ public final class SQLiteIdentityStore: IdentityStore {
 
   /// - Parameters:
   ///   - path: the database file; `nil` keeps it in memory (tests).
-  ///   - clusterID: selects the allocation range (DESIGN §3).
+  ///   - clusterID: selects the allocation range.
   public init(path: String?, clusterID: UInt32 = 0) throws(IdentityError) {
     do {
       var configuration = Configuration()

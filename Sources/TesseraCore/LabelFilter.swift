@@ -36,7 +36,7 @@ public struct LabelFilter: Sendable, Hashable {
 
   public init(rules: [Rule]) { self.rules = rules }
 
-  /// DESIGN §3: keep the namespace, Cilium policy labels and `app.kubernetes.io/*`;
+  /// docs/architecture.md §3: keep the namespace, Cilium policy labels and `app.kubernetes.io/*`;
   /// drop per-instance and infrastructure labels.
   public static let defaults = LabelFilter(rules: [
     Rule(.keep, "io.kubernetes.pod.namespace"),

@@ -38,7 +38,7 @@ public final class EtcdClient: Sendable {
             config.backoff.initial = .milliseconds(50)
             config.backoff.max = .seconds(1)
             config.connection.maxIdleTime = nil
-            // etcd rejects pings closer than 5 s apart (DESIGN §3).
+            // etcd rejects pings closer than 5 s apart.
             config.connection.keepalive = .init(time: .seconds(10), timeout: .seconds(5), allowWithoutCalls: true)
           })
         members.append(Member(endpoint: endpoint, client: GRPCClient(transport: transport)))

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Every map of the endpoint programs, in one place (STYLE §7).
+ * Every map of the endpoint programs, in one place.
  *
  * All maps are pinned by name under the loader's pin root
  * (<pinDirectory>/globals/<name>) and shared by every endpoint's programs;

@@ -11,7 +11,7 @@
 
 #include <linux/types.h>
 
-/* Reserved identities (DESIGN §3, Cilium's numbers). */
+/* Reserved identities (docs/architecture.md §3, Cilium's numbers). */
 #define TESSERA_ID_UNKNOWN 0
 #define TESSERA_ID_HOST 1
 #define TESSERA_ID_WORLD 2
