@@ -111,7 +111,7 @@ struct DatapathConntrackList: AsyncParsableCommand {
 }
 
 struct DatapathCounters: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "counters", abstract: "Forwarded and dropped packets of an endpoint, by direction.")
+  static let configuration = CommandConfiguration(commandName: "counters", abstract: "Forwarded and dropped packets of an endpoint, by direction and reason.")
   @OptionGroup var global: GlobalOptions
   @Argument(help: "Endpoint ID.") var endpoint: UInt64
 
@@ -125,12 +125,22 @@ struct DatapathCounters: AsyncParsableCommand {
         "endpoint": Int(counters.endpointID), "ingressForwarded": Int(counters.ingressForwarded),
         "ingressDropped": Int(counters.ingressDropped), "egressForwarded": Int(counters.egressForwarded),
         "egressDropped": Int(counters.egressDropped),
+        "reasons": counters.reasons.map { reason -> [String: Any] in
+          ["direction": reason.direction == .ingress ? "ingress" : "egress", "reason": reason.reason, "packets": Int(reason.packets)]
+        },
       ])
     } else {
       printTable(["DIRECTION", "FORWARDED", "DROPPED"], [
         ["ingress", String(counters.ingressForwarded), String(counters.ingressDropped)],
         ["egress", String(counters.egressForwarded), String(counters.egressDropped)],
       ])
+      let reasons = counters.reasons.filter { $0.packets > 0 }
+      if !reasons.isEmpty {
+        print()
+        printTable(["DIRECTION", "REASON", "PACKETS"], reasons.map { reason in
+          [reason.direction == .ingress ? "ingress" : "egress", reason.reason, String(reason.packets)]
+        })
+      }
     }
   }
 }
