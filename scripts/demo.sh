@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The quick-start demo: starts a node, creates three pods through the real CNI
-# chain (ptp + host-local, then tessera-cni), imports a policy, and shows the
+# plugin (tessera-cni as the main plugin with host-local IPAM; DEMO_CNI_MODE=chained
+# for ptp + host-local, then tessera-cni), imports a policy, and shows the
 # identities, endpoints, selectors and realised policy; with the eBPF datapath
 # it also proves enforcement with real TCP between the pods.
 #
@@ -21,6 +22,9 @@ pods=(frontend backend other)
 
 CHAIN_NAME=tessera-demo CHAIN_SUBNET=10.198.0.0/24 CHAIN_STATE=$state/cni CHAIN_NETNS_PREFIX=tsr-demo-
 CHAIN_SOCKET=$TESSERA_RUN_DIR/endpoint.sock CHAIN_CNI=$cni
+# tessera-cni as the main plugin, the recommended mode: the pod's links come up only
+# once its policy is in force. DEMO_CNI_MODE=chained runs ptp + tessera-cni instead.
+CHAIN_MODE=$([ "${DEMO_CNI_MODE:-main}" = chained ] && echo chained || echo main)
 . scripts/lib/cni-chain.sh
 
 cleanup() {
@@ -47,7 +51,7 @@ for pod in "${pods[@]}"; do
   [ -f "$CHAIN_STATE/$pod.json" ] && continue
   start=$(date +%s%N)
   chain_add "$pod" "[\"app=$pod\"]"
-  echo "pod $pod: ptp + tessera-cni ADD returned in $((($(date +%s%N) - start) / 1000000)) ms with policy in force"
+  echo "pod $pod: $([ "$CHAIN_MODE" = main ] && echo "tessera-cni (main plugin)" || echo "ptp + tessera-cni") ADD returned in $((($(date +%s%N) - start) / 1000000)) ms with policy in force"
 done
 
 cat >"$state/backend-policy.yaml" <<'YAML'

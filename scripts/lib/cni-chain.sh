@@ -5,7 +5,10 @@
 # Set before use: CHAIN_NAME, CHAIN_SUBNET, CHAIN_STATE (dir for IPAM and cached
 # results), CHAIN_SOCKET (endpoint socket), CHAIN_CNI (tessera-cni binary),
 # CHAIN_NETNS_PREFIX (pod netns = prefix + pod name). Optional: CHAIN_ROUTES, a
-# JSON list of IPAM routes for the pod (e.g. to reach another node's pods).
+# JSON list of IPAM routes for the pod (e.g. to reach another node's pods);
+# CHAIN_MODE=main runs tessera-cni as the main plugin (it creates the veth and
+# delegates to host-local; no window) instead of the ptp chain (the default here,
+# kept by the tests that measure or exercise the chained mode).
 
 chain_exec() { # plugin command pod config-json
   local plugin=$1 command=$2 pod=$3 config=$4 dir=/usr/lib/cni
@@ -20,6 +23,11 @@ chain_ptp_config() {
     "$CHAIN_NAME" "$CHAIN_SUBNET" "${CHAIN_ROUTES:-[]}" "$CHAIN_STATE"
 }
 
+chain_main_config() { # labels-json-array
+  printf '{"cniVersion":"1.0.0","name":"%s","type":"tessera-cni","socketPath":"%s","ipam":{"type":"host-local","ranges":[[{"subnet":"%s"}]],"routes":%s,"dataDir":"%s/ipam"},"args":{"cni":{"labels":%s}}}' \
+    "$CHAIN_NAME" "$CHAIN_SOCKET" "$CHAIN_SUBNET" "${CHAIN_ROUTES:-[]}" "$CHAIN_STATE" "$1"
+}
+
 chain_tessera_config() { # labels-json-array prevResult
   printf '{"cniVersion":"1.0.0","name":"%s","type":"tessera-cni","socketPath":"%s","args":{"cni":{"labels":%s}},"prevResult":%s}' \
     "$CHAIN_NAME" "$CHAIN_SOCKET" "$1" "$2"
@@ -32,6 +40,13 @@ chain_add() {
   mkdir -p "$CHAIN_STATE"
   ip netns add "$CHAIN_NETNS_PREFIX$pod" 2>/dev/null || true
   ip -n "$CHAIN_NETNS_PREFIX$pod" link set lo up
+  if [ "${CHAIN_MODE:-chained}" = main ]; then
+    chain_exec tessera-cni ADD "$pod" "$(chain_main_config "$labels")" >"$CHAIN_STATE/$pod.json" || {
+      cat "$CHAIN_STATE/$pod.json"
+      return 1
+    }
+    return 0
+  fi
   prev=$(chain_exec ptp ADD "$pod" "$(chain_ptp_config)") || { echo "$prev"; return 1; }
   chain_exec tessera-cni ADD "$pod" "$(chain_tessera_config "$labels" "$prev")" >"$CHAIN_STATE/$pod.json" || {
     cat "$CHAIN_STATE/$pod.json"
@@ -42,7 +57,10 @@ chain_add() {
 # chain_del POD: DEL in reverse order with the cached result, then removes the netns.
 chain_del() {
   local pod=$1
-  if [ -f "$CHAIN_STATE/$pod.json" ]; then
+  if [ "${CHAIN_MODE:-chained}" = main ]; then
+    chain_exec tessera-cni DEL "$pod" "$(chain_main_config '[]')" >/dev/null || true
+    rm -f "$CHAIN_STATE/$pod.json"
+  elif [ -f "$CHAIN_STATE/$pod.json" ]; then
     chain_exec tessera-cni DEL "$pod" "$(chain_tessera_config '[]' "$(cat "$CHAIN_STATE/$pod.json")")" >/dev/null || true
     chain_exec ptp DEL "$pod" "$(chain_ptp_config)" >/dev/null || true
     rm -f "$CHAIN_STATE/$pod.json"
