@@ -166,7 +166,16 @@ struct NodeIntegrationTests {
 
     // Restart identityd: same labels, same identity; references persist.
     try node.restart("identity")
-    let again = try node.json(["endpoint", "create", "--container-id", "be2", "--ip", "10.77.0.3", "--label", "app=backend"])
+    // endpointd's connection to the restarted identityd may still be in its reconnect backoff:
+    // the create answers "unavailable, try again" (CNI code 11) until it has reconnected, and
+    // the runtime retries, as here.
+    let create = ["endpoint", "create", "--container-id", "be2", "--ip", "10.77.0.3", "--label", "app=backend"]
+    var retried = 0
+    while retried < 100, try node.cli(create + ["-o", "json"], expectSuccess: false).output.contains("unavailable, try again") {
+      retried += 1
+      usleep(100_000)
+    }
+    let again = try node.json(["endpoint", "get", "--container-id", "be2"])
     #expect(again["identity"] as? Int == backendIdentity)
     #expect(try node.json(["identity", "get", String(backendIdentity)])["references"] as? Int == 2)
 
