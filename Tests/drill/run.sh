@@ -53,6 +53,7 @@ cleanup() {
   exec 7>&- 2>/dev/null
   for pod in "${kernel_pods[@]}"; do chain_del "$pod"; done
   "$TESSERA_BIN/tessera" node down --run-dir "$RUN" >/dev/null 2>&1
+  ip netns del "$cni_down_netns" 2>/dev/null
   rm -rf "$tmp" "$PIN"
 }
 trap cleanup EXIT
@@ -170,10 +171,29 @@ wait_healthy() {
   violation "the node did not become healthy after a restart"; return 1
 }
 
-cni_add() { # container: ADD with a minimal prevResult, as a runtime would after ptp
-  printf '{"cniVersion":"1.0.0","name":"drill","type":"tessera-cni","socketPath":"%s","prevResult":{"cniVersion":"1.0.0","interfaces":[],"ips":[{"address":"10.253.0.9/24"}]}}' "$RUN/endpoint.sock" |
-    env -i CNI_COMMAND=ADD CNI_CONTAINERID="$1" CNI_NETNS=/var/run/netns/none CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \
-      CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=$1" "$cni"
+# ADD through tessera-cni as the main plugin (host-local IPAM) into a fresh netns: with
+# endpointd down it must answer 11 after undoing what it made (veth, address).
+cni_down_netns=tsr-drill-down-$$
+cni_add_main() { # container
+  ip netns add "$cni_down_netns" 2>/dev/null || true
+  printf '{"cniVersion":"1.0.0","name":"drill","type":"tessera-cni","socketPath":"%s","ipam":{"type":"host-local","ranges":[[{"subnet":"10.253.0.0/24"}]],"dataDir":"%s/ipam-down"}}' "$RUN/endpoint.sock" "$tmp" |
+    env -i PATH="$PATH" CNI_COMMAND=ADD CNI_CONTAINERID="$1" CNI_NETNS="/var/run/netns/$cni_down_netns" CNI_IFNAME=eth0 \
+      CNI_PATH="/usr/lib/cni:$(dirname "$cni")" CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=$1" "$cni"
+}
+cni_add_with_endpointd_down() {
+  if [ "$(id -u)" != 0 ] || [ ! -x /usr/lib/cni/host-local ]; then
+    echo "drill: the ADD-while-endpointd-is-down check needs root and host-local; not run"
+    return
+  fi
+  local veths out status
+  veths=$(ip -o link show type veth | wc -l)
+  out=$(cni_add_main drill-cni-down); status=$?
+  check [ "$status" != 0 ] || violation "CNI ADD succeeded with endpointd down"
+  check jq -e '.code == 11' <<<"$out" >/dev/null || violation "CNI ADD with endpointd down did not return code 11: $out"
+  check [ "$(ip -o link show type veth | wc -l)" = "$veths" ] || violation "a failed ADD left a veth behind"
+  check [ -z "$(ip -n "$cni_down_netns" -o link show type veth 2>/dev/null)" ] || violation "a failed ADD left the pod's interface behind"
+  check [ -z "$(find "$tmp/ipam-down" -type f -name '10.253.*' 2>/dev/null)" ] || violation "a failed ADD kept its address in host-local"
+  ip netns del "$cni_down_netns" 2>/dev/null || true
 }
 
 for round in $(seq "$rounds"); do
@@ -188,9 +208,7 @@ for round in $(seq "$rounds"); do
     kills=$((kills + 1))
     rm -f "$RUN/$service.pid"
     if [ "$service" = endpoint ]; then
-      out=$(cni_add drill-cni-down); status=$?
-      check [ "$status" != 0 ] || violation "CNI ADD succeeded with endpointd down"
-      check jq -e '.code == 11' <<<"$out" >/dev/null || violation "CNI ADD with endpointd down did not return code 11: $out"
+      cni_add_with_endpointd_down
     fi
     "${cmdline[@]}" >>"$RUN/$service.log" 2>&1 &
     disown
