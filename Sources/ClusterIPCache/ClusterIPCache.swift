@@ -20,6 +20,12 @@ import TesseraRuntime
 /// prefix (`/32`, `/128`) of an address no local endpoint holds, carrying an
 /// allocated identity, published by a named node under a lease. Anything else
 /// is ignored, logged once and counted in `tessera_endpoint_ipcache_rejected_total`.
+///
+/// An entry whose identity is new to this node is installed only after this
+/// node's policy maps account for that identity (``Configuration/policyWait``):
+/// as with a local endpoint, peers' maps change before the ipcache entry that
+/// makes packets carry the identity, so a "deny X, allow the rest" peer never
+/// meets X as a stranger the wildcard admits (docs/architecture.md §6).
 public final class ClusterIPCache: Sendable {
   public struct Configuration: Sendable {
     public var prefix: String
@@ -27,12 +33,19 @@ public final class ClusterIPCache: Sendable {
     public var leaseTTLSeconds: Int64
     /// How often the datapath is re-sent every remote entry.
     public var resyncInterval: Duration
+    /// How long one install pass waits for this node's policy maps to account for new
+    /// identities; entries still waiting are retried on the next pass.
+    public var policyWait: Duration
 
-    public init(prefix: String = "/tessera/ipcache", nodeName: String, leaseTTLSeconds: Int64 = 30, resyncInterval: Duration = .seconds(10)) {
+    public init(
+      prefix: String = "/tessera/ipcache", nodeName: String, leaseTTLSeconds: Int64 = 30, resyncInterval: Duration = .seconds(10),
+      policyWait: Duration = .seconds(5)
+    ) {
       self.prefix = prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
       self.nodeName = nodeName
       self.leaseTTLSeconds = leaseTTLSeconds
       self.resyncInterval = resyncInterval
+      self.policyWait = policyWait
     }
   }
 
@@ -98,6 +111,8 @@ public final class ClusterIPCache: Sendable {
     var rejected: [String: Rejection] = [:]
     /// What this synchroniser wrote into the local datapath.
     var installed: [IPPrefix: NumericIdentity] = [:]
+    /// Identities this node's policy maps account for (entries carrying them may be installed).
+    var admitted: Set<NumericIdentity> = []
   }
 
   public let configuration: Configuration
@@ -105,6 +120,7 @@ public final class ClusterIPCache: Sendable {
   private let datapath: any ClusterIPCacheDatapath
   private let localEntries: @Sendable () -> [IPPrefix: NumericIdentity]
   private let localAddresses: @Sendable () -> Set<IPPrefix>
+  private let policyOrdering: @Sendable (Set<NumericIdentity>, ContinuousClock.Instant) async throws -> Set<NumericIdentity>
   private let state = Mutex(State())
   private let localChanged: Wakeup
   private let remoteChanged = Wakeup()
@@ -114,14 +130,19 @@ public final class ClusterIPCache: Sendable {
   ///   - localChanged: signalled when `localEntries` may have changed.
   ///   - localAddresses: the addresses of every endpoint of this node, realised or not;
   ///     no other node's entry may claim them.
+  ///   - policyOrdering: waits until this node's policy maps account for the given
+  ///     identities or the deadline passes; returns those the policy service does not
+  ///     know yet (``EndpointManager/waitForPolicyOrdering(admitting:deadline:)``).
   ///   - localEntries: this node's endpoint addresses with realised identities.
   public init(
     configuration: Configuration, client: EtcdClient, datapath: any ClusterIPCacheDatapath,
     logger: Logger = Logger(label: "tessera.ipcache"), localChanged: Wakeup,
     localAddresses: @escaping @Sendable () -> Set<IPPrefix>,
+    policyOrdering: @escaping @Sendable (Set<NumericIdentity>, ContinuousClock.Instant) async throws -> Set<NumericIdentity>,
     localEntries: @escaping @Sendable () -> [IPPrefix: NumericIdentity]
   ) {
     self.localAddresses = localAddresses
+    self.policyOrdering = policyOrdering
     self.localChanged = localChanged
     self.configuration = configuration
     self.client = client
@@ -284,13 +305,18 @@ public final class ClusterIPCache: Sendable {
         if local.contains(prefix) { shadowed.append(prefix) } else { wanted[prefix] = NumericIdentity(entry.identity) }
       }
       noteShadowed(shadowed)
+      let admitted = await admit(Set(wanted.values))
+      // An entry whose identity is not admitted yet waits; the address keeps what it had.
+      let waiting = wanted.filter { !admitted.contains($0.value) }
+      var target = wanted.filter { admitted.contains($0.value) }
+      for prefix in waiting.keys { target[prefix] = installed[prefix] }
       let full = ContinuousClock.now - lastFull >= configuration.resyncInterval
-      let upserts = full ? wanted : wanted.filter { installed[$0.key] != $0.value }
-      let deletes = installed.keys.filter { wanted[$0] == nil && !local.contains($0) }
+      let upserts = full ? target : target.filter { installed[$0.key] != $0.value }
+      let deletes = installed.keys.filter { target[$0] == nil && !local.contains($0) }
       do {
         try await datapath.upsertIPCache(upserts)
         try await datapath.deleteIPCache(Array(deletes))
-        state.withLock { $0.installed = wanted }
+        state.withLock { $0.installed = target }
         if full { lastFull = ContinuousClock.now }
         if !upserts.isEmpty || !deletes.isEmpty {
           logger.debug("ipcache learned from other nodes", metadata: ["upserts": "\(upserts.count)", "deletes": "\(deletes.count)"])
@@ -298,8 +324,36 @@ public final class ClusterIPCache: Sendable {
       } catch {
         logger.warning("cannot write other nodes' addresses to the datapath yet", metadata: ["error": "\(error)"])
       }
-      await remoteChanged.wait(timeout: .seconds(2))
+      // Entries waiting for the policy service to learn their identity are retried soon.
+      await remoteChanged.wait(timeout: waiting.isEmpty ? .seconds(2) : .milliseconds(100))
       try Task.checkCancellation()
+    }
+  }
+
+  /// The identities among `identities` this node's policy maps account for, waiting
+  /// (up to ``Configuration/policyWait``) for those not admitted before.
+  private func admit(_ identities: Set<NumericIdentity>) async -> Set<NumericIdentity> {
+    let new = state.withLock { state in
+      state.admitted.formIntersection(identities)  // forget identities no entry carries
+      return identities.subtracting(state.admitted)
+    }
+    guard !new.isEmpty else { return identities }
+    do {
+      let unknown = try await policyOrdering(new, .now + configuration.policyWait)
+      if !unknown.isEmpty {
+        logger.debug("ipcache entries wait for the policy service to learn their identities", metadata: [
+          "identities": "\(unknown.map(\.rawValue).sorted())"
+        ])
+      }
+      return state.withLock { state in
+        state.admitted.formUnion(new.subtracting(unknown))
+        return state.admitted
+      }
+    } catch {
+      logger.warning("ipcache entries with new identities wait for this node's policy maps", metadata: [
+        "identities": "\(new.count)", "error": "\(error)",
+      ])
+      return state.withLock { $0.admitted }
     }
   }
 

@@ -297,6 +297,23 @@ public final class EndpointManager: Sendable {
     }
   }
 
+  /// Orders other nodes' ipcache entries behind this node's policy maps: waits
+  /// until the policy service holds each of `identities` in its SelectorCache and
+  /// every change it made so far is realised in this node's policy maps.
+  ///
+  /// - Returns: those of `identities` the policy service does not hold yet; an
+  ///   entry carrying one of them must wait (the identity service has not told it).
+  /// - Throws: ``EndpointError`` `.deadlineExceeded` at the deadline, or the policy
+  ///   service's error.
+  public func waitForPolicyOrdering(
+    admitting identities: Set<NumericIdentity>, deadline: ContinuousClock.Instant
+  ) async throws(EndpointError) -> Set<NumericIdentity> {
+    while let (target, unknown) = try await policy.eventSequence(requiring: identities) {
+      if try await ordering.waitForPeers(of: nil, through: target, deadline: deadline) { return unknown }
+    }
+    return []
+  }
+
   /// Queues a regeneration of each endpoint (coalesced).
   ///
   /// - Returns: the endpoints queued, each with the generation that will reflect the trigger.

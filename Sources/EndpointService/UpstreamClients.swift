@@ -115,9 +115,19 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
   }
 
   public func eventSequence() async throws(EndpointError) -> PolicyEventSequence? {
+    try await eventSequence(requiring: []).map(\.0)
+  }
+
+  public func eventSequence(requiring identities: Set<NumericIdentity>) async throws(EndpointError) -> (
+    PolicyEventSequence, unknown: Set<NumericIdentity>
+  )? {
     do {
-      let response = try await client.getEventSequence(.init(), options: .failFast(timeout: timeout))
-      return PolicyEventSequence(sequence: response.sequence, instanceID: response.instanceID)
+      let request = Tessera_Policy_V1_GetEventSequenceRequest.with { $0.identities = identities.map(\.rawValue).sorted() }
+      let response = try await client.getEventSequence(request, options: .failFast(timeout: timeout))
+      return (
+        PolicyEventSequence(sequence: response.sequence, instanceID: response.instanceID),
+        Set(response.unknownIdentities.map(NumericIdentity.init(rawValue:)))
+      )
     } catch {
       throw .upstream("policy", error)
     }

@@ -14,10 +14,21 @@ public protocol PolicyComputing: Sendable {
   /// Where the policy service's event log stands now; nil when the service
   /// numbers no events (then endpoints are realised without waiting for peers).
   func eventSequence() async throws(EndpointError) -> PolicyEventSequence?
+  /// ``eventSequence()``, and which of `identities` the policy service's
+  /// SelectorCache does not hold yet (the sequence covers the others' arrival).
+  func eventSequence(requiring identities: Set<NumericIdentity>) async throws(EndpointError) -> (
+    PolicyEventSequence, unknown: Set<NumericIdentity>
+  )?
 }
 
 extension PolicyComputing {
   public func eventSequence() async throws(EndpointError) -> PolicyEventSequence? { nil }
+
+  public func eventSequence(requiring identities: Set<NumericIdentity>) async throws(EndpointError) -> (
+    PolicyEventSequence, unknown: Set<NumericIdentity>
+  )? {
+    try await eventSequence().map { ($0, []) }
+  }
 }
 
 /// A position in the policy service's event log.

@@ -141,6 +141,11 @@ public final class PolicyEngine: Sendable {
     state.withLock { $0.updateIdentities(added: added, deleted: deleted) }
   }
 
+  /// Those of `identities` the SelectorCache does not hold (never a reserved identity).
+  public func unknownIdentities(among identities: some Sequence<NumericIdentity>) -> Set<NumericIdentity> {
+    state.withLock { repository in Set(identities.filter { repository.cache.labels(of: $0) == nil }) }
+  }
+
   /// The desired policy of an endpoint with this identity and labels, at the current
   /// repository revision. The subject need not be in the SelectorCache; its peers must be.
   public func computePolicy(for subject: SecurityIdentity) -> EndpointPolicy {

@@ -1,4 +1,5 @@
 import GRPCCore
+import TesseraCore
 import TesseraProto
 
 extension PolicyServiceHandler {
@@ -24,10 +25,17 @@ extension PolicyServiceHandler {
     }
   }
 
+  /// With identities: which of them the SelectorCache does not hold yet. The
+  /// sequence covers the event of every requested identity it does hold
+  /// (docs/architecture.md §6, remote ipcache entries).
   public func getEventSequence(request: Tessera_Policy_V1_GetEventSequenceRequest, context: ServerContext) async throws -> Tessera_Policy_V1_EventSequence {
-    .with {
-      $0.sequence = events.sequence
+    let (sequence, unknown) = identityPublication.withLock {
+      (events.sequence, engine.unknownIdentities(among: request.identities.map(NumericIdentity.init(rawValue:))))
+    }
+    return .with {
+      $0.sequence = sequence
       $0.instanceID = events.instanceID
+      $0.unknownIdentities = unknown.map(\.rawValue).sorted()
     }
   }
 }

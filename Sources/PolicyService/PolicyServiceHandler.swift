@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import Logging
 import TesseraCore
+import Synchronization
 import TesseraProto
 import TesseraRuntime
 
@@ -14,6 +15,9 @@ public struct PolicyServiceHandler: Tessera_Policy_V1_PolicyService.SimpleServic
   /// Changes on every start, so the identity service notices a restart.
   let instanceID: String
   let logger: Logger
+  /// Held while identities enter the SelectorCache and their event is numbered, and while
+  /// GetEventSequence reads both.
+  let identityPublication = SharedLock()
 
   /// - Parameter readiness: the daemon passes one that is not yet synced and
   ///   marks it after its first identity sync; the default is already synced.
@@ -24,6 +28,12 @@ public struct PolicyServiceHandler: Tessera_Policy_V1_PolicyService.SimpleServic
     self.instanceID = events.instanceID
     self.logger = logger
   }
+}
+
+/// A lock a copyable handler can hold.
+final class SharedLock: Sendable {
+  private let mutex = Mutex(())
+  func withLock<Result: Sendable>(_ body: () throws -> Result) rethrows -> Result { try mutex.withLock { _ in try body() } }
 }
 
 extension PolicyError: RPCErrorConvertible {

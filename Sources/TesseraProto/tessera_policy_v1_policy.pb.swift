@@ -290,13 +290,18 @@ public nonisolated struct Tessera_Policy_V1_GetEventSequenceRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Identities the caller is about to make visible (another node's ipcache
+  /// entries): the answer says which of them the SelectorCache does not hold yet.
+  public var identities: [UInt32] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
 /// Where the event log stands: every SelectorCache or rule change made before
-/// this call was published at or before `sequence`.
+/// this call was published at or before `sequence`, including the change that
+/// brought in each requested identity the SelectorCache holds.
 public nonisolated struct Tessera_Policy_V1_EventSequence: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -305,6 +310,9 @@ public nonisolated struct Tessera_Policy_V1_EventSequence: Sendable {
   public var sequence: UInt64 = 0
 
   public var instanceID: String = String()
+
+  /// Of the requested identities, those the SelectorCache does not hold yet.
+  public var unknownIdentities: [UInt32] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -893,18 +901,29 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
 
 nonisolated extension Tessera_Policy_V1_GetEventSequenceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetEventSequenceRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}identities\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedUInt32Field(value: &self.identities) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.identities.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.identities, fieldNumber: 1)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tessera_Policy_V1_GetEventSequenceRequest, rhs: Tessera_Policy_V1_GetEventSequenceRequest) -> Bool {
+    if lhs.identities != rhs.identities {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -912,7 +931,7 @@ nonisolated extension Tessera_Policy_V1_GetEventSequenceRequest: SwiftProtobuf.M
 
 nonisolated extension Tessera_Policy_V1_EventSequence: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EventSequence"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{3}instance_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{3}instance_id\0\u{3}unknown_identities\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -922,6 +941,7 @@ nonisolated extension Tessera_Policy_V1_EventSequence: SwiftProtobuf.Message, Sw
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.instanceID) }()
+      case 3: try { try decoder.decodeRepeatedUInt32Field(value: &self.unknownIdentities) }()
       default: break
       }
     }
@@ -934,12 +954,16 @@ nonisolated extension Tessera_Policy_V1_EventSequence: SwiftProtobuf.Message, Sw
     if !self.instanceID.isEmpty {
       try visitor.visitSingularStringField(value: self.instanceID, fieldNumber: 2)
     }
+    if !self.unknownIdentities.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.unknownIdentities, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tessera_Policy_V1_EventSequence, rhs: Tessera_Policy_V1_EventSequence) -> Bool {
     if lhs.sequence != rhs.sequence {return false}
     if lhs.instanceID != rhs.instanceID {return false}
+    if lhs.unknownIdentities != rhs.unknownIdentities {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

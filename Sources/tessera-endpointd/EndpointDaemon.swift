@@ -78,7 +78,8 @@ struct EndpointDaemon: AsyncParsableCommand {
         configuration: .init(prefix: ipcachePrefix, nodeName: options.nodeName, leaseTTLSeconds: etcd.etcdLeaseTTL),
         client: client, datapath: DatapathServiceClient(wrapping: datapath.client), logger: Logger(label: "tessera.ipcache"),
         localChanged: manager.endpointsChanged,
-        localAddresses: { Set(manager.registry.all().flatMap(\.ips)) }
+        localAddresses: { Set(manager.registry.all().flatMap(\.ips)) },
+        policyOrdering: { identities, deadline in try await manager.waitForPolicyOrdering(admitting: identities, deadline: deadline) }
       ) { manager.realizedAddresses() }
       clusterServices = [LoopService { try await client.runConnections() }, LoopService { try await ipcache.run() }]
     }

@@ -43,6 +43,13 @@ struct EventedNode {
     func eventSequence() async throws(EndpointError) -> PolicyEventSequence? {
       ordered ? PolicyEventSequence(sequence: events.sequence, instanceID: events.instanceID) : nil
     }
+    func eventSequence(requiring identities: Set<NumericIdentity>) async throws(EndpointError) -> (
+      PolicyEventSequence, unknown: Set<NumericIdentity>
+    )? {
+      guard ordered else { return nil }
+      let unknown = engine.unknownIdentities(among: identities)
+      return (PolicyEventSequence(sequence: events.sequence, instanceID: events.instanceID), unknown)
+    }
   }
 
   /// Every realisation and removal, in the order the datapath saw them.
@@ -212,6 +219,26 @@ struct PolicyOrderingTests {
         #expect(node.datapath.endpoint(id: p.id)?.policy.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
       }
     }
+  }
+
+  @Test("another node's pod: its identity is admitted to the ipcache only once the peer's map denies it")
+  func remoteIdentityWaitsForPeers() async throws {
+    let node = try EventedNode()
+    defer { node.pump.cancel() }
+    try node.importPolicy(denyXAllowRest)
+    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    // Not yet known to the policy service (its identity service has not told it): must wait.
+    let stranger = NumericIdentity(rawValue: 70_000)
+    let early = try await node.manager.waitForPolicyOrdering(admitting: [stranger], deadline: .now + .seconds(2))
+    #expect(early == [stranger])
+    // Allocated elsewhere in the cluster; this node's policy service learns it, peers catch up late.
+    let (remote, _) = try await node.allocator.allocateIdentity(
+      labels: try LabelSet(parsing: ["app=x", "run=b", "io.kubernetes.pod.namespace=default"]), node: "b")
+    let started = ContinuousClock.now
+    let unknown = try await node.manager.waitForPolicyOrdering(admitting: [remote.id], deadline: .now + .seconds(5))
+    #expect(unknown.isEmpty)
+    #expect(ContinuousClock.now - started >= .milliseconds(100), "the wait covered the late watch")
+    #expect(node.datapath.endpoint(id: peer.id)?.policy.verdict(peer: remote.id, direction: .ingress, proto: .tcp, port: 80) == .deny)
   }
 
   @Test("a peer that cannot catch up fails the create at its deadline and leaves nothing behind")

@@ -201,4 +201,30 @@ struct PolicyWatchTests {
       #expect(after.sequence == before.sequence + 2, "one event for the import (backend affected), one for the new peer the rule selects")
     }
   }
+
+  @Test("asked about identities, the event sequence names those the SelectorCache does not hold and covers the others' arrival")
+  func eventSequenceNamesUnknownIdentities() async throws {
+    let engine = try PolicyEngine(database: nil)
+    let events = PolicyEvents()
+    let handler = PolicyServiceHandler(engine: engine, events: events, logger: Logger(label: "test.policy"))
+    try await withPolicyService(handler) { client in
+      let raw = Tessera_Policy_V1_PolicyService.Client(wrapping: client)
+      func identity(_ id: UInt32, _ app: String) -> Tessera_Common_V1_Identity {
+        .with {
+          $0.id = id
+          $0.labels = (try! LabelSet(parsing: ["app=\(app)", "io.kubernetes.pod.namespace=default"])).proto
+        }
+      }
+      _ = try await raw.updateIdentities(.with { $0.added = [identity(300, "backend")] })
+      _ = try await raw.importPolicy(.with { $0.content = Data(backendPolicy.utf8) })
+      let unknown = try await raw.getEventSequence(.with { $0.identities = [301, 302] })
+      #expect(unknown.unknownIdentities == [301, 302])
+      _ = try await raw.updateIdentities(.with { $0.added = [identity(301, "frontend")] })
+      let known = try await raw.getEventSequence(.with { $0.identities = [301, 302] })
+      #expect(known.unknownIdentities == [302])
+      #expect(known.sequence > unknown.sequence, "the sequence covers the event that brought 301 in")
+      let reserved = try await raw.getEventSequence(.with { $0.identities = [1, 2] })
+      #expect(reserved.unknownIdentities.isEmpty, "reserved identities are always held")
+    }
+  }
 }
