@@ -75,6 +75,10 @@ int endpoint_status_to_cni(const char *rpc, const struct endpoint_target *t, con
     return cni_error_set(err, CNI_ERR_TRY_AGAIN_LATER, "endpoint service did not answer in time",
                          "%s via %s: DEADLINE_EXCEEDED after timeoutMs=%ld%s%s", name, sock, t->timeout_ms,
                          st->message[0] ? ": " : "", st->message);
+  case GRPC_ABORTED:
+    /* A concurrent change won (gRPC: retry at a higher level): the runtime's retry can succeed. */
+    return cni_error_set(err, CNI_ERR_TRY_AGAIN_LATER, "endpoint changed concurrently", "%s via %s: ABORTED%s%s", name,
+                         sock, st->message[0] ? ": " : "", st->message);
   case GRPC_INVALID_ARGUMENT:
     if (st->local)
       return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid network configuration", "%s", st->message);

@@ -39,7 +39,7 @@ struct endpoint_create_params {
 int endpoint_encode_create(const struct endpoint_create_params *p, uint8_t **out, size_t *out_len);
 
 /* gRPC status of a call -> CNI error (0 for OK). Only what may heal by itself is 11
- * (UNAVAILABLE, DEADLINE_EXCEEDED, unreachable). INVALID_ARGUMENT 7, RESOURCE_EXHAUSTED and a
+ * (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, unreachable). INVALID_ARGUMENT 7, RESOURCE_EXHAUSTED and a
  * reset of a request of GRPC_LARGE_REQUEST bytes or more 7, ALREADY_EXISTS 101, NOT_FOUND 102
  * (105 for CreateEndpoint), FAILED_PRECONDITION 105, anything else 999. */
 int endpoint_status_to_cni(const char *rpc, const struct endpoint_target *t, const struct grpc_status *st,

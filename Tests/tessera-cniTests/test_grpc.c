@@ -80,6 +80,7 @@ static void test_status_mapping(void) {
       {GRPC_UNAVAILABLE, 0, CNI_ERR_TRY_AGAIN_LATER},
       {GRPC_DEADLINE_EXCEEDED, 0, CNI_ERR_TRY_AGAIN_LATER},
       {GRPC_DEADLINE_EXCEEDED, 1, CNI_ERR_TRY_AGAIN_LATER},
+      {GRPC_ABORTED, 0, CNI_ERR_TRY_AGAIN_LATER}, /* a concurrent change won: a retry can succeed */
       {GRPC_INVALID_ARGUMENT, 0, CNI_ERR_INVALID_NETCONF},
       {GRPC_ALREADY_EXISTS, 0, TSR_ERR_ENDPOINT_EXISTS},
       {GRPC_NOT_FOUND, 0, TSR_ERR_SERVICE_REFUSED}, /* CreateEndpoint: e.g. the host device is missing */
