@@ -96,6 +96,18 @@ struct BPFHardeningTests {
       #expect(try !backend.passes(2, .egress, Packet.ipv6TCP("::", otherIP6, sport: 40000, dport: 80)))
       #expect(try count(backend, 2, .egress, "drop-invalid-source") == 3)
 
+      // A neighbour advertisement announces its target: the pod's own address or a link-local one only.
+      func advert(_ target: String) -> [UInt8] {
+        Packet.icmpMessage(type: 136, code: 0, rest: [0x60, 0, 0, 0], body: IPPrefix(target)!.bytes)
+      }
+      #expect(try backend.passes(2, .egress, Packet.ipv6Frame(podIP6, "ff02::1", proto: Packet.icmpv6, payload: advert(podIP6))))
+      #expect(try backend.passes(2, .egress, Packet.ipv6Frame("fe80::1", "ff02::1", proto: Packet.icmpv6, payload: advert("fe80::1"))))
+      #expect(try !backend.passes(2, .egress, Packet.ipv6Frame(podIP6, "ff02::1", proto: Packet.icmpv6, payload: advert(otherIP6))))
+      #expect(try !backend.passes(2, .egress, Packet.ipv6Frame("fe80::1", "ff02::1", proto: Packet.icmpv6, payload: advert(otherIP6))))
+      let truncated = Packet.icmpMessage(type: 136, code: 0, rest: [0x60, 0, 0, 0])
+      #expect(try !backend.passes(2, .egress, Packet.ipv6Frame(podIP6, "ff02::1", proto: Packet.icmpv6, payload: truncated)))
+      #expect(try count(backend, 2, .egress, "drop-invalid-source") == 6)
+
       _ = try datapath.realize(pod(id: 3, ips: []))
       #expect(try !backend.passes(3, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 1, dport: 53)))
       #expect(try !backend.passes(3, .egress, Packet.ipv6Frame("fe80::1", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation)))

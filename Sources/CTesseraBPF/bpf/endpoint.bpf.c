@@ -162,7 +162,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
 		if (!ep)
 			return verdict_drop(metrics, skb, dir, TESSERA_DROP_NO_ENDPOINT);
-		if (!source_valid(ep, &f))
+		if (!source_valid(ep, &f) || !source_nd_valid(skb, ep, &f))
 			return verdict_drop(metrics, skb, dir, TESSERA_DROP_INVALID_SOURCE);
 	}
 	if (f.icmp6_nd)

@@ -6,7 +6,9 @@
  * its sender. Checked before conntrack, so that no flow state, neither
  * established nor reply, is ever reachable with a forged source. IPv6
  * link-local and unspecified sources are accepted for neighbour discovery
- * and MLD only, which use them before (or without) a global address.
+ * and MLD only, which use them before (or without) a global address; a
+ * neighbour advertisement, like ARP, may announce only the endpoint's own or
+ * a link-local address.
  */
 #ifndef TESSERA_SOURCE_H
 #define TESSERA_SOURCE_H
@@ -58,6 +60,32 @@ static __always_inline int source_valid(const struct endpoint_info *ep, const st
 	if (source_is_own(ep, f->family, f->saddr))
 		return 1;
 	return f->family == TESSERA_FAMILY_V6 && f->icmp6_nd && source_is_local_only(f->saddr);
+}
+
+#define TESSERA_ICMP6_NEIGHBOUR_ADVERT 136
+
+/* Whether neighbour discovery leaving the container announces only what it
+ * may: a neighbour advertisement's target (RFC 4861 §4.4) is, like an ARP
+ * sender, one of the endpoint's addresses or a link-local one. Other ND and
+ * MLD messages announce nothing beyond their (validated) source. */
+static __always_inline int source_nd_valid(struct __sk_buff *skb, const struct endpoint_info *ep, const struct flow *f)
+{
+	__u8 buf[16];
+	__u8 target[16] __attribute__((aligned(8)));
+	const __u8 *hdr;
+
+	if (!f->icmp6_nd)
+		return 1;
+	hdr = packet_bytes(skb, f->l4_off, buf, 1);
+	if (!hdr)
+		return 0;
+	if (hdr[0] != TESSERA_ICMP6_NEIGHBOUR_ADVERT)
+		return 1;
+	hdr = packet_bytes(skb, f->l4_off + 8, buf, sizeof(buf));
+	if (!hdr)
+		return 0; /* truncated: no target to check */
+	__builtin_memcpy(target, hdr, 16);
+	return source_is_own(ep, TESSERA_FAMILY_V6, target) || (target[0] == 0xfe && (target[1] & 0xc0) == 0x80);
 }
 
 /* Whether an ARP packet leaving the container may announce `sender` (its
