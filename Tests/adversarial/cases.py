@@ -17,9 +17,9 @@ import time
 
 from scapy.all import conf
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror
-from scapy.layers.inet6 import (IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting,
-                                PadN)
-from scapy.layers.l2 import Dot1Q, Ether
+from scapy.layers.inet6 import (ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop,
+                                IPv6ExtHdrRouting, PadN)
+from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
 from netns import Listener, Pod, Sender, Sniffer, inside, tcp_connect, udp_send
@@ -167,6 +167,10 @@ table netdev {table} {{
     ether saddr 02:ad:00:00:00:02 counter comment "lldp"
     ether saddr 02:ad:00:00:00:03 counter comment "unknown"
     ether saddr 02:ad:00:00:00:04 counter comment "qinq"
+    ether saddr 02:ad:00:00:00:05 counter comment "na-forged"
+    ether saddr 02:ad:00:00:00:06 counter comment "na-own"
+    ether saddr 02:ad:00:00:00:07 counter comment "arp-forged"
+    ether saddr 02:ad:00:00:00:08 counter comment "arp-own"
     udp sport 41299 counter comment "control"
   }}
 }}"""
@@ -182,6 +186,18 @@ table netdev {table} {{
         out.send(Ether(src="02:ad:00:00:00:02", dst="01:80:c2:00:00:0e", type=0x88cc) / Raw(b"\x02\x07\x04" + b"\x00" * 60), count=3)
         out.send(Ether(src="02:ad:00:00:00:03", dst=ot.host_mac, type=0x88b5) / Raw(b"adv-unknown" * 5), count=3)
         out.send(Ether(src="02:ad:00:00:00:04", dst=ot.host_mac, type=0x88a8) / Dot1Q(vlan=7) / inner, count=3)
+        # Neighbour cache poisoning: announcing frontend's addresses as other's (ARP, IPv6 NA).
+        fe = pods["frontend"]
+        out.send(Ether(src="02:ad:00:00:00:07", dst="ff:ff:ff:ff:ff:ff") /
+                 ARP(op=2, hwsrc="02:ad:00:00:00:07", psrc=fe.ipv4, hwdst="ff:ff:ff:ff:ff:ff", pdst=fe.ipv4), count=3)
+        out.send(Ether(src="02:ad:00:00:00:08", dst="ff:ff:ff:ff:ff:ff") /
+                 ARP(op=2, hwsrc="02:ad:00:00:00:08", psrc=ot.ipv4, hwdst="ff:ff:ff:ff:ff:ff", pdst=ot.ipv4), count=3)
+        if fe.ipv6 and ot.ipv6:
+            def advert(mac, target):
+                return (Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src=ot.ipv6, dst="ff02::1", hlim=255) /
+                        ICMPv6ND_NA(tgt=target, R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=mac))
+            out.send(advert("02:ad:00:00:00:05", fe.ipv6), count=3)
+            out.send(advert("02:ad:00:00:00:06", ot.ipv6), count=3)
         # Control: a plain IPv4 datagram from other's own address to the gateway passes (nothing denies it).
         out.send(l2(ot) / IP(src=ot.ipv4, dst=ot.gw4) / UDP(sport=41299, dport=9) / Raw(b"adv-control"), count=3)
         time.sleep(SETTLE)
@@ -198,6 +214,16 @@ table netdev {table} {{
                            ("lldp", "LLDP (0x88cc)"), ("unknown", "unknown ethertype 0x88b5")):
             n = counts.get(name)
             check(f"2 {what} frames from other: 0 of 3 get past the host veth's program", n == 0, f"{n} got past")
+        n = counts.get("arp-forged")
+        check("2 ARP replies from other announcing frontend's IPv4: 0 of 3 get past the host veth's program", n == 0, f"{n} got past")
+        n = counts.get("arp-own")
+        check("2 control: ARP replies announcing other's own IPv4 pass", (n or 0) >= 1, f"counted {n}")
+        if fe.ipv6 and ot.ipv6:
+            n = counts.get("na-forged")
+            check("2 neighbour advertisements from other for frontend's IPv6: 0 of 3 get past the host veth's program",
+                  n == 0, f"{n} got past")
+            n = counts.get("na-own")
+            check("2 control: neighbour advertisements for other's own IPv6 pass", (n or 0) >= 1, f"counted {n}")
         n = sniff_be.count(lambda p: Raw in p and b"adv-vlan" in bytes(p[Raw]))
         check("2 the VLAN-carried datagram never reaches backend", n == 0, f"{n} arrived")
     finally:
