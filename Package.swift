@@ -106,7 +106,7 @@ let package = Package(
     ),
     .target(
       name: "EndpointService",
-      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging, metrics],
+      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, lifecycle, logging, metrics],
       swiftSettings: strictSwift
     ),
     .executableTarget(

@@ -90,9 +90,12 @@ public struct EndpointStateMachine: Sendable, Hashable, Codable {
     case (.regenerating, .regenerationFailed):
       state = .waitingToRegenerate
       return .failWaiters
-    case (.waitingForIdentity, .regenerationFinished), (.waitingForIdentity, .regenerationFailed):
+    case (.waitingForIdentity, .regenerationFinished):
       // A label change overtook the pass; the new identity brings its own regeneration.
-      return .none
+      // What the pass realised stands: waiters up to it may go on.
+      return .resumeWaiters
+    case (.waitingForIdentity, .regenerationFailed):
+      return .failWaiters
 
     case (.restoring, .restored(let needsRegeneration)):
       state = needsRegeneration ? .waitingToRegenerate : .ready

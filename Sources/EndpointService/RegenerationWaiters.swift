@@ -78,12 +78,18 @@ public final class RegenerationWaiters: Sendable {
         group.addTask {
           try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-              let satisfied = self.state.withLock { state -> Bool in
-                if (state.realized[endpointID] ?? 0) >= minimumGeneration { return true }
+              // Checked again: a regeneration may have finished or failed since the registration.
+              let outcome = self.state.withLock { state -> Result<Bool, EndpointError> in
+                if (state.realized[endpointID] ?? 0) >= minimumGeneration { return .success(true) }
+                if let failure = state.failures[endpointID] { return .failure(failure) }
                 state.waiters[endpointID, default: [:]][token] = Waiter(minimumGeneration: minimumGeneration, continuation: continuation)
-                return false
+                return .success(false)
               }
-              if satisfied { continuation.resume() }
+              switch outcome {
+              case .success(true): continuation.resume()
+              case .success(false): break
+              case .failure(let failure): continuation.resume(throwing: failure)
+              }
             }
           } onCancel: {
             expire()

@@ -141,7 +141,7 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
   /// unless the new stream continues the old one exactly (same instance, same
   /// sequence). A stream the service ended because this subscriber lagged is
   /// reconnected at once.
-  public func watchPolicy(logger: Logger, onChange: @escaping @Sendable (PolicyChange) -> Void) async {
+  public func watchPolicy(logger: Logger, onChange: @escaping @Sendable (PolicyChange) async -> Void) async {
     var backoff = Backoff(initial: .milliseconds(50), maximum: .seconds(2))
     var last: PolicyEventSequence?
     while !Task.isCancelled {
@@ -155,13 +155,13 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
               first = false
               let continues = previous == PolicyEventSequence(sequence: event.sequence, instanceID: event.instanceID)
               position = PolicyEventSequence(sequence: event.sequence, instanceID: event.instanceID)
-              onChange(PolicyChange(
+              await onChange(PolicyChange(
                 revision: event.revision, affectedIdentities: continues ? [] : nil,
                 sequence: event.sequence, instanceID: event.instanceID, resync: !continues))
               continue
             }
             position?.sequence = event.sequence
-            onChange(PolicyChange(
+            await onChange(PolicyChange(
               revision: event.revision,
               affectedIdentities: event.all ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
               sequence: event.sequence))

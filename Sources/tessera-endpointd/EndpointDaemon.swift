@@ -57,20 +57,7 @@ struct EndpointDaemon: AsyncParsableCommand {
       logger: logger)
     let health = HealthService(serviceNames: [Tessera_Endpoint_V1_EndpointService.descriptor.fullyQualifiedService])
     // Restore before serving so the CNI plugin never sees a half-restored node.
-    let startup = LoopService {
-      var backoff = Backoff(initial: .milliseconds(50), maximum: .seconds(2))
-      while true {
-        do {
-          _ = try await manager.restore()
-          break
-        } catch {
-          logger.warning("restore waits for the other services", metadata: ["error": "\(error)"])
-          try await backoff.sleep()
-        }
-      }
-      health.setServing(true)
-      await policyClient.watchPolicy(logger: logger) { change in manager.policyChanged(change) }
-    }
+    let restorer = EndpointRestorer(manager: manager, health: health, policy: policyClient, logger: logger)
     var clusterServices: [any Service] = []
     if let clusterStore {
       let client = try EtcdClient(configuration: try etcd.configuration(store: clusterStore), logger: Logger(label: "tessera.etcd"))
@@ -86,7 +73,7 @@ struct EndpointDaemon: AsyncParsableCommand {
     try await Daemon(service: .endpoint, runDirectory: run, logger: logger).run(
       rpcServices: [EndpointServiceHandler(manager: manager, workloads: workloads, logger: logger)],
       health: health,
-      backgroundServices: [identity, policy, datapath, startup] + clusterServices + (try options.metricsServices(logger: logger)),
+      backgroundServices: [identity, policy, datapath, restorer, manager.regenerator] + clusterServices + (try options.metricsServices(logger: logger)),
       backend: { "state: \(options.stateDir)/endpoints" + (clusterStore.map { ", cluster ipcache: \($0)" } ?? "") },
       details: { ["endpoints": "\(manager.registry.all().count)", "node": options.nodeName] },
       markServing: false)

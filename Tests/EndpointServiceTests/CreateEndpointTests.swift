@@ -204,7 +204,7 @@ struct CreateEndpointTests {
     let backend = try await node.manager.createEndpoint(try node.spec("b", "10.0.0.2", "app=backend"), sync: true)
     #expect(node.datapath.endpoint(id: backend.id)?.policy.ingressEnforced == false)
     let result = try node.engine.importPolicies(sourceName: "p.yaml", content: Array(backendPolicy.utf8))
-    node.manager.policyChanged(PolicyChange(revision: result.revision, affectedIdentities: { if case .some(let s) = result.affected { return s } else { return nil } }()))
+    await node.manager.policyChanged(PolicyChange(revision: result.revision, affectedIdentities: { if case .some(let s) = result.affected { return s } else { return nil } }()))
     try await node.manager.waiters.wait(endpointID: backend.id, minimumGeneration: 2, deadline: .now + .seconds(5))
     let realized = try #require(node.datapath.endpoint(id: backend.id))
     #expect(realized.policy.revision == result.revision)

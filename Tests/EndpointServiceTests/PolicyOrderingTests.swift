@@ -94,7 +94,7 @@ struct EventedNode {
   /// - Parameters:
   ///   - ordered: whether the policy service reports its event sequence.
   ///   - watchDelay: how late each event reaches the endpoint manager.
-  init(ordered: Bool = true, watchDelay: Duration = .milliseconds(100), requestTimeout: Duration = .seconds(5)) throws {
+  init(ordered: Bool = true, watchDelay: Duration = .milliseconds(100), requestTimeout: Duration = .seconds(5)) async throws {
     let engine = try PolicyEngine(database: nil)
     let events = PolicyEvents()
     self.engine = engine
@@ -115,14 +115,16 @@ struct EventedNode {
     self.manager = manager
     // The WatchPolicy consumer, slow on purpose: peers learn of changes late.
     let subscription = events.subscribe()
-    manager.policyChanged(PolicyChange(
-      revision: engine.revision, affectedIdentities: [], sequence: subscription.sequence, instanceID: events.instanceID))
+    let initial = PolicyChange(
+      revision: engine.revision, affectedIdentities: [], sequence: subscription.sequence, instanceID: events.instanceID)
+    // Before any create: the consumer's position is known from the start.
+    await manager.policyChanged(initial)
     let paused = watchPaused
     pump = Task {
       for await event in subscription.events {
         try? await Task.sleep(for: watchDelay)
         while paused.isOn && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(10)) }
-        manager.policyChanged(PolicyChange(
+        await manager.policyChanged(PolicyChange(
           revision: event.revision,
           affectedIdentities: event.all ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
           sequence: event.sequence))
@@ -158,7 +160,7 @@ let denyXAllowRest = """
 struct PolicyOrderingTests {
   @Test("a new pod's identity is denied by the peer's policy map before the pod's own realisation writes its address")
   func createWaitsForPeers() async throws {
-    let node = try EventedNode()
+    let node = try await EventedNode()
     defer { node.pump.cancel() }
     try node.importPolicy(denyXAllowRest)
     let peer = try await node.create("peer", "10.0.0.1", "app=peer")
@@ -173,7 +175,7 @@ struct PolicyOrderingTests {
 
   @Test("without the event sequence the same create admits the new identity at the peer (the check can fail)")
   func unorderedAdmits() async throws {
-    let node = try EventedNode(ordered: false)
+    let node = try await EventedNode(ordered: false)
     defer { node.pump.cancel() }
     try node.importPolicy(denyXAllowRest)
     let peer = try await node.create("peer", "10.0.0.1", "app=peer")
@@ -184,7 +186,7 @@ struct PolicyOrderingTests {
 
   @Test("a relabel to a denied label is realised only after the peer denies the new identity")
   func relabelWaitsForPeers() async throws {
-    let node = try EventedNode()
+    let node = try await EventedNode()
     defer { node.pump.cancel() }
     try node.importPolicy(denyXAllowRest)
     let peer = try await node.create("peer", "10.0.0.1", "app=peer")
@@ -197,7 +199,7 @@ struct PolicyOrderingTests {
 
   @Test("concurrent creates of denied pods and peers neither deadlock nor get ahead of the existing peer")
   func concurrentCreates() async throws {
-    let node = try EventedNode(watchDelay: .milliseconds(20))
+    let node = try await EventedNode(watchDelay: .milliseconds(20))
     defer { node.pump.cancel() }
     try node.importPolicy(denyXAllowRest)
     let peer = try await node.create("peer", "10.0.0.1", "app=peer")
@@ -223,7 +225,7 @@ struct PolicyOrderingTests {
 
   @Test("another node's pod: its identity is admitted to the ipcache only once the peer's map denies it")
   func remoteIdentityWaitsForPeers() async throws {
-    let node = try EventedNode()
+    let node = try await EventedNode()
     defer { node.pump.cancel() }
     try node.importPolicy(denyXAllowRest)
     let peer = try await node.create("peer", "10.0.0.1", "app=peer")
@@ -243,7 +245,7 @@ struct PolicyOrderingTests {
 
   @Test("a peer that cannot catch up fails the create at its deadline and leaves nothing behind")
   func stuckPeerFailsCreate() async throws {
-    let node = try EventedNode(watchDelay: .milliseconds(10), requestTimeout: .milliseconds(400))
+    let node = try await EventedNode(watchDelay: .milliseconds(10), requestTimeout: .milliseconds(400))
     defer { node.pump.cancel() }
     try node.importPolicy(denyXAllowRest)
     let peer = try await node.create("peer", "10.0.0.1", "app=peer")

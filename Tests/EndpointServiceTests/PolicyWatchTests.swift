@@ -115,7 +115,7 @@ struct PolicyWatchTests {
       let watch = Task {
         await policy.watchPolicy(logger: Logger(label: "test.watch")) { change in
           changes.append(change)
-          manager.policyChanged(change)
+          await manager.policyChanged(change)
         }
       }
       defer { watch.cancel() }

@@ -1,0 +1,146 @@
+import TesseraCore
+
+extension EndpointManager {
+  /// docs/architecture.md §1 step 7: compute the desired policy and have the
+  /// datapath realise it. One pass, run by the ``Regenerator``.
+  func regenerate(endpointID: UInt64) async {
+    let started: (Endpoint, UInt64)?
+    do {
+      started = try registry.update(id: endpointID) { (endpoint) throws(EndpointError) -> (Endpoint, UInt64) in
+        // `.none`: the pass itself is the work.
+        _ = try endpoint.stateMachine.handle(.regenerationStarted)
+        return (endpoint, endpoint.wantedGeneration)
+      }
+    } catch {
+      // Deleted, or waiting for an identity whose resolution triggers its own pass.
+      started = nil
+    }
+    guard let (snapshot, generation) = started else { return }
+    do {
+      if ordering.changesIdentity(endpointID: endpointID, to: snapshot.identity) {
+        // Realising writes this endpoint's addresses → identity into the ipcache: peers first.
+        let waitStart = ContinuousClock.now
+        try await waitForPolicyOrdering(of: endpointID, deadline: waitStart + configuration.requestTimeout)
+        logger.debug("peers' policy reflects the identity", metadata: [
+          "endpoint.id": "\(endpointID)", "identity": "\(snapshot.identity)", "waited": "\(ContinuousClock.now - waitStart)",
+        ])
+        // A delete or relabel during the wait: realising the old snapshot now would resurrect or misstate it.
+        // The delete or the new identity's own pass takes over; nothing failed.
+        guard let current = registry.endpoint(id: endpointID), current.state == .regenerating, current.identity == snapshot.identity else {
+          logger.debug("endpoint deleted or relabelled while its peers caught up; not realised", metadata: ["endpoint.id": "\(endpointID)"])
+          return
+        }
+      }
+      let computeStart = ContinuousClock.now
+      let desired = try await policyCache.policy(for: SecurityIdentity(id: snapshot.identity, labels: snapshot.identityLabels)) {
+        (identity) async throws(EndpointError) in try await policy.computePolicy(for: identity)
+      }
+      let realizeStart = ContinuousClock.now
+      let realized = try await datapath.realize(endpoint: snapshot, policy: desired)
+      logger.debug("regenerated", metadata: [
+        "endpoint.id": "\(endpointID)", "revision": "\(realized)", "entries": "\(desired.entries.count)",
+        "compute": "\(realizeStart - computeStart)", "realize": "\(ContinuousClock.now - realizeStart)",
+      ])
+      let (action, finished) = try registry.update(id: endpointID) { (endpoint) throws(EndpointError) -> (EndpointAction, Endpoint) in
+        let action = try endpoint.stateMachine.handle(.regenerationFinished)
+        if endpoint.identity == snapshot.identity {
+          endpoint.policyRevision = realized
+          endpoint.realizedGeneration = max(endpoint.realizedGeneration, generation)
+        }
+        return (action, endpoint)
+      }
+      ordering.realized(endpointID: endpointID, identity: snapshot.identity, generation: finished.realizedGeneration)
+      regenerator.settled(endpointID)
+      persist(endpointID)
+      try await perform(action, on: finished)
+      endpointsChanged.signal()
+      EndpointMetrics.regenerations(result: "ok").increment()
+    } catch {
+      logger.warning("regeneration failed", metadata: ["endpoint.id": "\(endpointID)", "error": "\(error)"])
+      EndpointMetrics.regenerations(result: "error").increment()
+      ordering.failed(endpointID: endpointID)
+      let failed = try? registry.update(id: endpointID) { (endpoint) throws(EndpointError) -> (EndpointAction, Endpoint) in
+        (try endpoint.stateMachine.handle(.regenerationFailed), endpoint)
+      }
+      guard let (action, endpoint) = failed else { return }
+      try? await perform(action, on: endpoint, failure: error)
+      regenerator.failed(endpointID)
+    }
+  }
+
+  /// Waits until every change the policy service made before this call
+  /// (identities entering its SelectorCache, rule changes) is realised in the
+  /// policy maps of this node's endpoints (except `endpointID`'s own, and those
+  /// ``PolicyOrdering`` does not wait for). Call it before an ipcache entry makes
+  /// packets carry an identity the policy service has just learnt.
+  ///
+  /// - Throws: ``EndpointError`` `.deadlineExceeded` at the deadline, or the
+  ///   policy service's error when its event sequence cannot be read.
+  public func waitForPolicyOrdering(of endpointID: UInt64? = nil, deadline: ContinuousClock.Instant) async throws(EndpointError) {
+    while let target = try await policy.eventSequence() {
+      if try await ordering.waitForPeers(of: endpointID, through: target, deadline: deadline) { return }
+      // The policy service restarted while we waited: wait for its new log instead.
+    }
+  }
+
+  /// Orders other nodes' ipcache entries behind this node's policy maps: waits
+  /// until the policy service holds each of `identities` in its SelectorCache and
+  /// every change it made so far is realised in this node's policy maps.
+  ///
+  /// - Returns: those of `identities` the policy service does not hold yet; an
+  ///   entry carrying one of them must wait (the identity service has not told it).
+  /// - Throws: ``EndpointError`` `.deadlineExceeded` at the deadline, or the policy
+  ///   service's error.
+  public func waitForPolicyOrdering(
+    admitting identities: Set<NumericIdentity>, deadline: ContinuousClock.Instant
+  ) async throws(EndpointError) -> Set<NumericIdentity> {
+    while let (target, unknown) = try await policy.eventSequence(requiring: identities) {
+      if try await ordering.waitForPeers(of: nil, through: target, deadline: deadline) { return unknown }
+    }
+    return []
+  }
+
+  /// Queues a regeneration of each endpoint (coalesced).
+  ///
+  /// - Returns: the endpoints queued, each with the generation that will reflect the trigger.
+  @discardableResult
+  public func triggerRegeneration(endpointIDs: [UInt64]) async -> [(endpointID: UInt64, generation: UInt64)] {
+    var queued: [(endpointID: UInt64, generation: UInt64)] = []
+    for id in endpointIDs {
+      let result = try? registry.update(id: id) { (endpoint) throws(EndpointError) -> (EndpointAction, Endpoint) in
+        let action = try endpoint.stateMachine.handle(.regenerationTriggered)
+        if action == .regenerate { endpoint.wantedGeneration += 1 }
+        return (action, endpoint)
+      }
+      guard let (action, endpoint) = result else { continue }
+      if action == .regenerate { queued.append((id, endpoint.wantedGeneration)) }
+      try? await perform(action, on: endpoint)
+    }
+    return queued
+  }
+
+  /// A rule or selection changed in the policy service: regenerate the endpoints it may affect.
+  ///
+  /// A resync (events may have been missed: a lagged or reconnected watch)
+  /// drops every cached policy and regenerates every endpoint.
+  public func policyChanged(_ change: PolicyChange) async {
+    // Before anything is regenerated, so no regeneration reuses a policy from before the change.
+    policyCache.invalidate(change.resync ? nil : change.affectedIdentities)
+    let affected = registry.all().filter { endpoint in
+      guard endpoint.identity != .unknown else { return false }
+      if change.resync { return true }
+      // A blanket change at the revision the endpoint already realised changes nothing.
+      return change.affectedIdentities.map { $0.contains(endpoint.identity) } ?? (change.revision != endpoint.policyRevision)
+    }
+    if !affected.isEmpty {
+      logger.debug("policy changed", metadata: [
+        "revision": "\(change.revision)", "sequence": "\(change.sequence.map(String.init) ?? "-")", "resync": "\(change.resync)",
+        "endpoints": "\(affected.count)",
+      ])
+    }
+    let queued = affected.isEmpty ? [] : await triggerRegeneration(endpointIDs: affected.map(\.id))
+    if let sequence = change.sequence {
+      ordering.consumed(sequence: sequence, instanceID: change.instanceID, triggered: queued)
+    }
+  }
+}

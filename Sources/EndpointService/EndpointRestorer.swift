@@ -1,0 +1,44 @@
+import GRPCCore
+import Logging
+import ServiceLifecycle
+import TesseraRuntime
+
+/// Brings a (re)started endpoint service into service: restores the endpoints
+/// saved before the restart, retrying with backoff until the other services
+/// answer; only then marks the node serving, so the CNI plugin never sees a
+/// half-restored node; then follows the policy service's changes for as long
+/// as it runs.
+public struct EndpointRestorer<Transport: ClientTransport>: Service {
+  private let manager: EndpointManager
+  private let health: HealthService
+  private let policy: PolicyServiceClient<Transport>
+  private let logger: Logger
+
+  public init(manager: EndpointManager, health: HealthService, policy: PolicyServiceClient<Transport>, logger: Logger) {
+    self.manager = manager
+    self.health = health
+    self.policy = policy
+    self.logger = logger
+  }
+
+  public func run() async throws {
+    do {
+      try await cancelWhenGracefulShutdown {
+        var backoff = Backoff(initial: .milliseconds(50), maximum: .seconds(2))
+        while true {
+          do {
+            _ = try await manager.restore()
+            break
+          } catch {
+            logger.warning("restore waits for the other services", metadata: ["error": "\(error)"])
+            try await backoff.sleep()
+          }
+        }
+        health.setServing(true)
+        await policy.watchPolicy(logger: logger) { change in await manager.policyChanged(change) }
+      }
+    } catch is CancellationError {
+      // A graceful shutdown, not a failure.
+    }
+  }
+}
