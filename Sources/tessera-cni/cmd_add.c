@@ -52,7 +52,8 @@ int cmd_add(struct cni_invocation *inv, struct cni_output *out, struct cni_error
     cni_output_free(out);
     return rc;
   }
-  log_debug("ADD container=%s endpoint=%" PRIu64 " identity=%" PRIu32 " host_interface=%s ifindex=%d ips=%zu labels=%zu",
+  log_debug("ADD container=%s endpoint=%" PRIu64 " identity=%" PRIu32
+            " host_interface=%s ifindex=%d ips=%zu labels=%zu",
             inv->env.container_id, id, identity, peer.host_name, peer.host_ifindex, nc->n_ips, nc->n_labels);
   return 0;
 }

@@ -8,8 +8,9 @@
 #include "log.h"
 
 static const char *state_name(int s) {
-  static const char *const names[] = {"UNSPECIFIED", "CREATING", "WAITING_FOR_IDENTITY", "WAITING_TO_REGENERATE",
-                                      "REGENERATING", "READY", "DISCONNECTING", "DISCONNECTED", "RESTORING"};
+  static const char *const names[] = {"UNSPECIFIED",           "CREATING",     "WAITING_FOR_IDENTITY",
+                                      "WAITING_TO_REGENERATE", "REGENERATING", "READY",
+                                      "DISCONNECTING",         "DISCONNECTED", "RESTORING"};
   return s >= 0 && s < (int)(sizeof(names) / sizeof(names[0])) ? names[s] : "UNKNOWN";
 }
 
@@ -90,9 +91,8 @@ int cmd_check(struct cni_invocation *inv, struct cni_output *out, struct cni_err
   Tessera__Endpoint__V1__Endpoint *ep = NULL;
   if ((rc = endpoint_get(&t, inv->env.container_id, inv->env.ifname, &ep, err))) {
     if (rc == TSR_ERR_ENDPOINT_NOT_FOUND)
-      cni_error_set(err, rc, "endpoint not found",
-                    "no endpoint registered for container %s interface %s", inv->env.container_id,
-                    inv->env.ifname);
+      cni_error_set(err, rc, "endpoint not found", "no endpoint registered for container %s interface %s",
+                    inv->env.container_id, inv->env.ifname);
     return rc;
   }
   if (ep->state != TESSERA__ENDPOINT__V1__ENDPOINT_STATE__ENDPOINT_STATE_READY) {

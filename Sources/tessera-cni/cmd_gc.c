@@ -19,8 +19,10 @@ static void delete_main_veth(void *ctx, const Tessera__Endpoint__V1__Endpoint *e
   struct cni_error ignored;
   link_host_name(ep->container_id, ep->interface_name, name);
   if (strcmp(name, ep->host_interface) != 0) return;
-  if (link_delete(g->host, name, &ignored) == 0) g->deleted++;
-  else log_debug("GC: %s", ignored.details);
+  if (link_delete(g->host, name, &ignored) == 0)
+    g->deleted++;
+  else
+    log_debug("GC: %s", ignored.details);
 }
 
 int cmd_gc(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err) {

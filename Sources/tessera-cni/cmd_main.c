@@ -24,9 +24,9 @@ struct pod_ip {
   const char *cidr;    /* "10.0.0.5/24", borrowed from the IPAM result */
   const char *gateway; /* borrowed */
   int v6;
-  char addr[INET6_ADDRSTRLEN];    /* without prefix */
-  char subnet[INET6_ADDRSTRLEN + 4]; /* the network of cidr, "10.0.0.0/24" */
-  char host[INET6_ADDRSTRLEN + 4];   /* "10.0.0.5/32" */
+  char addr[INET6_ADDRSTRLEN];        /* without prefix */
+  char subnet[INET6_ADDRSTRLEN + 4];  /* the network of cidr, "10.0.0.0/24" */
+  char host[INET6_ADDRSTRLEN + 4];    /* "10.0.0.5/32" */
   char gw_host[INET6_ADDRSTRLEN + 4]; /* "10.0.0.1/32" */
 };
 
@@ -49,8 +49,10 @@ static int parse_ips(json_t *res, struct pod_ip *ips, size_t *n, struct cni_erro
     json_t *a = json_object_get(it, "address"), *g = json_object_get(it, "gateway");
     if (!json_is_string(a)) return ipam_invalid(err, "no address", i);
     if (!json_is_string(g))
-      return ipam_invalid(err, "no gateway (tessera-cni puts the gateway on the host veth and routes the pod "
-                               "through it; give the range a gateway)", i);
+      return ipam_invalid(err,
+                          "no gateway (tessera-cni puts the gateway on the host veth and routes the pod "
+                          "through it; give the range a gateway)",
+                          i);
     p->cidr = json_string_value(a);
     p->gateway = json_string_value(g);
     const char *slash = strchr(p->cidr, '/');
@@ -82,8 +84,8 @@ static int build_result(const struct cni_invocation *inv, json_t *ipam_res, cons
   if (!o || !ifs || !ips) goto oom;
   json_object_set_new(o, "cniVersion", json_string(inv->conf.cni_version));
   json_array_append_new(ifs, json_pack("{s:s, s:s}", "name", host_name, "mac", host_mac));
-  json_array_append_new(ifs, json_pack("{s:s, s:s, s:s}", "name", inv->env.ifname, "mac", pod_mac, "sandbox",
-                                       inv->env.netns));
+  json_array_append_new(
+      ifs, json_pack("{s:s, s:s, s:s}", "name", inv->env.ifname, "mac", pod_mac, "sandbox", inv->env.netns));
   json_object_set_new(o, "interfaces", ifs);
   ifs = NULL;
   size_t i;

@@ -16,9 +16,8 @@ int cmd_status(struct cni_invocation *inv, struct cni_output *out, struct cni_er
   }
   if (status != GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING) {
     static const char *const names[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
-    return cni_error_set(err, CNI_ERR_NOT_AVAILABLE, "endpoint service not available",
-                         "health check of %s: %s", t.socket_path,
-                         status >= 0 && status < 4 ? names[status] : "UNKNOWN");
+    return cni_error_set(err, CNI_ERR_NOT_AVAILABLE, "endpoint service not available", "health check of %s: %s",
+                         t.socket_path, status >= 0 && status < 4 ? names[status] : "UNKNOWN");
   }
   return 0;
 }

@@ -24,20 +24,22 @@ int cni_args_parse(const char *s, struct cni_args *out, struct cni_error *err) {
       const char *eq = memchr(p, '=', len);
       if (!eq || eq == p) {
         cni_args_free(out);
-        return cni_error_set(err, CNI_ERR_INVALID_ENV, "invalid CNI_ARGS",
-                             "pair %.*s is not of the form KEY=VALUE", (int)(len > 200 ? 200 : len), p);
+        return cni_error_set(err, CNI_ERR_INVALID_ENV, "invalid CNI_ARGS", "pair %.*s is not of the form KEY=VALUE",
+                             (int)(len > 200 ? 200 : len), p);
       }
       size_t klen = (size_t)(eq - p);
       const char *v = eq + 1;
       size_t vlen = len - klen - 1;
       char **slot = NULL;
-      if (klen == 17 && memcmp(p, "K8S_POD_NAMESPACE", 17) == 0) slot = &out->pod_namespace;
-      else if (klen == 12 && memcmp(p, "K8S_POD_NAME", 12) == 0) slot = &out->pod_name;
+      if (klen == 17 && memcmp(p, "K8S_POD_NAMESPACE", 17) == 0)
+        slot = &out->pod_namespace;
+      else if (klen == 12 && memcmp(p, "K8S_POD_NAME", 12) == 0)
+        slot = &out->pod_name;
       if (slot) {
         if (!util_utf8_valid(v, vlen)) {
           cni_args_free(out);
-          return cni_error_set(err, CNI_ERR_INVALID_ENV, "invalid CNI_ARGS",
-                               "value of %.*s is not valid UTF-8", (int)klen, p);
+          return cni_error_set(err, CNI_ERR_INVALID_ENV, "invalid CNI_ARGS", "value of %.*s is not valid UTF-8",
+                               (int)klen, p);
         }
         int rc = set_value(slot, v, vlen, err);
         if (rc) {

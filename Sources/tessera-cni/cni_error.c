@@ -8,7 +8,9 @@
 
 #include "util.h"
 
-void cni_error_clear(struct cni_error *err) { memset(err, 0, sizeof(*err)); }
+void cni_error_clear(struct cni_error *err) {
+  memset(err, 0, sizeof(*err));
+}
 
 int cni_error_set(struct cni_error *err, int code, const char *msg, const char *details_fmt, ...) {
   err->code = code;

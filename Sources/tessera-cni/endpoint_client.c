@@ -66,11 +66,10 @@ int endpoint_status_to_cni(const char *rpc, const struct endpoint_target *t, con
   const char *name = short_rpc(rpc);
   const char *sock = t->socket_path;
   switch (st->code) {
-  case GRPC_OK:
-    return 0;
+  case GRPC_OK: return 0;
   case GRPC_UNAVAILABLE:
-    return cni_error_set(err, CNI_ERR_TRY_AGAIN_LATER, "endpoint service unavailable",
-                         "%s via %s: %s%s", name, sock, st->local ? "" : "UNAVAILABLE: ", st->message);
+    return cni_error_set(err, CNI_ERR_TRY_AGAIN_LATER, "endpoint service unavailable", "%s via %s: %s%s", name, sock,
+                         st->local ? "" : "UNAVAILABLE: ", st->message);
   case GRPC_DEADLINE_EXCEEDED:
     return cni_error_set(err, CNI_ERR_TRY_AGAIN_LATER, "endpoint service did not answer in time",
                          "%s via %s: DEADLINE_EXCEEDED after timeoutMs=%ld%s%s", name, sock, t->timeout_ms,
@@ -153,8 +152,8 @@ int endpoint_create(const struct endpoint_target *t, const struct endpoint_creat
   size_t len;
   if (endpoint_encode_create(p, &buf, &len)) return cni_error_set(err, CNI_ERR_INTERNAL, "out of memory", NULL);
   ProtobufCMessage *m = NULL;
-  int rc = call_packed(t, ENDPOINT_RPC_CREATE, buf, len,
-                       &tessera__endpoint__v1__create_endpoint_response__descriptor, &m, err);
+  int rc = call_packed(t, ENDPOINT_RPC_CREATE, buf, len, &tessera__endpoint__v1__create_endpoint_response__descriptor,
+                       &m, err);
   if (rc || !m) return rc ? rc : CNI_ERR_INTERNAL;
   Tessera__Endpoint__V1__CreateEndpointResponse *r = (Tessera__Endpoint__V1__CreateEndpointResponse *)m;
   *id = r->endpoint ? r->endpoint->id : 0;
@@ -171,8 +170,8 @@ int endpoint_delete(const struct endpoint_target *t, const char *container_id, c
   Tessera__Endpoint__V1__DeleteEndpointRequest req = TESSERA__ENDPOINT__V1__DELETE_ENDPOINT_REQUEST__INIT;
   req.endpoint = &sel;
   ProtobufCMessage *m = NULL;
-  int rc = call(t, ENDPOINT_RPC_DELETE, &req.base, &tessera__endpoint__v1__delete_endpoint_response__descriptor,
-                &m, err);
+  int rc =
+      call(t, ENDPOINT_RPC_DELETE, &req.base, &tessera__endpoint__v1__delete_endpoint_response__descriptor, &m, err);
   if (rc || !m) return rc ? rc : CNI_ERR_INTERNAL;
   *existed = ((Tessera__Endpoint__V1__DeleteEndpointResponse *)m)->existed ? 1 : 0;
   protobuf_c_message_free_unpacked(m, NULL);
@@ -222,7 +221,8 @@ int endpoint_gc(const struct endpoint_target *t, const struct netconf_attachment
   free(atts);
   free(ptrs);
   if (rc || !m) return rc ? rc : CNI_ERR_INTERNAL;
-  Tessera__Endpoint__V1__GarbageCollectEndpointsResponse *r = (Tessera__Endpoint__V1__GarbageCollectEndpointsResponse *)m;
+  Tessera__Endpoint__V1__GarbageCollectEndpointsResponse *r =
+      (Tessera__Endpoint__V1__GarbageCollectEndpointsResponse *)m;
   *removed = r->n_removed;
   for (size_t i = 0; on_removed && i < r->n_removed; i++) on_removed(ctx, r->removed[i]);
   protobuf_c_message_free_unpacked(m, NULL);

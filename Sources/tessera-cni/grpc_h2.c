@@ -17,9 +17,9 @@
 #include "util.h"
 
 static const char *const code_names[] = {
-    "OK",      "CANCELLED",         "UNKNOWN",           "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+    "OK",        "CANCELLED",       "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
     "NOT_FOUND", "ALREADY_EXISTS",  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED", "OUT_OF_RANGE",      "UNIMPLEMENTED",     "INTERNAL",         "UNAVAILABLE",
+    "ABORTED",   "OUT_OF_RANGE",    "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
     "DATA_LOSS", "UNAUTHENTICATED",
 };
 
@@ -50,8 +50,7 @@ void grpc_percent_decode(const char *in, size_t len, char *out, size_t cap) {
   size_t o = 0;
   for (size_t i = 0; i < len && o + 1 < cap; i++) {
     int hi, lo;
-    if (in[i] == '%' && i + 2 < len && (hi = hexval(in[i + 1])) >= 0 &&
-        (lo = hexval(in[i + 2])) >= 0) {
+    if (in[i] == '%' && i + 2 < len && (hi = hexval(in[i + 1])) >= 0 && (lo = hexval(in[i + 2])) >= 0) {
       char c = (char)(hi << 4 | lo);
       out[o++] = c ? c : '?';
       i += 2;
@@ -65,8 +64,10 @@ void grpc_percent_decode(const char *in, size_t len, char *out, size_t cap) {
 
 void grpc_format_timeout(int64_t ms, char *buf, size_t cap) {
   if (ms < 1) ms = 1;
-  if (ms <= 99999999) snprintf(buf, cap, "%lldm", (long long)ms);
-  else snprintf(buf, cap, "%lldS", (long long)((ms + 999) / 1000 > 99999999 ? 99999999 : (ms + 999) / 1000));
+  if (ms <= 99999999)
+    snprintf(buf, cap, "%lldm", (long long)ms);
+  else
+    snprintf(buf, cap, "%lldS", (long long)((ms + 999) / 1000 > 99999999 ? 99999999 : (ms + 999) / 1000));
 }
 
 int grpc_unframe(const uint8_t *body, size_t len, const uint8_t **msg, size_t *msg_len, const char **why) {
@@ -152,8 +153,8 @@ static ssize_t send_cb(nghttp2_session *s, const uint8_t *data, size_t length, i
   }
 }
 
-static ssize_t data_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t length,
-                            uint32_t *data_flags, nghttp2_data_source *source, void *user_data) {
+static ssize_t data_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
+                            nghttp2_data_source *source, void *user_data) {
   (void)s;
   (void)stream_id;
   (void)source;
@@ -182,8 +183,8 @@ static int header_cb(nghttp2_session *s, const nghttp2_frame *frame, const uint8
   } else if (namelen == 12 && memcmp(n, "grpc-message", 12) == 0) {
     grpc_percent_decode(v, valuelen, c->grpc_message, sizeof(c->grpc_message));
   } else if (namelen == 12 && memcmp(n, "content-type", 12) == 0) {
-    c->bad_content_type = !(valuelen >= 16 && memcmp(v, "application/grpc", 16) == 0 &&
-                            (valuelen == 16 || v[16] == '+' || v[16] == ';'));
+    c->bad_content_type =
+        !(valuelen >= 16 && memcmp(v, "application/grpc", 16) == 0 && (valuelen == 16 || v[16] == '+' || v[16] == ';'));
   }
   return 0;
 }
@@ -302,7 +303,8 @@ static int connect_uds(const char *path, int64_t deadline_ms, struct grpc_status
   return -1;
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                                                       \
+  { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE }
 
 /* Drives the session until the stream closes. Returns -1 with st set on failure. */
 static int run_session(nghttp2_session *session, struct call *c, int64_t deadline_ms, struct grpc_status *st) {
@@ -482,8 +484,7 @@ int grpc_unary_call(const char *socket_path, const char *method_path, const uint
 
 done:
   log_debug("grpc %s socket=%s status=%s%s message=\"%.200s\" time=%.3fms", method_path, socket_path,
-            grpc_code_name(st->code), st->local ? " (local)" : "", st->message,
-            (double)(util_now_us() - t0) / 1000.0);
+            grpc_code_name(st->code), st->local ? " (local)" : "", st->message, (double)(util_now_us() - t0) / 1000.0);
   if (session) nghttp2_session_del(session);
   if (cbs) nghttp2_session_callbacks_del(cbs);
   if (c.fd >= 0) close(c.fd);

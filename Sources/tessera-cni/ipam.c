@@ -47,8 +47,8 @@ int ipam_exec(const char *cni_path, const char *ipam_type, const char *command, 
   if (result) *result = NULL;
   char path[4096];
   if (ipam_find_plugin(cni_path, ipam_type, path, sizeof(path)) != 0)
-    return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "IPAM plugin not found",
-                         "no executable %s in CNI_PATH=%.300s", ipam_type, cni_path ? cni_path : "");
+    return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "IPAM plugin not found", "no executable %s in CNI_PATH=%.300s",
+                         ipam_type, cni_path ? cni_path : "");
   int in[2], outp[2];
   if (pipe2(in, O_CLOEXEC) != 0) return cni_error_set(err, CNI_ERR_INTERNAL, "pipe", "%s", strerror(errno));
   if (pipe2(outp, O_CLOEXEC) != 0) {
@@ -108,8 +108,8 @@ int ipam_exec(const char *cni_path, const char *ipam_type, const char *command, 
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       if (got + 1 >= cap) {
         if (cap >= IPAM_MAX_OUTPUT) {
-          rc = cni_error_set(err, CNI_ERR_INTERNAL, "IPAM plugin output too large", "%s: more than %u bytes",
-                             ipam_type, IPAM_MAX_OUTPUT);
+          rc = cni_error_set(err, CNI_ERR_INTERNAL, "IPAM plugin output too large", "%s: more than %u bytes", ipam_type,
+                             IPAM_MAX_OUTPUT);
           break;
         }
         char *nb = realloc(buf, cap * 2);
@@ -121,7 +121,8 @@ int ipam_exec(const char *cni_path, const char *ipam_type, const char *command, 
         cap *= 2;
       }
       ssize_t r = read(rfd, buf + got, cap - 1 - got);
-      if (r > 0) got += (size_t)r;
+      if (r > 0)
+        got += (size_t)r;
       else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
         close(rfd);
         rfd = -1;

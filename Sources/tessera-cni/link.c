@@ -54,14 +54,14 @@ int link_open(const char *netns_path, struct nl_sock **out, struct cni_error *er
   }
   int target = open(netns_path, O_RDONLY | O_CLOEXEC);
   if (target < 0)
-    return cni_error_set(err, CNI_ERR_UNKNOWN_CONTAINER, "cannot open the container's network namespace",
-                         "%s: %s", netns_path, strerror(errno));
+    return cni_error_set(err, CNI_ERR_UNKNOWN_CONTAINER, "cannot open the container's network namespace", "%s: %s",
+                         netns_path, strerror(errno));
   int self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
   if (self < 0) {
     int e = errno;
     close(target);
-    return cni_error_set(err, CNI_ERR_INTERNAL, "cannot open the plugin's network namespace",
-                         "/proc/self/ns/net: %s", strerror(e));
+    return cni_error_set(err, CNI_ERR_INTERNAL, "cannot open the plugin's network namespace", "/proc/self/ns/net: %s",
+                         strerror(e));
   }
   /* The plugin is single-threaded, so switching the thread's namespace for the socket()
    * call switches nothing else; the socket keeps the pod's namespace afterwards. */
@@ -102,7 +102,8 @@ int link_find_host_peer(struct nl_sock *pod, struct nl_sock *host, const char *i
                          "%s inside the container's namespace: %s", ifname, nl_geterror(rc));
   const char *kind = rtnl_link_get_type(c);
   if (!is_veth(c)) {
-    rc = cni_error_set(err, TSR_ERR_NO_HOST_VETH, "container interface is not a veth: tessera-cni needs a host-side veth peer",
+    rc = cni_error_set(err, TSR_ERR_NO_HOST_VETH,
+                       "container interface is not a veth: tessera-cni needs a host-side veth peer",
                        "%s is of kind %s; policy is enforced on the host end of a veth pair, so macvlan, ipvlan, "
                        "host-device and similar interfaces cannot be used (use ptp, bridge, or tessera-cni as the "
                        "main plugin)",
@@ -202,8 +203,7 @@ int link_set_up(struct nl_sock *s, int ifindex, const char *name, struct cni_err
 
 static int parse_addr(const char *text, struct nl_addr **out, struct cni_error *err) {
   int rc = nl_addr_parse(text, AF_UNSPEC, out);
-  if (rc < 0)
-    return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid address", "%.64s: %s", text, nl_geterror(rc));
+  if (rc < 0) return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid address", "%.64s: %s", text, nl_geterror(rc));
   return 0;
 }
 

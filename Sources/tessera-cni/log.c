@@ -59,16 +59,16 @@ void log_debug(const char *fmt, ...) {
   write_line(line, len);
 }
 
-void log_call(const char *command, const char *container_id, const char *ifname, int code,
-              const char *msg, int64_t elapsed_us) {
+void log_call(const char *command, const char *container_id, const char *ifname, int code, const char *msg,
+              int64_t elapsed_us) {
   if (log_fd < 0 || (code == 0 && log_level < LOG_LEVEL_INFO)) return;
   char line[1536];
   int n = prefix(line, sizeof(line) - 1);
   int m;
   if (code == 0)
-    m = snprintf(line + n, sizeof(line) - 1 - (size_t)n,
-                 "%s container=%.128s ifname=%.32s result=ok time=%.3fms", command ? command : "-",
-                 container_id ? container_id : "-", ifname ? ifname : "-", (double)elapsed_us / 1000.0);
+    m = snprintf(line + n, sizeof(line) - 1 - (size_t)n, "%s container=%.128s ifname=%.32s result=ok time=%.3fms",
+                 command ? command : "-", container_id ? container_id : "-", ifname ? ifname : "-",
+                 (double)elapsed_us / 1000.0);
   else
     m = snprintf(line + n, sizeof(line) - 1 - (size_t)n,
                  "%s container=%.128s ifname=%.32s result=error code=%d time=%.3fms msg=\"%.900s\"",

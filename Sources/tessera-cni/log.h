@@ -13,7 +13,7 @@ void log_close(void);
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* The per-call summary: written at "info" and above on success, always on error. */
-void log_call(const char *command, const char *container_id, const char *ifname, int code,
-              const char *msg, int64_t elapsed_us);
+void log_call(const char *command, const char *container_id, const char *ifname, int code, const char *msg,
+              int64_t elapsed_us);
 
 #endif

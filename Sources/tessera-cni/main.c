@@ -28,8 +28,10 @@ int main(void) {
     if (o.out.text) fputs(o.out.text, stdout);
   } else {
     char *json = cni_error_to_json(&o.err, o.cni_version);
-    if (json) fputs(json, stdout);
-    else printf("{\"code\": %d, \"msg\": \"internal error\"}\n", code);
+    if (json)
+      fputs(json, stdout);
+    else
+      printf("{\"code\": %d, \"msg\": \"internal error\"}\n", code);
     free(json);
   }
   skel_outcome_free(&o);

@@ -77,12 +77,11 @@ int netconf_parse(const char *data, size_t len, struct netconf *nc, struct cni_e
   json_error_t jerr;
   json_t *root = json_loadb(data, len, 0, &jerr);
   if (!root)
-    return cni_error_set(err, CNI_ERR_DECODING, "cannot decode network configuration",
-                         "line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+    return cni_error_set(err, CNI_ERR_DECODING, "cannot decode network configuration", "line %d column %d: %s",
+                         jerr.line, jerr.column, jerr.text);
   if (!json_is_object(root)) {
     json_decref(root);
-    return cni_error_set(err, CNI_ERR_DECODING, "cannot decode network configuration",
-                         "expected a JSON object");
+    return cni_error_set(err, CNI_ERR_DECODING, "cannot decode network configuration", "expected a JSON object");
   }
   nc->root = root;
 
@@ -99,8 +98,7 @@ int netconf_parse(const char *data, size_t len, struct netconf *nc, struct cni_e
   }
   if (!netconf_version_supported(nc->cni_version)) {
     rc = cni_error_set(err, CNI_ERR_INCOMPATIBLE_VERSION, "incompatible CNI versions",
-                       "config is \"%.64s\", plugin supports [\"0.4.0\" \"1.0.0\" \"1.1.0\"]",
-                       nc->cni_version);
+                       "config is \"%.64s\", plugin supports [\"0.4.0\" \"1.0.0\" \"1.1.0\"]", nc->cni_version);
     nc->cni_version = NULL; /* errors are reported in a version the plugin knows */
     goto fail;
   }
@@ -120,15 +118,14 @@ int netconf_parse(const char *data, size_t len, struct netconf *nc, struct cni_e
     }
     if (json_string_length(v) > NETCONF_SUN_PATH_MAX) {
       rc = cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid network configuration",
-                         "socketPath is %zu bytes long; a Unix socket path has at most %d",
-                         json_string_length(v), NETCONF_SUN_PATH_MAX);
+                         "socketPath is %zu bytes long; a Unix socket path has at most %d", json_string_length(v),
+                         NETCONF_SUN_PATH_MAX);
       goto fail;
     }
     util_strlcpy(nc->socket_path, s, sizeof(nc->socket_path));
   }
   if ((v = json_object_get(root, "timeoutMs"))) {
-    if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-        json_integer_value(v) > NETCONF_MAX_TIMEOUT_MS) {
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > NETCONF_MAX_TIMEOUT_MS) {
       rc = cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid network configuration",
                          "field timeoutMs must be an integer between 1 and %d", NETCONF_MAX_TIMEOUT_MS);
       goto fail;
@@ -144,9 +141,12 @@ int netconf_parse(const char *data, size_t len, struct netconf *nc, struct cni_e
   }
   if ((v = json_object_get(root, "logLevel"))) {
     const char *s = json_is_string(v) ? json_string_value(v) : "";
-    if (strcmp(s, "error") == 0) nc->log_level = LOG_LEVEL_ERROR;
-    else if (strcmp(s, "info") == 0) nc->log_level = LOG_LEVEL_INFO;
-    else if (strcmp(s, "debug") == 0) nc->log_level = LOG_LEVEL_DEBUG;
+    if (strcmp(s, "error") == 0)
+      nc->log_level = LOG_LEVEL_ERROR;
+    else if (strcmp(s, "info") == 0)
+      nc->log_level = LOG_LEVEL_INFO;
+    else if (strcmp(s, "debug") == 0)
+      nc->log_level = LOG_LEVEL_DEBUG;
     else {
       rc = invalid(err, "field %s must be one of \"error\", \"info\", \"debug\"", "logLevel");
       goto fail;
@@ -334,13 +334,17 @@ int netconf_check_label_limits(const struct netconf *nc, struct cni_error *err) 
     const char *part = NULL;
     size_t len = 0;
     int max = 0;
-    if (strlen(l->source) > NETCONF_MAX_LABEL_SOURCE) part = "source", len = strlen(l->source), max = NETCONF_MAX_LABEL_SOURCE;
-    else if (strlen(l->key) > NETCONF_MAX_LABEL_KEY) part = "key", len = strlen(l->key), max = NETCONF_MAX_LABEL_KEY;
-    else if (strlen(l->value) > NETCONF_MAX_LABEL_VALUE) part = "value", len = strlen(l->value), max = NETCONF_MAX_LABEL_VALUE;
+    if (strlen(l->source) > NETCONF_MAX_LABEL_SOURCE)
+      part = "source", len = strlen(l->source), max = NETCONF_MAX_LABEL_SOURCE;
+    else if (strlen(l->key) > NETCONF_MAX_LABEL_KEY)
+      part = "key", len = strlen(l->key), max = NETCONF_MAX_LABEL_KEY;
+    else if (strlen(l->value) > NETCONF_MAX_LABEL_VALUE)
+      part = "value", len = strlen(l->value), max = NETCONF_MAX_LABEL_VALUE;
     if (part)
-      return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "label too long",
-                           "label %zu (key \"%.40s\"...) has a %s of %zu bytes; the endpoint service accepts at most %d",
-                           i, l->key, part, len, max);
+      return cni_error_set(
+          err, CNI_ERR_INVALID_NETCONF, "label too long",
+          "label %zu (key \"%.40s\"...) has a %s of %zu bytes; the endpoint service accepts at most %d", i, l->key,
+          part, len, max);
   }
   return 0;
 }
@@ -371,9 +375,12 @@ int netconf_parse_labels(struct netconf *nc, struct cni_error *err) {
   if (!labels || json_is_null(labels)) return 0;
 
   size_t count;
-  if (json_is_object(labels)) count = json_object_size(labels);
-  else if (json_is_array(labels)) count = json_array_size(labels);
-  else return invalid(err, "field %s must be an object or an array", "args.cni.labels");
+  if (json_is_object(labels))
+    count = json_object_size(labels);
+  else if (json_is_array(labels))
+    count = json_array_size(labels);
+  else
+    return invalid(err, "field %s must be an object or an array", "args.cni.labels");
   if (count == 0) return 0;
   nc->labels = calloc(count, sizeof(*nc->labels));
   if (!nc->labels) return cni_error_set(err, CNI_ERR_INTERNAL, "out of memory", NULL);
@@ -389,8 +396,7 @@ int netconf_parse_labels(struct netconf *nc, struct cni_error *err) {
       const char *key;
       split_source(k, strlen(k), &srclen, &key, &keylen);
       if (keylen == 0)
-        return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid label",
-                             "label \"%.200s\" has an empty key", k);
+        return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid label", "label \"%.200s\" has an empty key", k);
       struct netconf_label *l = &nc->labels[nc->n_labels++];
       int rc = dup3(l, k, srclen, key, keylen, json_string_value(v), json_string_length(v), err);
       if (rc) return rc;
@@ -406,8 +412,7 @@ int netconf_parse_labels(struct netconf *nc, struct cni_error *err) {
     if (json_is_string(v)) {
       rc = netconf_label_from_string(json_string_value(v), l, err);
     } else if (json_is_object(v)) {
-      json_t *src = json_object_get(v, "source"), *key = json_object_get(v, "key"),
-             *val = json_object_get(v, "value");
+      json_t *src = json_object_get(v, "source"), *key = json_object_get(v, "key"), *val = json_object_get(v, "value");
       if (!json_is_string(key) || json_string_length(key) == 0 || (val && !json_is_string(val)) ||
           (src && !json_is_string(src)))
         return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid label",
@@ -429,8 +434,7 @@ int netconf_parse_valid_attachments(struct netconf *nc, struct cni_error *err) {
   if (!va)
     return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid network configuration",
                          "GC requires cni.dev/valid-attachments (refusing to remove every endpoint)");
-  if (!json_is_array(va))
-    return invalid(err, "field %s must be an array", "cni.dev/valid-attachments");
+  if (!json_is_array(va)) return invalid(err, "field %s must be an array", "cni.dev/valid-attachments");
   size_t n = json_array_size(va);
   if (n == 0) return 0;
   nc->attachments = calloc(n, sizeof(*nc->attachments));

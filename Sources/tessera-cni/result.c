@@ -42,7 +42,6 @@ int result_passthrough(const struct netconf *nc, struct cni_output *out, struct 
 }
 
 int result_version(const char *cni_version, struct cni_output *out, struct cni_error *err) {
-  json_t *o = json_pack("{s:s, s:[s,s,s]}", "cniVersion", cni_version, "supportedVersions", "0.4.0", "1.0.0",
-                        "1.1.0");
+  json_t *o = json_pack("{s:s, s:[s,s,s]}", "cniVersion", cni_version, "supportedVersions", "0.4.0", "1.0.0", "1.1.0");
   return dump(o, out, err);
 }

@@ -9,7 +9,9 @@
 #include "log.h"
 #include "util.h"
 
-void skel_outcome_free(struct skel_outcome *o) { cni_output_free(&o->out); }
+void skel_outcome_free(struct skel_outcome *o) {
+  cni_output_free(&o->out);
+}
 
 int skel_read_all(FILE *f, size_t max, char **out, size_t *len) {
   size_t cap = 4096, n = 0;
@@ -43,8 +45,7 @@ int skel_read_all(FILE *f, size_t max, char **out, size_t *len) {
 int skel_validate_container_id(const char *id, struct cni_error *err) {
   /* libcni's rule: ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$ */
   int ok = isalnum((unsigned char)id[0]);
-  for (const char *p = id; ok && *p; p++)
-    ok = isalnum((unsigned char)*p) || *p == '_' || *p == '.' || *p == '-';
+  for (const char *p = id; ok && *p; p++) ok = isalnum((unsigned char)*p) || *p == '_' || *p == '.' || *p == '-';
   if (!ok || strlen(id) > 1024)
     return cni_error_set(err, CNI_ERR_INVALID_ENV, "invalid characters in containerID", "%.200s", id);
   return 0;
@@ -59,8 +60,7 @@ int skel_validate_ifname(const char *ifname, struct cni_error *err) {
     return cni_error_set(err, CNI_ERR_INVALID_ENV, "interface name is . or ..", NULL);
   for (const char *p = ifname; *p; p++)
     if (*p == '/' || *p == ':' || isspace((unsigned char)*p) || (unsigned char)*p < 0x20)
-      return cni_error_set(err, CNI_ERR_INVALID_ENV, "interface name contains / or : or whitespace characters",
-                           NULL);
+      return cni_error_set(err, CNI_ERR_INVALID_ENV, "interface name contains / or : or whitespace characters", NULL);
   return 0;
 }
 
@@ -106,11 +106,9 @@ static int dispatch(const struct skel_command *table, size_t n, const struct ske
     }
   }
   if (missing[0])
-    return cni_error_set(err, CNI_ERR_INVALID_ENV, "required env variables missing", "[%s] for %s", missing,
-                         cmd->name);
+    return cni_error_set(err, CNI_ERR_INVALID_ENV, "required env variables missing", "[%s] for %s", missing, cmd->name);
   int rc;
-  if ((cmd->required_env & SKEL_ENV_CONTAINERID) && (rc = skel_validate_container_id(e->container_id, err)))
-    return rc;
+  if ((cmd->required_env & SKEL_ENV_CONTAINERID) && (rc = skel_validate_container_id(e->container_id, err))) return rc;
   if ((cmd->required_env & SKEL_ENV_IFNAME) && (rc = skel_validate_ifname(e->ifname, err))) return rc;
   if (e->netns && !util_utf8_valid(e->netns, strlen(e->netns)))
     return cni_error_set(err, CNI_ERR_INVALID_ENV, "CNI_NETNS is not valid UTF-8", NULL);
@@ -154,8 +152,10 @@ int skel_run(const struct skel_command *table, size_t n, const struct skel_io *i
   const struct skel_command *cmd = NULL;
 
   o->code = dispatch(table, n, io, o, &inv, &stdin_buf, &cmd);
-  if (o->code == 0) cni_error_clear(&o->err);
-  else cni_output_free(&o->out);
+  if (o->code == 0)
+    cni_error_clear(&o->err);
+  else
+    cni_output_free(&o->out);
 
   if (cmd && !(cmd->flags & SKEL_NO_CONF)) {
     char msg[CNI_ERROR_MSG_MAX + CNI_ERROR_DETAILS_MAX + 4];

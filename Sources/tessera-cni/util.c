@@ -9,7 +9,9 @@ int64_t util_now_us(void) {
   return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-int64_t util_now_ms(void) { return util_now_us() / 1000; }
+int64_t util_now_ms(void) {
+  return util_now_us() / 1000;
+}
 
 size_t util_strlcpy(char *dst, const char *src, size_t cap) {
   size_t n = strlen(src);

@@ -29,10 +29,16 @@ static int fuzz_add(struct cni_invocation *inv, struct cni_output *out, struct c
   if ((rc = netconf_find_container_interface(nc, inv->env.ifname, err))) return rc;
   if ((rc = result_passthrough(nc, out, err))) return rc;
   struct endpoint_create_params p = {
-      .container_id = inv->env.container_id, .interface_name = inv->env.ifname,
-      .host_interface = nc->container_interface, .netns = inv->env.netns,
-      .pod_namespace = inv->args.pod_namespace, .pod_name = inv->args.pod_name,
-      .ips = nc->ips, .n_ips = nc->n_ips, .labels = nc->labels, .n_labels = nc->n_labels,
+      .container_id = inv->env.container_id,
+      .interface_name = inv->env.ifname,
+      .host_interface = nc->container_interface,
+      .netns = inv->env.netns,
+      .pod_namespace = inv->args.pod_namespace,
+      .pod_name = inv->args.pod_name,
+      .ips = nc->ips,
+      .n_ips = nc->n_ips,
+      .labels = nc->labels,
+      .n_labels = nc->n_labels,
   };
   uint8_t *buf;
   size_t len;

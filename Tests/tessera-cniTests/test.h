@@ -7,31 +7,31 @@
 
 extern int test_failures; /* failures in the running test */
 
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      fprintf(stderr, "  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);    \
-      test_failures++;                                                     \
-    }                                                                      \
+#define CHECK(cond)                                                                                                    \
+  do {                                                                                                                 \
+    if (!(cond)) {                                                                                                     \
+      fprintf(stderr, "  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                                                \
+      test_failures++;                                                                                                 \
+    }                                                                                                                  \
   } while (0)
 
-#define CHECK_INT(a, b)                                                                      \
-  do {                                                                                       \
-    long long _a = (long long)(a), _b = (long long)(b);                                      \
-    if (_a != _b) {                                                                          \
-      fprintf(stderr, "  FAIL %s:%d: %s == %lld, expected %lld\n", __FILE__, __LINE__, #a, _a, _b); \
-      test_failures++;                                                                       \
-    }                                                                                        \
+#define CHECK_INT(a, b)                                                                                                \
+  do {                                                                                                                 \
+    long long _a = (long long)(a), _b = (long long)(b);                                                                \
+    if (_a != _b) {                                                                                                    \
+      fprintf(stderr, "  FAIL %s:%d: %s == %lld, expected %lld\n", __FILE__, __LINE__, #a, _a, _b);                    \
+      test_failures++;                                                                                                 \
+    }                                                                                                                  \
   } while (0)
 
-#define CHECK_STR(a, b)                                                                      \
-  do {                                                                                       \
-    const char *_a = (a), *_b = (b);                                                         \
-    if (!_a || !_b || strcmp(_a, _b) != 0) {                                                 \
-      fprintf(stderr, "  FAIL %s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a, \
-              _a ? _a : "(null)", _b ? _b : "(null)");                                       \
-      test_failures++;                                                                       \
-    }                                                                                        \
+#define CHECK_STR(a, b)                                                                                                \
+  do {                                                                                                                 \
+    const char *_a = (a), *_b = (b);                                                                                   \
+    if (!_a || !_b || strcmp(_a, _b) != 0) {                                                                           \
+      fprintf(stderr, "  FAIL %s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a, _a ? _a : "(null)",     \
+              _b ? _b : "(null)");                                                                                     \
+      test_failures++;                                                                                                 \
+    }                                                                                                                  \
   } while (0)
 
 typedef void (*test_fn)(void);

@@ -170,8 +170,8 @@ static int call_peer(enum peer_kind kind, int64_t timeout_ms, struct grpc_status
   pthread_create(&th, NULL, peer_main, &p);
   uint8_t *resp = NULL;
   size_t len = 0;
-  int rc = grpc_unary_call(p.path, HEALTH_RPC_CHECK, (const uint8_t *)"", 0, util_now_ms() + timeout_ms, &resp,
-                           &len, st);
+  int rc =
+      grpc_unary_call(p.path, HEALTH_RPC_CHECK, (const uint8_t *)"", 0, util_now_ms() + timeout_ms, &resp, &len, st);
   CHECK(resp == NULL);
   shutdown(p.listen_fd, SHUT_RDWR);
   close(p.listen_fd);

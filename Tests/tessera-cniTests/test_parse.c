@@ -12,10 +12,10 @@ static int parse(const char *json, struct netconf *nc, struct cni_error *err) {
 }
 
 #define BASE "\"cniVersion\":\"1.0.0\",\"name\":\"tsr\",\"type\":\"tessera-cni\""
-#define PTP_PREV                                                                                      \
-  "\"prevResult\":{\"cniVersion\":\"1.0.0\",\"interfaces\":[{\"name\":\"veth9f2a\",\"mac\":\"aa:bb:cc:dd:ee:ff\"}," \
-  "{\"name\":\"eth0\",\"mac\":\"11:22:33:44:55:66\",\"sandbox\":\"/var/run/netns/p\"}],"                \
-  "\"ips\":[{\"address\":\"10.199.0.5/24\",\"gateway\":\"10.199.0.1\",\"interface\":1},"                \
+#define PTP_PREV                                                                                                       \
+  "\"prevResult\":{\"cniVersion\":\"1.0.0\",\"interfaces\":[{\"name\":\"veth9f2a\",\"mac\":\"aa:bb:cc:dd:ee:ff\"},"    \
+  "{\"name\":\"eth0\",\"mac\":\"11:22:33:44:55:66\",\"sandbox\":\"/var/run/netns/p\"}],"                               \
+  "\"ips\":[{\"address\":\"10.199.0.5/24\",\"gateway\":\"10.199.0.1\",\"interface\":1},"                               \
   "{\"address\":\"fd00:0:0::0005/64\",\"interface\":1}],\"dns\":{}}"
 
 static void test_cni_args(void) {
@@ -94,7 +94,9 @@ static void test_netconf_errors(void) {
       {"{\"cniVersion\":\"1.0.0\",\"name\":\"n\"}", CNI_ERR_INVALID_NETCONF},
       {"{" BASE ",\"socketPath\":5}", CNI_ERR_INVALID_NETCONF},
       {"{" BASE ",\"socketPath\":\"relative.sock\"}", CNI_ERR_INVALID_NETCONF},
-      {"{" BASE ",\"socketPath\":\"/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
+      {"{" BASE
+       ",\"socketPath\":\"/"
+       "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
        CNI_ERR_INVALID_NETCONF}, /* 108 bytes */
       {"{" BASE ",\"timeoutMs\":\"10\"}", CNI_ERR_INVALID_NETCONF},
       {"{" BASE ",\"timeoutMs\":0}", CNI_ERR_INVALID_NETCONF},
@@ -188,7 +190,8 @@ static void test_prev_result_errors(void) {
       "{" BASE ",\"prevResult\":{\"ips\":[\"10.0.0.1/24\"]}}",
       "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}],\"interfaces\":{}}}",
       "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}],\"interfaces\":[{\"name\":\"a/b\"}]}}",
-      "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}],\"interfaces\":[{\"name\":\"waytoolonginterfacename\"}]}}",
+      "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/"
+               "24\"}],\"interfaces\":[{\"name\":\"waytoolonginterfacename\"}]}}",
       "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}],\"interfaces\":[{\"sandbox\":\"/x\"}]}}",
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -220,7 +223,8 @@ static void test_prev_result_errors(void) {
       "\"interfaces\":[{\"name\":\"eth0\",\"sandbox\":\"\"},{\"name\":\"vethB\"}],"
       "\"ips\":[{\"version\":\"4\",\"address\":\"192.168.1.2/24\",\"interface\":0}]}}",
       "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}]}}",
-      "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}],\"interfaces\":[{\"name\":\"eth0\",\"sandbox\":null}]}}",
+      "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/"
+               "24\"}],\"interfaces\":[{\"name\":\"eth0\",\"sandbox\":null}]}}",
   };
   for (size_t i = 0; i < sizeof(no_sandbox) / sizeof(no_sandbox[0]); i++) {
     CHECK_INT(parse(no_sandbox[i], &nc, &err), 0);
@@ -234,7 +238,8 @@ static void test_prev_result_errors(void) {
 static void test_main_plugin_config(void) {
   struct netconf nc;
   struct cni_error err;
-  CHECK_INT(parse("{" BASE ",\"mtu\":1400,\"ipam\":{\"type\":\"host-local\",\"subnet\":\"10.1.0.0/24\"}}", &nc, &err), 0);
+  CHECK_INT(parse("{" BASE ",\"mtu\":1400,\"ipam\":{\"type\":\"host-local\",\"subnet\":\"10.1.0.0/24\"}}", &nc, &err),
+            0);
   CHECK(nc.ipam != NULL);
   CHECK_INT(nc.mtu, 1400);
   netconf_free(&nc);
@@ -288,7 +293,8 @@ static void test_label_limits(void) {
   } sizes[] = {{63, 317, 253, 1}, {64, 1, 1, 0}, {1, 318, 1, 0}, {1, 1, 254, 0}};
   for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
     int off = sprintf(conf, "{" BASE ",\"args\":{\"cni\":{\"labels\":[{\"source\":\"");
-    off += sprintf(conf + off, "%.*s\",\"key\":\"", sizes[i].source, "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss");
+    off += sprintf(conf + off, "%.*s\",\"key\":\"", sizes[i].source,
+                   "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss");
     for (int k = 0; k < sizes[i].key; k++) conf[off++] = 'k';
     off += sprintf(conf + off, "\",\"value\":\"");
     for (int k = 0; k < sizes[i].value; k++) conf[off++] = 'v';
@@ -402,14 +408,16 @@ static void test_valid_attachments(void) {
     CHECK_STR(nc.attachments[1].ifname, "net1");
   }
   netconf_free(&nc);
-  CHECK_INT(parse("{\"cniVersion\":\"1.1.0\",\"name\":\"n\",\"type\":\"t\",\"cni.dev/valid-attachments\":[]}", &nc, &err), 0);
+  CHECK_INT(
+      parse("{\"cniVersion\":\"1.1.0\",\"name\":\"n\",\"type\":\"t\",\"cni.dev/valid-attachments\":[]}", &nc, &err), 0);
   CHECK_INT(netconf_parse_valid_attachments(&nc, &err), 0);
   CHECK_INT(nc.n_attachments, 0);
   netconf_free(&nc);
   static const char *const bad[] = {
       "{\"cniVersion\":\"1.1.0\",\"name\":\"n\",\"type\":\"t\"}",
       "{\"cniVersion\":\"1.1.0\",\"name\":\"n\",\"type\":\"t\",\"cni.dev/valid-attachments\":{}}",
-      "{\"cniVersion\":\"1.1.0\",\"name\":\"n\",\"type\":\"t\",\"cni.dev/valid-attachments\":[{\"containerID\":\"a\"}]}",
+      "{\"cniVersion\":\"1.1.0\",\"name\":\"n\",\"type\":\"t\",\"cni.dev/"
+      "valid-attachments\":[{\"containerID\":\"a\"}]}",
       "{\"cniVersion\":\"1.1.0\",\"name\":\"n\",\"type\":\"t\",\"cni.dev/valid-attachments\":[\"a\"]}",
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -75,7 +75,8 @@ static void test_env_table(void) {
   CHECK(strstr(o.err.details, "CNI_IFNAME") == NULL);
   skel_outcome_free(&o);
 
-  struct fake_env bad_id = {{"CNI_COMMAND", "CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"}, {"DEL", "-bad id", "eth0", "/"}};
+  struct fake_env bad_id = {{"CNI_COMMAND", "CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"},
+                            {"DEL", "-bad id", "eth0", "/"}};
   CHECK_INT(run(&bad_id, CONF, &o), CNI_ERR_INVALID_ENV);
   skel_outcome_free(&o);
   struct fake_env bad_if = {{"CNI_COMMAND", "CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"}, {"DEL", "c", "a:b", "/"}};

@@ -138,7 +138,8 @@ static void check_delete_request_empty(const ProtobufCMessage *m) {
   CHECK(((const Tessera__Endpoint__V1__DeleteEndpointRequest *)m)->endpoint == NULL);
 }
 static void check_delete_request_by_id(const ProtobufCMessage *m) {
-  const Tessera__Endpoint__V1__EndpointSelector *s = ((const Tessera__Endpoint__V1__DeleteEndpointRequest *)m)->endpoint;
+  const Tessera__Endpoint__V1__EndpointSelector *s =
+      ((const Tessera__Endpoint__V1__DeleteEndpointRequest *)m)->endpoint;
   CHECK(s && s->id == UINT64_MAX);
   check_selector(s, UINT64_MAX, "", "");
 }
@@ -243,31 +244,52 @@ static const struct vector {
   const ProtobufCMessageDescriptor *desc;
   void (*check)(const ProtobufCMessage *);
 } vectors[] = {
-    {"create_endpoint_request_empty.bin", &tessera__endpoint__v1__create_endpoint_request__descriptor, check_create_request_empty},
-    {"create_endpoint_request_basic.bin", &tessera__endpoint__v1__create_endpoint_request__descriptor, check_create_request_basic},
-    {"create_endpoint_request_ipv6_unicode.bin", &tessera__endpoint__v1__create_endpoint_request__descriptor, check_create_request_ipv6_unicode},
-    {"create_endpoint_request_max_labels.bin", &tessera__endpoint__v1__create_endpoint_request__descriptor, check_create_request_max_labels},
-    {"create_endpoint_response_basic.bin", &tessera__endpoint__v1__create_endpoint_response__descriptor, check_create_response_basic},
-    {"create_endpoint_response_empty.bin", &tessera__endpoint__v1__create_endpoint_response__descriptor, check_create_response_empty},
-    {"delete_endpoint_request_basic.bin", &tessera__endpoint__v1__delete_endpoint_request__descriptor, check_delete_request_basic},
-    {"delete_endpoint_request_empty.bin", &tessera__endpoint__v1__delete_endpoint_request__descriptor, check_delete_request_empty},
-    {"delete_endpoint_request_by_id.bin", &tessera__endpoint__v1__delete_endpoint_request__descriptor, check_delete_request_by_id},
-    {"delete_endpoint_response_existed.bin", &tessera__endpoint__v1__delete_endpoint_response__descriptor, check_delete_response_existed},
-    {"delete_endpoint_response_empty.bin", &tessera__endpoint__v1__delete_endpoint_response__descriptor, check_delete_response_empty},
-    {"get_endpoint_request_basic.bin", &tessera__endpoint__v1__get_endpoint_request__descriptor, check_get_request_basic},
-    {"get_endpoint_request_empty.bin", &tessera__endpoint__v1__get_endpoint_request__descriptor, check_get_request_empty},
+    {"create_endpoint_request_empty.bin", &tessera__endpoint__v1__create_endpoint_request__descriptor,
+     check_create_request_empty},
+    {"create_endpoint_request_basic.bin", &tessera__endpoint__v1__create_endpoint_request__descriptor,
+     check_create_request_basic},
+    {"create_endpoint_request_ipv6_unicode.bin", &tessera__endpoint__v1__create_endpoint_request__descriptor,
+     check_create_request_ipv6_unicode},
+    {"create_endpoint_request_max_labels.bin", &tessera__endpoint__v1__create_endpoint_request__descriptor,
+     check_create_request_max_labels},
+    {"create_endpoint_response_basic.bin", &tessera__endpoint__v1__create_endpoint_response__descriptor,
+     check_create_response_basic},
+    {"create_endpoint_response_empty.bin", &tessera__endpoint__v1__create_endpoint_response__descriptor,
+     check_create_response_empty},
+    {"delete_endpoint_request_basic.bin", &tessera__endpoint__v1__delete_endpoint_request__descriptor,
+     check_delete_request_basic},
+    {"delete_endpoint_request_empty.bin", &tessera__endpoint__v1__delete_endpoint_request__descriptor,
+     check_delete_request_empty},
+    {"delete_endpoint_request_by_id.bin", &tessera__endpoint__v1__delete_endpoint_request__descriptor,
+     check_delete_request_by_id},
+    {"delete_endpoint_response_existed.bin", &tessera__endpoint__v1__delete_endpoint_response__descriptor,
+     check_delete_response_existed},
+    {"delete_endpoint_response_empty.bin", &tessera__endpoint__v1__delete_endpoint_response__descriptor,
+     check_delete_response_empty},
+    {"get_endpoint_request_basic.bin", &tessera__endpoint__v1__get_endpoint_request__descriptor,
+     check_get_request_basic},
+    {"get_endpoint_request_empty.bin", &tessera__endpoint__v1__get_endpoint_request__descriptor,
+     check_get_request_empty},
     {"endpoint_full.bin", &tessera__endpoint__v1__endpoint__descriptor, check_endpoint_full},
     {"endpoint_empty.bin", &tessera__endpoint__v1__endpoint__descriptor, check_endpoint_empty},
     {"endpoint_waiting.bin", &tessera__endpoint__v1__endpoint__descriptor, check_endpoint_waiting},
-    {"garbage_collect_endpoints_request_basic.bin", &tessera__endpoint__v1__garbage_collect_endpoints_request__descriptor, check_gc_request_basic},
-    {"garbage_collect_endpoints_request_empty.bin", &tessera__endpoint__v1__garbage_collect_endpoints_request__descriptor, check_gc_request_empty},
-    {"garbage_collect_endpoints_response_basic.bin", &tessera__endpoint__v1__garbage_collect_endpoints_response__descriptor, check_gc_response_basic},
-    {"garbage_collect_endpoints_response_empty.bin", &tessera__endpoint__v1__garbage_collect_endpoints_response__descriptor, check_gc_response_empty},
+    {"garbage_collect_endpoints_request_basic.bin",
+     &tessera__endpoint__v1__garbage_collect_endpoints_request__descriptor, check_gc_request_basic},
+    {"garbage_collect_endpoints_request_empty.bin",
+     &tessera__endpoint__v1__garbage_collect_endpoints_request__descriptor, check_gc_request_empty},
+    {"garbage_collect_endpoints_response_basic.bin",
+     &tessera__endpoint__v1__garbage_collect_endpoints_response__descriptor, check_gc_response_basic},
+    {"garbage_collect_endpoints_response_empty.bin",
+     &tessera__endpoint__v1__garbage_collect_endpoints_response__descriptor, check_gc_response_empty},
     {"health_check_request_empty.bin", &grpc__health__v1__health_check_request__descriptor, check_health_request_empty},
-    {"health_check_request_service.bin", &grpc__health__v1__health_check_request__descriptor, check_health_request_service},
-    {"health_check_response_serving.bin", &grpc__health__v1__health_check_response__descriptor, check_health_response_serving},
-    {"health_check_response_not_serving.bin", &grpc__health__v1__health_check_response__descriptor, check_health_response_not_serving},
-    {"health_check_response_empty.bin", &grpc__health__v1__health_check_response__descriptor, check_health_response_empty},
+    {"health_check_request_service.bin", &grpc__health__v1__health_check_request__descriptor,
+     check_health_request_service},
+    {"health_check_response_serving.bin", &grpc__health__v1__health_check_response__descriptor,
+     check_health_response_serving},
+    {"health_check_response_not_serving.bin", &grpc__health__v1__health_check_response__descriptor,
+     check_health_response_not_serving},
+    {"health_check_response_empty.bin", &grpc__health__v1__health_check_response__descriptor,
+     check_health_response_empty},
 };
 
 /* Decodes, checks and re-encodes one vector; returns the number of failed checks. */
@@ -303,7 +325,8 @@ static void test_vector_unknown_fields(void) {
   uint8_t *bin = load("create_endpoint_response_unknown_field.bin", &len);
   CHECK(bin != NULL);
   if (!bin) return;
-  Tessera__Endpoint__V1__CreateEndpointResponse *r = tessera__endpoint__v1__create_endpoint_response__unpack(NULL, len, bin);
+  Tessera__Endpoint__V1__CreateEndpointResponse *r =
+      tessera__endpoint__v1__create_endpoint_response__unpack(NULL, len, bin);
   CHECK(r != NULL);
   if (r) {
     check_create_response_basic(&r->base);
@@ -341,7 +364,8 @@ static void test_plugin_encoder_matches_protoc(void) {
   /* podman: no namespace, no labels, NULL host interface -> the fields are omitted. */
   struct endpoint_create_params q = {.container_id = "podman-42", .interface_name = "eth0", .ips = ips, .n_ips = 1};
   CHECK_INT(endpoint_encode_create(&q, &out, &out_len), 0);
-  Tessera__Endpoint__V1__CreateEndpointRequest *r = tessera__endpoint__v1__create_endpoint_request__unpack(NULL, out_len, out);
+  Tessera__Endpoint__V1__CreateEndpointRequest *r =
+      tessera__endpoint__v1__create_endpoint_request__unpack(NULL, out_len, out);
   CHECK(r != NULL);
   if (r) {
     CHECK_STR(r->namespace_, "");
@@ -362,8 +386,10 @@ static void test_vectors_truncated(void) {
   int rejected = 0;
   for (size_t cut = 0; cut < len; cut++) {
     ProtobufCMessage *m = protobuf_c_message_unpack(&tessera__endpoint__v1__endpoint__descriptor, NULL, cut, bin);
-    if (m) protobuf_c_message_free_unpacked(m, NULL);
-    else rejected++;
+    if (m)
+      protobuf_c_message_free_unpacked(m, NULL);
+    else
+      rejected++;
   }
   CHECK(rejected > 0);
   free(bin);
