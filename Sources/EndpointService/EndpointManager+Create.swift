@@ -6,6 +6,10 @@ extension EndpointManager {
   ///
   /// On failure nothing is left behind: the identity reference is released,
   /// datapath state removed and the endpoint forgotten.
+  ///
+  /// The steps follow the ``EndpointStateMachine``: `labelsChanged` asks for the
+  /// identity (``resolveIdentity(of:)``), `identityResolved` for a regeneration
+  /// (``Regenerator``), `regenerationFinished` resumes this call.
   public func createEndpoint(_ spec: EndpointSpec, sync: Bool) async throws(EndpointError) -> Endpoint {
     try spec.validate()
     let started = ContinuousClock.now

@@ -38,7 +38,9 @@ public enum EndpointAction: Sendable, Equatable {
 }
 
 /// The endpoint state machine: `(state, event) -> (state, action)`, with every
-/// illegal transition rejected rather than ignored.
+/// illegal transition rejected rather than ignored. `EndpointManager.perform`
+/// runs each action; a CreateEndpoint walks it from `waiting-for-identity` to
+/// `ready`, its first pass run by the ``Regenerator``.
 ///
 /// ```
 /// waiting-for-identity ─identityResolved→ waiting-to-regenerate ─regenerationStarted→ regenerating

@@ -3,7 +3,8 @@ import Synchronization
 import TesseraRuntime
 
 /// Runs regeneration passes (docs/architecture.md §1 step 7) and retries the
-/// ones that fail.
+/// ones that fail. A CreateEndpoint returns once the first pass of its
+/// endpoint is realised (``EndpointManager/regenerate(endpointID:)``).
 ///
 /// Passes run at most one at a time per endpoint, with triggers coalesced
 /// (``RegenerationQueue``). A failed pass is retried with exponential backoff
