@@ -45,6 +45,7 @@ let package = Package(
     .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
   ],
   targets: [
     // Generated protobuf and gRPC code. Regenerate with scripts/generate-proto.sh.
@@ -72,7 +73,7 @@ let package = Package(
       name: "TesseraRuntime",
       dependencies: [
         "TesseraCore", "TesseraProto", grpcCore, grpcNIO, grpcProtobuf, logging, lifecycle, argumentParser, metrics, prometheus,
-        nioCore, nioHTTP1, nioPosix,
+        nioCore, nioHTTP1, nioPosix, .product(name: "X509", package: "swift-certificates"),
       ],
       swiftSettings: strictSwift
     ),

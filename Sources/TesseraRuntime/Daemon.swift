@@ -10,11 +10,14 @@ public struct Daemon: Sendable {
   public var service: TesseraService
   public var runDirectory: RunDirectory
   public var logger: Logger
+  /// A TCP listener with mutual TLS next to the Unix socket, for callers on other machines.
+  public var tcpListener: GRPCServerService.Listener?
 
-  public init(service: TesseraService, runDirectory: RunDirectory, logger: Logger) {
+  public init(service: TesseraService, runDirectory: RunDirectory, logger: Logger, tcpListener: GRPCServerService.Listener? = nil) {
     self.service = service
     self.runDirectory = runDirectory
     self.logger = logger
+    self.tcpListener = tcpListener
   }
 
   /// - Parameters:
@@ -48,9 +51,11 @@ public struct Daemon: Sendable {
       logger: logger,
       onListening: { if markServing { health.setServing(true) } }
     )
+    let remote = tcpListener.map { GRPCServerService(listener: $0, services: rpcServices + [health, info], logger: logger) }
     let group = ServiceGroup(
       configuration: .init(
-        services: backgroundServices.map { .init(service: $0, successTerminationBehavior: .ignore) } + [.init(service: server)],
+        services: backgroundServices.map { .init(service: $0, successTerminationBehavior: .ignore) } + [.init(service: server)]
+          + (remote.map { [.init(service: $0)] } ?? []),
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger
       )

@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 import Logging
 import ServiceLifecycle
@@ -22,6 +23,18 @@ public struct DaemonOptions: ParsableArguments, Sendable {
   @Option(name: .long, help: "Serve Prometheus metrics on HOST:PORT at /metrics (off unless given).")
   public var metricsAddress: String?
 
+  @Option(name: .long, help: "Also serve on HOST:PORT over TCP with mutual TLS (needs the --tls-* files); the Unix socket stays.")
+  public var listen: String?
+
+  @Option(name: .long, help: "PEM certificate this process presents on TCP, as server and as client; its SAN DNS name is its node (or service) name.")
+  public var tlsCertFile: String?
+
+  @Option(name: .long, help: "PEM private key of --tls-cert-file.")
+  public var tlsKeyFile: String?
+
+  @Option(name: .long, help: "PEM bundle of the certificate authorities peers' certificates must chain to.")
+  public var tlsCaFile: String?
+
   public init() {}
 
   public static var defaultNodeName: String {
@@ -41,12 +54,38 @@ public struct DaemonOptions: ParsableArguments, Sendable {
     guard !nodeName.isEmpty, nodeName.utf8.count <= 253 else {
       throw ValidationError("--node-name must be 1 to 253 bytes")
     }
+    let tlsFiles = [tlsCertFile, tlsKeyFile, tlsCaFile]
+    guard tlsFiles.allSatisfy({ $0 == nil }) || tlsFiles.allSatisfy({ $0 != nil }) else {
+      throw ValidationError("--tls-cert-file, --tls-key-file and --tls-ca-file go together")
+    }
+    for file in tlsFiles.compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: file) {
+      throw ValidationError("cannot read TLS file \(file)")
+    }
+    if listen != nil {
+      guard mutualTLS != nil else { throw ValidationError("--listen needs --tls-cert-file, --tls-key-file and --tls-ca-file: TCP is never plaintext") }
+      do { _ = try tcpListener() } catch { throw ValidationError("--listen \(error)") }
+    }
     if let metricsAddress {
       do { _ = try MetricsServer(address: metricsAddress, logger: Logger(label: "validate")) } catch { throw ValidationError("--metrics-address: \(error)") }
     }
   }
 
   public var runDirectory: RunDirectory { RunDirectory(path: runDir) }
+
+  /// The TLS identity and trust roots from the `--tls-*` flags, when given.
+  public var mutualTLS: MutualTLS? {
+    guard let tlsCertFile, let tlsKeyFile, let tlsCaFile else { return nil }
+    return MutualTLS(certificateFile: tlsCertFile, keyFile: tlsKeyFile, trustRootsFile: tlsCaFile)
+  }
+
+  /// The TCP listener of `--listen`, next to the Unix socket.
+  public func tcpListener() throws(ServiceAddressError) -> GRPCServerService.Listener? {
+    guard let listen else { return nil }
+    guard case .addresses(let pairs) = try ServiceAddress(parsing: listen), pairs.count == 1, let tls = mutualTLS else {
+      throw ServiceAddressError(text: listen, problem: "not one HOST:PORT with the --tls-* files")
+    }
+    return .tcp(host: pairs[0].host, port: pairs[0].port, tls: tls)
+  }
 
   /// The metrics listener when `--metrics-address` is given (counters and
   /// histograms are recorded either way), and then a loop that samples the

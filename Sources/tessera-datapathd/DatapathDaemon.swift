@@ -60,7 +60,7 @@ struct DatapathDaemon: AsyncParsableCommand {
     }
     let datapath = try Datapath(backend: chosen, logger: logger)
     let health = HealthService(serviceNames: [Tessera_Datapath_V1_DatapathService.descriptor.fullyQualifiedService])
-    try await Daemon(service: .datapath, runDirectory: options.runDirectory, logger: logger).run(
+    try await Daemon(service: .datapath, runDirectory: options.runDirectory, logger: logger, tcpListener: try options.tcpListener()).run(
       rpcServices: [DatapathServiceHandler(datapath: datapath, logger: logger)],
       health: health,
       backgroundServices: try options.metricsServices(logger: logger) {

@@ -28,11 +28,33 @@ struct EndpointDaemon: AsyncParsableCommand {
   @Option(help: "etcd key prefix of the cluster ipcache.")
   var ipcachePrefix: String = "/tessera/ipcache"
 
+  @Option(help: "The identity service: unix:PATH (default: this node's socket), HOST:PORT[,HOST:PORT...] or dns:NAME:PORT of replicas (mutual TLS with the --tls-* files).")
+  var identityAddress: String?
+
+  @Option(help: "The policy service, in the same forms as --identity-address.")
+  var policyAddress: String?
+
   @OptionGroup var etcd: EtcdOptions
+
+  /// Where an upstream service is: the flag's address, else this node's socket.
+  func upstream(_ flag: String?, _ service: TesseraService) throws -> GRPCClientService {
+    guard let flag else { return try GRPCClientService(socketPath: options.runDirectory.socketPath(for: service)) }
+    return try GRPCClientService(address: try ServiceAddress(parsing: flag), tls: options.mutualTLS)
+  }
 
   func validate() throws {
     if let clusterStore {
       do { _ = try etcd.configuration(store: clusterStore) } catch { throw ValidationError("--cluster-store: \(error.message)") }
+    }
+    for (flag, value) in [("--identity-address", identityAddress), ("--policy-address", policyAddress)] {
+      guard let value else { continue }
+      do {
+        if !(try ServiceAddress(parsing: value)).isLocal, options.mutualTLS == nil {
+          throw ValidationError("\(flag) \(value) is TCP: give --tls-cert-file, --tls-key-file and --tls-ca-file")
+        }
+      } catch let error as ServiceAddressError {
+        throw ValidationError("\(flag) \(error)")
+      }
     }
     guard requestTimeout > 0, requestTimeout <= 600 else { throw ValidationError("--request-timeout must be in (0, 600]") }
     guard workloadWaitMs >= 0 else { throw ValidationError("--workload-wait-ms must be >= 0") }
@@ -42,8 +64,8 @@ struct EndpointDaemon: AsyncParsableCommand {
     options.bootstrapLogging()
     let logger = Logger(label: "tessera.endpointd")
     let run = options.runDirectory
-    let identity = try GRPCClientService(socketPath: run.socketPath(for: .identity))
-    let policy = try GRPCClientService(socketPath: run.socketPath(for: .policy))
+    let identity = try upstream(identityAddress, .identity)
+    let policy = try upstream(policyAddress, .policy)
     let datapath = try GRPCClientService(socketPath: run.socketPath(for: .datapath))
     let workloads = try WorkloadRegistry(file: "\(options.stateDir)/workloads.json")
     let policyClient = PolicyServiceClient(wrapping: policy.client)
@@ -70,7 +92,7 @@ struct EndpointDaemon: AsyncParsableCommand {
       ) { manager.realizedAddresses() }
       clusterServices = [LoopService { try await client.runConnections() }, LoopService { try await ipcache.run() }]
     }
-    try await Daemon(service: .endpoint, runDirectory: run, logger: logger).run(
+    try await Daemon(service: .endpoint, runDirectory: run, logger: logger, tcpListener: try options.tcpListener()).run(
       rpcServices: [EndpointServiceHandler(manager: manager, workloads: workloads, logger: logger)],
       health: health,
       backgroundServices: [identity, policy, datapath, restorer, manager.regenerator] + clusterServices + (try options.metricsServices(logger: logger)),

@@ -81,7 +81,7 @@ struct IdentityDaemon: AsyncParsableCommand {
       store: store, changeSink: PolicyServiceSink(client: policy.client), logger: logger)
     let garbageCollector = IdentityGarbageCollector(allocator: allocator, interval: .seconds(gcInterval), logger: logger)
     let health = HealthService(serviceNames: [Tessera_Identity_V1_IdentityService.descriptor.fullyQualifiedService])
-    try await Daemon(service: .identity, runDirectory: run, logger: logger).run(
+    try await Daemon(service: .identity, runDirectory: run, logger: logger, tcpListener: try options.tcpListener()).run(
       rpcServices: [IdentityServiceHandler(allocator: allocator, logger: logger)],
       health: health,
       backgroundServices: storeServices + [

@@ -49,7 +49,7 @@ struct PolicyDaemon: AsyncParsableCommand {
       readiness.markSynced()
       health.setServing(true)
     }
-    try await Daemon(service: .policy, runDirectory: run, logger: logger).run(
+    try await Daemon(service: .policy, runDirectory: run, logger: logger, tcpListener: try options.tcpListener()).run(
       rpcServices: [PolicyServiceHandler(engine: engine, events: events, readiness: readiness, logger: logger)],
       health: health,
       backgroundServices: [identity, initialSync]
