@@ -84,7 +84,7 @@ let package = Package(
     ),
     .target(
       name: "PolicyService",
-      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb, yams, metrics],
+      dependencies: ["TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb, yams, metrics],
       swiftSettings: strictSwift
     ),
     // libbpf loader for the eBPF datapath; the BPF programs in bpf/ are built by scripts/build-bpf.sh.
@@ -117,7 +117,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "tessera-policyd",
-      dependencies: ["PolicyService", "TesseraRuntime", argumentParser, metrics],
+      dependencies: ["PolicyService", "TesseraEtcd", "TesseraRuntime", argumentParser, lifecycle, metrics],
       swiftSettings: strictSwift
     ),
     .executableTarget(

@@ -17,7 +17,7 @@ public import TesseraCore
 ///  computePolicy ────▶ EndpointPolicy (entries + revision)
 /// ```
 public final class PolicyEngine: Sendable {
-  private let state: Mutex<PolicyRepository>
+  let state: Mutex<PolicyRepository>
   private let database: PolicyDatabase?
   private let logger: Logger
 

@@ -5,7 +5,7 @@
 /// out of range (0-65535)`.
 public struct PolicyError: Error, Sendable, CustomStringConvertible {
   public struct Code: Hashable, Sendable, CustomStringConvertible {
-    private enum Wrapped: Hashable, Sendable { case invalidManifest, notFound, storage }
+    private enum Wrapped: Hashable, Sendable { case invalidManifest, notFound, storage, unavailable }
     private let wrapped: Wrapped
     private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
 
@@ -15,6 +15,9 @@ public struct PolicyError: Error, Sendable, CustomStringConvertible {
     public static let notFound = Code(.notFound)
     /// The policy database could not be read or written (→ `unavailable`/`internal`).
     public static let storage = Code(.storage)
+    /// The cluster policy store cannot be reached, or has not caught up yet; retrying may
+    /// succeed (→ `unavailable`).
+    public static let unavailable = Code(.unavailable)
 
     public var description: String { String(describing: wrapped) }
   }

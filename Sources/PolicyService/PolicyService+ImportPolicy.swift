@@ -4,6 +4,14 @@ import TesseraProto
 extension PolicyServiceHandler {
   public func importPolicy(request: Tessera_Policy_V1_ImportPolicyRequest, context: ServerContext) async throws -> Tessera_Policy_V1_ImportPolicyResponse {
     let source = request.sourceName.isEmpty ? "<request>" : request.sourceName
+    if let cluster {
+      // Applied (and announced to watchers) by this replica's watch before it returns.
+      let result = try await cluster.importPolicies(sourceName: source, content: Array(request.content))
+      return .with {
+        $0.revision = result.revision
+        $0.policies = result.policies.map(Tessera_Policy_V1_PolicyRef.init)
+      }
+    }
     let result = try engine.importPolicies(sourceName: source, content: Array(request.content))
     logger.info("policies imported", metadata: ["source": "\(source)", "revision": "\(result.revision)", "count": "\(result.policies.count)"])
     events.publish(revision: result.revision, affected: result.affected)
@@ -14,6 +22,10 @@ extension PolicyServiceHandler {
   }
 
   public func deletePolicy(request: Tessera_Policy_V1_DeletePolicyRequest, context: ServerContext) async throws -> Tessera_Policy_V1_DeletePolicyResponse {
+    if let cluster {
+      let revision = try await cluster.deletePolicy(namespace: request.namespace, name: request.name)
+      return .with { $0.revision = revision }
+    }
     let result = try engine.deletePolicy(namespace: request.namespace, name: request.name)
     logger.info("policy deleted", metadata: ["policy": "\(request.namespace)/\(request.name)", "revision": "\(result.revision)"])
     events.publish(revision: result.revision, affected: result.affected)

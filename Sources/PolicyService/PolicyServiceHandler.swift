@@ -18,10 +18,17 @@ public struct PolicyServiceHandler: Tessera_Policy_V1_PolicyService.SimpleServic
   /// Held while identities enter the SelectorCache and their event is numbered, and while
   /// GetEventSequence reads both.
   let identityPublication = SharedLock()
+  /// The rule repository in etcd, shared with other replicas; nil: this daemon's own database.
+  let cluster: ClusterPolicyRepository?
 
   /// - Parameter readiness: the daemon passes one that is not yet synced and
   ///   marks it after its first identity sync; the default is already synced.
-  public init(engine: PolicyEngine, events: PolicyEvents, readiness: PolicyReadiness = PolicyReadiness(synced: true), logger: Logger) {
+  ///   - cluster: the shared rule repository in etcd; imports and deletes go there.
+  public init(
+    engine: PolicyEngine, events: PolicyEvents, readiness: PolicyReadiness = PolicyReadiness(synced: true),
+    cluster: ClusterPolicyRepository? = nil, logger: Logger
+  ) {
+    self.cluster = cluster
     self.engine = engine
     self.events = events
     self.readiness = readiness
@@ -41,6 +48,7 @@ extension PolicyError: RPCErrorConvertible {
     switch code {
     case .invalidManifest: .invalidArgument
     case .notFound: .notFound
+    case .unavailable: .unavailable
     default: .internalError
     }
   }

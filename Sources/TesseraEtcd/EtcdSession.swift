@@ -10,7 +10,7 @@ import TesseraRuntime
 public struct EtcdSession: Sendable {
   /// What the session keeps in sync: its prefix, its lease and its loops.
   public struct Participant: Sendable {
-    /// Returns the lease the session keeps alive (new or reused).
+    /// Returns the lease the session keeps alive (new or reused); 0 for none.
     public var lease: @Sendable () async throws -> Int64
     /// Loads the prefix for a session on this lease; returns the revision it read at.
     public var load: @Sendable (_ lease: Int64) async throws -> Int64
@@ -57,8 +57,11 @@ public struct EtcdSession: Sendable {
         let revision = try await participant.load(lease)
         backoff.reset()
         try await withThrowingTaskGroup(of: Void.self) { group in
-          group.addTask {
-            try await client.keepAlive(lease: lease, interval: .seconds(max(1, leaseTTLSeconds / 3)))
+          // Lease 0: the participant's keys are not leased (they outlive any one process).
+          if lease != 0 {
+            group.addTask {
+              try await client.keepAlive(lease: lease, interval: .seconds(max(1, leaseTTLSeconds / 3)))
+            }
           }
           group.addTask {
             let start = Etcd.key(prefix)

@@ -3,7 +3,9 @@ import GRPCCore
 import Logging
 import Metrics
 import PolicyService
+import ServiceLifecycle
 import TesseraCore
+import TesseraEtcd
 import TesseraProto
 import TesseraRuntime
 
@@ -19,12 +21,37 @@ struct PolicyDaemon: AsyncParsableCommand {
   @Option(help: "Policy database (default: <state-dir>/policy.db).")
   var database: String?
 
+  @Option(help: "etcd:URL[,URL...]: keep the rule repository in etcd, shared by every policy-service replica (one import reaches every node); --database is then unused.")
+  var policyStore: String?
+
+  @Option(help: "etcd key prefix of the shared rule repository.")
+  var policyPrefix: String = "/tessera/policies"
+
+  @OptionGroup var etcd: EtcdOptions
+
+  func validate() throws {
+    if let policyStore {
+      do { _ = try etcd.configuration(store: policyStore) } catch { throw ValidationError("--policy-store: \(error.message)") }
+    }
+  }
+
   func run() async throws {
     options.bootstrapLogging()
     let logger = Logger(label: "tessera.policyd")
     let run = options.runDirectory
-    let engine = try PolicyEngine(database: try PolicyDatabase(path: database ?? "\(options.stateDir)/policy.db"), logger: logger)
+    let databasePath = database ?? "\(options.stateDir)/policy.db"
+    let engine = try PolicyEngine(database: policyStore == nil ? try PolicyDatabase(path: databasePath) : nil, logger: logger)
     let events = PolicyEvents()
+    let clusterClient = try policyStore.map {
+      try EtcdClient(configuration: try etcd.configuration(store: $0), logger: Logger(label: "tessera.etcd"))
+    }
+    let cluster = clusterClient.map {
+      ClusterPolicyRepository(configuration: .init(prefix: policyPrefix), client: $0, engine: engine, events: events, logger: logger)
+    }
+    var clusterServices: [any Service] = []
+    if let clusterClient, let cluster {
+      clusterServices = [LoopService { try await clusterClient.runConnections() }, LoopService { try await cluster.run() }]
+    }
     // Policy-computing RPCs answer UNAVAILABLE until the first identity sync.
     let readiness = PolicyReadiness(synced: false)
     let identity = try GRPCClientService(socketPath: run.socketPath(for: .identity))
@@ -46,19 +73,24 @@ struct PolicyDaemon: AsyncParsableCommand {
           try await backoff.sleep()
         }
       }
+      // With a shared repository, no policy is computed before the rules are read: an
+      // endpoint computed against none would be realised without the policy that selects it.
+      while let cluster, !cluster.loaded {
+        try await Task.sleep(for: .milliseconds(10))
+      }
       readiness.markSynced()
       health.setServing(true)
     }
     try await Daemon(service: .policy, runDirectory: run, logger: logger, tcpListener: try options.tcpListener()).run(
-      rpcServices: [PolicyServiceHandler(engine: engine, events: events, readiness: readiness, logger: logger)],
+      rpcServices: [PolicyServiceHandler(engine: engine, events: events, readiness: readiness, cluster: cluster, logger: logger)],
       health: health,
-      backgroundServices: [identity, initialSync]
+      backgroundServices: [identity, initialSync] + clusterServices
         + (try options.metricsServices(logger: logger) {
           Gauge(label: "tessera_policy_revision").record(engine.revision)
           Gauge(label: "tessera_policies").record(engine.policies().count)
           Gauge(label: "tessera_selectorcache_selectors").record(engine.selectors().count)
         }),
-      backend: { "sqlite:\(database ?? "\(options.stateDir)/policy.db")" },
+      backend: { policyStore.map { "etcd:\($0) \(policyPrefix)" } ?? "sqlite:\(databasePath)" },
       details: { ["revision": "\(engine.revision)", "policies": "\(engine.policies().count)"] },
       markServing: false)
   }

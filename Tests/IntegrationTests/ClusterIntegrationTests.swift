@@ -130,6 +130,61 @@ struct ClusterIntegrationTests {
     #expect(try eventually { try ipcache(a)["10.88.1.1/32"] == other }, "once the address is not local, the other node's valid claim applies")
   }
 
+  @Test("one rule repository in etcd: an import on one node is in force on the other, a delete anywhere removes it everywhere, etcd down refuses writes")
+  func sharedPolicyRepository() throws {
+    let etcd = try EtcdTestCluster(members: 1)
+    defer { etcd.shutdown() }
+    let a = try TesseraNode()
+    let b = try TesseraNode()
+    defer {
+      a.down()
+      b.down()
+    }
+    let store = ["--identity-store", "etcd:\(etcd.endpoints)", "--policy-store", "etcd:\(etcd.endpoints)"]
+    try a.up(["--node-name", "node-a"] + store)
+    try b.up(["--node-name", "node-b"] + store)
+    #expect((try b.json(["status"])["services"] as? [[String: Any]])?.contains { ($0["backend"] as? String)?.hasPrefix("etcd:") == true } == true)
+
+    let backend = try b.json(["endpoint", "create", "--container-id", "b1", "--ip", "10.89.2.1", "--label", "app=backend"])
+    let before = try #require(backend["policyRevision"] as? Int)
+    let manifest = FileManager.default.temporaryDirectory.appendingPathComponent("shared-\(UUID().uuidString.prefix(8)).yaml").path
+    defer { try? FileManager.default.removeItem(atPath: manifest) }
+    try """
+      apiVersion: cilium.io/v2
+      kind: CiliumNetworkPolicy
+      metadata: {name: shared-backend, namespace: default}
+      spec:
+        endpointSelector: {matchLabels: {app: backend}}
+        ingress:
+        - fromEndpoints: [{matchLabels: {app: frontend}}]
+      """.write(toFile: manifest, atomically: true, encoding: .utf8)
+    try a.cli(["policy", "import", manifest])
+    let onA = try a.json(["policy", "list"])
+    let revision = try #require(onA["revision"] as? Int)
+    #expect(try eventually {
+      let listed = try b.json(["policy", "list"])
+      return (listed["policies"] as? [[String: Any]])?.contains { $0["name"] as? String == "shared-backend" } == true
+    }, "node B's policy service holds the policy imported on node A")
+    #expect(try eventually {
+      let endpoint = try b.json(["endpoint", "get", String(try #require(backend["id"] as? Int))])
+      return (endpoint["policyRevision"] as? Int ?? 0) >= revision
+    }, "node B's endpoint was regenerated with it (revision \(before) → \(revision))")
+
+    // Deleted on B: gone on A too.
+    try b.cli(["policy", "delete", "default/shared-backend"])
+    #expect(try eventually {
+      ((try a.json(["policy", "list"])["policies"] as? [[String: Any]]) ?? []).isEmpty
+    }, "a delete on node B removes the policy on node A")
+
+    // etcd down: a write is refused as retryable, and what each node holds stays.
+    try a.cli(["policy", "import", manifest])
+    etcd.stopAll()
+    let refused = try b.cli(["policy", "delete", "default/shared-backend"], expectSuccess: false)
+    #expect(refused.status != 0)
+    #expect(refused.output.lowercased().contains("unavailable") || refused.output.contains("unreachable"), "\(refused.output)")
+    #expect(((try b.json(["policy", "list"])["policies"] as? [[String: Any]]) ?? []).count == 1)
+  }
+
   @Test("a bad --identity-store is refused with a clear error before anything starts")
   func badStore() throws {
     let node = try TesseraNode()

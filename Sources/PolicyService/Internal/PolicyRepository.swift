@@ -85,6 +85,12 @@ struct PolicyRepository {
     policies[PolicyKey(policy.ref)] = Entry(stored: stored, ruleIDs: ruleIDs)
   }
 
+  /// Moves to `revision` without a change of its own (a cluster store's read).
+  mutating func advance(to revision: UInt64) { self.revision = max(self.revision, revision) }
+
+  /// The keys of every policy.
+  var keys: [PolicyKey] { Array(policies.keys) }
+
   /// Removes a policy and moves to `revision`.
   ///
   /// - Returns: the identities its rules' subjects selected, or nil (and no change) when

@@ -37,6 +37,9 @@ struct NodeUp: AsyncParsableCommand {
   @Option(help: "etcd key prefix (etcd identity store); every node of one cluster uses the same.")
   var etcdPrefix: String?
 
+  @Option(help: "Rule repository: etcd:URL[,URL...] shares it with every node on that etcd (one import reaches all); default: this node's own database.")
+  var policyStore: String?
+
   @OptionGroup var etcd: EtcdOptions
 
   @Option(help: "Serve Prometheus metrics on 127.0.0.1: identity at PORT, policy PORT+1, datapath PORT+2, endpoint PORT+3.")
@@ -84,6 +87,9 @@ struct NodeUp: AsyncParsableCommand {
         arguments += ["--identity-store", identityStore]
         if let etcdPrefix { arguments += ["--etcd-prefix", etcdPrefix] }
         if sharedEtcd { arguments += etcd.arguments }
+      }
+      if service == .policy, let policyStore {
+        arguments += ["--policy-store", policyStore] + etcd.arguments
       }
       // Nodes that share identities share their endpoints' addresses too (the cluster ipcache).
       if service == .endpoint, sharedEtcd, let identityStore {
