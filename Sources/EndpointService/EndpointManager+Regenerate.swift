@@ -20,7 +20,7 @@ extension EndpointManager {
       if ordering.changesIdentity(endpointID: endpointID, to: snapshot.identity) {
         // Realising writes this endpoint's addresses → identity into the ipcache: peers first.
         let waitStart = ContinuousClock.now
-        try await waitForPolicyOrdering(of: endpointID, deadline: waitStart + configuration.requestTimeout)
+        try await waitForPolicyOrdering(of: endpointID, identity: snapshot.identity, deadline: waitStart + configuration.requestTimeout)
         logger.debug("peers' policy reflects the identity", metadata: [
           "endpoint.id": "\(endpointID)", "identity": "\(snapshot.identity)", "waited": "\(ContinuousClock.now - waitStart)",
         ])
@@ -74,10 +74,25 @@ extension EndpointManager {
   /// ``PolicyOrdering`` does not wait for). Call it before an ipcache entry makes
   /// packets carry an identity the policy service has just learnt.
   ///
+  /// With `identity`, first waits until the policy service holds it: a replica that
+  /// follows the identity service's watch may learn a new identity after the
+  /// allocation returned.
+  ///
   /// - Throws: ``EndpointError`` `.deadlineExceeded` at the deadline, or the
   ///   policy service's error when its event sequence cannot be read.
-  public func waitForPolicyOrdering(of endpointID: UInt64? = nil, deadline: ContinuousClock.Instant) async throws(EndpointError) {
-    while let target = try await policy.eventSequence() {
+  public func waitForPolicyOrdering(
+    of endpointID: UInt64? = nil, identity: NumericIdentity? = nil, deadline: ContinuousClock.Instant
+  ) async throws(EndpointError) {
+    let required: Set<NumericIdentity> = identity.map { [$0] } ?? []
+    while let (target, unknown) = try await policy.eventSequence(requiring: required) {
+      if !unknown.isEmpty {
+        guard ContinuousClock.now < deadline else {
+          throw EndpointError(
+            code: .deadlineExceeded, message: "the policy service did not learn identity \(unknown.map(\.rawValue).sorted()) before the deadline")
+        }
+        try? await Task.sleep(for: .milliseconds(2))
+        continue
+      }
       if try await ordering.waitForPeers(of: endpointID, through: target, deadline: deadline) { return }
       // The policy service restarted while we waited: wait for its new log instead.
     }

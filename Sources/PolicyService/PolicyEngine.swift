@@ -141,6 +141,11 @@ public final class PolicyEngine: Sendable {
     state.withLock { $0.updateIdentities(added: added, deleted: deleted) }
   }
 
+  /// Every identity the SelectorCache holds that is not reserved.
+  public func allocatedIdentities() -> Set<NumericIdentity> {
+    state.withLock { Set($0.cache.identities.filter { !$0.isReserved }) }
+  }
+
   /// Those of `identities` the SelectorCache does not hold (never a reserved identity).
   public func unknownIdentities(among identities: some Sequence<NumericIdentity>) -> Set<NumericIdentity> {
     state.withLock { repository in Set(identities.filter { repository.cache.labels(of: $0) == nil }) }

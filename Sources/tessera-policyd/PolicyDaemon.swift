@@ -29,7 +29,19 @@ struct PolicyDaemon: AsyncParsableCommand {
 
   @OptionGroup var etcd: EtcdOptions
 
+  @Option(help: "The identity service to follow: unix:PATH (default: this node's socket), HOST:PORT[,HOST:PORT...] or dns:NAME:PORT of replicas (mutual TLS with the --tls-* files).")
+  var identityAddress: String?
+
   func validate() throws {
+    if let identityAddress {
+      do {
+        if !(try ServiceAddress(parsing: identityAddress)).isLocal, options.mutualTLS == nil {
+          throw ValidationError("--identity-address \(identityAddress) is TCP: give --tls-cert-file, --tls-key-file and --tls-ca-file")
+        }
+      } catch let error as ServiceAddressError {
+        throw ValidationError("--identity-address \(error)")
+      }
+    }
     if let policyStore {
       do { _ = try etcd.configuration(store: policyStore) } catch { throw ValidationError("--policy-store: \(error.message)") }
     }
@@ -54,37 +66,27 @@ struct PolicyDaemon: AsyncParsableCommand {
     }
     // Policy-computing RPCs answer UNAVAILABLE until the first identity sync.
     let readiness = PolicyReadiness(synced: false)
-    let identity = try GRPCClientService(socketPath: run.socketPath(for: .identity))
+    let identity = try identityAddress.map { try GRPCClientService(address: try ServiceAddress(parsing: $0), tls: options.mutualTLS) }
+      ?? GRPCClientService(socketPath: run.socketPath(for: .identity))
     let health = HealthService(serviceNames: [Tessera_Policy_V1_PolicyService.descriptor.fullyQualifiedService])
-    // The SelectorCache must know every existing identity before endpoints ask for policy.
-    let initialSync = LoopService {
-      let client = Tessera_Identity_V1_IdentityService.Client(wrapping: identity.client)
-      var backoff = Backoff(initial: .milliseconds(20), maximum: .seconds(1))
-      while true {
-        do {
-          let list = try await client.listIdentities(.init(), options: .failFast(timeout: .seconds(5)))
-          let identities = try list.identities.map { info throws(RPCError) in try SecurityIdentity(proto: info.identity) }
-          let result = engine.updateIdentities(added: identities, deleted: [])
-          events.publish(revision: engine.revision, affected: result.affected)
-          logger.info("SelectorCache synced with the identity service", metadata: ["identities": "\(identities.count)"])
-          break
-        } catch {
-          logger.debug("waiting for the identity service", metadata: ["error": "\(error)"])
-          try await backoff.sleep()
+    let handler = PolicyServiceHandler(engine: engine, events: events, readiness: readiness, cluster: cluster, logger: logger)
+    // The SelectorCache must know every existing identity, and a shared repository its
+    // rules, before endpoints ask for policy.
+    let follower = IdentityFollower(client: identity.client, handler: handler, logger: logger)
+    let identitySync = LoopService {
+      await follower.run {
+        // An endpoint computed against no rules would be realised without the policy that selects it.
+        while let cluster, !cluster.loaded, !Task.isCancelled {
+          try? await Task.sleep(for: .milliseconds(10))
         }
+        readiness.markSynced()
+        health.setServing(true)
       }
-      // With a shared repository, no policy is computed before the rules are read: an
-      // endpoint computed against none would be realised without the policy that selects it.
-      while let cluster, !cluster.loaded {
-        try await Task.sleep(for: .milliseconds(10))
-      }
-      readiness.markSynced()
-      health.setServing(true)
     }
     try await Daemon(service: .policy, runDirectory: run, logger: logger, tcpListener: try options.tcpListener()).run(
-      rpcServices: [PolicyServiceHandler(engine: engine, events: events, readiness: readiness, cluster: cluster, logger: logger)],
+      rpcServices: [handler],
       health: health,
-      backgroundServices: [identity, initialSync] + clusterServices
+      backgroundServices: [identity, identitySync] + clusterServices
         + (try options.metricsServices(logger: logger) {
           Gauge(label: "tessera_policy_revision").record(engine.revision)
           Gauge(label: "tessera_policies").record(engine.policies().count)

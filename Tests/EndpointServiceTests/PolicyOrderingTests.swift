@@ -25,9 +25,23 @@ struct EventedNode {
   struct EventedPolicySink: IdentityChangeSink {
     let engine: PolicyEngine
     let events: PolicyEvents
+    /// Set: the policy service learns identities this late, after the allocation returned
+    /// (a replica that follows the identity service's watch).
+    var lateBy: Duration? = nil
     func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) async throws -> String {
-      let result = engine.updateIdentities(added: added, deleted: deleted)
-      events.publish(revision: engine.revision, affected: result.affected)
+      let (engine, events) = (self.engine, self.events)
+      let apply: @Sendable () -> Void = {
+        let result = engine.updateIdentities(added: added, deleted: deleted)
+        events.publish(revision: engine.revision, affected: result.affected)
+      }
+      if let lateBy {
+        Task {
+          try? await Task.sleep(for: lateBy)
+          apply()
+        }
+      } else {
+        apply()
+      }
       return events.instanceID
     }
   }
@@ -94,14 +108,17 @@ struct EventedNode {
   /// - Parameters:
   ///   - ordered: whether the policy service reports its event sequence.
   ///   - watchDelay: how late each event reaches the endpoint manager.
-  init(ordered: Bool = true, watchDelay: Duration = .milliseconds(100), requestTimeout: Duration = .seconds(5)) async throws {
+  init(
+    ordered: Bool = true, watchDelay: Duration = .milliseconds(100), requestTimeout: Duration = .seconds(5),
+    identitiesLateBy: Duration? = nil
+  ) async throws {
     let engine = try PolicyEngine(database: nil)
     let events = PolicyEvents()
     self.engine = engine
     self.events = events
     allocator = IdentityAllocator(
       configuration: .init(nodeName: "test"), store: try SQLiteIdentityStore(path: nil),
-      changeSink: EventedPolicySink(engine: engine, events: events))
+      changeSink: EventedPolicySink(engine: engine, events: events, lateBy: identitiesLateBy))
     datapath = try Datapath(backend: MemoryDatapathBackend())
     let log = RealizeLog()
     self.log = log
@@ -171,6 +188,19 @@ struct PolicyOrderingTests {
     #expect(ContinuousClock.now - started >= .milliseconds(100), "the create waited for the late watch")
     #expect(node.datapath.endpoint(id: peer.id)?.policy.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
     #expect(node.manager.ordering.pendingCount == 0)
+  }
+
+  @Test("a policy service that learns the new identity late (a watch-fed replica) still has the peer deny it first")
+  func lateIdentityStillOrdered() async throws {
+    let node = try await EventedNode(watchDelay: .milliseconds(10), identitiesLateBy: .milliseconds(300))
+    defer { node.pump.cancel() }
+    try node.importPolicy(denyXAllowRest)
+    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let started = ContinuousClock.now
+    let x = try await node.create("x", "10.0.0.2", "app=x")
+    #expect(ContinuousClock.now - started >= .milliseconds(300), "the create waited for the policy service to learn the identity")
+    let inForce = try #require(node.log.peerPolicy(peer.id, whenRealizing: x.id, as: x.identity))
+    #expect(inForce.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
   }
 
   @Test("without the event sequence the same create admits the new identity at the peer (the check can fail)")
