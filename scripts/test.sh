@@ -69,6 +69,7 @@ run "adversarial suite (forged sources, ethertypes, IPv6 extension headers, frag
 run "end-to-end two nodes on one etcd (cross-node policy by identity)" bash Tests/e2e/two_nodes_e2e.sh
 run "bad-input campaign (Python grpcio against every method)" bash Tests/badinput/run.sh
 run "failure drill (SIGKILL each daemon in turn under churn)" bash Tests/drill/run.sh
+run "install script staged into a temporary root (units, settings files, binaries)" bash Tests/deploy/install_test.sh
 
 echo
 for name in "${skipped[@]}"; do echo "test: skipped: $name"; done
