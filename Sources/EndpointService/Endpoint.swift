@@ -34,6 +34,9 @@ public struct Endpoint: Sendable, Codable, Hashable {
 
   /// The label every endpoint carries so namespaced policies can select it.
   public static let namespaceLabelKey = "io.kubernetes.pod.namespace"
+  /// Namespace labels reach pods as `k8s:<prefix><key>=<value>` (Cilium's propagation);
+  /// only the namespace sets them.
+  public static let namespaceLabelsPrefix = "io.cilium.k8s.namespace.labels."
   public static let defaultNamespace = "default"
 }
 
@@ -87,6 +90,10 @@ public struct EndpointSpec: Sendable, Hashable {
     }
     if let reserved = labels.labels.first(where: { $0.source == Label.Source.reserved }) {
       throw EndpointError(code: .invalidArgument, message: "label \(reserved) is reserved: reserved labels cannot be requested")
+    }
+    if let propagated = labels.labels.first(where: { $0.key.hasPrefix(Endpoint.namespaceLabelsPrefix) }) {
+      throw EndpointError(
+        code: .invalidArgument, message: "label \(propagated) is a namespace label: set it on the namespace (tessera namespace set), not on a pod")
     }
     if let explicit = labels[Endpoint.namespaceLabelKey], explicit.value != namespace {
       throw EndpointError(code: .invalidArgument, message: "label \(explicit) contradicts namespace '\(namespace)'")

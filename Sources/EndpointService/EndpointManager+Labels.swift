@@ -87,6 +87,17 @@ extension EndpointManager {
     return updated
   }
 
+  /// Re-resolves every endpoint of a namespace whose labels changed.
+  public func namespaceChanged(_ namespace: String) async {
+    for endpoint in registry.all() where endpoint.namespace == namespace {
+      do {
+        _ = try await updateLabels(endpointID: endpoint.id, requestLabels: endpoint.requestLabels, sync: false)
+      } catch {
+        logger.warning("relabel after namespace change failed", metadata: ["endpoint.id": "\(endpoint.id)", "error": "\(error)"])
+      }
+    }
+  }
+
   /// Re-resolves every endpoint of a workload whose registry labels changed.
   public func workloadChanged(namespace: String, podName: String) async {
     for endpoint in registry.all() where endpoint.namespace == namespace && endpoint.podName == podName {

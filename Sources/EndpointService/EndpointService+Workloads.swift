@@ -13,6 +13,9 @@ extension EndpointServiceHandler {
     if workload.labels.hasReservedLabel {
       throw RPCError(code: .invalidArgument, message: "reserved labels cannot be set on a workload")
     }
+    if let propagated = workload.labels.labels.first(where: { $0.key.hasPrefix(Endpoint.namespaceLabelsPrefix) }) {
+      throw RPCError(code: .invalidArgument, message: "label \(propagated) is a namespace label: set it with SetNamespace, not on a workload")
+    }
     do { try workloads.set(workload) } catch {
       throw RPCError(code: .internalError, message: "cannot persist workload: \(error)")
     }

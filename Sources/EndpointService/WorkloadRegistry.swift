@@ -12,6 +12,12 @@ public protocol MetadataSource: Sendable {
   /// unknown workload is not an error: its endpoint gets the request's labels).
   /// Throws for a transient failure of the source; the resolver retries those.
   func labels(namespace: String, podName: String, waitUntil deadline: ContinuousClock.Instant) async throws -> LabelSet?
+  /// The namespace's own labels (empty for a namespace without any).
+  func namespaceLabels(_ namespace: String) async throws -> LabelSet
+}
+
+extension MetadataSource {
+  public func namespaceLabels(_ namespace: String) async throws -> LabelSet { .empty }
 }
 
 /// A workload: namespace/pod and its labels.
@@ -34,22 +40,71 @@ public final class WorkloadRegistry: MetadataSource {
   private struct Key: Hashable, Codable { var namespace: String; var podName: String }
   private struct State {
     var workloads: [Key: Workload] = [:]
+    var namespaces: [String: LabelSet] = [:]
     var waiters: [Key: [UUID: CheckedContinuation<Void, Never>]] = [:]
+  }
+
+  /// A namespace's labels as persisted.
+  private struct NamespaceRecord: Codable {
+    var name: String
+    var labels: LabelSet
   }
 
   private let state: Mutex<State>
   private let file: String?
+  private let namespacesFile: String?
 
-  /// - Parameter file: JSON file to persist to; nil keeps workloads in memory.
+  /// - Parameter file: JSON file to persist workloads to, with namespaces in
+  ///   `namespaces.json` beside it; nil keeps both in memory.
   public init(file: String?) throws {
     self.file = file
+    namespacesFile = file.map { URL(fileURLWithPath: $0).deletingLastPathComponent().appendingPathComponent("namespaces.json").path }
     var initial = State()
     if let file, FileManager.default.fileExists(atPath: file) {
       let workloads = try JSONDecoder().decode([Workload].self, from: Data(contentsOf: URL(fileURLWithPath: file)))
       for workload in workloads { initial.workloads[Key(namespace: workload.namespace, podName: workload.podName)] = workload }
     }
+    if let namespacesFile, FileManager.default.fileExists(atPath: namespacesFile) {
+      let records = try JSONDecoder().decode([NamespaceRecord].self, from: Data(contentsOf: URL(fileURLWithPath: namespacesFile)))
+      for record in records { initial.namespaces[record.name] = record.labels }
+    }
     state = Mutex(initial)
   }
+
+  // MARK: Namespaces
+
+  public func namespaceLabels(_ namespace: String) async throws -> LabelSet {
+    state.withLock { $0.namespaces[namespace] ?? .empty }
+  }
+
+  /// Sets a namespace's labels (replacing what it had).
+  public func setNamespace(_ name: String, labels: LabelSet) throws {
+    let snapshot = state.withLock { state in
+      state.namespaces[name] = labels
+      return state.namespaces
+    }
+    try persistNamespaces(snapshot)
+  }
+
+  @discardableResult
+  public func deleteNamespace(_ name: String) throws -> Bool {
+    let (existed, snapshot) = state.withLock { state in (state.namespaces.removeValue(forKey: name) != nil, state.namespaces) }
+    if existed { try persistNamespaces(snapshot) }
+    return existed
+  }
+
+  /// Every namespace with labels, sorted by name.
+  public func namespaces() -> [(name: String, labels: LabelSet)] {
+    state.withLock { $0.namespaces.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
+  }
+
+  private func persistNamespaces(_ namespaces: [String: LabelSet]) throws {
+    guard let namespacesFile else { return }
+    let records = namespaces.sorted { $0.key < $1.key }.map { NamespaceRecord(name: $0.key, labels: $0.value) }
+    try JSONEncoder().encode(records).write(to: URL(fileURLWithPath: namespacesFile), options: .atomic)
+  }
+
+  // MARK: Workloads
 
   public func set(_ workload: Workload) throws {
     let key = Key(namespace: workload.namespace, podName: workload.podName)
@@ -127,7 +182,24 @@ public struct MetadataResolver: Sendable {
     self.workloadWait = workloadWait
   }
 
+  /// The workload's labels and its namespace's labels (as
+  /// `k8s:io.cilium.k8s.namespace.labels.<key>=<value>`).
   public func resolve(namespace: String, podName: String, deadline: ContinuousClock.Instant) async throws(EndpointError) -> LabelSet {
+    let namespaceLabels: LabelSet
+    do {
+      namespaceLabels = Self.propagated(try await source.namespaceLabels(namespace))
+    } catch {
+      throw EndpointError(code: .upstreamUnavailable, message: "labels of namespace \(namespace) unavailable", cause: error)
+    }
+    return try await workloadLabels(namespace: namespace, podName: podName, deadline: deadline).merging(namespaceLabels)
+  }
+
+  /// A namespace's labels as its pods carry them.
+  static func propagated(_ labels: LabelSet) -> LabelSet {
+    LabelSet(validated: labels.labels.map { Label(source: Label.Source.kubernetes, key: Endpoint.namespaceLabelsPrefix + $0.key, value: $0.value) })
+  }
+
+  private func workloadLabels(namespace: String, podName: String, deadline: ContinuousClock.Instant) async throws(EndpointError) -> LabelSet {
     guard !podName.isEmpty else { return .empty }
     let waitUntil = min(deadline, .now + workloadWait)
     var backoff = Backoff(initial: .milliseconds(5), maximum: .milliseconds(500))

@@ -150,6 +150,58 @@ public enum Tessera_Endpoint_V1_EndpointService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "SetNamespace" metadata.
+        public enum SetNamespace: Sendable {
+            /// Request type for "SetNamespace".
+            public typealias Input = Tessera_Endpoint_V1_SetNamespaceRequest
+            /// Response type for "SetNamespace".
+            public typealias Output = Tessera_Endpoint_V1_Namespace
+            /// Descriptor for "SetNamespace".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "tessera.endpoint.v1.EndpointService"),
+                method: "SetNamespace",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetNamespace" metadata.
+        public enum GetNamespace: Sendable {
+            /// Request type for "GetNamespace".
+            public typealias Input = Tessera_Endpoint_V1_GetNamespaceRequest
+            /// Response type for "GetNamespace".
+            public typealias Output = Tessera_Endpoint_V1_Namespace
+            /// Descriptor for "GetNamespace".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "tessera.endpoint.v1.EndpointService"),
+                method: "GetNamespace",
+                type: .unary
+            )
+        }
+        /// Namespace for "DeleteNamespace" metadata.
+        public enum DeleteNamespace: Sendable {
+            /// Request type for "DeleteNamespace".
+            public typealias Input = Tessera_Endpoint_V1_DeleteNamespaceRequest
+            /// Response type for "DeleteNamespace".
+            public typealias Output = Tessera_Endpoint_V1_DeleteNamespaceResponse
+            /// Descriptor for "DeleteNamespace".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "tessera.endpoint.v1.EndpointService"),
+                method: "DeleteNamespace",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListNamespaces" metadata.
+        public enum ListNamespaces: Sendable {
+            /// Request type for "ListNamespaces".
+            public typealias Input = Tessera_Endpoint_V1_ListNamespacesRequest
+            /// Response type for "ListNamespaces".
+            public typealias Output = Tessera_Endpoint_V1_ListNamespacesResponse
+            /// Descriptor for "ListNamespaces".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "tessera.endpoint.v1.EndpointService"),
+                method: "ListNamespaces",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "tessera.endpoint.v1.EndpointService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateEndpoint.descriptor,
@@ -161,7 +213,11 @@ public enum Tessera_Endpoint_V1_EndpointService: Sendable {
             GetWorkload.descriptor,
             DeleteWorkload.descriptor,
             ListWorkloads.descriptor,
-            GarbageCollectEndpoints.descriptor
+            GarbageCollectEndpoints.descriptor,
+            SetNamespace.descriptor,
+            GetNamespace.descriptor,
+            DeleteNamespace.descriptor,
+            ListNamespaces.descriptor
         ]
     }
 }
@@ -362,6 +418,67 @@ extension Tessera_Endpoint_V1_EndpointService {
             request: GRPCCore.StreamingServerRequest<Tessera_Endpoint_V1_GarbageCollectEndpointsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Endpoint_V1_GarbageCollectEndpointsResponse>
+
+        /// Handle the "SetNamespace" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Namespace labels: setting or deleting them re-labels every endpoint in the
+        /// > namespace. Errors: INVALID_ARGUMENT (bad name or labels), NOT_FOUND (Get).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Tessera_Endpoint_V1_SetNamespaceRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Tessera_Endpoint_V1_Namespace` messages.
+        func setNamespace(
+            request: GRPCCore.StreamingServerRequest<Tessera_Endpoint_V1_SetNamespaceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Endpoint_V1_Namespace>
+
+        /// Handle the "GetNamespace" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Tessera_Endpoint_V1_GetNamespaceRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Tessera_Endpoint_V1_Namespace` messages.
+        func getNamespace(
+            request: GRPCCore.StreamingServerRequest<Tessera_Endpoint_V1_GetNamespaceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Endpoint_V1_Namespace>
+
+        /// Handle the "DeleteNamespace" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Tessera_Endpoint_V1_DeleteNamespaceRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Tessera_Endpoint_V1_DeleteNamespaceResponse` messages.
+        func deleteNamespace(
+            request: GRPCCore.StreamingServerRequest<Tessera_Endpoint_V1_DeleteNamespaceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Endpoint_V1_DeleteNamespaceResponse>
+
+        /// Handle the "ListNamespaces" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Tessera_Endpoint_V1_ListNamespacesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Tessera_Endpoint_V1_ListNamespacesResponse` messages.
+        func listNamespaces(
+            request: GRPCCore.StreamingServerRequest<Tessera_Endpoint_V1_ListNamespacesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Endpoint_V1_ListNamespacesResponse>
     }
 
     /// Service protocol for the "tessera.endpoint.v1.EndpointService" service.
@@ -546,6 +663,67 @@ extension Tessera_Endpoint_V1_EndpointService {
             request: GRPCCore.ServerRequest<Tessera_Endpoint_V1_GarbageCollectEndpointsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Tessera_Endpoint_V1_GarbageCollectEndpointsResponse>
+
+        /// Handle the "SetNamespace" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Namespace labels: setting or deleting them re-labels every endpoint in the
+        /// > namespace. Errors: INVALID_ARGUMENT (bad name or labels), NOT_FOUND (Get).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Endpoint_V1_SetNamespaceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Tessera_Endpoint_V1_Namespace` message.
+        func setNamespace(
+            request: GRPCCore.ServerRequest<Tessera_Endpoint_V1_SetNamespaceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Tessera_Endpoint_V1_Namespace>
+
+        /// Handle the "GetNamespace" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Endpoint_V1_GetNamespaceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Tessera_Endpoint_V1_Namespace` message.
+        func getNamespace(
+            request: GRPCCore.ServerRequest<Tessera_Endpoint_V1_GetNamespaceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Tessera_Endpoint_V1_Namespace>
+
+        /// Handle the "DeleteNamespace" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Endpoint_V1_DeleteNamespaceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Tessera_Endpoint_V1_DeleteNamespaceResponse` message.
+        func deleteNamespace(
+            request: GRPCCore.ServerRequest<Tessera_Endpoint_V1_DeleteNamespaceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Tessera_Endpoint_V1_DeleteNamespaceResponse>
+
+        /// Handle the "ListNamespaces" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Endpoint_V1_ListNamespacesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Tessera_Endpoint_V1_ListNamespacesResponse` message.
+        func listNamespaces(
+            request: GRPCCore.ServerRequest<Tessera_Endpoint_V1_ListNamespacesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Tessera_Endpoint_V1_ListNamespacesResponse>
     }
 
     /// Simple service protocol for the "tessera.endpoint.v1.EndpointService" service.
@@ -728,6 +906,67 @@ extension Tessera_Endpoint_V1_EndpointService {
             request: Tessera_Endpoint_V1_GarbageCollectEndpointsRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Tessera_Endpoint_V1_GarbageCollectEndpointsResponse
+
+        /// Handle the "SetNamespace" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Namespace labels: setting or deleting them re-labels every endpoint in the
+        /// > namespace. Errors: INVALID_ARGUMENT (bad name or labels), NOT_FOUND (Get).
+        ///
+        /// - Parameters:
+        ///   - request: A `Tessera_Endpoint_V1_SetNamespaceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Tessera_Endpoint_V1_Namespace` to respond with.
+        func setNamespace(
+            request: Tessera_Endpoint_V1_SetNamespaceRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Tessera_Endpoint_V1_Namespace
+
+        /// Handle the "GetNamespace" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Tessera_Endpoint_V1_GetNamespaceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Tessera_Endpoint_V1_Namespace` to respond with.
+        func getNamespace(
+            request: Tessera_Endpoint_V1_GetNamespaceRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Tessera_Endpoint_V1_Namespace
+
+        /// Handle the "DeleteNamespace" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Tessera_Endpoint_V1_DeleteNamespaceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Tessera_Endpoint_V1_DeleteNamespaceResponse` to respond with.
+        func deleteNamespace(
+            request: Tessera_Endpoint_V1_DeleteNamespaceRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Tessera_Endpoint_V1_DeleteNamespaceResponse
+
+        /// Handle the "ListNamespaces" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Tessera_Endpoint_V1_ListNamespacesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Tessera_Endpoint_V1_ListNamespacesResponse` to respond with.
+        func listNamespaces(
+            request: Tessera_Endpoint_V1_ListNamespacesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Tessera_Endpoint_V1_ListNamespacesResponse
     }
 }
 
@@ -845,6 +1084,50 @@ extension Tessera_Endpoint_V1_EndpointService.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Tessera_Endpoint_V1_EndpointService.Method.SetNamespace.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Endpoint_V1_SetNamespaceRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Endpoint_V1_Namespace>(),
+            handler: { request, context in
+                try await self.setNamespace(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Tessera_Endpoint_V1_EndpointService.Method.GetNamespace.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Endpoint_V1_GetNamespaceRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Endpoint_V1_Namespace>(),
+            handler: { request, context in
+                try await self.getNamespace(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Tessera_Endpoint_V1_EndpointService.Method.DeleteNamespace.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Endpoint_V1_DeleteNamespaceRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Endpoint_V1_DeleteNamespaceResponse>(),
+            handler: { request, context in
+                try await self.deleteNamespace(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Tessera_Endpoint_V1_EndpointService.Method.ListNamespaces.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Endpoint_V1_ListNamespacesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Endpoint_V1_ListNamespacesResponse>(),
+            handler: { request, context in
+                try await self.listNamespaces(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -955,6 +1238,50 @@ extension Tessera_Endpoint_V1_EndpointService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Endpoint_V1_GarbageCollectEndpointsResponse> {
         let response = try await self.garbageCollectEndpoints(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func setNamespace(
+        request: GRPCCore.StreamingServerRequest<Tessera_Endpoint_V1_SetNamespaceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Endpoint_V1_Namespace> {
+        let response = try await self.setNamespace(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getNamespace(
+        request: GRPCCore.StreamingServerRequest<Tessera_Endpoint_V1_GetNamespaceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Endpoint_V1_Namespace> {
+        let response = try await self.getNamespace(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func deleteNamespace(
+        request: GRPCCore.StreamingServerRequest<Tessera_Endpoint_V1_DeleteNamespaceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Endpoint_V1_DeleteNamespaceResponse> {
+        let response = try await self.deleteNamespace(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listNamespaces(
+        request: GRPCCore.StreamingServerRequest<Tessera_Endpoint_V1_ListNamespacesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Endpoint_V1_ListNamespacesResponse> {
+        let response = try await self.listNamespaces(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1088,6 +1415,58 @@ extension Tessera_Endpoint_V1_EndpointService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Tessera_Endpoint_V1_GarbageCollectEndpointsResponse> {
         return GRPCCore.ServerResponse<Tessera_Endpoint_V1_GarbageCollectEndpointsResponse>(
             message: try await self.garbageCollectEndpoints(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func setNamespace(
+        request: GRPCCore.ServerRequest<Tessera_Endpoint_V1_SetNamespaceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Tessera_Endpoint_V1_Namespace> {
+        return GRPCCore.ServerResponse<Tessera_Endpoint_V1_Namespace>(
+            message: try await self.setNamespace(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getNamespace(
+        request: GRPCCore.ServerRequest<Tessera_Endpoint_V1_GetNamespaceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Tessera_Endpoint_V1_Namespace> {
+        return GRPCCore.ServerResponse<Tessera_Endpoint_V1_Namespace>(
+            message: try await self.getNamespace(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func deleteNamespace(
+        request: GRPCCore.ServerRequest<Tessera_Endpoint_V1_DeleteNamespaceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Tessera_Endpoint_V1_DeleteNamespaceResponse> {
+        return GRPCCore.ServerResponse<Tessera_Endpoint_V1_DeleteNamespaceResponse>(
+            message: try await self.deleteNamespace(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listNamespaces(
+        request: GRPCCore.ServerRequest<Tessera_Endpoint_V1_ListNamespacesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Tessera_Endpoint_V1_ListNamespacesResponse> {
+        return GRPCCore.ServerResponse<Tessera_Endpoint_V1_ListNamespacesResponse>(
+            message: try await self.listNamespaces(
                 request: request.message,
                 context: context
             ),
@@ -1328,6 +1707,87 @@ extension Tessera_Endpoint_V1_EndpointService {
             deserializer: some GRPCCore.MessageDeserializer<Tessera_Endpoint_V1_GarbageCollectEndpointsResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_GarbageCollectEndpointsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "SetNamespace" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Namespace labels: setting or deleting them re-labels every endpoint in the
+        /// > namespace. Errors: INVALID_ARGUMENT (bad name or labels), NOT_FOUND (Get).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Endpoint_V1_SetNamespaceRequest` message.
+        ///   - serializer: A serializer for `Tessera_Endpoint_V1_SetNamespaceRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Endpoint_V1_Namespace` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func setNamespace<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Endpoint_V1_SetNamespaceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Endpoint_V1_SetNamespaceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Endpoint_V1_Namespace>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_Namespace>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetNamespace" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Endpoint_V1_GetNamespaceRequest` message.
+        ///   - serializer: A serializer for `Tessera_Endpoint_V1_GetNamespaceRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Endpoint_V1_Namespace` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getNamespace<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Endpoint_V1_GetNamespaceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Endpoint_V1_GetNamespaceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Endpoint_V1_Namespace>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_Namespace>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DeleteNamespace" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Endpoint_V1_DeleteNamespaceRequest` message.
+        ///   - serializer: A serializer for `Tessera_Endpoint_V1_DeleteNamespaceRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Endpoint_V1_DeleteNamespaceResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func deleteNamespace<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Endpoint_V1_DeleteNamespaceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Endpoint_V1_DeleteNamespaceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Endpoint_V1_DeleteNamespaceResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_DeleteNamespaceResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListNamespaces" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Endpoint_V1_ListNamespacesRequest` message.
+        ///   - serializer: A serializer for `Tessera_Endpoint_V1_ListNamespacesRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Endpoint_V1_ListNamespacesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listNamespaces<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Endpoint_V1_ListNamespacesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Endpoint_V1_ListNamespacesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Endpoint_V1_ListNamespacesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_ListNamespacesResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1681,6 +2141,131 @@ extension Tessera_Endpoint_V1_EndpointService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "SetNamespace" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Namespace labels: setting or deleting them re-labels every endpoint in the
+        /// > namespace. Errors: INVALID_ARGUMENT (bad name or labels), NOT_FOUND (Get).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Endpoint_V1_SetNamespaceRequest` message.
+        ///   - serializer: A serializer for `Tessera_Endpoint_V1_SetNamespaceRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Endpoint_V1_Namespace` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func setNamespace<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Endpoint_V1_SetNamespaceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Endpoint_V1_SetNamespaceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Endpoint_V1_Namespace>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_Namespace>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Tessera_Endpoint_V1_EndpointService.Method.SetNamespace.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetNamespace" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Endpoint_V1_GetNamespaceRequest` message.
+        ///   - serializer: A serializer for `Tessera_Endpoint_V1_GetNamespaceRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Endpoint_V1_Namespace` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getNamespace<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Endpoint_V1_GetNamespaceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Endpoint_V1_GetNamespaceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Endpoint_V1_Namespace>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_Namespace>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Tessera_Endpoint_V1_EndpointService.Method.GetNamespace.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "DeleteNamespace" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Endpoint_V1_DeleteNamespaceRequest` message.
+        ///   - serializer: A serializer for `Tessera_Endpoint_V1_DeleteNamespaceRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Endpoint_V1_DeleteNamespaceResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func deleteNamespace<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Endpoint_V1_DeleteNamespaceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Endpoint_V1_DeleteNamespaceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Endpoint_V1_DeleteNamespaceResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_DeleteNamespaceResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Tessera_Endpoint_V1_EndpointService.Method.DeleteNamespace.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListNamespaces" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Endpoint_V1_ListNamespacesRequest` message.
+        ///   - serializer: A serializer for `Tessera_Endpoint_V1_ListNamespacesRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Endpoint_V1_ListNamespacesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listNamespaces<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Endpoint_V1_ListNamespacesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Endpoint_V1_ListNamespacesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Endpoint_V1_ListNamespacesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_ListNamespacesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Tessera_Endpoint_V1_EndpointService.Method.ListNamespaces.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1963,6 +2548,111 @@ extension Tessera_Endpoint_V1_EndpointService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Endpoint_V1_GarbageCollectEndpointsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Endpoint_V1_GarbageCollectEndpointsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SetNamespace" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Namespace labels: setting or deleting them re-labels every endpoint in the
+    /// > namespace. Errors: INVALID_ARGUMENT (bad name or labels), NOT_FOUND (Get).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Tessera_Endpoint_V1_SetNamespaceRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func setNamespace<Result>(
+        request: GRPCCore.ClientRequest<Tessera_Endpoint_V1_SetNamespaceRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_Namespace>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.setNamespace(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Endpoint_V1_SetNamespaceRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Endpoint_V1_Namespace>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetNamespace" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Tessera_Endpoint_V1_GetNamespaceRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getNamespace<Result>(
+        request: GRPCCore.ClientRequest<Tessera_Endpoint_V1_GetNamespaceRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_Namespace>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getNamespace(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Endpoint_V1_GetNamespaceRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Endpoint_V1_Namespace>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteNamespace" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Tessera_Endpoint_V1_DeleteNamespaceRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteNamespace<Result>(
+        request: GRPCCore.ClientRequest<Tessera_Endpoint_V1_DeleteNamespaceRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_DeleteNamespaceResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.deleteNamespace(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Endpoint_V1_DeleteNamespaceRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Endpoint_V1_DeleteNamespaceResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListNamespaces" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Tessera_Endpoint_V1_ListNamespacesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listNamespaces<Result>(
+        request: GRPCCore.ClientRequest<Tessera_Endpoint_V1_ListNamespacesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_ListNamespacesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listNamespaces(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Endpoint_V1_ListNamespacesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Endpoint_V1_ListNamespacesResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2287,6 +2977,127 @@ extension Tessera_Endpoint_V1_EndpointService.ClientProtocol {
             metadata: metadata
         )
         return try await self.garbageCollectEndpoints(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SetNamespace" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Namespace labels: setting or deleting them re-labels every endpoint in the
+    /// > namespace. Errors: INVALID_ARGUMENT (bad name or labels), NOT_FOUND (Get).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func setNamespace<Result>(
+        _ message: Tessera_Endpoint_V1_SetNamespaceRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_Namespace>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Tessera_Endpoint_V1_SetNamespaceRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.setNamespace(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetNamespace" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getNamespace<Result>(
+        _ message: Tessera_Endpoint_V1_GetNamespaceRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_Namespace>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Tessera_Endpoint_V1_GetNamespaceRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getNamespace(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteNamespace" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteNamespace<Result>(
+        _ message: Tessera_Endpoint_V1_DeleteNamespaceRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_DeleteNamespaceResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Tessera_Endpoint_V1_DeleteNamespaceRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.deleteNamespace(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListNamespaces" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listNamespaces<Result>(
+        _ message: Tessera_Endpoint_V1_ListNamespacesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Endpoint_V1_ListNamespacesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Tessera_Endpoint_V1_ListNamespacesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listNamespaces(
             request: request,
             options: options,
             onResponse: handleResponse

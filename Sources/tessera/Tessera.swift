@@ -9,6 +9,6 @@ struct Tessera: AsyncParsableCommand {
     version: "0.1.0",
     subcommands: [
       Status.self, Node.self, EndpointCommand.self, IdentityCommand.self, PolicyCommand.self,
-      Selectors.self, WorkloadCommand.self, DatapathCommand.self,
+      Selectors.self, WorkloadCommand.self, NamespaceCommand.self, DatapathCommand.self,
     ])
 }

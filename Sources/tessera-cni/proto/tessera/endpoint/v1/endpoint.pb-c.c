@@ -817,6 +817,321 @@ void   tessera__endpoint__v1__list_workloads_response__free_unpacked
   assert(message->base.descriptor == &tessera__endpoint__v1__list_workloads_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   tessera__endpoint__v1__namespace__init
+                     (Tessera__Endpoint__V1__Namespace         *message)
+{
+  static const Tessera__Endpoint__V1__Namespace init_value = TESSERA__ENDPOINT__V1__NAMESPACE__INIT;
+  *message = init_value;
+}
+size_t tessera__endpoint__v1__namespace__get_packed_size
+                     (const Tessera__Endpoint__V1__Namespace *message)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__namespace__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tessera__endpoint__v1__namespace__pack
+                     (const Tessera__Endpoint__V1__Namespace *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__namespace__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tessera__endpoint__v1__namespace__pack_to_buffer
+                     (const Tessera__Endpoint__V1__Namespace *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__namespace__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tessera__Endpoint__V1__Namespace *
+       tessera__endpoint__v1__namespace__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tessera__Endpoint__V1__Namespace *)
+     protobuf_c_message_unpack (&tessera__endpoint__v1__namespace__descriptor,
+                                allocator, len, data);
+}
+void   tessera__endpoint__v1__namespace__free_unpacked
+                     (Tessera__Endpoint__V1__Namespace *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tessera__endpoint__v1__namespace__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tessera__endpoint__v1__set_namespace_request__init
+                     (Tessera__Endpoint__V1__SetNamespaceRequest         *message)
+{
+  static const Tessera__Endpoint__V1__SetNamespaceRequest init_value = TESSERA__ENDPOINT__V1__SET_NAMESPACE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tessera__endpoint__v1__set_namespace_request__get_packed_size
+                     (const Tessera__Endpoint__V1__SetNamespaceRequest *message)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__set_namespace_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tessera__endpoint__v1__set_namespace_request__pack
+                     (const Tessera__Endpoint__V1__SetNamespaceRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__set_namespace_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tessera__endpoint__v1__set_namespace_request__pack_to_buffer
+                     (const Tessera__Endpoint__V1__SetNamespaceRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__set_namespace_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tessera__Endpoint__V1__SetNamespaceRequest *
+       tessera__endpoint__v1__set_namespace_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tessera__Endpoint__V1__SetNamespaceRequest *)
+     protobuf_c_message_unpack (&tessera__endpoint__v1__set_namespace_request__descriptor,
+                                allocator, len, data);
+}
+void   tessera__endpoint__v1__set_namespace_request__free_unpacked
+                     (Tessera__Endpoint__V1__SetNamespaceRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tessera__endpoint__v1__set_namespace_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tessera__endpoint__v1__get_namespace_request__init
+                     (Tessera__Endpoint__V1__GetNamespaceRequest         *message)
+{
+  static const Tessera__Endpoint__V1__GetNamespaceRequest init_value = TESSERA__ENDPOINT__V1__GET_NAMESPACE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tessera__endpoint__v1__get_namespace_request__get_packed_size
+                     (const Tessera__Endpoint__V1__GetNamespaceRequest *message)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__get_namespace_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tessera__endpoint__v1__get_namespace_request__pack
+                     (const Tessera__Endpoint__V1__GetNamespaceRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__get_namespace_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tessera__endpoint__v1__get_namespace_request__pack_to_buffer
+                     (const Tessera__Endpoint__V1__GetNamespaceRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__get_namespace_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tessera__Endpoint__V1__GetNamespaceRequest *
+       tessera__endpoint__v1__get_namespace_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tessera__Endpoint__V1__GetNamespaceRequest *)
+     protobuf_c_message_unpack (&tessera__endpoint__v1__get_namespace_request__descriptor,
+                                allocator, len, data);
+}
+void   tessera__endpoint__v1__get_namespace_request__free_unpacked
+                     (Tessera__Endpoint__V1__GetNamespaceRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tessera__endpoint__v1__get_namespace_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tessera__endpoint__v1__delete_namespace_request__init
+                     (Tessera__Endpoint__V1__DeleteNamespaceRequest         *message)
+{
+  static const Tessera__Endpoint__V1__DeleteNamespaceRequest init_value = TESSERA__ENDPOINT__V1__DELETE_NAMESPACE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tessera__endpoint__v1__delete_namespace_request__get_packed_size
+                     (const Tessera__Endpoint__V1__DeleteNamespaceRequest *message)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__delete_namespace_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tessera__endpoint__v1__delete_namespace_request__pack
+                     (const Tessera__Endpoint__V1__DeleteNamespaceRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__delete_namespace_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tessera__endpoint__v1__delete_namespace_request__pack_to_buffer
+                     (const Tessera__Endpoint__V1__DeleteNamespaceRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__delete_namespace_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tessera__Endpoint__V1__DeleteNamespaceRequest *
+       tessera__endpoint__v1__delete_namespace_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tessera__Endpoint__V1__DeleteNamespaceRequest *)
+     protobuf_c_message_unpack (&tessera__endpoint__v1__delete_namespace_request__descriptor,
+                                allocator, len, data);
+}
+void   tessera__endpoint__v1__delete_namespace_request__free_unpacked
+                     (Tessera__Endpoint__V1__DeleteNamespaceRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tessera__endpoint__v1__delete_namespace_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tessera__endpoint__v1__delete_namespace_response__init
+                     (Tessera__Endpoint__V1__DeleteNamespaceResponse         *message)
+{
+  static const Tessera__Endpoint__V1__DeleteNamespaceResponse init_value = TESSERA__ENDPOINT__V1__DELETE_NAMESPACE_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t tessera__endpoint__v1__delete_namespace_response__get_packed_size
+                     (const Tessera__Endpoint__V1__DeleteNamespaceResponse *message)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__delete_namespace_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tessera__endpoint__v1__delete_namespace_response__pack
+                     (const Tessera__Endpoint__V1__DeleteNamespaceResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__delete_namespace_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tessera__endpoint__v1__delete_namespace_response__pack_to_buffer
+                     (const Tessera__Endpoint__V1__DeleteNamespaceResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__delete_namespace_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tessera__Endpoint__V1__DeleteNamespaceResponse *
+       tessera__endpoint__v1__delete_namespace_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tessera__Endpoint__V1__DeleteNamespaceResponse *)
+     protobuf_c_message_unpack (&tessera__endpoint__v1__delete_namespace_response__descriptor,
+                                allocator, len, data);
+}
+void   tessera__endpoint__v1__delete_namespace_response__free_unpacked
+                     (Tessera__Endpoint__V1__DeleteNamespaceResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tessera__endpoint__v1__delete_namespace_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tessera__endpoint__v1__list_namespaces_request__init
+                     (Tessera__Endpoint__V1__ListNamespacesRequest         *message)
+{
+  static const Tessera__Endpoint__V1__ListNamespacesRequest init_value = TESSERA__ENDPOINT__V1__LIST_NAMESPACES_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tessera__endpoint__v1__list_namespaces_request__get_packed_size
+                     (const Tessera__Endpoint__V1__ListNamespacesRequest *message)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__list_namespaces_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tessera__endpoint__v1__list_namespaces_request__pack
+                     (const Tessera__Endpoint__V1__ListNamespacesRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__list_namespaces_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tessera__endpoint__v1__list_namespaces_request__pack_to_buffer
+                     (const Tessera__Endpoint__V1__ListNamespacesRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__list_namespaces_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tessera__Endpoint__V1__ListNamespacesRequest *
+       tessera__endpoint__v1__list_namespaces_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tessera__Endpoint__V1__ListNamespacesRequest *)
+     protobuf_c_message_unpack (&tessera__endpoint__v1__list_namespaces_request__descriptor,
+                                allocator, len, data);
+}
+void   tessera__endpoint__v1__list_namespaces_request__free_unpacked
+                     (Tessera__Endpoint__V1__ListNamespacesRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tessera__endpoint__v1__list_namespaces_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tessera__endpoint__v1__list_namespaces_response__init
+                     (Tessera__Endpoint__V1__ListNamespacesResponse         *message)
+{
+  static const Tessera__Endpoint__V1__ListNamespacesResponse init_value = TESSERA__ENDPOINT__V1__LIST_NAMESPACES_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t tessera__endpoint__v1__list_namespaces_response__get_packed_size
+                     (const Tessera__Endpoint__V1__ListNamespacesResponse *message)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__list_namespaces_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tessera__endpoint__v1__list_namespaces_response__pack
+                     (const Tessera__Endpoint__V1__ListNamespacesResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__list_namespaces_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tessera__endpoint__v1__list_namespaces_response__pack_to_buffer
+                     (const Tessera__Endpoint__V1__ListNamespacesResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tessera__endpoint__v1__list_namespaces_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tessera__Endpoint__V1__ListNamespacesResponse *
+       tessera__endpoint__v1__list_namespaces_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tessera__Endpoint__V1__ListNamespacesResponse *)
+     protobuf_c_message_unpack (&tessera__endpoint__v1__list_namespaces_response__descriptor,
+                                allocator, len, data);
+}
+void   tessera__endpoint__v1__list_namespaces_response__free_unpacked
+                     (Tessera__Endpoint__V1__ListNamespacesResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tessera__endpoint__v1__list_namespaces_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   tessera__endpoint__v1__attachment__init
                      (Tessera__Endpoint__V1__Attachment         *message)
 {
@@ -1973,6 +2288,265 @@ const ProtobufCMessageDescriptor tessera__endpoint__v1__list_workloads_response_
   (ProtobufCMessageInit) tessera__endpoint__v1__list_workloads_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor tessera__endpoint__v1__namespace__field_descriptors[2] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Endpoint__V1__Namespace, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "labels",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Tessera__Endpoint__V1__Namespace, n_labels),
+    offsetof(Tessera__Endpoint__V1__Namespace, labels),
+    &tessera__common__v1__label__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tessera__endpoint__v1__namespace__field_indices_by_name[] = {
+  1,   /* field[1] = labels */
+  0,   /* field[0] = name */
+};
+static const ProtobufCIntRange tessera__endpoint__v1__namespace__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor tessera__endpoint__v1__namespace__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tessera.endpoint.v1.Namespace",
+  "Namespace",
+  "Tessera__Endpoint__V1__Namespace",
+  "tessera.endpoint.v1",
+  sizeof(Tessera__Endpoint__V1__Namespace),
+  2,
+  tessera__endpoint__v1__namespace__field_descriptors,
+  tessera__endpoint__v1__namespace__field_indices_by_name,
+  1,  tessera__endpoint__v1__namespace__number_ranges,
+  (ProtobufCMessageInit) tessera__endpoint__v1__namespace__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tessera__endpoint__v1__set_namespace_request__field_descriptors[1] =
+{
+  {
+    "namespace",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Endpoint__V1__SetNamespaceRequest, namespace_),
+    &tessera__endpoint__v1__namespace__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tessera__endpoint__v1__set_namespace_request__field_indices_by_name[] = {
+  0,   /* field[0] = namespace */
+};
+static const ProtobufCIntRange tessera__endpoint__v1__set_namespace_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tessera__endpoint__v1__set_namespace_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tessera.endpoint.v1.SetNamespaceRequest",
+  "SetNamespaceRequest",
+  "Tessera__Endpoint__V1__SetNamespaceRequest",
+  "tessera.endpoint.v1",
+  sizeof(Tessera__Endpoint__V1__SetNamespaceRequest),
+  1,
+  tessera__endpoint__v1__set_namespace_request__field_descriptors,
+  tessera__endpoint__v1__set_namespace_request__field_indices_by_name,
+  1,  tessera__endpoint__v1__set_namespace_request__number_ranges,
+  (ProtobufCMessageInit) tessera__endpoint__v1__set_namespace_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tessera__endpoint__v1__get_namespace_request__field_descriptors[1] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Endpoint__V1__GetNamespaceRequest, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tessera__endpoint__v1__get_namespace_request__field_indices_by_name[] = {
+  0,   /* field[0] = name */
+};
+static const ProtobufCIntRange tessera__endpoint__v1__get_namespace_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tessera__endpoint__v1__get_namespace_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tessera.endpoint.v1.GetNamespaceRequest",
+  "GetNamespaceRequest",
+  "Tessera__Endpoint__V1__GetNamespaceRequest",
+  "tessera.endpoint.v1",
+  sizeof(Tessera__Endpoint__V1__GetNamespaceRequest),
+  1,
+  tessera__endpoint__v1__get_namespace_request__field_descriptors,
+  tessera__endpoint__v1__get_namespace_request__field_indices_by_name,
+  1,  tessera__endpoint__v1__get_namespace_request__number_ranges,
+  (ProtobufCMessageInit) tessera__endpoint__v1__get_namespace_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tessera__endpoint__v1__delete_namespace_request__field_descriptors[1] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Endpoint__V1__DeleteNamespaceRequest, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tessera__endpoint__v1__delete_namespace_request__field_indices_by_name[] = {
+  0,   /* field[0] = name */
+};
+static const ProtobufCIntRange tessera__endpoint__v1__delete_namespace_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tessera__endpoint__v1__delete_namespace_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tessera.endpoint.v1.DeleteNamespaceRequest",
+  "DeleteNamespaceRequest",
+  "Tessera__Endpoint__V1__DeleteNamespaceRequest",
+  "tessera.endpoint.v1",
+  sizeof(Tessera__Endpoint__V1__DeleteNamespaceRequest),
+  1,
+  tessera__endpoint__v1__delete_namespace_request__field_descriptors,
+  tessera__endpoint__v1__delete_namespace_request__field_indices_by_name,
+  1,  tessera__endpoint__v1__delete_namespace_request__number_ranges,
+  (ProtobufCMessageInit) tessera__endpoint__v1__delete_namespace_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tessera__endpoint__v1__delete_namespace_response__field_descriptors[1] =
+{
+  {
+    "existed",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Endpoint__V1__DeleteNamespaceResponse, existed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tessera__endpoint__v1__delete_namespace_response__field_indices_by_name[] = {
+  0,   /* field[0] = existed */
+};
+static const ProtobufCIntRange tessera__endpoint__v1__delete_namespace_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tessera__endpoint__v1__delete_namespace_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tessera.endpoint.v1.DeleteNamespaceResponse",
+  "DeleteNamespaceResponse",
+  "Tessera__Endpoint__V1__DeleteNamespaceResponse",
+  "tessera.endpoint.v1",
+  sizeof(Tessera__Endpoint__V1__DeleteNamespaceResponse),
+  1,
+  tessera__endpoint__v1__delete_namespace_response__field_descriptors,
+  tessera__endpoint__v1__delete_namespace_response__field_indices_by_name,
+  1,  tessera__endpoint__v1__delete_namespace_response__number_ranges,
+  (ProtobufCMessageInit) tessera__endpoint__v1__delete_namespace_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define tessera__endpoint__v1__list_namespaces_request__field_descriptors NULL
+#define tessera__endpoint__v1__list_namespaces_request__field_indices_by_name NULL
+#define tessera__endpoint__v1__list_namespaces_request__number_ranges NULL
+const ProtobufCMessageDescriptor tessera__endpoint__v1__list_namespaces_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tessera.endpoint.v1.ListNamespacesRequest",
+  "ListNamespacesRequest",
+  "Tessera__Endpoint__V1__ListNamespacesRequest",
+  "tessera.endpoint.v1",
+  sizeof(Tessera__Endpoint__V1__ListNamespacesRequest),
+  0,
+  tessera__endpoint__v1__list_namespaces_request__field_descriptors,
+  tessera__endpoint__v1__list_namespaces_request__field_indices_by_name,
+  0,  tessera__endpoint__v1__list_namespaces_request__number_ranges,
+  (ProtobufCMessageInit) tessera__endpoint__v1__list_namespaces_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tessera__endpoint__v1__list_namespaces_response__field_descriptors[1] =
+{
+  {
+    "namespaces",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Tessera__Endpoint__V1__ListNamespacesResponse, n_namespaces),
+    offsetof(Tessera__Endpoint__V1__ListNamespacesResponse, namespaces),
+    &tessera__endpoint__v1__namespace__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tessera__endpoint__v1__list_namespaces_response__field_indices_by_name[] = {
+  0,   /* field[0] = namespaces */
+};
+static const ProtobufCIntRange tessera__endpoint__v1__list_namespaces_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tessera__endpoint__v1__list_namespaces_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tessera.endpoint.v1.ListNamespacesResponse",
+  "ListNamespacesResponse",
+  "Tessera__Endpoint__V1__ListNamespacesResponse",
+  "tessera.endpoint.v1",
+  sizeof(Tessera__Endpoint__V1__ListNamespacesResponse),
+  1,
+  tessera__endpoint__v1__list_namespaces_response__field_descriptors,
+  tessera__endpoint__v1__list_namespaces_response__field_indices_by_name,
+  1,  tessera__endpoint__v1__list_namespaces_response__number_ranges,
+  (ProtobufCMessageInit) tessera__endpoint__v1__list_namespaces_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor tessera__endpoint__v1__attachment__field_descriptors[2] =
 {
   {
@@ -2142,7 +2716,7 @@ const ProtobufCEnumDescriptor tessera__endpoint__v1__endpoint_state__descriptor 
   tessera__endpoint__v1__endpoint_state__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor tessera__endpoint__v1__endpoint_service__method_descriptors[10] =
+static const ProtobufCMethodDescriptor tessera__endpoint__v1__endpoint_service__method_descriptors[14] =
 {
   { "CreateEndpoint", &tessera__endpoint__v1__create_endpoint_request__descriptor, &tessera__endpoint__v1__create_endpoint_response__descriptor },
   { "DeleteEndpoint", &tessera__endpoint__v1__delete_endpoint_request__descriptor, &tessera__endpoint__v1__delete_endpoint_response__descriptor },
@@ -2154,16 +2728,24 @@ static const ProtobufCMethodDescriptor tessera__endpoint__v1__endpoint_service__
   { "DeleteWorkload", &tessera__endpoint__v1__delete_workload_request__descriptor, &tessera__endpoint__v1__delete_workload_response__descriptor },
   { "ListWorkloads", &tessera__endpoint__v1__list_workloads_request__descriptor, &tessera__endpoint__v1__list_workloads_response__descriptor },
   { "GarbageCollectEndpoints", &tessera__endpoint__v1__garbage_collect_endpoints_request__descriptor, &tessera__endpoint__v1__garbage_collect_endpoints_response__descriptor },
+  { "SetNamespace", &tessera__endpoint__v1__set_namespace_request__descriptor, &tessera__endpoint__v1__namespace__descriptor },
+  { "GetNamespace", &tessera__endpoint__v1__get_namespace_request__descriptor, &tessera__endpoint__v1__namespace__descriptor },
+  { "DeleteNamespace", &tessera__endpoint__v1__delete_namespace_request__descriptor, &tessera__endpoint__v1__delete_namespace_response__descriptor },
+  { "ListNamespaces", &tessera__endpoint__v1__list_namespaces_request__descriptor, &tessera__endpoint__v1__list_namespaces_response__descriptor },
 };
 const unsigned tessera__endpoint__v1__endpoint_service__method_indices_by_name[] = {
   0,        /* CreateEndpoint */
   1,        /* DeleteEndpoint */
+  12,        /* DeleteNamespace */
   7,        /* DeleteWorkload */
   9,        /* GarbageCollectEndpoints */
   2,        /* GetEndpoint */
+  11,        /* GetNamespace */
   6,        /* GetWorkload */
   3,        /* ListEndpoints */
+  13,        /* ListNamespaces */
   8,        /* ListWorkloads */
+  10,        /* SetNamespace */
   5,        /* SetWorkload */
   4         /* UpdateEndpointLabels */
 };
@@ -2174,7 +2756,7 @@ const ProtobufCServiceDescriptor tessera__endpoint__v1__endpoint_service__descri
   "EndpointService",
   "Tessera__Endpoint__V1__EndpointService",
   "tessera.endpoint.v1",
-  10,
+  14,
   tessera__endpoint__v1__endpoint_service__method_descriptors,
   tessera__endpoint__v1__endpoint_service__method_indices_by_name
 };
@@ -2257,6 +2839,38 @@ void tessera__endpoint__v1__endpoint_service__garbage_collect_endpoints(Protobuf
 {
   assert(service->descriptor == &tessera__endpoint__v1__endpoint_service__descriptor);
   service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tessera__endpoint__v1__endpoint_service__set_namespace(ProtobufCService *service,
+                                                            const Tessera__Endpoint__V1__SetNamespaceRequest *input,
+                                                            Tessera__Endpoint__V1__Namespace_Closure closure,
+                                                            void *closure_data)
+{
+  assert(service->descriptor == &tessera__endpoint__v1__endpoint_service__descriptor);
+  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tessera__endpoint__v1__endpoint_service__get_namespace(ProtobufCService *service,
+                                                            const Tessera__Endpoint__V1__GetNamespaceRequest *input,
+                                                            Tessera__Endpoint__V1__Namespace_Closure closure,
+                                                            void *closure_data)
+{
+  assert(service->descriptor == &tessera__endpoint__v1__endpoint_service__descriptor);
+  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tessera__endpoint__v1__endpoint_service__delete_namespace(ProtobufCService *service,
+                                                               const Tessera__Endpoint__V1__DeleteNamespaceRequest *input,
+                                                               Tessera__Endpoint__V1__DeleteNamespaceResponse_Closure closure,
+                                                               void *closure_data)
+{
+  assert(service->descriptor == &tessera__endpoint__v1__endpoint_service__descriptor);
+  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tessera__endpoint__v1__endpoint_service__list_namespaces(ProtobufCService *service,
+                                                              const Tessera__Endpoint__V1__ListNamespacesRequest *input,
+                                                              Tessera__Endpoint__V1__ListNamespacesResponse_Closure closure,
+                                                              void *closure_data)
+{
+  assert(service->descriptor == &tessera__endpoint__v1__endpoint_service__descriptor);
+  service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void tessera__endpoint__v1__endpoint_service__init (Tessera__Endpoint__V1__EndpointService_Service *service,
                                                     Tessera__Endpoint__V1__EndpointService_ServiceDestroy destroy)

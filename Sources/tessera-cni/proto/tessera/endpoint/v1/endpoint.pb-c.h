@@ -34,6 +34,13 @@ typedef struct Tessera__Endpoint__V1__DeleteWorkloadResponse Tessera__Endpoint__
 typedef struct Tessera__Endpoint__V1__GetWorkloadRequest Tessera__Endpoint__V1__GetWorkloadRequest;
 typedef struct Tessera__Endpoint__V1__ListWorkloadsRequest Tessera__Endpoint__V1__ListWorkloadsRequest;
 typedef struct Tessera__Endpoint__V1__ListWorkloadsResponse Tessera__Endpoint__V1__ListWorkloadsResponse;
+typedef struct Tessera__Endpoint__V1__Namespace Tessera__Endpoint__V1__Namespace;
+typedef struct Tessera__Endpoint__V1__SetNamespaceRequest Tessera__Endpoint__V1__SetNamespaceRequest;
+typedef struct Tessera__Endpoint__V1__GetNamespaceRequest Tessera__Endpoint__V1__GetNamespaceRequest;
+typedef struct Tessera__Endpoint__V1__DeleteNamespaceRequest Tessera__Endpoint__V1__DeleteNamespaceRequest;
+typedef struct Tessera__Endpoint__V1__DeleteNamespaceResponse Tessera__Endpoint__V1__DeleteNamespaceResponse;
+typedef struct Tessera__Endpoint__V1__ListNamespacesRequest Tessera__Endpoint__V1__ListNamespacesRequest;
+typedef struct Tessera__Endpoint__V1__ListNamespacesResponse Tessera__Endpoint__V1__ListNamespacesResponse;
 typedef struct Tessera__Endpoint__V1__Attachment Tessera__Endpoint__V1__Attachment;
 typedef struct Tessera__Endpoint__V1__GarbageCollectEndpointsRequest Tessera__Endpoint__V1__GarbageCollectEndpointsRequest;
 typedef struct Tessera__Endpoint__V1__GarbageCollectEndpointsResponse Tessera__Endpoint__V1__GarbageCollectEndpointsResponse;
@@ -307,6 +314,82 @@ struct  Tessera__Endpoint__V1__ListWorkloadsResponse
 };
 #define TESSERA__ENDPOINT__V1__LIST_WORKLOADS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tessera__endpoint__v1__list_workloads_response__descriptor) \
+    , 0,NULL }
+
+
+/*
+ * A namespace and its labels. Every endpoint in the namespace carries them as
+ * k8s:io.cilium.k8s.namespace.labels.<key>=<value> (what namespaceSelector matches).
+ */
+struct  Tessera__Endpoint__V1__Namespace
+{
+  ProtobufCMessage base;
+  char *name;
+  size_t n_labels;
+  Tessera__Common__V1__Label **labels;
+};
+#define TESSERA__ENDPOINT__V1__NAMESPACE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tessera__endpoint__v1__namespace__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL }
+
+
+struct  Tessera__Endpoint__V1__SetNamespaceRequest
+{
+  ProtobufCMessage base;
+  Tessera__Endpoint__V1__Namespace *namespace_;
+};
+#define TESSERA__ENDPOINT__V1__SET_NAMESPACE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tessera__endpoint__v1__set_namespace_request__descriptor) \
+    , NULL }
+
+
+struct  Tessera__Endpoint__V1__GetNamespaceRequest
+{
+  ProtobufCMessage base;
+  char *name;
+};
+#define TESSERA__ENDPOINT__V1__GET_NAMESPACE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tessera__endpoint__v1__get_namespace_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Tessera__Endpoint__V1__DeleteNamespaceRequest
+{
+  ProtobufCMessage base;
+  char *name;
+};
+#define TESSERA__ENDPOINT__V1__DELETE_NAMESPACE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tessera__endpoint__v1__delete_namespace_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Tessera__Endpoint__V1__DeleteNamespaceResponse
+{
+  ProtobufCMessage base;
+  protobuf_c_boolean existed;
+};
+#define TESSERA__ENDPOINT__V1__DELETE_NAMESPACE_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tessera__endpoint__v1__delete_namespace_response__descriptor) \
+    , 0 }
+
+
+struct  Tessera__Endpoint__V1__ListNamespacesRequest
+{
+  ProtobufCMessage base;
+};
+#define TESSERA__ENDPOINT__V1__LIST_NAMESPACES_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tessera__endpoint__v1__list_namespaces_request__descriptor) \
+     }
+
+
+struct  Tessera__Endpoint__V1__ListNamespacesResponse
+{
+  ProtobufCMessage base;
+  size_t n_namespaces;
+  Tessera__Endpoint__V1__Namespace **namespaces;
+};
+#define TESSERA__ENDPOINT__V1__LIST_NAMESPACES_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tessera__endpoint__v1__list_namespaces_response__descriptor) \
     , 0,NULL }
 
 
@@ -688,6 +771,139 @@ Tessera__Endpoint__V1__ListWorkloadsResponse *
 void   tessera__endpoint__v1__list_workloads_response__free_unpacked
                      (Tessera__Endpoint__V1__ListWorkloadsResponse *message,
                       ProtobufCAllocator *allocator);
+/* Tessera__Endpoint__V1__Namespace methods */
+void   tessera__endpoint__v1__namespace__init
+                     (Tessera__Endpoint__V1__Namespace         *message);
+size_t tessera__endpoint__v1__namespace__get_packed_size
+                     (const Tessera__Endpoint__V1__Namespace   *message);
+size_t tessera__endpoint__v1__namespace__pack
+                     (const Tessera__Endpoint__V1__Namespace   *message,
+                      uint8_t             *out);
+size_t tessera__endpoint__v1__namespace__pack_to_buffer
+                     (const Tessera__Endpoint__V1__Namespace   *message,
+                      ProtobufCBuffer     *buffer);
+Tessera__Endpoint__V1__Namespace *
+       tessera__endpoint__v1__namespace__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tessera__endpoint__v1__namespace__free_unpacked
+                     (Tessera__Endpoint__V1__Namespace *message,
+                      ProtobufCAllocator *allocator);
+/* Tessera__Endpoint__V1__SetNamespaceRequest methods */
+void   tessera__endpoint__v1__set_namespace_request__init
+                     (Tessera__Endpoint__V1__SetNamespaceRequest         *message);
+size_t tessera__endpoint__v1__set_namespace_request__get_packed_size
+                     (const Tessera__Endpoint__V1__SetNamespaceRequest   *message);
+size_t tessera__endpoint__v1__set_namespace_request__pack
+                     (const Tessera__Endpoint__V1__SetNamespaceRequest   *message,
+                      uint8_t             *out);
+size_t tessera__endpoint__v1__set_namespace_request__pack_to_buffer
+                     (const Tessera__Endpoint__V1__SetNamespaceRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tessera__Endpoint__V1__SetNamespaceRequest *
+       tessera__endpoint__v1__set_namespace_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tessera__endpoint__v1__set_namespace_request__free_unpacked
+                     (Tessera__Endpoint__V1__SetNamespaceRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tessera__Endpoint__V1__GetNamespaceRequest methods */
+void   tessera__endpoint__v1__get_namespace_request__init
+                     (Tessera__Endpoint__V1__GetNamespaceRequest         *message);
+size_t tessera__endpoint__v1__get_namespace_request__get_packed_size
+                     (const Tessera__Endpoint__V1__GetNamespaceRequest   *message);
+size_t tessera__endpoint__v1__get_namespace_request__pack
+                     (const Tessera__Endpoint__V1__GetNamespaceRequest   *message,
+                      uint8_t             *out);
+size_t tessera__endpoint__v1__get_namespace_request__pack_to_buffer
+                     (const Tessera__Endpoint__V1__GetNamespaceRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tessera__Endpoint__V1__GetNamespaceRequest *
+       tessera__endpoint__v1__get_namespace_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tessera__endpoint__v1__get_namespace_request__free_unpacked
+                     (Tessera__Endpoint__V1__GetNamespaceRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tessera__Endpoint__V1__DeleteNamespaceRequest methods */
+void   tessera__endpoint__v1__delete_namespace_request__init
+                     (Tessera__Endpoint__V1__DeleteNamespaceRequest         *message);
+size_t tessera__endpoint__v1__delete_namespace_request__get_packed_size
+                     (const Tessera__Endpoint__V1__DeleteNamespaceRequest   *message);
+size_t tessera__endpoint__v1__delete_namespace_request__pack
+                     (const Tessera__Endpoint__V1__DeleteNamespaceRequest   *message,
+                      uint8_t             *out);
+size_t tessera__endpoint__v1__delete_namespace_request__pack_to_buffer
+                     (const Tessera__Endpoint__V1__DeleteNamespaceRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tessera__Endpoint__V1__DeleteNamespaceRequest *
+       tessera__endpoint__v1__delete_namespace_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tessera__endpoint__v1__delete_namespace_request__free_unpacked
+                     (Tessera__Endpoint__V1__DeleteNamespaceRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tessera__Endpoint__V1__DeleteNamespaceResponse methods */
+void   tessera__endpoint__v1__delete_namespace_response__init
+                     (Tessera__Endpoint__V1__DeleteNamespaceResponse         *message);
+size_t tessera__endpoint__v1__delete_namespace_response__get_packed_size
+                     (const Tessera__Endpoint__V1__DeleteNamespaceResponse   *message);
+size_t tessera__endpoint__v1__delete_namespace_response__pack
+                     (const Tessera__Endpoint__V1__DeleteNamespaceResponse   *message,
+                      uint8_t             *out);
+size_t tessera__endpoint__v1__delete_namespace_response__pack_to_buffer
+                     (const Tessera__Endpoint__V1__DeleteNamespaceResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Tessera__Endpoint__V1__DeleteNamespaceResponse *
+       tessera__endpoint__v1__delete_namespace_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tessera__endpoint__v1__delete_namespace_response__free_unpacked
+                     (Tessera__Endpoint__V1__DeleteNamespaceResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Tessera__Endpoint__V1__ListNamespacesRequest methods */
+void   tessera__endpoint__v1__list_namespaces_request__init
+                     (Tessera__Endpoint__V1__ListNamespacesRequest         *message);
+size_t tessera__endpoint__v1__list_namespaces_request__get_packed_size
+                     (const Tessera__Endpoint__V1__ListNamespacesRequest   *message);
+size_t tessera__endpoint__v1__list_namespaces_request__pack
+                     (const Tessera__Endpoint__V1__ListNamespacesRequest   *message,
+                      uint8_t             *out);
+size_t tessera__endpoint__v1__list_namespaces_request__pack_to_buffer
+                     (const Tessera__Endpoint__V1__ListNamespacesRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tessera__Endpoint__V1__ListNamespacesRequest *
+       tessera__endpoint__v1__list_namespaces_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tessera__endpoint__v1__list_namespaces_request__free_unpacked
+                     (Tessera__Endpoint__V1__ListNamespacesRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tessera__Endpoint__V1__ListNamespacesResponse methods */
+void   tessera__endpoint__v1__list_namespaces_response__init
+                     (Tessera__Endpoint__V1__ListNamespacesResponse         *message);
+size_t tessera__endpoint__v1__list_namespaces_response__get_packed_size
+                     (const Tessera__Endpoint__V1__ListNamespacesResponse   *message);
+size_t tessera__endpoint__v1__list_namespaces_response__pack
+                     (const Tessera__Endpoint__V1__ListNamespacesResponse   *message,
+                      uint8_t             *out);
+size_t tessera__endpoint__v1__list_namespaces_response__pack_to_buffer
+                     (const Tessera__Endpoint__V1__ListNamespacesResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Tessera__Endpoint__V1__ListNamespacesResponse *
+       tessera__endpoint__v1__list_namespaces_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tessera__endpoint__v1__list_namespaces_response__free_unpacked
+                     (Tessera__Endpoint__V1__ListNamespacesResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Tessera__Endpoint__V1__Attachment methods */
 void   tessera__endpoint__v1__attachment__init
                      (Tessera__Endpoint__V1__Attachment         *message);
@@ -801,6 +1017,27 @@ typedef void (*Tessera__Endpoint__V1__ListWorkloadsRequest_Closure)
 typedef void (*Tessera__Endpoint__V1__ListWorkloadsResponse_Closure)
                  (const Tessera__Endpoint__V1__ListWorkloadsResponse *message,
                   void *closure_data);
+typedef void (*Tessera__Endpoint__V1__Namespace_Closure)
+                 (const Tessera__Endpoint__V1__Namespace *message,
+                  void *closure_data);
+typedef void (*Tessera__Endpoint__V1__SetNamespaceRequest_Closure)
+                 (const Tessera__Endpoint__V1__SetNamespaceRequest *message,
+                  void *closure_data);
+typedef void (*Tessera__Endpoint__V1__GetNamespaceRequest_Closure)
+                 (const Tessera__Endpoint__V1__GetNamespaceRequest *message,
+                  void *closure_data);
+typedef void (*Tessera__Endpoint__V1__DeleteNamespaceRequest_Closure)
+                 (const Tessera__Endpoint__V1__DeleteNamespaceRequest *message,
+                  void *closure_data);
+typedef void (*Tessera__Endpoint__V1__DeleteNamespaceResponse_Closure)
+                 (const Tessera__Endpoint__V1__DeleteNamespaceResponse *message,
+                  void *closure_data);
+typedef void (*Tessera__Endpoint__V1__ListNamespacesRequest_Closure)
+                 (const Tessera__Endpoint__V1__ListNamespacesRequest *message,
+                  void *closure_data);
+typedef void (*Tessera__Endpoint__V1__ListNamespacesResponse_Closure)
+                 (const Tessera__Endpoint__V1__ListNamespacesResponse *message,
+                  void *closure_data);
 typedef void (*Tessera__Endpoint__V1__Attachment_Closure)
                  (const Tessera__Endpoint__V1__Attachment *message,
                   void *closure_data);
@@ -857,6 +1094,22 @@ struct Tessera__Endpoint__V1__EndpointService_Service
                                     const Tessera__Endpoint__V1__GarbageCollectEndpointsRequest *input,
                                     Tessera__Endpoint__V1__GarbageCollectEndpointsResponse_Closure closure,
                                     void *closure_data);
+  void (*set_namespace)(Tessera__Endpoint__V1__EndpointService_Service *service,
+                        const Tessera__Endpoint__V1__SetNamespaceRequest *input,
+                        Tessera__Endpoint__V1__Namespace_Closure closure,
+                        void *closure_data);
+  void (*get_namespace)(Tessera__Endpoint__V1__EndpointService_Service *service,
+                        const Tessera__Endpoint__V1__GetNamespaceRequest *input,
+                        Tessera__Endpoint__V1__Namespace_Closure closure,
+                        void *closure_data);
+  void (*delete_namespace)(Tessera__Endpoint__V1__EndpointService_Service *service,
+                           const Tessera__Endpoint__V1__DeleteNamespaceRequest *input,
+                           Tessera__Endpoint__V1__DeleteNamespaceResponse_Closure closure,
+                           void *closure_data);
+  void (*list_namespaces)(Tessera__Endpoint__V1__EndpointService_Service *service,
+                          const Tessera__Endpoint__V1__ListNamespacesRequest *input,
+                          Tessera__Endpoint__V1__ListNamespacesResponse_Closure closure,
+                          void *closure_data);
 };
 typedef void (*Tessera__Endpoint__V1__EndpointService_ServiceDestroy)(Tessera__Endpoint__V1__EndpointService_Service *);
 void tessera__endpoint__v1__endpoint_service__init (Tessera__Endpoint__V1__EndpointService_Service *service,
@@ -874,7 +1127,11 @@ void tessera__endpoint__v1__endpoint_service__init (Tessera__Endpoint__V1__Endpo
       function_prefix__ ## get_workload,\
       function_prefix__ ## delete_workload,\
       function_prefix__ ## list_workloads,\
-      function_prefix__ ## garbage_collect_endpoints  }
+      function_prefix__ ## garbage_collect_endpoints,\
+      function_prefix__ ## set_namespace,\
+      function_prefix__ ## get_namespace,\
+      function_prefix__ ## delete_namespace,\
+      function_prefix__ ## list_namespaces  }
 void tessera__endpoint__v1__endpoint_service__create_endpoint(ProtobufCService *service,
                                                               const Tessera__Endpoint__V1__CreateEndpointRequest *input,
                                                               Tessera__Endpoint__V1__CreateEndpointResponse_Closure closure,
@@ -915,6 +1172,22 @@ void tessera__endpoint__v1__endpoint_service__garbage_collect_endpoints(Protobuf
                                                                         const Tessera__Endpoint__V1__GarbageCollectEndpointsRequest *input,
                                                                         Tessera__Endpoint__V1__GarbageCollectEndpointsResponse_Closure closure,
                                                                         void *closure_data);
+void tessera__endpoint__v1__endpoint_service__set_namespace(ProtobufCService *service,
+                                                            const Tessera__Endpoint__V1__SetNamespaceRequest *input,
+                                                            Tessera__Endpoint__V1__Namespace_Closure closure,
+                                                            void *closure_data);
+void tessera__endpoint__v1__endpoint_service__get_namespace(ProtobufCService *service,
+                                                            const Tessera__Endpoint__V1__GetNamespaceRequest *input,
+                                                            Tessera__Endpoint__V1__Namespace_Closure closure,
+                                                            void *closure_data);
+void tessera__endpoint__v1__endpoint_service__delete_namespace(ProtobufCService *service,
+                                                               const Tessera__Endpoint__V1__DeleteNamespaceRequest *input,
+                                                               Tessera__Endpoint__V1__DeleteNamespaceResponse_Closure closure,
+                                                               void *closure_data);
+void tessera__endpoint__v1__endpoint_service__list_namespaces(ProtobufCService *service,
+                                                              const Tessera__Endpoint__V1__ListNamespacesRequest *input,
+                                                              Tessera__Endpoint__V1__ListNamespacesResponse_Closure closure,
+                                                              void *closure_data);
 
 /* --- descriptors --- */
 
@@ -937,6 +1210,13 @@ extern const ProtobufCMessageDescriptor tessera__endpoint__v1__delete_workload_r
 extern const ProtobufCMessageDescriptor tessera__endpoint__v1__get_workload_request__descriptor;
 extern const ProtobufCMessageDescriptor tessera__endpoint__v1__list_workloads_request__descriptor;
 extern const ProtobufCMessageDescriptor tessera__endpoint__v1__list_workloads_response__descriptor;
+extern const ProtobufCMessageDescriptor tessera__endpoint__v1__namespace__descriptor;
+extern const ProtobufCMessageDescriptor tessera__endpoint__v1__set_namespace_request__descriptor;
+extern const ProtobufCMessageDescriptor tessera__endpoint__v1__get_namespace_request__descriptor;
+extern const ProtobufCMessageDescriptor tessera__endpoint__v1__delete_namespace_request__descriptor;
+extern const ProtobufCMessageDescriptor tessera__endpoint__v1__delete_namespace_response__descriptor;
+extern const ProtobufCMessageDescriptor tessera__endpoint__v1__list_namespaces_request__descriptor;
+extern const ProtobufCMessageDescriptor tessera__endpoint__v1__list_namespaces_response__descriptor;
 extern const ProtobufCMessageDescriptor tessera__endpoint__v1__attachment__descriptor;
 extern const ProtobufCMessageDescriptor tessera__endpoint__v1__garbage_collect_endpoints_request__descriptor;
 extern const ProtobufCMessageDescriptor tessera__endpoint__v1__garbage_collect_endpoints_response__descriptor;

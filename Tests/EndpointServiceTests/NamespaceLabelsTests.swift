@@ -1,0 +1,57 @@
+import PolicyService
+import Testing
+@testable import EndpointService
+import TesseraCore
+
+@Suite("Namespace labels reach pods and namespaceSelector")
+struct NamespaceLabelsTests {
+  let payments = """
+    apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: db, namespace: prod}
+    spec:
+      podSelector: {matchLabels: {app: db}}
+      ingress:
+      - from:
+        - namespaceSelector: {matchLabels: {team: payments}}
+    """
+
+  func create(_ node: InProcessNode, _ container: String, _ ip: String, namespace: String, _ labels: String...) async throws -> Endpoint {
+    try await node.manager.createEndpoint(
+      EndpointSpec(containerID: container, ips: [IPPrefix(ip)!], namespace: namespace, labels: try LabelSet(parsing: labels)), sync: true)
+  }
+
+  @Test("a pod carries its namespace's labels; a NetworkPolicy namespaceSelector admits by them; changing them re-labels the pod")
+  func namespaceSelector() async throws {
+    let node = try InProcessNode()
+    _ = try node.engine.importPolicies(sourceName: "p.yaml", content: Array(payments.utf8))
+    try node.workloads.setNamespace("shop", labels: try LabelSet(parsing: ["team=payments"]))
+    // Peers first: this in-process node delivers no policy events to db later.
+    let client = try await create(node, "c", "10.0.0.2", namespace: "shop", "app=client")
+    let stranger = try await create(node, "s", "10.0.0.3", namespace: "blog", "app=client")
+    let db = try await create(node, "db", "10.0.0.1", namespace: "prod", "app=db")
+    #expect(client.labels["io.cilium.k8s.namespace.labels.team"]?.value == "payments")
+    #expect(stranger.labels["io.cilium.k8s.namespace.labels.team"] == nil)
+    let policy = try #require(node.datapath.endpoint(id: db.id)).policy
+    #expect(policy.verdict(peer: client.identity, direction: .ingress, proto: .tcp, port: 5432) == .allow)
+    #expect(policy.verdict(peer: stranger.identity, direction: .ingress, proto: .tcp, port: 5432) == .deny)
+
+    // The namespace loses the label: its pod gets a new identity without it.
+    try node.workloads.setNamespace("shop", labels: try LabelSet(parsing: ["team=web"]))
+    await node.manager.namespaceChanged("shop")
+    #expect(await eventually {
+      node.manager.registry.endpoint(id: client.id)?.labels["io.cilium.k8s.namespace.labels.team"]?.value == "web"
+    })
+    let relabelled = try #require(node.manager.registry.endpoint(id: client.id))
+    #expect(relabelled.identity != client.identity)
+  }
+
+  @Test("a pod or workload cannot claim a namespace label itself")
+  func podsCannotClaimNamespaceLabels() async throws {
+    let node = try InProcessNode()
+    await #expect(throws: EndpointError.self) {
+      _ = try await create(node, "x", "10.0.0.9", namespace: "shop", "io.cilium.k8s.namespace.labels.team=payments")
+    }
+    #expect(node.manager.registry.all().isEmpty)
+  }
+}
