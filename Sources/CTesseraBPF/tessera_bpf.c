@@ -495,85 +495,6 @@ static int can_adopt(struct tessera_bpf *t)
 	return 1;
 }
 
-/* The canonical key of an entry written by programs that predate canonical
- * conntrack keys (keyed by the creating packet's tuple and direction), and
- * the entry with the fields those programs did not write. */
-static void ct_canonical(const struct ct_key *legacy, const struct ct_entry *e, struct ct_key *key,
-			 struct ct_entry *entry)
-{
-	uint64_t s[2], d[2];
-	int reversed;
-
-	memcpy(s, legacy->saddr, 16);
-	memcpy(d, legacy->daddr, 16);
-	reversed = tessera_ct_tuple_reversed(s[0], s[1], d[0], d[1], legacy->sport, legacy->dport);
-	*key = *legacy;
-	*entry = *e;
-	entry->direction = legacy->direction;
-	entry->reversed = (uint8_t)reversed;
-	entry->flags |= TESSERA_CT_F_CANONICAL;
-	if (reversed) {
-		memcpy(key->saddr, legacy->daddr, 16);
-		memcpy(key->daddr, legacy->saddr, 16);
-		key->sport = legacy->dport;
-		key->dport = legacy->sport;
-		key->direction = legacy->direction == TESSERA_DIR_INGRESS ? TESSERA_DIR_EGRESS : TESSERA_DIR_INGRESS;
-	} else if (!memcmp(s, d, 16) && legacy->sport == legacy->dport) {
-		key->direction = 0;
-	}
-}
-
-/* Re-keys the conntrack entries of older programs (a daemon upgrade keeps
- * the pinned map): each gets a canonical copy, and with `drop_legacy` the
- * legacy key is deleted. Called before the new handlers are installed (the
- * old ones still read the legacy keys) and again after, for the entries the
- * old handlers created in between. Returns how many entries were legacy. */
-static int ct_migrate(int fd, int drop_legacy)
-{
-	size_t cap = 256, n = 0;
-	struct ct_key *keys = malloc(cap * sizeof(*keys)), prev, next;
-	int legacy = 0;
-
-	if (!keys)
-		return -ENOMEM;
-	/* Programs keep changing the map: a walk that restarts (its key was
-	 * evicted) may see keys twice, and is bounded. */
-	while (n < ((size_t)1 << 20) && bpf_map_get_next_key(fd, n ? &prev : NULL, &next) == 0) {
-		if (n == cap) {
-			struct ct_key *grown = realloc(keys, 2 * cap * sizeof(*keys));
-			if (!grown) {
-				free(keys);
-				return -ENOMEM;
-			}
-			keys = grown;
-			cap *= 2;
-		}
-		keys[n++] = next;
-		prev = next;
-	}
-	for (size_t i = 0; i < n; i++) {
-		struct ct_entry e, entry;
-		struct ct_key key;
-
-		if (bpf_map_lookup_elem(fd, &keys[i], &e) || (e.flags & TESSERA_CT_F_CANONICAL))
-			continue;
-		legacy++;
-		ct_canonical(&keys[i], &e, &key, &entry);
-		if (!memcmp(&key, &keys[i], sizeof(key))) {
-			bpf_map_update_elem(fd, &key, &entry, BPF_EXIST);
-			continue;
-		}
-		/* A canonical entry the new handlers made meanwhile wins. The legacy
-		 * key goes only once a canonical entry exists: a failed copy (a full
-		 * map) keeps the flow readable by whichever handlers are installed. */
-		int copied = bpf_map_update_elem(fd, &key, &entry, BPF_NOEXIST);
-		if (drop_legacy && (copied == 0 || copied == -EEXIST))
-			bpf_map_delete_elem(fd, &keys[i]);
-	}
-	free(keys);
-	return legacy;
-}
-
 /* The counters map of older programs, when its value size differs from
  * this object's (reasons were added): it is unpinned so that the load
  * creates the new one, and its descriptor returned in `old_fd` (-1 when the
@@ -670,10 +591,6 @@ static int install_handlers(struct tessera_bpf *t)
 	}
 	if (old_metrics_fd >= 0)
 		metrics_upgrade_copy(old_metrics_fd, old_metrics_size, t->metrics_fd);
-	/* Conntrack entries of older programs get canonical keys before the new
-	 * handlers run, so established flows keep passing across an upgrade. */
-	if ((err = ct_migrate(t->ct_fd, 0)) < 0)
-		log_append("tessera: re-keying conntrack entries failed: %s\n", strerror(-err));
 	for (uint32_t slot = 0; slot < TESSERA_HANDLER_MAX; slot++) {
 		struct bpf_program *prog = bpf_object__find_program_by_name(obj, handler_programs[slot]);
 		int fd = bpf_program__fd(prog);
@@ -691,8 +608,6 @@ static int install_handlers(struct tessera_bpf *t)
 		if ((err = bpf_program__pin(prog, path)))
 			goto cleanup;
 	}
-	if ((err = ct_migrate(t->ct_fd, 1)) < 0)
-		log_append("tessera: re-keying conntrack entries failed: %s\n", strerror(-err));
 	err = bpf_map_update_elem(t->loader_fd, &key, &state, BPF_ANY);
 cleanup:
 	if (err)

@@ -135,8 +135,8 @@ struct endpoint_info {
  */
 
 #define TESSERA_CT_F_CLOSING (1U << 0) /* FIN or RST seen */
-/* Keyed as above; entries without it come from programs that predate
- * canonical keys (the loader re-keys them when it installs the handlers). */
+/* Keyed as above (the programs set it on every entry they create; the
+ * loader's listing shows such an entry as the packet that created it). */
 #define TESSERA_CT_F_CANONICAL (1U << 1)
 
 struct ct_key {
