@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Structures shared by the BPF programs (bpf/endpoint.bpf.c) and the libbpf
- * loader (tessera_bpf.c, and Swift through include/tessera_bpf.h).
+ * loader (the C files beside bpf/, and Swift through include/tessera_bpf.h).
  *
  * Every struct is explicitly padded: keys are compared byte for byte, so a
  * padding byte left uninitialised on either side would be a silent miss.
