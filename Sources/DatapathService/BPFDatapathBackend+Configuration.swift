@@ -19,11 +19,6 @@ extension BPFDatapathBackend {
     public static let defaultPinDirectory = "/sys/fs/bpf/tessera"
     public static let installedObjectPath = "/usr/lib/tessera/endpoint.bpf.o"
 
-    /// The located object (or the installed path) pinned under `/sys/fs/bpf/tessera`.
-    public static var defaults: Configuration {
-      Configuration(objectPath: locateObject() ?? installedObjectPath)
-    }
-
     /// The BPF object to load: `$TESSERA_BPF_OBJECT`, then
     /// `<executable dir>/tessera-bpf/endpoint.bpf.o`, then
     /// `<repo>/.build-bpf/endpoint.bpf.o` for an executable built in

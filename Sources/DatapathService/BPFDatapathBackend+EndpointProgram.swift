@@ -1,6 +1,5 @@
 import CTesseraBPF
 import Logging
-import Synchronization
 import TesseraCore
 
 #if canImport(Glibc)
@@ -36,9 +35,6 @@ extension BPFDatapathBackend {
   }
 
   // MARK: Extras (CLI, tests, benchmarks)
-
-  /// The time the last endpoint program load took (stubs + counters + pins).
-  public var lastProgramLoadNanoseconds: UInt64 { state.withLock { $0.lastLoadNanoseconds } }
 
   /// The verdict of a test run.
   public struct ProgramRun: Sendable, Equatable {

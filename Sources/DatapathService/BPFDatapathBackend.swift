@@ -34,8 +34,6 @@ public final class BPFDatapathBackend: DatapathBackend {
     var slices: [UInt64: PolicySlice] = [:]
     /// Node addresses inserted into the ipcache as `host`.
     var hostAddresses: Set<IPPrefix> = []
-    /// Time of the last endpoint program load, for measurements.
-    var lastLoadNanoseconds: UInt64 = 0
   }
 
   public let configuration: Configuration
@@ -141,9 +139,7 @@ public final class BPFDatapathBackend: DatapathBackend {
     if !change.isNew, let pinned = try loader.pinnedPrograms(id), pinned.fromContainer >= 0, pinned.toContainer >= 0 {
       programs = pinned
     } else {
-      let (loaded, nanoseconds) = try loader.loadEndpoint(id)
-      programs = loaded
-      state.withLock { $0.lastLoadNanoseconds = nanoseconds }
+      programs = try loader.loadEndpoint(id)
     }
 
     // 2. Policy entries that are new or changed (deletions come last, so a
