@@ -180,11 +180,10 @@ final class BPFLoader: @unchecked Sendable {
   }
 
   /// Loads the endpoint's stubs (endpoint id in read-only data) and creates its counters.
-  func loadEndpoint(_ id: UInt64) throws(DatapathError) -> (Programs, nanoseconds: UInt64) {
+  func loadEndpoint(_ id: UInt64) throws(DatapathError) -> Programs {
     var fds = tessera_endpoint_fds(from_container: -1, to_container: -1)
-    var nanoseconds: UInt64 = 0
-    try LibBPF.check(tessera_bpf_endpoint_load(handle, id, &fds, &nanoseconds), "loading the programs of endpoint \(id)")
-    return (Programs(fromContainer: fds.from_container, toContainer: fds.to_container), nanoseconds)
+    try LibBPF.check(tessera_bpf_endpoint_load(handle, id, &fds, nil), "loading the programs of endpoint \(id)")
+    return Programs(fromContainer: fds.from_container, toContainer: fds.to_container)
   }
 
   /// The endpoint's pinned stubs, or nil when none are pinned.

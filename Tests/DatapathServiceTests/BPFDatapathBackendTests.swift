@@ -233,69 +233,6 @@ struct BPFDatapathBackendTests {
     }
   }
 
-  @Test("conntrack entries written by older programs are re-keyed when new handlers are installed")
-  func conntrackUpgrade() throws {
-    let pin = "/sys/fs/bpf/tessera-test-upgrade-\(getpid())"
-    defer { BPFTestEnvironment.removePinDirectory(pin) }
-    let configuration = BPFDatapathBackend.Configuration(objectPath: BPFTestEnvironment.objectPath!, pinDirectory: pin)
-    let ep = endpoint(
-      id: 15, ingressEnforced: true, egressEnforced: true,
-      entries: [PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080))])
-    let first = try BPFDatapathBackend(configuration: configuration)
-    defer { try? first.removeEndpoint(ep) }
-    let datapath = try Datapath(backend: first)
-    try datapath.upsertIPCache([IPCacheEntry(prefix: IPPrefix("\(frontendIP)/32")!, identity: frontend)])
-    _ = try datapath.realize(ep)
-
-    // Entries as the programs before canonical keys wrote them: keyed by the
-    // creating packet's tuple and direction.
-    let ct = tessera_bpf_obj_get("\(pin)/globals/tessera_ct")
-    try #require(ct >= 0)
-    defer { tessera_bpf_close_fd(ct) }
-    func legacy(_ source: String, _ destination: String, _ sport: UInt16, _ dport: UInt16, _ direction: TrafficDirection) throws {
-      var key = ct_key()
-      withUnsafeMutableBytes(of: &key.saddr) { raw in for (i, b) in IPPrefix(source)!.bytes.enumerated() { raw[i] = b } }
-      withUnsafeMutableBytes(of: &key.daddr) { raw in for (i, b) in IPPrefix(destination)!.bytes.enumerated() { raw[i] = b } }
-      key.sport = sport
-      key.dport = dport
-      key.proto = Packet.tcp
-      key.family = UInt8(TESSERA_FAMILY_V4)
-      key.direction = direction.rawValue
-      key.endpoint_id = 15
-      var entry = ct_entry()
-      let now = LibBPF.monotonicNanoseconds
-      entry.created_ns = now
-      entry.last_seen_ns = now
-      entry.expires_ns = now + 60_000_000_000
-      entry.packets_fwd = 1
-      try LibBPF.update(ct, key, entry, "writing a legacy conntrack entry")
-    }
-    try legacy(frontendIP, podIP, 43000, 8080, .ingress)  // lower address first
-    try legacy(otherIP, podIP, 44000, 8080, .ingress)  // higher address first
-    try legacy(podIP, worldIP, 45000, 443, .egress)
-    // The programs do not find a legacy key whose tuple is not canonical.
-    #expect(try !first.passes(15, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.tcp, sport: 8080, dport: 44000, tcpFlags: Packet.ack)))
-
-    // A new object's handlers: the installed object hash no longer matches.
-    let loaderMap = tessera_bpf_obj_get("\(pin)/globals/tessera_loader")
-    try #require(loaderMap >= 0)
-    defer { tessera_bpf_close_fd(loaderMap) }
-    try LibBPF.update(loaderMap, UInt32(0), loader_state(), "resetting the loader state")
-    let second = try BPFDatapathBackend(configuration: configuration)
-    #expect(!second.adoptedExistingHandlers)
-
-    #expect(try second.passes(15, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 43000, dport: 8080, tcpFlags: Packet.ack)))
-    #expect(try second.passes(15, .egress, Packet.ipv4(podIP, frontendIP, proto: Packet.tcp, sport: 8080, dport: 43000, tcpFlags: Packet.ack)))
-    #expect(try second.passes(15, .ingress, Packet.ipv4(otherIP, podIP, proto: Packet.tcp, sport: 44000, dport: 8080, tcpFlags: Packet.ack)))
-    #expect(try second.passes(15, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.tcp, sport: 8080, dport: 44000, tcpFlags: Packet.ack)))
-    #expect(try second.passes(15, .ingress, Packet.ipv4(worldIP, podIP, proto: Packet.tcp, sport: 443, dport: 45000, tcpFlags: Packet.ack)))
-    #expect(try !second.passes(15, .ingress, Packet.ipv4(worldIP, podIP, proto: Packet.tcp, sport: 443, dport: 45001, tcpFlags: Packet.ack)))
-    let entries = try second.conntrackEntries().filter { $0.endpointID == 15 }
-    #expect(entries.count == 3, "one canonical entry per legacy entry, legacy keys deleted")
-    #expect(entries.contains { $0.source == otherIP && $0.sourcePort == 44000 && $0.direction == .ingress && $0.packets == 3 })
-    #expect(entries.contains { $0.source == podIP && $0.destination == worldIP && $0.destinationPort == 443 && $0.direction == .egress })
-  }
-
   @Test("one endpoint's conntrack entry does not admit traffic into another")
   func conntrackIsPerEndpoint() throws {
     try withDatapath { datapath, backend in

@@ -42,7 +42,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Set by the loader before each endpoint's load. */
 const volatile __u64 ENDPOINT_ID = 0;
 
-/* Set by the loader before the handlers' load (tessera_bpf.c, "the programs'
+/* Set by the loader before the handlers' load (clock.c, "the programs'
  * clock"): CLOCK_MONOTONIC within a tick is jiffies * NS_PER_JIFFY +
  * JIFFIES_BASE_NS. bpf_jiffies64() is inlined by the verifier; when the
  * loader could not measure the kernel's HZ (0), the coarse clock helper. */

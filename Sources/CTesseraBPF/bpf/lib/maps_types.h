@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Structures shared by the BPF programs (bpf/endpoint.bpf.c) and the libbpf
- * loader (tessera_bpf.c, and Swift through include/tessera_bpf.h).
+ * loader (the C files beside bpf/, and Swift through include/tessera_bpf.h).
  *
  * Every struct is explicitly padded: keys are compared byte for byte, so a
  * padding byte left uninitialised on either side would be a silent miss.
@@ -135,8 +135,8 @@ struct endpoint_info {
  */
 
 #define TESSERA_CT_F_CLOSING (1U << 0) /* FIN or RST seen */
-/* Keyed as above; entries without it come from programs that predate
- * canonical keys (the loader re-keys them when it installs the handlers). */
+/* Keyed as above (the programs set it on every entry they create; the
+ * loader's listing shows such an entry as the packet that created it). */
 #define TESSERA_CT_F_CANONICAL (1U << 1)
 
 struct ct_key {

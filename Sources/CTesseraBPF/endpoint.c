@@ -1,0 +1,266 @@
+/*
+ * One endpoint's state: its stubs (loaded, pinned under endpoints/<id>/,
+ * re-opened after a restart) and its entries in the global maps.
+ */
+#include "tessera_bpf_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+
+static int endpoint_path(const struct tessera_bpf *t, uint64_t id, const char *name, char *out, size_t cap)
+{
+	int n = name ? snprintf(out, cap, "%s/%llu/%s", t->endpoints_dir, (unsigned long long)id, name)
+		     : snprintf(out, cap, "%s/%llu", t->endpoints_dir, (unsigned long long)id);
+	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
+void tessera_bpf_endpoint_fds_close(struct tessera_endpoint_fds *fds)
+{
+	int *all[] = { &fds->from_container, &fds->to_container };
+
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		if (*all[i] >= 0)
+			close(*all[i]);
+		*all[i] = -1;
+	}
+}
+
+/* Pins `prog` at `path`, replacing an older pin (bpffs has no rename; the
+ * attached filters, not the pins, keep programs running meanwhile). */
+static int pin_program(struct bpf_program *prog, const char *path)
+{
+	if (unlink(path) < 0 && errno != ENOENT)
+		return neg_errno();
+	return bpf_obj_pin(bpf_program__fd(prog), path);
+}
+
+int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id, struct tessera_endpoint_fds *fds,
+			      uint64_t *load_ns)
+{
+	struct tessera_endpoint_fds got = { -1, -1 };
+	struct endpoint_metrics *zero = NULL;
+	char ep_dir[PATH_MAX], path[PATH_MAX];
+	struct bpf_object *obj = NULL;
+	uint64_t start = now_ns();
+	int ncpus, err;
+
+	log_reset();
+	if ((err = endpoint_path(t, endpoint_id, NULL, ep_dir, sizeof(ep_dir))))
+		return err;
+	if ((err = mkdir_p(ep_dir, 0700)))
+		return err;
+
+	/* Counters exist before the programs can run (kept if already there). */
+	ncpus = libbpf_num_possible_cpus();
+	if (ncpus <= 0)
+		return ncpus < 0 ? ncpus : -EINVAL;
+	zero = calloc((size_t)ncpus, sizeof(*zero));
+	if (!zero)
+		return -ENOMEM;
+	err = bpf_map_update_elem(t->metrics_fd, &endpoint_id, zero, BPF_NOEXIST);
+	free(zero);
+	if (err && err != -EEXIST) {
+		log_append("tessera: cannot create the counters of endpoint %llu: %s\n",
+			   (unsigned long long)endpoint_id, strerror(-err));
+		return err;
+	}
+
+	if ((err = open_object(t, endpoint_id, 0, &obj)))
+		goto cleanup;
+	if ((err = bpf_object__load(obj)))
+		goto cleanup;
+	for (size_t i = 0; i < 2; i++) {
+		struct bpf_program *prog = bpf_object__find_program_by_name(obj, stub_programs[i]);
+		int fd;
+		if ((err = endpoint_path(t, endpoint_id, stub_programs[i], path, sizeof(path))))
+			goto cleanup;
+		if ((err = pin_program(prog, path))) {
+			log_append("tessera: cannot pin %s: %s\n", path, strerror(-err));
+			goto cleanup;
+		}
+		if ((fd = dup_fd(bpf_program__fd(prog))) < 0) {
+			err = fd;
+			goto cleanup;
+		}
+		if (i == 0)
+			got.from_container = fd;
+		else
+			got.to_container = fd;
+	}
+	*fds = got;
+	got = (struct tessera_endpoint_fds){ -1, -1 };
+	if (load_ns)
+		*load_ns = now_ns() - start;
+cleanup:
+	tessera_bpf_endpoint_fds_close(&got);
+	bpf_object__close(obj);
+	return err;
+}
+
+int tessera_bpf_endpoint_open_pinned(struct tessera_bpf *t, uint64_t endpoint_id, struct tessera_endpoint_fds *fds)
+{
+	int *slots[] = { &fds->from_container, &fds->to_container };
+	char path[PATH_MAX];
+	int found = 0, err;
+
+	log_reset();
+	for (size_t i = 0; i < 2; i++) {
+		int fd;
+		*slots[i] = -1;
+		if ((err = endpoint_path(t, endpoint_id, stub_programs[i], path, sizeof(path)))) {
+			tessera_bpf_endpoint_fds_close(fds);
+			return err;
+		}
+		fd = bpf_obj_get(path);
+		if (fd < 0 && fd != -ENOENT) {
+			tessera_bpf_endpoint_fds_close(fds);
+			return fd;
+		}
+		if (fd >= 0) {
+			*slots[i] = fd;
+			found++;
+		}
+	}
+	return found ? 0 : -ENOENT;
+}
+
+/* Deletes every key of `fd` for which `match` holds (keys collected first:
+ * deleting while walking would restart the walk). */
+static int delete_matching(int fd, size_t key_size, int (*match)(const void *key, uint64_t id), uint64_t id)
+{
+	size_t cap = 256, n = 0;
+	char *keys, *cur = NULL, next[64], prev[64];
+	int err = 0;
+
+	if (key_size > sizeof(next))
+		return -EINVAL;
+	keys = malloc(cap * key_size);
+	if (!keys)
+		return -ENOMEM;
+	while ((err = bpf_map_get_next_key(fd, cur, next)) == 0) {
+		if (match(next, id)) {
+			if (n == cap) {
+				char *grown = realloc(keys, 2 * cap * key_size);
+				if (!grown) {
+					free(keys);
+					return -ENOMEM;
+				}
+				keys = grown;
+				cap *= 2;
+			}
+			memcpy(keys + n * key_size, next, key_size);
+			n++;
+		}
+		memcpy(prev, next, key_size);
+		cur = prev;
+	}
+	if (err != -ENOENT) {
+		free(keys);
+		return err;
+	}
+	err = 0;
+	for (size_t i = 0; i < n; i++) {
+		int e = bpf_map_delete_elem(fd, keys + i * key_size);
+		if (e && e != -ENOENT && !err)
+			err = e;
+	}
+	free(keys);
+	return err;
+}
+
+static int policy_key_matches(const void *key, uint64_t id)
+{
+	return ((const struct policy_key *)key)->endpoint_id == id;
+}
+
+static int ct_key_matches(const void *key, uint64_t id)
+{
+	return ((const struct ct_key *)key)->endpoint_id == id;
+}
+
+static int frag_key_matches(const void *key, uint64_t id)
+{
+	return ((const struct frag_key *)key)->endpoint_id == id;
+}
+
+int tessera_bpf_endpoint_purge(struct tessera_bpf *t, uint64_t endpoint_id, int scan_policy)
+{
+	int err, first = 0;
+
+	log_reset();
+	if (scan_policy && (err = delete_matching(t->policy_fd, sizeof(struct policy_key), policy_key_matches,
+						  endpoint_id)))
+		first = first ? first : err;
+	if ((err = delete_matching(t->ct_fd, sizeof(struct ct_key), ct_key_matches, endpoint_id)))
+		first = first ? first : err;
+	if ((err = delete_matching(t->frags_fd, sizeof(struct frag_key), frag_key_matches, endpoint_id)))
+		first = first ? first : err;
+	err = bpf_map_delete_elem(t->metrics_fd, &endpoint_id);
+	if (err && err != -ENOENT)
+		first = first ? first : err;
+	err = bpf_map_delete_elem(t->endpoints_fd, &endpoint_id);
+	if (err && err != -ENOENT)
+		first = first ? first : err;
+	return first;
+}
+
+int tessera_bpf_endpoint_unpin(struct tessera_bpf *t, uint64_t endpoint_id)
+{
+	char dir[PATH_MAX], path[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int err;
+
+	log_reset();
+	if ((err = endpoint_path(t, endpoint_id, NULL, dir, sizeof(dir))))
+		return err;
+	d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : neg_errno();
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >= (int)sizeof(path))
+			continue;
+		if (unlink(path) < 0 && errno != ENOENT) {
+			err = neg_errno();
+			closedir(d);
+			return err;
+		}
+	}
+	closedir(d);
+	if (rmdir(dir) < 0 && errno != ENOENT)
+		return neg_errno();
+	return 0;
+}
+
+int tessera_bpf_pinned_endpoints(struct tessera_bpf *t, uint64_t *ids, int cap)
+{
+	struct dirent *de;
+	int n = 0;
+	DIR *d;
+
+	log_reset();
+	d = opendir(t->endpoints_dir);
+	if (!d)
+		return errno == ENOENT ? 0 : neg_errno();
+	while ((de = readdir(d)) && n < cap) {
+		char *end;
+		unsigned long long id;
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		errno = 0;
+		id = strtoull(de->d_name, &end, 10);
+		if (*end || errno)
+			continue;
+		ids[n++] = id;
+	}
+	closedir(d);
+	return n;
+}

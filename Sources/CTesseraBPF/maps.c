@@ -1,0 +1,70 @@
+/* Thin wrappers over libbpf for Swift: maps, descriptors, test runs. */
+#include "tessera_bpf_internal.h"
+
+#include <string.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+
+uint32_t tessera_bpf_obj_id(int fd)
+{
+	struct bpf_prog_info info;
+	uint32_t len = sizeof(info);
+
+	/* bpf_prog_info and bpf_map_info both start with type, id. */
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return 0;
+	return info.id;
+}
+
+int tessera_bpf_map_update(int fd, const void *key, const void *value, uint64_t flags)
+{
+	return bpf_map_update_elem(fd, key, value, flags);
+}
+
+int tessera_bpf_map_lookup(int fd, const void *key, void *value)
+{
+	return bpf_map_lookup_elem(fd, key, value);
+}
+
+int tessera_bpf_map_delete(int fd, const void *key)
+{
+	return bpf_map_delete_elem(fd, key);
+}
+
+int tessera_bpf_map_next_key(int fd, const void *key, void *next_key)
+{
+	return bpf_map_get_next_key(fd, key, next_key);
+}
+
+int tessera_bpf_obj_get(const char *path)
+{
+	return bpf_obj_get(path);
+}
+
+void tessera_bpf_close_fd(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}
+
+int tessera_bpf_num_possible_cpus(void)
+{
+	return libbpf_num_possible_cpus();
+}
+
+int tessera_bpf_test_run(int prog_fd, const void *packet, uint32_t len, uint32_t repeat, uint32_t *retval,
+			 uint32_t *duration_ns)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = packet, .data_size_in = len, .repeat = repeat);
+	int err;
+
+	log_reset();
+	err = bpf_prog_test_run_opts(prog_fd, &opts);
+	if (err)
+		return err;
+	*retval = opts.retval;
+	*duration_ns = opts.duration;
+	return 0;
+}
