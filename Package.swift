@@ -7,12 +7,15 @@ let strictSwift: [SwiftSetting] = [
 ]
 
 let grpcCore: Target.Dependency = .product(name: "GRPCCore", package: "grpc-swift-2")
-let grpcNIO: Target.Dependency = .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")
+let grpcNIO: Target.Dependency = .product(
+  name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")
 let grpcProtobuf: Target.Dependency = .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf")
 let swiftProtobuf: Target.Dependency = .product(name: "SwiftProtobuf", package: "swift-protobuf")
 let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
-let lifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
-let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+let lifecycle: Target.Dependency = .product(
+  name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let argumentParser: Target.Dependency = .product(
+  name: "ArgumentParser", package: "swift-argument-parser")
 let grdb: Target.Dependency = .product(name: "GRDB", package: "GRDB.swift")
 let yams: Target.Dependency = .product(name: "Yams", package: "Yams")
 let inProcess: Target.Dependency = .product(name: "GRPCInProcessTransport", package: "grpc-swift-2")
@@ -72,19 +75,26 @@ let package = Package(
     .target(
       name: "TesseraRuntime",
       dependencies: [
-        "TesseraCore", "TesseraProto", grpcCore, grpcNIO, grpcProtobuf, logging, lifecycle, argumentParser, metrics, prometheus,
+        "TesseraCore", "TesseraProto", grpcCore, grpcNIO, grpcProtobuf, logging, lifecycle,
+        argumentParser, metrics, prometheus,
         nioCore, nioHTTP1, nioPosix, .product(name: "X509", package: "swift-certificates"),
       ],
       swiftSettings: strictSwift
     ),
     .target(
       name: "IdentityService",
-      dependencies: ["TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb, lifecycle, metrics],
+      dependencies: [
+        "TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb,
+        lifecycle, metrics,
+      ],
       swiftSettings: strictSwift
     ),
     .target(
       name: "PolicyService",
-      dependencies: ["TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb, yams, metrics],
+      dependencies: [
+        "TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, logging, grdb,
+        yams, metrics,
+      ],
       swiftSettings: strictSwift
     ),
     // libbpf loader for the eBPF datapath; the BPF programs in bpf/ are built by scripts/build-bpf.sh.
@@ -96,7 +106,9 @@ let package = Package(
     ),
     .target(
       name: "DatapathService",
-      dependencies: ["CTesseraBPF", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging, metrics],
+      dependencies: [
+        "CTesseraBPF", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging, metrics,
+      ],
       swiftSettings: strictSwift
     ),
     // Shares endpoint addresses between nodes through etcd, so each node's ipcache knows remote pods.
@@ -107,17 +119,23 @@ let package = Package(
     ),
     .target(
       name: "EndpointService",
-      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, lifecycle, logging, metrics],
+      dependencies: [
+        "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, lifecycle, logging, metrics,
+      ],
       swiftSettings: strictSwift
     ),
     .executableTarget(
       name: "tessera-identityd",
-      dependencies: ["IdentityService", "TesseraEtcd", "TesseraRuntime", argumentParser, lifecycle, metrics],
+      dependencies: [
+        "IdentityService", "TesseraEtcd", "TesseraRuntime", argumentParser, lifecycle, metrics,
+      ],
       swiftSettings: strictSwift
     ),
     .executableTarget(
       name: "tessera-policyd",
-      dependencies: ["PolicyService", "TesseraEtcd", "TesseraRuntime", argumentParser, lifecycle, metrics],
+      dependencies: [
+        "PolicyService", "TesseraEtcd", "TesseraRuntime", argumentParser, lifecycle, metrics,
+      ],
       swiftSettings: strictSwift
     ),
     .executableTarget(
@@ -127,26 +145,35 @@ let package = Package(
     ),
     .executableTarget(
       name: "tessera-endpointd",
-      dependencies: ["ClusterIPCache", "EndpointService", "TesseraEtcd", "TesseraRuntime", argumentParser, lifecycle],
+      dependencies: [
+        "ClusterIPCache", "EndpointService", "TesseraEtcd", "TesseraRuntime", argumentParser,
+        lifecycle,
+      ],
       swiftSettings: strictSwift
     ),
     .executableTarget(
       name: "tessera",
-      dependencies: ["TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO, argumentParser],
+      dependencies: [
+        "TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO,
+        argumentParser,
+      ],
       swiftSettings: strictSwift
     ),
     // Benchmarks against floors measured in the same run; writes BENCHMARKS.md (scripts/bench.sh).
     .executableTarget(
       name: "tessera-bench",
       dependencies: [
-        "DatapathService", "IdentityService", "PolicyService", "TesseraCore", "TesseraEtcd", "TesseraProto",
+        "DatapathService", "IdentityService", "PolicyService", "TesseraCore", "TesseraEtcd",
+        "TesseraProto",
         "TesseraRuntime", "TesseraTestSupport", grpcCore, grpcNIO, argumentParser, logging,
       ],
       swiftSettings: strictSwift
     ),
     // Test fixtures shared by test targets: a real etcd cluster on loopback.
-    .target(name: "TesseraTestSupport", path: "Tests/TesseraTestSupport", swiftSettings: strictSwift),
-    .testTarget(name: "TesseraCoreTests", dependencies: ["TesseraCore"], swiftSettings: strictSwift),
+    .target(
+      name: "TesseraTestSupport", path: "Tests/TesseraTestSupport", swiftSettings: strictSwift),
+    .testTarget(
+      name: "TesseraCoreTests", dependencies: ["TesseraCore"], swiftSettings: strictSwift),
     .testTarget(
       name: "TesseraProtoTests",
       dependencies: ["TesseraProto", swiftProtobuf],
@@ -154,7 +181,10 @@ let package = Package(
     ),
     .testTarget(
       name: "IdentityServiceTests",
-      dependencies: ["IdentityService", "TesseraCore", "TesseraEtcd", "TesseraRuntime", "TesseraTestSupport", grpcCore],
+      dependencies: [
+        "IdentityService", "TesseraCore", "TesseraEtcd", "TesseraRuntime", "TesseraTestSupport",
+        grpcCore,
+      ],
       swiftSettings: strictSwift
     ),
     .testTarget(
@@ -182,7 +212,9 @@ let package = Package(
     ),
     .testTarget(
       name: "IntegrationTests",
-      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", "TesseraTestSupport", grpcCore, grpcNIO],
+      dependencies: [
+        "TesseraCore", "TesseraProto", "TesseraRuntime", "TesseraTestSupport", grpcCore, grpcNIO,
+      ],
       swiftSettings: strictSwift
     ),
   ]

@@ -22,17 +22,18 @@ static pthread_once_t clock_once = PTHREAD_ONCE_INIT;
 static int jiffies_program(int shift)
 {
 	struct bpf_insn insns[] = {
-		{ .code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_jiffies64 },
-		{ .code = BPF_ALU64 | BPF_RSH | BPF_K, .dst_reg = BPF_REG_0, .imm = shift },
-		{ .code = BPF_JMP | BPF_EXIT },
+		{.code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_jiffies64},
+		{.code = BPF_ALU64 | BPF_RSH | BPF_K, .dst_reg = BPF_REG_0, .imm = shift},
+		{.code = BPF_JMP | BPF_EXIT},
 	};
 	return bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "tessera_jiffies", "GPL", insns, 3, NULL);
 }
 
 static int run_jiffies_program(int fd, uint32_t *out)
 {
-	unsigned char frame[64] = { 0 };
-	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame, .data_size_in = sizeof(frame), .repeat = 1);
+	unsigned char frame[64] = {0};
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame, .data_size_in = sizeof(frame),
+		    .repeat = 1);
 	int err = bpf_prog_test_run_opts(fd, &opts);
 
 	*out = opts.retval;
@@ -77,10 +78,10 @@ static int next_tick(int lo_fd, int hi_fd, uint64_t *jiffies, uint64_t *at)
 
 static void detect_clock(void)
 {
-	static const uint64_t known_hz[] = { 100, 250, 300, 1000 };
+	static const uint64_t known_hz[] = {100, 250, 300, 1000};
 	int lo_fd = jiffies_program(0), hi_fd = jiffies_program(32);
 	uint64_t j0, t0, j1, t1, hz = 0;
-	struct timespec pause = { .tv_nsec = 100 * 1000 * 1000 };
+	struct timespec pause = {.tv_nsec = 100 * 1000 * 1000};
 
 	if (lo_fd < 0 || hi_fd < 0 || next_tick(lo_fd, hi_fd, &j0, &t0))
 		goto out;

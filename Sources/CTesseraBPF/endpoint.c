@@ -13,16 +13,18 @@
 
 #include <bpf/bpf.h>
 
-static int endpoint_path(const struct tessera_bpf *t, uint64_t id, const char *name, char *out, size_t cap)
+static int endpoint_path(const struct tessera_bpf *t, uint64_t id, const char *name, char *out,
+			 size_t cap)
 {
-	int n = name ? snprintf(out, cap, "%s/%llu/%s", t->endpoints_dir, (unsigned long long)id, name)
+	int n = name ? snprintf(out, cap, "%s/%llu/%s", t->endpoints_dir, (unsigned long long)id,
+				name)
 		     : snprintf(out, cap, "%s/%llu", t->endpoints_dir, (unsigned long long)id);
 	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
 }
 
 void tessera_bpf_endpoint_fds_close(struct tessera_endpoint_fds *fds)
 {
-	int *all[] = { &fds->from_container, &fds->to_container };
+	int *all[] = {&fds->from_container, &fds->to_container};
 
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
 		if (*all[i] >= 0)
@@ -40,10 +42,10 @@ static int pin_program(struct bpf_program *prog, const char *path)
 	return bpf_obj_pin(bpf_program__fd(prog), path);
 }
 
-int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id, struct tessera_endpoint_fds *fds,
-			      uint64_t *load_ns)
+int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id,
+			      struct tessera_endpoint_fds *fds, uint64_t *load_ns)
 {
-	struct tessera_endpoint_fds got = { -1, -1 };
+	struct tessera_endpoint_fds got = {-1, -1};
 	struct endpoint_metrics *zero = NULL;
 	char ep_dir[PATH_MAX], path[PATH_MAX];
 	struct bpf_object *obj = NULL;
@@ -94,7 +96,7 @@ int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id, struc
 			got.to_container = fd;
 	}
 	*fds = got;
-	got = (struct tessera_endpoint_fds){ -1, -1 };
+	got = (struct tessera_endpoint_fds){-1, -1};
 	if (load_ns)
 		*load_ns = now_ns() - start;
 cleanup:
@@ -103,9 +105,10 @@ cleanup:
 	return err;
 }
 
-int tessera_bpf_endpoint_open_pinned(struct tessera_bpf *t, uint64_t endpoint_id, struct tessera_endpoint_fds *fds)
+int tessera_bpf_endpoint_open_pinned(struct tessera_bpf *t, uint64_t endpoint_id,
+				     struct tessera_endpoint_fds *fds)
 {
-	int *slots[] = { &fds->from_container, &fds->to_container };
+	int *slots[] = {&fds->from_container, &fds->to_container};
 	char path[PATH_MAX];
 	int found = 0, err;
 
@@ -132,7 +135,8 @@ int tessera_bpf_endpoint_open_pinned(struct tessera_bpf *t, uint64_t endpoint_id
 
 /* Deletes every key of `fd` for which `match` holds (keys collected first:
  * deleting while walking would restart the walk). */
-static int delete_matching(int fd, size_t key_size, int (*match)(const void *key, uint64_t id), uint64_t id)
+static int delete_matching(int fd, size_t key_size, int (*match)(const void *key, uint64_t id),
+			   uint64_t id)
 {
 	size_t cap = 256, n = 0;
 	char *keys, *cur = NULL, next[64], prev[64];
@@ -194,12 +198,13 @@ int tessera_bpf_endpoint_purge(struct tessera_bpf *t, uint64_t endpoint_id, int 
 	int err, first = 0;
 
 	log_reset();
-	if (scan_policy && (err = delete_matching(t->policy_fd, sizeof(struct policy_key), policy_key_matches,
-						  endpoint_id)))
+	if (scan_policy && (err = delete_matching(t->policy_fd, sizeof(struct policy_key),
+						  policy_key_matches, endpoint_id)))
 		first = first ? first : err;
 	if ((err = delete_matching(t->ct_fd, sizeof(struct ct_key), ct_key_matches, endpoint_id)))
 		first = first ? first : err;
-	if ((err = delete_matching(t->frags_fd, sizeof(struct frag_key), frag_key_matches, endpoint_id)))
+	if ((err = delete_matching(t->frags_fd, sizeof(struct frag_key), frag_key_matches,
+				   endpoint_id)))
 		first = first ? first : err;
 	err = bpf_map_delete_elem(t->metrics_fd, &endpoint_id);
 	if (err && err != -ENOENT)

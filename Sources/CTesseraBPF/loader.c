@@ -15,15 +15,16 @@
 #include <bpf/bpf.h>
 
 static const char *const global_maps[] = {
-	"tessera_ipcache", "tessera_endpoints", "tessera_ct", "tessera_policy",
-	"tessera_metrics", "tessera_handlers", "tessera_loader", "tessera_frags",
+	"tessera_ipcache", "tessera_endpoints", "tessera_ct",	  "tessera_policy",
+	"tessera_metrics", "tessera_handlers",	"tessera_loader", "tessera_frags",
 };
 #define NR_GLOBAL_MAPS (sizeof(global_maps) / sizeof(global_maps[0]))
 
 static int *global_fd_slot(struct tessera_bpf *t, size_t i)
 {
-	int *slots[NR_GLOBAL_MAPS] = { &t->ipcache_fd, &t->endpoints_fd, &t->ct_fd, &t->policy_fd,
-				       &t->metrics_fd, &t->handlers_fd, &t->loader_fd, &t->frags_fd };
+	int *slots[NR_GLOBAL_MAPS] = {&t->ipcache_fd, &t->endpoints_fd, &t->ct_fd,
+				      &t->policy_fd,  &t->metrics_fd,	&t->handlers_fd,
+				      &t->loader_fd,  &t->frags_fd};
 	return slots[i];
 }
 
@@ -94,7 +95,8 @@ static int open_pinned_globals(struct tessera_bpf *t)
 
 	for (size_t i = 0; i < NR_GLOBAL_MAPS; i++) {
 		int fd;
-		if (snprintf(path, sizeof(path), "%s/%s", t->globals_dir, global_maps[i]) >= (int)sizeof(path))
+		if (snprintf(path, sizeof(path), "%s/%s", t->globals_dir, global_maps[i]) >=
+		    (int)sizeof(path))
 			return -ENAMETOOLONG;
 		fd = bpf_obj_get(path);
 		if (fd < 0) {
@@ -117,7 +119,8 @@ static int can_adopt(struct tessera_bpf *t)
 		return 0;
 	for (uint32_t slot = 0; slot < TESSERA_HANDLER_MAX; slot++) {
 		uint32_t id = 0;
-		if (bpf_map_lookup_elem(t->handlers_fd, &slot, &id) || id != state.handler_ids[slot])
+		if (bpf_map_lookup_elem(t->handlers_fd, &slot, &id) ||
+		    id != state.handler_ids[slot])
 			return 0;
 	}
 	return 1;
@@ -128,7 +131,7 @@ static int can_adopt(struct tessera_bpf *t)
  * them in the program array: every endpoint's stub uses them from then on. */
 static int install_handlers(struct tessera_bpf *t)
 {
-	struct loader_state state = { .object_hash = t->object_hash, .installed_ns = now_ns() };
+	struct loader_state state = {.object_hash = t->object_hash, .installed_ns = now_ns()};
 	char path[PATH_MAX];
 	struct bpf_object *obj = NULL;
 	uint32_t key = 0, old_metrics_size = 0;
@@ -151,15 +154,18 @@ static int install_handlers(struct tessera_bpf *t)
 	if (old_metrics_fd >= 0)
 		metrics_upgrade_copy(old_metrics_fd, old_metrics_size, t->metrics_fd);
 	for (uint32_t slot = 0; slot < TESSERA_HANDLER_MAX; slot++) {
-		struct bpf_program *prog = bpf_object__find_program_by_name(obj, handler_programs[slot]);
+		struct bpf_program *prog =
+			bpf_object__find_program_by_name(obj, handler_programs[slot]);
 		int fd = bpf_program__fd(prog);
 		if ((err = bpf_map_update_elem(t->handlers_fd, &slot, &fd, BPF_ANY))) {
-			log_append("tessera: cannot install %s: %s\n", handler_programs[slot], strerror(-err));
+			log_append("tessera: cannot install %s: %s\n", handler_programs[slot],
+				   strerror(-err));
 			goto cleanup;
 		}
 		state.handler_ids[slot] = tessera_bpf_obj_id(fd);
 		/* Pinned for inspection (bpftool prog show pinned ...). */
-		if (snprintf(path, sizeof(path), "%s/%s", t->globals_dir, handler_programs[slot]) >= (int)sizeof(path)) {
+		if (snprintf(path, sizeof(path), "%s/%s", t->globals_dir, handler_programs[slot]) >=
+		    (int)sizeof(path)) {
 			err = -ENAMETOOLONG;
 			goto cleanup;
 		}
@@ -189,7 +195,8 @@ int tessera_bpf_open(const char *object_path, const char *pin_dir, struct tesser
 	for (size_t i = 0; i < NR_GLOBAL_MAPS; i++)
 		*global_fd_slot(t, i) = -1;
 	if (snprintf(t->pin_dir, sizeof(t->pin_dir), "%s", pin_dir) >= (int)sizeof(t->pin_dir) ||
-	    snprintf(t->globals_dir, sizeof(t->globals_dir), "%s/globals", pin_dir) >= (int)sizeof(t->globals_dir) ||
+	    snprintf(t->globals_dir, sizeof(t->globals_dir), "%s/globals", pin_dir) >=
+		    (int)sizeof(t->globals_dir) ||
 	    snprintf(t->endpoints_dir, sizeof(t->endpoints_dir), "%s/endpoints", pin_dir) >=
 		    (int)sizeof(t->endpoints_dir)) {
 		err = -ENAMETOOLONG;

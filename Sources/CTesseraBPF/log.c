@@ -27,7 +27,8 @@ static int print_to_log(enum libbpf_print_level level, const char *fmt, va_list 
 	}
 	n = vsnprintf(last_log + last_log_len, LOG_CAP - last_log_len, fmt, args);
 	if (n > 0)
-		last_log_len += (size_t)n < LOG_CAP - last_log_len ? (size_t)n : LOG_CAP - 1 - last_log_len;
+		last_log_len +=
+			(size_t)n < LOG_CAP - last_log_len ? (size_t)n : LOG_CAP - 1 - last_log_len;
 	return 0;
 }
 

@@ -54,10 +54,11 @@ int tessera_bpf_num_possible_cpus(void)
 	return libbpf_num_possible_cpus();
 }
 
-int tessera_bpf_test_run(int prog_fd, const void *packet, uint32_t len, uint32_t repeat, uint32_t *retval,
-			 uint32_t *duration_ns)
+int tessera_bpf_test_run(int prog_fd, const void *packet, uint32_t len, uint32_t repeat,
+			 uint32_t *retval, uint32_t *duration_ns)
 {
-	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = packet, .data_size_in = len, .repeat = repeat);
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = packet, .data_size_in = len,
+		    .repeat = repeat);
 	int err;
 
 	log_reset();

@@ -29,7 +29,8 @@ int metrics_upgrade_prepare(struct tessera_bpf *t, int *old_fd, uint32_t *old_va
 		return 0;
 	memset(&info, 0, sizeof(info));
 	if (bpf_obj_get_info_by_fd(fd, &info, &len) ||
-	    (info.value_size == sizeof(struct endpoint_metrics) && info.key_size == sizeof(uint64_t))) {
+	    (info.value_size == sizeof(struct endpoint_metrics) &&
+	     info.key_size == sizeof(uint64_t))) {
 		close(fd);
 		return 0;
 	}
@@ -38,7 +39,8 @@ int metrics_upgrade_prepare(struct tessera_bpf *t, int *old_fd, uint32_t *old_va
 		close(fd);
 		return err;
 	}
-	log_append("tessera: counters map of older programs (%u-byte values) replaced\n", info.value_size);
+	log_append("tessera: counters map of older programs (%u-byte values) replaced\n",
+		   info.value_size);
 	*old_fd = fd;
 	*old_value_size = info.value_size;
 	return 0;
@@ -49,7 +51,8 @@ int metrics_upgrade_prepare(struct tessera_bpf *t, int *old_fd, uint32_t *old_va
 void metrics_upgrade_copy(int old_fd, uint32_t old_value_size, int new_fd)
 {
 	const size_t slot = sizeof(struct metrics_value);
-	size_t old_reasons = old_value_size / (2 * slot), old_stride = ((size_t)old_value_size + 7) / 8 * 8;
+	size_t old_reasons = old_value_size / (2 * slot),
+	       old_stride = ((size_t)old_value_size + 7) / 8 * 8;
 	int ncpus = libbpf_num_possible_cpus();
 	uint64_t key, next;
 	int have = 0;
@@ -67,10 +70,12 @@ void metrics_upgrade_copy(int old_fd, uint32_t old_value_size, int new_fd)
 			continue;
 		memset(value, 0, (size_t)ncpus * sizeof(*value));
 		for (int cpu = 0; cpu < ncpus; cpu++) {
-			const struct metrics_value *from = (const void *)(old_value + (size_t)cpu * old_stride);
+			const struct metrics_value *from =
+				(const void *)(old_value + (size_t)cpu * old_stride);
 			for (size_t dir = 0; dir < 2; dir++)
 				for (size_t r = 0; r < old_reasons && r < TESSERA_REASON_MAX; r++)
-					value[cpu].counters[dir * TESSERA_REASON_MAX + r] = from[dir * old_reasons + r];
+					value[cpu].counters[dir * TESSERA_REASON_MAX + r] =
+						from[dir * old_reasons + r];
 		}
 		bpf_map_update_elem(new_fd, &key, value, BPF_NOEXIST);
 	}

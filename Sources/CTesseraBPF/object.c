@@ -9,12 +9,14 @@
 
 #include <bpf/btf.h>
 
-const char *const stub_programs[2] = { "from_container", "to_container" };
-const char *const handler_programs[TESSERA_HANDLER_MAX] = { "handle_from_container", "handle_to_container" };
+const char *const stub_programs[2] = {"from_container", "to_container"};
+const char *const handler_programs[TESSERA_HANDLER_MAX] = {"handle_from_container",
+							   "handle_to_container"};
 
 /* Writes `n` 64-bit variables of the object's .rodata, found through BTF;
  * the first `required` must be there. */
-static int set_rodata(struct bpf_object *obj, const char *const *names, const uint64_t *values, int n, int required)
+static int set_rodata(struct bpf_object *obj, const char *const *names, const uint64_t *values,
+		      int n, int required)
 {
 	struct bpf_map *map, *rodata = NULL;
 	const struct btf_var_secinfo *vs;
@@ -25,7 +27,8 @@ static int set_rodata(struct bpf_object *obj, const char *const *names, const ui
 	size_t size;
 	int sec_id;
 
-	bpf_object__for_each_map(map, obj) {
+	bpf_object__for_each_map(map, obj)
+	{
 		const char *name = bpf_map__name(map);
 		size_t len = strlen(name);
 		if (bpf_map__is_internal(map) && len >= 7 && strcmp(name + len - 7, ".rodata") == 0)
@@ -71,8 +74,8 @@ static int set_rodata(struct bpf_object *obj, const char *const *names, const ui
 /* The endpoint id of the stubs; the clock of the handlers. */
 static int set_endpoint_id(struct bpf_object *obj, uint64_t id, int handlers)
 {
-	static const char *const names[] = { "ENDPOINT_ID", "NS_PER_JIFFY", "JIFFIES_BASE_NS" };
-	uint64_t values[3] = { id, 0, 0 };
+	static const char *const names[] = {"ENDPOINT_ID", "NS_PER_JIFFY", "JIFFIES_BASE_NS"};
+	uint64_t values[3] = {id, 0, 0};
 
 	if (handlers)
 		program_clock(&values[1], &values[2]);
@@ -88,7 +91,8 @@ static int set_endpoint_id(struct bpf_object *obj, uint64_t id, int handlers)
  */
 int open_object(struct tessera_bpf *t, uint64_t id, int handlers, struct bpf_object **out)
 {
-	LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = TESSERA_OBJECT_NAME, .pin_root_path = t->globals_dir);
+	LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = TESSERA_OBJECT_NAME,
+		    .pin_root_path = t->globals_dir);
 	struct bpf_object *obj;
 	int err;
 
@@ -100,10 +104,11 @@ int open_object(struct tessera_bpf *t, uint64_t id, int handlers, struct bpf_obj
 		goto fail;
 	for (size_t i = 0; i < 2; i++) {
 		struct bpf_program *stub = bpf_object__find_program_by_name(obj, stub_programs[i]);
-		struct bpf_program *handler = bpf_object__find_program_by_name(obj, handler_programs[i]);
+		struct bpf_program *handler =
+			bpf_object__find_program_by_name(obj, handler_programs[i]);
 		if (!stub || !handler) {
-			log_append("tessera: program %s or %s missing from the object\n", stub_programs[i],
-				   handler_programs[i]);
+			log_append("tessera: program %s or %s missing from the object\n",
+				   stub_programs[i], handler_programs[i]);
 			err = -ENOENT;
 			goto fail;
 		}

@@ -7,7 +7,8 @@
 static int tc_query_one(int ifindex, enum bpf_tc_attach_point point, uint32_t *prog_id)
 {
 	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
-	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TESSERA_TC_HANDLE, .priority = TESSERA_TC_PRIORITY);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TESSERA_TC_HANDLE,
+		    .priority = TESSERA_TC_PRIORITY);
 	int err = bpf_tc_query(&hook, &opts);
 
 	*prog_id = 0;
@@ -29,7 +30,8 @@ int tessera_bpf_tc_query(int ifindex, uint32_t *from_container_id, uint32_t *to_
 	return tc_query_one(ifindex, BPF_TC_EGRESS, to_container_id);
 }
 
-int tessera_bpf_tc_attach(int ifindex, int from_container_fd, int to_container_fd, int *hook_created)
+int tessera_bpf_tc_attach(int ifindex, int from_container_fd, int to_container_fd,
+			  int *hook_created)
 {
 	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
 	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TESSERA_TC_HANDLE, .priority = TESSERA_TC_PRIORITY,
@@ -58,7 +60,8 @@ int tessera_bpf_tc_attach(int ifindex, int from_container_fd, int to_container_f
 static int tc_detach_one(int ifindex, enum bpf_tc_attach_point point, uint32_t expected)
 {
 	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
-	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TESSERA_TC_HANDLE, .priority = TESSERA_TC_PRIORITY);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TESSERA_TC_HANDLE,
+		    .priority = TESSERA_TC_PRIORITY);
 	uint32_t id = 0;
 	int err;
 
@@ -70,7 +73,8 @@ static int tc_detach_one(int ifindex, enum bpf_tc_attach_point point, uint32_t e
 	return err == -ENOENT ? 0 : err;
 }
 
-int tessera_bpf_tc_detach(int ifindex, uint32_t expected_from_id, uint32_t expected_to_id, int destroy_hook)
+int tessera_bpf_tc_detach(int ifindex, uint32_t expected_from_id, uint32_t expected_to_id,
+			  int destroy_hook)
 {
 	char name[IF_NAMESIZE];
 	int err;
@@ -83,7 +87,8 @@ int tessera_bpf_tc_detach(int ifindex, uint32_t expected_from_id, uint32_t expec
 	if ((err = tc_detach_one(ifindex, BPF_TC_EGRESS, expected_to_id)))
 		return err;
 	if (destroy_hook) {
-		LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS);
+		LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
+			    .attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS);
 		err = bpf_tc_hook_destroy(&hook);
 		if (err && err != -ENOENT && err != -EINVAL)
 			return err;

@@ -38,7 +38,8 @@ public final class ClusterIPCache: Sendable {
     public var policyWait: Duration
 
     public init(
-      prefix: String = "/tessera/ipcache", nodeName: String, leaseTTLSeconds: Int64 = 30, resyncInterval: Duration = .seconds(10),
+      prefix: String = "/tessera/ipcache", nodeName: String, leaseTTLSeconds: Int64 = 30,
+      resyncInterval: Duration = .seconds(10),
       policyWait: Duration = .seconds(5)
     ) {
       self.prefix = prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
@@ -87,16 +88,24 @@ public final class ClusterIPCache: Sendable {
   /// The entry of another node that `key` and `value` describe, or why it must not be installed.
   ///
   /// Returns nil for this node's own entries (published here, not learned).
-  static func validate(key prefixText: String, value: Data, lease: Int64, ownNode: String) throws(Rejection) -> (IPPrefix, Entry)? {
-    guard let prefix = IPPrefix(prefixText), prefix.description == prefixText else { throw .malformedKey }
+  static func validate(key prefixText: String, value: Data, lease: Int64, ownNode: String)
+    throws(Rejection) -> (IPPrefix, Entry)?
+  {
+    guard let prefix = IPPrefix(prefixText), prefix.description == prefixText else {
+      throw .malformedKey
+    }
     guard prefix.isHost else { throw .notAHostPrefix }
     guard !prefix.isSpecialPurposeHost else { throw .specialPurposeAddress }
-    guard let entry = try? JSONDecoder().decode(Entry.self, from: value), !entry.node.isEmpty, !entry.node.contains("/") else {
+    guard let entry = try? JSONDecoder().decode(Entry.self, from: value), !entry.node.isEmpty,
+      !entry.node.contains("/")
+    else {
       throw .malformedValue
     }
     if entry.node == ownNode { return nil }
     let identity = NumericIdentity(entry.identity)
-    guard !identity.isReserved, identity.rawValue < NumericIdentity.localScope else { throw .identityNotAllocated(entry.identity) }
+    guard !identity.isReserved, identity.rawValue < NumericIdentity.localScope else {
+      throw .identityNotAllocated(entry.identity)
+    }
     guard lease != 0 else { throw .notLeased }
     return (prefix, entry)
   }
@@ -120,7 +129,8 @@ public final class ClusterIPCache: Sendable {
   private let datapath: any ClusterIPCacheDatapath
   private let localEntries: @Sendable () -> [IPPrefix: NumericIdentity]
   private let localAddresses: @Sendable () -> Set<IPPrefix>
-  private let policyOrdering: @Sendable (Set<NumericIdentity>, ContinuousClock.Instant) async throws -> Set<NumericIdentity>
+  private let policyOrdering:
+    @Sendable (Set<NumericIdentity>, ContinuousClock.Instant) async throws -> Set<NumericIdentity>
   private let state = Mutex(State())
   private let localChanged: Wakeup
   private let remoteChanged = Wakeup()
@@ -138,7 +148,10 @@ public final class ClusterIPCache: Sendable {
     configuration: Configuration, client: EtcdClient, datapath: any ClusterIPCacheDatapath,
     logger: Logger = Logger(label: "tessera.ipcache"), localChanged: Wakeup,
     localAddresses: @escaping @Sendable () -> Set<IPPrefix>,
-    policyOrdering: @escaping @Sendable (Set<NumericIdentity>, ContinuousClock.Instant) async throws -> Set<NumericIdentity>,
+    policyOrdering:
+      @escaping @Sendable (Set<NumericIdentity>, ContinuousClock.Instant) async throws -> Set<
+        NumericIdentity
+      >,
     localEntries: @escaping @Sendable () -> [IPPrefix: NumericIdentity]
   ) {
     self.localAddresses = localAddresses
@@ -166,16 +179,21 @@ public final class ClusterIPCache: Sendable {
   }
 
   /// Validates one key-value pair from etcd; logs and counts a rejection the first time it is seen.
-  private func learned(_ kv: EtcdKeyValue, rejected: inout [String: Rejection]) -> (IPPrefix, Entry)? {
+  private func learned(_ kv: EtcdKeyValue, rejected: inout [String: Rejection]) -> (
+    IPPrefix, Entry
+  )? {
     guard let text = prefixText(fromKey: kv.key) else { return nil }
     do {
-      let learned = try Self.validate(key: text, value: kv.value, lease: kv.lease, ownNode: configuration.nodeName)
+      let learned = try Self.validate(
+        key: text, value: kv.value, lease: kv.lease, ownNode: configuration.nodeName)
       rejected[text] = nil
       return learned
     } catch {
       if rejected.updateValue(error, forKey: text) != error {
         ClusterIPCacheMetrics.rejected.increment()
-        logger.warning("ignored an ipcache entry from etcd", metadata: ["ipcache.key": "\(text)", "reason": "\(error)"])
+        logger.warning(
+          "ignored an ipcache entry from etcd",
+          metadata: ["ipcache.key": "\(text)", "reason": "\(error)"])
       }
       return nil
     }
@@ -183,20 +201,23 @@ public final class ClusterIPCache: Sendable {
 
   /// Runs until cancelled, reconnecting by itself.
   public func run() async throws {
-    let session = EtcdSession(client: client, prefix: configuration.prefix + "/", leaseTTLSeconds: configuration.leaseTTLSeconds, logger: logger)
-    try await session.run(.init(
-      lease: {
-        // A fresh lease each session: what was published under the old one is gone with it.
-        let lease = try await self.client.grantLease(ttl: self.configuration.leaseTTLSeconds)
-        self.state.withLock {
-          $0.lease = lease
-          $0.published = [:]
-        }
-        return lease
-      },
-      load: { _ in try await self.loadAndClearStale() },
-      apply: { events in self.apply(events) },
-      loops: [{ try await self.publishLoop() }, { try await self.installLoop() }]))
+    let session = EtcdSession(
+      client: client, prefix: configuration.prefix + "/",
+      leaseTTLSeconds: configuration.leaseTTLSeconds, logger: logger)
+    try await session.run(
+      .init(
+        lease: {
+          // A fresh lease each session: what was published under the old one is gone with it.
+          let lease = try await self.client.grantLease(ttl: self.configuration.leaseTTLSeconds)
+          self.state.withLock {
+            $0.lease = lease
+            $0.published = [:]
+          }
+          return lease
+        },
+        load: { _ in try await self.loadAndClearStale() },
+        apply: { events in self.apply(events) },
+        loops: [{ try await self.publishLoop() }, { try await self.installLoop() }]))
   }
 
   /// Reads every entry; keeps other nodes' and deletes this node's leftovers from an earlier run.
@@ -215,7 +236,8 @@ public final class ClusterIPCache: Sendable {
     }
     // Each guarded by its revision: another node may have claimed the address since the read.
     for (key, revision) in stale {
-      _ = try await client.txn(Etcd.txn(when: [Etcd.modifiedAt(key, revision)], then: [Etcd.delete(key)]))
+      _ = try await client.txn(
+        Etcd.txn(when: [Etcd.modifiedAt(key, revision)], then: [Etcd.delete(key)]))
     }
     state.withLock {
       $0.remote = remote
@@ -229,7 +251,8 @@ public final class ClusterIPCache: Sendable {
   /// The prefix of an entry this node published (a well-formed key whose value names this node).
   private func ownPrefix(_ kv: EtcdKeyValue) -> IPPrefix? {
     guard let text = prefixText(fromKey: kv.key), let prefix = IPPrefix(text),
-      let entry = try? JSONDecoder().decode(Entry.self, from: kv.value), entry.node == configuration.nodeName
+      let entry = try? JSONDecoder().decode(Entry.self, from: kv.value),
+      entry.node == configuration.nodeName
     else { return nil }
     return prefix
   }
@@ -242,7 +265,9 @@ public final class ClusterIPCache: Sendable {
         case .put:
           // A rejected put also withdraws what the key held before: the newest value is the claim.
           if let prefix = IPPrefix(text) { state.remote[prefix] = nil }
-          if let (prefix, entry) = learned(event.kv, rejected: &state.rejected) { state.remote[prefix] = entry }
+          if let (prefix, entry) = learned(event.kv, rejected: &state.rejected) {
+            state.remote[prefix] = entry
+          }
         case .delete:
           state.rejected[text] = nil
           if let prefix = IPPrefix(text), prefix.description == text { state.remote[prefix] = nil }
@@ -265,19 +290,25 @@ public final class ClusterIPCache: Sendable {
       }
       // Leased puts inside a Txn: a plain leased Put costs O(keys on the lease) in etcd 3.4.
       for chunk in stride(from: 0, to: puts.count, by: 64) {
-        _ = try await client.txn(Etcd.txn(when: [], then: Array(puts[chunk..<min(chunk + 64, puts.count)])))
+        _ = try await client.txn(
+          Etcd.txn(when: [], then: Array(puts[chunk..<min(chunk + 64, puts.count)])))
       }
       // One key per address: when an address has moved to another node, its key holds that
       // node's claim now, which this node's withdrawal must leave alone.
       var deletes = 0
       for (prefix, identity) in published where wanted[prefix] == nil {
-        _ = try await client.txn(Etcd.txn(when: [Etcd.holds(key(prefix), try publishedValue(identity))], then: [Etcd.delete(key(prefix))]))
+        _ = try await client.txn(
+          Etcd.txn(
+            when: [Etcd.holds(key(prefix), try publishedValue(identity))],
+            then: [Etcd.delete(key(prefix))]))
         deletes += 1
       }
       let operations = puts.count + deletes
       if operations > 0 {
         state.withLock { $0.published = wanted }
-        logger.debug("published endpoint addresses", metadata: ["changes": "\(operations)", "total": "\(wanted.count)"])
+        logger.debug(
+          "published endpoint addresses",
+          metadata: ["changes": "\(operations)", "total": "\(wanted.count)"])
       }
       await localChanged.wait(timeout: .seconds(5))
       try Task.checkCancellation()
@@ -288,7 +319,9 @@ public final class ClusterIPCache: Sendable {
   private func publishedValue(_ identity: NumericIdentity) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = .sortedKeys
-    return String(decoding: try encoder.encode(Entry(identity: identity.rawValue, node: configuration.nodeName)), as: UTF8.self)
+    return String(
+      decoding: try encoder.encode(
+        Entry(identity: identity.rawValue, node: configuration.nodeName)), as: UTF8.self)
   }
 
   /// Writes other nodes' entries into the local datapath: changes at once, everything every resync interval.
@@ -302,7 +335,11 @@ public final class ClusterIPCache: Sendable {
       var wanted: [IPPrefix: NumericIdentity] = [:]
       var shadowed: [IPPrefix] = []
       for (prefix, entry) in remote {
-        if local.contains(prefix) { shadowed.append(prefix) } else { wanted[prefix] = NumericIdentity(entry.identity) }
+        if local.contains(prefix) {
+          shadowed.append(prefix)
+        } else {
+          wanted[prefix] = NumericIdentity(entry.identity)
+        }
       }
       noteShadowed(shadowed)
       let admitted = await admit(Set(wanted.values))
@@ -319,10 +356,14 @@ public final class ClusterIPCache: Sendable {
         state.withLock { $0.installed = target }
         if full { lastFull = ContinuousClock.now }
         if !upserts.isEmpty || !deletes.isEmpty {
-          logger.debug("ipcache learned from other nodes", metadata: ["upserts": "\(upserts.count)", "deletes": "\(deletes.count)"])
+          logger.debug(
+            "ipcache learned from other nodes",
+            metadata: ["upserts": "\(upserts.count)", "deletes": "\(deletes.count)"])
         }
       } catch {
-        logger.warning("cannot write other nodes' addresses to the datapath yet", metadata: ["error": "\(error)"])
+        logger.warning(
+          "cannot write other nodes' addresses to the datapath yet", metadata: ["error": "\(error)"]
+        )
       }
       // Entries waiting for the policy service to learn their identity are retried soon.
       await remoteChanged.wait(timeout: waiting.isEmpty ? .seconds(2) : .milliseconds(100))
@@ -341,18 +382,22 @@ public final class ClusterIPCache: Sendable {
     do {
       let unknown = try await policyOrdering(new, .now + configuration.policyWait)
       if !unknown.isEmpty {
-        logger.debug("ipcache entries wait for the policy service to learn their identities", metadata: [
-          "identities": "\(unknown.map(\.rawValue).sorted())"
-        ])
+        logger.debug(
+          "ipcache entries wait for the policy service to learn their identities",
+          metadata: [
+            "identities": "\(unknown.map(\.rawValue).sorted())"
+          ])
       }
       return state.withLock { state in
         state.admitted.formUnion(new.subtracting(unknown))
         return state.admitted
       }
     } catch {
-      logger.warning("ipcache entries with new identities wait for this node's policy maps", metadata: [
-        "identities": "\(new.count)", "error": "\(error)",
-      ])
+      logger.warning(
+        "ipcache entries with new identities wait for this node's policy maps",
+        metadata: [
+          "identities": "\(new.count)", "error": "\(error)",
+        ])
       return state.withLock { $0.admitted }
     }
   }
@@ -361,13 +406,18 @@ public final class ClusterIPCache: Sendable {
   private func noteShadowed(_ prefixes: [IPPrefix]) {
     let new = state.withLock { state in
       let now = Set(prefixes.map(\.description))
-      for (key, reason) in state.rejected where reason == .localAddress && !now.contains(key) { state.rejected[key] = nil }
-      return prefixes.filter { state.rejected.updateValue(.localAddress, forKey: $0.description) != .localAddress }
+      for (key, reason) in state.rejected where reason == .localAddress && !now.contains(key) {
+        state.rejected[key] = nil
+      }
+      return prefixes.filter {
+        state.rejected.updateValue(.localAddress, forKey: $0.description) != .localAddress
+      }
     }
     for prefix in new {
       ClusterIPCacheMetrics.rejected.increment()
       logger.warning(
-        "ignored an ipcache entry from etcd", metadata: ["ipcache.key": "\(prefix)", "reason": "\(Rejection.localAddress)"])
+        "ignored an ipcache entry from etcd",
+        metadata: ["ipcache.key": "\(prefix)", "reason": "\(Rejection.localAddress)"])
     }
   }
 }

@@ -4,14 +4,18 @@ import TesseraCore
 /// The endpoint map (`tessera_endpoints`): each endpoint's identity, addresses, device and flags.
 extension BPFDatapathBackend {
   func readInfo(_ id: UInt64) throws(DatapathError) -> endpoint_info? {
-    try LibBPF.lookup(loader.endpointsFD, id, as: endpoint_info.self, "reading endpoint \(id) from the endpoint map")
+    try LibBPF.lookup(
+      loader.endpointsFD, id, as: endpoint_info.self, "reading endpoint \(id) from the endpoint map"
+    )
   }
 
   func writeInfo(_ id: UInt64, _ info: endpoint_info) throws(DatapathError) {
     try LibBPF.update(loader.endpointsFD, id, info, "writing endpoint \(id) to the endpoint map")
   }
 
-  func makeInfo(_ endpoint: DatapathEndpoint, previous: endpoint_info?) throws(DatapathError) -> endpoint_info {
+  func makeInfo(_ endpoint: DatapathEndpoint, previous: endpoint_info?) throws(DatapathError)
+    -> endpoint_info
+  {
     var info = endpoint_info()
     info.identity = endpoint.identity.rawValue
     var flags: UInt32 = 0
@@ -25,7 +29,9 @@ extension BPFDatapathBackend {
     info.policy_revision = endpoint.policy.revision
     withUnsafeMutableBytes(of: &info.ifname) { raw in
       raw.initializeMemory(as: UInt8.self, repeating: 0)
-      for (i, byte) in endpoint.hostInterface.utf8.prefix(raw.count - 1).enumerated() { raw[i] = byte }
+      for (i, byte) in endpoint.hostInterface.utf8.prefix(raw.count - 1).enumerated() {
+        raw[i] = byte
+      }
     }
     info.nr_ips = UInt32(endpoint.ips.count)
     withUnsafeMutableBytes(of: &info.ips) { raw in

@@ -3,7 +3,7 @@ import Logging
 import TesseraCore
 
 #if canImport(Glibc)
-import Glibc
+  import Glibc
 #endif
 
 /// Each endpoint's stub programs: their attachment to the device, and test runs.
@@ -14,17 +14,27 @@ extension BPFDatapathBackend {
     guard !endpoint.hostInterface.isEmpty else { return }
     let ifindex = Int32(bitPattern: if_nametoindex(endpoint.hostInterface))
     guard ifindex > 0 else {
-      logger.warning("endpoint device is gone", metadata: ["endpoint": "\(endpoint.id)", "device": "\(endpoint.hostInterface)"])
+      logger.warning(
+        "endpoint device is gone",
+        metadata: ["endpoint": "\(endpoint.id)", "device": "\(endpoint.hostInterface)"])
       return
     }
-    guard let programs = try loader.pinnedPrograms(endpoint.id), programs.fromContainer >= 0, programs.toContainer >= 0 else {
-      logger.warning("endpoint programs are not pinned; they are loaded at the next regeneration", metadata: ["endpoint": "\(endpoint.id)"])
+    guard let programs = try loader.pinnedPrograms(endpoint.id), programs.fromContainer >= 0,
+      programs.toContainer >= 0
+    else {
+      logger.warning(
+        "endpoint programs are not pinned; they are loaded at the next regeneration",
+        metadata: ["endpoint": "\(endpoint.id)"])
       return
     }
     let attached = try loader.attachedProgramIDs(ifindex: ifindex, device: endpoint.hostInterface)
     let expected = programs.ids
-    if attached.from == expected.from, attached.to == expected.to, UInt32(ifindex) == info.ifindex { return }
-    logger.notice("re-attaching endpoint programs", metadata: ["endpoint": "\(endpoint.id)", "device": "\(endpoint.hostInterface)"])
+    if attached.from == expected.from, attached.to == expected.to, UInt32(ifindex) == info.ifindex {
+      return
+    }
+    logger.notice(
+      "re-attaching endpoint programs",
+      metadata: ["endpoint": "\(endpoint.id)", "device": "\(endpoint.hostInterface)"])
     var updated = info
     updated.ifindex = UInt32(ifindex)
     try writeInfo(endpoint.id, updated)
@@ -48,7 +58,9 @@ extension BPFDatapathBackend {
   /// Runs the endpoint's program for `direction` on an Ethernet frame with
   /// `BPF_PROG_TEST_RUN` (ingress runs `to_container`, egress
   /// `from_container`). Affects conntrack and counters like a real packet.
-  public func runProgram(endpointID: UInt64, direction: TrafficDirection, packet: [UInt8], repeat count: UInt32 = 1) throws(DatapathError) -> ProgramRun {
+  public func runProgram(
+    endpointID: UInt64, direction: TrafficDirection, packet: [UInt8], repeat count: UInt32 = 1
+  ) throws(DatapathError) -> ProgramRun {
     guard let programs = try loader.pinnedPrograms(endpointID) else {
       throw DatapathError(code: .notFound, message: "endpoint \(endpointID) has no pinned programs")
     }
@@ -58,13 +70,18 @@ extension BPFDatapathBackend {
   }
 
   /// Program ids of the Tessera filters on a device, 0 when absent.
-  public func attachedProgramIDs(interface: String) throws(DatapathError) -> (fromContainer: UInt32, toContainer: UInt32) {
-    let ids = try loader.attachedProgramIDs(ifindex: try Self.ifindex(of: interface), device: interface)
+  public func attachedProgramIDs(interface: String) throws(DatapathError) -> (
+    fromContainer: UInt32, toContainer: UInt32
+  ) {
+    let ids = try loader.attachedProgramIDs(
+      ifindex: try Self.ifindex(of: interface), device: interface)
     return (ids.from, ids.to)
   }
 
   /// Program ids of the endpoint's pinned stubs, 0 when absent.
-  public func pinnedProgramIDs(endpointID: UInt64) throws(DatapathError) -> (fromContainer: UInt32, toContainer: UInt32) {
+  public func pinnedProgramIDs(endpointID: UInt64) throws(DatapathError) -> (
+    fromContainer: UInt32, toContainer: UInt32
+  ) {
     guard let programs = try loader.pinnedPrograms(endpointID) else { return (0, 0) }
     let ids = programs.ids
     return (ids.from, ids.to)

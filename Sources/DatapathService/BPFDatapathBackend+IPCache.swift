@@ -3,7 +3,7 @@ import Synchronization
 import TesseraCore
 
 #if canImport(Glibc)
-import Glibc
+  import Glibc
 #endif
 
 /// The ipcache (`tessera_ipcache`): prefix to identity, including the node's own addresses as `host`.
@@ -12,20 +12,25 @@ extension BPFDatapathBackend {
     for entry in entries {
       var value = ipcache_value()
       value.identity = entry.identity.rawValue
-      try LibBPF.update(loader.ipcacheFD, Self.ipcacheKey(entry.prefix), value, "writing \(entry.prefix) to the ipcache")
+      try LibBPF.update(
+        loader.ipcacheFD, Self.ipcacheKey(entry.prefix), value,
+        "writing \(entry.prefix) to the ipcache")
     }
   }
 
   public func deleteIPCache(_ prefixes: [IPPrefix]) throws(DatapathError) {
     for prefix in prefixes {
-      try LibBPF.delete(loader.ipcacheFD, Self.ipcacheKey(prefix), "deleting \(prefix) from the ipcache")
+      try LibBPF.delete(
+        loader.ipcacheFD, Self.ipcacheKey(prefix), "deleting \(prefix) from the ipcache")
     }
   }
 
   public func ipcacheEntries() throws(DatapathError) -> [IPCacheEntry] {
     var entries: [IPCacheEntry] = []
     for key in try LibBPF.keys(loader.ipcacheFD, as: ipcache_key.self, "listing the ipcache") {
-      guard let value = try LibBPF.lookup(loader.ipcacheFD, key, as: ipcache_value.self, "reading the ipcache"),
+      guard
+        let value = try LibBPF.lookup(
+          loader.ipcacheFD, key, as: ipcache_value.self, "reading the ipcache"),
         let prefix = Self.prefix(of: key)
       else { continue }
       entries.append(IPCacheEntry(prefix: prefix, identity: NumericIdentity(value.identity)))
@@ -43,7 +48,8 @@ extension BPFDatapathBackend {
       try upsertIPCache(added.sorted().map { IPCacheEntry(prefix: $0, identity: .host) })
     }
     if removeStale {
-      let stale = try ipcacheEntries().filter { $0.identity == .host && !local.contains($0.prefix) }.map(\.prefix)
+      let stale = try ipcacheEntries().filter { $0.identity == .host && !local.contains($0.prefix) }
+        .map(\.prefix)
       if !stale.isEmpty { try deleteIPCache(stale) }
     }
     state.withLock { $0.hostAddresses = local }
@@ -60,11 +66,15 @@ extension BPFDatapathBackend {
       guard let address = entry.pointee.ifa_addr else { continue }
       switch Int32(address.pointee.sa_family) {
       case AF_INET:
-        var bytes = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
+        var bytes = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+          $0.pointee.sin_addr
+        }
         let text = withUnsafeBytes(of: &bytes) { Self.addressText(family: .v4, bytes: Array($0)) }
         if let prefix = IPPrefix(text) { result.insert(prefix) }
       case AF_INET6:
-        var bytes = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_addr }
+        var bytes = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
+          $0.pointee.sin6_addr
+        }
         let text = withUnsafeBytes(of: &bytes) { Self.addressText(family: .v6, bytes: Array($0)) }
         if let prefix = IPPrefix(text) { result.insert(prefix) }
       default:

@@ -7,7 +7,9 @@ extension BPFDatapathBackend {
     let now = LibBPF.monotonicNanoseconds
     var entries: [ConntrackEntry] = []
     for key in try LibBPF.keys(loader.conntrackFD, as: ct_key.self, "listing conntrack") {
-      guard let entry = try LibBPF.lookup(loader.conntrackFD, key, as: ct_entry.self, "reading conntrack"),
+      guard
+        let entry = try LibBPF.lookup(
+          loader.conntrackFD, key, as: ct_entry.self, "reading conntrack"),
         entry.expires_ns > now
       else { continue }
       let family: IPPrefix.Family = key.family == UInt8(TESSERA_FAMILY_V6) ? .v6 : .v4
@@ -24,7 +26,8 @@ extension BPFDatapathBackend {
       }
       entries.append(
         ConntrackEntry(
-          source: Self.addressText(family: family, &saddr), destination: Self.addressText(family: family, &daddr),
+          source: Self.addressText(family: family, &saddr),
+          destination: Self.addressText(family: family, &daddr),
           sourcePort: sport, destinationPort: dport,
           // L4Protocol has no ICMP: portless protocols show as ANY.
           proto: L4Protocol(rawValue: key.proto) ?? .any,
@@ -33,7 +36,9 @@ extension BPFDatapathBackend {
           packets: entry.packets_fwd + entry.packets_rev,
           lastSeenNanoseconds: entry.last_seen_ns))
     }
-    return entries.sorted { ($0.endpointID, $0.source, $0.sourcePort) < ($1.endpointID, $1.source, $1.sourcePort) }
+    return entries.sorted {
+      ($0.endpointID, $0.source, $0.sourcePort) < ($1.endpointID, $1.source, $1.sourcePort)
+    }
   }
 
   public func counters(endpointID: UInt64) throws(DatapathError) -> EndpointCounters {
@@ -50,7 +55,9 @@ extension BPFDatapathBackend {
       }
       if packets > 0 {
         counters.reasons.append(
-          .init(direction: ingress ? .ingress : .egress, reason: Self.reasonNames[Int(reason)], packets: packets))
+          .init(
+            direction: ingress ? .ingress : .egress, reason: Self.reasonNames[Int(reason)],
+            packets: packets))
       }
     }
     return counters
@@ -59,14 +66,17 @@ extension BPFDatapathBackend {
   private func dropAndForwardCounts(endpointID: UInt64) throws(DatapathError) -> [UInt64] {
     guard
       let perCPU = try LibBPF.lookupPerCPU(
-        loader.metricsFD, endpointID, as: endpoint_metrics.self, "reading the counters of endpoint \(endpointID)")
+        loader.metricsFD, endpointID, as: endpoint_metrics.self,
+        "reading the counters of endpoint \(endpointID)")
     else {
-      throw DatapathError(code: .notFound, message: "endpoint \(endpointID) has no counters in the eBPF datapath")
+      throw DatapathError(
+        code: .notFound, message: "endpoint \(endpointID) has no counters in the eBPF datapath")
     }
     var totals = [UInt64](repeating: 0, count: 2 * Int(TESSERA_REASON_MAX.rawValue))
     for var cpu in perCPU {
       withUnsafeBytes(of: &cpu.counters) { raw in
-        for (i, value) in raw.bindMemory(to: metrics_value.self).enumerated() where i < totals.count {
+        for (i, value) in raw.bindMemory(to: metrics_value.self).enumerated() where i < totals.count
+        {
           totals[i] += value.packets
         }
       }
@@ -77,18 +87,23 @@ extension BPFDatapathBackend {
   // MARK: Extras (CLI, tests, benchmarks)
 
   /// Packets per direction and named reason (`forward-policy`, `drop-policy-deny`, …).
-  public func reasonCounters(endpointID: UInt64) throws(DatapathError) -> [(direction: TrafficDirection, reason: String, packets: UInt64)] {
+  public func reasonCounters(endpointID: UInt64) throws(DatapathError) -> [(
+    direction: TrafficDirection, reason: String, packets: UInt64
+  )] {
     let perReason = try dropAndForwardCounts(endpointID: endpointID)
     let reasons = Int(TESSERA_REASON_MAX.rawValue)
     return perReason.enumerated().compactMap { index, packets in
-      packets == 0 ? nil : (index < reasons ? .ingress : .egress, Self.reasonNames[index % reasons], packets)
+      packets == 0
+        ? nil : (index < reasons ? .ingress : .egress, Self.reasonNames[index % reasons], packets)
     }
   }
 
   /// Names of the programs' reasons (`enum tessera_reason`), by number.
   static let reasonNames = [
-    "forward-policy", "forward-ct-established", "forward-ct-reply", "forward-non-ip", "forward-icmp6-nd",
-    "drop-policy-deny", "drop-policy-default", "drop-invalid-packet", "drop-fragment", "drop-no-endpoint",
+    "forward-policy", "forward-ct-established", "forward-ct-reply", "forward-non-ip",
+    "forward-icmp6-nd",
+    "drop-policy-deny", "drop-policy-default", "drop-invalid-packet", "drop-fragment",
+    "drop-no-endpoint",
     "drop-ct-create-failed", "drop-missed-tail-call", "drop-invalid-source", "drop-unknown-l3",
     "drop-ipv6-ext-headers", "forward-ct-related", "forward-fragment",
   ]

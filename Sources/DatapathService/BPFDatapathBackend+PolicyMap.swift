@@ -8,7 +8,9 @@ import TesseraCore
 extension BPFDatapathBackend {
   /// The policy-kind bits (and their validity flag) the programs read for the endpoint.
   func announcedPolicyKinds(endpointID: UInt64) throws(DatapathError) -> UInt32? {
-    try readInfo(endpointID).map { $0.flags & (Self.policyKindsMask | UInt32(TESSERA_EP_F_POLICY_KINDS)) }
+    try readInfo(endpointID).map {
+      $0.flags & (Self.policyKindsMask | UInt32(TESSERA_EP_F_POLICY_KINDS))
+    }
   }
 
   /// The endpoint-info flag bits of the policy kinds (`TESSERA_EP_POLICY_KINDS_SHIFT`).
@@ -34,7 +36,8 @@ extension BPFDatapathBackend {
   /// direction, peer, protocol) come back as their union.
   public func policyEntries(endpointID: UInt64) throws(DatapathError) -> [PolicyEntry] {
     guard try readInfo(endpointID) != nil else {
-      throw DatapathError(code: .notFound, message: "endpoint \(endpointID) is not in the eBPF endpoint map")
+      throw DatapathError(
+        code: .notFound, message: "endpoint \(endpointID) is not in the eBPF endpoint map")
     }
     return PolicyEncoding.decode(try readSlices(only: endpointID)[endpointID] ?? [:])
   }
@@ -52,9 +55,12 @@ extension BPFDatapathBackend {
       affected.formUnion(slice.keys)
       affected.formUnion(wanted.map(PolicyGroup.init))
     } else {
-      for key in change.upserts.map(\.key) + change.deletes { affected.formUnion(PolicyGroup.both(key)) }
+      for key in change.upserts.map(\.key) + change.deletes {
+        affected.formUnion(PolicyGroup.both(key))
+      }
     }
-    let wantedByGroup = Dictionary(grouping: wanted.filter { affected.contains(PolicyGroup($0)) }, by: PolicyGroup.init)
+    let wantedByGroup = Dictionary(
+      grouping: wanted.filter { affected.contains(PolicyGroup($0)) }, by: PolicyGroup.init)
 
     var removals: [(PolicyGroup, PortPrefix)] = []
     for group in affected {
@@ -63,7 +69,8 @@ extension BPFDatapathBackend {
       for (prefix, cluster) in desired where current[prefix] != cluster {
         try LibBPF.update(
           loader.policyFD, PolicyEncoding.key(endpointID: id, group: group, prefix: prefix),
-          PolicyEncoding.value(group: group, cluster: cluster), "writing a policy entry of endpoint \(id)")
+          PolicyEncoding.value(group: group, cluster: cluster),
+          "writing a policy entry of endpoint \(id)")
         slice[group, default: [:]][prefix] = cluster
       }
       for prefix in current.keys where desired[prefix] == nil { removals.append((group, prefix)) }
@@ -89,10 +96,13 @@ extension BPFDatapathBackend {
     var slices: [UInt64: PolicySlice] = [:]
     for key in try LibBPF.keys(loader.policyFD, as: policy_key.self, "listing the policy map") {
       if let only, key.endpoint_id != only { continue }
-      guard let value = try LibBPF.lookup(loader.policyFD, key, as: policy_value.self, "reading the policy map"),
+      guard
+        let value = try LibBPF.lookup(
+          loader.policyFD, key, as: policy_value.self, "reading the policy map"),
         let decoded = PolicyEncoding.decode(key: key, value: value)
       else { continue }
-      slices[decoded.endpointID, default: [:]][decoded.group, default: [:]][decoded.prefix] = decoded.cluster
+      slices[decoded.endpointID, default: [:]][decoded.group, default: [:]][decoded.prefix] =
+        decoded.cluster
     }
     return slices
   }

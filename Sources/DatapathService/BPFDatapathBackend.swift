@@ -4,7 +4,7 @@ import Synchronization
 import TesseraCore
 
 #if canImport(Glibc)
-import Glibc
+  import Glibc
 #endif
 
 /// Enforces policy in the kernel: tc programs on the host side of each
@@ -52,19 +52,25 @@ public final class BPFDatapathBackend: DatapathBackend {
   /// - Throws: `DatapathError` with code `.precondition` when eBPF cannot be
   ///   used here (privileges, bpffs, kernel features, missing object) or the
   ///   kernel refuses the object (the message carries the verifier's log).
-  public init(configuration: Configuration, logger: Logger = Logger(label: "tessera.datapath.bpf")) throws(DatapathError) {
+  public init(configuration: Configuration, logger: Logger = Logger(label: "tessera.datapath.bpf"))
+    throws(DatapathError)
+  {
     self.configuration = configuration
     self.logger = logger
     if let reason = Self.probe() {
-      throw DatapathError(code: .precondition, message: "the eBPF datapath cannot run here: \(reason)")
+      throw DatapathError(
+        code: .precondition, message: "the eBPF datapath cannot run here: \(reason)")
     }
     try Self.requireBPFFS(for: configuration.pinDirectory)
     guard access(configuration.objectPath, R_OK) == 0 else {
       throw DatapathError(
         code: .precondition,
-        message: "BPF object not found at \(configuration.objectPath): build it with scripts/build-bpf.sh or set TESSERA_BPF_OBJECT")
+        message:
+          "BPF object not found at \(configuration.objectPath): build it with scripts/build-bpf.sh or set TESSERA_BPF_OBJECT"
+      )
     }
-    loader = try BPFLoader(objectPath: configuration.objectPath, pinDirectory: configuration.pinDirectory)
+    loader = try BPFLoader(
+      objectPath: configuration.objectPath, pinDirectory: configuration.pinDirectory)
     let slices = try readSlices()
     state.withLock { $0.slices = slices }
     try removeOrphans()
@@ -85,13 +91,15 @@ public final class BPFDatapathBackend: DatapathBackend {
   /// when it is missing and can be mounted.
   public static func probe() -> String? {
     #if os(Linux)
-    if let reason = LibBPF.probe() { return reason }
-    if !LibBPF.isBPFFS("/sys/fs/bpf") {
-      do { try LibBPF.mountBPFFS("/sys/fs/bpf") } catch { return "bpffs is not mounted at /sys/fs/bpf and mounting it failed: \(error.message)" }
-    }
-    return nil
+      if let reason = LibBPF.probe() { return reason }
+      if !LibBPF.isBPFFS("/sys/fs/bpf") {
+        do { try LibBPF.mountBPFFS("/sys/fs/bpf") } catch {
+          return "bpffs is not mounted at /sys/fs/bpf and mounting it failed: \(error.message)"
+        }
+      }
+      return nil
     #else
-    return "eBPF needs Linux"
+      return "eBPF needs Linux"
     #endif
   }
 
@@ -120,10 +128,14 @@ public final class BPFDatapathBackend: DatapathBackend {
     let endpoint = change.endpoint
     let id = endpoint.id
     guard endpoint.ips.count <= Int(TESSERA_EP_MAX_IPS) else {
-      throw DatapathError(code: .invalidArgument, message: "endpoint \(id) has \(endpoint.ips.count) addresses; at most \(TESSERA_EP_MAX_IPS)")
+      throw DatapathError(
+        code: .invalidArgument,
+        message: "endpoint \(id) has \(endpoint.ips.count) addresses; at most \(TESSERA_EP_MAX_IPS)"
+      )
     }
     guard endpoint.hostInterface.utf8.count < Int(TESSERA_IFNAMSIZ) else {
-      throw DatapathError(code: .invalidArgument, message: "interface name \(endpoint.hostInterface) is too long")
+      throw DatapathError(
+        code: .invalidArgument, message: "interface name \(endpoint.hostInterface) is too long")
     }
     let previous = try readInfo(id)
     let attachNeeded = change.isNew || change.interfaceChanged || previous == nil
@@ -131,12 +143,16 @@ public final class BPFDatapathBackend: DatapathBackend {
     if attachNeeded, !endpoint.hostInterface.isEmpty, if_nametoindex(endpoint.hostInterface) == 0 {
       throw DatapathError(
         code: .precondition,
-        message: "endpoint \(id): host device \(endpoint.hostInterface) does not exist (it must exist before the endpoint's policy is realised)")
+        message:
+          "endpoint \(id): host device \(endpoint.hostInterface) does not exist (it must exist before the endpoint's policy is realised)"
+      )
     }
 
     // 1. Programs: loaded for a new endpoint (or when their pins are gone).
     var programs: BPFLoader.Programs
-    if !change.isNew, let pinned = try loader.pinnedPrograms(id), pinned.fromContainer >= 0, pinned.toContainer >= 0 {
+    if !change.isNew, let pinned = try loader.pinnedPrograms(id), pinned.fromContainer >= 0,
+      pinned.toContainer >= 0
+    {
       programs = pinned
     } else {
       programs = try loader.loadEndpoint(id)
@@ -161,7 +177,9 @@ public final class BPFDatapathBackend: DatapathBackend {
     //    through the device already sees the complete policy. Its policy
     //    kinds cover every entry in the map, including those deleted in 4.
     var info = try makeInfo(endpoint, previous: previous)
-    info.flags |= UInt32(TESSERA_EP_F_POLICY_KINDS) | Self.policyKinds(of: state.withLock { Array(($0.slices[id] ?? [:]).keys) })
+    info.flags |=
+      UInt32(TESSERA_EP_F_POLICY_KINDS)
+      | Self.policyKinds(of: state.withLock { Array(($0.slices[id] ?? [:]).keys) })
     if attachNeeded, !endpoint.hostInterface.isEmpty {
       let ifindex = try Self.ifindex(of: endpoint.hostInterface)
       info.ifindex = UInt32(ifindex)
@@ -184,7 +202,9 @@ public final class BPFDatapathBackend: DatapathBackend {
 
     // 4. Entries no longer wanted, then the kinds they leave.
     try deletePolicy(id, removals)
-    let remaining = UInt32(TESSERA_EP_F_POLICY_KINDS) | Self.policyKinds(of: state.withLock { Array(($0.slices[id] ?? [:]).keys) })
+    let remaining =
+      UInt32(TESSERA_EP_F_POLICY_KINDS)
+      | Self.policyKinds(of: state.withLock { Array(($0.slices[id] ?? [:]).keys) })
     if info.flags & (Self.policyKindsMask | UInt32(TESSERA_EP_F_POLICY_KINDS)) != remaining {
       info.flags = (info.flags & ~Self.policyKindsMask) | remaining
       try writeInfo(id, info)
@@ -196,7 +216,8 @@ public final class BPFDatapathBackend: DatapathBackend {
     let info = try readInfo(id)
     let programs = try loader.pinnedPrograms(id)
     let ifindex: Int32 =
-      if let info, info.ifindex != 0 { Int32(info.ifindex) } else if !endpoint.hostInterface.isEmpty {
+      if let info, info.ifindex != 0 { Int32(info.ifindex) } else if !endpoint.hostInterface.isEmpty
+      {
         Int32(bitPattern: if_nametoindex(endpoint.hostInterface))
       } else { 0 }
     // Detach first: no packet sees a half-removed endpoint. Only our own
@@ -220,7 +241,8 @@ public final class BPFDatapathBackend: DatapathBackend {
   /// programs and policy entries of endpoints that are not in the endpoint
   /// map (they were never attached: attachment comes after registration).
   private func removeOrphans() throws(DatapathError) {
-    let registered = Set(try LibBPF.keys(loader.endpointsFD, as: UInt64.self, "listing the endpoint map"))
+    let registered = Set(
+      try LibBPF.keys(loader.endpointsFD, as: UInt64.self, "listing the endpoint map"))
     let withPolicy = state.withLock { Set($0.slices.keys) }
     for id in Set(try loader.pinnedEndpointIDs()).union(withPolicy).subtracting(registered) {
       logger.info("removing leftover datapath state", metadata: ["endpoint": "\(id)"])
@@ -242,13 +264,16 @@ public final class BPFDatapathBackend: DatapathBackend {
       return existing
     }
     if LibBPF.isBPFFS(nearestExisting(pinDirectory)) { return }
-    if pinDirectory.hasPrefix("/sys/fs/bpf/") || pinDirectory == "/sys/fs/bpf", !LibBPF.isBPFFS("/sys/fs/bpf") {
+    if pinDirectory.hasPrefix("/sys/fs/bpf/") || pinDirectory == "/sys/fs/bpf",
+      !LibBPF.isBPFFS("/sys/fs/bpf")
+    {
       try LibBPF.mountBPFFS("/sys/fs/bpf")
       if LibBPF.isBPFFS(nearestExisting(pinDirectory)) { return }
     }
     throw DatapathError(
       code: .precondition,
-      message: "pin directory \(pinDirectory) is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)")
+      message:
+        "pin directory \(pinDirectory) is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)")
   }
 
   // MARK: Helpers
@@ -266,12 +291,16 @@ public final class BPFDatapathBackend: DatapathBackend {
 
   static func string<T>(fromIfname ifname: T) -> String {
     var ifname = ifname
-    return withUnsafeBytes(of: &ifname) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) }
+    return withUnsafeBytes(of: &ifname) { raw in
+      String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+    }
   }
 
   static func ifindex(of device: String) throws(DatapathError) -> Int32 {
     let index = if_nametoindex(device)
-    guard index > 0 else { throw DatapathError(code: .notFound, message: "no network device named \(device)") }
+    guard index > 0 else {
+      throw DatapathError(code: .notFound, message: "no network device named \(device)")
+    }
     return Int32(bitPattern: index)
   }
 }

@@ -9,7 +9,9 @@ struct PolicyGroup: Hashable, Sendable {
   var proto: L4Protocol
   var peer: NumericIdentity
 
-  init(verdict: PolicyVerdict, direction: TrafficDirection, proto: L4Protocol, peer: NumericIdentity) {
+  init(
+    verdict: PolicyVerdict, direction: TrafficDirection, proto: L4Protocol, peer: NumericIdentity
+  ) {
     self.verdict = verdict
     self.direction = direction
     self.proto = proto
@@ -17,12 +19,15 @@ struct PolicyGroup: Hashable, Sendable {
   }
 
   init(_ entry: PolicyEntry) {
-    self.init(verdict: entry.verdict, direction: entry.direction, proto: entry.proto, peer: entry.peer)
+    self.init(
+      verdict: entry.verdict, direction: entry.direction, proto: entry.proto, peer: entry.peer)
   }
 
   /// Both groups a key can live in (a key changes verdict by an upsert).
   static func both(_ key: PolicyEntry.Key) -> [PolicyGroup] {
-    [.allow, .deny].map { PolicyGroup(verdict: $0, direction: key.direction, proto: key.proto, peer: key.peer) }
+    [.allow, .deny].map {
+      PolicyGroup(verdict: $0, direction: key.direction, proto: key.proto, peer: key.peer)
+    }
   }
 }
 
@@ -58,7 +63,10 @@ enum PolicyEncoding {
         let merged = PortPrefix.merge(members.map(\.key))
         let ranges = merged == [cluster] ? [cluster] : merged
         for range in ranges {
-          entries.append(PolicyEntry(peer: group.peer, direction: group.direction, proto: group.proto, ports: range, verdict: group.verdict))
+          entries.append(
+            PolicyEntry(
+              peer: group.peer, direction: group.direction, proto: group.proto, ports: range,
+              verdict: group.verdict))
         }
       }
     }
@@ -88,7 +96,9 @@ enum PolicyEncoding {
 
   /// The endpoint, group, block and cluster of one map entry; nil for keys
   /// Tessera never writes.
-  static func decode(key: policy_key, value: policy_value) -> (endpointID: UInt64, group: PolicyGroup, prefix: PortPrefix, cluster: PortRange)? {
+  static func decode(key: policy_key, value: policy_value) -> (
+    endpointID: UInt64, group: PolicyGroup, prefix: PortPrefix, cluster: PortRange
+  )? {
     let staticPrefix = UInt32(TESSERA_POLICY_STATIC_PREFIX)
     guard key.prefixlen >= staticPrefix, key.prefixlen <= staticPrefix + 16,
       let direction = TrafficDirection(rawValue: key.direction),
@@ -96,8 +106,10 @@ enum PolicyEncoding {
       value.port_first <= value.port_last
     else { return nil }
     let group = PolicyGroup(
-      verdict: key.deny == 1 ? .deny : .allow, direction: direction, proto: proto, peer: NumericIdentity(key.peer))
-    let prefix = PortPrefix(port: UInt16(bigEndian: key.dport), length: UInt8(key.prefixlen - staticPrefix))
+      verdict: key.deny == 1 ? .deny : .allow, direction: direction, proto: proto,
+      peer: NumericIdentity(key.peer))
+    let prefix = PortPrefix(
+      port: UInt16(bigEndian: key.dport), length: UInt8(key.prefixlen - staticPrefix))
     return (key.endpoint_id, group, prefix, PortRange(value.port_first, value.port_last))
   }
 }

@@ -24,13 +24,17 @@ public final class Datapath: Sendable {
   private let logger: Logger
 
   /// Re-adopts whatever the backend kept from a previous run.
-  public init(backend: any DatapathBackend, logger: Logger = Logger(label: "tessera.datapath")) throws(DatapathError) {
+  public init(backend: any DatapathBackend, logger: Logger = Logger(label: "tessera.datapath"))
+    throws(DatapathError)
+  {
     self.backend = backend
     self.logger = logger
     let restored = try backend.restoreEndpoints()
-    self.state = Mutex(State(endpoints: Dictionary(restored.map { ($0.id, $0) }, uniquingKeysWith: { $1 })))
+    self.state = Mutex(
+      State(endpoints: Dictionary(restored.map { ($0.id, $0) }, uniquingKeysWith: { $1 })))
     if !restored.isEmpty {
-      logger.info("re-adopted endpoints from the previous run", metadata: ["count": "\(restored.count)"])
+      logger.info(
+        "re-adopted endpoints from the previous run", metadata: ["count": "\(restored.count)"])
     }
   }
 
@@ -51,14 +55,18 @@ public final class Datapath: Sendable {
   public func realize(_ wanted: DatapathEndpoint) throws(DatapathError) -> Realization {
     try backendLock.withLock { (_) throws(DatapathError) -> Realization in
       let previous = state.withLock { $0.endpoints[wanted.id] }
-      if let previous, previous.policy.revision > wanted.policy.revision, previous.identity == wanted.identity,
+      if let previous, previous.policy.revision > wanted.policy.revision,
+        previous.identity == wanted.identity,
         previous.ips == wanted.ips, previous.hostInterface == wanted.hostInterface
       {
         // An older computation arriving late must not roll the kernel back.
-        return Realization(realizedRevision: previous.policy.revision, entriesWritten: 0, entriesDeleted: 0)
+        return Realization(
+          realizedRevision: previous.policy.revision, entriesWritten: 0, entriesDeleted: 0)
       }
       let unsettled = state.withLock { $0.unsettled.contains(wanted.id) }
-      let change = unsettled ? Self.difference(from: nil, to: wanted) : Self.difference(from: previous, to: wanted)
+      let change =
+        unsettled
+        ? Self.difference(from: nil, to: wanted) : Self.difference(from: previous, to: wanted)
       var ipcacheWritten = false
       do throws(DatapathError) {
         try backend.apply(change)
@@ -93,7 +101,9 @@ public final class Datapath: Sendable {
         $0.endpoints[wanted.id] = wanted
         $0.unsettled.remove(wanted.id)
       }
-      return Realization(realizedRevision: wanted.policy.revision, entriesWritten: change.upserts.count, entriesDeleted: change.deletes.count)
+      return Realization(
+        realizedRevision: wanted.policy.revision, entriesWritten: change.upserts.count,
+        entriesDeleted: change.deletes.count)
     }
   }
 
@@ -101,7 +111,9 @@ public final class Datapath: Sendable {
   /// programs, tc filters, endpoint-map, policy, counters, conntrack and
   /// ipcache entries) is removed by endpoint id, so that a failed create
   /// leaves nothing behind. Called with the backend lock held.
-  private func removeFailedCreation(_ wanted: DatapathEndpoint, ipcacheWritten: Bool, error: DatapathError) {
+  private func removeFailedCreation(
+    _ wanted: DatapathEndpoint, ipcacheWritten: Bool, error: DatapathError
+  ) {
     logger.warning(
       "first realisation of an endpoint failed; removing what it created",
       metadata: ["endpoint.id": "\(wanted.id)", "error": "\(error)"])
@@ -109,7 +121,9 @@ public final class Datapath: Sendable {
       try backend.removeEndpoint(wanted)
       if ipcacheWritten, !wanted.ips.isEmpty { try backend.deleteIPCache(wanted.ips) }
     } catch {
-      logger.error("cleanup after a failed realisation failed", metadata: ["endpoint.id": "\(wanted.id)", "error": "\(error)"])
+      logger.error(
+        "cleanup after a failed realisation failed",
+        metadata: ["endpoint.id": "\(wanted.id)", "error": "\(error)"])
     }
   }
 
@@ -140,7 +154,9 @@ public final class Datapath: Sendable {
 
   /// The entries read back from the backend's map for the endpoint.
   public func policyEntries(endpointID: UInt64) throws(DatapathError) -> [PolicyEntry] {
-    try backendLock.withLock { (_) throws(DatapathError) in try backend.policyEntries(endpointID: endpointID) }
+    try backendLock.withLock { (_) throws(DatapathError) in
+      try backend.policyEntries(endpointID: endpointID)
+    }
   }
 
   public func upsertIPCache(_ entries: [IPCacheEntry]) throws(DatapathError) {
@@ -165,20 +181,27 @@ public final class Datapath: Sendable {
     guard endpoint(id: endpointID) != nil else {
       throw DatapathError(code: .notFound, message: "no endpoint \(endpointID) in the datapath")
     }
-    return try backendLock.withLock { (_) throws(DatapathError) in try backend.counters(endpointID: endpointID) }
+    return try backendLock.withLock { (_) throws(DatapathError) in
+      try backend.counters(endpointID: endpointID)
+    }
   }
 
   /// The backend change that turns `previous` into `wanted`.
-  static func difference(from previous: DatapathEndpoint?, to wanted: DatapathEndpoint) -> EndpointChange {
+  static func difference(from previous: DatapathEndpoint?, to wanted: DatapathEndpoint)
+    -> EndpointChange
+  {
     guard let previous else {
-      return EndpointChange(endpoint: wanted, isNew: true, interfaceChanged: true, upserts: wanted.policy.entries, deletes: [])
+      return EndpointChange(
+        endpoint: wanted, isNew: true, interfaceChanged: true, upserts: wanted.policy.entries,
+        deletes: [])
     }
     let old = Dictionary(previous.policy.entries.map { ($0.key, $0) }, uniquingKeysWith: { $1 })
     let new = Dictionary(wanted.policy.entries.map { ($0.key, $0) }, uniquingKeysWith: { $1 })
     let upserts = wanted.policy.entries.filter { old[$0.key] != $0 }
     let deletes = previous.policy.entries.map(\.key).filter { new[$0] == nil }
     return EndpointChange(
-      endpoint: wanted, isNew: false, interfaceChanged: previous.hostInterface != wanted.hostInterface,
+      endpoint: wanted, isNew: false,
+      interfaceChanged: previous.hostInterface != wanted.hostInterface,
       upserts: upserts, deletes: deletes)
   }
 }

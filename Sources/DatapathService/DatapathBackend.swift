@@ -10,7 +10,10 @@ public struct DatapathEndpoint: Hashable, Sendable {
   /// The policy in force, including its revision.
   public var policy: EndpointPolicy
 
-  public init(id: UInt64, hostInterface: String, ips: [IPPrefix], identity: NumericIdentity, policy: EndpointPolicy) {
+  public init(
+    id: UInt64, hostInterface: String, ips: [IPPrefix], identity: NumericIdentity,
+    policy: EndpointPolicy
+  ) {
     self.id = id
     self.hostInterface = hostInterface
     self.ips = ips
@@ -31,7 +34,10 @@ public struct EndpointChange: Sendable {
   public var upserts: [PolicyEntry]
   public var deletes: [PolicyEntry.Key]
 
-  public init(endpoint: DatapathEndpoint, isNew: Bool, interfaceChanged: Bool, upserts: [PolicyEntry], deletes: [PolicyEntry.Key]) {
+  public init(
+    endpoint: DatapathEndpoint, isNew: Bool, interfaceChanged: Bool, upserts: [PolicyEntry],
+    deletes: [PolicyEntry.Key]
+  ) {
     self.endpoint = endpoint
     self.isNew = isNew
     self.interfaceChanged = interfaceChanged
@@ -64,7 +70,11 @@ public struct ConntrackEntry: Hashable, Sendable {
   public var packets: UInt64
   public var lastSeenNanoseconds: UInt64
 
-  public init(source: String, destination: String, sourcePort: UInt16, destinationPort: UInt16, proto: L4Protocol, endpointID: UInt64, direction: TrafficDirection, packets: UInt64, lastSeenNanoseconds: UInt64) {
+  public init(
+    source: String, destination: String, sourcePort: UInt16, destinationPort: UInt16,
+    proto: L4Protocol, endpointID: UInt64, direction: TrafficDirection, packets: UInt64,
+    lastSeenNanoseconds: UInt64
+  ) {
     self.source = source
     self.destination = destination
     self.sourcePort = sourcePort
@@ -94,7 +104,10 @@ public struct EndpointCounters: Hashable, Sendable {
     public var packets: UInt64
   }
 
-  public init(ingressForwarded: UInt64 = 0, ingressDropped: UInt64 = 0, egressForwarded: UInt64 = 0, egressDropped: UInt64 = 0) {
+  public init(
+    ingressForwarded: UInt64 = 0, ingressDropped: UInt64 = 0, egressForwarded: UInt64 = 0,
+    egressDropped: UInt64 = 0
+  ) {
     self.ingressForwarded = ingressForwarded
     self.ingressDropped = ingressDropped
     self.egressForwarded = egressForwarded

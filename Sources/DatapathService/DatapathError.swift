@@ -2,7 +2,9 @@
 public struct DatapathError: Error, Sendable, CustomStringConvertible {
   public struct Code: Hashable, Sendable, CustomStringConvertible {
     /// Every code there is (switched over exhaustively by the gRPC mapping).
-    enum Wrapped: Hashable, Sendable { case invalidArgument, notFound, kernel, unavailable, precondition }
+    enum Wrapped: Hashable, Sendable {
+      case invalidArgument, notFound, kernel, unavailable, precondition
+    }
     let wrapped: Wrapped
     private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
 

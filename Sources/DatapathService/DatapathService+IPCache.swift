@@ -4,21 +4,28 @@ import TesseraProto
 import TesseraRuntime
 
 extension DatapathServiceHandler {
-  public func upsertIPCache(request: Tessera_Datapath_V1_UpsertIPCacheRequest, context: ServerContext) async throws -> Tessera_Datapath_V1_IPCacheResponse {
+  public func upsertIPCache(
+    request: Tessera_Datapath_V1_UpsertIPCacheRequest, context: ServerContext
+  ) async throws -> Tessera_Datapath_V1_IPCacheResponse {
     let entries = try request.entries.map { entry throws(RPCError) in
-      IPCacheEntry(prefix: try IPPrefix(parsing: entry.prefix), identity: NumericIdentity(entry.identity))
+      IPCacheEntry(
+        prefix: try IPPrefix(parsing: entry.prefix), identity: NumericIdentity(entry.identity))
     }
     try datapath.upsertIPCache(entries)
     return .with { $0.changed = UInt32(entries.count) }
   }
 
-  public func deleteIPCache(request: Tessera_Datapath_V1_DeleteIPCacheRequest, context: ServerContext) async throws -> Tessera_Datapath_V1_IPCacheResponse {
+  public func deleteIPCache(
+    request: Tessera_Datapath_V1_DeleteIPCacheRequest, context: ServerContext
+  ) async throws -> Tessera_Datapath_V1_IPCacheResponse {
     let prefixes = try request.prefixes.map { text throws(RPCError) in try IPPrefix(parsing: text) }
     try datapath.deleteIPCache(prefixes)
     return .with { $0.changed = UInt32(prefixes.count) }
   }
 
-  public func listIPCache(request: Tessera_Datapath_V1_ListIPCacheRequest, context: ServerContext) async throws -> Tessera_Datapath_V1_ListIPCacheResponse {
+  public func listIPCache(request: Tessera_Datapath_V1_ListIPCacheRequest, context: ServerContext)
+    async throws -> Tessera_Datapath_V1_ListIPCacheResponse
+  {
     let entries = try datapath.ipcacheEntries()
     return .with { $0.entries = entries.map(Tessera_Datapath_V1_IPCacheEntry.init) }
   }

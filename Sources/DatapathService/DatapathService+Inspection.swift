@@ -3,7 +3,9 @@ import TesseraCore
 import TesseraProto
 
 extension DatapathServiceHandler {
-  public func listConntrack(request: Tessera_Datapath_V1_ListConntrackRequest, context: ServerContext) async throws -> Tessera_Datapath_V1_ListConntrackResponse {
+  public func listConntrack(
+    request: Tessera_Datapath_V1_ListConntrackRequest, context: ServerContext
+  ) async throws -> Tessera_Datapath_V1_ListConntrackResponse {
     let entries = try datapath.conntrackEntries()
     // Conntrack timestamps are CLOCK_MONOTONIC, as bpf_ktime_get_ns reports them.
     let now = LibBPF.monotonicNanoseconds
@@ -24,7 +26,9 @@ extension DatapathServiceHandler {
     }
   }
 
-  public func getEndpointCounters(request: Tessera_Datapath_V1_GetEndpointCountersRequest, context: ServerContext) async throws -> Tessera_Datapath_V1_EndpointCounters {
+  public func getEndpointCounters(
+    request: Tessera_Datapath_V1_GetEndpointCountersRequest, context: ServerContext
+  ) async throws -> Tessera_Datapath_V1_EndpointCounters {
     let counters = try datapath.counters(endpointID: request.endpointID)
     return .with {
       $0.endpointID = request.endpointID

@@ -1,7 +1,7 @@
 import CTesseraBPF
 
 #if canImport(Glibc)
-import Glibc
+  import Glibc
 #endif
 
 /// The one place where libbpf's and the loader's negative-errno returns
@@ -19,7 +19,8 @@ enum LibBPF {
     let log = trimmed(String(cString: tessera_bpf_last_log()))
     if !log.isEmpty {
       // The verifier's last lines say what it rejected.
-      let tail = log.split(separator: "\n", omittingEmptySubsequences: true).suffix(20).joined(separator: "\n")
+      let tail = log.split(separator: "\n", omittingEmptySubsequences: true).suffix(20).joined(
+        separator: "\n")
       message += "\nlibbpf:\n\(tail)"
     }
     let resolved: DatapathError.Code =
@@ -37,29 +38,38 @@ enum LibBPF {
 
   /// Returns `rc` when it is not negative, else throws.
   @discardableResult
-  static func check(_ rc: Int32, _ what: @autoclosure () -> String, code: DatapathError.Code? = nil) throws(DatapathError) -> Int32 {
+  static func check(_ rc: Int32, _ what: @autoclosure () -> String, code: DatapathError.Code? = nil)
+    throws(DatapathError) -> Int32
+  {
     if rc < 0 { throw error(rc, what(), code: code) }
     return rc
   }
 
   // MARK: Maps
 
-  static func update<K, V>(_ fd: Int32, _ key: K, _ value: V, flags: UInt64 = 0, _ what: @autoclosure () -> String) throws(DatapathError) {
+  static func update<K, V>(
+    _ fd: Int32, _ key: K, _ value: V, flags: UInt64 = 0, _ what: @autoclosure () -> String
+  ) throws(DatapathError) {
     var key = key
     var value = value
     let rc = withUnsafeBytes(of: &key) { k in
-      withUnsafeBytes(of: &value) { v in tessera_bpf_map_update(fd, k.baseAddress, v.baseAddress, flags) }
+      withUnsafeBytes(of: &value) { v in
+        tessera_bpf_map_update(fd, k.baseAddress, v.baseAddress, flags)
+      }
     }
     try check(rc, what())
   }
 
   /// The value under `key`, or nil when there is none.
-  static func lookup<K, V>(_ fd: Int32, _ key: K, as _: V.Type, _ what: @autoclosure () -> String) throws(DatapathError) -> V? {
+  static func lookup<K, V>(_ fd: Int32, _ key: K, as _: V.Type, _ what: @autoclosure () -> String)
+    throws(DatapathError) -> V?
+  {
     var key = key
     let value = UnsafeMutablePointer<V>.allocate(capacity: 1)
     defer { value.deallocate() }
     let rc = withUnsafeBytes(of: &key) { k in
-      UnsafeMutableRawPointer(value).initializeMemory(as: UInt8.self, repeating: 0, count: MemoryLayout<V>.size)
+      UnsafeMutableRawPointer(value).initializeMemory(
+        as: UInt8.self, repeating: 0, count: MemoryLayout<V>.size)
       return tessera_bpf_map_lookup(fd, k.baseAddress, value)
     }
     if rc == -ENOENT { return nil }
@@ -68,7 +78,9 @@ enum LibBPF {
   }
 
   /// Per-CPU values under `key` (one per possible CPU), or nil.
-  static func lookupPerCPU<K, V>(_ fd: Int32, _ key: K, as _: V.Type, _ what: @autoclosure () -> String) throws(DatapathError) -> [V]? {
+  static func lookupPerCPU<K, V>(
+    _ fd: Int32, _ key: K, as _: V.Type, _ what: @autoclosure () -> String
+  ) throws(DatapathError) -> [V]? {
     let cpus = Int(try check(tessera_bpf_num_possible_cpus(), "counting possible CPUs"))
     // The kernel rounds each CPU's slot up to 8 bytes.
     let stride = (MemoryLayout<V>.size + 7) & ~7
@@ -84,7 +96,9 @@ enum LibBPF {
 
   /// Deletes `key`; returns false when it was not there.
   @discardableResult
-  static func delete<K>(_ fd: Int32, _ key: K, _ what: @autoclosure () -> String) throws(DatapathError) -> Bool {
+  static func delete<K>(_ fd: Int32, _ key: K, _ what: @autoclosure () -> String)
+    throws(DatapathError) -> Bool
+  {
     var key = key
     let rc = withUnsafeBytes(of: &key) { k in tessera_bpf_map_delete(fd, k.baseAddress) }
     if rc == -ENOENT { return false }
@@ -93,10 +107,14 @@ enum LibBPF {
   }
 
   /// Every key of the map (a snapshot; the map may change meanwhile).
-  static func keys<K>(_ fd: Int32, as _: K.Type, _ what: @autoclosure () -> String) throws(DatapathError) -> [K] {
+  static func keys<K>(_ fd: Int32, as _: K.Type, _ what: @autoclosure () -> String)
+    throws(DatapathError) -> [K]
+  {
     var result: [K] = []
-    let current = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<K>.size, alignment: MemoryLayout<K>.alignment)
-    let next = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<K>.size, alignment: MemoryLayout<K>.alignment)
+    let current = UnsafeMutableRawPointer.allocate(
+      byteCount: MemoryLayout<K>.size, alignment: MemoryLayout<K>.alignment)
+    let next = UnsafeMutableRawPointer.allocate(
+      byteCount: MemoryLayout<K>.size, alignment: MemoryLayout<K>.alignment)
     defer {
       current.deallocate()
       next.deallocate()
@@ -148,7 +166,8 @@ final class BPFLoader: @unchecked Sendable {
     var out: OpaquePointer?
     let rc = tessera_bpf_open(objectPath, pinDirectory, &out)
     guard rc == 0, let out else {
-      throw LibBPF.error(rc, "loading \(objectPath) with pins under \(pinDirectory)", code: .precondition)
+      throw LibBPF.error(
+        rc, "loading \(objectPath) with pins under \(pinDirectory)", code: .precondition)
     }
     handle = out
     ipcacheFD = tessera_bpf_ipcache_fd(out)
@@ -175,14 +194,18 @@ final class BPFLoader: @unchecked Sendable {
     }
 
     var ids: (from: UInt32, to: UInt32) {
-      (fromContainer >= 0 ? tessera_bpf_obj_id(fromContainer) : 0, toContainer >= 0 ? tessera_bpf_obj_id(toContainer) : 0)
+      (
+        fromContainer >= 0 ? tessera_bpf_obj_id(fromContainer) : 0,
+        toContainer >= 0 ? tessera_bpf_obj_id(toContainer) : 0
+      )
     }
   }
 
   /// Loads the endpoint's stubs (endpoint id in read-only data) and creates its counters.
   func loadEndpoint(_ id: UInt64) throws(DatapathError) -> Programs {
     var fds = tessera_endpoint_fds(from_container: -1, to_container: -1)
-    try LibBPF.check(tessera_bpf_endpoint_load(handle, id, &fds, nil), "loading the programs of endpoint \(id)")
+    try LibBPF.check(
+      tessera_bpf_endpoint_load(handle, id, &fds, nil), "loading the programs of endpoint \(id)")
     return Programs(fromContainer: fds.from_container, toContainer: fds.to_container)
   }
 
@@ -196,16 +219,20 @@ final class BPFLoader: @unchecked Sendable {
   }
 
   func purge(_ id: UInt64, scanPolicy: Bool) throws(DatapathError) {
-    try LibBPF.check(tessera_bpf_endpoint_purge(handle, id, scanPolicy ? 1 : 0), "removing the state of endpoint \(id)")
+    try LibBPF.check(
+      tessera_bpf_endpoint_purge(handle, id, scanPolicy ? 1 : 0),
+      "removing the state of endpoint \(id)")
   }
 
   func unpin(_ id: UInt64) throws(DatapathError) {
-    try LibBPF.check(tessera_bpf_endpoint_unpin(handle, id), "unpinning the programs of endpoint \(id)")
+    try LibBPF.check(
+      tessera_bpf_endpoint_unpin(handle, id), "unpinning the programs of endpoint \(id)")
   }
 
   func pinnedEndpointIDs() throws(DatapathError) -> [UInt64] {
     var ids = [UInt64](repeating: 0, count: 65536)
-    let n = try LibBPF.check(tessera_bpf_pinned_endpoints(handle, &ids, Int32(ids.count)), "listing pinned endpoints")
+    let n = try LibBPF.check(
+      tessera_bpf_pinned_endpoints(handle, &ids, Int32(ids.count)), "listing pinned endpoints")
     return Array(ids.prefix(Int(n)))
   }
 
@@ -220,24 +247,32 @@ final class BPFLoader: @unchecked Sendable {
     return created != 0
   }
 
-  func attachedProgramIDs(ifindex: Int32, device: String) throws(DatapathError) -> (from: UInt32, to: UInt32) {
+  func attachedProgramIDs(ifindex: Int32, device: String) throws(DatapathError) -> (
+    from: UInt32, to: UInt32
+  ) {
     var from: UInt32 = 0
     var to: UInt32 = 0
     try LibBPF.check(tessera_bpf_tc_query(ifindex, &from, &to), "querying tc filters of \(device)")
     return (from, to)
   }
 
-  func detach(ifindex: Int32, expected: (from: UInt32, to: UInt32), destroyHook: Bool, device: String) throws(DatapathError) {
+  func detach(
+    ifindex: Int32, expected: (from: UInt32, to: UInt32), destroyHook: Bool, device: String
+  ) throws(DatapathError) {
     try LibBPF.check(
       tessera_bpf_tc_detach(ifindex, expected.from, expected.to, destroyHook ? 1 : 0),
       "detaching from \(device) (ifindex \(ifindex))")
   }
 
   /// BPF_PROG_TEST_RUN of one program on an Ethernet frame.
-  static func testRun(programFD: Int32, packet: [UInt8], repeat count: UInt32) throws(DatapathError) -> (retval: UInt32, nanoseconds: UInt32) {
+  static func testRun(programFD: Int32, packet: [UInt8], repeat count: UInt32) throws(DatapathError)
+    -> (retval: UInt32, nanoseconds: UInt32)
+  {
     var retval: UInt32 = 0
     var duration: UInt32 = 0
-    let rc = packet.withUnsafeBytes { tessera_bpf_test_run(programFD, $0.baseAddress, UInt32($0.count), count, &retval, &duration) }
+    let rc = packet.withUnsafeBytes {
+      tessera_bpf_test_run(programFD, $0.baseAddress, UInt32($0.count), count, &retval, &duration)
+    }
     try LibBPF.check(rc, "running the program on a test packet")
     return (retval, duration)
   }

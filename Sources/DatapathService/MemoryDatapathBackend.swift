@@ -66,5 +66,7 @@ public final class MemoryDatapathBackend: DatapathBackend {
 
   public func conntrackEntries() throws(DatapathError) -> [ConntrackEntry] { [] }
 
-  public func counters(endpointID: UInt64) throws(DatapathError) -> EndpointCounters { EndpointCounters() }
+  public func counters(endpointID: UInt64) throws(DatapathError) -> EndpointCounters {
+    EndpointCounters()
+  }
 }

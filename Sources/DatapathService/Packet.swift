@@ -13,7 +13,10 @@ public enum Packet {
   public static let ack: UInt8 = 0x10
   public static let synAck: UInt8 = 0x12
 
-  public static func ipv4(_ source: String, _ destination: String, proto: UInt8, sport: UInt16 = 40000, dport: UInt16 = 0, tcpFlags: UInt8 = syn) -> [UInt8] {
+  public static func ipv4(
+    _ source: String, _ destination: String, proto: UInt8, sport: UInt16 = 40000, dport: UInt16 = 0,
+    tcpFlags: UInt8 = syn
+  ) -> [UInt8] {
     var l4: [UInt8]
     switch proto {
     case tcp:
@@ -45,13 +48,17 @@ public enum Packet {
     return ethernet(type: 0x0800) + ip + l4
   }
 
-  public static func icmpEcho(_ source: String, _ destination: String, id: UInt16, reply: Bool) -> [UInt8] {
+  public static func icmpEcho(_ source: String, _ destination: String, id: UInt16, reply: Bool)
+    -> [UInt8]
+  {
     var frame = ipv4(source, destination, proto: icmp, sport: id)
     if reply { frame[14 + 20] = 0 }
     return frame
   }
 
-  public static func ipv6TCP(_ source: String, _ destination: String, sport: UInt16, dport: UInt16, tcpFlags: UInt8 = syn) -> [UInt8] {
+  public static func ipv6TCP(
+    _ source: String, _ destination: String, sport: UInt16, dport: UInt16, tcpFlags: UInt8 = syn
+  ) -> [UInt8] {
     var l4 = [UInt8](repeating: 0, count: 20)
     l4[0] = UInt8(sport >> 8)
     l4[1] = UInt8(sport & 0xff)
@@ -81,12 +88,18 @@ public enum Packet {
   }
 
   /// `frame` (an Ethernet frame) with an 802.1Q tag (`tpid` 0x8100 or 0x88a8) inserted.
-  public static func vlanTagged(_ frame: [UInt8], vlan: UInt16 = 100, tpid: UInt16 = 0x8100) -> [UInt8] {
-    Array(frame[0..<12]) + [UInt8(tpid >> 8), UInt8(tpid & 0xff), UInt8(vlan >> 8), UInt8(vlan & 0xff)] + Array(frame[12...])
+  public static func vlanTagged(_ frame: [UInt8], vlan: UInt16 = 100, tpid: UInt16 = 0x8100)
+    -> [UInt8]
+  {
+    Array(frame[0..<12]) + [
+      UInt8(tpid >> 8), UInt8(tpid & 0xff), UInt8(vlan >> 8), UInt8(vlan & 0xff),
+    ] + Array(frame[12...])
   }
 
   /// The L4 header of a TCP (20 bytes, `tcpFlags`) or UDP (8 bytes) packet.
-  public static func l4(proto: UInt8, sport: UInt16, dport: UInt16, tcpFlags: UInt8 = syn) -> [UInt8] {
+  public static func l4(proto: UInt8, sport: UInt16, dport: UInt16, tcpFlags: UInt8 = syn)
+    -> [UInt8]
+  {
     var header = [UInt8](repeating: 0, count: proto == tcp ? 20 : 8)
     header[0] = UInt8(sport >> 8)
     header[1] = UInt8(sport & 0xff)
@@ -104,30 +117,38 @@ public enum Packet {
   /// An IPv4 packet (no Ethernet header) carrying `payload` as protocol
   /// `proto`; `fragmentOffset` in 8-byte units, `moreFragments` the MF flag.
   public static func ipv4Packet(
-    _ source: String, _ destination: String, proto: UInt8, payload: [UInt8], id: UInt16 = 1, fragmentOffset: UInt16 = 0,
+    _ source: String, _ destination: String, proto: UInt8, payload: [UInt8], id: UInt16 = 1,
+    fragmentOffset: UInt16 = 0,
     moreFragments: Bool = false
   ) -> [UInt8] {
     let total = 20 + payload.count
     let flags = (moreFragments ? UInt16(0x2000) : 0) | (fragmentOffset & 0x1fff)
-    var header: [UInt8] = [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), UInt8(id >> 8), UInt8(id & 0xff)]
+    var header: [UInt8] = [
+      0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), UInt8(id >> 8), UInt8(id & 0xff),
+    ]
     header += [UInt8(flags >> 8), UInt8(flags & 0xff), 64, proto, 0, 0]
     return header + address(source, 4) + address(destination, 4) + payload
   }
 
   /// An Ethernet frame of an IPv4 packet (see ``ipv4Packet(_:_:proto:payload:id:fragmentOffset:moreFragments:)``).
   public static func ipv4Frame(
-    _ source: String, _ destination: String, proto: UInt8, payload: [UInt8], id: UInt16 = 1, fragmentOffset: UInt16 = 0,
+    _ source: String, _ destination: String, proto: UInt8, payload: [UInt8], id: UInt16 = 1,
+    fragmentOffset: UInt16 = 0,
     moreFragments: Bool = false
   ) -> [UInt8] {
     ethernet(type: 0x0800)
       + ipv4Packet(
-        source, destination, proto: proto, payload: payload, id: id, fragmentOffset: fragmentOffset, moreFragments: moreFragments)
+        source, destination, proto: proto, payload: payload, id: id, fragmentOffset: fragmentOffset,
+        moreFragments: moreFragments)
   }
 
   /// An IPv6 packet (no Ethernet header): `extensions` are (header number,
   /// body) in order, each body padded to a multiple of 8 bytes with its
   /// length field filled (the fragment header's body is used as given).
-  public static func ipv6Packet(_ source: String, _ destination: String, extensions: [(UInt8, [UInt8])] = [], proto: UInt8, payload: [UInt8]) -> [UInt8] {
+  public static func ipv6Packet(
+    _ source: String, _ destination: String, extensions: [(UInt8, [UInt8])] = [], proto: UInt8,
+    payload: [UInt8]
+  ) -> [UInt8] {
     var chain: [UInt8] = []
     for (i, (_, body)) in extensions.enumerated() {
       let next = i + 1 < extensions.count ? extensions[i + 1].0 : proto
@@ -142,20 +163,29 @@ public enum Packet {
     return header + address(source, 16) + address(destination, 16) + chain + payload
   }
 
-  public static func ipv6Frame(_ source: String, _ destination: String, extensions: [(UInt8, [UInt8])] = [], proto: UInt8, payload: [UInt8]) -> [UInt8] {
-    ethernet(type: 0x86DD) + ipv6Packet(source, destination, extensions: extensions, proto: proto, payload: payload)
+  public static func ipv6Frame(
+    _ source: String, _ destination: String, extensions: [(UInt8, [UInt8])] = [], proto: UInt8,
+    payload: [UInt8]
+  ) -> [UInt8] {
+    ethernet(type: 0x86DD)
+      + ipv6Packet(source, destination, extensions: extensions, proto: proto, payload: payload)
   }
 
   /// The body of an IPv6 fragment header (after next header and reserved):
   /// offset in 8-byte units, M flag, identification.
   public static func ipv6FragmentHeader(offset: UInt16, more: Bool, id: UInt32) -> [UInt8] {
     let field = offset << 3 | (more ? 1 : 0)
-    return [UInt8(field >> 8), UInt8(field & 0xff), UInt8(id >> 24), UInt8((id >> 16) & 0xff), UInt8((id >> 8) & 0xff), UInt8(id & 0xff)]
+    return [
+      UInt8(field >> 8), UInt8(field & 0xff), UInt8(id >> 24), UInt8((id >> 16) & 0xff),
+      UInt8((id >> 8) & 0xff), UInt8(id & 0xff),
+    ]
   }
 
   /// An ICMP (IPv4) or ICMPv6 message: type, code, checksum 0, 4 bytes of
   /// `rest` (MTU, identifier…), then `body` (the quoted packet of an error).
-  public static func icmpMessage(type: UInt8, code: UInt8, rest: [UInt8] = [0, 0, 0, 0], body: [UInt8] = []) -> [UInt8] {
+  public static func icmpMessage(
+    type: UInt8, code: UInt8, rest: [UInt8] = [0, 0, 0, 0], body: [UInt8] = []
+  ) -> [UInt8] {
     [type, code, 0, 0] + rest.prefix(4) + body
   }
 

@@ -26,7 +26,9 @@ public struct PortPrefix: Hashable, Sendable, Comparable, CustomStringConvertibl
 
   public func contains(_ p: UInt16) -> Bool { p >= first && p <= last }
 
-  public static func < (lhs: Self, rhs: Self) -> Bool { (lhs.port, lhs.length) < (rhs.port, rhs.length) }
+  public static func < (lhs: Self, rhs: Self) -> Bool {
+    (lhs.port, lhs.length) < (rhs.port, rhs.length)
+  }
   public var description: String { "\(port)/\(length)" }
 
   /// The minimal list of aligned blocks whose union is exactly `range`, in

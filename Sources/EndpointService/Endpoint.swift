@@ -51,7 +51,11 @@ public struct EndpointSpec: Sendable, Hashable {
   public var netns: String
   public var labels: LabelSet
 
-  public init(containerID: String, interfaceName: String = "eth0", hostInterface: String = "", ips: [IPPrefix], namespace: String = Endpoint.defaultNamespace, podName: String = "", netns: String = "", labels: LabelSet = .empty) {
+  public init(
+    containerID: String, interfaceName: String = "eth0", hostInterface: String = "",
+    ips: [IPPrefix], namespace: String = Endpoint.defaultNamespace, podName: String = "",
+    netns: String = "", labels: LabelSet = .empty
+  ) {
     self.containerID = containerID
     self.interfaceName = interfaceName
     self.hostInterface = hostInterface
@@ -64,48 +68,74 @@ public struct EndpointSpec: Sendable, Hashable {
 
   static func isContainerID(_ text: String) -> Bool {
     func alphanumeric(_ byte: UInt8) -> Bool {
-      (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+      (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
+        || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
         || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
     }
     guard let first = text.utf8.first, alphanumeric(first) else { return false }
-    return text.utf8.allSatisfy { alphanumeric($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
+    return text.utf8.allSatisfy {
+      alphanumeric($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".")
+        || $0 == UInt8(ascii: "-")
+    }
   }
 
   /// Checks what the wire cannot: no `reserved:` labels, sane names.
   public func validate() throws(EndpointError) {
     // CNI spec: starts with an alphanumeric, then alphanumerics, '_', '.' or '-'.
-    guard !containerID.isEmpty, containerID.utf8.count <= 256, Self.isContainerID(containerID) else {
+    guard !containerID.isEmpty, containerID.utf8.count <= 256, Self.isContainerID(containerID)
+    else {
       throw EndpointError(
         code: .invalidArgument,
-        message: "container ID must be 1 to 256 characters: an alphanumeric, then alphanumerics, '_', '.' or '-'")
+        message:
+          "container ID must be 1 to 256 characters: an alphanumeric, then alphanumerics, '_', '.' or '-'"
+      )
     }
     // CNI spec: at most 15 bytes, not "." or "..", no '/', ':' or whitespace.
-    guard !interfaceName.isEmpty, interfaceName.utf8.count < 16, interfaceName != ".", interfaceName != "..",
-      !interfaceName.unicodeScalars.contains(where: { $0 == "/" || $0 == ":" || $0.properties.isWhitespace || $0.value < 0x20 })
+    guard !interfaceName.isEmpty, interfaceName.utf8.count < 16, interfaceName != ".",
+      interfaceName != "..",
+      !interfaceName.unicodeScalars.contains(where: {
+        $0 == "/" || $0 == ":" || $0.properties.isWhitespace || $0.value < 0x20
+      })
     else {
-      throw EndpointError(code: .invalidArgument, message: "interface name must be 1 to 15 bytes, not . or .., without '/', ':' or whitespace")
+      throw EndpointError(
+        code: .invalidArgument,
+        message: "interface name must be 1 to 15 bytes, not . or .., without '/', ':' or whitespace"
+      )
     }
     guard hostInterface.utf8.count < 16, !hostInterface.contains("/") else {
-      throw EndpointError(code: .invalidArgument, message: "host interface '\(hostInterface)' is not a valid interface name")
+      throw EndpointError(
+        code: .invalidArgument,
+        message: "host interface '\(hostInterface)' is not a valid interface name")
     }
     if let reserved = labels.labels.first(where: { $0.source == Label.Source.reserved }) {
-      throw EndpointError(code: .invalidArgument, message: "label \(reserved) is reserved: reserved labels cannot be requested")
-    }
-    if let propagated = labels.labels.first(where: { $0.key.hasPrefix(Endpoint.namespaceLabelsPrefix) }) {
       throw EndpointError(
-        code: .invalidArgument, message: "label \(propagated) is a namespace label: set it on the namespace (tessera namespace set), not on a pod")
+        code: .invalidArgument,
+        message: "label \(reserved) is reserved: reserved labels cannot be requested")
+    }
+    if let propagated = labels.labels.first(where: {
+      $0.key.hasPrefix(Endpoint.namespaceLabelsPrefix)
+    }) {
+      throw EndpointError(
+        code: .invalidArgument,
+        message:
+          "label \(propagated) is a namespace label: set it on the namespace (tessera namespace set), not on a pod"
+      )
     }
     if let explicit = labels[Endpoint.namespaceLabelKey], explicit.value != namespace {
-      throw EndpointError(code: .invalidArgument, message: "label \(explicit) contradicts namespace '\(namespace)'")
+      throw EndpointError(
+        code: .invalidArgument, message: "label \(explicit) contradicts namespace '\(namespace)'")
     }
     guard !namespace.isEmpty, namespace.utf8.count <= 253 else {
       throw EndpointError(code: .invalidArgument, message: "namespace must be 1 to 253 bytes")
     }
     for ip in ips where !ip.isHost {
-      throw EndpointError(code: .invalidArgument, message: "endpoint address \(ip) must be a single address")
+      throw EndpointError(
+        code: .invalidArgument, message: "endpoint address \(ip) must be a single address")
     }
     for ip in ips where ip.isSpecialPurposeHost {
-      throw EndpointError(code: .invalidArgument, message: "endpoint address \(ip.address) is unspecified, loopback, multicast or broadcast")
+      throw EndpointError(
+        code: .invalidArgument,
+        message: "endpoint address \(ip.address) is unspecified, loopback, multicast or broadcast")
     }
   }
 }

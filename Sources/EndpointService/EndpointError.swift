@@ -2,7 +2,8 @@
 public struct EndpointError: Error, Sendable, CustomStringConvertible {
   public struct Code: Hashable, Sendable, CustomStringConvertible {
     enum Wrapped: Hashable, Sendable, CaseIterable {
-      case invalidArgument, duplicate, notFound, staleRevision, upstreamUnavailable, deadlineExceeded, illegalTransition
+      case invalidArgument, duplicate, notFound, staleRevision, upstreamUnavailable,
+        deadlineExceeded, illegalTransition
       case failedPrecondition, upstreamFailed
     }
     let wrapped: Wrapped

@@ -10,7 +10,9 @@ extension EndpointManager {
   /// The steps follow the ``EndpointStateMachine``: `labelsChanged` asks for the
   /// identity (``resolveIdentity(of:)``), `identityResolved` for a regeneration
   /// (``Regenerator``), `regenerationFinished` resumes this call.
-  public func createEndpoint(_ spec: EndpointSpec, sync: Bool) async throws(EndpointError) -> Endpoint {
+  public func createEndpoint(_ spec: EndpointSpec, sync: Bool) async throws(EndpointError)
+    -> Endpoint
+  {
     try spec.validate()
     let started = ContinuousClock.now
     let deadline = started + configuration.requestTimeout
@@ -20,9 +22,12 @@ extension EndpointManager {
     logger[metadataKey: "container.id"] = "\(spec.containerID)"
     logger.debug("endpoint registered", metadata: ["state": "\(endpoint.state.rawValue)"])
 
-    let flow: @Sendable () async throws(EndpointError) -> Void = { [self] () async throws(EndpointError) in
-      let workloadLabels = try await metadata.resolve(namespace: spec.namespace, podName: spec.podName, deadline: deadline)
-      let labels = Endpoint.labels(request: spec.labels, workload: workloadLabels, namespace: spec.namespace)
+    let flow: @Sendable () async throws(EndpointError) -> Void = {
+      [self] () async throws(EndpointError) in
+      let workloadLabels = try await metadata.resolve(
+        namespace: spec.namespace, podName: spec.podName, deadline: deadline)
+      let labels = Endpoint.labels(
+        request: spec.labels, workload: workloadLabels, namespace: spec.namespace)
       try await applyLabels(endpointID: endpoint.id, labels: labels, requestLabels: nil)
     }
     guard sync else {
@@ -42,17 +47,22 @@ extension EndpointManager {
     } catch {
       logger.info("endpoint creation failed; cleaning up", metadata: ["error": "\(error)"])
       _ = try? await deleteEndpoint(id: endpoint.id, abandoningDatapathState: true)
-      EndpointMetrics.createDuration(result: "error").record(duration: ContinuousClock.now - started)
+      EndpointMetrics.createDuration(result: "error").record(
+        duration: ContinuousClock.now - started)
       throw error
     }
     guard let ready = registry.endpoint(id: endpoint.id) else {
-      throw EndpointError(code: .notFound, message: "endpoint \(endpoint.id) was deleted while it was being created")
+      throw EndpointError(
+        code: .notFound, message: "endpoint \(endpoint.id) was deleted while it was being created")
     }
     EndpointMetrics.createDuration(result: "ok").record(duration: ContinuousClock.now - started)
     EndpointMetrics.endpoints.record(registry.count)
-    logger.info("endpoint ready", metadata: [
-      "identity": "\(ready.identity)", "policyRevision": "\(ready.policyRevision)", "took": "\(ContinuousClock.now - started)",
-    ])
+    logger.info(
+      "endpoint ready",
+      metadata: [
+        "identity": "\(ready.identity)", "policyRevision": "\(ready.policyRevision)",
+        "took": "\(ContinuousClock.now - started)",
+      ])
     return ready
   }
 }

@@ -9,7 +9,9 @@ extension EndpointManager {
   ///   identity service cannot be reached; the endpoint stays `disconnecting`
   ///   and the next delete finishes the job.
   @discardableResult
-  public func deleteEndpoints(containerID: String, interfaceName: String?) async throws(EndpointError) -> [Endpoint] {
+  public func deleteEndpoints(containerID: String, interfaceName: String?)
+    async throws(EndpointError) -> [Endpoint]
+  {
     var removed: [Endpoint] = []
     for endpoint in registry.endpoints(containerID: containerID, interfaceName: interfaceName) {
       if let gone = try await deleteEndpoint(id: endpoint.id) { removed.append(gone) }
@@ -22,12 +24,17 @@ extension EndpointManager {
   ///   the datapath removal in the background, so a failed create leaves no
   ///   endpoint and no identity reference behind.
   @discardableResult
-  public func deleteEndpoint(id: UInt64, abandoningDatapathState: Bool = false) async throws(EndpointError) -> Endpoint? {
+  public func deleteEndpoint(id: UInt64, abandoningDatapathState: Bool = false)
+    async throws(EndpointError) -> Endpoint?
+  {
     let requested: (action: EndpointAction, endpoint: Endpoint)
     do {
-      requested = try registry.update(id: id) { (endpoint) throws(EndpointError) -> (EndpointAction, Endpoint) in
+      requested = try registry.update(id: id) {
+        (endpoint) throws(EndpointError) -> (EndpointAction, Endpoint) in
         // A delete that could not finish left it disconnecting: this one tells any new waiter too.
-        let action = endpoint.state == .disconnecting ? .failWaiters : try endpoint.stateMachine.handle(.deleteRequested)
+        let action =
+          endpoint.state == .disconnecting
+          ? .failWaiters : try endpoint.stateMachine.handle(.deleteRequested)
         return (action, endpoint)
       }
     } catch {
@@ -36,11 +43,12 @@ extension EndpointManager {
     try await perform(requested.action, on: requested.endpoint)
     do {
       try await datapath.removeEndpoint(id: id)
-    } catch where abandoningDatapathState {
+    } catch  where abandoningDatapathState {
       removeFromDatapathEventually(id)
     }
     // Take the identity out under the lock so concurrent deletes release it once.
-    let identity = try? registry.update(id: id) { (endpoint) throws(EndpointError) -> NumericIdentity in
+    let identity = try? registry.update(id: id) {
+      (endpoint) throws(EndpointError) -> NumericIdentity in
       defer { endpoint.identity = .unknown }
       return endpoint.identity
     }
@@ -48,7 +56,9 @@ extension EndpointManager {
       do {
         try await identities.releaseIdentity(identity)
       } catch {
-        _ = try? registry.update(id: id) { (endpoint) throws(EndpointError) in endpoint.identity = identity }
+        _ = try? registry.update(id: id) { (endpoint) throws(EndpointError) in
+          endpoint.identity = identity
+        }
         throw error
       }
     }
@@ -56,13 +66,17 @@ extension EndpointManager {
     if let (action, endpoint) = try? transition(id: id, .deleteFinished) {
       try await perform(action, on: endpoint)
     }
-    logger.info("endpoint deleted", metadata: ["endpoint.id": "\(id)", "container.id": "\(requested.endpoint.containerID)"])
+    logger.info(
+      "endpoint deleted",
+      metadata: ["endpoint.id": "\(id)", "container.id": "\(requested.endpoint.containerID)"])
     return requested.endpoint
   }
 
   /// Retries a datapath removal that failed, with backoff, for up to ten minutes.
   private func removeFromDatapathEventually(_ id: UInt64) {
-    logger.warning("datapath unreachable; its state for the endpoint will be removed when it is back", metadata: ["endpoint.id": "\(id)"])
+    logger.warning(
+      "datapath unreachable; its state for the endpoint will be removed when it is back",
+      metadata: ["endpoint.id": "\(id)"])
     Task {
       var backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(5))
       let deadline = ContinuousClock.now + .seconds(600)
@@ -74,9 +88,14 @@ extension EndpointManager {
   }
 
   /// CNI GC: deletes endpoints whose container/interface is not listed.
-  public func garbageCollect(valid: Set<EndpointRegistry.Attachment>) async throws(EndpointError) -> [Endpoint] {
+  public func garbageCollect(valid: Set<EndpointRegistry.Attachment>) async throws(EndpointError)
+    -> [Endpoint]
+  {
     var removed: [Endpoint] = []
-    for endpoint in registry.all() where !valid.contains(.init(containerID: endpoint.containerID, interfaceName: endpoint.interfaceName)) {
+    for endpoint in registry.all()
+    where !valid.contains(
+      .init(containerID: endpoint.containerID, interfaceName: endpoint.interfaceName))
+    {
       if let gone = try await deleteEndpoint(id: endpoint.id) { removed.append(gone) }
     }
     return removed

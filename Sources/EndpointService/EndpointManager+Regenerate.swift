@@ -6,7 +6,8 @@ extension EndpointManager {
   func regenerate(endpointID: UInt64) async {
     let started: (Endpoint, UInt64)?
     do {
-      started = try registry.update(id: endpointID) { (endpoint) throws(EndpointError) -> (Endpoint, UInt64) in
+      started = try registry.update(id: endpointID) {
+        (endpoint) throws(EndpointError) -> (Endpoint, UInt64) in
         // `.none`: the pass itself is the work.
         _ = try endpoint.stateMachine.handle(.regenerationStarted)
         return (endpoint, endpoint.wantedGeneration)
@@ -20,28 +21,44 @@ extension EndpointManager {
       if ordering.changesIdentity(endpointID: endpointID, to: snapshot.identity) {
         // Realising writes this endpoint's addresses → identity into the ipcache: peers first.
         let waitStart = ContinuousClock.now
-        try await waitForPolicyOrdering(of: endpointID, identity: snapshot.identity, deadline: waitStart + configuration.requestTimeout)
-        logger.debug("peers' policy reflects the identity", metadata: [
-          "endpoint.id": "\(endpointID)", "identity": "\(snapshot.identity)", "waited": "\(ContinuousClock.now - waitStart)",
-        ])
+        try await waitForPolicyOrdering(
+          of: endpointID, identity: snapshot.identity,
+          deadline: waitStart + configuration.requestTimeout)
+        logger.debug(
+          "peers' policy reflects the identity",
+          metadata: [
+            "endpoint.id": "\(endpointID)", "identity": "\(snapshot.identity)",
+            "waited": "\(ContinuousClock.now - waitStart)",
+          ])
         // A delete or relabel during the wait: realising the old snapshot now would resurrect or misstate it.
         // The delete or the new identity's own pass takes over; nothing failed.
-        guard let current = registry.endpoint(id: endpointID), current.state == .regenerating, current.identity == snapshot.identity else {
-          logger.debug("endpoint deleted or relabelled while its peers caught up; not realised", metadata: ["endpoint.id": "\(endpointID)"])
+        guard let current = registry.endpoint(id: endpointID), current.state == .regenerating,
+          current.identity == snapshot.identity
+        else {
+          logger.debug(
+            "endpoint deleted or relabelled while its peers caught up; not realised",
+            metadata: ["endpoint.id": "\(endpointID)"])
           return
         }
       }
       let computeStart = ContinuousClock.now
-      let desired = try await policyCache.policy(for: SecurityIdentity(id: snapshot.identity, labels: snapshot.identityLabels)) {
+      let desired = try await policyCache.policy(
+        for: SecurityIdentity(id: snapshot.identity, labels: snapshot.identityLabels)
+      ) {
         (identity) async throws(EndpointError) in try await policy.computePolicy(for: identity)
       }
       let realizeStart = ContinuousClock.now
       let realized = try await datapath.realize(endpoint: snapshot, policy: desired)
-      logger.debug("regenerated", metadata: [
-        "endpoint.id": "\(endpointID)", "revision": "\(realized)", "entries": "\(desired.entries.count)",
-        "compute": "\(realizeStart - computeStart)", "realize": "\(ContinuousClock.now - realizeStart)",
-      ])
-      let (action, finished) = try registry.update(id: endpointID) { (endpoint) throws(EndpointError) -> (EndpointAction, Endpoint) in
+      logger.debug(
+        "regenerated",
+        metadata: [
+          "endpoint.id": "\(endpointID)", "revision": "\(realized)",
+          "entries": "\(desired.entries.count)",
+          "compute": "\(realizeStart - computeStart)",
+          "realize": "\(ContinuousClock.now - realizeStart)",
+        ])
+      let (action, finished) = try registry.update(id: endpointID) {
+        (endpoint) throws(EndpointError) -> (EndpointAction, Endpoint) in
         let action = try endpoint.stateMachine.handle(.regenerationFinished)
         if endpoint.identity == snapshot.identity {
           endpoint.policyRevision = realized
@@ -49,17 +66,21 @@ extension EndpointManager {
         }
         return (action, endpoint)
       }
-      ordering.realized(endpointID: endpointID, identity: snapshot.identity, generation: finished.realizedGeneration)
+      ordering.realized(
+        endpointID: endpointID, identity: snapshot.identity, generation: finished.realizedGeneration
+      )
       regenerator.settled(endpointID)
       persist(endpointID)
       try await perform(action, on: finished)
       endpointsChanged.signal()
       EndpointMetrics.regenerations(result: "ok").increment()
     } catch {
-      logger.warning("regeneration failed", metadata: ["endpoint.id": "\(endpointID)", "error": "\(error)"])
+      logger.warning(
+        "regeneration failed", metadata: ["endpoint.id": "\(endpointID)", "error": "\(error)"])
       EndpointMetrics.regenerations(result: "error").increment()
       ordering.failed(endpointID: endpointID)
-      let failed = try? registry.update(id: endpointID) { (endpoint) throws(EndpointError) -> (EndpointAction, Endpoint) in
+      let failed = try? registry.update(id: endpointID) {
+        (endpoint) throws(EndpointError) -> (EndpointAction, Endpoint) in
         (try endpoint.stateMachine.handle(.regenerationFailed), endpoint)
       }
       guard let (action, endpoint) = failed else { return }
@@ -81,19 +102,25 @@ extension EndpointManager {
   /// - Throws: ``EndpointError`` `.deadlineExceeded` at the deadline, or the
   ///   policy service's error when its event sequence cannot be read.
   public func waitForPolicyOrdering(
-    of endpointID: UInt64? = nil, identity: NumericIdentity? = nil, deadline: ContinuousClock.Instant
+    of endpointID: UInt64? = nil, identity: NumericIdentity? = nil,
+    deadline: ContinuousClock.Instant
   ) async throws(EndpointError) {
     let required: Set<NumericIdentity> = identity.map { [$0] } ?? []
     while let (target, unknown) = try await policy.eventSequence(requiring: required) {
       if !unknown.isEmpty {
         guard ContinuousClock.now < deadline else {
           throw EndpointError(
-            code: .deadlineExceeded, message: "the policy service did not learn identity \(unknown.map(\.rawValue).sorted()) before the deadline")
+            code: .deadlineExceeded,
+            message:
+              "the policy service did not learn identity \(unknown.map(\.rawValue).sorted()) before the deadline"
+          )
         }
         try? await Task.sleep(for: .milliseconds(2))
         continue
       }
-      if try await ordering.waitForPeers(of: endpointID, through: target, deadline: deadline) { return }
+      if try await ordering.waitForPeers(of: endpointID, through: target, deadline: deadline) {
+        return
+      }
       // The policy service restarted while we waited: wait for its new log instead.
     }
   }
@@ -110,7 +137,9 @@ extension EndpointManager {
     admitting identities: Set<NumericIdentity>, deadline: ContinuousClock.Instant
   ) async throws(EndpointError) -> Set<NumericIdentity> {
     while let (target, unknown) = try await policy.eventSequence(requiring: identities) {
-      if try await ordering.waitForPeers(of: nil, through: target, deadline: deadline) { return unknown }
+      if try await ordering.waitForPeers(of: nil, through: target, deadline: deadline) {
+        return unknown
+      }
     }
     return []
   }
@@ -119,10 +148,13 @@ extension EndpointManager {
   ///
   /// - Returns: the endpoints queued, each with the generation that will reflect the trigger.
   @discardableResult
-  public func triggerRegeneration(endpointIDs: [UInt64]) async -> [(endpointID: UInt64, generation: UInt64)] {
+  public func triggerRegeneration(endpointIDs: [UInt64]) async -> [(
+    endpointID: UInt64, generation: UInt64
+  )] {
     var queued: [(endpointID: UInt64, generation: UInt64)] = []
     for id in endpointIDs {
-      let result = try? registry.update(id: id) { (endpoint) throws(EndpointError) -> (EndpointAction, Endpoint) in
+      let result = try? registry.update(id: id) {
+        (endpoint) throws(EndpointError) -> (EndpointAction, Endpoint) in
         let action = try endpoint.stateMachine.handle(.regenerationTriggered)
         if action == .regenerate { endpoint.wantedGeneration += 1 }
         return (action, endpoint)
@@ -145,13 +177,17 @@ extension EndpointManager {
       guard endpoint.identity != .unknown else { return false }
       if change.resync { return true }
       // A blanket change at the revision the endpoint already realised changes nothing.
-      return change.affectedIdentities.map { $0.contains(endpoint.identity) } ?? (change.revision != endpoint.policyRevision)
+      return change.affectedIdentities.map { $0.contains(endpoint.identity) }
+        ?? (change.revision != endpoint.policyRevision)
     }
     if !affected.isEmpty {
-      logger.debug("policy changed", metadata: [
-        "revision": "\(change.revision)", "sequence": "\(change.sequence.map(String.init) ?? "-")", "resync": "\(change.resync)",
-        "endpoints": "\(affected.count)",
-      ])
+      logger.debug(
+        "policy changed",
+        metadata: [
+          "revision": "\(change.revision)",
+          "sequence": "\(change.sequence.map(String.init) ?? "-")", "resync": "\(change.resync)",
+          "endpoints": "\(affected.count)",
+        ])
     }
     let queued = affected.isEmpty ? [] : await triggerRegeneration(endpointIDs: affected.map(\.id))
     if let sequence = change.sequence {

@@ -11,10 +11,14 @@ extension EndpointManager {
       let loaded = try store.loadAll()
       saved = loaded.endpoints
       if !loaded.unreadable.isEmpty {
-        logger.error("unreadable endpoint state set aside; those endpoints are not restored", metadata: ["files": "\(loaded.unreadable)"])
+        logger.error(
+          "unreadable endpoint state set aside; those endpoints are not restored",
+          metadata: ["files": "\(loaded.unreadable)"])
       }
     } catch {
-      throw EndpointError(code: .invalidArgument, message: "cannot read endpoint state from \(store.directory)", cause: error)
+      throw EndpointError(
+        code: .invalidArgument, message: "cannot read endpoint state from \(store.directory)",
+        cause: error)
     }
     guard !saved.isEmpty else {
       try await syncIdentityReferences()
@@ -31,19 +35,24 @@ extension EndpointManager {
         continue
       }
       let inDatapath = realized[endpoint.id].map { $0.identity == endpoint.identity } ?? false
-      let result = try? registry.update(id: endpoint.id) { (e) throws(EndpointError) -> (EndpointAction, Endpoint) in
+      let result = try? registry.update(id: endpoint.id) {
+        (e) throws(EndpointError) -> (EndpointAction, Endpoint) in
         let action = try e.stateMachine.handle(.restored(needsRegeneration: !inDatapath))
         if action == .regenerate { e.wantedGeneration += 1 }
         return (action, e)
       }
       if inDatapath {
-        ordering.realized(endpointID: endpoint.id, identity: endpoint.identity, generation: endpoint.realizedGeneration)
+        ordering.realized(
+          endpointID: endpoint.id, identity: endpoint.identity,
+          generation: endpoint.realizedGeneration)
       }
       if let (action, restored) = result { try await perform(action, on: restored) }
     }
     try await syncIdentityReferences()
     endpointsChanged.signal()
-    logger.info("restored endpoints", metadata: ["restored": "\(saved.count - removed)", "removed": "\(removed)"])
+    logger.info(
+      "restored endpoints",
+      metadata: ["restored": "\(saved.count - removed)", "removed": "\(removed)"])
     return (saved.count - removed, removed)
   }
 
@@ -53,7 +62,8 @@ extension EndpointManager {
   /// node serves, so nothing is being created meanwhile.
   private func syncIdentityReferences() async throws(EndpointError) {
     var held: [NumericIdentity: Int] = [:]
-    for endpoint in registry.all() where endpoint.identity != .unknown && !endpoint.identity.isReserved {
+    for endpoint in registry.all()
+    where endpoint.identity != .unknown && !endpoint.identity.isReserved {
       held[endpoint.identity, default: 0] += 1
     }
     try await identities.syncReferences(held: held)

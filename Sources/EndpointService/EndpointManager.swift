@@ -64,7 +64,8 @@ public final class EndpointManager: Sendable {
   }
 
   public init(
-    configuration: Configuration = .defaults, metadata: MetadataResolver, identities: any IdentityAllocating,
+    configuration: Configuration = .defaults, metadata: MetadataResolver,
+    identities: any IdentityAllocating,
     policy: any PolicyComputing, datapath: any DatapathRealizing, store: EndpointStateStore?,
     logger: Logger = Logger(label: "tessera.endpoint")
   ) {
@@ -77,7 +78,8 @@ public final class EndpointManager: Sendable {
     self.logger = logger
     let regenerator = Regenerator(
       configuration: .init(
-        initialRetryDelay: configuration.regenerationRetryDelay, maximumRetryDelay: configuration.regenerationRetryMaximum),
+        initialRetryDelay: configuration.regenerationRetryDelay,
+        maximumRetryDelay: configuration.regenerationRetryMaximum),
       pass: { [weak self] id in await self?.regenerate(endpointID: id) },
       retry: { [weak self] id in await self?.triggerRegeneration(endpointIDs: [id]) })
     regeneratorBox.regenerator.withLock { $0 = regenerator }
@@ -93,7 +95,9 @@ public final class EndpointManager: Sendable {
   ///
   /// - Parameter failure: for `.failWaiters`, what the waiters are told.
   /// - Throws: only for `.allocateIdentity`: the identity resolution's error.
-  func perform(_ action: EndpointAction, on endpoint: Endpoint, failure: EndpointError? = nil) async throws(EndpointError) {
+  func perform(_ action: EndpointAction, on endpoint: Endpoint, failure: EndpointError? = nil)
+    async throws(EndpointError)
+  {
     switch action {
     case .none:
       return
@@ -105,7 +109,9 @@ public final class EndpointManager: Sendable {
       waiters.resume(endpointID: endpoint.id, realizedGeneration: endpoint.realizedGeneration)
     case .failWaiters:
       waiters.fail(
-        endpointID: endpoint.id, error: failure ?? EndpointError(code: .notFound, message: "endpoint \(endpoint.id) is being deleted"))
+        endpointID: endpoint.id,
+        error: failure
+          ?? EndpointError(code: .notFound, message: "endpoint \(endpoint.id) is being deleted"))
     case .cleanUp:
       registry.remove(id: endpoint.id)
       waiters.forget(endpointID: endpoint.id)
@@ -118,7 +124,9 @@ public final class EndpointManager: Sendable {
   }
 
   /// Feeds `event` to the endpoint's state machine; returns the action and the endpoint as left.
-  func transition(id: UInt64, _ event: EndpointEvent) throws(EndpointError) -> (EndpointAction, Endpoint) {
+  func transition(id: UInt64, _ event: EndpointEvent) throws(EndpointError) -> (
+    EndpointAction, Endpoint
+  ) {
     try registry.update(id: id) { (endpoint) throws(EndpointError) -> (EndpointAction, Endpoint) in
       (try endpoint.stateMachine.handle(event), endpoint)
     }
@@ -127,7 +135,10 @@ public final class EndpointManager: Sendable {
   /// Addresses of endpoints whose identity is in force in the datapath, for other nodes' ipcaches.
   public func realizedAddresses() -> [IPPrefix: NumericIdentity] {
     var addresses: [IPPrefix: NumericIdentity] = [:]
-    for endpoint in registry.all() where endpoint.identity != .unknown && endpoint.policyRevision > 0 && endpoint.state != .disconnecting {
+    for endpoint in registry.all()
+    where endpoint.identity != .unknown && endpoint.policyRevision > 0
+      && endpoint.state != .disconnecting
+    {
       for ip in endpoint.ips { addresses[ip] = endpoint.identity }
     }
     return addresses
@@ -139,7 +150,8 @@ public final class EndpointManager: Sendable {
   func persist(_ id: UInt64) {
     guard let store, let endpoint = registry.endpoint(id: id) else { return }
     do { try store.save(endpoint) } catch {
-      logger.error("cannot persist endpoint state", metadata: ["endpoint.id": "\(id)", "error": "\(error)"])
+      logger.error(
+        "cannot persist endpoint state", metadata: ["endpoint.id": "\(id)", "error": "\(error)"])
     }
   }
 }

@@ -4,7 +4,9 @@ import Metrics
 enum EndpointMetrics {
   /// Request to ready (or to failure) of a synchronous create.
   static func createDuration(result: String) -> Timer {
-    Timer(label: "tessera_endpoint_create_duration_seconds", dimensions: [("result", result)], preferredDisplayUnit: .seconds)
+    Timer(
+      label: "tessera_endpoint_create_duration_seconds", dimensions: [("result", result)],
+      preferredDisplayUnit: .seconds)
   }
 
   static func regenerations(result: String) -> Counter {

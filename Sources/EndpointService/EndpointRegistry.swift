@@ -34,20 +34,27 @@ public final class EndpointRegistry: Sendable {
     try state.withLock { (state) throws(EndpointError) -> Endpoint in
       let attachment = Attachment(containerID: spec.containerID, interfaceName: spec.interfaceName)
       if let existing = state.byAttachment[attachment] {
-        throw EndpointError(code: .duplicate, message: "container \(spec.containerID) interface \(spec.interfaceName) is already endpoint \(existing)")
+        throw EndpointError(
+          code: .duplicate,
+          message:
+            "container \(spec.containerID) interface \(spec.interfaceName) is already endpoint \(existing)"
+        )
       }
       if Set(spec.ips).count != spec.ips.count {
         throw EndpointError(code: .invalidArgument, message: "an address is listed twice")
       }
       for ip in spec.ips {
         if let owner = state.byIP[ip] {
-          throw EndpointError(code: .duplicate, message: "address \(ip.address) already belongs to endpoint \(owner)")
+          throw EndpointError(
+            code: .duplicate, message: "address \(ip.address) already belongs to endpoint \(owner)")
         }
       }
       let endpoint = Endpoint(
         id: state.nextID, containerID: spec.containerID, interfaceName: spec.interfaceName,
-        hostInterface: spec.hostInterface, ips: spec.ips, namespace: spec.namespace, podName: spec.podName,
-        netns: spec.netns, requestLabels: spec.labels, labels: .empty, identity: .unknown, identityLabels: .empty,
+        hostInterface: spec.hostInterface, ips: spec.ips, namespace: spec.namespace,
+        podName: spec.podName,
+        netns: spec.netns, requestLabels: spec.labels, labels: .empty, identity: .unknown,
+        identityLabels: .empty,
         stateMachine: EndpointStateMachine(state: .waitingForIdentity), policyRevision: 0,
         identityRevision: 0, wantedGeneration: 0, realizedGeneration: 0, createdAt: Date())
       state.nextID += 1
@@ -69,7 +76,9 @@ public final class EndpointRegistry: Sendable {
 
   private static func insert(_ endpoint: Endpoint, into state: inout State) {
     state.endpoints[endpoint.id] = endpoint
-    state.byAttachment[Attachment(containerID: endpoint.containerID, interfaceName: endpoint.interfaceName)] = endpoint.id
+    state.byAttachment[
+      Attachment(containerID: endpoint.containerID, interfaceName: endpoint.interfaceName)] =
+      endpoint.id
     for ip in endpoint.ips { state.byIP[ip] = endpoint.id }
   }
 
@@ -78,7 +87,8 @@ public final class EndpointRegistry: Sendable {
   public func remove(id: UInt64) -> Endpoint? {
     state.withLock { state in
       guard let endpoint = state.endpoints.removeValue(forKey: id) else { return nil }
-      state.byAttachment[Attachment(containerID: endpoint.containerID, interfaceName: endpoint.interfaceName)] = nil
+      state.byAttachment[
+        Attachment(containerID: endpoint.containerID, interfaceName: endpoint.interfaceName)] = nil
       for ip in endpoint.ips where state.byIP[ip] == id { state.byIP[ip] = nil }
       return endpoint
     }
@@ -90,14 +100,20 @@ public final class EndpointRegistry: Sendable {
   public func endpoints(containerID: String, interfaceName: String?) -> [Endpoint] {
     state.withLock { state in
       if let interfaceName, !interfaceName.isEmpty {
-        return state.byAttachment[Attachment(containerID: containerID, interfaceName: interfaceName)]
-          .flatMap { state.endpoints[$0] }.map { [$0] } ?? []
+        return state.byAttachment[
+          Attachment(containerID: containerID, interfaceName: interfaceName)
+        ]
+        .flatMap { state.endpoints[$0] }.map { [$0] } ?? []
       }
-      return state.endpoints.values.filter { $0.containerID == containerID }.sorted { $0.id < $1.id }
+      return state.endpoints.values.filter { $0.containerID == containerID }.sorted {
+        $0.id < $1.id
+      }
     }
   }
 
-  public func all() -> [Endpoint] { state.withLock { $0.endpoints.values.sorted { $0.id < $1.id } } }
+  public func all() -> [Endpoint] {
+    state.withLock { $0.endpoints.values.sorted { $0.id < $1.id } }
+  }
 
   /// How many endpoints are registered (without copying them).
   public var count: Int { state.withLock { $0.endpoints.count } }
@@ -105,7 +121,9 @@ public final class EndpointRegistry: Sendable {
   /// Runs `body` on the endpoint under the lock and returns its result.
   ///
   /// - Throws: ``EndpointError`` `.notFound`, or whatever `body` throws (the endpoint is then unchanged).
-  public func update<T>(id: UInt64, _ body: (inout Endpoint) throws(EndpointError) -> T) throws(EndpointError) -> T {
+  public func update<T>(id: UInt64, _ body: (inout Endpoint) throws(EndpointError) -> T)
+    throws(EndpointError) -> T
+  {
     try state.withLock { (state) throws(EndpointError) -> T in
       guard var endpoint = state.endpoints[id] else {
         throw EndpointError(code: .notFound, message: "no endpoint \(id)")

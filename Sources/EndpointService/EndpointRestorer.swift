@@ -14,7 +14,10 @@ public struct EndpointRestorer<Transport: ClientTransport>: Service {
   private let policy: PolicyServiceClient<Transport>
   private let logger: Logger
 
-  public init(manager: EndpointManager, health: HealthService, policy: PolicyServiceClient<Transport>, logger: Logger) {
+  public init(
+    manager: EndpointManager, health: HealthService, policy: PolicyServiceClient<Transport>,
+    logger: Logger
+  ) {
     self.manager = manager
     self.health = health
     self.policy = policy

@@ -4,7 +4,9 @@ import TesseraProto
 import TesseraRuntime
 
 extension EndpointServiceHandler {
-  public func createEndpoint(request: Tessera_Endpoint_V1_CreateEndpointRequest, context: ServerContext) async throws -> Tessera_Endpoint_V1_CreateEndpointResponse {
+  public func createEndpoint(
+    request: Tessera_Endpoint_V1_CreateEndpointRequest, context: ServerContext
+  ) async throws -> Tessera_Endpoint_V1_CreateEndpointResponse {
     let spec = EndpointSpec(
       containerID: request.containerID,
       interfaceName: request.interfaceName.isEmpty ? "eth0" : request.interfaceName,
@@ -15,7 +17,9 @@ extension EndpointServiceHandler {
       netns: request.netns,
       labels: try LabelSet(protoLabels: request.labels))
     let manager = self.manager
-    let endpoint = try await cancellable(context) { try await manager.createEndpoint(spec, sync: request.sync) }
+    let endpoint = try await cancellable(context) {
+      try await manager.createEndpoint(spec, sync: request.sync)
+    }
     return .with { $0.endpoint = .init(endpoint) }
   }
 }

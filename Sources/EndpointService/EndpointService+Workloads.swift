@@ -4,17 +4,27 @@ import TesseraProto
 import TesseraRuntime
 
 extension EndpointServiceHandler {
-  public func setWorkload(request: Tessera_Endpoint_V1_SetWorkloadRequest, context: ServerContext) async throws -> Tessera_Endpoint_V1_Workload {
+  public func setWorkload(request: Tessera_Endpoint_V1_SetWorkloadRequest, context: ServerContext)
+    async throws -> Tessera_Endpoint_V1_Workload
+  {
     let workload = Workload(
-      namespace: request.workload.namespace.isEmpty ? Endpoint.defaultNamespace : request.workload.namespace,
+      namespace: request.workload.namespace.isEmpty
+        ? Endpoint.defaultNamespace : request.workload.namespace,
       podName: request.workload.podName,
       labels: try LabelSet(protoLabels: request.workload.labels))
-    guard !workload.podName.isEmpty else { throw RPCError(code: .invalidArgument, message: "workload needs a pod name") }
+    guard !workload.podName.isEmpty else {
+      throw RPCError(code: .invalidArgument, message: "workload needs a pod name")
+    }
     if workload.labels.hasReservedLabel {
       throw RPCError(code: .invalidArgument, message: "reserved labels cannot be set on a workload")
     }
-    if let propagated = workload.labels.labels.first(where: { $0.key.hasPrefix(Endpoint.namespaceLabelsPrefix) }) {
-      throw RPCError(code: .invalidArgument, message: "label \(propagated) is a namespace label: set it with SetNamespace, not on a workload")
+    if let propagated = workload.labels.labels.first(where: {
+      $0.key.hasPrefix(Endpoint.namespaceLabelsPrefix)
+    }) {
+      throw RPCError(
+        code: .invalidArgument,
+        message:
+          "label \(propagated) is a namespace label: set it with SetNamespace, not on a workload")
     }
     do { try workloads.set(workload) } catch {
       throw RPCError(code: .internalError, message: "cannot persist workload: \(error)")
@@ -23,25 +33,39 @@ extension EndpointServiceHandler {
     return .init(workload)
   }
 
-  public func getWorkload(request: Tessera_Endpoint_V1_GetWorkloadRequest, context: ServerContext) async throws -> Tessera_Endpoint_V1_Workload {
-    let namespace = request.workload.namespace.isEmpty ? Endpoint.defaultNamespace : request.workload.namespace
-    guard let workload = workloads.workload(namespace: namespace, podName: request.workload.podName) else {
-      throw RPCError(code: .notFound, message: "no workload \(namespace)/\(request.workload.podName)")
+  public func getWorkload(request: Tessera_Endpoint_V1_GetWorkloadRequest, context: ServerContext)
+    async throws -> Tessera_Endpoint_V1_Workload
+  {
+    let namespace =
+      request.workload.namespace.isEmpty ? Endpoint.defaultNamespace : request.workload.namespace
+    guard let workload = workloads.workload(namespace: namespace, podName: request.workload.podName)
+    else {
+      throw RPCError(
+        code: .notFound, message: "no workload \(namespace)/\(request.workload.podName)")
     }
     return .init(workload)
   }
 
-  public func deleteWorkload(request: Tessera_Endpoint_V1_DeleteWorkloadRequest, context: ServerContext) async throws -> Tessera_Endpoint_V1_DeleteWorkloadResponse {
-    let namespace = request.workload.namespace.isEmpty ? Endpoint.defaultNamespace : request.workload.namespace
+  public func deleteWorkload(
+    request: Tessera_Endpoint_V1_DeleteWorkloadRequest, context: ServerContext
+  ) async throws -> Tessera_Endpoint_V1_DeleteWorkloadResponse {
+    let namespace =
+      request.workload.namespace.isEmpty ? Endpoint.defaultNamespace : request.workload.namespace
     let existed: Bool
-    do { existed = try workloads.delete(namespace: namespace, podName: request.workload.podName) } catch {
+    do {
+      existed = try workloads.delete(namespace: namespace, podName: request.workload.podName)
+    } catch {
       throw RPCError(code: .internalError, message: "cannot persist workload: \(error)")
     }
-    if existed { await manager.workloadChanged(namespace: namespace, podName: request.workload.podName) }
+    if existed {
+      await manager.workloadChanged(namespace: namespace, podName: request.workload.podName)
+    }
     return .with { $0.existed = existed }
   }
 
-  public func listWorkloads(request: Tessera_Endpoint_V1_ListWorkloadsRequest, context: ServerContext) async throws -> Tessera_Endpoint_V1_ListWorkloadsResponse {
+  public func listWorkloads(
+    request: Tessera_Endpoint_V1_ListWorkloadsRequest, context: ServerContext
+  ) async throws -> Tessera_Endpoint_V1_ListWorkloadsResponse {
     .with { $0.workloads = workloads.all().map(Tessera_Endpoint_V1_Workload.init) }
   }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import GRPCCore
 import Logging
 import TesseraCore
@@ -17,7 +18,9 @@ public struct EndpointServiceHandler: Tessera_Endpoint_V1_EndpointService.Simple
   }
 
   /// Runs `operation`, cancelling it when the client's deadline passes or the client goes away.
-  func cancellable<T: Sendable>(_ context: ServerContext, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+  func cancellable<T: Sendable>(
+    _ context: ServerContext, _ operation: @escaping @Sendable () async throws -> T
+  ) async throws -> T {
     let task = Task { try await operation() }
     return try await withRPCCancellationHandler {
       try await task.value
@@ -34,7 +37,8 @@ public struct EndpointServiceHandler: Tessera_Endpoint_V1_EndpointService.Simple
     guard !selector.containerID.isEmpty else {
       throw RPCError(code: .invalidArgument, message: "select an endpoint by id or container_id")
     }
-    return manager.registry.endpoints(containerID: selector.containerID, interfaceName: selector.interfaceName)
+    return manager.registry.endpoints(
+      containerID: selector.containerID, interfaceName: selector.interfaceName)
   }
 }
 
@@ -80,5 +84,3 @@ extension Tessera_Endpoint_V1_Workload {
     labels = workload.labels.proto
   }
 }
-
-import Foundation

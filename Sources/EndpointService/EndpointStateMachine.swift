@@ -83,7 +83,8 @@ public struct EndpointStateMachine: Sendable, Hashable, Codable {
     case (.waitingForIdentity, .regenerationTriggered):
       // The identity resolution that is under way ends in a regeneration anyway.
       return .none
-    case (.waitingToRegenerate, .regenerationStarted), (.ready, .regenerationStarted), (.restoring, .regenerationStarted):
+    case (.waitingToRegenerate, .regenerationStarted), (.ready, .regenerationStarted),
+      (.restoring, .regenerationStarted):
       state = .regenerating
       return .none
     case (.regenerating, .regenerationFinished):
@@ -105,6 +106,8 @@ public struct EndpointStateMachine: Sendable, Hashable, Codable {
     default:
       break
     }
-    throw EndpointError(code: .illegalTransition, message: "endpoint in state \(state.rawValue) cannot handle \(event)")
+    throw EndpointError(
+      code: .illegalTransition,
+      message: "endpoint in state \(state.rawValue) cannot handle \(event)")
   }
 }

@@ -65,7 +65,9 @@ public struct EndpointStateStore: Sendable {
     var unreadable: [String] = []
     for name in all where name.hasSuffix(".json") && !name.hasPrefix(".") {
       let path = "\(directory)/\(name)"
-      if let endpoint = try? decoder.decode(Endpoint.self, from: Data(contentsOf: URL(fileURLWithPath: path))) {
+      if let endpoint = try? decoder.decode(
+        Endpoint.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+      {
         endpoints.append(endpoint)
       } else {
         unreadable.append(name)

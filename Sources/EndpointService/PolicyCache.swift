@@ -24,7 +24,8 @@ final class PolicyCache: Sendable {
 
   /// The cached policy, or the policy computed by `compute` (then cached).
   func policy(
-    for identity: SecurityIdentity, compute: (SecurityIdentity) async throws(EndpointError) -> EndpointPolicy
+    for identity: SecurityIdentity,
+    compute: (SecurityIdentity) async throws(EndpointError) -> EndpointPolicy
   ) async throws(EndpointError) -> EndpointPolicy {
     let key = Key(identity: identity.id, labels: identity.labels)
     let (cached, epoch) = state.withLock { ($0.entries[key], $0.epoch) }

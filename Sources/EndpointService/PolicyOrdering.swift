@@ -55,7 +55,9 @@ final class PolicyOrdering: Sendable {
   /// regenerations (endpoint, generation) it caused. `instanceID` is set on a
   /// stream's first event; regenerations still owed from an earlier instance's
   /// events stay owed.
-  func consumed(sequence: UInt64, instanceID: String?, triggered: [(endpointID: UInt64, generation: UInt64)]) {
+  func consumed(
+    sequence: UInt64, instanceID: String?, triggered: [(endpointID: UInt64, generation: UInt64)]
+  ) {
     update { state in
       if let instanceID, instanceID != state.instanceID {
         state.instanceID = instanceID
@@ -63,8 +65,10 @@ final class PolicyOrdering: Sendable {
       }
       state.consumed = max(state.consumed, sequence)
       if instanceID != nil { state.consumed = sequence }
-      for (endpointID, generation) in triggered where (state.realized[endpointID]?.generation ?? 0) < generation {
-        state.pending.append(Pending(sequence: sequence, endpointID: endpointID, generation: generation))
+      for (endpointID, generation) in triggered
+      where (state.realized[endpointID]?.generation ?? 0) < generation {
+        state.pending.append(
+          Pending(sequence: sequence, endpointID: endpointID, generation: generation))
       }
     }
   }
@@ -104,7 +108,9 @@ final class PolicyOrdering: Sendable {
   /// - Returns: false when the watch moved from `target`'s policy service
   ///   instance to another one (it restarted): read a new target and wait again.
   /// - Throws: ``EndpointError`` `.deadlineExceeded` at the deadline.
-  func waitForPeers(of endpointID: UInt64?, through target: PolicyEventSequence, deadline: ContinuousClock.Instant) async throws(EndpointError) -> Bool {
+  func waitForPeers(
+    of endpointID: UInt64?, through target: PolicyEventSequence, deadline: ContinuousClock.Instant
+  ) async throws(EndpointError) -> Bool {
     let startInstance = state.withLock { $0.instanceID }
     if let endpointID { update { $0.ordering.insert(endpointID) } }
     defer { if let endpointID { update { $0.ordering.remove(endpointID) } } }
@@ -115,19 +121,24 @@ final class PolicyOrdering: Sendable {
         return nil
       }
       guard state.instanceID == target.instanceID, state.consumed >= target.sequence else {
-        return "policy events through \(target) not applied yet (at \(state.instanceID ?? "none")#\(state.consumed))"
+        return
+          "policy events through \(target) not applied yet (at \(state.instanceID ?? "none")#\(state.consumed))"
       }
       let owed = state.pending.filter {
-        $0.sequence <= target.sequence && $0.endpointID != endpointID && !state.ordering.contains($0.endpointID)
+        $0.sequence <= target.sequence && $0.endpointID != endpointID
+          && !state.ordering.contains($0.endpointID)
           && !state.failing.contains($0.endpointID) && state.realized[$0.endpointID] != nil
       }
-      return owed.isEmpty ? nil : "endpoints \(Set(owed.map(\.endpointID)).sorted()) have not realised the change yet"
+      return owed.isEmpty
+        ? nil : "endpoints \(Set(owed.map(\.endpointID)).sorted()) have not realised the change yet"
     }
     return !moved
   }
 
   /// Returns once the endpoint owes no regeneration for events applied so far.
-  func waitForOwnChanges(of endpointID: UInt64, deadline: ContinuousClock.Instant) async throws(EndpointError) {
+  func waitForOwnChanges(of endpointID: UInt64, deadline: ContinuousClock.Instant)
+    async throws(EndpointError)
+  {
     let through = state.withLock { $0.consumed }
     try await wait(deadline: deadline) { state in
       state.pending.contains { $0.endpointID == endpointID && $0.sequence <= through }
@@ -136,12 +147,16 @@ final class PolicyOrdering: Sendable {
   }
 
   /// Waits until `blocker` returns nil (nothing blocks) or the deadline.
-  private func wait(deadline: ContinuousClock.Instant, blocker: (State) -> String?) async throws(EndpointError) {
+  private func wait(deadline: ContinuousClock.Instant, blocker: (State) -> String?)
+    async throws(EndpointError)
+  {
     while true {
       let (reason, version) = state.withLock { (blocker($0), $0.version) }
       guard let reason else { return }
       guard ContinuousClock.now < deadline else {
-        throw EndpointError(code: .deadlineExceeded, message: "peers' policy did not catch up before the deadline: \(reason)")
+        throw EndpointError(
+          code: .deadlineExceeded,
+          message: "peers' policy did not catch up before the deadline: \(reason)")
       }
       await waitForChange(after: version, deadline: deadline)
     }

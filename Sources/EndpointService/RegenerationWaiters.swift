@@ -49,7 +49,9 @@ public final class RegenerationWaiters: Sendable {
 
   /// Forgets a deleted endpoint, failing its waiters.
   public func forget(endpointID: UInt64) {
-    fail(endpointID: endpointID, error: EndpointError(code: .notFound, message: "endpoint \(endpointID) was deleted"))
+    fail(
+      endpointID: endpointID,
+      error: EndpointError(code: .notFound, message: "endpoint \(endpointID) was deleted"))
     state.withLock { state in
       state.realized[endpointID] = nil
       state.failures[endpointID] = nil
@@ -60,7 +62,9 @@ public final class RegenerationWaiters: Sendable {
   ///
   /// - Throws: ``EndpointError`` `.deadlineExceeded` at the deadline or on
   ///   cancellation, or the error of a failed regeneration.
-  public func wait(endpointID: UInt64, minimumGeneration: UInt64, deadline: ContinuousClock.Instant) async throws(EndpointError) {
+  public func wait(endpointID: UInt64, minimumGeneration: UInt64, deadline: ContinuousClock.Instant)
+    async throws(EndpointError)
+  {
     let registration: Result<Int?, EndpointError> = state.withLock { state in
       if (state.realized[endpointID] ?? 0) >= minimumGeneration { return .success(nil) }
       if let failure = state.failures[endpointID] { return .failure(failure) }
@@ -70,19 +74,23 @@ public final class RegenerationWaiters: Sendable {
     guard let token = try registration.get() else { return }
     let expire: @Sendable () -> Void = { [self] in
       let waiter = state.withLock { $0.waiters[endpointID]?.removeValue(forKey: token) }
-      waiter?.continuation.resume(throwing: EndpointError(
-        code: .deadlineExceeded, message: "endpoint \(endpointID) was not realised before the deadline"))
+      waiter?.continuation.resume(
+        throwing: EndpointError(
+          code: .deadlineExceeded,
+          message: "endpoint \(endpointID) was not realised before the deadline"))
     }
     do {
       try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask {
           try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            try await withCheckedThrowingContinuation {
+              (continuation: CheckedContinuation<Void, any Error>) in
               // Checked again: a regeneration may have finished or failed since the registration.
               let outcome = self.state.withLock { state -> Result<Bool, EndpointError> in
                 if (state.realized[endpointID] ?? 0) >= minimumGeneration { return .success(true) }
                 if let failure = state.failures[endpointID] { return .failure(failure) }
-                state.waiters[endpointID, default: [:]][token] = Waiter(minimumGeneration: minimumGeneration, continuation: continuation)
+                state.waiters[endpointID, default: [:]][token] = Waiter(
+                  minimumGeneration: minimumGeneration, continuation: continuation)
                 return .success(false)
               }
               switch outcome {
@@ -99,7 +107,9 @@ public final class RegenerationWaiters: Sendable {
           // Throws on cancellation (the waiter finished first), else expires the waiter and fails.
           try await Task.sleep(until: deadline, clock: .continuous)
           expire()
-          throw EndpointError(code: .deadlineExceeded, message: "endpoint \(endpointID) was not realised before the deadline")
+          throw EndpointError(
+            code: .deadlineExceeded,
+            message: "endpoint \(endpointID) was not realised before the deadline")
         }
         try await group.next()
         group.cancelAll()
@@ -107,7 +117,8 @@ public final class RegenerationWaiters: Sendable {
     } catch let error as EndpointError {
       throw error
     } catch {
-      throw EndpointError(code: .deadlineExceeded, message: "waiting for endpoint \(endpointID) was cancelled")
+      throw EndpointError(
+        code: .deadlineExceeded, message: "waiting for endpoint \(endpointID) was cancelled")
     }
   }
 }

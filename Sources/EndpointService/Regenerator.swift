@@ -17,7 +17,9 @@ public final class Regenerator: Service, Sendable {
     public var initialRetryDelay: Duration
     public var maximumRetryDelay: Duration
 
-    public init(initialRetryDelay: Duration = .seconds(1), maximumRetryDelay: Duration = .seconds(30)) {
+    public init(
+      initialRetryDelay: Duration = .seconds(1), maximumRetryDelay: Duration = .seconds(30)
+    ) {
       self.initialRetryDelay = initialRetryDelay
       self.maximumRetryDelay = maximumRetryDelay
     }
@@ -75,7 +77,9 @@ public final class Regenerator: Service, Sendable {
 
   func backoff(afterFailures failures: Int) -> Duration {
     var delay = configuration.initialRetryDelay
-    for _ in 1..<max(failures, 1) where delay < configuration.maximumRetryDelay { delay = delay * 2 }
+    for _ in 1..<max(failures, 1) where delay < configuration.maximumRetryDelay {
+      delay = delay * 2
+    }
     return min(delay, configuration.maximumRetryDelay)
   }
 

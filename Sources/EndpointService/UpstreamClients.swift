@@ -13,10 +13,13 @@ extension EndpointError {
   static func upstream(_ service: String, _ error: any Error) -> EndpointError {
     if let rpc = error as? RPCError { return upstream(service, rpc) }
     if error is CancellationError {
-      return EndpointError(code: .upstreamUnavailable, message: "request cancelled while waiting for the \(service) service")
+      return EndpointError(
+        code: .upstreamUnavailable,
+        message: "request cancelled while waiting for the \(service) service")
     }
     // Anything but an RPCError is a failure of the transport below gRPC.
-    return EndpointError(code: .upstreamUnavailable, message: "\(service) service call failed", cause: error)
+    return EndpointError(
+      code: .upstreamUnavailable, message: "\(service) service call failed", cause: error)
   }
 
   static func upstream(_ service: String, _ rpc: RPCError) -> EndpointError {
@@ -25,22 +28,30 @@ extension EndpointError {
     // code is listed, and one added by a later gRPC counts as a failure, never as "try again".
     switch rpc.code {
     case .invalidArgument, .outOfRange:
-      return EndpointError(code: .invalidArgument, message: "\(service) service rejected the request: \(said)")
+      return EndpointError(
+        code: .invalidArgument, message: "\(service) service rejected the request: \(said)")
     case .notFound, .failedPrecondition:
       // What the request names (e.g. the host interface) is missing or unusable.
-      return EndpointError(code: .failedPrecondition, message: "\(service) service refused the request: \(said)")
+      return EndpointError(
+        code: .failedPrecondition, message: "\(service) service refused the request: \(said)")
     case .resourceExhausted:
-      return EndpointError(code: .failedPrecondition, message: "\(service) service is out of resources: \(said)")
+      return EndpointError(
+        code: .failedPrecondition, message: "\(service) service is out of resources: \(said)")
     case .alreadyExists:
       return EndpointError(code: .duplicate, message: "\(service) service: \(said)")
     case .unavailable, .cancelled, .aborted:
-      return EndpointError(code: .upstreamUnavailable, message: "\(service) service unavailable", cause: rpc)
+      return EndpointError(
+        code: .upstreamUnavailable, message: "\(service) service unavailable", cause: rpc)
     case .deadlineExceeded:
-      return EndpointError(code: .upstreamUnavailable, message: "\(service) service did not answer in time", cause: rpc)
+      return EndpointError(
+        code: .upstreamUnavailable, message: "\(service) service did not answer in time", cause: rpc
+      )
     case .permissionDenied, .unauthenticated, .unimplemented, .internalError, .dataLoss, .unknown:
-      return EndpointError(code: .upstreamFailed, message: "\(service) service failed: \(rpc.code): \(said)")
+      return EndpointError(
+        code: .upstreamFailed, message: "\(service) service failed: \(rpc.code): \(said)")
     default:
-      return EndpointError(code: .upstreamFailed, message: "\(service) service failed: \(rpc.code): \(said)")
+      return EndpointError(
+        code: .upstreamFailed, message: "\(service) service failed: \(rpc.code): \(said)")
     }
   }
 }
@@ -55,9 +66,12 @@ public struct IdentityServiceClient<Transport: ClientTransport>: IdentityAllocat
     self.timeout = timeout
   }
 
-  public func allocateIdentity(labels: LabelSet) async throws(EndpointError) -> (identity: SecurityIdentity, isNew: Bool) {
+  public func allocateIdentity(labels: LabelSet) async throws(EndpointError) -> (
+    identity: SecurityIdentity, isNew: Bool
+  ) {
     do {
-      let response = try await client.allocateIdentity(.with { $0.labels = labels.proto }, options: .failFast(timeout: timeout))
+      let response = try await client.allocateIdentity(
+        .with { $0.labels = labels.proto }, options: .failFast(timeout: timeout))
       return (try SecurityIdentity(proto: response.identity), response.isNew)
     } catch {
       throw .upstream("identity", error)
@@ -66,7 +80,8 @@ public struct IdentityServiceClient<Transport: ClientTransport>: IdentityAllocat
 
   public func releaseIdentity(_ id: NumericIdentity) async throws(EndpointError) {
     do {
-      _ = try await client.releaseIdentity(.with { $0.id = id.rawValue }, options: .failFast(timeout: timeout))
+      _ = try await client.releaseIdentity(
+        .with { $0.id = id.rawValue }, options: .failFast(timeout: timeout))
     } catch let error as RPCError where error.code == .notFound {
       return  // Already garbage collected: nothing to release.
     } catch {
@@ -101,7 +116,9 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
     self.timeout = timeout
   }
 
-  public func computePolicy(for identity: SecurityIdentity) async throws(EndpointError) -> EndpointPolicy {
+  public func computePolicy(for identity: SecurityIdentity) async throws(EndpointError)
+    -> EndpointPolicy
+  {
     do {
       let response = try await client.computeEndpointPolicy(
         .with {
@@ -118,12 +135,17 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
     try await eventSequence(requiring: []).map(\.0)
   }
 
-  public func eventSequence(requiring identities: Set<NumericIdentity>) async throws(EndpointError) -> (
-    PolicyEventSequence, unknown: Set<NumericIdentity>
-  )? {
+  public func eventSequence(requiring identities: Set<NumericIdentity>) async throws(EndpointError)
+    -> (
+      PolicyEventSequence, unknown: Set<NumericIdentity>
+    )?
+  {
     do {
-      let request = Tessera_Policy_V1_GetEventSequenceRequest.with { $0.identities = identities.map(\.rawValue).sorted() }
-      let response = try await client.getEventSequence(request, options: .failFast(timeout: timeout))
+      let request = Tessera_Policy_V1_GetEventSequenceRequest.with {
+        $0.identities = identities.map(\.rawValue).sorted()
+      }
+      let response = try await client.getEventSequence(
+        request, options: .failFast(timeout: timeout))
       return (
         PolicyEventSequence(sequence: response.sequence, instanceID: response.instanceID),
         Set(response.unknownIdentities.map(NumericIdentity.init(rawValue:)))
@@ -141,7 +163,9 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
   /// unless the new stream continues the old one exactly (same instance, same
   /// sequence). A stream the service ended because this subscriber lagged is
   /// reconnected at once.
-  public func watchPolicy(logger: Logger, onChange: @escaping @Sendable (PolicyChange) async -> Void) async {
+  public func watchPolicy(
+    logger: Logger, onChange: @escaping @Sendable (PolicyChange) async -> Void
+  ) async {
     var backoff = Backoff(initial: .milliseconds(50), maximum: .seconds(2))
     var last: PolicyEventSequence?
     while !Task.isCancelled {
@@ -153,24 +177,31 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
           for try await event in response.messages {
             if first {
               first = false
-              let continues = previous == PolicyEventSequence(sequence: event.sequence, instanceID: event.instanceID)
+              let continues =
+                previous
+                == PolicyEventSequence(sequence: event.sequence, instanceID: event.instanceID)
               position = PolicyEventSequence(sequence: event.sequence, instanceID: event.instanceID)
-              await onChange(PolicyChange(
-                revision: event.revision, affectedIdentities: continues ? [] : nil,
-                sequence: event.sequence, instanceID: event.instanceID, resync: !continues))
+              await onChange(
+                PolicyChange(
+                  revision: event.revision, affectedIdentities: continues ? [] : nil,
+                  sequence: event.sequence, instanceID: event.instanceID, resync: !continues))
               continue
             }
             position?.sequence = event.sequence
-            await onChange(PolicyChange(
-              revision: event.revision,
-              affectedIdentities: event.all ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
-              sequence: event.sequence))
+            await onChange(
+              PolicyChange(
+                revision: event.revision,
+                affectedIdentities: event.all
+                  ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
+                sequence: event.sequence))
           }
           return position
         }
         backoff.reset()
       } catch let error as RPCError where error.code == .resourceExhausted {
-        logger.warning("policy watch lagged behind and was ended by the policy service; resynchronising", metadata: ["error": "\(error)"])
+        logger.warning(
+          "policy watch lagged behind and was ended by the policy service; resynchronising",
+          metadata: ["error": "\(error)"])
         backoff.reset()
         continue
       } catch {
@@ -191,7 +222,9 @@ public struct DatapathServiceClient<Transport: ClientTransport>: DatapathRealizi
     self.timeout = timeout
   }
 
-  public func realize(endpoint: Endpoint, policy: EndpointPolicy) async throws(EndpointError) -> UInt64 {
+  public func realize(endpoint: Endpoint, policy: EndpointPolicy) async throws(EndpointError)
+    -> UInt64
+  {
     do {
       let response = try await client.realizeEndpointPolicy(
         .with {
@@ -209,18 +242,23 @@ public struct DatapathServiceClient<Transport: ClientTransport>: DatapathRealizi
 
   public func removeEndpoint(id: UInt64) async throws(EndpointError) {
     do {
-      _ = try await client.removeEndpoint(.with { $0.endpointID = id }, options: .failFast(timeout: timeout))
+      _ = try await client.removeEndpoint(
+        .with { $0.endpointID = id }, options: .failFast(timeout: timeout))
     } catch {
       throw .upstream("datapath", error)
     }
   }
 
-  public func realizedEndpoints() async throws(EndpointError) -> [UInt64: (identity: NumericIdentity, revision: UInt64)] {
+  public func realizedEndpoints() async throws(EndpointError) -> [UInt64: (
+    identity: NumericIdentity, revision: UInt64
+  )] {
     do {
       let response = try await client.listEndpoints(.init(), options: .failFast(timeout: timeout))
       var result: [UInt64: (identity: NumericIdentity, revision: UInt64)] = [:]
       for endpoint in response.endpoints {
-        result[endpoint.endpointID] = (NumericIdentity(endpoint.identity), endpoint.realizedRevision)
+        result[endpoint.endpointID] = (
+          NumericIdentity(endpoint.identity), endpoint.realizedRevision
+        )
       }
       return result
     } catch {
@@ -250,7 +288,8 @@ extension DatapathServiceClient: IPCacheWriting {
   public func deleteIPCache(_ prefixes: [IPPrefix]) async throws(EndpointError) {
     guard !prefixes.isEmpty else { return }
     do {
-      _ = try await client.deleteIPCache(.with { $0.prefixes = prefixes.map(\.description) }, options: .failFast(timeout: timeout))
+      _ = try await client.deleteIPCache(
+        .with { $0.prefixes = prefixes.map(\.description) }, options: .failFast(timeout: timeout))
     } catch {
       throw .upstream("datapath", error)
     }

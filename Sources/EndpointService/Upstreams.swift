@@ -2,7 +2,9 @@ import TesseraCore
 
 /// The identity service as the endpoint service uses it.
 public protocol IdentityAllocating: Sendable {
-  func allocateIdentity(labels: LabelSet) async throws(EndpointError) -> (identity: SecurityIdentity, isNew: Bool)
+  func allocateIdentity(labels: LabelSet) async throws(EndpointError) -> (
+    identity: SecurityIdentity, isNew: Bool
+  )
   func releaseIdentity(_ id: NumericIdentity) async throws(EndpointError)
   /// Makes this node's references exactly `held` (identity → endpoints holding it).
   func syncReferences(held: [NumericIdentity: Int]) async throws(EndpointError)
@@ -24,9 +26,11 @@ public protocol PolicyComputing: Sendable {
 extension PolicyComputing {
   public func eventSequence() async throws(EndpointError) -> PolicyEventSequence? { nil }
 
-  public func eventSequence(requiring identities: Set<NumericIdentity>) async throws(EndpointError) -> (
-    PolicyEventSequence, unknown: Set<NumericIdentity>
-  )? {
+  public func eventSequence(requiring identities: Set<NumericIdentity>) async throws(EndpointError)
+    -> (
+      PolicyEventSequence, unknown: Set<NumericIdentity>
+    )?
+  {
     try await eventSequence().map { ($0, []) }
   }
 }
@@ -57,7 +61,10 @@ public struct PolicyChange: Sendable, Equatable {
   /// Events may have been missed: drop every cached policy and recompute every endpoint.
   public var resync: Bool
 
-  public init(revision: UInt64, affectedIdentities: Set<NumericIdentity>?, sequence: UInt64? = nil, instanceID: String? = nil, resync: Bool = false) {
+  public init(
+    revision: UInt64, affectedIdentities: Set<NumericIdentity>?, sequence: UInt64? = nil,
+    instanceID: String? = nil, resync: Bool = false
+  ) {
     self.revision = revision
     self.affectedIdentities = affectedIdentities
     self.sequence = sequence
@@ -72,7 +79,9 @@ public protocol DatapathRealizing: Sendable {
   func realize(endpoint: Endpoint, policy: EndpointPolicy) async throws(EndpointError) -> UInt64
   func removeEndpoint(id: UInt64) async throws(EndpointError)
   /// What the datapath holds: endpoint ID → (identity, realised revision).
-  func realizedEndpoints() async throws(EndpointError) -> [UInt64: (identity: NumericIdentity, revision: UInt64)]
+  func realizedEndpoints() async throws(EndpointError) -> [UInt64: (
+    identity: NumericIdentity, revision: UInt64
+  )]
 }
 
 /// The datapath's ipcache as the cluster synchroniser uses it: addresses of

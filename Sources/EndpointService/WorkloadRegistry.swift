@@ -11,7 +11,8 @@ public protocol MetadataSource: Sendable {
   /// Returns nil when the workload is still unknown at the deadline (an
   /// unknown workload is not an error: its endpoint gets the request's labels).
   /// Throws for a transient failure of the source; the resolver retries those.
-  func labels(namespace: String, podName: String, waitUntil deadline: ContinuousClock.Instant) async throws -> LabelSet?
+  func labels(namespace: String, podName: String, waitUntil deadline: ContinuousClock.Instant)
+    async throws -> LabelSet?
   /// The namespace's own labels (empty for a namespace without any).
   func namespaceLabels(_ namespace: String) async throws -> LabelSet
 }
@@ -37,7 +38,10 @@ public struct Workload: Sendable, Codable, Hashable {
 /// persisted in the state directory. Waiters are woken when a workload is set
 /// (push, no polling).
 public final class WorkloadRegistry: MetadataSource {
-  private struct Key: Hashable, Codable { var namespace: String; var podName: String }
+  private struct Key: Hashable, Codable {
+    var namespace: String
+    var podName: String
+  }
   private struct State {
     var workloads: [Key: Workload] = [:]
     var namespaces: [String: LabelSet] = [:]
@@ -58,14 +62,21 @@ public final class WorkloadRegistry: MetadataSource {
   ///   `namespaces.json` beside it; nil keeps both in memory.
   public init(file: String?) throws {
     self.file = file
-    namespacesFile = file.map { URL(fileURLWithPath: $0).deletingLastPathComponent().appendingPathComponent("namespaces.json").path }
+    namespacesFile = file.map {
+      URL(fileURLWithPath: $0).deletingLastPathComponent().appendingPathComponent("namespaces.json")
+        .path
+    }
     var initial = State()
     if let file, FileManager.default.fileExists(atPath: file) {
-      let workloads = try JSONDecoder().decode([Workload].self, from: Data(contentsOf: URL(fileURLWithPath: file)))
-      for workload in workloads { initial.workloads[Key(namespace: workload.namespace, podName: workload.podName)] = workload }
+      let workloads = try JSONDecoder().decode(
+        [Workload].self, from: Data(contentsOf: URL(fileURLWithPath: file)))
+      for workload in workloads {
+        initial.workloads[Key(namespace: workload.namespace, podName: workload.podName)] = workload
+      }
     }
     if let namespacesFile, FileManager.default.fileExists(atPath: namespacesFile) {
-      let records = try JSONDecoder().decode([NamespaceRecord].self, from: Data(contentsOf: URL(fileURLWithPath: namespacesFile)))
+      let records = try JSONDecoder().decode(
+        [NamespaceRecord].self, from: Data(contentsOf: URL(fileURLWithPath: namespacesFile)))
       for record in records { initial.namespaces[record.name] = record.labels }
     }
     state = Mutex(initial)
@@ -88,7 +99,9 @@ public final class WorkloadRegistry: MetadataSource {
 
   @discardableResult
   public func deleteNamespace(_ name: String) throws -> Bool {
-    let (existed, snapshot) = state.withLock { state in (state.namespaces.removeValue(forKey: name) != nil, state.namespaces) }
+    let (existed, snapshot) = state.withLock { state in
+      (state.namespaces.removeValue(forKey: name) != nil, state.namespaces)
+    }
     if existed { try persistNamespaces(snapshot) }
     return existed
   }
@@ -100,8 +113,11 @@ public final class WorkloadRegistry: MetadataSource {
 
   private func persistNamespaces(_ namespaces: [String: LabelSet]) throws {
     guard let namespacesFile else { return }
-    let records = namespaces.sorted { $0.key < $1.key }.map { NamespaceRecord(name: $0.key, labels: $0.value) }
-    try JSONEncoder().encode(records).write(to: URL(fileURLWithPath: namespacesFile), options: .atomic)
+    let records = namespaces.sorted { $0.key < $1.key }.map {
+      NamespaceRecord(name: $0.key, labels: $0.value)
+    }
+    try JSONEncoder().encode(records).write(
+      to: URL(fileURLWithPath: namespacesFile), options: .atomic)
   }
 
   // MARK: Workloads
@@ -110,7 +126,10 @@ public final class WorkloadRegistry: MetadataSource {
     let key = Key(namespace: workload.namespace, podName: workload.podName)
     let (waiters, snapshot) = state.withLock { state in
       state.workloads[key] = workload
-      return (state.waiters.removeValue(forKey: key).map { Array($0.values) } ?? [], Array(state.workloads.values))
+      return (
+        state.waiters.removeValue(forKey: key).map { Array($0.values) } ?? [],
+        Array(state.workloads.values)
+      )
     }
     try persist(snapshot)
     for waiter in waiters { waiter.resume() }
@@ -119,7 +138,10 @@ public final class WorkloadRegistry: MetadataSource {
   @discardableResult
   public func delete(namespace: String, podName: String) throws -> Bool {
     let (existed, snapshot) = state.withLock { state in
-      (state.workloads.removeValue(forKey: Key(namespace: namespace, podName: podName)) != nil, Array(state.workloads.values))
+      (
+        state.workloads.removeValue(forKey: Key(namespace: namespace, podName: podName)) != nil,
+        Array(state.workloads.values)
+      )
     }
     if existed { try persist(snapshot) }
     return existed
@@ -130,10 +152,14 @@ public final class WorkloadRegistry: MetadataSource {
   }
 
   public func all() -> [Workload] {
-    state.withLock { $0.workloads.values.sorted { ($0.namespace, $0.podName) < ($1.namespace, $1.podName) } }
+    state.withLock {
+      $0.workloads.values.sorted { ($0.namespace, $0.podName) < ($1.namespace, $1.podName) }
+    }
   }
 
-  public func labels(namespace: String, podName: String, waitUntil deadline: ContinuousClock.Instant) async throws -> LabelSet? {
+  public func labels(
+    namespace: String, podName: String, waitUntil deadline: ContinuousClock.Instant
+  ) async throws -> LabelSet? {
     let key = Key(namespace: namespace, podName: podName)
     if let found = state.withLock({ $0.workloads[key] }) { return found.labels }
     guard deadline > .now else { return nil }
@@ -184,31 +210,46 @@ public struct MetadataResolver: Sendable {
 
   /// The workload's labels and its namespace's labels (as
   /// `k8s:io.cilium.k8s.namespace.labels.<key>=<value>`).
-  public func resolve(namespace: String, podName: String, deadline: ContinuousClock.Instant) async throws(EndpointError) -> LabelSet {
+  public func resolve(namespace: String, podName: String, deadline: ContinuousClock.Instant)
+    async throws(EndpointError) -> LabelSet
+  {
     let namespaceLabels: LabelSet
     do {
       namespaceLabels = Self.propagated(try await source.namespaceLabels(namespace))
     } catch {
-      throw EndpointError(code: .upstreamUnavailable, message: "labels of namespace \(namespace) unavailable", cause: error)
+      throw EndpointError(
+        code: .upstreamUnavailable, message: "labels of namespace \(namespace) unavailable",
+        cause: error)
     }
-    return try await workloadLabels(namespace: namespace, podName: podName, deadline: deadline).merging(namespaceLabels)
+    return try await workloadLabels(namespace: namespace, podName: podName, deadline: deadline)
+      .merging(namespaceLabels)
   }
 
   /// A namespace's labels as its pods carry them.
   static func propagated(_ labels: LabelSet) -> LabelSet {
-    LabelSet(validated: labels.labels.map { Label(source: Label.Source.kubernetes, key: Endpoint.namespaceLabelsPrefix + $0.key, value: $0.value) })
+    LabelSet(
+      validated: labels.labels.map {
+        Label(
+          source: Label.Source.kubernetes, key: Endpoint.namespaceLabelsPrefix + $0.key,
+          value: $0.value)
+      })
   }
 
-  private func workloadLabels(namespace: String, podName: String, deadline: ContinuousClock.Instant) async throws(EndpointError) -> LabelSet {
+  private func workloadLabels(namespace: String, podName: String, deadline: ContinuousClock.Instant)
+    async throws(EndpointError) -> LabelSet
+  {
     guard !podName.isEmpty else { return .empty }
     let waitUntil = min(deadline, .now + workloadWait)
     var backoff = Backoff(initial: .milliseconds(5), maximum: .milliseconds(500))
     while true {
       do {
-        return try await source.labels(namespace: namespace, podName: podName, waitUntil: waitUntil) ?? .empty
+        return try await source.labels(namespace: namespace, podName: podName, waitUntil: waitUntil)
+          ?? .empty
       } catch {
         guard ContinuousClock.now + backoff.delay < deadline, !Task.isCancelled else {
-          throw EndpointError(code: .upstreamUnavailable, message: "metadata for \(namespace)/\(podName) unavailable", cause: error)
+          throw EndpointError(
+            code: .upstreamUnavailable, message: "metadata for \(namespace)/\(podName) unavailable",
+            cause: error)
         }
         try? await backoff.sleep()
       }

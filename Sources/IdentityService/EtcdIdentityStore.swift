@@ -69,7 +69,9 @@ public final class EtcdIdentityStore: IdentityStore {
 
     mutating func remember(_ id: UInt32, _ labels: String, modRevision: Int64) -> Bool {
       let previous = byID[id]
-      if let previous, previous.canonicalLabels != labels { byLabels[previous.canonicalLabels] = nil }
+      if let previous, previous.canonicalLabels != labels {
+        byLabels[previous.canonicalLabels] = nil
+      }
       byID[id] = CachedIdentity(canonicalLabels: labels, modRevision: modRevision)
       byLabels[labels] = id
       return previous?.canonicalLabels != labels
@@ -91,7 +93,10 @@ public final class EtcdIdentityStore: IdentityStore {
   private let reconcileNeeded = Wakeup()
   private let logger: Logger
 
-  public init(client: EtcdClient, configuration: Configuration = Configuration(), logger: Logger = Logger(label: "tessera.identity.etcd"))
+  public init(
+    client: EtcdClient, configuration: Configuration = Configuration(),
+    logger: Logger = Logger(label: "tessera.identity.etcd")
+  )
     throws(IdentityError)
   {
     self.client = client
@@ -102,7 +107,9 @@ public final class EtcdIdentityStore: IdentityStore {
       references = try NodeReferenceTable(path: configuration.nodeStatePath)
     } catch {
       throw IdentityError(
-        code: .storeUnavailable, message: "cannot open node reference table \(configuration.nodeStatePath ?? ":memory:")", cause: error)
+        code: .storeUnavailable,
+        message: "cannot open node reference table \(configuration.nodeStatePath ?? ":memory:")",
+        cause: error)
     }
   }
 
@@ -112,15 +119,21 @@ public final class EtcdIdentityStore: IdentityStore {
   /// The lease this replica's references are bound to (0 while it has none).
   public var lease: Int64 { state.withLock { $0.lease } }
 
-  public var backendDescription: String { "etcd:\(client.endpointsDescription) (prefix \(configuration.prefix))" }
+  public var backendDescription: String {
+    "etcd:\(client.endpointsDescription) (prefix \(configuration.prefix))"
+  }
   public var isShared: Bool { true }
 
   // MARK: - Keys
 
   private func identityKey(_ id: UInt32) -> String { "\(configuration.prefix)/id/\(id)" }
   private func labelsKey(_ labels: String) -> String { "\(configuration.prefix)/labels/\(labels)" }
-  private func referencePrefix(_ labels: String) -> String { "\(configuration.prefix)/value/\(labels)/" }
-  private func referenceKey(_ labels: String, _ node: String) -> String { referencePrefix(labels) + node }
+  private func referencePrefix(_ labels: String) -> String {
+    "\(configuration.prefix)/value/\(labels)/"
+  }
+  private func referenceKey(_ labels: String, _ node: String) -> String {
+    referencePrefix(labels) + node
+  }
 
   /// `value/<labels>/<node>` → (labels, node).
   private func parseReferenceKey(_ key: Data) -> (labels: String, node: String)? {
@@ -134,11 +147,14 @@ public final class EtcdIdentityStore: IdentityStore {
 
   // MARK: - IdentityStore
 
-  public func allocate(labels: LabelSet, node: String) async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool) {
+  public func allocate(labels: LabelSet, node: String) async throws(IdentityError) -> (
+    identity: SecurityIdentity, isNew: Bool
+  ) {
     try Self.validate(node: node)
     let canonical = labels.canonicalKey
     let key = NodeReferenceTable.Key(canonicalLabels: canonical, node: node)
-    return try await keyLock.withLock(canonical) { () async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool) in
+    return try await keyLock.withLock(canonical) {
+      () async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool) in
       if var row = references.row(key), row.count > 0 {
         row.count += 1
         try saveReference(key, row)
@@ -150,7 +166,9 @@ public final class EtcdIdentityStore: IdentityStore {
   }
 
   /// The first reference of `node` to `canonical`: reuses the cluster's identity or creates one.
-  private func takeReference(canonical: String, node: String) async throws(IdentityError) -> (UInt32, Bool) {
+  private func takeReference(canonical: String, node: String) async throws(IdentityError) -> (
+    UInt32, Bool
+  ) {
     let key = NodeReferenceTable.Key(canonicalLabels: canonical, node: node)
     let (lease, loaded) = state.withLock { ($0.lease, $0.loaded) }
     for _ in 0..<configuration.allocationAttempts {
@@ -163,7 +181,9 @@ public final class EtcdIdentityStore: IdentityStore {
         }
         do {
           let response = try await client.txn(
-            Etcd.txn(when: [Etcd.holds(identityKey(id), canonical)], then: [Etcd.put(referenceKey(canonical, node), "\(id)", lease: lease)]))
+            Etcd.txn(
+              when: [Etcd.holds(identityKey(id), canonical)],
+              then: [Etcd.put(referenceKey(canonical, node), "\(id)", lease: lease)]))
           if response.succeeded {
             try saveReference(key, .init(identity: id, count: 1, synced: true))
             return (id, false)
@@ -174,16 +194,22 @@ public final class EtcdIdentityStore: IdentityStore {
         } catch let error as EtcdError where error.code == .unavailable {
           try saveReference(key, .init(identity: id, count: 1, synced: false))
           reconcileNeeded.signal()
-          logger.warning("etcd unreachable: identity taken from the cache, reference written later", metadata: ["identity": "\(id)"])
+          logger.warning(
+            "etcd unreachable: identity taken from the cache, reference written later",
+            metadata: ["identity": "\(id)"])
           return (id, false)
         } catch let error as IdentityError {
           throw error
         } catch {
-          throw IdentityError(code: .storeUnavailable, message: "etcd refused a reference to identity \(id)", cause: error)
+          throw IdentityError(
+            code: .storeUnavailable, message: "etcd refused a reference to identity \(id)",
+            cause: error)
         }
       }
       guard loaded, lease != 0 else {
-        throw IdentityError(code: .storeUnavailable, message: "etcd at \(client.endpointsDescription) has not been reached yet; retry")
+        throw IdentityError(
+          code: .storeUnavailable,
+          message: "etcd at \(client.endpointsDescription) has not been reached yet; retry")
       }
       guard let id = randomFreeID() else {
         throw IdentityError(code: .exhausted, message: "no free identity left in \(range)")
@@ -201,7 +227,9 @@ public final class EtcdIdentityStore: IdentityStore {
             ],
             else: [Etcd.get(labelsKey(canonical)), Etcd.get(identityKey(id))]))
       } catch {
-        throw IdentityError(code: .storeUnavailable, message: "etcd could not create an identity for \(canonical)", cause: error)
+        throw IdentityError(
+          code: .storeUnavailable, message: "etcd could not create an identity for \(canonical)",
+          cause: error)
       }
       if response.succeeded {
         _ = state.withLock { $0.remember(id, canonical, modRevision: response.revision) }
@@ -209,14 +237,23 @@ public final class EtcdIdentityStore: IdentityStore {
         return (id, true)
       }
       // Someone else created this label set (take theirs) or took this ID (try another).
-      if let existing = response.responses.first?.kvs.first, let existingID = UInt32(String(decoding: existing.value, as: UTF8.self)) {
+      if let existing = response.responses.first?.kvs.first,
+        let existingID = UInt32(String(decoding: existing.value, as: UTF8.self))
+      {
         _ = state.withLock { $0.remember(existingID, canonical, modRevision: existing.modRevision) }
       }
       if response.responses.count > 1, let taken = response.responses[1].kvs.first {
-        _ = state.withLock { $0.remember(id, String(decoding: taken.value, as: UTF8.self), modRevision: taken.modRevision) }
+        _ = state.withLock {
+          $0.remember(
+            id, String(decoding: taken.value, as: UTF8.self), modRevision: taken.modRevision)
+        }
       }
     }
-    throw IdentityError(code: .storeUnavailable, message: "identity allocation for \(canonical) lost \(configuration.allocationAttempts) races; retry")
+    throw IdentityError(
+      code: .storeUnavailable,
+      message:
+        "identity allocation for \(canonical) lost \(configuration.allocationAttempts) races; retry"
+    )
   }
 
   private func randomFreeID() -> UInt32? {
@@ -231,21 +268,31 @@ public final class EtcdIdentityStore: IdentityStore {
     }
   }
 
-  public func release(id: NumericIdentity, node: String) async throws(IdentityError) -> IdentityRelease {
+  public func release(id: NumericIdentity, node: String) async throws(IdentityError)
+    -> IdentityRelease
+  {
     // The cache names the row directly; a scan is only needed for an identity it no longer knows.
     var direct: NodeReferenceTable.Key?
     if let cached = state.withLock({ $0.byID[id.rawValue] }) {
       let key = NodeReferenceTable.Key(canonicalLabels: cached.canonicalLabels, node: node)
       if let row = references.row(key), row.identity == id.rawValue, row.count > 0 { direct = key }
     }
-    guard let key = direct ?? references.rows(identity: id.rawValue).first(where: { $0.key.node == node && $0.value.count > 0 })?.key else {
+    guard
+      let key = direct
+        ?? references.rows(identity: id.rawValue).first(where: {
+          $0.key.node == node && $0.value.count > 0
+        })?.key
+    else {
       if state.withLock({ $0.byID[id.rawValue] }) == nil {
         throw IdentityError(code: .notFound, message: "no identity \(id)")
       }
       return IdentityRelease(released: false, remainingReferences: 0)
     }
-    return try await keyLock.withLock(key.canonicalLabels) { () async throws(IdentityError) -> IdentityRelease in
-      guard var row = references.row(key), row.count > 0 else { return IdentityRelease(released: false, remainingReferences: 0) }
+    return try await keyLock.withLock(key.canonicalLabels) {
+      () async throws(IdentityError) -> IdentityRelease in
+      guard var row = references.row(key), row.count > 0 else {
+        return IdentityRelease(released: false, remainingReferences: 0)
+      }
       row.count -= 1
       if row.count > 0 {
         try saveReference(key, row)
@@ -258,20 +305,27 @@ public final class EtcdIdentityStore: IdentityStore {
     }
   }
 
-  public func rollback(identity: SecurityIdentity, node: String, wasNew: Bool) async throws(IdentityError) {
+  public func rollback(identity: SecurityIdentity, node: String, wasNew: Bool)
+    async throws(IdentityError)
+  {
     _ = try await release(id: identity.id, node: node)
     guard wasNew else { return }
     let canonical = identity.labels.canonicalKey
     // Delete it at once unless someone else took it meanwhile; otherwise GC will.
     let response = try? await client.txn(
       Etcd.txn(
-        when: [Etcd.holds(identityKey(identity.id.rawValue), canonical), Etcd.noneUnder(referencePrefix(canonical))],
+        when: [
+          Etcd.holds(identityKey(identity.id.rawValue), canonical),
+          Etcd.noneUnder(referencePrefix(canonical)),
+        ],
         then: [Etcd.delete(identityKey(identity.id.rawValue)), Etcd.delete(labelsKey(canonical))]))
     // The watch reports the deletion, like any other.
     _ = response
   }
 
-  public func syncReferences(node: String, held: [NumericIdentity: Int]) async throws(IdentityError) -> ReferenceSync {
+  public func syncReferences(node: String, held: [NumericIdentity: Int]) async throws(IdentityError)
+    -> ReferenceSync
+  {
     try Self.validate(node: node)
     var sync = ReferenceSync()
     var keys: [NodeReferenceTable.Key] = []
@@ -283,7 +337,8 @@ public final class EtcdIdentityStore: IdentityStore {
       }
       wanted[.init(canonicalLabels: cached.canonicalLabels, node: node)] = (id.rawValue, count)
     }
-    for (key, row) in references.all() where key.node == node && wanted[key] == nil && row.count > 0 { keys.append(key) }
+    for (key, row) in references.all() where key.node == node && wanted[key] == nil && row.count > 0
+    { keys.append(key) }
     keys += wanted.keys
     for key in keys {
       try await keyLock.withLock(key.canonicalLabels) { () async throws(IdentityError) in
@@ -314,33 +369,46 @@ public final class EtcdIdentityStore: IdentityStore {
   }
 
   private func stored(id: UInt32, canonical: String) async throws(IdentityError) -> StoredIdentity {
-    let nodes = (try? await client.rangeAll(prefix: referencePrefix(canonical), keysOnly: true).kvs.compactMap { parseReferenceKey($0.key)?.node }) ?? []
+    let nodes =
+      (try? await client.rangeAll(prefix: referencePrefix(canonical), keysOnly: true).kvs.compactMap
+      { parseReferenceKey($0.key)?.node }) ?? []
     return StoredIdentity(
       identity: SecurityIdentity(id: NumericIdentity(id), labels: try Self.labels(canonical)),
-      references: referenceCounts(canonical: canonical, remoteNodes: nodes), createdAtMilliseconds: 0)
+      references: referenceCounts(canonical: canonical, remoteNodes: nodes),
+      createdAtMilliseconds: 0)
   }
 
   /// Counts are known for this replica's nodes; another node's key says only that it holds one or more.
-  private func referenceCounts(canonical: String, remoteNodes: [String], local: [String: [String: Int]]? = nil) -> [String: Int] {
+  private func referenceCounts(
+    canonical: String, remoteNodes: [String], local: [String: [String: Int]]? = nil
+  ) -> [String: Int] {
     var counts: [String: Int] = [:]
     for node in remoteNodes { counts[node] = 1 }
     // A released row (count 0) whose key is not deleted yet hides that key.
-    for (node, count) in (local ?? localCounts())[canonical] ?? [:] { counts[node] = count > 0 ? count : nil }
+    for (node, count) in (local ?? localCounts())[canonical] ?? [:] {
+      counts[node] = count > 0 ? count : nil
+    }
     return counts
   }
 
   /// This replica's counts by label set, then node, read once for a whole listing.
   private func localCounts() -> [String: [String: Int]] {
     var counts: [String: [String: Int]] = [:]
-    for (key, row) in references.all() { counts[key.canonicalLabels, default: [:]][key.node] = row.count }
+    for (key, row) in references.all() {
+      counts[key.canonicalLabels, default: [:]][key.node] = row.count
+    }
     return counts
   }
 
   public func identities() async throws(IdentityError) -> [StoredIdentity] {
     var nodesByLabels: [String: [String]] = [:]
-    if let referenceKeys = try? await client.rangeAll(prefix: "\(configuration.prefix)/value/", keysOnly: true).kvs {
+    if let referenceKeys = try? await client.rangeAll(
+      prefix: "\(configuration.prefix)/value/", keysOnly: true
+    ).kvs {
       for kv in referenceKeys {
-        if let (labels, node) = parseReferenceKey(kv.key) { nodesByLabels[labels, default: []].append(node) }
+        if let (labels, node) = parseReferenceKey(kv.key) {
+          nodesByLabels[labels, default: []].append(node)
+        }
       }
     }
     let cached = state.withLock { $0.byID }
@@ -351,22 +419,30 @@ public final class EtcdIdentityStore: IdentityStore {
       result.append(
         StoredIdentity(
           identity: SecurityIdentity(id: NumericIdentity(id), labels: labels),
-          references: referenceCounts(canonical: identity.canonicalLabels, remoteNodes: nodesByLabels[identity.canonicalLabels] ?? [], local: local),
+          references: referenceCounts(
+            canonical: identity.canonicalLabels,
+            remoteNodes: nodesByLabels[identity.canonicalLabels] ?? [], local: local),
           createdAtMilliseconds: 0))
     }
     return result
   }
 
-  public func collectGarbage(gracePeriodMilliseconds: Int64) async throws(IdentityError) -> [SecurityIdentity] {
+  public func collectGarbage(gracePeriodMilliseconds: Int64) async throws(IdentityError)
+    -> [SecurityIdentity]
+  {
     let masters: [EtcdKeyValue]
     var referenced: Set<String> = []
     do {
       masters = try await client.rangeAll(prefix: "\(configuration.prefix)/id/").kvs
-      for kv in try await client.rangeAll(prefix: "\(configuration.prefix)/value/", keysOnly: true).kvs {
+      for kv in try await client.rangeAll(prefix: "\(configuration.prefix)/value/", keysOnly: true)
+        .kvs
+      {
         if let (labels, _) = parseReferenceKey(kv.key) { referenced.insert(labels) }
       }
     } catch {
-      throw IdentityError(code: .storeUnavailable, message: "identity garbage collection could not read etcd", cause: error)
+      throw IdentityError(
+        code: .storeUnavailable, message: "identity garbage collection could not read etcd",
+        cause: error)
     }
     let now = Int64(Date().timeIntervalSince1970 * 1000)
     var doomed: [(id: UInt32, canonical: String, modRevision: Int64)] = []
@@ -392,12 +468,17 @@ public final class EtcdIdentityStore: IdentityStore {
       // Second round: still unmodified and still unreferenced, atomically with the delete.
       let response = try? await client.txn(
         Etcd.txn(
-          when: [Etcd.modifiedAt(identityKey(id), modRevision), Etcd.noneUnder(referencePrefix(canonical))],
+          when: [
+            Etcd.modifiedAt(identityKey(id), modRevision),
+            Etcd.noneUnder(referencePrefix(canonical)),
+          ],
           then: [Etcd.delete(identityKey(id)), Etcd.delete(labelsKey(canonical))]))
       guard response?.succeeded == true else { continue }
       // The cache forgets it when the watch reports the delete, as on every other node.
       state.withLock { $0.garbageCandidates[id] = nil }
-      if let labels = try? Self.labels(canonical) { deleted.append(SecurityIdentity(id: NumericIdentity(id), labels: labels)) }
+      if let labels = try? Self.labels(canonical) {
+        deleted.append(SecurityIdentity(id: NumericIdentity(id), labels: labels))
+      }
     }
     return deleted
   }
@@ -413,21 +494,29 @@ public final class EtcdIdentityStore: IdentityStore {
 
   /// Holds the lease, mirrors `id/` into the cache and writes pending references,
   /// reconnecting and resyncing by itself until cancelled.
-  public func run(onChange: @escaping @Sendable (_ added: [SecurityIdentity], _ deleted: [SecurityIdentity]) async -> Void) async throws {
-    let session = EtcdSession(client: client, prefix: "\(configuration.prefix)/id/", leaseTTLSeconds: configuration.leaseTTLSeconds, logger: logger)
-    try await session.run(.init(
-      lease: { try await self.establishLease() },
-      load: { _ in try await self.reload(onChange: onChange) },
-      apply: { events in await self.apply(events, onChange: onChange) },
-      loops: [{ try await self.reconcileLoop() }],
-      leaseLost: { self.state.withLock { $0.lease = 0 } }))
+  public func run(
+    onChange:
+      @escaping @Sendable (_ added: [SecurityIdentity], _ deleted: [SecurityIdentity]) async -> Void
+  ) async throws {
+    let session = EtcdSession(
+      client: client, prefix: "\(configuration.prefix)/id/",
+      leaseTTLSeconds: configuration.leaseTTLSeconds, logger: logger)
+    try await session.run(
+      .init(
+        lease: { try await self.establishLease() },
+        load: { _ in try await self.reload(onChange: onChange) },
+        apply: { events in await self.apply(events, onChange: onChange) },
+        loops: [{ try await self.reconcileLoop() }],
+        leaseLost: { self.state.withLock { $0.lease = 0 } }))
   }
 
   /// Reuses the lease this node held before a restart if etcd still has it;
   /// otherwise grants a new one and marks every reference for rewriting.
   private func establishLease() async throws -> Int64 {
     if let lease = state.withLock({ $0.lease == 0 ? nil : $0.lease }) { return lease }
-    if let saved = try references.setting("lease"), saved != 0, try await client.leaseTimeToLive(saved) > 0 {
+    if let saved = try references.setting("lease"), saved != 0,
+      try await client.leaseTimeToLive(saved) > 0
+    {
       state.withLock { $0.lease = saved }
       logger.info("reusing etcd lease", metadata: ["lease": "\(String(saved, radix: 16))"])
       reconcileNeeded.signal()
@@ -437,34 +526,45 @@ public final class EtcdIdentityStore: IdentityStore {
     try references.markAllUnsynced()
     try references.setSetting("lease", lease)
     state.withLock { $0.lease = lease }
-    logger.info("granted etcd lease", metadata: ["lease": "\(String(lease, radix: 16))", "ttl": "\(configuration.leaseTTLSeconds)"])
+    logger.info(
+      "granted etcd lease",
+      metadata: ["lease": "\(String(lease, radix: 16))", "ttl": "\(configuration.leaseTTLSeconds)"])
     return lease
   }
 
   /// Replaces the cache with etcd's `id/` keys; reports the difference. Returns the revision read at.
-  private func reload(onChange: @escaping @Sendable ([SecurityIdentity], [SecurityIdentity]) async -> Void) async throws -> Int64 {
+  private func reload(
+    onChange: @escaping @Sendable ([SecurityIdentity], [SecurityIdentity]) async -> Void
+  ) async throws -> Int64 {
     let (kvs, revision) = try await client.rangeAll(prefix: "\(configuration.prefix)/id/")
     var fresh: [UInt32: CachedIdentity] = [:]
     for kv in kvs {
       if let id = idFromIdentityKey(kv.key) {
-        fresh[id] = CachedIdentity(canonicalLabels: String(decoding: kv.value, as: UTF8.self), modRevision: kv.modRevision)
+        fresh[id] = CachedIdentity(
+          canonicalLabels: String(decoding: kv.value, as: UTF8.self), modRevision: kv.modRevision)
       }
     }
     let (added, deleted) = state.withLock { state -> ([SecurityIdentity], [SecurityIdentity]) in
       let old = state.byID
       state.byID = fresh
-      state.byLabels = Dictionary(fresh.map { ($0.value.canonicalLabels, $0.key) }, uniquingKeysWith: { first, _ in first })
+      state.byLabels = Dictionary(
+        fresh.map { ($0.value.canonicalLabels, $0.key) }, uniquingKeysWith: { first, _ in first })
       state.loaded = true
       let added = fresh.filter { old[$0.key]?.canonicalLabels != $0.value.canonicalLabels }
       let deleted = old.filter { fresh[$0.key]?.canonicalLabels != $0.value.canonicalLabels }
       return (Self.identities(added), Self.identities(deleted))
     }
-    logger.info("identity cache loaded from etcd", metadata: ["identities": "\(fresh.count)", "revision": "\(revision)"])
+    logger.info(
+      "identity cache loaded from etcd",
+      metadata: ["identities": "\(fresh.count)", "revision": "\(revision)"])
     if !added.isEmpty || !deleted.isEmpty { await onChange(added, deleted) }
     return revision
   }
 
-  private func apply(_ events: [EtcdEvent], onChange: @Sendable ([SecurityIdentity], [SecurityIdentity]) async -> Void) async {
+  private func apply(
+    _ events: [EtcdEvent],
+    onChange: @Sendable ([SecurityIdentity], [SecurityIdentity]) async -> Void
+  ) async {
     var added: [SecurityIdentity] = []
     var deleted: [SecurityIdentity] = []
     state.withLock { state in
@@ -473,7 +573,8 @@ public final class EtcdIdentityStore: IdentityStore {
         switch event.kind {
         case .put:
           let canonical = String(decoding: event.kv.value, as: UTF8.self)
-          if state.remember(id, canonical, modRevision: event.kv.modRevision), !state.creating.contains(canonical),
+          if state.remember(id, canonical, modRevision: event.kv.modRevision),
+            !state.creating.contains(canonical),
             let labels = try? Self.labels(canonical)
           {
             added.append(SecurityIdentity(id: NumericIdentity(id), labels: labels))
@@ -513,18 +614,25 @@ public final class EtcdIdentityStore: IdentityStore {
         return
       }
       var response = try await client.txn(
-        Etcd.txn(when: [Etcd.holds(identityKey(row.identity), key.canonicalLabels)], then: [Etcd.put(reference, "\(row.identity)", lease: lease)]))
+        Etcd.txn(
+          when: [Etcd.holds(identityKey(row.identity), key.canonicalLabels)],
+          then: [Etcd.put(reference, "\(row.identity)", lease: lease)]))
       if !response.succeeded {
         // The identity was collected while etcd did not know we held it: bring it back under the same number.
         response = try await client.txn(
           Etcd.txn(
-            when: [Etcd.absent(identityKey(row.identity)), Etcd.absent(labelsKey(key.canonicalLabels))],
+            when: [
+              Etcd.absent(identityKey(row.identity)), Etcd.absent(labelsKey(key.canonicalLabels)),
+            ],
             then: [
-              Etcd.put(identityKey(row.identity), key.canonicalLabels), Etcd.put(labelsKey(key.canonicalLabels), "\(row.identity)"),
+              Etcd.put(identityKey(row.identity), key.canonicalLabels),
+              Etcd.put(labelsKey(key.canonicalLabels), "\(row.identity)"),
               Etcd.put(reference, "\(row.identity)", lease: lease),
             ]))
         if response.succeeded {
-          logger.warning("identity re-created in etcd for endpoints that still hold it", metadata: ["identity": "\(row.identity)"])
+          logger.warning(
+            "identity re-created in etcd for endpoints that still hold it",
+            metadata: ["identity": "\(row.identity)"])
         }
       }
       if response.succeeded {
@@ -538,17 +646,21 @@ public final class EtcdIdentityStore: IdentityStore {
           metadata: ["identity": "\(row.identity)", "labels": "\(key.canonicalLabels)"])
       }
     } catch {
-      logger.debug("reference not written yet", metadata: ["identity": "\(row.identity)", "error": "\(error)"])
+      logger.debug(
+        "reference not written yet", metadata: ["identity": "\(row.identity)", "error": "\(error)"])
     }
   }
 
   // MARK: - Helpers
 
-  private func saveReference(_ key: NodeReferenceTable.Key, _ row: NodeReferenceTable.Row) throws(IdentityError) {
+  private func saveReference(_ key: NodeReferenceTable.Key, _ row: NodeReferenceTable.Row)
+    throws(IdentityError)
+  {
     do {
       try references.set(key, row)
     } catch {
-      throw IdentityError(code: .storeUnavailable, message: "cannot write the node reference table", cause: error)
+      throw IdentityError(
+        code: .storeUnavailable, message: "cannot write the node reference table", cause: error)
     }
   }
 
@@ -556,20 +668,24 @@ public final class EtcdIdentityStore: IdentityStore {
     do {
       return try LabelSet(canonicalKey: canonical)
     } catch {
-      throw IdentityError(code: .invalidLabels, message: "etcd holds unreadable labels \(canonical)", cause: error)
+      throw IdentityError(
+        code: .invalidLabels, message: "etcd holds unreadable labels \(canonical)", cause: error)
     }
   }
 
   private static func identities(_ entries: [UInt32: CachedIdentity]) -> [SecurityIdentity] {
     entries.sorted { $0.key < $1.key }.compactMap { id, cached in
-      (try? labels(cached.canonicalLabels)).map { SecurityIdentity(id: NumericIdentity(id), labels: $0) }
+      (try? labels(cached.canonicalLabels)).map {
+        SecurityIdentity(id: NumericIdentity(id), labels: $0)
+      }
     }
   }
 
   /// Node names end reference keys, so they cannot contain `/`.
   static func validate(node: String) throws(IdentityError) {
     guard !node.isEmpty, !node.contains("/"), node.utf8.count <= 253 else {
-      throw IdentityError(code: .invalidLabels, message: "node name \"\(node)\" must be 1-253 characters without '/'")
+      throw IdentityError(
+        code: .invalidLabels, message: "node name \"\(node)\" must be 1-253 characters without '/'")
     }
   }
 }

@@ -15,7 +15,10 @@ public final class IdentityAllocator: Sendable {
     /// How long an unreferenced identity is kept, so a flapping workload keeps its number.
     public var gracePeriodMilliseconds: Int64
 
-    public init(nodeName: String, labelFilter: LabelFilter = .defaults, gracePeriodMilliseconds: Int64 = 60_000) {
+    public init(
+      nodeName: String, labelFilter: LabelFilter = .defaults,
+      gracePeriodMilliseconds: Int64 = 60_000
+    ) {
       self.nodeName = nodeName
       self.labelFilter = labelFilter
       self.gracePeriodMilliseconds = gracePeriodMilliseconds
@@ -28,7 +31,10 @@ public final class IdentityAllocator: Sendable {
   public let events = IdentityEvents()
   private let logger: Logger
 
-  public init(configuration: Configuration, store: any IdentityStore, changeSink: any IdentityChangeSink, logger: Logger = Logger(label: "tessera.identity")) {
+  public init(
+    configuration: Configuration, store: any IdentityStore, changeSink: any IdentityChangeSink,
+    logger: Logger = Logger(label: "tessera.identity")
+  ) {
     self.configuration = configuration
     self.store = store
     self.batcher = IdentityChangeBatcher(sink: changeSink)
@@ -39,7 +45,9 @@ public final class IdentityAllocator: Sendable {
   public func relevantLabels(_ labels: LabelSet) throws(IdentityError) -> LabelSet {
     let filtered = configuration.labelFilter.filter(labels)
     if filtered.hasReservedLabel && ReservedIdentity.matching(filtered) == nil {
-      throw IdentityError(code: .invalidLabels, message: "reserved labels cannot be combined with other labels: \(filtered)")
+      throw IdentityError(
+        code: .invalidLabels,
+        message: "reserved labels cannot be combined with other labels: \(filtered)")
     }
     return filtered
   }
@@ -51,10 +59,14 @@ public final class IdentityAllocator: Sendable {
   ///
   /// - Throws: ``IdentityError`` `.policyUnavailable` when a new identity could
   ///   not reach the policy service (the allocation is rolled back).
-  public func allocateIdentity(labels: LabelSet, node: String? = nil) async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool) {
+  public func allocateIdentity(labels: LabelSet, node: String? = nil) async throws(IdentityError)
+    -> (identity: SecurityIdentity, isNew: Bool)
+  {
     let relevant = try relevantLabels(labels)
     if relevant.isEmpty {
-      return (SecurityIdentity(id: .initializing, labels: ReservedIdentity.initializing.labels), false)
+      return (
+        SecurityIdentity(id: .initializing, labels: ReservedIdentity.initializing.labels), false
+      )
     }
     if let reserved = ReservedIdentity.matching(relevant) {
       return (SecurityIdentity(id: reserved.identity, labels: reserved.labels), false)
@@ -66,31 +78,45 @@ public final class IdentityAllocator: Sendable {
         try await batcher.announce(added: [identity])
       } catch {
         try? await store.rollback(identity: identity, node: node, wasNew: isNew)
-        throw IdentityError(code: .policyUnavailable, message: "identity \(identity.id) could not be announced to the policy service", cause: error)
+        throw IdentityError(
+          code: .policyUnavailable,
+          message: "identity \(identity.id) could not be announced to the policy service",
+          cause: error)
       }
     }
-    Counter(label: "tessera_identity_allocations_total", dimensions: [("new", isNew ? "true" : "false")]).increment()
+    Counter(
+      label: "tessera_identity_allocations_total", dimensions: [("new", isNew ? "true" : "false")]
+    ).increment()
     if isNew {
-      logger.info("allocated identity", metadata: ["identity": "\(identity.id)", "labels": "\(identity.labels)"])
+      logger.info(
+        "allocated identity",
+        metadata: ["identity": "\(identity.id)", "labels": "\(identity.labels)"])
       events.publish(.added([identity]))
     }
     return (identity, isNew)
   }
 
   /// Drops one reference of `node`. Reserved identities are not refcounted.
-  public func releaseIdentity(id: NumericIdentity, node: String? = nil) async throws(IdentityError) -> IdentityRelease {
+  public func releaseIdentity(id: NumericIdentity, node: String? = nil) async throws(IdentityError)
+    -> IdentityRelease
+  {
     if id.isReserved { return IdentityRelease(released: false, remainingReferences: 0) }
     return try await store.release(id: id, node: node ?? configuration.nodeName)
   }
 
   /// Makes `node`'s references exactly what its endpoints hold (reserved identities are not counted).
-  public func syncNodeReferences(node: String? = nil, held: [NumericIdentity: Int]) async throws(IdentityError) -> ReferenceSync {
+  public func syncNodeReferences(node: String? = nil, held: [NumericIdentity: Int])
+    async throws(IdentityError) -> ReferenceSync
+  {
     let node = node ?? configuration.nodeName
     let sync = try await store.syncReferences(node: node, held: held.filter { !$0.key.isReserved })
     if sync.dropped > 0 || sync.added > 0 || !sync.missing.isEmpty {
-      logger.warning("node references reconciled with its endpoints", metadata: [
-        "node": "\(node)", "dropped": "\(sync.dropped)", "added": "\(sync.added)", "missing": "\(sync.missing)",
-      ])
+      logger.warning(
+        "node references reconciled with its endpoints",
+        metadata: [
+          "node": "\(node)", "dropped": "\(sync.dropped)", "added": "\(sync.added)",
+          "missing": "\(sync.missing)",
+        ])
     }
     return sync
   }
@@ -98,7 +124,8 @@ public final class IdentityAllocator: Sendable {
   /// Deletes identities unreferenced for the grace period and tells the policy service.
   @discardableResult
   public func collectGarbage() async throws(IdentityError) -> [SecurityIdentity] {
-    let deleted = try await store.collectGarbage(gracePeriodMilliseconds: configuration.gracePeriodMilliseconds)
+    let deleted = try await store.collectGarbage(
+      gracePeriodMilliseconds: configuration.gracePeriodMilliseconds)
     guard !deleted.isEmpty else { return [] }
     logger.info("garbage collected identities", metadata: ["identities": "\(deleted.map(\.id))"])
     // A shared store reports the deletion through followStore(), on every node alike.
@@ -115,13 +142,15 @@ public final class IdentityAllocator: Sendable {
     try await store.run { [batcher, events, logger] added, deleted in
       let fresh = added.filter { !batcher.isAnnounced($0.id) }
       if !fresh.isEmpty {
-        logger.info("identities learned from the store", metadata: ["identities": "\(fresh.map(\.id))"])
+        logger.info(
+          "identities learned from the store", metadata: ["identities": "\(fresh.map(\.id))"])
         // The watch stream to the policy service carries them too; this only makes it sooner.
         try? await batcher.announce(added: fresh)
         events.publish(.added(fresh))
       }
       if !deleted.isEmpty {
-        logger.info("identities deleted in the store", metadata: ["identities": "\(deleted.map(\.id))"])
+        logger.info(
+          "identities deleted in the store", metadata: ["identities": "\(deleted.map(\.id))"])
         events.publish(.deleted(deleted))
         try? await batcher.announce(deleted: deleted.map(\.id))
       }
@@ -131,14 +160,18 @@ public final class IdentityAllocator: Sendable {
   /// Every identity, reserved ones first.
   public func identities() async throws(IdentityError) -> [StoredIdentity] {
     let reserved = ReservedIdentity.allCases.map {
-      StoredIdentity(identity: SecurityIdentity(id: $0.identity, labels: $0.labels), references: [:], createdAtMilliseconds: 0)
+      StoredIdentity(
+        identity: SecurityIdentity(id: $0.identity, labels: $0.labels), references: [:],
+        createdAtMilliseconds: 0)
     }
     return try await reserved + store.identities()
   }
 
   public func identity(id: NumericIdentity) async throws(IdentityError) -> StoredIdentity {
     if let reserved = ReservedIdentity(rawValue: id.rawValue) {
-      return StoredIdentity(identity: SecurityIdentity(id: id, labels: reserved.labels), references: [:], createdAtMilliseconds: 0)
+      return StoredIdentity(
+        identity: SecurityIdentity(id: id, labels: reserved.labels), references: [:],
+        createdAtMilliseconds: 0)
     }
     guard let stored = try await store.identity(id: id) else {
       throw IdentityError(code: .notFound, message: "no identity \(id)")

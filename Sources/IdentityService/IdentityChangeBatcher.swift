@@ -6,7 +6,8 @@ import TesseraCore
 public protocol IdentityChangeSink: Sendable {
   /// Delivers the changes; returns the receiver's instance ID so a restart of
   /// the receiver can be noticed.
-  func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) async throws -> String
+  func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) async throws
+    -> String
 }
 
 /// Coalesces concurrent announcements into one call, the way Cilium's
@@ -41,8 +42,10 @@ public final class IdentityChangeBatcher: Sendable {
   }
 
   /// Delivers the changes, batched with any others waiting.
-  public func announce(added: [SecurityIdentity] = [], deleted: [NumericIdentity] = []) async throws {
-    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+  public func announce(added: [SecurityIdentity] = [], deleted: [NumericIdentity] = []) async throws
+  {
+    try await withCheckedThrowingContinuation {
+      (continuation: CheckedContinuation<Void, any Error>) in
       let startFlush = state.withLock { state in
         for identity in added {
           state.pending.added[identity.id] = identity
@@ -76,7 +79,8 @@ public final class IdentityChangeBatcher: Sendable {
       guard let batch else { return }
       do {
         let instance = try await sink.identitiesChanged(
-          added: Array(batch.added.values).sorted { $0.id < $1.id }, deleted: batch.deleted.sorted())
+          added: Array(batch.added.values).sorted { $0.id < $1.id }, deleted: batch.deleted.sorted()
+        )
         state.withLock { state in
           if state.receiverInstance != instance {
             state.receiverInstance = instance

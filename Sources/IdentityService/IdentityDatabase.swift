@@ -13,21 +13,22 @@ final class IdentityDatabase: Sendable {
   static var migrator: DatabaseMigrator {
     var migrator = DatabaseMigrator()
     migrator.registerMigration("v1: identities and references") { db in
-      try db.execute(sql: """
-        CREATE TABLE identity (
-          id INTEGER PRIMARY KEY NOT NULL,
-          canonicalLabels TEXT NOT NULL UNIQUE,
-          createdAt INTEGER NOT NULL,
-          unreferencedSince INTEGER
-        );
-        CREATE TABLE identity_reference (
-          identityId INTEGER NOT NULL REFERENCES identity(id) ON DELETE CASCADE,
-          node TEXT NOT NULL,
-          count INTEGER NOT NULL CHECK (count > 0),
-          PRIMARY KEY (identityId, node)
-        );
-        CREATE INDEX identity_unreferenced ON identity(unreferencedSince) WHERE unreferencedSince IS NOT NULL;
-        """)
+      try db.execute(
+        sql: """
+          CREATE TABLE identity (
+            id INTEGER PRIMARY KEY NOT NULL,
+            canonicalLabels TEXT NOT NULL UNIQUE,
+            createdAt INTEGER NOT NULL,
+            unreferencedSince INTEGER
+          );
+          CREATE TABLE identity_reference (
+            identityId INTEGER NOT NULL REFERENCES identity(id) ON DELETE CASCADE,
+            node TEXT NOT NULL,
+            count INTEGER NOT NULL CHECK (count > 0),
+            PRIMARY KEY (identityId, node)
+          );
+          CREATE INDEX identity_unreferenced ON identity(unreferencedSince) WHERE unreferencedSince IS NOT NULL;
+          """)
     }
     return migrator
   }

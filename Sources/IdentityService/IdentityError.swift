@@ -1,7 +1,9 @@
 /// An identity-service failure with a code the gRPC layer maps to a status.
 public struct IdentityError: Error, Sendable, CustomStringConvertible {
   public struct Code: Hashable, Sendable, CustomStringConvertible {
-    private enum Wrapped: Hashable, Sendable { case invalidLabels, notFound, exhausted, storeUnavailable, policyUnavailable }
+    private enum Wrapped: Hashable, Sendable {
+      case invalidLabels, notFound, exhausted, storeUnavailable, policyUnavailable
+    }
     private let wrapped: Wrapped
     private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
 

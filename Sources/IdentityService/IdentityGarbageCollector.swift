@@ -14,7 +14,10 @@ public struct IdentityGarbageCollector: Service {
   public let interval: Duration
   private let logger: Logger
 
-  public init(allocator: IdentityAllocator, interval: Duration, logger: Logger = Logger(label: "tessera.identity.gc")) {
+  public init(
+    allocator: IdentityAllocator, interval: Duration,
+    logger: Logger = Logger(label: "tessera.identity.gc")
+  ) {
     self.allocator = allocator
     self.interval = interval
     self.logger = logger

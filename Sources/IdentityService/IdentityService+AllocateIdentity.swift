@@ -4,9 +4,12 @@ import TesseraProto
 import TesseraRuntime
 
 extension IdentityServiceHandler {
-  public func allocateIdentity(request: Tessera_Identity_V1_AllocateIdentityRequest, context: ServerContext) async throws -> Tessera_Identity_V1_AllocateIdentityResponse {
+  public func allocateIdentity(
+    request: Tessera_Identity_V1_AllocateIdentityRequest, context: ServerContext
+  ) async throws -> Tessera_Identity_V1_AllocateIdentityResponse {
     let labels = try LabelSet(protoLabels: request.labels)
-    let (identity, isNew) = try await allocator.allocateIdentity(labels: labels, node: try context.actingNode(requested: request.node))
+    let (identity, isNew) = try await allocator.allocateIdentity(
+      labels: labels, node: try context.actingNode(requested: request.node))
     return .with {
       $0.identity = .init(identity)
       $0.isNew = isNew

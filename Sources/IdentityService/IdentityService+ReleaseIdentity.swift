@@ -3,8 +3,11 @@ import TesseraCore
 import TesseraProto
 
 extension IdentityServiceHandler {
-  public func releaseIdentity(request: Tessera_Identity_V1_ReleaseIdentityRequest, context: ServerContext) async throws -> Tessera_Identity_V1_ReleaseIdentityResponse {
-    let result = try await allocator.releaseIdentity(id: NumericIdentity(request.id), node: try context.actingNode(requested: request.node))
+  public func releaseIdentity(
+    request: Tessera_Identity_V1_ReleaseIdentityRequest, context: ServerContext
+  ) async throws -> Tessera_Identity_V1_ReleaseIdentityResponse {
+    let result = try await allocator.releaseIdentity(
+      id: NumericIdentity(request.id), node: try context.actingNode(requested: request.node))
     return .with {
       $0.released = result.released
       $0.remainingReferences = UInt32(clamping: result.remainingReferences)

@@ -52,7 +52,9 @@ public protocol IdentityStore: Sendable {
   var backendDescription: String { get }
 
   /// Returns the identity for `labels`, creating it if needed, and takes one reference for `node`.
-  func allocate(labels: LabelSet, node: String) async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool)
+  func allocate(labels: LabelSet, node: String) async throws(IdentityError) -> (
+    identity: SecurityIdentity, isNew: Bool
+  )
 
   /// Drops one reference of `node`; an identity left without references
   /// becomes eligible for garbage collection after the grace period.
@@ -69,10 +71,12 @@ public protocol IdentityStore: Sendable {
 
   /// Sets `node`'s reference counts to exactly `held` (allocated identities
   /// only): references nobody holds are dropped, lost ones restored.
-  func syncReferences(node: String, held: [NumericIdentity: Int]) async throws(IdentityError) -> ReferenceSync
+  func syncReferences(node: String, held: [NumericIdentity: Int]) async throws(IdentityError)
+    -> ReferenceSync
 
   /// Deletes identities that have had no reference for at least `gracePeriodMilliseconds`; returns them.
-  func collectGarbage(gracePeriodMilliseconds: Int64) async throws(IdentityError) -> [SecurityIdentity]
+  func collectGarbage(gracePeriodMilliseconds: Int64) async throws(IdentityError)
+    -> [SecurityIdentity]
 
   /// True when identities can appear or vanish without this process (a shared
   /// store): ``run(onChange:)`` then reports every change, whoever made it.
@@ -80,14 +84,20 @@ public protocol IdentityStore: Sendable {
 
   /// Keeps the store in step with the world outside this process until the
   /// task is cancelled, reporting identities added or deleted by anyone.
-  func run(onChange: @escaping @Sendable (_ added: [SecurityIdentity], _ deleted: [SecurityIdentity]) async -> Void) async throws
+  func run(
+    onChange:
+      @escaping @Sendable (_ added: [SecurityIdentity], _ deleted: [SecurityIdentity]) async -> Void
+  ) async throws
 }
 
 extension IdentityStore {
   public var isShared: Bool { false }
 
   /// A store only this process writes has nothing to follow.
-  public func run(onChange: @escaping @Sendable (_ added: [SecurityIdentity], _ deleted: [SecurityIdentity]) async -> Void) async throws {
+  public func run(
+    onChange:
+      @escaping @Sendable (_ added: [SecurityIdentity], _ deleted: [SecurityIdentity]) async -> Void
+  ) async throws {
     while true { try await Task.sleep(for: .seconds(3600)) }
   }
 }

@@ -5,7 +5,9 @@ import Synchronization
 final class KeyedLock<Key: Hashable & Sendable>: Sendable {
   private let waiters = Mutex<[Key: [CheckedContinuation<Void, Never>]]>([:])
 
-  func withLock<T: Sendable, E: Error>(_ key: Key, _ body: () async throws(E) -> T) async throws(E) -> T {
+  func withLock<T: Sendable, E: Error>(_ key: Key, _ body: () async throws(E) -> T) async throws(E)
+    -> T
+  {
     await acquire(key)
     defer { release(key) }
     return try await body()

@@ -43,17 +43,18 @@ final class NodeReferenceTable: Sendable {
     }
     var migrator = DatabaseMigrator()
     migrator.registerMigration("v1: node references and lease") { db in
-      try db.execute(sql: """
-        CREATE TABLE node_reference (
-          canonicalLabels TEXT NOT NULL,
-          node TEXT NOT NULL,
-          identityId INTEGER NOT NULL,
-          count INTEGER NOT NULL CHECK (count >= 0),
-          synced INTEGER NOT NULL,
-          PRIMARY KEY (canonicalLabels, node)
-        );
-        CREATE TABLE setting (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
-        """)
+      try db.execute(
+        sql: """
+          CREATE TABLE node_reference (
+            canonicalLabels TEXT NOT NULL,
+            node TEXT NOT NULL,
+            identityId INTEGER NOT NULL,
+            count INTEGER NOT NULL CHECK (count >= 0),
+            synced INTEGER NOT NULL,
+            PRIMARY KEY (canonicalLabels, node)
+          );
+          CREATE TABLE setting (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
+          """)
     }
     try migrator.migrate(writer)
     let loaded = try writer.read { db in
@@ -66,7 +67,9 @@ final class NodeReferenceTable: Sendable {
 
   func all() -> [Key: Row] { rows.withLock { $0 } }
 
-  func rows(identity: UInt32) -> [Key: Row] { rows.withLock { $0.filter { $0.value.identity == identity } } }
+  func rows(identity: UInt32) -> [Key: Row] {
+    rows.withLock { $0.filter { $0.value.identity == identity } }
+  }
 
   /// Writes the row through to disk (or deletes it when `row` is nil).
   func set(_ key: Key, _ row: Row?) throws {
@@ -76,9 +79,12 @@ final class NodeReferenceTable: Sendable {
           sql: """
             INSERT INTO node_reference (canonicalLabels, node, identityId, count, synced) VALUES (?, ?, ?, ?, ?)
             ON CONFLICT(canonicalLabels, node) DO UPDATE SET identityId = excluded.identityId, count = excluded.count, synced = excluded.synced
-            """, arguments: [key.canonicalLabels, key.node, Int64(row.identity), row.count, row.synced])
+            """,
+          arguments: [key.canonicalLabels, key.node, Int64(row.identity), row.count, row.synced])
       } else {
-        try db.execute(sql: "DELETE FROM node_reference WHERE canonicalLabels = ? AND node = ?", arguments: [key.canonicalLabels, key.node])
+        try db.execute(
+          sql: "DELETE FROM node_reference WHERE canonicalLabels = ? AND node = ?",
+          arguments: [key.canonicalLabels, key.node])
       }
     }
     rows.withLock { $0[key] = row }
@@ -93,24 +99,31 @@ final class NodeReferenceTable: Sendable {
   }
 
   func setting(_ name: String) throws -> Int64? {
-    try writer.read { db in try Int64.fetchOne(db, sql: "SELECT value FROM setting WHERE name = ?", arguments: [name]) }
+    try writer.read { db in
+      try Int64.fetchOne(db, sql: "SELECT value FROM setting WHERE name = ?", arguments: [name])
+    }
   }
 
   func setSetting(_ name: String, _ value: Int64) throws {
     try writer.write { db in
       try db.execute(
-        sql: "INSERT INTO setting (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        sql:
+          "INSERT INTO setting (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
         arguments: [name, value])
     }
   }
 }
 
 extension NodeReferenceTable.Row {
-  fileprivate static func fetchAllWithKeys(_ db: Database) throws -> [NodeReferenceTable.Key: Self] {
+  fileprivate static func fetchAllWithKeys(_ db: Database) throws -> [NodeReferenceTable.Key: Self]
+  {
     var result: [NodeReferenceTable.Key: Self] = [:]
-    for row in try GRDB.Row.fetchAll(db, sql: "SELECT canonicalLabels, node, identityId, count, synced FROM node_reference") {
+    for row in try GRDB.Row.fetchAll(
+      db, sql: "SELECT canonicalLabels, node, identityId, count, synced FROM node_reference")
+    {
       let key = NodeReferenceTable.Key(canonicalLabels: row["canonicalLabels"], node: row["node"])
-      result[key] = Self(identity: UInt32(row["identityId"] as Int64), count: row["count"], synced: row["synced"])
+      result[key] = Self(
+        identity: UInt32(row["identityId"] as Int64), count: row["count"], synced: row["synced"])
     }
     return result
   }

@@ -14,11 +14,14 @@ public struct PolicyServiceSink: IdentityChangeSink {
     self.timeout = timeout
   }
 
-  public func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) async throws -> String {
+  public func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) async throws
+    -> String
+  {
     let request = Tessera_Policy_V1_UpdateIdentitiesRequest.with {
       $0.added = added.map(Tessera_Common_V1_Identity.init)
       $0.deleted = deleted.map(\.rawValue)
     }
-    return try await client.updateIdentities(request, options: .failFast(timeout: timeout)).instanceID
+    return try await client.updateIdentities(request, options: .failFast(timeout: timeout))
+      .instanceID
   }
 }

@@ -22,7 +22,9 @@ public final class SQLiteIdentityStore: IdentityStore {
       // crash may lose the last transactions, and their references with them.
       // FULL costs an fsync per allocation (≈15 ms here).
       configuration.prepareDatabase { db in
-        if !db.configuration.readonly, try String.fetchOne(db, sql: "PRAGMA journal_mode") != "memory" {
+        if !db.configuration.readonly,
+          try String.fetchOne(db, sql: "PRAGMA journal_mode") != "memory"
+        {
           try db.execute(sql: "PRAGMA journal_mode = WAL")
           try db.execute(sql: "PRAGMA synchronous = NORMAL")
         }
@@ -37,12 +39,16 @@ public final class SQLiteIdentityStore: IdentityStore {
         backendDescription = "sqlite (in memory)"
       }
     } catch {
-      throw IdentityError(code: .storeUnavailable, message: "cannot open identity database \(path ?? ":memory:")", cause: error)
+      throw IdentityError(
+        code: .storeUnavailable, message: "cannot open identity database \(path ?? ":memory:")",
+        cause: error)
     }
     range = NumericIdentity.allocationRange(clusterID: clusterID)
   }
 
-  public func allocate(labels: LabelSet, node: String) async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool) {
+  public func allocate(labels: LabelSet, node: String) async throws(IdentityError) -> (
+    identity: SecurityIdentity, isNew: Bool
+  ) {
     let key = labels.canonicalKey
     let range = self.range
     let result: Result<(Int64, Bool), IdentityError> = write { db in
@@ -51,9 +57,11 @@ public final class SQLiteIdentityStore: IdentityStore {
       var record = try IdentityRecord.all().labelled(key).fetchOne(db)
       if record == nil {
         guard let id = try Self.lowestFreeID(db, in: range) else {
-          return .failure(IdentityError(code: .exhausted, message: "no free identity left in \(range)"))
+          return .failure(
+            IdentityError(code: .exhausted, message: "no free identity left in \(range)"))
         }
-        record = IdentityRecord(id: id, canonicalLabels: key, createdAt: now, unreferencedSince: nil)
+        record = IdentityRecord(
+          id: id, canonicalLabels: key, createdAt: now, unreferencedSince: nil)
         try record!.insert(db)
         isNew = true
       } else if record!.unreferencedSince != nil {
@@ -71,7 +79,9 @@ public final class SQLiteIdentityStore: IdentityStore {
     return (SecurityIdentity(id: NumericIdentity(UInt32(id)), labels: labels), isNew)
   }
 
-  public func release(id: NumericIdentity, node: String) async throws(IdentityError) -> IdentityRelease {
+  public func release(id: NumericIdentity, node: String) async throws(IdentityError)
+    -> IdentityRelease
+  {
     let result: Result<IdentityRelease, IdentityError> = write { db in
       guard var record = try IdentityRecord.fetchOne(db, key: Int64(id.rawValue)) else {
         return .failure(IdentityError(code: .notFound, message: "no identity \(id)"))
@@ -87,14 +97,18 @@ public final class SQLiteIdentityStore: IdentityStore {
     return try result.get()
   }
 
-  public func rollback(identity: SecurityIdentity, node: String, wasNew: Bool) async throws(IdentityError) {
+  public func rollback(identity: SecurityIdentity, node: String, wasNew: Bool)
+    async throws(IdentityError)
+  {
     let _: Result<Void, IdentityError> = write { db in
       let id = Int64(identity.id.rawValue)
       _ = try Self.dropReference(db, identity: id, node: node)
       guard try Self.totalReferences(db, identity: id) == 0 else { return .success(()) }
       if wasNew {
         _ = try IdentityRecord.deleteOne(db, key: id)
-      } else if var record = try IdentityRecord.fetchOne(db, key: id), record.unreferencedSince == nil {
+      } else if var record = try IdentityRecord.fetchOne(db, key: id),
+        record.unreferencedSince == nil
+      {
         record.unreferencedSince = Self.now()
         try record.update(db)
       }
@@ -102,11 +116,15 @@ public final class SQLiteIdentityStore: IdentityStore {
     }
   }
 
-  public func syncReferences(node: String, held: [NumericIdentity: Int]) async throws(IdentityError) -> ReferenceSync {
+  public func syncReferences(node: String, held: [NumericIdentity: Int]) async throws(IdentityError)
+    -> ReferenceSync
+  {
     let result: Result<ReferenceSync, IdentityError> = write { db in
       var sync = ReferenceSync()
       let now = Self.now()
-      let existing = try IdentityReferenceRecord.filter(IdentityReferenceRecord.Columns.node == node).fetchAll(db)
+      let existing = try IdentityReferenceRecord.filter(
+        IdentityReferenceRecord.Columns.node == node
+      ).fetchAll(db)
       var touched: Set<Int64> = []
       for var reference in existing {
         let wanted = held[NumericIdentity(UInt32(reference.identityId))] ?? 0
@@ -116,7 +134,11 @@ public final class SQLiteIdentityStore: IdentityStore {
           sync.dropped += Int(reference.count)
           try reference.delete(db)
         } else {
-          if wanted > reference.count { sync.added += wanted - Int(reference.count) } else { sync.dropped += Int(reference.count) - wanted }
+          if wanted > reference.count {
+            sync.added += wanted - Int(reference.count)
+          } else {
+            sync.dropped += Int(reference.count) - wanted
+          }
           reference.count = Int64(wanted)
           try reference.update(db)
         }
@@ -127,7 +149,8 @@ public final class SQLiteIdentityStore: IdentityStore {
           sync.missing.append(id)
           continue
         }
-        try IdentityReferenceRecord(identityId: Int64(id.rawValue), node: node, count: Int64(count)).insert(db)
+        try IdentityReferenceRecord(identityId: Int64(id.rawValue), node: node, count: Int64(count))
+          .insert(db)
         touched.insert(Int64(id.rawValue))
         sync.added += count
       }
@@ -153,7 +176,9 @@ public final class SQLiteIdentityStore: IdentityStore {
 
   public func identity(labels: LabelSet) async throws(IdentityError) -> StoredIdentity? {
     try read { db in
-      try IdentityRecord.all().labelled(labels.canonicalKey).fetchOne(db).map { try Self.stored($0, db) }
+      try IdentityRecord.all().labelled(labels.canonicalKey).fetchOne(db).map {
+        try Self.stored($0, db)
+      }
     }
   }
 
@@ -161,7 +186,9 @@ public final class SQLiteIdentityStore: IdentityStore {
     try read { db in
       let references = try IdentityReferenceRecord.fetchAll(db)
       var byIdentity: [Int64: [String: Int]] = [:]
-      for reference in references { byIdentity[reference.identityId, default: [:]][reference.node] = Int(reference.count) }
+      for reference in references {
+        byIdentity[reference.identityId, default: [:]][reference.node] = Int(reference.count)
+      }
       return try IdentityRecord.order(IdentityRecord.Columns.id).fetchAll(db).map { record in
         StoredIdentity(
           identity: try Self.securityIdentity(record), references: byIdentity[record.id] ?? [:],
@@ -170,7 +197,9 @@ public final class SQLiteIdentityStore: IdentityStore {
     }
   }
 
-  public func collectGarbage(gracePeriodMilliseconds: Int64) async throws(IdentityError) -> [SecurityIdentity] {
+  public func collectGarbage(gracePeriodMilliseconds: Int64) async throws(IdentityError)
+    -> [SecurityIdentity]
+  {
     let result: Result<[SecurityIdentity], IdentityError> = write { db in
       let cutoff = Self.now() - gracePeriodMilliseconds
       let doomed = try IdentityRecord.all().unreferenced(before: cutoff).fetchAll(db)
@@ -186,13 +215,17 @@ public final class SQLiteIdentityStore: IdentityStore {
 
   // MARK: - Helpers
 
-  private func write<T>(_ body: @Sendable (Database) throws -> Result<T, IdentityError>) -> Result<T, IdentityError> {
+  private func write<T>(_ body: @Sendable (Database) throws -> Result<T, IdentityError>) -> Result<
+    T, IdentityError
+  > {
     do {
       return try database.writer.write { db in try body(db) }
     } catch let error as IdentityError {
       return .failure(error)
     } catch {
-      return .failure(IdentityError(code: .storeUnavailable, message: "identity database write failed", cause: error))
+      return .failure(
+        IdentityError(
+          code: .storeUnavailable, message: "identity database write failed", cause: error))
     }
   }
 
@@ -202,7 +235,8 @@ public final class SQLiteIdentityStore: IdentityStore {
     } catch let error as IdentityError {
       throw error
     } catch {
-      throw IdentityError(code: .storeUnavailable, message: "identity database read failed", cause: error)
+      throw IdentityError(
+        code: .storeUnavailable, message: "identity database read failed", cause: error)
     }
   }
 
@@ -227,7 +261,10 @@ public final class SQLiteIdentityStore: IdentityStore {
   }
 
   private static func dropReference(_ db: Database, identity: Int64, node: String) throws -> Bool {
-    guard var reference = try IdentityReferenceRecord.fetchOne(db, key: ["identityId": identity, "node": node]) else {
+    guard
+      var reference = try IdentityReferenceRecord.fetchOne(
+        db, key: ["identityId": identity, "node": node])
+    else {
       return false
     }
     if reference.count > 1 {
@@ -240,11 +277,15 @@ public final class SQLiteIdentityStore: IdentityStore {
   }
 
   private static func totalReferences(_ db: Database, identity: Int64) throws -> Int {
-    try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(count), 0) FROM identity_reference WHERE identityId = ?", arguments: [identity]) ?? 0
+    try Int.fetchOne(
+      db, sql: "SELECT COALESCE(SUM(count), 0) FROM identity_reference WHERE identityId = ?",
+      arguments: [identity]) ?? 0
   }
 
   private static func stored(_ record: IdentityRecord, _ db: Database) throws -> StoredIdentity {
-    let references = try IdentityReferenceRecord.filter(IdentityReferenceRecord.Columns.identityId == record.id).fetchAll(db)
+    let references = try IdentityReferenceRecord.filter(
+      IdentityReferenceRecord.Columns.identityId == record.id
+    ).fetchAll(db)
     return StoredIdentity(
       identity: try securityIdentity(record),
       references: Dictionary(references.map { ($0.node, Int($0.count)) }, uniquingKeysWith: +),
@@ -252,6 +293,8 @@ public final class SQLiteIdentityStore: IdentityStore {
   }
 
   private static func securityIdentity(_ record: IdentityRecord) throws -> SecurityIdentity {
-    SecurityIdentity(id: NumericIdentity(UInt32(record.id)), labels: try LabelSet(canonicalKey: record.canonicalLabels))
+    SecurityIdentity(
+      id: NumericIdentity(UInt32(record.id)),
+      labels: try LabelSet(canonicalKey: record.canonicalLabels))
   }
 }

@@ -36,23 +36,30 @@ public struct IdentityFollower<Transport: ClientTransport>: Sendable {
           for try await event in response.messages {
             switch event.kind {
             case .snapshot:
-              snapshot += try event.identities.map { identity throws(RPCError) in try SecurityIdentity(proto: identity) }
+              snapshot += try event.identities.map { identity throws(RPCError) in
+                try SecurityIdentity(proto: identity)
+              }
             case .snapshotDone:
               let stale = handler.engine.allocatedIdentities().subtracting(snapshot.map(\.id))
               _ = handler.identitiesChanged(added: snapshot, deleted: Array(stale))
-              logger.info("SelectorCache synced with the identity service", metadata: [
-                "identities": "\(snapshot.count)", "dropped": "\(stale.count)",
-              ])
+              logger.info(
+                "SelectorCache synced with the identity service",
+                metadata: [
+                  "identities": "\(snapshot.count)", "dropped": "\(stale.count)",
+                ])
               snapshot = []
               if !synced {
                 synced = true
                 await onSynced()
               }
             case .added:
-              let added = try event.identities.map { identity throws(RPCError) in try SecurityIdentity(proto: identity) }
+              let added = try event.identities.map { identity throws(RPCError) in
+                try SecurityIdentity(proto: identity)
+              }
               _ = handler.identitiesChanged(added: added, deleted: [])
             case .deleted:
-              _ = handler.identitiesChanged(added: [], deleted: event.identities.map { NumericIdentity(rawValue: $0.id) })
+              _ = handler.identitiesChanged(
+                added: [], deleted: event.identities.map { NumericIdentity(rawValue: $0.id) })
             case .unspecified, .UNRECOGNIZED:
               break
             }

@@ -6,11 +6,17 @@ extension PolicyEngine {
   /// Makes the repository hold exactly `policies` at `revision`.
   ///
   /// - Returns: every identity (a reload may change anything).
-  func replaceAll(with policies: [(policy: ParsedPolicy, importedAt: UInt64)], revision: UInt64) -> AffectedIdentities {
+  func replaceAll(with policies: [(policy: ParsedPolicy, importedAt: UInt64)], revision: UInt64)
+    -> AffectedIdentities
+  {
     state.withLock { repository in
       let wanted = Set(policies.map { PolicyKey($0.policy.ref) })
-      for key in repository.keys where !wanted.contains(key) { _ = repository.remove(key, revision: repository.revision) }
-      for (policy, importedAt) in policies { _ = repository.replace([policy], revision: importedAt) }
+      for key in repository.keys where !wanted.contains(key) {
+        _ = repository.remove(key, revision: repository.revision)
+      }
+      for (policy, importedAt) in policies {
+        _ = repository.replace([policy], revision: importedAt)
+      }
       repository.advance(to: revision)
       return .all
     }
@@ -19,7 +25,9 @@ extension PolicyEngine {
   /// Applies one committed batch: policies added or replaced, policies deleted.
   ///
   /// - Returns: the identities whose policy may have changed.
-  func apply(upserting: [ParsedPolicy], deleting: [PolicyKey], revision: UInt64) -> AffectedIdentities {
+  func apply(upserting: [ParsedPolicy], deleting: [PolicyKey], revision: UInt64)
+    -> AffectedIdentities
+  {
     state.withLock { repository in
       var affected = Set<NumericIdentity>()
       var everything = false

@@ -29,7 +29,9 @@ public final class PolicyEngine: Sendable {
   ///   - logger: where the engine logs.
   /// - Throws: ``PolicyError`` (`storage`) when the database cannot be read or holds a
   ///   policy that no longer parses.
-  public init(database: PolicyDatabase?, logger: Logger = Logger(label: "tessera.policy")) throws(PolicyError) {
+  public init(database: PolicyDatabase?, logger: Logger = Logger(label: "tessera.policy"))
+    throws(PolicyError)
+  {
     self.database = database
     self.logger = logger
     guard let database else {
@@ -45,7 +47,8 @@ public final class PolicyEngine: Sendable {
       } catch {
         throw PolicyError(
           code: .storage,
-          message: "stored policy \(record.namespace.isEmpty ? "" : record.namespace + "/")\(record.name) cannot be read: "
+          message:
+            "stored policy \(record.namespace.isEmpty ? "" : record.namespace + "/")\(record.name) cannot be read: "
             + (error.path.isEmpty ? error.problem : "\(error.path): \(error.problem)"))
       }
     }
@@ -75,13 +78,15 @@ public final class PolicyEngine: Sendable {
   ) {
     let parsed = try PolicyManifest.parse(sourceName: sourceName, content: content)
     let database = self.database
-    let result = try state.withLock { (repository) throws(PolicyError) -> (UInt64, AffectedIdentities) in
+    let result = try state.withLock {
+      (repository) throws(PolicyError) -> (UInt64, AffectedIdentities) in
       let next = repository.revision + 1
       try database?.commit(
         revision: next,
         upserting: parsed.map {
           PolicyRecord(
-            namespace: $0.ref.namespace, name: $0.ref.name, kind: $0.ref.kind, revision: Int64(next),
+            namespace: $0.ref.namespace, name: $0.ref.name, kind: $0.ref.kind,
+            revision: Int64(next),
             sourceJSON: $0.sourceJSON, ruleCount: $0.rules.count)
         },
         deleting: [])
@@ -102,10 +107,13 @@ public final class PolicyEngine: Sendable {
   /// - Returns: the new revision and the identities the policy's rules applied to.
   /// - Throws: ``PolicyError`` (`notFound`) when there is no such policy, `storage` when the
   ///   database write fails.
-  public func deletePolicy(namespace: String, name: String) throws(PolicyError) -> (revision: UInt64, affected: AffectedIdentities) {
+  public func deletePolicy(namespace: String, name: String) throws(PolicyError) -> (
+    revision: UInt64, affected: AffectedIdentities
+  ) {
     let key = PolicyKey(namespace: namespace, name: name)
     let database = self.database
-    let result = try state.withLock { (repository) throws(PolicyError) -> (UInt64, AffectedIdentities) in
+    let result = try state.withLock {
+      (repository) throws(PolicyError) -> (UInt64, AffectedIdentities) in
       guard repository.policy(key) != nil else {
         let shown = namespace.isEmpty ? name : "\(namespace)/\(name)"
         throw PolicyError(code: .notFound, message: "policy \(shown) not found")
@@ -115,7 +123,8 @@ public final class PolicyEngine: Sendable {
       return (next, repository.remove(key, revision: next) ?? .none)
     }
     logger.info(
-      "policy deleted", metadata: ["policy.revision": "\(result.0)", "policy.name": "\(namespace)/\(name)"])
+      "policy deleted",
+      metadata: ["policy.revision": "\(result.0)", "policy.name": "\(namespace)/\(name)"])
     return result
   }
 
@@ -147,8 +156,11 @@ public final class PolicyEngine: Sendable {
   }
 
   /// Those of `identities` the SelectorCache does not hold (never a reserved identity).
-  public func unknownIdentities(among identities: some Sequence<NumericIdentity>) -> Set<NumericIdentity> {
-    state.withLock { repository in Set(identities.filter { repository.cache.labels(of: $0) == nil }) }
+  public func unknownIdentities(among identities: some Sequence<NumericIdentity>) -> Set<
+    NumericIdentity
+  > {
+    state.withLock { repository in Set(identities.filter { repository.cache.labels(of: $0) == nil })
+    }
   }
 
   /// The desired policy of an endpoint with this identity and labels, at the current

@@ -5,7 +5,9 @@
 /// out of range (0-65535)`.
 public struct PolicyError: Error, Sendable, CustomStringConvertible {
   public struct Code: Hashable, Sendable, CustomStringConvertible {
-    private enum Wrapped: Hashable, Sendable { case invalidManifest, notFound, storage, unavailable }
+    private enum Wrapped: Hashable, Sendable {
+      case invalidManifest, notFound, storage, unavailable
+    }
     private let wrapped: Wrapped
     private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
 

@@ -1,5 +1,5 @@
-public import GRPCCore
 import Foundation
+public import GRPCCore
 import Synchronization
 public import TesseraProto
 
@@ -51,7 +51,9 @@ public final class PolicyEvents: Sendable {
   public let bufferSize: Int
   private let state = Mutex(State())
 
-  public init(bufferSize: Int = PolicyEvents.defaultBufferSize, instanceID: String = UUID().uuidString) {
+  public init(
+    bufferSize: Int = PolicyEvents.defaultBufferSize, instanceID: String = UUID().uuidString
+  ) {
     self.bufferSize = max(1, bufferSize)
     self.instanceID = instanceID
   }
@@ -69,13 +71,14 @@ public final class PolicyEvents: Sendable {
   /// high as the change's event.
   public func publish(revision: UInt64, affected: AffectedIdentities) {
     if case .some(let identities) = affected, identities.isEmpty { return }
-    publish(.with {
-      $0.revision = revision
-      switch affected {
-      case .all: $0.all = true
-      case .some(let identities): $0.affectedIdentities = identities.map(\.rawValue).sorted()
-      }
-    })
+    publish(
+      .with {
+        $0.revision = revision
+        switch affected {
+        case .all: $0.all = true
+        case .some(let identities): $0.affectedIdentities = identities.map(\.rawValue).sorted()
+        }
+      })
   }
 
   /// Publishes an event with the next sequence number.
@@ -111,7 +114,9 @@ public final class PolicyEvents: Sendable {
   /// Runs `body` with a subscription that ends when gRPC cancels the current
   /// server RPC (gRPC signals that through the RPC's cancellation handle, not
   /// by cancelling the handler's task).
-  public func withSubscriptionForRPC<T: Sendable>(_ body: (Subscription) async throws -> T) async throws -> T {
+  public func withSubscriptionForRPC<T: Sendable>(_ body: (Subscription) async throws -> T)
+    async throws -> T
+  {
     let (subscription, continuation) = subscribeWithContinuation()
     return try await withRPCCancellationHandler {
       try await body(subscription)
@@ -120,14 +125,18 @@ public final class PolicyEvents: Sendable {
     }
   }
 
-  private func subscribeWithContinuation() -> (subscription: Subscription, continuation: AsyncStream<Event>.Continuation) {
+  private func subscribeWithContinuation() -> (
+    subscription: Subscription, continuation: AsyncStream<Event>.Continuation
+  ) {
     // Oldest-first buffering: when full, the newest event is refused, so what
     // the subscriber still receives is a gap-free prefix.
-    let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .bufferingOldest(bufferSize))
+    let (stream, continuation) = AsyncStream<Event>.makeStream(
+      bufferingPolicy: .bufferingOldest(bufferSize))
     let (id, subscription) = state.withLock { state in
       defer { state.next += 1 }
       let subscription = Subscription(events: stream, sequence: state.sequence)
-      state.subscribers[state.next] = Subscriber(continuation: continuation, subscription: subscription)
+      state.subscribers[state.next] = Subscriber(
+        continuation: continuation, subscription: subscription)
       return (state.next, subscription)
     }
     continuation.onTermination = { [weak self] _ in
@@ -151,7 +160,11 @@ public final class PolicyReadiness: Sendable {
   /// Throws UNAVAILABLE until the first identity sync finished.
   public func requireSynced() throws(RPCError) {
     guard isSynced else {
-      throw RPCError(code: .unavailable, message: "identities not synchronised yet: the policy service has not finished its first sync with the identity service")
+      throw RPCError(
+        code: .unavailable,
+        message:
+          "identities not synchronised yet: the policy service has not finished its first sync with the identity service"
+      )
     }
   }
 }

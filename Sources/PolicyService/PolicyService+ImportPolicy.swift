@@ -2,18 +2,26 @@ import GRPCCore
 import TesseraProto
 
 extension PolicyServiceHandler {
-  public func importPolicy(request: Tessera_Policy_V1_ImportPolicyRequest, context: ServerContext) async throws -> Tessera_Policy_V1_ImportPolicyResponse {
+  public func importPolicy(request: Tessera_Policy_V1_ImportPolicyRequest, context: ServerContext)
+    async throws -> Tessera_Policy_V1_ImportPolicyResponse
+  {
     let source = request.sourceName.isEmpty ? "<request>" : request.sourceName
     if let cluster {
       // Applied (and announced to watchers) by this replica's watch before it returns.
-      let result = try await cluster.importPolicies(sourceName: source, content: Array(request.content))
+      let result = try await cluster.importPolicies(
+        sourceName: source, content: Array(request.content))
       return .with {
         $0.revision = result.revision
         $0.policies = result.policies.map(Tessera_Policy_V1_PolicyRef.init)
       }
     }
     let result = try engine.importPolicies(sourceName: source, content: Array(request.content))
-    logger.info("policies imported", metadata: ["source": "\(source)", "revision": "\(result.revision)", "count": "\(result.policies.count)"])
+    logger.info(
+      "policies imported",
+      metadata: [
+        "source": "\(source)", "revision": "\(result.revision)",
+        "count": "\(result.policies.count)",
+      ])
     events.publish(revision: result.revision, affected: result.affected)
     return .with {
       $0.revision = result.revision
@@ -21,25 +29,39 @@ extension PolicyServiceHandler {
     }
   }
 
-  public func deletePolicy(request: Tessera_Policy_V1_DeletePolicyRequest, context: ServerContext) async throws -> Tessera_Policy_V1_DeletePolicyResponse {
+  public func deletePolicy(request: Tessera_Policy_V1_DeletePolicyRequest, context: ServerContext)
+    async throws -> Tessera_Policy_V1_DeletePolicyResponse
+  {
     if let cluster {
-      let revision = try await cluster.deletePolicy(namespace: request.namespace, name: request.name)
+      let revision = try await cluster.deletePolicy(
+        namespace: request.namespace, name: request.name)
       return .with { $0.revision = revision }
     }
     let result = try engine.deletePolicy(namespace: request.namespace, name: request.name)
-    logger.info("policy deleted", metadata: ["policy": "\(request.namespace)/\(request.name)", "revision": "\(result.revision)"])
+    logger.info(
+      "policy deleted",
+      metadata: [
+        "policy": "\(request.namespace)/\(request.name)", "revision": "\(result.revision)",
+      ])
     events.publish(revision: result.revision, affected: result.affected)
     return .with { $0.revision = result.revision }
   }
 
-  public func getPolicy(request: Tessera_Policy_V1_GetPolicyRequest, context: ServerContext) async throws -> Tessera_Policy_V1_Policy {
+  public func getPolicy(request: Tessera_Policy_V1_GetPolicyRequest, context: ServerContext)
+    async throws -> Tessera_Policy_V1_Policy
+  {
     guard let policy = engine.policy(namespace: request.namespace, name: request.name) else {
-      throw RPCError(code: .notFound, message: "no policy \(request.namespace.isEmpty ? "" : request.namespace + "/")\(request.name)")
+      throw RPCError(
+        code: .notFound,
+        message:
+          "no policy \(request.namespace.isEmpty ? "" : request.namespace + "/")\(request.name)")
     }
     return .init(policy)
   }
 
-  public func listPolicies(request: Tessera_Policy_V1_ListPoliciesRequest, context: ServerContext) async throws -> Tessera_Policy_V1_ListPoliciesResponse {
+  public func listPolicies(request: Tessera_Policy_V1_ListPoliciesRequest, context: ServerContext)
+    async throws -> Tessera_Policy_V1_ListPoliciesResponse
+  {
     .with {
       $0.revision = engine.revision
       $0.policies = engine.policies().map(Tessera_Policy_V1_Policy.init)

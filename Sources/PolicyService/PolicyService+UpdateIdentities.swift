@@ -6,9 +6,14 @@ import TesseraRuntime
 extension PolicyServiceHandler {
   /// New identities enter the SelectorCache here; endpoints whose policy
   /// selects them are told through `WatchPolicy`.
-  public func updateIdentities(request: Tessera_Policy_V1_UpdateIdentitiesRequest, context: ServerContext) async throws -> Tessera_Policy_V1_UpdateIdentitiesResponse {
-    let added = try request.added.map { identity throws(RPCError) in try SecurityIdentity(proto: identity) }
-    let result = identitiesChanged(added: added, deleted: request.deleted.map(NumericIdentity.init(rawValue:)))
+  public func updateIdentities(
+    request: Tessera_Policy_V1_UpdateIdentitiesRequest, context: ServerContext
+  ) async throws -> Tessera_Policy_V1_UpdateIdentitiesResponse {
+    let added = try request.added.map { identity throws(RPCError) in
+      try SecurityIdentity(proto: identity)
+    }
+    let result = identitiesChanged(
+      added: added, deleted: request.deleted.map(NumericIdentity.init(rawValue:)))
     return .with {
       $0.selectorsChanged = UInt32(clamping: result.selectorsChanged)
       $0.instanceID = instanceID
@@ -18,7 +23,9 @@ extension PolicyServiceHandler {
   /// Identities enter or leave the SelectorCache (pushed by the identity service, or
   /// followed from its watch) and the change is announced as one numbered event.
   /// Together, so GetEventSequence never sees an identity whose event is not yet numbered.
-  public func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) -> (selectorsChanged: Int, affected: AffectedIdentities) {
+  public func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) -> (
+    selectorsChanged: Int, affected: AffectedIdentities
+  ) {
     identityPublication.withLock {
       let result = engine.updateIdentities(added: added, deleted: deleted)
       events.publish(revision: engine.revision, affected: result.affected)

@@ -7,20 +7,28 @@ extension PolicyServiceHandler {
   /// the instance ID); later events are live changes, numbered without gaps.
   /// A subscriber that falls ``PolicyEvents/bufferSize`` events behind gets the
   /// events it still had buffered, then RESOURCE_EXHAUSTED.
-  public func watchPolicy(request: Tessera_Policy_V1_WatchPolicyRequest, response: RPCWriter<Tessera_Policy_V1_PolicyEvent>, context: ServerContext) async throws {
+  public func watchPolicy(
+    request: Tessera_Policy_V1_WatchPolicyRequest,
+    response: RPCWriter<Tessera_Policy_V1_PolicyEvent>, context: ServerContext
+  ) async throws {
     try await events.withSubscriptionForRPC { subscription in
-      try await response.write(.with {
-        $0.revision = engine.revision
-        $0.all = true
-        $0.sequence = subscription.sequence
-        $0.instanceID = events.instanceID
-      })
+      try await response.write(
+        .with {
+          $0.revision = engine.revision
+          $0.all = true
+          $0.sequence = subscription.sequence
+          $0.instanceID = events.instanceID
+        })
       for await event in subscription.events { try await response.write(event) }
       if subscription.lagged {
-        logger.warning("policy watch subscriber lagged; ending its stream", metadata: ["buffer": "\(events.bufferSize)"])
+        logger.warning(
+          "policy watch subscriber lagged; ending its stream",
+          metadata: ["buffer": "\(events.bufferSize)"])
         throw RPCError(
           code: .resourceExhausted,
-          message: "subscriber lagged: more than \(events.bufferSize) policy events behind; resubscribe and recompute from a full snapshot")
+          message:
+            "subscriber lagged: more than \(events.bufferSize) policy events behind; resubscribe and recompute from a full snapshot"
+        )
       }
     }
   }
@@ -28,9 +36,14 @@ extension PolicyServiceHandler {
   /// With identities: which of them the SelectorCache does not hold yet. The
   /// sequence covers the event of every requested identity it does hold
   /// (docs/architecture.md §6, remote ipcache entries).
-  public func getEventSequence(request: Tessera_Policy_V1_GetEventSequenceRequest, context: ServerContext) async throws -> Tessera_Policy_V1_EventSequence {
+  public func getEventSequence(
+    request: Tessera_Policy_V1_GetEventSequenceRequest, context: ServerContext
+  ) async throws -> Tessera_Policy_V1_EventSequence {
     let (sequence, unknown) = identityPublication.withLock {
-      (events.sequence, engine.unknownIdentities(among: request.identities.map(NumericIdentity.init(rawValue:))))
+      (
+        events.sequence,
+        engine.unknownIdentities(among: request.identities.map(NumericIdentity.init(rawValue:)))
+      )
     }
     return .with {
       $0.sequence = sequence

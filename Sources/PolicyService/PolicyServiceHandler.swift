@@ -1,8 +1,8 @@
 import Foundation
 import GRPCCore
 import Logging
-import TesseraCore
 import Synchronization
+import TesseraCore
 import TesseraProto
 import TesseraRuntime
 
@@ -25,7 +25,8 @@ public struct PolicyServiceHandler: Tessera_Policy_V1_PolicyService.SimpleServic
   ///   marks it after its first identity sync; the default is already synced.
   ///   - cluster: the shared rule repository in etcd; imports and deletes go there.
   public init(
-    engine: PolicyEngine, events: PolicyEvents, readiness: PolicyReadiness = PolicyReadiness(synced: true),
+    engine: PolicyEngine, events: PolicyEvents,
+    readiness: PolicyReadiness = PolicyReadiness(synced: true),
     cluster: ClusterPolicyRepository? = nil, logger: Logger
   ) {
     self.cluster = cluster
@@ -40,7 +41,9 @@ public struct PolicyServiceHandler: Tessera_Policy_V1_PolicyService.SimpleServic
 /// A lock a copyable handler can hold.
 final class SharedLock: Sendable {
   private let mutex = Mutex(())
-  func withLock<Result: Sendable>(_ body: () throws -> Result) rethrows -> Result { try mutex.withLock { _ in try body() } }
+  func withLock<Result: Sendable>(_ body: () throws -> Result) rethrows -> Result {
+    try mutex.withLock { _ in try body() }
+  }
 }
 
 extension PolicyError: RPCErrorConvertible {

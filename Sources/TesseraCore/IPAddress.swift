@@ -1,13 +1,16 @@
 #if canImport(Glibc)
-import Glibc
+  import Glibc
 #elseif canImport(Darwin)
-import Darwin
+  import Darwin
 #endif
 
 /// An IPv4 or IPv6 prefix such as `10.1.0.5/32` or `fd00::/64`, normalised so
 /// host bits are zero.
 public struct IPPrefix: Hashable, Sendable, Codable, Comparable, CustomStringConvertible {
-  public enum Family: UInt8, Sendable, Codable { case v4 = 4, v6 = 6 }
+  public enum Family: UInt8, Sendable, Codable {
+    case v4 = 4
+    case v6 = 6
+  }
 
   public var family: Family
   /// 4 or 16 bytes, network order.
@@ -30,7 +33,9 @@ public struct IPPrefix: Hashable, Sendable, Codable, Comparable, CustomStringCon
     }
     let maxLength = UInt8(bytes.count * 8)
     if parts.count == 2 {
-      guard let parsed = UInt8(parts[1]), parsed <= maxLength, !parts[1].hasPrefix("+") else { return nil }
+      guard let parsed = UInt8(parts[1]), parsed <= maxLength, !parts[1].hasPrefix("+") else {
+        return nil
+      }
       length = parsed
     } else {
       length = maxLength
@@ -45,7 +50,8 @@ public struct IPPrefix: Hashable, Sendable, Codable, Comparable, CustomStringCon
   public var isSpecialPurposeHost: Bool {
     switch family {
     case .v4:
-      return bytes[0] == 0 || bytes[0] == 127 || (bytes[0] >= 224 && bytes[0] <= 239) || bytes == [255, 255, 255, 255]
+      return bytes[0] == 0 || bytes[0] == 127 || (bytes[0] >= 224 && bytes[0] <= 239)
+        || bytes == [255, 255, 255, 255]
     case .v6:
       let unspecified = bytes.allSatisfy { $0 == 0 }
       let loopback = bytes.dropLast().allSatisfy { $0 == 0 } && bytes.last == 1

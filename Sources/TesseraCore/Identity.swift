@@ -3,7 +3,9 @@
 /// Numbers follow Cilium's so operators' knowledge carries over: 0–255 reserved,
 /// 256–65535 allocated in cluster 0, cluster `c` uses `c<<16 … (c<<16)+65535`,
 /// and node-local (CIDR) identities live in the `1<<24` scope.
-public struct NumericIdentity: RawRepresentable, Hashable, Comparable, Sendable, Codable, CustomStringConvertible {
+public struct NumericIdentity: RawRepresentable, Hashable, Comparable, Sendable, Codable,
+  CustomStringConvertible
+{
   public var rawValue: UInt32
   public init(rawValue: UInt32) { self.rawValue = rawValue }
   public init(_ rawValue: UInt32) { self.rawValue = rawValue }
@@ -42,7 +44,9 @@ public struct NumericIdentity: RawRepresentable, Hashable, Comparable, Sendable,
 
 /// The reserved identities with their names and `reserved:` labels.
 public enum ReservedIdentity: UInt32, CaseIterable, Sendable {
-  case host = 1, world, unmanaged, health, initializing, remoteNode, kubeAPIServer, ingress, worldIPv4, worldIPv6
+  case host = 1
+  case world, unmanaged, health, initializing, remoteNode, kubeAPIServer, ingress, worldIPv4,
+    worldIPv6
 
   public var identity: NumericIdentity { NumericIdentity(rawValue) }
 

@@ -35,7 +35,9 @@ public struct Label: Hashable, Sendable, Codable, CustomStringConvertible {
   /// Parses `source:key=value`, `key=value` or `key` (empty value).
   ///
   /// - Throws: ``LabelError`` when a part is empty, too long or holds a forbidden character.
-  public static func parse(_ text: String, defaultSource: String = Label.defaultSource) throws(LabelError) -> Label {
+  public static func parse(_ text: String, defaultSource: String = Label.defaultSource)
+    throws(LabelError) -> Label
+  {
     var rest = Substring(text)
     var source = defaultSource
     // A key may itself contain ':' only after a '/', e.g. `k8s:io.kubernetes.pod.namespace`;
@@ -64,19 +66,33 @@ public struct Label: Hashable, Sendable, Codable, CustomStringConvertible {
   /// Checks the label is well formed.
   public func validate() throws(LabelError) {
     if source.isEmpty { throw LabelError(label: description, problem: "empty source") }
-    if source.utf8.count > Self.maxSourceLength { throw LabelError(label: description, problem: "source longer than \(Self.maxSourceLength) bytes") }
+    if source.utf8.count > Self.maxSourceLength {
+      throw LabelError(
+        label: description, problem: "source longer than \(Self.maxSourceLength) bytes")
+    }
     if !source.unicodeScalars.allSatisfy(Self.isSourceCharacter) {
-      throw LabelError(label: description, problem: "source may hold only a-z, 0-9, '-', '.' and '_'")
+      throw LabelError(
+        label: description, problem: "source may hold only a-z, 0-9, '-', '.' and '_'")
     }
     if key.isEmpty { throw LabelError(label: description, problem: "empty key") }
-    if key.utf8.count > Self.maxKeyLength { throw LabelError(label: description, problem: "key longer than \(Self.maxKeyLength) bytes") }
-    if value.utf8.count > Self.maxValueLength { throw LabelError(label: description, problem: "value longer than \(Self.maxValueLength) bytes") }
+    if key.utf8.count > Self.maxKeyLength {
+      throw LabelError(label: description, problem: "key longer than \(Self.maxKeyLength) bytes")
+    }
+    if value.utf8.count > Self.maxValueLength {
+      throw LabelError(
+        label: description, problem: "value longer than \(Self.maxValueLength) bytes")
+    }
     // ';' and '=' delimit the canonical key; control characters break logs and tables.
-    for scalar in key.unicodeScalars where scalar == ";" || scalar == "=" || Self.isControl(scalar) || scalar == " " {
-      throw LabelError(label: description, problem: "key contains forbidden character \(scalar.escaped(asASCII: true))")
+    for scalar in key.unicodeScalars
+    where scalar == ";" || scalar == "=" || Self.isControl(scalar) || scalar == " " {
+      throw LabelError(
+        label: description,
+        problem: "key contains forbidden character \(scalar.escaped(asASCII: true))")
     }
     for scalar in value.unicodeScalars where scalar == ";" || Self.isControl(scalar) {
-      throw LabelError(label: description, problem: "value contains forbidden character \(scalar.escaped(asASCII: true))")
+      throw LabelError(
+        label: description,
+        problem: "value contains forbidden character \(scalar.escaped(asASCII: true))")
     }
   }
 
@@ -124,11 +140,13 @@ public struct LabelSet: Hashable, Sendable, Codable, Sequence, CustomStringConve
     var byKey: [String: Label] = [:]
     for label in labels {
       if byKey.count >= Self.maxLabels {
-        throw LabelError(label: label.description, problem: "a label set holds at most \(Self.maxLabels) labels")
+        throw LabelError(
+          label: label.description, problem: "a label set holds at most \(Self.maxLabels) labels")
       }
       try label.validate()
       if let existing = byKey[label.key], existing != label {
-        throw LabelError(label: label.description, problem: "conflicts with \(existing) (one value per key)")
+        throw LabelError(
+          label: label.description, problem: "conflicts with \(existing) (one value per key)")
       }
       byKey[label.key] = label
     }
@@ -141,7 +159,9 @@ public struct LabelSet: Hashable, Sendable, Codable, Sequence, CustomStringConve
   }
 
   /// Parses `source:key=value` strings.
-  public init(parsing texts: [String], defaultSource: String = Label.defaultSource) throws(LabelError) {
+  public init(parsing texts: [String], defaultSource: String = Label.defaultSource)
+    throws(LabelError)
+  {
     var parsed: [Label] = []
     for text in texts { parsed.append(try Label.parse(text, defaultSource: defaultSource)) }
     try self.init(parsed)

@@ -19,7 +19,8 @@ public struct LabelFilter: Sendable, Hashable {
     /// `+pattern` keeps, `-pattern` drops.
     public init(parsing text: String) throws(LabelError) {
       guard let first = text.first, first == "+" || first == "-", text.count > 1 else {
-        throw LabelError(label: text, problem: "a filter rule is +PATTERN (keep) or -PATTERN (drop)")
+        throw LabelError(
+          label: text, problem: "a filter rule is +PATTERN (keep) or -PATTERN (drop)")
       }
       self.init(first == "+" ? .keep : .drop, String(text.dropFirst()))
     }

@@ -1,5 +1,7 @@
 /// Traffic direction relative to the endpoint.
-public enum TrafficDirection: UInt8, Sendable, Hashable, Codable, CaseIterable, CustomStringConvertible {
+public enum TrafficDirection: UInt8, Sendable, Hashable, Codable, CaseIterable,
+  CustomStringConvertible
+{
   case ingress = 1
   case egress = 2
   public var description: String { self == .ingress ? "ingress" : "egress" }
@@ -23,7 +25,9 @@ public enum L4Protocol: UInt8, Sendable, Hashable, Codable, CaseIterable, Custom
 
   /// Accepts the names used in policies (`TCP`, `udp`, `ANY`, …).
   public init?(name: String) {
-    guard let match = Self.allCases.first(where: { $0.description == name.uppercased() }) else { return nil }
+    guard let match = Self.allCases.first(where: { $0.description == name.uppercased() }) else {
+      return nil
+    }
     self = match
   }
 }
@@ -51,7 +55,9 @@ public struct PortRange: Hashable, Sendable, Codable, Comparable, CustomStringCo
   public var isAny: Bool { first == 0 && last == 65535 }
   public func contains(_ port: UInt16) -> Bool { isAny || (first...last).contains(port) }
 
-  public static func < (lhs: Self, rhs: Self) -> Bool { (lhs.first, lhs.last) < (rhs.first, rhs.last) }
+  public static func < (lhs: Self, rhs: Self) -> Bool {
+    (lhs.first, lhs.last) < (rhs.first, rhs.last)
+  }
   public var description: String { isAny ? "any" : first == last ? "\(first)" : "\(first)-\(last)" }
 }
 
@@ -64,7 +70,10 @@ public struct PolicyEntry: Hashable, Sendable, Codable, Comparable, CustomString
   public var ports: PortRange
   public var verdict: PolicyVerdict
 
-  public init(peer: NumericIdentity, direction: TrafficDirection, proto: L4Protocol = .any, ports: PortRange = .any, verdict: PolicyVerdict = .allow) {
+  public init(
+    peer: NumericIdentity, direction: TrafficDirection, proto: L4Protocol = .any,
+    ports: PortRange = .any, verdict: PolicyVerdict = .allow
+  ) {
     self.peer = peer
     self.direction = direction
     // A port only means something with a protocol that has ports.
@@ -81,8 +90,14 @@ public struct PolicyEntry: Hashable, Sendable, Codable, Comparable, CustomString
     public var ports: PortRange
 
     public static func < (lhs: Self, rhs: Self) -> Bool {
-      (lhs.direction.rawValue, lhs.peer.rawValue, lhs.proto.rawValue, lhs.ports.first, lhs.ports.last)
-        < (rhs.direction.rawValue, rhs.peer.rawValue, rhs.proto.rawValue, rhs.ports.first, rhs.ports.last)
+      (
+        lhs.direction.rawValue, lhs.peer.rawValue, lhs.proto.rawValue, lhs.ports.first,
+        lhs.ports.last
+      )
+        < (
+          rhs.direction.rawValue, rhs.peer.rawValue, rhs.proto.rawValue, rhs.ports.first,
+          rhs.ports.last
+        )
     }
   }
 
@@ -97,7 +112,9 @@ public struct PolicyEntry: Hashable, Sendable, Codable, Comparable, CustomString
   }
 
   /// Whether this entry applies to a packet with these properties.
-  public func matches(peer: NumericIdentity, direction: TrafficDirection, proto: L4Protocol, port: UInt16) -> Bool {
+  public func matches(
+    peer: NumericIdentity, direction: TrafficDirection, proto: L4Protocol, port: UInt16
+  ) -> Bool {
     guard self.direction == direction else { return false }
     guard self.peer == .unknown || self.peer == peer else { return false }
     guard self.proto == .any || self.proto == proto else { return false }
@@ -114,7 +131,8 @@ public struct EndpointPolicy: Hashable, Sendable, Codable {
   /// Sorted and unique by key; a deny and an allow never share a key.
   public var entries: [PolicyEntry]
 
-  public init(revision: UInt64, ingressEnforced: Bool, egressEnforced: Bool, entries: [PolicyEntry]) {
+  public init(revision: UInt64, ingressEnforced: Bool, egressEnforced: Bool, entries: [PolicyEntry])
+  {
     self.revision = revision
     self.ingressEnforced = ingressEnforced
     self.egressEnforced = egressEnforced
@@ -127,8 +145,12 @@ public struct EndpointPolicy: Hashable, Sendable, Codable {
 
   /// The reference verdict for one packet: deny entries win, then allow
   /// entries, then the direction's default. The datapath must agree with this.
-  public func verdict(peer: NumericIdentity, direction: TrafficDirection, proto: L4Protocol, port: UInt16) -> PolicyVerdict {
-    let matching = entries.filter { $0.matches(peer: peer, direction: direction, proto: proto, port: port) }
+  public func verdict(
+    peer: NumericIdentity, direction: TrafficDirection, proto: L4Protocol, port: UInt16
+  ) -> PolicyVerdict {
+    let matching = entries.filter {
+      $0.matches(peer: peer, direction: direction, proto: proto, port: port)
+    }
     if matching.contains(where: { $0.verdict == .deny }) { return .deny }
     if matching.contains(where: { $0.verdict == .allow }) { return .allow }
     return isEnforced(direction) ? .deny : .allow

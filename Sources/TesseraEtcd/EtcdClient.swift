@@ -25,7 +25,9 @@ public final class EtcdClient: Sendable {
   private let preferred = Atomic<Int>(0)
   private let logger: Logger
 
-  public init(configuration: EtcdConfiguration, logger: Logger = Logger(label: "tessera.etcd")) throws(EtcdError) {
+  public init(configuration: EtcdConfiguration, logger: Logger = Logger(label: "tessera.etcd"))
+    throws(EtcdError)
+  {
     self.configuration = configuration
     self.logger = logger
     var members: [Member] = []
@@ -39,11 +41,14 @@ public final class EtcdClient: Sendable {
             config.backoff.max = .seconds(1)
             config.connection.maxIdleTime = nil
             // etcd rejects pings closer than 5 s apart.
-            config.connection.keepalive = .init(time: .seconds(10), timeout: .seconds(5), allowWithoutCalls: true)
+            config.connection.keepalive = .init(
+              time: .seconds(10), timeout: .seconds(5), allowWithoutCalls: true)
           })
         members.append(Member(endpoint: endpoint, client: GRPCClient(transport: transport)))
       } catch {
-        throw EtcdError(code: .invalidConfiguration, message: "cannot set up a connection to etcd at \(endpoint)", cause: error)
+        throw EtcdError(
+          code: .invalidConfiguration, message: "cannot set up a connection to etcd at \(endpoint)",
+          cause: error)
       }
     }
     self.members = members
@@ -52,8 +57,12 @@ public final class EtcdClient: Sendable {
   /// An address stays an address: a DNS target would put it in TLS SNI, which TLS forbids.
   private static func target(_ endpoint: EtcdConfiguration.Endpoint) -> any ResolvableTarget {
     var buffer = in6_addr()
-    if inet_pton(AF_INET, endpoint.host, &buffer) == 1 { return ResolvableTargets.IPv4.ipv4(address: endpoint.host, port: endpoint.port) }
-    if inet_pton(AF_INET6, endpoint.host, &buffer) == 1 { return ResolvableTargets.IPv6.ipv6(address: endpoint.host, port: endpoint.port) }
+    if inet_pton(AF_INET, endpoint.host, &buffer) == 1 {
+      return ResolvableTargets.IPv4.ipv4(address: endpoint.host, port: endpoint.port)
+    }
+    if inet_pton(AF_INET6, endpoint.host, &buffer) == 1 {
+      return ResolvableTargets.IPv6.ipv6(address: endpoint.host, port: endpoint.port)
+    }
     return ResolvableTargets.DNS.dns(host: endpoint.host, port: endpoint.port)
   }
 
@@ -71,7 +80,9 @@ public final class EtcdClient: Sendable {
   }
 
   /// The members, as given (for status output).
-  public var endpointsDescription: String { configuration.endpoints.map(\.description).joined(separator: ",") }
+  public var endpointsDescription: String {
+    configuration.endpoints.map(\.description).joined(separator: ",")
+  }
 
   /// Maintains the connections until ``beginGracefulShutdown()``; run it for as long as the client is used.
   public func runConnections() async throws {
@@ -88,7 +99,9 @@ public final class EtcdClient: Sendable {
 
   // MARK: - Unary calls with failover
 
-  func range(_ request: Etcdserverpb_RangeRequest) async throws(EtcdError) -> Etcdserverpb_RangeResponse {
+  func range(_ request: Etcdserverpb_RangeRequest) async throws(EtcdError)
+    -> Etcdserverpb_RangeResponse
+  {
     try await unary("Range") { client, options in
       try await Etcdserverpb_KV.Client(wrapping: client).range(request, options: options)
     }
@@ -115,7 +128,8 @@ public final class EtcdClient: Sendable {
   /// Grants a lease of `ttl` seconds and returns its ID.
   public func grantLease(ttl: Int64) async throws(EtcdError) -> Int64 {
     let response = try await unary("LeaseGrant") { client, options in
-      try await Etcdserverpb_Lease.Client(wrapping: client).leaseGrant(.with { $0.ttl = ttl }, options: options)
+      try await Etcdserverpb_Lease.Client(wrapping: client).leaseGrant(
+        .with { $0.ttl = ttl }, options: options)
     }
     guard response.error.isEmpty, response.id != 0 else {
       throw EtcdError(code: .failed, message: "etcd refused a lease: \(response.error)")
@@ -126,16 +140,18 @@ public final class EtcdClient: Sendable {
   /// Seconds left on `lease`; zero or less when it is gone.
   public func leaseTimeToLive(_ lease: Int64) async throws(EtcdError) -> Int64 {
     try await unary("LeaseTimeToLive") { client, options in
-      try await Etcdserverpb_Lease.Client(wrapping: client).leaseTimeToLive(.with { $0.id = lease }, options: options)
+      try await Etcdserverpb_Lease.Client(wrapping: client).leaseTimeToLive(
+        .with { $0.id = lease }, options: options)
     }.ttl
   }
 
   public func revokeLease(_ lease: Int64) async throws(EtcdError) {
     do {
       _ = try await unary("LeaseRevoke") { client, options in
-        try await Etcdserverpb_Lease.Client(wrapping: client).leaseRevoke(.with { $0.id = lease }, options: options)
+        try await Etcdserverpb_Lease.Client(wrapping: client).leaseRevoke(
+          .with { $0.id = lease }, options: options)
       }
-    } catch where error.code == .failed {
+    } catch  where error.code == .failed {
       // Already gone.
     }
   }
@@ -164,9 +180,11 @@ public final class EtcdClient: Sendable {
         return response
       } catch let error as RPCError where Self.isRetryable(error.code) {
         lastError = error
-        logger.debug("etcd call failed, trying the next member", metadata: [
-          "method": "\(method)", "member": "\(members[index].endpoint)", "error": "\(error.code)",
-        ])
+        logger.debug(
+          "etcd call failed, trying the next member",
+          metadata: [
+            "method": "\(method)", "member": "\(members[index].endpoint)", "error": "\(error.code)",
+          ])
         if Task.isCancelled { break }
         // A full round without an answer: give an election a moment before the next round.
         if attempt + 1 < configuration.attempts, (attempt + 1) % members.count == 0 {
@@ -175,12 +193,18 @@ public final class EtcdClient: Sendable {
       } catch is CancellationError where !Task.isCancelled {
         // The call's deadline passed while it waited for a connection: grpc-swift
         // cancels the waiting call rather than failing it with DEADLINE_EXCEEDED.
-        lastError = RPCError(code: .deadlineExceeded, message: "no connection to \(members[index].endpoint) within the deadline")
+        lastError = RPCError(
+          code: .deadlineExceeded,
+          message: "no connection to \(members[index].endpoint) within the deadline")
       } catch {
-        throw EtcdError(code: .failed, message: "etcd \(method) failed on \(members[index].endpoint)", cause: error)
+        throw EtcdError(
+          code: .failed, message: "etcd \(method) failed on \(members[index].endpoint)",
+          cause: error)
       }
     }
-    throw EtcdError(code: .unavailable, message: "etcd \(method): no member of \(endpointsDescription) answered", cause: lastError)
+    throw EtcdError(
+      code: .unavailable, message: "etcd \(method): no member of \(endpointsDescription) answered",
+      cause: lastError)
   }
 
   static func isRetryable(_ code: RPCError.Code) -> Bool {
@@ -203,7 +227,9 @@ public final class EtcdClient: Sendable {
   /// Survives member failures by reopening the stream on the next member.
   /// - Throws: ``EtcdError/Code/leaseLost`` once etcd reports the lease gone;
   ///   `CancellationError` when cancelled.
-  public func keepAlive(lease: Int64, interval: Duration, onRenewed: @escaping @Sendable (Int64) -> Void = { _ in }) async throws {
+  public func keepAlive(
+    lease: Int64, interval: Duration, onRenewed: @escaping @Sendable (Int64) -> Void = { _ in }
+  ) async throws {
     var backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(1))
     var index = preferred.load(ordering: .relaxed)
     while true {
@@ -219,7 +245,8 @@ public final class EtcdClient: Sendable {
           onResponse: { response in
             for try await message in response.messages {
               if message.ttl <= 0 {
-                throw EtcdError(code: .leaseLost, message: "etcd lease \(String(lease, radix: 16)) expired")
+                throw EtcdError(
+                  code: .leaseLost, message: "etcd lease \(String(lease, radix: 16)) expired")
               }
               onRenewed(message.ttl)
             }
@@ -230,7 +257,9 @@ public final class EtcdClient: Sendable {
         throw CancellationError()
       } catch {
         if Task.isCancelled { throw CancellationError() }
-        logger.debug("lease keepalive stream ended", metadata: ["member": "\(members[index].endpoint)", "error": "\(error)"])
+        logger.debug(
+          "lease keepalive stream ended",
+          metadata: ["member": "\(members[index].endpoint)", "error": "\(error)"])
       }
       index = rotate(from: index)
       try await backoff.sleep()
@@ -270,10 +299,13 @@ public final class EtcdClient: Sendable {
           onResponse: { response in
             for try await message in response.messages {
               if message.compactRevision > 0 {
-                throw EtcdError(code: .compacted, message: "etcd history before \(message.compactRevision) is compacted")
+                throw EtcdError(
+                  code: .compacted,
+                  message: "etcd history before \(message.compactRevision) is compacted")
               }
               if message.canceled {
-                throw RPCError(code: .unavailable, message: "etcd cancelled the watch: \(message.cancelReason)")
+                throw RPCError(
+                  code: .unavailable, message: "etcd cancelled the watch: \(message.cancelReason)")
               }
               guard !message.events.isEmpty else { continue }
               let reached = message.events.map(\.kv.modRevision).max() ?? message.header.revision
@@ -287,7 +319,9 @@ public final class EtcdClient: Sendable {
         throw CancellationError()
       } catch {
         if Task.isCancelled { throw CancellationError() }
-        logger.debug("watch stream ended", metadata: ["member": "\(members[index].endpoint)", "error": "\(error)"])
+        logger.debug(
+          "watch stream ended",
+          metadata: ["member": "\(members[index].endpoint)", "error": "\(error)"])
       }
       index = rotate(from: index)
       try await backoff.sleep()

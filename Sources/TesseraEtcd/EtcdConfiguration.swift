@@ -29,7 +29,8 @@ public struct EtcdConfiguration: Sendable {
       guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]),
         (1...65535).contains(port), colon > rest.startIndex
       else {
-        throw EtcdError(code: .invalidConfiguration, message: "etcd endpoint \(text) is not http[s]://HOST:PORT")
+        throw EtcdError(
+          code: .invalidConfiguration, message: "etcd endpoint \(text) is not http[s]://HOST:PORT")
       }
       var host = String(rest[..<colon])
       if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
@@ -63,7 +64,10 @@ public struct EtcdConfiguration: Sendable {
   /// Attempts of one call across members before it fails as unavailable.
   public var attempts: Int
 
-  public init(endpoints: [Endpoint], tls: TLSFiles = TLSFiles(), requestTimeout: Duration = .milliseconds(1500), attempts: Int? = nil) {
+  public init(
+    endpoints: [Endpoint], tls: TLSFiles = TLSFiles(),
+    requestTimeout: Duration = .milliseconds(1500), attempts: Int? = nil
+  ) {
     self.endpoints = endpoints
     self.tls = tls
     self.requestTimeout = requestTimeout
@@ -73,21 +77,26 @@ public struct EtcdConfiguration: Sendable {
   /// Parses a comma-separated endpoint list (`http://a:2379,http://b:2379`).
   public init(parsing list: String, tls: TLSFiles = TLSFiles()) throws(EtcdError) {
     var endpoints: [Endpoint] = []
-    for item in list.split(separator: ",") where !item.trimmingCharacters(in: .whitespaces).isEmpty {
+    for item in list.split(separator: ",") where !item.trimmingCharacters(in: .whitespaces).isEmpty
+    {
       endpoints.append(try Endpoint(parsing: item.trimmingCharacters(in: .whitespaces)))
     }
     guard !endpoints.isEmpty else {
       throw EtcdError(code: .invalidConfiguration, message: "no etcd endpoint in \"\(list)\"")
     }
-    if endpoints.contains(where: \.secure) == false, tls.certificateFile != nil || tls.caFile != nil {
-      throw EtcdError(code: .invalidConfiguration, message: "TLS files given but no endpoint is https://")
+    if endpoints.contains(where: \.secure) == false, tls.certificateFile != nil || tls.caFile != nil
+    {
+      throw EtcdError(
+        code: .invalidConfiguration, message: "TLS files given but no endpoint is https://")
     }
     self.init(endpoints: endpoints, tls: tls)
   }
 
   /// A store setting naming etcd members: `etcd:URL[,URL…]`, as `--identity-store`
   /// and `--cluster-store` take it. Nil when the setting names another kind of store.
-  public static func parsing(store setting: String, tls: TLSFiles = TLSFiles()) throws(EtcdError) -> EtcdConfiguration? {
+  public static func parsing(store setting: String, tls: TLSFiles = TLSFiles()) throws(EtcdError)
+    -> EtcdConfiguration?
+  {
     guard setting.hasPrefix(storeScheme) else { return nil }
     return try EtcdConfiguration(parsing: String(setting.dropFirst(storeScheme.count)), tls: tls)
   }

@@ -1,7 +1,9 @@
 /// An etcd failure with a code callers act on.
 public struct EtcdError: Error, Sendable, CustomStringConvertible {
   public struct Code: Hashable, Sendable, CustomStringConvertible {
-    private enum Wrapped: Hashable, Sendable { case unavailable, failed, invalidConfiguration, compacted, leaseLost }
+    private enum Wrapped: Hashable, Sendable {
+      case unavailable, failed, invalidConfiguration, compacted, leaseLost
+    }
     private let wrapped: Wrapped
     private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
 

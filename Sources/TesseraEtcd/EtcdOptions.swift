@@ -17,8 +17,12 @@ public struct EtcdOptions: ParsableArguments, Sendable {
   public init() {}
 
   public func validate() throws {
-    guard etcdLeaseTTL >= 5 else { throw ValidationError("--etcd-lease-ttl must be at least 5 seconds") }
-    guard (etcdCertFile == nil) == (etcdKeyFile == nil) else { throw ValidationError("--etcd-cert-file and --etcd-key-file go together") }
+    guard etcdLeaseTTL >= 5 else {
+      throw ValidationError("--etcd-lease-ttl must be at least 5 seconds")
+    }
+    guard (etcdCertFile == nil) == (etcdKeyFile == nil) else {
+      throw ValidationError("--etcd-cert-file and --etcd-key-file go together")
+    }
   }
 
   public var tls: EtcdConfiguration.TLSFiles {

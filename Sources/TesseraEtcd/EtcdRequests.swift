@@ -19,7 +19,9 @@ public enum Etcd {
   public static func key(_ text: String) -> Data { Data(text.utf8) }
 
   /// Every key under `prefix`, `limit` at a time, at one revision.
-  static func rangePrefix(_ prefix: String, keysOnly: Bool = false, limit: Int64 = 1000) -> Etcdserverpb_RangeRequest {
+  static func rangePrefix(_ prefix: String, keysOnly: Bool = false, limit: Int64 = 1000)
+    -> Etcdserverpb_RangeRequest
+  {
     .with {
       $0.key = key(prefix)
       $0.rangeEnd = prefixEnd(key(prefix))
@@ -30,53 +32,58 @@ public enum Etcd {
 
   /// `key` does not exist (it was never created, or was deleted).
   public static func absent(_ key: String) -> EtcdCompare {
-    EtcdCompare(proto: .with {
-      $0.key = Etcd.key(key)
-      $0.target = .create
-      $0.result = .equal
-      $0.createRevision = 0
-    })
+    EtcdCompare(
+      proto: .with {
+        $0.key = Etcd.key(key)
+        $0.target = .create
+        $0.result = .equal
+        $0.createRevision = 0
+      })
   }
 
   /// No key starts with `prefix`.
   public static func noneUnder(_ prefix: String) -> EtcdCompare {
-    EtcdCompare(proto: .with {
-      $0.key = Etcd.key(prefix)
-      $0.rangeEnd = prefixEnd(Etcd.key(prefix))
-      $0.target = .create
-      $0.result = .equal
-      $0.createRevision = 0
-    })
+    EtcdCompare(
+      proto: .with {
+        $0.key = Etcd.key(prefix)
+        $0.rangeEnd = prefixEnd(Etcd.key(prefix))
+        $0.target = .create
+        $0.result = .equal
+        $0.createRevision = 0
+      })
   }
 
   /// `key` exists and holds exactly `value`.
   public static func holds(_ key: String, _ value: String) -> EtcdCompare {
-    EtcdCompare(proto: .with {
-      $0.key = Etcd.key(key)
-      $0.target = .value
-      $0.result = .equal
-      $0.value = Data(value.utf8)
-    })
+    EtcdCompare(
+      proto: .with {
+        $0.key = Etcd.key(key)
+        $0.target = .value
+        $0.result = .equal
+        $0.value = Data(value.utf8)
+      })
   }
 
   /// `key` was last modified at `revision`.
   public static func modifiedAt(_ key: String, _ revision: Int64) -> EtcdCompare {
-    EtcdCompare(proto: .with {
-      $0.key = Etcd.key(key)
-      $0.target = .mod
-      $0.result = .equal
-      $0.modRevision = revision
-    })
+    EtcdCompare(
+      proto: .with {
+        $0.key = Etcd.key(key)
+        $0.target = .mod
+        $0.result = .equal
+        $0.modRevision = revision
+      })
   }
 
   public static func put(_ key: String, _ value: String, lease: Int64 = 0) -> EtcdOperation {
-    EtcdOperation(proto: .with {
-      $0.requestPut = .with {
-        $0.key = Etcd.key(key)
-        $0.value = Data(value.utf8)
-        $0.lease = lease
-      }
-    })
+    EtcdOperation(
+      proto: .with {
+        $0.requestPut = .with {
+          $0.key = Etcd.key(key)
+          $0.value = Data(value.utf8)
+          $0.lease = lease
+        }
+      })
   }
 
   public static func delete(_ key: String) -> EtcdOperation {
@@ -97,7 +104,9 @@ public enum Etcd {
 extension EtcdClient {
   /// Every key-value under `prefix`, paged so no response exceeds etcd's
   /// limits, all read at the revision of the first page. Returns the revision too.
-  public func rangeAll(prefix: String, keysOnly: Bool = false) async throws(EtcdError) -> (kvs: [EtcdKeyValue], revision: Int64) {
+  public func rangeAll(prefix: String, keysOnly: Bool = false) async throws(EtcdError) -> (
+    kvs: [EtcdKeyValue], revision: Int64
+  ) {
     var request = Etcd.rangePrefix(prefix, keysOnly: keysOnly)
     var kvs: [EtcdKeyValue] = []
     var revision: Int64 = 0

@@ -22,8 +22,10 @@ public struct EtcdSession: Sendable {
     public var leaseLost: @Sendable () -> Void
 
     public init(
-      lease: @escaping @Sendable () async throws -> Int64, load: @escaping @Sendable (Int64) async throws -> Int64,
-      apply: @escaping @Sendable ([EtcdEvent]) async -> Void, loops: [@Sendable () async throws -> Void] = [],
+      lease: @escaping @Sendable () async throws -> Int64,
+      load: @escaping @Sendable (Int64) async throws -> Int64,
+      apply: @escaping @Sendable ([EtcdEvent]) async -> Void,
+      loops: [@Sendable () async throws -> Void] = [],
       leaseLost: @escaping @Sendable () -> Void = {}
     ) {
       self.lease = lease
@@ -60,12 +62,15 @@ public struct EtcdSession: Sendable {
           // Lease 0: the participant's keys are not leased (they outlive any one process).
           if lease != 0 {
             group.addTask {
-              try await client.keepAlive(lease: lease, interval: .seconds(max(1, leaseTTLSeconds / 3)))
+              try await client.keepAlive(
+                lease: lease, interval: .seconds(max(1, leaseTTLSeconds / 3)))
             }
           }
           group.addTask {
             let start = Etcd.key(prefix)
-            try await client.watch(key: start, rangeEnd: Etcd.prefixEnd(start), fromRevision: revision + 1) { events, _ in
+            try await client.watch(
+              key: start, rangeEnd: Etcd.prefixEnd(start), fromRevision: revision + 1
+            ) { events, _ in
               await participant.apply(events)
             }
           }
@@ -74,14 +79,19 @@ public struct EtcdSession: Sendable {
           group.cancelAll()
         }
       } catch let error as EtcdError where error.code == .leaseLost {
-        logger.warning("etcd lease lost: starting a new session", metadata: ["prefix": "\(prefix)", "error": "\(error)"])
+        logger.warning(
+          "etcd lease lost: starting a new session",
+          metadata: ["prefix": "\(prefix)", "error": "\(error)"])
         participant.leaseLost()
       } catch let error as EtcdError where error.code == .compacted {
-        logger.info("etcd watch fell behind compaction: reloading", metadata: ["prefix": "\(prefix)", "error": "\(error)"])
+        logger.info(
+          "etcd watch fell behind compaction: reloading",
+          metadata: ["prefix": "\(prefix)", "error": "\(error)"])
       } catch is CancellationError where Task.isCancelled {
         throw CancellationError()
       } catch {
-        logger.warning("etcd unreachable, retrying", metadata: ["prefix": "\(prefix)", "error": "\(error)"])
+        logger.warning(
+          "etcd unreachable, retrying", metadata: ["prefix": "\(prefix)", "error": "\(error)"])
         try await backoff.sleep()
       }
     }

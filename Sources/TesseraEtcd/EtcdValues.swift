@@ -12,7 +12,10 @@ public struct EtcdKeyValue: Sendable, Hashable {
   /// The revision that created the key (0 once it is deleted).
   public var createRevision: Int64
 
-  public init(key: Data, value: Data = Data(), lease: Int64 = 0, modRevision: Int64 = 0, createRevision: Int64 = 0) {
+  public init(
+    key: Data, value: Data = Data(), lease: Int64 = 0, modRevision: Int64 = 0,
+    createRevision: Int64 = 0
+  ) {
     self.key = key
     self.value = value
     self.lease = lease
@@ -21,7 +24,9 @@ public struct EtcdKeyValue: Sendable, Hashable {
   }
 
   init(_ kv: Mvccpb_KeyValue) {
-    self.init(key: kv.key, value: kv.value, lease: kv.lease, modRevision: kv.modRevision, createRevision: kv.createRevision)
+    self.init(
+      key: kv.key, value: kv.value, lease: kv.lease, modRevision: kv.modRevision,
+      createRevision: kv.createRevision)
   }
 }
 
@@ -127,6 +132,8 @@ public struct EtcdTransactionResult: Sendable, Hashable {
   }
 
   init(_ response: Etcdserverpb_TxnResponse) {
-    self.init(succeeded: response.succeeded, revision: response.header.revision, responses: response.responses.map(EtcdOperationResult.init))
+    self.init(
+      succeeded: response.succeeded, revision: response.header.revision,
+      responses: response.responses.map(EtcdOperationResult.init))
   }
 }

@@ -13,7 +13,10 @@ public struct Daemon: Sendable {
   /// A TCP listener with mutual TLS next to the Unix socket, for callers on other machines.
   public var tcpListener: GRPCServerService.Listener?
 
-  public init(service: TesseraService, runDirectory: RunDirectory, logger: Logger, tcpListener: GRPCServerService.Listener? = nil) {
+  public init(
+    service: TesseraService, runDirectory: RunDirectory, logger: Logger,
+    tcpListener: GRPCServerService.Listener? = nil
+  ) {
     self.service = service
     self.runDirectory = runDirectory
     self.logger = logger
@@ -38,29 +41,39 @@ public struct Daemon: Sendable {
     try runDirectory.create()
     let lock = try RunDirectoryLock(path: runDirectory.lockPath(for: service))
     let pidPath = runDirectory.pidPath(for: service)
-    try "\(ProcessInfo.processInfo.processIdentifier)\n".write(toFile: pidPath, atomically: true, encoding: .utf8)
+    try "\(ProcessInfo.processInfo.processIdentifier)\n".write(
+      toFile: pidPath, atomically: true, encoding: .utf8)
     defer {
       unlink(pidPath)
       withExtendedLifetime(lock) {}
     }
 
-    let info = DaemonInfoService(service: service, runDirectory: runDirectory, backend: backend, details: details)
+    let info = DaemonInfoService(
+      service: service, runDirectory: runDirectory, backend: backend, details: details)
     let server = GRPCServerService(
       socketPath: runDirectory.socketPath(for: service),
       services: rpcServices + [health, info],
       logger: logger,
       onListening: { if markServing { health.setServing(true) } }
     )
-    let remote = tcpListener.map { GRPCServerService(listener: $0, services: rpcServices + [health, info], logger: logger) }
+    let remote = tcpListener.map {
+      GRPCServerService(listener: $0, services: rpcServices + [health, info], logger: logger)
+    }
     let group = ServiceGroup(
       configuration: .init(
-        services: backgroundServices.map { .init(service: $0, successTerminationBehavior: .ignore) } + [.init(service: server)]
+        services: backgroundServices.map { .init(service: $0, successTerminationBehavior: .ignore) }
+          + [.init(service: server)]
           + (remote.map { [.init(service: $0)] } ?? []),
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger
       )
     )
-    logger.info("starting", metadata: ["service": "\(service.rawValue)", "runDir": "\(runDirectory.path)", "version": "\(TesseraVersion.current)"])
+    logger.info(
+      "starting",
+      metadata: [
+        "service": "\(service.rawValue)", "runDir": "\(runDirectory.path)",
+        "version": "\(TesseraVersion.current)",
+      ])
     try await group.run()
     logger.info("stopped")
   }

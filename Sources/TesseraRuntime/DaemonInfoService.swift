@@ -27,7 +27,9 @@ public struct DaemonInfoService: Tessera_Runtime_V1_DaemonService.SimpleServiceP
     self.details = details
   }
 
-  public func getDaemonInfo(request: Tessera_Runtime_V1_GetDaemonInfoRequest, context: ServerContext) async throws -> Tessera_Runtime_V1_DaemonInfo {
+  public func getDaemonInfo(
+    request: Tessera_Runtime_V1_GetDaemonInfoRequest, context: ServerContext
+  ) async throws -> Tessera_Runtime_V1_DaemonInfo {
     .with {
       $0.service = service.rawValue
       $0.version = TesseraVersion.current

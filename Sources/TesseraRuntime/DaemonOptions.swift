@@ -1,5 +1,5 @@
-import Foundation
 import ArgumentParser
+import Foundation
 import Logging
 import ServiceLifecycle
 
@@ -20,19 +20,30 @@ public struct DaemonOptions: ParsableArguments, Sendable {
   @Option(name: .long, help: "This node's name (identity references are per node).")
   public var nodeName: String = DaemonOptions.defaultNodeName
 
-  @Option(name: .long, help: "Serve Prometheus metrics on HOST:PORT at /metrics (off unless given).")
+  @Option(
+    name: .long, help: "Serve Prometheus metrics on HOST:PORT at /metrics (off unless given).")
   public var metricsAddress: String?
 
-  @Option(name: .long, help: "Also serve on HOST:PORT over TCP with mutual TLS (needs the --tls-* files); the Unix socket stays.")
+  @Option(
+    name: .long,
+    help:
+      "Also serve on HOST:PORT over TCP with mutual TLS (needs the --tls-* files); the Unix socket stays."
+  )
   public var listen: String?
 
-  @Option(name: .long, help: "PEM certificate this process presents on TCP, as server and as client; its SAN DNS name is its node (or service) name.")
+  @Option(
+    name: .long,
+    help:
+      "PEM certificate this process presents on TCP, as server and as client; its SAN DNS name is its node (or service) name."
+  )
   public var tlsCertFile: String?
 
   @Option(name: .long, help: "PEM private key of --tls-cert-file.")
   public var tlsKeyFile: String?
 
-  @Option(name: .long, help: "PEM bundle of the certificate authorities peers' certificates must chain to.")
+  @Option(
+    name: .long,
+    help: "PEM bundle of the certificate authorities peers' certificates must chain to.")
   public var tlsCaFile: String?
 
   public init() {}
@@ -40,7 +51,8 @@ public struct DaemonOptions: ParsableArguments, Sendable {
   public static var defaultNodeName: String {
     var buffer = [CChar](repeating: 0, count: 256)
     gethostname(&buffer, buffer.count)
-    let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    let name = String(
+      decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     return name.isEmpty ? "node" : name
   }
 
@@ -49,7 +61,9 @@ public struct DaemonOptions: ParsableArguments, Sendable {
       throw ValidationError("--log-format must be plain or json, not '\(logFormat)'")
     }
     guard Logger.Level(rawValue: logLevel) != nil else {
-      throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+      throw ValidationError(
+        "--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))"
+      )
     }
     guard !nodeName.isEmpty, nodeName.utf8.count <= 253 else {
       throw ValidationError("--node-name must be 1 to 253 bytes")
@@ -58,15 +72,21 @@ public struct DaemonOptions: ParsableArguments, Sendable {
     guard tlsFiles.allSatisfy({ $0 == nil }) || tlsFiles.allSatisfy({ $0 != nil }) else {
       throw ValidationError("--tls-cert-file, --tls-key-file and --tls-ca-file go together")
     }
-    for file in tlsFiles.compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: file) {
+    for file in tlsFiles.compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: file)
+    {
       throw ValidationError("cannot read TLS file \(file)")
     }
     if listen != nil {
-      guard mutualTLS != nil else { throw ValidationError("--listen needs --tls-cert-file, --tls-key-file and --tls-ca-file: TCP is never plaintext") }
+      guard mutualTLS != nil else {
+        throw ValidationError(
+          "--listen needs --tls-cert-file, --tls-key-file and --tls-ca-file: TCP is never plaintext"
+        )
+      }
       do { _ = try tcpListener() } catch { throw ValidationError("--listen \(error)") }
     }
     if let metricsAddress {
-      do { _ = try MetricsServer(address: metricsAddress, logger: Logger(label: "validate")) } catch { throw ValidationError("--metrics-address: \(error)") }
+      do { _ = try MetricsServer(address: metricsAddress, logger: Logger(label: "validate")) } catch
+      { throw ValidationError("--metrics-address: \(error)") }
     }
   }
 
@@ -81,7 +101,9 @@ public struct DaemonOptions: ParsableArguments, Sendable {
   /// The TCP listener of `--listen`, next to the Unix socket.
   public func tcpListener() throws(ServiceAddressError) -> GRPCServerService.Listener? {
     guard let listen else { return nil }
-    guard case .addresses(let pairs) = try ServiceAddress(parsing: listen), pairs.count == 1, let tls = mutualTLS else {
+    guard case .addresses(let pairs) = try ServiceAddress(parsing: listen), pairs.count == 1,
+      let tls = mutualTLS
+    else {
       throw ServiceAddressError(text: listen, problem: "not one HOST:PORT with the --tls-* files")
     }
     return .tcp(host: pairs[0].host, port: pairs[0].port, tls: tls)
@@ -93,7 +115,8 @@ public struct DaemonOptions: ParsableArguments, Sendable {
   /// identity. A node that serves no metrics does not pay for those reads,
   /// which would otherwise compete with creates for locks and CPU.
   public func metricsServices(
-    logger: Logger, sampleEvery interval: Duration = .seconds(5), sample: (@Sendable () async -> Void)? = nil
+    logger: Logger, sampleEvery interval: Duration = .seconds(5),
+    sample: (@Sendable () async -> Void)? = nil
   ) throws -> [any Service] {
     guard let metricsAddress else { return [] }
     let server: [any Service] = [try MetricsServer(address: metricsAddress, logger: logger)]
@@ -103,11 +126,13 @@ public struct DaemonOptions: ParsableArguments, Sendable {
 
   /// Sets up logging and metrics from the flags.
   public func bootstrapLogging() {
-    LoggingSystem.bootstrapTessera(format: LogFormat(rawValue: logFormat) ?? .plain, level: Logger.Level(rawValue: logLevel) ?? .info)
+    LoggingSystem.bootstrapTessera(
+      format: LogFormat(rawValue: logFormat) ?? .plain,
+      level: Logger.Level(rawValue: logLevel) ?? .info)
     DaemonMetrics.bootstrap()
   }
 }
 
 #if canImport(Glibc)
-import Glibc
+  import Glibc
 #endif

@@ -15,7 +15,9 @@ public final class EventBroadcaster<Event: Sendable>: Sendable {
   private let state = Mutex(State())
   private let bufferingPolicy: AsyncStream<Event>.Continuation.BufferingPolicy
 
-  public init(bufferingPolicy: AsyncStream<Event>.Continuation.BufferingPolicy = .bufferingNewest(10_000)) {
+  public init(
+    bufferingPolicy: AsyncStream<Event>.Continuation.BufferingPolicy = .bufferingNewest(10_000)
+  ) {
     self.bufferingPolicy = bufferingPolicy
   }
 
@@ -32,7 +34,9 @@ public final class EventBroadcaster<Event: Sendable>: Sendable {
   /// shutting down). gRPC signals that through the RPC's cancellation handle,
   /// not by cancelling the handler's task, so a plain `for await` would outlive
   /// its client and hold up a graceful shutdown.
-  public func withSubscriptionForRPC<T: Sendable>(_ body: (AsyncStream<Event>) async throws -> T) async throws -> T {
+  public func withSubscriptionForRPC<T: Sendable>(_ body: (AsyncStream<Event>) async throws -> T)
+    async throws -> T
+  {
     let (stream, continuation) = subscription()
     return try await withRPCCancellationHandler {
       try await body(stream)
@@ -41,7 +45,9 @@ public final class EventBroadcaster<Event: Sendable>: Sendable {
     }
   }
 
-  private func subscription() -> (stream: AsyncStream<Event>, continuation: AsyncStream<Event>.Continuation) {
+  private func subscription() -> (
+    stream: AsyncStream<Event>, continuation: AsyncStream<Event>.Continuation
+  ) {
     let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: bufferingPolicy)
     let id = state.withLock { state in
       defer { state.next += 1 }

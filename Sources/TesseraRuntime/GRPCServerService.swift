@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import GRPCCore
 import GRPCNIOTransportCore
 import GRPCNIOTransportHTTP2
 import Logging
 import ServiceLifecycle
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 
 /// Serves gRPC services as a swift-service-lifecycle `Service`, on this node's
 /// Unix domain socket or on TCP with mutual TLS (``Listener``).
@@ -41,7 +42,9 @@ public struct GRPCServerService: Service {
     logger: Logger,
     onListening: @escaping @Sendable () -> Void = {}
   ) {
-    self.init(listener: .unixSocket(socketPath), services: services, logger: logger, onListening: onListening)
+    self.init(
+      listener: .unixSocket(socketPath), services: services, logger: logger,
+      onListening: onListening)
   }
 
   public init(
@@ -129,10 +132,13 @@ public struct GRPCClientService: Service {
     } else if let tls {
       security = tls.clientSecurity
     } else {
-      throw ServiceAddressError(text: "\(address)", problem: "a TCP address needs --tls-cert-file, --tls-key-file and --tls-ca-file")
+      throw ServiceAddressError(
+        text: "\(address)",
+        problem: "a TCP address needs --tls-cert-file, --tls-key-file and --tls-ca-file")
     }
     let retry = RetryPolicy(
-      maxAttempts: 3, initialBackoff: .milliseconds(20), maxBackoff: .milliseconds(200), backoffMultiplier: 2,
+      maxAttempts: 3, initialBackoff: .milliseconds(20), maxBackoff: .milliseconds(200),
+      backoffMultiplier: 2,
       retryableStatusCodes: [.unavailable])
     self.client = GRPCClient(
       transport: try .http2NIOPosix(
@@ -144,7 +150,11 @@ public struct GRPCClientService: Service {
           config.backoff.max = .milliseconds(500)
         },
         serviceConfig: ServiceConfig(
-          methodConfig: address.isLocal ? [] : [MethodConfig(names: [MethodConfig.Name(service: "")], executionPolicy: .retry(retry))],
+          methodConfig: address.isLocal
+            ? []
+            : [
+              MethodConfig(names: [MethodConfig.Name(service: "")], executionPolicy: .retry(retry))
+            ],
           loadBalancingConfig: [.roundRobin])
       )
     )

@@ -30,14 +30,19 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
 
   public var isServing: Bool { statuses.withLock { $0[""] == .serving } }
 
-  public func check(request: Grpc_Health_V1_HealthCheckRequest, context: ServerContext) async throws -> Grpc_Health_V1_HealthCheckResponse {
+  public func check(request: Grpc_Health_V1_HealthCheckRequest, context: ServerContext) async throws
+    -> Grpc_Health_V1_HealthCheckResponse
+  {
     guard let status = statuses.withLock({ $0[request.service] }) else {
       throw RPCError(code: .notFound, message: "unknown service '\(request.service)'")
     }
     return .with { $0.status = status }
   }
 
-  public func watch(request: Grpc_Health_V1_HealthCheckRequest, response: RPCWriter<Grpc_Health_V1_HealthCheckResponse>, context: ServerContext) async throws {
+  public func watch(
+    request: Grpc_Health_V1_HealthCheckRequest,
+    response: RPCWriter<Grpc_Health_V1_HealthCheckResponse>, context: ServerContext
+  ) async throws {
     // Subscribe before reading the current status so no change falls in between.
     try await changes.withSubscriptionForRPC { stream in
       let current = statuses.withLock { $0[request.service] } ?? .serviceUnknown

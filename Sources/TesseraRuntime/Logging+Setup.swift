@@ -38,7 +38,8 @@ public struct JSONLogHandler: LogHandler {
 
   public func log(event: LogEvent) {
     var object: [String: String] = [
-      "time": Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true)),
+      "time": Date().formatted(
+        .iso8601.year().month().day().time(includingFractionalSeconds: true)),
       "level": event.level.rawValue,
       "logger": label,
       "message": event.message.description,
@@ -46,7 +47,8 @@ public struct JSONLogHandler: LogHandler {
     for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }) {
       object[key] = value.description
     }
-    guard var line = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
+    guard var line = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    else { return }
     line.append(0x0A)
     FileHandle.standardError.write(line)
   }

@@ -26,7 +26,8 @@ public struct MetricsServer: Service {
 
   /// - Parameter address: `HOST:PORT`, e.g. `127.0.0.1:9101`.
   public init(address: String, logger: Logger) throws {
-    guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port)
+    guard let colon = address.lastIndex(of: ":"),
+      let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port)
     else {
       throw MetricsAddressError(address: address)
     }
@@ -46,7 +47,9 @@ public struct MetricsServer: Service {
         }
       }
       .bind(host: host, port: port).get()
-    logger.info("serving metrics", metadata: ["address": "http://\(host):\(channel.localAddress?.port ?? port)/metrics"])
+    logger.info(
+      "serving metrics",
+      metadata: ["address": "http://\(host):\(channel.localAddress?.port ?? port)/metrics"])
     await withGracefulShutdownHandler {
       try? await channel.closeFuture.get()
     } onGracefulShutdown: {
@@ -83,11 +86,18 @@ private final class MetricsHTTPHandler: ChannelInboundHandler, @unchecked Sendab
         default: (.notFound, Array("metrics are at /metrics\n".utf8))
         }
       var headers = HTTPHeaders()
-      headers.add(name: "Content-Type", value: status == .ok ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain")
+      headers.add(
+        name: "Content-Type",
+        value: status == .ok ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain")
       headers.add(name: "Content-Length", value: String(body.count))
       headers.add(name: "Connection", value: head.isKeepAlive ? "keep-alive" : "close")
-      context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
-      context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+      context.write(
+        wrapOutboundOut(
+          .head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
+        promise: nil)
+      context.write(
+        wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))),
+        promise: nil)
       let keepAlive = head.isKeepAlive
       let channel = context.channel
       context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
@@ -100,7 +110,9 @@ private final class MetricsHTTPHandler: ChannelInboundHandler, @unchecked Sendab
 extension LoopService {
   /// Runs `sample` now and then every `interval`: for gauges read from state
   /// that has no change events (sizes, revisions, kernel counters).
-  public static func sampling(every interval: Duration = .seconds(5), _ sample: @escaping @Sendable () async -> Void) -> LoopService {
+  public static func sampling(
+    every interval: Duration = .seconds(5), _ sample: @escaping @Sendable () async -> Void
+  ) -> LoopService {
     LoopService {
       while true {
         await sample()

@@ -16,7 +16,9 @@ extension Tessera_Common_V1_Label {
 extension Label {
   /// An empty source on the wire means the default source.
   public init(_ proto: Tessera_Common_V1_Label) {
-    self.init(source: proto.source.isEmpty ? Label.defaultSource : proto.source, key: proto.key, value: proto.value)
+    self.init(
+      source: proto.source.isEmpty ? Label.defaultSource : proto.source, key: proto.key,
+      value: proto.value)
   }
 }
 
@@ -70,7 +72,9 @@ extension PolicyEntry {
     case .egress: direction = .egress
     default: throw RPCError(code: .invalidArgument, message: "policy entry without a direction")
     }
-    guard let l4 = L4Protocol(rawValue: UInt8(clamping: proto.protocol.rawValue)), proto.protocol.rawValue <= 255 else {
+    guard let l4 = L4Protocol(rawValue: UInt8(clamping: proto.protocol.rawValue)),
+      proto.protocol.rawValue <= 255
+    else {
       throw RPCError(code: .invalidArgument, message: "unknown protocol \(proto.protocol.rawValue)")
     }
     guard proto.port <= 65535, proto.endPort <= 65535 else {
@@ -83,7 +87,9 @@ extension PolicyEntry {
       ports = PortRange(single: UInt16(proto.port))
     } else {
       guard proto.endPort >= proto.port else {
-        throw RPCError(code: .invalidArgument, message: "port range \(proto.port)-\(proto.endPort) is descending")
+        throw RPCError(
+          code: .invalidArgument, message: "port range \(proto.port)-\(proto.endPort) is descending"
+        )
       }
       ports = PortRange(UInt16(proto.port), UInt16(proto.endPort))
     }
@@ -93,7 +99,9 @@ extension PolicyEntry {
     case .deny: verdict = .deny
     default: throw RPCError(code: .invalidArgument, message: "policy entry without a verdict")
     }
-    self.init(peer: NumericIdentity(proto.peerIdentity), direction: direction, proto: l4, ports: ports, verdict: verdict)
+    self.init(
+      peer: NumericIdentity(proto.peerIdentity), direction: direction, proto: l4, ports: ports,
+      verdict: verdict)
   }
 }
 
@@ -111,7 +119,9 @@ extension EndpointPolicy {
   public init(proto: Tessera_Common_V1_EndpointPolicy) throws(RPCError) {
     var entries: [PolicyEntry] = []
     for entry in proto.entries { entries.append(try PolicyEntry(proto: entry)) }
-    self.init(revision: proto.revision, ingressEnforced: proto.ingressEnforced, egressEnforced: proto.egressEnforced, entries: entries.sorted())
+    self.init(
+      revision: proto.revision, ingressEnforced: proto.ingressEnforced,
+      egressEnforced: proto.egressEnforced, entries: entries.sorted())
   }
 }
 

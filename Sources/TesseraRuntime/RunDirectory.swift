@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 
 /// The four Tessera daemons.
 public enum TesseraService: String, CaseIterable, Sendable, Codable {
@@ -29,10 +30,15 @@ public struct RunDirectory: Sendable, Hashable, CustomStringConvertible {
 
   /// `$TESSERA_RUN_DIR`, else `/run/tessera`.
   public static var fromEnvironment: RunDirectory {
-    RunDirectory(path: ProcessInfo.processInfo.environment[environmentVariable].flatMap { $0.isEmpty ? nil : $0 } ?? defaultPath)
+    RunDirectory(
+      path: ProcessInfo.processInfo.environment[environmentVariable].flatMap {
+        $0.isEmpty ? nil : $0
+      } ?? defaultPath)
   }
 
-  public func socketPath(for service: TesseraService) -> String { "\(path)/\(service.rawValue).sock" }
+  public func socketPath(for service: TesseraService) -> String {
+    "\(path)/\(service.rawValue).sock"
+  }
   public func lockPath(for service: TesseraService) -> String { "\(path)/\(service.rawValue).lock" }
   public func pidPath(for service: TesseraService) -> String { "\(path)/\(service.rawValue).pid" }
   public func logPath(for service: TesseraService) -> String { "\(path)/\(service.rawValue).log" }
@@ -41,7 +47,8 @@ public struct RunDirectory: Sendable, Hashable, CustomStringConvertible {
 
   /// Creates the directory (mode 0750) if needed.
   public func create() throws {
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
+    try FileManager.default.createDirectory(
+      atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
   }
 }
 

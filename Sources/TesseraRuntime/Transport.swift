@@ -20,7 +20,10 @@ public struct MutualTLS: Sendable, Hashable {
   }
 
   var serverSecurity: HTTP2ServerTransport.Posix.TransportSecurity {
-    .mTLS(certificateChain: [.file(path: certificateFile, format: .pem)], privateKey: .file(path: keyFile, format: .pem)) {
+    .mTLS(
+      certificateChain: [.file(path: certificateFile, format: .pem)],
+      privateKey: .file(path: keyFile, format: .pem)
+    ) {
       $0.trustRoots = .certificates([.file(path: trustRootsFile, format: .pem)])
       // Peers are named by their certificate, not by the address they connect from.
       $0.clientCertificateVerification = .noHostnameVerification
@@ -28,7 +31,10 @@ public struct MutualTLS: Sendable, Hashable {
   }
 
   var clientSecurity: HTTP2ClientTransport.Posix.TransportSecurity {
-    .mTLS(certificateChain: [.file(path: certificateFile, format: .pem)], privateKey: .file(path: keyFile, format: .pem)) {
+    .mTLS(
+      certificateChain: [.file(path: certificateFile, format: .pem)],
+      privateKey: .file(path: keyFile, format: .pem)
+    ) {
       $0.trustRoots = .certificates([.file(path: trustRootsFile, format: .pem)])
       // Replicas behind one name share a certificate authority, not a host name.
       $0.serverCertificateVerification = .noHostnameVerification
@@ -54,7 +60,8 @@ public enum ServiceAddress: Sendable, Hashable, CustomStringConvertible {
       guard !path.isEmpty else { throw ServiceAddressError(text: text, problem: "no socket path") }
       self = .unixSocket(path)
     } else if text.hasPrefix("dns:") {
-      let (host, port) = try Self.hostPort(String(text.dropFirst(4)).replacingPrefix("///", with: ""), in: text)
+      let (host, port) = try Self.hostPort(
+        String(text.dropFirst(4)).replacingPrefix("///", with: ""), in: text)
       self = .dns(host: host, port: port)
     } else {
       let parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
@@ -65,21 +72,28 @@ public enum ServiceAddress: Sendable, Hashable, CustomStringConvertible {
     }
   }
 
-  private static func hostPort(_ part: String, in text: String) throws(ServiceAddressError) -> (host: String, port: Int) {
+  private static func hostPort(_ part: String, in text: String) throws(ServiceAddressError) -> (
+    host: String, port: Int
+  ) {
     var host: Substring
     let portText: Substring
     if part.hasPrefix("[") {
-      guard let close = part.firstIndex(of: "]"), part[part.index(after: close)...].hasPrefix(":") else {
+      guard let close = part.firstIndex(of: "]"), part[part.index(after: close)...].hasPrefix(":")
+      else {
         throw ServiceAddressError(text: text, problem: "'\(part)' is not [IPV6]:PORT")
       }
       host = part[part.index(after: part.startIndex)..<close]
       portText = part[part.index(close, offsetBy: 2)...]
     } else {
-      guard let colon = part.lastIndex(of: ":") else { throw ServiceAddressError(text: text, problem: "'\(part)' has no :PORT") }
+      guard let colon = part.lastIndex(of: ":") else {
+        throw ServiceAddressError(text: text, problem: "'\(part)' has no :PORT")
+      }
       host = part[..<colon]
       portText = part[part.index(after: colon)...]
     }
-    guard !host.isEmpty else { throw ServiceAddressError(text: text, problem: "'\(part)' has no host") }
+    guard !host.isEmpty else {
+      throw ServiceAddressError(text: text, problem: "'\(part)' has no host")
+    }
     guard let port = Int(portText), (1...65535).contains(port) else {
       throw ServiceAddressError(text: text, problem: "'\(portText)' is not a port (1-65535)")
     }
@@ -92,7 +106,9 @@ public enum ServiceAddress: Sendable, Hashable, CustomStringConvertible {
   public var description: String {
     switch self {
     case .unixSocket(let path): "unix:\(path)"
-    case .addresses(let pairs): pairs.map { $0.host.contains(":") ? "[\($0.host)]:\($0.port)" : "\($0.host):\($0.port)" }.joined(separator: ",")
+    case .addresses(let pairs):
+      pairs.map { $0.host.contains(":") ? "[\($0.host)]:\($0.port)" : "\($0.host):\($0.port)" }
+        .joined(separator: ",")
     case .dns(let host, let port): "dns:\(host):\(port)"
     }
   }
@@ -128,7 +144,9 @@ extension ServerContext {
   /// The name a TCP peer's certificate gives it (its first SAN DNS name), or nil for a
   /// caller on this node's Unix socket, which the socket's permissions vouch for.
   public var authenticatedPeer: String? {
-    guard let posix = transportSpecific as? HTTP2ServerTransport.Posix.Context, let certificate = posix.peerCertificate else {
+    guard let posix = transportSpecific as? HTTP2ServerTransport.Posix.Context,
+      let certificate = posix.peerCertificate
+    else {
       return nil
     }
     guard let names = try? certificate.extensions.subjectAlternativeNames else { return "" }
@@ -146,10 +164,12 @@ extension ServerContext {
   public func actingNode(requested: String) throws(RPCError) -> String? {
     guard let peer = authenticatedPeer else { return requested.isEmpty ? nil : requested }
     guard !peer.isEmpty else {
-      throw RPCError(code: .permissionDenied, message: "the client certificate names no node (no SAN DNS name)")
+      throw RPCError(
+        code: .permissionDenied, message: "the client certificate names no node (no SAN DNS name)")
     }
     guard requested.isEmpty || requested == peer else {
-      throw RPCError(code: .permissionDenied, message: "node '\(peer)' may not act for node '\(requested)'")
+      throw RPCError(
+        code: .permissionDenied, message: "node '\(peer)' may not act for node '\(requested)'")
     }
     return peer
   }

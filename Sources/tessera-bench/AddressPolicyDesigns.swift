@@ -10,7 +10,8 @@ struct AddressPolicyDesign: Sendable {
   var name: String
   /// Writes the whole ruleset for `members` (files under `scratch`) and returns
   /// the commands that install it in a fresh namespace.
-  var install: @Sendable (_ members: [String], _ port: UInt16, _ scratch: String) throws -> [[String]]
+  var install:
+    @Sendable (_ members: [String], _ port: UInt16, _ scratch: String) throws -> [[String]]
   /// The command that applies "one more pod joins the selected group".
   var join: @Sendable (_ member: String, _ port: UInt16) -> [String]
   /// Writes a full resync of `members` and returns the one command that applies it.
@@ -45,31 +46,42 @@ struct AddressPolicyDesign: Sendable {
   static let iptables = AddressPolicyDesign(
     name: "iptables",
     install: { members, port, scratch in
-      var rules = untrackedReferencePath + """
-        *filter
-        :FORWARD ACCEPT [0:0]
-        :\(chain) - [0:0]
-        -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
-        -A FORWARD -o \(server) -j \(chain)
-        -A FORWARD -o \(server) -j DROP
+      var rules =
+        untrackedReferencePath + """
+          *filter
+          :FORWARD ACCEPT [0:0]
+          :\(chain) - [0:0]
+          -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+          -A FORWARD -o \(server) -j \(chain)
+          -A FORWARD -o \(server) -j DROP
 
-        """
-      for member in members { rules += "-A \(chain) -s \(member)/32 -p tcp -m tcp --dport \(port) -j ACCEPT\n" }
+          """
+      for member in members {
+        rules += "-A \(chain) -s \(member)/32 -p tcp -m tcp --dport \(port) -j ACCEPT\n"
+      }
       rules += "COMMIT\n"
       return [[tool("iptables-restore"), try write(rules, scratch + "/iptables.rules")]]
     },
     join: { member, port in
-      [tool("iptables"), "-w", "-A", chain, "-s", "\(member)/32", "-p", "tcp", "-m", "tcp", "--dport", "\(port)", "-j", "ACCEPT"]
+      [
+        tool("iptables"), "-w", "-A", chain, "-s", "\(member)/32", "-p", "tcp", "-m", "tcp",
+        "--dport", "\(port)", "-j", "ACCEPT",
+      ]
     },
     resync: { members, port, scratch in
       // A declared chain is flushed and refilled even with --noflush: kube-proxy's resync.
       var rules = "*filter\n:\(chain) - [0:0]\n"
-      for member in members { rules += "-A \(chain) -s \(member)/32 -p tcp -m tcp --dport \(port) -j ACCEPT\n" }
+      for member in members {
+        rules += "-A \(chain) -s \(member)/32 -p tcp -m tcp --dport \(port) -j ACCEPT\n"
+      }
       rules += "COMMIT\n"
-      return [tool("iptables-restore"), "--noflush", try write(rules, scratch + "/iptables.resync")]
+      return [
+        tool("iptables-restore"), "--noflush", try write(rules, scratch + "/iptables.resync"),
+      ]
     },
     memberCount: { router in
-      try runTool(router.exec([tool("iptables"), "-w", "-S", chain])).split(separator: "\n").filter { $0.hasPrefix("-A ") }.count
+      try runTool(router.exec([tool("iptables"), "-w", "-S", chain])).split(separator: "\n").filter
+      { $0.hasPrefix("-A ") }.count
     })
 
   /// (b) One `hash:ip` set per selector, matched by a single rule (Calico's design).
@@ -78,15 +90,16 @@ struct AddressPolicyDesign: Sendable {
     install: { members, port, scratch in
       var entries = "create \(set) hash:ip family inet hashsize 1024 maxelem 1048576\n"
       for member in members { entries += "add \(set) \(member)\n" }
-      let rules = untrackedReferencePath + """
-        *filter
-        :FORWARD ACCEPT [0:0]
-        -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
-        -A FORWARD -o \(server) -p tcp -m tcp --dport \(port) -m set --match-set \(set) src -j ACCEPT
-        -A FORWARD -o \(server) -j DROP
-        COMMIT
+      let rules =
+        untrackedReferencePath + """
+          *filter
+          :FORWARD ACCEPT [0:0]
+          -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+          -A FORWARD -o \(server) -p tcp -m tcp --dport \(port) -m set --match-set \(set) src -j ACCEPT
+          -A FORWARD -o \(server) -j DROP
+          COMMIT
 
-        """
+          """
       return [
         [tool("ipset"), "restore", "-file", try write(entries, scratch + "/ipset.entries")],
         [tool("iptables-restore"), try write(rules, scratch + "/ipset.rules")],
@@ -95,7 +108,8 @@ struct AddressPolicyDesign: Sendable {
     join: { member, _ in [tool("ipset"), "add", set, member] },
     resync: { members, _, scratch in
       // Calico's resync: fill a shadow set, swap it in, drop the old one.
-      var entries = "create \(set)-next hash:ip family inet hashsize 1024 maxelem 1048576 -exist\nflush \(set)-next\n"
+      var entries =
+        "create \(set)-next hash:ip family inet hashsize 1024 maxelem 1048576 -exist\nflush \(set)-next\n"
       for member in members { entries += "add \(set)-next \(member)\n" }
       entries += "swap \(set)-next \(set)\ndestroy \(set)-next\n"
       return [tool("ipset"), "restore", "-file", try write(entries, scratch + "/ipset.resync")]
@@ -132,7 +146,8 @@ struct AddressPolicyDesign: Sendable {
     },
     join: { member, _ in [tool("nft"), "add", "element", "inet", "tb", "sel", "{ \(member) }"] },
     resync: { members, _, scratch in
-      let script = "flush set inet tb sel\nadd element inet tb sel { \(members.joined(separator: ", ")) }\n"
+      let script =
+        "flush set inet tb sel\nadd element inet tb sel { \(members.joined(separator: ", ")) }\n"
       return [tool("nft"), "-f", try write(script, scratch + "/nft.resync")]
     },
     memberCount: { router in

@@ -1,10 +1,11 @@
 import ArgumentParser
+import DatapathService
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
-import DatapathService
 import PolicyService
+import Synchronization
 import TesseraCore
 import TesseraProto
 import TesseraRuntime
@@ -15,26 +16,38 @@ import TesseraRuntime
 @main
 struct Benchmark: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "tessera-bench", abstract: "Benchmark a real Tessera node against floors measured in the same run.")
+    commandName: "tessera-bench",
+    abstract: "Benchmark a real Tessera node against floors measured in the same run.")
 
   @Option(help: "Where BENCHMARKS.md and bench-results.json go.") var outputDirectory = "."
-  @Option(help: "Directory with the tessera binaries (default: next to this one).") var binDir: String?
+  @Option(help: "Directory with the tessera binaries (default: next to this one).") var binDir:
+    String?
   @Option(help: "The tessera-cni binary.") var cni = ".build-cni/tessera-cni"
-  @Option(help: "Live endpoint counts to measure create latency at.") var liveEndpoints: [Int] = [100, 1000, 5000]
-  @Option(help: "Group sizes for the comparison with iptables, ipset and nftables.") var comparisonEndpoints: [Int] = [100, 1000, 2500, 5000]
+  @Option(help: "Live endpoint counts to measure create latency at.") var liveEndpoints: [Int] = [
+    100, 1000, 5000,
+  ]
+  @Option(help: "Group sizes for the comparison with iptables, ipset and nftables.")
+  var comparisonEndpoints: [Int] = [100, 1000, 2500, 5000]
   @Option(help: "Identities allocated before measuring creates.") var identities = 10_000
   @Option(help: "Policy rules imported before measuring creates.") var rules = 1_000
   @Option(help: "Create+delete iterations per measurement.") var iterations = 300
-  @Option(help: "New identities allocated per etcd measurement (1 member; half on 3).") var etcdIdentities = 2000
+  @Option(help: "New identities allocated per etcd measurement (1 member; half on 3).")
+  var etcdIdentities = 2000
   @Flag(help: "Only the etcd identity figures (no node, no eBPF).") var etcdOnly = false
   @Flag(help: "Only the comparison with the IP-based designs.") var comparisonOnly = false
   @Flag(help: "Leave out the comparison with the IP-based designs.") var skipComparison = false
-  @Flag(help: "Redraw benchmarks.svg from bench-results.json in the output directory.") var plotOnly = false
-  @Flag(help: "Only the node figures (RPC floor, identities, creates, churn, plugin): for profiling.") var nodeOnly = false
+  @Flag(help: "Redraw benchmarks.svg from bench-results.json in the output directory.")
+  var plotOnly = false
+  @Flag(
+    help: "Only the node figures (RPC floor, identities, creates, churn, plugin): for profiling.")
+  var nodeOnly = false
 
   func run() async throws {
     LoggingSystem.bootstrapTessera(format: .plain, level: .warning)
-    let bin = binDir ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+    let bin =
+      binDir
+      ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+      .deletingLastPathComponent().path
     if plotOnly {
       _ = try Report.fromResults(in: outputDirectory).writePlot(to: outputDirectory)
       return
@@ -50,7 +63,9 @@ struct Benchmark: AsyncParsableCommand {
       try report.write(to: outputDirectory)
       return
     }
-    let root = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-bench-\(getpid())").path
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "tsr-bench-\(getpid())"
+    ).path
     let run = RunDirectory(path: root + "/run")
     let pin = "/sys/fs/bpf/tessera-bench-\(getpid())"
     var rows: [Row] = []
@@ -58,22 +73,44 @@ struct Benchmark: AsyncParsableCommand {
     var createCurve: [Report.CreatePoint] = []
 
     let (_, upStatus, upOutput) = try timedExec(
-      bin + "/tessera", ["node", "up", "--detach", "--run-dir", run.path, "--state-dir", root + "/state", "--bpf-pin-dir", pin])
-    guard upStatus == 0 else { throw ValidationError("node up failed: \(String(decoding: upOutput, as: UTF8.self))") }
+      bin + "/tessera",
+      [
+        "node", "up", "--detach", "--run-dir", run.path, "--state-dir", root + "/state",
+        "--bpf-pin-dir", pin,
+      ])
+    guard upStatus == 0 else {
+      throw ValidationError("node up failed: \(String(decoding: upOutput, as: UTF8.self))")
+    }
     defer {
       _ = try? timedExec(bin + "/tessera", ["node", "down", "--run-dir", run.path])
       try? FileManager.default.removeItem(atPath: root)
       try? FileManager.default.removeItem(atPath: pin)
     }
 
-    try await withGRPCClient(transport: .http2NIOPosix(target: .unixDomainSocket(path: run.socketPath(for: .endpoint)), transportSecurity: .plaintext)) { endpointClient in
-      try await withGRPCClient(transport: .http2NIOPosix(target: .unixDomainSocket(path: run.socketPath(for: .identity)), transportSecurity: .plaintext)) { identityClient in
-        try await withGRPCClient(transport: .http2NIOPosix(target: .unixDomainSocket(path: run.socketPath(for: .policy)), transportSecurity: .plaintext)) { policyClient in
+    try await withGRPCClient(
+      transport: .http2NIOPosix(
+        target: .unixDomainSocket(path: run.socketPath(for: .endpoint)),
+        transportSecurity: .plaintext)
+    ) { endpointClient in
+      try await withGRPCClient(
+        transport: .http2NIOPosix(
+          target: .unixDomainSocket(path: run.socketPath(for: .identity)),
+          transportSecurity: .plaintext)
+      ) { identityClient in
+        try await withGRPCClient(
+          transport: .http2NIOPosix(
+            target: .unixDomainSocket(path: run.socketPath(for: .policy)),
+            transportSecurity: .plaintext)
+        ) { policyClient in
           let endpoints = Tessera_Endpoint_V1_EndpointService.Client(wrapping: endpointClient)
           let health = Grpc_Health_V1_Health.Client(wrapping: endpointClient)
           let identity = Tessera_Identity_V1_IdentityService.Client(wrapping: identityClient)
           let policy = Tessera_Policy_V1_PolicyService.Client(wrapping: policyClient)
-          let datapathInfo = try await withGRPCClient(transport: .http2NIOPosix(target: .unixDomainSocket(path: run.socketPath(for: .datapath)), transportSecurity: .plaintext)) {
+          let datapathInfo = try await withGRPCClient(
+            transport: .http2NIOPosix(
+              target: .unixDomainSocket(path: run.socketPath(for: .datapath)),
+              transportSecurity: .plaintext)
+          ) {
             try await Tessera_Runtime_V1_DaemonService.Client(wrapping: $0).getDaemonInfo(.init())
           }
           notes.append("datapath backend: \(datapathInfo.backend)")
@@ -85,26 +122,66 @@ struct Benchmark: AsyncParsableCommand {
             _ = try await health.check(.init())
             bare.add(.now - start)
           }
-          rows.append(Row(key: "bare_rpc_p50_ms", label: "bare unary gRPC call (UDS), p50", value: bare.p50, unit: "ms", floor: "(floor)", target: ""))
-          rows.append(Row(key: "bare_rpc_p99_ms", label: "bare unary gRPC call (UDS), p99", value: bare.p99, unit: "ms", floor: "(floor)", target: ""))
-          let bareRate = try await Self.throughput(concurrency: 64, total: 6400) { _ = try await health.check(.init()) }
-          rows.append(Row(key: "bare_rpc_per_s", label: "bare unary gRPC calls/s, 64 callers", value: bareRate, unit: "/s", floor: "(floor)", target: ""))
+          rows.append(
+            Row(
+              key: "bare_rpc_p50_ms", label: "bare unary gRPC call (UDS), p50", value: bare.p50,
+              unit: "ms", floor: "(floor)", target: ""))
+          rows.append(
+            Row(
+              key: "bare_rpc_p99_ms", label: "bare unary gRPC call (UDS), p99", value: bare.p99,
+              unit: "ms", floor: "(floor)", target: ""))
+          let bareRate = try await Self.throughput(concurrency: 64, total: 6400) {
+            _ = try await health.check(.init())
+          }
+          rows.append(
+            Row(
+              key: "bare_rpc_per_s", label: "bare unary gRPC calls/s, 64 callers", value: bareRate,
+              unit: "/s", floor: "(floor)", target: ""))
 
           // Identities: new label sets, sequential and with 32 in flight.
           let sequentialCount = identities / 2
           let clock = ContinuousClock()
           let sequentialStart = clock.now
           for i in 0..<sequentialCount {
-            _ = try await identity.allocateIdentity(.with { $0.labels = [.with { $0.source = "k8s"; $0.key = "bench"; $0.value = "id\(i)" }] })
+            _ = try await identity.allocateIdentity(
+              .with {
+                $0.labels = [
+                  .with {
+                    $0.source = "k8s"
+                    $0.key = "bench"
+                    $0.value = "id\(i)"
+                  }
+                ]
+              })
           }
-          let sequentialRate = Double(sequentialCount) / (clock.now - sequentialStart).milliseconds * 1000
-          rows.append(Row(key: "identity_alloc_per_s", label: "new identities/s (embedded store, sequential)", value: sequentialRate, unit: "/s", floor: "bare \(format(1000 / bare.p50))/s sequential", target: ""))
+          let sequentialRate =
+            Double(sequentialCount) / (clock.now - sequentialStart).milliseconds * 1000
+          rows.append(
+            Row(
+              key: "identity_alloc_per_s", label: "new identities/s (embedded store, sequential)",
+              value: sequentialRate, unit: "/s",
+              floor: "bare \(format(1000 / bare.p50))/s sequential", target: ""))
           let counter = Counter()
-          let concurrentRate = try await Self.throughput(concurrency: 32, total: identities - sequentialCount) {
+          let concurrentRate = try await Self.throughput(
+            concurrency: 32, total: identities - sequentialCount
+          ) {
             let i = counter.next() + sequentialCount
-            _ = try await identity.allocateIdentity(.with { $0.labels = [.with { $0.source = "k8s"; $0.key = "bench"; $0.value = "id\(i)" }] })
+            _ = try await identity.allocateIdentity(
+              .with {
+                $0.labels = [
+                  .with {
+                    $0.source = "k8s"
+                    $0.key = "bench"
+                    $0.value = "id\(i)"
+                  }
+                ]
+              })
           }
-          rows.append(Row(key: "identity_alloc_concurrent_per_s", label: "new identities/s (embedded store, 32 in flight)", value: concurrentRate, unit: "/s", floor: "bare \(format(bareRate))/s", target: ""))
+          rows.append(
+            Row(
+              key: "identity_alloc_concurrent_per_s",
+              label: "new identities/s (embedded store, 32 in flight)", value: concurrentRate,
+              unit: "/s", floor: "bare \(format(bareRate))/s", target: ""))
 
           // Rules: svc-i accepts client-i on one port.
           var manifest = ""
@@ -123,44 +200,82 @@ struct Benchmark: AsyncParsableCommand {
               """
           }
           let importStart = clock.now
-          _ = try await policy.importPolicy(.with { $0.sourceName = "bench.yaml"; $0.content = Data(manifest.utf8) })
-          rows.append(Row(key: "policy_import_ms", label: "import \(rules) rules", value: (clock.now - importStart).milliseconds, unit: "ms", floor: "", target: ""))
+          _ = try await policy.importPolicy(
+            .with {
+              $0.sourceName = "bench.yaml"
+              $0.content = Data(manifest.utf8)
+            })
+          rows.append(
+            Row(
+              key: "policy_import_ms", label: "import \(rules) rules",
+              value: (clock.now - importStart).milliseconds, unit: "ms", floor: "", target: ""))
 
           // Create → ready under churn at several live-endpoint counts.
           var live = 0
           var createAtLargest = Samples()
           for target in liveEndpoints.sorted() {
             while live < target {
-              _ = try await endpoints.createEndpoint(Self.createRequest(container: "live-\(live)", ip: Self.address(live), app: "svc-\(live % rules)"))
+              _ = try await endpoints.createEndpoint(
+                Self.createRequest(
+                  container: "live-\(live)", ip: Self.address(live), app: "svc-\(live % rules)"))
               live += 1
             }
             // Unmeasured warm-up: the first creates after a bulk load also pay for caches
             // filling and the policy and identity events of that load settling.
             for i in 0..<50 {
-              _ = try await endpoints.createEndpoint(Self.createRequest(container: "warm-\(i)", ip: Self.address(59_000 + i), app: "svc-\(i % rules)"))
-              _ = try await endpoints.deleteEndpoint(.with { $0.endpoint = .with { $0.containerID = "warm-\(i)" } })
+              _ = try await endpoints.createEndpoint(
+                Self.createRequest(
+                  container: "warm-\(i)", ip: Self.address(59_000 + i), app: "svc-\(i % rules)"))
+              _ = try await endpoints.deleteEndpoint(
+                .with { $0.endpoint = .with { $0.containerID = "warm-\(i)" } })
             }
             var samples = Samples()
             for i in 0..<iterations {
               let start = clock.now
-              _ = try await endpoints.createEndpoint(Self.createRequest(container: "churn-\(i)", ip: Self.address(60_000 + i % 1000), app: "svc-\(i % rules)"))
+              _ = try await endpoints.createEndpoint(
+                Self.createRequest(
+                  container: "churn-\(i)", ip: Self.address(60_000 + i % 1000),
+                  app: "svc-\(i % rules)"))
               samples.add(.now - start)
-              _ = try await endpoints.deleteEndpoint(.with { $0.endpoint = .with { $0.containerID = "churn-\(i)" } })
+              _ = try await endpoints.deleteEndpoint(
+                .with { $0.endpoint = .with { $0.containerID = "churn-\(i)" } })
             }
-            rows.append(Row(key: "create_p50_ms_at_\(target)", label: "create → ready p50, \(target) live endpoints", value: samples.p50, unit: "ms", floor: "bare \(format(bare.p50)) ms", target: ""))
-            rows.append(Row(key: "create_p99_ms_at_\(target)", label: "create → ready p99, \(target) live endpoints", value: samples.p99, unit: "ms", floor: "bare \(format(bare.p99)) ms", target: "≤ 20"))
+            rows.append(
+              Row(
+                key: "create_p50_ms_at_\(target)",
+                label: "create → ready p50, \(target) live endpoints", value: samples.p50,
+                unit: "ms", floor: "bare \(format(bare.p50)) ms", target: ""))
+            rows.append(
+              Row(
+                key: "create_p99_ms_at_\(target)",
+                label: "create → ready p99, \(target) live endpoints", value: samples.p99,
+                unit: "ms", floor: "bare \(format(bare.p99)) ms", target: "≤ 20"))
             createAtLargest = samples
             createCurve.append(.init(liveEndpoints: target, p50: samples.p50, p99: samples.p99))
           }
-          rows.append(Row(key: "create_p50_ms", label: "create → ready p50 (largest run)", value: createAtLargest.p50, unit: "ms", floor: "bare \(format(bare.p50)) ms", target: ""))
-          rows.append(Row(key: "create_p99_ms", label: "create → ready p99 (largest run)", value: createAtLargest.p99, unit: "ms", floor: "bare \(format(bare.p99)) ms", target: "≤ 20"))
+          rows.append(
+            Row(
+              key: "create_p50_ms", label: "create → ready p50 (largest run)",
+              value: createAtLargest.p50, unit: "ms", floor: "bare \(format(bare.p50)) ms",
+              target: ""))
+          rows.append(
+            Row(
+              key: "create_p99_ms", label: "create → ready p99 (largest run)",
+              value: createAtLargest.p99, unit: "ms", floor: "bare \(format(bare.p99)) ms",
+              target: "≤ 20"))
           let churnCounter = Counter()
           let churnRate = try await Self.throughput(concurrency: 8, total: iterations) {
             let i = churnCounter.next()
-            _ = try await endpoints.createEndpoint(Self.createRequest(container: "rate-\(i)", ip: Self.address(50_000 + i), app: "svc-\(i % rules)"))
-            _ = try await endpoints.deleteEndpoint(.with { $0.endpoint = .with { $0.containerID = "rate-\(i)" } })
+            _ = try await endpoints.createEndpoint(
+              Self.createRequest(
+                container: "rate-\(i)", ip: Self.address(50_000 + i), app: "svc-\(i % rules)"))
+            _ = try await endpoints.deleteEndpoint(
+              .with { $0.endpoint = .with { $0.containerID = "rate-\(i)" } })
           }
-          rows.append(Row(key: "create_rate_per_s", label: "creates/s under churn (create+delete, 8 in flight)", value: churnRate, unit: "/s", floor: "bare \(format(bareRate))/s", target: "≥ 200"))
+          rows.append(
+            Row(
+              key: "create_rate_per_s", label: "creates/s under churn (create+delete, 8 in flight)",
+              value: churnRate, unit: "/s", floor: "bare \(format(bareRate))/s", target: "≥ 200"))
 
           // The CNI plugin: exec → exit, minus the service's own create time.
           var plugin = Samples()
@@ -173,22 +288,42 @@ struct Benchmark: AsyncParsableCommand {
                "prevResult":{"cniVersion":"1.0.0","interfaces":[],"ips":[{"address":"\(Self.address(40_000 + i))/24"}]}}
               """
             let environment = [
-              "CNI_COMMAND": "ADD", "CNI_CONTAINERID": container, "CNI_NETNS": "/var/run/netns/none", "CNI_IFNAME": "eth0",
-              "CNI_PATH": "/usr/lib/cni", "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=\(container)",
+              "CNI_COMMAND": "ADD", "CNI_CONTAINERID": container,
+              "CNI_NETNS": "/var/run/netns/none", "CNI_IFNAME": "eth0",
+              "CNI_PATH": "/usr/lib/cni",
+              "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=\(container)",
             ]
-            let (elapsed, status, _) = try timedExec(cni, environment: environment, stdin: Data(config.utf8))
-            guard status == 0 else { throw ValidationError("tessera-cni ADD failed with status \(status)") }
+            let (elapsed, status, _) = try timedExec(
+              cni, environment: environment, stdin: Data(config.utf8))
+            guard status == 0 else {
+              throw ValidationError("tessera-cni ADD failed with status \(status)")
+            }
             plugin.add(elapsed)
-            _ = try await endpoints.deleteEndpoint(.with { $0.endpoint = .with { $0.containerID = container } })
+            _ = try await endpoints.deleteEndpoint(
+              .with { $0.endpoint = .with { $0.containerID = container } })
             let start = clock.now
-            _ = try await endpoints.createEndpoint(Self.createRequest(container: container, ip: Self.address(40_000 + i), app: "", host: ""))
+            _ = try await endpoints.createEndpoint(
+              Self.createRequest(
+                container: container, ip: Self.address(40_000 + i), app: "", host: ""))
             direct.add(.now - start)
-            _ = try await endpoints.deleteEndpoint(.with { $0.endpoint = .with { $0.containerID = container } })
+            _ = try await endpoints.deleteEndpoint(
+              .with { $0.endpoint = .with { $0.containerID = container } })
             trueExec.add(try timedExec("/bin/true").0)
           }
-          rows.append(Row(key: "cni_exec_p50_ms", label: "tessera-cni ADD exec → exit p50", value: plugin.p50, unit: "ms", floor: "`true` \(format(trueExec.p50)) ms", target: ""))
-          rows.append(Row(key: "cni_plugin_overhead_ms", label: "tessera-cni overhead (exec → exit − CreateEndpoint p50)", value: plugin.p50 - direct.p50, unit: "ms", floor: "`true` \(format(trueExec.p50)) ms", target: ""))
-          rows.append(Row(key: "true_exec_p50_ms", label: "`true` exec → exit p50", value: trueExec.p50, unit: "ms", floor: "(floor)", target: ""))
+          rows.append(
+            Row(
+              key: "cni_exec_p50_ms", label: "tessera-cni ADD exec → exit p50", value: plugin.p50,
+              unit: "ms", floor: "`true` \(format(trueExec.p50)) ms", target: ""))
+          rows.append(
+            Row(
+              key: "cni_plugin_overhead_ms",
+              label: "tessera-cni overhead (exec → exit − CreateEndpoint p50)",
+              value: plugin.p50 - direct.p50, unit: "ms",
+              floor: "`true` \(format(trueExec.p50)) ms", target: ""))
+          rows.append(
+            Row(
+              key: "true_exec_p50_ms", label: "`true` exec → exit p50", value: trueExec.p50,
+              unit: "ms", floor: "(floor)", target: ""))
         }
       }
     }
@@ -200,8 +335,15 @@ struct Benchmark: AsyncParsableCommand {
 
     // SelectorCache, in process: one identity into 10,000 identities × 1,000 selectors.
     let (incremental, full) = Self.selectorCacheTimes()
-    rows.append(Row(key: "selectorcache_add_identity_us", label: "SelectorCache: add 1 identity (10k ids × 1k selectors)", value: incremental * 1000, unit: "µs", floor: "full recompute \(format(full)) ms", target: ""))
-    rows.append(Row(key: "selectorcache_speedup", label: "SelectorCache: incremental vs full recompute", value: full / incremental, unit: "×", floor: "", target: "≥ 100"))
+    rows.append(
+      Row(
+        key: "selectorcache_add_identity_us",
+        label: "SelectorCache: add 1 identity (10k ids × 1k selectors)", value: incremental * 1000,
+        unit: "µs", floor: "full recompute \(format(full)) ms", target: ""))
+    rows.append(
+      Row(
+        key: "selectorcache_speedup", label: "SelectorCache: incremental vs full recompute",
+        value: full / incremental, unit: "×", floor: "", target: "≥ 100"))
 
     let etcd = try await EtcdBenchmark.figures(newIdentities: etcdIdentities)
     rows += etcd.rows
@@ -232,14 +374,21 @@ struct Benchmark: AsyncParsableCommand {
     }
     let missing = AddressPolicyDesign.missingTools()
     guard missing.isEmpty else {
-      report.notes.append("comparison skipped: \(missing.joined(separator: ", ")) not installed (scripts/install-deps.sh installs them)")
+      report.notes.append(
+        "comparison skipped: \(missing.joined(separator: ", ")) not installed (scripts/install-deps.sh installs them)"
+      )
       return
     }
     let counts = comparisonEndpoints.sorted()
-    print("comparison with the IP-based designs at \(counts.map(String.init).joined(separator: ", ")) endpoints:")
-    let (tessera, extras) = try await PolicyComparison.measureTessera(bin: bin, object: object, counts: counts)
+    print(
+      "comparison with the IP-based designs at \(counts.map(String.init).joined(separator: ", ")) endpoints:"
+    )
+    let (tessera, extras) = try await PolicyComparison.measureTessera(
+      bin: bin, object: object, counts: counts)
     var points = tessera
-    for design in AddressPolicyDesign.all { points += try PolicyComparison.measure(design, counts: counts) }
+    for design in AddressPolicyDesign.all {
+      points += try PolicyComparison.measure(design, counts: counts)
+    }
     report.addComparison(points, extras: extras)
   }
 
@@ -248,10 +397,15 @@ struct Benchmark: AsyncParsableCommand {
     (0..<250).flatMap { i -> [PolicyEntry] in
       let peer = NumericIdentity(UInt32(10_000 + i))
       return [
-        PolicyEntry(peer: peer, direction: .ingress, proto: .tcp, ports: PortRange(single: UInt16(8000 + i))),
-        PolicyEntry(peer: peer, direction: .ingress, proto: .udp, ports: PortRange(UInt16(20_000 + i * 4), UInt16(20_000 + i * 4 + 3))),
-        PolicyEntry(peer: peer, direction: .egress, proto: .sctp, ports: PortRange(single: UInt16(3000 + i))),
-        PolicyEntry(peer: peer, direction: .egress, proto: .tcp, ports: PortRange(single: 25), verdict: .deny),
+        PolicyEntry(
+          peer: peer, direction: .ingress, proto: .tcp, ports: PortRange(single: UInt16(8000 + i))),
+        PolicyEntry(
+          peer: peer, direction: .ingress, proto: .udp,
+          ports: PortRange(UInt16(20_000 + i * 4), UInt16(20_000 + i * 4 + 3))),
+        PolicyEntry(
+          peer: peer, direction: .egress, proto: .sctp, ports: PortRange(single: UInt16(3000 + i))),
+        PolicyEntry(
+          peer: peer, direction: .egress, proto: .tcp, ports: PortRange(single: 25), verdict: .deny),
       ]
     }
   }
@@ -261,41 +415,65 @@ struct Benchmark: AsyncParsableCommand {
   static func datapathFigures(object: String) throws -> [Row] {
     let pin = "/sys/fs/bpf/tessera-bench-dp-\(getpid())"
     defer { try? FileManager.default.removeItem(atPath: pin) }
-    let backend = try BPFDatapathBackend(configuration: .init(objectPath: object, pinDirectory: pin))
+    let backend = try BPFDatapathBackend(
+      configuration: .init(objectPath: object, pinDirectory: pin))
     let datapath = try Datapath(backend: backend)
     defer {
       for endpoint in datapath.endpoints() { _ = try? datapath.removeEndpoint(id: endpoint.id) }
     }
-    try datapath.upsertIPCache([IPCacheEntry(prefix: IPPrefix("10.250.1.1/32")!, identity: NumericIdentity(10_005))])
+    try datapath.upsertIPCache([
+      IPCacheEntry(prefix: IPPrefix("10.250.1.1/32")!, identity: NumericIdentity(10_005))
+    ])
     var regenerations = Samples()
     for id in 1...20 {
       let start = ContinuousClock.now
-      _ = try datapath.realize(DatapathEndpoint(
-        id: UInt64(id), hostInterface: "", ips: [IPPrefix("10.250.0.\(id)")!], identity: NumericIdentity(20_000),
-        policy: EndpointPolicy(revision: 1, ingressEnforced: true, egressEnforced: true, entries: thousandEntries())))
+      _ = try datapath.realize(
+        DatapathEndpoint(
+          id: UInt64(id), hostInterface: "", ips: [IPPrefix("10.250.0.\(id)")!],
+          identity: NumericIdentity(20_000),
+          policy: EndpointPolicy(
+            revision: 1, ingressEnforced: true, egressEnforced: true, entries: thousandEntries())))
       regenerations.add(.now - start)
     }
     var oneMore = Samples()
     for revision in 2...21 {
       var entries = thousandEntries()
-      entries.append(PolicyEntry(peer: NumericIdentity(UInt32(30_000 + revision)), direction: .ingress, proto: .tcp, ports: PortRange(single: 443)))
+      entries.append(
+        PolicyEntry(
+          peer: NumericIdentity(UInt32(30_000 + revision)), direction: .ingress, proto: .tcp,
+          ports: PortRange(single: 443)))
       let start = ContinuousClock.now
-      _ = try datapath.realize(DatapathEndpoint(
-        id: 1, hostInterface: "", ips: [IPPrefix("10.250.0.1")!], identity: NumericIdentity(20_000),
-        policy: EndpointPolicy(revision: UInt64(revision), ingressEnforced: true, egressEnforced: true, entries: entries)))
+      _ = try datapath.realize(
+        DatapathEndpoint(
+          id: 1, hostInterface: "", ips: [IPPrefix("10.250.0.1")!],
+          identity: NumericIdentity(20_000),
+          policy: EndpointPolicy(
+            revision: UInt64(revision), ingressEnforced: true, egressEnforced: true,
+            entries: entries)))
       oneMore.add(.now - start)
     }
     let repeats: UInt32 = 200_000
     // The SYN creates the flow; its later packets (ACKs) are what an established flow sends.
     _ = try backend.runProgram(
-      endpointID: 1, direction: .ingress, packet: Packet.ipv4("10.250.1.1", "10.250.0.1", proto: Packet.tcp, sport: 50000, dport: 8005), repeat: 1)
-    let established = Packet.ipv4("10.250.1.1", "10.250.0.1", proto: Packet.tcp, sport: 50000, dport: 8005, tcpFlags: Packet.ack)
-    let hit = try backend.runProgram(endpointID: 1, direction: .ingress, packet: established, repeat: repeats)
+      endpointID: 1, direction: .ingress,
+      packet: Packet.ipv4("10.250.1.1", "10.250.0.1", proto: Packet.tcp, sport: 50000, dport: 8005),
+      repeat: 1)
+    let established = Packet.ipv4(
+      "10.250.1.1", "10.250.0.1", proto: Packet.tcp, sport: 50000, dport: 8005, tcpFlags: Packet.ack
+    )
+    let hit = try backend.runProgram(
+      endpointID: 1, direction: .ingress, packet: established, repeat: repeats)
     let miss = try backend.runProgram(
-      endpointID: 1, direction: .ingress, packet: Packet.ipv4("10.250.1.1", "10.250.0.1", proto: Packet.tcp, sport: 50001, dport: 9999), repeat: repeats)
-    let arp = try backend.runProgram(endpointID: 1, direction: .ingress, packet: Packet.arp(), repeat: repeats)
+      endpointID: 1, direction: .ingress,
+      packet: Packet.ipv4("10.250.1.1", "10.250.0.1", proto: Packet.tcp, sport: 50001, dport: 9999),
+      repeat: repeats)
+    let arp = try backend.runProgram(
+      endpointID: 1, direction: .ingress, packet: Packet.arp(), repeat: repeats)
     let reply = try backend.runProgram(
-      endpointID: 1, direction: .egress, packet: Packet.ipv4("10.250.0.1", "10.250.1.1", proto: Packet.tcp, sport: 8005, dport: 50000, tcpFlags: Packet.ack),
+      endpointID: 1, direction: .egress,
+      packet: Packet.ipv4(
+        "10.250.0.1", "10.250.1.1", proto: Packet.tcp, sport: 8005, dport: 50000,
+        tcpFlags: Packet.ack),
       repeat: repeats)
     // A new allowed flow creates a conntrack entry, so it cannot be repeated: single
     // runs over distinct flows, less the single-run overhead an established flow shows.
@@ -303,36 +481,73 @@ struct Benchmark: AsyncParsableCommand {
     var establishedSingle: [Double] = []
     for sport in UInt16(1024)..<UInt16(5024) {
       let run = try backend.runProgram(
-        endpointID: 1, direction: .ingress, packet: Packet.ipv4("10.250.1.1", "10.250.0.1", proto: Packet.tcp, sport: sport, dport: 8005), repeat: 1)
+        endpointID: 1, direction: .ingress,
+        packet: Packet.ipv4(
+          "10.250.1.1", "10.250.0.1", proto: Packet.tcp, sport: sport, dport: 8005), repeat: 1)
       guard run.passed else { throw BenchError("a new allowed flow was dropped") }
       newFlow.append(Double(run.nanoseconds))
-      establishedSingle.append(Double(try backend.runProgram(endpointID: 1, direction: .ingress, packet: established, repeat: 1).nanoseconds))
+      establishedSingle.append(
+        Double(
+          try backend.runProgram(endpointID: 1, direction: .ingress, packet: established, repeat: 1)
+            .nanoseconds))
     }
-    let newFlowAllowed = median(newFlow) - max(0, median(establishedSingle) - Double(hit.nanoseconds))
+    let newFlowAllowed =
+      median(newFlow) - max(0, median(establishedSingle) - Double(hit.nanoseconds))
     return [
-      Row(key: "bpf_ns_per_packet", label: "eBPF policy program, established flow (conntrack hit)", value: Double(hit.nanoseconds), unit: "ns", floor: "ARP pass-through \(arp.nanoseconds) ns", target: "≤ 100"),
-      Row(key: "bpf_ns_per_packet_new_flow", label: "eBPF policy program, new flow denied (all lookups)", value: Double(miss.nanoseconds), unit: "ns", floor: "ARP pass-through \(arp.nanoseconds) ns", target: ""),
-      Row(key: "bpf_ns_per_packet_reply", label: "eBPF policy program, reply of an established flow", value: Double(reply.nanoseconds), unit: "ns", floor: "ARP pass-through \(arp.nanoseconds) ns", target: ""),
-      Row(key: "bpf_ns_per_packet_new_flow_allowed", label: "eBPF policy program, new flow allowed (conntrack entry created)", value: newFlowAllowed, unit: "ns", floor: "single-run overhead subtracted", target: ""),
-      Row(key: "regen_p99_ms", label: "regenerate at 1,000 entries (stubs + maps), p99", value: regenerations.p99, unit: "ms", floor: "p50 \(format(regenerations.p50)) ms", target: ""),
-      Row(key: "regen_one_more_entry_p50_ms", label: "incremental regeneration: +1 entry on 1,000, p50", value: oneMore.p50, unit: "ms", floor: "", target: ""),
+      Row(
+        key: "bpf_ns_per_packet", label: "eBPF policy program, established flow (conntrack hit)",
+        value: Double(hit.nanoseconds), unit: "ns", floor: "ARP pass-through \(arp.nanoseconds) ns",
+        target: "≤ 100"),
+      Row(
+        key: "bpf_ns_per_packet_new_flow",
+        label: "eBPF policy program, new flow denied (all lookups)",
+        value: Double(miss.nanoseconds), unit: "ns",
+        floor: "ARP pass-through \(arp.nanoseconds) ns", target: ""),
+      Row(
+        key: "bpf_ns_per_packet_reply", label: "eBPF policy program, reply of an established flow",
+        value: Double(reply.nanoseconds), unit: "ns",
+        floor: "ARP pass-through \(arp.nanoseconds) ns", target: ""),
+      Row(
+        key: "bpf_ns_per_packet_new_flow_allowed",
+        label: "eBPF policy program, new flow allowed (conntrack entry created)",
+        value: newFlowAllowed, unit: "ns", floor: "single-run overhead subtracted", target: ""),
+      Row(
+        key: "regen_p99_ms", label: "regenerate at 1,000 entries (stubs + maps), p99",
+        value: regenerations.p99, unit: "ms", floor: "p50 \(format(regenerations.p50)) ms",
+        target: ""),
+      Row(
+        key: "regen_one_more_entry_p50_ms",
+        label: "incremental regeneration: +1 entry on 1,000, p50", value: oneMore.p50, unit: "ms",
+        floor: "", target: ""),
     ]
   }
 
   static func address(_ n: Int) -> String { "10.\(200 + n / 65536).\((n / 256) % 256).\(n % 256)" }
 
-  static func createRequest(container: String, ip: String, app: String, host: String = "") -> Tessera_Endpoint_V1_CreateEndpointRequest {
+  static func createRequest(container: String, ip: String, app: String, host: String = "")
+    -> Tessera_Endpoint_V1_CreateEndpointRequest
+  {
     .with {
       $0.containerID = container
       $0.ips = [ip]
       $0.sync = true
       $0.hostInterface = host
-      if !app.isEmpty { $0.labels = [.with { $0.source = "k8s"; $0.key = "app"; $0.value = app }] }
+      if !app.isEmpty {
+        $0.labels = [
+          .with {
+            $0.source = "k8s"
+            $0.key = "app"
+            $0.value = app
+          }
+        ]
+      }
     }
   }
 
   /// Operations per second with `concurrency` workers doing `total` operations.
-  static func throughput(concurrency: Int, total: Int, _ operation: @escaping @Sendable () async throws -> Void) async throws -> Double {
+  static func throughput(
+    concurrency: Int, total: Int, _ operation: @escaping @Sendable () async throws -> Void
+  ) async throws -> Double {
     let remaining = Counter()
     let clock = ContinuousClock()
     let start = clock.now
@@ -352,23 +567,33 @@ struct Benchmark: AsyncParsableCommand {
     var identities: [SecurityIdentity] = []
     for id in 0..<10_000 {
       let labels = LabelSet(validated: [
-        Label(source: "k8s", key: "app", value: "app\(id % 500)"), Label(source: "k8s", key: "tier", value: ["web", "api", "db"][id % 3]),
+        Label(source: "k8s", key: "app", value: "app\(id % 500)"),
+        Label(source: "k8s", key: "tier", value: ["web", "api", "db"][id % 3]),
         Label(source: "k8s", key: "io.kubernetes.pod.namespace", value: "ns\(id % 20)"),
       ])
       identities.append(SecurityIdentity(id: NumericIdentity(UInt32(256 + id)), labels: labels))
     }
     _ = cache.updateIdentities(added: identities, deleted: [])
     for index in 0..<1_000 {
-      var requirements = [LabelRequirement(key: .k8s("app"), op: .in, values: ["app\(index % 500)"])]
-      if index >= 500 { requirements.append(LabelRequirement(key: .k8s("io.kubernetes.pod.namespace"), op: .in, values: ["ns\(index % 20)"])) }
-      if index % 5 == 0 { requirements.append(LabelRequirement(key: .any("tier"), op: .notIn, values: ["db"])) }
+      var requirements = [
+        LabelRequirement(key: .k8s("app"), op: .in, values: ["app\(index % 500)"])
+      ]
+      if index >= 500 {
+        requirements.append(
+          LabelRequirement(
+            key: .k8s("io.kubernetes.pod.namespace"), op: .in, values: ["ns\(index % 20)"]))
+      }
+      if index % 5 == 0 {
+        requirements.append(LabelRequirement(key: .any("tier"), op: .notIn, values: ["db"]))
+      }
       _ = cache.addSelector(EndpointSelector(requirements), user: SelectorUser(UInt64(index)))
     }
     let clock = ContinuousClock()
     var incremental = Samples()
     for i in 0..<50 {
       let labels = LabelSet(validated: [
-        Label(source: "k8s", key: "app", value: "app\(i)"), Label(source: "k8s", key: "tier", value: "web"),
+        Label(source: "k8s", key: "app", value: "app\(i)"),
+        Label(source: "k8s", key: "tier", value: "web"),
         Label(source: "k8s", key: "io.kubernetes.pod.namespace", value: "ns3"),
       ])
       let identity = SecurityIdentity(id: NumericIdentity(UInt32(30_000 + i)), labels: labels)
@@ -381,8 +606,6 @@ struct Benchmark: AsyncParsableCommand {
     return (incremental.p50, (clock.now - start).milliseconds)
   }
 }
-
-import Synchronization
 
 /// A shared counter for workers.
 final class Counter: Sendable {

@@ -8,17 +8,27 @@ import TesseraTestSupport
 /// process against the store, next to a bare etcd transaction as the floor.
 enum EtcdBenchmark {
   static func figures(newIdentities: Int) async throws -> (rows: [Row], notes: [String]) {
-    guard EtcdTestCluster.executable != nil else { return ([], ["etcd figures skipped: etcd not installed"]) }
+    guard EtcdTestCluster.executable != nil else {
+      return ([], ["etcd figures skipped: etcd not installed"])
+    }
     var rows: [Row] = []
     for members in [1, 3] {
       let cluster = try EtcdTestCluster(members: members)
       defer { cluster.shutdown() }
-      rows += try await measure(cluster, members: members, newIdentities: members == 1 ? newIdentities : newIdentities / 2)
+      rows += try await measure(
+        cluster, members: members, newIdentities: members == 1 ? newIdentities : newIdentities / 2)
     }
-    return (rows, ["etcd figures: the identity store in process against real etcd \(etcdVersion()) on loopback (fsync on); Cilium's kvstore allocator was reported at roughly 10–15 identity updates/s under churn"])
+    return (
+      rows,
+      [
+        "etcd figures: the identity store in process against real etcd \(etcdVersion()) on loopback (fsync on); Cilium's kvstore allocator was reported at roughly 10–15 identity updates/s under churn"
+      ]
+    )
   }
 
-  private static func measure(_ cluster: EtcdTestCluster, members: Int, newIdentities count: Int) async throws -> [Row] {
+  private static func measure(_ cluster: EtcdTestCluster, members: Int, newIdentities count: Int)
+    async throws -> [Row]
+  {
     let scope = "etcd, \(members) member\(members == 1 ? "" : "s")"
     let key = members == 1 ? "etcd" : "etcd\(members)"
     let client = try EtcdClient(configuration: EtcdConfiguration(parsing: cluster.endpoints))
@@ -32,13 +42,15 @@ enum EtcdBenchmark {
     var bare = Samples()
     for i in 0..<500 {
       let start = ContinuousClock.now
-      _ = try await client.txn(Etcd.txn(when: [Etcd.absent("/floor/\(i)")], then: [Etcd.put("/floor/\(i)", "x")]))
+      _ = try await client.txn(
+        Etcd.txn(when: [Etcd.absent("/floor/\(i)")], then: [Etcd.put("/floor/\(i)", "x")]))
       bare.add(.now - start)
     }
     let bareCounter = Counter()
     let bareConcurrent = try await Benchmark.throughput(concurrency: 32, total: 2000) {
       let i = bareCounter.next() + 1000
-      _ = try await client.txn(Etcd.txn(when: [Etcd.absent("/floor/\(i)")], then: [Etcd.put("/floor/\(i)", "x")]))
+      _ = try await client.txn(
+        Etcd.txn(when: [Etcd.absent("/floor/\(i)")], then: [Etcd.put("/floor/\(i)", "x")]))
     }
 
     let a = try await Replica(cluster, node: "bench-a")
@@ -47,7 +59,9 @@ enum EtcdBenchmark {
       a.stop()
       b.stop()
     }
-    let labels = try (0..<(count * 2)).map { try LabelSet(parsing: ["k8s:app=bench\($0)", "k8s:io.kubernetes.pod.namespace=bench"]) }
+    let labels = try (0..<(count * 2)).map {
+      try LabelSet(parsing: ["k8s:app=bench\($0)", "k8s:io.kubernetes.pod.namespace=bench"])
+    }
 
     var sequential = Samples()
     let clock = ContinuousClock()
@@ -77,14 +91,36 @@ enum EtcdBenchmark {
     let floor = "bare txn p50 \(format(bare.p50)) ms = \(format(1000 / bare.p50))/s"
     let target = "≫ 15/s (Cilium kvstore)"
     return [
-      Row(key: "\(key)_raw_txn_p50_ms", label: "bare create-only etcd txn p50 (\(scope))", value: bare.p50, unit: "ms", floor: "(floor)", target: ""),
-      Row(key: "\(key)_raw_txn_per_s", label: "bare create-only etcd txns/s, 32 in flight (\(scope))", value: bareConcurrent, unit: "/s", floor: "(floor)", target: ""),
-      Row(key: "\(key)_new_identities_sequential_per_s", label: "new identities/s, sequential (\(scope))", value: sequentialRate, unit: "/s", floor: floor, target: target),
-      Row(key: "\(key)_new_identity_p99_ms", label: "new identity p99, sequential (\(scope))", value: sequential.p99, unit: "ms", floor: "bare txn p99 \(format(bare.p99)) ms", target: ""),
-      Row(key: "\(key)_new_identities_per_s", label: "new identities/s, 32 in flight (\(scope))", value: concurrentRate, unit: "/s", floor: "bare \(format(bareConcurrent))/s", target: members == 1 ? "≥ 1,000" : target),
-      Row(key: "\(key)_new_identities_percent_of_raw", label: "new identities/s as % of raw txns/s, 32 in flight (\(scope))", value: concurrentRate / bareConcurrent * 100, unit: "%", floor: "", target: members == 1 ? "≥ 80" : ""),
-      Row(key: "\(key)_cached_alloc_per_s", label: "cached allocations/s, node already holds it (\(scope))", value: cachedRate, unit: "/s", floor: "no etcd call", target: ""),
-      Row(key: "\(key)_first_reference_per_s", label: "first reference on another node/s, sequential (\(scope))", value: knownRate, unit: "/s", floor: floor, target: ""),
+      Row(
+        key: "\(key)_raw_txn_p50_ms", label: "bare create-only etcd txn p50 (\(scope))",
+        value: bare.p50, unit: "ms", floor: "(floor)", target: ""),
+      Row(
+        key: "\(key)_raw_txn_per_s", label: "bare create-only etcd txns/s, 32 in flight (\(scope))",
+        value: bareConcurrent, unit: "/s", floor: "(floor)", target: ""),
+      Row(
+        key: "\(key)_new_identities_sequential_per_s",
+        label: "new identities/s, sequential (\(scope))", value: sequentialRate, unit: "/s",
+        floor: floor, target: target),
+      Row(
+        key: "\(key)_new_identity_p99_ms", label: "new identity p99, sequential (\(scope))",
+        value: sequential.p99, unit: "ms", floor: "bare txn p99 \(format(bare.p99)) ms", target: ""),
+      Row(
+        key: "\(key)_new_identities_per_s", label: "new identities/s, 32 in flight (\(scope))",
+        value: concurrentRate, unit: "/s", floor: "bare \(format(bareConcurrent))/s",
+        target: members == 1 ? "≥ 1,000" : target),
+      Row(
+        key: "\(key)_new_identities_percent_of_raw",
+        label: "new identities/s as % of raw txns/s, 32 in flight (\(scope))",
+        value: concurrentRate / bareConcurrent * 100, unit: "%", floor: "",
+        target: members == 1 ? "≥ 80" : ""),
+      Row(
+        key: "\(key)_cached_alloc_per_s",
+        label: "cached allocations/s, node already holds it (\(scope))", value: cachedRate,
+        unit: "/s", floor: "no etcd call", target: ""),
+      Row(
+        key: "\(key)_first_reference_per_s",
+        label: "first reference on another node/s, sequential (\(scope))", value: knownRate,
+        unit: "/s", floor: floor, target: ""),
     ]
   }
 
@@ -97,8 +133,12 @@ enum EtcdBenchmark {
   }
 
   private static func etcdVersion() -> String {
-    guard let executable = EtcdTestCluster.executable, let (_, _, output) = try? timedExec(executable, ["--version"]) else { return "" }
-    return String(decoding: output, as: UTF8.self).split(separator: "\n").first.map { String($0.replacingOccurrences(of: "etcd Version: ", with: "")) } ?? ""
+    guard let executable = EtcdTestCluster.executable,
+      let (_, _, output) = try? timedExec(executable, ["--version"])
+    else { return "" }
+    return String(decoding: output, as: UTF8.self).split(separator: "\n").first.map {
+      String($0.replacingOccurrences(of: "etcd Version: ", with: ""))
+    } ?? ""
   }
 
   /// One store with its background work (lease, watch) running.
@@ -114,7 +154,9 @@ enum EtcdBenchmark {
       let store = try EtcdIdentityStore(client: client, configuration: .init(prefix: "/bench"))
       self.client = client
       self.store = store
-      tasks = [Task { try? await client.runConnections() }, Task { try? await store.run { _, _ in } }]
+      tasks = [
+        Task { try? await client.runConnections() }, Task { try? await store.run { _, _ in } },
+      ]
       for _ in 0..<400 where !store.isReady { try await Task.sleep(for: .milliseconds(25)) }
       guard store.isReady else { throw BenchError("etcd store \(node) not ready") }
     }

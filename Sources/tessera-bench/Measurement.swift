@@ -41,7 +41,10 @@ func format(_ value: Double) -> String {
 }
 
 /// Runs a program and returns its wall time, exit status and stdout.
-func timedExec(_ path: String, _ arguments: [String] = [], environment: [String: String] = [:], stdin: Data? = nil) throws -> (Duration, Int32, Data) {
+func timedExec(
+  _ path: String, _ arguments: [String] = [], environment: [String: String] = [:],
+  stdin: Data? = nil
+) throws -> (Duration, Int32, Data) {
   let process = Process()
   process.executableURL = URL(fileURLWithPath: path)
   process.arguments = arguments

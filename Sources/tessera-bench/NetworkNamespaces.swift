@@ -12,7 +12,9 @@ struct ToolError: Error, CustomStringConvertible {
 
 /// The absolute path of a system tool, or nil when it is not installed.
 func toolPath(_ name: String) -> String? {
-  ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+  ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map { "\($0)/\(name)" }.first {
+    FileManager.default.isExecutableFile(atPath: $0)
+  }
 }
 
 /// Runs a tool to completion; throws with its stderr when it fails.
@@ -31,7 +33,9 @@ func runTool(_ command: [String]) throws -> String {
   let err = errors.fileHandleForReading.readDataToEndOfFile()
   process.waitUntilExit()
   guard process.terminationStatus == 0 else {
-    throw ToolError(command: command, status: process.terminationStatus, stderr: String(decoding: err, as: UTF8.self))
+    throw ToolError(
+      command: command, status: process.terminationStatus,
+      stderr: String(decoding: err, as: UTF8.self))
   }
   return String(decoding: out, as: UTF8.self)
 }
@@ -86,14 +90,18 @@ struct NetworkNamespace: Sendable {
 
   private typealias SetNamespace = @convention(c) (Int32, Int32) -> Int32
   /// Glibc's `setns`, which the Swift Glibc module does not import.
-  private static let setns: SetNamespace? = dlsym(nil, "setns").map { unsafeBitCast($0, to: SetNamespace.self) }
+  private static let setns: SetNamespace? = dlsym(nil, "setns").map {
+    unsafeBitCast($0, to: SetNamespace.self)
+  }
   private static let newNetworkNamespace: Int32 = 0x4000_0000  // CLONE_NEWNET
 
   private static func enter(_ path: String) throws {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { throw SocketError(operation: "open \(path)", code: errno) }
     defer { close(fd) }
-    guard let setns, setns(fd, newNetworkNamespace) == 0 else { throw SocketError(operation: "setns \(path)", code: errno) }
+    guard let setns, setns(fd, newNetworkNamespace) == 0 else {
+      throw SocketError(operation: "setns \(path)", code: errno)
+    }
   }
 }
 
@@ -121,7 +129,9 @@ enum TCPProbe {
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
     var address = address("0.0.0.0", port)
     let bound = withUnsafePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+      }
     }
     guard bound == 0, Glibc.listen(fd, 4096) == 0 else {
       let code = errno
@@ -146,25 +156,31 @@ enum TCPProbe {
   /// One connect in the calling thread's namespace: microseconds from
   /// `connect` to established, or the errno it failed with. Closes with a
   /// reset so no TIME_WAIT piles up over thousands of probes.
-  static func connectTime(to target: sockaddr_in, timeoutMilliseconds: Int) -> Result<Double, SocketError> {
+  static func connectTime(to target: sockaddr_in, timeoutMilliseconds: Int) -> Result<
+    Double, SocketError
+  > {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return .failure(SocketError(operation: "socket", code: errno)) }
     defer { close(fd) }
     var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
-    var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: (timeoutMilliseconds % 1000) * 1000)
+    var timeout = timeval(
+      tv_sec: timeoutMilliseconds / 1000, tv_usec: (timeoutMilliseconds % 1000) * 1000)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     let start = monotonicNanoseconds()
     let result = connect(fd, to: target)
     let elapsed = Double(monotonicNanoseconds() - start) / 1000
-    return result == 0 ? .success(elapsed) : .failure(SocketError(operation: "connect", code: errno))
+    return result == 0
+      ? .success(elapsed) : .failure(SocketError(operation: "connect", code: errno))
   }
 
   /// `connect(2)` to an IPv4 address; 0 or -1 with errno set.
   private static func connect(_ fd: Int32, to target: sockaddr_in) -> Int32 {
     var target = target
     return withUnsafePointer(to: &target) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+      }
     }
   }
 
@@ -179,9 +195,13 @@ enum TCPProbe {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw SocketError(operation: "socket", code: errno) }
     defer { close(fd) }
-    guard connect(fd, to: address(ip, port)) == 0 else { throw SocketError(operation: "connect \(ip):\(port)", code: errno) }
+    guard connect(fd, to: address(ip, port)) == 0 else {
+      throw SocketError(operation: "connect \(ip):\(port)", code: errno)
+    }
     let request = Array("GET \(path) HTTP/1.0\r\nHost: \(ip)\r\n\r\n".utf8)
-    guard write(fd, request, request.count) == request.count else { throw SocketError(operation: "write", code: errno) }
+    guard write(fd, request, request.count) == request.count else {
+      throw SocketError(operation: "write", code: errno)
+    }
     var response: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 65536)
     while true {
@@ -237,8 +257,11 @@ struct ComparisonTopology: Sendable {
     return topology
   }
 
-  private func link(_ pod: NetworkNamespace, router routerName: String, pod podName: String, subnet: Int) throws {
-    try router.ip("link", "add", routerName, "type", "veth", "peer", "name", podName, "netns", pod.name)
+  private func link(
+    _ pod: NetworkNamespace, router routerName: String, pod podName: String, subnet: Int
+  ) throws {
+    try router.ip(
+      "link", "add", routerName, "type", "veth", "peer", "name", podName, "netns", pod.name)
     try router.ip("addr", "add", "10.91.\(subnet).1/24", "dev", routerName)
     try router.ip("link", "set", routerName, "up")
     try pod.ip("addr", "add", "10.91.\(subnet).2/24", "dev", podName)
@@ -282,7 +305,9 @@ struct PairedConnectTimes {
   ) throws -> PairedConnectTimes {
     let server = try AcceptingServer(in: topology.server, port: port)
     defer { server.stop() }
-    let blockNanoseconds = UInt64(block.components.seconds) * 1_000_000_000 + UInt64(block.components.attoseconds / 1_000_000_000)
+    let blockNanoseconds =
+      UInt64(block.components.seconds) * 1_000_000_000
+      + UInt64(block.components.attoseconds / 1_000_000_000)
     return try topology.client.run {
       let policy = TCPProbe.address(ComparisonTopology.policyServer, port)
       let reference = TCPProbe.address(ComparisonTopology.referenceServer, port)
@@ -314,7 +339,8 @@ struct PairedConnectTimes {
         differences.append(median(policyBlock) - median(referenceBlock))
       }
       return PairedConnectTimes(
-        policyMedian: median(allPolicy), referenceMedian: median(allReference), overhead: median(differences),
+        policyMedian: median(allPolicy), referenceMedian: median(allReference),
+        overhead: median(differences),
         connections: allPolicy.count + allReference.count)
     }
   }
@@ -322,20 +348,29 @@ struct PairedConnectTimes {
   /// Checks that the design under test filters: the allowed port connects on
   /// the policy path, a port that nothing listens on is refused on the
   /// reference path (reachable) but silently dropped on the policy path.
-  static func verifyEnforcement(topology: ComparisonTopology, allowedPort: UInt16, deniedPort: UInt16, design: String) throws {
+  static func verifyEnforcement(
+    topology: ComparisonTopology, allowedPort: UInt16, deniedPort: UInt16, design: String
+  ) throws {
     let server = try AcceptingServer(in: topology.server, port: allowedPort)
     defer { server.stop() }
     try topology.client.run {
-      if case .failure(let error) = TCPProbe.connectTime(to: TCPProbe.address(ComparisonTopology.policyServer, allowedPort), timeoutMilliseconds: 1000) {
+      if case .failure(let error) = TCPProbe.connectTime(
+        to: TCPProbe.address(ComparisonTopology.policyServer, allowedPort),
+        timeoutMilliseconds: 1000)
+      {
         throw BenchError("\(design): allowed connection failed: \(error)")
       }
-      let refused = TCPProbe.connectTime(to: TCPProbe.address(ComparisonTopology.referenceServer, deniedPort), timeoutMilliseconds: 1000)
+      let refused = TCPProbe.connectTime(
+        to: TCPProbe.address(ComparisonTopology.referenceServer, deniedPort),
+        timeoutMilliseconds: 1000)
       guard case .failure(let error) = refused, error.code == ECONNREFUSED else {
         throw BenchError("\(design): reference path to a closed port was not refused (\(refused))")
       }
-      let dropped = TCPProbe.connectTime(to: TCPProbe.address(ComparisonTopology.policyServer, deniedPort), timeoutMilliseconds: 300)
+      let dropped = TCPProbe.connectTime(
+        to: TCPProbe.address(ComparisonTopology.policyServer, deniedPort), timeoutMilliseconds: 300)
       guard case .failure(let error) = dropped, error.code != ECONNREFUSED else {
-        throw BenchError("\(design): a denied port reached the server (\(dropped)); the policy is not enforced")
+        throw BenchError(
+          "\(design): a denied port reached the server (\(dropped)); the policy is not enforced")
       }
     }
   }
@@ -344,5 +379,6 @@ struct PairedConnectTimes {
 func median(_ values: [Double]) -> Double {
   guard !values.isEmpty else { return .nan }
   let sorted = values.sorted()
-  return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+  return sorted.count % 2 == 1
+    ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
 }

@@ -47,18 +47,25 @@ enum PolicyComparison {
     for count in counts {
       let topology = try ComparisonTopology.create(tag: "\(getpid())")
       defer { topology.destroy() }
-      let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-bench-\(design.name)-\(getpid())").path
+      let scratch = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "tsr-bench-\(design.name)-\(getpid())"
+      ).path
       try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
       defer { try? FileManager.default.removeItem(atPath: scratch) }
 
       let members = members(count)
-      for command in try design.install(members, port, scratch) { try runTool(topology.router.exec(command)) }
+      for command in try design.install(members, port, scratch) {
+        try runTool(topology.router.exec(command))
+      }
 
       var join = Samples()
       var floor = Samples()
       for index in 0..<joins {
-        let (elapsed, status, _) = try timedExec(topology.router.exec(design.join(joiningAddress(index), port)))
-        guard status == 0 else { throw BenchError("\(design.name): joining \(joiningAddress(index)) exited \(status)") }
+        let (elapsed, status, _) = try timedExec(
+          topology.router.exec(design.join(joiningAddress(index), port)))
+        guard status == 0 else {
+          throw BenchError("\(design.name): joining \(joiningAddress(index)) exited \(status)")
+        }
         join.add(elapsed)
         floor.add(try timedExec(topology.router.exec(["/bin/true"])).0)
       }
@@ -70,14 +77,20 @@ enum PolicyComparison {
         resync.add(elapsed)
       }
       let held = try design.memberCount(topology.router)
-      guard held == count else { throw BenchError("\(design.name): \(held) members after resync, wanted \(count)") }
+      guard held == count else {
+        throw BenchError("\(design.name): \(held) members after resync, wanted \(count)")
+      }
 
-      try PairedConnectTimes.verifyEnforcement(topology: topology, allowedPort: port, deniedPort: deniedPort, design: design.name)
+      try PairedConnectTimes.verifyEnforcement(
+        topology: topology, allowedPort: port, deniedPort: deniedPort, design: design.name)
       let connection = try PairedConnectTimes.measure(topology: topology, port: port, pairs: pairs)
-      points.append(ComparisonPoint(
-        design: design.name, endpoints: count, podJoinMicroseconds: (join.p50 - floor.p50) * 1000,
-        resyncMilliseconds: resync.p50, connection: connection))
-      print("  \(design.name) at \(count): join \(format((join.p50 - floor.p50) * 1000)) µs (exec \(format(join.p50)) ms, floor \(format(floor.p50)) ms), resync \(format(resync.p50)) ms, connection +\(format(connection.overhead)) µs over \(connection.connections) connects")
+      points.append(
+        ComparisonPoint(
+          design: design.name, endpoints: count, podJoinMicroseconds: (join.p50 - floor.p50) * 1000,
+          resyncMilliseconds: resync.p50, connection: connection))
+      print(
+        "  \(design.name) at \(count): join \(format((join.p50 - floor.p50) * 1000)) µs (exec \(format(join.p50)) ms, floor \(format(floor.p50)) ms), resync \(format(resync.p50)) ms, connection +\(format(connection.overhead)) µs over \(connection.connections) connects"
+      )
     }
     return points
   }
@@ -96,10 +109,14 @@ enum PolicyComparison {
   /// A real node (four daemons, eBPF datapath) started inside the router
   /// namespace: the server and client pods are endpoints on the router-side
   /// veths, the rest of the group are endpoints without a device.
-  static func measureTessera(bin: String, object: String, counts: [Int]) async throws -> ([ComparisonPoint], TesseraExtras) {
+  static func measureTessera(bin: String, object: String, counts: [Int]) async throws -> (
+    [ComparisonPoint], TesseraExtras
+  ) {
     let topology = try ComparisonTopology.create(tag: "\(getpid())")
     defer { topology.destroy() }
-    let root = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-bench-cmp-\(getpid())").path
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "tsr-bench-cmp-\(getpid())"
+    ).path
     let run = RunDirectory(path: root + "/run")
     let pin = "/sys/fs/bpf/tessera-bench-cmp-\(getpid())"
     let metricsBase = 19460
@@ -108,35 +125,54 @@ enum PolicyComparison {
       try? FileManager.default.removeItem(atPath: root)
       try? FileManager.default.removeItem(atPath: pin)
     }
-    try runTool(topology.router.exec([
-      bin + "/tessera", "node", "up", "--detach", "--run-dir", run.path, "--state-dir", root + "/state",
-      "--bpf-pin-dir", pin, "--metrics-base-port", "\(metricsBase)",
-    ]))
+    try runTool(
+      topology.router.exec([
+        bin + "/tessera", "node", "up", "--detach", "--run-dir", run.path, "--state-dir",
+        root + "/state",
+        "--bpf-pin-dir", pin, "--metrics-base-port", "\(metricsBase)",
+      ]))
     let kernel = try KernelIPCache(object: object)
     defer { kernel.close() }
 
-    return try await withGRPCClient(transport: .http2NIOPosix(target: .unixDomainSocket(path: run.socketPath(for: .endpoint)), transportSecurity: .plaintext)) { endpointClient in
-      try await withGRPCClient(transport: .http2NIOPosix(target: .unixDomainSocket(path: run.socketPath(for: .policy)), transportSecurity: .plaintext)) { policyClient in
+    return try await withGRPCClient(
+      transport: .http2NIOPosix(
+        target: .unixDomainSocket(path: run.socketPath(for: .endpoint)),
+        transportSecurity: .plaintext)
+    ) { endpointClient in
+      try await withGRPCClient(
+        transport: .http2NIOPosix(
+          target: .unixDomainSocket(path: run.socketPath(for: .policy)),
+          transportSecurity: .plaintext)
+      ) { policyClient in
         let endpoints = Tessera_Endpoint_V1_EndpointService.Client(wrapping: endpointClient)
         let policy = Tessera_Policy_V1_PolicyService.Client(wrapping: policyClient)
-        _ = try await policy.importPolicy(.with {
-          $0.sourceName = "comparison.yaml"
-          $0.content = Data("""
-            apiVersion: cilium.io/v2
-            kind: CiliumNetworkPolicy
-            metadata: {name: server-from-clients, namespace: default}
-            spec:
-              endpointSelector: {matchLabels: {app: server}}
-              ingress:
-              - fromEndpoints: [{matchLabels: {app: client}}]
-                toPorts: [{ports: [{port: "\(port)", protocol: TCP}]}]
-            """.utf8)
-        })
-        func create(_ container: String, _ ip: String, app: String, device: String = "") async throws {
-          _ = try await endpoints.createEndpoint(Benchmark.createRequest(container: container, ip: ip, app: app, host: device))
+        _ = try await policy.importPolicy(
+          .with {
+            $0.sourceName = "comparison.yaml"
+            $0.content = Data(
+              """
+              apiVersion: cilium.io/v2
+              kind: CiliumNetworkPolicy
+              metadata: {name: server-from-clients, namespace: default}
+              spec:
+                endpointSelector: {matchLabels: {app: server}}
+                ingress:
+                - fromEndpoints: [{matchLabels: {app: client}}]
+                  toPorts: [{ports: [{port: "\(port)", protocol: TCP}]}]
+              """.utf8)
+          })
+        func create(_ container: String, _ ip: String, app: String, device: String = "")
+          async throws
+        {
+          _ = try await endpoints.createEndpoint(
+            Benchmark.createRequest(container: container, ip: ip, app: app, host: device))
         }
-        try await create("server", ComparisonTopology.policyServer, app: "server", device: ComparisonTopology.policyServerLink)
-        try await create("client", ComparisonTopology.policyClient, app: "client", device: ComparisonTopology.policyClientLink)
+        try await create(
+          "server", ComparisonTopology.policyServer, app: "server",
+          device: ComparisonTopology.policyServerLink)
+        try await create(
+          "client", ComparisonTopology.policyClient, app: "client",
+          device: ComparisonTopology.policyClientLink)
 
         var points: [ComparisonPoint] = []
         var extras = TesseraExtras()
@@ -157,19 +193,28 @@ enum PolicyComparison {
             try await create("join-\(index)", joiningAddress(index), app: "client")
             joinCreate.add(.now - start)
           }
-          extras.joinPolicyMapWrites += try policyMapWrites(topology.router, port: metricsBase + 2) - before
+          extras.joinPolicyMapWrites +=
+            try policyMapWrites(topology.router, port: metricsBase + 2) - before
           extras.joinCount += joins
           extras.joinCreateMilliseconds[count] = joinCreate.p50
           for index in 0..<joins {
-            _ = try await endpoints.deleteEndpoint(.with { $0.endpoint = .with { $0.containerID = "join-\(index)" } })
+            _ = try await endpoints.deleteEndpoint(
+              .with { $0.endpoint = .with { $0.containerID = "join-\(index)" } })
           }
 
-          try PairedConnectTimes.verifyEnforcement(topology: topology, allowedPort: port, deniedPort: deniedPort, design: "tessera")
-          let connection = try PairedConnectTimes.measure(topology: topology, port: port, pairs: pairs)
+          try PairedConnectTimes.verifyEnforcement(
+            topology: topology, allowedPort: port, deniedPort: deniedPort, design: "tessera")
+          let connection = try PairedConnectTimes.measure(
+            topology: topology, port: port, pairs: pairs)
           let join = try kernel.joinMicroseconds()
           let resync = try kernel.resyncMilliseconds(Array(everyMember.prefix(count)))
-          points.append(ComparisonPoint(design: "tessera", endpoints: count, podJoinMicroseconds: join, resyncMilliseconds: resync, connection: connection))
-          print("  tessera at \(count): join \(format(join)) µs (create → ready \(format(joinCreate.p50)) ms), resync \(format(resync)) ms, connection +\(format(connection.overhead)) µs over \(connection.connections) connects")
+          points.append(
+            ComparisonPoint(
+              design: "tessera", endpoints: count, podJoinMicroseconds: join,
+              resyncMilliseconds: resync, connection: connection))
+          print(
+            "  tessera at \(count): join \(format(join)) µs (create → ready \(format(joinCreate.p50)) ms), resync \(format(resync)) ms, connection +\(format(connection.overhead)) µs over \(connection.connections) connects"
+          )
         }
         return (points, extras)
       }
@@ -179,8 +224,11 @@ enum PolicyComparison {
   /// The datapath's policy-map write counter, scraped from datapathd's /metrics in the namespace.
   static func policyMapWrites(_ namespace: NetworkNamespace, port: Int) throws -> Int {
     let text = try namespace.run { try TCPProbe.httpGet("127.0.0.1", UInt16(port), "/metrics") }
-    let line = text.split(separator: "\n").first { $0.hasPrefix("tessera_datapath_policy_map_writes_total") }
-    return line.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }.map { Int($0) } ?? 0
+    let line = text.split(separator: "\n").first {
+      $0.hasPrefix("tessera_datapath_policy_map_writes_total")
+    }
+    return line.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }.map { Int($0) }
+      ?? 0
   }
 }
 
@@ -194,20 +242,24 @@ final class KernelIPCache {
   private var nextJoin = 0
 
   init(object: String) throws {
-    datapath = try Datapath(backend: BPFDatapathBackend(configuration: .init(objectPath: object, pinDirectory: pin)))
+    datapath = try Datapath(
+      backend: BPFDatapathBackend(configuration: .init(objectPath: object, pinDirectory: pin)))
   }
 
   func close() { try? FileManager.default.removeItem(atPath: pin) }
 
   func fill(_ members: [String]) throws {
-    try datapath.upsertIPCache(members.map { IPCacheEntry(prefix: IPPrefix($0)!, identity: identity) })
+    try datapath.upsertIPCache(
+      members.map { IPCacheEntry(prefix: IPPrefix($0)!, identity: identity) })
   }
 
   /// p50 of writing one new member's address (µs).
   func joinMicroseconds() throws -> Double {
     var samples = Samples()
     for _ in 0..<500 {
-      let entry = IPCacheEntry(prefix: IPPrefix(PolicyComparison.joiningAddress(1000 + nextJoin % 20_000))!, identity: identity)
+      let entry = IPCacheEntry(
+        prefix: IPPrefix(PolicyComparison.joiningAddress(1000 + nextJoin % 20_000))!,
+        identity: identity)
       nextJoin += 1
       let start = ContinuousClock.now
       try datapath.upsertIPCache([entry])

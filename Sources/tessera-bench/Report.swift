@@ -24,44 +24,66 @@ struct Report {
   mutating func addComparison(_ points: [ComparisonPoint], extras: PolicyComparison.TesseraExtras) {
     comparison = points
     guard let largest = points.map(\.endpoints).max() else { return }
-    func at(_ design: String) -> ComparisonPoint? { points.first { $0.design == design && $0.endpoints == largest } }
+    func at(_ design: String) -> ComparisonPoint? {
+      points.first { $0.design == design && $0.endpoints == largest }
+    }
     let bestSetBased = ["ipset", "nft"].compactMap { at($0)?.connection.overhead }.min() ?? .nan
     for design in Self.designs {
       guard let point = at(design) else { continue }
       let name = design == "tessera" ? "Tessera eBPF" : design
-      rows.append(Row(
-        key: Self.prefix(design) + "conn_overhead_us", label: "per-connection policy cost, \(name), \(largest) endpoints (paired)",
-        value: point.connection.overhead, unit: "µs", floor: "reference path p50 \(format(point.connection.referenceMedian)) µs",
-        target: design == "tessera" ? "≤ \(format(bestSetBased)) (best set-based), flat" : ""))
+      rows.append(
+        Row(
+          key: Self.prefix(design) + "conn_overhead_us",
+          label: "per-connection policy cost, \(name), \(largest) endpoints (paired)",
+          value: point.connection.overhead, unit: "µs",
+          floor: "reference path p50 \(format(point.connection.referenceMedian)) µs",
+          target: design == "tessera" ? "≤ \(format(bestSetBased)) (best set-based), flat" : ""))
     }
     for design in Self.designs {
       guard let point = at(design) else { continue }
-      let label = design == "tessera" ? "pod join → kernel (one ipcache write), Tessera" : "pod join applied by `\(Self.joinTool[design] ?? design)`"
-      rows.append(Row(
-        key: Self.prefix(design) + "pod_join_us", label: "\(label), \(largest) endpoints", value: point.podJoinMicroseconds, unit: "µs",
-        floor: design == "tessera" ? "in the datapath's code, no RPC" : "exec → exit − `true` exec → exit", target: design == "tessera" ? "≤ 20" : ""))
+      let label =
+        design == "tessera"
+        ? "pod join → kernel (one ipcache write), Tessera"
+        : "pod join applied by `\(Self.joinTool[design] ?? design)`"
+      rows.append(
+        Row(
+          key: Self.prefix(design) + "pod_join_us", label: "\(label), \(largest) endpoints",
+          value: point.podJoinMicroseconds, unit: "µs",
+          floor: design == "tessera"
+            ? "in the datapath's code, no RPC" : "exec → exit − `true` exec → exit",
+          target: design == "tessera" ? "≤ 20" : ""))
     }
     for design in Self.designs {
       guard let point = at(design) else { continue }
-      rows.append(Row(
-        key: Self.prefix(design) + "resync_ms", label: "full resync of the group, \(design == "tessera" ? "Tessera ipcache" : Self.resyncTool[design] ?? design), \(largest) endpoints",
-        value: point.resyncMilliseconds, unit: "ms", floor: "", target: ""))
+      rows.append(
+        Row(
+          key: Self.prefix(design) + "resync_ms",
+          label:
+            "full resync of the group, \(design == "tessera" ? "Tessera ipcache" : Self.resyncTool[design] ?? design), \(largest) endpoints",
+          value: point.resyncMilliseconds, unit: "ms", floor: "", target: ""))
     }
     if let create = extras.joinCreateMilliseconds[largest] {
-      rows.append(Row(
-        key: "pod_join_create_ms", label: "pod join through the node: CreateEndpoint(sync) → ready, identity exists, p50", value: create,
-        unit: "ms", floor: "bare RPC above", target: ""))
+      rows.append(
+        Row(
+          key: "pod_join_create_ms",
+          label: "pod join through the node: CreateEndpoint(sync) → ready, identity exists, p50",
+          value: create,
+          unit: "ms", floor: "bare RPC above", target: ""))
     }
-    rows.append(Row(
-      key: "pod_join_policy_map_writes", label: "policy-map writes caused by \(extras.joinCount) pod joins (identity exists)",
-      value: Double(extras.joinPolicyMapWrites), unit: "", floor: "", target: "≤ 0"))
+    rows.append(
+      Row(
+        key: "pod_join_policy_map_writes",
+        label: "policy-map writes caused by \(extras.joinCount) pod joins (identity exists)",
+        value: Double(extras.joinPolicyMapWrites), unit: "", floor: "", target: "≤ 0"))
     for point in points {
       let prefix = Self.prefix(point.design)
       extraJSON[prefix + "conn_overhead_us_at_\(point.endpoints)"] = point.connection.overhead
       extraJSON[prefix + "pod_join_us_at_\(point.endpoints)"] = point.podJoinMicroseconds
       extraJSON[prefix + "resync_ms_at_\(point.endpoints)"] = point.resyncMilliseconds
     }
-    for (count, create) in extras.joinCreateMilliseconds { extraJSON["pod_join_create_ms_at_\(count)"] = create }
+    for (count, create) in extras.joinCreateMilliseconds {
+      extraJSON["pod_join_create_ms_at_\(count)"] = create
+    }
   }
 
   /// The curves of a finished run, read back from its bench-results.json (to redraw the plot).
@@ -71,39 +93,52 @@ struct Report {
       throw BenchError("\(directory)/bench-results.json is not an object of numbers")
     }
     func counts(_ prefix: String) -> [Int] {
-      results.keys.compactMap { $0.hasPrefix(prefix) ? Int($0.dropFirst(prefix.count)) : nil }.sorted()
+      results.keys.compactMap { $0.hasPrefix(prefix) ? Int($0.dropFirst(prefix.count)) : nil }
+        .sorted()
     }
     var report = Report()
     report.createCurve = counts("create_p50_ms_at_").compactMap { count in
-      guard let p50 = results["create_p50_ms_at_\(count)"], let p99 = results["create_p99_ms_at_\(count)"] else { return nil }
+      guard let p50 = results["create_p50_ms_at_\(count)"],
+        let p99 = results["create_p99_ms_at_\(count)"]
+      else { return nil }
       return CreatePoint(liveEndpoints: count, p50: p50, p99: p99)
     }
     for design in designs {
       let prefix = Self.prefix(design)
       for count in counts(prefix + "conn_overhead_us_at_") {
         guard let overhead = results[prefix + "conn_overhead_us_at_\(count)"] else { continue }
-        report.comparison.append(ComparisonPoint(
-          design: design, endpoints: count, podJoinMicroseconds: results[prefix + "pod_join_us_at_\(count)"] ?? .nan,
-          resyncMilliseconds: results[prefix + "resync_ms_at_\(count)"] ?? .nan,
-          connection: PairedConnectTimes(policyMedian: .nan, referenceMedian: .nan, overhead: overhead, connections: 0)))
+        report.comparison.append(
+          ComparisonPoint(
+            design: design, endpoints: count,
+            podJoinMicroseconds: results[prefix + "pod_join_us_at_\(count)"] ?? .nan,
+            resyncMilliseconds: results[prefix + "resync_ms_at_\(count)"] ?? .nan,
+            connection: PairedConnectTimes(
+              policyMedian: .nan, referenceMedian: .nan, overhead: overhead, connections: 0)))
       }
     }
     return report
   }
 
   static let joinTool = ["iptables": "iptables -A", "ipset": "ipset add", "nft": "nft add element"]
-  static let resyncTool = ["iptables": "iptables-restore --noflush", "ipset": "ipset restore + swap", "nft": "nft -f (flush set + add)"]
+  static let resyncTool = [
+    "iptables": "iptables-restore --noflush", "ipset": "ipset restore + swap",
+    "nft": "nft -f (flush set + add)",
+  ]
 
   func write(to directory: String) throws {
     var table = "| figure | value | floor (same run) | target |\n|---|---:|---|---|\n"
-    for row in rows { table += "| \(row.label) | \(format(row.value)) \(row.unit) | \(row.floor) | \(row.target)\(row.verdict) |\n" }
+    for row in rows {
+      table +=
+        "| \(row.label) | \(format(row.value)) \(row.unit) | \(row.floor) | \(row.target)\(row.verdict) |\n"
+    }
     print(table)
     let comparisonTables = comparisonMarkdown()
     if !comparisonTables.isEmpty { print(comparisonTables) }
     let plotted = try writePlot(to: directory)
 
     var machine = ProcessInfo.processInfo.hostName
-    machine += ", \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory / 1_073_741_824) GiB"
+    machine +=
+      ", \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory / 1_073_741_824) GiB"
     let missed = rows.filter { $0.verdict.contains("missed") }
     let markdown = """
       # Benchmarks
@@ -184,28 +219,37 @@ struct Report {
     try markdown.write(toFile: directory + "/BENCHMARKS.md", atomically: true, encoding: .utf8)
     var json = extraJSON
     for row in rows { json[row.key] = row.value }
-    let data = try JSONSerialization.data(withJSONObject: json.filter { $0.value.isFinite }, options: [.prettyPrinted, .sortedKeys])
+    let data = try JSONSerialization.data(
+      withJSONObject: json.filter { $0.value.isFinite }, options: [.prettyPrinted, .sortedKeys])
     try data.write(to: URL(fileURLWithPath: directory + "/bench-results.json"))
   }
 
   static let iptablesVariant: String = {
-    let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/usr/sbin/iptables")) ?? ""
+    let target =
+      (try? FileManager.default.destinationOfSymbolicLink(atPath: "/usr/sbin/iptables")) ?? ""
     let resolved = URL(fileURLWithPath: "/usr/sbin/iptables").resolvingSymlinksInPath().path
-    return resolved.contains("nft") || target.contains("nft") ? "iptables-nft (Debian's default, rules kept as nftables rules)" : "iptables-legacy"
+    return resolved.contains("nft") || target.contains("nft")
+      ? "iptables-nft (Debian's default, rules kept as nftables rules)" : "iptables-legacy"
   }()
 
   /// Why a target is missed, written from profiles (see the README's benchmark section).
   /// Looked up by the longest key that starts the missed row's key.
   static let missedReasons: [String: String] = [
-    "create_p99_ms": "a create is at least two RPCs (identity, datapath) and the endpoint's state write, each RPC's p99 on this VM being the bare p99 in the table. At 100 live endpoints most churned pods carry an identity whose policy this node has not computed yet (the churn cycles through svc-0…299 while only svc-0…99 are live), so those creates add a policy computation RPC; at 1,000 and 5,000 live endpoints the per-identity policy cache answers.",
-    "create_rate_per_s": "CPU-bound: both cores are busy during the churn (vmstat idle ≈ 0–1 %). A create + delete is six gRPC calls (two from the client, four between daemons) plus eBPF map and stub program setup and teardown; perf shows the time spread over the HTTP/2 and NIO stack, the Swift runtime and the kernel, with no single hot spot left.",
-    "bpf_ns_per_packet": "profiled with variants of the program: the test-run harness, stub and tail call cost ≈ 37 ns (in the ARP floor too), the 48-byte conntrack lookup ≈ 30 ns and the per-endpoint per-CPU metrics lookup ≈ 27 ns; every helper or map call pays a return thunk on this VM (≈ 5–10 ns each). Next step: a per-CPU metrics array indexed by a slot the stub passes, instead of a hash lookup.",
-    "conn_overhead_us": "every packet between two Tessera pods runs two programs (the client's egress and the server's ingress, each endpoint with its own conntrack entry: about eight program runs per connect and close), while a set-based design hooks once, in the router, with one netfilter conntrack entry. A SYN that reuses a tracked tuple is judged by policy again (fixed this session: before, reused tuples skipped policy and the figure read 4.0 µs). The cost is flat in endpoint count, unlike iptables'. Next: the new-flow path (policy lookup and conntrack create) in the program.",
-    "etcd_new_identities_percent_of_raw": "a new identity is one transaction writing three keys (the floor writes one) plus the node's local reference write; new identities run at ≈ 1,480/s in every run while the floor moves with the VM's noise (1,971/s in the previous run, more in this one), so the ratio moves with it.",
+    "create_p99_ms":
+      "a create is at least two RPCs (identity, datapath) and the endpoint's state write, each RPC's p99 on this VM being the bare p99 in the table. At 100 live endpoints most churned pods carry an identity whose policy this node has not computed yet (the churn cycles through svc-0…299 while only svc-0…99 are live), so those creates add a policy computation RPC; at 1,000 and 5,000 live endpoints the per-identity policy cache answers.",
+    "create_rate_per_s":
+      "CPU-bound: both cores are busy during the churn (vmstat idle ≈ 0–1 %). A create + delete is six gRPC calls (two from the client, four between daemons) plus eBPF map and stub program setup and teardown; perf shows the time spread over the HTTP/2 and NIO stack, the Swift runtime and the kernel, with no single hot spot left.",
+    "bpf_ns_per_packet":
+      "profiled with variants of the program: the test-run harness, stub and tail call cost ≈ 37 ns (in the ARP floor too), the 48-byte conntrack lookup ≈ 30 ns and the per-endpoint per-CPU metrics lookup ≈ 27 ns; every helper or map call pays a return thunk on this VM (≈ 5–10 ns each). Next step: a per-CPU metrics array indexed by a slot the stub passes, instead of a hash lookup.",
+    "conn_overhead_us":
+      "every packet between two Tessera pods runs two programs (the client's egress and the server's ingress, each endpoint with its own conntrack entry: about eight program runs per connect and close), while a set-based design hooks once, in the router, with one netfilter conntrack entry. A SYN that reuses a tracked tuple is judged by policy again (fixed this session: before, reused tuples skipped policy and the figure read 4.0 µs). The cost is flat in endpoint count, unlike iptables'. Next: the new-flow path (policy lookup and conntrack create) in the program.",
+    "etcd_new_identities_percent_of_raw":
+      "a new identity is one transaction writing three keys (the floor writes one) plus the node's local reference write; new identities run at ≈ 1,480/s in every run while the floor moves with the VM's noise (1,971/s in the previous run, more in this one), so the ratio moves with it.",
   ]
 
   static func missedReason(_ key: String) -> String {
-    missedReasons.filter { key.hasPrefix($0.key) }.max { $0.key.count < $1.key.count }?.value ?? "not analysed yet."
+    missedReasons.filter { key.hasPrefix($0.key) }.max { $0.key.count < $1.key.count }?.value
+      ?? "not analysed yet."
   }
 
   private func comparisonMarkdown() -> String {
@@ -213,17 +257,23 @@ struct Report {
     let counts = Set(comparison.map(\.endpoints)).sorted()
     let designs = Self.designs.filter { design in comparison.contains { $0.design == design } }
     func table(_ title: String, _ cell: (ComparisonPoint) -> String) -> String {
-      var text = "\(title)\n\n| endpoints | " + designs.joined(separator: " | ") + " |\n|---:|" + designs.map { _ in "---:|" }.joined() + "\n"
+      var text =
+        "\(title)\n\n| endpoints | " + designs.joined(separator: " | ") + " |\n|---:|"
+        + designs.map { _ in "---:|" }.joined() + "\n"
       for count in counts {
         text += "| \(count) | "
-        text += designs.map { design in comparison.first { $0.design == design && $0.endpoints == count }.map(cell) ?? "" }.joined(separator: " | ")
+        text += designs.map { design in
+          comparison.first { $0.design == design && $0.endpoints == count }.map(cell) ?? ""
+        }.joined(separator: " | ")
         text += " |\n"
       }
       return text
     }
     return [
       "## Tessera against IP-based designs\n",
-      table("Per-connection cost of policy (µs, paired; in brackets: policy / reference path connect p50)") {
+      table(
+        "Per-connection cost of policy (µs, paired; in brackets: policy / reference path connect p50)"
+      ) {
         "\(format($0.connection.overhead)) (\(format($0.connection.policyMedian)) / \(format($0.connection.referenceMedian)))"
       },
       table("Pod join applied (µs)") { format($0.podJoinMicroseconds) },
@@ -236,23 +286,40 @@ struct Report {
     guard !createCurve.isEmpty || !comparison.isEmpty else { return false }
     func series(_ value: (ComparisonPoint) -> Double) -> [BenchmarkPlot.Series] {
       Self.designs.compactMap { design in
-        let points = comparison.filter { $0.design == design }.sorted { $0.endpoints < $1.endpoints }.map { (x: Double($0.endpoints), y: value($0)) }
+        let points = comparison.filter { $0.design == design }.sorted {
+          $0.endpoints < $1.endpoints
+        }.map { (x: Double($0.endpoints), y: value($0)) }
         return points.isEmpty ? nil : BenchmarkPlot.Series(name: design, points: points)
       }
     }
     var panels: [BenchmarkPlot.Panel] = []
     if !createCurve.isEmpty {
-      panels.append(.init(title: "Tessera create → ready", unit: "ms", logarithmic: false, series: [
-        .init(name: "p50", points: createCurve.map { (x: Double($0.liveEndpoints), y: $0.p50) }),
-        .init(name: "p99", points: createCurve.map { (x: Double($0.liveEndpoints), y: $0.p99) }),
-      ]))
+      panels.append(
+        .init(
+          title: "Tessera create → ready", unit: "ms", logarithmic: false,
+          series: [
+            .init(
+              name: "p50", points: createCurve.map { (x: Double($0.liveEndpoints), y: $0.p50) }),
+            .init(
+              name: "p99", points: createCurve.map { (x: Double($0.liveEndpoints), y: $0.p99) }),
+          ]))
     }
     if !comparison.isEmpty {
-      panels.append(.init(title: "pod join applied", unit: "µs (log)", logarithmic: true, series: series(\.podJoinMicroseconds)))
-      panels.append(.init(title: "per-connection cost of policy", unit: "µs (log)", logarithmic: true, series: series(\.connection.overhead)))
-      panels.append(.init(title: "full resync", unit: "ms (log)", logarithmic: true, series: series(\.resyncMilliseconds)))
+      panels.append(
+        .init(
+          title: "pod join applied", unit: "µs (log)", logarithmic: true,
+          series: series(\.podJoinMicroseconds)))
+      panels.append(
+        .init(
+          title: "per-connection cost of policy", unit: "µs (log)", logarithmic: true,
+          series: series(\.connection.overhead)))
+      panels.append(
+        .init(
+          title: "full resync", unit: "ms (log)", logarithmic: true,
+          series: series(\.resyncMilliseconds)))
     }
-    try BenchmarkPlot(panels: panels).svg().write(toFile: directory + "/benchmarks.svg", atomically: true, encoding: .utf8)
+    try BenchmarkPlot(panels: panels).svg().write(
+      toFile: directory + "/benchmarks.svg", atomically: true, encoding: .utf8)
     return true
   }
 }
@@ -261,7 +328,8 @@ extension Row {
   /// "✓ met" / "✗ missed" when the target is a plain bound.
   var verdict: String {
     let parts = target.split(separator: " ", maxSplits: 2)
-    guard parts.count >= 2, let bound = Double(parts[1].replacingOccurrences(of: ",", with: "")) else { return "" }
+    guard parts.count >= 2, let bound = Double(parts[1].replacingOccurrences(of: ",", with: ""))
+    else { return "" }
     switch parts[0] {
     case "≤": return value <= bound ? " ✓ met" : " ✗ missed"
     case "≥": return value >= bound ? " ✓ met" : " ✗ missed"

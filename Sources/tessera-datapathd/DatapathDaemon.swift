@@ -14,7 +14,10 @@ struct DatapathDaemon: AsyncParsableCommand {
 
   @OptionGroup var options: DaemonOptions
 
-  @Option(help: "Backend: bpf (the default; refuses to start without eBPF), memory (test backend: enforces nothing), or auto (bpf, else the memory test backend: for development only).")
+  @Option(
+    help:
+      "Backend: bpf (the default; refuses to start without eBPF), memory (test backend: enforces nothing), or auto (bpf, else the memory test backend: for development only)."
+  )
   var backend: String = "bpf"
 
   @Option(help: "bpffs directory for pinned maps and programs.")
@@ -25,7 +28,8 @@ struct DatapathDaemon: AsyncParsableCommand {
 
   func bpfConfiguration() throws -> BPFDatapathBackend.Configuration {
     guard let object = bpfObject ?? BPFDatapathBackend.Configuration.locateObject() else {
-      throw ValidationError("BPF object not found: build it with scripts/build-bpf.sh or pass --bpf-object")
+      throw ValidationError(
+        "BPF object not found: build it with scripts/build-bpf.sh or pass --bpf-object")
     }
     return BPFDatapathBackend.Configuration(objectPath: object, pinDirectory: bpfPinDir)
   }
@@ -47,39 +51,51 @@ struct DatapathDaemon: AsyncParsableCommand {
     case "bpf":
       if let reason = BPFDatapathBackend.probe() {
         // Fail loudly: a node that cannot enforce must not pretend to.
-        throw ValidationError("eBPF is unusable here: \(reason). The memory backend (--backend memory) is a test backend that enforces nothing.")
+        throw ValidationError(
+          "eBPF is unusable here: \(reason). The memory backend (--backend memory) is a test backend that enforces nothing."
+        )
       }
       chosen = try BPFDatapathBackend(configuration: bpfConfiguration(), logger: logger)
     default:
       if let reason = BPFDatapathBackend.probe() {
-        logger.warning("eBPF unavailable (\(reason)); using the memory test backend: policy is NOT enforced")
+        logger.warning(
+          "eBPF unavailable (\(reason)); using the memory test backend: policy is NOT enforced")
         chosen = MemoryDatapathBackend()
       } else {
         chosen = try BPFDatapathBackend(configuration: bpfConfiguration(), logger: logger)
       }
     }
     let datapath = try Datapath(backend: chosen, logger: logger)
-    let health = HealthService(serviceNames: [Tessera_Datapath_V1_DatapathService.descriptor.fullyQualifiedService])
-    try await Daemon(service: .datapath, runDirectory: options.runDirectory, logger: logger, tcpListener: try options.tcpListener()).run(
+    let health = HealthService(serviceNames: [
+      Tessera_Datapath_V1_DatapathService.descriptor.fullyQualifiedService
+    ])
+    try await Daemon(
+      service: .datapath, runDirectory: options.runDirectory, logger: logger,
+      tcpListener: try options.tcpListener()
+    ).run(
       rpcServices: [DatapathServiceHandler(datapath: datapath, logger: logger)],
       health: health,
       backgroundServices: try options.metricsServices(logger: logger) {
-          let endpoints = datapath.endpoints()
-          Gauge(label: "tessera_datapath_endpoints").record(endpoints.count)
-          var total = EndpointCounters()
-          for endpoint in endpoints {
-            guard let counters = try? datapath.counters(endpointID: endpoint.id) else { continue }
-            total.ingressDropped += counters.ingressDropped
-            total.egressDropped += counters.egressDropped
-            total.ingressForwarded += counters.ingressForwarded
-            total.egressForwarded += counters.egressForwarded
-          }
-          // Read from the kernel's per-endpoint counters, so gauges: they restart with an endpoint.
-          Gauge(label: "tessera_datapath_dropped_packets", dimensions: [("direction", "ingress")]).record(total.ingressDropped)
-          Gauge(label: "tessera_datapath_dropped_packets", dimensions: [("direction", "egress")]).record(total.egressDropped)
-          Gauge(label: "tessera_datapath_forwarded_packets", dimensions: [("direction", "ingress")]).record(total.ingressForwarded)
-          Gauge(label: "tessera_datapath_forwarded_packets", dimensions: [("direction", "egress")]).record(total.egressForwarded)
-        },
+        let endpoints = datapath.endpoints()
+        Gauge(label: "tessera_datapath_endpoints").record(endpoints.count)
+        var total = EndpointCounters()
+        for endpoint in endpoints {
+          guard let counters = try? datapath.counters(endpointID: endpoint.id) else { continue }
+          total.ingressDropped += counters.ingressDropped
+          total.egressDropped += counters.egressDropped
+          total.ingressForwarded += counters.ingressForwarded
+          total.egressForwarded += counters.egressForwarded
+        }
+        // Read from the kernel's per-endpoint counters, so gauges: they restart with an endpoint.
+        Gauge(label: "tessera_datapath_dropped_packets", dimensions: [("direction", "ingress")])
+          .record(total.ingressDropped)
+        Gauge(label: "tessera_datapath_dropped_packets", dimensions: [("direction", "egress")])
+          .record(total.egressDropped)
+        Gauge(label: "tessera_datapath_forwarded_packets", dimensions: [("direction", "ingress")])
+          .record(total.ingressForwarded)
+        Gauge(label: "tessera_datapath_forwarded_packets", dimensions: [("direction", "egress")])
+          .record(total.egressForwarded)
+      },
       backend: { datapath.backendName },
       details: { ["endpoints": "\(datapath.endpoints().count)"] })
   }

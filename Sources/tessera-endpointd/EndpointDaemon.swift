@@ -12,23 +12,33 @@ import TesseraRuntime
 struct EndpointDaemon: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "tessera-endpointd",
-    abstract: "Tessera endpoint service: create → identity → first regeneration, blocking until policy is in force.")
+    abstract:
+      "Tessera endpoint service: create → identity → first regeneration, blocking until policy is in force."
+  )
 
   @OptionGroup var options: DaemonOptions
 
-  @Option(help: "Seconds a synchronous create or label update may take before it fails (and is cleaned up).")
+  @Option(
+    help:
+      "Seconds a synchronous create or label update may take before it fails (and is cleaned up).")
   var requestTimeout: Double = 30
 
   @Option(help: "Milliseconds to wait for an unknown workload to appear in the workload registry.")
   var workloadWaitMs: Int = 0
 
-  @Option(help: "etcd:URL[,URL...] shared by the cluster's nodes: publish this node's endpoint addresses and learn the others' (the ipcache).")
+  @Option(
+    help:
+      "etcd:URL[,URL...] shared by the cluster's nodes: publish this node's endpoint addresses and learn the others' (the ipcache)."
+  )
   var clusterStore: String?
 
   @Option(help: "etcd key prefix of the cluster ipcache.")
   var ipcachePrefix: String = "/tessera/ipcache"
 
-  @Option(help: "The identity service: unix:PATH (default: this node's socket), HOST:PORT[,HOST:PORT...] or dns:NAME:PORT of replicas (mutual TLS with the --tls-* files).")
+  @Option(
+    help:
+      "The identity service: unix:PATH (default: this node's socket), HOST:PORT[,HOST:PORT...] or dns:NAME:PORT of replicas (mutual TLS with the --tls-* files)."
+  )
   var identityAddress: String?
 
   @Option(help: "The policy service, in the same forms as --identity-address.")
@@ -38,25 +48,34 @@ struct EndpointDaemon: AsyncParsableCommand {
 
   /// Where an upstream service is: the flag's address, else this node's socket.
   func upstream(_ flag: String?, _ service: TesseraService) throws -> GRPCClientService {
-    guard let flag else { return try GRPCClientService(socketPath: options.runDirectory.socketPath(for: service)) }
+    guard let flag else {
+      return try GRPCClientService(socketPath: options.runDirectory.socketPath(for: service))
+    }
     return try GRPCClientService(address: try ServiceAddress(parsing: flag), tls: options.mutualTLS)
   }
 
   func validate() throws {
     if let clusterStore {
-      do { _ = try etcd.configuration(store: clusterStore) } catch { throw ValidationError("--cluster-store: \(error.message)") }
+      do { _ = try etcd.configuration(store: clusterStore) } catch {
+        throw ValidationError("--cluster-store: \(error.message)")
+      }
     }
-    for (flag, value) in [("--identity-address", identityAddress), ("--policy-address", policyAddress)] {
+    for (flag, value) in [
+      ("--identity-address", identityAddress), ("--policy-address", policyAddress),
+    ] {
       guard let value else { continue }
       do {
         if !(try ServiceAddress(parsing: value)).isLocal, options.mutualTLS == nil {
-          throw ValidationError("\(flag) \(value) is TCP: give --tls-cert-file, --tls-key-file and --tls-ca-file")
+          throw ValidationError(
+            "\(flag) \(value) is TCP: give --tls-cert-file, --tls-key-file and --tls-ca-file")
         }
       } catch let error as ServiceAddressError {
         throw ValidationError("\(flag) \(error)")
       }
     }
-    guard requestTimeout > 0, requestTimeout <= 600 else { throw ValidationError("--request-timeout must be in (0, 600]") }
+    guard requestTimeout > 0, requestTimeout <= 600 else {
+      throw ValidationError("--request-timeout must be in (0, 600]")
+    }
     guard workloadWaitMs >= 0 else { throw ValidationError("--workload-wait-ms must be >= 0") }
   }
 
@@ -77,26 +96,43 @@ struct EndpointDaemon: AsyncParsableCommand {
       datapath: DatapathServiceClient(wrapping: datapath.client),
       store: try EndpointStateStore(directory: "\(options.stateDir)/endpoints"),
       logger: logger)
-    let health = HealthService(serviceNames: [Tessera_Endpoint_V1_EndpointService.descriptor.fullyQualifiedService])
+    let health = HealthService(serviceNames: [
+      Tessera_Endpoint_V1_EndpointService.descriptor.fullyQualifiedService
+    ])
     // Restore before serving so the CNI plugin never sees a half-restored node.
-    let restorer = EndpointRestorer(manager: manager, health: health, policy: policyClient, logger: logger)
+    let restorer = EndpointRestorer(
+      manager: manager, health: health, policy: policyClient, logger: logger)
     var clusterServices: [any Service] = []
     if let clusterStore {
-      let client = try EtcdClient(configuration: try etcd.configuration(store: clusterStore), logger: Logger(label: "tessera.etcd"))
+      let client = try EtcdClient(
+        configuration: try etcd.configuration(store: clusterStore),
+        logger: Logger(label: "tessera.etcd"))
       let ipcache = ClusterIPCache(
-        configuration: .init(prefix: ipcachePrefix, nodeName: options.nodeName, leaseTTLSeconds: etcd.etcdLeaseTTL),
-        client: client, datapath: DatapathServiceClient(wrapping: datapath.client), logger: Logger(label: "tessera.ipcache"),
+        configuration: .init(
+          prefix: ipcachePrefix, nodeName: options.nodeName, leaseTTLSeconds: etcd.etcdLeaseTTL),
+        client: client, datapath: DatapathServiceClient(wrapping: datapath.client),
+        logger: Logger(label: "tessera.ipcache"),
         localChanged: manager.endpointsChanged,
         localAddresses: { Set(manager.registry.all().flatMap(\.ips)) },
-        policyOrdering: { identities, deadline in try await manager.waitForPolicyOrdering(admitting: identities, deadline: deadline) }
+        policyOrdering: { identities, deadline in
+          try await manager.waitForPolicyOrdering(admitting: identities, deadline: deadline)
+        }
       ) { manager.realizedAddresses() }
-      clusterServices = [LoopService { try await client.runConnections() }, LoopService { try await ipcache.run() }]
+      clusterServices = [
+        LoopService { try await client.runConnections() }, LoopService { try await ipcache.run() },
+      ]
     }
-    try await Daemon(service: .endpoint, runDirectory: run, logger: logger, tcpListener: try options.tcpListener()).run(
+    try await Daemon(
+      service: .endpoint, runDirectory: run, logger: logger, tcpListener: try options.tcpListener()
+    ).run(
       rpcServices: [EndpointServiceHandler(manager: manager, workloads: workloads, logger: logger)],
       health: health,
-      backgroundServices: [identity, policy, datapath, restorer, manager.regenerator] + clusterServices + (try options.metricsServices(logger: logger)),
-      backend: { "state: \(options.stateDir)/endpoints" + (clusterStore.map { ", cluster ipcache: \($0)" } ?? "") },
+      backgroundServices: [identity, policy, datapath, restorer, manager.regenerator]
+        + clusterServices + (try options.metricsServices(logger: logger)),
+      backend: {
+        "state: \(options.stateDir)/endpoints"
+          + (clusterStore.map { ", cluster ipcache: \($0)" } ?? "")
+      },
       details: { ["endpoints": "\(manager.registry.all().count)", "node": options.nodeName] },
       markServing: false)
   }

@@ -17,7 +17,10 @@ struct IdentityDaemon: AsyncParsableCommand {
 
   @OptionGroup var options: DaemonOptions
 
-  @Option(help: "Identity store: sqlite:PATH (default: sqlite:<state-dir>/identity.db) or etcd:URL[,URL...] shared by many nodes.")
+  @Option(
+    help:
+      "Identity store: sqlite:PATH (default: sqlite:<state-dir>/identity.db) or etcd:URL[,URL...] shared by many nodes."
+  )
   var identityStore: String?
 
   @Option(help: "etcd key prefix; every node of one cluster uses the same.")
@@ -34,11 +37,17 @@ struct IdentityDaemon: AsyncParsableCommand {
   @Option(help: "Cluster ID (0-255); selects the identity range.")
   var clusterID: UInt32 = 0
 
-  @Option(name: .customLong("label-filter"), help: "Extra label-filter rule, +PATTERN keeps, -PATTERN drops (repeatable, checked before the defaults).")
+  @Option(
+    name: .customLong("label-filter"),
+    help:
+      "Extra label-filter rule, +PATTERN keeps, -PATTERN drops (repeatable, checked before the defaults)."
+  )
   var labelFilterRules: [String] = []
 
   func validate() throws {
-    guard gracePeriod >= 0, gcInterval > 0 else { throw ValidationError("--grace-period must be >= 0 and --gc-interval > 0") }
+    guard gracePeriod >= 0, gcInterval > 0 else {
+      throw ValidationError("--grace-period must be >= 0 and --gc-interval > 0")
+    }
     guard clusterID <= 255 else { throw ValidationError("--cluster-id must be 0...255") }
     if let identityStore {
       do {
@@ -55,7 +64,9 @@ struct IdentityDaemon: AsyncParsableCommand {
     options.bootstrapLogging()
     let logger = Logger(label: "tessera.identityd")
     let run = options.runDirectory
-    let spec = try identityStore.map { try IdentityStoreSpec(parsing: $0) } ?? .sqlite(path: "\(options.stateDir)/identity.db")
+    let spec =
+      try identityStore.map { try IdentityStoreSpec(parsing: $0) }
+      ?? .sqlite(path: "\(options.stateDir)/identity.db")
     let store: any IdentityStore
     var storeServices: [any Service] = []
     switch spec {
@@ -63,7 +74,8 @@ struct IdentityDaemon: AsyncParsableCommand {
       store = try SQLiteIdentityStore(path: path, clusterID: clusterID)
     case .etcd(let endpoints):
       let client = try EtcdClient(
-        configuration: EtcdConfiguration(endpoints: endpoints, tls: etcd.tls), logger: Logger(label: "tessera.etcd"))
+        configuration: EtcdConfiguration(endpoints: endpoints, tls: etcd.tls),
+        logger: Logger(label: "tessera.etcd"))
       store = try EtcdIdentityStore(
         client: client,
         configuration: .init(
@@ -75,20 +87,30 @@ struct IdentityDaemon: AsyncParsableCommand {
 
     let policy = try GRPCClientService(socketPath: run.socketPath(for: .policy))
     var filter = LabelFilter.defaults
-    filter.rules.insert(contentsOf: try labelFilterRules.map { try LabelFilter.Rule(parsing: $0) }, at: 0)
+    filter.rules.insert(
+      contentsOf: try labelFilterRules.map { try LabelFilter.Rule(parsing: $0) }, at: 0)
     let allocator = IdentityAllocator(
-      configuration: .init(nodeName: options.nodeName, labelFilter: filter, gracePeriodMilliseconds: Int64(gracePeriod) * 1000),
+      configuration: .init(
+        nodeName: options.nodeName, labelFilter: filter,
+        gracePeriodMilliseconds: Int64(gracePeriod) * 1000),
       store: store, changeSink: PolicyServiceSink(client: policy.client), logger: logger)
-    let garbageCollector = IdentityGarbageCollector(allocator: allocator, interval: .seconds(gcInterval), logger: logger)
-    let health = HealthService(serviceNames: [Tessera_Identity_V1_IdentityService.descriptor.fullyQualifiedService])
-    try await Daemon(service: .identity, runDirectory: run, logger: logger, tcpListener: try options.tcpListener()).run(
+    let garbageCollector = IdentityGarbageCollector(
+      allocator: allocator, interval: .seconds(gcInterval), logger: logger)
+    let health = HealthService(serviceNames: [
+      Tessera_Identity_V1_IdentityService.descriptor.fullyQualifiedService
+    ])
+    try await Daemon(
+      service: .identity, runDirectory: run, logger: logger, tcpListener: try options.tcpListener()
+    ).run(
       rpcServices: [IdentityServiceHandler(allocator: allocator, logger: logger)],
       health: health,
       backgroundServices: storeServices + [
         policy, garbageCollector, LoopService { try await allocator.followStore() },
       ]
         + (try options.metricsServices(logger: logger, sampleEvery: .seconds(15)) {
-          if let all = try? await allocator.identities() { Gauge(label: "tessera_identities").record(all.count) }
+          if let all = try? await allocator.identities() {
+            Gauge(label: "tessera_identities").record(all.count)
+          }
         }),
       backend: { store.backendDescription },
       details: { ["node": options.nodeName, "clusterID": "\(clusterID)"] })

@@ -21,7 +21,10 @@ struct PolicyDaemon: AsyncParsableCommand {
   @Option(help: "Policy database (default: <state-dir>/policy.db).")
   var database: String?
 
-  @Option(help: "etcd:URL[,URL...]: keep the rule repository in etcd, shared by every policy-service replica (one import reaches every node); --database is then unused.")
+  @Option(
+    help:
+      "etcd:URL[,URL...]: keep the rule repository in etcd, shared by every policy-service replica (one import reaches every node); --database is then unused."
+  )
   var policyStore: String?
 
   @Option(help: "etcd key prefix of the shared rule repository.")
@@ -29,21 +32,28 @@ struct PolicyDaemon: AsyncParsableCommand {
 
   @OptionGroup var etcd: EtcdOptions
 
-  @Option(help: "The identity service to follow: unix:PATH (default: this node's socket), HOST:PORT[,HOST:PORT...] or dns:NAME:PORT of replicas (mutual TLS with the --tls-* files).")
+  @Option(
+    help:
+      "The identity service to follow: unix:PATH (default: this node's socket), HOST:PORT[,HOST:PORT...] or dns:NAME:PORT of replicas (mutual TLS with the --tls-* files)."
+  )
   var identityAddress: String?
 
   func validate() throws {
     if let identityAddress {
       do {
         if !(try ServiceAddress(parsing: identityAddress)).isLocal, options.mutualTLS == nil {
-          throw ValidationError("--identity-address \(identityAddress) is TCP: give --tls-cert-file, --tls-key-file and --tls-ca-file")
+          throw ValidationError(
+            "--identity-address \(identityAddress) is TCP: give --tls-cert-file, --tls-key-file and --tls-ca-file"
+          )
         }
       } catch let error as ServiceAddressError {
         throw ValidationError("--identity-address \(error)")
       }
     }
     if let policyStore {
-      do { _ = try etcd.configuration(store: policyStore) } catch { throw ValidationError("--policy-store: \(error.message)") }
+      do { _ = try etcd.configuration(store: policyStore) } catch {
+        throw ValidationError("--policy-store: \(error.message)")
+      }
     }
   }
 
@@ -52,24 +62,37 @@ struct PolicyDaemon: AsyncParsableCommand {
     let logger = Logger(label: "tessera.policyd")
     let run = options.runDirectory
     let databasePath = database ?? "\(options.stateDir)/policy.db"
-    let engine = try PolicyEngine(database: policyStore == nil ? try PolicyDatabase(path: databasePath) : nil, logger: logger)
+    let engine = try PolicyEngine(
+      database: policyStore == nil ? try PolicyDatabase(path: databasePath) : nil, logger: logger)
     let events = PolicyEvents()
     let clusterClient = try policyStore.map {
-      try EtcdClient(configuration: try etcd.configuration(store: $0), logger: Logger(label: "tessera.etcd"))
+      try EtcdClient(
+        configuration: try etcd.configuration(store: $0), logger: Logger(label: "tessera.etcd"))
     }
     let cluster = clusterClient.map {
-      ClusterPolicyRepository(configuration: .init(prefix: policyPrefix), client: $0, engine: engine, events: events, logger: logger)
+      ClusterPolicyRepository(
+        configuration: .init(prefix: policyPrefix), client: $0, engine: engine, events: events,
+        logger: logger)
     }
     var clusterServices: [any Service] = []
     if let clusterClient, let cluster {
-      clusterServices = [LoopService { try await clusterClient.runConnections() }, LoopService { try await cluster.run() }]
+      clusterServices = [
+        LoopService { try await clusterClient.runConnections() },
+        LoopService { try await cluster.run() },
+      ]
     }
     // Policy-computing RPCs answer UNAVAILABLE until the first identity sync.
     let readiness = PolicyReadiness(synced: false)
-    let identity = try identityAddress.map { try GRPCClientService(address: try ServiceAddress(parsing: $0), tls: options.mutualTLS) }
+    let identity =
+      try identityAddress.map {
+        try GRPCClientService(address: try ServiceAddress(parsing: $0), tls: options.mutualTLS)
+      }
       ?? GRPCClientService(socketPath: run.socketPath(for: .identity))
-    let health = HealthService(serviceNames: [Tessera_Policy_V1_PolicyService.descriptor.fullyQualifiedService])
-    let handler = PolicyServiceHandler(engine: engine, events: events, readiness: readiness, cluster: cluster, logger: logger)
+    let health = HealthService(serviceNames: [
+      Tessera_Policy_V1_PolicyService.descriptor.fullyQualifiedService
+    ])
+    let handler = PolicyServiceHandler(
+      engine: engine, events: events, readiness: readiness, cluster: cluster, logger: logger)
     // The SelectorCache must know every existing identity, and a shared repository its
     // rules, before endpoints ask for policy.
     let follower = IdentityFollower(client: identity.client, handler: handler, logger: logger)
@@ -83,7 +106,9 @@ struct PolicyDaemon: AsyncParsableCommand {
         health.setServing(true)
       }
     }
-    try await Daemon(service: .policy, runDirectory: run, logger: logger, tcpListener: try options.tcpListener()).run(
+    try await Daemon(
+      service: .policy, runDirectory: run, logger: logger, tcpListener: try options.tcpListener()
+    ).run(
       rpcServices: [handler],
       health: health,
       backgroundServices: [identity, identitySync] + clusterServices

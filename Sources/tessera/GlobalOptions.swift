@@ -28,18 +28,22 @@ struct GlobalOptions: ParsableArguments {
   ) async throws -> T {
     let socket = runDirectory.socketPath(for: service)
     guard FileManager.default.fileExists(atPath: socket) else {
-      throw CLIError("the \(service.rawValue) service is not running: no socket at \(socket) (start a node with `tessera node up`)")
+      throw CLIError(
+        "the \(service.rawValue) service is not running: no socket at \(socket) (start a node with `tessera node up`)"
+      )
     }
     let options = CallOptions.failFast(timeout: .milliseconds(Int64(timeout * 1000)))
     do {
       return try await withGRPCClient(
-        transport: .http2NIOPosix(target: .unixDomainSocket(path: socket), transportSecurity: .plaintext)
+        transport: .http2NIOPosix(
+          target: .unixDomainSocket(path: socket), transportSecurity: .plaintext)
       ) { client in
         try await body(client, options)
       }
     } catch let error as RPCError where error.code == .unavailable {
       // Either the socket did not answer or a service behind it is down; both are worth a retry.
-      throw CLIError("\(service.rawValue) service (\(socket)) unavailable, try again: \(error.message)")
+      throw CLIError(
+        "\(service.rawValue) service (\(socket)) unavailable, try again: \(error.message)")
     } catch let error as RPCError {
       throw CLIError("\(service.rawValue) service: \(error.code): \(error.message)")
     }
@@ -48,7 +52,8 @@ struct GlobalOptions: ParsableArguments {
 
 /// Prints `value` as sorted, indented JSON.
 func printJSON(_ value: Any) throws {
-  let data = try JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+  let data = try JSONSerialization.data(
+    withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
   print(String(decoding: data, as: UTF8.self))
 }
 
@@ -62,11 +67,14 @@ struct CLIError: Error, CustomStringConvertible {
 func printTable(_ header: [String], _ rows: [[String]]) {
   var widths = header.map(\.count)
   for row in rows {
-    for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) }
+    for (index, cell) in row.enumerated() where index < widths.count {
+      widths[index] = max(widths[index], cell.count)
+    }
   }
   func line(_ cells: [String]) -> String {
     cells.enumerated().map { index, cell in
-      index == cells.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+      index == cells.count - 1
+        ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
     }.joined(separator: "  ")
   }
   print(line(header))

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TesseraCore
+import Testing
 
 @testable import ClusterIPCache
 
@@ -11,8 +11,12 @@ struct ClusterIPCacheValidationTests {
     Data(#"{"identity":\#(identity),"node":"\#(node)"}"#.utf8)
   }
 
-  func check(_ key: String, _ value: Data, lease: Int64 = 7) -> Result<(IPPrefix, ClusterIPCache.Entry)?, ClusterIPCache.Rejection> {
-    Result { () throws(ClusterIPCache.Rejection) in try ClusterIPCache.validate(key: key, value: value, lease: lease, ownNode: "node-a") }
+  func check(_ key: String, _ value: Data, lease: Int64 = 7) -> Result<
+    (IPPrefix, ClusterIPCache.Entry)?, ClusterIPCache.Rejection
+  > {
+    Result { () throws(ClusterIPCache.Rejection) in
+      try ClusterIPCache.validate(key: key, value: value, lease: lease, ownNode: "node-a")
+    }
   }
 
   @Test("a leased host entry of another node with an allocated identity is learned")
@@ -21,7 +25,8 @@ struct ClusterIPCacheValidationTests {
     #expect(v4.0 == IPPrefix("10.88.2.2/32"))
     #expect(v4.1.identity == 300 && v4.1.node == "node-b")
     #expect(try check("fd00::2/128", value(65535)).get() != nil)
-    #expect(try check("10.1.0.1/32", value((3 << 16) + 5)).get() != nil, "another cluster's identity")
+    #expect(
+      try check("10.1.0.1/32", value((3 << 16) + 5)).get() != nil, "another cluster's identity")
   }
 
   @Test("this node's own entries are not learned from etcd")
@@ -51,20 +56,32 @@ struct ClusterIPCacheValidationTests {
     #expect(throws: reason) { try check(key, value(300)).get() }
   }
 
-  @Test("reserved and node-local identities are refused: no node may make an address host, world or init")
+  @Test(
+    "reserved and node-local identities are refused: no node may make an address host, world or init"
+  )
   func reservedIdentities() {
-    for identity: UInt32 in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 255, NumericIdentity.localScope, UInt32.max] {
-      #expect(throws: ClusterIPCache.Rejection.identityNotAllocated(identity)) { try check("10.88.2.2/32", value(identity)).get() }
+    for identity: UInt32 in [
+      0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 255, NumericIdentity.localScope, UInt32.max,
+    ] {
+      #expect(throws: ClusterIPCache.Rejection.identityNotAllocated(identity)) {
+        try check("10.88.2.2/32", value(identity)).get()
+      }
     }
   }
 
   @Test("garbage values and entries without a node or a lease are refused")
   func badValues() {
-    for garbage in ["", "{", "null", #"{"identity":300}"#, #"{"node":"b"}"#, #"{"identity":-1,"node":"b"}"#,
-      #"{"identity":"300","node":"b"}"#, #"{"identity":300,"node":""}"#, #"{"identity":300,"node":"a/b"}"#, "[300]"]
-    {
-      #expect(throws: ClusterIPCache.Rejection.malformedValue, "\(garbage)") { try check("10.88.2.2/32", Data(garbage.utf8)).get() }
+    for garbage in [
+      "", "{", "null", #"{"identity":300}"#, #"{"node":"b"}"#, #"{"identity":-1,"node":"b"}"#,
+      #"{"identity":"300","node":"b"}"#, #"{"identity":300,"node":""}"#,
+      #"{"identity":300,"node":"a/b"}"#, "[300]",
+    ] {
+      #expect(throws: ClusterIPCache.Rejection.malformedValue, "\(garbage)") {
+        try check("10.88.2.2/32", Data(garbage.utf8)).get()
+      }
     }
-    #expect(throws: ClusterIPCache.Rejection.notLeased) { try check("10.88.2.2/32", value(300), lease: 0).get() }
+    #expect(throws: ClusterIPCache.Rejection.notLeased) {
+      try check("10.88.2.2/32", value(300), lease: 0).get()
+    }
   }
 }

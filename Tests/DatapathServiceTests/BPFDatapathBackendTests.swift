@@ -1,7 +1,7 @@
 import CTesseraBPF
 import Foundation
-import Testing
 import TesseraCore
+import Testing
 
 @testable import DatapathService
 
@@ -32,14 +32,33 @@ struct BPFDatapathBackendTests {
   func identityPortProtocol() throws {
     try withDatapath { datapath, backend in
       _ = try datapath.realize(
-        endpoint(id: 1, ingressEnforced: true, entries: [PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080))]))
-      #expect(try backend.passes(1, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 40001, dport: 8080)))
-      #expect(try !backend.passes(1, .ingress, Packet.ipv4(otherIP, podIP, proto: Packet.tcp, sport: 40002, dport: 8080)))
-      #expect(try !backend.passes(1, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 40003, dport: 9090)))
-      #expect(try !backend.passes(1, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.udp, sport: 40004, dport: 8080)))
-      #expect(try !backend.passes(1, .ingress, Packet.icmpEcho(frontendIP, podIP, id: 7, reply: false)))
+        endpoint(
+          id: 1, ingressEnforced: true,
+          entries: [
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080))
+          ]))
+      #expect(
+        try backend.passes(
+          1, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 40001, dport: 8080))
+      )
+      #expect(
+        try !backend.passes(
+          1, .ingress, Packet.ipv4(otherIP, podIP, proto: Packet.tcp, sport: 40002, dport: 8080)))
+      #expect(
+        try !backend.passes(
+          1, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 40003, dport: 9090))
+      )
+      #expect(
+        try !backend.passes(
+          1, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.udp, sport: 40004, dport: 8080))
+      )
+      #expect(
+        try !backend.passes(1, .ingress, Packet.icmpEcho(frontendIP, podIP, id: 7, reply: false)))
       // Egress is not enforced.
-      #expect(try backend.passes(1, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 40005, dport: 53)))
+      #expect(
+        try backend.passes(
+          1, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 40005, dport: 53)))
       // Non-IP passes.
       #expect(try backend.passes(1, .ingress, Packet.arp()))
     }
@@ -52,13 +71,15 @@ struct BPFDatapathBackendTests {
         endpoint(
           id: 2, egressEnforced: true,
           entries: [
-            PolicyEntry(peer: frontend, direction: .egress, proto: .udp, ports: PortRange(8000, 8100)),
+            PolicyEntry(
+              peer: frontend, direction: .egress, proto: .udp, ports: PortRange(8000, 8100)),
             PolicyEntry(peer: other, direction: .egress, proto: .any, ports: .any),
           ]))
       var sport: UInt16 = 41000
       func out(_ ip: String, _ proto: UInt8, _ port: UInt16) throws -> Bool {
         sport += 1
-        return try backend.passes(2, .egress, Packet.ipv4(podIP, ip, proto: proto, sport: sport, dport: port))
+        return try backend.passes(
+          2, .egress, Packet.ipv4(podIP, ip, proto: proto, sport: sport, dport: port))
       }
       #expect(try !out(frontendIP, Packet.udp, 7999))
       #expect(try out(frontendIP, Packet.udp, 8000))
@@ -69,7 +90,9 @@ struct BPFDatapathBackendTests {
       #expect(try out(otherIP, Packet.sctp, 9))
       #expect(try out(otherIP, Packet.icmp, 0))
       #expect(try !out(worldIP, Packet.icmp, 0))
-      #expect(try backend.passes(2, .egress, Packet.ipv6TCP("fd00::5", "fd00::9", sport: 40000, dport: 80)) == false)
+      #expect(
+        try backend.passes(
+          2, .egress, Packet.ipv6TCP("fd00::5", "fd00::9", sport: 40000, dport: 80)) == false)
     }
   }
 
@@ -81,21 +104,33 @@ struct BPFDatapathBackendTests {
           id: 3, ingressEnforced: true,
           entries: [
             PolicyEntry(peer: .unknown, direction: .ingress, proto: .tcp, ports: .any),
-            PolicyEntry(peer: other, direction: .ingress, proto: .tcp, ports: PortRange(80, 90), verdict: .deny),
+            PolicyEntry(
+              peer: other, direction: .ingress, proto: .tcp, ports: PortRange(80, 90),
+              verdict: .deny),
             // A wide deny for every peer with a narrower allow for frontend inside it.
-            PolicyEntry(peer: .unknown, direction: .ingress, proto: .tcp, ports: PortRange(1000, 2000), verdict: .deny),
-            PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 1500)),
+            PolicyEntry(
+              peer: .unknown, direction: .ingress, proto: .tcp, ports: PortRange(1000, 2000),
+              verdict: .deny),
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 1500)),
             // Same peer and protocol: a deny range around a more specific allow.
-            PolicyEntry(peer: frontend, direction: .ingress, proto: .udp, ports: PortRange(5000, 5999), verdict: .deny),
-            PolicyEntry(peer: frontend, direction: .ingress, proto: .udp, ports: PortRange(single: 5353)),
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .udp, ports: PortRange(5000, 5999),
+              verdict: .deny),
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .udp, ports: PortRange(single: 5353)),
             // A deny for ANY protocol beats a TCP allow.
-            PolicyEntry(peer: frontend, direction: .ingress, proto: .any, ports: PortRange(single: 7000), verdict: .deny),
-            PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 7000)),
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .any, ports: PortRange(single: 7000),
+              verdict: .deny),
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 7000)),
           ]))
       var sport: UInt16 = 42000
       func into(_ ip: String, _ proto: UInt8, _ port: UInt16) throws -> Bool {
         sport += 1
-        return try backend.passes(3, .ingress, Packet.ipv4(ip, podIP, proto: proto, sport: sport, dport: port))
+        return try backend.passes(
+          3, .ingress, Packet.ipv4(ip, podIP, proto: proto, sport: sport, dport: port))
       }
       #expect(try into(otherIP, Packet.tcp, 79))
       #expect(try !into(otherIP, Packet.tcp, 80))
@@ -109,64 +144,111 @@ struct BPFDatapathBackendTests {
     }
   }
 
-  @Test("the programs skip only the policy lookups no entry can answer, as entries of new kinds come and go")
+  @Test(
+    "the programs skip only the policy lookups no entry can answer, as entries of new kinds come and go"
+  )
   func policyKinds() throws {
     try withDatapath { datapath, backend in
       var sport: UInt16 = 48000
       func into(_ ip: String, _ proto: UInt8, _ port: UInt16) throws -> Bool {
         sport += 1
-        return try backend.passes(12, .ingress, Packet.ipv4(ip, podIP, proto: proto, sport: sport, dport: port))
+        return try backend.passes(
+          12, .ingress, Packet.ipv4(ip, podIP, proto: proto, sport: sport, dport: port))
       }
       func kinds() throws -> UInt32 {
         try #require(try backend.announcedPolicyKinds(endpointID: 12))
       }
-      let allowFrontend = PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 80))
+      let allowFrontend = PolicyEntry(
+        peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 80))
       _ = try datapath.realize(endpoint(id: 12, ingressEnforced: true, entries: [allowFrontend]))
-      #expect(try kinds() == UInt32(TESSERA_EP_F_POLICY_KINDS) | BPFDatapathBackend.policyKinds(of: [PolicyGroup(allowFrontend)]))
+      #expect(
+        try kinds() == UInt32(TESSERA_EP_F_POLICY_KINDS)
+          | BPFDatapathBackend.policyKinds(of: [PolicyGroup(allowFrontend)]))
       #expect(try into(frontendIP, Packet.tcp, 80))
       #expect(try !into(otherIP, Packet.tcp, 80))
       // A deny for any peer and protocol: a kind the endpoint had no entry of.
       _ = try datapath.realize(
         endpoint(
           id: 12, revision: 2, ingressEnforced: true,
-          entries: [allowFrontend, PolicyEntry(peer: .unknown, direction: .ingress, proto: .any, ports: PortRange(single: 80), verdict: .deny)]))
+          entries: [
+            allowFrontend,
+            PolicyEntry(
+              peer: .unknown, direction: .ingress, proto: .any, ports: PortRange(single: 80),
+              verdict: .deny),
+          ]))
       #expect(try !into(frontendIP, Packet.tcp, 80))
       // An allow for any peer replaces the deny (a wildcard kind comes, the deny kind goes).
       _ = try datapath.realize(
         endpoint(
           id: 12, revision: 3, ingressEnforced: true,
-          entries: [allowFrontend, PolicyEntry(peer: .unknown, direction: .ingress, proto: .udp, ports: .any)]))
+          entries: [
+            allowFrontend,
+            PolicyEntry(peer: .unknown, direction: .ingress, proto: .udp, ports: .any),
+          ]))
       #expect(try into(frontendIP, Packet.tcp, 80))
       #expect(try into(otherIP, Packet.udp, 53))
       #expect(try into(worldIP, Packet.udp, 53))
       #expect(try !into(otherIP, Packet.tcp, 80))
-      #expect(try kinds() & BPFDatapathBackend.policyKinds(of: [PolicyGroup(verdict: .deny, direction: .ingress, proto: .any, peer: .unknown)]) == 0)
+      #expect(
+        try kinds()
+          & BPFDatapathBackend.policyKinds(of: [
+            PolicyGroup(verdict: .deny, direction: .ingress, proto: .any, peer: .unknown)
+          ]) == 0)
       // Only wildcard-peer entries: the verdict does not need the ipcache.
       _ = try datapath.realize(
-        endpoint(id: 12, revision: 4, ingressEnforced: true, entries: [PolicyEntry(peer: .unknown, direction: .ingress, proto: .tcp, ports: PortRange(single: 443))]))
+        endpoint(
+          id: 12, revision: 4, ingressEnforced: true,
+          entries: [
+            PolicyEntry(
+              peer: .unknown, direction: .ingress, proto: .tcp, ports: PortRange(single: 443))
+          ]))
       #expect(try into(worldIP, Packet.tcp, 443))
       #expect(try !into(frontendIP, Packet.tcp, 80))
       // Egress has no entries and is not enforced: default allow.
-      #expect(try backend.passes(12, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 48999, dport: 53)))
+      #expect(
+        try backend.passes(
+          12, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 48999, dport: 53)))
     }
   }
 
-  @Test("replies of allowed connections pass through conntrack; established flows survive a policy change")
+  @Test(
+    "replies of allowed connections pass through conntrack; established flows survive a policy change"
+  )
   func conntrack() throws {
     try withDatapath { datapath, backend in
-      let allowFrontend = PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080))
-      _ = try datapath.realize(endpoint(id: 4, ingressEnforced: true, egressEnforced: true, entries: [allowFrontend]))
+      let allowFrontend = PolicyEntry(
+        peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080))
+      _ = try datapath.realize(
+        endpoint(id: 4, ingressEnforced: true, egressEnforced: true, entries: [allowFrontend]))
       // Inbound SYN allowed; the SYN-ACK goes out although egress allows nothing.
-      #expect(try backend.passes(4, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 43000, dport: 8080)))
-      #expect(try backend.passes(4, .egress, Packet.ipv4(podIP, frontendIP, proto: Packet.tcp, sport: 8080, dport: 43000, tcpFlags: Packet.synAck)))
+      #expect(
+        try backend.passes(
+          4, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 43000, dport: 8080))
+      )
+      #expect(
+        try backend.passes(
+          4, .egress,
+          Packet.ipv4(
+            podIP, frontendIP, proto: Packet.tcp, sport: 8080, dport: 43000, tcpFlags: Packet.synAck
+          )))
       // Not a reply: another port of the same peer.
-      #expect(try !backend.passes(4, .egress, Packet.ipv4(podIP, frontendIP, proto: Packet.tcp, sport: 8080, dport: 43001, tcpFlags: Packet.synAck)))
+      #expect(
+        try !backend.passes(
+          4, .egress,
+          Packet.ipv4(
+            podIP, frontendIP, proto: Packet.tcp, sport: 8080, dport: 43001, tcpFlags: Packet.synAck
+          )))
       // A reply in the wrong direction is not a reply.
-      #expect(try !backend.passes(4, .ingress, Packet.ipv4(podIP, frontendIP, proto: Packet.tcp, sport: 8080, dport: 43000)))
+      #expect(
+        try !backend.passes(
+          4, .ingress, Packet.ipv4(podIP, frontendIP, proto: Packet.tcp, sport: 8080, dport: 43000))
+      )
 
       let entries = try backend.conntrackEntries().filter { $0.endpointID == 4 }
       #expect(entries.count == 1)
-      #expect(entries.first?.source == frontendIP && entries.first?.destinationPort == 8080 && entries.first?.direction == .ingress)
+      #expect(
+        entries.first?.source == frontendIP && entries.first?.destinationPort == 8080
+          && entries.first?.direction == .ingress)
       #expect(entries.first?.packets == 2)
       // The programs' clock (jiffies, or the coarse clock) is CLOCK_MONOTONIC within a tick.
       let now = Int64(bitPattern: LibBPF.monotonicNanoseconds)
@@ -174,61 +256,119 @@ struct BPFDatapathBackendTests {
       #expect(abs(now - seen) < 50_000_000, "last seen \(seen) ns, CLOCK_MONOTONIC \(now) ns")
 
       // Policy removes the allow: the established flow keeps flowing, a new one is dropped.
-      _ = try datapath.realize(endpoint(id: 4, revision: 2, ingressEnforced: true, egressEnforced: true, entries: []))
-      #expect(try backend.passes(4, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 43000, dport: 8080, tcpFlags: Packet.ack)))
-      #expect(try !backend.passes(4, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 43002, dport: 8080)))
+      _ = try datapath.realize(
+        endpoint(id: 4, revision: 2, ingressEnforced: true, egressEnforced: true, entries: []))
+      #expect(
+        try backend.passes(
+          4, .ingress,
+          Packet.ipv4(
+            frontendIP, podIP, proto: Packet.tcp, sport: 43000, dport: 8080, tcpFlags: Packet.ack)))
+      #expect(
+        try !backend.passes(
+          4, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 43002, dport: 8080))
+      )
       // A SYN reusing the tracked tuple opens a new connection: policy judges it again.
-      #expect(try !backend.passes(4, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 43000, dport: 8080)))
-      #expect(try backend.passes(4, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 43000, dport: 8080, tcpFlags: Packet.ack)))
+      #expect(
+        try !backend.passes(
+          4, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 43000, dport: 8080))
+      )
+      #expect(
+        try backend.passes(
+          4, .ingress,
+          Packet.ipv4(
+            frontendIP, podIP, proto: Packet.tcp, sport: 43000, dport: 8080, tcpFlags: Packet.ack)))
 
       // ICMP echo reply matches its request.
       _ = try datapath.realize(
         endpoint(id: 4, revision: 3, ingressEnforced: true, egressEnforced: false, entries: []))
       #expect(try backend.passes(4, .egress, Packet.icmpEcho(podIP, worldIP, id: 99, reply: false)))
       #expect(try backend.passes(4, .ingress, Packet.icmpEcho(worldIP, podIP, id: 99, reply: true)))
-      #expect(try !backend.passes(4, .ingress, Packet.icmpEcho(worldIP, podIP, id: 98, reply: true)))
+      #expect(
+        try !backend.passes(4, .ingress, Packet.icmpEcho(worldIP, podIP, id: 98, reply: true)))
     }
   }
 
-  @Test("conntrack: one entry per flow whichever side has the lower address; a tuple equal to its reverse")
+  @Test(
+    "conntrack: one entry per flow whichever side has the lower address; a tuple equal to its reverse"
+  )
   func conntrackOrientation() throws {
     try withDatapath { datapath, backend in
       _ = try datapath.realize(
         endpoint(
           id: 14, ingressEnforced: true, egressEnforced: true,
-          entries: [PolicyEntry(peer: other, direction: .ingress, proto: .udp, ports: PortRange(single: 53))]))
+          entries: [
+            PolicyEntry(peer: other, direction: .ingress, proto: .udp, ports: PortRange(single: 53))
+          ]))
       // The creating packet's source is the higher address (10.0.2.7 > 10.0.0.5).
-      #expect(try backend.passes(14, .ingress, Packet.ipv4(otherIP, podIP, proto: Packet.udp, sport: 5353, dport: 53)))
-      #expect(try backend.passes(14, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 53, dport: 5353)))
-      #expect(try backend.passes(14, .ingress, Packet.ipv4(otherIP, podIP, proto: Packet.udp, sport: 5353, dport: 53)))
-      #expect(try !backend.passes(14, .egress, Packet.ipv4(otherIP, podIP, proto: Packet.udp, sport: 5353, dport: 53)))
-      #expect(try !backend.passes(14, .ingress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 53, dport: 5353)))
+      #expect(
+        try backend.passes(
+          14, .ingress, Packet.ipv4(otherIP, podIP, proto: Packet.udp, sport: 5353, dport: 53)))
+      #expect(
+        try backend.passes(
+          14, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 53, dport: 5353)))
+      #expect(
+        try backend.passes(
+          14, .ingress, Packet.ipv4(otherIP, podIP, proto: Packet.udp, sport: 5353, dport: 53)))
+      #expect(
+        try !backend.passes(
+          14, .egress, Packet.ipv4(otherIP, podIP, proto: Packet.udp, sport: 5353, dport: 53)))
+      #expect(
+        try !backend.passes(
+          14, .ingress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 53, dport: 5353)))
       let entries = try backend.conntrackEntries().filter { $0.endpointID == 14 }
       #expect(entries.count == 1)
-      #expect(entries.first?.source == otherIP && entries.first?.sourcePort == 5353 && entries.first?.destination == podIP)
+      #expect(
+        entries.first?.source == otherIP && entries.first?.sourcePort == 5353
+          && entries.first?.destination == podIP)
       #expect(entries.first?.direction == .ingress && entries.first?.packets == 3)
       let reasons = try backend.reasonCounters(endpointID: 14)
-      #expect(reasons.contains { $0.direction == .egress && $0.reason == "forward-ct-reply" && $0.packets == 1 })
-      #expect(reasons.contains { $0.direction == .ingress && $0.reason == "forward-ct-established" && $0.packets == 1 })
+      #expect(
+        reasons.contains {
+          $0.direction == .egress && $0.reason == "forward-ct-reply" && $0.packets == 1
+        })
+      #expect(
+        reasons.contains {
+          $0.direction == .ingress && $0.reason == "forward-ct-established" && $0.packets == 1
+        })
 
       // Same address and port on both sides: the other direction is its reply.
       _ = try datapath.realize(
         endpoint(
           id: 14, revision: 2, ingressEnforced: true, egressEnforced: false,
-          entries: [PolicyEntry(peer: other, direction: .ingress, proto: .udp, ports: PortRange(single: 53))]))
-      #expect(try backend.passes(14, .egress, Packet.ipv4(podIP, podIP, proto: Packet.udp, sport: 7, dport: 7)))
-      #expect(try backend.passes(14, .ingress, Packet.ipv4(podIP, podIP, proto: Packet.udp, sport: 7, dport: 7)))
-      #expect(try !backend.passes(14, .ingress, Packet.ipv4(podIP, podIP, proto: Packet.udp, sport: 8, dport: 8)))
+          entries: [
+            PolicyEntry(peer: other, direction: .ingress, proto: .udp, ports: PortRange(single: 53))
+          ]))
+      #expect(
+        try backend.passes(
+          14, .egress, Packet.ipv4(podIP, podIP, proto: Packet.udp, sport: 7, dport: 7)))
+      #expect(
+        try backend.passes(
+          14, .ingress, Packet.ipv4(podIP, podIP, proto: Packet.udp, sport: 7, dport: 7)))
+      #expect(
+        try !backend.passes(
+          14, .ingress, Packet.ipv4(podIP, podIP, proto: Packet.udp, sport: 8, dport: 8)))
       // IPv6: the reply of an outgoing connection, whichever address is lower.
       // (The local address is the endpoint's own: what leaves it must carry one.)
-      for (revision, (local, remote)) in [(UInt64(3), ("fd00::5", "fd00::9")), (4, ("fd00::9", "fd00::5"))] {
+      for (revision, (local, remote)) in [
+        (UInt64(3), ("fd00::5", "fd00::9")), (4, ("fd00::9", "fd00::5")),
+      ] {
         _ = try datapath.realize(
           endpoint(
             id: 14, ip: "\(local)/128", revision: revision, ingressEnforced: true,
-            entries: [PolicyEntry(peer: other, direction: .ingress, proto: .udp, ports: PortRange(single: 53))]))
-        #expect(try backend.passes(14, .egress, Packet.ipv6TCP(local, remote, sport: 40000, dport: 80)))
-        #expect(try backend.passes(14, .ingress, Packet.ipv6TCP(remote, local, sport: 80, dport: 40000, tcpFlags: Packet.synAck)))
-        #expect(try !backend.passes(14, .ingress, Packet.ipv6TCP(remote, local, sport: 80, dport: 40001, tcpFlags: Packet.synAck)))
+            entries: [
+              PolicyEntry(
+                peer: other, direction: .ingress, proto: .udp, ports: PortRange(single: 53))
+            ]))
+        #expect(
+          try backend.passes(14, .egress, Packet.ipv6TCP(local, remote, sport: 40000, dport: 80)))
+        #expect(
+          try backend.passes(
+            14, .ingress,
+            Packet.ipv6TCP(remote, local, sport: 80, dport: 40000, tcpFlags: Packet.synAck)))
+        #expect(
+          try !backend.passes(
+            14, .ingress,
+            Packet.ipv6TCP(remote, local, sport: 80, dport: 40001, tcpFlags: Packet.synAck)))
       }
     }
   }
@@ -237,9 +377,16 @@ struct BPFDatapathBackendTests {
   func conntrackIsPerEndpoint() throws {
     try withDatapath { datapath, backend in
       _ = try datapath.realize(endpoint(id: 5, ip: "10.0.0.5/32", entries: []))
-      _ = try datapath.realize(endpoint(id: 6, identity: 1001, ip: "10.0.0.6/32", ingressEnforced: true, entries: []))
-      #expect(try backend.passes(5, .egress, Packet.ipv4("10.0.0.5", "10.0.0.6", proto: Packet.tcp, sport: 44000, dport: 80)))
-      #expect(try !backend.passes(6, .ingress, Packet.ipv4("10.0.0.5", "10.0.0.6", proto: Packet.tcp, sport: 44000, dport: 80)))
+      _ = try datapath.realize(
+        endpoint(id: 6, identity: 1001, ip: "10.0.0.6/32", ingressEnforced: true, entries: []))
+      #expect(
+        try backend.passes(
+          5, .egress,
+          Packet.ipv4("10.0.0.5", "10.0.0.6", proto: Packet.tcp, sport: 44000, dport: 80)))
+      #expect(
+        try !backend.passes(
+          6, .ingress,
+          Packet.ipv4("10.0.0.5", "10.0.0.6", proto: Packet.tcp, sport: 44000, dport: 80)))
     }
   }
 
@@ -250,14 +397,26 @@ struct BPFDatapathBackendTests {
         endpoint(
           id: 7, ingressEnforced: true,
           entries: [
-            PolicyEntry(peer: .world, direction: .ingress, proto: .tcp, ports: PortRange(single: 80)),
-            PolicyEntry(peer: .host, direction: .ingress, proto: .tcp, ports: PortRange(single: 22)),
+            PolicyEntry(
+              peer: .world, direction: .ingress, proto: .tcp, ports: PortRange(single: 80)),
+            PolicyEntry(
+              peer: .host, direction: .ingress, proto: .tcp, ports: PortRange(single: 22)),
           ]))
-      #expect(try backend.passes(7, .ingress, Packet.ipv4(worldIP, podIP, proto: Packet.tcp, sport: 45000, dport: 80)))
-      #expect(try !backend.passes(7, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 45001, dport: 80)))
-      #expect(try !backend.passes(7, .ingress, Packet.ipv4(worldIP, podIP, proto: Packet.tcp, sport: 45002, dport: 22)))
-      #expect(try backend.ipcacheEntries().contains(IPCacheEntry(prefix: IPPrefix("127.0.0.1/32")!, identity: .host)))
-      #expect(try backend.passes(7, .ingress, Packet.ipv4("127.0.0.1", podIP, proto: Packet.tcp, sport: 45003, dport: 22)))
+      #expect(
+        try backend.passes(
+          7, .ingress, Packet.ipv4(worldIP, podIP, proto: Packet.tcp, sport: 45000, dport: 80)))
+      #expect(
+        try !backend.passes(
+          7, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 45001, dport: 80)))
+      #expect(
+        try !backend.passes(
+          7, .ingress, Packet.ipv4(worldIP, podIP, proto: Packet.tcp, sport: 45002, dport: 22)))
+      #expect(
+        try backend.ipcacheEntries().contains(
+          IPCacheEntry(prefix: IPPrefix("127.0.0.1/32")!, identity: .host)))
+      #expect(
+        try backend.passes(
+          7, .ingress, Packet.ipv4("127.0.0.1", podIP, proto: Packet.tcp, sport: 45003, dport: 22)))
     }
   }
 
@@ -265,18 +424,33 @@ struct BPFDatapathBackendTests {
   func counters() throws {
     try withDatapath { datapath, backend in
       _ = try datapath.realize(
-        endpoint(id: 8, ingressEnforced: true, entries: [PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: .any)]))
+        endpoint(
+          id: 8, ingressEnforced: true,
+          entries: [PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: .any)]))
       #expect(try datapath.counters(endpointID: 8) == EndpointCounters())
-      _ = try backend.passes(8, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 46000, dport: 1))
-      _ = try backend.passes(8, .ingress, Packet.ipv4(otherIP, podIP, proto: Packet.tcp, sport: 46001, dport: 1))
-      _ = try backend.passes(8, .ingress, Packet.ipv4(otherIP, podIP, proto: Packet.tcp, sport: 46002, dport: 1))
-      _ = try backend.passes(8, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 46003, dport: 1))
+      _ = try backend.passes(
+        8, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 46000, dport: 1))
+      _ = try backend.passes(
+        8, .ingress, Packet.ipv4(otherIP, podIP, proto: Packet.tcp, sport: 46001, dport: 1))
+      _ = try backend.passes(
+        8, .ingress, Packet.ipv4(otherIP, podIP, proto: Packet.tcp, sport: 46002, dport: 1))
+      _ = try backend.passes(
+        8, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 46003, dport: 1))
       var totals = try datapath.counters(endpointID: 8)
-      #expect(totals.reasons.contains { $0.direction == .egress && $0.reason == "forward-policy" && $0.packets == 1 })
+      #expect(
+        totals.reasons.contains {
+          $0.direction == .egress && $0.reason == "forward-policy" && $0.packets == 1
+        })
       totals.reasons = []
-      #expect(totals == EndpointCounters(ingressForwarded: 1, ingressDropped: 2, egressForwarded: 1, egressDropped: 0))
+      #expect(
+        totals
+          == EndpointCounters(
+            ingressForwarded: 1, ingressDropped: 2, egressForwarded: 1, egressDropped: 0))
       let reasons = try backend.reasonCounters(endpointID: 8)
-      #expect(reasons.contains { $0.direction == .ingress && $0.reason == "drop-policy-default" && $0.packets == 2 })
+      #expect(
+        reasons.contains {
+          $0.direction == .ingress && $0.reason == "drop-policy-default" && $0.packets == 2
+        })
     }
   }
 
@@ -285,8 +459,10 @@ struct BPFDatapathBackendTests {
     try withDatapath { datapath, backend in
       var entries = [
         PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(8080, 8090)),
-        PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8091)),
-        PolicyEntry(peer: other, direction: .egress, proto: .udp, ports: PortRange(1, 65535), verdict: .deny),
+        PolicyEntry(
+          peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8091)),
+        PolicyEntry(
+          peer: other, direction: .egress, proto: .udp, ports: PortRange(1, 65535), verdict: .deny),
         PolicyEntry(peer: .unknown, direction: .egress, proto: .any, ports: .any),
       ]
       var ep = endpoint(id: 9, ingressEnforced: true, entries: entries)
@@ -294,7 +470,10 @@ struct BPFDatapathBackendTests {
       #expect(try backend.policyEntries(endpointID: 9) == ep.policy.entries)
 
       entries.remove(at: 1)
-      entries.append(PolicyEntry(peer: NumericIdentity(4000), direction: .ingress, proto: .sctp, ports: PortRange(single: 9)))
+      entries.append(
+        PolicyEntry(
+          peer: NumericIdentity(4000), direction: .ingress, proto: .sctp,
+          ports: PortRange(single: 9)))
       ep = endpoint(id: 9, revision: 2, ingressEnforced: true, entries: entries)
       let realization = try datapath.realize(ep)
       #expect(realization.entriesWritten == 1 && realization.entriesDeleted == 1)
@@ -308,7 +487,8 @@ struct BPFDatapathBackendTests {
     print("randomized datapath check: seed \(seed)")
     var rng = SplitMix64(seed: seed)
     let peers: [(identity: NumericIdentity, ip: String)] = [
-      (frontend, frontendIP), (other, otherIP), (.world, worldIP), (NumericIdentity(4000), "10.0.4.4"),
+      (frontend, frontendIP), (other, otherIP), (.world, worldIP),
+      (NumericIdentity(4000), "10.0.4.4"),
     ]
     let entryPeers: [NumericIdentity] = [.unknown, frontend, other, .world, NumericIdentity(4000)]
     let protocols: [L4Protocol] = [.any, .tcp, .udp, .sctp]
@@ -327,7 +507,9 @@ struct BPFDatapathBackendTests {
     }
 
     try withDatapath { datapath, backend in
-      try datapath.upsertIPCache([IPCacheEntry(prefix: IPPrefix("10.0.4.4/32")!, identity: NumericIdentity(4000))])
+      try datapath.upsertIPCache([
+        IPCacheEntry(prefix: IPPrefix("10.0.4.4/32")!, identity: NumericIdentity(4000))
+      ])
       var sport: UInt16 = 10000
       var checked = 0
       for round in 1...25 {
@@ -342,7 +524,8 @@ struct BPFDatapathBackendTests {
               verdict: rng.next() % 3 == 0 ? .deny : .allow))
         }
         let ep = endpoint(
-          id: 10, revision: UInt64(round), ingressEnforced: rng.next() % 2 == 0, egressEnforced: rng.next() % 2 == 0,
+          id: 10, revision: UInt64(round), ingressEnforced: rng.next() % 2 == 0,
+          egressEnforced: rng.next() % 2 == 0,
           entries: entries)
         _ = try datapath.realize(ep)
         for _ in 0..<150 {
@@ -355,7 +538,8 @@ struct BPFDatapathBackendTests {
             direction == .ingress
             ? Packet.ipv4(peer.ip, podIP, proto: proto.wire, sport: sport, dport: port)
             : Packet.ipv4(podIP, peer.ip, proto: proto.wire, sport: sport, dport: port)
-          let expected = ep.policy.verdict(peer: peer.identity, direction: direction, proto: proto.reference, port: port)
+          let expected = ep.policy.verdict(
+            peer: peer.identity, direction: direction, proto: proto.reference, port: port)
           let kernel = try backend.passes(10, direction, packet)
           #expect(
             kernel == (expected == .allow),
@@ -365,7 +549,8 @@ struct BPFDatapathBackendTests {
         }
         // The map read back judges exactly like the policy written.
         let readBack = EndpointPolicy(
-          revision: ep.policy.revision, ingressEnforced: ep.policy.ingressEnforced, egressEnforced: ep.policy.egressEnforced,
+          revision: ep.policy.revision, ingressEnforced: ep.policy.ingressEnforced,
+          egressEnforced: ep.policy.egressEnforced,
           entries: try backend.policyEntries(endpointID: 10))
         for peer in entryPeers + [NumericIdentity(5000)] {
           for direction in TrafficDirection.allCases {
@@ -373,7 +558,8 @@ struct BPFDatapathBackendTests {
               for port in UInt16(0)..<66 {
                 #expect(
                   readBack.verdict(peer: peer, direction: direction, proto: proto, port: port)
-                    == ep.policy.verdict(peer: peer, direction: direction, proto: proto, port: port))
+                    == ep.policy.verdict(peer: peer, direction: direction, proto: proto, port: port)
+                )
               }
             }
           }
@@ -388,22 +574,31 @@ struct BPFDatapathBackendTests {
     try BPFTestEnvironment.withDummyDevices(2) { devices in
       let pin = "/sys/fs/bpf/tessera-test-restart-\(getpid())"
       defer { BPFTestEnvironment.removePinDirectory(pin) }
-      let configuration = BPFDatapathBackend.Configuration(objectPath: BPFTestEnvironment.objectPath!, pinDirectory: pin)
+      let configuration = BPFDatapathBackend.Configuration(
+        objectPath: BPFTestEnvironment.objectPath!, pinDirectory: pin)
       let ep = endpoint(
         id: 11, device: devices[0], ingressEnforced: true,
-        entries: [PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080))])
+        entries: [
+          PolicyEntry(
+            peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080))
+        ])
 
       var first: BPFDatapathBackend? = try BPFDatapathBackend(configuration: configuration)
       defer { if let first { try? first.removeEndpoint(ep) } }
       let datapath = try Datapath(backend: first!)
-      try datapath.upsertIPCache([IPCacheEntry(prefix: IPPrefix("\(frontendIP)/32")!, identity: frontend)])
+      try datapath.upsertIPCache([
+        IPCacheEntry(prefix: IPPrefix("\(frontendIP)/32")!, identity: frontend)
+      ])
       _ = try datapath.realize(ep)
       let pinned = try first!.pinnedProgramIDs(endpointID: 11)
       #expect(pinned.fromContainer != 0 && pinned.toContainer != 0)
       let attached = try first!.attachedProgramIDs(interface: devices[0])
       #expect(attached == pinned)
       // An established connection before the restart.
-      #expect(try first!.passes(11, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 47000, dport: 8080)))
+      #expect(
+        try first!.passes(
+          11, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 47000, dport: 8080)
+        ))
       first = nil
 
       // "Restart": a new backend on the same pins.
@@ -414,8 +609,15 @@ struct BPFDatapathBackendTests {
       #expect(restored == [ep])
       #expect(try second.attachedProgramIDs(interface: devices[0]) == pinned, "nothing re-attached")
       #expect(try second.pinnedProgramIDs(endpointID: 11) == pinned, "nothing reloaded")
-      #expect(try second.passes(11, .egress, Packet.ipv4(podIP, frontendIP, proto: Packet.tcp, sport: 8080, dport: 47000, tcpFlags: Packet.synAck)))
-      #expect(try !second.passes(11, .ingress, Packet.ipv4(otherIP, podIP, proto: Packet.tcp, sport: 47001, dport: 8080)))
+      #expect(
+        try second.passes(
+          11, .egress,
+          Packet.ipv4(
+            podIP, frontendIP, proto: Packet.tcp, sport: 8080, dport: 47000, tcpFlags: Packet.synAck
+          )))
+      #expect(
+        try !second.passes(
+          11, .ingress, Packet.ipv4(otherIP, podIP, proto: Packet.tcp, sport: 47001, dport: 8080)))
 
       // Device change: attached to the new one, detached from the old one.
       let datapath2 = try Datapath(backend: second)
@@ -441,7 +643,10 @@ struct BPFDatapathBackendTests {
   @Test("startup fails clearly without the object")
   func missingObject() {
     let error = #expect(throws: DatapathError.self) {
-      _ = try BPFDatapathBackend(configuration: .init(objectPath: "/nonexistent/endpoint.bpf.o", pinDirectory: "/sys/fs/bpf/tessera-test-missing"))
+      _ = try BPFDatapathBackend(
+        configuration: .init(
+          objectPath: "/nonexistent/endpoint.bpf.o",
+          pinDirectory: "/sys/fs/bpf/tessera-test-missing"))
     }
     #expect(error?.code == .precondition)
     #expect(error?.message.contains("scripts/build-bpf.sh") == true)

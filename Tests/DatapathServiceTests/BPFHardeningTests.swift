@@ -1,7 +1,7 @@
 import CTesseraBPF
 import Foundation
-import Testing
 import TesseraCore
+import Testing
 
 @testable import DatapathService
 
@@ -34,16 +34,23 @@ struct BPFHardeningTests {
   }
 
   private func pod(
-    id: UInt64, ips: [String] = ["\(podIP)/32", "\(podIP6)/128"], ingressEnforced: Bool = false, egressEnforced: Bool = false,
+    id: UInt64, ips: [String] = ["\(podIP)/32", "\(podIP6)/128"], ingressEnforced: Bool = false,
+    egressEnforced: Bool = false,
     entries: [PolicyEntry] = [], revision: UInt64 = 1
   ) -> DatapathEndpoint {
     DatapathEndpoint(
       id: id, hostInterface: "", ips: ips.map { IPPrefix($0)! }, identity: NumericIdentity(1000),
-      policy: EndpointPolicy(revision: revision, ingressEnforced: ingressEnforced, egressEnforced: egressEnforced, entries: entries.sorted()))
+      policy: EndpointPolicy(
+        revision: revision, ingressEnforced: ingressEnforced, egressEnforced: egressEnforced,
+        entries: entries.sorted()))
   }
 
-  private func count(_ backend: BPFDatapathBackend, _ id: UInt64, _ direction: TrafficDirection, _ reason: String) throws -> UInt64 {
-    try backend.reasonCounters(endpointID: id).filter { $0.direction == direction && $0.reason == reason }.map(\.packets).reduce(0, +)
+  private func count(
+    _ backend: BPFDatapathBackend, _ id: UInt64, _ direction: TrafficDirection, _ reason: String
+  ) throws -> UInt64 {
+    try backend.reasonCounters(endpointID: id).filter {
+      $0.direction == direction && $0.reason == reason
+    }.map(\.packets).reduce(0, +)
   }
 
   @Test("every reason has a name, and the new ones count as what they are")
@@ -54,69 +61,146 @@ struct BPFHardeningTests {
     #expect(tessera_reason_is_drop(UInt32(TESSERA_FWD_FRAGMENT.rawValue)) == 0)
   }
 
-  @Test("a forged IPv4/IPv6 TCP/UDP source is dropped before conntrack and policy; the own source passes")
+  @Test(
+    "a forged IPv4/IPv6 TCP/UDP source is dropped before conntrack and policy; the own source passes"
+  )
   func forgedSources() throws {
     try withDatapath { datapath, backend in
       // Egress allows the destination: only the source can stop the packet.
       _ = try datapath.realize(
-        pod(id: 1, egressEnforced: true, entries: [PolicyEntry(peer: other, direction: .egress, proto: .any, ports: .any)]))
-      #expect(try backend.passes(1, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.tcp, sport: 40000, dport: 8080)))
-      #expect(try backend.passes(1, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 40000, dport: 53)))
-      #expect(try backend.passes(1, .egress, Packet.ipv6TCP(podIP6, otherIP6, sport: 40000, dport: 8080)))
-      #expect(try !backend.passes(1, .egress, Packet.ipv4(frontendIP, otherIP, proto: Packet.tcp, sport: 40001, dport: 8080)))
-      #expect(try !backend.passes(1, .egress, Packet.ipv4(frontendIP, otherIP, proto: Packet.udp, sport: 40001, dport: 53)))
-      #expect(try !backend.passes(1, .egress, Packet.ipv6TCP(frontendIP6, otherIP6, sport: 40001, dport: 8080)))
+        pod(
+          id: 1, egressEnforced: true,
+          entries: [PolicyEntry(peer: other, direction: .egress, proto: .any, ports: .any)]))
+      #expect(
+        try backend.passes(
+          1, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.tcp, sport: 40000, dport: 8080)))
+      #expect(
+        try backend.passes(
+          1, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 40000, dport: 53)))
+      #expect(
+        try backend.passes(1, .egress, Packet.ipv6TCP(podIP6, otherIP6, sport: 40000, dport: 8080)))
       #expect(
         try !backend.passes(
-          1, .egress, Packet.ipv6Frame(frontendIP6, otherIP6, proto: Packet.udp, payload: Packet.l4(proto: Packet.udp, sport: 1, dport: 53))))
+          1, .egress, Packet.ipv4(frontendIP, otherIP, proto: Packet.tcp, sport: 40001, dport: 8080)
+        ))
+      #expect(
+        try !backend.passes(
+          1, .egress, Packet.ipv4(frontendIP, otherIP, proto: Packet.udp, sport: 40001, dport: 53)))
+      #expect(
+        try !backend.passes(
+          1, .egress, Packet.ipv6TCP(frontendIP6, otherIP6, sport: 40001, dport: 8080)))
+      #expect(
+        try !backend.passes(
+          1, .egress,
+          Packet.ipv6Frame(
+            frontendIP6, otherIP6, proto: Packet.udp,
+            payload: Packet.l4(proto: Packet.udp, sport: 1, dport: 53))))
       // A forged source riding a tracked flow: the tuple of the established
       // flow above, but from a neighbour's address, and the flow's "reply".
-      #expect(try !backend.passes(1, .egress, Packet.ipv4(otherIP, podIP, proto: Packet.tcp, sport: 8080, dport: 40000, tcpFlags: Packet.ack)))
-      #expect(try !backend.passes(1, .egress, Packet.ipv4(otherIP, otherIP, proto: Packet.tcp, sport: 8080, dport: 40000, tcpFlags: Packet.ack)))
+      #expect(
+        try !backend.passes(
+          1, .egress,
+          Packet.ipv4(
+            otherIP, podIP, proto: Packet.tcp, sport: 8080, dport: 40000, tcpFlags: Packet.ack)))
+      #expect(
+        try !backend.passes(
+          1, .egress,
+          Packet.ipv4(
+            otherIP, otherIP, proto: Packet.tcp, sport: 8080, dport: 40000, tcpFlags: Packet.ack)))
       #expect(try count(backend, 1, .egress, "drop-invalid-source") == 6)
       let counters = try backend.counters(endpointID: 1)
       #expect(counters.egressDropped == 6)
-      #expect(counters.reasons.contains { $0.direction == .egress && $0.reason == "drop-invalid-source" && $0.packets == 6 })
+      #expect(
+        counters.reasons.contains {
+          $0.direction == .egress && $0.reason == "drop-invalid-source" && $0.packets == 6
+        })
       // The established flow still passes from the own source.
-      #expect(try backend.passes(1, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.tcp, sport: 40000, dport: 8080, tcpFlags: Packet.ack)))
+      #expect(
+        try backend.passes(
+          1, .egress,
+          Packet.ipv4(
+            podIP, otherIP, proto: Packet.tcp, sport: 40000, dport: 8080, tcpFlags: Packet.ack)))
     }
   }
 
-  @Test("link-local and unspecified IPv6 sources pass for neighbour discovery only; no address, no IP")
+  @Test(
+    "link-local and unspecified IPv6 sources pass for neighbour discovery only; no address, no IP")
   func linkLocal() throws {
     try withDatapath { datapath, backend in
       _ = try datapath.realize(pod(id: 2))
-      let solicitation = Packet.icmpMessage(type: 135, code: 0, body: [UInt8](repeating: 0, count: 16))
-      #expect(try backend.passes(2, .egress, Packet.ipv6Frame("fe80::1", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation)))
-      #expect(try backend.passes(2, .egress, Packet.ipv6Frame("::", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation)))
-      #expect(try backend.passes(2, .egress, Packet.ipv6Frame(podIP6, "ff02::1:ff00:9", proto: Packet.icmpv6, payload: solicitation)))
+      let solicitation = Packet.icmpMessage(
+        type: 135, code: 0, body: [UInt8](repeating: 0, count: 16))
+      #expect(
+        try backend.passes(
+          2, .egress,
+          Packet.ipv6Frame("fe80::1", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation)
+        ))
+      #expect(
+        try backend.passes(
+          2, .egress,
+          Packet.ipv6Frame("::", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation)))
+      #expect(
+        try backend.passes(
+          2, .egress,
+          Packet.ipv6Frame(podIP6, "ff02::1:ff00:9", proto: Packet.icmpv6, payload: solicitation)))
       // ND from a neighbour's global address, and link-local TCP: dropped.
-      #expect(try !backend.passes(2, .egress, Packet.ipv6Frame(otherIP6, "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation)))
-      #expect(try !backend.passes(2, .egress, Packet.ipv6TCP("fe80::1", otherIP6, sport: 40000, dport: 80)))
-      #expect(try !backend.passes(2, .egress, Packet.ipv6TCP("::", otherIP6, sport: 40000, dport: 80)))
+      #expect(
+        try !backend.passes(
+          2, .egress,
+          Packet.ipv6Frame(otherIP6, "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation))
+      )
+      #expect(
+        try !backend.passes(
+          2, .egress, Packet.ipv6TCP("fe80::1", otherIP6, sport: 40000, dport: 80)))
+      #expect(
+        try !backend.passes(2, .egress, Packet.ipv6TCP("::", otherIP6, sport: 40000, dport: 80)))
       #expect(try count(backend, 2, .egress, "drop-invalid-source") == 3)
 
       // A neighbour advertisement announces its target: the pod's own address or a link-local one only.
       func advert(_ target: String) -> [UInt8] {
-        Packet.icmpMessage(type: 136, code: 0, rest: [0x60, 0, 0, 0], body: IPPrefix(target)!.bytes)
+        Packet.icmpMessage(
+          type: 136, code: 0, rest: [0x60, 0, 0, 0], body: IPPrefix(target)!.bytes)
       }
-      #expect(try backend.passes(2, .egress, Packet.ipv6Frame(podIP6, "ff02::1", proto: Packet.icmpv6, payload: advert(podIP6))))
-      #expect(try backend.passes(2, .egress, Packet.ipv6Frame("fe80::1", "ff02::1", proto: Packet.icmpv6, payload: advert("fe80::1"))))
-      #expect(try !backend.passes(2, .egress, Packet.ipv6Frame(podIP6, "ff02::1", proto: Packet.icmpv6, payload: advert(otherIP6))))
-      #expect(try !backend.passes(2, .egress, Packet.ipv6Frame("fe80::1", "ff02::1", proto: Packet.icmpv6, payload: advert(otherIP6))))
+      #expect(
+        try backend.passes(
+          2, .egress,
+          Packet.ipv6Frame(podIP6, "ff02::1", proto: Packet.icmpv6, payload: advert(podIP6))))
+      #expect(
+        try backend.passes(
+          2, .egress,
+          Packet.ipv6Frame("fe80::1", "ff02::1", proto: Packet.icmpv6, payload: advert("fe80::1"))))
+      #expect(
+        try !backend.passes(
+          2, .egress,
+          Packet.ipv6Frame(podIP6, "ff02::1", proto: Packet.icmpv6, payload: advert(otherIP6))))
+      #expect(
+        try !backend.passes(
+          2, .egress,
+          Packet.ipv6Frame("fe80::1", "ff02::1", proto: Packet.icmpv6, payload: advert(otherIP6))))
       let truncated = Packet.icmpMessage(type: 136, code: 0, rest: [0x60, 0, 0, 0])
-      #expect(try !backend.passes(2, .egress, Packet.ipv6Frame(podIP6, "ff02::1", proto: Packet.icmpv6, payload: truncated)))
+      #expect(
+        try !backend.passes(
+          2, .egress, Packet.ipv6Frame(podIP6, "ff02::1", proto: Packet.icmpv6, payload: truncated))
+      )
       #expect(try count(backend, 2, .egress, "drop-invalid-source") == 6)
 
       _ = try datapath.realize(pod(id: 3, ips: []))
-      #expect(try !backend.passes(3, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 1, dport: 53)))
-      #expect(try !backend.passes(3, .egress, Packet.ipv6Frame("fe80::1", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation)))
+      #expect(
+        try !backend.passes(
+          3, .egress, Packet.ipv4(podIP, otherIP, proto: Packet.udp, sport: 1, dport: 53)))
+      #expect(
+        try !backend.passes(
+          3, .egress,
+          Packet.ipv6Frame("fe80::1", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation)
+        ))
       #expect(try !backend.passes(3, .egress, Packet.arp(sender: podIP, target: otherIP)))
       #expect(try count(backend, 3, .egress, "drop-invalid-source") == 3)
     }
   }
 
-  @Test("only ARP and IP pass: VLAN-tagged, LLDP, IPX dropped; ARP from the container must announce its own address")
+  @Test(
+    "only ARP and IP pass: VLAN-tagged, LLDP, IPX dropped; ARP from the container must announce its own address"
+  )
   func ethertypes() throws {
     try withDatapath { datapath, backend in
       _ = try datapath.realize(pod(id: 4))
@@ -124,8 +208,12 @@ struct BPFHardeningTests {
       for direction in [TrafficDirection.egress, .ingress] {
         #expect(try !backend.passes(4, direction, Packet.vlanTagged(ip)))
         #expect(try !backend.passes(4, direction, Packet.vlanTagged(ip, tpid: 0x88a8)))
-        #expect(try !backend.passes(4, direction, Packet.frame(ethertype: 0x88cc, [UInt8](repeating: 0, count: 46))))
-        #expect(try !backend.passes(4, direction, Packet.frame(ethertype: 0x8137, [UInt8](repeating: 0, count: 46))))
+        #expect(
+          try !backend.passes(
+            4, direction, Packet.frame(ethertype: 0x88cc, [UInt8](repeating: 0, count: 46))))
+        #expect(
+          try !backend.passes(
+            4, direction, Packet.frame(ethertype: 0x8137, [UInt8](repeating: 0, count: 46))))
         #expect(try count(backend, 4, direction, "drop-unknown-l3") == 4)
       }
       #expect(try backend.passes(4, .egress, Packet.arp(sender: podIP, target: otherIP)))
@@ -137,7 +225,8 @@ struct BPFHardeningTests {
     }
   }
 
-  @Test("IPv6 extension chains are parsed to the end (8 headers) or dropped, never judged with port 0")
+  @Test(
+    "IPv6 extension chains are parsed to the end (8 headers) or dropped, never judged with port 0")
   func extensionHeaders() throws {
     try withDatapath { datapath, backend in
       // Deny frontend TCP 22, allow frontend anything else.
@@ -146,14 +235,19 @@ struct BPFHardeningTests {
           id: 5, ingressEnforced: true,
           entries: [
             PolicyEntry(peer: frontend, direction: .ingress, proto: .any, ports: .any),
-            PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 22), verdict: .deny),
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 22),
+              verdict: .deny),
           ]))
       var sport: UInt16 = 41000
       func into(headers: Int, extension type: UInt8 = 60, dport: UInt16) throws -> Bool {
         sport += 1
         let chain = [(UInt8, [UInt8])](repeating: (type, [0, 0, 0, 0, 0, 0]), count: headers)
         return try backend.passes(
-          5, .ingress, Packet.ipv6Frame(frontendIP6, podIP6, extensions: chain, proto: Packet.tcp, payload: Packet.l4(proto: Packet.tcp, sport: sport, dport: dport)))
+          5, .ingress,
+          Packet.ipv6Frame(
+            frontendIP6, podIP6, extensions: chain, proto: Packet.tcp,
+            payload: Packet.l4(proto: Packet.tcp, sport: sport, dport: dport)))
       }
       for headers in [0, 1, 4, 5, 8] {
         #expect(try !into(headers: headers, dport: 22), "\(headers) headers")
@@ -170,16 +264,30 @@ struct BPFHardeningTests {
     }
   }
 
-  @Test("fragments: later fragments pass only after their first fragment passed, per endpoint and direction")
+  @Test(
+    "fragments: later fragments pass only after their first fragment passed, per endpoint and direction"
+  )
   func fragments() throws {
     try withDatapath { datapath, backend in
       _ = try datapath.realize(
-        pod(id: 6, ingressEnforced: true, entries: [PolicyEntry(peer: frontend, direction: .ingress, proto: .udp, ports: PortRange(single: 53))]))
-      let udp53 = Packet.l4(proto: Packet.udp, sport: 5353, dport: 53) + [UInt8](repeating: 0, count: 16)
-      let udp99 = Packet.l4(proto: Packet.udp, sport: 5353, dport: 99) + [UInt8](repeating: 0, count: 16)
+        pod(
+          id: 6, ingressEnforced: true,
+          entries: [
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .udp, ports: PortRange(single: 53))
+          ]))
+      let udp53 =
+        Packet.l4(proto: Packet.udp, sport: 5353, dport: 53) + [UInt8](repeating: 0, count: 16)
+      let udp99 =
+        Packet.l4(proto: Packet.udp, sport: 5353, dport: 99) + [UInt8](repeating: 0, count: 16)
       let middle = [UInt8](repeating: 0xab, count: 24)
-      func v4(_ payload: [UInt8], id: UInt16, offset: UInt16, more: Bool, proto: UInt8 = Packet.udp, from: String = frontendIP) -> [UInt8] {
-        Packet.ipv4Frame(from, podIP, proto: proto, payload: payload, id: id, fragmentOffset: offset, moreFragments: more)
+      func v4(
+        _ payload: [UInt8], id: UInt16, offset: UInt16, more: Bool, proto: UInt8 = Packet.udp,
+        from: String = frontendIP
+      ) -> [UInt8] {
+        Packet.ipv4Frame(
+          from, podIP, proto: proto, payload: payload, id: id, fragmentOffset: offset,
+          moreFragments: more)
       }
       // Allowed first fragment, then its later fragments.
       #expect(try backend.passes(6, .ingress, v4(udp53, id: 7, offset: 0, more: true)))
@@ -191,16 +299,25 @@ struct BPFHardeningTests {
       #expect(try !backend.passes(6, .ingress, v4(middle, id: 8, offset: 3, more: false)))
       // A later fragment without a first one, one of another sender, one at offset 1 of TCP.
       #expect(try !backend.passes(6, .ingress, v4(middle, id: 9, offset: 3, more: false)))
-      #expect(try !backend.passes(6, .ingress, v4(middle, id: 7, offset: 3, more: false, from: otherIP)))
-      #expect(try !backend.passes(6, .ingress, v4(middle, id: 7, offset: 1, more: false, proto: Packet.tcp)))
+      #expect(
+        try !backend.passes(6, .ingress, v4(middle, id: 7, offset: 3, more: false, from: otherIP)))
+      #expect(
+        try !backend.passes(
+          6, .ingress, v4(middle, id: 7, offset: 1, more: false, proto: Packet.tcp)))
       // The first fragment's pass is per direction: not usable the other way.
-      #expect(try !backend.passes(6, .egress, Packet.ipv4Frame(podIP, frontendIP, proto: Packet.udp, payload: middle, id: 7, fragmentOffset: 3)))
+      #expect(
+        try !backend.passes(
+          6, .egress,
+          Packet.ipv4Frame(
+            podIP, frontendIP, proto: Packet.udp, payload: middle, id: 7, fragmentOffset: 3)))
       #expect(try count(backend, 6, .ingress, "drop-fragment") == 3)
 
       // IPv6: the fragment header.
       func v6(_ payload: [UInt8], id: UInt32, offset: UInt16, more: Bool) -> [UInt8] {
         Packet.ipv6Frame(
-          frontendIP6, podIP6, extensions: [(44, Packet.ipv6FragmentHeader(offset: offset, more: more, id: id))], proto: Packet.udp, payload: payload)
+          frontendIP6, podIP6,
+          extensions: [(44, Packet.ipv6FragmentHeader(offset: offset, more: more, id: id))],
+          proto: Packet.udp, payload: payload)
       }
       #expect(try backend.passes(6, .ingress, v6(udp53, id: 70, offset: 0, more: true)))
       #expect(try backend.passes(6, .ingress, v6(middle, id: 70, offset: 3, more: false)))
@@ -210,7 +327,9 @@ struct BPFHardeningTests {
     }
   }
 
-  @Test("an ICMP error about a tracked flow passes (PMTU); one about any other flow is judged by policy")
+  @Test(
+    "an ICMP error about a tracked flow passes (PMTU); one about any other flow is judged by policy"
+  )
   func icmpErrors() throws {
     try withDatapath { datapath, backend in
       _ = try datapath.realize(
@@ -218,49 +337,91 @@ struct BPFHardeningTests {
           id: 7, ingressEnforced: true, egressEnforced: true,
           entries: [
             PolicyEntry(peer: other, direction: .egress, proto: .tcp, ports: PortRange(single: 80)),
-            PolicyEntry(peer: frontend, direction: .ingress, proto: .udp, ports: PortRange(single: 53)),
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .udp, ports: PortRange(single: 53)),
           ]))
-      let syn = Packet.ipv4Packet(podIP, otherIP, proto: Packet.tcp, payload: Packet.l4(proto: Packet.tcp, sport: 40000, dport: 80))
+      let syn = Packet.ipv4Packet(
+        podIP, otherIP, proto: Packet.tcp,
+        payload: Packet.l4(proto: Packet.tcp, sport: 40000, dport: 80))
       #expect(try backend.passes(7, .egress, [UInt8](Packet.frame(ethertype: 0x0800, syn))))
-      func fragNeeded(quoting quoted: [UInt8], from: String = routerIP, to: String = podIP) -> [UInt8] {
-        Packet.ipv4Frame(from, to, proto: Packet.icmp, payload: Packet.icmpMessage(type: 3, code: 4, rest: [0, 0, 5, 0x78], body: quoted))
+      func fragNeeded(quoting quoted: [UInt8], from: String = routerIP, to: String = podIP)
+        -> [UInt8]
+      {
+        Packet.ipv4Frame(
+          from, to, proto: Packet.icmp,
+          payload: Packet.icmpMessage(type: 3, code: 4, rest: [0, 0, 5, 0x78], body: quoted))
       }
       #expect(try backend.passes(7, .ingress, fragNeeded(quoting: syn)))
-      #expect(try backend.passes(7, .ingress, Packet.ipv4Frame(routerIP, podIP, proto: Packet.icmp, payload: Packet.icmpMessage(type: 11, code: 0, body: syn))))
+      #expect(
+        try backend.passes(
+          7, .ingress,
+          Packet.ipv4Frame(
+            routerIP, podIP, proto: Packet.icmp,
+            payload: Packet.icmpMessage(type: 11, code: 0, body: syn))))
       #expect(try count(backend, 7, .ingress, "forward-ct-related") == 2)
       // Untracked flow, and a quoted packet the pod did not send: not related, denied.
-      let untracked = Packet.ipv4Packet(podIP, otherIP, proto: Packet.tcp, payload: Packet.l4(proto: Packet.tcp, sport: 40001, dport: 80))
+      let untracked = Packet.ipv4Packet(
+        podIP, otherIP, proto: Packet.tcp,
+        payload: Packet.l4(proto: Packet.tcp, sport: 40001, dport: 80))
       #expect(try !backend.passes(7, .ingress, fragNeeded(quoting: untracked)))
-      let notOurs = Packet.ipv4Packet(frontendIP, otherIP, proto: Packet.tcp, payload: Packet.l4(proto: Packet.tcp, sport: 40000, dport: 80))
+      let notOurs = Packet.ipv4Packet(
+        frontendIP, otherIP, proto: Packet.tcp,
+        payload: Packet.l4(proto: Packet.tcp, sport: 40000, dport: 80))
       #expect(try !backend.passes(7, .ingress, fragNeeded(quoting: notOurs)))
       // The error passed without opening anything: the flow's reverse is still new.
-      #expect(try !backend.passes(7, .ingress, Packet.ipv4(routerIP, podIP, proto: Packet.tcp, sport: 80, dport: 40000)))
+      #expect(
+        try !backend.passes(
+          7, .ingress, Packet.ipv4(routerIP, podIP, proto: Packet.tcp, sport: 80, dport: 40000)))
 
       // From the container: a port unreachable about an allowed incoming
       // flow goes back to its sender, and to nobody else.
-      let query = Packet.ipv4Packet(frontendIP, podIP, proto: Packet.udp, payload: Packet.l4(proto: Packet.udp, sport: 5353, dport: 53))
+      let query = Packet.ipv4Packet(
+        frontendIP, podIP, proto: Packet.udp,
+        payload: Packet.l4(proto: Packet.udp, sport: 5353, dport: 53))
       #expect(try backend.passes(7, .ingress, Packet.frame(ethertype: 0x0800, query)))
       let unreachable = Packet.icmpMessage(type: 3, code: 3, body: query)
-      #expect(try backend.passes(7, .egress, Packet.ipv4Frame(podIP, frontendIP, proto: Packet.icmp, payload: unreachable)))
-      #expect(try !backend.passes(7, .egress, Packet.ipv4Frame(podIP, otherIP, proto: Packet.icmp, payload: unreachable)))
-
-      // IPv6 packet too big.
-      let syn6 = Packet.ipv6Packet(podIP6, otherIP6, proto: Packet.tcp, payload: Packet.l4(proto: Packet.tcp, sport: 40000, dport: 80))
-      #expect(try backend.passes(7, .egress, Packet.frame(ethertype: 0x86DD, syn6)))
-      let tooBig = Packet.icmpMessage(type: 2, code: 0, rest: [0, 0, 5, 0], body: syn6)
-      #expect(try backend.passes(7, .ingress, Packet.ipv6Frame("2001:db8::1", podIP6, proto: Packet.icmpv6, payload: tooBig)))
-      let untracked6 = Packet.ipv6Packet(podIP6, otherIP6, proto: Packet.tcp, payload: Packet.l4(proto: Packet.tcp, sport: 40009, dport: 80))
+      #expect(
+        try backend.passes(
+          7, .egress, Packet.ipv4Frame(podIP, frontendIP, proto: Packet.icmp, payload: unreachable))
+      )
       #expect(
         try !backend.passes(
-          7, .ingress, Packet.ipv6Frame("2001:db8::1", podIP6, proto: Packet.icmpv6, payload: Packet.icmpMessage(type: 2, code: 0, body: untracked6))))
+          7, .egress, Packet.ipv4Frame(podIP, otherIP, proto: Packet.icmp, payload: unreachable)))
+
+      // IPv6 packet too big.
+      let syn6 = Packet.ipv6Packet(
+        podIP6, otherIP6, proto: Packet.tcp,
+        payload: Packet.l4(proto: Packet.tcp, sport: 40000, dport: 80))
+      #expect(try backend.passes(7, .egress, Packet.frame(ethertype: 0x86DD, syn6)))
+      let tooBig = Packet.icmpMessage(type: 2, code: 0, rest: [0, 0, 5, 0], body: syn6)
+      #expect(
+        try backend.passes(
+          7, .ingress,
+          Packet.ipv6Frame("2001:db8::1", podIP6, proto: Packet.icmpv6, payload: tooBig)))
+      let untracked6 = Packet.ipv6Packet(
+        podIP6, otherIP6, proto: Packet.tcp,
+        payload: Packet.l4(proto: Packet.tcp, sport: 40009, dport: 80))
+      #expect(
+        try !backend.passes(
+          7, .ingress,
+          Packet.ipv6Frame(
+            "2001:db8::1", podIP6, proto: Packet.icmpv6,
+            payload: Packet.icmpMessage(type: 2, code: 0, body: untracked6))))
     }
   }
 
-  @Test("a failed first realise leaves nothing behind and names the missing device; a failed later one is redone in full")
+  @Test(
+    "a failed first realise leaves nothing behind and names the missing device; a failed later one is redone in full"
+  )
   func failedRealise() throws {
     try BPFTestEnvironment.withBackend { backend, pin in
       let datapath = try Datapath(backend: backend)
-      var wanted = pod(id: 9, entries: [PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 80))])
+      var wanted = pod(
+        id: 9,
+        entries: [
+          PolicyEntry(
+            peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 80))
+        ])
       wanted.hostInterface = "dpnosuch\(getpid() % 10000)"
       do {
         _ = try datapath.realize(wanted)
@@ -275,7 +436,9 @@ struct BPFHardeningTests {
       #expect(throws: DatapathError.self) { try backend.counters(endpointID: 9) }
       // Nothing of any endpoint is left in the policy and counters maps.
       for map in ["tessera_policy", "tessera_metrics", "tessera_endpoints"] {
-        if let dump = bpftoolDump("\(pin)/globals/\(map)") { #expect(dump == "[]", "\(map): \(dump)") }
+        if let dump = bpftoolDump("\(pin)/globals/\(map)") {
+          #expect(dump == "[]", "\(map): \(dump)")
+        }
       }
       #expect(try datapath.ipcacheEntries().allSatisfy { $0.identity != NumericIdentity(1000) })
 
@@ -286,12 +449,15 @@ struct BPFHardeningTests {
         #expect(FileManager.default.fileExists(atPath: "\(pin)/endpoints/9/from_container"))
         var moved = wanted
         moved.hostInterface = "dpnosuch\(getpid() % 10000)"
-        moved.policy = EndpointPolicy(revision: 2, ingressEnforced: true, egressEnforced: false, entries: [])
+        moved.policy = EndpointPolicy(
+          revision: 2, ingressEnforced: true, egressEnforced: false, entries: [])
         #expect(throws: DatapathError.self) { try datapath.realize(moved) }
         var back = wanted
         back.policy = EndpointPolicy(
           revision: 3, ingressEnforced: true, egressEnforced: false,
-          entries: [PolicyEntry(peer: other, direction: .ingress, proto: .udp, ports: PortRange(single: 53))])
+          entries: [
+            PolicyEntry(peer: other, direction: .ingress, proto: .udp, ports: PortRange(single: 53))
+          ])
         _ = try datapath.realize(back)
         #expect(try Set(backend.policyEntries(endpointID: 9)) == Set(back.policy.entries))
         #expect(try datapath.removeEndpoint(id: 9))
@@ -314,7 +480,9 @@ struct BPFHardeningTests {
     return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
   }
 
-  @Test("a counters map pinned by older programs (fewer reasons) is replaced on startup, its counts kept")
+  @Test(
+    "a counters map pinned by older programs (fewer reasons) is replaced on startup, its counts kept"
+  )
   func metricsUpgrade() throws {
     guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/bpftool") else {
       print("BPFHardeningTests: metricsUpgrade skipped: /usr/sbin/bpftool missing")
@@ -322,21 +490,26 @@ struct BPFHardeningTests {
     }
     let pin = "/sys/fs/bpf/datapath-upgrade-\(getpid())"
     defer { BPFTestEnvironment.removePinDirectory(pin) }
-    try FileManager.default.createDirectory(atPath: "\(pin)/globals", withIntermediateDirectories: true)
+    try FileManager.default.createDirectory(
+      atPath: "\(pin)/globals", withIntermediateDirectories: true)
     // The value of programs with 12 reasons: 2 * 12 counters of 16 bytes.
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/sbin/bpftool")
     process.arguments = [
-      "map", "create", "\(pin)/globals/tessera_metrics", "type", "percpu_hash", "key", "8", "value", "384", "entries", "16", "name",
+      "map", "create", "\(pin)/globals/tessera_metrics", "type", "percpu_hash", "key", "8", "value",
+      "384", "entries", "16", "name",
       "tessera_metrics", "flags", "1",
     ]
     try process.run()
     process.waitUntilExit()
     try #require(process.terminationStatus == 0)
-    let backend = try BPFDatapathBackend(configuration: .init(objectPath: BPFTestEnvironment.objectPath!, pinDirectory: pin))
+    let backend = try BPFDatapathBackend(
+      configuration: .init(objectPath: BPFTestEnvironment.objectPath!, pinDirectory: pin))
     let datapath = try Datapath(backend: backend)
     _ = try datapath.realize(pod(id: 10))
-    #expect(try !backend.passes(10, .egress, Packet.ipv4(frontendIP, otherIP, proto: Packet.udp, sport: 1, dport: 53)))
+    #expect(
+      try !backend.passes(
+        10, .egress, Packet.ipv4(frontendIP, otherIP, proto: Packet.udp, sport: 1, dport: 53)))
     #expect(try count(backend, 10, .egress, "drop-invalid-source") == 1)
     #expect(try datapath.removeEndpoint(id: 10))
   }

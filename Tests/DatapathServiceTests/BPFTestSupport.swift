@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
-import Testing
 import TesseraCore
+import Testing
 
 @testable import DatapathService
 
@@ -10,7 +10,8 @@ enum BPFTestEnvironment {
   /// The object: `TESSERA_BPF_OBJECT`, next to the test binary, or `<repo>/.build-bpf`.
   static let objectPath: String? = {
     if let located = BPFDatapathBackend.locateObject() { return located }
-    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+      .deletingLastPathComponent().deletingLastPathComponent()
     let path = repo.appendingPathComponent(".build-bpf/endpoint.bpf.o").path
     return FileManager.default.fileExists(atPath: path) ? path : nil
   }()
@@ -23,7 +24,9 @@ enum BPFTestEnvironment {
   }()
 
   static var available: Bool {
-    if let reason = unavailableReason { print("DatapathServiceTests: eBPF tests skipped: \(reason)") }
+    if let reason = unavailableReason {
+      print("DatapathServiceTests: eBPF tests skipped: \(reason)")
+    }
     return unavailableReason == nil
   }
 
@@ -35,7 +38,8 @@ enum BPFTestEnvironment {
     let n = counter.add(1, ordering: .relaxed).newValue
     let pin = "/sys/fs/bpf/tessera-test-\(getpid())-\(n)"
     defer { removePinDirectory(pin) }
-    let backend = try BPFDatapathBackend(configuration: .init(objectPath: objectPath!, pinDirectory: pin))
+    let backend = try BPFDatapathBackend(
+      configuration: .init(objectPath: objectPath!, pinDirectory: pin))
     defer {
       if let endpoints = try? backend.restoreEndpoints() {
         for endpoint in endpoints { try? backend.removeEndpoint(endpoint) }
@@ -66,7 +70,9 @@ enum BPFTestEnvironment {
   /// Returns the names of one side of each pair.
   static func withDummyDevices<R>(_ count: Int, _ body: ([String]) throws -> R) throws -> R {
     let n = counter.add(1, ordering: .relaxed).newValue
-    let names = (0..<count).map { "tsd\(getpid() % 10000)x\(n)x\($0)" }.map { String($0.prefix(14)) }
+    let names = (0..<count).map { "tsd\(getpid() % 10000)x\(n)x\($0)" }.map {
+      String($0.prefix(14))
+    }
     defer { for name in names { ip("link", "del", name) } }
     for name in names {
       guard ip("link", "add", name, "type", "veth", "peer", "name", name + "p") else {
@@ -77,17 +83,18 @@ enum BPFTestEnvironment {
   }
 }
 
-
 extension BPFDatapathBackend {
   /// Whether the endpoint's program passes the frame.
-  func passes(_ endpointID: UInt64, _ direction: TrafficDirection, _ packet: [UInt8]) throws -> Bool {
+  func passes(_ endpointID: UInt64, _ direction: TrafficDirection, _ packet: [UInt8]) throws -> Bool
+  {
     try runProgram(endpointID: endpointID, direction: direction, packet: packet).passed
   }
 }
 
 /// A policy for endpoint tests.
 func endpoint(
-  id: UInt64, identity: UInt32 = 1000, ip: String = "10.0.0.5/32", device: String = "", revision: UInt64 = 1,
+  id: UInt64, identity: UInt32 = 1000, ip: String = "10.0.0.5/32", device: String = "",
+  revision: UInt64 = 1,
   ingressEnforced: Bool = false, egressEnforced: Bool = false, entries: [PolicyEntry]
 ) -> DatapathEndpoint {
   var unique: [PolicyEntry.Key: PolicyEntry] = [:]

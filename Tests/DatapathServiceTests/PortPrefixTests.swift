@@ -1,5 +1,5 @@
-import Testing
 import TesseraCore
+import Testing
 
 @testable import DatapathService
 
@@ -53,7 +53,9 @@ struct PortPrefixTests {
 
   @Test("membership agrees with PortRange.contains on every port")
   func exhaustiveMembership() {
-    for range in [PortRange(1000, 2000), PortRange(3, 3), PortRange(0, 65534), PortRange(12345, 54321)] {
+    for range in [
+      PortRange(1000, 2000), PortRange(3, 3), PortRange(0, 65534), PortRange(12345, 54321),
+    ] {
       let blocks = PortPrefix.decompose(range)
       for port in 0...UInt16.max {
         #expect(blocks.contains { $0.contains(port) } == range.contains(port))
@@ -63,27 +65,39 @@ struct PortPrefixTests {
 
   @Test("overlapping ranges cluster, adjacent ones stay apart")
   func clusters() {
-    #expect(PortPrefix.clusters([PortRange(80, 90), PortRange(85, 95), PortRange(96, 100)]) == [PortRange(80, 95), PortRange(96, 100)])
+    #expect(
+      PortPrefix.clusters([PortRange(80, 90), PortRange(85, 95), PortRange(96, 100)]) == [
+        PortRange(80, 95), PortRange(96, 100),
+      ])
     #expect(PortPrefix.clusters([PortRange(1, 1), PortRange(1, 1)]) == [PortRange(1, 1)])
   }
 
   @Test("policy entries survive encode and decode unless they overlap in one group")
   func encodeDecode() {
     let entries = [
-      PolicyEntry(peer: NumericIdentity(300), direction: .ingress, proto: .tcp, ports: PortRange(8080, 8081)),
-      PolicyEntry(peer: NumericIdentity(300), direction: .ingress, proto: .tcp, ports: PortRange(8082, 8082)),
+      PolicyEntry(
+        peer: NumericIdentity(300), direction: .ingress, proto: .tcp, ports: PortRange(8080, 8081)),
+      PolicyEntry(
+        peer: NumericIdentity(300), direction: .ingress, proto: .tcp, ports: PortRange(8082, 8082)),
       PolicyEntry(peer: .unknown, direction: .egress, proto: .any, ports: .any),
-      PolicyEntry(peer: NumericIdentity(301), direction: .ingress, proto: .udp, ports: PortRange(1, 65535), verdict: .deny),
+      PolicyEntry(
+        peer: NumericIdentity(301), direction: .ingress, proto: .udp, ports: PortRange(1, 65535),
+        verdict: .deny),
     ].sorted()
     #expect(PolicyEncoding.decode(PolicyEncoding.encode(entries)) == entries)
 
     let overlapping = [
-      PolicyEntry(peer: NumericIdentity(300), direction: .ingress, proto: .tcp, ports: PortRange(80, 90)),
-      PolicyEntry(peer: NumericIdentity(300), direction: .ingress, proto: .tcp, ports: PortRange(85, 95)),
+      PolicyEntry(
+        peer: NumericIdentity(300), direction: .ingress, proto: .tcp, ports: PortRange(80, 90)),
+      PolicyEntry(
+        peer: NumericIdentity(300), direction: .ingress, proto: .tcp, ports: PortRange(85, 95)),
     ]
     #expect(
       PolicyEncoding.decode(PolicyEncoding.encode(overlapping))
-        == [PolicyEntry(peer: NumericIdentity(300), direction: .ingress, proto: .tcp, ports: PortRange(80, 95))])
+        == [
+          PolicyEntry(
+            peer: NumericIdentity(300), direction: .ingress, proto: .tcp, ports: PortRange(80, 95))
+        ])
   }
 }
 

@@ -3,9 +3,10 @@ import Foundation
 import IdentityService
 import PolicyService
 import Synchronization
-import Testing
-@testable import EndpointService
 import TesseraCore
+import Testing
+
+@testable import EndpointService
 
 /// The real identity allocator, policy engine and datapath, wired in one
 /// process without gRPC, so the endpoint flow is tested against real logic.
@@ -18,7 +19,9 @@ struct InProcessNode {
 
   struct PolicySink: IdentityChangeSink {
     let engine: PolicyEngine
-    func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) async throws -> String {
+    func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) async throws
+      -> String
+    {
       _ = engine.updateIdentities(added: added, deleted: deleted)
       return "in-process"
     }
@@ -27,8 +30,12 @@ struct InProcessNode {
   struct Identities: IdentityAllocating {
     let allocator: IdentityAllocator
     let down: Flag
-    func allocateIdentity(labels: LabelSet) async throws(EndpointError) -> (identity: SecurityIdentity, isNew: Bool) {
-      if down.isOn { throw EndpointError(code: .upstreamUnavailable, message: "identity service down") }
+    func allocateIdentity(labels: LabelSet) async throws(EndpointError) -> (
+      identity: SecurityIdentity, isNew: Bool
+    ) {
+      if down.isOn {
+        throw EndpointError(code: .upstreamUnavailable, message: "identity service down")
+      }
       do { return try await allocator.allocateIdentity(labels: labels) } catch {
         throw EndpointError(code: .upstreamUnavailable, message: "\(error)")
       }
@@ -37,7 +44,9 @@ struct InProcessNode {
       _ = try? await allocator.releaseIdentity(id: id)
     }
     func syncReferences(held: [NumericIdentity: Int]) async throws(EndpointError) {
-      if down.isOn { throw EndpointError(code: .upstreamUnavailable, message: "identity service down") }
+      if down.isOn {
+        throw EndpointError(code: .upstreamUnavailable, message: "identity service down")
+      }
       do { _ = try await allocator.syncNodeReferences(held: held) } catch {
         throw EndpointError(code: .upstreamUnavailable, message: "\(error)")
       }
@@ -46,7 +55,8 @@ struct InProcessNode {
 
   struct Policies: PolicyComputing {
     let engine: PolicyEngine
-    func computePolicy(for identity: SecurityIdentity) async throws(EndpointError) -> EndpointPolicy {
+    func computePolicy(for identity: SecurityIdentity) async throws(EndpointError) -> EndpointPolicy
+    {
       engine.computePolicy(for: identity)
     }
   }
@@ -57,24 +67,37 @@ struct InProcessNode {
     func realize(endpoint: Endpoint, policy: EndpointPolicy) async throws(EndpointError) -> UInt64 {
       if down.isOn { throw EndpointError(code: .upstreamUnavailable, message: "datapath down") }
       do {
-        return try datapath.realize(DatapathEndpoint(id: endpoint.id, hostInterface: endpoint.hostInterface, ips: endpoint.ips, identity: endpoint.identity, policy: policy)).realizedRevision
+        return try datapath.realize(
+          DatapathEndpoint(
+            id: endpoint.id, hostInterface: endpoint.hostInterface, ips: endpoint.ips,
+            identity: endpoint.identity, policy: policy)
+        ).realizedRevision
       } catch { throw EndpointError(code: .upstreamUnavailable, message: "\(error)") }
     }
     func removeEndpoint(id: UInt64) async throws(EndpointError) {
       if down.isOn { throw EndpointError(code: .upstreamUnavailable, message: "datapath down") }
       _ = try? datapath.removeEndpoint(id: id)
     }
-    func realizedEndpoints() async throws(EndpointError) -> [UInt64: (identity: NumericIdentity, revision: UInt64)] {
-      Dictionary(uniqueKeysWithValues: datapath.endpoints().map { ($0.id, ($0.identity, $0.policy.revision)) })
+    func realizedEndpoints() async throws(EndpointError) -> [UInt64: (
+      identity: NumericIdentity, revision: UInt64
+    )] {
+      Dictionary(
+        uniqueKeysWithValues: datapath.endpoints().map {
+          ($0.id, ($0.identity, $0.policy.revision))
+        })
     }
   }
 
   let identityDown = Flag()
   let datapathDown = Flag()
 
-  init(stateDirectory: String? = nil, datapath existing: Datapath? = nil, identityStore: String? = nil) throws {
+  init(
+    stateDirectory: String? = nil, datapath existing: Datapath? = nil, identityStore: String? = nil
+  ) throws {
     engine = try PolicyEngine(database: nil)
-    allocator = IdentityAllocator(configuration: .init(nodeName: "test"), store: try SQLiteIdentityStore(path: identityStore), changeSink: PolicySink(engine: engine))
+    allocator = IdentityAllocator(
+      configuration: .init(nodeName: "test"), store: try SQLiteIdentityStore(path: identityStore),
+      changeSink: PolicySink(engine: engine))
     datapath = try existing ?? Datapath(backend: MemoryDatapathBackend())
     workloads = try WorkloadRegistry(file: nil)
     let identityDown = self.identityDown
@@ -88,8 +111,12 @@ struct InProcessNode {
       store: try stateDirectory.map { try EndpointStateStore(directory: $0) })
   }
 
-  func spec(_ container: String, _ ip: String, _ labels: String..., pod: String = "") throws -> EndpointSpec {
-    EndpointSpec(containerID: container, ips: [IPPrefix(ip)!], podName: pod, labels: try LabelSet(parsing: labels))
+  func spec(_ container: String, _ ip: String, _ labels: String..., pod: String = "") throws
+    -> EndpointSpec
+  {
+    EndpointSpec(
+      containerID: container, ips: [IPPrefix(ip)!], podName: pod,
+      labels: try LabelSet(parsing: labels))
   }
 }
 
@@ -116,14 +143,20 @@ struct CreateEndpointTests {
   func createIsReady() async throws {
     let node = try InProcessNode()
     _ = try node.engine.importPolicies(sourceName: "p.yaml", content: Array(backendPolicy.utf8))
-    let frontend = try await node.manager.createEndpoint(try node.spec("f", "10.0.0.1", "app=frontend"), sync: true)
-    let backend = try await node.manager.createEndpoint(try node.spec("b", "10.0.0.2", "app=backend"), sync: true)
+    let frontend = try await node.manager.createEndpoint(
+      try node.spec("f", "10.0.0.1", "app=frontend"), sync: true)
+    let backend = try await node.manager.createEndpoint(
+      try node.spec("b", "10.0.0.2", "app=backend"), sync: true)
     #expect(backend.state == .ready)
     #expect(backend.policyRevision >= 1)
     let realized = try #require(node.datapath.endpoint(id: backend.id))
     #expect(realized.policy.ingressEnforced)
-    #expect(realized.policy.verdict(peer: frontend.identity, direction: .ingress, proto: .tcp, port: 8080) == .allow)
-    #expect(realized.policy.verdict(peer: frontend.identity, direction: .ingress, proto: .tcp, port: 9090) == .deny)
+    #expect(
+      realized.policy.verdict(peer: frontend.identity, direction: .ingress, proto: .tcp, port: 8080)
+        == .allow)
+    #expect(
+      realized.policy.verdict(peer: frontend.identity, direction: .ingress, proto: .tcp, port: 9090)
+        == .deny)
     #expect(backend.labels["io.kubernetes.pod.namespace"]?.value == "default")
   }
 
@@ -131,44 +164,62 @@ struct CreateEndpointTests {
   func rejects() async throws {
     let node = try InProcessNode()
     _ = try await node.manager.createEndpoint(try node.spec("a", "10.0.0.1", "app=x"), sync: true)
-    await #expect(throws: EndpointError.self) { try await node.manager.createEndpoint(try node.spec("a", "10.0.0.9"), sync: true) }
-    await #expect(throws: EndpointError.self) { try await node.manager.createEndpoint(try node.spec("b", "10.0.0.1"), sync: true) }
-    await #expect(throws: EndpointError.self) { try await node.manager.createEndpoint(try node.spec("c", "10.0.0.3", "reserved:host"), sync: true) }
+    await #expect(throws: EndpointError.self) {
+      try await node.manager.createEndpoint(try node.spec("a", "10.0.0.9"), sync: true)
+    }
+    await #expect(throws: EndpointError.self) {
+      try await node.manager.createEndpoint(try node.spec("b", "10.0.0.1"), sync: true)
+    }
+    await #expect(throws: EndpointError.self) {
+      try await node.manager.createEndpoint(
+        try node.spec("c", "10.0.0.3", "reserved:host"), sync: true)
+    }
     #expect(node.manager.registry.all().count == 1)
   }
 
   @Test(
     "container IDs, interface names and addresses are checked as the CNI spec says",
     arguments: [
-      ("a/../../etc/passwd", "eth0", "10.0.0.1/32"), ("-leading-dash", "eth0", "10.0.0.1/32"), ("bad id", "eth0", "10.0.0.1/32"),
-      ("ok", "..", "10.0.0.1/32"), ("ok", "eth:0", "10.0.0.1/32"), ("ok", "a very long name", "10.0.0.1/32"),
+      ("a/../../etc/passwd", "eth0", "10.0.0.1/32"), ("-leading-dash", "eth0", "10.0.0.1/32"),
+      ("bad id", "eth0", "10.0.0.1/32"),
+      ("ok", "..", "10.0.0.1/32"), ("ok", "eth:0", "10.0.0.1/32"),
+      ("ok", "a very long name", "10.0.0.1/32"),
       ("ok", "eth0", "0.0.0.0/32"), ("ok", "eth0", "127.0.0.1/32"), ("ok", "eth0", "::1/128"),
     ])
   func specChecks(container: String, interface: String, ip: String) throws {
-    let spec = EndpointSpec(containerID: container, interfaceName: interface, ips: [try #require(IPPrefix(ip))])
+    let spec = EndpointSpec(
+      containerID: container, interfaceName: interface, ips: [try #require(IPPrefix(ip))])
     #expect(throws: EndpointError.self) { try spec.validate() }
-    try EndpointSpec(containerID: "abc_1.2-3", interfaceName: "eth0", ips: [try #require(IPPrefix("10.0.0.1/32"))]).validate()
+    try EndpointSpec(
+      containerID: "abc_1.2-3", interfaceName: "eth0", ips: [try #require(IPPrefix("10.0.0.1/32"))]
+    ).validate()
   }
 
   @Test("an unreachable datapath fails the create and leaves nothing behind")
   func cleanUpOnFailure() async throws {
     let node = try InProcessNode()
     node.datapathDown.set(true)
-    await #expect(throws: EndpointError.self) { try await node.manager.createEndpoint(try node.spec("a", "10.0.0.1", "app=x"), sync: true) }
+    await #expect(throws: EndpointError.self) {
+      try await node.manager.createEndpoint(try node.spec("a", "10.0.0.1", "app=x"), sync: true)
+    }
     #expect(node.manager.registry.all().isEmpty)
     // The identity reference was released: nothing holds it any more.
     let stored = try await node.allocator.store.identities()
     #expect(stored.allSatisfy { $0.totalReferences == 0 })
     node.datapathDown.set(false)
-    let retried = try await node.manager.createEndpoint(try node.spec("a", "10.0.0.1", "app=x"), sync: true)
+    let retried = try await node.manager.createEndpoint(
+      try node.spec("a", "10.0.0.1", "app=x"), sync: true)
     #expect(retried.state == .ready)
   }
 
-  @Test("relabelling resolves a new identity and releases the old one without recreating the endpoint")
+  @Test(
+    "relabelling resolves a new identity and releases the old one without recreating the endpoint")
   func relabel() async throws {
     let node = try InProcessNode()
-    let endpoint = try await node.manager.createEndpoint(try node.spec("a", "10.0.0.1", "app=x"), sync: true)
-    let updated = try await node.manager.updateLabels(endpointID: endpoint.id, requestLabels: try LabelSet(parsing: ["app=y"]), sync: true)
+    let endpoint = try await node.manager.createEndpoint(
+      try node.spec("a", "10.0.0.1", "app=x"), sync: true)
+    let updated = try await node.manager.updateLabels(
+      endpointID: endpoint.id, requestLabels: try LabelSet(parsing: ["app=y"]), sync: true)
     #expect(updated.id == endpoint.id)
     #expect(updated.identity != endpoint.identity)
     #expect(updated.identityRevision == endpoint.identityRevision + 1)
@@ -180,7 +231,8 @@ struct CreateEndpointTests {
   @Test("delete is idempotent and releases the identity reference")
   func delete() async throws {
     let node = try InProcessNode()
-    let endpoint = try await node.manager.createEndpoint(try node.spec("a", "10.0.0.1", "app=x"), sync: true)
+    let endpoint = try await node.manager.createEndpoint(
+      try node.spec("a", "10.0.0.1", "app=x"), sync: true)
     #expect(try await node.manager.deleteEndpoints(containerID: "a", interfaceName: nil).count == 1)
     #expect(try await node.manager.deleteEndpoints(containerID: "a", interfaceName: nil).isEmpty)
     #expect(try await node.allocator.identity(id: endpoint.identity).totalReferences == 0)
@@ -190,9 +242,11 @@ struct CreateEndpointTests {
   @Test("workload labels that arrive after the sandbox are waited for")
   func lateMetadata() async throws {
     let node = try InProcessNode()
-    async let created = node.manager.createEndpoint(try node.spec("a", "10.0.0.1", pod: "web-1"), sync: true)
+    async let created = node.manager.createEndpoint(
+      try node.spec("a", "10.0.0.1", pod: "web-1"), sync: true)
     try await Task.sleep(for: .milliseconds(50))
-    try node.workloads.set(Workload(namespace: "default", podName: "web-1", labels: try LabelSet(parsing: ["app=web"])))
+    try node.workloads.set(
+      Workload(namespace: "default", podName: "web-1", labels: try LabelSet(parsing: ["app=web"])))
     let endpoint = try await created
     #expect(endpoint.labels["app"]?.value == "web")
   }
@@ -200,37 +254,58 @@ struct CreateEndpointTests {
   @Test("a rule change regenerates affected endpoints")
   func ruleChange() async throws {
     let node = try InProcessNode()
-    let frontend = try await node.manager.createEndpoint(try node.spec("f", "10.0.0.1", "app=frontend"), sync: true)
-    let backend = try await node.manager.createEndpoint(try node.spec("b", "10.0.0.2", "app=backend"), sync: true)
+    let frontend = try await node.manager.createEndpoint(
+      try node.spec("f", "10.0.0.1", "app=frontend"), sync: true)
+    let backend = try await node.manager.createEndpoint(
+      try node.spec("b", "10.0.0.2", "app=backend"), sync: true)
     #expect(node.datapath.endpoint(id: backend.id)?.policy.ingressEnforced == false)
-    let result = try node.engine.importPolicies(sourceName: "p.yaml", content: Array(backendPolicy.utf8))
-    await node.manager.policyChanged(PolicyChange(revision: result.revision, affectedIdentities: { if case .some(let s) = result.affected { return s } else { return nil } }()))
-    try await node.manager.waiters.wait(endpointID: backend.id, minimumGeneration: 2, deadline: .now + .seconds(5))
+    let result = try node.engine.importPolicies(
+      sourceName: "p.yaml", content: Array(backendPolicy.utf8))
+    await node.manager.policyChanged(
+      PolicyChange(
+        revision: result.revision,
+        affectedIdentities: {
+          if case .some(let s) = result.affected { return s } else { return nil }
+        }()))
+    try await node.manager.waiters.wait(
+      endpointID: backend.id, minimumGeneration: 2, deadline: .now + .seconds(5))
     let realized = try #require(node.datapath.endpoint(id: backend.id))
     #expect(realized.policy.revision == result.revision)
-    #expect(realized.policy.verdict(peer: frontend.identity, direction: .ingress, proto: .tcp, port: 8080) == .allow)
+    #expect(
+      realized.policy.verdict(peer: frontend.identity, direction: .ingress, proto: .tcp, port: 8080)
+        == .allow)
     #expect(node.datapath.endpoint(id: frontend.id)?.policy.revision == 1)
   }
 
   /// A node whose state directory and identity database outlive it, and a way
   /// to start it again on them and on the same datapath (a restarted endpoint service).
   private func withRestartableNode(
-    _ body: (_ first: InProcessNode, _ stateDirectory: String, _ restart: () throws -> InProcessNode) async throws -> Void
+    _ body: (
+      _ first: InProcessNode, _ stateDirectory: String, _ restart: () throws -> InProcessNode
+    ) async throws -> Void
   ) async throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-ep-\(UUID().uuidString)").path
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "tsr-ep-\(UUID().uuidString)"
+    ).path
     let identityDB = directory + "-identity.db"
     defer {
       try? FileManager.default.removeItem(atPath: directory)
       try? FileManager.default.removeItem(atPath: identityDB)
     }
     let first = try InProcessNode(stateDirectory: directory, identityStore: identityDB)
-    try await body(first, directory) { try InProcessNode(stateDirectory: directory, datapath: first.datapath, identityStore: identityDB) }
+    try await body(first, directory) {
+      try InProcessNode(
+        stateDirectory: directory, datapath: first.datapath, identityStore: identityDB)
+    }
   }
 
-  @Test("endpoints are restored from the state directory with the same IDs and identities, without regenerating")
+  @Test(
+    "endpoints are restored from the state directory with the same IDs and identities, without regenerating"
+  )
   func restore() async throws {
     try await withRestartableNode { first, _, restart in
-      let a = try await first.manager.createEndpoint(try first.spec("a", "10.0.0.1", "app=x"), sync: true)
+      let a = try await first.manager.createEndpoint(
+        try first.spec("a", "10.0.0.1", "app=x"), sync: true)
       let restarted = try restart()
       let result = try await restarted.manager.restore()
       #expect(result.restored == 1)
@@ -238,7 +313,8 @@ struct CreateEndpointTests {
       #expect(back.identity == a.identity)
       #expect(back.state == .ready)
       #expect(back.realizedGeneration == a.realizedGeneration)
-      let next = try await restarted.manager.createEndpoint(try restarted.spec("b", "10.0.0.2", "app=y"), sync: true)
+      let next = try await restarted.manager.createEndpoint(
+        try restarted.spec("b", "10.0.0.2", "app=y"), sync: true)
       #expect(next.id == a.id + 1)
     }
   }
@@ -246,8 +322,10 @@ struct CreateEndpointTests {
   @Test("an unreadable state file is set aside and the other endpoints are still restored")
   func restoreSkipsUnreadableState() async throws {
     try await withRestartableNode { first, directory, restart in
-      let a = try await first.manager.createEndpoint(try first.spec("a", "10.0.0.1", "app=x"), sync: true)
-      let b = try await first.manager.createEndpoint(try first.spec("b", "10.0.0.2", "app=y"), sync: true)
+      let a = try await first.manager.createEndpoint(
+        try first.spec("a", "10.0.0.1", "app=x"), sync: true)
+      let b = try await first.manager.createEndpoint(
+        try first.spec("b", "10.0.0.2", "app=y"), sync: true)
       // A power loss left b's file empty (state is not flushed to disk).
       try Data().write(to: URL(fileURLWithPath: "\(directory)/\(b.id).json"))
       let restarted = try restart()
@@ -259,19 +337,26 @@ struct CreateEndpointTests {
     }
   }
 
-  @Test("a reference leaked by a crash between allocating and recording an endpoint is dropped on restore")
+  @Test(
+    "a reference leaked by a crash between allocating and recording an endpoint is dropped on restore"
+  )
   func restoreDropsLeakedReferences() async throws {
     try await withRestartableNode { first, _, restart in
-      let kept = try await first.manager.createEndpoint(try first.spec("a", "10.0.0.1", "app=x"), sync: true)
+      let kept = try await first.manager.createEndpoint(
+        try first.spec("a", "10.0.0.1", "app=x"), sync: true)
       // The endpoint service died right after these allocations, before recording any endpoint.
-      let leaked = try await first.allocator.allocateIdentity(labels: try LabelSet(parsing: ["app=lost", "io.kubernetes.pod.namespace=default"]))
-      _ = try await first.allocator.allocateIdentity(labels: try LabelSet(parsing: ["app=x", "io.kubernetes.pod.namespace=default"]))
+      let leaked = try await first.allocator.allocateIdentity(
+        labels: try LabelSet(parsing: ["app=lost", "io.kubernetes.pod.namespace=default"]))
+      _ = try await first.allocator.allocateIdentity(
+        labels: try LabelSet(parsing: ["app=x", "io.kubernetes.pod.namespace=default"]))
       #expect(try await first.allocator.identity(id: kept.identity).totalReferences == 2)
 
       let restarted = try restart()
       _ = try await restarted.manager.restore()
       #expect(try await restarted.allocator.identity(id: leaked.identity.id).totalReferences == 0)
-      #expect(try await restarted.allocator.identity(id: kept.identity).totalReferences == 1, "one endpoint, one reference")
+      #expect(
+        try await restarted.allocator.identity(id: kept.identity).totalReferences == 1,
+        "one endpoint, one reference")
     }
   }
 }

@@ -1,41 +1,52 @@
+import Synchronization
 import Testing
+
 @testable import EndpointService
 
 @Suite("Endpoint state machine")
 struct EndpointStateMachineTests {
-  @Test("legal transitions return their state and action", arguments: [
-    (EndpointState.waitingForIdentity, EndpointEvent.identityResolved, EndpointState.waitingToRegenerate, EndpointAction.regenerate),
-    (.waitingToRegenerate, .regenerationStarted, .regenerating, .none),
-    (.regenerating, .regenerationFinished, .ready, .resumeWaiters),
-    (.regenerating, .regenerationFailed, .waitingToRegenerate, .failWaiters),
-    (.ready, .labelsChanged, .waitingForIdentity, .allocateIdentity),
-    (.ready, .regenerationTriggered, .waitingToRegenerate, .regenerate),
-    (.regenerating, .regenerationTriggered, .regenerating, .regenerate),
-    (.waitingForIdentity, .regenerationTriggered, .waitingForIdentity, .none),
-    (.waitingForIdentity, .regenerationFinished, .waitingForIdentity, .resumeWaiters),
-    (.waitingForIdentity, .regenerationFailed, .waitingForIdentity, .failWaiters),
-    (.ready, .deleteRequested, .disconnecting, .failWaiters),
-    (.waitingForIdentity, .deleteRequested, .disconnecting, .failWaiters),
-    (.disconnecting, .deleteFinished, .disconnected, .cleanUp),
-    (.restoring, .restored(needsRegeneration: false), .ready, .resumeWaiters),
-    (.restoring, .restored(needsRegeneration: true), .waitingToRegenerate, .regenerate),
-  ])
-  func legal(from: EndpointState, event: EndpointEvent, to: EndpointState, action: EndpointAction) throws {
+  @Test(
+    "legal transitions return their state and action",
+    arguments: [
+      (
+        EndpointState.waitingForIdentity, EndpointEvent.identityResolved,
+        EndpointState.waitingToRegenerate, EndpointAction.regenerate
+      ),
+      (.waitingToRegenerate, .regenerationStarted, .regenerating, .none),
+      (.regenerating, .regenerationFinished, .ready, .resumeWaiters),
+      (.regenerating, .regenerationFailed, .waitingToRegenerate, .failWaiters),
+      (.ready, .labelsChanged, .waitingForIdentity, .allocateIdentity),
+      (.ready, .regenerationTriggered, .waitingToRegenerate, .regenerate),
+      (.regenerating, .regenerationTriggered, .regenerating, .regenerate),
+      (.waitingForIdentity, .regenerationTriggered, .waitingForIdentity, .none),
+      (.waitingForIdentity, .regenerationFinished, .waitingForIdentity, .resumeWaiters),
+      (.waitingForIdentity, .regenerationFailed, .waitingForIdentity, .failWaiters),
+      (.ready, .deleteRequested, .disconnecting, .failWaiters),
+      (.waitingForIdentity, .deleteRequested, .disconnecting, .failWaiters),
+      (.disconnecting, .deleteFinished, .disconnected, .cleanUp),
+      (.restoring, .restored(needsRegeneration: false), .ready, .resumeWaiters),
+      (.restoring, .restored(needsRegeneration: true), .waitingToRegenerate, .regenerate),
+    ])
+  func legal(from: EndpointState, event: EndpointEvent, to: EndpointState, action: EndpointAction)
+    throws
+  {
     var machine = EndpointStateMachine(state: from)
     #expect(try machine.handle(event) == action)
     #expect(machine.state == to)
   }
 
-  @Test("illegal transitions are rejected and change nothing", arguments: [
-    (EndpointState.waitingForIdentity, EndpointEvent.regenerationStarted),
-    (.ready, .identityResolved),
-    (.ready, .regenerationFinished),
-    (.disconnected, .labelsChanged),
-    (.disconnecting, .regenerationStarted),
-    (.disconnecting, .deleteRequested),
-    (.ready, .restored(needsRegeneration: false)),
-    (.waitingToRegenerate, .deleteFinished),
-  ])
+  @Test(
+    "illegal transitions are rejected and change nothing",
+    arguments: [
+      (EndpointState.waitingForIdentity, EndpointEvent.regenerationStarted),
+      (.ready, .identityResolved),
+      (.ready, .regenerationFinished),
+      (.disconnected, .labelsChanged),
+      (.disconnecting, .regenerationStarted),
+      (.disconnecting, .deleteRequested),
+      (.ready, .restored(needsRegeneration: false)),
+      (.waitingToRegenerate, .deleteFinished),
+    ])
   func illegal(from: EndpointState, event: EndpointEvent) {
     var machine = EndpointStateMachine(state: from)
     #expect(throws: EndpointError.self) { try machine.handle(event) }
@@ -66,10 +77,13 @@ struct RegenerationQueueTests {
   }
 }
 
-import Synchronization
-
 final class Counter: Sendable {
   private let count = Mutex(0)
-  func increment() -> Int { count.withLock { $0 += 1; return $0 } }
+  func increment() -> Int {
+    count.withLock {
+      $0 += 1
+      return $0
+    }
+  }
   var value: Int { count.withLock { $0 } }
 }

@@ -1,7 +1,8 @@
 import PolicyService
-import Testing
-@testable import EndpointService
 import TesseraCore
+import Testing
+
+@testable import EndpointService
 
 @Suite("Namespace labels reach pods and namespaceSelector")
 struct NamespaceLabelsTests {
@@ -16,12 +17,18 @@ struct NamespaceLabelsTests {
         - namespaceSelector: {matchLabels: {team: payments}}
     """
 
-  func create(_ node: InProcessNode, _ container: String, _ ip: String, namespace: String, _ labels: String...) async throws -> Endpoint {
+  func create(
+    _ node: InProcessNode, _ container: String, _ ip: String, namespace: String, _ labels: String...
+  ) async throws -> Endpoint {
     try await node.manager.createEndpoint(
-      EndpointSpec(containerID: container, ips: [IPPrefix(ip)!], namespace: namespace, labels: try LabelSet(parsing: labels)), sync: true)
+      EndpointSpec(
+        containerID: container, ips: [IPPrefix(ip)!], namespace: namespace,
+        labels: try LabelSet(parsing: labels)), sync: true)
   }
 
-  @Test("a pod carries its namespace's labels; a NetworkPolicy namespaceSelector admits by them; changing them re-labels the pod")
+  @Test(
+    "a pod carries its namespace's labels; a NetworkPolicy namespaceSelector admits by them; changing them re-labels the pod"
+  )
   func namespaceSelector() async throws {
     let node = try InProcessNode()
     _ = try node.engine.importPolicies(sourceName: "p.yaml", content: Array(payments.utf8))
@@ -33,15 +40,20 @@ struct NamespaceLabelsTests {
     #expect(client.labels["io.cilium.k8s.namespace.labels.team"]?.value == "payments")
     #expect(stranger.labels["io.cilium.k8s.namespace.labels.team"] == nil)
     let policy = try #require(node.datapath.endpoint(id: db.id)).policy
-    #expect(policy.verdict(peer: client.identity, direction: .ingress, proto: .tcp, port: 5432) == .allow)
-    #expect(policy.verdict(peer: stranger.identity, direction: .ingress, proto: .tcp, port: 5432) == .deny)
+    #expect(
+      policy.verdict(peer: client.identity, direction: .ingress, proto: .tcp, port: 5432) == .allow)
+    #expect(
+      policy.verdict(peer: stranger.identity, direction: .ingress, proto: .tcp, port: 5432) == .deny
+    )
 
     // The namespace loses the label: its pod gets a new identity without it.
     try node.workloads.setNamespace("shop", labels: try LabelSet(parsing: ["team=web"]))
     await node.manager.namespaceChanged("shop")
-    #expect(await eventually {
-      node.manager.registry.endpoint(id: client.id)?.labels["io.cilium.k8s.namespace.labels.team"]?.value == "web"
-    })
+    #expect(
+      await eventually {
+        node.manager.registry.endpoint(id: client.id)?.labels[
+          "io.cilium.k8s.namespace.labels.team"]?.value == "web"
+      })
     let relabelled = try #require(node.manager.registry.endpoint(id: client.id))
     #expect(relabelled.identity != client.identity)
   }
@@ -50,7 +62,8 @@ struct NamespaceLabelsTests {
   func podsCannotClaimNamespaceLabels() async throws {
     let node = try InProcessNode()
     await #expect(throws: EndpointError.self) {
-      _ = try await create(node, "x", "10.0.0.9", namespace: "shop", "io.cilium.k8s.namespace.labels.team=payments")
+      _ = try await create(
+        node, "x", "10.0.0.9", namespace: "shop", "io.cilium.k8s.namespace.labels.team=payments")
     }
     #expect(node.manager.registry.all().isEmpty)
   }

@@ -1,10 +1,13 @@
-import Testing
-@testable import EndpointService
 import TesseraCore
+import Testing
+
+@testable import EndpointService
 
 @Suite("Policy cache")
 struct PolicyCacheTests {
-  let web = SecurityIdentity(id: NumericIdentity(300), labels: LabelSet(validated: [Label(source: "k8s", key: "app", value: "web")]))
+  let web = SecurityIdentity(
+    id: NumericIdentity(300),
+    labels: LabelSet(validated: [Label(source: "k8s", key: "app", value: "web")]))
 
   func policy(_ revision: UInt64) -> EndpointPolicy {
     EndpointPolicy(revision: revision, ingressEnforced: true, egressEnforced: false, entries: [])
@@ -14,7 +17,9 @@ struct PolicyCacheTests {
   func cachesUntilInvalidated() async throws {
     let cache = PolicyCache()
     let calls = Counter()
-    let compute: (SecurityIdentity) async throws(EndpointError) -> EndpointPolicy = { _ in self.policy(UInt64(calls.increment())) }
+    let compute: (SecurityIdentity) async throws(EndpointError) -> EndpointPolicy = { _ in
+      self.policy(UInt64(calls.increment()))
+    }
     #expect(try await cache.policy(for: web, compute: compute).revision == 1)
     #expect(try await cache.policy(for: web, compute: compute).revision == 1)
     cache.invalidate([NumericIdentity(999)])
@@ -29,7 +34,8 @@ struct PolicyCacheTests {
   func reusedNumber() async throws {
     let cache = PolicyCache()
     _ = try await cache.policy(for: web) { _ in self.policy(1) }
-    let reused = SecurityIdentity(id: web.id, labels: LabelSet(validated: [Label(source: "k8s", key: "app", value: "db")]))
+    let reused = SecurityIdentity(
+      id: web.id, labels: LabelSet(validated: [Label(source: "k8s", key: "app", value: "db")]))
     #expect(try await cache.policy(for: reused) { _ in self.policy(2) }.revision == 2)
   }
 

@@ -3,9 +3,10 @@ import Foundation
 import IdentityService
 import PolicyService
 import Synchronization
-import Testing
-@testable import EndpointService
 import TesseraCore
+import Testing
+
+@testable import EndpointService
 
 /// The in-process node with the policy service's event log between the
 /// SelectorCache and the endpoint manager, delivered late on purpose, and a
@@ -28,7 +29,9 @@ struct EventedNode {
     /// Set: the policy service learns identities this late, after the allocation returned
     /// (a replica that follows the identity service's watch).
     var lateBy: Duration? = nil
-    func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) async throws -> String {
+    func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) async throws
+      -> String
+    {
       let (engine, events) = (self.engine, self.events)
       let apply: @Sendable () -> Void = {
         let result = engine.updateIdentities(added: added, deleted: deleted)
@@ -51,7 +54,8 @@ struct EventedNode {
     let events: PolicyEvents
     /// false: behave like a policy service without an event sequence (no ordering).
     let ordered: Bool
-    func computePolicy(for identity: SecurityIdentity) async throws(EndpointError) -> EndpointPolicy {
+    func computePolicy(for identity: SecurityIdentity) async throws(EndpointError) -> EndpointPolicy
+    {
       engine.computePolicy(for: identity)
     }
     func eventSequence() async throws(EndpointError) -> PolicyEventSequence? {
@@ -62,7 +66,9 @@ struct EventedNode {
     )? {
       guard ordered else { return nil }
       let unknown = engine.unknownIdentities(among: identities)
-      return (PolicyEventSequence(sequence: events.sequence, instanceID: events.instanceID), unknown)
+      return (
+        PolicyEventSequence(sequence: events.sequence, instanceID: events.instanceID), unknown
+      )
     }
   }
 
@@ -77,7 +83,9 @@ struct EventedNode {
     var all: [Call] { calls.withLock { $0 } }
 
     /// The policy `peer` had in force when `subject` was first realised with `identity`.
-    func peerPolicy(_ peer: UInt64, whenRealizing subject: UInt64, as identity: NumericIdentity) -> EndpointPolicy? {
+    func peerPolicy(_ peer: UInt64, whenRealizing subject: UInt64, as identity: NumericIdentity)
+      -> EndpointPolicy?
+    {
       var inForce: EndpointPolicy?
       for call in all {
         guard case .realize(let id, let realizedIdentity, let policy) = call else { continue }
@@ -100,7 +108,9 @@ struct EventedNode {
       log.append(.remove(endpointID: id))
       try await inner.removeEndpoint(id: id)
     }
-    func realizedEndpoints() async throws(EndpointError) -> [UInt64: (identity: NumericIdentity, revision: UInt64)] {
+    func realizedEndpoints() async throws(EndpointError) -> [UInt64: (
+      identity: NumericIdentity, revision: UInt64
+    )] {
       try await inner.realizedEndpoints()
     }
   }
@@ -109,7 +119,8 @@ struct EventedNode {
   ///   - ordered: whether the policy service reports its event sequence.
   ///   - watchDelay: how late each event reaches the endpoint manager.
   init(
-    ordered: Bool = true, watchDelay: Duration = .milliseconds(100), requestTimeout: Duration = .seconds(5),
+    ordered: Bool = true, watchDelay: Duration = .milliseconds(100),
+    requestTimeout: Duration = .seconds(5),
     identitiesLateBy: Duration? = nil
   ) async throws {
     let engine = try PolicyEngine(database: nil)
@@ -123,17 +134,20 @@ struct EventedNode {
     let log = RealizeLog()
     self.log = log
     let manager = EndpointManager(
-      configuration: .init(requestTimeout: requestTimeout, regenerationRetryDelay: .milliseconds(50)),
+      configuration: .init(
+        requestTimeout: requestTimeout, regenerationRetryDelay: .milliseconds(50)),
       metadata: MetadataResolver(source: try WorkloadRegistry(file: nil)),
       identities: InProcessNode.Identities(allocator: allocator, down: Flag()),
       policy: EventedPolicies(engine: engine, events: events, ordered: ordered),
-      datapath: RecordingDatapaths(inner: InProcessNode.Datapaths(datapath: datapath, down: Flag()), log: log),
+      datapath: RecordingDatapaths(
+        inner: InProcessNode.Datapaths(datapath: datapath, down: Flag()), log: log),
       store: nil)
     self.manager = manager
     // The WatchPolicy consumer, slow on purpose: peers learn of changes late.
     let subscription = events.subscribe()
     let initial = PolicyChange(
-      revision: engine.revision, affectedIdentities: [], sequence: subscription.sequence, instanceID: events.instanceID)
+      revision: engine.revision, affectedIdentities: [], sequence: subscription.sequence,
+      instanceID: events.instanceID)
     // Before any create: the consumer's position is known from the start.
     await manager.policyChanged(initial)
     let paused = watchPaused
@@ -141,10 +155,12 @@ struct EventedNode {
       for await event in subscription.events {
         try? await Task.sleep(for: watchDelay)
         while paused.isOn && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(10)) }
-        await manager.policyChanged(PolicyChange(
-          revision: event.revision,
-          affectedIdentities: event.all ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
-          sequence: event.sequence))
+        await manager.policyChanged(
+          PolicyChange(
+            revision: event.revision,
+            affectedIdentities: event.all
+              ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
+            sequence: event.sequence))
       }
     }
   }
@@ -156,7 +172,9 @@ struct EventedNode {
 
   func create(_ container: String, _ ip: String, _ labels: String...) async throws -> Endpoint {
     try await manager.createEndpoint(
-      EndpointSpec(containerID: container, ips: [IPPrefix(ip)!], labels: try LabelSet(parsing: labels)), sync: true)
+      EndpointSpec(
+        containerID: container, ips: [IPPrefix(ip)!], labels: try LabelSet(parsing: labels)),
+      sync: true)
   }
 }
 
@@ -175,7 +193,9 @@ let denyXAllowRest = """
 
 @Suite("Policy ordering: peers' policy maps before the ipcache")
 struct PolicyOrderingTests {
-  @Test("a new pod's identity is denied by the peer's policy map before the pod's own realisation writes its address")
+  @Test(
+    "a new pod's identity is denied by the peer's policy map before the pod's own realisation writes its address"
+  )
   func createWaitsForPeers() async throws {
     let node = try await EventedNode()
     defer { node.pump.cancel() }
@@ -185,25 +205,35 @@ struct PolicyOrderingTests {
     let x = try await node.create("x", "10.0.0.2", "app=x")
     let inForce = try #require(node.log.peerPolicy(peer.id, whenRealizing: x.id, as: x.identity))
     #expect(inForce.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
-    #expect(ContinuousClock.now - started >= .milliseconds(100), "the create waited for the late watch")
-    #expect(node.datapath.endpoint(id: peer.id)?.policy.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
+    #expect(
+      ContinuousClock.now - started >= .milliseconds(100), "the create waited for the late watch")
+    #expect(
+      node.datapath.endpoint(id: peer.id)?.policy.verdict(
+        peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
     #expect(node.manager.ordering.pendingCount == 0)
   }
 
-  @Test("a policy service that learns the new identity late (a watch-fed replica) still has the peer deny it first")
+  @Test(
+    "a policy service that learns the new identity late (a watch-fed replica) still has the peer deny it first"
+  )
   func lateIdentityStillOrdered() async throws {
-    let node = try await EventedNode(watchDelay: .milliseconds(10), identitiesLateBy: .milliseconds(300))
+    let node = try await EventedNode(
+      watchDelay: .milliseconds(10), identitiesLateBy: .milliseconds(300))
     defer { node.pump.cancel() }
     try node.importPolicy(denyXAllowRest)
     let peer = try await node.create("peer", "10.0.0.1", "app=peer")
     let started = ContinuousClock.now
     let x = try await node.create("x", "10.0.0.2", "app=x")
-    #expect(ContinuousClock.now - started >= .milliseconds(300), "the create waited for the policy service to learn the identity")
+    #expect(
+      ContinuousClock.now - started >= .milliseconds(300),
+      "the create waited for the policy service to learn the identity")
     let inForce = try #require(node.log.peerPolicy(peer.id, whenRealizing: x.id, as: x.identity))
     #expect(inForce.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
   }
 
-  @Test("without the event sequence the same create admits the new identity at the peer (the check can fail)")
+  @Test(
+    "without the event sequence the same create admits the new identity at the peer (the check can fail)"
+  )
   func unorderedAdmits() async throws {
     let node = try await EventedNode(ordered: false)
     defer { node.pump.cancel() }
@@ -221,13 +251,19 @@ struct PolicyOrderingTests {
     try node.importPolicy(denyXAllowRest)
     let peer = try await node.create("peer", "10.0.0.1", "app=peer")
     let y = try await node.create("y", "10.0.0.2", "app=y")
-    let relabelled = try await node.manager.updateLabels(endpointID: y.id, requestLabels: try LabelSet(parsing: ["app=x", "tier=late"]), sync: true)
+    let relabelled = try await node.manager.updateLabels(
+      endpointID: y.id, requestLabels: try LabelSet(parsing: ["app=x", "tier=late"]), sync: true)
     #expect(relabelled.identity != y.identity)
-    let inForce = try #require(node.log.peerPolicy(peer.id, whenRealizing: y.id, as: relabelled.identity))
-    #expect(inForce.verdict(peer: relabelled.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
+    let inForce = try #require(
+      node.log.peerPolicy(peer.id, whenRealizing: y.id, as: relabelled.identity))
+    #expect(
+      inForce.verdict(peer: relabelled.identity, direction: .ingress, proto: .tcp, port: 80)
+        == .deny)
   }
 
-  @Test("concurrent creates of denied pods and peers neither deadlock nor get ahead of the existing peer")
+  @Test(
+    "concurrent creates of denied pods and peers neither deadlock nor get ahead of the existing peer"
+  )
   func concurrentCreates() async throws {
     let node = try await EventedNode(watchDelay: .milliseconds(20))
     defer { node.pump.cancel() }
@@ -245,15 +281,21 @@ struct PolicyOrderingTests {
     }
     for x in created where x.labels["app"]?.value == "x" {
       let inForce = try #require(node.log.peerPolicy(peer.id, whenRealizing: x.id, as: x.identity))
-      #expect(inForce.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny, "x\(x.id)")
+      #expect(
+        inForce.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny,
+        "x\(x.id)")
       // When all creates returned, every peer denies every x.
       for p in created where p.labels["app"]?.value == "peer" {
-        #expect(node.datapath.endpoint(id: p.id)?.policy.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
+        #expect(
+          node.datapath.endpoint(id: p.id)?.policy.verdict(
+            peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
       }
     }
   }
 
-  @Test("another node's pod: its identity is admitted to the ipcache only once the peer's map denies it")
+  @Test(
+    "another node's pod: its identity is admitted to the ipcache only once the peer's map denies it"
+  )
   func remoteIdentityWaitsForPeers() async throws {
     let node = try await EventedNode()
     defer { node.pump.cancel() }
@@ -261,26 +303,34 @@ struct PolicyOrderingTests {
     let peer = try await node.create("peer", "10.0.0.1", "app=peer")
     // Not yet known to the policy service (its identity service has not told it): must wait.
     let stranger = NumericIdentity(rawValue: 70_000)
-    let early = try await node.manager.waitForPolicyOrdering(admitting: [stranger], deadline: .now + .seconds(2))
+    let early = try await node.manager.waitForPolicyOrdering(
+      admitting: [stranger], deadline: .now + .seconds(2))
     #expect(early == [stranger])
     // Allocated elsewhere in the cluster; this node's policy service learns it, peers catch up late.
-    let (remote, _) = try await node.allocator.allocateIdentity(
-      labels: try LabelSet(parsing: ["app=x", "run=b", "io.kubernetes.pod.namespace=default"]), node: "b")
     let started = ContinuousClock.now
-    let unknown = try await node.manager.waitForPolicyOrdering(admitting: [remote.id], deadline: .now + .seconds(5))
+    let (remote, _) = try await node.allocator.allocateIdentity(
+      labels: try LabelSet(parsing: ["app=x", "run=b", "io.kubernetes.pod.namespace=default"]),
+      node: "b")
+    let unknown = try await node.manager.waitForPolicyOrdering(
+      admitting: [remote.id], deadline: .now + .seconds(5))
     #expect(unknown.isEmpty)
     #expect(ContinuousClock.now - started >= .milliseconds(100), "the wait covered the late watch")
-    #expect(node.datapath.endpoint(id: peer.id)?.policy.verdict(peer: remote.id, direction: .ingress, proto: .tcp, port: 80) == .deny)
+    #expect(
+      node.datapath.endpoint(id: peer.id)?.policy.verdict(
+        peer: remote.id, direction: .ingress, proto: .tcp, port: 80) == .deny)
   }
 
   @Test("a peer that cannot catch up fails the create at its deadline and leaves nothing behind")
   func stuckPeerFailsCreate() async throws {
-    let node = try await EventedNode(watchDelay: .milliseconds(10), requestTimeout: .milliseconds(400))
+    let node = try await EventedNode(
+      watchDelay: .milliseconds(10), requestTimeout: .milliseconds(400))
     defer { node.pump.cancel() }
     try node.importPolicy(denyXAllowRest)
     let peer = try await node.create("peer", "10.0.0.1", "app=peer")
     node.watchPaused.set(true)
-    await #expect(throws: EndpointError.self) { _ = try await node.create("x", "10.0.0.2", "app=x") }
+    await #expect(throws: EndpointError.self) {
+      _ = try await node.create("x", "10.0.0.2", "app=x")
+    }
     #expect(node.manager.registry.all().map(\.id) == [peer.id])
     let realizedX = node.log.all.contains {
       if case .realize(let id, _, _) = $0 { return id != peer.id }
@@ -288,6 +338,9 @@ struct PolicyOrderingTests {
     }
     #expect(!realizedX, "the denied pod's address never reached the datapath")
     let stored = try await node.allocator.store.identities()
-    #expect(stored.filter { $0.identity.labels.description.contains("app=x") }.allSatisfy { $0.totalReferences == 0 })
+    #expect(
+      stored.filter { $0.identity.labels.description.contains("app=x") }.allSatisfy {
+        $0.totalReferences == 0
+      })
   }
 }

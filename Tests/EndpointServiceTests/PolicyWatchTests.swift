@@ -6,14 +6,16 @@ import IdentityService
 import Logging
 import PolicyService
 import Synchronization
-import Testing
-@testable import EndpointService
 import TesseraCore
 import TesseraProto
+import Testing
+
+@testable import EndpointService
 
 /// Runs `body` with a client of a policy service served in process.
 func withPolicyService(
-  _ handler: PolicyServiceHandler, _ body: (GRPCClient<InProcessTransport.Client>) async throws -> Void
+  _ handler: PolicyServiceHandler,
+  _ body: (GRPCClient<InProcessTransport.Client>) async throws -> Void
 ) async throws {
   let transport = InProcessTransport()
   let server = GRPCServer(transport: transport.server, services: [handler])
@@ -50,11 +52,15 @@ final class ChangeLog: Sendable {
 
 @Suite("Policy watch: lag and readiness")
 struct PolicyWatchTests {
-  @Test("a subscriber that falls behind gets RESOURCE_EXHAUSTED after a gap-free prefix, never a silent gap")
+  @Test(
+    "a subscriber that falls behind gets RESOURCE_EXHAUSTED after a gap-free prefix, never a silent gap"
+  )
   func laggingSubscriberIsCutOff() async throws {
     let events = PolicyEvents(bufferSize: 3)
     let subscription = events.subscribe()
-    for i in 1...10 { events.publish(revision: 1, affected: .some([NumericIdentity(rawValue: UInt32(1000 + i))])) }
+    for i in 1...10 {
+      events.publish(revision: 1, affected: .some([NumericIdentity(rawValue: UInt32(1000 + i))]))
+    }
     var received: [UInt64] = []
     for await event in subscription.events { received.append(event.sequence) }
     #expect(received == [1, 2, 3], "the buffered prefix, in order, then the end")
@@ -72,7 +78,8 @@ struct PolicyWatchTests {
   func watchStatusOnLag() async throws {
     let engine = try PolicyEngine(database: nil)
     let events = PolicyEvents(bufferSize: 2)
-    let handler = PolicyServiceHandler(engine: engine, events: events, logger: Logger(label: "test.policy"))
+    let handler = PolicyServiceHandler(
+      engine: engine, events: events, logger: Logger(label: "test.policy"))
     try await withPolicyService(handler) { client in
       let raw = Tessera_Policy_V1_PolicyService.Client(wrapping: client)
       do {
@@ -81,7 +88,10 @@ struct PolicyWatchTests {
           for try await event in response.messages {
             if sequences.isEmpty {
               #expect(!event.instanceID.isEmpty)
-              for i in 0..<1_000 { events.publish(revision: 1, affected: .some([NumericIdentity(rawValue: UInt32(2_000 + i))])) }
+              for i in 0..<1_000 {
+                events.publish(
+                  revision: 1, affected: .some([NumericIdentity(rawValue: UInt32(2_000 + i))]))
+              }
             }
             sequences.append(event.sequence)
           }
@@ -95,11 +105,14 @@ struct PolicyWatchTests {
     }
   }
 
-  @Test("the endpoint service resynchronises after its watch was cut off and ends with the policy it missed")
+  @Test(
+    "the endpoint service resynchronises after its watch was cut off and ends with the policy it missed"
+  )
   func clientResyncsAfterLag() async throws {
     let engine = try PolicyEngine(database: nil)
     let events = PolicyEvents(bufferSize: 4)
-    let handler = PolicyServiceHandler(engine: engine, events: events, logger: Logger(label: "test.policy"))
+    let handler = PolicyServiceHandler(
+      engine: engine, events: events, logger: Logger(label: "test.policy"))
     try await withPolicyService(handler) { client in
       let policy = PolicyServiceClient(wrapping: client)
       let allocator = IdentityAllocator(
@@ -107,10 +120,12 @@ struct PolicyWatchTests {
         changeSink: EventedNode.EventedPolicySink(engine: engine, events: events))
       let datapath = try Datapath(backend: MemoryDatapathBackend())
       let manager = EndpointManager(
-        configuration: .init(requestTimeout: .seconds(5), regenerationRetryDelay: .milliseconds(50)),
+        configuration: .init(
+          requestTimeout: .seconds(5), regenerationRetryDelay: .milliseconds(50)),
         metadata: MetadataResolver(source: try WorkloadRegistry(file: nil)),
         identities: InProcessNode.Identities(allocator: allocator, down: Flag()),
-        policy: policy, datapath: InProcessNode.Datapaths(datapath: datapath, down: Flag()), store: nil)
+        policy: policy, datapath: InProcessNode.Datapaths(datapath: datapath, down: Flag()),
+        store: nil)
       let changes = ChangeLog()
       let watch = Task {
         await policy.watchPolicy(logger: Logger(label: "test.watch")) { change in
@@ -122,23 +137,32 @@ struct PolicyWatchTests {
       #expect(await eventually { changes.resyncs == 1 })
 
       let frontend = try await manager.createEndpoint(
-        EndpointSpec(containerID: "f", ips: [IPPrefix("10.0.0.1")!], labels: try LabelSet(parsing: ["app=frontend"])), sync: true)
+        EndpointSpec(
+          containerID: "f", ips: [IPPrefix("10.0.0.1")!],
+          labels: try LabelSet(parsing: ["app=frontend"])), sync: true)
       let backend = try await manager.createEndpoint(
-        EndpointSpec(containerID: "b", ips: [IPPrefix("10.0.0.2")!], labels: try LabelSet(parsing: ["app=backend"])), sync: true)
+        EndpointSpec(
+          containerID: "b", ips: [IPPrefix("10.0.0.2")!],
+          labels: try LabelSet(parsing: ["app=backend"])), sync: true)
       #expect(datapath.endpoint(id: backend.id)?.policy.ingressEnforced == false)
 
       // A rule change whose event the subscriber will not get: it falls behind first.
       _ = try engine.importPolicies(sourceName: "p.yaml", content: Array(backendPolicy.utf8))
       var flooded = 0
       while changes.resyncs < 2 && flooded < 2_000_000 {
-        events.publish(revision: engine.revision, affected: .some([NumericIdentity(rawValue: 65_000)]))
+        events.publish(
+          revision: engine.revision, affected: .some([NumericIdentity(rawValue: 65_000)]))
         flooded += 1
         if flooded.isMultiple(of: 64) { await Task.yield() }
       }
-      #expect(changes.resyncs >= 2, "the cut-off stream was followed by a resync (after \(flooded) events)")
+      #expect(
+        changes.resyncs >= 2,
+        "the cut-off stream was followed by a resync (after \(flooded) events)")
       let enforced = await eventually {
-        datapath.endpoint(id: backend.id)?.policy.verdict(peer: frontend.identity, direction: .ingress, proto: .tcp, port: 8080) == .allow
-          && datapath.endpoint(id: backend.id)?.policy.verdict(peer: frontend.identity, direction: .ingress, proto: .tcp, port: 9090) == .deny
+        datapath.endpoint(id: backend.id)?.policy.verdict(
+          peer: frontend.identity, direction: .ingress, proto: .tcp, port: 8080) == .allow
+          && datapath.endpoint(id: backend.id)?.policy.verdict(
+            peer: frontend.identity, direction: .ingress, proto: .tcp, port: 9090) == .deny
       }
       #expect(enforced, "the missed rule is in force after the resync")
       watch.cancel()
@@ -149,7 +173,9 @@ struct PolicyWatchTests {
   func unavailableUntilSynced() async throws {
     let engine = try PolicyEngine(database: nil)
     let readiness = PolicyReadiness(synced: false)
-    let handler = PolicyServiceHandler(engine: engine, events: PolicyEvents(), readiness: readiness, logger: Logger(label: "test.policy"))
+    let handler = PolicyServiceHandler(
+      engine: engine, events: PolicyEvents(), readiness: readiness,
+      logger: Logger(label: "test.policy"))
     try await withPolicyService(handler) { client in
       let raw = Tessera_Policy_V1_PolicyService.Client(wrapping: client)
       let request = Tessera_Policy_V1_ComputeEndpointPolicyRequest.with { $0.identity = 256 }
@@ -164,7 +190,8 @@ struct PolicyWatchTests {
       // Through the endpoint service's client: "try again", not a permanent failure.
       let policy = PolicyServiceClient(wrapping: client)
       do {
-        _ = try await policy.computePolicy(for: SecurityIdentity(id: NumericIdentity(rawValue: 256), labels: .empty))
+        _ = try await policy.computePolicy(
+          for: SecurityIdentity(id: NumericIdentity(rawValue: 256), labels: .empty))
         Issue.record("answered before the identity sync")
       } catch let error as EndpointError {
         #expect(error.code == .upstreamUnavailable)
@@ -182,13 +209,15 @@ struct PolicyWatchTests {
   func eventSequenceCoversEarlierChanges() async throws {
     let engine = try PolicyEngine(database: nil)
     let events = PolicyEvents()
-    let handler = PolicyServiceHandler(engine: engine, events: events, logger: Logger(label: "test.policy"))
+    let handler = PolicyServiceHandler(
+      engine: engine, events: events, logger: Logger(label: "test.policy"))
     try await withPolicyService(handler) { client in
       let raw = Tessera_Policy_V1_PolicyService.Client(wrapping: client)
       func identity(_ id: UInt32, _ app: String) -> Tessera_Common_V1_Identity {
         .with {
           $0.id = id
-          $0.labels = (try! LabelSet(parsing: ["app=\(app)", "io.kubernetes.pod.namespace=default"])).proto
+          $0.labels =
+            (try! LabelSet(parsing: ["app=\(app)", "io.kubernetes.pod.namespace=default"])).proto
         }
       }
       _ = try await raw.updateIdentities(.with { $0.added = [identity(300, "backend")] })
@@ -198,21 +227,27 @@ struct PolicyWatchTests {
       let after = try await raw.getEventSequence(.init())
       #expect(after.instanceID == before.instanceID)
       #expect(after.instanceID == events.instanceID)
-      #expect(after.sequence == before.sequence + 2, "one event for the import (backend affected), one for the new peer the rule selects")
+      #expect(
+        after.sequence == before.sequence + 2,
+        "one event for the import (backend affected), one for the new peer the rule selects")
     }
   }
 
-  @Test("asked about identities, the event sequence names those the SelectorCache does not hold and covers the others' arrival")
+  @Test(
+    "asked about identities, the event sequence names those the SelectorCache does not hold and covers the others' arrival"
+  )
   func eventSequenceNamesUnknownIdentities() async throws {
     let engine = try PolicyEngine(database: nil)
     let events = PolicyEvents()
-    let handler = PolicyServiceHandler(engine: engine, events: events, logger: Logger(label: "test.policy"))
+    let handler = PolicyServiceHandler(
+      engine: engine, events: events, logger: Logger(label: "test.policy"))
     try await withPolicyService(handler) { client in
       let raw = Tessera_Policy_V1_PolicyService.Client(wrapping: client)
       func identity(_ id: UInt32, _ app: String) -> Tessera_Common_V1_Identity {
         .with {
           $0.id = id
-          $0.labels = (try! LabelSet(parsing: ["app=\(app)", "io.kubernetes.pod.namespace=default"])).proto
+          $0.labels =
+            (try! LabelSet(parsing: ["app=\(app)", "io.kubernetes.pod.namespace=default"])).proto
         }
       }
       _ = try await raw.updateIdentities(.with { $0.added = [identity(300, "backend")] })
@@ -222,7 +257,8 @@ struct PolicyWatchTests {
       _ = try await raw.updateIdentities(.with { $0.added = [identity(301, "frontend")] })
       let known = try await raw.getEventSequence(.with { $0.identities = [301, 302] })
       #expect(known.unknownIdentities == [302])
-      #expect(known.sequence > unknown.sequence, "the sequence covers the event that brought 301 in")
+      #expect(
+        known.sequence > unknown.sequence, "the sequence covers the event that brought 301 in")
       let reserved = try await raw.getEventSequence(.with { $0.identities = [1, 2] })
       #expect(reserved.unknownIdentities.isEmpty, "reserved identities are always held")
     }

@@ -1,22 +1,29 @@
-import Testing
-@testable import EndpointService
 import TesseraCore
+import Testing
+
+@testable import EndpointService
 
 @Suite("Regenerator: failed regenerations are retried with backoff")
 struct RegeneratorTests {
   @Test("the retry delay doubles per consecutive failure up to the maximum")
   func backoffDoubles() {
     let regenerator = Regenerator(
-      configuration: .init(initialRetryDelay: .milliseconds(10), maximumRetryDelay: .milliseconds(40)),
+      configuration: .init(
+        initialRetryDelay: .milliseconds(10), maximumRetryDelay: .milliseconds(40)),
       pass: { _ in }, retry: { _ in })
-    #expect((1...5).map { regenerator.backoff(afterFailures: $0) } == [10, 20, 40, 40, 40].map { Duration.milliseconds($0) })
+    #expect(
+      (1...5).map { regenerator.backoff(afterFailures: $0) }
+        == [10, 20, 40, 40, 40].map { Duration.milliseconds($0) })
   }
 
-  @Test("an endpoint whose regeneration failed becomes ready once the datapath is back, by the service's retries only")
+  @Test(
+    "an endpoint whose regeneration failed becomes ready once the datapath is back, by the service's retries only"
+  )
   func retriesUntilTheDatapathIsBack() async throws {
     let node = try InProcessNode()
     node.datapathDown.set(true)
-    let created = try await node.manager.createEndpoint(try node.spec("a", "10.0.0.1", "app=x"), sync: false)
+    let created = try await node.manager.createEndpoint(
+      try node.spec("a", "10.0.0.1", "app=x"), sync: false)
     #expect(await eventually { node.manager.regenerator.retryCount == 1 })
     // Without the service nothing retries: the endpoint waits.
     node.datapathDown.set(false)
@@ -33,7 +40,8 @@ struct RegeneratorTests {
   func deletedIsNotRetried() async throws {
     let node = try InProcessNode()
     node.datapathDown.set(true)
-    let created = try await node.manager.createEndpoint(try node.spec("a", "10.0.0.1", "app=x"), sync: false)
+    let created = try await node.manager.createEndpoint(
+      try node.spec("a", "10.0.0.1", "app=x"), sync: false)
     #expect(await eventually { node.manager.regenerator.retryCount == 1 })
     node.datapathDown.set(false)
     _ = try await node.manager.deleteEndpoint(id: created.id)

@@ -2,9 +2,10 @@ import Foundation
 import GRPCCore
 import IdentityService
 import Synchronization
-import Testing
-@testable import EndpointService
 import TesseraCore
+import Testing
+
+@testable import EndpointService
 
 /// A datapath whose realisations fail with a given upstream status, recording removals.
 struct FailingDatapath: DatapathRealizing {
@@ -19,7 +20,9 @@ struct FailingDatapath: DatapathRealizing {
     throw .upstream("datapath", status)
   }
   func removeEndpoint(id: UInt64) async throws(EndpointError) { removed.append(id) }
-  func realizedEndpoints() async throws(EndpointError) -> [UInt64: (identity: NumericIdentity, revision: UInt64)] { [:] }
+  func realizedEndpoints() async throws(EndpointError) -> [UInt64: (
+    identity: NumericIdentity, revision: UInt64
+  )] { [:] }
 }
 
 @Suite("Upstream errors keep their meaning")
@@ -45,7 +48,8 @@ struct UpstreamErrorTests {
       (.unknown, .upstreamFailed),
     ])
   func upstreamMapping(status: RPCError.Code, expected: EndpointError.Code) {
-    let mapped = EndpointError.upstream("datapath", RPCError(code: status, message: "no network device named flow-veth0"))
+    let mapped = EndpointError.upstream(
+      "datapath", RPCError(code: status, message: "no network device named flow-veth0"))
     #expect(mapped.code == expected)
     #expect(mapped.description.contains("datapath"))
     if expected != .upstreamUnavailable {
@@ -60,11 +64,15 @@ struct UpstreamErrorTests {
     #expect(EndpointError.upstream("policy", CancellationError()).code == .upstreamUnavailable)
   }
 
-  @Test("every endpoint error code has its own gRPC status; only an unreachable upstream is UNAVAILABLE")
+  @Test(
+    "every endpoint error code has its own gRPC status; only an unreachable upstream is UNAVAILABLE"
+  )
   func statusMapping() {
     let expected: [EndpointError.Code: RPCError.Code] = [
-      .invalidArgument: .invalidArgument, .duplicate: .alreadyExists, .notFound: .notFound, .staleRevision: .aborted,
-      .upstreamUnavailable: .unavailable, .deadlineExceeded: .deadlineExceeded, .illegalTransition: .failedPrecondition,
+      .invalidArgument: .invalidArgument, .duplicate: .alreadyExists, .notFound: .notFound,
+      .staleRevision: .aborted,
+      .upstreamUnavailable: .unavailable, .deadlineExceeded: .deadlineExceeded,
+      .illegalTransition: .failedPrecondition,
       .failedPrecondition: .failedPrecondition, .upstreamFailed: .internalError,
     ]
     #expect(Set(EndpointError.Code.allCases) == Set(expected.keys), "a new code needs a row here")
@@ -76,12 +84,26 @@ struct UpstreamErrorTests {
   @Test(
     "a first realisation the datapath refuses fails the create with the datapath's reason and cleans up by endpoint id",
     arguments: [
-      (RPCError(code: .notFound, message: "no network device named flow-missing0"), EndpointError.Code.failedPrecondition, "flow-missing0"),
-      (RPCError(code: .failedPrecondition, message: "device flow-missing1 has no peer"), .failedPrecondition, "flow-missing1"),
-      (RPCError(code: .invalidArgument, message: "address 10.9.9.9 is not a host address"), .invalidArgument, "10.9.9.9"),
-      (RPCError(code: .unavailable, message: "connection refused"), .upstreamUnavailable, "datapath"),
+      (
+        RPCError(code: .notFound, message: "no network device named flow-missing0"),
+        EndpointError.Code.failedPrecondition, "flow-missing0"
+      ),
+      (
+        RPCError(code: .failedPrecondition, message: "device flow-missing1 has no peer"),
+        .failedPrecondition, "flow-missing1"
+      ),
+      (
+        RPCError(code: .invalidArgument, message: "address 10.9.9.9 is not a host address"),
+        .invalidArgument, "10.9.9.9"
+      ),
+      (
+        RPCError(code: .unavailable, message: "connection refused"), .upstreamUnavailable,
+        "datapath"
+      ),
     ])
-  func failedFirstRealise(status: RPCError, expected: EndpointError.Code, named: String) async throws {
+  func failedFirstRealise(status: RPCError, expected: EndpointError.Code, named: String)
+    async throws
+  {
     let node = try InProcessNode()
     let datapath = FailingDatapath(status: status)
     let manager = EndpointManager(
@@ -91,7 +113,9 @@ struct UpstreamErrorTests {
       policy: InProcessNode.Policies(engine: node.engine), datapath: datapath, store: nil)
     do {
       _ = try await manager.createEndpoint(
-        EndpointSpec(containerID: "a", hostInterface: "flow-missing0", ips: [IPPrefix("10.0.0.1")!], labels: try LabelSet(parsing: ["app=x"])),
+        EndpointSpec(
+          containerID: "a", hostInterface: "flow-missing0", ips: [IPPrefix("10.0.0.1")!],
+          labels: try LabelSet(parsing: ["app=x"])),
         sync: true)
       Issue.record("the create succeeded")
     } catch let error as EndpointError {

@@ -1,9 +1,9 @@
 import Foundation
 import Synchronization
-import Testing
 import TesseraCore
 import TesseraEtcd
 import TesseraTestSupport
+import Testing
 
 @testable import IdentityService
 
@@ -22,7 +22,8 @@ final class EtcdReplica: Sendable {
     self.node = node
     client = try EtcdClient(configuration: EtcdConfiguration(parsing: cluster.endpoints, tls: tls))
     store = try EtcdIdentityStore(
-      client: client, configuration: .init(prefix: "/test", leaseTTLSeconds: leaseTTL, nodeStatePath: statePath))
+      client: client,
+      configuration: .init(prefix: "/test", leaseTTLSeconds: leaseTTL, nodeStatePath: statePath))
     let client = self.client
     let store = self.store
     tasks.withLock { tasks in
@@ -38,7 +39,9 @@ final class EtcdReplica: Sendable {
     try await eventually("replica \(node) ready", timeout: .seconds(60)) { store.isReady }
   }
 
-  func allocate(_ labels: LabelSet) async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool) {
+  func allocate(_ labels: LabelSet) async throws(IdentityError) -> (
+    identity: SecurityIdentity, isNew: Bool
+  ) {
     try await store.allocate(labels: labels, node: node)
   }
 
@@ -72,7 +75,9 @@ final class Counter: Sendable {
 }
 
 /// Polls until `condition` holds, for at most `timeout`.
-func eventually(_ what: String, timeout: Duration = .seconds(15), _ condition: () async throws -> Bool) async throws {
+func eventually(
+  _ what: String, timeout: Duration = .seconds(15), _ condition: () async throws -> Bool
+) async throws {
   let deadline = ContinuousClock.now + timeout
   while ContinuousClock.now < deadline {
     if try await condition() { return }
@@ -102,12 +107,15 @@ struct EtcdContents {
       if key.hasPrefix("/test/id/") {
         contents.identities[try #require(UInt32(key.dropFirst("/test/id/".count)))] = value
       } else if key.hasPrefix("/test/labels/") {
-        guard let id = UInt32(value) else { throw EtcdTestClusterError("label index \(key) holds \(value)") }
+        guard let id = UInt32(value) else {
+          throw EtcdTestClusterError("label index \(key) holds \(value)")
+        }
         contents.labelIndex[String(key.dropFirst("/test/labels/".count))] = id
       } else if key.hasPrefix("/test/value/") {
         let rest = key.dropFirst("/test/value/".count)
         let slash = try #require(rest.lastIndex(of: "/"))
-        contents.references[String(rest[..<slash]), default: []].insert(String(rest[rest.index(after: slash)...]))
+        contents.references[String(rest[..<slash]), default: []].insert(
+          String(rest[rest.index(after: slash)...]))
         contents.referenceLeases[String(rest)] = kv.lease
       } else {
         Issue.record("unexpected key \(key)")
@@ -118,33 +126,54 @@ struct EtcdContents {
 
   /// Every identity has exactly one label set and every label set one identity.
   func expectUniqueBothWays(sourceLocation: SourceLocation = #_sourceLocation) {
-    #expect(Set(identities.values).count == identities.count, "two identities share a label set", sourceLocation: sourceLocation)
-    #expect(labelIndex.count == identities.count, "label index and identities differ in size", sourceLocation: sourceLocation)
+    #expect(
+      Set(identities.values).count == identities.count, "two identities share a label set",
+      sourceLocation: sourceLocation)
+    #expect(
+      labelIndex.count == identities.count, "label index and identities differ in size",
+      sourceLocation: sourceLocation)
     for (id, labels) in identities {
-      #expect(labelIndex[labels] == id, "labels \(labels) index \(String(describing: labelIndex[labels])), identity says \(id)", sourceLocation: sourceLocation)
+      #expect(
+        labelIndex[labels] == id,
+        "labels \(labels) index \(String(describing: labelIndex[labels])), identity says \(id)",
+        sourceLocation: sourceLocation)
     }
     for labels in references.keys {
-      #expect(labelIndex[labels] != nil, "a reference to labels without an identity: \(labels)", sourceLocation: sourceLocation)
+      #expect(
+        labelIndex[labels] != nil, "a reference to labels without an identity: \(labels)",
+        sourceLocation: sourceLocation)
     }
   }
 }
 
 func labelSet(_ index: Int) throws -> LabelSet {
-  try LabelSet(parsing: ["k8s:app=app\(index % 37)", "k8s:tier=t\(index / 37)", "k8s:io.kubernetes.pod.namespace=ns\(index % 3)"])
+  try LabelSet(parsing: [
+    "k8s:app=app\(index % 37)", "k8s:tier=t\(index / 37)",
+    "k8s:io.kubernetes.pod.namespace=ns\(index % 3)",
+  ])
 }
 
-@Suite("etcd identity store (real etcd)", .serialized, .enabled(if: EtcdTestCluster.skipReason == nil, "etcd not installed (run scripts/install-deps.sh)"))
+@Suite(
+  "etcd identity store (real etcd)", .serialized,
+  .enabled(
+    if: EtcdTestCluster.skipReason == nil, "etcd not installed (run scripts/install-deps.sh)"))
 struct EtcdIdentityStoreTests {
-  @Test("replicas allocating overlapping label sets in parallel agree, never duplicate, and count every reference")
+  @Test(
+    "replicas allocating overlapping label sets in parallel agree, never duplicate, and count every reference"
+  )
   func concurrentReplicas() async throws {
     let cluster = try EtcdTestCluster(members: 1)
     defer { cluster.shutdown() }
-    let replicas = try await [EtcdReplica(cluster, node: "n1"), EtcdReplica(cluster, node: "n2"), EtcdReplica(cluster, node: "n3")]
+    let replicas = try await [
+      EtcdReplica(cluster, node: "n1"), EtcdReplica(cluster, node: "n2"),
+      EtcdReplica(cluster, node: "n3"),
+    ]
     let labelSets = try (0..<150).map(labelSet)
     let perReplica = 700
 
     // Each replica: 8 concurrent workers, deterministic choices.
-    let results = try await withThrowingTaskGroup(of: (String, [Int: UInt32], [Int: Int]).self) { group in
+    let results = try await withThrowingTaskGroup(of: (String, [Int: UInt32], [Int: Int]).self) {
+      group in
       for (replicaIndex, replica) in replicas.enumerated() {
         for worker in 0..<8 {
           group.addTask {
@@ -171,10 +200,14 @@ struct EtcdIdentityStoreTests {
     var expectedCounts: [String: [Int: Int]] = [:]
     for (node, ids, counts) in results {
       for (index, id) in ids {
-        if let other = idForLabels[index] { #expect(other == id, "label set \(index) got \(other) and \(id)") }
+        if let other = idForLabels[index] {
+          #expect(other == id, "label set \(index) got \(other) and \(id)")
+        }
         idForLabels[index] = id
       }
-      for (index, count) in counts { expectedCounts[node, default: [:]][index, default: 0] += count }
+      for (index, count) in counts {
+        expectedCounts[node, default: [:]][index, default: 0] += count
+      }
     }
     #expect(Set(idForLabels.values).count == idForLabels.count, "two label sets share an identity")
 
@@ -194,7 +227,10 @@ struct EtcdIdentityStoreTests {
     // Releasing every reference removes every reference key, and nothing else.
     for replica in replicas {
       for (index, count) in expectedCounts[replica.node] ?? [:] {
-        for _ in 0..<count { _ = try await replica.store.release(id: NumericIdentity(idForLabels[index]!), node: replica.node) }
+        for _ in 0..<count {
+          _ = try await replica.store.release(
+            id: NumericIdentity(idForLabels[index]!), node: replica.node)
+        }
       }
     }
     let after = try await EtcdContents.read(cluster)
@@ -211,14 +247,20 @@ struct EtcdIdentityStoreTests {
     let second = try await EtcdReplica(cluster, node: "n2")
     let made = try await first.allocate(labelSet(1))
     #expect(made.isNew)
-    try await eventually("n2 learns the identity") { second.changes.added.contains(made.identity.id) }
-    #expect(first.changes.added.isEmpty, "the replica that made it reports it itself, not again from the watch")
+    try await eventually("n2 learns the identity") {
+      second.changes.added.contains(made.identity.id)
+    }
+    #expect(
+      first.changes.added.isEmpty,
+      "the replica that made it reports it itself, not again from the watch")
     #expect(try await second.store.identity(labels: labelSet(1))?.identity.id == made.identity.id)
     first.stop()
     second.stop()
   }
 
-  @Test("garbage collection deletes an unreferenced identity on its second round, and never one taken meanwhile")
+  @Test(
+    "garbage collection deletes an unreferenced identity on its second round, and never one taken meanwhile"
+  )
   func garbageCollection() async throws {
     let cluster = try EtcdTestCluster(members: 1)
     defer { cluster.shutdown() }
@@ -230,7 +272,9 @@ struct EtcdIdentityStoreTests {
     _ = try await a.store.release(id: released.id, node: "a")
     _ = try await a.store.release(id: reused.id, node: "a")
 
-    #expect(try await a.store.collectGarbage(gracePeriodMilliseconds: 0).isEmpty, "the first round only marks")
+    #expect(
+      try await a.store.collectGarbage(gracePeriodMilliseconds: 0).isEmpty,
+      "the first round only marks")
     // Between the rounds, another node takes one of the marked identities.
     #expect(try await b.allocate(labelSet(3)).identity.id == reused.id)
     let deleted = try await a.store.collectGarbage(gracePeriodMilliseconds: 0)
@@ -241,7 +285,9 @@ struct EtcdIdentityStoreTests {
     #expect(contents.identities[kept.id.rawValue] != nil)
     #expect(contents.identities[reused.id.rawValue] != nil)
     contents.expectUniqueBothWays()
-    try await eventually("b's cache drops the deleted identity") { b.changes.deleted.contains(released.id) }
+    try await eventually("b's cache drops the deleted identity") {
+      b.changes.deleted.contains(released.id)
+    }
 
     // The grace period holds an unreferenced identity back.
     _ = try await b.store.release(id: reused.id, node: "b")
@@ -252,18 +298,25 @@ struct EtcdIdentityStoreTests {
     b.stop()
   }
 
-  @Test("with etcd down, known identities resolve and new ones fail fast and retryably; all recovers when it returns")
+  @Test(
+    "with etcd down, known identities resolve and new ones fail fast and retryably; all recovers when it returns"
+  )
   func outage() async throws {
     let cluster = try EtcdTestCluster(members: 1)
     defer { cluster.shutdown() }
     let a = try await EtcdReplica(cluster, node: "a")
     let b = try await EtcdReplica(cluster, node: "b")
     let known = try await a.allocate(labelSet(1)).identity
-    try await eventually("b knows the identity") { try await b.store.identity(labels: labelSet(1)) != nil }
+    try await eventually("b knows the identity") {
+      try await b.store.identity(labels: labelSet(1)) != nil
+    }
 
     cluster.stopAll()
-    #expect(try await a.allocate(labelSet(1)).identity.id == known.id, "a local reference needs no etcd")
-    #expect(try await b.allocate(labelSet(1)).identity.id == known.id, "a cached identity is taken, its reference written later")
+    #expect(
+      try await a.allocate(labelSet(1)).identity.id == known.id, "a local reference needs no etcd")
+    #expect(
+      try await b.allocate(labelSet(1)).identity.id == known.id,
+      "a cached identity is taken, its reference written later")
     #expect(try await b.store.identity(labels: labelSet(1))?.identity.id == known.id)
     let start = ContinuousClock.now
     await #expect {
@@ -271,19 +324,24 @@ struct EtcdIdentityStoreTests {
     } throws: { error in
       (error as? IdentityError)?.code == .storeUnavailable
     }
-    #expect(ContinuousClock.now - start < .seconds(10), "a new identity fails fast while etcd is down")
+    #expect(
+      ContinuousClock.now - start < .seconds(10), "a new identity fails fast while etcd is down")
 
     try cluster.startAll()
     try await eventually("b's pending reference reaches etcd") {
       try await EtcdContents.read(cluster).references[labelSet(1).canonicalKey] == ["a", "b"]
     }
-    try await eventually("new identities work again") { (try? await a.allocate(labelSet(2))) != nil }
+    try await eventually("new identities work again") {
+      (try? await a.allocate(labelSet(2))) != nil
+    }
     try await EtcdContents.read(cluster).expectUniqueBothWays()
     a.stop()
     b.stop()
   }
 
-  @Test("killing one member of three during allocations does not stop them; stopping all fails new ones; restarting recovers")
+  @Test(
+    "killing one member of three during allocations does not stop them; stopping all fails new ones; restarting recovers"
+  )
   func threeMembers() async throws {
     let cluster = try EtcdTestCluster(members: 3)
     defer { cluster.shutdown() }
@@ -304,7 +362,9 @@ struct EtcdIdentityStoreTests {
                   _ = try await replica.allocate(labels)
                   done.increment()
                   break
-                } catch let error as IdentityError where error.code == .storeUnavailable && attempt < 5 {
+                } catch let error as IdentityError
+                  where error.code == .storeUnavailable && attempt < 5
+                {
                   attempt += 1
                   retries.increment()
                   try await Task.sleep(for: .milliseconds(200))
@@ -327,10 +387,14 @@ struct EtcdIdentityStoreTests {
     try await EtcdContents.read(cluster).expectUniqueBothWays()
 
     cluster.stopAll()
-    #expect(try await replicas[0].store.identity(labels: labelSets[0]) != nil, "cached lookups still work")
+    #expect(
+      try await replicas[0].store.identity(labels: labelSets[0]) != nil, "cached lookups still work"
+    )
     await #expect(throws: IdentityError.self) { _ = try await replicas[0].allocate(labelSet(500)) }
     try cluster.startAll()
-    try await eventually("allocations recover") { (try? await replicas[0].allocate(labelSet(500))) != nil }
+    try await eventually("allocations recover") {
+      (try? await replicas[0].allocate(labelSet(500))) != nil
+    }
     try await EtcdContents.read(cluster).expectUniqueBothWays()
     for replica in replicas { replica.stop() }
   }
@@ -346,7 +410,8 @@ struct EtcdIdentityStoreTests {
     try await a.client.revokeLease(oldLease)
     try await eventually("references are back under a new lease") {
       let contents = try await EtcdContents.read(cluster)
-      return contents.referenceLeases.count == 2 && contents.referenceLeases.values.allSatisfy { $0 != oldLease && $0 == a.store.lease }
+      return contents.referenceLeases.count == 2
+        && contents.referenceLeases.values.allSatisfy { $0 != oldLease && $0 == a.store.lease }
     }
     a.stop()
   }
@@ -358,7 +423,8 @@ struct EtcdIdentityStoreTests {
     let a = try await EtcdReplica(cluster, node: "a")
     let kept = try await a.allocate(labelSet(1)).identity.id
     let leaked = try await a.allocate(labelSet(2)).identity.id
-    let sync = try await a.store.syncReferences(node: "a", held: [kept: 2, NumericIdentity(77_777): 1])
+    let sync = try await a.store.syncReferences(
+      node: "a", held: [kept: 2, NumericIdentity(77_777): 1])
     #expect(sync == ReferenceSync(dropped: 1, added: 1, missing: [NumericIdentity(77_777)]))
     try await eventually("the leaked reference key is deleted") {
       try await EtcdContents.read(cluster).references[labelSet(2).canonicalKey] == nil
@@ -390,17 +456,23 @@ struct EtcdIdentityStoreTests {
     restarted.stop()
   }
 
-  @Test("over TLS with client certificates: allocations work, a client without a certificate is refused")
+  @Test(
+    "over TLS with client certificates: allocations work, a client without a certificate is refused"
+  )
   func mutualTLS() async throws {
     let cluster = try EtcdTestCluster(members: 1, tls: true)
     defer { cluster.shutdown() }
     let files = try #require(cluster.tls)
     let replica = try await EtcdReplica(
-      cluster, node: "a", tls: .init(caFile: files.caFile, certificateFile: files.clientCertificate, keyFile: files.clientKey))
+      cluster, node: "a",
+      tls: .init(
+        caFile: files.caFile, certificateFile: files.clientCertificate, keyFile: files.clientKey))
     #expect(try await replica.allocate(labelSet(1)).isNew)
     replica.stop()
 
-    let anonymous = try EtcdClient(configuration: EtcdConfiguration(parsing: cluster.endpoints, tls: .init(caFile: files.caFile)))
+    let anonymous = try EtcdClient(
+      configuration: EtcdConfiguration(parsing: cluster.endpoints, tls: .init(caFile: files.caFile))
+    )
     let connections = Task { try? await anonymous.runConnections() }
     defer {
       connections.cancel()
@@ -411,13 +483,17 @@ struct EtcdIdentityStoreTests {
 
   @Test("store and endpoint settings are parsed with clear errors")
   func parsing() throws {
-    #expect(try IdentityStoreSpec(parsing: "sqlite:/var/lib/x.db") == .sqlite(path: "/var/lib/x.db"))
+    #expect(
+      try IdentityStoreSpec(parsing: "sqlite:/var/lib/x.db") == .sqlite(path: "/var/lib/x.db"))
     #expect(
       try IdentityStoreSpec(parsing: "etcd:http://10.0.0.1:2379,https://[::1]:2379,etcd-2:2379")
         == .etcd(endpoints: [
-          .init(host: "10.0.0.1", port: 2379), .init(host: "::1", port: 2379, secure: true), .init(host: "etcd-2", port: 2379),
+          .init(host: "10.0.0.1", port: 2379), .init(host: "::1", port: 2379, secure: true),
+          .init(host: "etcd-2", port: 2379),
         ]))
-    for bad in ["etcd:", "etcd:http://host", "etcd:http://host:99999", "mysql:x", "sqlite:", "etcd::2379"] {
+    for bad in [
+      "etcd:", "etcd:http://host", "etcd:http://host:99999", "mysql:x", "sqlite:", "etcd::2379",
+    ] {
       #expect(throws: IdentityError.self, "\(bad)") { try IdentityStoreSpec(parsing: bad) }
     }
     #expect(throws: IdentityError.self) { try EtcdIdentityStore.validate(node: "a/b") }

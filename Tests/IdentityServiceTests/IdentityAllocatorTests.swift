@@ -1,8 +1,9 @@
 import Foundation
 import Synchronization
-import Testing
-@testable import IdentityService
 import TesseraCore
+import Testing
+
+@testable import IdentityService
 
 /// Records announcements; can be told to fail.
 final class RecordingSink: IdentityChangeSink {
@@ -11,7 +12,9 @@ final class RecordingSink: IdentityChangeSink {
   let failing = Mutex(false)
   let instance = Mutex("a")
 
-  func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) async throws -> String {
+  func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) async throws
+    -> String
+  {
     if failing.withLock({ $0 }) { throw CancellationError() }
     self.added.withLock { $0 += added.map(\.id) }
     self.deleted.withLock { $0 += deleted }
@@ -23,19 +26,27 @@ func labels(_ texts: String...) throws -> LabelSet { try LabelSet(parsing: texts
 
 @Suite("Identity allocation")
 struct IdentityAllocatorTests {
-  func makeAllocator(path: String? = nil, grace: Int64 = 0) throws -> (IdentityAllocator, RecordingSink) {
+  func makeAllocator(path: String? = nil, grace: Int64 = 0) throws -> (
+    IdentityAllocator, RecordingSink
+  ) {
     let sink = RecordingSink()
     let store = try SQLiteIdentityStore(path: path)
-    return (IdentityAllocator(configuration: .init(nodeName: "n1", gracePeriodMilliseconds: grace), store: store, changeSink: sink), sink)
+    return (
+      IdentityAllocator(
+        configuration: .init(nodeName: "n1", gracePeriodMilliseconds: grace), store: store,
+        changeSink: sink), sink
+    )
   }
 
   @Test("numbers start at 256, equal labels share an identity, and refcounts count")
   func allocateAndRefcount() async throws {
     let (allocator, sink) = try makeAllocator()
-    let first = try await allocator.allocateIdentity(labels: labels("app=web", "io.kubernetes.pod.namespace=default"))
+    let first = try await allocator.allocateIdentity(
+      labels: labels("app=web", "io.kubernetes.pod.namespace=default"))
     #expect(first.identity.id == NumericIdentity(256))
     #expect(first.isNew)
-    let second = try await allocator.allocateIdentity(labels: labels("io.kubernetes.pod.namespace=default", "app=web", "pod-template-hash=x"))
+    let second = try await allocator.allocateIdentity(
+      labels: labels("io.kubernetes.pod.namespace=default", "app=web", "pod-template-hash=x"))
     #expect(second.identity.id == first.identity.id)
     #expect(!second.isNew)
     let other = try await allocator.allocateIdentity(labels: labels("app=db"))
@@ -47,12 +58,17 @@ struct IdentityAllocatorTests {
     #expect(try await allocator.releaseIdentity(id: first.identity.id).released == false)
   }
 
-  @Test("empty labels are reserved:init, reserved labels map to reserved identities, mixing is rejected")
+  @Test(
+    "empty labels are reserved:init, reserved labels map to reserved identities, mixing is rejected"
+  )
   func reserved() async throws {
     let (allocator, _) = try makeAllocator()
     #expect(try await allocator.allocateIdentity(labels: .empty).identity.id == .initializing)
-    #expect(try await allocator.allocateIdentity(labels: labels("reserved:host")).identity.id == .host)
-    await #expect(throws: IdentityError.self) { try await allocator.allocateIdentity(labels: labels("reserved:host", "app=x")) }
+    #expect(
+      try await allocator.allocateIdentity(labels: labels("reserved:host")).identity.id == .host)
+    await #expect(throws: IdentityError.self) {
+      try await allocator.allocateIdentity(labels: labels("reserved:host", "app=x"))
+    }
     #expect(try await allocator.releaseIdentity(id: .host).released == false)
   }
 
@@ -60,7 +76,9 @@ struct IdentityAllocatorTests {
   func rollback() async throws {
     let (allocator, sink) = try makeAllocator()
     sink.failing.withLock { $0 = true }
-    await #expect(throws: IdentityError.self) { try await allocator.allocateIdentity(labels: labels("app=web")) }
+    await #expect(throws: IdentityError.self) {
+      try await allocator.allocateIdentity(labels: labels("app=web"))
+    }
     #expect(try await allocator.store.identities().isEmpty)
     sink.failing.withLock { $0 = false }
     let retried = try await allocator.allocateIdentity(labels: labels("app=web"))
@@ -107,7 +125,9 @@ struct IdentityAllocatorTests {
 
   @Test("the SQLite store keeps the same IDs across a restart")
   func persistence() async throws {
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-id-\(UUID().uuidString).db").path
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "tsr-id-\(UUID().uuidString).db"
+    ).path
     defer { try? FileManager.default.removeItem(atPath: path) }
     let firstID: NumericIdentity
     do {
@@ -141,19 +161,25 @@ struct IdentityAllocatorTests {
     #expect(stored.map(\.totalReferences).reduce(0, +) == 200)
   }
 
-  @Test("syncing a node's references drops leaked ones, restores lost ones and reports missing identities")
+  @Test(
+    "syncing a node's references drops leaked ones, restores lost ones and reports missing identities"
+  )
   func syncReferences() async throws {
     let (allocator, _) = try makeAllocator()
     let web = try await allocator.allocateIdentity(labels: labels("app=web")).identity.id
     let db = try await allocator.allocateIdentity(labels: labels("app=db")).identity.id
     _ = try await allocator.allocateIdentity(labels: labels("app=web"))
     _ = try await allocator.allocateIdentity(labels: labels("app=web"), node: "other")
-    let sync = try await allocator.syncNodeReferences(held: [web: 1, db: 3, NumericIdentity(9999): 1, .host: 4])
+    let sync = try await allocator.syncNodeReferences(held: [
+      web: 1, db: 3, NumericIdentity(9999): 1, .host: 4,
+    ])
     #expect(sync == ReferenceSync(dropped: 1, added: 2, missing: [NumericIdentity(9999)]))
     #expect(try await allocator.identity(id: web).references == ["n1": 1, "other": 1])
     #expect(try await allocator.identity(id: db).references == ["n1": 3])
     #expect(try await allocator.syncNodeReferences(held: [:]) == ReferenceSync(dropped: 4))
     #expect(try await allocator.identity(id: db).totalReferences == 0)
-    #expect(try await allocator.collectGarbage().map(\.id) == [db], "an identity left without references is collectable")
+    #expect(
+      try await allocator.collectGarbage().map(\.id) == [db],
+      "an identity left without references is collectable")
   }
 }

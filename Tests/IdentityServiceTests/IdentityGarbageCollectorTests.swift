@@ -1,15 +1,18 @@
 import Foundation
-import Testing
 import TesseraCore
+import Testing
 
 @testable import IdentityService
 
 @Suite("Identity garbage collector")
 struct IdentityGarbageCollectorTests {
-  func makeCollector(interval: Duration = .seconds(3600)) throws -> (IdentityAllocator, RecordingSink, IdentityGarbageCollector) {
+  func makeCollector(interval: Duration = .seconds(3600)) throws -> (
+    IdentityAllocator, RecordingSink, IdentityGarbageCollector
+  ) {
     let sink = RecordingSink()
     let allocator = IdentityAllocator(
-      configuration: .init(nodeName: "n1", gracePeriodMilliseconds: 0), store: try SQLiteIdentityStore(path: nil), changeSink: sink)
+      configuration: .init(nodeName: "n1", gracePeriodMilliseconds: 0),
+      store: try SQLiteIdentityStore(path: nil), changeSink: sink)
     return (allocator, sink, IdentityGarbageCollector(allocator: allocator, interval: interval))
   }
 
@@ -32,7 +35,9 @@ struct IdentityGarbageCollectorTests {
     let running = Task { try await collector.run() }
     _ = try await allocator.releaseIdentity(id: web.id)
     let deadline = ContinuousClock.now + .seconds(10)
-    while sink.deleted.withLock({ $0 }).isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+    while sink.deleted.withLock({ $0 }).isEmpty, ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(10))
+    }
     #expect(sink.deleted.withLock { $0 } == [web.id])
     running.cancel()
     try await running.value

@@ -1,11 +1,13 @@
 import Foundation
-import Testing
 import TesseraTestSupport
+import Testing
 
 /// Two nodes (each its own four daemons and run directory) sharing one real etcd.
 @Suite(
   "Two nodes on one etcd", .serialized,
-  .enabled(if: TesseraNode.skipReason == nil && EtcdTestCluster.skipReason == nil, "needs the built daemons and etcd"))
+  .enabled(
+    if: TesseraNode.skipReason == nil && EtcdTestCluster.skipReason == nil,
+    "needs the built daemons and etcd"))
 struct ClusterIntegrationTests {
   /// Polls `condition` every 50 ms for up to `seconds`.
   func eventually(_ seconds: Double = 10, _ condition: () throws -> Bool) rethrows -> Bool {
@@ -18,11 +20,17 @@ struct ClusterIntegrationTests {
   }
 
   func ipcache(_ node: TesseraNode) throws -> [String: Int] {
-    let entries = try node.json(["datapath", "ipcache", "list"])["entries"] as? [[String: Any]] ?? []
-    return Dictionary(entries.compactMap { entry in (entry["prefix"] as? String).map { ($0, entry["identity"] as? Int ?? -1) } }, uniquingKeysWith: { a, _ in a })
+    let entries =
+      try node.json(["datapath", "ipcache", "list"])["entries"] as? [[String: Any]] ?? []
+    return Dictionary(
+      entries.compactMap { entry in
+        (entry["prefix"] as? String).map { ($0, entry["identity"] as? Int ?? -1) }
+      }, uniquingKeysWith: { a, _ in a })
   }
 
-  @Test("one identity per label set on both nodes, each node's ipcache learns the other's endpoints, and an etcd outage is survived")
+  @Test(
+    "one identity per label set on both nodes, each node's ipcache learns the other's endpoints, and an etcd outage is survived"
+  )
   func twoNodes() throws {
     let etcd = try EtcdTestCluster(members: 1)
     defer { etcd.shutdown() }
@@ -38,9 +46,15 @@ struct ClusterIntegrationTests {
     let identities = try b.json(["identity", "list"])
     #expect((identities["backend"] as? String)?.hasPrefix("etcd:http://127.0.0.1:") == true)
 
-    let onA = try a.json(["endpoint", "create", "--container-id", "a1", "--ip", "10.88.1.1", "--label", "app=web"])
-    let onB = try b.json(["endpoint", "create", "--container-id", "b1", "--ip", "10.88.2.1", "--label", "app=web"])
-    let dbOnB = try b.json(["endpoint", "create", "--container-id", "b2", "--ip", "10.88.2.2", "--label", "app=db"])
+    let onA = try a.json([
+      "endpoint", "create", "--container-id", "a1", "--ip", "10.88.1.1", "--label", "app=web",
+    ])
+    let onB = try b.json([
+      "endpoint", "create", "--container-id", "b1", "--ip", "10.88.2.1", "--label", "app=web",
+    ])
+    let dbOnB = try b.json([
+      "endpoint", "create", "--container-id", "b2", "--ip", "10.88.2.2", "--label", "app=db",
+    ])
     let web = try #require(onA["identity"] as? Int)
     let db = try #require(dbOnB["identity"] as? Int)
     #expect(onB["identity"] as? Int == web, "equal labels, one identity across nodes")
@@ -49,26 +63,41 @@ struct ClusterIntegrationTests {
     let shared = try b.json(["identity", "get", String(web)])
     #expect((shared["nodes"] as? [String: Int]).map { Set($0.keys) } == ["node-a", "node-b"])
 
-    #expect(try eventually { try ipcache(a)["10.88.2.2/32"] == db }, "node A learns node B's endpoint")
-    #expect(try eventually { try ipcache(b)["10.88.1.1/32"] == web }, "node B learns node A's endpoint")
+    #expect(
+      try eventually { try ipcache(a)["10.88.2.2/32"] == db }, "node A learns node B's endpoint")
+    #expect(
+      try eventually { try ipcache(b)["10.88.1.1/32"] == web }, "node B learns node A's endpoint")
 
     try a.cli(["endpoint", "delete", "--container-id", "a1"])
-    #expect(try eventually { try ipcache(b)["10.88.1.1/32"] == nil }, "a deleted endpoint leaves the other node's ipcache")
+    #expect(
+      try eventually { try ipcache(b)["10.88.1.1/32"] == nil },
+      "a deleted endpoint leaves the other node's ipcache")
 
     // etcd down: known labels still work; a new label set fails with a retryable error.
     etcd.stopAll()
-    let known = try a.json(["endpoint", "create", "--container-id", "a2", "--ip", "10.88.1.2", "--label", "app=db"])
+    let known = try a.json([
+      "endpoint", "create", "--container-id", "a2", "--ip", "10.88.1.2", "--label", "app=db",
+    ])
     #expect(known["identity"] as? Int == db)
     let (status, output) = try a.cli(
-      ["endpoint", "create", "--container-id", "a3", "--ip", "10.88.1.3", "--label", "app=new"], expectSuccess: false)
+      ["endpoint", "create", "--container-id", "a3", "--ip", "10.88.1.3", "--label", "app=new"],
+      expectSuccess: false)
     #expect(status != 0)
     #expect(output.contains("unavailable, try again"), "\(output)")
-    #expect(try a.json(["endpoint", "list"])["endpoints"].map { ($0 as? [Any])?.count } == 1, "the failed create left nothing behind")
+    #expect(
+      try a.json(["endpoint", "list"])["endpoints"].map { ($0 as? [Any])?.count } == 1,
+      "the failed create left nothing behind")
     try etcd.startAll()
-    #expect(try eventually(20) {
-      try a.cli(["endpoint", "create", "--container-id", "a3", "--ip", "10.88.1.3", "--label", "app=new"], expectSuccess: false).status == 0
-    })
-    #expect(try eventually { try ipcache(b)["10.88.1.3/32"] != nil }, "and its address reaches node B")
+    #expect(
+      try eventually(20) {
+        try a.cli(
+          [
+            "endpoint", "create", "--container-id", "a3", "--ip", "10.88.1.3", "--label", "app=new",
+          ], expectSuccess: false
+        ).status == 0
+      })
+    #expect(
+      try eventually { try ipcache(b)["10.88.1.3/32"] != nil }, "and its address reaches node B")
   }
 
   /// Runs `etcdctl` (v3 API) against `endpoints`; returns its output.
@@ -90,21 +119,31 @@ struct ClusterIntegrationTests {
 
   @Test(
     "entries written straight into etcd cannot widen, forge or take over this node's ipcache",
-    .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/etcdctl"), "needs etcdctl (etcd-client)"))
+    .enabled(
+      if: FileManager.default.isExecutableFile(atPath: "/usr/bin/etcdctl"),
+      "needs etcdctl (etcd-client)"))
   func forgedIPCacheEntries() throws {
     let etcd = try EtcdTestCluster(members: 1)
     defer { etcd.shutdown() }
     let a = try TesseraNode()
     defer { a.down() }
     try a.up(["--node-name", "node-a", "--identity-store", "etcd:\(etcd.endpoints)"])
-    let local = try a.json(["endpoint", "create", "--container-id", "a1", "--ip", "10.88.1.1", "--label", "app=web"])
+    let local = try a.json([
+      "endpoint", "create", "--container-id", "a1", "--ip", "10.88.1.1", "--label", "app=web",
+    ])
     let web = try #require(local["identity"] as? Int)
-    let other = try #require(a.json(["endpoint", "create", "--container-id", "a2", "--ip", "10.88.1.2", "--label", "app=db"])["identity"] as? Int)
+    let other = try #require(
+      a.json([
+        "endpoint", "create", "--container-id", "a2", "--ip", "10.88.1.2", "--label", "app=db",
+      ])["identity"] as? Int)
     let endpoint = etcd.endpoints.split(separator: ",").first.map(String.init) ?? etcd.endpoints
     let grant = try etcdctl(endpoint, ["lease", "grant", "120"])
-    let lease = try #require(grant.split(separator: " ").dropFirst().first.map(String.init), "\(grant)")
+    let lease = try #require(
+      grant.split(separator: " ").dropFirst().first.map(String.init), "\(grant)")
     func put(_ key: String, _ value: String, leased: Bool = true) throws {
-      _ = try etcdctl(endpoint, ["put"] + (leased ? ["--lease=\(lease)"] : []) + ["/tessera/ipcache/\(key)", value])
+      _ = try etcdctl(
+        endpoint,
+        ["put"] + (leased ? ["--lease=\(lease)"] : []) + ["/tessera/ipcache/\(key)", value])
     }
     try put("0.0.0.0/0", #"{"identity":\#(web),"node":"evil"}"#)
     try put("10.99.0.0/16", #"{"identity":\#(web),"node":"evil"}"#)
@@ -115,22 +154,33 @@ struct ClusterIntegrationTests {
     try put("10.88.9.4/32", "garbage")
     try put("10.88.9.5/32", #"{"identity":\#(web),"node":"evil"}"#, leased: false)
     try put("10.88.9.6/32", #"{"identity":\#(web),"node":"evil"}"#)  // the one well-formed entry
-    #expect(try eventually { try ipcache(a)["10.88.9.6/32"] == web }, "a well-formed entry of another node is learned")
+    #expect(
+      try eventually { try ipcache(a)["10.88.9.6/32"] == web },
+      "a well-formed entry of another node is learned")
     let entries = try ipcache(a)
-    for refused in ["0.0.0.0/0", "10.99.0.0/16", "10.88.9.1/32", "10.88.9.2/32", "10.88.9.3/32", "10.88.9.4/32", "10.88.9.5/32"] {
+    for refused in [
+      "0.0.0.0/0", "10.99.0.0/16", "10.88.9.1/32", "10.88.9.2/32", "10.88.9.3/32", "10.88.9.4/32",
+      "10.88.9.5/32",
+    ] {
       #expect(entries[refused] == nil, "\(refused) must not be installed: \(entries)")
     }
-    #expect(entries["10.88.1.1/32"] == web, "a local endpoint's address keeps its own identity: \(entries)")
+    #expect(
+      entries["10.88.1.1/32"] == web,
+      "a local endpoint's address keeps its own identity: \(entries)")
     // And stays so in later rounds of the install loop (one every 2 s at most).
     usleep(2_500_000)
     #expect(try ipcache(a)["10.88.1.1/32"] == web)
     // The claim on a local address is ignored, and the local pod's delete does not hand it over either
     // until the claim is made again by a well-formed entry of a live node.
     try a.cli(["endpoint", "delete", "--container-id", "a1"])
-    #expect(try eventually { try ipcache(a)["10.88.1.1/32"] == other }, "once the address is not local, the other node's valid claim applies")
+    #expect(
+      try eventually { try ipcache(a)["10.88.1.1/32"] == other },
+      "once the address is not local, the other node's valid claim applies")
   }
 
-  @Test("one rule repository in etcd: an import on one node is in force on the other, a delete anywhere removes it everywhere, etcd down refuses writes")
+  @Test(
+    "one rule repository in etcd: an import on one node is in force on the other, a delete anywhere removes it everywhere, etcd down refuses writes"
+  )
   func sharedPolicyRepository() throws {
     let etcd = try EtcdTestCluster(members: 1)
     defer { etcd.shutdown() }
@@ -140,48 +190,64 @@ struct ClusterIntegrationTests {
       a.down()
       b.down()
     }
-    let store = ["--identity-store", "etcd:\(etcd.endpoints)", "--policy-store", "etcd:\(etcd.endpoints)"]
+    let store = [
+      "--identity-store", "etcd:\(etcd.endpoints)", "--policy-store", "etcd:\(etcd.endpoints)",
+    ]
     try a.up(["--node-name", "node-a"] + store)
     try b.up(["--node-name", "node-b"] + store)
-    #expect((try b.json(["status"])["services"] as? [[String: Any]])?.contains { ($0["backend"] as? String)?.hasPrefix("etcd:") == true } == true)
+    #expect(
+      (try b.json(["status"])["services"] as? [[String: Any]])?.contains {
+        ($0["backend"] as? String)?.hasPrefix("etcd:") == true
+      } == true)
 
-    let backend = try b.json(["endpoint", "create", "--container-id", "b1", "--ip", "10.89.2.1", "--label", "app=backend"])
+    let backend = try b.json([
+      "endpoint", "create", "--container-id", "b1", "--ip", "10.89.2.1", "--label", "app=backend",
+    ])
     let before = try #require(backend["policyRevision"] as? Int)
-    let manifest = FileManager.default.temporaryDirectory.appendingPathComponent("shared-\(UUID().uuidString.prefix(8)).yaml").path
+    let manifest = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "shared-\(UUID().uuidString.prefix(8)).yaml"
+    ).path
     defer { try? FileManager.default.removeItem(atPath: manifest) }
     try """
-      apiVersion: cilium.io/v2
-      kind: CiliumNetworkPolicy
-      metadata: {name: shared-backend, namespace: default}
-      spec:
-        endpointSelector: {matchLabels: {app: backend}}
-        ingress:
-        - fromEndpoints: [{matchLabels: {app: frontend}}]
-      """.write(toFile: manifest, atomically: true, encoding: .utf8)
+    apiVersion: cilium.io/v2
+    kind: CiliumNetworkPolicy
+    metadata: {name: shared-backend, namespace: default}
+    spec:
+      endpointSelector: {matchLabels: {app: backend}}
+      ingress:
+      - fromEndpoints: [{matchLabels: {app: frontend}}]
+    """.write(toFile: manifest, atomically: true, encoding: .utf8)
     try a.cli(["policy", "import", manifest])
     let onA = try a.json(["policy", "list"])
     let revision = try #require(onA["revision"] as? Int)
-    #expect(try eventually {
-      let listed = try b.json(["policy", "list"])
-      return (listed["policies"] as? [[String: Any]])?.contains { $0["name"] as? String == "shared-backend" } == true
-    }, "node B's policy service holds the policy imported on node A")
-    #expect(try eventually {
-      let endpoint = try b.json(["endpoint", "get", String(try #require(backend["id"] as? Int))])
-      return (endpoint["policyRevision"] as? Int ?? 0) >= revision
-    }, "node B's endpoint was regenerated with it (revision \(before) → \(revision))")
+    #expect(
+      try eventually {
+        let listed = try b.json(["policy", "list"])
+        return (listed["policies"] as? [[String: Any]])?.contains {
+          $0["name"] as? String == "shared-backend"
+        } == true
+      }, "node B's policy service holds the policy imported on node A")
+    #expect(
+      try eventually {
+        let endpoint = try b.json(["endpoint", "get", String(try #require(backend["id"] as? Int))])
+        return (endpoint["policyRevision"] as? Int ?? 0) >= revision
+      }, "node B's endpoint was regenerated with it (revision \(before) → \(revision))")
 
     // Deleted on B: gone on A too.
     try b.cli(["policy", "delete", "default/shared-backend"])
-    #expect(try eventually {
-      ((try a.json(["policy", "list"])["policies"] as? [[String: Any]]) ?? []).isEmpty
-    }, "a delete on node B removes the policy on node A")
+    #expect(
+      try eventually {
+        ((try a.json(["policy", "list"])["policies"] as? [[String: Any]]) ?? []).isEmpty
+      }, "a delete on node B removes the policy on node A")
 
     // etcd down: a write is refused as retryable, and what each node holds stays.
     try a.cli(["policy", "import", manifest])
     etcd.stopAll()
     let refused = try b.cli(["policy", "delete", "default/shared-backend"], expectSuccess: false)
     #expect(refused.status != 0)
-    #expect(refused.output.lowercased().contains("unavailable") || refused.output.contains("unreachable"), "\(refused.output)")
+    #expect(
+      refused.output.lowercased().contains("unavailable") || refused.output.contains("unreachable"),
+      "\(refused.output)")
     #expect(((try b.json(["policy", "list"])["policies"] as? [[String: Any]]) ?? []).count == 1)
   }
 
@@ -191,10 +257,15 @@ struct ClusterIntegrationTests {
     defer { node.down() }
     for bad in ["etcd:", "etcd:http://nohost", "consul:http://x:1"] {
       let (status, output) = try node.cli(
-        ["node", "up", "--detach", "--state-dir", node.stateDir, "--datapath-backend", "memory", "--identity-store", bad], expectSuccess: false)
+        [
+          "node", "up", "--detach", "--state-dir", node.stateDir, "--datapath-backend", "memory",
+          "--identity-store", bad,
+        ], expectSuccess: false)
       #expect(status != 0, "\(bad)")
       #expect(output.contains("identity-store") || output.contains("etcd"), "\(bad): \(output)")
-      #expect(try node.cli(["status"], expectSuccess: false).status != 0, "nothing left running after \(bad)")
+      #expect(
+        try node.cli(["status"], expectSuccess: false).status != 0,
+        "nothing left running after \(bad)")
     }
   }
 }

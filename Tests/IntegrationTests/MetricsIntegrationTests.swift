@@ -1,32 +1,42 @@
 import Foundation
-import Testing
 import TesseraTestSupport
+import Testing
 
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+  import FoundationNetworking
 #endif
 
 @Suite("Prometheus metrics", .serialized, .enabled(if: TesseraNode.skipReason == nil))
 struct MetricsIntegrationTests {
   func scrape(_ port: Int) async throws -> String {
-    let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/metrics")!)
+    let (data, response) = try await URLSession.shared.data(
+      from: URL(string: "http://127.0.0.1:\(port)/metrics")!)
     #expect((response as? HTTPURLResponse)?.statusCode == 200)
     return String(decoding: data, as: UTF8.self)
   }
 
   /// The value of the first sample line starting with `prefix`.
   func value(_ text: String, _ prefix: String) -> Double? {
-    text.split(separator: "\n").first { $0.hasPrefix(prefix + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+    text.split(separator: "\n").first { $0.hasPrefix(prefix + " ") }.flatMap {
+      Double($0.split(separator: " ").last!)
+    }
   }
 
-  @Test("each daemon serves /metrics: create durations, regenerations, endpoints, identities, policy revision, datapath counters")
+  @Test(
+    "each daemon serves /metrics: create durations, regenerations, endpoints, identities, policy revision, datapath counters"
+  )
   func metrics() async throws {
     let node = try TesseraNode()
     defer { node.down() }
     // node up takes one base port for four consecutive ones: find a free run of four.
-    let start = try #require(stride(from: 20_000, to: 60_000, by: 97).first { (try? EtcdTestCluster.bindable($0..<($0 + 4))) == true })
+    let start = try #require(
+      stride(from: 20_000, to: 60_000, by: 97).first {
+        (try? EtcdTestCluster.bindable($0..<($0 + 4))) == true
+      })
     try node.up(["--metrics-base-port", String(start)])
-    try node.cli(["endpoint", "create", "--container-id", "m1", "--ip", "10.90.0.1", "--label", "app=m"])
+    try node.cli([
+      "endpoint", "create", "--container-id", "m1", "--ip", "10.90.0.1", "--label", "app=m",
+    ])
 
     let endpoint = try await scrape(start + 3)
     #expect(value(endpoint, #"tessera_endpoint_create_duration_seconds_count{result="ok"}"#) == 1)

@@ -10,28 +10,37 @@ struct TesseraNode {
   let root: String
 
   static var binaryDirectory: String? {
-    if let dir = ProcessInfo.processInfo.environment["TESSERA_BIN"], FileManager.default.isExecutableFile(atPath: dir + "/tessera") {
+    if let dir = ProcessInfo.processInfo.environment["TESSERA_BIN"],
+      FileManager.default.isExecutableFile(atPath: dir + "/tessera")
+    {
       return dir
     }
-    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+      .deletingLastPathComponent().deletingLastPathComponent().path
     let debug = repo + "/.build/debug"
     return FileManager.default.isExecutableFile(atPath: debug + "/tessera-endpointd") ? debug : nil
   }
 
   static var skipReason: String? {
-    binaryDirectory == nil ? "skipping: daemon binaries not built (run scripts/build.sh or set TESSERA_BIN)" : nil
+    binaryDirectory == nil
+      ? "skipping: daemon binaries not built (run scripts/build.sh or set TESSERA_BIN)" : nil
   }
 
   init() throws {
     bin = try #require(Self.binaryDirectory)
-    root = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-it-\(UUID().uuidString.prefix(8))").path
+    root =
+      FileManager.default.temporaryDirectory.appendingPathComponent(
+        "tsr-it-\(UUID().uuidString.prefix(8))"
+      ).path
     runDir = root + "/run"
     stateDir = root + "/state"
     try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
   }
 
   @discardableResult
-  func cli(_ arguments: [String], expectSuccess: Bool = true) throws -> (status: Int32, output: String) {
+  func cli(_ arguments: [String], expectSuccess: Bool = true) throws -> (
+    status: Int32, output: String
+  ) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: bin + "/tessera")
     process.arguments = arguments + ["--run-dir", runDir]
@@ -43,22 +52,30 @@ struct TesseraNode {
     process.waitUntilExit()
     let output = String(decoding: data, as: UTF8.self)
     if expectSuccess && process.terminationStatus != 0 {
-      Issue.record("tessera \(arguments.joined(separator: " ")) failed (\(process.terminationStatus)): \(output)")
+      Issue.record(
+        "tessera \(arguments.joined(separator: " ")) failed (\(process.terminationStatus)): \(output)"
+      )
     }
     return (process.terminationStatus, output)
   }
 
   func json(_ arguments: [String]) throws -> [String: Any] {
     let (_, output) = try cli(arguments + ["-o", "json"])
-    return try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "not JSON: \(output)")
+    return try #require(
+      try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
+      "not JSON: \(output)")
   }
 
   func up(_ extra: [String] = []) throws {
-    try cli(["node", "up", "--detach", "--state-dir", stateDir, "--datapath-backend", "memory"] + extra)
+    try cli(
+      ["node", "up", "--detach", "--state-dir", stateDir, "--datapath-backend", "memory"] + extra)
   }
 
   func pid(_ service: String) throws -> Int32 {
-    try #require(Int32(String(contentsOfFile: "\(runDir)/\(service).pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+    try #require(
+      Int32(
+        String(contentsOfFile: "\(runDir)/\(service).pid", encoding: .utf8).trimmingCharacters(
+          in: .whitespacesAndNewlines)))
   }
 
   /// Restarts one daemon the way systemd would: SIGTERM, then start it again with the same flags.
@@ -68,7 +85,9 @@ struct TesseraNode {
     for _ in 0..<500 where kill(pid, 0) == 0 { usleep(10_000) }
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "\(bin)/tessera-\(service)d")
-    process.arguments = ["--run-dir", runDir, "--state-dir", stateDir] + (service == "datapath" ? ["--backend", "memory"] : [])
+    process.arguments =
+      ["--run-dir", runDir, "--state-dir", stateDir]
+      + (service == "datapath" ? ["--backend", "memory"] : [])
     process.standardOutput = FileHandle.nullDevice
     process.standardError = FileHandle.nullDevice
     try process.run()
@@ -76,7 +95,8 @@ struct TesseraNode {
       if let output = try? cli(["status", "-o", "json"], expectSuccess: false).output,
         let status = try? JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
         let services = status["services"] as? [[String: Any]],
-        services.first(where: { $0["service"] as? String == service })?["health"] as? String == "serving"
+        services.first(where: { $0["service"] as? String == service })?["health"] as? String
+          == "serving"
       {
         return
       }
@@ -108,25 +128,30 @@ struct NodeIntegrationTests {
     let services = try #require(status["services"] as? [[String: Any]])
     #expect(Set(services.compactMap { $0["pid"] as? Int }).count == 4, "four separate processes")
 
-    let frontend = try node.json(["endpoint", "create", "--container-id", "fe", "--ip", "10.77.0.1", "--label", "app=frontend"])
-    let backend = try node.json(["endpoint", "create", "--container-id", "be", "--ip", "10.77.0.2", "--label", "app=backend"])
+    let frontend = try node.json([
+      "endpoint", "create", "--container-id", "fe", "--ip", "10.77.0.1", "--label", "app=frontend",
+    ])
+    let backend = try node.json([
+      "endpoint", "create", "--container-id", "be", "--ip", "10.77.0.2", "--label", "app=backend",
+    ])
     #expect(backend["state"] as? String == "ready")
     #expect((backend["policyRevision"] as? Int ?? 0) >= 1)
     let frontendIdentity = try #require(frontend["identity"] as? Int)
     let backendIdentity = try #require(backend["identity"] as? Int)
-    #expect(frontendIdentity >= 256 && backendIdentity >= 256 && frontendIdentity != backendIdentity)
+    #expect(
+      frontendIdentity >= 256 && backendIdentity >= 256 && frontendIdentity != backendIdentity)
 
     let policyFile = node.root + "/policy.yaml"
     try """
-      apiVersion: cilium.io/v2
-      kind: CiliumNetworkPolicy
-      metadata: {name: backend, namespace: default}
-      spec:
-        endpointSelector: {matchLabels: {app: backend}}
-        ingress:
-        - fromEndpoints: [{matchLabels: {app: frontend}}]
-          toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
-      """.write(toFile: policyFile, atomically: true, encoding: .utf8)
+    apiVersion: cilium.io/v2
+    kind: CiliumNetworkPolicy
+    metadata: {name: backend, namespace: default}
+    spec:
+      endpointSelector: {matchLabels: {app: backend}}
+      ingress:
+      - fromEndpoints: [{matchLabels: {app: frontend}}]
+        toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+    """.write(toFile: policyFile, atomically: true, encoding: .utf8)
     let imported = try node.json(["policy", "import", policyFile])
     let revision = try #require(imported["revision"] as? Int)
     #expect(revision == 2)
@@ -149,29 +174,53 @@ struct NodeIntegrationTests {
     #expect(selectors.contains { ($0["identities"] as? [Int]) == [frontendIdentity] })
 
     // Bad input: clear errors, nothing created.
-    #expect(try node.cli(["endpoint", "create", "--container-id", "x", "--ip", "10.77.0.2"], expectSuccess: false).status != 0)
-    #expect(try node.cli(["endpoint", "create", "--container-id", "x", "--ip", "not-an-ip"], expectSuccess: false).output.contains("not an IP"))
-    #expect(try node.cli(["endpoint", "create", "--container-id", "x", "--ip", "10.77.0.9", "--label", "reserved:host"], expectSuccess: false).output.contains("reserved"))
+    #expect(
+      try node.cli(
+        ["endpoint", "create", "--container-id", "x", "--ip", "10.77.0.2"], expectSuccess: false
+      ).status != 0)
+    #expect(
+      try node.cli(
+        ["endpoint", "create", "--container-id", "x", "--ip", "not-an-ip"], expectSuccess: false
+      ).output.contains("not an IP"))
+    #expect(
+      try node.cli(
+        [
+          "endpoint", "create", "--container-id", "x", "--ip", "10.77.0.9", "--label",
+          "reserved:host",
+        ], expectSuccess: false
+      ).output.contains("reserved"))
     let badPolicy = node.root + "/bad.yaml"
-    try "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: x}\nspec: {endpointSelector: {matchExpressions: [{key: a, operator: Foo}]}}\n".write(toFile: badPolicy, atomically: true, encoding: .utf8)
-    #expect(try node.cli(["policy", "import", badPolicy], expectSuccess: false).output.contains("bad.yaml: document 1"))
+    try
+      "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: x}\nspec: {endpointSelector: {matchExpressions: [{key: a, operator: Foo}]}}\n"
+      .write(toFile: badPolicy, atomically: true, encoding: .utf8)
+    #expect(
+      try node.cli(["policy", "import", badPolicy], expectSuccess: false).output.contains(
+        "bad.yaml: document 1"))
     #expect((try node.json(["endpoint", "list"])["endpoints"] as? [Any])?.count == 2)
 
     // Relabel: new identity, old reference released.
-    let relabelled = try node.json(["endpoint", "labels", "--container-id", "fe", "--label", "app=other"])
+    let relabelled = try node.json([
+      "endpoint", "labels", "--container-id", "fe", "--label", "app=other",
+    ])
     let otherIdentity = try #require(relabelled["identity"] as? Int)
     #expect(otherIdentity != frontendIdentity)
     #expect(relabelled["id"] as? Int == frontend["id"] as? Int)
-    #expect(try node.json(["identity", "get", String(frontendIdentity)])["references"] as? Int == 0)
+    #expect(
+      try node.json(["identity", "get", String(frontendIdentity)])["references"] as? Int == 0)
 
     // Restart identityd: same labels, same identity; references persist.
     try node.restart("identity")
     // endpointd's connection to the restarted identityd may still be in its reconnect backoff:
     // the create answers "unavailable, try again" (CNI code 11) until it has reconnected, and
     // the runtime retries, as here.
-    let create = ["endpoint", "create", "--container-id", "be2", "--ip", "10.77.0.3", "--label", "app=backend"]
+    let create = [
+      "endpoint", "create", "--container-id", "be2", "--ip", "10.77.0.3", "--label", "app=backend",
+    ]
     var retried = 0
-    while retried < 100, try node.cli(create + ["-o", "json"], expectSuccess: false).output.contains("unavailable, try again") {
+    while retried < 100,
+      try node.cli(create + ["-o", "json"], expectSuccess: false).output.contains(
+        "unavailable, try again")
+    {
       retried += 1
       usleep(100_000)
     }
@@ -188,8 +237,10 @@ struct NodeIntegrationTests {
     #expect(after.allSatisfy { $0["state"] as? String == "ready" })
 
     // Delete: idempotent, reference dropped.
-    #expect(try node.json(["endpoint", "delete", "--container-id", "be2"])["existed"] as? Bool == true)
-    #expect(try node.json(["endpoint", "delete", "--container-id", "be2"])["existed"] as? Bool == false)
+    #expect(
+      try node.json(["endpoint", "delete", "--container-id", "be2"])["existed"] as? Bool == true)
+    #expect(
+      try node.json(["endpoint", "delete", "--container-id", "be2"])["existed"] as? Bool == false)
     #expect(try node.json(["identity", "get", String(backendIdentity)])["references"] as? Int == 1)
   }
 

@@ -1,6 +1,7 @@
-@testable import PolicyService
 import TesseraCore
 import Testing
+
+@testable import PolicyService
 
 @Suite("EndpointSelector matching")
 struct EndpointSelectorTests {
@@ -12,12 +13,16 @@ struct EndpointSelectorTests {
   func matchLabels() {
     #expect(EndpointSelector(matchLabels: [.k8s("app"): "web"]).matches(web))
     #expect(!EndpointSelector(matchLabels: [.k8s("app"): "web"]).matches(db))
-    #expect(EndpointSelector(matchLabels: [.k8s("app"): "web", .any("tier"): "frontend"]).matches(web))
-    #expect(!EndpointSelector(matchLabels: [.k8s("app"): "web", .any("tier"): "backend"]).matches(web))
+    #expect(
+      EndpointSelector(matchLabels: [.k8s("app"): "web", .any("tier"): "frontend"]).matches(web))
+    #expect(
+      !EndpointSelector(matchLabels: [.k8s("app"): "web", .any("tier"): "backend"]).matches(web))
     // Source must match unless it is `any`.
     #expect(!EndpointSelector(matchLabels: [.k8s("tier"): "backend"]).matches(db))
     #expect(EndpointSelector(matchLabels: [.any("tier"): "backend"]).matches(db))
-    #expect(EndpointSelector(matchLabels: [SelectorKey(source: "container", key: "tier"): "backend"]).matches(db))
+    #expect(
+      EndpointSelector(matchLabels: [SelectorKey(source: "container", key: "tier"): "backend"])
+        .matches(db))
     #expect(EndpointSelector(matchLabels: [.reserved("host"): ""]).matches(host))
     #expect(!EndpointSelector(matchLabels: [.k8s("host"): ""]).matches(host))
   }
@@ -32,7 +37,9 @@ struct EndpointSelectorTests {
       (.exists, [], true, false),
       (.doesNotExist, [], false, true),
     ])
-  func operators(op: LabelRequirement.Operator, values: [String], matchesWeb: Bool, matchesUnlabelled: Bool) {
+  func operators(
+    op: LabelRequirement.Operator, values: [String], matchesWeb: Bool, matchesUnlabelled: Bool
+  ) {
     // `role` is on web only; NotIn and DoesNotExist match a set without the key.
     let withRole = labels(["k8s:role=web"])
     let requirement = LabelRequirement(key: .any("role"), op: op, values: values)
@@ -43,15 +50,21 @@ struct EndpointSelectorTests {
   @Test("a requirement with a source does not see a label of another source")
   func sourceScopedExpressions() {
     let container = labels(["container:role=web"])
-    #expect(!EndpointSelector([LabelRequirement(key: .k8s("role"), op: .exists)]).matches(container))
-    #expect(EndpointSelector([LabelRequirement(key: .k8s("role"), op: .doesNotExist)]).matches(container))
-    #expect(EndpointSelector([LabelRequirement(key: .k8s("role"), op: .notIn, values: ["web"])]).matches(container))
+    #expect(
+      !EndpointSelector([LabelRequirement(key: .k8s("role"), op: .exists)]).matches(container))
+    #expect(
+      EndpointSelector([LabelRequirement(key: .k8s("role"), op: .doesNotExist)]).matches(container))
+    #expect(
+      EndpointSelector([LabelRequirement(key: .k8s("role"), op: .notIn, values: ["web"])]).matches(
+        container))
   }
 
   @Test("the empty selector selects everything")
   func wildcard() {
     #expect(EndpointSelector().isWildcard)
-    #expect(EndpointSelector().matches(web) && EndpointSelector().matches(host) && EndpointSelector().matches(.empty))
+    #expect(
+      EndpointSelector().matches(web) && EndpointSelector().matches(host)
+        && EndpointSelector().matches(.empty))
   }
 
   @Test("keys parse as source:key, a key with no source is any:")
@@ -59,7 +72,8 @@ struct EndpointSelectorTests {
     #expect(SelectorKey(parsing: "app") == .any("app"))
     #expect(SelectorKey(parsing: "k8s:app") == .k8s("app"))
     #expect(SelectorKey(parsing: "reserved:host") == .reserved("host"))
-    #expect(SelectorKey(parsing: "io.kubernetes.pod.namespace") == .any("io.kubernetes.pod.namespace"))
+    #expect(
+      SelectorKey(parsing: "io.kubernetes.pod.namespace") == .any("io.kubernetes.pod.namespace"))
     #expect(
       SelectorKey(parsing: "k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name")
         == .k8s("io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name"))
@@ -72,7 +86,9 @@ struct EndpointSelectorTests {
       LabelRequirement(key: .k8s("io.kubernetes.pod.namespace"), op: .in, values: ["default"]),
       LabelRequirement(key: .k8s("app"), op: .in, values: ["frontend"]),
     ])
-    let b = EndpointSelector(matchLabels: [.k8s("app"): "frontend", .k8s("io.kubernetes.pod.namespace"): "default"])
+    let b = EndpointSelector(matchLabels: [
+      .k8s("app"): "frontend", .k8s("io.kubernetes.pod.namespace"): "default",
+    ])
     #expect(a == b)
     #expect(a.description == "k8s:app=frontend,k8s:io.kubernetes.pod.namespace=default")
     let c = EndpointSelector([

@@ -1,18 +1,25 @@
-@testable import PolicyService
 import TesseraCore
+
+@testable import PolicyService
 
 /// Labels from `source:key=value` strings (`k8s` when no source is given).
 func labels(_ texts: [String]) -> LabelSet {
-  do { return try LabelSet(parsing: texts) } catch { fatalError("bad test labels \(texts): \(error)") }
+  do { return try LabelSet(parsing: texts) } catch {
+    fatalError("bad test labels \(texts): \(error)")
+  }
 }
 
 /// A pod identity: `k8s:` labels plus the namespace label.
 func pod(_ id: UInt32, namespace: String = "default", _ podLabels: String...) -> SecurityIdentity {
-  SecurityIdentity(id: NumericIdentity(id), labels: labels(podLabels + ["k8s:io.kubernetes.pod.namespace=\(namespace)"]))
+  SecurityIdentity(
+    id: NumericIdentity(id),
+    labels: labels(podLabels + ["k8s:io.kubernetes.pod.namespace=\(namespace)"]))
 }
 
 /// An engine (in memory unless given a database) with these identities pushed.
-func engine(_ identities: [SecurityIdentity], database: PolicyDatabase? = nil) throws -> PolicyEngine {
+func engine(_ identities: [SecurityIdentity], database: PolicyDatabase? = nil) throws
+  -> PolicyEngine
+{
   let engine = try PolicyEngine(database: database)
   _ = engine.updateIdentities(added: identities, deleted: [])
   return engine
@@ -20,25 +27,35 @@ func engine(_ identities: [SecurityIdentity], database: PolicyDatabase? = nil) t
 
 extension PolicyEngine {
   @discardableResult
-  func importYAML(_ yaml: String, name: String = "test.yaml") throws -> (revision: UInt64, policies: [PolicyRef], affected: AffectedIdentities) {
+  func importYAML(_ yaml: String, name: String = "test.yaml") throws -> (
+    revision: UInt64, policies: [PolicyRef], affected: AffectedIdentities
+  ) {
     try importPolicies(sourceName: name, content: Array(yaml.utf8))
   }
 }
 
 extension EndpointPolicy {
-  func ingress(from peer: SecurityIdentity, _ proto: L4Protocol = .tcp, _ port: UInt16 = 80) -> PolicyVerdict {
+  func ingress(from peer: SecurityIdentity, _ proto: L4Protocol = .tcp, _ port: UInt16 = 80)
+    -> PolicyVerdict
+  {
     verdict(peer: peer.id, direction: .ingress, proto: proto, port: port)
   }
 
-  func ingress(from peer: NumericIdentity, _ proto: L4Protocol = .tcp, _ port: UInt16 = 80) -> PolicyVerdict {
+  func ingress(from peer: NumericIdentity, _ proto: L4Protocol = .tcp, _ port: UInt16 = 80)
+    -> PolicyVerdict
+  {
     verdict(peer: peer, direction: .ingress, proto: proto, port: port)
   }
 
-  func egress(to peer: SecurityIdentity, _ proto: L4Protocol = .tcp, _ port: UInt16 = 80) -> PolicyVerdict {
+  func egress(to peer: SecurityIdentity, _ proto: L4Protocol = .tcp, _ port: UInt16 = 80)
+    -> PolicyVerdict
+  {
     verdict(peer: peer.id, direction: .egress, proto: proto, port: port)
   }
 
-  func egress(to peer: NumericIdentity, _ proto: L4Protocol = .tcp, _ port: UInt16 = 80) -> PolicyVerdict {
+  func egress(to peer: NumericIdentity, _ proto: L4Protocol = .tcp, _ port: UInt16 = 80)
+    -> PolicyVerdict
+  {
     verdict(peer: peer, direction: .egress, proto: proto, port: port)
   }
 }

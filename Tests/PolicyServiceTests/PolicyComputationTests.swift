@@ -1,6 +1,7 @@
-@testable import PolicyService
 import TesseraCore
 import Testing
+
+@testable import PolicyService
 
 /// Cases from Cilium's policy language docs (docs.cilium.io, security/policy/language) and the
 /// Kubernetes NetworkPolicy docs, checked through `EndpointPolicy.verdict`, the semantics the
@@ -45,7 +46,9 @@ struct PolicyComputationTests {
     #expect(policy.egress(to: world) == .allow)  // no egress section: default allow
     // Endpoints the rule does not select are unaffected.
     let frontendPolicy = engine.computePolicy(for: frontend)
-    #expect(!frontendPolicy.ingressEnforced && !frontendPolicy.egressEnforced && frontendPolicy.entries.isEmpty)
+    #expect(
+      !frontendPolicy.ingressEnforced && !frontendPolicy.egressEnforced
+        && frontendPolicy.entries.isEmpty)
   }
 
   @Test("L4: egress only on 80/TCP to anyone (Cilium \"Limit ingress/egress ports\")")
@@ -69,7 +72,10 @@ struct PolicyComputationTests {
       """)
     let policy = engine.computePolicy(for: backend)
     #expect(!policy.ingressEnforced && policy.egressEnforced)
-    #expect(policy.entries == [PolicyEntry(peer: .unknown, direction: .egress, proto: .tcp, ports: PortRange(single: 80))])
+    #expect(
+      policy.entries == [
+        PolicyEntry(peer: .unknown, direction: .egress, proto: .tcp, ports: PortRange(single: 80))
+      ])
     #expect(policy.egress(to: world, .tcp, 80) == .allow)
     #expect(policy.egress(to: frontend, .tcp, 80) == .allow)
     #expect(policy.egress(to: world, .tcp, 443) == .deny)
@@ -101,7 +107,10 @@ struct PolicyComputationTests {
               protocol: TCP
       """)
     let policy = engine.computePolicy(for: backend)
-    #expect(policy.entries == [PolicyEntry(peer: frontend.id, direction: .ingress, proto: .tcp, ports: PortRange(80, 444))])
+    #expect(
+      policy.entries == [
+        PolicyEntry(peer: frontend.id, direction: .ingress, proto: .tcp, ports: PortRange(80, 444))
+      ])
     #expect(policy.ingress(from: frontend, .tcp, 80) == .allow)
     #expect(policy.ingress(from: frontend, .tcp, 443) == .allow)
     #expect(policy.ingress(from: frontend, .tcp, 445) == .deny)
@@ -192,8 +201,12 @@ struct PolicyComputationTests {
     let policy = engine.computePolicy(for: backend)
     #expect(
       policy.entries == [
-        PolicyEntry(peer: .unknown, direction: .ingress, proto: .any, ports: PortRange(8000, 8999), verdict: .deny),
-        PolicyEntry(peer: frontend.id, direction: .ingress, proto: .tcp, ports: PortRange(single: 80), verdict: .deny),
+        PolicyEntry(
+          peer: .unknown, direction: .ingress, proto: .any, ports: PortRange(8000, 8999),
+          verdict: .deny),
+        PolicyEntry(
+          peer: frontend.id, direction: .ingress, proto: .tcp, ports: PortRange(single: 80),
+          verdict: .deny),
       ])
     #expect(Set(policy.entries.map(\.key)).count == policy.entries.count)
   }
@@ -235,7 +248,9 @@ struct PolicyComputationTests {
     #expect(toWorld.egress(to: backend) == .deny && toWorld.egress(to: host) == .deny)
 
     let fromCluster = engine.computePolicy(for: backend)
-    for peer in [host, .remoteNode, .health, .initializing, .unmanaged, .ingress, frontend.id, frontendProd.id] {
+    for peer in [
+      host, .remoteNode, .health, .initializing, .unmanaged, .ingress, frontend.id, frontendProd.id,
+    ] {
       #expect(fromCluster.ingress(from: peer) == .allow, "cluster should include \(peer)")
     }
     // Cilium's cluster entity leaves out kube-apiserver (an API server outside the cluster).
@@ -289,18 +304,23 @@ struct PolicyComputationTests {
         - fromEntities: [world]
       """)
     let backendPolicy = engine.computePolicy(for: backend)
-    #expect(backendPolicy.ingressEnforced && !backendPolicy.egressEnforced && backendPolicy.entries.isEmpty)
-    #expect(backendPolicy.ingress(from: frontend) == .deny && backendPolicy.egress(to: world) == .allow)
+    #expect(
+      backendPolicy.ingressEnforced && !backendPolicy.egressEnforced
+        && backendPolicy.entries.isEmpty)
+    #expect(
+      backendPolicy.ingress(from: frontend) == .deny && backendPolicy.egress(to: world) == .allow)
 
     // Cilium: a policy with only egressDeny still puts egress into default deny.
     let frontendPolicy = engine.computePolicy(for: frontend)
     #expect(frontendPolicy.egressEnforced && !frontendPolicy.ingressEnforced)
-    #expect(frontendPolicy.egress(to: world) == .deny && frontendPolicy.egress(to: backend) == .deny)
+    #expect(
+      frontendPolicy.egress(to: world) == .deny && frontendPolicy.egress(to: backend) == .deny)
 
     // enableDefaultDeny.ingress: false keeps ingress default-allow; its deny still applies.
     let otherPolicy = engine.computePolicy(for: other)
     #expect(!otherPolicy.ingressEnforced)
-    #expect(otherPolicy.ingress(from: frontend) == .allow && otherPolicy.ingress(from: world) == .deny)
+    #expect(
+      otherPolicy.ingress(from: frontend) == .allow && otherPolicy.ingress(from: world) == .deny)
   }
 
   @Test("CNP fromEndpoints [{}] is the policy's namespace; a namespace key opens it up")
@@ -351,7 +371,9 @@ struct PolicyComputationTests {
         - Egress
       """)
     let defaultNamespace = engine.computePolicy(for: backend)
-    #expect(defaultNamespace.ingressEnforced && !defaultNamespace.egressEnforced && defaultNamespace.entries.isEmpty)
+    #expect(
+      defaultNamespace.ingressEnforced && !defaultNamespace.egressEnforced
+        && defaultNamespace.entries.isEmpty)
     let prod = engine.computePolicy(for: frontendProd)
     #expect(!prod.ingressEnforced && prod.egressEnforced)
     #expect(prod.ingress(from: world) == .allow && prod.egress(to: world) == .deny)
@@ -371,7 +393,9 @@ struct PolicyComputationTests {
       """)
     let allowAll = engine.computePolicy(for: backend)
     #expect(allowAll.entries == [PolicyEntry(peer: .unknown, direction: .ingress)])
-    #expect(allowAll.ingress(from: world) == .allow && allowAll.ingress(from: frontendProd, .udp, 9) == .allow)
+    #expect(
+      allowAll.ingress(from: world) == .allow
+        && allowAll.ingress(from: frontendProd, .udp, 9) == .allow)
   }
 
   @Test("K8s policyTypes [Egress] ignores ingress rules; egress rules imply Egress when unset")
@@ -401,19 +425,29 @@ struct PolicyComputationTests {
       """)
     let backendPolicy = engine.computePolicy(for: backend)
     #expect(!backendPolicy.ingressEnforced && backendPolicy.egressEnforced)
-    #expect(backendPolicy.entries == [PolicyEntry(peer: other.id, direction: .egress, proto: .tcp, ports: PortRange(single: 5432))])
-    #expect(backendPolicy.egress(to: other, .tcp, 5432) == .allow && backendPolicy.egress(to: other, .udp, 5432) == .deny)
+    #expect(
+      backendPolicy.entries == [
+        PolicyEntry(peer: other.id, direction: .egress, proto: .tcp, ports: PortRange(single: 5432))
+      ])
+    #expect(
+      backendPolicy.egress(to: other, .tcp, 5432) == .allow
+        && backendPolicy.egress(to: other, .udp, 5432) == .deny)
 
     let frontendPolicy = engine.computePolicy(for: frontend)
     #expect(frontendPolicy.ingressEnforced && frontendPolicy.egressEnforced)
-    #expect(frontendPolicy.egress(to: world, .udp, 53) == .allow && frontendPolicy.egress(to: world, .tcp, 53) == .deny)
+    #expect(
+      frontendPolicy.egress(to: world, .udp, 53) == .allow
+        && frontendPolicy.egress(to: world, .tcp, 53) == .deny)
   }
 
   @Test("K8s namespaceSelector AND podSelector vs two peers (OR)")
   func kubernetesNamespaceAndPod() throws {
-    let aliceClient = pod(1100, namespace: "alice-ns", "role=client", "k8s:io.cilium.k8s.namespace.labels.user=alice")
-    let aliceOther = pod(1101, namespace: "alice-ns", "role=db", "k8s:io.cilium.k8s.namespace.labels.user=alice")
-    let bobClient = pod(1102, namespace: "bob-ns", "role=client", "k8s:io.cilium.k8s.namespace.labels.user=bob")
+    let aliceClient = pod(
+      1100, namespace: "alice-ns", "role=client", "k8s:io.cilium.k8s.namespace.labels.user=alice")
+    let aliceOther = pod(
+      1101, namespace: "alice-ns", "role=db", "k8s:io.cilium.k8s.namespace.labels.user=alice")
+    let bobClient = pod(
+      1102, namespace: "bob-ns", "role=client", "k8s:io.cilium.k8s.namespace.labels.user=bob")
     let localClient = pod(1103, "role=client")
     let engine = try engine(all + [aliceClient, aliceOther, bobClient, localClient])
     try engine.importYAML(
@@ -477,9 +511,12 @@ struct PolicyComputationTests {
         policyTypes: [Ingress, Egress]
       """)
     let policy = engine.computePolicy(for: backend)
-    #expect(policy.ingress(from: frontendProd) == .allow && policy.ingress(from: frontend) == .allow)
+    #expect(
+      policy.ingress(from: frontendProd) == .allow && policy.ingress(from: frontend) == .allow)
     #expect(policy.ingress(from: world) == .deny && policy.ingress(from: host) == .deny)
-    #expect(policy.egress(to: world, .tcp, 443) == .allow && policy.egress(to: .worldIPv4, .tcp, 443) == .allow)
+    #expect(
+      policy.egress(to: world, .tcp, 443) == .allow
+        && policy.egress(to: .worldIPv4, .tcp, 443) == .allow)
     #expect(policy.egress(to: frontend, .tcp, 443) == .deny)
   }
 
@@ -502,7 +539,8 @@ struct PolicyComputationTests {
             - {key: role, operator: NotIn, values: [other, backend]}
       """)
     let policy = engine.computePolicy(for: backend)
-    #expect(policy.ingress(from: frontend) == .allow && policy.ingress(from: frontendProd) == .allow)
+    #expect(
+      policy.ingress(from: frontend) == .allow && policy.ingress(from: frontendProd) == .allow)
     #expect(policy.ingress(from: other) == .deny && policy.ingress(from: world) == .deny)
     #expect(engine.computePolicy(for: other).ingressEnforced)
     #expect(!engine.computePolicy(for: frontend).ingressEnforced)

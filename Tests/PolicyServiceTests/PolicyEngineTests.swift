@@ -1,7 +1,8 @@
 import Foundation
-@testable import PolicyService
 import TesseraCore
 import Testing
+
+@testable import PolicyService
 
 @Suite("PolicyEngine")
 struct PolicyEngineTests {
@@ -46,10 +47,12 @@ struct PolicyEngineTests {
     let engine = try engine([backend, frontend])
     let error = policyError {
       try engine.importYAML(
-        Self.backendPolicy + "\n---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: x}\nspec: {}\n",
+        Self.backendPolicy
+          + "\n---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: x}\nspec: {}\n",
         name: "two.yaml")
     }
-    #expect(error?.message == "two.yaml: document 2: spec.endpointSelector: required field is missing")
+    #expect(
+      error?.message == "two.yaml: document 2: spec.endpointSelector: required field is missing")
     #expect(engine.revision == 1)
     #expect(engine.policies().isEmpty)
     #expect(!engine.computePolicy(for: backend).ingressEnforced)
@@ -69,7 +72,10 @@ struct PolicyEngineTests {
         endpointSelector: {matchLabels: {app: backend}}
         ingress: [{}]
       """)
-    #expect(engine.policies().map(\.ref) == [PolicyRef(namespace: "default", name: "backend", kind: "CiliumNetworkPolicy")])
+    #expect(
+      engine.policies().map(\.ref) == [
+        PolicyRef(namespace: "default", name: "backend", kind: "CiliumNetworkPolicy")
+      ])
     #expect(engine.computePolicy(for: backend).ingress(from: frontend) == .deny)
     // The NetworkPolicy's peer selector left the cache with its last user.
     #expect(!engine.selectors().contains { $0.selector.contains("frontend") })
@@ -89,7 +95,9 @@ struct PolicyEngineTests {
         podSelector: {matchLabels: {app: frontend}}
       """)
     #expect(replaced.affected == .some([backend.id, backend2.id, frontend.id]))
-    #expect(try engine.deletePolicy(namespace: "default", name: "backend").affected == .some([frontend.id]))
+    #expect(
+      try engine.deletePolicy(namespace: "default", name: "backend").affected
+        == .some([frontend.id]))
     let clusterwide = try engine.importYAML(
       """
       apiVersion: cilium.io/v2
@@ -102,7 +110,9 @@ struct PolicyEngineTests {
     #expect(clusterwide.affected == .all)
   }
 
-  @Test("identity deltas affect subjects of rules whose peer selections changed, and selected newcomers")
+  @Test(
+    "identity deltas affect subjects of rules whose peer selections changed, and selected newcomers"
+  )
   func affectedByIdentities() throws {
     let engine = try engine([backend, frontend, frontendProd])
     try engine.importYAML(Self.backendPolicy)
@@ -114,7 +124,10 @@ struct PolicyEngineTests {
     #expect(engine.computePolicy(for: backend).ingress(from: newFrontend) == .allow)
 
     // A frontend in another namespace is not a peer of the namespaced policy.
-    #expect(engine.updateIdentities(added: [pod(1021, namespace: "prod", "app=frontend", "x=y")], deleted: []) == (0, .some([])))
+    #expect(
+      engine.updateIdentities(
+        added: [pod(1021, namespace: "prod", "app=frontend", "x=y")], deleted: []) == (0, .some([]))
+    )
 
     // A new backend is itself a subject.
     let newBackend = pod(1022, "app=backend", "version=2")
@@ -122,10 +135,12 @@ struct PolicyEngineTests {
     #expect(subject.selectorsChanged == 1 && subject.affected == .some([newBackend.id]))
 
     // Idempotent.
-    #expect(engine.updateIdentities(added: [newFrontend, newBackend], deleted: []) == (0, .some([])))
+    #expect(
+      engine.updateIdentities(added: [newFrontend, newBackend], deleted: []) == (0, .some([])))
 
     let removed = engine.updateIdentities(added: [], deleted: [newFrontend.id])
-    #expect(removed.selectorsChanged == 1 && removed.affected == .some([backend.id, newBackend.id]))
+    #expect(
+      removed.selectorsChanged == 1 && removed.affected == .some([backend.id, newBackend.id]))
     #expect(engine.computePolicy(for: backend).ingress(from: newFrontend) == .deny)
   }
 
@@ -143,28 +158,37 @@ struct PolicyEngineTests {
       """)
     #expect(
       engine.selectors().map(\.selector) == [
-        "k8s:io.kubernetes.pod.namespace=default", "reserved:host=", "reserved:world-ipv4=", "reserved:world-ipv6=", "reserved:world=",
+        "k8s:io.kubernetes.pod.namespace=default", "reserved:host=", "reserved:world-ipv4=",
+        "reserved:world-ipv6=", "reserved:world=",
       ])
     #expect(engine.updateIdentities(added: [], deleted: [.world, .host]) == (0, .some([])))
     let policy = engine.computePolicy(for: pod(1000))
-    #expect(policy.egress(to: .world) == .allow && policy.egress(to: .host) == .allow && policy.egress(to: .health) == .deny)
+    #expect(
+      policy.egress(to: .world) == .allow && policy.egress(to: .host) == .allow
+        && policy.egress(to: .health) == .deny)
   }
 
   @Test("selectors read the Kubernetes way with their identities and users")
   func selectorSnapshots() throws {
     let engine = try engine([backend, frontend, frontendProd])
     try engine.importYAML(Self.backendPolicy)
-    try engine.importYAML(Self.backendPolicy.replacingOccurrences(of: "name: backend", with: "name: backend-copy"))
+    try engine.importYAML(
+      Self.backendPolicy.replacingOccurrences(of: "name: backend", with: "name: backend-copy"))
     #expect(
       engine.selectors() == [
-        SelectorSnapshot(selector: "k8s:app=backend,k8s:io.kubernetes.pod.namespace=default", identities: [backend.id], users: 2),
-        SelectorSnapshot(selector: "k8s:app=frontend,k8s:io.kubernetes.pod.namespace=default", identities: [frontend.id], users: 2),
+        SelectorSnapshot(
+          selector: "k8s:app=backend,k8s:io.kubernetes.pod.namespace=default",
+          identities: [backend.id], users: 2),
+        SelectorSnapshot(
+          selector: "k8s:app=frontend,k8s:io.kubernetes.pod.namespace=default",
+          identities: [frontend.id], users: 2),
       ])
   }
 
   @Test("policies and the revision survive reopening the database file")
   func persistence() throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-policy-\(UUID().uuidString)")
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "tessera-policy-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
     let path = directory.appendingPathComponent("policy.sqlite").path
@@ -191,36 +215,51 @@ struct PolicyEngineTests {
     let reopened = try engine([backend, frontend], database: PolicyDatabase(path: path))
     #expect(reopened.revision == 4)
     #expect(
-      reopened.policies().map { "\($0.ref.kind) \($0.ref) @\($0.revision) rules=\($0.ruleCount)" } == [
-        "CiliumClusterwideNetworkPolicy lockdown @3 rules=1", "NetworkPolicy default/backend @2 rules=1",
-      ])
+      reopened.policies().map { "\($0.ref.kind) \($0.ref) @\($0.revision) rules=\($0.ruleCount)" }
+        == [
+          "CiliumClusterwideNetworkPolicy lockdown @3 rules=1",
+          "NetworkPolicy default/backend @2 rules=1",
+        ])
     #expect(reopened.computePolicy(for: backend) == before)
     #expect(before.ingress(from: frontend) == .allow && before.ingress(from: .world) == .deny)
     #expect(try reopened.importYAML(PolicyManifestTests.cnp).revision == 5)
   }
 
-  @Test("stored forms older versions accepted still load with their meaning; importing them again is refused")
+  @Test(
+    "stored forms older versions accepted still load with their meaning; importing them again is refused"
+  )
   func storedLegacyFormsLoad() throws {
     let database = try PolicyDatabase.inMemory()
-    let empty = #"{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"empty","namespace":"default"},"spec":{"endpointSelector":{"matchLabels":{"app":"backend"}},"ingress":[]}}"#
-    let mixed = #"{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"mixed","namespace":"default"},"spec":{"endpointSelector":{"matchLabels":{"app":"frontend"}},"ingress":[{"fromEndpoints":[{"matchLabels":{"app":"backend"}}],"fromEntities":["host"],"toPorts":[{}]}]}}"#
+    let empty =
+      #"{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"empty","namespace":"default"},"spec":{"endpointSelector":{"matchLabels":{"app":"backend"}},"ingress":[]}}"#
+    let mixed =
+      #"{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"mixed","namespace":"default"},"spec":{"endpointSelector":{"matchLabels":{"app":"frontend"}},"ingress":[{"fromEndpoints":[{"matchLabels":{"app":"backend"}}],"fromEntities":["host"],"toPorts":[{}]}]}}"#
     try database.commit(
       revision: 2,
       upserting: [
-        PolicyRecord(namespace: "default", name: "empty", kind: "CiliumNetworkPolicy", revision: 2, sourceJSON: empty, ruleCount: 1),
-        PolicyRecord(namespace: "default", name: "mixed", kind: "CiliumNetworkPolicy", revision: 2, sourceJSON: mixed, ruleCount: 1),
+        PolicyRecord(
+          namespace: "default", name: "empty", kind: "CiliumNetworkPolicy", revision: 2,
+          sourceJSON: empty, ruleCount: 1),
+        PolicyRecord(
+          namespace: "default", name: "mixed", kind: "CiliumNetworkPolicy", revision: 2,
+          sourceJSON: mixed, ruleCount: 1),
       ],
       deleting: [])
     let engine = try engine([backend, frontend], database: database)
     #expect(engine.policies().map(\.ref.name) == ["empty", "mixed"])
     let emptyPolicy = engine.computePolicy(for: backend)
-    #expect(!emptyPolicy.ingressEnforced && !emptyPolicy.egressEnforced && emptyPolicy.entries.isEmpty)
+    #expect(
+      !emptyPolicy.ingressEnforced && !emptyPolicy.egressEnforced && emptyPolicy.entries.isEmpty)
     // The union of both peer kinds, on every port, as before.
     let mixedPolicy = engine.computePolicy(for: frontend)
-    #expect(mixedPolicy.ingress(from: backend, .udp, 9) == .allow && mixedPolicy.ingress(from: .host) == .allow)
+    #expect(
+      mixedPolicy.ingress(from: backend, .udp, 9) == .allow
+        && mixedPolicy.ingress(from: .host) == .allow)
     #expect(mixedPolicy.ingress(from: .world) == .deny)
     for json in [empty, mixed] {
-      #expect(throws: PolicyError.self) { try engine.importPolicies(sourceName: "again.json", content: Array(json.utf8)) }
+      #expect(throws: PolicyError.self) {
+        try engine.importPolicies(sourceName: "again.json", content: Array(json.utf8))
+      }
     }
   }
 

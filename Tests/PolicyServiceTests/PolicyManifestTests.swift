@@ -1,6 +1,7 @@
-@testable import PolicyService
 import TesseraCore
 import Testing
+
+@testable import PolicyService
 
 @Suite("Manifest parsing")
 struct PolicyManifestTests {
@@ -71,7 +72,12 @@ struct PolicyManifestTests {
       web.sections == [
         PolicySection(
           direction: .ingress, verdict: .allow,
-          peers: [.selector(EndpointSelector(matchLabels: [.any("app"): "client", PolicyLabels.podNamespaceK8s: "default"]))],
+          peers: [
+            .selector(
+              EndpointSelector(matchLabels: [
+                .any("app"): "client", PolicyLabels.podNamespaceK8s: "default",
+              ]))
+          ],
           ports: [.any])
       ])
     #expect(web.enforcesIngress && !web.enforcesEgress)
@@ -90,9 +96,13 @@ struct PolicyManifestTests {
     #expect(policy.ref == PolicyRef(namespace: "shop", name: "l4", kind: "CiliumNetworkPolicy"))
     #expect(
       policy.sourceJSON
-        == #"{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"l4","namespace":"shop"},"spec":{"egress":[{"toPorts":[{"ports":[{"port":443,"protocol":"TCP"}]}]}],"endpointSelector":{"matchLabels":{"app":"cart"}}}}"#)
+        == #"{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"l4","namespace":"shop"},"spec":{"egress":[{"toPorts":[{"ports":[{"port":443,"protocol":"TCP"}]}]}],"endpointSelector":{"matchLabels":{"app":"cart"}}}}"#
+    )
     #expect(policy.rules[0].sections[0].peers == [.all])
-    #expect(policy.rules[0].sections[0].ports == [PortProtocol(proto: .tcp, ports: PortRange(single: 443))])
+    #expect(
+      policy.rules[0].sections[0].ports == [
+        PortProtocol(proto: .tcp, ports: PortRange(single: 443))
+      ])
     #expect(try PolicyManifest.parseStored(policy.sourceJSON) == policy)
   }
 
@@ -176,7 +186,8 @@ struct PolicyManifestTests {
       ])
   }
 
-  @Test("NetworkPolicy selectors: podSelector is namespaced, namespaceSelector uses namespace labels")
+  @Test(
+    "NetworkPolicy selectors: podSelector is namespaced, namespaceSelector uses namespace labels")
   func networkPolicySelectors() throws {
     let policy = try #require(
       try parse(
@@ -216,7 +227,8 @@ struct PolicyManifestTests {
       ])
     #expect(
       rule.sections[0].ports == [
-        PortProtocol(proto: .tcp, ports: PortRange(single: 6379)), PortProtocol(proto: .udp, ports: PortRange(32000, 32768)),
+        PortProtocol(proto: .tcp, ports: PortRange(single: 6379)),
+        PortProtocol(proto: .udp, ports: PortRange(32000, 32768)),
       ])
     #expect(rule.enforcesIngress && !rule.enforcesEgress)
   }
@@ -262,7 +274,9 @@ struct PolicyManifestTests {
       }
     }
     // The subject is always in the policy's namespace.
-    #expect(policies[0].rules[0].subject.description == "any:app=api,k8s:io.kubernetes.pod.namespace=team")
+    #expect(
+      policies[0].rules[0].subject.description == "any:app=api,k8s:io.kubernetes.pod.namespace=team"
+    )
     #expect(
       peers(0) == [
         "k8s:io.kubernetes.pod.namespace=team",
@@ -272,7 +286,8 @@ struct PolicyManifestTests {
         "reserved:host=",
       ])
     #expect(policies[1].rules[0].subject.description == "any:app=api")
-    #expect(peers(1) == ["k8s:io.kubernetes.pod.namespace", "any:app=x,k8s:io.kubernetes.pod.namespace"])
+    #expect(
+      peers(1) == ["k8s:io.kubernetes.pod.namespace", "any:app=x,k8s:io.kubernetes.pod.namespace"])
     #expect(peers(2) == ["all"])
   }
 
@@ -370,12 +385,18 @@ struct PolicyManifestTests {
         """,
         #"bad.yaml: document 1: kind: unsupported kind "Pod" (want CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, NetworkPolicy or a List of them)"#
       ),
-      ("just some text", "bad.yaml: document 1: expected a policy (a mapping with apiVersion and kind), got a string"),
+      (
+        "just some text",
+        "bad.yaml: document 1: expected a policy (a mapping with apiVersion and kind), got a string"
+      ),
       (
         "apiVersion: cilium.io/v2\nkind: [unclosed\n",
         "bad.yaml: document 1: invalid YAML at line 3, column 1: did not find expected ',' or ']' (while parsing a flow sequence at line 2, column 7)"
       ),
-      (#"{"apiVersion": "cilium.io/v2", "kind": }"#, "bad.yaml: document 1: invalid JSON at line 1, column 40: unexpected character '}'"),
+      (
+        #"{"apiVersion": "cilium.io/v2", "kind": }"#,
+        "bad.yaml: document 1: invalid JSON at line 1, column 40: unexpected character '}'"
+      ),
       ("", "bad.yaml: no policies found"),
       (
         """
@@ -545,9 +566,13 @@ struct PolicyManifestTests {
     for level in 0..<8 {
       let previous = Character(UnicodeScalar(97 + level)!)
       let name = Character(UnicodeScalar(98 + level)!)
-      laughs += "\(name): &\(name) [" + Array(repeating: "*\(previous)", count: 9).joined(separator: ", ") + "]\n"
+      laughs +=
+        "\(name): &\(name) [" + Array(repeating: "*\(previous)", count: 9).joined(separator: ", ")
+        + "]\n"
     }
     #expect(message(laughs)?.contains("expands to more than") == true)
-    #expect(message("a: " + String(repeating: "[", count: 300) + String(repeating: "]", count: 300))?.contains("nests deeper") == true)
+    #expect(
+      message("a: " + String(repeating: "[", count: 300) + String(repeating: "]", count: 300))?
+        .contains("nests deeper") == true)
   }
 }

@@ -1,6 +1,7 @@
-@testable import PolicyService
 import TesseraCore
 import Testing
+
+@testable import PolicyService
 
 /// Policy semantics checked against what Kubernetes (NetworkPolicy docs and the e2e suite's
 /// `[Feature:NetworkPolicy]` cases) and Cilium (policy language docs, `pkg/policy` tests)
@@ -13,8 +14,10 @@ import Testing
 @Suite("Policy semantics conformance")
 struct PolicySemanticsConformanceTests {
   let api = pod(1000, namespace: "default", "app=api", "io.cilium.k8s.namespace.labels.team=a")
-  let client = pod(1001, namespace: "default", "app=client", "io.cilium.k8s.namespace.labels.team=a")
-  let prodClient = pod(1002, namespace: "prod", "app=client", "io.cilium.k8s.namespace.labels.team=b")
+  let client = pod(
+    1001, namespace: "default", "app=client", "io.cilium.k8s.namespace.labels.team=a")
+  let prodClient = pod(
+    1002, namespace: "prod", "app=client", "io.cilium.k8s.namespace.labels.team=b")
   let dns = pod(1003, namespace: "kube-system", "k8s-app=kube-dns")
   let bare = SecurityIdentity(id: NumericIdentity(1004), labels: labels(["container:app=client"]))
 
@@ -29,7 +32,8 @@ struct PolicySemanticsConformanceTests {
   }
 
   func rejection(_ yaml: String) -> String? {
-    policyError { _ = try PolicyManifest.parse(sourceName: "p.yaml", content: Array(yaml.utf8)) }?.message
+    policyError { _ = try PolicyManifest.parse(sourceName: "p.yaml", content: Array(yaml.utf8)) }?
+      .message
   }
 
   static func knp(_ spec: String, name: String = "np", namespace: String = "default") -> String {
@@ -71,18 +75,23 @@ struct PolicySemanticsConformanceTests {
     "namespaceSelector: {matchExpressions: [{key: team, operator: Exists}]}\npodSelector: {matchExpressions: [{key: app, operator: NotIn, values: [x]}]}",
   ]
 
-  @Test("a NetworkPolicy peer selects only pods: never world, host or any reserved identity", arguments: networkPolicyPeers)
+  @Test(
+    "a NetworkPolicy peer selects only pods: never world, host or any reserved identity",
+    arguments: networkPolicyPeers)
   func networkPolicyPeerSelectsOnlyPods(peer: String) throws {
     let peer = peer.split(separator: "\n").joined(separator: "\n    ")
     let ingress = try compute(Self.knp("podSelector: {}\ningress:\n- from:\n  - \(peer)"))
-    let egress = try compute(Self.knp("podSelector: {}\npolicyTypes: [Egress]\negress:\n- to:\n  - \(peer)"))
+    let egress = try compute(
+      Self.knp("podSelector: {}\npolicyTypes: [Egress]\negress:\n- to:\n  - \(peer)"))
     for identity in Self.reserved + [bare.id] {
       #expect(ingress.ingress(from: identity) == .deny, "from \(identity) via \(peer)")
       #expect(egress.egress(to: identity) == .deny, "to \(identity) via \(peer)")
     }
   }
 
-  @Test("the NotIn namespaceSelector of issue 13 admits pods of other namespaces, nothing else (e2e: traffic only from a different namespace)")
+  @Test(
+    "the NotIn namespaceSelector of issue 13 admits pods of other namespaces, nothing else (e2e: traffic only from a different namespace)"
+  )
   func namespaceNotInStillRequiresAPod() throws {
     let policy = try compute(
       Self.knp(
@@ -95,7 +104,9 @@ struct PolicySemanticsConformanceTests {
         """))
     #expect(policy.ingress(from: prodClient) == .allow && policy.ingress(from: dns) == .allow)
     #expect(policy.ingress(from: client) == .deny)
-    for identity in Self.reserved { #expect(policy.ingress(from: identity) == .deny, "\(identity)") }
+    for identity in Self.reserved {
+      #expect(policy.ingress(from: identity) == .deny, "\(identity)")
+    }
   }
 
   /// Every form a Cilium endpoint selector peer can take without naming a `reserved:` label.
@@ -115,27 +126,37 @@ struct PolicySemanticsConformanceTests {
     arguments: ciliumPeers, [false, true])
   func ciliumPeerSelectsOnlyEndpoints(peer: String, clusterwide: Bool) throws {
     let ingress = try compute(
-      Self.cnp("endpointSelector: {}\ningress:\n- fromEndpoints: [\(peer)]", clusterwide: clusterwide))
-    let egress = try compute(Self.cnp("endpointSelector: {}\negress:\n- toEndpoints: [\(peer)]", clusterwide: clusterwide))
+      Self.cnp(
+        "endpointSelector: {}\ningress:\n- fromEndpoints: [\(peer)]", clusterwide: clusterwide))
+    let egress = try compute(
+      Self.cnp("endpointSelector: {}\negress:\n- toEndpoints: [\(peer)]", clusterwide: clusterwide))
     for identity in Self.reserved + [bare.id] {
       #expect(ingress.ingress(from: identity) == .deny, "from \(identity) via \(peer)")
       #expect(egress.egress(to: identity) == .deny, "to \(identity) via \(peer)")
     }
   }
 
-  @Test("CNP fromEndpoints [{}] is every endpoint of the namespace; in a CCNP every endpoint of the cluster, not host")
+  @Test(
+    "CNP fromEndpoints [{}] is every endpoint of the namespace; in a CCNP every endpoint of the cluster, not host"
+  )
   func emptyEndpointSelector() throws {
     let namespaced = try compute(Self.cnp("endpointSelector: {}\ningress:\n- fromEndpoints: [{}]"))
     #expect(namespaced.ingress(from: client) == .allow && namespaced.ingress(from: api) == .allow)
     #expect(namespaced.ingress(from: prodClient) == .deny && namespaced.ingress(from: dns) == .deny)
-    let clusterwide = try compute(Self.cnp("endpointSelector: {}\ningress:\n- fromEndpoints: [{}]", clusterwide: true))
+    let clusterwide = try compute(
+      Self.cnp("endpointSelector: {}\ningress:\n- fromEndpoints: [{}]", clusterwide: true))
     for peer in pods { #expect(clusterwide.ingress(from: peer) == .allow) }
-    for identity in Self.reserved { #expect(clusterwide.ingress(from: identity) == .deny, "\(identity)") }
+    for identity in Self.reserved {
+      #expect(clusterwide.ingress(from: identity) == .deny, "\(identity)")
+    }
   }
 
   @Test("a selector naming a reserved: label selects that reserved identity (Cilium)")
   func reservedLabelSelector() throws {
-    let policy = try compute(Self.cnp(#"endpointSelector: {}\#ningress:\#n- fromEndpoints: [{matchLabels: {"reserved:host": ""}}]"#))
+    let policy = try compute(
+      Self.cnp(
+        #"endpointSelector: {}\#ningress:\#n- fromEndpoints: [{matchLabels: {"reserved:host": ""}}]"#
+      ))
     #expect(policy.ingress(from: .host) == .allow)
     #expect(policy.ingress(from: .world) == .deny && policy.ingress(from: client) == .deny)
   }
@@ -155,7 +176,8 @@ struct PolicySemanticsConformanceTests {
     for clusterwide in [false, true] {
       #expect(
         rejection(Self.cnp(spec, clusterwide: clusterwide))
-          == "p.yaml: document 1: \(path): rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny")
+          == "p.yaml: document 1: \(path): rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny"
+      )
     }
   }
 
@@ -171,7 +193,10 @@ struct PolicySemanticsConformanceTests {
       - endpointSelector: {matchLabels: {app: api}}
         egress: []
       """
-    #expect(rejection(yaml) == "p.yaml: document 1: specs[1]: rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny")
+    #expect(
+      rejection(yaml)
+        == "p.yaml: document 1: specs[1]: rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny"
+    )
   }
 
   @Test("a rule with one empty entry ({}) is accepted and is default-deny for its direction")
@@ -189,7 +214,9 @@ struct PolicySemanticsConformanceTests {
     let yaml = Self.knp("podSelector: {}\npolicyTypes: [Ingress]", name: "default-deny-ingress")
     let policy = try compute(yaml)
     #expect(policy.ingressEnforced && !policy.egressEnforced)
-    for peer in [client.id, prodClient.id, NumericIdentity.world, .host] { #expect(policy.ingress(from: peer) == .deny) }
+    for peer in [client.id, prodClient.id, NumericIdentity.world, .host] {
+      #expect(policy.ingress(from: peer) == .deny)
+    }
     #expect(policy.egress(to: prodClient) == .allow && policy.egress(to: .world) == .allow)
     // Pods of other namespaces are not selected.
     let engine = try engine(identities)
@@ -198,14 +225,17 @@ struct PolicySemanticsConformanceTests {
     // policyTypes unset: Ingress is implied, so `ingress: []` or no rules at all isolate ingress too.
     for spec in ["podSelector: {}", "podSelector: {}\ningress: []"] {
       let implied = try compute(Self.knp(spec))
-      #expect(implied.ingressEnforced && !implied.egressEnforced && implied.ingress(from: client) == .deny, "\(spec)")
+      #expect(
+        implied.ingressEnforced && !implied.egressEnforced
+          && implied.ingress(from: client) == .deny, "\(spec)")
     }
   }
 
   @Test("allow all ingress: ingress [{}] admits every source, inside the cluster or not")
   func allowAllIngress() throws {
     for rule in ["- {}", "- from: []", "- from: []\n  ports: []"] {
-      let policy = try compute(Self.knp("podSelector: {}\ningress:\n\(rule)\npolicyTypes: [Ingress]"))
+      let policy = try compute(
+        Self.knp("podSelector: {}\ningress:\n\(rule)\npolicyTypes: [Ingress]"))
       #expect(policy.ingressEnforced)
       for peer in [client.id, prodClient.id, bare.id] + Self.reserved {
         #expect(policy.ingress(from: peer, .udp, 53) == .allow, "\(peer) with \(rule)")
@@ -223,70 +253,102 @@ struct PolicySemanticsConformanceTests {
     let both = try compute(Self.knp("podSelector: {}\npolicyTypes: [Ingress, Egress]"))
     #expect(both.ingress(from: client) == .deny && both.egress(to: dns, .udp, 53) == .deny)
 
-    let allowAllEgress = try compute(Self.knp("podSelector: {}\negress:\n- {}\npolicyTypes: [Egress]"))
-    #expect(allowAllEgress.egress(to: .world, .tcp, 443) == .allow && allowAllEgress.ingress(from: .world) == .allow)
+    let allowAllEgress = try compute(
+      Self.knp("podSelector: {}\negress:\n- {}\npolicyTypes: [Egress]"))
+    #expect(
+      allowAllEgress.egress(to: .world, .tcp, 443) == .allow
+        && allowAllEgress.ingress(from: .world) == .allow)
   }
 
-  @Test("policyTypes: [Egress] does not isolate ingress; unset policyTypes with egress rules isolates both")
+  @Test(
+    "policyTypes: [Egress] does not isolate ingress; unset policyTypes with egress rules isolates both"
+  )
   func policyTypesInference() throws {
     let explicit = try compute(
-      Self.knp("podSelector: {}\npolicyTypes: [Egress]\negress:\n- to:\n  - podSelector: {matchLabels: {app: client}}"))
+      Self.knp(
+        "podSelector: {}\npolicyTypes: [Egress]\negress:\n- to:\n  - podSelector: {matchLabels: {app: client}}"
+      ))
     #expect(!explicit.ingressEnforced && explicit.ingress(from: prodClient) == .allow)
     #expect(explicit.egress(to: client) == .allow && explicit.egress(to: prodClient) == .deny)
 
     // Kubernetes defaults policyTypes to Ingress, plus Egress when there are egress rules.
-    let inferred = try compute(Self.knp("podSelector: {}\negress:\n- to:\n  - podSelector: {matchLabels: {app: client}}"))
+    let inferred = try compute(
+      Self.knp("podSelector: {}\negress:\n- to:\n  - podSelector: {matchLabels: {app: client}}"))
     #expect(inferred.ingressEnforced && inferred.egressEnforced)
     #expect(inferred.ingress(from: client) == .deny && inferred.egress(to: client) == .allow)
 
     // Ingress rules with policyTypes [Egress] are ignored entirely.
     let ignored = try compute(Self.knp("podSelector: {}\npolicyTypes: [Egress]\ningress:\n- {}"))
-    #expect(!ignored.ingressEnforced && ignored.entries.isEmpty && ignored.egress(to: client) == .deny)
+    #expect(
+      !ignored.ingressEnforced && ignored.entries.isEmpty && ignored.egress(to: client) == .deny)
   }
 
-  @Test("podSelector peer: pods of the policy's namespace only (e2e: allow traffic from pods within server namespace)")
+  @Test(
+    "podSelector peer: pods of the policy's namespace only (e2e: allow traffic from pods within server namespace)"
+  )
   func podSelectorPeerIsNamespaced() throws {
-    let policy = try compute(Self.knp("podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - podSelector: {matchLabels: {app: client}}"))
+    let policy = try compute(
+      Self.knp(
+        "podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - podSelector: {matchLabels: {app: client}}"
+      ))
     #expect(policy.ingress(from: client) == .allow)
     #expect(policy.ingress(from: prodClient) == .deny)  // same labels, other namespace
     #expect(policy.ingress(from: bare) == .deny)  // same app label, not a pod
     let all = try compute(Self.knp("podSelector: {}\ningress:\n- from:\n  - podSelector: {}"))
-    #expect(all.ingress(from: client) == .allow && all.ingress(from: api) == .allow && all.ingress(from: dns) == .deny)
+    #expect(
+      all.ingress(from: client) == .allow && all.ingress(from: api) == .allow
+        && all.ingress(from: dns) == .deny)
   }
 
-  @Test("namespaceSelector {} is every pod in every namespace; matchLabels and the default name label select namespaces")
+  @Test(
+    "namespaceSelector {} is every pod in every namespace; matchLabels and the default name label select namespaces"
+  )
   func namespaceSelectors() throws {
     let any = try compute(Self.knp("podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {}"))
     for peer in pods { #expect(any.ingress(from: peer) == .allow) }
     #expect(any.ingress(from: bare) == .deny)
     for identity in Self.reserved { #expect(any.ingress(from: identity) == .deny) }
 
-    let team = try compute(Self.knp("podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {team: b}}"))
+    let team = try compute(
+      Self.knp(
+        "podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {team: b}}"))
     #expect(team.ingress(from: prodClient) == .allow && team.ingress(from: client) == .deny)
 
     let byName = try compute(
-      Self.knp("podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}"))
+      Self.knp(
+        "podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}"
+      ))
     #expect(byName.ingress(from: dns) == .allow && byName.ingress(from: client) == .deny)
 
     let expressions = try compute(
-      Self.knp("podSelector: {}\ningress:\n- from:\n  - namespaceSelector:\n      matchExpressions: [{key: team, operator: In, values: [a, b]}]"))
-    #expect(expressions.ingress(from: prodClient) == .allow && expressions.ingress(from: client) == .allow)
+      Self.knp(
+        "podSelector: {}\ningress:\n- from:\n  - namespaceSelector:\n      matchExpressions: [{key: team, operator: In, values: [a, b]}]"
+      ))
+    #expect(
+      expressions.ingress(from: prodClient) == .allow && expressions.ingress(from: client) == .allow
+    )
     #expect(expressions.ingress(from: dns) == .deny)
   }
 
   @Test("namespaceSelector and podSelector in one peer is AND; as two peers it is OR")
   func andVersusOr() throws {
     let and = try compute(
-      Self.knp("podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {team: b}}\n    podSelector: {matchLabels: {app: client}}"))
+      Self.knp(
+        "podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {team: b}}\n    podSelector: {matchLabels: {app: client}}"
+      ))
     #expect(and.ingress(from: prodClient) == .allow)
     #expect(and.ingress(from: client) == .deny)  // right pod, wrong namespace
     let or = try compute(
-      Self.knp("podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {team: b}}\n  - podSelector: {matchLabels: {app: client}}"))
+      Self.knp(
+        "podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {team: b}}\n  - podSelector: {matchLabels: {app: client}}"
+      ))
     #expect(or.ingress(from: prodClient) == .allow && or.ingress(from: client) == .allow)
     #expect(or.ingress(from: api) == .deny && or.ingress(from: dns) == .deny)
   }
 
-  @Test("ports: protocol defaults to TCP, endPort is a range, a port-less entry is every port of its protocol")
+  @Test(
+    "ports: protocol defaults to TCP, endPort is a range, a port-less entry is every port of its protocol"
+  )
   func kubernetesPorts() throws {
     let policy = try compute(
       Self.knp(
@@ -300,37 +362,59 @@ struct PolicySemanticsConformanceTests {
             endPort: 32768
           - protocol: SCTP
         """))
-    #expect(policy.ingress(from: client, .tcp, 53) == .allow && policy.ingress(from: client, .udp, 53) == .deny)
-    #expect(policy.ingress(from: .world, .udp, 32000) == .allow && policy.ingress(from: .world, .udp, 32768) == .allow)
-    #expect(policy.ingress(from: .world, .udp, 32769) == .deny && policy.ingress(from: .world, .tcp, 32000) == .deny)
-    #expect(policy.ingress(from: client, .sctp, 9) == .allow && policy.ingress(from: client, .tcp, 9) == .deny)
+    #expect(
+      policy.ingress(from: client, .tcp, 53) == .allow
+        && policy.ingress(from: client, .udp, 53) == .deny)
+    #expect(
+      policy.ingress(from: .world, .udp, 32000) == .allow
+        && policy.ingress(from: .world, .udp, 32768) == .allow)
+    #expect(
+      policy.ingress(from: .world, .udp, 32769) == .deny
+        && policy.ingress(from: .world, .tcp, 32000) == .deny)
+    #expect(
+      policy.ingress(from: client, .sctp, 9) == .allow
+        && policy.ingress(from: client, .tcp, 9) == .deny)
   }
 
   @Test("e2e: a policy for UDP only does not allow TCP; ports and peers combine per rule")
   func udpOnly() throws {
     let policy = try compute(
-      Self.knp("podSelector: {}\ningress:\n- from:\n  - podSelector: {}\n  ports:\n  - {protocol: UDP, port: 81}"))
+      Self.knp(
+        "podSelector: {}\ningress:\n- from:\n  - podSelector: {}\n  ports:\n  - {protocol: UDP, port: 81}"
+      ))
     #expect(policy.ingress(from: client, .udp, 81) == .allow)
-    #expect(policy.ingress(from: client, .tcp, 81) == .deny && policy.ingress(from: prodClient, .udp, 81) == .deny)
+    #expect(
+      policy.ingress(from: client, .tcp, 81) == .deny
+        && policy.ingress(from: prodClient, .udp, 81) == .deny)
   }
 
   @Test("multiple policies selecting the same pod are additive (e2e: multiple, stacked policies)")
   func policiesAreAdditive() throws {
     let engine = try engine(identities)
     try engine.importYAML(
-      Self.knp("podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - podSelector: {matchLabels: {app: client}}\n  ports: [{port: 80}]", name: "a")
+      Self.knp(
+        "podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - podSelector: {matchLabels: {app: client}}\n  ports: [{port: 80}]",
+        name: "a")
         + "\n---\n"
-        + Self.knp("podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {team: b}}\n  ports: [{port: 81}]", name: "b"))
+        + Self.knp(
+          "podSelector: {}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {team: b}}\n  ports: [{port: 81}]",
+          name: "b"))
     let policy = engine.computePolicy(for: api)
-    #expect(policy.ingress(from: client, .tcp, 80) == .allow && policy.ingress(from: client, .tcp, 81) == .deny)
-    #expect(policy.ingress(from: prodClient, .tcp, 81) == .allow && policy.ingress(from: prodClient, .tcp, 80) == .deny)
+    #expect(
+      policy.ingress(from: client, .tcp, 80) == .allow
+        && policy.ingress(from: client, .tcp, 81) == .deny)
+    #expect(
+      policy.ingress(from: prodClient, .tcp, 81) == .allow
+        && policy.ingress(from: prodClient, .tcp, 80) == .deny)
     // A policy that isolates ingress only never restricts what another policy allows for egress.
     #expect(policy.egress(to: .world) == .allow)
   }
 
   @Test("ipBlock 0.0.0.0/0 is world, not the cluster's pods")
   func ipBlockWorld() throws {
-    let policy = try compute(Self.knp("podSelector: {}\negress:\n- to:\n  - ipBlock: {cidr: 0.0.0.0/0}\npolicyTypes: [Egress]"))
+    let policy = try compute(
+      Self.knp(
+        "podSelector: {}\negress:\n- to:\n  - ipBlock: {cidr: 0.0.0.0/0}\npolicyTypes: [Egress]"))
     #expect(policy.egress(to: .world) == .allow && policy.egress(to: .worldIPv4) == .allow)
     #expect(policy.egress(to: client) == .deny && policy.egress(to: .host) == .deny)
   }
@@ -343,12 +427,17 @@ struct PolicySemanticsConformanceTests {
         #"named port "http" is not supported yet (use a port number)"#
       ),
       (
-        "podSelector: {}\ningress:\n- from:\n  - ipBlock: {cidr: 10.0.0.0/8}", "spec.ingress[0].from[0].ipBlock.cidr",
+        "podSelector: {}\ningress:\n- from:\n  - ipBlock: {cidr: 10.0.0.0/8}",
+        "spec.ingress[0].from[0].ipBlock.cidr",
         #"ipBlock "10.0.0.0/8" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)"#
       ),
-      ("podSelector: {}\ningress:\n- from:\n  - {}", "spec.ingress[0].from[0]", "must specify a peer (podSelector, namespaceSelector or ipBlock)"),
       (
-        "podSelector: {}\ningress:\n- ports:\n  - {protocol: TCP, endPort: 90}", "spec.ingress[0].ports[0].endPort",
+        "podSelector: {}\ningress:\n- from:\n  - {}", "spec.ingress[0].from[0]",
+        "must specify a peer (podSelector, namespaceSelector or ipBlock)"
+      ),
+      (
+        "podSelector: {}\ningress:\n- ports:\n  - {protocol: TCP, endPort: 90}",
+        "spec.ingress[0].ports[0].endPort",
         "may not be specified when port is not specified"
       ),
     ])
@@ -359,9 +448,15 @@ struct PolicySemanticsConformanceTests {
   @Test("e2e: should enforce updated policy, and stop enforcing policies after they are deleted")
   func updatedAndDeleted() throws {
     let engine = try engine(identities)
-    try engine.importYAML(Self.knp("podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - podSelector: {matchLabels: {app: client}}"))
+    try engine.importYAML(
+      Self.knp(
+        "podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - podSelector: {matchLabels: {app: client}}"
+      ))
     #expect(engine.computePolicy(for: api).ingress(from: client) == .allow)
-    try engine.importYAML(Self.knp("podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {team: b}}"))
+    try engine.importYAML(
+      Self.knp(
+        "podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - namespaceSelector: {matchLabels: {team: b}}"
+      ))
     let updated = engine.computePolicy(for: api)
     #expect(updated.ingress(from: client) == .deny && updated.ingress(from: prodClient) == .allow)
     _ = try engine.deletePolicy(namespace: "default", name: "np")
@@ -373,39 +468,56 @@ struct PolicySemanticsConformanceTests {
   func allowAllTakesPrecedence() throws {
     let engine = try engine(identities)
     try engine.importYAML(
-      Self.knp("podSelector: {matchLabels: {app: api}}\ningress:\n- ports: [{port: 80}]", name: "port-80") + "\n---\n"
+      Self.knp(
+        "podSelector: {matchLabels: {app: api}}\ningress:\n- ports: [{port: 80}]", name: "port-80")
+        + "\n---\n"
         + Self.knp("podSelector: {matchLabels: {app: api}}\ningress:\n- {}", name: "allow-all"))
     let policy = engine.computePolicy(for: api)
-    #expect(policy.ingress(from: client, .tcp, 81) == .allow && policy.ingress(from: .world, .udp, 53) == .allow)
+    #expect(
+      policy.ingress(from: client, .tcp, 81) == .allow
+        && policy.ingress(from: .world, .udp, 53) == .allow)
   }
 
-  @Test("e2e: denying egress on the client side holds even if the server explicitly allows the traffic")
+  @Test(
+    "e2e: denying egress on the client side holds even if the server explicitly allows the traffic")
   func clientSideEgressDeny() throws {
     let engine = try engine(identities)
     try engine.importYAML(
-      Self.knp("podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - podSelector: {matchLabels: {app: client}}", name: "server")
-        + "\n---\n" + Self.knp("podSelector: {matchLabels: {app: client}}\npolicyTypes: [Egress]", name: "client"))
+      Self.knp(
+        "podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - podSelector: {matchLabels: {app: client}}",
+        name: "server")
+        + "\n---\n"
+        + Self.knp(
+          "podSelector: {matchLabels: {app: client}}\npolicyTypes: [Egress]", name: "client"))
     #expect(engine.computePolicy(for: api).ingress(from: client) == .allow)
     #expect(engine.computePolicy(for: client).egress(to: api) == .deny)
   }
 
-  @Test("e2e: a pod that gets a selected label (a new identity) is isolated; the old identity is not")
+  @Test(
+    "e2e: a pod that gets a selected label (a new identity) is isolated; the old identity is not")
   func updatedPod() throws {
-    let relabelled = pod(1010, namespace: "default", "app=api", "io.cilium.k8s.namespace.labels.team=a", "tier=db")
+    let relabelled = pod(
+      1010, namespace: "default", "app=api", "io.cilium.k8s.namespace.labels.team=a", "tier=db")
     let engine = try engine(identities + [relabelled])
-    try engine.importYAML(Self.knp("podSelector: {matchLabels: {tier: db}}\npolicyTypes: [Ingress]"))
+    try engine.importYAML(
+      Self.knp("podSelector: {matchLabels: {tier: db}}\npolicyTypes: [Ingress]"))
     #expect(engine.computePolicy(for: relabelled).ingress(from: client) == .deny)
     #expect(engine.computePolicy(for: api).ingress(from: client) == .allow)
   }
 
   @Test("e2e: protocol SCTP is not TCP, and a policy allowing SCTP isolates the pod for TCP")
   func sctpIsNotTCP() throws {
-    let policy = try compute(Self.knp("podSelector: {}\ningress:\n- ports: [{protocol: SCTP, port: 80}]"))
+    let policy = try compute(
+      Self.knp("podSelector: {}\ningress:\n- ports: [{protocol: SCTP, port: 80}]"))
     #expect(policy.ingress(from: client, .sctp, 80) == .allow)
-    #expect(policy.ingress(from: client, .tcp, 80) == .deny && policy.ingress(from: client, .udp, 80) == .deny)
+    #expect(
+      policy.ingress(from: client, .tcp, 80) == .deny
+        && policy.ingress(from: client, .udp, 80) == .deny)
   }
 
-  @Test("e2e: multiple podSelectors and namespaceSelectors (matchExpressions in both halves of one peer)")
+  @Test(
+    "e2e: multiple podSelectors and namespaceSelectors (matchExpressions in both halves of one peer)"
+  )
   func multipleSelectors() throws {
     let policy = try compute(
       Self.knp(
@@ -425,7 +537,9 @@ struct PolicySemanticsConformanceTests {
 
   // MARK: Cilium (policy language docs)
 
-  @Test("cilium-cli allow-all-except-world: every entity but world, and every endpoint of the namespace")
+  @Test(
+    "cilium-cli allow-all-except-world: every entity but world, and every endpoint of the namespace"
+  )
   func ciliumAllowAllExceptWorld() throws {
     let policy = try compute(
       Self.cnp(
@@ -440,7 +554,10 @@ struct PolicySemanticsConformanceTests {
         - fromEndpoints:
           - {}
         """))
-    for peer in [NumericIdentity.host, .remoteNode, .initializing, .health, .kubeAPIServer, client.id, prodClient.id, dns.id] {
+    for peer in [
+      NumericIdentity.host, .remoteNode, .initializing, .health, .kubeAPIServer, client.id,
+      prodClient.id, dns.id,
+    ] {
       #expect(policy.ingress(from: peer) == .allow && policy.egress(to: peer) == .allow, "\(peer)")
     }
     for peer in [NumericIdentity.world, .worldIPv4, .worldIPv6] {
@@ -495,9 +612,13 @@ struct PolicySemanticsConformanceTests {
         - toEntities: [all]
       """)
     let policy = engine.computePolicy(for: clientPod)
-    #expect(policy.egress(to: echo, .tcp, 8080) == .deny && policy.egress(to: echo, .tcp, 8081) == .allow)
-    #expect(policy.egress(to: dns, .udp, 53) == .deny && policy.egress(to: coredns, .tcp, 53) == .deny)
-    #expect(policy.egress(to: .world, .udp, 53) == .allow && policy.egress(to: client, .tcp, 8080) == .allow)
+    #expect(
+      policy.egress(to: echo, .tcp, 8080) == .deny && policy.egress(to: echo, .tcp, 8081) == .allow)
+    #expect(
+      policy.egress(to: dns, .udp, 53) == .deny && policy.egress(to: coredns, .tcp, 53) == .deny)
+    #expect(
+      policy.egress(to: .world, .udp, 53) == .allow
+        && policy.egress(to: client, .tcp, 8080) == .allow)
   }
 
   @Test("toCIDR 0.0.0.0/0 and ::/0 are world (Cilium: world-ipv4 and world-ipv6)")
@@ -505,7 +626,8 @@ struct PolicySemanticsConformanceTests {
     let v6 = try compute(Self.cnp("endpointSelector: {}\negress:\n- toCIDR: [\"::/0\"]"))
     #expect(v6.egress(to: .worldIPv6) == .allow && v6.egress(to: .world) == .allow)
     #expect(v6.egress(to: .worldIPv4) == .deny && v6.egress(to: client) == .deny)
-    let set = try compute(Self.cnp("endpointSelector: {}\negress:\n- toCIDRSet: [{cidr: 0.0.0.0/0}]"))
+    let set = try compute(
+      Self.cnp("endpointSelector: {}\negress:\n- toCIDRSet: [{cidr: 0.0.0.0/0}]"))
     #expect(set.egress(to: .worldIPv4) == .allow && set.egress(to: .host) == .deny)
   }
 
@@ -516,7 +638,9 @@ struct PolicySemanticsConformanceTests {
     #expect(policy.egress(to: dns, .udp, 53) == .deny && policy.egress(to: .world) == .deny)
   }
 
-  @Test("L3 fromEndpoints and toEndpoints across namespaces by the namespace label (Cilium: kube-dns egress)")
+  @Test(
+    "L3 fromEndpoints and toEndpoints across namespaces by the namespace label (Cilium: kube-dns egress)"
+  )
   func ciliumL3() throws {
     let policy = try compute(
       Self.cnp(
@@ -531,22 +655,29 @@ struct PolicySemanticsConformanceTests {
           - ports: [{port: "53", protocol: ANY}]
         """))
     #expect(policy.egressEnforced && !policy.ingressEnforced)
-    #expect(policy.egress(to: dns, .udp, 53) == .allow && policy.egress(to: dns, .tcp, 53) == .allow)
-    #expect(policy.egress(to: dns, .tcp, 80) == .deny && policy.egress(to: client, .udp, 53) == .deny)
+    #expect(
+      policy.egress(to: dns, .udp, 53) == .allow && policy.egress(to: dns, .tcp, 53) == .allow)
+    #expect(
+      policy.egress(to: dns, .tcp, 80) == .deny && policy.egress(to: client, .udp, 53) == .deny)
     #expect(policy.egress(to: .world, .udp, 53) == .deny)
   }
 
   @Test("fromEntities: world, cluster, host, all and none")
   func ciliumEntities() throws {
     func verdicts(_ entity: String) throws -> Set<NumericIdentity> {
-      let policy = try compute(Self.cnp("endpointSelector: {}\ningress:\n- fromEntities: [\(entity)]"))
-      return Set((Self.reserved + pods.map(\.id) + [bare.id]).filter { policy.ingress(from: $0) == .allow })
+      let policy = try compute(
+        Self.cnp("endpointSelector: {}\ningress:\n- fromEntities: [\(entity)]"))
+      return Set(
+        (Self.reserved + pods.map(\.id) + [bare.id]).filter { policy.ingress(from: $0) == .allow })
     }
     #expect(try verdicts("world") == [.world, .worldIPv4, .worldIPv6])
     #expect(try verdicts("host") == [.host])
     #expect(
       try verdicts("cluster")
-        == Set([.host, .remoteNode, .initializing, .ingress, .health, .unmanaged] + pods.map(\.id) + [bare.id]))
+        == Set(
+          [.host, .remoteNode, .initializing, .ingress, .health, .unmanaged] + pods.map(\.id) + [
+            bare.id
+          ]))
     #expect(try verdicts("all") == Set(Self.reserved + pods.map(\.id) + [bare.id]))
     #expect(try verdicts("none").isEmpty)
     #expect(try verdicts("kube-apiserver") == [.kubeAPIServer])
@@ -556,15 +687,24 @@ struct PolicySemanticsConformanceTests {
   func ciliumDenyPrecedence() throws {
     let engine = try engine(identities)
     try engine.importYAML(
-      Self.cnp("endpointSelector: {}\ningress:\n- fromEntities: [all]", name: "allow-all", clusterwide: true) + "\n---\n"
-        + Self.cnp("endpointSelector: {matchLabels: {app: api}}\ningressDeny:\n- fromEntities: [world]\n- fromEndpoints: [{matchLabels: {app: client}}]\n  toPorts: [{ports: [{port: \"22\", protocol: TCP}]}]", name: "lockdown"))
+      Self.cnp(
+        "endpointSelector: {}\ningress:\n- fromEntities: [all]", name: "allow-all",
+        clusterwide: true) + "\n---\n"
+        + Self.cnp(
+          "endpointSelector: {matchLabels: {app: api}}\ningressDeny:\n- fromEntities: [world]\n- fromEndpoints: [{matchLabels: {app: client}}]\n  toPorts: [{ports: [{port: \"22\", protocol: TCP}]}]",
+          name: "lockdown"))
     let policy = engine.computePolicy(for: api)
     #expect(policy.ingress(from: .world) == .deny && policy.ingress(from: .worldIPv6) == .deny)
-    #expect(policy.ingress(from: client, .tcp, 22) == .deny && policy.ingress(from: client, .tcp, 80) == .allow)
-    #expect(policy.ingress(from: .host) == .allow && policy.ingress(from: prodClient, .tcp, 22) == .allow)
+    #expect(
+      policy.ingress(from: client, .tcp, 22) == .deny
+        && policy.ingress(from: client, .tcp, 80) == .allow)
+    #expect(
+      policy.ingress(from: .host) == .allow && policy.ingress(from: prodClient, .tcp, 22) == .allow)
   }
 
-  @Test("toPorts without a peer applies to every peer; protocol ANY is TCP, UDP and SCTP; port 0 is every port")
+  @Test(
+    "toPorts without a peer applies to every peer; protocol ANY is TCP, UDP and SCTP; port 0 is every port"
+  )
   func ciliumPorts() throws {
     let policy = try compute(
       Self.cnp(
@@ -574,35 +714,49 @@ struct PolicySemanticsConformanceTests {
         - toPorts:
           - ports: [{port: "8080", protocol: ANY}, {port: "0", protocol: UDP}]
         """))
-    for proto in [L4Protocol.tcp, .udp, .sctp] { #expect(policy.ingress(from: .world, proto, 8080) == .allow) }
-    #expect(policy.ingress(from: client, .udp, 1) == .allow && policy.ingress(from: client, .tcp, 1) == .deny)
+    for proto in [L4Protocol.tcp, .udp, .sctp] {
+      #expect(policy.ingress(from: .world, proto, 8080) == .allow)
+    }
+    #expect(
+      policy.ingress(from: client, .udp, 1) == .allow
+        && policy.ingress(from: client, .tcp, 1) == .deny)
   }
 
   @Test("an explicitly empty peer list selects nobody, even with toPorts (Cilium #29608)")
   func ciliumEmptyPeerList() throws {
     for field in ["fromEntities: []", "fromEndpoints: []", "fromCIDR: []", "fromCIDRSet: []"] {
       let policy = try compute(
-        Self.cnp("endpointSelector: {}\ningress:\n- \(field)\n  toPorts: [{ports: [{port: \"80\", protocol: TCP}]}]"))
+        Self.cnp(
+          "endpointSelector: {}\ningress:\n- \(field)\n  toPorts: [{ports: [{port: \"80\", protocol: TCP}]}]"
+        ))
       #expect(policy.ingressEnforced, "\(field)")
-      for peer in Self.reserved + pods.map(\.id) { #expect(policy.ingress(from: peer, .tcp, 80) == .deny, "\(peer) with \(field)") }
+      for peer in Self.reserved + pods.map(\.id) {
+        #expect(policy.ingress(from: peer, .tcp, 80) == .deny, "\(peer) with \(field)")
+      }
     }
     // An empty list beside a non-empty one still selects nothing (Cilium's mergeEndpointSelectors).
-    let mixed = try compute(Self.cnp("endpointSelector: {}\negress:\n- toEndpoints: [{}]\n  toEntities: []"))
+    let mixed = try compute(
+      Self.cnp("endpointSelector: {}\negress:\n- toEndpoints: [{}]\n  toEntities: []"))
     #expect(mixed.egress(to: client) == .deny && mixed.egress(to: .world) == .deny)
     // A deny with an empty list denies nothing.
-    let deny = try compute(Self.cnp("endpointSelector: {}\ningress:\n- fromEntities: [all]\ningressDeny:\n- fromEntities: []"))
+    let deny = try compute(
+      Self.cnp(
+        "endpointSelector: {}\ningress:\n- fromEntities: [all]\ningressDeny:\n- fromEntities: []"))
     #expect(deny.ingress(from: .world) == .allow)
   }
 
   @Test("a CiliumClusterwideNetworkPolicy selects and admits across namespaces")
   func ciliumClusterwide() throws {
     let yaml = Self.cnp(
-      "endpointSelector: {matchLabels: {app: client}}\ningress:\n- fromEndpoints: [{matchLabels: {k8s-app: kube-dns}}]", clusterwide: true)
+      "endpointSelector: {matchLabels: {app: client}}\ningress:\n- fromEndpoints: [{matchLabels: {k8s-app: kube-dns}}]",
+      clusterwide: true)
     let engine = try engine(identities)
     try engine.importYAML(yaml)
     for subject in [client, prodClient] {
       let policy = engine.computePolicy(for: subject)
-      #expect(policy.ingress(from: dns) == .allow && policy.ingress(from: api) == .deny && policy.ingress(from: .world) == .deny)
+      #expect(
+        policy.ingress(from: dns) == .allow && policy.ingress(from: api) == .deny
+          && policy.ingress(from: .world) == .deny)
     }
     #expect(!engine.computePolicy(for: api).ingressEnforced)
   }
@@ -610,18 +764,34 @@ struct PolicySemanticsConformanceTests {
   @Test("enableDefaultDeny false adds allows without isolating")
   func ciliumDefaultDenyOptOut() throws {
     let policy = try compute(
-      Self.cnp("endpointSelector: {}\nenableDefaultDeny: {egress: false}\negress:\n- toEntities: [world]\negressDeny:\n- toEndpoints: [{matchLabels: {app: client}}]"))
+      Self.cnp(
+        "endpointSelector: {}\nenableDefaultDeny: {egress: false}\negress:\n- toEntities: [world]\negressDeny:\n- toEndpoints: [{matchLabels: {app: client}}]"
+      ))
     #expect(!policy.egressEnforced)
-    #expect(policy.egress(to: .world) == .allow && policy.egress(to: dns) == .allow && policy.egress(to: client) == .deny)
+    #expect(
+      policy.egress(to: .world) == .allow && policy.egress(to: dns) == .allow
+        && policy.egress(to: client) == .deny)
   }
 
   @Test(
     "Cilium forms that are not supported are refused with the field that holds them",
     arguments: [
-      ("ingress:\n- fromRequires: [{matchLabels: {env: prod}}]", "spec.ingress[0].fromRequires", "fromRequires is not supported yet"),
-      ("egress:\n- toRequires: [{matchLabels: {env: prod}}]", "spec.egress[0].toRequires", "toRequires is not supported yet"),
-      ("egress:\n- toFQDNs: [{matchName: example.com}]", "spec.egress[0].toFQDNs", "toFQDNs is not supported yet"),
-      ("egress:\n- toServices: [{k8sService: {serviceName: x, namespace: y}}]", "spec.egress[0].toServices", "toServices is not supported yet"),
+      (
+        "ingress:\n- fromRequires: [{matchLabels: {env: prod}}]", "spec.ingress[0].fromRequires",
+        "fromRequires is not supported yet"
+      ),
+      (
+        "egress:\n- toRequires: [{matchLabels: {env: prod}}]", "spec.egress[0].toRequires",
+        "toRequires is not supported yet"
+      ),
+      (
+        "egress:\n- toFQDNs: [{matchName: example.com}]", "spec.egress[0].toFQDNs",
+        "toFQDNs is not supported yet"
+      ),
+      (
+        "egress:\n- toServices: [{k8sService: {serviceName: x, namespace: y}}]",
+        "spec.egress[0].toServices", "toServices is not supported yet"
+      ),
       (
         "ingress:\n- fromEndpoints: [{}]\n  fromEntities: [world]", "spec.ingress[0]",
         "combining fromEndpoints and fromEntities in one rule is not supported (Cilium refuses it too); write one rule for each"
@@ -630,19 +800,32 @@ struct PolicySemanticsConformanceTests {
         "ingress:\n- toPorts: [{}]", "spec.ingress[0].toPorts[0].ports",
         #"must list at least one port (a port rule without ports matches nothing; use port "0" for every port)"#
       ),
-      ("ingress:\n- fromCIDR: [10.0.0.0/8]", "spec.ingress[0].fromCIDR[0]", #"CIDR "10.0.0.0/8" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)"#),
-      ("ingress:\n- icmps: [{fields: [{type: 8}]}]", "spec.ingress[0].icmps", "ICMP rules are not supported yet"),
       (
-        "ingress:\n- fromEntities: []\n  toPorts: [{ports: [{port: \"99999\"}]}]", "spec.ingress[0].toPorts[0].ports[0].port",
+        "ingress:\n- fromCIDR: [10.0.0.0/8]", "spec.ingress[0].fromCIDR[0]",
+        #"CIDR "10.0.0.0/8" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)"#
+      ),
+      (
+        "ingress:\n- icmps: [{fields: [{type: 8}]}]", "spec.ingress[0].icmps",
+        "ICMP rules are not supported yet"
+      ),
+      (
+        "ingress:\n- fromEntities: []\n  toPorts: [{ports: [{port: \"99999\"}]}]",
+        "spec.ingress[0].toPorts[0].ports[0].port",
         "port 99999 is out of range (0-65535)"
       ),
       (
-        "ingress:\n- toPorts: [{ports: [{port: http-alt}]}]", "spec.ingress[0].toPorts[0].ports[0].port",
+        "ingress:\n- toPorts: [{ports: [{port: http-alt}]}]",
+        "spec.ingress[0].toPorts[0].ports[0].port",
         #"named port "http-alt" is not supported yet (use a port number)"#
       ),
-      ("ingress:\n- fromEntities: [everyone]", "spec.ingress[0].fromEntities[0]", #"unknown entity "everyone" (want one of all, world, world-ipv4, world-ipv6, cluster, host, remote-node, kube-apiserver, ingress, init, health, unmanaged, none)"#),
+      (
+        "ingress:\n- fromEntities: [everyone]", "spec.ingress[0].fromEntities[0]",
+        #"unknown entity "everyone" (want one of all, world, world-ipv4, world-ipv6, cluster, host, remote-node, kube-apiserver, ingress, init, health, unmanaged, none)"#
+      ),
     ])
   func ciliumRefusals(spec: String, path: String, problem: String) {
-    #expect(rejection(Self.cnp("endpointSelector: {}\n" + spec)) == "p.yaml: document 1: \(path): \(problem)")
+    #expect(
+      rejection(Self.cnp("endpointSelector: {}\n" + spec))
+        == "p.yaml: document 1: \(path): \(problem)")
   }
 }

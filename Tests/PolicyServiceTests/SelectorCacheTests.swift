@@ -1,6 +1,7 @@
-@testable import PolicyService
 import TesseraCore
 import Testing
+
+@testable import PolicyService
 
 @Suite("SelectorCache")
 struct SelectorCacheTests {
@@ -9,7 +10,8 @@ struct SelectorCacheTests {
   @Test("a new selector selects the known identities, sorted")
   func initialSelection() {
     var cache = SelectorCache()
-    _ = cache.updateIdentities(added: [pod(300, "app=web"), pod(257, "app=web"), pod(400, "app=db")], deleted: [])
+    _ = cache.updateIdentities(
+      added: [pod(300, "app=web"), pod(257, "app=web"), pod(400, "app=db")], deleted: [])
     let web = cache.addSelector(EndpointSelector(matchLabels: [.k8s("app"): "web"]), user: user)
     #expect(cache.selections(of: web) == [NumericIdentity(257), NumericIdentity(300)])
     #expect(cache.users(of: web) == 1)
@@ -22,13 +24,16 @@ struct SelectorCacheTests {
     let defaultNamespace = cache.addSelector(
       EndpointSelector(matchLabels: [PolicyLabels.podNamespaceK8s: "default"]), user: user)
     let notWeb = cache.addSelector(
-      EndpointSelector([LabelRequirement(key: .any("app"), op: .notIn, values: ["web"])]), user: user)
+      EndpointSelector([LabelRequirement(key: .any("app"), op: .notIn, values: ["web"])]),
+      user: user)
     let db = cache.addSelector(EndpointSelector(matchLabels: [.k8s("app"): "db"]), user: user)
 
-    let first = cache.updateIdentities(added: [pod(300, "app=web"), pod(301, namespace: "prod", "app=web")], deleted: [])
+    let first = cache.updateIdentities(
+      added: [pod(300, "app=web"), pod(301, namespace: "prod", "app=web")], deleted: [])
     #expect(
       first == [
-        SelectionChange(selector: web, added: [NumericIdentity(300), NumericIdentity(301)], deleted: []),
+        SelectionChange(
+          selector: web, added: [NumericIdentity(300), NumericIdentity(301)], deleted: []),
         SelectionChange(selector: defaultNamespace, added: [NumericIdentity(300)], deleted: []),
       ])
     #expect(cache.selections(of: db).isEmpty)
@@ -42,7 +47,8 @@ struct SelectorCacheTests {
         SelectionChange(selector: db, added: [NumericIdentity(300)], deleted: []),
       ])
 
-    let third = cache.updateIdentities(added: [], deleted: [NumericIdentity(300), NumericIdentity(999)])
+    let third = cache.updateIdentities(
+      added: [], deleted: [NumericIdentity(300), NumericIdentity(999)])
     #expect(
       third == [
         SelectionChange(selector: defaultNamespace, added: [], deleted: [NumericIdentity(300)]),
@@ -57,7 +63,8 @@ struct SelectorCacheTests {
     _ = cache.addSelector(EndpointSelector(matchLabels: [.k8s("app"): "web"]), user: user)
     #expect(cache.updateIdentities(added: [pod(300, "app=web")], deleted: []).count == 1)
     #expect(cache.updateIdentities(added: [pod(300, "app=web")], deleted: []).isEmpty)
-    #expect(cache.updateIdentities(added: [pod(300, "app=web")], deleted: [NumericIdentity(300)]).isEmpty)
+    #expect(
+      cache.updateIdentities(added: [pod(300, "app=web")], deleted: [NumericIdentity(300)]).isEmpty)
     #expect(cache.updateIdentities(added: [], deleted: [NumericIdentity(300)]).count == 1)
     #expect(cache.updateIdentities(added: [], deleted: [NumericIdentity(300)]).isEmpty)
   }
@@ -77,7 +84,9 @@ struct SelectorCacheTests {
     #expect(cache.selectorCount == 0)
   }
 
-  @Test("incremental selections equal a full recompute over random identities and selectors", arguments: [1, 2, 3, 42] as [UInt64])
+  @Test(
+    "incremental selections equal a full recompute over random identities and selectors",
+    arguments: [1, 2, 3, 42] as [UInt64])
   func incrementalEqualsFull(seed: UInt64) {
     var rng = SplitMix64(seed: seed)
     let keys = ["app", "tier", "env", "team", PolicyLabels.podNamespace]
@@ -86,16 +95,23 @@ struct SelectorCacheTests {
     func randomLabels() -> LabelSet {
       var set: [Label] = []
       for key in keys where Bool.random(using: &rng) {
-        set.append(Label(source: sources.randomElement(using: &rng)!, key: key, value: values.randomElement(using: &rng)!))
+        set.append(
+          Label(
+            source: sources.randomElement(using: &rng)!, key: key,
+            value: values.randomElement(using: &rng)!))
       }
       return LabelSet(validated: set)
     }
     func randomSelector() -> EndpointSelector {
       var requirements: [LabelRequirement] = []
       for _ in 0..<Int.random(in: 0...3, using: &rng) {
-        let key = SelectorKey(source: ["any", "k8s", "container"].randomElement(using: &rng)!, key: keys.randomElement(using: &rng)!)
+        let key = SelectorKey(
+          source: ["any", "k8s", "container"].randomElement(using: &rng)!,
+          key: keys.randomElement(using: &rng)!)
         let op = LabelRequirement.Operator.allCases.randomElement(using: &rng)!
-        let chosen = (op == .in || op == .notIn) ? Array(values.shuffled(using: &rng).prefix(Int.random(in: 1...2, using: &rng))) : []
+        let chosen =
+          (op == .in || op == .notIn)
+          ? Array(values.shuffled(using: &rng).prefix(Int.random(in: 1...2, using: &rng))) : []
         requirements.append(LabelRequirement(key: key, op: op, values: chosen))
       }
       return EndpointSelector(requirements)
@@ -114,15 +130,19 @@ struct SelectorCacheTests {
         cache.removeSelector(selector, user: user)
       default:
         let added = (0..<Int.random(in: 0...4, using: &rng)).map { _ in
-          SecurityIdentity(id: NumericIdentity(UInt32.random(in: 256..<356, using: &rng)), labels: randomLabels())
+          SecurityIdentity(
+            id: NumericIdentity(UInt32.random(in: 256..<356, using: &rng)), labels: randomLabels())
         }
-        let deleted = (0..<Int.random(in: 0...2, using: &rng)).map { _ in NumericIdentity(UInt32.random(in: 256..<356, using: &rng)) }
+        let deleted = (0..<Int.random(in: 0...2, using: &rng)).map { _ in
+          NumericIdentity(UInt32.random(in: 256..<356, using: &rng))
+        }
         // Replaying the deltas on the previous selections must give the new ones.
         expected = cache.currentSelections()
         let changes = cache.updateIdentities(added: added, deleted: deleted)
         for change in changes {
           #expect(Set(change.added).isDisjoint(with: change.deleted))
-          #expect(change.added == change.added.sorted() && change.deleted == change.deleted.sorted())
+          #expect(
+            change.added == change.added.sorted() && change.deleted == change.deleted.sorted())
           var selection = Set(expected[change.selector] ?? [])
           #expect(selection.isDisjoint(with: change.added))
           #expect(selection.isSuperset(of: change.deleted))
@@ -141,7 +161,8 @@ struct SelectorCacheTests {
     }
   }
 
-  @Test("adding one identity to 10,000 identities × 1,000 selectors does not recompute every selection")
+  @Test(
+    "adding one identity to 10,000 identities × 1,000 selectors does not recompute every selection")
   func incrementalIsFast() {
     var rng = SplitMix64(seed: 7)
     var cache = SelectorCache()
@@ -150,18 +171,28 @@ struct SelectorCacheTests {
     for id in 0..<10_000 {
       identities.append(
         pod(
-          UInt32(256 + id), namespace: namespaces.randomElement(using: &rng)!, "app=app\(Int.random(in: 0..<500, using: &rng))",
+          UInt32(256 + id), namespace: namespaces.randomElement(using: &rng)!,
+          "app=app\(Int.random(in: 0..<500, using: &rng))",
           "tier=\(["web", "api", "db"].randomElement(using: &rng)!)"))
     }
     _ = cache.updateIdentities(added: identities, deleted: [])
     // Namespaced app selectors, some with a NotIn, and a few broad ones.
     for index in 0..<1_000 {
-      var requirements = [LabelRequirement(key: .k8s("app"), op: .in, values: ["app\(index % 500)"])]
-      if index >= 500 { requirements.append(LabelRequirement(key: PolicyLabels.podNamespaceK8s, op: .in, values: [namespaces[index % 20]])) }
-      if index % 5 == 0 { requirements.append(LabelRequirement(key: .any("tier"), op: .notIn, values: ["db"])) }
+      var requirements = [
+        LabelRequirement(key: .k8s("app"), op: .in, values: ["app\(index % 500)"])
+      ]
+      if index >= 500 {
+        requirements.append(
+          LabelRequirement(
+            key: PolicyLabels.podNamespaceK8s, op: .in, values: [namespaces[index % 20]]))
+      }
+      if index % 5 == 0 {
+        requirements.append(LabelRequirement(key: .any("tier"), op: .notIn, values: ["db"]))
+      }
       if index % 100 == 0 {
         requirements = [
-          LabelRequirement(key: .any("tier"), op: .exists), LabelRequirement(key: .k8s("app"), op: .notIn, values: ["app\(index)"]),
+          LabelRequirement(key: .any("tier"), op: .exists),
+          LabelRequirement(key: .k8s("app"), op: .notIn, values: ["app\(index)"]),
         ]
       }
       cache.addSelector(EndpointSelector(requirements), user: SelectorUser(UInt64(index)))
@@ -177,7 +208,8 @@ struct SelectorCacheTests {
       var changes: [SelectionChange] = []
       let took = clock.measure {
         changes = cache.updateIdentities(
-          added: [pod(UInt32(20_000 + attempt), namespace: "ns3", "app=app3", "tier=web")], deleted: [])
+          added: [pod(UInt32(20_000 + attempt), namespace: "ns3", "app=app3", "tier=web")],
+          deleted: [])
       }
       #expect(!changes.isEmpty)
       incremental = min(incremental, took)

@@ -27,10 +27,19 @@ struct GeneratedCodeTests {
     "an edited .proto no longer matches proto/generated.binpb",
     .enabled(if: Protoc.isInstalled, Protoc.skipReason),
     arguments: [
-      ("tessera/common/v1/common.proto", "  string value = 3;\n", "  string value = 3;\n  string note = 4;\n"),
+      (
+        "tessera/common/v1/common.proto", "  string value = 3;\n",
+        "  string value = 3;\n  string note = 4;\n"
+      ),
       ("tessera/endpoint/v1/endpoint.proto", "  string netns = 13;", "  string net_ns = 13;"),
-      ("grpc/health/v1/health.proto", "    SERVICE_UNKNOWN = 3;", "    SERVICE_UNKNOWN = 3;\n    DRAINING = 4;"),
-      ("tessera/endpoint/v1/endpoint.proto", "  // Host side of the veth; empty", "  // The host side of the veth; empty"),
+      (
+        "grpc/health/v1/health.proto", "    SERVICE_UNKNOWN = 3;",
+        "    SERVICE_UNKNOWN = 3;\n    DRAINING = 4;"
+      ),
+      (
+        "tessera/endpoint/v1/endpoint.proto", "  // Host side of the veth; empty",
+        "  // The host side of the veth; empty"
+      ),
     ]
   )
   func editedProtoIsDetected(file: String, old: String, new: String) throws {
@@ -67,11 +76,13 @@ struct GeneratedCodeTests {
           contentsOf: Repo.generatedSwiftDir.appendingPathComponent(file), encoding: .utf8)
         #expect(
           text.contains("// Source: \(proto)\n"),
-          "Sources/TesseraProto/\(file) does not say it was generated from \(proto): \(Self.staleMessage)")
+          "Sources/TesseraProto/\(file) does not say it was generated from \(proto): \(Self.staleMessage)"
+        )
       }
     }
     for orphan in generated.subtracting(expected).sorted() {
-      Issue.record("Sources/TesseraProto/\(orphan) has no .proto under proto/: \(Self.staleMessage)")
+      Issue.record(
+        "Sources/TesseraProto/\(orphan) has no .proto under proto/: \(Self.staleMessage)")
     }
   }
 
@@ -120,7 +131,9 @@ struct GeneratedCodeTests {
   }
 
   /// Nested messages, without the synthetic `map<,>` entries that have no Swift type.
-  static func collectNestedNames(_ message: Google_Protobuf_DescriptorProto, into names: inout [String]) {
+  static func collectNestedNames(
+    _ message: Google_Protobuf_DescriptorProto, into names: inout [String]
+  ) {
     for child in message.nestedType where !child.options.mapEntry {
       names.append(child.name)
       collectNestedNames(child, into: &names)
@@ -138,14 +151,16 @@ struct GeneratedCodeTests {
   static func describeDifference(
     committed: Google_Protobuf_FileDescriptorSet, current: Google_Protobuf_FileDescriptorSet
   ) -> String {
-    let old = Dictionary(committed.file.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-    let new = Dictionary(current.file.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+    let old = Dictionary(
+      committed.file.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+    let new = Dictionary(
+      current.file.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
     var lines: [String] = []
     for name in Set(old.keys).union(new.keys).sorted() {
       switch (old[name], new[name]) {
       case (nil, _): lines.append("  \(name): not in proto/generated.binpb")
       case (_, nil): lines.append("  \(name): in proto/generated.binpb but no longer under proto/")
-      case let (a?, b?) where a != b: lines.append("  \(name): changed")
+      case (let a?, let b?) where a != b: lines.append("  \(name): changed")
       default: break
       }
     }

@@ -53,12 +53,16 @@ struct GoldenVectorTests {
 
   // MARK: Unknown fields from a newer peer
 
-  @Test("a response with unknown fields decodes, keeps its known fields and preserves the unknown ones")
+  @Test(
+    "a response with unknown fields decodes, keeps its known fields and preserves the unknown ones")
   func unknownFieldsArePreserved() throws {
-    let data = try Data(contentsOf: Repo.vectorsDir.appendingPathComponent("\(UnknownFieldVector.name).bin"))
+    let data = try Data(
+      contentsOf: Repo.vectorsDir.appendingPathComponent("\(UnknownFieldVector.name).bin"))
     #expect(data.count == 235)
-    let basic = try Data(contentsOf: Repo.vectorsDir.appendingPathComponent("create_endpoint_response_basic.bin"))
-    #expect(data.prefix(basic.count) == basic, "the vector is the basic response plus appended fields")
+    let basic = try Data(
+      contentsOf: Repo.vectorsDir.appendingPathComponent("create_endpoint_response_basic.bin"))
+    #expect(
+      data.prefix(basic.count) == basic, "the vector is the basic response plus appended fields")
 
     let decoded = try Tessera_Endpoint_V1_CreateEndpointResponse(serializedBytes: data)
     #expect(decoded.unknownFields.data == UnknownFieldVector.appended)
@@ -69,7 +73,9 @@ struct GoldenVectorTests {
 
     // swift-protobuf writes unknown fields after the known ones: the bytes come back unchanged.
     let reencoded: [UInt8] = try decoded.serializedBytes()
-    if let mismatch = firstMismatch(reencoded, [UInt8](data)) { Issue.record("re-encoding: \(mismatch)") }
+    if let mismatch = firstMismatch(reencoded, [UInt8](data)) {
+      Issue.record("re-encoding: \(mismatch)")
+    }
   }
 
   @Test("unknown fields inside a nested message are preserved too")
@@ -97,10 +103,12 @@ struct GoldenVectorTests {
 
   @Test("discarding unknown fields on request still decodes the known ones")
   func unknownFieldsCanBeDiscarded() throws {
-    let data = try Data(contentsOf: Repo.vectorsDir.appendingPathComponent("\(UnknownFieldVector.name).bin"))
+    let data = try Data(
+      contentsOf: Repo.vectorsDir.appendingPathComponent("\(UnknownFieldVector.name).bin"))
     var options = BinaryDecodingOptions()
     options.discardUnknownFields = true
-    let decoded = try Tessera_Endpoint_V1_CreateEndpointResponse(serializedBytes: data, options: options)
+    let decoded = try Tessera_Endpoint_V1_CreateEndpointResponse(
+      serializedBytes: data, options: options)
     #expect(decoded == Expected.createEndpointResponseBasic)
   }
 }
@@ -116,8 +124,11 @@ enum UnknownFieldVector {
 func firstMismatch(_ actual: [UInt8], _ expected: [UInt8]) -> String? {
   if actual == expected { return nil }
   let common = zip(actual, expected).prefix { $0 == $1 }.count
-  func hex(_ bytes: ArraySlice<UInt8>) -> String { bytes.map { String(format: "%02x", $0) }.joined(separator: " ") }
-  return "got \(actual.count) bytes, expected \(expected.count); first difference at offset \(common): "
+  func hex(_ bytes: ArraySlice<UInt8>) -> String {
+    bytes.map { String(format: "%02x", $0) }.joined(separator: " ")
+  }
+  return
+    "got \(actual.count) bytes, expected \(expected.count); first difference at offset \(common): "
     + "got [\(hex(actual[common..<min(actual.count, common + 16)]))], "
     + "expected [\(hex(expected[common..<min(expected.count, common + 16)]))]"
 }
@@ -147,7 +158,8 @@ struct GoldenVector: Sendable, CustomTestStringConvertible {
       #expect(decoded.unknownFields.data.isEmpty, "\(name): no unknown fields expected")
       if decoded != expected {
         Issue.record(
-          "\(name).bin decodes to\n\(decoded.textFormatString())\nexpected\n\(expected.textFormatString())")
+          "\(name).bin decodes to\n\(decoded.textFormatString())\nexpected\n\(expected.textFormatString())"
+        )
       }
     }
   }
@@ -160,59 +172,76 @@ struct GoldenVector: Sendable, CustomTestStringConvertible {
     // CreateEndpointRequest (ADD)
     .init("create_endpoint_request_empty", bytes: 0, Tessera_Endpoint_V1_CreateEndpointRequest()),
     .init("create_endpoint_request_basic", bytes: 175, Expected.createEndpointRequestBasic),
-    .init("create_endpoint_request_ipv6_unicode", bytes: 200, Expected.createEndpointRequestIPv6Unicode),
-    .init("create_endpoint_request_max_labels", bytes: 21120, Expected.createEndpointRequestMaxLabels),
+    .init(
+      "create_endpoint_request_ipv6_unicode", bytes: 200, Expected.createEndpointRequestIPv6Unicode),
+    .init(
+      "create_endpoint_request_max_labels", bytes: 21120, Expected.createEndpointRequestMaxLabels),
     // CreateEndpointResponse
     .init("create_endpoint_response_basic", bytes: 227, Expected.createEndpointResponseBasic),
     .init("create_endpoint_response_empty", bytes: 0, Tessera_Endpoint_V1_CreateEndpointResponse()),
     // DeleteEndpointRequest (DEL)
-    .init("delete_endpoint_request_basic", bytes: 74, Tessera_Endpoint_V1_DeleteEndpointRequest.with {
-      $0.endpoint = .with {
-        $0.id = 0
-        $0.containerID = Expected.cid
-        $0.interfaceName = "eth0"
-      }
-    }),
-    .init("delete_endpoint_request_by_id", bytes: 13, Tessera_Endpoint_V1_DeleteEndpointRequest.with {
-      $0.endpoint = .with { $0.id = UInt64.max }
-    }),
+    .init(
+      "delete_endpoint_request_basic", bytes: 74,
+      Tessera_Endpoint_V1_DeleteEndpointRequest.with {
+        $0.endpoint = .with {
+          $0.id = 0
+          $0.containerID = Expected.cid
+          $0.interfaceName = "eth0"
+        }
+      }),
+    .init(
+      "delete_endpoint_request_by_id", bytes: 13,
+      Tessera_Endpoint_V1_DeleteEndpointRequest.with {
+        $0.endpoint = .with { $0.id = UInt64.max }
+      }),
     .init("delete_endpoint_request_empty", bytes: 0, Tessera_Endpoint_V1_DeleteEndpointRequest()),
     // DeleteEndpointResponse
-    .init("delete_endpoint_response_existed", bytes: 4, Tessera_Endpoint_V1_DeleteEndpointResponse.with {
-      $0.existed = true
-      $0.deleted = 1
-    }),
+    .init(
+      "delete_endpoint_response_existed", bytes: 4,
+      Tessera_Endpoint_V1_DeleteEndpointResponse.with {
+        $0.existed = true
+        $0.deleted = 1
+      }),
     .init("delete_endpoint_response_empty", bytes: 0, Tessera_Endpoint_V1_DeleteEndpointResponse()),
     // GetEndpointRequest (CHECK)
-    .init("get_endpoint_request_basic", bytes: 74, Tessera_Endpoint_V1_GetEndpointRequest.with {
-      $0.endpoint = .with {
-        $0.containerID = Expected.cid
-        $0.interfaceName = "eth0"
-      }
-    }),
+    .init(
+      "get_endpoint_request_basic", bytes: 74,
+      Tessera_Endpoint_V1_GetEndpointRequest.with {
+        $0.endpoint = .with {
+          $0.containerID = Expected.cid
+          $0.interfaceName = "eth0"
+        }
+      }),
     .init("get_endpoint_request_empty", bytes: 0, Tessera_Endpoint_V1_GetEndpointRequest()),
     // Endpoint (CHECK)
     .init("endpoint_full", bytes: 190, Expected.endpointFull),
     .init("endpoint_empty", bytes: 0, Tessera_Endpoint_V1_Endpoint()),
-    .init("endpoint_waiting", bytes: 28, Tessera_Endpoint_V1_Endpoint.with {
-      $0.id = 12
-      $0.containerID = "abc"
-      $0.interfaceName = "eth0"
-      $0.ips = ["10.199.0.12"]
-      $0.state = .waitingForIdentity
-    }),
+    .init(
+      "endpoint_waiting", bytes: 28,
+      Tessera_Endpoint_V1_Endpoint.with {
+        $0.id = 12
+        $0.containerID = "abc"
+        $0.interfaceName = "eth0"
+        $0.ips = ["10.199.0.12"]
+        $0.state = .waitingForIdentity
+      }),
     // GarbageCollectEndpoints (GC)
-    .init("garbage_collect_endpoints_request_basic", bytes: 36,
+    .init(
+      "garbage_collect_endpoints_request_basic", bytes: 36,
       Tessera_Endpoint_V1_GarbageCollectEndpointsRequest.with {
-        $0.validAttachments = [("a1", "eth0"), ("b2", "eth0"), ("b2", "net1")].map { container, interface in
+        $0.validAttachments = [("a1", "eth0"), ("b2", "eth0"), ("b2", "net1")].map {
+          container, interface in
           .with {
             $0.containerID = container
             $0.interfaceName = interface
           }
         }
       }),
-    .init("garbage_collect_endpoints_request_empty", bytes: 0, Tessera_Endpoint_V1_GarbageCollectEndpointsRequest()),
-    .init("garbage_collect_endpoints_response_basic", bytes: 65,
+    .init(
+      "garbage_collect_endpoints_request_empty", bytes: 0,
+      Tessera_Endpoint_V1_GarbageCollectEndpointsRequest()),
+    .init(
+      "garbage_collect_endpoints_response_basic", bytes: 65,
       Tessera_Endpoint_V1_GarbageCollectEndpointsResponse.with {
         $0.removed = [
           .with {
@@ -231,16 +260,25 @@ struct GoldenVector: Sendable, CustomTestStringConvertible {
           },
         ]
       }),
-    .init("garbage_collect_endpoints_response_empty", bytes: 0, Tessera_Endpoint_V1_GarbageCollectEndpointsResponse()),
+    .init(
+      "garbage_collect_endpoints_response_empty", bytes: 0,
+      Tessera_Endpoint_V1_GarbageCollectEndpointsResponse()),
     // grpc.health.v1 (STATUS)
     .init("health_check_request_empty", bytes: 0, Grpc_Health_V1_HealthCheckRequest()),
-    .init("health_check_request_service", bytes: 37, Grpc_Health_V1_HealthCheckRequest.with {
-      $0.service = "tessera.endpoint.v1.EndpointService"
-    }),
-    .init("health_check_response_serving", bytes: 2, Grpc_Health_V1_HealthCheckResponse.with { $0.status = .serving }),
-    .init("health_check_response_not_serving", bytes: 2,
+    .init(
+      "health_check_request_service", bytes: 37,
+      Grpc_Health_V1_HealthCheckRequest.with {
+        $0.service = "tessera.endpoint.v1.EndpointService"
+      }),
+    .init(
+      "health_check_response_serving", bytes: 2,
+      Grpc_Health_V1_HealthCheckResponse.with { $0.status = .serving }),
+    .init(
+      "health_check_response_not_serving", bytes: 2,
       Grpc_Health_V1_HealthCheckResponse.with { $0.status = .notServing }),
-    .init("health_check_response_empty", bytes: 0, Grpc_Health_V1_HealthCheckResponse.with { $0.status = .unknown }),
+    .init(
+      "health_check_response_empty", bytes: 0,
+      Grpc_Health_V1_HealthCheckResponse.with { $0.status = .unknown }),
   ]
 }
 
@@ -294,7 +332,8 @@ enum Expected {
     $0.sync = true
     $0.labels = (0..<64).map { i in
       let nn = i < 10 ? "0\(i)" : "\(i)"
-      return label("k8s", "key-\(nn)-" + String(repeating: "k", count: 56),
+      return label(
+        "k8s", "key-\(nn)-" + String(repeating: "k", count: 56),
         "value-\(nn)-" + String(repeating: "v", count: 244))
     }
   }
@@ -308,7 +347,9 @@ enum Expected {
       $0.ips = ["10.199.0.5"]
       $0.namespace = "default"
       $0.podName = "pod-1"
-      $0.labels = [label("k8s", "app", "web"), label("k8s", "io.kubernetes.pod.namespace", "default")]
+      $0.labels = [
+        label("k8s", "app", "web"), label("k8s", "io.kubernetes.pod.namespace", "default"),
+      ]
       $0.identity = 1042
       $0.state = .ready
       $0.policyRevision = 3

@@ -61,8 +61,12 @@ enum Protoc {
   /// Runs `protoc -I proto --include_imports --include_source_info --descriptor_set_out=<tmp> <all .proto files>`
   /// from the repository root, exactly as `scripts/generate-proto.sh` does, and decodes the result.
   /// `root` is another directory with a `proto/` inside (for tests on edited copies).
-  static func currentDescriptorSet(root: URL = Repo.root) throws -> Google_Protobuf_FileDescriptorSet {
-    guard let path else { throw ProtoTestError("protoc not installed (run scripts/install-deps.sh)") }
+  static func currentDescriptorSet(root: URL = Repo.root) throws
+    -> Google_Protobuf_FileDescriptorSet
+  {
+    guard let path else {
+      throw ProtoTestError("protoc not installed (run scripts/install-deps.sh)")
+    }
     let out = FileManager.default.temporaryDirectory
       .appendingPathComponent("tessera-proto-\(UUID().uuidString).binpb")
     defer { try? FileManager.default.removeItem(at: out) }
@@ -70,7 +74,11 @@ enum Protoc {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.currentDirectoryURL = root
-    process.arguments = ["-I", "proto", "--include_imports", "--include_source_info", "--descriptor_set_out=\(out.path)"]
+    process.arguments =
+      [
+        "-I", "proto", "--include_imports", "--include_source_info",
+        "--descriptor_set_out=\(out.path)",
+      ]
       + (try Repo.protoFiles(in: root.appendingPathComponent("proto")))
     let stderr = Pipe()
     process.standardError = stderr
@@ -80,7 +88,8 @@ enum Protoc {
     process.waitUntilExit()
     guard process.terminationStatus == 0 else {
       throw ProtoTestError(
-        "protoc exited with \(process.terminationStatus): \(String(decoding: message, as: UTF8.self))")
+        "protoc exited with \(process.terminationStatus): \(String(decoding: message, as: UTF8.self))"
+      )
     }
     return try Repo.descriptorSet(at: out)
   }
@@ -107,5 +116,6 @@ func replaceInProto(_ protoDir: URL, _ path: String, _ old: String, _ new: Strin
   guard text.components(separatedBy: old).count == 2 else {
     throw ProtoTestError("\(path): expected exactly one occurrence of \(old)")
   }
-  try text.replacingOccurrences(of: old, with: new).write(to: url, atomically: true, encoding: .utf8)
+  try text.replacingOccurrences(of: old, with: new).write(
+    to: url, atomically: true, encoding: .utf8)
 }

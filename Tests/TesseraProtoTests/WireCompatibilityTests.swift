@@ -50,7 +50,9 @@ func wireIncompatibilities(
         problems.append("\(what) changed label from \(field.label) to \(newField.label)")
       }
       let named: Set<Google_Protobuf_FieldDescriptorProto.TypeEnum> = [.message, .enum, .group]
-      if newField.type == field.type, named.contains(field.type), newField.typeName != field.typeName {
+      if newField.type == field.type, named.contains(field.type),
+        newField.typeName != field.typeName
+      {
         problems.append("\(what) changed type from \(field.typeName) to \(newField.typeName)")
       }
     }
@@ -81,7 +83,8 @@ func wireIncompatibilities(
         continue
       }
       if newMethod.inputType != method.inputType {
-        problems.append("\(what) changed input type from \(method.inputType) to \(newMethod.inputType)")
+        problems.append(
+          "\(what) changed input type from \(method.inputType) to \(newMethod.inputType)")
       }
       if newMethod.outputType != method.outputType {
         problems.append(
@@ -89,11 +92,13 @@ func wireIncompatibilities(
       }
       if newMethod.clientStreaming != method.clientStreaming {
         problems.append(
-          "\(what) changed client streaming from \(method.clientStreaming) to \(newMethod.clientStreaming)")
+          "\(what) changed client streaming from \(method.clientStreaming) to \(newMethod.clientStreaming)"
+        )
       }
       if newMethod.serverStreaming != method.serverStreaming {
         problems.append(
-          "\(what) changed server streaming from \(method.serverStreaming) to \(newMethod.serverStreaming)")
+          "\(what) changed server streaming from \(method.serverStreaming) to \(newMethod.serverStreaming)"
+        )
       }
     }
   }
@@ -153,7 +158,8 @@ struct WireCompatibilityTests {
   )
   func editsOfRealProtos(_ edit: ProtoEdit) throws {
     let baseline = try Repo.descriptorSet(at: Repo.baselineDescriptorSet)
-    let current = try withProtoCopy(edit: { try replaceInProto($0, edit.file, edit.old, edit.new) }) {
+    let current = try withProtoCopy(edit: { try replaceInProto($0, edit.file, edit.old, edit.new) })
+    {
       try Protoc.currentDescriptorSet(root: $0)
     }
     let problems = wireIncompatibilities(baseline: baseline, current: current)
@@ -178,10 +184,14 @@ struct WireCompatibilityTests {
   func baselineIsNotEmpty() throws {
     let baseline = try Repo.descriptorSet(at: Repo.baselineDescriptorSet)
     let names = Set(baseline.file.map(\.name))
-    for file in ["tessera/endpoint/v1/endpoint.proto", "tessera/common/v1/common.proto", "grpc/health/v1/health.proto"] {
+    for file in [
+      "tessera/endpoint/v1/endpoint.proto", "tessera/common/v1/common.proto",
+      "grpc/health/v1/health.proto",
+    ] {
       #expect(names.contains(file), "\(file) missing from proto/baseline.binpb")
     }
-    let endpoint = try #require(baseline.file.first { $0.name == "tessera/endpoint/v1/endpoint.proto" })
+    let endpoint = try #require(
+      baseline.file.first { $0.name == "tessera/endpoint/v1/endpoint.proto" })
     let service = try #require(endpoint.service.first { $0.name == "EndpointService" })
     #expect(service.method.contains { $0.name == "CreateEndpoint" })
   }
@@ -266,7 +276,9 @@ enum Fixture {
     }
   }
 
-  static func method(_ name: String, _ input: String, _ output: String, serverStreaming: Bool = false)
+  static func method(
+    _ name: String, _ input: String, _ output: String, serverStreaming: Bool = false
+  )
     -> Google_Protobuf_MethodDescriptorProto
   {
     .with {
@@ -349,7 +361,10 @@ struct SyntheticChange: Sendable, CustomTestStringConvertible {
 
   var testDescription: String { name }
 
-  init(_ name: String, expected: String = "", _ mutate: @escaping @Sendable (inout DescriptorSet) -> Void) {
+  init(
+    _ name: String, expected: String = "",
+    _ mutate: @escaping @Sendable (inout DescriptorSet) -> Void
+  ) {
     self.name = name
     self.expected = expected
     self.mutate = mutate
@@ -360,7 +375,10 @@ struct SyntheticChange: Sendable, CustomTestStringConvertible {
     .init("removed field", expected: "field .test.v1.Request.id = 1 was removed") {
       $0.file[0].messageType[1].field.removeAll { $0.number == 1 }
     },
-    .init("removed field in a nested message", expected: "field .test.v1.Request.Inner.n = 1 was removed") {
+    .init(
+      "removed field in a nested message",
+      expected: "field .test.v1.Request.Inner.n = 1 was removed"
+    ) {
       $0.file[0].messageType[1].nestedType[0].field = []
     },
     .init("renumbered field", expected: "field .test.v1.Request.id = 1 was renumbered to 5") {
@@ -369,13 +387,19 @@ struct SyntheticChange: Sendable, CustomTestStringConvertible {
     .init("renumbered field into a reserved range is still a break", expected: "renumbered to 9") {
       $0.file[0].messageType[1].field[0].number = 9
     },
-    .init("changed scalar type", expected: "field .test.v1.Request.id = 1 changed type from string to bytes") {
+    .init(
+      "changed scalar type",
+      expected: "field .test.v1.Request.id = 1 changed type from string to bytes"
+    ) {
       $0.file[0].messageType[1].field[0].type = .bytes
     },
-    .init("changed message type name", expected: "changed type from .test.v1.Label to .test.v1.Response") {
+    .init(
+      "changed message type name", expected: "changed type from .test.v1.Label to .test.v1.Response"
+    ) {
       $0.file[0].messageType[1].field[1].typeName = ".test.v1.Response"
     },
-    .init("changed enum type name", expected: "changed type from .test.v1.Status to .test.v1.Other") {
+    .init("changed enum type name", expected: "changed type from .test.v1.Status to .test.v1.Other")
+    {
       $0.file[0].messageType[1].field[2].typeName = ".test.v1.Other"
     },
     .init("enum field became a message field", expected: "changed type from enum to message") {
@@ -384,7 +408,9 @@ struct SyntheticChange: Sendable, CustomTestStringConvertible {
     .init("repeated field became singular", expected: "changed label from repeated to optional") {
       $0.file[0].messageType[1].field[1].label = .optional
     },
-    .init("singular field became repeated", expected: "field .test.v1.Response.ok = 1 changed label") {
+    .init(
+      "singular field became repeated", expected: "field .test.v1.Response.ok = 1 changed label"
+    ) {
       $0.file[0].messageType[2].field[0].label = .repeated
     },
     .init("removed message", expected: "message .test.v1.Label was removed") {
@@ -405,16 +431,25 @@ struct SyntheticChange: Sendable, CustomTestStringConvertible {
     .init("removed service", expected: "service test.v1.Svc was removed") {
       $0.file[0].service = []
     },
-    .init("changed input type", expected: "method test.v1.Svc/Do changed input type from .test.v1.Request to .test.v1.Label") {
+    .init(
+      "changed input type",
+      expected: "method test.v1.Svc/Do changed input type from .test.v1.Request to .test.v1.Label"
+    ) {
       $0.file[0].service[0].method[0].inputType = ".test.v1.Label"
     },
     .init("changed output type", expected: "method test.v1.Svc/Do changed output type") {
       $0.file[0].service[0].method[0].outputType = ".test.v1.Label"
     },
-    .init("server streaming removed", expected: "method test.v1.Svc/Watch changed server streaming from true to false") {
+    .init(
+      "server streaming removed",
+      expected: "method test.v1.Svc/Watch changed server streaming from true to false"
+    ) {
       $0.file[0].service[0].method[1].serverStreaming = false
     },
-    .init("client streaming added", expected: "method test.v1.Svc/Do changed client streaming from false to true") {
+    .init(
+      "client streaming added",
+      expected: "method test.v1.Svc/Do changed client streaming from false to true"
+    ) {
       $0.file[0].service[0].method[0].clientStreaming = true
     },
   ]
@@ -432,10 +467,11 @@ struct SyntheticChange: Sendable, CustomTestStringConvertible {
     },
     .init("removed field whose number is reserved") {
       $0.file[0].messageType[1].field.removeAll { $0.number == 1 }
-      $0.file[0].messageType[1].reservedRange.append(.with {
-        $0.start = 1
-        $0.end = 2
-      })
+      $0.file[0].messageType[1].reservedRange.append(
+        .with {
+          $0.start = 1
+          $0.end = 2
+        })
       $0.file[0].messageType[1].reservedName.append("id")
     },
     .init("added method") {
@@ -443,31 +479,35 @@ struct SyntheticChange: Sendable, CustomTestStringConvertible {
         Fixture.method("Other", ".test.v1.Label", ".test.v1.Label", serverStreaming: true))
     },
     .init("added service") {
-      $0.file[0].service.append(.with {
-        $0.name = "Svc2"
-        $0.method = [Fixture.method("Do", ".test.v1.Request", ".test.v1.Response")]
-      })
+      $0.file[0].service.append(
+        .with {
+          $0.name = "Svc2"
+          $0.method = [Fixture.method("Do", ".test.v1.Request", ".test.v1.Response")]
+        })
     },
     .init("added message") {
-      $0.file[0].messageType.append(.with {
-        $0.name = "Extra"
-        $0.field = [Fixture.field("x", 1, .int32)]
-      })
+      $0.file[0].messageType.append(
+        .with {
+          $0.name = "Extra"
+          $0.field = [Fixture.field("x", 1, .int32)]
+        })
     },
     .init("added enum value") {
-      $0.file[0].enumType[0].value.append(.with {
-        $0.name = "PAUSED"
-        $0.number = 3
-      })
+      $0.file[0].enumType[0].value.append(
+        .with {
+          $0.name = "PAUSED"
+          $0.number = 3
+        })
     },
     .init("messages reordered and moved to another file of the same package") {
       let label = $0.file[0].messageType.remove(at: 0)
       $0.file[0].messageType.reverse()
-      $0.file.insert(.with {
-        $0.name = "test/v1/label.proto"
-        $0.package = "test.v1"
-        $0.messageType = [label]
-      }, at: 0)
+      $0.file.insert(
+        .with {
+          $0.name = "test/v1/label.proto"
+          $0.package = "test.v1"
+          $0.messageType = [label]
+        }, at: 0)
     },
   ]
 }
@@ -492,7 +532,8 @@ struct RealBreak: Sendable, CustomTestStringConvertible {
       expected: "field .tessera.endpoint.v1.CreateEndpointRequest.sync = 8 was removed"
     ) { set in
       let f = try file(&set, "tessera/endpoint/v1/endpoint.proto")
-      let m = try #require(set.file[f].messageType.firstIndex { $0.name == "CreateEndpointRequest" })
+      let m = try #require(
+        set.file[f].messageType.firstIndex { $0.name == "CreateEndpointRequest" })
       set.file[f].messageType[m].field.removeAll { $0.name == "sync" }
     },
     RealBreak(
@@ -505,7 +546,8 @@ struct RealBreak: Sendable, CustomTestStringConvertible {
     },
     RealBreak(
       name: "HealthCheckResponse.ServingStatus.SERVICE_UNKNOWN removed",
-      expected: "enum value .grpc.health.v1.HealthCheckResponse.ServingStatus.SERVICE_UNKNOWN = 3 was removed"
+      expected:
+        "enum value .grpc.health.v1.HealthCheckResponse.ServingStatus.SERVICE_UNKNOWN = 3 was removed"
     ) { set in
       let f = try file(&set, "grpc/health/v1/health.proto")
       let m = try #require(set.file[f].messageType.firstIndex { $0.name == "HealthCheckResponse" })
@@ -542,7 +584,8 @@ struct ProtoEdit: Sendable, CustomTestStringConvertible {
   static let all: [ProtoEdit] = [
     ProtoEdit(
       name: "remove CreateEndpointRequest.netns", file: endpoint,
-      old: "  string netns = 9;\n}\n\nmessage CreateEndpointResponse", new: "}\n\nmessage CreateEndpointResponse",
+      old: "  string netns = 9;\n}\n\nmessage CreateEndpointResponse",
+      new: "}\n\nmessage CreateEndpointResponse",
       expected: "field .tessera.endpoint.v1.CreateEndpointRequest.netns = 9 was removed"),
     ProtoEdit(
       name: "remove CreateEndpointRequest.netns and reserve 9", file: endpoint,
@@ -552,15 +595,19 @@ struct ProtoEdit: Sendable, CustomTestStringConvertible {
     ProtoEdit(
       name: "widen DeleteEndpointResponse.deleted to uint64", file: endpoint,
       old: "uint32 deleted = 2;", new: "uint64 deleted = 2;",
-      expected: "field .tessera.endpoint.v1.DeleteEndpointResponse.deleted = 2 changed type from uint32 to uint64"),
+      expected:
+        "field .tessera.endpoint.v1.DeleteEndpointResponse.deleted = 2 changed type from uint32 to uint64"
+    ),
     ProtoEdit(
       name: "make CreateEndpointRequest.sync repeated", file: endpoint,
-      old: "  bool sync = 8;\n  string netns = 9;", new: "  repeated bool sync = 8;\n  string netns = 9;",
+      old: "  bool sync = 8;\n  string netns = 9;",
+      new: "  repeated bool sync = 8;\n  string netns = 9;",
       expected: "CreateEndpointRequest.sync = 8 changed label from optional to repeated"),
     ProtoEdit(
       name: "remove ENDPOINT_STATE_RESTORING", file: endpoint,
       old: "  ENDPOINT_STATE_RESTORING = 8;\n", new: "",
-      expected: "enum value .tessera.endpoint.v1.EndpointState.ENDPOINT_STATE_RESTORING = 8 was removed"),
+      expected:
+        "enum value .tessera.endpoint.v1.EndpointState.ENDPOINT_STATE_RESTORING = 8 was removed"),
     ProtoEdit(
       name: "remove rpc GetEndpoint", file: endpoint,
       old: "  rpc GetEndpoint(GetEndpointRequest) returns (Endpoint);\n", new: "",
@@ -572,11 +619,13 @@ struct ProtoEdit: Sendable, CustomTestStringConvertible {
     ProtoEdit(
       name: "add a field, a method and an enum value", file: endpoint,
       old: "  ENDPOINT_STATE_RESTORING = 8;\n}",
-      new: "  ENDPOINT_STATE_RESTORING = 8;\n  ENDPOINT_STATE_PAUSED = 9;\n}\n\nmessage PingRequest { string note = 1; }\nservice PingService { rpc Ping(PingRequest) returns (PingRequest); }",
+      new:
+        "  ENDPOINT_STATE_RESTORING = 8;\n  ENDPOINT_STATE_PAUSED = 9;\n}\n\nmessage PingRequest { string note = 1; }\nservice PingService { rpc Ping(PingRequest) returns (PingRequest); }",
       expected: nil),
     ProtoEdit(
       name: "rename Endpoint.pod_name (same number and type)", file: endpoint,
-      old: "  string pod_name = 7;\n  // Identity-relevant", new: "  string pod = 7;\n  // Identity-relevant",
+      old: "  string pod_name = 7;\n  // Identity-relevant",
+      new: "  string pod = 7;\n  // Identity-relevant",
       expected: nil),
   ]
 }

@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+  import Glibc
 #endif
 
 /// A real etcd cluster (Debian's `etcd-server`) on loopback ports, in a
@@ -18,7 +18,8 @@ public final class EtcdTestCluster: @unchecked Sendable {
   }
 
   public static let executable: String? = {
-    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] where FileManager.default.isExecutableFile(atPath: dir + "/etcd") {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"]
+    where FileManager.default.isExecutableFile(atPath: dir + "/etcd") {
       return dir + "/etcd"
     }
     return nil
@@ -51,12 +52,17 @@ public final class EtcdTestCluster: @unchecked Sendable {
 
   /// - Parameter tls: serve clients over TLS and require client certificates (made with openssl).
   public init(members count: Int, tls: Bool = false) throws {
-    directory = FileManager.default.temporaryDirectory.appendingPathComponent("tsr-etcd-\(UUID().uuidString.prefix(8))").path
+    directory =
+      FileManager.default.temporaryDirectory.appendingPathComponent(
+        "tsr-etcd-\(UUID().uuidString.prefix(8))"
+      ).path
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     self.tls = tls ? try Self.makeCertificates(in: directory) : nil
     var ports = try Self.freePorts(count * 2)
     members = (0..<count).map { index in
-      Member(name: "m\(index)", clientPort: ports.removeFirst(), peerPort: ports.removeFirst(), secure: tls)
+      Member(
+        name: "m\(index)", clientPort: ports.removeFirst(), peerPort: ports.removeFirst(),
+        secure: tls)
     }
     for member in members { try start(member.name) }
     try waitHealthy(members.map(\.name))
@@ -66,7 +72,8 @@ public final class EtcdTestCluster: @unchecked Sendable {
 
   /// Starts (or restarts, keeping its data) one member.
   public func start(_ name: String) throws {
-    guard let executable = Self.executable, let member = members.first(where: { $0.name == name }) else { return }
+    guard let executable = Self.executable, let member = members.first(where: { $0.name == name })
+    else { return }
     let cluster = members.map { "\($0.name)=\($0.peerURL)" }.joined(separator: ",")
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
@@ -74,19 +81,23 @@ public final class EtcdTestCluster: @unchecked Sendable {
       "--name", member.name, "--data-dir", "\(directory)/\(member.name)",
       "--listen-client-urls", member.clientURL, "--advertise-client-urls", member.clientURL,
       "--listen-peer-urls", member.peerURL, "--initial-advertise-peer-urls", member.peerURL,
-      "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token", "tessera-test",
+      "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token",
+      "tessera-test",
       // Fast elections: tests kill members on purpose.
       "--heartbeat-interval", "50", "--election-timeout", "500",
     ]
     if let tls {
       process.arguments! += [
-        "--cert-file", tls.serverCertificate, "--key-file", tls.serverKey, "--trusted-ca-file", tls.caFile, "--client-cert-auth",
+        "--cert-file", tls.serverCertificate, "--key-file", tls.serverKey, "--trusted-ca-file",
+        tls.caFile, "--client-cert-auth",
       ]
     }
-    let log = FileHandle(forWritingAtPath: "\(directory)/\(member.name).log") ?? {
-      _ = FileManager.default.createFile(atPath: "\(directory)/\(member.name).log", contents: nil)
-      return FileHandle(forWritingAtPath: "\(directory)/\(member.name).log")!
-    }()
+    let log =
+      FileHandle(forWritingAtPath: "\(directory)/\(member.name).log")
+      ?? {
+        _ = FileManager.default.createFile(atPath: "\(directory)/\(member.name).log", contents: nil)
+        return FileHandle(forWritingAtPath: "\(directory)/\(member.name).log")!
+      }()
     log.seekToEndOfFile()
     process.standardOutput = log
     process.standardError = log
@@ -108,7 +119,8 @@ public final class EtcdTestCluster: @unchecked Sendable {
   }
 
   private func signal(_ name: String, _ signal: Int32) {
-    guard let process = lock.withLock({ processes.removeValue(forKey: name) }), process.isRunning else { return }
+    guard let process = lock.withLock({ processes.removeValue(forKey: name) }), process.isRunning
+    else { return }
     Glibc.kill(process.processIdentifier, signal)
     process.waitUntilExit()
   }
@@ -131,7 +143,8 @@ public final class EtcdTestCluster: @unchecked Sendable {
         }
         if Date() > deadline {
           let log = (try? String(contentsOfFile: "\(directory)/\(name).log", encoding: .utf8)) ?? ""
-          throw EtcdTestClusterError("etcd member \(name) not healthy after \(timeout) s:\n\(log.suffix(2000))")
+          throw EtcdTestClusterError(
+            "etcd member \(name) not healthy after \(timeout) s:\n\(log.suffix(2000))")
         }
         Thread.sleep(forTimeInterval: 0.05)
       }
@@ -150,7 +163,9 @@ public final class EtcdTestCluster: @unchecked Sendable {
     var timeout = timeval(tv_sec: 1, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     let connected = withUnsafePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+      }
     }
     guard connected == 0 else { return false }
     let request = "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
@@ -168,7 +183,10 @@ public final class EtcdTestCluster: @unchecked Sendable {
   private static func healthyOverTLS(_ member: Member, _ tls: TLSFiles) -> Bool {
     let status = try? run(
       "/usr/bin/etcdctl",
-      ["--endpoints", member.clientURL, "--cacert", tls.caFile, "--cert", tls.clientCertificate, "--key", tls.clientKey, "endpoint", "health"],
+      [
+        "--endpoints", member.clientURL, "--cacert", tls.caFile, "--cert", tls.clientCertificate,
+        "--key", tls.clientKey, "endpoint", "health",
+      ],
       environment: ["ETCDCTL_API": "3"])
     return status == 0
   }
@@ -181,26 +199,41 @@ public final class EtcdTestCluster: @unchecked Sendable {
         throw EtcdTestClusterError("openssl \(arguments.joined(separator: " ")) failed")
       }
     }
-    try openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=tessera-test-ca", "-keyout", "\(ca).key", "-out", "\(ca).pem"])
-    for (name, extensions) in [("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"), ("client", "extendedKeyUsage=clientAuth")] {
+    try openssl([
+      "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=tessera-test-ca",
+      "-keyout", "\(ca).key", "-out", "\(ca).pem",
+    ])
+    for (name, extensions) in [
+      ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"),
+      ("client", "extendedKeyUsage=clientAuth"),
+    ] {
       let path = "\(directory)/\(name)"
-      try openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=tessera-test-\(name)", "-keyout", "\(path).key", "-out", "\(path).csr"])
+      try openssl([
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=tessera-test-\(name)", "-keyout",
+        "\(path).key", "-out", "\(path).csr",
+      ])
       try extensions.write(toFile: "\(path).ext", atomically: true, encoding: .utf8)
       try openssl([
-        "x509", "-req", "-in", "\(path).csr", "-CA", "\(ca).pem", "-CAkey", "\(ca).key", "-CAcreateserial", "-days", "2",
+        "x509", "-req", "-in", "\(path).csr", "-CA", "\(ca).pem", "-CAkey", "\(ca).key",
+        "-CAcreateserial", "-days", "2",
         "-extfile", "\(path).ext", "-out", "\(path).pem",
       ])
     }
     return TLSFiles(
-      caFile: "\(ca).pem", clientCertificate: "\(directory)/client.pem", clientKey: "\(directory)/client.key",
+      caFile: "\(ca).pem", clientCertificate: "\(directory)/client.pem",
+      clientKey: "\(directory)/client.key",
       serverCertificate: "\(directory)/server.pem", serverKey: "\(directory)/server.key")
   }
 
-  private static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Int32 {
+  private static func run(
+    _ executable: String, _ arguments: [String], environment: [String: String] = [:]
+  ) throws -> Int32 {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
-    if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+    if !environment.isEmpty {
+      process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     process.standardOutput = FileHandle.nullDevice
     process.standardError = FileHandle.nullDevice
     try process.run()
@@ -224,7 +257,9 @@ public final class EtcdTestCluster: @unchecked Sendable {
     var sockets: [Int32] = []
     defer { sockets.forEach { close($0) } }
     return try (0..<count).map { _ in
-      guard let (fd, port) = bindLoopback(port: 0) else { throw EtcdTestClusterError("no free port") }
+      guard let (fd, port) = bindLoopback(port: 0) else {
+        throw EtcdTestClusterError("no free port")
+      }
       sockets.append(fd)
       return port
     }

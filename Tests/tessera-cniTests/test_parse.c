@@ -94,8 +94,7 @@ static void test_netconf_errors(void) {
       {"{\"cniVersion\":\"1.0.0\",\"name\":\"n\"}", CNI_ERR_INVALID_NETCONF},
       {"{" BASE ",\"socketPath\":5}", CNI_ERR_INVALID_NETCONF},
       {"{" BASE ",\"socketPath\":\"relative.sock\"}", CNI_ERR_INVALID_NETCONF},
-      {"{" BASE
-       ",\"socketPath\":\"/"
+      {"{" BASE ",\"socketPath\":\"/"
        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
        CNI_ERR_INVALID_NETCONF}, /* 108 bytes */
       {"{" BASE ",\"timeoutMs\":\"10\"}", CNI_ERR_INVALID_NETCONF},
@@ -191,7 +190,7 @@ static void test_prev_result_errors(void) {
       "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}],\"interfaces\":{}}}",
       "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}],\"interfaces\":[{\"name\":\"a/b\"}]}}",
       "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/"
-               "24\"}],\"interfaces\":[{\"name\":\"waytoolonginterfacename\"}]}}",
+      "24\"}],\"interfaces\":[{\"name\":\"waytoolonginterfacename\"}]}}",
       "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}],\"interfaces\":[{\"sandbox\":\"/x\"}]}}",
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -224,7 +223,7 @@ static void test_prev_result_errors(void) {
       "\"ips\":[{\"version\":\"4\",\"address\":\"192.168.1.2/24\",\"interface\":0}]}}",
       "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/24\"}]}}",
       "{" BASE ",\"prevResult\":{\"ips\":[{\"address\":\"10.0.0.1/"
-               "24\"}],\"interfaces\":[{\"name\":\"eth0\",\"sandbox\":null}]}}",
+      "24\"}],\"interfaces\":[{\"name\":\"eth0\",\"sandbox\":null}]}}",
   };
   for (size_t i = 0; i < sizeof(no_sandbox) / sizeof(no_sandbox[0]); i++) {
     CHECK_INT(parse(no_sandbox[i], &nc, &err), 0);

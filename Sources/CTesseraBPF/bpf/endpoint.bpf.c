@@ -77,7 +77,8 @@ static __always_inline int enter(struct __sk_buff *skb, __u32 handler, __u8 dir)
 	bpf_tail_call(skb, &tessera_handlers, handler);
 	/* No handler installed: fail closed. */
 	__u64 endpoint_id = ENDPOINT_ID;
-	count(bpf_map_lookup_elem(&tessera_metrics, &endpoint_id), skb, dir, TESSERA_DROP_MISSED_TAIL_CALL);
+	count(bpf_map_lookup_elem(&tessera_metrics, &endpoint_id), skb, dir,
+	      TESSERA_DROP_MISSED_TAIL_CALL);
 	return TC_ACT_SHOT;
 }
 
@@ -97,15 +98,15 @@ int to_container(struct __sk_buff *skb)
 
 /* ---- shared handlers -------------------------------------------------------- */
 
-static __always_inline int verdict_pass(struct endpoint_metrics *metrics, struct __sk_buff *skb, __u8 dir,
-					enum tessera_reason reason)
+static __always_inline int verdict_pass(struct endpoint_metrics *metrics, struct __sk_buff *skb,
+					__u8 dir, enum tessera_reason reason)
 {
 	count(metrics, skb, dir, reason);
 	return TC_ACT_OK;
 }
 
-static __always_inline int verdict_drop(struct endpoint_metrics *metrics, struct __sk_buff *skb, __u8 dir,
-					enum tessera_reason reason)
+static __always_inline int verdict_drop(struct endpoint_metrics *metrics, struct __sk_buff *skb,
+					__u8 dir, enum tessera_reason reason)
 {
 	count(metrics, skb, dir, reason);
 	return TC_ACT_SHOT;
@@ -113,9 +114,10 @@ static __always_inline int verdict_drop(struct endpoint_metrics *metrics, struct
 
 /* A packet of a flow that passes: a first fragment lets its datagram's
  * later fragments pass too. */
-static __always_inline int verdict_pass_flow(struct endpoint_metrics *metrics, struct __sk_buff *skb, __u8 dir,
-					     enum tessera_reason reason, const struct flow *f, __u64 endpoint_id,
-					     __u64 now)
+static __always_inline int verdict_pass_flow(struct endpoint_metrics *metrics,
+					     struct __sk_buff *skb, __u8 dir,
+					     enum tessera_reason reason, const struct flow *f,
+					     __u64 endpoint_id, __u64 now)
 {
 	frag_note(f, endpoint_id, dir, now);
 	return verdict_pass(metrics, skb, dir, reason);
@@ -184,9 +186,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	ct = ct_lookup(&f, endpoint_id, dir, now);
 	if (ct == CT_ESTABLISHED)
-		return verdict_pass_flow(metrics, skb, dir, TESSERA_FWD_CT_ESTABLISHED, &f, endpoint_id, now);
+		return verdict_pass_flow(metrics, skb, dir, TESSERA_FWD_CT_ESTABLISHED, &f,
+					 endpoint_id, now);
 	if (ct == CT_REPLY)
-		return verdict_pass_flow(metrics, skb, dir, TESSERA_FWD_CT_REPLY, &f, endpoint_id, now);
+		return verdict_pass_flow(metrics, skb, dir, TESSERA_FWD_CT_REPLY, &f, endpoint_id,
+					 now);
 
 	if (!ep)
 		ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
@@ -198,8 +202,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	kinds = policy_kinds(ep->flags, dir);
 
 	/* The peer is the source of what comes in and the destination of what goes out. */
-	peer = policy_needs_peer(kinds) ? ipcache_lookup_identity(f.family, dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr)
-					: TESSERA_ID_UNKNOWN;
+	peer = policy_needs_peer(kinds)
+		       ? ipcache_lookup_identity(f.family,
+						 dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr)
+		       : TESSERA_ID_UNKNOWN;
 
 	verdict = policy_verdict(kinds, endpoint_id, dir, peer, f.proto, f.policy_port, enforced);
 	if (verdict == POLICY_DENY)

@@ -11,8 +11,8 @@
  *   globals/tessera_endpoints   hash, endpoint id -> struct endpoint_info
  *   globals/tessera_ct          LRU hash, conntrack
  *   globals/tessera_frags       LRU hash, datagrams whose first fragment passed
- *   globals/tessera_policy      LPM trie, (endpoint id, verdict, direction, proto, peer, port) -> entry
- *   globals/tessera_metrics     per-CPU hash, endpoint id -> counters by direction and reason
+ *   globals/tessera_policy      LPM trie, (endpoint id, verdict, direction, proto, peer, port) ->
+ * entry globals/tessera_metrics     per-CPU hash, endpoint id -> counters by direction and reason
  *   globals/tessera_handlers    program array, the shared policy handlers
  *   globals/tessera_loader      array, what the loader installed (re-adoption)
  *   globals/handle_from_container, globals/handle_to_container   the handlers
@@ -68,12 +68,13 @@ int tessera_bpf_metrics_fd(const struct tessera_bpf *t);
  * exist) and pins the stubs under endpoints/<id>/ (replacing older pins).
  * `load_ns` receives the time spent, when not NULL. The caller closes the
  * descriptors with tessera_bpf_endpoint_fds_close. */
-int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id, struct tessera_endpoint_fds *fds,
-			      uint64_t *load_ns);
+int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id,
+			      struct tessera_endpoint_fds *fds, uint64_t *load_ns);
 
 /* Opens the endpoint's pinned stubs; absent ones are -1. Returns -ENOENT
  * when neither is pinned. */
-int tessera_bpf_endpoint_open_pinned(struct tessera_bpf *t, uint64_t endpoint_id, struct tessera_endpoint_fds *fds);
+int tessera_bpf_endpoint_open_pinned(struct tessera_bpf *t, uint64_t endpoint_id,
+				     struct tessera_endpoint_fds *fds);
 
 /* Deletes the endpoint's conntrack and fragment entries, counters and endpoint-map entry,
  * and with `scan_policy` every policy entry of the endpoint found by walking
@@ -95,7 +96,8 @@ int tessera_bpf_pinned_endpoints(struct tessera_bpf *t, uint64_t *ids, int cap);
  * tc egress (clsact; an existing qdisc is accepted, an existing Tessera filter
  * is replaced atomically). `hook_created` is set when the qdisc was created
  * here. */
-int tessera_bpf_tc_attach(int ifindex, int from_container_fd, int to_container_fd, int *hook_created);
+int tessera_bpf_tc_attach(int ifindex, int from_container_fd, int to_container_fd,
+			  int *hook_created);
 
 /* Program ids of the Tessera filters on the device (0 when absent). */
 int tessera_bpf_tc_query(int ifindex, uint32_t *from_container_id, uint32_t *to_container_id);
@@ -104,7 +106,8 @@ int tessera_bpf_tc_query(int ifindex, uint32_t *from_container_id, uint32_t *to_
  * expected programs (an expected id of 0 accepts any program). Destroys the
  * clsact qdisc when `destroy_hook` (it was created by Tessera). Missing
  * device or filters are not an error. */
-int tessera_bpf_tc_detach(int ifindex, uint32_t expected_from_id, uint32_t expected_to_id, int destroy_hook);
+int tessera_bpf_tc_detach(int ifindex, uint32_t expected_from_id, uint32_t expected_to_id,
+			  int destroy_hook);
 
 /* The kernel id of a program or map descriptor (0 on error). */
 uint32_t tessera_bpf_obj_id(int fd);
@@ -124,8 +127,8 @@ int tessera_bpf_num_possible_cpus(void);
 /* Runs a tc program on `packet` (an Ethernet frame) `repeat` times with
  * BPF_PROG_TEST_RUN; `retval` gets the program's return code (TC_ACT_OK = 0,
  * TC_ACT_SHOT = 2) and `duration_ns` the mean time per run. */
-int tessera_bpf_test_run(int prog_fd, const void *packet, uint32_t len, uint32_t repeat, uint32_t *retval,
-			 uint32_t *duration_ns);
+int tessera_bpf_test_run(int prog_fd, const void *packet, uint32_t len, uint32_t repeat,
+			 uint32_t *retval, uint32_t *duration_ns);
 
 /* Monotonic clock (CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns). */
 uint64_t tessera_bpf_ktime_ns(void);

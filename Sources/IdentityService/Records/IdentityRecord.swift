@@ -26,7 +26,9 @@ extension DerivableRequest<IdentityRecord> {
   }
 
   func unreferenced(before cutoff: Int64) -> Self {
-    filter(IdentityRecord.Columns.unreferencedSince != nil && IdentityRecord.Columns.unreferencedSince <= cutoff)
+    filter(
+      IdentityRecord.Columns.unreferencedSince != nil
+        && IdentityRecord.Columns.unreferencedSince <= cutoff)
   }
 }
 

@@ -36,7 +36,8 @@ struct PolicyRepository {
   init(revision: UInt64) {
     self.revision = revision
     _ = cache.updateIdentities(
-      added: ReservedIdentity.allCases.map { SecurityIdentity(id: $0.identity, labels: $0.labels) }, deleted: [])
+      added: ReservedIdentity.allCases.map { SecurityIdentity(id: $0.identity, labels: $0.labels) },
+      deleted: [])
   }
 
   // MARK: Policies
@@ -67,10 +68,14 @@ struct PolicyRepository {
         collect(resolved, into: &affected, everything: &everything)
       }
       for ruleID in old?.ruleIDs ?? [] {
-        if let resolved = rules[ruleID] { collect(resolved, into: &affected, everything: &everything) }
+        if let resolved = rules[ruleID] {
+          collect(resolved, into: &affected, everything: &everything)
+        }
         removeRule(ruleID)
       }
-      let stored = StoredPolicy(ref: policy.ref, revision: revision, sourceJSON: policy.sourceJSON, ruleCount: policy.rules.count)
+      let stored = StoredPolicy(
+        ref: policy.ref, revision: revision, sourceJSON: policy.sourceJSON,
+        ruleCount: policy.rules.count)
       policies[key] = Entry(stored: stored, ruleIDs: ruleIDs)
     }
     self.revision = revision
@@ -81,7 +86,9 @@ struct PolicyRepository {
   /// without changing the repository revision.
   mutating func restore(_ policy: ParsedPolicy, importedAt policyRevision: UInt64) {
     let ruleIDs = policy.rules.map { addRule($0).id }
-    let stored = StoredPolicy(ref: policy.ref, revision: policyRevision, sourceJSON: policy.sourceJSON, ruleCount: policy.rules.count)
+    let stored = StoredPolicy(
+      ref: policy.ref, revision: policyRevision, sourceJSON: policy.sourceJSON,
+      ruleCount: policy.rules.count)
     policies[PolicyKey(policy.ref)] = Entry(stored: stored, ruleIDs: ruleIDs)
   }
 
@@ -100,14 +107,18 @@ struct PolicyRepository {
     var affected = Set<NumericIdentity>()
     var everything = false
     for ruleID in entry.ruleIDs {
-      if let resolved = rules[ruleID] { collect(resolved, into: &affected, everything: &everything) }
+      if let resolved = rules[ruleID] {
+        collect(resolved, into: &affected, everything: &everything)
+      }
       removeRule(ruleID)
     }
     self.revision = revision
     return everything ? .all : .some(affected)
   }
 
-  private func collect(_ rule: ResolvedRule, into affected: inout Set<NumericIdentity>, everything: inout Bool) {
+  private func collect(
+    _ rule: ResolvedRule, into affected: inout Set<NumericIdentity>, everything: inout Bool
+  ) {
     if rule.rule.subject.isWildcard {
       everything = true
     } else {
@@ -154,7 +165,9 @@ struct PolicyRepository {
     }
   }
 
-  private static func remove(_ ruleID: UInt64, from users: inout [UInt64: Set<UInt64>], at selectorID: UInt64) {
+  private static func remove(
+    _ ruleID: UInt64, from users: inout [UInt64: Set<UInt64>], at selectorID: UInt64
+  ) {
     users[selectorID]?.remove(ruleID)
     if users[selectorID]?.isEmpty == true { users[selectorID] = nil }
   }
@@ -166,13 +179,17 @@ struct PolicyRepository {
   ///
   /// - Returns: how many selectors' selections changed, and the subject identities whose
   ///   policy may have changed.
-  mutating func updateIdentities(added: [SecurityIdentity], deleted: [NumericIdentity]) -> (selectorsChanged: Int, affected: AffectedIdentities) {
+  mutating func updateIdentities(added: [SecurityIdentity], deleted: [NumericIdentity]) -> (
+    selectorsChanged: Int, affected: AffectedIdentities
+  ) {
     let deletable = deleted.filter { ReservedIdentity(rawValue: $0.rawValue) == nil }
     let changes = cache.updateIdentities(added: added, deleted: deletable)
     var affected = Set<NumericIdentity>()
     var everything = false
     for change in changes {
-      identitySelectionUpdated(selector: change.selector, added: change.added, deleted: change.deleted, affected: &affected, everything: &everything)
+      identitySelectionUpdated(
+        selector: change.selector, added: change.added, deleted: change.deleted,
+        affected: &affected, everything: &everything)
     }
     return (changes.count, everything ? .all : .some(affected))
   }
@@ -220,7 +237,9 @@ struct PolicyRepository {
           }
           for identity in identities {
             for port in section.ports {
-              let key = PolicyEntry(peer: identity, direction: section.direction, proto: port.proto, ports: port.ports).key
+              let key = PolicyEntry(
+                peer: identity, direction: section.direction, proto: port.proto, ports: port.ports
+              ).key
               if section.verdict == .deny {
                 verdicts[key] = .deny
               } else if verdicts[key] == nil {
@@ -240,10 +259,15 @@ struct PolicyRepository {
     entries.reserveCapacity(verdicts.count)
     for (key, verdict) in verdicts {
       if verdict == .allow && Self.isCovered(key, by: denies) { continue }
-      entries.append(PolicyEntry(peer: key.peer, direction: key.direction, proto: key.proto, ports: key.ports, verdict: verdict))
+      entries.append(
+        PolicyEntry(
+          peer: key.peer, direction: key.direction, proto: key.proto, ports: key.ports,
+          verdict: verdict))
     }
     entries.sort()
-    return EndpointPolicy(revision: revision, ingressEnforced: ingressEnforced, egressEnforced: egressEnforced, entries: entries)
+    return EndpointPolicy(
+      revision: revision, ingressEnforced: ingressEnforced, egressEnforced: egressEnforced,
+      entries: entries)
   }
 
   private struct DenyScope: Hashable {
@@ -251,11 +275,17 @@ struct PolicyRepository {
     var peer: NumericIdentity
   }
 
-  private static func isCovered(_ allow: PolicyEntry.Key, by denies: [DenyScope: [PolicyEntry.Key]]) -> Bool {
-    let scopes = [DenyScope(direction: allow.direction, peer: allow.peer), DenyScope(direction: allow.direction, peer: .unknown)]
+  private static func isCovered(_ allow: PolicyEntry.Key, by denies: [DenyScope: [PolicyEntry.Key]])
+    -> Bool
+  {
+    let scopes = [
+      DenyScope(direction: allow.direction, peer: allow.peer),
+      DenyScope(direction: allow.direction, peer: .unknown),
+    ]
     for scope in scopes {
       for deny in denies[scope] ?? [] {
-        if (deny.proto == .any || deny.proto == allow.proto) && deny.ports.first <= allow.ports.first
+        if (deny.proto == .any || deny.proto == allow.proto)
+          && deny.ports.first <= allow.ports.first
           && deny.ports.last >= allow.ports.last
         {
           return true

@@ -11,15 +11,22 @@ public struct SelectorKey: Hashable, Sendable, Comparable, CustomStringConvertib
     self.key = key
   }
 
-  public static func any(_ key: String) -> SelectorKey { SelectorKey(source: Label.Source.any, key: key) }
-  public static func k8s(_ key: String) -> SelectorKey { SelectorKey(source: Label.Source.kubernetes, key: key) }
-  public static func reserved(_ key: String) -> SelectorKey { SelectorKey(source: Label.Source.reserved, key: key) }
+  public static func any(_ key: String) -> SelectorKey {
+    SelectorKey(source: Label.Source.any, key: key)
+  }
+  public static func k8s(_ key: String) -> SelectorKey {
+    SelectorKey(source: Label.Source.kubernetes, key: key)
+  }
+  public static func reserved(_ key: String) -> SelectorKey {
+    SelectorKey(source: Label.Source.reserved, key: key)
+  }
 
   /// Parses `source:key` or `key` (source `any`). The source is the part before the first
   /// `:` when that part holds no `/` (so `k8s:io.cilium.k8s.namespace.labels.kubernetes.io/x`
   /// has source `k8s`).
   public init(parsing text: String) {
-    if let colon = text.firstIndex(of: ":"), !text[..<colon].contains("/"), !text[..<colon].isEmpty {
+    if let colon = text.firstIndex(of: ":"), !text[..<colon].contains("/"), !text[..<colon].isEmpty
+    {
       self.init(source: String(text[..<colon]), key: String(text[text.index(after: colon)...]))
     } else {
       self.init(source: Label.Source.any, key: text)
@@ -34,7 +41,9 @@ public struct SelectorKey: Hashable, Sendable, Comparable, CustomStringConvertib
     return matchesAnySource || label.source == source ? label : nil
   }
 
-  public static func < (lhs: Self, rhs: Self) -> Bool { (lhs.key, lhs.source) < (rhs.key, rhs.source) }
+  public static func < (lhs: Self, rhs: Self) -> Bool {
+    (lhs.key, lhs.source) < (rhs.key, rhs.source)
+  }
   public var description: String { "\(source):\(key)" }
 }
 
@@ -79,7 +88,8 @@ public struct LabelRequirement: Hashable, Sendable, Comparable, CustomStringConv
   /// The Kubernetes selector syntax: `k=v`, `k in (a,b)`, `k notin (a)`, `k`, `!k`.
   public var description: String {
     switch op {
-    case .in: values.count == 1 ? "\(key)=\(values[0])" : "\(key) in (\(values.joined(separator: ",")))"
+    case .in:
+      values.count == 1 ? "\(key)=\(values[0])" : "\(key) in (\(values.joined(separator: ",")))"
     case .notIn: "\(key) notin (\(values.joined(separator: ",")))"
     case .exists: "\(key)"
     case .doesNotExist: "!\(key)"

@@ -32,8 +32,12 @@ public enum Entity: String, Sendable, CaseIterable, Hashable {
     case .worldIPv4: return [Self.reserved(.worldIPv4)]
     case .worldIPv6: return [Self.reserved(.worldIPv6)]
     case .cluster:
-      let endpoints = ReservedIdentity.allCases.map { LabelRequirement(key: .reserved($0.name), op: .doesNotExist) }
-      let inCluster: [ReservedIdentity] = [.host, .remoteNode, .initializing, .ingress, .health, .unmanaged]
+      let endpoints = ReservedIdentity.allCases.map {
+        LabelRequirement(key: .reserved($0.name), op: .doesNotExist)
+      }
+      let inCluster: [ReservedIdentity] = [
+        .host, .remoteNode, .initializing, .ingress, .health, .unmanaged,
+      ]
       return inCluster.map { Self.reserved($0) } + [.selector(EndpointSelector(endpoints))]
     case .host: return [Self.reserved(.host)]
     case .remoteNode: return [Self.reserved(.remoteNode)]

@@ -126,7 +126,9 @@ public struct SelectorCache: Sendable {
   /// Adds a reference from `user` to `selector`, computing its selection if it is new.
   /// - Returns: the handle; the same selector always gets the same handle while it has users.
   @discardableResult
-  public mutating func addSelector(_ selector: EndpointSelector, user: SelectorUser) -> CachedSelector {
+  public mutating func addSelector(_ selector: EndpointSelector, user: SelectorUser)
+    -> CachedSelector
+  {
     if let id = idBySelector[selector] {
       entries[id]!.users[user, default: 0] += 1
       return entries[id]!.cached
@@ -136,8 +138,11 @@ public struct SelectorCache: Sendable {
     let cached = CachedSelector(id: id, selector: selector)
     let requirements = selector.requirements.map { compile($0) }
     let index = Self.chooseIndex(for: selector.requirements, compiled: requirements)
-    var entry = Entry(cached: cached, requirements: requirements, index: index, selection: [], users: [user: 1])
-    entry.selection = candidateIdentities(for: index).filter { entry.matches(compiledIdentities[$0]!) }.sorted()
+    var entry = Entry(
+      cached: cached, requirements: requirements, index: index, selection: [], users: [user: 1])
+    entry.selection = candidateIdentities(for: index).filter {
+      entry.matches(compiledIdentities[$0]!)
+    }.sorted()
     entries[id] = entry
     idBySelector[selector] = id
     switch index {
@@ -196,14 +201,20 @@ public struct SelectorCache: Sendable {
   /// Every cached selector with its selection and users, sorted by selector text.
   public func snapshots() -> [SelectorSnapshot] {
     entries.values
-      .map { SelectorSnapshot(selector: $0.cached.description, identities: $0.selection, users: $0.users.values.reduce(0, +)) }
+      .map {
+        SelectorSnapshot(
+          selector: $0.cached.description, identities: $0.selection,
+          users: $0.users.values.reduce(0, +))
+      }
       .sorted { ($0.selector, $0.users) < ($1.selector, $1.users) }
   }
 
   // MARK: Identities
 
   /// The labels of a known identity.
-  public func labels(of identity: NumericIdentity) -> LabelSet? { compiledIdentities[identity]?.labels }
+  public func labels(of identity: NumericIdentity) -> LabelSet? {
+    compiledIdentities[identity]?.labels
+  }
 
   public var identityCount: Int { compiledIdentities.count }
 
@@ -219,7 +230,9 @@ public struct SelectorCache: Sendable {
   ///
   /// - Returns: one change per selector whose selection changed, ordered by selector id;
   ///   `added` and `deleted` are disjoint and sorted.
-  public mutating func updateIdentities(added: [SecurityIdentity], deleted: [NumericIdentity]) -> [SelectionChange] {
+  public mutating func updateIdentities(added: [SecurityIdentity], deleted: [NumericIdentity])
+    -> [SelectionChange]
+  {
     var before: [NumericIdentity: CompiledIdentity?] = [:]
     var after: [NumericIdentity: CompiledIdentity?] = [:]
     for id in deleted where compiledIdentities[id] != nil {
@@ -238,8 +251,12 @@ public struct SelectorCache: Sendable {
       if oldIdentity?.labels == newIdentity?.labels { continue }
       let oldMatches = oldIdentity.map(matchingSelectors) ?? []
       let newMatches = newIdentity.map(matchingSelectors) ?? []
-      for selector in oldMatches.subtracting(newMatches) { deletedBySelector[selector, default: []].append(id) }
-      for selector in newMatches.subtracting(oldMatches) { addedBySelector[selector, default: []].append(id) }
+      for selector in oldMatches.subtracting(newMatches) {
+        deletedBySelector[selector, default: []].append(id)
+      }
+      for selector in newMatches.subtracting(oldMatches) {
+        addedBySelector[selector, default: []].append(id)
+      }
       if let oldIdentity { unindex(id, oldIdentity) }
       compiledIdentities[id] = newIdentity
       if let newIdentity { index(id, newIdentity) }
@@ -249,8 +266,11 @@ public struct SelectorCache: Sendable {
     for selectorID in Set(addedBySelector.keys).union(deletedBySelector.keys).sorted() {
       let addedIDs = (addedBySelector[selectorID] ?? []).sorted()
       let deletedIDs = (deletedBySelector[selectorID] ?? []).sorted()
-      entries[selectorID]!.selection = Self.apply(added: addedIDs, deleted: deletedIDs, to: entries[selectorID]!.selection)
-      changes.append(SelectionChange(selector: entries[selectorID]!.cached, added: addedIDs, deleted: deletedIDs))
+      entries[selectorID]!.selection = Self.apply(
+        added: addedIDs, deleted: deletedIDs, to: entries[selectorID]!.selection)
+      changes.append(
+        SelectionChange(selector: entries[selectorID]!.cached, added: addedIDs, deleted: deletedIDs)
+      )
     }
     return changes
   }
@@ -292,7 +312,9 @@ public struct SelectorCache: Sendable {
   }
 
   private mutating func compile(_ labels: LabelSet) -> CompiledIdentity {
-    let atoms = labels.labels.map { Atom(key: intern($0.key), source: intern($0.source), value: intern($0.value)) }
+    let atoms = labels.labels.map {
+      Atom(key: intern($0.key), source: intern($0.source), value: intern($0.value))
+    }
     return CompiledIdentity(labels: labels, atoms: atoms.sorted { $0.key < $1.key })
   }
 
@@ -304,7 +326,9 @@ public struct SelectorCache: Sendable {
 
   /// Prefers an `In` on a key other than the pod namespace (most selective), then any `In`,
   /// then an `Exists`; selectors with neither are matched against every identity.
-  private static func chooseIndex(for requirements: [LabelRequirement], compiled: [CompiledRequirement]) -> IndexSlot {
+  private static func chooseIndex(
+    for requirements: [LabelRequirement], compiled: [CompiledRequirement]
+  ) -> IndexSlot {
     let namespaceKey = PolicyLabels.podNamespace
     var best: (rank: Int, slot: IndexSlot)?
     for (requirement, compiledRequirement) in zip(requirements, compiled) {
@@ -367,7 +391,9 @@ public struct SelectorCache: Sendable {
   }
 
   /// Merges sorted, disjoint deltas into a sorted selection.
-  private static func apply(added: [NumericIdentity], deleted: [NumericIdentity], to selection: [NumericIdentity]) -> [NumericIdentity] {
+  private static func apply(
+    added: [NumericIdentity], deleted: [NumericIdentity], to selection: [NumericIdentity]
+  ) -> [NumericIdentity] {
     var result = selection
     if added.count + deleted.count <= 8 {
       for id in deleted {

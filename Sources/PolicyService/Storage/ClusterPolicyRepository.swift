@@ -41,7 +41,8 @@ public final class ClusterPolicyRepository: Sendable {
   private let applied = Mutex<Int64>(0)
 
   public init(
-    configuration: Configuration = .defaults, client: EtcdClient, engine: PolicyEngine, events: PolicyEvents,
+    configuration: Configuration = .defaults, client: EtcdClient, engine: PolicyEngine,
+    events: PolicyEvents,
     logger: Logger = Logger(label: "tessera.policy.cluster")
   ) {
     self.configuration = configuration
@@ -56,8 +57,10 @@ public final class ClusterPolicyRepository: Sendable {
 
   /// Reads the repository, then follows it, until cancelled (reconnecting by itself).
   public func run() async throws {
-    let session = EtcdSession(client: client, prefix: configuration.prefix + "/", leaseTTLSeconds: 0, logger: logger)
-    try await session.run(.init(lease: { 0 }, load: { _ in try await self.load() }, apply: { self.apply($0) }))
+    let session = EtcdSession(
+      client: client, prefix: configuration.prefix + "/", leaseTTLSeconds: 0, logger: logger)
+    try await session.run(
+      .init(lease: { 0 }, load: { _ in try await self.load() }, apply: { self.apply($0) }))
   }
 
   // MARK: - Writes
@@ -66,19 +69,26 @@ public final class ClusterPolicyRepository: Sendable {
   ///
   /// - Throws: ``PolicyError`` `invalidManifest` (nothing written), `unavailable` when etcd
   ///   cannot be reached or this replica does not apply the change in time.
-  public func importPolicies(sourceName: String, content: [UInt8]) async throws(PolicyError) -> (revision: UInt64, policies: [PolicyRef]) {
+  public func importPolicies(sourceName: String, content: [UInt8]) async throws(PolicyError) -> (
+    revision: UInt64, policies: [PolicyRef]
+  ) {
     let parsed = try PolicyManifest.parse(sourceName: sourceName, content: content)
     guard parsed.count <= Self.maximumPoliciesPerImport else {
       throw PolicyError(
         code: .invalidManifest,
-        message: "\(sourceName): \(parsed.count) policies in one import; the cluster store takes at most \(Self.maximumPoliciesPerImport) (etcd's transaction limit)")
+        message:
+          "\(sourceName): \(parsed.count) policies in one import; the cluster store takes at most \(Self.maximumPoliciesPerImport) (etcd's transaction limit)"
+      )
     }
     let operations = parsed.map { Etcd.put(key(PolicyKey($0.ref)), $0.sourceJSON) }
     let revision = try await commit(Etcd.txn(when: [], then: operations)).revision
     try await waitUntilApplied(revision)
-    logger.info("policies imported into the cluster store", metadata: [
-      "policy.revision": "\(revision)", "policy.names": "\(parsed.map(\.ref.description).joined(separator: ","))",
-    ])
+    logger.info(
+      "policies imported into the cluster store",
+      metadata: [
+        "policy.revision": "\(revision)",
+        "policy.names": "\(parsed.map(\.ref.description).joined(separator: ","))",
+      ])
     return (UInt64(revision), parsed.map(\.ref))
   }
 
@@ -88,20 +98,30 @@ public final class ClusterPolicyRepository: Sendable {
   ///   as for imports.
   public func deletePolicy(namespace: String, name: String) async throws(PolicyError) -> UInt64 {
     let key = key(PolicyKey(namespace: namespace, name: name))
-    let result = try await commit(Etcd.txn(when: [Etcd.absent(key)], then: [], else: [Etcd.delete(key)]))
+    let result = try await commit(
+      Etcd.txn(when: [Etcd.absent(key)], then: [], else: [Etcd.delete(key)]))
     if result.succeeded {
-      throw PolicyError(code: .notFound, message: "policy \(namespace.isEmpty ? name : "\(namespace)/\(name)") not found")
+      throw PolicyError(
+        code: .notFound,
+        message: "policy \(namespace.isEmpty ? name : "\(namespace)/\(name)") not found")
     }
     try await waitUntilApplied(result.revision)
-    logger.info("policy deleted from the cluster store", metadata: ["policy.revision": "\(result.revision)", "policy.name": "\(namespace)/\(name)"])
+    logger.info(
+      "policy deleted from the cluster store",
+      metadata: ["policy.revision": "\(result.revision)", "policy.name": "\(namespace)/\(name)"])
     return UInt64(result.revision)
   }
 
-  private func commit(_ transaction: EtcdTransaction) async throws(PolicyError) -> EtcdTransactionResult {
+  private func commit(_ transaction: EtcdTransaction) async throws(PolicyError)
+    -> EtcdTransactionResult
+  {
     do {
       return try await client.txn(transaction)
     } catch {
-      throw PolicyError(code: .unavailable, message: "the cluster policy store (etcd \(client.endpointsDescription)) is unreachable", cause: error)
+      throw PolicyError(
+        code: .unavailable,
+        message: "the cluster policy store (etcd \(client.endpointsDescription)) is unreachable",
+        cause: error)
     }
   }
 
@@ -111,7 +131,9 @@ public final class ClusterPolicyRepository: Sendable {
       guard ContinuousClock.now < deadline else {
         throw PolicyError(
           code: .unavailable,
-          message: "the change was committed at etcd revision \(revision) but this replica has not applied it yet; it will")
+          message:
+            "the change was committed at etcd revision \(revision) but this replica has not applied it yet; it will"
+        )
       }
       try? await Task.sleep(for: .milliseconds(2))
     }
@@ -127,7 +149,8 @@ public final class ClusterPolicyRepository: Sendable {
   private func policyKey(_ data: Data) -> PolicyKey? {
     let text = String(decoding: data, as: UTF8.self)
     guard text.hasPrefix(configuration.prefix + "/") else { return nil }
-    let parts = text.dropFirst(configuration.prefix.count + 1).split(separator: "/", omittingEmptySubsequences: false)
+    let parts = text.dropFirst(configuration.prefix.count + 1).split(
+      separator: "/", omittingEmptySubsequences: false)
     guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return nil }
     return PolicyKey(namespace: parts[0] == "-" ? "" : String(parts[0]), name: String(parts[1]))
   }
@@ -135,29 +158,39 @@ public final class ClusterPolicyRepository: Sendable {
   /// The policy a key-value holds, checked against its key; nil (logged) when it cannot be read.
   private func decode(_ kv: EtcdKeyValue) -> ParsedPolicy? {
     guard let key = policyKey(kv.key) else {
-      logger.warning("ignored a key in the cluster policy store", metadata: ["key": "\(String(decoding: kv.key, as: UTF8.self))"])
+      logger.warning(
+        "ignored a key in the cluster policy store",
+        metadata: ["key": "\(String(decoding: kv.key, as: UTF8.self))"])
       return nil
     }
     do {
       let parsed = try PolicyManifest.parseStored(String(decoding: kv.value, as: UTF8.self))
       guard PolicyKey(parsed.ref) == key else {
-        logger.warning("ignored a policy stored under another policy's key", metadata: ["key": "\(key.namespace)/\(key.name)"])
+        logger.warning(
+          "ignored a policy stored under another policy's key",
+          metadata: ["key": "\(key.namespace)/\(key.name)"])
         return nil
       }
       return parsed
     } catch {
-      logger.warning("ignored a policy that does not parse", metadata: ["key": "\(key.namespace)/\(key.name)", "error": "\(error.problem)"])
+      logger.warning(
+        "ignored a policy that does not parse",
+        metadata: ["key": "\(key.namespace)/\(key.name)", "error": "\(error.problem)"])
       return nil
     }
   }
 
   private func load() async throws -> Int64 {
     let (kvs, revision) = try await client.rangeAll(prefix: configuration.prefix + "/")
-    let policies = kvs.compactMap { kv in decode(kv).map { (policy: $0, importedAt: UInt64(kv.modRevision)) } }
+    let policies = kvs.compactMap { kv in
+      decode(kv).map { (policy: $0, importedAt: UInt64(kv.modRevision)) }
+    }
     let affected = engine.replaceAll(with: policies, revision: UInt64(revision))
     events.publish(revision: engine.revision, affected: affected)
     applied.withLock { $0 = max($0, revision) }
-    logger.info("policy repository read from the cluster store", metadata: ["policy.revision": "\(revision)", "policy.count": "\(policies.count)"])
+    logger.info(
+      "policy repository read from the cluster store",
+      metadata: ["policy.revision": "\(revision)", "policy.count": "\(policies.count)"])
     return revision
   }
 
@@ -182,7 +215,8 @@ public final class ClusterPolicyRepository: Sendable {
         }
         index += 1
       }
-      let affected = engine.apply(upserting: upserting, deleting: deleting, revision: UInt64(revision))
+      let affected = engine.apply(
+        upserting: upserting, deleting: deleting, revision: UInt64(revision))
       events.publish(revision: engine.revision, affected: affected)
       applied.withLock { $0 = max($0, revision) }
     }

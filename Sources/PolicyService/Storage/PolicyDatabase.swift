@@ -16,7 +16,8 @@ public final class PolicyDatabase: Sendable {
     do {
       try self.init(writer: DatabaseQueue(path: path))
     } catch {
-      throw PolicyError(code: .storage, message: "cannot open policy database \(path)", cause: error)
+      throw PolicyError(
+        code: .storage, message: "cannot open policy database \(path)", cause: error)
     }
   }
 
@@ -25,7 +26,8 @@ public final class PolicyDatabase: Sendable {
     do {
       return try PolicyDatabase(writer: DatabaseQueue())
     } catch {
-      throw PolicyError(code: .storage, message: "cannot open in-memory policy database", cause: error)
+      throw PolicyError(
+        code: .storage, message: "cannot open in-memory policy database", cause: error)
     }
   }
 
@@ -69,7 +71,9 @@ public final class PolicyDatabase: Sendable {
 
   /// In one transaction: stores `upserting` (replacing by namespace/name), deletes
   /// `deleting`, and sets the repository revision.
-  func commit(revision: UInt64, upserting: [PolicyRecord], deleting: [PolicyKey]) throws(PolicyError) {
+  func commit(revision: UInt64, upserting: [PolicyRecord], deleting: [PolicyKey])
+    throws(PolicyError)
+  {
     do {
       try writer.write { db in
         for record in upserting { try record.upsert(db) }

@@ -6,11 +6,14 @@ import TesseraRuntime
 struct DatapathCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "datapath", abstract: "Inspect what the datapath has realised.",
-    subcommands: [DatapathPolicy.self, DatapathIPCache.self, DatapathConntrack.self, DatapathCounters.self])
+    subcommands: [
+      DatapathPolicy.self, DatapathIPCache.self, DatapathConntrack.self, DatapathCounters.self,
+    ])
 }
 
 struct DatapathPolicy: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "policy", abstract: "Policy maps.", subcommands: [DatapathPolicyGet.self])
+  static let configuration = CommandConfiguration(
+    commandName: "policy", abstract: "Policy maps.", subcommands: [DatapathPolicyGet.self])
 }
 
 extension Tessera_Common_V1_PolicyEntry {
@@ -25,51 +28,71 @@ extension Tessera_Common_V1_PolicyEntry {
   }
   var json: [String: Any] {
     [
-      "peerIdentity": Int(peerIdentity), "direction": direction == .ingress ? "ingress" : "egress", "protocol": protocolText,
+      "peerIdentity": Int(peerIdentity), "direction": direction == .ingress ? "ingress" : "egress",
+      "protocol": protocolText,
       "port": Int(port), "endPort": Int(endPort), "verdict": verdict == .deny ? "deny" : "allow",
     ]
   }
 }
 
 struct DatapathPolicyGet: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "get", abstract: "Show an endpoint's realised policy map, read back from the datapath.")
+  static let configuration = CommandConfiguration(
+    commandName: "get",
+    abstract: "Show an endpoint's realised policy map, read back from the datapath.")
   @OptionGroup var global: GlobalOptions
   @Argument(help: "Endpoint ID.") var endpoint: UInt64
 
   func run() async throws {
     let id = endpoint
     let result = try await global.withClient(.datapath) { client, options in
-      try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).getEndpointPolicy(.with { $0.endpointID = id }, options: options)
+      try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).getEndpointPolicy(
+        .with { $0.endpointID = id }, options: options)
     }
     if global.output == .json {
       try printJSON([
-        "endpoint": Int(result.endpointID), "identity": Int(result.identity), "hostInterface": result.hostInterface,
-        "realizedRevision": Int(result.realizedRevision), "ingressEnforced": result.policy.ingressEnforced,
-        "egressEnforced": result.policy.egressEnforced, "entries": result.policy.entries.map(\.json),
+        "endpoint": Int(result.endpointID), "identity": Int(result.identity),
+        "hostInterface": result.hostInterface,
+        "realizedRevision": Int(result.realizedRevision),
+        "ingressEnforced": result.policy.ingressEnforced,
+        "egressEnforced": result.policy.egressEnforced,
+        "entries": result.policy.entries.map(\.json),
       ])
     } else {
-      print("endpoint \(result.endpointID) identity \(result.identity) revision \(result.realizedRevision) ingress \(result.policy.ingressEnforced ? "enforced" : "default-allow") egress \(result.policy.egressEnforced ? "enforced" : "default-allow")")
-      printTable(["DIRECTION", "PEER", "PROTO", "PORT", "VERDICT"], result.policy.entries.map {
-        [$0.direction == .ingress ? "ingress" : "egress", $0.peerIdentity == 0 ? "any" : String($0.peerIdentity), $0.protocolText, $0.portText, $0.verdict == .deny ? "deny" : "allow"]
-      })
+      print(
+        "endpoint \(result.endpointID) identity \(result.identity) revision \(result.realizedRevision) ingress \(result.policy.ingressEnforced ? "enforced" : "default-allow") egress \(result.policy.egressEnforced ? "enforced" : "default-allow")"
+      )
+      printTable(
+        ["DIRECTION", "PEER", "PROTO", "PORT", "VERDICT"],
+        result.policy.entries.map {
+          [
+            $0.direction == .ingress ? "ingress" : "egress",
+            $0.peerIdentity == 0 ? "any" : String($0.peerIdentity), $0.protocolText, $0.portText,
+            $0.verdict == .deny ? "deny" : "allow",
+          ]
+        })
     }
   }
 }
 
 struct DatapathIPCache: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "ipcache", abstract: "The ipcache.", subcommands: [DatapathIPCacheList.self])
+  static let configuration = CommandConfiguration(
+    commandName: "ipcache", abstract: "The ipcache.", subcommands: [DatapathIPCacheList.self])
 }
 
 struct DatapathIPCacheList: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "list", abstract: "List IP prefix → identity entries.")
+  static let configuration = CommandConfiguration(
+    commandName: "list", abstract: "List IP prefix → identity entries.")
   @OptionGroup var global: GlobalOptions
 
   func run() async throws {
     let result = try await global.withClient(.datapath) { client, options in
-      try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).listIPCache(.init(), options: options)
+      try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).listIPCache(
+        .init(), options: options)
     }
     if global.output == .json {
-      try printJSON(["entries": result.entries.map { ["prefix": $0.prefix, "identity": Int($0.identity)] }])
+      try printJSON([
+        "entries": result.entries.map { ["prefix": $0.prefix, "identity": Int($0.identity)] }
+      ])
     } else {
       printTable(["PREFIX", "IDENTITY"], result.entries.map { [$0.prefix, String($0.identity)] })
     }
@@ -77,69 +100,98 @@ struct DatapathIPCacheList: AsyncParsableCommand {
 }
 
 struct DatapathConntrack: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "ct", abstract: "Conntrack.", subcommands: [DatapathConntrackList.self])
+  static let configuration = CommandConfiguration(
+    commandName: "ct", abstract: "Conntrack.", subcommands: [DatapathConntrackList.self])
 }
 
 struct DatapathConntrackList: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "list", abstract: "List tracked connections, read from the kernel's conntrack map.")
+  static let configuration = CommandConfiguration(
+    commandName: "list", abstract: "List tracked connections, read from the kernel's conntrack map."
+  )
   @OptionGroup var global: GlobalOptions
 
   func run() async throws {
     let result = try await global.withClient(.datapath) { client, options in
-      try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).listConntrack(.init(), options: options)
+      try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).listConntrack(
+        .init(), options: options)
     }
-    let protocols: [Tessera_Common_V1_Protocol: String] = [.tcp: "TCP", .udp: "UDP", .sctp: "SCTP", .any: "ANY"]
+    let protocols: [Tessera_Common_V1_Protocol: String] = [
+      .tcp: "TCP", .udp: "UDP", .sctp: "SCTP", .any: "ANY",
+    ]
     if global.output == .json {
-      try printJSON(["entries": result.entries.map {
-        [
-          "endpoint": Int($0.endpointID), "direction": $0.direction == .ingress ? "ingress" : "egress",
-          "protocol": protocols[$0.protocol] ?? "ANY", "source": $0.source, "sourcePort": Int($0.sourcePort),
-          "destination": $0.destination, "destinationPort": Int($0.destinationPort), "packets": Int($0.packets),
-          "idleMs": Int($0.idleNanoseconds / 1_000_000),
-        ] as [String: Any]
-      }])
+      try printJSON([
+        "entries": result.entries.map {
+          [
+            "endpoint": Int($0.endpointID),
+            "direction": $0.direction == .ingress ? "ingress" : "egress",
+            "protocol": protocols[$0.protocol] ?? "ANY", "source": $0.source,
+            "sourcePort": Int($0.sourcePort),
+            "destination": $0.destination, "destinationPort": Int($0.destinationPort),
+            "packets": Int($0.packets),
+            "idleMs": Int($0.idleNanoseconds / 1_000_000),
+          ] as [String: Any]
+        }
+      ])
     } else {
-      printTable(["ENDPOINT", "DIR", "PROTO", "SOURCE", "DESTINATION", "PACKETS", "IDLE"], result.entries.map {
-        [
-          String($0.endpointID), $0.direction == .ingress ? "ingress" : "egress", protocols[$0.protocol] ?? "ANY",
-          "\($0.source):\($0.sourcePort)", "\($0.destination):\($0.destinationPort)", String($0.packets),
-          "\($0.idleNanoseconds / 1_000_000) ms",
-        ]
-      })
+      printTable(
+        ["ENDPOINT", "DIR", "PROTO", "SOURCE", "DESTINATION", "PACKETS", "IDLE"],
+        result.entries.map {
+          [
+            String($0.endpointID), $0.direction == .ingress ? "ingress" : "egress",
+            protocols[$0.protocol] ?? "ANY",
+            "\($0.source):\($0.sourcePort)", "\($0.destination):\($0.destinationPort)",
+            String($0.packets),
+            "\($0.idleNanoseconds / 1_000_000) ms",
+          ]
+        })
     }
   }
 }
 
 struct DatapathCounters: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "counters", abstract: "Forwarded and dropped packets of an endpoint, by direction and reason.")
+  static let configuration = CommandConfiguration(
+    commandName: "counters",
+    abstract: "Forwarded and dropped packets of an endpoint, by direction and reason.")
   @OptionGroup var global: GlobalOptions
   @Argument(help: "Endpoint ID.") var endpoint: UInt64
 
   func run() async throws {
     let id = endpoint
     let counters = try await global.withClient(.datapath) { client, options in
-      try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).getEndpointCounters(.with { $0.endpointID = id }, options: options)
+      try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).getEndpointCounters(
+        .with { $0.endpointID = id }, options: options)
     }
     if global.output == .json {
       try printJSON([
         "endpoint": Int(counters.endpointID), "ingressForwarded": Int(counters.ingressForwarded),
-        "ingressDropped": Int(counters.ingressDropped), "egressForwarded": Int(counters.egressForwarded),
+        "ingressDropped": Int(counters.ingressDropped),
+        "egressForwarded": Int(counters.egressForwarded),
         "egressDropped": Int(counters.egressDropped),
         "reasons": counters.reasons.map { reason -> [String: Any] in
-          ["direction": reason.direction == .ingress ? "ingress" : "egress", "reason": reason.reason, "packets": Int(reason.packets)]
+          [
+            "direction": reason.direction == .ingress ? "ingress" : "egress",
+            "reason": reason.reason, "packets": Int(reason.packets),
+          ]
         },
       ])
     } else {
-      printTable(["DIRECTION", "FORWARDED", "DROPPED"], [
-        ["ingress", String(counters.ingressForwarded), String(counters.ingressDropped)],
-        ["egress", String(counters.egressForwarded), String(counters.egressDropped)],
-      ])
+      printTable(
+        ["DIRECTION", "FORWARDED", "DROPPED"],
+        [
+          ["ingress", String(counters.ingressForwarded), String(counters.ingressDropped)],
+          ["egress", String(counters.egressForwarded), String(counters.egressDropped)],
+        ])
       let reasons = counters.reasons.filter { $0.packets > 0 }
       if !reasons.isEmpty {
         print()
-        printTable(["DIRECTION", "REASON", "PACKETS"], reasons.map { reason in
-          [reason.direction == .ingress ? "ingress" : "egress", reason.reason, String(reason.packets)]
-        })
+        printTable(
+          ["DIRECTION", "REASON", "PACKETS"],
+          reasons.map { reason in
+            [
+              reason.direction == .ingress ? "ingress" : "egress", reason.reason,
+              String(reason.packets),
+            ]
+          })
       }
     }
   }

@@ -8,7 +8,10 @@ import TesseraRuntime
 struct EndpointCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "endpoint", abstract: "Create, inspect, relabel and delete endpoints.",
-    subcommands: [EndpointCreate.self, EndpointList.self, EndpointGet.self, EndpointDelete.self, EndpointLabels.self])
+    subcommands: [
+      EndpointCreate.self, EndpointList.self, EndpointGet.self, EndpointDelete.self,
+      EndpointLabels.self,
+    ])
 }
 
 /// Which endpoint a command is about: `ID` or `--container-id`.
@@ -23,7 +26,9 @@ struct EndpointTarget: ParsableArguments {
   var interface: String?
 
   func validate() throws {
-    guard (id != nil) != (containerID != nil) else { throw ValidationError("give an endpoint ID or --container-id (not both)") }
+    guard (id != nil) != (containerID != nil) else {
+      throw ValidationError("give an endpoint ID or --container-id (not both)")
+    }
   }
 
   var selector: Tessera_Endpoint_V1_EndpointSelector {
@@ -66,21 +71,29 @@ extension Tessera_Common_V1_Label {
 extension Tessera_Endpoint_V1_Endpoint {
   var json: [String: Any] {
     [
-      "id": Int(id), "containerId": containerID, "interfaceName": interfaceName, "hostInterface": hostInterface,
-      "ips": ips, "namespace": namespace, "pod": podName, "labels": labels.map(\.text), "identity": Int(identity),
-      "state": state.name, "policyRevision": Int(policyRevision), "identityRevision": Int(identityRevision),
+      "id": Int(id), "containerId": containerID, "interfaceName": interfaceName,
+      "hostInterface": hostInterface,
+      "ips": ips, "namespace": namespace, "pod": podName, "labels": labels.map(\.text),
+      "identity": Int(identity),
+      "state": state.name, "policyRevision": Int(policyRevision),
+      "identityRevision": Int(identityRevision),
       "netns": netns, "createdAtUnixMs": Int(createdAtUnixMs),
     ]
   }
 
   var row: [String] {
-    [String(id), String(containerID.prefix(16)), ips.joined(separator: ","), String(identity), state.name, String(policyRevision), labels.map(\.text).joined(separator: ",")]
+    [
+      String(id), String(containerID.prefix(16)), ips.joined(separator: ","), String(identity),
+      state.name, String(policyRevision), labels.map(\.text).joined(separator: ","),
+    ]
   }
 }
 
 let endpointHeader = ["ID", "CONTAINER", "IPS", "IDENTITY", "STATE", "POLICY-REV", "LABELS"]
 
-func printEndpoints(_ endpoints: [Tessera_Endpoint_V1_Endpoint], _ global: GlobalOptions, single: Bool = false) throws {
+func printEndpoints(
+  _ endpoints: [Tessera_Endpoint_V1_Endpoint], _ global: GlobalOptions, single: Bool = false
+) throws {
   if global.output == .json {
     try printJSON(single ? endpoints[0].json : ["endpoints": endpoints.map(\.json)] as Any)
   } else {
@@ -90,7 +103,8 @@ func printEndpoints(_ endpoints: [Tessera_Endpoint_V1_Endpoint], _ global: Globa
 
 struct EndpointCreate: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "create", abstract: "Create an endpoint and wait until its policy is in force (the CNI plugin's call).")
+    commandName: "create",
+    abstract: "Create an endpoint and wait until its policy is in force (the CNI plugin's call).")
 
   @OptionGroup var global: GlobalOptions
   @Option var containerID: String
@@ -116,7 +130,8 @@ struct EndpointCreate: AsyncParsableCommand {
     let response = try await global.withClient(.endpoint) { client, options in
       var request = request
       request.labels = labels
-      return try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).createEndpoint(request, options: options)
+      return try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).createEndpoint(
+        request, options: options)
     }
     try printEndpoints([response.endpoint], global, single: true)
   }
@@ -128,47 +143,55 @@ struct EndpointList: AsyncParsableCommand {
 
   func run() async throws {
     let response = try await global.withClient(.endpoint) { client, options in
-      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).listEndpoints(.init(), options: options)
+      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).listEndpoints(
+        .init(), options: options)
     }
     try printEndpoints(response.endpoints, global)
   }
 }
 
 struct EndpointGet: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "get", abstract: "Show one endpoint.")
+  static let configuration = CommandConfiguration(
+    commandName: "get", abstract: "Show one endpoint.")
   @OptionGroup var global: GlobalOptions
   @OptionGroup var target: EndpointTarget
 
   func run() async throws {
     let selector = target.selector
     let endpoint = try await global.withClient(.endpoint) { client, options in
-      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).getEndpoint(.with { $0.endpoint = selector }, options: options)
+      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).getEndpoint(
+        .with { $0.endpoint = selector }, options: options)
     }
     try printEndpoints([endpoint], global, single: true)
   }
 }
 
 struct EndpointDelete: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete an endpoint (succeeds when it is already gone).")
+  static let configuration = CommandConfiguration(
+    commandName: "delete", abstract: "Delete an endpoint (succeeds when it is already gone).")
   @OptionGroup var global: GlobalOptions
   @OptionGroup var target: EndpointTarget
 
   func run() async throws {
     let selector = target.selector
     let response = try await global.withClient(.endpoint) { client, options in
-      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).deleteEndpoint(.with { $0.endpoint = selector }, options: options)
+      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).deleteEndpoint(
+        .with { $0.endpoint = selector }, options: options)
     }
     if global.output == .json {
       try printJSON(["existed": response.existed, "deleted": Int(response.deleted)])
     } else {
-      print(response.existed ? "deleted \(response.deleted) endpoint(s)" : "no such endpoint (nothing to do)")
+      print(
+        response.existed
+          ? "deleted \(response.deleted) endpoint(s)" : "no such endpoint (nothing to do)")
     }
   }
 }
 
 struct EndpointLabels: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "labels", abstract: "Replace an endpoint's labels; its identity is re-resolved without recreating it.")
+    commandName: "labels",
+    abstract: "Replace an endpoint's labels; its identity is re-resolved without recreating it.")
   @OptionGroup var global: GlobalOptions
   @OptionGroup var target: EndpointTarget
   @Option(help: "Label source:key=value (repeatable); the full new set.") var label: [String] = []

@@ -6,7 +6,8 @@ import TesseraRuntime
 struct NamespaceCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "namespace",
-    abstract: "Namespace labels: every pod in the namespace carries them as k8s:io.cilium.k8s.namespace.labels.KEY (what namespaceSelector matches).",
+    abstract:
+      "Namespace labels: every pod in the namespace carries them as k8s:io.cilium.k8s.namespace.labels.KEY (what namespaceSelector matches).",
     subcommands: [NamespaceSet.self, NamespaceGet.self, NamespaceDelete.self, NamespaceList.self])
 }
 
@@ -17,7 +18,8 @@ extension Tessera_Endpoint_V1_Namespace {
 
 struct NamespaceSet: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "set", abstract: "Set a namespace's labels (replacing its old ones); its pods are re-labelled.")
+    commandName: "set",
+    abstract: "Set a namespace's labels (replacing its old ones); its pods are re-labelled.")
   @OptionGroup var global: GlobalOptions
   @Argument(help: "Namespace name") var name: String
   @Argument(help: "Labels key=value") var labels: [String] = []
@@ -26,20 +28,27 @@ struct NamespaceSet: AsyncParsableCommand {
     let parsed = try parseLabels(labels)
     let result = try await global.withClient(.endpoint) { client, options in
       try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).setNamespace(
-        .with { $0.namespace = .with { $0.name = name; $0.labels = parsed } }, options: options)
+        .with {
+          $0.namespace = .with {
+            $0.name = name
+            $0.labels = parsed
+          }
+        }, options: options)
     }
     if global.output == .json { try printJSON(result.json) } else { print(result.line) }
   }
 }
 
 struct NamespaceGet: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "get", abstract: "Show a namespace's labels.")
+  static let configuration = CommandConfiguration(
+    commandName: "get", abstract: "Show a namespace's labels.")
   @OptionGroup var global: GlobalOptions
   @Argument(help: "Namespace name") var name: String
 
   func run() async throws {
     let result = try await global.withClient(.endpoint) { client, options in
-      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).getNamespace(.with { $0.name = name }, options: options)
+      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).getNamespace(
+        .with { $0.name = name }, options: options)
     }
     if global.output == .json { try printJSON(result.json) } else { print(result.line) }
   }
@@ -53,24 +62,33 @@ struct NamespaceDelete: AsyncParsableCommand {
 
   func run() async throws {
     let result = try await global.withClient(.endpoint) { client, options in
-      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).deleteNamespace(.with { $0.name = name }, options: options)
+      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).deleteNamespace(
+        .with { $0.name = name }, options: options)
     }
-    if global.output == .json { try printJSON(["existed": result.existed]) } else { print(result.existed ? "deleted" : "no labels set for \(name)") }
+    if global.output == .json {
+      try printJSON(["existed": result.existed])
+    } else {
+      print(result.existed ? "deleted" : "no labels set for \(name)")
+    }
   }
 }
 
 struct NamespaceList: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "list", abstract: "List namespaces with labels.")
+  static let configuration = CommandConfiguration(
+    commandName: "list", abstract: "List namespaces with labels.")
   @OptionGroup var global: GlobalOptions
 
   func run() async throws {
     let result = try await global.withClient(.endpoint) { client, options in
-      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).listNamespaces(.init(), options: options)
+      try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).listNamespaces(
+        .init(), options: options)
     }
     if global.output == .json {
       try printJSON(["namespaces": result.namespaces.map(\.json)])
     } else {
-      printTable(["NAMESPACE", "LABELS"], result.namespaces.map { [$0.name, $0.labels.map(\.text).joined(separator: ",")] })
+      printTable(
+        ["NAMESPACE", "LABELS"],
+        result.namespaces.map { [$0.name, $0.labels.map(\.text).joined(separator: ",")] })
     }
   }
 }

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import TesseraEtcd
 import GRPCCore
+import TesseraEtcd
 import TesseraProto
 import TesseraRuntime
 
@@ -12,7 +12,8 @@ struct Node: AsyncParsableCommand {
 
 struct NodeUp: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "up", abstract: "Start the four daemons as separate processes and wait until they are healthy.")
+    commandName: "up",
+    abstract: "Start the four daemons as separate processes and wait until they are healthy.")
 
   @OptionGroup var global: GlobalOptions
 
@@ -25,24 +26,36 @@ struct NodeUp: AsyncParsableCommand {
   @Option(help: "This node's name.")
   var nodeName: String = DaemonOptions.defaultNodeName
 
-  @Option(help: "Datapath backend: bpf (default), memory (test backend: enforces nothing) or auto (bpf, else memory: development only).")
+  @Option(
+    help:
+      "Datapath backend: bpf (default), memory (test backend: enforces nothing) or auto (bpf, else memory: development only)."
+  )
   var datapathBackend: String = "bpf"
 
   @Option(help: "bpffs directory for the datapath's pinned maps and programs (one per node).")
   var bpfPinDir: String?
 
-  @Option(help: "Identity store: sqlite:PATH (default: <state-dir>/identity.db) or etcd:URL[,URL...] to share identities with other nodes.")
+  @Option(
+    help:
+      "Identity store: sqlite:PATH (default: <state-dir>/identity.db) or etcd:URL[,URL...] to share identities with other nodes."
+  )
   var identityStore: String?
 
   @Option(help: "etcd key prefix (etcd identity store); every node of one cluster uses the same.")
   var etcdPrefix: String?
 
-  @Option(help: "Rule repository: etcd:URL[,URL...] shares it with every node on that etcd (one import reaches all); default: this node's own database.")
+  @Option(
+    help:
+      "Rule repository: etcd:URL[,URL...] shares it with every node on that etcd (one import reaches all); default: this node's own database."
+  )
   var policyStore: String?
 
   @OptionGroup var etcd: EtcdOptions
 
-  @Option(help: "Serve Prometheus metrics on 127.0.0.1: identity at PORT, policy PORT+1, datapath PORT+2, endpoint PORT+3.")
+  @Option(
+    help:
+      "Serve Prometheus metrics on 127.0.0.1: identity at PORT, policy PORT+1, datapath PORT+2, endpoint PORT+3."
+  )
   var metricsBasePort: Int?
 
   @Option(help: "Daemon log format: plain or json.")
@@ -56,18 +69,24 @@ struct NodeUp: AsyncParsableCommand {
 
   func validate() throws {
     guard ["bpf", "memory", "auto"].contains(datapathBackend) else {
-      throw ValidationError("--datapath-backend must be bpf, memory or auto, not '\(datapathBackend)'")
+      throw ValidationError(
+        "--datapath-backend must be bpf, memory or auto, not '\(datapathBackend)'")
     }
   }
 
   func run() async throws {
     let run = global.runDirectory
     try run.create()
-    let binaries = binDir ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+    let binaries =
+      binDir
+      ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+      .deletingLastPathComponent().path
     var started: [Int32] = []
     for service in TesseraService.startOrder {
       if let pid = runningPID(run, service) {
-        throw CLIError("\(service.executableName) is already running (pid \(pid)) in \(run.path); run `tessera node down` first")
+        throw CLIError(
+          "\(service.executableName) is already running (pid \(pid)) in \(run.path); run `tessera node down` first"
+        )
       }
     }
     for service in TesseraService.startOrder {
@@ -110,7 +129,12 @@ struct NodeUp: AsyncParsableCommand {
       if global.output == .table { print("\(service.executableName) ready (pid \(pid))") }
     }
     if global.output == .json {
-      try printJSON(["runDir": run.path, "pids": Dictionary(uniqueKeysWithValues: zip(TesseraService.startOrder.map(\.rawValue), started.map(Int.init)))])
+      try printJSON([
+        "runDir": run.path,
+        "pids": Dictionary(
+          uniqueKeysWithValues: zip(
+            TesseraService.startOrder.map(\.rawValue), started.map(Int.init))),
+      ])
     }
     guard !detach else { return }
     // Foreground: stop the daemons (reverse order) on SIGINT/SIGTERM, or when one exits.
@@ -133,11 +157,14 @@ struct NodeUp: AsyncParsableCommand {
     try await NodeDown.stop(run, output: .table)
   }
 
-  private func spawnDaemon(_ executable: String, _ arguments: [String], log: String) throws -> Int32 {
+  private func spawnDaemon(_ executable: String, _ arguments: [String], log: String) throws -> Int32
+  {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
-    if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
+    if !FileManager.default.fileExists(atPath: log) {
+      _ = FileManager.default.createFile(atPath: log, contents: nil)
+    }
     let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
     handle.seekToEndOfFile()
     process.standardOutput = handle
@@ -153,12 +180,15 @@ struct NodeUp: AsyncParsableCommand {
     while ContinuousClock.now < deadline {
       if !isRunning(pid) {
         let log = global.runDirectory.logPath(for: service)
-        let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").suffix(5).joined(separator: "\n") ?? ""
+        let tail =
+          (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").suffix(5)
+          .joined(separator: "\n") ?? ""
         throw CLIError("\(service.executableName) exited during startup (log \(log)):\n\(tail)")
       }
       if FileManager.default.fileExists(atPath: global.runDirectory.socketPath(for: service)) {
         let serving = try? await global.withClient(service) { client, options in
-          try await Grpc_Health_V1_Health.Client(wrapping: client).check(.init(), options: options).status == .serving
+          try await Grpc_Health_V1_Health.Client(wrapping: client).check(.init(), options: options)
+            .status == .serving
         }
         if serving == true { return }
       }
@@ -202,7 +232,9 @@ func isRunning(_ pid: Int32) -> Bool {
 }
 
 struct NodeDown: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "down", abstract: "Stop the daemons gracefully (SIGTERM, then SIGKILL after 10 s).")
+  static let configuration = CommandConfiguration(
+    commandName: "down", abstract: "Stop the daemons gracefully (SIGTERM, then SIGKILL after 10 s)."
+  )
 
   @OptionGroup var global: GlobalOptions
 

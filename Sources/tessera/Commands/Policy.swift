@@ -13,16 +13,20 @@ struct PolicyCommand: AsyncParsableCommand {
 /// `NAME` or `NAMESPACE/NAME`; cluster-wide policies have no namespace.
 struct PolicyName: ParsableArguments {
   @Argument(help: "Policy name, as NAME or NAMESPACE/NAME.") var name: String
-  @Option(name: [.short, .long], help: "Namespace (default: default; '' for cluster-wide).") var namespace: String?
+  @Option(name: [.short, .long], help: "Namespace (default: default; '' for cluster-wide).")
+  var namespace: String?
 
   var parts: (namespace: String, name: String) {
-    if let slash = name.firstIndex(of: "/") { return (String(name[..<slash]), String(name[name.index(after: slash)...])) }
+    if let slash = name.firstIndex(of: "/") {
+      return (String(name[..<slash]), String(name[name.index(after: slash)...]))
+    }
     return (namespace ?? "default", name)
   }
 }
 
 struct PolicyImport: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "import", abstract: "Import CiliumNetworkPolicy / NetworkPolicy YAML or JSON.")
+  static let configuration = CommandConfiguration(
+    commandName: "import", abstract: "Import CiliumNetworkPolicy / NetworkPolicy YAML or JSON.")
   @OptionGroup var global: GlobalOptions
   @Argument(help: "Manifest file ('-' for stdin).") var file: String
 
@@ -31,7 +35,9 @@ struct PolicyImport: AsyncParsableCommand {
     if file == "-" {
       content = FileHandle.standardInput.readDataToEndOfFile()
     } else {
-      guard let data = FileManager.default.contents(atPath: file) else { throw CLIError("cannot read \(file)") }
+      guard let data = FileManager.default.contents(atPath: file) else {
+        throw CLIError("cannot read \(file)")
+      }
       content = data
     }
     let source = (file as NSString).lastPathComponent
@@ -43,9 +49,18 @@ struct PolicyImport: AsyncParsableCommand {
         }, options: options)
     }
     if global.output == .json {
-      try printJSON(["revision": Int(response.revision), "policies": response.policies.map { ["namespace": $0.namespace, "name": $0.name, "kind": $0.kind] }])
+      try printJSON([
+        "revision": Int(response.revision),
+        "policies": response.policies.map {
+          ["namespace": $0.namespace, "name": $0.name, "kind": $0.kind]
+        },
+      ])
     } else {
-      for policy in response.policies { print("imported \(policy.kind) \(policy.namespace.isEmpty ? "" : policy.namespace + "/")\(policy.name)") }
+      for policy in response.policies {
+        print(
+          "imported \(policy.kind) \(policy.namespace.isEmpty ? "" : policy.namespace + "/")\(policy.name)"
+        )
+      }
       print("revision \(response.revision)")
     }
   }
@@ -53,25 +68,38 @@ struct PolicyImport: AsyncParsableCommand {
 
 extension Tessera_Policy_V1_Policy {
   var json: [String: Any] {
-    var object: [String: Any] = ["namespace": ref.namespace, "name": ref.name, "kind": ref.kind, "revision": Int(revision), "rules": Int(ruleCount)]
-    if let data = sourceJson.data(using: .utf8), let source = try? JSONSerialization.jsonObject(with: data) { object["source"] = source }
+    var object: [String: Any] = [
+      "namespace": ref.namespace, "name": ref.name, "kind": ref.kind, "revision": Int(revision),
+      "rules": Int(ruleCount),
+    ]
+    if let data = sourceJson.data(using: .utf8),
+      let source = try? JSONSerialization.jsonObject(with: data)
+    {
+      object["source"] = source
+    }
     return object
   }
 }
 
 struct PolicyList: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "list", abstract: "List policies and the repository revision.")
+  static let configuration = CommandConfiguration(
+    commandName: "list", abstract: "List policies and the repository revision.")
   @OptionGroup var global: GlobalOptions
 
   func run() async throws {
     let response = try await global.withClient(.policy) { client, options in
-      try await Tessera_Policy_V1_PolicyService.Client(wrapping: client).listPolicies(.init(), options: options)
+      try await Tessera_Policy_V1_PolicyService.Client(wrapping: client).listPolicies(
+        .init(), options: options)
     }
     if global.output == .json {
       try printJSON(["revision": Int(response.revision), "policies": response.policies.map(\.json)])
     } else {
       print("revision: \(response.revision)")
-      printTable(["NAMESPACE", "NAME", "KIND", "RULES", "REVISION"], response.policies.map { [$0.ref.namespace, $0.ref.name, $0.ref.kind, String($0.ruleCount), String($0.revision)] })
+      printTable(
+        ["NAMESPACE", "NAME", "KIND", "RULES", "REVISION"],
+        response.policies.map {
+          [$0.ref.namespace, $0.ref.name, $0.ref.kind, String($0.ruleCount), String($0.revision)]
+        })
     }
   }
 }
@@ -93,14 +121,17 @@ struct PolicyGet: AsyncParsableCommand {
     if global.output == .json {
       try printJSON(response.json)
     } else {
-      print("\(response.ref.kind) \(namespace.isEmpty ? "" : namespace + "/")\(name) (revision \(response.revision), \(response.ruleCount) rules)")
+      print(
+        "\(response.ref.kind) \(namespace.isEmpty ? "" : namespace + "/")\(name) (revision \(response.revision), \(response.ruleCount) rules)"
+      )
       print(response.sourceJson)
     }
   }
 }
 
 struct PolicyDelete: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete a policy.")
+  static let configuration = CommandConfiguration(
+    commandName: "delete", abstract: "Delete a policy.")
   @OptionGroup var global: GlobalOptions
   @OptionGroup var policy: PolicyName
 
@@ -113,22 +144,39 @@ struct PolicyDelete: AsyncParsableCommand {
           $0.name = name
         }, options: options)
     }
-    if global.output == .json { try printJSON(["revision": Int(response.revision)]) } else { print("deleted; revision \(response.revision)") }
+    if global.output == .json {
+      try printJSON(["revision": Int(response.revision)])
+    } else {
+      print("deleted; revision \(response.revision)")
+    }
   }
 }
 
 struct Selectors: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Show the SelectorCache: each selector and the identities it selects.")
+  static let configuration = CommandConfiguration(
+    abstract: "Show the SelectorCache: each selector and the identities it selects.")
   @OptionGroup var global: GlobalOptions
 
   func run() async throws {
     let response = try await global.withClient(.policy) { client, options in
-      try await Tessera_Policy_V1_PolicyService.Client(wrapping: client).listSelectors(.init(), options: options)
+      try await Tessera_Policy_V1_PolicyService.Client(wrapping: client).listSelectors(
+        .init(), options: options)
     }
     if global.output == .json {
-      try printJSON(["selectors": response.selectors.map { ["selector": $0.selector, "identities": $0.identities.map(Int.init), "users": Int($0.users)] }])
+      try printJSON([
+        "selectors": response.selectors.map {
+          [
+            "selector": $0.selector, "identities": $0.identities.map(Int.init),
+            "users": Int($0.users),
+          ]
+        }
+      ])
     } else {
-      printTable(["SELECTOR", "USERS", "IDENTITIES"], response.selectors.map { [$0.selector, String($0.users), $0.identities.map(String.init).joined(separator: ",")] })
+      printTable(
+        ["SELECTOR", "USERS", "IDENTITIES"],
+        response.selectors.map {
+          [$0.selector, String($0.users), $0.identities.map(String.init).joined(separator: ",")]
+        })
     }
   }
 }

@@ -5,7 +5,8 @@ import TesseraProto
 import TesseraRuntime
 
 struct Status: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Show each service's health, version, pid and backend.")
+  static let configuration = CommandConfiguration(
+    abstract: "Show each service's health, version, pid and backend.")
 
   @OptionGroup var global: GlobalOptions
 
@@ -13,11 +14,15 @@ struct Status: AsyncParsableCommand {
     var results: [[String: Any]] = []
     var allHealthy = true
     for service in TesseraService.startOrder {
-      var entry: [String: Any] = ["service": service.rawValue, "socket": global.runDirectory.socketPath(for: service)]
+      var entry: [String: Any] = [
+        "service": service.rawValue, "socket": global.runDirectory.socketPath(for: service),
+      ]
       do {
         let (health, info) = try await global.withClient(service) { client, options in
-          let health = try await Grpc_Health_V1_Health.Client(wrapping: client).check(.init(), options: options)
-          let info = try await Tessera_Runtime_V1_DaemonService.Client(wrapping: client).getDaemonInfo(.init(), options: options)
+          let health = try await Grpc_Health_V1_Health.Client(wrapping: client).check(
+            .init(), options: options)
+          let info = try await Tessera_Runtime_V1_DaemonService.Client(wrapping: client)
+            .getDaemonInfo(.init(), options: options)
           return (health, info)
         }
         entry["health"] = health.status == .serving ? "serving" : "not-serving"
@@ -40,8 +45,10 @@ struct Status: AsyncParsableCommand {
         ["SERVICE", "HEALTH", "PID", "VERSION", "BACKEND"],
         results.map {
           [
-            $0["service"] as? String ?? "", $0["health"] as? String ?? "", ($0["pid"] as? Int).map(String.init) ?? "-",
-            $0["version"] as? String ?? "-", ($0["backend"] as? String) ?? ($0["error"] as? String ?? ""),
+            $0["service"] as? String ?? "", $0["health"] as? String ?? "",
+            ($0["pid"] as? Int).map(String.init) ?? "-",
+            $0["version"] as? String ?? "-",
+            ($0["backend"] as? String) ?? ($0["error"] as? String ?? ""),
           ]
         })
     }

@@ -22,7 +22,8 @@ enum ct_status {
 };
 
 /* The packet's key; returns whether its tuple is reversed in the key. */
-static __always_inline int ct_fill_key(struct ct_key *key, const struct flow *f, __u64 endpoint_id, __u8 dir)
+static __always_inline int ct_fill_key(struct ct_key *key, const struct flow *f, __u64 endpoint_id,
+				       __u8 dir)
 {
 	__u8 other = dir == TESSERA_DIR_INGRESS ? TESSERA_DIR_EGRESS : TESSERA_DIR_INGRESS;
 	__u64 s0, s1, d0, d1;
@@ -73,7 +74,8 @@ static __always_inline __u64 ct_lifetime(const struct flow *f, const struct ct_e
  * a busy flow do not all store the same times again (Cilium keeps a
  * "last report" time for the same reason); an idle flow thus expires up to
  * that interval before its last packet + lifetime. */
-static __always_inline void ct_refresh(struct ct_entry *e, const struct flow *f, __u64 now, int reply)
+static __always_inline void ct_refresh(struct ct_entry *e, const struct flow *f, __u64 now,
+				       int reply)
 {
 	int update = now - e->last_seen_ns >= TESSERA_CT_REFRESH_NS;
 
@@ -96,7 +98,8 @@ static __always_inline void ct_refresh(struct ct_entry *e, const struct flow *f,
 }
 
 /* Looks the packet up as an established flow or as a reply (one lookup). */
-static __always_inline enum ct_status ct_lookup(const struct flow *f, __u64 endpoint_id, __u8 dir, __u64 now)
+static __always_inline enum ct_status ct_lookup(const struct flow *f, __u64 endpoint_id, __u8 dir,
+						__u64 now)
 {
 	struct ct_key key;
 	struct ct_entry *e;
@@ -117,7 +120,8 @@ static __always_inline enum ct_status ct_lookup(const struct flow *f, __u64 endp
 		 * judged by policy again, as netfilter does, so a client that picks
 		 * its own source port cannot reopen a flow that policy now denies.
 		 * If policy allows it, ct_create replaces the entry. */
-		if (f->proto == IPPROTO_TCP && (f->tcp_flags & (TESSERA_TCP_SYN | TESSERA_TCP_ACK)) == TESSERA_TCP_SYN)
+		if (f->proto == IPPROTO_TCP &&
+		    (f->tcp_flags & (TESSERA_TCP_SYN | TESSERA_TCP_ACK)) == TESSERA_TCP_SYN)
 			return CT_NEW;
 		ct_refresh(e, f, now, 0);
 		return CT_ESTABLISHED;
@@ -144,8 +148,8 @@ static __always_inline int ct_tracked(const struct flow *f, __u64 endpoint_id, _
  * to that packet's sender (the error goes back where the packet came from),
  * and one the container sends must be about a packet it received, so a
  * forged error can neither reach a third party nor name another flow. */
-static __always_inline int ct_icmp_error_related(struct __sk_buff *skb, const struct flow *f, __u64 endpoint_id,
-						 __u8 dir, __u64 now)
+static __always_inline int ct_icmp_error_related(struct __sk_buff *skb, const struct flow *f,
+						 __u64 endpoint_id, __u8 dir, __u64 now)
 {
 	struct flow in = {};
 	__u64 a0, a1, b0, b1;
@@ -166,7 +170,8 @@ static __always_inline int ct_icmp_error_related(struct __sk_buff *skb, const st
 		if (a0 != b0 || a1 != b1)
 			return 0;
 	}
-	return ct_tracked(&in, endpoint_id, dir == TESSERA_DIR_INGRESS ? TESSERA_DIR_EGRESS : TESSERA_DIR_INGRESS,
+	return ct_tracked(&in, endpoint_id,
+			  dir == TESSERA_DIR_INGRESS ? TESSERA_DIR_EGRESS : TESSERA_DIR_INGRESS,
 			  now);
 }
 

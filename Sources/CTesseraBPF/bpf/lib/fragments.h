@@ -11,7 +11,8 @@
 #include "maps.h"
 #include "packet.h"
 
-static __always_inline void frag_fill_key(struct frag_key *key, const struct flow *f, __u64 endpoint_id, __u8 dir)
+static __always_inline void frag_fill_key(struct frag_key *key, const struct flow *f,
+					  __u64 endpoint_id, __u8 dir)
 {
 	__builtin_memcpy(key->saddr, f->saddr, 16);
 	__builtin_memcpy(key->daddr, f->daddr, 16);
@@ -41,7 +42,8 @@ static __always_inline void frag_note(const struct flow *f, __u64 endpoint_id, _
 }
 
 /* Whether the first fragment of this non-first fragment's datagram passed. */
-static __always_inline int frag_allowed(const struct flow *f, __u64 endpoint_id, __u8 dir, __u64 now)
+static __always_inline int frag_allowed(const struct flow *f, __u64 endpoint_id, __u8 dir,
+					__u64 now)
 {
 	struct frag_key key;
 	struct frag_value *value;

@@ -60,11 +60,11 @@ struct policy_key {
 	__u32 prefixlen;
 	__u32 pad0;
 	__u64 endpoint_id;
-	__u8 deny; /* 1 for deny entries, 0 for allow entries */
+	__u8 deny;	/* 1 for deny entries, 0 for allow entries */
 	__u8 direction; /* TESSERA_DIR_* */
-	__u8 proto; /* IANA number; 0 = any protocol */
+	__u8 proto;	/* IANA number; 0 = any protocol */
 	__u8 pad;
-	__u32 peer; /* numeric identity; 0 = any peer */
+	__u32 peer;   /* numeric identity; 0 = any peer */
 	__be16 dport; /* network order so the port prefix is its high bits */
 	__u16 pad2;
 };
@@ -115,9 +115,9 @@ struct endpoint_ip {
 
 struct endpoint_info {
 	__u32 identity;
-	__u32 flags; /* TESSERA_EP_F_* */
+	__u32 flags;	       /* TESSERA_EP_F_* */
 	__u64 policy_revision; /* realised revision */
-	__u32 ifindex; /* host-side device, 0 when none */
+	__u32 ifindex;	       /* host-side device, 0 when none */
 	char ifname[TESSERA_IFNAMSIZ];
 	__u32 nr_ips;
 	struct endpoint_ip ips[TESSERA_EP_MAX_IPS];
@@ -152,22 +152,22 @@ struct ct_key {
 };
 
 struct ct_entry {
-	__u64 created_ns; /* CLOCK_MONOTONIC: bpf_ktime_get_coarse_ns(), within a tick */
+	__u64 created_ns;   /* CLOCK_MONOTONIC: bpf_ktime_get_coarse_ns(), within a tick */
 	__u64 last_seen_ns; /* written at most every TESSERA_CT_REFRESH_NS */
 	__u64 expires_ns;
 	__u64 packets_fwd;
 	__u64 packets_rev;
-	__u32 flags; /* TESSERA_CT_F_* */
+	__u32 flags;	/* TESSERA_CT_F_* */
 	__u8 direction; /* of the packet that created the entry (TESSERA_DIR_*) */
-	__u8 reversed; /* 1 when that packet's tuple is the key's reversed */
+	__u8 reversed;	/* 1 when that packet's tuple is the key's reversed */
 	__u16 pad;
 };
 
 /* Whether the tuple (s, sport) -> (d, dport) is the reverse of its canonical
  * orientation. Addresses are compared as two native 64-bit words each: any
  * total order does, as long as the programs and the loader use the same one. */
-static inline __attribute__((always_inline)) int tessera_ct_tuple_reversed(__u64 s0, __u64 s1, __u64 d0, __u64 d1,
-									   __u16 sport, __u16 dport)
+static inline __attribute__((always_inline)) int
+tessera_ct_tuple_reversed(__u64 s0, __u64 s1, __u64 d0, __u64 d1, __u16 sport, __u16 dport)
 {
 	if (s0 != d0)
 		return s0 > d0;
@@ -216,27 +216,31 @@ struct frag_value {
  */
 enum tessera_reason {
 	/* Forwarded. */
-	TESSERA_FWD_POLICY = 0, /* new flow allowed by policy */
+	TESSERA_FWD_POLICY = 0,		/* new flow allowed by policy */
 	TESSERA_FWD_CT_ESTABLISHED = 1, /* established flow, forward direction */
-	TESSERA_FWD_CT_REPLY = 2, /* reply of a flow allowed the other way */
-	TESSERA_FWD_NON_IP = 3, /* ARP (every other ethertype is dropped: TESSERA_DROP_UNKNOWN_L3) */
+	TESSERA_FWD_CT_REPLY = 2,	/* reply of a flow allowed the other way */
+	TESSERA_FWD_NON_IP =
+		3, /* ARP (every other ethertype is dropped: TESSERA_DROP_UNKNOWN_L3) */
 	TESSERA_FWD_ICMP6_ND = 4, /* IPv6 neighbour discovery / MLD */
 	/* Dropped. */
-	TESSERA_DROP_POLICY_DENY = 5, /* matched a deny entry */
-	TESSERA_DROP_POLICY_DEFAULT = 6, /* no allow entry in an enforced direction */
-	TESSERA_DROP_INVALID_PACKET = 7, /* truncated or malformed header */
+	TESSERA_DROP_POLICY_DENY = 5,	     /* matched a deny entry */
+	TESSERA_DROP_POLICY_DEFAULT = 6,     /* no allow entry in an enforced direction */
+	TESSERA_DROP_INVALID_PACKET = 7,     /* truncated or malformed header */
 	TESSERA_DROP_FRAG_NOT_SUPPORTED = 8, /* non-first fragment without flow state */
-	TESSERA_DROP_NO_ENDPOINT = 9, /* endpoint missing from the endpoint map */
-	TESSERA_DROP_CT_CREATE_FAILED = 10, /* conntrack entry could not be created */
-	TESSERA_DROP_MISSED_TAIL_CALL = 11, /* no shared handler installed */
+	TESSERA_DROP_NO_ENDPOINT = 9,	     /* endpoint missing from the endpoint map */
+	TESSERA_DROP_CT_CREATE_FAILED = 10,  /* conntrack entry could not be created */
+	TESSERA_DROP_MISSED_TAIL_CALL = 11,  /* no shared handler installed */
 	/* Reasons added later are appended, whatever their kind, so that the
 	 * counters of older reasons keep their index
 	 * (tessera_reason_is_drop says which are drops). */
-	TESSERA_DROP_INVALID_SOURCE = 12, /* from the container: IP source or ARP sender not its own */
+	TESSERA_DROP_INVALID_SOURCE =
+		12,		      /* from the container: IP source or ARP sender not its own */
 	TESSERA_DROP_UNKNOWN_L3 = 13, /* not IPv4, IPv6 or ARP; VLAN-tagged */
-	TESSERA_DROP_EXT_HEADERS = 14, /* IPv6 extension headers not parsed to the end, or unsupported */
+	TESSERA_DROP_EXT_HEADERS =
+		14, /* IPv6 extension headers not parsed to the end, or unsupported */
 	TESSERA_FWD_CT_RELATED = 15, /* ICMP error about a tracked flow (PMTU discovery) */
-	TESSERA_FWD_FRAGMENT = 16, /* non-first fragment of a datagram whose first fragment passed */
+	TESSERA_FWD_FRAGMENT =
+		16, /* non-first fragment of a datagram whose first fragment passed */
 	TESSERA_REASON_MAX = 17,
 };
 
@@ -262,7 +266,7 @@ struct endpoint_metrics {
 
 /* Slots of the tessera_handlers program array. */
 #define TESSERA_HANDLER_FROM_CONTAINER 0 /* egress policy */
-#define TESSERA_HANDLER_TO_CONTAINER 1 /* ingress policy */
+#define TESSERA_HANDLER_TO_CONTAINER 1	 /* ingress policy */
 #define TESSERA_HANDLER_MAX 2
 
 /* skb->cb words carrying the endpoint id from a stub to a handler. */
@@ -270,7 +274,7 @@ struct endpoint_metrics {
 #define TESSERA_CB_ENDPOINT_HI 1
 
 struct loader_state {
-	__u64 object_hash; /* FNV-1a of the object file the handlers came from */
+	__u64 object_hash;  /* FNV-1a of the object file the handlers came from */
 	__u64 installed_ns; /* CLOCK_MONOTONIC when installed */
 	__u32 handler_ids[TESSERA_HANDLER_MAX];
 };

@@ -62,7 +62,7 @@ enum parse_result {
 	PARSE_OK = 0,
 	PARSE_ARP = 1, /* the only non-IP ethertype that passes */
 	PARSE_INVALID = 2,
-	PARSE_UNKNOWN_L3 = 3, /* any other ethertype, or VLAN-tagged */
+	PARSE_UNKNOWN_L3 = 3,  /* any other ethertype, or VLAN-tagged */
 	PARSE_EXT_HEADERS = 4, /* IPv6 extension headers not parsed to the end */
 };
 
@@ -71,24 +71,25 @@ struct flow {
 	__u8 proto;
 	__u8 nonfirst_fragment; /* no L4 header in this packet */
 	__u8 tcp_flags;
-	__u8 icmp6_nd; /* neighbour discovery or MLD */
+	__u8 icmp6_nd;	     /* neighbour discovery or MLD */
 	__u8 first_fragment; /* offset 0 with more fragments to come */
-	__u8 icmp_error; /* ICMP error: the packet it is about follows at l4_off + 8 */
-	__u8 frag_proto; /* fragments: the header after IPv4's / the fragment header */
+	__u8 icmp_error;     /* ICMP error: the packet it is about follows at l4_off + 8 */
+	__u8 frag_proto;     /* fragments: the header after IPv4's / the fragment header */
 	/* 8-byte aligned: conntrack reads them as 64-bit words. */
 	__u8 saddr[16] __attribute__((aligned(8)));
 	__u8 daddr[16] __attribute__((aligned(8)));
 	__u16 sport; /* conntrack ports, host order */
 	__u16 dport;
 	__u16 policy_port; /* destination port for TCP/UDP/SCTP, 0 for portless protocols */
-	__u16 l4_off; /* offset of the L4 header in the frame */
-	__u32 frag_id; /* fragments: the datagram's identification */
+	__u16 l4_off;	   /* offset of the L4 header in the frame */
+	__u32 frag_id;	   /* fragments: the datagram's identification */
 	__u32 pad2;
 };
 
 /* Points at `len` bytes at `off` in the packet: in place when they are in
  * the linear data, else copied into `buf`. NULL when the packet is shorter. */
-static __always_inline const void *packet_bytes(struct __sk_buff *skb, __u32 off, void *buf, __u32 len)
+static __always_inline const void *packet_bytes(struct __sk_buff *skb, __u32 off, void *buf,
+						__u32 len)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -154,13 +155,13 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f, __u32
 			 (f->proto == IPPROTO_ICMPV6 && type == TESSERA_ICMP6_ECHO_REPLY))
 			f->dport = id;
 		/* 130-132 and 143: MLD; 133-137: router/neighbour discovery. */
-		if (f->proto == IPPROTO_ICMPV6 &&
-		    ((type >= 130 && type <= 137) || type == 143))
+		if (f->proto == IPPROTO_ICMPV6 && ((type >= 130 && type <= 137) || type == 143))
 			f->icmp6_nd = 1;
-		if (f->proto == IPPROTO_ICMP ?
-			    (type == TESSERA_ICMP_DEST_UNREACH || type == TESSERA_ICMP_TIME_EXCEEDED ||
-			     type == TESSERA_ICMP_PARAMETER_PROBLEM) :
-			    (type >= TESSERA_ICMP6_DEST_UNREACH && type <= TESSERA_ICMP6_PARAMETER_PROBLEM))
+		if (f->proto == IPPROTO_ICMP ? (type == TESSERA_ICMP_DEST_UNREACH ||
+						type == TESSERA_ICMP_TIME_EXCEEDED ||
+						type == TESSERA_ICMP_PARAMETER_PROBLEM)
+					     : (type >= TESSERA_ICMP6_DEST_UNREACH &&
+						type <= TESSERA_ICMP6_PARAMETER_PROBLEM))
 			f->icmp_error = 1;
 		return PARSE_OK;
 	}
@@ -254,13 +255,15 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct flow *f)
 			__u16 frag = ((__u16)ext[2] << 8) | ext[3];
 			if (fragments++)
 				return PARSE_EXT_HEADERS; /* a second fragment header */
-			f->frag_id = ((__u32)ext[4] << 24) | ((__u32)ext[5] << 16) | ((__u32)ext[6] << 8) | ext[7];
+			f->frag_id = ((__u32)ext[4] << 24) | ((__u32)ext[5] << 16) |
+				     ((__u32)ext[6] << 8) | ext[7];
 			f->frag_proto = ext[0];
 			if (frag >> 3) {
 				/* What follows is the middle of the datagram. */
 				f->nonfirst_fragment = 1;
 				f->proto = ext[0];
-				return fragment_offset_valid(f, frag >> 3) ? PARSE_OK : PARSE_INVALID;
+				return fragment_offset_valid(f, frag >> 3) ? PARSE_OK
+									   : PARSE_INVALID;
 			} else if (frag & 1) {
 				f->first_fragment = 1;
 			}
@@ -309,8 +312,8 @@ static __always_inline int parse_arp_sender(struct __sk_buff *skb, __u32 *spa)
 	if (!arp)
 		return -1;
 	/* htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4; sender at 14. */
-	if (arp[0] != 0 || arp[1] != TESSERA_ARP_HRD_ETHER || arp[2] != 0x08 || arp[3] != 0x00 || arp[4] != 6 ||
-	    arp[5] != 4)
+	if (arp[0] != 0 || arp[1] != TESSERA_ARP_HRD_ETHER || arp[2] != 0x08 || arp[3] != 0x00 ||
+	    arp[4] != 6 || arp[5] != 4)
 		return -1;
 	__builtin_memcpy(spa, arp + 14, 4);
 	return 0;
@@ -320,7 +323,8 @@ static __always_inline int parse_arp_sender(struct __sk_buff *skb, __u32 *spa)
  * protocol and ports in `in`, as conntrack keys them. -1 when it is not
  * something conntrack could know (truncated, a fragment, an IPv6 packet
  * with extension headers, ICMP other than echo). */
-static __always_inline int parse_icmp_inner(struct __sk_buff *skb, const struct flow *f, struct flow *in)
+static __always_inline int parse_icmp_inner(struct __sk_buff *skb, const struct flow *f,
+					    struct flow *in)
 {
 	__u32 off = (__u32)f->l4_off + 8, l4;
 	__u8 buf[8];
@@ -360,8 +364,10 @@ static __always_inline int parse_icmp_inner(struct __sk_buff *skb, const struct 
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6: {
 		__u16 id = ((__u16)hdr[4] << 8) | hdr[5];
-		__u8 request = in->proto == IPPROTO_ICMP ? TESSERA_ICMP_ECHO_REQUEST : TESSERA_ICMP6_ECHO_REQUEST;
-		__u8 reply = in->proto == IPPROTO_ICMP ? TESSERA_ICMP_ECHO_REPLY : TESSERA_ICMP6_ECHO_REPLY;
+		__u8 request = in->proto == IPPROTO_ICMP ? TESSERA_ICMP_ECHO_REQUEST
+							 : TESSERA_ICMP6_ECHO_REQUEST;
+		__u8 reply = in->proto == IPPROTO_ICMP ? TESSERA_ICMP_ECHO_REPLY
+						       : TESSERA_ICMP6_ECHO_REPLY;
 		if ((in->proto == IPPROTO_ICMP) != (f->family == TESSERA_FAMILY_V4))
 			return -1;
 		if (hdr[0] == request)

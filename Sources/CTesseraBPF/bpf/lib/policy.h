@@ -16,14 +16,14 @@
 
 #include "maps.h"
 
-
 enum policy_verdict {
 	POLICY_ALLOW = 0,
-	POLICY_DENY = 1, /* a deny entry matched */
+	POLICY_DENY = 1,	 /* a deny entry matched */
 	POLICY_DEFAULT_DENY = 2, /* nothing allowed it in an enforced direction */
 };
 
-static __always_inline int policy_has(__u64 endpoint_id, __u8 deny, __u8 dir, __u32 peer, __u8 proto, __u16 port)
+static __always_inline int policy_has(__u64 endpoint_id, __u8 deny, __u8 dir, __u32 peer,
+				      __u8 proto, __u16 port)
 {
 	struct policy_key key = {
 		.prefixlen = TESSERA_POLICY_FULL_PREFIX,
@@ -39,8 +39,8 @@ static __always_inline int policy_has(__u64 endpoint_id, __u8 deny, __u8 dir, __
 
 /* The lookup of entries of kind `kind` (TESSERA_POLICY_KIND_*) when the
  * endpoint has some (`kinds`: the direction's byte of the policy kinds). */
-static __always_inline int policy_has_kind(__u32 kinds, __u32 kind, __u64 endpoint_id, __u8 deny, __u8 dir, __u32 peer,
-					   __u8 proto, __u16 port)
+static __always_inline int policy_has_kind(__u32 kinds, __u32 kind, __u64 endpoint_id, __u8 deny,
+					   __u8 dir, __u32 peer, __u8 proto, __u16 port)
 {
 	if (!(kinds & (1U << kind)))
 		return 0;
@@ -50,19 +50,22 @@ static __always_inline int policy_has_kind(__u32 kinds, __u32 kind, __u64 endpoi
 
 /* Whether an entry of this kind (deny or allow) matches, over the peer and
  * protocol wildcards. */
-static __always_inline int policy_matches(__u32 kinds, __u64 endpoint_id, __u8 deny, __u8 dir, __u32 peer, __u8 proto,
-					  __u16 port)
+static __always_inline int policy_matches(__u32 kinds, __u64 endpoint_id, __u8 deny, __u8 dir,
+					  __u32 peer, __u8 proto, __u16 port)
 {
 	__u32 base = deny ? 0 : TESSERA_POLICY_KIND_ALLOW;
 
 	if (policy_has_kind(kinds, base, endpoint_id, deny, dir, peer, proto, port))
 		return 1;
-	if (policy_has_kind(kinds, base | TESSERA_POLICY_KIND_ANY_PROTO, endpoint_id, deny, dir, peer, proto, port))
+	if (policy_has_kind(kinds, base | TESSERA_POLICY_KIND_ANY_PROTO, endpoint_id, deny, dir,
+			    peer, proto, port))
 		return 1;
-	if (policy_has_kind(kinds, base | TESSERA_POLICY_KIND_ANY_PEER, endpoint_id, deny, dir, peer, proto, port))
+	if (policy_has_kind(kinds, base | TESSERA_POLICY_KIND_ANY_PEER, endpoint_id, deny, dir,
+			    peer, proto, port))
 		return 1;
-	return policy_has_kind(kinds, base | TESSERA_POLICY_KIND_ANY_PEER | TESSERA_POLICY_KIND_ANY_PROTO, endpoint_id,
-			       deny, dir, peer, proto, port);
+	return policy_has_kind(kinds,
+			       base | TESSERA_POLICY_KIND_ANY_PEER | TESSERA_POLICY_KIND_ANY_PROTO,
+			       endpoint_id, deny, dir, peer, proto, port);
 }
 
 /* The direction's byte of the endpoint's policy kinds; every kind when the
@@ -78,13 +81,15 @@ static __always_inline __u32 policy_kinds(__u32 ep_flags, __u8 dir)
  * direction names a peer): when not, the ipcache lookup is skipped. */
 static __always_inline int policy_needs_peer(__u32 kinds)
 {
-	const __u32 named = (1U << 0) | (1U << TESSERA_POLICY_KIND_ANY_PROTO) | (1U << TESSERA_POLICY_KIND_ALLOW) |
+	const __u32 named = (1U << 0) | (1U << TESSERA_POLICY_KIND_ANY_PROTO) |
+			    (1U << TESSERA_POLICY_KIND_ALLOW) |
 			    (1U << (TESSERA_POLICY_KIND_ALLOW | TESSERA_POLICY_KIND_ANY_PROTO));
 	return !!(kinds & named);
 }
 
-static __always_inline enum policy_verdict policy_verdict(__u32 kinds, __u64 endpoint_id, __u8 dir, __u32 peer,
-							  __u8 proto, __u16 port, int enforced)
+static __always_inline enum policy_verdict policy_verdict(__u32 kinds, __u64 endpoint_id, __u8 dir,
+							  __u32 peer, __u8 proto, __u16 port,
+							  int enforced)
 {
 	if (policy_matches(kinds, endpoint_id, 1, dir, peer, proto, port))
 		return POLICY_DENY;

@@ -17,7 +17,8 @@
 #include "packet.h"
 
 /* Whether `addr` (IPv4: its first 4 bytes) is one of the endpoint's addresses. */
-static __always_inline int source_is_own(const struct endpoint_info *ep, __u8 family, const __u8 *addr)
+static __always_inline int source_is_own(const struct endpoint_info *ep, __u8 family,
+					 const __u8 *addr)
 {
 	__u32 a[4];
 	int i;
@@ -68,7 +69,8 @@ static __always_inline int source_valid(const struct endpoint_info *ep, const st
  * may: a neighbour advertisement's target (RFC 4861 §4.4) is, like an ARP
  * sender, one of the endpoint's addresses or a link-local one. Other ND and
  * MLD messages announce nothing beyond their (validated) source. */
-static __always_inline int source_nd_valid(struct __sk_buff *skb, const struct endpoint_info *ep, const struct flow *f)
+static __always_inline int source_nd_valid(struct __sk_buff *skb, const struct endpoint_info *ep,
+					   const struct flow *f)
 {
 	__u8 buf[16];
 	__u8 target[16] __attribute__((aligned(8)));
@@ -85,7 +87,8 @@ static __always_inline int source_nd_valid(struct __sk_buff *skb, const struct e
 	if (!hdr)
 		return 0; /* truncated: no target to check */
 	__builtin_memcpy(target, hdr, 16);
-	return source_is_own(ep, TESSERA_FAMILY_V6, target) || (target[0] == 0xfe && (target[1] & 0xc0) == 0x80);
+	return source_is_own(ep, TESSERA_FAMILY_V6, target) ||
+	       (target[0] == 0xfe && (target[1] & 0xc0) == 0x80);
 }
 
 /* Whether an ARP packet leaving the container may announce `sender` (its

@@ -50,7 +50,9 @@ struct JSONReader {
   }
 
   private mutating func skipWhitespace() {
-    while position < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[position]) { position += 1 }
+    while position < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[position]) {
+      position += 1
+    }
   }
 
   private mutating func readValue(depth: Int) throws(Failure) -> ManifestValue {
@@ -61,9 +63,15 @@ struct JSONReader {
     case UInt8(ascii: "{"): return try readObject(depth: depth)
     case UInt8(ascii: "["): return try readArray(depth: depth)
     case UInt8(ascii: "\""): return .string(try readString())
-    case UInt8(ascii: "t"): try expectWord("true"); return .bool(true)
-    case UInt8(ascii: "f"): try expectWord("false"); return .bool(false)
-    case UInt8(ascii: "n"): try expectWord("null"); return .null
+    case UInt8(ascii: "t"):
+      try expectWord("true")
+      return .bool(true)
+    case UInt8(ascii: "f"):
+      try expectWord("false")
+      return .bool(false)
+    case UInt8(ascii: "n"):
+      try expectWord("null")
+      return .null
     case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try readNumber()
     default: throw failure("unexpected character '\(Character(Unicode.Scalar(bytes[position])))'")
     }
@@ -71,7 +79,9 @@ struct JSONReader {
 
   private mutating func expectWord(_ word: String) throws(Failure) {
     let utf8 = Array(word.utf8)
-    guard position + utf8.count <= bytes.count, Array(bytes[position..<position + utf8.count]) == utf8 else {
+    guard position + utf8.count <= bytes.count,
+      Array(bytes[position..<position + utf8.count]) == utf8
+    else {
       throw failure("invalid literal")
     }
     position += utf8.count
@@ -88,11 +98,15 @@ struct JSONReader {
     }
     while true {
       skipWhitespace()
-      guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else { throw failure("expected a string key") }
+      guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else {
+        throw failure("expected a string key")
+      }
       let key = try readString()
       guard keys.insert(key).inserted else { throw failure("duplicate key \"\(key)\"") }
       skipWhitespace()
-      guard position < bytes.count, bytes[position] == UInt8(ascii: ":") else { throw failure("expected ':'") }
+      guard position < bytes.count, bytes[position] == UInt8(ascii: ":") else {
+        throw failure("expected ':'")
+      }
       position += 1
       members.append(.init(key: key, value: try readValue(depth: depth + 1)))
       skipWhitespace()
@@ -164,7 +178,9 @@ struct JSONReader {
         case UInt8(ascii: "u"):
           var code = try readHex4()
           if (0xD800..<0xDC00).contains(code) {
-            guard position + 1 < bytes.count, bytes[position] == UInt8(ascii: "\\"), bytes[position + 1] == UInt8(ascii: "u") else {
+            guard position + 1 < bytes.count, bytes[position] == UInt8(ascii: "\\"),
+              bytes[position + 1] == UInt8(ascii: "u")
+            else {
               throw failure("unpaired surrogate")
             }
             position += 2
@@ -198,7 +214,9 @@ struct JSONReader {
     if bytes[position] == UInt8(ascii: "-") { position += 1 }
     func digits() -> Int {
       let begin = position
-      while position < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[position]) { position += 1 }
+      while position < bytes.count,
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[position])
+      { position += 1 }
       return position - begin
     }
     guard digits() > 0 else { throw failure("invalid number") }
@@ -207,10 +225,16 @@ struct JSONReader {
       position += 1
       guard digits() > 0 else { throw failure("invalid number") }
     }
-    if position < bytes.count, bytes[position] == UInt8(ascii: "e") || bytes[position] == UInt8(ascii: "E") {
+    if position < bytes.count,
+      bytes[position] == UInt8(ascii: "e") || bytes[position] == UInt8(ascii: "E")
+    {
       isInteger = false
       position += 1
-      if position < bytes.count, bytes[position] == UInt8(ascii: "+") || bytes[position] == UInt8(ascii: "-") { position += 1 }
+      if position < bytes.count,
+        bytes[position] == UInt8(ascii: "+") || bytes[position] == UInt8(ascii: "-")
+      {
+        position += 1
+      }
       guard digits() > 0 else { throw failure("invalid number") }
     }
     let text = String(decoding: bytes[start..<position], as: UTF8.self)

@@ -21,7 +21,9 @@ struct ManifestField {
 
   /// A mapping whose keys are all in `known`. A key in `unsupported` fails with its message,
   /// any other key fails as an unknown field.
-  func object(known: Set<String>, unsupported: [String: String] = [:]) throws(FieldError) -> ManifestObject {
+  func object(known: Set<String>, unsupported: [String: String] = [:]) throws(FieldError)
+    -> ManifestObject
+  {
     guard case .object(let members) = value else { throw typeError("a mapping") }
     for member in members {
       if let message = unsupported[member.key] {
@@ -29,7 +31,9 @@ struct ManifestField {
       }
       if !known.contains(member.key) {
         var problem = "unknown field"
-        if let suggestion = Self.closest(to: member.key, in: known) { problem += " (did you mean \"\(suggestion)\"?)" }
+        if let suggestion = Self.closest(to: member.key, in: known) {
+          problem += " (did you mean \"\(suggestion)\"?)"
+        }
         throw FieldError(path: childPath(member.key), problem: problem)
       }
     }
@@ -47,7 +51,9 @@ struct ManifestField {
     switch value {
     case .null: return []
     case .list(let values):
-      return values.enumerated().map { ManifestField(path: "\(path)[\($0.offset)]", value: $0.element) }
+      return values.enumerated().map {
+        ManifestField(path: "\(path)[\($0.offset)]", value: $0.element)
+      }
     default: throw typeError("a list")
     }
   }
@@ -72,14 +78,17 @@ struct ManifestField {
   func integer() throws(FieldError) -> Int {
     switch value {
     case .integer(let number): return number
-    case .number(let number) where number == number.rounded() && abs(number) < 1e15: return Int(number)
+    case .number(let number) where number == number.rounded() && abs(number) < 1e15:
+      return Int(number)
     default: throw typeError("an integer")
     }
   }
 
   /// The known key within edit distance 2 of `key`, if one is clearly closest.
   private static func closest(to key: String, in known: Set<String>) -> String? {
-    let scored = known.map { ($0, editDistance(key.lowercased(), $0.lowercased())) }.filter { $0.1 <= 2 }
+    let scored = known.map { ($0, editDistance(key.lowercased(), $0.lowercased())) }.filter {
+      $0.1 <= 2
+    }
     return scored.min { ($0.1, $0.0) < ($1.1, $1.0) }?.0
   }
 
@@ -91,7 +100,8 @@ struct ManifestField {
     for i in 1...a.count {
       var current = [i] + Array(repeating: 0, count: b.count)
       for j in 1...b.count {
-        current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        current[j] = min(
+          previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
       }
       previous = current
     }
@@ -108,13 +118,16 @@ struct ManifestObject {
   func has(_ key: String) -> Bool { self[key] != nil }
 
   subscript(key: String) -> ManifestField? {
-    guard let member = members.last(where: { $0.key == key }), member.value != .null else { return nil }
+    guard let member = members.last(where: { $0.key == key }), member.value != .null else {
+      return nil
+    }
     return ManifestField(path: path.isEmpty ? key : "\(path).\(key)", value: member.value)
   }
 
   func required(_ key: String) throws(FieldError) -> ManifestField {
     guard let field = self[key] else {
-      throw FieldError(path: path.isEmpty ? key : "\(path).\(key)", problem: "required field is missing")
+      throw FieldError(
+        path: path.isEmpty ? key : "\(path).\(key)", problem: "required field is missing")
     }
     return field
   }

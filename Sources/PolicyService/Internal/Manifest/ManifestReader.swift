@@ -12,11 +12,14 @@ struct ManifestDocument {
 enum ManifestReader {
   /// - Throws: ``PolicyError`` (`invalidManifest`) naming the source and document when the
   ///   bytes are not UTF-8 or not well-formed YAML/JSON.
-  static func documents(sourceName: String, content: [UInt8]) throws(PolicyError) -> [ManifestDocument] {
+  static func documents(sourceName: String, content: [UInt8]) throws(PolicyError)
+    -> [ManifestDocument]
+  {
     var bytes = content
     if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }
     guard let text = String(validating: bytes, as: UTF8.self) else {
-      throw PolicyError(code: .invalidManifest, message: "\(sourceName): content is not valid UTF-8")
+      throw PolicyError(
+        code: .invalidManifest, message: "\(sourceName): content is not valid UTF-8")
     }
     if let first = bytes.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }),
       first == UInt8(ascii: "{") || first == UInt8(ascii: "[")
@@ -24,7 +27,9 @@ enum ManifestReader {
       var reader = JSONReader(bytes)
       switch reader.readAll() {
       case .success(let values):
-        return values.enumerated().map { ManifestDocument(number: $0.offset + 1, value: $0.element) }
+        return values.enumerated().map {
+          ManifestDocument(number: $0.offset + 1, value: $0.element)
+        }
       case .failure(let streamFailure):
         // Content that starts like JSON is read as JSON only, so a JSON syntax error is
         // reported as one rather than as whatever YAML makes of it.
@@ -46,7 +51,9 @@ enum ManifestReader {
     return values[0]
   }
 
-  private static func yamlDocuments(sourceName: String, text: String) throws(PolicyError) -> [ManifestDocument] {
+  private static func yamlDocuments(sourceName: String, text: String) throws(PolicyError)
+    -> [ManifestDocument]
+  {
     var documents: [ManifestDocument] = []
     var number = 0
     do {
@@ -60,11 +67,15 @@ enum ManifestReader {
       }
     } catch let error as YamlError {
       throw PolicyError(
-        code: .invalidManifest, message: "\(sourceName): document \(max(number, 1)): invalid YAML \(describe(error))")
+        code: .invalidManifest,
+        message: "\(sourceName): document \(max(number, 1)): invalid YAML \(describe(error))")
     } catch let error as FieldError {
-      throw PolicyError(code: .invalidManifest, message: "\(sourceName): document \(number): \(error.problem)")
+      throw PolicyError(
+        code: .invalidManifest, message: "\(sourceName): document \(number): \(error.problem)")
     } catch {
-      throw PolicyError(code: .invalidManifest, message: "\(sourceName): document \(max(number, 1)): invalid YAML: \(error)")
+      throw PolicyError(
+        code: .invalidManifest,
+        message: "\(sourceName): document \(max(number, 1)): invalid YAML: \(error)")
     }
     return documents
   }
@@ -74,12 +85,18 @@ enum ManifestReader {
   static let maxNodesPerDocument = 1_000_000
   static let maxDepth = 256
 
-  private static func convert(_ node: Node, depth: Int, budget: inout Int) throws(FieldError) -> ManifestValue {
+  private static func convert(_ node: Node, depth: Int, budget: inout Int) throws(FieldError)
+    -> ManifestValue
+  {
     budget -= 1
     guard budget >= 0 else {
-      throw FieldError(path: "", problem: "document expands to more than \(maxNodesPerDocument) values (YAML aliases?)")
+      throw FieldError(
+        path: "",
+        problem: "document expands to more than \(maxNodesPerDocument) values (YAML aliases?)")
     }
-    guard depth < maxDepth else { throw FieldError(path: "", problem: "document nests deeper than \(maxDepth) levels") }
+    guard depth < maxDepth else {
+      throw FieldError(path: "", problem: "document nests deeper than \(maxDepth) levels")
+    }
     switch node {
     case .scalar(let scalar):
       switch node.tag.rawValue {
@@ -97,14 +114,19 @@ enum ManifestReader {
       var members: [ManifestValue.Member] = []
       for (key, value) in mapping {
         guard case .scalar(let keyScalar) = key else {
-          throw FieldError(path: "", problem: "mapping keys must be strings (line \(key.mark?.line ?? 0))")
+          throw FieldError(
+            path: "", problem: "mapping keys must be strings (line \(key.mark?.line ?? 0))")
         }
-        members.append(.init(key: keyScalar.string, value: try convert(value, depth: depth + 1, budget: &budget)))
+        members.append(
+          .init(key: keyScalar.string, value: try convert(value, depth: depth + 1, budget: &budget))
+        )
       }
       return .object(members)
     case .sequence(let sequence):
       var values: [ManifestValue] = []
-      for element in sequence { values.append(try convert(element, depth: depth + 1, budget: &budget)) }
+      for element in sequence {
+        values.append(try convert(element, depth: depth + 1, budget: &budget))
+      }
       return .list(values)
     case .alias:
       throw FieldError(path: "", problem: "YAML aliases are not supported")
@@ -124,7 +146,8 @@ enum ManifestReader {
     case .reader(let problem, _, _, _):
       return ": \(problem)"
     case .duplicatedKeysInMapping(let duplicates, let ctx):
-      return "\(at(ctx.mark)): duplicate key \(duplicates.map { "\"\($0)\"" }.joined(separator: ", "))"
+      return
+        "\(at(ctx.mark)): duplicate key \(duplicates.map { "\"\($0)\"" }.joined(separator: ", "))"
     default:
       return ": \(error)"
     }

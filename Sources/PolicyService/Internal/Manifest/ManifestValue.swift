@@ -72,7 +72,9 @@ indirect enum ManifestValue: Hashable, Sendable {
       out += "{"
       var seen = Set<String>()
       var sorted: [Member] = []
-      for member in members.reversed() where seen.insert(member.key).inserted { sorted.append(member) }
+      for member in members.reversed() where seen.insert(member.key).inserted {
+        sorted.append(member)
+      }
       sorted.sort { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
       for (index, member) in sorted.enumerated() {
         if index > 0 { out += "," }

@@ -22,14 +22,20 @@ extension PolicyManifest {
     _ field: ManifestField, namespace: String?, legacy: Bool = false
   ) throws(FieldError) -> PolicyRule {
     let rule = try field.object(
-      known: ["endpointSelector", "ingress", "ingressDeny", "egress", "egressDeny", "labels", "description", "enableDefaultDeny", "log"],
+      known: [
+        "endpointSelector", "ingress", "ingressDeny", "egress", "egressDeny", "labels",
+        "description", "enableDefaultDeny", "log",
+      ],
       unsupported: ["nodeSelector": "nodeSelector (host policies) \(notSupported)"])
     if let description = rule["description"] { _ = try description.string() }
     _ = try rule.list("labels")
     if let log = rule["log"] { _ = try log.anyObject() }
 
-    var subject = EndpointSelector(try decodeLabelSelector(rule.required("endpointSelector"), style: .cilium))
-    if let namespace { subject = subject.replacingMatch(PolicyLabels.podNamespaceK8s, with: namespace) }
+    var subject = EndpointSelector(
+      try decodeLabelSelector(rule.required("endpointSelector"), style: .cilium))
+    if let namespace {
+      subject = subject.replacingMatch(PolicyLabels.podNamespaceK8s, with: namespace)
+    }
     let scope = PeerScope(namespace: namespace, matchesInit: subject.hasKey(PolicyLabels.initK8s))
 
     var sections: [PolicySection] = []
@@ -41,7 +47,9 @@ extension PolicyManifest {
       let entries = try rule.list(key)
       if !entries.isEmpty { directions.insert(direction) }
       for entry in entries {
-        if let section = try decodeCiliumSection(entry, direction: direction, verdict: verdict, scope: scope, legacy: legacy) {
+        if let section = try decodeCiliumSection(
+          entry, direction: direction, verdict: verdict, scope: scope, legacy: legacy)
+        {
           sections.append(section)
         }
       }
@@ -70,7 +78,8 @@ extension PolicyManifest {
   }
 
   /// Cilium's message for a rule without ingress, ingressDeny, egress or egressDeny entries.
-  static let emptyRuleProblem = "rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny"
+  static let emptyRuleProblem =
+    "rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny"
 
   struct PeerScope {
     var namespace: String?
@@ -84,19 +93,28 @@ extension PolicyManifest {
     /// selects by exactly those labels, as in Cilium, and so does every peer of a cluster-wide
     /// rule for `reserved:init` endpoints (Cilium leaves those unscoped).
     func scope(_ selector: EndpointSelector) -> EndpointSelector {
-      if selector.requirements.contains(where: { $0.key.source == Label.Source.reserved }) { return selector }
-      if selector.hasKey(PolicyLabels.podNamespaceK8s) || selector.hasKey(PolicyLabels.podNamespaceAny) {
-        return PolicyManifest.requiringPod(selector)
+      if selector.requirements.contains(where: { $0.key.source == Label.Source.reserved }) {
+        return selector
       }
-      guard let namespace else {
-        return matchesInit ? selector : selector.adding(LabelRequirement(key: PolicyLabels.podNamespaceK8s, op: .exists))
-      }
-      if selector.hasKeyPrefix(source: Label.Source.kubernetes, keyPrefix: PolicyLabels.namespaceLabelsPrefix)
-        || selector.hasKeyPrefix(source: Label.Source.any, keyPrefix: PolicyLabels.namespaceLabelsPrefix)
+      if selector.hasKey(PolicyLabels.podNamespaceK8s)
+        || selector.hasKey(PolicyLabels.podNamespaceAny)
       {
         return PolicyManifest.requiringPod(selector)
       }
-      return selector.adding(LabelRequirement(key: PolicyLabels.podNamespaceK8s, op: .in, values: [namespace]))
+      guard let namespace else {
+        return matchesInit
+          ? selector
+          : selector.adding(LabelRequirement(key: PolicyLabels.podNamespaceK8s, op: .exists))
+      }
+      if selector.hasKeyPrefix(
+        source: Label.Source.kubernetes, keyPrefix: PolicyLabels.namespaceLabelsPrefix)
+        || selector.hasKeyPrefix(
+          source: Label.Source.any, keyPrefix: PolicyLabels.namespaceLabelsPrefix)
+      {
+        return PolicyManifest.requiringPod(selector)
+      }
+      return selector.adding(
+        LabelRequirement(key: PolicyLabels.podNamespaceK8s, op: .in, values: [namespace]))
     }
   }
 
@@ -109,11 +127,14 @@ extension PolicyManifest {
   /// since 1.15, cilium/cilium#29608); it never widens to every peer. As in Cilium, one
   /// element names one kind of peer (`fromEndpoints`, `fromEntities` or `fromCIDR`/`fromCIDRSet`).
   private static func decodeCiliumSection(
-    _ field: ManifestField, direction: TrafficDirection, verdict: PolicyVerdict, scope: PeerScope, legacy: Bool
+    _ field: ManifestField, direction: TrafficDirection, verdict: PolicyVerdict, scope: PeerScope,
+    legacy: Bool
   ) throws(FieldError) -> PolicySection? {
     let isIngress = direction == .ingress
     let from = isIngress ? "from" : "to"
-    let known: Set<String> = ["\(from)Endpoints", "\(from)Entities", "\(from)CIDR", "\(from)CIDRSet", "toPorts"]
+    let known: Set<String> = [
+      "\(from)Endpoints", "\(from)Entities", "\(from)CIDR", "\(from)CIDRSet", "toPorts",
+    ]
     var unsupported: [String: String] = [
       "\(from)Requires": "\(from)Requires \(notSupported)",
       "\(from)Groups": "\(from)Groups \(notSupported)",
@@ -132,7 +153,9 @@ extension PolicyManifest {
     var nonEmpty: [String] = []
     for key in present where try !object.list(key).isEmpty { nonEmpty.append(key) }
     if nonEmpty.count > 1 && !legacy {
-      throw field.error("combining \(nonEmpty[0]) and \(nonEmpty[1]) in one rule is not supported (Cilium refuses it too); write one rule for each")
+      throw field.error(
+        "combining \(nonEmpty[0]) and \(nonEmpty[1]) in one rule is not supported (Cilium refuses it too); write one rule for each"
+      )
     }
     // An explicitly empty peer list selects nobody: the element matches no traffic (the rest is
     // still read, so bad input in it is reported).
@@ -141,7 +164,8 @@ extension PolicyManifest {
 
     var peers: [PeerSelector] = []
     for endpoint in try object.list("\(from)Endpoints") {
-      let selector = scope.scope(EndpointSelector(try decodeLabelSelector(endpoint, style: .cilium)))
+      let selector = scope.scope(
+        EndpointSelector(try decodeLabelSelector(endpoint, style: .cilium)))
       peers.append(selector.isWildcard ? .all : .selector(selector))
     }
     for entityField in try object.list("\(from)Entities") {
@@ -159,7 +183,8 @@ extension PolicyManifest {
       let cidrSet = try cidrSetField.object(
         known: ["cidr", "except"],
         unsupported: [
-          "cidrGroupRef": "cidrGroupRef \(notSupported)", "cidrGroupSelector": "cidrGroupSelector \(notSupported)",
+          "cidrGroupRef": "cidrGroupRef \(notSupported)",
+          "cidrGroupSelector": "cidrGroupSelector \(notSupported)",
         ])
       if let except = cidrSet["except"], try !except.list().isEmpty {
         throw except.error("except \(notSupported)")
@@ -178,7 +203,9 @@ extension PolicyManifest {
         "terminatingTLS": "terminatingTLS \(notSupported)",
         "serverNames": "serverNames \(notSupported)",
       ]
-      if verdict == .deny { portRuleUnsupported["rules"] = "L7 rules are not allowed in a deny rule" }
+      if verdict == .deny {
+        portRuleUnsupported["rules"] = "L7 rules are not allowed in a deny rule"
+      }
       let portRule = try portRuleField.object(known: ["ports"], unsupported: portRuleUnsupported)
       let portFields = try portRule.list("ports")
       // Cilium matches no traffic with a port rule that lists no ports; a silent "nothing" in
@@ -187,7 +214,9 @@ extension PolicyManifest {
       if portFields.isEmpty && !legacy {
         throw FieldError(
           path: portRuleField.childPath("ports"),
-          problem: "must list at least one port (a port rule without ports matches nothing; use port \"0\" for every port)")
+          problem:
+            "must list at least one port (a port rule without ports matches nothing; use port \"0\" for every port)"
+        )
       }
       for portField in portFields { ports.append(try decodeCiliumPort(portField)) }
     }
@@ -198,7 +227,8 @@ extension PolicyManifest {
     }
     if ports.isEmpty { ports = [.any] }
     guard !peers.isEmpty, !selectsNobody else { return nil }
-    return PolicySection(direction: direction, verdict: verdict, peers: unique(peers), ports: unique(ports))
+    return PolicySection(
+      direction: direction, verdict: verdict, peers: unique(peers), ports: unique(ports))
   }
 
   static func unique<T: Hashable>(_ values: [T]) -> [T] {

@@ -11,7 +11,9 @@ extension PolicyManifest {
   /// - `podSelector` alone selects pods in the policy's namespace; `namespaceSelector`
   ///   selects pods by their namespace's labels (`{}`: every namespace), and with a
   ///   `podSelector` in the same peer both must hold.
-  static func decodeNetworkPolicySpec(_ field: ManifestField, namespace: String) throws(FieldError) -> PolicyRule {
+  static func decodeNetworkPolicySpec(_ field: ManifestField, namespace: String) throws(FieldError)
+    -> PolicyRule
+  {
     let spec = try field.object(known: ["podSelector", "policyTypes", "ingress", "egress"])
     var subject = EndpointSelector()
     if let podSelector = spec["podSelector"] {
@@ -24,7 +26,8 @@ extension PolicyManifest {
       switch try typeField.string() {
       case "Ingress": policyTypes.insert(.ingress)
       case "Egress": policyTypes.insert(.egress)
-      case let other: throw typeField.error("unsupported value \"\(other)\" (want \"Ingress\" or \"Egress\")")
+      case let other:
+        throw typeField.error("unsupported value \"\(other)\" (want \"Ingress\" or \"Egress\")")
       }
     }
     let ingressRules = try spec.list("ingress")
@@ -38,12 +41,14 @@ extension PolicyManifest {
     for (direction, rules) in [(TrafficDirection.ingress, ingressRules), (.egress, egressRules)] {
       // Decode even the rules of an unlisted direction, so bad input is still rejected.
       for ruleField in rules {
-        let section = try decodeNetworkPolicyRule(ruleField, direction: direction, namespace: namespace)
+        let section = try decodeNetworkPolicyRule(
+          ruleField, direction: direction, namespace: namespace)
         if policyTypes.contains(direction) { sections.append(section) }
       }
     }
     return PolicyRule(
-      subject: subject, enforcesIngress: policyTypes.contains(.ingress), enforcesEgress: policyTypes.contains(.egress),
+      subject: subject, enforcesIngress: policyTypes.contains(.ingress),
+      enforcesEgress: policyTypes.contains(.egress),
       sections: sections)
   }
 
@@ -65,7 +70,9 @@ extension PolicyManifest {
       ports: ports.isEmpty ? [.any] : unique(ports))
   }
 
-  private static func decodeNetworkPolicyPeer(_ field: ManifestField, namespace: String) throws(FieldError) -> [PeerSelector] {
+  private static func decodeNetworkPolicyPeer(_ field: ManifestField, namespace: String)
+    throws(FieldError) -> [PeerSelector]
+  {
     let peer = try field.object(known: ["podSelector", "namespaceSelector", "ipBlock"])
     if let ipBlockField = peer["ipBlock"] {
       if peer.has("podSelector") || peer.has("namespaceSelector") {
@@ -79,7 +86,8 @@ extension PolicyManifest {
       }
       guard let prefix = IPPrefix(cidr) else { throw cidrField.error("invalid CIDR \"\(cidr)\"") }
       guard prefix.length == 0 else {
-        throw cidrField.error("ipBlock \"\(cidr)\" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)")
+        throw cidrField.error(
+          "ipBlock \"\(cidr)\" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)")
       }
       return try worldPeers(forCIDR: cidr, field: cidrField)
     }
@@ -89,11 +97,18 @@ extension PolicyManifest {
     if let namespaceField = peer["namespaceSelector"] {
       // A NetworkPolicy peer only ever selects pods, whatever its terms: `{}`, `NotIn` or
       // `DoesNotExist` alone would otherwise match world, host and every reserved identity.
-      let requirements = try decodeLabelSelector(namespaceField, style: .kubernetes).map(namespaceRequirement)
+      let requirements = try decodeLabelSelector(namespaceField, style: .kubernetes).map(
+        namespaceRequirement)
       return [.selector(requiringPod(EndpointSelector(requirements + (podRequirements ?? []))))]
     }
-    guard let podRequirements else { throw field.error("must specify a peer (podSelector, namespaceSelector or ipBlock)") }
-    return [.selector(EndpointSelector(podRequirements).replacingMatch(PolicyLabels.podNamespaceK8s, with: namespace))]
+    guard let podRequirements else {
+      throw field.error("must specify a peer (podSelector, namespaceSelector or ipBlock)")
+    }
+    return [
+      .selector(
+        EndpointSelector(podRequirements).replacingMatch(
+          PolicyLabels.podNamespaceK8s, with: namespace))
+    ]
   }
 
   /// A namespace label `key` becomes the pod label `k8s:io.cilium.k8s.namespace.labels.<key>`;

@@ -11,7 +11,9 @@ extension PolicyManifest {
 
   /// Reads a `LabelSelector` (`matchLabels`, `matchExpressions`) and validates it the way the
   /// Kubernetes API server does.
-  static func decodeLabelSelector(_ field: ManifestField, style: KeyStyle) throws(FieldError) -> [LabelRequirement] {
+  static func decodeLabelSelector(_ field: ManifestField, style: KeyStyle) throws(FieldError)
+    -> [LabelRequirement]
+  {
     let object = try field.object(known: ["matchLabels", "matchExpressions"])
     var requirements: [LabelRequirement] = []
     if let matchLabels = object["matchLabels"] {
@@ -30,23 +32,29 @@ extension PolicyManifest {
       let operatorField = try expression.required("operator")
       let operatorName = try operatorField.string()
       guard let op = LabelRequirement.Operator(rawValue: operatorName) else {
-        throw operatorField.error("unknown operator \"\(operatorName)\" (want In, NotIn, Exists or DoesNotExist)")
+        throw operatorField.error(
+          "unknown operator \"\(operatorName)\" (want In, NotIn, Exists or DoesNotExist)")
       }
       let valuesPath = expressionField.childPath("values")
       var values: [String] = []
       for valueField in try expression.list("values") {
         let value = try valueField.string()
-        if let problem = KubernetesNames.labelValueProblem(value) { throw valueField.error(problem) }
+        if let problem = KubernetesNames.labelValueProblem(value) {
+          throw valueField.error(problem)
+        }
         values.append(value)
       }
       switch op {
       case .in, .notIn:
         if values.isEmpty {
-          throw FieldError(path: valuesPath, problem: "must be specified when operator is In or NotIn")
+          throw FieldError(
+            path: valuesPath, problem: "must be specified when operator is In or NotIn")
         }
       case .exists, .doesNotExist:
         if !values.isEmpty {
-          throw FieldError(path: valuesPath, problem: "may not be specified when operator is Exists or DoesNotExist")
+          throw FieldError(
+            path: valuesPath,
+            problem: "may not be specified when operator is Exists or DoesNotExist")
         }
       }
       requirements.append(LabelRequirement(key: key, op: op, values: values))
@@ -54,7 +62,9 @@ extension PolicyManifest {
     return requirements
   }
 
-  private static func selectorKey(_ text: String, style: KeyStyle, field: ManifestField) throws(FieldError) -> SelectorKey {
+  private static func selectorKey(_ text: String, style: KeyStyle, field: ManifestField)
+    throws(FieldError) -> SelectorKey
+  {
     switch style {
     case .kubernetes:
       if let problem = KubernetesNames.labelKeyProblem(text) { throw field.error(problem) }
@@ -77,9 +87,11 @@ extension PolicyManifest {
   /// written only with `NotIn`/`DoesNotExist` terms cannot reach them.
   static func requiringPod(_ selector: EndpointSelector) -> EndpointSelector {
     let requiresNamespace = selector.requirements.contains {
-      ($0.key == PolicyLabels.podNamespaceK8s || $0.key == PolicyLabels.podNamespaceAny) && ($0.op == .in || $0.op == .exists)
+      ($0.key == PolicyLabels.podNamespaceK8s || $0.key == PolicyLabels.podNamespaceAny)
+        && ($0.op == .in || $0.op == .exists)
     }
-    return requiresNamespace ? selector : selector.adding(LabelRequirement(key: PolicyLabels.podNamespaceK8s, op: .exists))
+    return requiresNamespace
+      ? selector : selector.adding(LabelRequirement(key: PolicyLabels.podNamespaceK8s, op: .exists))
   }
 
   // MARK: Ports
@@ -116,7 +128,9 @@ extension PolicyManifest {
       proto = parsed
     }
     guard let portField = object["port"] else {
-      if let endPort = object["endPort"] { throw endPort.error("may not be specified when port is not specified") }
+      if let endPort = object["endPort"] {
+        throw endPort.error("may not be specified when port is not specified")
+      }
       return PortProtocol(proto: proto, ports: .any)
     }
     let port = try portNumber(portField, minimum: 1)
@@ -145,14 +159,22 @@ extension PolicyManifest {
     return number
   }
 
-  private static func portRange(port: Int, object: ManifestObject, minimum: Int) throws(FieldError) -> PortRange {
+  private static func portRange(port: Int, object: ManifestObject, minimum: Int) throws(FieldError)
+    -> PortRange
+  {
     guard let endPortField = object["endPort"] else {
       return port == 0 ? .any : PortRange(single: UInt16(port))
     }
     let endPort = try endPortField.integer()
-    if port == 0 { throw endPortField.error("may not be specified when port is 0 or not specified") }
-    guard endPort <= 65535 else { throw endPortField.error("port \(endPort) is out of range (\(minimum)-65535)") }
-    guard endPort >= port else { throw endPortField.error("must be greater than or equal to port (\(port))") }
+    if port == 0 {
+      throw endPortField.error("may not be specified when port is 0 or not specified")
+    }
+    guard endPort <= 65535 else {
+      throw endPortField.error("port \(endPort) is out of range (\(minimum)-65535)")
+    }
+    guard endPort >= port else {
+      throw endPortField.error("must be greater than or equal to port (\(port))")
+    }
     return PortRange(UInt16(port), UInt16(endPort))
   }
 
@@ -161,13 +183,18 @@ extension PolicyManifest {
   /// The peers a CIDR stands for. Only the whole address space is supported for now: it is the
   /// `world` entity (Cilium maps `0.0.0.0/0` to world-ipv4 and `::/0` to world-ipv6; the
   /// single-stack world identity 2 is included with both).
-  static func worldPeers(forCIDR text: String, field: ManifestField) throws(FieldError) -> [PeerSelector] {
+  static func worldPeers(forCIDR text: String, field: ManifestField) throws(FieldError)
+    -> [PeerSelector]
+  {
     guard let prefix = IPPrefix(text) else { throw field.error("invalid CIDR \"\(text)\"") }
     guard prefix.length == 0 else {
-      throw field.error("CIDR \"\(text)\" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)")
+      throw field.error(
+        "CIDR \"\(text)\" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)")
     }
     let family: ReservedIdentity = prefix.family == .v4 ? .worldIPv4 : .worldIPv6
-    return [ReservedIdentity.world, family].map { .selector(EndpointSelector(matchLabels: [.reserved($0.name): ""])) }
+    return [ReservedIdentity.world, family].map {
+      .selector(EndpointSelector(matchLabels: [.reserved($0.name): ""]))
+    }
   }
 }
 

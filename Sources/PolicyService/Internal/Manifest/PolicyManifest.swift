@@ -40,11 +40,14 @@ enum PolicyManifest {
     var definedIn: [PolicyKey: Int] = [:]
     for document in documents {
       do throws(FieldError) {
-        for (policy, namePath) in try decodeDocument(ManifestField(path: "", value: document.value)) {
+        for (policy, namePath) in try decodeDocument(ManifestField(path: "", value: document.value))
+        {
           let key = PolicyKey(policy.ref)
           if let previous = definedIn[key] {
-            let place = previous == document.number ? "earlier in this document" : "in document \(previous)"
-            throw FieldError(path: namePath, problem: "policy \(policy.ref) is defined twice (also \(place))")
+            let place =
+              previous == document.number ? "earlier in this document" : "in document \(previous)"
+            throw FieldError(
+              path: namePath, problem: "policy \(policy.ref) is defined twice (also \(place))")
           }
           definedIn[key] = document.number
           policies.append(policy)
@@ -52,7 +55,8 @@ enum PolicyManifest {
       } catch {
         let location = error.path.isEmpty ? "" : "\(error.path): "
         throw PolicyError(
-          code: .invalidManifest, message: "\(sourceName): document \(document.number): \(location)\(error.problem)")
+          code: .invalidManifest,
+          message: "\(sourceName): document \(document.number): \(location)\(error.problem)")
       }
     }
     guard !policies.isEmpty else {
@@ -71,7 +75,9 @@ enum PolicyManifest {
       throw FieldError(path: "", problem: "stored policy is not valid JSON")
     }
     let parsed = try decodeDocument(ManifestField(path: "", value: value), legacy: true)
-    guard parsed.count == 1 else { throw FieldError(path: "", problem: "stored policy holds \(parsed.count) policies") }
+    guard parsed.count == 1 else {
+      throw FieldError(path: "", problem: "stored policy holds \(parsed.count) policies")
+    }
     return parsed[0].policy
   }
 
@@ -81,7 +87,9 @@ enum PolicyManifest {
     _ field: ManifestField, legacy: Bool = false
   ) throws(FieldError) -> [(policy: ParsedPolicy, namePath: String)] {
     guard case .object = field.value else {
-      throw field.error("expected a policy (a mapping with apiVersion and kind), got \(field.value.typeDescription)")
+      throw field.error(
+        "expected a policy (a mapping with apiVersion and kind), got \(field.value.typeDescription)"
+      )
     }
     let object = try field.anyObject()
     let kindField = try object.required("kind")
@@ -96,21 +104,27 @@ enum PolicyManifest {
     }
     guard let policyKind = Kind(rawValue: kind) else {
       throw kindField.error(
-        "unsupported kind \"\(kind)\" (want CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, NetworkPolicy or a List of them)")
+        "unsupported kind \"\(kind)\" (want CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, NetworkPolicy or a List of them)"
+      )
     }
     try expectAPIVersion(policyKind.apiVersion, of: object, kind: kind)
     return [try decodePolicy(field, kind: policyKind, legacy: legacy)]
   }
 
-  private static func expectAPIVersion(_ expected: String, of object: ManifestObject, kind: String) throws(FieldError) {
+  private static func expectAPIVersion(_ expected: String, of object: ManifestObject, kind: String)
+    throws(FieldError)
+  {
     let field = try object.required("apiVersion")
     let apiVersion = try field.string()
     guard apiVersion == expected else {
-      throw field.error("unsupported apiVersion \"\(apiVersion)\" for kind \(kind) (want \"\(expected)\")")
+      throw field.error(
+        "unsupported apiVersion \"\(apiVersion)\" for kind \(kind) (want \"\(expected)\")")
     }
   }
 
-  private static func decodeList(_ object: ManifestObject, itemKind: Kind?) throws(FieldError) -> [(policy: ParsedPolicy, namePath: String)] {
+  private static func decodeList(_ object: ManifestObject, itemKind: Kind?) throws(FieldError) -> [(
+    policy: ParsedPolicy, namePath: String
+  )] {
     let list = try ManifestField(path: object.path, value: .object(object.members))
       .object(known: ["apiVersion", "kind", "metadata", "items"])
     var result: [(policy: ParsedPolicy, namePath: String)] = []
@@ -118,18 +132,24 @@ enum PolicyManifest {
       let itemObject = try item.anyObject()
       if let itemKind {
         // Items of a typed list may leave out their kind and apiVersion.
-        if !itemObject.has("kind") { item.value = item.value.setting("kind", to: .string(itemKind.rawValue)) }
-        if !itemObject.has("apiVersion") { item.value = item.value.setting("apiVersion", to: .string(itemKind.apiVersion)) }
+        if !itemObject.has("kind") {
+          item.value = item.value.setting("kind", to: .string(itemKind.rawValue))
+        }
+        if !itemObject.has("apiVersion") {
+          item.value = item.value.setting("apiVersion", to: .string(itemKind.apiVersion))
+        }
       }
       let resolved = try item.anyObject()
       let kindField = try resolved.required("kind")
       let kind = try kindField.string()
       guard let policyKind = Kind(rawValue: kind) else {
         throw kindField.error(
-          "unsupported kind \"\(kind)\" for a list item (want CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy or NetworkPolicy)")
+          "unsupported kind \"\(kind)\" for a list item (want CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy or NetworkPolicy)"
+        )
       }
       if let itemKind, itemKind != policyKind {
-        throw kindField.error("a \(itemKind.listKind) may hold only \(itemKind.rawValue) items, not \(kind)")
+        throw kindField.error(
+          "a \(itemKind.listKind) may hold only \(itemKind.rawValue) items, not \(kind)")
       }
       try expectAPIVersion(policyKind.apiVersion, of: resolved, kind: kind)
       result.append(try decodePolicy(item, kind: policyKind))
@@ -147,7 +167,9 @@ enum PolicyManifest {
     let metadata = try metadataField.anyObject()
     let nameField = try metadata.required("name")
     let name = try nameField.string()
-    if let problem = KubernetesNames.dns1123SubdomainProblem(name) { throw nameField.error(problem) }
+    if let problem = KubernetesNames.dns1123SubdomainProblem(name) {
+      throw nameField.error(problem)
+    }
 
     var namespace = ""
     var normalized = field.value
@@ -155,9 +177,12 @@ enum PolicyManifest {
       namespace = defaultNamespace
       if let namespaceField = metadata["namespace"] {
         namespace = try namespaceField.string()
-        if let problem = KubernetesNames.dns1123LabelProblem(namespace) { throw namespaceField.error(problem) }
+        if let problem = KubernetesNames.dns1123LabelProblem(namespace) {
+          throw namespaceField.error(problem)
+        }
       }
-      normalized = normalized.setting("metadata", to: metadataField.value.setting("namespace", to: .string(namespace)))
+      normalized = normalized.setting(
+        "metadata", to: metadataField.value.setting("namespace", to: .string(namespace)))
     }
 
     let rules: [PolicyRule]
@@ -169,17 +194,22 @@ enum PolicyManifest {
       if let spec = object["spec"] { specs.append(spec) }
       specs += try object.list("specs")
       guard !specs.isEmpty else {
-        throw FieldError(path: object.path.isEmpty ? "spec" : "\(object.path).spec", problem: "required field is missing (a policy needs spec or specs)")
+        throw FieldError(
+          path: object.path.isEmpty ? "spec" : "\(object.path).spec",
+          problem: "required field is missing (a policy needs spec or specs)")
       }
       var decoded: [PolicyRule] = []
       for spec in specs {
         decoded.append(
-          try decodeCiliumRule(spec, namespace: kind.isNamespaced ? namespace : nil, legacy: legacy))
+          try decodeCiliumRule(spec, namespace: kind.isNamespaced ? namespace : nil, legacy: legacy)
+        )
       }
       rules = decoded
     }
     let ref = PolicyRef(namespace: namespace, name: name, kind: kind.rawValue)
-    return (ParsedPolicy(ref: ref, sourceJSON: normalized.normalizedJSON, rules: rules), nameField.path)
+    return (
+      ParsedPolicy(ref: ref, sourceJSON: normalized.normalizedJSON, rules: rules), nameField.path
+    )
   }
 }
 
@@ -195,5 +225,7 @@ struct PolicyKey: Hashable, Sendable, Comparable {
 
   init(_ ref: PolicyRef) { self.init(namespace: ref.namespace, name: ref.name) }
 
-  static func < (lhs: Self, rhs: Self) -> Bool { (lhs.namespace, lhs.name) < (rhs.namespace, rhs.name) }
+  static func < (lhs: Self, rhs: Self) -> Bool {
+    (lhs.namespace, lhs.name) < (rhs.namespace, rhs.name)
+  }
 }
