@@ -59,6 +59,7 @@ fuzz() {
   return 1
 }
 
+run "formatting (swift format, clang-format; scripts/format.sh to fix)" scripts/format.sh --check
 run "swift tests" swift_tests
 run "tessera-cni unit tests + vectors" make -s -C Sources/tessera-cni test
 run "tessera-cni fuzzing (bounded)" fuzz
