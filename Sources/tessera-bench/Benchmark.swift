@@ -57,11 +57,12 @@ struct Benchmark: AsyncParsableCommand {
     var notes: [String] = []
     var createCurve: [Report.CreatePoint] = []
 
-    let (_, upStatus, upOutput) = try timedExec(
-      bin + "/tessera", ["node", "up", "--detach", "--run-dir", run.path, "--state-dir", root + "/state", "--bpf-pin-dir", pin])
-    guard upStatus == 0 else { throw ValidationError("node up failed: \(String(decoding: upOutput, as: UTF8.self))") }
+    let up = try execute(
+      [bin + "/tessera", "node", "up", "--detach", "--run-dir", run.path, "--state-dir", root + "/state", "--bpf-pin-dir", pin],
+      environment: [:])
+    guard up.status == 0 else { throw ValidationError("node up failed: \(String(decoding: up.output, as: UTF8.self))") }
     defer {
-      _ = try? timedExec(bin + "/tessera", ["node", "down", "--run-dir", run.path])
+      _ = try? execute([bin + "/tessera", "node", "down", "--run-dir", run.path], environment: [:])
       try? FileManager.default.removeItem(atPath: root)
       try? FileManager.default.removeItem(atPath: pin)
     }
@@ -176,15 +177,15 @@ struct Benchmark: AsyncParsableCommand {
               "CNI_COMMAND": "ADD", "CNI_CONTAINERID": container, "CNI_NETNS": "/var/run/netns/none", "CNI_IFNAME": "eth0",
               "CNI_PATH": "/usr/lib/cni", "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=\(container)",
             ]
-            let (elapsed, status, _) = try timedExec(cni, environment: environment, stdin: Data(config.utf8))
-            guard status == 0 else { throw ValidationError("tessera-cni ADD failed with status \(status)") }
-            plugin.add(elapsed)
+            let add = try execute([cni], environment: environment, stdin: Data(config.utf8))
+            guard add.status == 0 else { throw ValidationError("tessera-cni ADD failed with status \(add.status)") }
+            plugin.add(add.elapsed)
             _ = try await endpoints.deleteEndpoint(.with { $0.endpoint = .with { $0.containerID = container } })
             let start = clock.now
             _ = try await endpoints.createEndpoint(Self.createRequest(container: container, ip: Self.address(40_000 + i), app: "", host: ""))
             direct.add(.now - start)
             _ = try await endpoints.deleteEndpoint(.with { $0.endpoint = .with { $0.containerID = container } })
-            trueExec.add(try timedExec("/bin/true").0)
+            trueExec.add(try execute(["/bin/true"], environment: [:]).elapsed)
           }
           rows.append(Row(key: "cni_exec_p50_ms", label: "tessera-cni ADD exec → exit p50", value: plugin.p50, unit: "ms", floor: "`true` \(format(trueExec.p50)) ms", target: ""))
           rows.append(Row(key: "cni_plugin_overhead_ms", label: "tessera-cni overhead (exec → exit − CreateEndpoint p50)", value: plugin.p50 - direct.p50, unit: "ms", floor: "`true` \(format(trueExec.p50)) ms", target: ""))

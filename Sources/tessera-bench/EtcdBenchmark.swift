@@ -97,8 +97,8 @@ enum EtcdBenchmark {
   }
 
   private static func etcdVersion() -> String {
-    guard let executable = EtcdTestCluster.executable, let (_, _, output) = try? timedExec(executable, ["--version"]) else { return "" }
-    return String(decoding: output, as: UTF8.self).split(separator: "\n").first.map { String($0.replacingOccurrences(of: "etcd Version: ", with: "")) } ?? ""
+    guard let executable = EtcdTestCluster.executable, let version = try? execute([executable, "--version"], environment: [:]) else { return "" }
+    return String(decoding: version.output, as: UTF8.self).split(separator: "\n").first.map { String($0.replacingOccurrences(of: "etcd Version: ", with: "")) } ?? ""
   }
 
   /// One store with its background work (lease, watch) running.
