@@ -98,6 +98,8 @@ let package = Package(
       dependencies: ["CTesseraBPF", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging, metrics],
       swiftSettings: strictSwift
     ),
+    // A real etcd cluster (Debian's etcd-server) on loopback, for the tests and the etcd benchmarks.
+    .target(name: "LocalEtcd", dependencies: [], swiftSettings: strictSwift),
     // Shares endpoint addresses between nodes through etcd, so each node's ipcache knows remote pods.
     .target(
       name: "ClusterIPCache",
@@ -139,12 +141,10 @@ let package = Package(
       name: "tessera-bench",
       dependencies: [
         "DatapathService", "IdentityService", "PolicyService", "TesseraCore", "TesseraEtcd", "TesseraProto",
-        "TesseraRuntime", "TesseraTestSupport", grpcCore, grpcNIO, argumentParser, logging,
+        "LocalEtcd", "TesseraRuntime", grpcCore, grpcNIO, argumentParser, logging,
       ],
       swiftSettings: strictSwift
     ),
-    // Test fixtures shared by test targets: a real etcd cluster on loopback.
-    .target(name: "TesseraTestSupport", path: "Tests/TesseraTestSupport", swiftSettings: strictSwift),
     .testTarget(name: "TesseraCoreTests", dependencies: ["TesseraCore"], swiftSettings: strictSwift),
     .testTarget(
       name: "TesseraProtoTests",
@@ -153,7 +153,7 @@ let package = Package(
     ),
     .testTarget(
       name: "IdentityServiceTests",
-      dependencies: ["IdentityService", "TesseraCore", "TesseraEtcd", "TesseraRuntime", "TesseraTestSupport", grpcCore],
+      dependencies: ["IdentityService", "LocalEtcd", "TesseraCore", "TesseraEtcd", "TesseraRuntime", grpcCore],
       swiftSettings: strictSwift
     ),
     .testTarget(
@@ -181,7 +181,7 @@ let package = Package(
     ),
     .testTarget(
       name: "IntegrationTests",
-      dependencies: ["TesseraCore", "TesseraProto", "TesseraRuntime", "TesseraTestSupport", grpcCore, grpcNIO],
+      dependencies: ["LocalEtcd", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO],
       swiftSettings: strictSwift
     ),
   ]

@@ -1,16 +1,16 @@
 import Foundation
+import LocalEtcd
 import Synchronization
-import Testing
 import TesseraEtcd
-import TesseraTestSupport
+import Testing
 
 /// TesseraEtcd's own value types carry what etcd answered: the identity store and
 /// the cluster ipcache decide on these fields (lease, revisions, event kind, txn branch).
-@Suite("etcd client value types (real etcd)", .serialized, .enabled(if: EtcdTestCluster.skipReason == nil, "etcd not installed (run scripts/install-deps.sh)"))
+@Suite("etcd client value types (real etcd)", .serialized, .enabled(if: LocalEtcdCluster.skipReason == nil, "etcd not installed (run scripts/install-deps.sh)"))
 struct EtcdClientValueTests {
   @Test("transactions report their branch, revision and reads; keys carry lease and revisions; watches report puts and deletes")
   func valuesMatchEtcd() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let client = try EtcdClient(configuration: EtcdConfiguration(parsing: cluster.endpoints))
     let connections = Task { try? await client.runConnections() }

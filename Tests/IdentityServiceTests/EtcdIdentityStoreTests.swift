@@ -1,9 +1,9 @@
 import Foundation
+import LocalEtcd
 import Synchronization
-import Testing
 import TesseraCore
 import TesseraEtcd
-import TesseraTestSupport
+import Testing
 
 @testable import IdentityService
 
@@ -16,7 +16,7 @@ final class EtcdReplica: Sendable {
   private let tasks = Mutex<[Task<Void, Never>]>([])
 
   init(
-    _ cluster: EtcdTestCluster, node: String, statePath: String? = nil, leaseTTL: Int64 = 30,
+    _ cluster: LocalEtcdCluster, node: String, statePath: String? = nil, leaseTTL: Int64 = 30,
     tls: EtcdConfiguration.TLSFiles = .init()
   ) async throws {
     self.node = node
@@ -78,7 +78,7 @@ func eventually(_ what: String, timeout: Duration = .seconds(15), _ condition: (
     if try await condition() { return }
     try await Task.sleep(for: .milliseconds(50))
   }
-  throw EtcdTestClusterError("timed out waiting for: \(what)")
+  throw LocalEtcdClusterError("timed out waiting for: \(what)")
 }
 
 /// What etcd itself holds under the test prefix, read with a separate client.
@@ -88,7 +88,7 @@ struct EtcdContents {
   var references: [String: Set<String>] = [:]  // labels -> nodes
   var referenceLeases: [String: Int64] = [:]  // "labels/node" -> lease
 
-  static func read(_ cluster: EtcdTestCluster) async throws -> EtcdContents {
+  static func read(_ cluster: LocalEtcdCluster) async throws -> EtcdContents {
     let client = try EtcdClient(configuration: EtcdConfiguration(parsing: cluster.endpoints))
     let connections = Task { try? await client.runConnections() }
     defer {
@@ -102,7 +102,7 @@ struct EtcdContents {
       if key.hasPrefix("/test/id/") {
         contents.identities[try #require(UInt32(key.dropFirst("/test/id/".count)))] = value
       } else if key.hasPrefix("/test/labels/") {
-        guard let id = UInt32(value) else { throw EtcdTestClusterError("label index \(key) holds \(value)") }
+        guard let id = UInt32(value) else { throw LocalEtcdClusterError("label index \(key) holds \(value)") }
         contents.labelIndex[String(key.dropFirst("/test/labels/".count))] = id
       } else if key.hasPrefix("/test/value/") {
         let rest = key.dropFirst("/test/value/".count)
@@ -133,11 +133,11 @@ func labelSet(_ index: Int) throws -> LabelSet {
   try LabelSet(parsing: ["k8s:app=app\(index % 37)", "k8s:tier=t\(index / 37)", "k8s:io.kubernetes.pod.namespace=ns\(index % 3)"])
 }
 
-@Suite("etcd identity store (real etcd)", .serialized, .enabled(if: EtcdTestCluster.skipReason == nil, "etcd not installed (run scripts/install-deps.sh)"))
+@Suite("etcd identity store (real etcd)", .serialized, .enabled(if: LocalEtcdCluster.skipReason == nil, "etcd not installed (run scripts/install-deps.sh)"))
 struct EtcdIdentityStoreTests {
   @Test("replicas allocating overlapping label sets in parallel agree, never duplicate, and count every reference")
   func concurrentReplicas() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let replicas = try await [EtcdReplica(cluster, node: "n1"), EtcdReplica(cluster, node: "n2"), EtcdReplica(cluster, node: "n3")]
     let labelSets = try (0..<150).map(labelSet)
@@ -205,7 +205,7 @@ struct EtcdIdentityStoreTests {
 
   @Test("the watch brings identities made on one replica to the others")
   func watchSpreadsIdentities() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let first = try await EtcdReplica(cluster, node: "n1")
     let second = try await EtcdReplica(cluster, node: "n2")
@@ -220,7 +220,7 @@ struct EtcdIdentityStoreTests {
 
   @Test("garbage collection deletes an unreferenced identity on its second round, and never one taken meanwhile")
   func garbageCollection() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let a = try await EtcdReplica(cluster, node: "a")
     let b = try await EtcdReplica(cluster, node: "b")
@@ -254,7 +254,7 @@ struct EtcdIdentityStoreTests {
 
   @Test("with etcd down, known identities resolve and new ones fail fast and retryably; all recovers when it returns")
   func outage() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let a = try await EtcdReplica(cluster, node: "a")
     let b = try await EtcdReplica(cluster, node: "b")
@@ -285,7 +285,7 @@ struct EtcdIdentityStoreTests {
 
   @Test("killing one member of three during allocations does not stop them; stopping all fails new ones; restarting recovers")
   func threeMembers() async throws {
-    let cluster = try EtcdTestCluster(members: 3)
+    let cluster = try LocalEtcdCluster(members: 3)
     defer { cluster.shutdown() }
     let replicas = try await [EtcdReplica(cluster, node: "n1"), EtcdReplica(cluster, node: "n2")]
     let labelSets = try (0..<120).map(labelSet)
@@ -337,7 +337,7 @@ struct EtcdIdentityStoreTests {
 
   @Test("a lost lease re-creates the node's references under a new one")
   func lostLease() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let a = try await EtcdReplica(cluster, node: "a", leaseTTL: 10)
     _ = try await a.allocate(labelSet(1))
@@ -353,7 +353,7 @@ struct EtcdIdentityStoreTests {
 
   @Test("syncing references rewrites the node's reference keys to what its endpoints hold")
   func syncReferences() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let a = try await EtcdReplica(cluster, node: "a")
     let kept = try await a.allocate(labelSet(1)).identity.id
@@ -371,7 +371,7 @@ struct EtcdIdentityStoreTests {
 
   @Test("a restarted replica keeps its counts and its lease")
   func restart() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let statePath = cluster.directory + "/node-a.db"
     var a: EtcdReplica? = try await EtcdReplica(cluster, node: "a", statePath: statePath)
@@ -392,7 +392,7 @@ struct EtcdIdentityStoreTests {
 
   @Test("over TLS with client certificates: allocations work, a client without a certificate is refused")
   func mutualTLS() async throws {
-    let cluster = try EtcdTestCluster(members: 1, tls: true)
+    let cluster = try LocalEtcdCluster(members: 1, tls: true)
     defer { cluster.shutdown() }
     let files = try #require(cluster.tls)
     let replica = try await EtcdReplica(

@@ -1,11 +1,11 @@
 import Foundation
+import LocalEtcd
 import Testing
-import TesseraTestSupport
 
 /// Two nodes (each its own four daemons and run directory) sharing one real etcd.
 @Suite(
   "Two nodes on one etcd", .serialized,
-  .enabled(if: TesseraNode.skipReason == nil && EtcdTestCluster.skipReason == nil, "needs the built daemons and etcd"))
+  .enabled(if: TesseraNode.skipReason == nil && LocalEtcdCluster.skipReason == nil, "needs the built daemons and etcd"))
 struct ClusterIntegrationTests {
   /// Polls `condition` every 50 ms for up to `seconds`.
   func eventually(_ seconds: Double = 10, _ condition: () throws -> Bool) rethrows -> Bool {
@@ -24,7 +24,7 @@ struct ClusterIntegrationTests {
 
   @Test("one identity per label set on both nodes, each node's ipcache learns the other's endpoints, and an etcd outage is survived")
   func twoNodes() throws {
-    let etcd = try EtcdTestCluster(members: 1)
+    let etcd = try LocalEtcdCluster(members: 1)
     defer { etcd.shutdown() }
     let a = try TesseraNode()
     let b = try TesseraNode()
@@ -92,7 +92,7 @@ struct ClusterIntegrationTests {
     "entries written straight into etcd cannot widen, forge or take over this node's ipcache",
     .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/etcdctl"), "needs etcdctl (etcd-client)"))
   func forgedIPCacheEntries() throws {
-    let etcd = try EtcdTestCluster(members: 1)
+    let etcd = try LocalEtcdCluster(members: 1)
     defer { etcd.shutdown() }
     let a = try TesseraNode()
     defer { a.down() }

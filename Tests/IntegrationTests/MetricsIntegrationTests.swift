@@ -1,6 +1,6 @@
 import Foundation
+import LocalEtcd
 import Testing
-import TesseraTestSupport
 
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -24,7 +24,7 @@ struct MetricsIntegrationTests {
     let node = try TesseraNode()
     defer { node.down() }
     // node up takes one base port for four consecutive ones: find a free run of four.
-    let start = try #require(stride(from: 20_000, to: 60_000, by: 97).first { (try? EtcdTestCluster.bindable($0..<($0 + 4))) == true })
+    let start = try #require(stride(from: 20_000, to: 60_000, by: 97).first { (try? LocalEtcdCluster.bindable($0..<($0 + 4))) == true })
     try node.up(["--metrics-base-port", String(start)])
     try node.cli(["endpoint", "create", "--container-id", "m1", "--ip", "10.90.0.1", "--label", "app=m"])
 

@@ -7,7 +7,7 @@ import Glibc
 /// A real etcd cluster (Debian's `etcd-server`) on loopback ports, in a
 /// temporary directory that is removed with it. Members can be stopped,
 /// killed and started again to test outages.
-public final class EtcdTestCluster: @unchecked Sendable {
+public final class LocalEtcdCluster: @unchecked Sendable {
   public struct Member {
     public let name: String
     public let clientPort: Int
@@ -131,7 +131,7 @@ public final class EtcdTestCluster: @unchecked Sendable {
         }
         if Date() > deadline {
           let log = (try? String(contentsOfFile: "\(directory)/\(name).log", encoding: .utf8)) ?? ""
-          throw EtcdTestClusterError("etcd member \(name) not healthy after \(timeout) s:\n\(log.suffix(2000))")
+          throw LocalEtcdClusterError("etcd member \(name) not healthy after \(timeout) s:\n\(log.suffix(2000))")
         }
         Thread.sleep(forTimeInterval: 0.05)
       }
@@ -178,7 +178,7 @@ public final class EtcdTestCluster: @unchecked Sendable {
     let ca = "\(directory)/ca"
     func openssl(_ arguments: [String]) throws {
       guard try run("/usr/bin/openssl", arguments) == 0 else {
-        throw EtcdTestClusterError("openssl \(arguments.joined(separator: " ")) failed")
+        throw LocalEtcdClusterError("openssl \(arguments.joined(separator: " ")) failed")
       }
     }
     try openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=tessera-test-ca", "-keyout", "\(ca).key", "-out", "\(ca).pem"])
@@ -224,7 +224,7 @@ public final class EtcdTestCluster: @unchecked Sendable {
     var sockets: [Int32] = []
     defer { sockets.forEach { close($0) } }
     return try (0..<count).map { _ in
-      guard let (fd, port) = bindLoopback(port: 0) else { throw EtcdTestClusterError("no free port") }
+      guard let (fd, port) = bindLoopback(port: 0) else { throw LocalEtcdClusterError("no free port") }
       sockets.append(fd)
       return port
     }
@@ -254,7 +254,7 @@ public final class EtcdTestCluster: @unchecked Sendable {
   }
 }
 
-public struct EtcdTestClusterError: Error, CustomStringConvertible {
+public struct LocalEtcdClusterError: Error, CustomStringConvertible {
   public let description: String
   public init(_ description: String) { self.description = description }
 }
