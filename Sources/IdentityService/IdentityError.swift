@@ -1,8 +1,8 @@
 /// An identity-service failure with a code the gRPC layer maps to a status.
 public struct IdentityError: Error, Sendable, CustomStringConvertible {
   public struct Code: Hashable, Sendable, CustomStringConvertible {
-    private enum Wrapped: Hashable, Sendable { case invalidLabels, notFound, exhausted, storeUnavailable, policyUnavailable }
-    private let wrapped: Wrapped
+    enum Wrapped: Hashable, Sendable { case invalidLabels, notFound, exhausted, storeUnavailable, policyUnavailable }
+    let wrapped: Wrapped
     private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
 
     /// A label is malformed, or `reserved:` labels are mixed with others.

@@ -36,18 +36,6 @@ final class SharedLock: Sendable {
   func withLock<Result: Sendable>(_ body: () throws -> Result) rethrows -> Result { try mutex.withLock { _ in try body() } }
 }
 
-extension PolicyError: RPCErrorConvertible {
-  public var rpcErrorCode: RPCError.Code {
-    switch code {
-    case .invalidManifest: .invalidArgument
-    case .notFound: .notFound
-    default: .internalError
-    }
-  }
-
-  public var rpcErrorMessage: String { description }
-}
-
 extension Tessera_Policy_V1_PolicyRef {
   init(_ ref: PolicyRef) {
     self.init()
