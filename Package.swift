@@ -47,10 +47,11 @@ let package = Package(
     .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
   ],
   targets: [
-    // Generated protobuf and gRPC code. Regenerate with scripts/generate-proto.sh.
+    // Generated protobuf and gRPC code (regenerate with scripts/generate-proto.sh), and
+    // Proto+Core.swift: the one place TesseraCore's types are converted to and from the wire.
     .target(
       name: "TesseraProto",
-      dependencies: [grpcCore, grpcProtobuf, swiftProtobuf],
+      dependencies: ["TesseraCore", grpcCore, grpcProtobuf, swiftProtobuf],
       swiftSettings: [.swiftLanguageMode(.v6)]
     ),
     // etcd's v3 API client, generated from third_party/etcd (scripts/generate-proto.sh).

@@ -35,22 +35,3 @@ final class SharedLock: Sendable {
   private let mutex = Mutex(())
   func withLock<Result: Sendable>(_ body: () throws -> Result) rethrows -> Result { try mutex.withLock { _ in try body() } }
 }
-
-extension Tessera_Policy_V1_PolicyRef {
-  init(_ ref: PolicyRef) {
-    self.init()
-    namespace = ref.namespace
-    name = ref.name
-    kind = ref.kind
-  }
-}
-
-extension Tessera_Policy_V1_Policy {
-  init(_ policy: StoredPolicy) {
-    self.init()
-    ref = .init(policy.ref)
-    revision = policy.revision
-    sourceJson = policy.sourceJSON
-    ruleCount = UInt32(clamping: policy.ruleCount)
-  }
-}
