@@ -51,10 +51,11 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
   ],
   targets: [
-    // Generated protobuf and gRPC code. Regenerate with scripts/generate-proto.sh.
+    // Generated protobuf and gRPC code (regenerate with scripts/generate-proto.sh), and
+    // Proto+Core.swift: the one place TesseraCore's types are converted to and from the wire.
     .target(
       name: "TesseraProto",
-      dependencies: [grpcCore, grpcProtobuf, swiftProtobuf],
+      dependencies: ["TesseraCore", grpcCore, grpcProtobuf, swiftProtobuf],
       swiftSettings: [.swiftLanguageMode(.v6)]
     ),
     // etcd's v3 API client, generated from third_party/etcd (scripts/generate-proto.sh).
@@ -111,6 +112,8 @@ let package = Package(
       ],
       swiftSettings: strictSwift
     ),
+    // A real etcd cluster (Debian's etcd-server) on loopback, for the tests and the etcd benchmarks.
+    .target(name: "LocalEtcd", dependencies: [], swiftSettings: strictSwift),
     // Shares endpoint addresses between nodes through etcd, so each node's ipcache knows remote pods.
     .target(
       name: "ClusterIPCache",
@@ -165,13 +168,10 @@ let package = Package(
       dependencies: [
         "DatapathService", "IdentityService", "PolicyService", "TesseraCore", "TesseraEtcd",
         "TesseraProto",
-        "TesseraRuntime", "TesseraTestSupport", grpcCore, grpcNIO, argumentParser, logging,
+        "LocalEtcd", "TesseraRuntime", grpcCore, grpcNIO, argumentParser, logging,
       ],
       swiftSettings: strictSwift
     ),
-    // Test fixtures shared by test targets: a real etcd cluster on loopback.
-    .target(
-      name: "TesseraTestSupport", path: "Tests/TesseraTestSupport", swiftSettings: strictSwift),
     .testTarget(
       name: "TesseraCoreTests", dependencies: ["TesseraCore"], swiftSettings: strictSwift),
     .testTarget(
@@ -182,8 +182,7 @@ let package = Package(
     .testTarget(
       name: "IdentityServiceTests",
       dependencies: [
-        "IdentityService", "TesseraCore", "TesseraEtcd", "TesseraRuntime", "TesseraTestSupport",
-        grpcCore,
+        "IdentityService", "LocalEtcd", "TesseraCore", "TesseraEtcd", "TesseraRuntime", grpcCore,
       ],
       swiftSettings: strictSwift
     ),
@@ -213,7 +212,7 @@ let package = Package(
     .testTarget(
       name: "IntegrationTests",
       dependencies: [
-        "TesseraCore", "TesseraProto", "TesseraRuntime", "TesseraTestSupport", grpcCore, grpcNIO,
+        "LocalEtcd", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO,
       ],
       swiftSettings: strictSwift
     ),

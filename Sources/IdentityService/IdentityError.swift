@@ -1,10 +1,10 @@
 /// An identity-service failure with a code the gRPC layer maps to a status.
 public struct IdentityError: Error, Sendable, CustomStringConvertible {
   public struct Code: Hashable, Sendable, CustomStringConvertible {
-    private enum Wrapped: Hashable, Sendable {
+    enum Wrapped: Hashable, Sendable {
       case invalidLabels, notFound, exhausted, storeUnavailable, policyUnavailable
     }
-    private let wrapped: Wrapped
+    let wrapped: Wrapped
     private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
 
     /// A label is malformed, or `reserved:` labels are mixed with others.

@@ -5,17 +5,17 @@
 /// out of range (0-65535)`.
 public struct PolicyError: Error, Sendable, CustomStringConvertible {
   public struct Code: Hashable, Sendable, CustomStringConvertible {
-    private enum Wrapped: Hashable, Sendable {
+    enum Wrapped: Hashable, Sendable {
       case invalidManifest, notFound, storage, unavailable
     }
-    private let wrapped: Wrapped
+    let wrapped: Wrapped
     private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
 
     /// The manifest is malformed or uses something Tessera does not support (→ `invalidArgument`).
     public static let invalidManifest = Code(.invalidManifest)
     /// No policy has that namespace and name (→ `notFound`).
     public static let notFound = Code(.notFound)
-    /// The policy database could not be read or written (→ `unavailable`/`internal`).
+    /// The policy database could not be read or written (→ `internal`).
     public static let storage = Code(.storage)
     /// The cluster policy store cannot be reached, or has not caught up yet; retrying may
     /// succeed (→ `unavailable`).

@@ -45,35 +45,3 @@ final class SharedLock: Sendable {
     try mutex.withLock { _ in try body() }
   }
 }
-
-extension PolicyError: RPCErrorConvertible {
-  public var rpcErrorCode: RPCError.Code {
-    switch code {
-    case .invalidManifest: .invalidArgument
-    case .notFound: .notFound
-    case .unavailable: .unavailable
-    default: .internalError
-    }
-  }
-
-  public var rpcErrorMessage: String { description }
-}
-
-extension Tessera_Policy_V1_PolicyRef {
-  init(_ ref: PolicyRef) {
-    self.init()
-    namespace = ref.namespace
-    name = ref.name
-    kind = ref.kind
-  }
-}
-
-extension Tessera_Policy_V1_Policy {
-  init(_ policy: StoredPolicy) {
-    self.init()
-    ref = .init(policy.ref)
-    revision = policy.revision
-    sourceJson = policy.sourceJSON
-    ruleCount = UInt32(clamping: policy.ruleCount)
-  }
-}

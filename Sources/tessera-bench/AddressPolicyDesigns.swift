@@ -80,8 +80,8 @@ struct AddressPolicyDesign: Sendable {
       ]
     },
     memberCount: { router in
-      try runTool(router.exec([tool("iptables"), "-w", "-S", chain])).split(separator: "\n").filter
-      { $0.hasPrefix("-A ") }.count
+      try execute(router.exec([tool("iptables"), "-w", "-S", chain]), keepErrors: true)
+        .checkedOutput().split(separator: "\n").filter { $0.hasPrefix("-A ") }.count
     })
 
   /// (b) One `hash:ip` set per selector, matched by a single rule (Calico's design).
@@ -115,7 +115,8 @@ struct AddressPolicyDesign: Sendable {
       return [tool("ipset"), "restore", "-file", try write(entries, scratch + "/ipset.resync")]
     },
     memberCount: { router in
-      let listing = try runTool(router.exec([tool("ipset"), "list", set]))
+      let listing = try execute(router.exec([tool("ipset"), "list", set]), keepErrors: true)
+        .checkedOutput()
       return listing.split(separator: "\n").drop { !$0.hasPrefix("Members:") }.dropFirst().count
     })
 
@@ -151,7 +152,9 @@ struct AddressPolicyDesign: Sendable {
       return [tool("nft"), "-f", try write(script, scratch + "/nft.resync")]
     },
     memberCount: { router in
-      let listing = try runTool(router.exec([tool("nft"), "list", "set", "inet", "tb", "sel"]))
+      let listing = try execute(
+        router.exec([tool("nft"), "list", "set", "inet", "tb", "sel"]), keepErrors: true
+      ).checkedOutput()
       return listing.components(separatedBy: "elements = {").dropFirst().first.map {
         $0.prefix { $0 != "}" }.split(separator: ",").count
       } ?? 0

@@ -72,17 +72,17 @@ struct Benchmark: AsyncParsableCommand {
     var notes: [String] = []
     var createCurve: [Report.CreatePoint] = []
 
-    let (_, upStatus, upOutput) = try timedExec(
-      bin + "/tessera",
+    let up = try execute(
       [
-        "node", "up", "--detach", "--run-dir", run.path, "--state-dir", root + "/state",
-        "--bpf-pin-dir", pin,
-      ])
-    guard upStatus == 0 else {
-      throw ValidationError("node up failed: \(String(decoding: upOutput, as: UTF8.self))")
+        bin + "/tessera", "node", "up", "--detach", "--run-dir", run.path, "--state-dir",
+        root + "/state", "--bpf-pin-dir", pin,
+      ],
+      environment: [:])
+    guard up.status == 0 else {
+      throw ValidationError("node up failed: \(String(decoding: up.output, as: UTF8.self))")
     }
     defer {
-      _ = try? timedExec(bin + "/tessera", ["node", "down", "--run-dir", run.path])
+      _ = try? execute([bin + "/tessera", "node", "down", "--run-dir", run.path], environment: [:])
       try? FileManager.default.removeItem(atPath: root)
       try? FileManager.default.removeItem(atPath: pin)
     }
@@ -293,12 +293,11 @@ struct Benchmark: AsyncParsableCommand {
               "CNI_PATH": "/usr/lib/cni",
               "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=\(container)",
             ]
-            let (elapsed, status, _) = try timedExec(
-              cni, environment: environment, stdin: Data(config.utf8))
-            guard status == 0 else {
-              throw ValidationError("tessera-cni ADD failed with status \(status)")
+            let add = try execute([cni], environment: environment, stdin: Data(config.utf8))
+            guard add.status == 0 else {
+              throw ValidationError("tessera-cni ADD failed with status \(add.status)")
             }
-            plugin.add(elapsed)
+            plugin.add(add.elapsed)
             _ = try await endpoints.deleteEndpoint(
               .with { $0.endpoint = .with { $0.containerID = container } })
             let start = clock.now
@@ -308,7 +307,7 @@ struct Benchmark: AsyncParsableCommand {
             direct.add(.now - start)
             _ = try await endpoints.deleteEndpoint(
               .with { $0.endpoint = .with { $0.containerID = container } })
-            trueExec.add(try timedExec("/bin/true").0)
+            trueExec.add(try execute(["/bin/true"], environment: [:]).elapsed)
           }
           rows.append(
             Row(

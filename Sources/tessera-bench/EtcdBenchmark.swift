@@ -1,19 +1,19 @@
 import Foundation
 import IdentityService
+import LocalEtcd
 import TesseraCore
 import TesseraEtcd
-import TesseraTestSupport
 
 /// Identity allocation on a real etcd (1 and 3 members on loopback), in
 /// process against the store, next to a bare etcd transaction as the floor.
 enum EtcdBenchmark {
   static func figures(newIdentities: Int) async throws -> (rows: [Row], notes: [String]) {
-    guard EtcdTestCluster.executable != nil else {
+    guard LocalEtcdCluster.executable != nil else {
       return ([], ["etcd figures skipped: etcd not installed"])
     }
     var rows: [Row] = []
     for members in [1, 3] {
-      let cluster = try EtcdTestCluster(members: members)
+      let cluster = try LocalEtcdCluster(members: members)
       defer { cluster.shutdown() }
       rows += try await measure(
         cluster, members: members, newIdentities: members == 1 ? newIdentities : newIdentities / 2)
@@ -26,7 +26,7 @@ enum EtcdBenchmark {
     )
   }
 
-  private static func measure(_ cluster: EtcdTestCluster, members: Int, newIdentities count: Int)
+  private static func measure(_ cluster: LocalEtcdCluster, members: Int, newIdentities count: Int)
     async throws -> [Row]
   {
     let scope = "etcd, \(members) member\(members == 1 ? "" : "s")"
@@ -133,10 +133,10 @@ enum EtcdBenchmark {
   }
 
   private static func etcdVersion() -> String {
-    guard let executable = EtcdTestCluster.executable,
-      let (_, _, output) = try? timedExec(executable, ["--version"])
+    guard let executable = LocalEtcdCluster.executable,
+      let version = try? execute([executable, "--version"], environment: [:])
     else { return "" }
-    return String(decoding: output, as: UTF8.self).split(separator: "\n").first.map {
+    return String(decoding: version.output, as: UTF8.self).split(separator: "\n").first.map {
       String($0.replacingOccurrences(of: "etcd Version: ", with: ""))
     } ?? ""
   }
@@ -148,7 +148,7 @@ enum EtcdBenchmark {
     let node: String
     private let tasks: [Task<Void, Never>]
 
-    init(_ cluster: EtcdTestCluster, node: String) async throws {
+    init(_ cluster: LocalEtcdCluster, node: String) async throws {
       self.node = node
       let client = try EtcdClient(configuration: EtcdConfiguration(parsing: cluster.endpoints))
       let store = try EtcdIdentityStore(client: client, configuration: .init(prefix: "/bench"))

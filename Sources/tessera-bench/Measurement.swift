@@ -40,31 +40,58 @@ func format(_ value: Double) -> String {
   return String(format: "%.3f", value)
 }
 
-/// Runs a program and returns its wall time, exit status and stdout.
-func timedExec(
-  _ path: String, _ arguments: [String] = [], environment: [String: String] = [:],
-  stdin: Data? = nil
-) throws -> (Duration, Int32, Data) {
+/// A program run to completion by `execute`.
+struct Execution {
+  var command: [String]
+  /// Wall time from start to exit, stdout read to its end.
+  var elapsed: Duration
+  var status: Int32
+  var output: Data
+  /// What it printed on stderr, when `execute` was asked to keep it.
+  var errors: Data?
+
+  /// stdout as text; throws ``ToolError`` with stderr when the program exited non-zero.
+  @discardableResult
+  func checkedOutput() throws -> String {
+    guard status == 0 else {
+      throw ToolError(
+        command: command, status: status, stderr: String(decoding: errors ?? Data(), as: UTF8.self))
+    }
+    return String(decoding: output, as: UTF8.self)
+  }
+}
+
+/// Runs a program to completion: the benchmark's one way to start a process.
+///
+/// - Parameters:
+///   - command: the executable's absolute path, then its arguments.
+///   - environment: the program's whole environment; nil inherits this process's.
+///   - stdin: written to the program's stdin, which is then closed.
+///   - keepErrors: keep stderr for ``Execution/checkedOutput()``; otherwise it goes to
+///     /dev/null (a program that leaves children holding stderr never blocks the read).
+func execute(
+  _ command: [String], environment: [String: String]? = nil, stdin: Data? = nil,
+  keepErrors: Bool = false
+) throws -> Execution {
   let process = Process()
-  process.executableURL = URL(fileURLWithPath: path)
-  process.arguments = arguments
-  process.environment = environment
+  process.executableURL = URL(fileURLWithPath: command[0])
+  process.arguments = Array(command.dropFirst())
+  if let environment { process.environment = environment }
   let input = Pipe()
   let output = Pipe()
+  let errors = keepErrors ? Pipe() : nil
   process.standardInput = input
   process.standardOutput = output
-  process.standardError = FileHandle.nullDevice
+  process.standardError = errors ?? FileHandle.nullDevice
   let clock = ContinuousClock()
   let start = clock.now
   try process.run()
   if let stdin { input.fileHandleForWriting.write(stdin) }
   try input.fileHandleForWriting.close()
-  let data = output.fileHandleForReading.readDataToEndOfFile()
+  let out = output.fileHandleForReading.readDataToEndOfFile()
+  let err = errors?.fileHandleForReading.readDataToEndOfFile()
   process.waitUntilExit()
-  return (clock.now - start, process.terminationStatus, data)
-}
-
-/// `timedExec` of a whole command line.
-func timedExec(_ command: [String]) throws -> (Duration, Int32, Data) {
-  try timedExec(command[0], Array(command.dropFirst()))
+  return Execution(
+    command: command, elapsed: clock.now - start, status: process.terminationStatus, output: out,
+    errors: err)
 }

@@ -17,29 +17,6 @@ func toolPath(_ name: String) -> String? {
   }
 }
 
-/// Runs a tool to completion; throws with its stderr when it fails.
-@discardableResult
-func runTool(_ command: [String]) throws -> String {
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: command[0])
-  process.arguments = Array(command.dropFirst())
-  let output = Pipe()
-  let errors = Pipe()
-  process.standardOutput = output
-  process.standardError = errors
-  process.standardInput = FileHandle.nullDevice
-  try process.run()
-  let out = output.fileHandleForReading.readDataToEndOfFile()
-  let err = errors.fileHandleForReading.readDataToEndOfFile()
-  process.waitUntilExit()
-  guard process.terminationStatus == 0 else {
-    throw ToolError(
-      command: command, status: process.terminationStatus,
-      stderr: String(decoding: err, as: UTF8.self))
-  }
-  return String(decoding: out, as: UTF8.self)
-}
-
 /// A network namespace created by the benchmark (`ip netns add`), removed by `destroy()`.
 struct NetworkNamespace: Sendable {
   let name: String
@@ -49,16 +26,20 @@ struct NetworkNamespace: Sendable {
   static let nsenter = toolPath("nsenter") ?? "/usr/bin/nsenter"
 
   static func create(_ name: String) throws -> NetworkNamespace {
-    _ = try? runTool([ip, "netns", "del", name])  // a leftover from an interrupted run
-    try runTool([ip, "netns", "add", name])
+    _ = try? execute([ip, "netns", "del", name], keepErrors: true).checkedOutput()  // a leftover from an interrupted run
+    try execute([ip, "netns", "add", name], keepErrors: true).checkedOutput()
     let namespace = NetworkNamespace(name: name)
     try namespace.ip("link", "set", "lo", "up")
     return namespace
   }
 
-  func destroy() { _ = try? runTool([Self.ip, "netns", "del", name]) }
+  func destroy() {
+    _ = try? execute([Self.ip, "netns", "del", name], keepErrors: true).checkedOutput()
+  }
 
-  func ip(_ arguments: String...) throws { try runTool([Self.ip, "-n", name] + arguments) }
+  func ip(_ arguments: String...) throws {
+    try execute([Self.ip, "-n", name] + arguments, keepErrors: true).checkedOutput()
+  }
 
   /// The command line that runs `command` in this namespace only: `nsenter --net`
   /// leaves the mount namespace alone (`ip netns exec` remounts /sys and would
@@ -66,7 +47,9 @@ struct NetworkNamespace: Sendable {
   func exec(_ command: [String]) -> [String] { [Self.nsenter, "--net=\(path)", "--"] + command }
 
   func setIPv4Forwarding() throws {
-    try runTool(exec(["/bin/sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]))
+    try execute(
+      exec(["/bin/sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]), keepErrors: true
+    ).checkedOutput()
   }
 
   /// Runs `body` on a new thread that has joined this namespace; sockets made

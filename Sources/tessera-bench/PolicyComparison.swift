@@ -55,26 +55,29 @@ enum PolicyComparison {
 
       let members = members(count)
       for command in try design.install(members, port, scratch) {
-        try runTool(topology.router.exec(command))
+        try execute(topology.router.exec(command), keepErrors: true).checkedOutput()
       }
 
       var join = Samples()
       var floor = Samples()
       for index in 0..<joins {
-        let (elapsed, status, _) = try timedExec(
-          topology.router.exec(design.join(joiningAddress(index), port)))
-        guard status == 0 else {
-          throw BenchError("\(design.name): joining \(joiningAddress(index)) exited \(status)")
+        let joined = try execute(
+          topology.router.exec(design.join(joiningAddress(index), port)), environment: [:])
+        guard joined.status == 0 else {
+          throw BenchError(
+            "\(design.name): joining \(joiningAddress(index)) exited \(joined.status)")
         }
-        join.add(elapsed)
-        floor.add(try timedExec(topology.router.exec(["/bin/true"])).0)
+        join.add(joined.elapsed)
+        floor.add(try execute(topology.router.exec(["/bin/true"]), environment: [:]).elapsed)
       }
       var resync = Samples()
       for _ in 0..<3 {
         let command = try design.resync(members, port, scratch)
-        let (elapsed, status, _) = try timedExec(topology.router.exec(command))
-        guard status == 0 else { throw BenchError("\(design.name): resync exited \(status)") }
-        resync.add(elapsed)
+        let resynced = try execute(topology.router.exec(command), environment: [:])
+        guard resynced.status == 0 else {
+          throw BenchError("\(design.name): resync exited \(resynced.status)")
+        }
+        resync.add(resynced.elapsed)
       }
       let held = try design.memberCount(topology.router)
       guard held == count else {
@@ -121,16 +124,18 @@ enum PolicyComparison {
     let pin = "/sys/fs/bpf/tessera-bench-cmp-\(getpid())"
     let metricsBase = 19460
     defer {  // also after a node up that failed halfway
-      _ = try? runTool([bin + "/tessera", "node", "down", "--run-dir", run.path])
+      _ = try? execute([bin + "/tessera", "node", "down", "--run-dir", run.path], keepErrors: true)
+        .checkedOutput()
       try? FileManager.default.removeItem(atPath: root)
       try? FileManager.default.removeItem(atPath: pin)
     }
-    try runTool(
+    try execute(
       topology.router.exec([
         bin + "/tessera", "node", "up", "--detach", "--run-dir", run.path, "--state-dir",
         root + "/state",
         "--bpf-pin-dir", pin, "--metrics-base-port", "\(metricsBase)",
-      ]))
+      ]), keepErrors: true
+    ).checkedOutput()
     let kernel = try KernelIPCache(object: object)
     defer { kernel.close() }
 

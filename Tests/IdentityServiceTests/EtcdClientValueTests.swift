@@ -1,7 +1,7 @@
 import Foundation
+import LocalEtcd
 import Synchronization
 import TesseraEtcd
-import TesseraTestSupport
 import Testing
 
 /// TesseraEtcd's own value types carry what etcd answered: the identity store and
@@ -9,13 +9,13 @@ import Testing
 @Suite(
   "etcd client value types (real etcd)", .serialized,
   .enabled(
-    if: EtcdTestCluster.skipReason == nil, "etcd not installed (run scripts/install-deps.sh)"))
+    if: LocalEtcdCluster.skipReason == nil, "etcd not installed (run scripts/install-deps.sh)"))
 struct EtcdClientValueTests {
   @Test(
     "transactions report their branch, revision and reads; keys carry lease and revisions; watches report puts and deletes"
   )
   func valuesMatchEtcd() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let client = try EtcdClient(configuration: EtcdConfiguration(parsing: cluster.endpoints))
     let connections = Task { try? await client.runConnections() }

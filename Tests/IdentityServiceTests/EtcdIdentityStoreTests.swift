@@ -1,8 +1,8 @@
 import Foundation
+import LocalEtcd
 import Synchronization
 import TesseraCore
 import TesseraEtcd
-import TesseraTestSupport
 import Testing
 
 @testable import IdentityService
@@ -16,7 +16,7 @@ final class EtcdReplica: Sendable {
   private let tasks = Mutex<[Task<Void, Never>]>([])
 
   init(
-    _ cluster: EtcdTestCluster, node: String, statePath: String? = nil, leaseTTL: Int64 = 30,
+    _ cluster: LocalEtcdCluster, node: String, statePath: String? = nil, leaseTTL: Int64 = 30,
     tls: EtcdConfiguration.TLSFiles = .init()
   ) async throws {
     self.node = node
@@ -83,7 +83,7 @@ func eventually(
     if try await condition() { return }
     try await Task.sleep(for: .milliseconds(50))
   }
-  throw EtcdTestClusterError("timed out waiting for: \(what)")
+  throw LocalEtcdClusterError("timed out waiting for: \(what)")
 }
 
 /// What etcd itself holds under the test prefix, read with a separate client.
@@ -93,7 +93,7 @@ struct EtcdContents {
   var references: [String: Set<String>] = [:]  // labels -> nodes
   var referenceLeases: [String: Int64] = [:]  // "labels/node" -> lease
 
-  static func read(_ cluster: EtcdTestCluster) async throws -> EtcdContents {
+  static func read(_ cluster: LocalEtcdCluster) async throws -> EtcdContents {
     let client = try EtcdClient(configuration: EtcdConfiguration(parsing: cluster.endpoints))
     let connections = Task { try? await client.runConnections() }
     defer {
@@ -108,7 +108,7 @@ struct EtcdContents {
         contents.identities[try #require(UInt32(key.dropFirst("/test/id/".count)))] = value
       } else if key.hasPrefix("/test/labels/") {
         guard let id = UInt32(value) else {
-          throw EtcdTestClusterError("label index \(key) holds \(value)")
+          throw LocalEtcdClusterError("label index \(key) holds \(value)")
         }
         contents.labelIndex[String(key.dropFirst("/test/labels/".count))] = id
       } else if key.hasPrefix("/test/value/") {
@@ -156,13 +156,13 @@ func labelSet(_ index: Int) throws -> LabelSet {
 @Suite(
   "etcd identity store (real etcd)", .serialized,
   .enabled(
-    if: EtcdTestCluster.skipReason == nil, "etcd not installed (run scripts/install-deps.sh)"))
+    if: LocalEtcdCluster.skipReason == nil, "etcd not installed (run scripts/install-deps.sh)"))
 struct EtcdIdentityStoreTests {
   @Test(
     "replicas allocating overlapping label sets in parallel agree, never duplicate, and count every reference"
   )
   func concurrentReplicas() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let replicas = try await [
       EtcdReplica(cluster, node: "n1"), EtcdReplica(cluster, node: "n2"),
@@ -241,7 +241,7 @@ struct EtcdIdentityStoreTests {
 
   @Test("the watch brings identities made on one replica to the others")
   func watchSpreadsIdentities() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let first = try await EtcdReplica(cluster, node: "n1")
     let second = try await EtcdReplica(cluster, node: "n2")
@@ -262,7 +262,7 @@ struct EtcdIdentityStoreTests {
     "garbage collection deletes an unreferenced identity on its second round, and never one taken meanwhile"
   )
   func garbageCollection() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let a = try await EtcdReplica(cluster, node: "a")
     let b = try await EtcdReplica(cluster, node: "b")
@@ -302,7 +302,7 @@ struct EtcdIdentityStoreTests {
     "with etcd down, known identities resolve and new ones fail fast and retryably; all recovers when it returns"
   )
   func outage() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let a = try await EtcdReplica(cluster, node: "a")
     let b = try await EtcdReplica(cluster, node: "b")
@@ -343,7 +343,7 @@ struct EtcdIdentityStoreTests {
     "killing one member of three during allocations does not stop them; stopping all fails new ones; restarting recovers"
   )
   func threeMembers() async throws {
-    let cluster = try EtcdTestCluster(members: 3)
+    let cluster = try LocalEtcdCluster(members: 3)
     defer { cluster.shutdown() }
     let replicas = try await [EtcdReplica(cluster, node: "n1"), EtcdReplica(cluster, node: "n2")]
     let labelSets = try (0..<120).map(labelSet)
@@ -401,7 +401,7 @@ struct EtcdIdentityStoreTests {
 
   @Test("a lost lease re-creates the node's references under a new one")
   func lostLease() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let a = try await EtcdReplica(cluster, node: "a", leaseTTL: 10)
     _ = try await a.allocate(labelSet(1))
@@ -418,7 +418,7 @@ struct EtcdIdentityStoreTests {
 
   @Test("syncing references rewrites the node's reference keys to what its endpoints hold")
   func syncReferences() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let a = try await EtcdReplica(cluster, node: "a")
     let kept = try await a.allocate(labelSet(1)).identity.id
@@ -437,7 +437,7 @@ struct EtcdIdentityStoreTests {
 
   @Test("a restarted replica keeps its counts and its lease")
   func restart() async throws {
-    let cluster = try EtcdTestCluster(members: 1)
+    let cluster = try LocalEtcdCluster(members: 1)
     defer { cluster.shutdown() }
     let statePath = cluster.directory + "/node-a.db"
     var a: EtcdReplica? = try await EtcdReplica(cluster, node: "a", statePath: statePath)
@@ -460,7 +460,7 @@ struct EtcdIdentityStoreTests {
     "over TLS with client certificates: allocations work, a client without a certificate is refused"
   )
   func mutualTLS() async throws {
-    let cluster = try EtcdTestCluster(members: 1, tls: true)
+    let cluster = try LocalEtcdCluster(members: 1, tls: true)
     defer { cluster.shutdown() }
     let files = try #require(cluster.tls)
     let replica = try await EtcdReplica(

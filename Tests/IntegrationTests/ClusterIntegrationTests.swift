@@ -1,12 +1,12 @@
 import Foundation
-import TesseraTestSupport
+import LocalEtcd
 import Testing
 
 /// Two nodes (each its own four daemons and run directory) sharing one real etcd.
 @Suite(
   "Two nodes on one etcd", .serialized,
   .enabled(
-    if: TesseraNode.skipReason == nil && EtcdTestCluster.skipReason == nil,
+    if: TesseraNode.skipReason == nil && LocalEtcdCluster.skipReason == nil,
     "needs the built daemons and etcd"))
 struct ClusterIntegrationTests {
   /// Polls `condition` every 50 ms for up to `seconds`.
@@ -32,7 +32,7 @@ struct ClusterIntegrationTests {
     "one identity per label set on both nodes, each node's ipcache learns the other's endpoints, and an etcd outage is survived"
   )
   func twoNodes() throws {
-    let etcd = try EtcdTestCluster(members: 1)
+    let etcd = try LocalEtcdCluster(members: 1)
     defer { etcd.shutdown() }
     let a = try TesseraNode()
     let b = try TesseraNode()
@@ -123,7 +123,7 @@ struct ClusterIntegrationTests {
       if: FileManager.default.isExecutableFile(atPath: "/usr/bin/etcdctl"),
       "needs etcdctl (etcd-client)"))
   func forgedIPCacheEntries() throws {
-    let etcd = try EtcdTestCluster(members: 1)
+    let etcd = try LocalEtcdCluster(members: 1)
     defer { etcd.shutdown() }
     let a = try TesseraNode()
     defer { a.down() }
@@ -182,7 +182,7 @@ struct ClusterIntegrationTests {
     "one rule repository in etcd: an import on one node is in force on the other, a delete anywhere removes it everywhere, etcd down refuses writes"
   )
   func sharedPolicyRepository() throws {
-    let etcd = try EtcdTestCluster(members: 1)
+    let etcd = try LocalEtcdCluster(members: 1)
     defer { etcd.shutdown() }
     let a = try TesseraNode()
     let b = try TesseraNode()

@@ -1,5 +1,5 @@
 import Foundation
-import TesseraTestSupport
+import LocalEtcd
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -31,7 +31,7 @@ struct MetricsIntegrationTests {
     // node up takes one base port for four consecutive ones: find a free run of four.
     let start = try #require(
       stride(from: 20_000, to: 60_000, by: 97).first {
-        (try? EtcdTestCluster.bindable($0..<($0 + 4))) == true
+        (try? LocalEtcdCluster.bindable($0..<($0 + 4))) == true
       })
     try node.up(["--metrics-base-port", String(start)])
     try node.cli([

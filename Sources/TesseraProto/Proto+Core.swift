@@ -1,8 +1,9 @@
 import GRPCCore
 import TesseraCore
-import TesseraProto
 
-// Conversions between the wire types and the domain types, in one place.
+// Conversions between the wire types and TesseraCore's domain types, in one place; written by
+// hand (scripts/generate-proto.sh replaces only the *.pb.swift and *.grpc.swift files here).
+// Each service's own messages are converted in its `Proto+<Service>.swift`.
 
 extension Tessera_Common_V1_Label {
   public init(_ label: Label) {

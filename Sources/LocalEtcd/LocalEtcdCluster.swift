@@ -7,7 +7,7 @@ import Foundation
 /// A real etcd cluster (Debian's `etcd-server`) on loopback ports, in a
 /// temporary directory that is removed with it. Members can be stopped,
 /// killed and started again to test outages.
-public final class EtcdTestCluster: @unchecked Sendable {
+public final class LocalEtcdCluster: @unchecked Sendable {
   public struct Member {
     public let name: String
     public let clientPort: Int
@@ -143,7 +143,7 @@ public final class EtcdTestCluster: @unchecked Sendable {
         }
         if Date() > deadline {
           let log = (try? String(contentsOfFile: "\(directory)/\(name).log", encoding: .utf8)) ?? ""
-          throw EtcdTestClusterError(
+          throw LocalEtcdClusterError(
             "etcd member \(name) not healthy after \(timeout) s:\n\(log.suffix(2000))")
         }
         Thread.sleep(forTimeInterval: 0.05)
@@ -196,7 +196,7 @@ public final class EtcdTestCluster: @unchecked Sendable {
     let ca = "\(directory)/ca"
     func openssl(_ arguments: [String]) throws {
       guard try run("/usr/bin/openssl", arguments) == 0 else {
-        throw EtcdTestClusterError("openssl \(arguments.joined(separator: " ")) failed")
+        throw LocalEtcdClusterError("openssl \(arguments.joined(separator: " ")) failed")
       }
     }
     try openssl([
@@ -258,7 +258,7 @@ public final class EtcdTestCluster: @unchecked Sendable {
     defer { sockets.forEach { close($0) } }
     return try (0..<count).map { _ in
       guard let (fd, port) = bindLoopback(port: 0) else {
-        throw EtcdTestClusterError("no free port")
+        throw LocalEtcdClusterError("no free port")
       }
       sockets.append(fd)
       return port
@@ -289,7 +289,7 @@ public final class EtcdTestCluster: @unchecked Sendable {
   }
 }
 
-public struct EtcdTestClusterError: Error, CustomStringConvertible {
+public struct LocalEtcdClusterError: Error, CustomStringConvertible {
   public let description: String
   public init(_ description: String) { self.description = description }
 }

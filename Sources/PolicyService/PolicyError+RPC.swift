@@ -1,0 +1,15 @@
+import GRPCCore
+
+extension PolicyError: RPCErrorConvertible {
+  /// Exhaustive: a new code must choose its status.
+  public var rpcErrorCode: RPCError.Code {
+    switch code.wrapped {
+    case .invalidManifest: .invalidArgument
+    case .notFound: .notFound
+    case .storage: .internalError
+    case .unavailable: .unavailable
+    }
+  }
+
+  public var rpcErrorMessage: String { description }
+}
