@@ -67,7 +67,7 @@ let package = Package(
     // A client of etcd clusters: failover across members, lease keepalive, watches.
     .target(
       name: "TesseraEtcd",
-      dependencies: ["EtcdProto", "TesseraRuntime", grpcCore, grpcNIO, logging, argumentParser],
+      dependencies: ["EtcdProto", "TesseraRuntime", grpcCore, grpcNIO, logging],
       swiftSettings: strictSwift
     ),
     // Domain vocabulary shared by every service: labels, identities, policy entries.

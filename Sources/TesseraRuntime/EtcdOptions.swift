@@ -1,6 +1,7 @@
 import ArgumentParser
 
-/// Command-line options of a daemon that talks to etcd (TLS files, lease TTL).
+/// Command-line options of a daemon that talks to etcd (TLS files, lease TTL). They live with
+/// the other daemon options; TesseraEtcd turns them into an `EtcdConfiguration`.
 public struct EtcdOptions: ParsableArguments, Sendable {
   @Option(help: "CA bundle (PEM) that signs the etcd members' certificates (https:// endpoints).")
   public var etcdCAFile: String?
@@ -23,18 +24,6 @@ public struct EtcdOptions: ParsableArguments, Sendable {
     guard (etcdCertFile == nil) == (etcdKeyFile == nil) else {
       throw ValidationError("--etcd-cert-file and --etcd-key-file go together")
     }
-  }
-
-  public var tls: EtcdConfiguration.TLSFiles {
-    .init(caFile: etcdCAFile, certificateFile: etcdCertFile, keyFile: etcdKeyFile)
-  }
-
-  /// Parses `etcd:URL[,URL…]` into a configuration with these options' TLS files.
-  public func configuration(store: String) throws(EtcdError) -> EtcdConfiguration {
-    guard let configuration = try EtcdConfiguration.parsing(store: store, tls: tls) else {
-      throw EtcdError(code: .invalidConfiguration, message: "\(store) is not etcd:URL[,URL...]")
-    }
-    return configuration
   }
 
   /// The flags that pass these options on to another daemon.
