@@ -108,7 +108,9 @@ let package = Package(
     .target(
       name: "DatapathService",
       dependencies: [
-        "CTesseraBPF", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, logging, metrics,
+        "CTesseraBPF", "TesseraCore", "TesseraProto", "TesseraRuntime", grpcCore, lifecycle,
+        logging,
+        metrics,
       ],
       swiftSettings: strictSwift
     ),

@@ -15,16 +15,17 @@
 #include <bpf/bpf.h>
 
 static const char *const global_maps[] = {
-	"tessera_ipcache", "tessera_endpoints", "tessera_ct",	  "tessera_policy",
-	"tessera_metrics", "tessera_handlers",	"tessera_loader", "tessera_frags",
+	"tessera_ipcache", "tessera_endpoints",	  "tessera_ct",	    "tessera_policy",
+	"tessera_metrics", "tessera_handlers",	  "tessera_loader", "tessera_frags",
+	"tessera_events",  "tessera_events_lost",
 };
 #define NR_GLOBAL_MAPS (sizeof(global_maps) / sizeof(global_maps[0]))
 
 static int *global_fd_slot(struct tessera_bpf *t, size_t i)
 {
-	int *slots[NR_GLOBAL_MAPS] = {&t->ipcache_fd, &t->endpoints_fd, &t->ct_fd,
-				      &t->policy_fd,  &t->metrics_fd,	&t->handlers_fd,
-				      &t->loader_fd,  &t->frags_fd};
+	int *slots[NR_GLOBAL_MAPS] = {
+		&t->ipcache_fd,	 &t->endpoints_fd, &t->ct_fd,	 &t->policy_fd, &t->metrics_fd,
+		&t->handlers_fd, &t->loader_fd,	   &t->frags_fd, &t->events_fd, &t->events_lost_fd};
 	return slots[i];
 }
 

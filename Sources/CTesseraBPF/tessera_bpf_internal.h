@@ -12,7 +12,7 @@
  * object load), clock.c (the programs' clock), metrics_upgrade.c (the
  * counters map across an upgrade), endpoint.c (an endpoint's stubs and map
  * entries), tc.c (attachment), maps.c (thin wrappers), probe.c, log.c,
- * util.c.
+ * events.c (the events ring buffer), util.c.
  */
 #ifndef TESSERA_BPF_INTERNAL_H
 #define TESSERA_BPF_INTERNAL_H
@@ -53,6 +53,8 @@ struct tessera_bpf {
 	int frags_fd;
 	int handlers_fd;
 	int loader_fd;
+	int events_fd;
+	int events_lost_fd;
 	int adopted; /* handlers re-used from a previous run */
 };
 

@@ -140,4 +140,19 @@ public protocol DatapathBackend: Sendable {
   func policyEntries(endpointID: UInt64) throws(DatapathError) -> [PolicyEntry]
   func conntrackEntries() throws(DatapathError) -> [ConntrackEntry]
   func counters(endpointID: UInt64) throws(DatapathError) -> EndpointCounters
+
+  /// A reader of the datapath's verdict events, or nil when it emits none.
+  func makeEventReader() throws(DatapathError) -> (any DatapathEventReader)?
+}
+
+extension DatapathBackend {
+  public func makeEventReader() throws(DatapathError) -> (any DatapathEventReader)? { nil }
+}
+
+/// Where ``FlowEventPump`` reads events from; used by one thread at a time.
+public protocol DatapathEventReader: Sendable {
+  /// Waits up to `timeoutMilliseconds` and returns the events that arrived (maybe none).
+  func read(timeoutMilliseconds: Int32) throws(DatapathError) -> [FlowEvent]
+  /// Events the datapath lost because its buffer was full.
+  var lostInKernel: UInt64 { get }
 }

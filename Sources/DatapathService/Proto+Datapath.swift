@@ -24,3 +24,40 @@ extension Tessera_Datapath_V1_IPCacheEntry {
     identity = entry.identity.rawValue
   }
 }
+
+extension Tessera_Datapath_V1_FlowEvent {
+  init(_ event: FlowEvent) {
+    self.init()
+    timeUnixNano = Int64(event.time.timeIntervalSince1970 * 1e9)
+    endpointID = event.endpointID
+    direction = event.direction == .ingress ? .ingress : .egress
+    verdict = event.verdict == .dropped ? .dropped : .forwarded
+    reason = event.reason
+    match = Tessera_Datapath_V1_PolicyMatch(rawValue: Int(event.match.rawValue)) ?? .none
+    ipProtocol = UInt32(event.ipProtocol)
+    sourceIp = event.source
+    destinationIp = event.destination
+    sourcePort = UInt32(event.sourcePort)
+    destinationPort = UInt32(event.destinationPort)
+    sourceIdentity = event.sourceIdentity
+    destinationIdentity = event.destinationIdentity
+    length = event.length
+  }
+}
+
+extension FlowFilter {
+  init(_ filter: Tessera_Datapath_V1_FlowFilter) {
+    self.init()
+    switch filter.verdict {
+    case .forwarded: verdict = .forwarded
+    case .dropped: verdict = .dropped
+    default: verdict = nil
+    }
+    policyVerdictsOnly = filter.policyVerdictsOnly
+    endpointID = filter.endpointID == 0 ? nil : filter.endpointID
+    identities = Set(filter.identities)
+    sourceIdentities = Set(filter.sourceIdentities)
+    destinationIdentities = Set(filter.destinationIdentities)
+    port = filter.port == 0 ? nil : UInt16(clamping: filter.port)
+  }
+}

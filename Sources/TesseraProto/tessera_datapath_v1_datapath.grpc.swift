@@ -137,6 +137,32 @@ public enum Tessera_Datapath_V1_DatapathService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ObserveFlows" metadata.
+        public enum ObserveFlows: Sendable {
+            /// Request type for "ObserveFlows".
+            public typealias Input = Tessera_Datapath_V1_ObserveFlowsRequest
+            /// Response type for "ObserveFlows".
+            public typealias Output = Tessera_Datapath_V1_FlowEvent
+            /// Descriptor for "ObserveFlows".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "tessera.datapath.v1.DatapathService"),
+                method: "ObserveFlows",
+                type: .serverStreaming
+            )
+        }
+        /// Namespace for "GetFlowStats" metadata.
+        public enum GetFlowStats: Sendable {
+            /// Request type for "GetFlowStats".
+            public typealias Input = Tessera_Datapath_V1_GetFlowStatsRequest
+            /// Response type for "GetFlowStats".
+            public typealias Output = Tessera_Datapath_V1_FlowStats
+            /// Descriptor for "GetFlowStats".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "tessera.datapath.v1.DatapathService"),
+                method: "GetFlowStats",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "tessera.datapath.v1.DatapathService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             RealizeEndpointPolicy.descriptor,
@@ -147,7 +173,9 @@ public enum Tessera_Datapath_V1_DatapathService: Sendable {
             GetEndpointPolicy.descriptor,
             ListEndpoints.descriptor,
             ListConntrack.descriptor,
-            GetEndpointCounters.descriptor
+            GetEndpointCounters.descriptor,
+            ObserveFlows.descriptor,
+            GetFlowStats.descriptor
         ]
     }
 }
@@ -325,6 +353,39 @@ extension Tessera_Datapath_V1_DatapathService {
             request: GRPCCore.StreamingServerRequest<Tessera_Datapath_V1_GetEndpointCountersRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Datapath_V1_EndpointCounters>
+
+        /// Handle the "ObserveFlows" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Drop and policy-verdict events: the last ones kept, then (follow) live ones.
+        /// > A reader too slow for the live stream loses events, never the datapath.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Tessera_Datapath_V1_ObserveFlowsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Tessera_Datapath_V1_FlowEvent` messages.
+        func observeFlows(
+            request: GRPCCore.StreamingServerRequest<Tessera_Datapath_V1_ObserveFlowsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Datapath_V1_FlowEvent>
+
+        /// Handle the "GetFlowStats" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Tessera_Datapath_V1_GetFlowStatsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Tessera_Datapath_V1_FlowStats` messages.
+        func getFlowStats(
+            request: GRPCCore.StreamingServerRequest<Tessera_Datapath_V1_GetFlowStatsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Datapath_V1_FlowStats>
     }
 
     /// Service protocol for the "tessera.datapath.v1.DatapathService" service.
@@ -486,6 +547,39 @@ extension Tessera_Datapath_V1_DatapathService {
             request: GRPCCore.ServerRequest<Tessera_Datapath_V1_GetEndpointCountersRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Tessera_Datapath_V1_EndpointCounters>
+
+        /// Handle the "ObserveFlows" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Drop and policy-verdict events: the last ones kept, then (follow) live ones.
+        /// > A reader too slow for the live stream loses events, never the datapath.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Datapath_V1_ObserveFlowsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Tessera_Datapath_V1_FlowEvent` messages.
+        func observeFlows(
+            request: GRPCCore.ServerRequest<Tessera_Datapath_V1_ObserveFlowsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Datapath_V1_FlowEvent>
+
+        /// Handle the "GetFlowStats" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Datapath_V1_GetFlowStatsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Tessera_Datapath_V1_FlowStats` message.
+        func getFlowStats(
+            request: GRPCCore.ServerRequest<Tessera_Datapath_V1_GetFlowStatsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Tessera_Datapath_V1_FlowStats>
     }
 
     /// Simple service protocol for the "tessera.datapath.v1.DatapathService" service.
@@ -645,6 +739,40 @@ extension Tessera_Datapath_V1_DatapathService {
             request: Tessera_Datapath_V1_GetEndpointCountersRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Tessera_Datapath_V1_EndpointCounters
+
+        /// Handle the "ObserveFlows" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Drop and policy-verdict events: the last ones kept, then (follow) live ones.
+        /// > A reader too slow for the live stream loses events, never the datapath.
+        ///
+        /// - Parameters:
+        ///   - request: A `Tessera_Datapath_V1_ObserveFlowsRequest` message.
+        ///   - response: A response stream of `Tessera_Datapath_V1_FlowEvent` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func observeFlows(
+            request: Tessera_Datapath_V1_ObserveFlowsRequest,
+            response: GRPCCore.RPCWriter<Tessera_Datapath_V1_FlowEvent>,
+            context: GRPCCore.ServerContext
+        ) async throws
+
+        /// Handle the "GetFlowStats" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Tessera_Datapath_V1_GetFlowStatsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Tessera_Datapath_V1_FlowStats` to respond with.
+        func getFlowStats(
+            request: Tessera_Datapath_V1_GetFlowStatsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Tessera_Datapath_V1_FlowStats
     }
 }
 
@@ -751,6 +879,28 @@ extension Tessera_Datapath_V1_DatapathService.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Tessera_Datapath_V1_DatapathService.Method.ObserveFlows.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Datapath_V1_ObserveFlowsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Datapath_V1_FlowEvent>(),
+            handler: { request, context in
+                try await self.observeFlows(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Tessera_Datapath_V1_DatapathService.Method.GetFlowStats.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Datapath_V1_GetFlowStatsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Datapath_V1_FlowStats>(),
+            handler: { request, context in
+                try await self.getFlowStats(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -850,6 +1000,28 @@ extension Tessera_Datapath_V1_DatapathService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Datapath_V1_EndpointCounters> {
         let response = try await self.getEndpointCounters(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func observeFlows(
+        request: GRPCCore.StreamingServerRequest<Tessera_Datapath_V1_ObserveFlowsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Datapath_V1_FlowEvent> {
+        let response = try await self.observeFlows(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
+    }
+
+    public func getFlowStats(
+        request: GRPCCore.StreamingServerRequest<Tessera_Datapath_V1_GetFlowStatsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Datapath_V1_FlowStats> {
+        let response = try await self.getFlowStats(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -970,6 +1142,36 @@ extension Tessera_Datapath_V1_DatapathService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Tessera_Datapath_V1_EndpointCounters> {
         return GRPCCore.ServerResponse<Tessera_Datapath_V1_EndpointCounters>(
             message: try await self.getEndpointCounters(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func observeFlows(
+        request: GRPCCore.ServerRequest<Tessera_Datapath_V1_ObserveFlowsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Datapath_V1_FlowEvent> {
+        return GRPCCore.StreamingServerResponse<Tessera_Datapath_V1_FlowEvent>(
+            metadata: [:],
+            producer: { writer in
+                try await self.observeFlows(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func getFlowStats(
+        request: GRPCCore.ServerRequest<Tessera_Datapath_V1_GetFlowStatsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Tessera_Datapath_V1_FlowStats> {
+        return GRPCCore.ServerResponse<Tessera_Datapath_V1_FlowStats>(
+            message: try await self.getFlowStats(
                 request: request.message,
                 context: context
             ),
@@ -1182,6 +1384,49 @@ extension Tessera_Datapath_V1_DatapathService {
             deserializer: some GRPCCore.MessageDeserializer<Tessera_Datapath_V1_EndpointCounters>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Datapath_V1_EndpointCounters>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ObserveFlows" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Drop and policy-verdict events: the last ones kept, then (follow) live ones.
+        /// > A reader too slow for the live stream loses events, never the datapath.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Datapath_V1_ObserveFlowsRequest` message.
+        ///   - serializer: A serializer for `Tessera_Datapath_V1_ObserveFlowsRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Datapath_V1_FlowEvent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func observeFlows<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Datapath_V1_ObserveFlowsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Datapath_V1_ObserveFlowsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Datapath_V1_FlowEvent>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Tessera_Datapath_V1_FlowEvent>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetFlowStats" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Datapath_V1_GetFlowStatsRequest` message.
+        ///   - serializer: A serializer for `Tessera_Datapath_V1_GetFlowStatsRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Datapath_V1_FlowStats` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getFlowStats<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Datapath_V1_GetFlowStatsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Datapath_V1_GetFlowStatsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Datapath_V1_FlowStats>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Datapath_V1_FlowStats>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1496,6 +1741,69 @@ extension Tessera_Datapath_V1_DatapathService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ObserveFlows" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Drop and policy-verdict events: the last ones kept, then (follow) live ones.
+        /// > A reader too slow for the live stream loses events, never the datapath.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Datapath_V1_ObserveFlowsRequest` message.
+        ///   - serializer: A serializer for `Tessera_Datapath_V1_ObserveFlowsRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Datapath_V1_FlowEvent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func observeFlows<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Datapath_V1_ObserveFlowsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Datapath_V1_ObserveFlowsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Datapath_V1_FlowEvent>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Tessera_Datapath_V1_FlowEvent>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Tessera_Datapath_V1_DatapathService.Method.ObserveFlows.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetFlowStats" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Datapath_V1_GetFlowStatsRequest` message.
+        ///   - serializer: A serializer for `Tessera_Datapath_V1_GetFlowStatsRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Datapath_V1_FlowStats` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getFlowStats<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Datapath_V1_GetFlowStatsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Datapath_V1_GetFlowStatsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Datapath_V1_FlowStats>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Datapath_V1_FlowStats>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Tessera_Datapath_V1_DatapathService.Method.GetFlowStats.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1744,6 +2052,59 @@ extension Tessera_Datapath_V1_DatapathService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Datapath_V1_GetEndpointCountersRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Datapath_V1_EndpointCounters>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ObserveFlows" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Drop and policy-verdict events: the last ones kept, then (follow) live ones.
+    /// > A reader too slow for the live stream loses events, never the datapath.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Tessera_Datapath_V1_ObserveFlowsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func observeFlows<Result>(
+        request: GRPCCore.ClientRequest<Tessera_Datapath_V1_ObserveFlowsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Tessera_Datapath_V1_FlowEvent>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.observeFlows(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Datapath_V1_ObserveFlowsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Datapath_V1_FlowEvent>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetFlowStats" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Tessera_Datapath_V1_GetFlowStatsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getFlowStats<Result>(
+        request: GRPCCore.ClientRequest<Tessera_Datapath_V1_GetFlowStatsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Datapath_V1_FlowStats>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getFlowStats(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Datapath_V1_GetFlowStatsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Datapath_V1_FlowStats>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2030,6 +2391,67 @@ extension Tessera_Datapath_V1_DatapathService.ClientProtocol {
             metadata: metadata
         )
         return try await self.getEndpointCounters(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ObserveFlows" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Drop and policy-verdict events: the last ones kept, then (follow) live ones.
+    /// > A reader too slow for the live stream loses events, never the datapath.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func observeFlows<Result>(
+        _ message: Tessera_Datapath_V1_ObserveFlowsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Tessera_Datapath_V1_FlowEvent>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Tessera_Datapath_V1_ObserveFlowsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.observeFlows(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetFlowStats" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getFlowStats<Result>(
+        _ message: Tessera_Datapath_V1_GetFlowStatsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Datapath_V1_FlowStats>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Tessera_Datapath_V1_GetFlowStatsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getFlowStats(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -20,6 +20,104 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+public nonisolated enum Tessera_Datapath_V1_FlowVerdict: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case forwarded // = 1
+  case dropped // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .forwarded
+    case 2: self = .dropped
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .forwarded: return 1
+    case .dropped: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Tessera_Datapath_V1_FlowVerdict] = [
+    .unspecified,
+    .forwarded,
+    .dropped,
+  ]
+
+}
+
+public nonisolated enum Tessera_Datapath_V1_PolicyMatch: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case none // = 0
+
+  /// An entry naming the peer and a protocol/port.
+  case l3L4 // = 1
+
+  /// An entry naming the peer, any protocol.
+  case l3Only // = 2
+
+  /// An entry for any peer on a protocol/port.
+  case l4Only // = 3
+
+  /// An entry for any peer and any protocol.
+  case all // = 4
+
+  /// No entry matched: the direction's default.
+  case `default` // = 5
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .none
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .none
+    case 1: self = .l3L4
+    case 2: self = .l3Only
+    case 3: self = .l4Only
+    case 4: self = .all
+    case 5: self = .default
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .none: return 0
+    case .l3L4: return 1
+    case .l3Only: return 2
+    case .l4Only: return 3
+    case .all: return 4
+    case .default: return 5
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Tessera_Datapath_V1_PolicyMatch] = [
+    .none,
+    .l3L4,
+    .l3Only,
+    .l4Only,
+    .all,
+    .default,
+  ]
+
+}
+
 public nonisolated struct Tessera_Datapath_V1_RealizeEndpointPolicyRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -333,9 +431,154 @@ public nonisolated struct Tessera_Datapath_V1_ReasonCount: Sendable {
   public init() {}
 }
 
+/// One verdict of the datapath: a dropped packet, or the first packet of a
+/// connection that policy allowed (established flows and replies emit none).
+public nonisolated struct Tessera_Datapath_V1_FlowEvent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var timeUnixNano: Int64 = 0
+
+  public var endpointID: UInt64 = 0
+
+  /// The endpoint's side: egress for what it sends, ingress for what it receives.
+  public var direction: Tessera_Common_V1_Direction = .unspecified
+
+  public var verdict: Tessera_Datapath_V1_FlowVerdict = .unspecified
+
+  /// Why, as the counters name it without its prefix: `policy`, `policy-deny`,
+  /// `policy-default`, `invalid-source`, `invalid-packet`, `unknown-l3`,
+  /// `ext-headers`, `frag-not-supported`, `no-endpoint`, `ct-create-failed`, ...
+  public var reason: String = String()
+
+  /// The kind of policy entry that decided; NONE when policy was not consulted.
+  public var match: Tessera_Datapath_V1_PolicyMatch = .none
+
+  /// IANA protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...); 0 for non-IP.
+  public var ipProtocol: UInt32 = 0
+
+  public var sourceIp: String = String()
+
+  public var destinationIp: String = String()
+
+  public var sourcePort: UInt32 = 0
+
+  public var destinationPort: UInt32 = 0
+
+  /// 0 when the datapath did not look the peer up.
+  public var sourceIdentity: UInt32 = 0
+
+  public var destinationIdentity: UInt32 = 0
+
+  public var length: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Which events a reader wants; empty fields match everything.
+public nonisolated struct Tessera_Datapath_V1_FlowFilter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Only events with this verdict (UNSPECIFIED: both).
+  public var verdict: Tessera_Datapath_V1_FlowVerdict = .unspecified
+
+  /// Only events where policy decided (a policy drop or a connection allowed).
+  public var policyVerdictsOnly: Bool = false
+
+  public var endpointID: UInt64 = 0
+
+  /// Either side's identity is one of these.
+  public var identities: [UInt32] = []
+
+  public var sourceIdentities: [UInt32] = []
+
+  public var destinationIdentities: [UInt32] = []
+
+  /// Either port.
+  public var port: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Tessera_Datapath_V1_ObserveFlowsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The most recent events kept by the daemon (at most its buffer) to send first.
+  public var last: UInt32 = 0
+
+  /// Then keep the stream open with new events as they happen.
+  public var follow: Bool = false
+
+  public var filter: Tessera_Datapath_V1_FlowFilter {
+    get {_filter ?? Tessera_Datapath_V1_FlowFilter()}
+    set {_filter = newValue}
+  }
+  /// Returns true if `filter` has been explicitly set.
+  public var hasFilter: Bool {self._filter != nil}
+  /// Clears the value of `filter`. Subsequent reads from it will return its default value.
+  public mutating func clearFilter() {self._filter = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _filter: Tessera_Datapath_V1_FlowFilter? = nil
+}
+
+public nonisolated struct Tessera_Datapath_V1_GetFlowStatsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Tessera_Datapath_V1_FlowStats: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// False on a datapath without events (the memory test backend).
+  public var supported: Bool = false
+
+  /// Events read from the kernel since the daemon started.
+  public var received: UInt64 = 0
+
+  /// Events the kernel's ring buffer lost because it was full (packets are never lost).
+  public var lost: UInt64 = 0
+
+  /// Events in the daemon's buffer now, and its capacity.
+  public var buffered: UInt32 = 0
+
+  public var capacity: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "tessera.datapath.v1"
+
+nonisolated extension Tessera_Datapath_V1_FlowVerdict: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0FLOW_VERDICT_UNSPECIFIED\0\u{1}FLOW_VERDICT_FORWARDED\0\u{1}FLOW_VERDICT_DROPPED\0")
+}
+
+nonisolated extension Tessera_Datapath_V1_PolicyMatch: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0POLICY_MATCH_NONE\0\u{1}POLICY_MATCH_L3_L4\0\u{1}POLICY_MATCH_L3_ONLY\0\u{1}POLICY_MATCH_L4_ONLY\0\u{1}POLICY_MATCH_ALL\0\u{1}POLICY_MATCH_DEFAULT\0")
+}
 
 nonisolated extension Tessera_Datapath_V1_RealizeEndpointPolicyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RealizeEndpointPolicyRequest"
@@ -1042,6 +1285,274 @@ nonisolated extension Tessera_Datapath_V1_ReasonCount: SwiftProtobuf.Message, Sw
     if lhs.direction != rhs.direction {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs.packets != rhs.packets {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Datapath_V1_FlowEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FlowEvent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}time_unix_nano\0\u{3}endpoint_id\0\u{1}direction\0\u{1}verdict\0\u{1}reason\0\u{1}match\0\u{3}ip_protocol\0\u{3}source_ip\0\u{3}destination_ip\0\u{3}source_port\0\u{3}destination_port\0\u{3}source_identity\0\u{3}destination_identity\0\u{1}length\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.timeUnixNano) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.endpointID) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.direction) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.verdict) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 6: try { try decoder.decodeSingularEnumField(value: &self.match) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.ipProtocol) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.sourceIp) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.destinationIp) }()
+      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.sourcePort) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.destinationPort) }()
+      case 12: try { try decoder.decodeSingularUInt32Field(value: &self.sourceIdentity) }()
+      case 13: try { try decoder.decodeSingularUInt32Field(value: &self.destinationIdentity) }()
+      case 14: try { try decoder.decodeSingularUInt32Field(value: &self.length) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.timeUnixNano != 0 {
+      try visitor.visitSingularInt64Field(value: self.timeUnixNano, fieldNumber: 1)
+    }
+    if self.endpointID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.endpointID, fieldNumber: 2)
+    }
+    if self.direction != .unspecified {
+      try visitor.visitSingularEnumField(value: self.direction, fieldNumber: 3)
+    }
+    if self.verdict != .unspecified {
+      try visitor.visitSingularEnumField(value: self.verdict, fieldNumber: 4)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 5)
+    }
+    if self.match != .none {
+      try visitor.visitSingularEnumField(value: self.match, fieldNumber: 6)
+    }
+    if self.ipProtocol != 0 {
+      try visitor.visitSingularUInt32Field(value: self.ipProtocol, fieldNumber: 7)
+    }
+    if !self.sourceIp.isEmpty {
+      try visitor.visitSingularStringField(value: self.sourceIp, fieldNumber: 8)
+    }
+    if !self.destinationIp.isEmpty {
+      try visitor.visitSingularStringField(value: self.destinationIp, fieldNumber: 9)
+    }
+    if self.sourcePort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.sourcePort, fieldNumber: 10)
+    }
+    if self.destinationPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.destinationPort, fieldNumber: 11)
+    }
+    if self.sourceIdentity != 0 {
+      try visitor.visitSingularUInt32Field(value: self.sourceIdentity, fieldNumber: 12)
+    }
+    if self.destinationIdentity != 0 {
+      try visitor.visitSingularUInt32Field(value: self.destinationIdentity, fieldNumber: 13)
+    }
+    if self.length != 0 {
+      try visitor.visitSingularUInt32Field(value: self.length, fieldNumber: 14)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Datapath_V1_FlowEvent, rhs: Tessera_Datapath_V1_FlowEvent) -> Bool {
+    if lhs.timeUnixNano != rhs.timeUnixNano {return false}
+    if lhs.endpointID != rhs.endpointID {return false}
+    if lhs.direction != rhs.direction {return false}
+    if lhs.verdict != rhs.verdict {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.match != rhs.match {return false}
+    if lhs.ipProtocol != rhs.ipProtocol {return false}
+    if lhs.sourceIp != rhs.sourceIp {return false}
+    if lhs.destinationIp != rhs.destinationIp {return false}
+    if lhs.sourcePort != rhs.sourcePort {return false}
+    if lhs.destinationPort != rhs.destinationPort {return false}
+    if lhs.sourceIdentity != rhs.sourceIdentity {return false}
+    if lhs.destinationIdentity != rhs.destinationIdentity {return false}
+    if lhs.length != rhs.length {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Datapath_V1_FlowFilter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FlowFilter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}verdict\0\u{3}policy_verdicts_only\0\u{3}endpoint_id\0\u{1}identities\0\u{3}source_identities\0\u{3}destination_identities\0\u{1}port\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.verdict) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.policyVerdictsOnly) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.endpointID) }()
+      case 4: try { try decoder.decodeRepeatedUInt32Field(value: &self.identities) }()
+      case 5: try { try decoder.decodeRepeatedUInt32Field(value: &self.sourceIdentities) }()
+      case 6: try { try decoder.decodeRepeatedUInt32Field(value: &self.destinationIdentities) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.verdict != .unspecified {
+      try visitor.visitSingularEnumField(value: self.verdict, fieldNumber: 1)
+    }
+    if self.policyVerdictsOnly != false {
+      try visitor.visitSingularBoolField(value: self.policyVerdictsOnly, fieldNumber: 2)
+    }
+    if self.endpointID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.endpointID, fieldNumber: 3)
+    }
+    if !self.identities.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.identities, fieldNumber: 4)
+    }
+    if !self.sourceIdentities.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.sourceIdentities, fieldNumber: 5)
+    }
+    if !self.destinationIdentities.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.destinationIdentities, fieldNumber: 6)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Datapath_V1_FlowFilter, rhs: Tessera_Datapath_V1_FlowFilter) -> Bool {
+    if lhs.verdict != rhs.verdict {return false}
+    if lhs.policyVerdictsOnly != rhs.policyVerdictsOnly {return false}
+    if lhs.endpointID != rhs.endpointID {return false}
+    if lhs.identities != rhs.identities {return false}
+    if lhs.sourceIdentities != rhs.sourceIdentities {return false}
+    if lhs.destinationIdentities != rhs.destinationIdentities {return false}
+    if lhs.port != rhs.port {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Datapath_V1_ObserveFlowsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ObserveFlowsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}last\0\u{1}follow\0\u{1}filter\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.last) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.follow) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._filter) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.last != 0 {
+      try visitor.visitSingularUInt32Field(value: self.last, fieldNumber: 1)
+    }
+    if self.follow != false {
+      try visitor.visitSingularBoolField(value: self.follow, fieldNumber: 2)
+    }
+    try { if let v = self._filter {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Datapath_V1_ObserveFlowsRequest, rhs: Tessera_Datapath_V1_ObserveFlowsRequest) -> Bool {
+    if lhs.last != rhs.last {return false}
+    if lhs.follow != rhs.follow {return false}
+    if lhs._filter != rhs._filter {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Datapath_V1_GetFlowStatsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetFlowStatsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Datapath_V1_GetFlowStatsRequest, rhs: Tessera_Datapath_V1_GetFlowStatsRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Datapath_V1_FlowStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FlowStats"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}supported\0\u{1}received\0\u{1}lost\0\u{1}buffered\0\u{1}capacity\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.supported) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.received) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.lost) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.buffered) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.capacity) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.supported != false {
+      try visitor.visitSingularBoolField(value: self.supported, fieldNumber: 1)
+    }
+    if self.received != 0 {
+      try visitor.visitSingularUInt64Field(value: self.received, fieldNumber: 2)
+    }
+    if self.lost != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lost, fieldNumber: 3)
+    }
+    if self.buffered != 0 {
+      try visitor.visitSingularUInt32Field(value: self.buffered, fieldNumber: 4)
+    }
+    if self.capacity != 0 {
+      try visitor.visitSingularUInt32Field(value: self.capacity, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Datapath_V1_FlowStats, rhs: Tessera_Datapath_V1_FlowStats) -> Bool {
+    if lhs.supported != rhs.supported {return false}
+    if lhs.received != rhs.received {return false}
+    if lhs.lost != rhs.lost {return false}
+    if lhs.buffered != rhs.buffered {return false}
+    if lhs.capacity != rhs.capacity {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

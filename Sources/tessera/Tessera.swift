@@ -10,5 +10,6 @@ struct Tessera: AsyncParsableCommand {
     subcommands: [
       Status.self, Node.self, EndpointCommand.self, IdentityCommand.self, PolicyCommand.self,
       Selectors.self, WorkloadCommand.self, NamespaceCommand.self, DatapathCommand.self,
+      Monitor.self, Observe.self,
     ])
 }

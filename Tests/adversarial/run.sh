@@ -254,6 +254,17 @@ if [ ${#py_cases[@]} -gt 0 ]; then
   grep -q '^cases: ' "$tmp/cases.out" || { failed=$((failed + 1)); echo "FAIL cases.py did not finish"; }
 fi
 
+# The forged packets are reported: each forged SYN is a drop event with the
+# forged address, the reason and other's endpoint (tessera observe).
+if wants spoof; then
+  forged_events() {
+    tessera observe --type drop --last 4096 -o json | jq -s --arg ip "$(ip4_of frontend)" \
+      'map(select(.reason == "invalid-source" and .direction == "egress" and .source.ip == $ip and .source.port == 41001 and .destination.port == 8080)) | length'
+  }
+  check "events: other's 3 forged IPv4 SYNs are reported as invalid-source drops with the forged address" \
+    [ "$(forged_events)" = 3 ]
+fi
+
 # ---- 6. deny-X-allow-rest race ------------------------------------------------------
 if wants race; then
   guard_ip=$(ip4_of guard)

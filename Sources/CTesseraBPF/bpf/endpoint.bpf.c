@@ -22,6 +22,9 @@
  *   -> ipcache (peer identity) -> policy (deny, allow, default)
  *   -> conntrack create -> pass
  *
+ * Drops and connections allowed by policy are reported in the tessera_events
+ * ring buffer (maps_types.h, events); established flows cost no event.
+ *
  * Everything that changes at run time lives in maps keyed by endpoint id, so
  * regeneration is map writes only and never recompiles or reloads.
  */
@@ -98,77 +101,124 @@ int to_container(struct __sk_buff *skb)
 
 /* ---- shared handlers -------------------------------------------------------- */
 
-static __always_inline int verdict_pass(struct endpoint_metrics *metrics, struct __sk_buff *skb,
-					__u8 dir, enum tessera_reason reason)
+/* What one packet's verdict is about: counted always, reported as an event
+ * when it is a drop or a connection allowed by policy. */
+struct verdict_ctx {
+	struct __sk_buff *skb;
+	struct endpoint_metrics *metrics;
+	const struct flow *f;
+	const struct endpoint_info *ep; /* NULL until looked up */
+	__u64 endpoint_id;
+	__u32 peer; /* identity of the other side, 0 until looked up */
+	__u8 dir;
+	__u8 match; /* TESSERA_MATCH_* */
+	__u8 deny;
+};
+
+static __always_inline void emit(const struct verdict_ctx *v, enum tessera_reason reason)
 {
-	count(metrics, skb, dir, reason);
+	struct tessera_event *e;
+	__u32 key = 0, local;
+	__u64 *lost;
+
+	e = bpf_ringbuf_reserve(&tessera_events, sizeof(*e), 0);
+	if (!e) {
+		lost = bpf_map_lookup_elem(&tessera_events_lost, &key);
+		if (lost)
+			(*lost)++;
+		return;
+	}
+	local = v->ep ? v->ep->identity : TESSERA_ID_UNKNOWN;
+	e->time_ns = bpf_ktime_get_ns();
+	e->endpoint_id = v->endpoint_id;
+	e->src_identity = v->dir == TESSERA_DIR_EGRESS ? local : v->peer;
+	e->dst_identity = v->dir == TESSERA_DIR_EGRESS ? v->peer : local;
+	__builtin_memcpy(e->saddr, v->f->saddr, sizeof(e->saddr));
+	__builtin_memcpy(e->daddr, v->f->daddr, sizeof(e->daddr));
+	e->sport = v->f->sport;
+	e->dport = v->f->dport;
+	e->family = v->f->family;
+	e->proto = v->f->proto;
+	e->direction = v->dir;
+	e->reason = reason;
+	e->match = v->match;
+	e->deny = v->deny;
+	e->pad = 0;
+	e->length = v->skb->len;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int verdict_pass(const struct verdict_ctx *v, enum tessera_reason reason)
+{
+	count(v->metrics, v->skb, v->dir, reason);
 	return TC_ACT_OK;
 }
 
-static __always_inline int verdict_drop(struct endpoint_metrics *metrics, struct __sk_buff *skb,
-					__u8 dir, enum tessera_reason reason)
+static __always_inline int verdict_drop(const struct verdict_ctx *v, enum tessera_reason reason)
 {
-	count(metrics, skb, dir, reason);
+	count(v->metrics, v->skb, v->dir, reason);
+	emit(v, reason);
 	return TC_ACT_SHOT;
 }
 
 /* A packet of a flow that passes: a first fragment lets its datagram's
  * later fragments pass too. */
-static __always_inline int verdict_pass_flow(struct endpoint_metrics *metrics,
-					     struct __sk_buff *skb, __u8 dir,
-					     enum tessera_reason reason, const struct flow *f,
-					     __u64 endpoint_id, __u64 now)
+static __always_inline int verdict_pass_flow(const struct verdict_ctx *v,
+					     enum tessera_reason reason, __u64 now)
 {
-	frag_note(f, endpoint_id, dir, now);
-	return verdict_pass(metrics, skb, dir, reason);
+	frag_note(v->f, v->endpoint_id, v->dir, now);
+	return verdict_pass(v, reason);
 }
 
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	const __u64 endpoint_id = (__u64)skb->cb[TESSERA_CB_ENDPOINT_LO] |
 				  ((__u64)skb->cb[TESSERA_CB_ENDPOINT_HI] << 32);
-	struct endpoint_info *ep = 0;
-	struct endpoint_metrics *metrics;
 	struct flow f = {};
+	struct verdict_ctx v = {.skb = skb, .f = &f, .endpoint_id = endpoint_id, .dir = dir};
 	enum ct_status ct;
 	enum policy_verdict verdict;
 	__u64 now;
-	__u32 peer, kinds, sender;
+	__u32 kinds, sender;
 	int enforced;
 
-	metrics = bpf_map_lookup_elem(&tessera_metrics, &endpoint_id);
+	v.metrics = bpf_map_lookup_elem(&tessera_metrics, &endpoint_id);
 
 	switch (parse_flow(skb, &f)) {
 	case PARSE_ARP:
 		if (dir == TESSERA_DIR_INGRESS)
-			return verdict_pass(metrics, skb, dir, TESSERA_FWD_NON_IP);
+			return verdict_pass(&v, TESSERA_FWD_NON_IP);
 		if (parse_arp_sender(skb, &sender))
-			return verdict_drop(metrics, skb, dir, TESSERA_DROP_INVALID_PACKET);
-		ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
-		if (!ep)
-			return verdict_drop(metrics, skb, dir, TESSERA_DROP_NO_ENDPOINT);
-		if (!source_arp_valid(ep, sender))
-			return verdict_drop(metrics, skb, dir, TESSERA_DROP_INVALID_SOURCE);
-		return verdict_pass(metrics, skb, dir, TESSERA_FWD_NON_IP);
+			return verdict_drop(&v, TESSERA_DROP_INVALID_PACKET);
+		v.ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
+		if (!v.ep)
+			return verdict_drop(&v, TESSERA_DROP_NO_ENDPOINT);
+		if (!source_arp_valid(v.ep, sender)) {
+			/* The event shows the forged sender as an IPv4 source, protocol 0. */
+			f.family = TESSERA_FAMILY_V4;
+			__builtin_memcpy(f.saddr, &sender, sizeof(sender));
+			return verdict_drop(&v, TESSERA_DROP_INVALID_SOURCE);
+		}
+		return verdict_pass(&v, TESSERA_FWD_NON_IP);
 	case PARSE_UNKNOWN_L3:
-		return verdict_drop(metrics, skb, dir, TESSERA_DROP_UNKNOWN_L3);
+		return verdict_drop(&v, TESSERA_DROP_UNKNOWN_L3);
 	case PARSE_EXT_HEADERS:
-		return verdict_drop(metrics, skb, dir, TESSERA_DROP_EXT_HEADERS);
+		return verdict_drop(&v, TESSERA_DROP_EXT_HEADERS);
 	case PARSE_INVALID:
-		return verdict_drop(metrics, skb, dir, TESSERA_DROP_INVALID_PACKET);
+		return verdict_drop(&v, TESSERA_DROP_INVALID_PACKET);
 	default:
 		break;
 	}
 	/* Before any flow state: nothing is reachable with a forged source. */
 	if (dir == TESSERA_DIR_EGRESS) {
-		ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
-		if (!ep)
-			return verdict_drop(metrics, skb, dir, TESSERA_DROP_NO_ENDPOINT);
-		if (!source_valid(ep, &f) || !source_nd_valid(skb, ep, &f))
-			return verdict_drop(metrics, skb, dir, TESSERA_DROP_INVALID_SOURCE);
+		v.ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
+		if (!v.ep)
+			return verdict_drop(&v, TESSERA_DROP_NO_ENDPOINT);
+		if (!source_valid(v.ep, &f) || !source_nd_valid(skb, v.ep, &f))
+			return verdict_drop(&v, TESSERA_DROP_INVALID_SOURCE);
 	}
 	if (f.icmp6_nd)
-		return verdict_pass(metrics, skb, dir, TESSERA_FWD_ICMP6_ND);
+		return verdict_pass(&v, TESSERA_FWD_ICMP6_ND);
 
 	/* The clock of the timers, read without the TSC (~45 ns less per packet
 	 * here than bpf_ktime_get_ns): CLOCK_MONOTONIC within a tick, fine for
@@ -176,46 +226,52 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	now = now_ns();
 	if (f.nonfirst_fragment) {
 		if (frag_allowed(&f, endpoint_id, dir, now))
-			return verdict_pass(metrics, skb, dir, TESSERA_FWD_FRAGMENT);
-		return verdict_drop(metrics, skb, dir, TESSERA_DROP_FRAG_NOT_SUPPORTED);
+			return verdict_pass(&v, TESSERA_FWD_FRAGMENT);
+		return verdict_drop(&v, TESSERA_DROP_FRAG_NOT_SUPPORTED);
 	}
 	/* An ICMP error about a tracked flow (PMTU discovery) passes; any other
 	 * is judged by policy like any ICMP packet. */
 	if (f.icmp_error && ct_icmp_error_related(skb, &f, endpoint_id, dir, now))
-		return verdict_pass(metrics, skb, dir, TESSERA_FWD_CT_RELATED);
+		return verdict_pass(&v, TESSERA_FWD_CT_RELATED);
 
 	ct = ct_lookup(&f, endpoint_id, dir, now);
 	if (ct == CT_ESTABLISHED)
-		return verdict_pass_flow(metrics, skb, dir, TESSERA_FWD_CT_ESTABLISHED, &f,
-					 endpoint_id, now);
+		return verdict_pass_flow(&v, TESSERA_FWD_CT_ESTABLISHED, now);
 	if (ct == CT_REPLY)
-		return verdict_pass_flow(metrics, skb, dir, TESSERA_FWD_CT_REPLY, &f, endpoint_id,
-					 now);
+		return verdict_pass_flow(&v, TESSERA_FWD_CT_REPLY, now);
 
-	if (!ep)
-		ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
-	if (!ep)
-		return verdict_drop(metrics, skb, dir, TESSERA_DROP_NO_ENDPOINT);
-	enforced = dir == TESSERA_DIR_INGRESS ? !!(ep->flags & TESSERA_EP_F_INGRESS_ENFORCED)
-					      : !!(ep->flags & TESSERA_EP_F_EGRESS_ENFORCED);
+	if (!v.ep)
+		v.ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
+	if (!v.ep)
+		return verdict_drop(&v, TESSERA_DROP_NO_ENDPOINT);
+	enforced = dir == TESSERA_DIR_INGRESS ? !!(v.ep->flags & TESSERA_EP_F_INGRESS_ENFORCED)
+					      : !!(v.ep->flags & TESSERA_EP_F_EGRESS_ENFORCED);
 
-	kinds = policy_kinds(ep->flags, dir);
+	kinds = policy_kinds(v.ep->flags, dir);
 
-	/* The peer is the source of what comes in and the destination of what goes out. */
-	peer = policy_needs_peer(kinds)
-		       ? ipcache_lookup_identity(f.family,
-						 dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr)
-		       : TESSERA_ID_UNKNOWN;
+	/* The peer is the source of what comes in and the destination of what
+	 * goes out; looked up when the verdict depends on it, and for a drop's
+	 * event. */
+	if (policy_needs_peer(kinds))
+		v.peer = ipcache_lookup_identity(f.family,
+						 dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr);
 
-	verdict = policy_verdict(kinds, endpoint_id, dir, peer, f.proto, f.policy_port, enforced);
-	if (verdict == POLICY_DENY)
-		return verdict_drop(metrics, skb, dir, TESSERA_DROP_POLICY_DENY);
+	verdict = policy_verdict(kinds, endpoint_id, dir, v.peer, f.proto, f.policy_port, enforced,
+				 &v.match);
+	if (verdict != POLICY_ALLOW && !policy_needs_peer(kinds))
+		v.peer = ipcache_lookup_identity(f.family,
+						 dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr);
+	if (verdict == POLICY_DENY) {
+		v.deny = 1;
+		return verdict_drop(&v, TESSERA_DROP_POLICY_DENY);
+	}
 	if (verdict == POLICY_DEFAULT_DENY)
-		return verdict_drop(metrics, skb, dir, TESSERA_DROP_POLICY_DEFAULT);
+		return verdict_drop(&v, TESSERA_DROP_POLICY_DEFAULT);
 
 	if (ct_create(&f, endpoint_id, dir, now) < 0)
-		return verdict_drop(metrics, skb, dir, TESSERA_DROP_CT_CREATE_FAILED);
-	return verdict_pass_flow(metrics, skb, dir, TESSERA_FWD_POLICY, &f, endpoint_id, now);
+		return verdict_drop(&v, TESSERA_DROP_CT_CREATE_FAILED);
+	emit(&v, TESSERA_FWD_POLICY);
+	return verdict_pass_flow(&v, TESSERA_FWD_POLICY, now);
 }
 
 SEC("tc")

@@ -7,16 +7,20 @@
  * call ran (verifier log included) are in tessera_bpf_last_log().
  *
  * Pin layout under the pin directory (default /sys/fs/bpf/tessera):
- *   globals/tessera_ipcache     LPM trie, IP prefix -> identity
- *   globals/tessera_endpoints   hash, endpoint id -> struct endpoint_info
- *   globals/tessera_ct          LRU hash, conntrack
- *   globals/tessera_frags       LRU hash, datagrams whose first fragment passed
- *   globals/tessera_policy      LPM trie, (endpoint id, verdict, direction, proto, peer, port) ->
- * entry globals/tessera_metrics     per-CPU hash, endpoint id -> counters by direction and reason
- *   globals/tessera_handlers    program array, the shared policy handlers
- *   globals/tessera_loader      array, what the loader installed (re-adoption)
- *   globals/handle_from_container, globals/handle_to_container   the handlers
- *   endpoints/<id>/from_container, endpoints/<id>/to_container   the endpoint's stubs
+ *   globals/tessera_ipcache      LPM trie, IP prefix -> identity
+ *   globals/tessera_endpoints    hash, endpoint id -> struct endpoint_info
+ *   globals/tessera_ct           LRU hash, conntrack
+ *   globals/tessera_frags        LRU hash, datagrams whose first fragment passed
+ *   globals/tessera_policy       LPM trie, (endpoint, verdict, direction,
+ *                                proto, peer, port) -> entry
+ *   globals/tessera_metrics      per-CPU hash, endpoint id -> counters by
+ *                                direction and reason
+ *   globals/tessera_events       ring buffer, struct tessera_event
+ *   globals/tessera_events_lost  per-CPU array, events the full ring lost
+ *   globals/tessera_handlers     program array, the shared policy handlers
+ *   globals/tessera_loader       array, what the loader installed (re-adoption)
+ *   globals/handle_from_container, globals/handle_to_container: the handlers
+ *   endpoints/<id>/from_container, endpoints/<id>/to_container: the stubs
  */
 #ifndef TESSERA_BPF_H
 #define TESSERA_BPF_H
@@ -61,6 +65,22 @@ int tessera_bpf_endpoints_fd(const struct tessera_bpf *t);
 int tessera_bpf_ct_fd(const struct tessera_bpf *t);
 int tessera_bpf_policy_fd(const struct tessera_bpf *t);
 int tessera_bpf_metrics_fd(const struct tessera_bpf *t);
+
+/* A reader of the events ring buffer (one per process). */
+struct tessera_events;
+
+/* Opens a reader of the loader's tessera_events ring buffer. */
+int tessera_events_open(const struct tessera_bpf *t, struct tessera_events **out);
+void tessera_events_close(struct tessera_events *e);
+
+/* Waits up to `timeout_ms` for events and copies at most `cap` of them into
+ * `out`: the number copied (0 on timeout), or a negative errno. Events left
+ * when `out` is full stay in the ring for the next call. */
+int tessera_events_read(struct tessera_events *e, struct tessera_event *out, int cap,
+			int timeout_ms);
+
+/* Events lost so far because the ring was full (every CPU). */
+uint64_t tessera_events_lost(const struct tessera_bpf *t);
 
 /* Loads the stub programs of endpoint `endpoint_id` with the id in
  * read-only data (they tail-call the shared handlers; a verifier pass of a

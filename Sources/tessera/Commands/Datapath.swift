@@ -8,6 +8,7 @@ struct DatapathCommand: AsyncParsableCommand {
     commandName: "datapath", abstract: "Inspect what the datapath has realised.",
     subcommands: [
       DatapathPolicy.self, DatapathIPCache.self, DatapathConntrack.self, DatapathCounters.self,
+      DatapathFlows.self,
     ])
 }
 
@@ -193,6 +194,32 @@ struct DatapathCounters: AsyncParsableCommand {
             ]
           })
       }
+    }
+  }
+}
+
+struct DatapathFlows: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "flows",
+    abstract: "Events read from the datapath, lost by a full ring buffer, and kept for `observe`.")
+  @OptionGroup var global: GlobalOptions
+
+  func run() async throws {
+    let stats = try await global.withClient(.datapath) { client, options in
+      try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).getFlowStats(
+        .init(), options: options)
+    }
+    if global.output == .json {
+      try printJSON([
+        "supported": stats.supported, "received": Int(stats.received), "lost": Int(stats.lost),
+        "buffered": Int(stats.buffered), "capacity": Int(stats.capacity),
+      ])
+    } else if !stats.supported {
+      print("events: not emitted by this datapath (the memory test backend)")
+    } else {
+      print(
+        "events received \(stats.received), lost in the kernel \(stats.lost), kept \(stats.buffered) of \(stats.capacity)"
+      )
     }
   }
 }

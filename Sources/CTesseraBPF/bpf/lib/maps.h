@@ -19,6 +19,7 @@
 #define TESSERA_CT_MAX 65536
 #define TESSERA_ENDPOINTS_MAX 65535
 #define TESSERA_FRAGS_MAX 8192
+#define TESSERA_EVENTS_BYTES (1 << 20)
 
 /* Global: IP prefix -> security identity. */
 struct {
@@ -97,5 +98,22 @@ struct {
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tessera_loader SEC(".maps");
+
+/* Global: verdict events for datapathd (maps_types.h, events). 1 MiB holds
+ * ~11,000 events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, TESSERA_EVENTS_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tessera_events SEC(".maps");
+
+/* Global: events lost because the ring was full, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tessera_events_lost SEC(".maps");
 
 #endif /* TESSERA_MAPS_H */

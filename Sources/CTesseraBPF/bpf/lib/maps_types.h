@@ -262,6 +262,40 @@ struct endpoint_metrics {
 	struct metrics_value counters[TESSERA_METRICS_ENTRIES];
 };
 
+/* ---- events: ring buffer of verdicts ---------------------------------------
+ * One event per dropped packet and per connection allowed by policy (its
+ * first packet); packets of established flows and replies emit none, which
+ * is the aggregation Cilium's monitor does by default. When the ring is full
+ * the event is lost (counted in tessera_events_lost), never the packet.
+ */
+
+/* Which kind of policy entry decided (TESSERA_MATCH_*). */
+#define TESSERA_MATCH_NONE 0	/* not a policy verdict (conntrack, parser, source) */
+#define TESSERA_MATCH_L3_L4 1	/* peer identity and protocol/port */
+#define TESSERA_MATCH_L3_ONLY 2 /* peer identity, any protocol */
+#define TESSERA_MATCH_L4_ONLY 3 /* any peer, protocol/port */
+#define TESSERA_MATCH_ALL 4	/* any peer, any protocol */
+#define TESSERA_MATCH_DEFAULT 5 /* no entry: the direction's default */
+
+struct tessera_event {
+	__u64 time_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u64 endpoint_id;
+	__u32 src_identity; /* 0 when not looked up */
+	__u32 dst_identity;
+	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+	__u16 sport; /* host order; 0 for portless protocols */
+	__u16 dport;
+	__u8 family; /* 4 or 6; 0 for non-IP (ARP, unknown L3) */
+	__u8 proto;
+	__u8 direction; /* TESSERA_DIR_* */
+	__u8 reason;	/* enum tessera_reason */
+	__u8 match;	/* TESSERA_MATCH_* */
+	__u8 deny;	/* the matched entry is a deny entry */
+	__u16 pad;
+	__u32 length; /* bytes of the packet */
+};
+
 /* ---- shared handlers ------------------------------------------------------ */
 
 /* Slots of the tessera_handlers program array. */

@@ -48,24 +48,43 @@ static __always_inline int policy_has_kind(__u32 kinds, __u32 kind, __u64 endpoi
 			  (kind & TESSERA_POLICY_KIND_ANY_PROTO) ? 0 : proto, port);
 }
 
-/* Whether an entry of this kind (deny or allow) matches, over the peer and
- * protocol wildcards. */
-static __always_inline int policy_matches(__u32 kinds, __u64 endpoint_id, __u8 deny, __u8 dir,
-					  __u32 peer, __u8 proto, __u16 port)
+/* The event's name of an entry kind's wildcards (TESSERA_MATCH_*). */
+static __always_inline __u8 policy_match_of(__u32 wildcards)
+{
+	switch (wildcards) {
+	case 0:
+		return TESSERA_MATCH_L3_L4;
+	case TESSERA_POLICY_KIND_ANY_PROTO:
+		return TESSERA_MATCH_L3_ONLY;
+	case TESSERA_POLICY_KIND_ANY_PEER:
+		return TESSERA_MATCH_L4_ONLY;
+	default:
+		return TESSERA_MATCH_ALL;
+	}
+}
+
+/* Which entry of this kind (deny or allow) matches, over the peer and
+ * protocol wildcards, most specific first: TESSERA_MATCH_*, or
+ * TESSERA_MATCH_NONE. */
+static __always_inline __u8 policy_matches(__u32 kinds, __u64 endpoint_id, __u8 deny, __u8 dir,
+					   __u32 peer, __u8 proto, __u16 port)
 {
 	__u32 base = deny ? 0 : TESSERA_POLICY_KIND_ALLOW;
 
 	if (policy_has_kind(kinds, base, endpoint_id, deny, dir, peer, proto, port))
-		return 1;
+		return policy_match_of(0);
 	if (policy_has_kind(kinds, base | TESSERA_POLICY_KIND_ANY_PROTO, endpoint_id, deny, dir,
 			    peer, proto, port))
-		return 1;
+		return policy_match_of(TESSERA_POLICY_KIND_ANY_PROTO);
 	if (policy_has_kind(kinds, base | TESSERA_POLICY_KIND_ANY_PEER, endpoint_id, deny, dir,
 			    peer, proto, port))
-		return 1;
-	return policy_has_kind(kinds,
-			       base | TESSERA_POLICY_KIND_ANY_PEER | TESSERA_POLICY_KIND_ANY_PROTO,
-			       endpoint_id, deny, dir, peer, proto, port);
+		return policy_match_of(TESSERA_POLICY_KIND_ANY_PEER);
+	if (policy_has_kind(kinds,
+			    base | TESSERA_POLICY_KIND_ANY_PEER | TESSERA_POLICY_KIND_ANY_PROTO,
+			    endpoint_id, deny, dir, peer, proto, port))
+		return policy_match_of(TESSERA_POLICY_KIND_ANY_PEER |
+				       TESSERA_POLICY_KIND_ANY_PROTO);
+	return TESSERA_MATCH_NONE;
 }
 
 /* The direction's byte of the endpoint's policy kinds; every kind when the
@@ -87,14 +106,19 @@ static __always_inline int policy_needs_peer(__u32 kinds)
 	return !!(kinds & named);
 }
 
+/* The verdict, and in `match` the kind of entry that decided it
+ * (TESSERA_MATCH_*; TESSERA_MATCH_DEFAULT when none did). */
 static __always_inline enum policy_verdict policy_verdict(__u32 kinds, __u64 endpoint_id, __u8 dir,
 							  __u32 peer, __u8 proto, __u16 port,
-							  int enforced)
+							  int enforced, __u8 *match)
 {
-	if (policy_matches(kinds, endpoint_id, 1, dir, peer, proto, port))
+	*match = policy_matches(kinds, endpoint_id, 1, dir, peer, proto, port);
+	if (*match != TESSERA_MATCH_NONE)
 		return POLICY_DENY;
-	if (policy_matches(kinds, endpoint_id, 0, dir, peer, proto, port))
+	*match = policy_matches(kinds, endpoint_id, 0, dir, peer, proto, port);
+	if (*match != TESSERA_MATCH_NONE)
 		return POLICY_ALLOW;
+	*match = TESSERA_MATCH_DEFAULT;
 	return enforced ? POLICY_DEFAULT_DENY : POLICY_ALLOW;
 }
 

@@ -1,0 +1,59 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Moves events from the datapath into the ``FlowLog``, on a thread of its
+/// own: reading the ring buffer blocks (epoll), which must not hold one of
+/// the few threads Swift concurrency runs on.
+public struct FlowEventPump: Service {
+  let reader: any DatapathEventReader
+  let log: FlowLog
+  let logger: Logger
+
+  public init(reader: any DatapathEventReader, log: FlowLog, logger: Logger) {
+    self.reader = reader
+    self.log = log
+    self.logger = logger
+  }
+
+  public func run() async throws {
+    let stop = StopFlag()
+    let stopped = AsyncStream<Void>.makeStream()
+    let (reader, log, logger) = (reader, log, logger)
+    log.markSupported()
+    let thread = Thread {
+      defer { stopped.continuation.finish() }
+      var failures = 0
+      while !stop.isSet {
+        do {
+          // 200 ms: how long a stop may wait; events arrive as they happen.
+          log.record(try reader.read(timeoutMilliseconds: 200))
+          failures = 0
+        } catch {
+          failures += 1
+          if failures == 1 || failures % 100 == 0 {
+            logger.error("reading datapath events failed", metadata: ["error": "\(error)"])
+          }
+          Thread.sleep(forTimeInterval: 0.2)
+        }
+      }
+    }
+    thread.name = "tessera-flow-events"
+    thread.start()
+    await withGracefulShutdownHandler {
+      for await _ in stopped.stream {}
+    } onGracefulShutdown: {
+      stop.set()
+    }
+    stop.set()
+    for await _ in stopped.stream {}
+  }
+}
+
+/// Tells the pump's thread to end.
+private final class StopFlag: Sendable {
+  private let value = Atomic<Bool>(false)
+  var isSet: Bool { value.load(ordering: .relaxed) }
+  func set() { value.store(true, ordering: .relaxed) }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import TesseraCore
+import Testing
+
+@testable import DatapathService
+
+/// The programs' events (the `tessera_events` ring buffer): what a drop and an
+/// allowed connection report, that an established flow costs no event, and
+/// that a full ring loses events but never packets.
+@Suite("eBPF datapath: verdict events", .serialized, .enabled(if: BPFTestEnvironment.available))
+struct BPFEventTests {
+  let frontend = NumericIdentity(2000)
+  let other = NumericIdentity(3000)
+  let podIP = "10.0.0.5"
+
+  private func withPod<R>(
+    _ body: (BPFDatapathBackend, any DatapathEventReader) throws -> R
+  ) throws -> R {
+    try BPFTestEnvironment.withBackend { backend, _ in
+      let datapath = try Datapath(backend: backend)
+      try datapath.upsertIPCache([
+        IPCacheEntry(prefix: IPPrefix("10.0.1.1/32")!, identity: frontend),
+        IPCacheEntry(prefix: IPPrefix("10.0.2.0/24")!, identity: other),
+      ])
+      _ = try datapath.realize(
+        endpoint(
+          id: 7, ip: "\(podIP)/32", ingressEnforced: true,
+          entries: [
+            PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080)),
+            PolicyEntry(peer: other, direction: .ingress, proto: .any, ports: .any, verdict: .deny),
+          ]))
+      let reader = try #require(try backend.makeEventReader())
+      while try !reader.read(timeoutMilliseconds: 0).isEmpty {}
+      return try body(backend, reader)
+    }
+  }
+
+  @Test("drops and allowed connections are events with identities, ports, reason and entry kind")
+  func verdicts() throws {
+    try withPod { backend, reader in
+      #expect(try backend.passes(7, .ingress, Packet.ipv4("10.0.1.1", podIP, proto: Packet.tcp, sport: 41000, dport: 8080)))
+      // The same connection's next packet is established: no event.
+      #expect(
+        try backend.passes(
+          7, .ingress,
+          Packet.ipv4("10.0.1.1", podIP, proto: Packet.tcp, sport: 41000, dport: 8080, tcpFlags: 0x10)))
+      #expect(try !backend.passes(7, .ingress, Packet.ipv4("10.0.2.7", podIP, proto: Packet.tcp, sport: 41001, dport: 8080)))
+      #expect(try !backend.passes(7, .ingress, Packet.ipv4("10.0.1.1", podIP, proto: Packet.udp, sport: 41002, dport: 9090)))
+
+      let events = try reader.read(timeoutMilliseconds: 1000)
+      #expect(events.count == 3)
+      guard events.count == 3 else { return }
+      let allowed = events[0]
+      #expect(allowed.verdict == .forwarded && allowed.reason == "policy")
+      #expect(allowed.match == .peerAndPort && !allowed.deniedByEntry)
+      #expect(allowed.endpointID == 7 && allowed.direction == .ingress)
+      #expect(allowed.source == "10.0.1.1" && allowed.destination == podIP)
+      #expect(allowed.sourcePort == 41000 && allowed.destinationPort == 8080)
+      #expect(allowed.ipProtocol == Packet.tcp)
+      #expect(allowed.sourceIdentity == frontend.rawValue && allowed.destinationIdentity == 1000)
+      #expect(abs(allowed.time.timeIntervalSinceNow) < 5)
+
+      let denied = events[1]
+      #expect(denied.verdict == .dropped && denied.reason == "policy-deny")
+      #expect(denied.match == .peerOnly && denied.deniedByEntry)
+      #expect(denied.sourceIdentity == other.rawValue && denied.sourcePort == 41001)
+
+      let defaulted = events[2]
+      #expect(defaulted.verdict == .dropped && defaulted.reason == "policy-default")
+      #expect(defaulted.match == .defaultVerdict && !defaulted.deniedByEntry)
+      #expect(defaulted.ipProtocol == Packet.udp && defaulted.destinationPort == 9090)
+      // The peer is looked up for a drop's event even where no entry names a peer.
+      #expect(defaulted.sourceIdentity == frontend.rawValue)
+    }
+  }
+
+  @Test("drops before policy (a forged source) name their reason and the forged address")
+  func forgedSource() throws {
+    try withPod { backend, reader in
+      #expect(
+        try !backend.passes(
+          7, .egress, Packet.ipv4("10.0.1.1", "10.0.2.7", proto: Packet.tcp, sport: 42000, dport: 80)))
+      let events = try reader.read(timeoutMilliseconds: 1000)
+      #expect(events.count == 1)
+      #expect(events.first?.reason == "invalid-source")
+      #expect(events.first?.source == "10.0.1.1" && events.first?.direction == .egress)
+      #expect(events.first?.match == FlowEvent.PolicyMatch.none)
+    }
+  }
+
+  @Test("a full ring loses events, never packets, and counts what it lost")
+  func overflow() throws {
+    try withPod { backend, reader in
+      let packets: UInt32 = 20_000
+      let run = try backend.runProgram(
+        endpointID: 7, direction: .ingress,
+        packet: Packet.ipv4("10.0.2.7", podIP, proto: Packet.udp, sport: 43000, dport: 53),
+        repeat: packets)
+      #expect(!run.passed)
+      let dropped = try backend.reasonCounters(endpointID: 7).filter {
+        $0.direction == .ingress && $0.reason == "drop-policy-deny"
+      }.map(\.packets).reduce(0, +)
+      #expect(dropped == UInt64(packets))
+      var read = 0
+      while case let batch = try reader.read(timeoutMilliseconds: 100), !batch.isEmpty {
+        read += batch.count
+      }
+      let lost = reader.lostInKernel
+      #expect(lost > 0, "1 MiB holds fewer than \(packets) events")
+      #expect(UInt64(read) + lost == UInt64(packets))
+    }
+  }
+}
