@@ -41,7 +41,8 @@ final class BPFEventReader: DatapathEventReader, @unchecked Sendable {
 
   static func event(_ raw: tessera_event, clock: MonotonicToWall) -> FlowEvent {
     var raw = raw
-    let reasonName = BPFDatapathBackend.reasonNames.indices.contains(Int(raw.reason))
+    let reasonName =
+      BPFDatapathBackend.reasonNames.indices.contains(Int(raw.reason))
       ? BPFDatapathBackend.reasonNames[Int(raw.reason)] : "reason-\(raw.reason)"
     let dropped = reasonName.hasPrefix("drop-")
     let family: IPPrefix.Family? =

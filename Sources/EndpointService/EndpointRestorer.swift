@@ -6,21 +6,25 @@ import TesseraRuntime
 /// Brings a (re)started endpoint service into service: restores the endpoints
 /// saved before the restart, retrying with backoff until the other services
 /// answer; only then marks the node serving, so the CNI plugin never sees a
-/// half-restored node; then follows the policy service's changes for as long
+/// half-restored node (nor an endpoint whose DEL it queued meanwhile); then follows the policy service's changes for as long
 /// as it runs.
 public struct EndpointRestorer<Transport: ClientTransport>: Service {
   private let manager: EndpointManager
   private let health: HealthService
   private let policy: PolicyServiceClient<Transport>
+  private let deletionQueue: DeletionQueue?
   private let logger: Logger
 
+  /// - Parameter deletionQueue: DELs queued by the CNI plugin while the
+  ///   service was down, run after the restore and before serving.
   public init(
     manager: EndpointManager, health: HealthService, policy: PolicyServiceClient<Transport>,
-    logger: Logger
+    deletionQueue: DeletionQueue? = nil, logger: Logger
   ) {
     self.manager = manager
     self.health = health
     self.policy = policy
+    self.deletionQueue = deletionQueue
     self.logger = logger
   }
 
@@ -37,6 +41,9 @@ public struct EndpointRestorer<Transport: ClientTransport>: Service {
             try await backoff.sleep()
           }
         }
+        // A queued deletion that cannot finish yet (an upstream down) stays for
+        // the drainer; it must not keep the node from serving.
+        if let deletionQueue { await deletionQueue.drain(manager, logger: logger) }
         health.setServing(true)
         await policy.watchPolicy(logger: logger) { change in await manager.policyChanged(change) }
       }

@@ -42,6 +42,9 @@ public struct RunDirectory: Sendable, Hashable, CustomStringConvertible {
   public func lockPath(for service: TesseraService) -> String { "\(path)/\(service.rawValue).lock" }
   public func pidPath(for service: TesseraService) -> String { "\(path)/\(service.rawValue).pid" }
   public func logPath(for service: TesseraService) -> String { "\(path)/\(service.rawValue).log" }
+  /// Where the CNI plugin queues the DELs the endpoint service could not take
+  /// (next to the endpoint socket; `Sources/tessera-cni/deletion_queue.h`).
+  public var deletionQueuePath: String { "\(path)/deletion-queue" }
 
   public var description: String { path }
 

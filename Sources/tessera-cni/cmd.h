@@ -39,6 +39,8 @@ int cmd_gc(struct cni_invocation *inv, struct cni_output *out, struct cni_error 
 /* Main-plugin mode (cmd_main.c): the config has an `ipam` section. */
 int cmd_add_main(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err);
 int cmd_del_main(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err);
+/* DeleteEndpoint, or with the endpoint service down its queued deletion (success). */
+int cmd_del_endpoint(struct cni_invocation *inv, int *existed, struct cni_error *err);
 
 int cmd_version(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err);
 

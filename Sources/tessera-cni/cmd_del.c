@@ -1,13 +1,31 @@
 /* DEL: remove the endpoint; an endpoint that is already gone is success. Needs no prevResult.
- * In main-plugin mode (an `ipam` section) also the addresses and the veth (cmd_main.c). */
+ * In main-plugin mode (an `ipam` section) also the addresses and the veth (cmd_main.c).
+ * With the endpoint service down, the deletion is queued and DEL succeeds (deletion_queue.h). */
 #include "cmd_common.h"
+#include "deletion_queue.h"
 #include "log.h"
+
+int cmd_del_endpoint(struct cni_invocation *inv, int *existed, struct cni_error *err) {
+  struct endpoint_target t = cmd_target(inv);
+  int rc = endpoint_delete(&t, inv->env.container_id, inv->env.ifname, existed, err);
+  if (rc != CNI_ERR_TRY_AGAIN_LATER) return rc;
+  struct cni_error queue_err;
+  cni_error_clear(&queue_err);
+  if (deletion_queue_add(t.socket_path, inv->env.container_id, inv->env.ifname, &queue_err)) {
+    log_debug("DEL: %s (%s); and %s (%s)", err->msg, err->details, queue_err.msg, queue_err.details);
+    return rc;
+  }
+  log_debug("DEL container=%s ifname=%s queued: %s (%s)", inv->env.container_id, inv->env.ifname, err->msg,
+            err->details);
+  cni_error_clear(err);
+  *existed = 1;
+  return 0;
+}
 
 int cmd_del(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err) {
   if (inv->conf.ipam) return cmd_del_main(inv, out, err);
-  struct endpoint_target t = cmd_target(inv);
   int existed = 0;
-  int rc = endpoint_delete(&t, inv->env.container_id, inv->env.ifname, &existed, err);
+  int rc = cmd_del_endpoint(inv, &existed, err);
   if (rc) return rc;
   log_debug("DEL container=%s ifname=%s existed=%d", inv->env.container_id, inv->env.ifname, existed);
   return 0;

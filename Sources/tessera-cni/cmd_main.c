@@ -263,10 +263,10 @@ done:
 
 int cmd_del_main(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err) {
   (void)out;
-  struct endpoint_target t = cmd_target(inv);
   int existed = 0, rc;
-  /* The endpoint first: its addresses must not go back to the pool while it holds them. */
-  if ((rc = endpoint_delete(&t, inv->env.container_id, inv->env.ifname, &existed, err))) return rc;
+  /* The endpoint first (or its queued deletion, which the endpoint service runs before it
+   * serves an ADD again): its addresses must not go back to the pool while it holds them. */
+  if ((rc = cmd_del_endpoint(inv, &existed, err))) return rc;
   const char *ipam_type = json_string_value(json_object_get(inv->conf.ipam, "type"));
   if ((rc = ipam_exec(inv->env.path, ipam_type, "DEL", inv->stdin_data, inv->stdin_len, inv->deadline_ms, NULL, err)))
     return rc;

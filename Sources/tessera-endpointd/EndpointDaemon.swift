@@ -100,8 +100,10 @@ struct EndpointDaemon: AsyncParsableCommand {
       Tessera_Endpoint_V1_EndpointService.descriptor.fullyQualifiedService
     ])
     // Restore before serving so the CNI plugin never sees a half-restored node.
+    let deletionQueue = DeletionQueue(directory: run.deletionQueuePath)
     let restorer = EndpointRestorer(
-      manager: manager, health: health, policy: policyClient, logger: logger)
+      manager: manager, health: health, policy: policyClient, deletionQueue: deletionQueue,
+      logger: logger)
     var clusterServices: [any Service] = []
     if let clusterStore {
       let client = try EtcdClient(
@@ -127,7 +129,10 @@ struct EndpointDaemon: AsyncParsableCommand {
     ).run(
       rpcServices: [EndpointServiceHandler(manager: manager, workloads: workloads, logger: logger)],
       health: health,
-      backgroundServices: [identity, policy, datapath, restorer, manager.regenerator]
+      backgroundServices: [
+        identity, policy, datapath, restorer, manager.regenerator,
+        DeletionQueueDrainer(queue: deletionQueue, manager: manager, logger: logger),
+      ]
         + clusterServices + (try options.metricsServices(logger: logger)),
       backend: {
         "state: \(options.stateDir)/endpoints"

@@ -26,7 +26,8 @@ struct BPFEventTests {
         endpoint(
           id: 7, ip: "\(podIP)/32", ingressEnforced: true,
           entries: [
-            PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080)),
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080)),
             PolicyEntry(peer: other, direction: .ingress, proto: .any, ports: .any, verdict: .deny),
           ]))
       let reader = try #require(try backend.makeEventReader())
@@ -38,14 +39,24 @@ struct BPFEventTests {
   @Test("drops and allowed connections are events with identities, ports, reason and entry kind")
   func verdicts() throws {
     try withPod { backend, reader in
-      #expect(try backend.passes(7, .ingress, Packet.ipv4("10.0.1.1", podIP, proto: Packet.tcp, sport: 41000, dport: 8080)))
+      #expect(
+        try backend.passes(
+          7, .ingress, Packet.ipv4("10.0.1.1", podIP, proto: Packet.tcp, sport: 41000, dport: 8080))
+      )
       // The same connection's next packet is established: no event.
       #expect(
         try backend.passes(
           7, .ingress,
-          Packet.ipv4("10.0.1.1", podIP, proto: Packet.tcp, sport: 41000, dport: 8080, tcpFlags: 0x10)))
-      #expect(try !backend.passes(7, .ingress, Packet.ipv4("10.0.2.7", podIP, proto: Packet.tcp, sport: 41001, dport: 8080)))
-      #expect(try !backend.passes(7, .ingress, Packet.ipv4("10.0.1.1", podIP, proto: Packet.udp, sport: 41002, dport: 9090)))
+          Packet.ipv4(
+            "10.0.1.1", podIP, proto: Packet.tcp, sport: 41000, dport: 8080, tcpFlags: 0x10)))
+      #expect(
+        try !backend.passes(
+          7, .ingress, Packet.ipv4("10.0.2.7", podIP, proto: Packet.tcp, sport: 41001, dport: 8080))
+      )
+      #expect(
+        try !backend.passes(
+          7, .ingress, Packet.ipv4("10.0.1.1", podIP, proto: Packet.udp, sport: 41002, dport: 9090))
+      )
 
       let events = try reader.read(timeoutMilliseconds: 1000)
       #expect(events.count == 3)
@@ -79,7 +90,8 @@ struct BPFEventTests {
     try withPod { backend, reader in
       #expect(
         try !backend.passes(
-          7, .egress, Packet.ipv4("10.0.1.1", "10.0.2.7", proto: Packet.tcp, sport: 42000, dport: 80)))
+          7, .egress,
+          Packet.ipv4("10.0.1.1", "10.0.2.7", proto: Packet.tcp, sport: 42000, dport: 80)))
       let events = try reader.read(timeoutMilliseconds: 1000)
       #expect(events.count == 1)
       #expect(events.first?.reason == "invalid-source")

@@ -20,7 +20,8 @@ struct FlowLogTests {
   func bounded() {
     let log = FlowLog(capacity: 4)
     log.record((1...10).map { event($0) })
-    #expect(log.recent(last: 10, matching: FlowFilter()).map(\.reason) == ["r7", "r8", "r9", "r10"])
+    #expect(
+      log.recent(last: 10, matching: FlowFilter()).map(\.reason) == ["r7", "r8", "r9", "r10"])
     #expect(log.recent(last: 2, matching: FlowFilter()).map(\.reason) == ["r9", "r10"])
     #expect(log.recent(last: 0, matching: FlowFilter()).isEmpty)
     #expect(log.statistics.received == 10 && log.statistics.buffered == 4)

@@ -182,7 +182,9 @@ mode unavailable
 plugin ADD "$tmp/add.json"
 check "UNAVAILABLE: 11" code_is 11
 plugin DEL "$tmp/noprev.json"
-check "DEL while UNAVAILABLE: 11" code_is 11
+check "DEL while UNAVAILABLE: success, the deletion queued next to the socket" silent_ok
+check "the queued deletion names the attachment" bash -c "cat '$tmp'/deletion-queue/*.json | jq -e '.containerId != \"\" and .interfaceName == \"eth0\"'"
+rm -rf "$tmp/deletion-queue"
 mode internal
 plugin ADD "$tmp/add.json"
 check "INTERNAL: 999" code_is 999
@@ -395,7 +397,8 @@ stop_server
 plugin ADD "$tmp/add.json"
 check "ADD with the service stopped: 11" code_is 11
 plugin DEL "$tmp/noprev.json"
-check "DEL with the service stopped: 11" code_is 11
+check "DEL with the service stopped: success" silent_ok
+check "... and the deletion is queued" bash -c "ls $tmp/deletion-queue/*@eth0.json"
 plugin STATUS "$tmp/v11.json"
 check "STATUS with the service stopped: 50" code_is 50
 

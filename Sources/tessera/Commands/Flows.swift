@@ -25,7 +25,8 @@ struct FlowOptions: ParsableArguments {
   var identity: [UInt32] = []
 
   @Option(
-    help: "Only events whose source identity has this label (key=value or source:key=value; repeat to require several)."
+    help:
+      "Only events whose source identity has this label (key=value or source:key=value; repeat to require several)."
   )
   var fromLabel: [String] = []
 
@@ -73,7 +74,7 @@ struct IdentityDirectory: Sendable {
         labels: Dictionary(
           response.identities.map { ($0.identity.id, $0.identity.labels.map(\.text)) },
           uniquingKeysWith: { first, _ in first }))
-    } catch where !required {
+    } catch  where !required {
       // Events still show numbers when the identity service is down.
       return IdentityDirectory()
     }
@@ -136,11 +137,15 @@ extension Tessera_Datapath_V1_FlowEvent {
       "endpoint": Int(endpointID), "direction": direction == .ingress ? "ingress" : "egress",
       "verdict": verdict == .dropped ? "dropped" : "forwarded", "reason": reason,
       "match": matchName, "protocol": protocolName, "ipProtocol": Int(ipProtocol),
-      "source": ["ip": sourceIp, "port": Int(sourcePort), "identity": Int(sourceIdentity),
-        "labels": identities.labels[sourceIdentity] ?? []],
-      "destination": ["ip": destinationIp, "port": Int(destinationPort),
+      "source": [
+        "ip": sourceIp, "port": Int(sourcePort), "identity": Int(sourceIdentity),
+        "labels": identities.labels[sourceIdentity] ?? [],
+      ],
+      "destination": [
+        "ip": destinationIp, "port": Int(destinationPort),
         "identity": Int(destinationIdentity),
-        "labels": identities.labels[destinationIdentity] ?? []],
+        "labels": identities.labels[destinationIdentity] ?? [],
+      ],
       "length": Int(length),
     ]
   }

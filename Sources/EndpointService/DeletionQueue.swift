@@ -1,0 +1,91 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// CNI DELs the plugin queued while this service was down: one JSON file per
+/// attachment (`{"containerId", "interfaceName"}`) in the run directory's
+/// `deletion-queue/`. Like Cilium's deletion queue, it lets DEL succeed with
+/// the agent down (so the runtime releases the pod's addresses) and the
+/// deletion happens before the service serves an ADD again.
+public struct DeletionQueue: Sendable {
+  struct Entry: Decodable {
+    var containerId: String
+    var interfaceName: String
+  }
+
+  public let directory: String
+
+  public init(directory: String) { self.directory = directory }
+
+  /// Deletes every queued endpoint; a file goes once its deletion succeeded
+  /// (or was malformed). Returns how many deletions are left for later.
+  @discardableResult
+  public func drain(_ manager: EndpointManager, logger: Logger) async -> Int {
+    let names =
+      (try? FileManager.default.contentsOfDirectory(atPath: directory))?.filter {
+        !$0.hasPrefix(".")  // the plugin's files being written
+      }.sorted() ?? []
+    var left = 0
+    for name in names {
+      let path = "\(directory)/\(name)"
+      guard let data = FileManager.default.contents(atPath: path),
+        let entry = try? JSONDecoder().decode(Entry.self, from: data),
+        !entry.containerId.isEmpty
+      else {
+        logger.warning("dropping a malformed deletion-queue entry", metadata: ["file": "\(path)"])
+        try? FileManager.default.removeItem(atPath: path)
+        continue
+      }
+      do {
+        let removed = try await manager.deleteEndpoints(
+          containerID: entry.containerId,
+          interfaceName: entry.interfaceName.isEmpty ? nil : entry.interfaceName)
+        try? FileManager.default.removeItem(atPath: path)
+        logger.info(
+          "queued CNI DEL done",
+          metadata: [
+            "container.id": "\(entry.containerId)", "interface": "\(entry.interfaceName)",
+            "endpoints.removed": "\(removed.count)",
+          ])
+      } catch {
+        left += 1
+        logger.warning(
+          "queued CNI DEL waits for the other services",
+          metadata: ["container.id": "\(entry.containerId)", "error": "\(error)"])
+      }
+    }
+    return left
+  }
+}
+
+/// Drains the ``DeletionQueue`` every few seconds while the service runs, for
+/// a DEL that was queued in the moment the service was starting.
+public struct DeletionQueueDrainer: Service {
+  let queue: DeletionQueue
+  let manager: EndpointManager
+  let interval: Duration
+  let logger: Logger
+
+  public init(
+    queue: DeletionQueue, manager: EndpointManager, interval: Duration = .seconds(5),
+    logger: Logger
+  ) {
+    self.queue = queue
+    self.manager = manager
+    self.interval = interval
+    self.logger = logger
+  }
+
+  public func run() async throws {
+    do {
+      try await cancelWhenGracefulShutdown {
+        while true {
+          try await Task.sleep(for: interval)
+          await queue.drain(manager, logger: logger)
+        }
+      }
+    } catch is CancellationError {
+      // A graceful shutdown.
+    }
+  }
+}
