@@ -77,11 +77,11 @@ struct NodeUp: AsyncParsableCommand {
   func run() async throws {
     let run = global.runDirectory
     try run.create()
-    let binaries =
-      binDir
-      ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-      .deletingLastPathComponent().path
+    let binaries = binDir ?? Self.ownDirectory
     var started: [Int32] = []
+    var launches: [DaemonLaunch] = []
+    // Restarts the foreground node's daemons when they exit; unused with --detach.
+    let supervisor = NodeSupervisor()
     for service in TesseraService.startOrder {
       if let pid = runningPID(run, service) {
         throw CLIError(
@@ -118,7 +118,11 @@ struct NodeUp: AsyncParsableCommand {
         arguments += ["--backend", datapathBackend]
         if let bpfPinDir { arguments += ["--bpf-pin-dir", bpfPinDir] }
       }
-      let pid = try spawnDaemon(executable, arguments, log: run.logPath(for: service))
+      let launch = DaemonLaunch(
+        service: service, executable: executable, arguments: arguments,
+        log: run.logPath(for: service))
+      launches.append(launch)
+      let pid = try launch.spawn(onExit: detach ? nil : supervisor.daemonExited)
       started.append(pid)
       do {
         try await waitHealthy(service, pid: pid)
@@ -137,41 +141,19 @@ struct NodeUp: AsyncParsableCommand {
       ])
     }
     guard !detach else { return }
-    // Foreground: stop the daemons (reverse order) on SIGINT/SIGTERM, or when one exits.
-    signal(SIGINT, SIG_IGN)
-    signal(SIGTERM, SIG_IGN)
-    let signals = [SIGINT, SIGTERM].map { sig in
-      let source = DispatchSource.makeSignalSource(signal: sig)
-      source.resume()
-      return source
-    }
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-      let once = OnceFlag()
-      for source in signals { source.setEventHandler { if once.claim() { continuation.resume() } } }
-      Thread.detachNewThread {
-        var status: Int32 = 0
-        _ = wait(&status)
-        if once.claim() { continuation.resume() }
-      }
-    }
-    try await NodeDown.stop(run, output: .table)
+    try await supervisor.supervise(
+      launches, pids: Dictionary(uniqueKeysWithValues: zip(started, launches.map(\.service))),
+      run: run
+    ) { service, pid in try await waitHealthy(service, pid: pid) }
   }
 
-  private func spawnDaemon(_ executable: String, _ arguments: [String], log: String) throws -> Int32
-  {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    if !FileManager.default.fileExists(atPath: log) {
-      _ = FileManager.default.createFile(atPath: log, contents: nil)
-    }
-    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-    handle.seekToEndOfFile()
-    process.standardOutput = handle
-    process.standardError = handle
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    return process.processIdentifier
+  /// The directory of the running `tessera` executable, found through
+  /// /proc/self/exe (not argv[0], which may be relative to another directory).
+  static var ownDirectory: String {
+    let exe =
+      (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+      ?? CommandLine.arguments[0]
+    return URL(fileURLWithPath: exe).resolvingSymlinksInPath().deletingLastPathComponent().path
   }
 
   private func waitHealthy(_ service: TesseraService, pid: Int32) async throws {
@@ -243,6 +225,19 @@ struct NodeDown: AsyncParsableCommand {
   }
 
   static func stop(_ run: RunDirectory, output: OutputFormat) async throws {
+    // A foreground node's supervisor would restart what is stopped here: it goes
+    // first, and stops the daemons itself.
+    if let text = try? String(contentsOfFile: NodeSupervisor.pidPath(run), encoding: .utf8),
+      let supervisor = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+      supervisor != getpid(), isRunning(supervisor)
+    {
+      kill(supervisor, SIGTERM)
+      let deadline = ContinuousClock.now + .seconds(45)
+      while isRunning(supervisor) && ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(50))
+      }
+      if output == .table { print("stopped the foreground node (supervisor pid \(supervisor))") }
+    }
     var stopped: [String] = []
     for service in TesseraService.startOrder.reversed() {
       guard let pid = runningPID(run, service) else { continue }

@@ -13,9 +13,12 @@ struct Status: AsyncParsableCommand {
   func run() async throws {
     var results: [[String: Any]] = []
     var allHealthy = true
+    let restarts = NodeSupervisor.restarts(global.runDirectory)
     for service in TesseraService.startOrder {
       var entry: [String: Any] = [
         "service": service.rawValue, "socket": global.runDirectory.socketPath(for: service),
+        // Restarts by a foreground `tessera node up` (0 for a detached node or under systemd).
+        "restarts": restarts[service.rawValue] ?? 0,
       ]
       do {
         let (health, info) = try await global.withClient(service) { client, options in
@@ -42,11 +45,11 @@ struct Status: AsyncParsableCommand {
       try printJSON(["services": results, "healthy": allHealthy])
     } else {
       printTable(
-        ["SERVICE", "HEALTH", "PID", "VERSION", "BACKEND"],
+        ["SERVICE", "HEALTH", "PID", "RESTARTS", "VERSION", "BACKEND"],
         results.map {
           [
             $0["service"] as? String ?? "", $0["health"] as? String ?? "",
-            ($0["pid"] as? Int).map(String.init) ?? "-",
+            ($0["pid"] as? Int).map(String.init) ?? "-", String($0["restarts"] as? Int ?? 0),
             $0["version"] as? String ?? "-",
             ($0["backend"] as? String) ?? ($0["error"] as? String ?? ""),
           ]
