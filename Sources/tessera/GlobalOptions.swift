@@ -5,7 +5,8 @@ import GRPCNIOTransportHTTP2
 import TesseraRuntime
 
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
-  case table, json
+  /// `wide`: a table with every column in full (e.g. whole container IDs).
+  case table, wide, json
 }
 
 /// Flags every command takes.
@@ -13,13 +14,44 @@ struct GlobalOptions: ParsableArguments {
   @Option(name: .long, help: "Run directory holding the daemons' sockets (env TESSERA_RUN_DIR).")
   var runDir: String = RunDirectory.fromEnvironment.path
 
-  @Option(name: [.short, .long], help: "Output format: table or json.")
+  @Option(name: [.short, .long], help: "Output format: table, wide (full columns) or json.")
   var output: OutputFormat = .table
 
   @Option(name: .long, help: "Seconds to wait for an answer.")
   var timeout: Double = 30
 
   var runDirectory: RunDirectory { RunDirectory(path: runDir) }
+
+  /// Flags of every command that take a value.
+  static let valueFlags: Set<String> = ["--run-dir", "-o", "--output", "--timeout"]
+
+  /// Moves global flags written before the subcommand (`tessera -o json status`)
+  /// to the end, where every subcommand accepts them.
+  static func movingLeadingGlobals(_ arguments: [String]) -> [String] {
+    var leading: [String] = []
+    var index = arguments.startIndex
+    while index < arguments.endIndex {
+      let argument = arguments[index]
+      let name = String(argument.split(separator: "=", maxSplits: 1).first ?? "")
+      if argument.contains("="), valueFlags.contains(name) {
+        leading.append(argument)
+        index += 1
+      } else if valueFlags.contains(argument), index + 1 < arguments.endIndex {
+        leading += [argument, arguments[index + 1]]
+        index += 2
+      } else {
+        break
+      }
+    }
+    return Array(arguments[index...]) + leading
+  }
+
+  /// Whether the command line asks for JSON output (for errors, before parsing succeeded).
+  static func wantsJSON(_ arguments: [String]) -> Bool {
+    zip(arguments, arguments.dropFirst()).contains { flag, value in
+      (flag == "-o" || flag == "--output") && value == "json"
+    } || arguments.contains { $0 == "--output=json" || $0 == "-ojson" }
+  }
 
   /// Calls one daemon over its socket; an unreachable daemon becomes a clear error naming the socket.
   func withClient<T: Sendable>(
@@ -30,6 +62,11 @@ struct GlobalOptions: ParsableArguments {
     guard FileManager.default.fileExists(atPath: socket) else {
       throw CLIError(
         "the \(service.rawValue) service is not running: no socket at \(socket) (start a node with `tessera node up`)"
+      )
+    }
+    guard access(socket, R_OK | W_OK) == 0 || errno != EACCES else {
+      throw CLIError(
+        "permission denied: \(socket) (the \(service.rawValue) service's socket is for root and its group; run as root or join the group)"
       )
     }
     let options = CallOptions.failFast(timeout: .milliseconds(Int64(timeout * 1000)))

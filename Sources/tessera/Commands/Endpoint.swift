@@ -81,9 +81,13 @@ extension Tessera_Endpoint_V1_Endpoint {
     ]
   }
 
-  var row: [String] {
+  var row: [String] { row(wide: false) }
+
+  /// `wide`: the whole container ID (a table cuts it at 16 characters).
+  func row(wide: Bool) -> [String] {
     [
-      String(id), String(containerID.prefix(16)), ips.joined(separator: ","), String(identity),
+      String(id), wide ? containerID : String(containerID.prefix(16)), ips.joined(separator: ","),
+      String(identity),
       state.name, String(policyRevision), labels.map(\.text).joined(separator: ","),
     ]
   }
@@ -97,7 +101,7 @@ func printEndpoints(
   if global.output == .json {
     try printJSON(single ? endpoints[0].json : ["endpoints": endpoints.map(\.json)] as Any)
   } else {
-    printTable(endpointHeader, endpoints.map(\.row))
+    printTable(endpointHeader, endpoints.map { $0.row(wide: global.output == .wide) })
   }
 }
 

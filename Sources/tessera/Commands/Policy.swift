@@ -16,7 +16,9 @@ struct PolicyName: ParsableArguments {
   @Option(name: [.short, .long], help: "Namespace (default: default; '' for cluster-wide).")
   var namespace: String?
 
-  var parts: (namespace: String, name: String) {
+  var parts: (namespace: String, name: String) { Self.split(name, namespace: namespace) }
+
+  static func split(_ name: String, namespace: String?) -> (namespace: String, name: String) {
     if let slash = name.firstIndex(of: "/") {
       return (String(name[..<slash]), String(name[name.index(after: slash)...]))
     }
@@ -131,23 +133,53 @@ struct PolicyGet: AsyncParsableCommand {
 
 struct PolicyDelete: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "delete", abstract: "Delete a policy.")
+    commandName: "delete",
+    abstract: "Delete a policy, or every policy (--all, optionally in one namespace).")
   @OptionGroup var global: GlobalOptions
-  @OptionGroup var policy: PolicyName
+  @Argument(help: "Policy name, as NAME or NAMESPACE/NAME.") var name: String?
+  @Option(name: [.short, .long], help: "Namespace (default: default; '' for cluster-wide).")
+  var namespace: String?
+  @Flag(help: "Delete every policy (of --namespace when given). One deletion per policy, in turn.")
+  var all = false
+
+  func validate() throws {
+    guard all != (name != nil) else {
+      throw ValidationError("give a policy name or --all, not both and not neither")
+    }
+  }
 
   func run() async throws {
-    let (namespace, name) = policy.parts
-    let response = try await global.withClient(.policy) { client, options in
-      try await Tessera_Policy_V1_PolicyService.Client(wrapping: client).deletePolicy(
-        .with {
-          $0.namespace = namespace
-          $0.name = name
-        }, options: options)
+    let targets: [(namespace: String, name: String)]
+    if let name {
+      targets = [PolicyName.split(name, namespace: namespace)]
+    } else {
+      let listed = try await global.withClient(.policy) { client, options in
+        try await Tessera_Policy_V1_PolicyService.Client(wrapping: client).listPolicies(
+          .init(), options: options)
+      }
+      targets = listed.policies.map { ($0.ref.namespace, $0.ref.name) }.filter {
+        namespace == nil || $0.namespace == namespace
+      }
+    }
+    var revision: UInt64 = 0
+    var deleted: [String] = []
+    for target in targets {
+      let response = try await global.withClient(.policy) { client, options in
+        try await Tessera_Policy_V1_PolicyService.Client(wrapping: client).deletePolicy(
+          .with {
+            $0.namespace = target.namespace
+            $0.name = target.name
+          }, options: options)
+      }
+      revision = response.revision
+      deleted.append(target.namespace.isEmpty ? target.name : "\(target.namespace)/\(target.name)")
     }
     if global.output == .json {
-      try printJSON(["revision": Int(response.revision)])
+      try printJSON(["revision": Int(revision), "deleted": deleted])
+    } else if deleted.isEmpty {
+      print("no policies to delete")
     } else {
-      print("deleted; revision \(response.revision)")
+      print("deleted \(deleted.joined(separator: ", ")); revision \(revision)")
     }
   }
 }
