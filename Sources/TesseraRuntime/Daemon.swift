@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import Logging
+import Metrics
 import ServiceLifecycle
 
 /// Runs one daemon: takes the run-directory lock, writes the pid file, serves
@@ -48,6 +49,10 @@ public struct Daemon: Sendable {
       withExtendedLifetime(lock) {}
     }
 
+    Gauge(
+      label: "tessera_build_info",
+      dimensions: [("service", service.rawValue), ("version", TesseraVersion.current)]
+    ).record(1)
     let info = DaemonInfoService(
       service: service, runDirectory: runDirectory, backend: backend, details: details)
     let server = GRPCServerService(

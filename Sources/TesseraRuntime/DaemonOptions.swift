@@ -21,7 +21,10 @@ public struct DaemonOptions: ParsableArguments, Sendable {
   public var nodeName: String = DaemonOptions.defaultNodeName
 
   @Option(
-    name: .long, help: "Serve Prometheus metrics on HOST:PORT at /metrics (off unless given).")
+    name: .long,
+    help:
+      "Serve Prometheus metrics on HOST:PORT at /metrics, or 'off'. Default: 127.0.0.1 with port 9970 (identity), 9971 (policy), 9972 (datapath) or 9973 (endpoint); a default port already taken only logs a warning."
+  )
   public var metricsAddress: String?
 
   @Option(
@@ -84,7 +87,7 @@ public struct DaemonOptions: ParsableArguments, Sendable {
       }
       do { _ = try tcpListener() } catch { throw ValidationError("--listen \(error)") }
     }
-    if let metricsAddress {
+    if let metricsAddress, metricsAddress != "off" {
       do { _ = try MetricsServer(address: metricsAddress, logger: Logger(label: "validate")) } catch
       { throw ValidationError("--metrics-address: \(error)") }
     }
@@ -109,19 +112,35 @@ public struct DaemonOptions: ParsableArguments, Sendable {
     return .tcp(host: pairs[0].host, port: pairs[0].port, tls: tls)
   }
 
-  /// The metrics listener when `--metrics-address` is given (counters and
-  /// histograms are recorded either way), and then a loop that samples the
-  /// gauges read from whole tables: every endpoint's kernel counters, every
-  /// identity. A node that serves no metrics does not pay for those reads,
-  /// which would otherwise compete with creates for locks and CPU.
+  /// Where each daemon serves metrics when `--metrics-address` is not given.
+  public static func defaultMetricsPort(_ service: TesseraService) -> Int {
+    switch service {
+    case .identity: 9970
+    case .policy: 9971
+    case .datapath: 9972
+    case .endpoint: 9973
+    }
+  }
+
+  /// The metrics listener (on by default, see `--metrics-address`), and then a
+  /// loop that samples the gauges read from whole tables: every endpoint's
+  /// kernel counters, every identity. With `--metrics-address off` the node
+  /// does not pay for those reads (counters and histograms are recorded either way).
   public func metricsServices(
-    logger: Logger, sampleEvery interval: Duration = .seconds(5),
+    for service: TesseraService, logger: Logger, sampleEvery interval: Duration = .seconds(5),
     sample: (@Sendable () async -> Void)? = nil
   ) throws -> [any Service] {
-    guard let metricsAddress else { return [] }
-    let server: [any Service] = [try MetricsServer(address: metricsAddress, logger: logger)]
-    guard let sample else { return server }
-    return server + [LoopService.sampling(every: interval, sample)]
+    let server: MetricsServer
+    switch metricsAddress {
+    case "off": return []
+    case let address?: server = try MetricsServer(address: address, logger: logger)
+    case nil:
+      server = try MetricsServer(
+        address: "127.0.0.1:\(Self.defaultMetricsPort(service))", logger: logger,
+        portMayBeTaken: true)
+    }
+    guard let sample else { return [server] }
+    return [server, LoopService.sampling(every: interval, sample)]
   }
 
   /// Sets up logging and metrics from the flags.

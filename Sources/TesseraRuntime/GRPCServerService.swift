@@ -74,7 +74,8 @@ public struct GRPCServerService: Service {
         config.rpc.maxRequestPayloadSize = 8 * 1024 * 1024
       }
     )
-    self.server = GRPCServer(transport: transport, services: services)
+    self.server = GRPCServer(
+      transport: transport, services: services, interceptors: [ServerMetricsInterceptor()])
   }
 
   /// How long a graceful shutdown waits for in-flight RPCs before cancelling

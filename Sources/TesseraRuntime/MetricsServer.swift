@@ -14,7 +14,8 @@ public enum DaemonMetrics {
 
   /// Routes swift-metrics into ``registry``. Call once, early in `main`.
   public static func bootstrap() {
-    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    MetricsSystem.bootstrap(
+      HelpfulPrometheusFactory(base: PrometheusMetricsFactory(registry: registry)))
   }
 }
 
@@ -23,9 +24,15 @@ public struct MetricsServer: Service {
   public let host: String
   public let port: Int
   private let logger: Logger
+  private let portMayBeTaken: Bool
 
-  /// - Parameter address: `HOST:PORT`, e.g. `127.0.0.1:9101`.
-  public init(address: String, logger: Logger) throws {
+  /// - Parameters:
+  ///   - address: `HOST:PORT`, e.g. `127.0.0.1:9101`.
+  ///   - portMayBeTaken: a default address: when another process (another node
+  ///     on this machine) holds the port, log a warning and serve no metrics
+  ///     instead of failing the daemon.
+  public init(address: String, logger: Logger, portMayBeTaken: Bool = false) throws {
+    self.portMayBeTaken = portMayBeTaken
     guard let colon = address.lastIndex(of: ":"),
       let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port)
     else {
@@ -39,14 +46,16 @@ public struct MetricsServer: Service {
   }
 
   public func run() async throws {
-    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-      .childChannelInitializer { channel in
-        channel.pipeline.configureHTTPServerPipeline().flatMap {
-          channel.pipeline.addHandler(MetricsHTTPHandler())
-        }
-      }
-      .bind(host: host, port: port).get()
+    let channel: any Channel
+    do {
+      channel = try await bind()
+    } catch  where portMayBeTaken {
+      logger.warning(
+        "metrics not served: \(host):\(port) is taken (give --metrics-address)",
+        metadata: ["error": "\(error)"])
+      try? await gracefulShutdown()
+      return
+    }
     logger.info(
       "serving metrics",
       metadata: ["address": "http://\(host):\(channel.localAddress?.port ?? port)/metrics"])
@@ -55,6 +64,17 @@ public struct MetricsServer: Service {
     } onGracefulShutdown: {
       channel.close(promise: nil)
     }
+  }
+
+  private func bind() async throws -> any Channel {
+    try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .childChannelInitializer { channel in
+        channel.pipeline.configureHTTPServerPipeline().flatMap {
+          channel.pipeline.addHandler(MetricsHTTPHandler())
+        }
+      }
+      .bind(host: host, port: port).get()
   }
 }
 

@@ -68,6 +68,7 @@ struct DatapathDaemon: AsyncParsableCommand {
     let datapath = try Datapath(backend: chosen, logger: logger)
     let eventReader = try chosen.makeEventReader()
     let flows = FlowLog(lostInKernel: { eventReader?.lostInKernel ?? 0 })
+    let totals = PacketTotals()
     let eventPump = eventReader.map { FlowEventPump(reader: $0, log: flows, logger: logger) }
     let health = HealthService(serviceNames: [
       Tessera_Datapath_V1_DatapathService.descriptor.fullyQualifiedService
@@ -79,26 +80,9 @@ struct DatapathDaemon: AsyncParsableCommand {
       rpcServices: [DatapathServiceHandler(datapath: datapath, flows: flows, logger: logger)],
       health: health,
       backgroundServices: (eventPump.map { [$0] } ?? [])
-        + options.metricsServices(logger: logger) {
-          let endpoints = datapath.endpoints()
-          Gauge(label: "tessera_datapath_endpoints").record(endpoints.count)
-          var total = EndpointCounters()
-          for endpoint in endpoints {
-            guard let counters = try? datapath.counters(endpointID: endpoint.id) else { continue }
-            total.ingressDropped += counters.ingressDropped
-            total.egressDropped += counters.egressDropped
-            total.ingressForwarded += counters.ingressForwarded
-            total.egressForwarded += counters.egressForwarded
-          }
-          // Read from the kernel's per-endpoint counters, so gauges: they restart with an endpoint.
-          Gauge(label: "tessera_datapath_dropped_packets", dimensions: [("direction", "ingress")])
-            .record(total.ingressDropped)
-          Gauge(label: "tessera_datapath_dropped_packets", dimensions: [("direction", "egress")])
-            .record(total.egressDropped)
-          Gauge(label: "tessera_datapath_forwarded_packets", dimensions: [("direction", "ingress")])
-            .record(total.ingressForwarded)
-          Gauge(label: "tessera_datapath_forwarded_packets", dimensions: [("direction", "egress")])
-            .record(total.egressForwarded)
+        + options.metricsServices(for: .datapath, logger: logger) {
+          Gauge(label: "tessera_datapath_endpoints").record(datapath.endpoints().count)
+          totals.sample(datapath, eventsLost: flows.statistics.lostInKernel)
         },
       backend: { datapath.backendName },
       details: { ["endpoints": "\(datapath.endpoints().count)"] })

@@ -133,7 +133,7 @@ struct EndpointDaemon: AsyncParsableCommand {
         identity, policy, datapath, restorer, manager.regenerator,
         DeletionQueueDrainer(queue: deletionQueue, manager: manager, logger: logger),
       ]
-        + clusterServices + (try options.metricsServices(logger: logger)),
+        + clusterServices + (try options.metricsServices(for: .endpoint, logger: logger)),
       backend: {
         "state: \(options.stateDir)/endpoints"
           + (clusterStore.map { ", cluster ipcache: \($0)" } ?? "")

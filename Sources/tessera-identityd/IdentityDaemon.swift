@@ -107,7 +107,7 @@ struct IdentityDaemon: AsyncParsableCommand {
       backgroundServices: storeServices + [
         policy, garbageCollector, LoopService { try await allocator.followStore() },
       ]
-        + (try options.metricsServices(logger: logger, sampleEvery: .seconds(15)) {
+        + (try options.metricsServices(for: .identity, logger: logger, sampleEvery: .seconds(15)) {
           if let all = try? await allocator.identities() {
             Gauge(label: "tessera_identities").record(all.count)
           }

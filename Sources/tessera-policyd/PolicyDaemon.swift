@@ -112,7 +112,7 @@ struct PolicyDaemon: AsyncParsableCommand {
       rpcServices: [handler],
       health: health,
       backgroundServices: [identity, identitySync] + clusterServices
-        + (try options.metricsServices(logger: logger) {
+        + (try options.metricsServices(for: .policy, logger: logger) {
           Gauge(label: "tessera_policy_revision").record(engine.revision)
           Gauge(label: "tessera_policies").record(engine.policies().count)
           Gauge(label: "tessera_selectorcache_selectors").record(engine.selectors().count)

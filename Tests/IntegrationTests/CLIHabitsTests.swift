@@ -55,7 +55,8 @@ struct CLIHabitsTests {
     #expect(output.contains("permission denied"), "\(output)")
   }
 
-  @Test("endpoint list -o wide shows whole container IDs; policy delete --all empties the repository")
+  @Test(
+    "endpoint list -o wide shows whole container IDs; policy delete --all empties the repository")
   func wideAndDeleteAll() throws {
     let node = try TesseraNode()
     defer { node.down() }

@@ -48,6 +48,30 @@ struct MetricsIntegrationTests {
     let policy = try await scrape(start + 1)
     #expect(value(policy, "tessera_policy_revision") == 1)
     let datapath = try await scrape(start + 2)
-    #expect(datapath.contains(#"tessera_datapath_dropped_packets{direction="ingress"}"#))
+    #expect(datapath.contains("tessera_datapath_endpoints "))  // sampled every 5 s
+    // Conventions: every family has its # HELP; build info; gRPC requests by method and code.
+    for text in [endpoint, identity, policy, datapath] {
+      let families = Set(
+        text.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map {
+          $0.split(separator: " ")[2]
+        })
+      let helped = Set(
+        text.split(separator: "\n").filter { $0.hasPrefix("# HELP ") }.map {
+          $0.split(separator: " ")[2]
+        })
+      #expect(
+        !families.isEmpty && families == helped,
+        "families without # HELP: \(families.subtracting(helped))")
+    }
+    #expect(value(endpoint, #"tessera_build_info{service="endpoint",version="0.1.0"}"#) == 1)
+    #expect(
+      value(
+        endpoint,
+        #"tessera_grpc_server_requests_total{method="tessera.endpoint.v1.EndpointService/CreateEndpoint",code="ok"}"#
+      ) == 1, "\(endpoint)")
+    #expect(
+      endpoint.contains(
+        #"tessera_grpc_server_request_duration_seconds_count{method="tessera.endpoint.v1.EndpointService/CreateEndpoint"}"#
+      ))
   }
 }

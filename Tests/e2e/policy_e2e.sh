@@ -54,7 +54,22 @@ listen() { # pod port: a workload that accepts connections until the test ends
   bg_pids+=($!)
 }
 
-tessera node up --detach --state-dir "$tmp/state" --bpf-pin-dir "$PIN" >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log" "$RUN"/*.log; exit 1; }
+# Four free consecutive ports for the daemons' metrics (identity, policy, datapath, endpoint).
+mport=$(python3 -c '
+import socket, random
+for _ in range(200):
+    base = random.randrange(20000, 60000)
+    socks = []
+    try:
+        for p in range(base, base + 4):
+            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
+        print(base); break
+    except OSError:
+        pass
+    finally:
+        for s in socks: s.close()
+')
+tessera node up --detach --state-dir "$tmp/state" --bpf-pin-dir "$PIN" --metrics-base-port "$mport" >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log" "$RUN"/*.log; exit 1; }
 backend=$(tessera status -o json | jq -r '.services[] | select(.service=="datapath") | .backend')
 case $backend in bpf*) ;; *) skip "the datapath runs '$backend', not eBPF" ;; esac
 echo "policy-e2e: datapath backend $backend"
@@ -133,6 +148,14 @@ for _ in $(seq 50); do [ -s "$tmp/monitor.json" ] && break; sleep 0.1; done
 check "monitor: a live drop (frontend -> backend:9090) is streamed as it happens" \
   jq -se "length > 0 and all(.destination.port == 9090 and .verdict == \"dropped\" and .source.identity == $frontend_identity)" "$tmp/monitor.json"
 kill "$monitor_pid" 2>/dev/null || true
+# Metrics: the kernel's drops as a Prometheus counter by direction, verdict and reason.
+datapath_metric() {
+  curl -s "http://127.0.0.1:$((mport + 2))/metrics" | awk -v k="$1" '$1 == k {print $2}'
+}
+for _ in $(seq 80); do [ -n "$(datapath_metric 'tessera_datapath_packets_total{direction="ingress",verdict="dropped",reason="policy-default"}')" ] && break; sleep 0.1; done
+check "metrics: ingress policy-default drops counted in tessera_datapath_packets_total" \
+  [ "$(datapath_metric 'tessera_datapath_packets_total{direction="ingress",verdict="dropped",reason="policy-default"}' | cut -d. -f1)" -gt 0 ]
+check "metrics: the family has its # HELP" bash -c "curl -s http://127.0.0.1:$((mport + 2))/metrics | grep -q '^# HELP tessera_datapath_packets_total '"
 check "flow stats: events received, none lost" bash -c \
   "[ \"\$($TESSERA_BIN/tessera datapath flows --run-dir $RUN -o json | jq '.received > 0 and .lost == 0')\" = true ]"
 
