@@ -70,6 +70,17 @@ public struct IPPrefix: Hashable, Sendable, Codable, Comparable, CustomStringCon
   /// `ADDRESS/LENGTH`.
   public var description: String { "\(address)/\(length)" }
 
+  /// Whether `other` (an address or a longer prefix) lies inside this prefix.
+  public func contains(_ other: IPPrefix) -> Bool {
+    guard family == other.family, other.length >= length else { return false }
+    let full = Int(length) / 8
+    guard bytes.prefix(full) == other.bytes.prefix(full) else { return false }
+    let rest = Int(length) % 8
+    guard rest > 0 else { return true }
+    let mask = UInt8(0xff) << (8 - rest)
+    return bytes[full] & mask == other.bytes[full] & mask
+  }
+
   public static func < (lhs: Self, rhs: Self) -> Bool {
     if lhs.family != rhs.family { return lhs.family.rawValue < rhs.family.rawValue }
     if lhs.bytes != rhs.bytes { return lhs.bytes.lexicographicallyPrecedes(rhs.bytes) }

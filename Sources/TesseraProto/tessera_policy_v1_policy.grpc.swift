@@ -111,6 +111,19 @@ public enum Tessera_Policy_V1_PolicyService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "TracePolicy" metadata.
+        public enum TracePolicy: Sendable {
+            /// Request type for "TracePolicy".
+            public typealias Input = Tessera_Policy_V1_TracePolicyRequest
+            /// Response type for "TracePolicy".
+            public typealias Output = Tessera_Policy_V1_TracePolicyResponse
+            /// Descriptor for "TracePolicy".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "tessera.policy.v1.PolicyService"),
+                method: "TracePolicy",
+                type: .unary
+            )
+        }
         /// Namespace for "WatchPolicy" metadata.
         public enum WatchPolicy: Sendable {
             /// Request type for "WatchPolicy".
@@ -146,6 +159,7 @@ public enum Tessera_Policy_V1_PolicyService: Sendable {
             UpdateIdentities.descriptor,
             ComputeEndpointPolicy.descriptor,
             ListSelectors.descriptor,
+            TracePolicy.descriptor,
             WatchPolicy.descriptor,
             GetEventSequence.descriptor
         ]
@@ -173,10 +187,6 @@ extension Tessera_Policy_V1_PolicyService {
     ///
     /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
     /// or ``SimpleServiceProtocol`` instead.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > Rule repository and SelectorCache.
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "ImportPolicy" method.
         ///
@@ -302,6 +312,26 @@ extension Tessera_Policy_V1_PolicyService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Policy_V1_ListSelectorsResponse>
 
+        /// Handle the "TracePolicy" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Why a flow is allowed or denied, rule by rule. Errors: NOT_FOUND (no such
+        /// > identity), INVALID_ARGUMENT (neither identity nor labels), UNAVAILABLE
+        /// > (before the first identity sync).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Tessera_Policy_V1_TracePolicyRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Tessera_Policy_V1_TracePolicyResponse` messages.
+        func tracePolicy(
+            request: GRPCCore.StreamingServerRequest<Tessera_Policy_V1_TracePolicyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Policy_V1_TracePolicyResponse>
+
         /// Handle the "WatchPolicy" method.
         ///
         /// > Source IDL Documentation:
@@ -350,10 +380,6 @@ extension Tessera_Policy_V1_PolicyService {
     /// trailing response metadata. If you don't need these then consider using
     /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
     /// use ``StreamingServiceProtocol``.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > Rule repository and SelectorCache.
     public protocol ServiceProtocol: Tessera_Policy_V1_PolicyService.StreamingServiceProtocol {
         /// Handle the "ImportPolicy" method.
         ///
@@ -479,6 +505,26 @@ extension Tessera_Policy_V1_PolicyService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Tessera_Policy_V1_ListSelectorsResponse>
 
+        /// Handle the "TracePolicy" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Why a flow is allowed or denied, rule by rule. Errors: NOT_FOUND (no such
+        /// > identity), INVALID_ARGUMENT (neither identity nor labels), UNAVAILABLE
+        /// > (before the first identity sync).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Policy_V1_TracePolicyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Tessera_Policy_V1_TracePolicyResponse` message.
+        func tracePolicy(
+            request: GRPCCore.ServerRequest<Tessera_Policy_V1_TracePolicyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Tessera_Policy_V1_TracePolicyResponse>
+
         /// Handle the "WatchPolicy" method.
         ///
         /// > Source IDL Documentation:
@@ -525,10 +571,6 @@ extension Tessera_Policy_V1_PolicyService {
     /// This is the highest level protocol for the service. The API is the easiest to use but
     /// doesn't provide access to request or response metadata. If you need access to these
     /// then use ``ServiceProtocol`` instead.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > Rule repository and SelectorCache.
     public protocol SimpleServiceProtocol: Tessera_Policy_V1_PolicyService.ServiceProtocol {
         /// Handle the "ImportPolicy" method.
         ///
@@ -653,6 +695,26 @@ extension Tessera_Policy_V1_PolicyService {
             request: Tessera_Policy_V1_ListSelectorsRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Tessera_Policy_V1_ListSelectorsResponse
+
+        /// Handle the "TracePolicy" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Why a flow is allowed or denied, rule by rule. Errors: NOT_FOUND (no such
+        /// > identity), INVALID_ARGUMENT (neither identity nor labels), UNAVAILABLE
+        /// > (before the first identity sync).
+        ///
+        /// - Parameters:
+        ///   - request: A `Tessera_Policy_V1_TracePolicyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Tessera_Policy_V1_TracePolicyResponse` to respond with.
+        func tracePolicy(
+            request: Tessera_Policy_V1_TracePolicyRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Tessera_Policy_V1_TracePolicyResponse
 
         /// Handle the "WatchPolicy" method.
         ///
@@ -779,6 +841,17 @@ extension Tessera_Policy_V1_PolicyService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Tessera_Policy_V1_PolicyService.Method.TracePolicy.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Policy_V1_TracePolicyRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Policy_V1_TracePolicyResponse>(),
+            handler: { request, context in
+                try await self.tracePolicy(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Tessera_Policy_V1_PolicyService.Method.WatchPolicy.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Policy_V1_WatchPolicyRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Policy_V1_PolicyEvent>(),
@@ -877,6 +950,17 @@ extension Tessera_Policy_V1_PolicyService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Policy_V1_ListSelectorsResponse> {
         let response = try await self.listSelectors(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func tracePolicy(
+        request: GRPCCore.StreamingServerRequest<Tessera_Policy_V1_TracePolicyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Policy_V1_TracePolicyResponse> {
+        let response = try await self.tracePolicy(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1000,6 +1084,19 @@ extension Tessera_Policy_V1_PolicyService.SimpleServiceProtocol {
         )
     }
 
+    public func tracePolicy(
+        request: GRPCCore.ServerRequest<Tessera_Policy_V1_TracePolicyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Tessera_Policy_V1_TracePolicyResponse> {
+        return GRPCCore.ServerResponse<Tessera_Policy_V1_TracePolicyResponse>(
+            message: try await self.tracePolicy(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
     public func watchPolicy(
         request: GRPCCore.ServerRequest<Tessera_Policy_V1_WatchPolicyRequest>,
         context: GRPCCore.ServerContext
@@ -1039,10 +1136,6 @@ extension Tessera_Policy_V1_PolicyService {
     ///
     /// You don't need to implement this protocol directly, use the generated
     /// implementation, ``Client``.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > Rule repository and SelectorCache.
     public protocol ClientProtocol: Sendable {
         /// Call the "ImportPolicy" method.
         ///
@@ -1203,6 +1296,31 @@ extension Tessera_Policy_V1_PolicyService {
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Policy_V1_ListSelectorsResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
+        /// Call the "TracePolicy" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Why a flow is allowed or denied, rule by rule. Errors: NOT_FOUND (no such
+        /// > identity), INVALID_ARGUMENT (neither identity nor labels), UNAVAILABLE
+        /// > (before the first identity sync).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Policy_V1_TracePolicyRequest` message.
+        ///   - serializer: A serializer for `Tessera_Policy_V1_TracePolicyRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Policy_V1_TracePolicyResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func tracePolicy<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Policy_V1_TracePolicyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Policy_V1_TracePolicyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Policy_V1_TracePolicyResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Policy_V1_TracePolicyResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
         /// Call the "WatchPolicy" method.
         ///
         /// > Source IDL Documentation:
@@ -1259,10 +1377,6 @@ extension Tessera_Policy_V1_PolicyService {
     /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
     /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
     /// means of communication with the remote peer.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > Rule repository and SelectorCache.
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
@@ -1503,6 +1617,42 @@ extension Tessera_Policy_V1_PolicyService {
             try await self.client.unary(
                 request: request,
                 descriptor: Tessera_Policy_V1_PolicyService.Method.ListSelectors.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "TracePolicy" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Why a flow is allowed or denied, rule by rule. Errors: NOT_FOUND (no such
+        /// > identity), INVALID_ARGUMENT (neither identity nor labels), UNAVAILABLE
+        /// > (before the first identity sync).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Policy_V1_TracePolicyRequest` message.
+        ///   - serializer: A serializer for `Tessera_Policy_V1_TracePolicyRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Policy_V1_TracePolicyResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func tracePolicy<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Policy_V1_TracePolicyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Policy_V1_TracePolicyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Policy_V1_TracePolicyResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Policy_V1_TracePolicyResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Tessera_Policy_V1_PolicyService.Method.TracePolicy.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -1781,6 +1931,37 @@ extension Tessera_Policy_V1_PolicyService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Policy_V1_ListSelectorsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Policy_V1_ListSelectorsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "TracePolicy" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Why a flow is allowed or denied, rule by rule. Errors: NOT_FOUND (no such
+    /// > identity), INVALID_ARGUMENT (neither identity nor labels), UNAVAILABLE
+    /// > (before the first identity sync).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Tessera_Policy_V1_TracePolicyRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func tracePolicy<Result>(
+        request: GRPCCore.ClientRequest<Tessera_Policy_V1_TracePolicyRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Policy_V1_TracePolicyResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.tracePolicy(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Policy_V1_TracePolicyRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Policy_V1_TracePolicyResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2073,6 +2254,41 @@ extension Tessera_Policy_V1_PolicyService.ClientProtocol {
             metadata: metadata
         )
         return try await self.listSelectors(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "TracePolicy" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Why a flow is allowed or denied, rule by rule. Errors: NOT_FOUND (no such
+    /// > identity), INVALID_ARGUMENT (neither identity nor labels), UNAVAILABLE
+    /// > (before the first identity sync).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func tracePolicy<Result>(
+        _ message: Tessera_Policy_V1_TracePolicyRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Policy_V1_TracePolicyResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Tessera_Policy_V1_TracePolicyRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.tracePolicy(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -319,6 +319,162 @@ public nonisolated struct Tessera_Policy_V1_EventSequence: Sendable {
   public init() {}
 }
 
+/// Rule repository and SelectorCache.
+/// A flow to explain: source and destination by identity, or by labels (the
+/// identity that has exactly those labels), on a protocol and destination port.
+public nonisolated struct Tessera_Policy_V1_TracePolicyRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sourceIdentity: UInt32 = 0
+
+  public var sourceLabels: [Tessera_Common_V1_Label] = []
+
+  public var destinationIdentity: UInt32 = 0
+
+  public var destinationLabels: [Tessera_Common_V1_Label] = []
+
+  public var `protocol`: Tessera_Common_V1_Protocol = .any
+
+  public var port: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A rule of a policy, by its place among the policy's rules (0-based).
+public nonisolated struct Tessera_Policy_V1_TraceRule: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var policy: Tessera_Policy_V1_PolicyRef {
+    get {_policy ?? Tessera_Policy_V1_PolicyRef()}
+    set {_policy = newValue}
+  }
+  /// Returns true if `policy` has been explicitly set.
+  public var hasPolicy: Bool {self._policy != nil}
+  /// Clears the value of `policy`. Subsequent reads from it will return its default value.
+  public mutating func clearPolicy() {self._policy = nil}
+
+  public var rule: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _policy: Tessera_Policy_V1_PolicyRef? = nil
+}
+
+/// A section of a rule (an ingress, egress, ingressDeny or egressDeny entry,
+/// 0-based within the rule) that matches the flow.
+public nonisolated struct Tessera_Policy_V1_TraceMatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var policy: Tessera_Policy_V1_PolicyRef {
+    get {_policy ?? Tessera_Policy_V1_PolicyRef()}
+    set {_policy = newValue}
+  }
+  /// Returns true if `policy` has been explicitly set.
+  public var hasPolicy: Bool {self._policy != nil}
+  /// Clears the value of `policy`. Subsequent reads from it will return its default value.
+  public mutating func clearPolicy() {self._policy = nil}
+
+  public var rule: UInt32 = 0
+
+  public var section: UInt32 = 0
+
+  public var verdict: Tessera_Common_V1_Verdict = .unspecified
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _policy: Tessera_Policy_V1_PolicyRef? = nil
+}
+
+/// One side's decision: the source's egress or the destination's ingress.
+public nonisolated struct Tessera_Policy_V1_TraceDirection: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var direction: Tessera_Common_V1_Direction = .unspecified
+
+  public var subjectIdentity: UInt32 = 0
+
+  /// deny, allow, default-deny or default-allow.
+  public var decision: String = String()
+
+  public var verdict: Tessera_Common_V1_Verdict = .unspecified
+
+  /// The verdict of the endpoint policy computed for the subject (what the
+  /// datapath is given); always equal to `verdict`.
+  public var computedVerdict: Tessera_Common_V1_Verdict = .unspecified
+
+  public var enforcedBy: [Tessera_Policy_V1_TraceRule] = []
+
+  public var matches: [Tessera_Policy_V1_TraceMatch] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Tessera_Policy_V1_TracePolicyResponse: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var allowed: Bool {
+    get {_storage._allowed}
+    set {_uniqueStorage()._allowed = newValue}
+  }
+
+  public var egress: Tessera_Policy_V1_TraceDirection {
+    get {_storage._egress ?? Tessera_Policy_V1_TraceDirection()}
+    set {_uniqueStorage()._egress = newValue}
+  }
+  /// Returns true if `egress` has been explicitly set.
+  public var hasEgress: Bool {_storage._egress != nil}
+  /// Clears the value of `egress`. Subsequent reads from it will return its default value.
+  public mutating func clearEgress() {_uniqueStorage()._egress = nil}
+
+  public var ingress: Tessera_Policy_V1_TraceDirection {
+    get {_storage._ingress ?? Tessera_Policy_V1_TraceDirection()}
+    set {_uniqueStorage()._ingress = newValue}
+  }
+  /// Returns true if `ingress` has been explicitly set.
+  public var hasIngress: Bool {_storage._ingress != nil}
+  /// Clears the value of `ingress`. Subsequent reads from it will return its default value.
+  public mutating func clearIngress() {_uniqueStorage()._ingress = nil}
+
+  public var revision: UInt64 {
+    get {_storage._revision}
+    set {_uniqueStorage()._revision = newValue}
+  }
+
+  public var sourceIdentity: UInt32 {
+    get {_storage._sourceIdentity}
+    set {_uniqueStorage()._sourceIdentity = newValue}
+  }
+
+  public var destinationIdentity: UInt32 {
+    get {_storage._destinationIdentity}
+    set {_uniqueStorage()._destinationIdentity = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "tessera.policy.v1"
@@ -964,6 +1120,314 @@ nonisolated extension Tessera_Policy_V1_EventSequence: SwiftProtobuf.Message, Sw
     if lhs.sequence != rhs.sequence {return false}
     if lhs.instanceID != rhs.instanceID {return false}
     if lhs.unknownIdentities != rhs.unknownIdentities {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Policy_V1_TracePolicyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TracePolicyRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}source_identity\0\u{3}source_labels\0\u{3}destination_identity\0\u{3}destination_labels\0\u{1}protocol\0\u{1}port\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.sourceIdentity) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.sourceLabels) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.destinationIdentity) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.destinationLabels) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.`protocol`) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.sourceIdentity != 0 {
+      try visitor.visitSingularUInt32Field(value: self.sourceIdentity, fieldNumber: 1)
+    }
+    if !self.sourceLabels.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.sourceLabels, fieldNumber: 2)
+    }
+    if self.destinationIdentity != 0 {
+      try visitor.visitSingularUInt32Field(value: self.destinationIdentity, fieldNumber: 3)
+    }
+    if !self.destinationLabels.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.destinationLabels, fieldNumber: 4)
+    }
+    if self.`protocol` != .any {
+      try visitor.visitSingularEnumField(value: self.`protocol`, fieldNumber: 5)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Policy_V1_TracePolicyRequest, rhs: Tessera_Policy_V1_TracePolicyRequest) -> Bool {
+    if lhs.sourceIdentity != rhs.sourceIdentity {return false}
+    if lhs.sourceLabels != rhs.sourceLabels {return false}
+    if lhs.destinationIdentity != rhs.destinationIdentity {return false}
+    if lhs.destinationLabels != rhs.destinationLabels {return false}
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.port != rhs.port {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Policy_V1_TraceRule: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TraceRule"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}policy\0\u{1}rule\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._policy) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.rule) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._policy {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.rule != 0 {
+      try visitor.visitSingularUInt32Field(value: self.rule, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Policy_V1_TraceRule, rhs: Tessera_Policy_V1_TraceRule) -> Bool {
+    if lhs._policy != rhs._policy {return false}
+    if lhs.rule != rhs.rule {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Policy_V1_TraceMatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TraceMatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}policy\0\u{1}rule\0\u{1}section\0\u{1}verdict\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._policy) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.rule) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.section) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.verdict) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._policy {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.rule != 0 {
+      try visitor.visitSingularUInt32Field(value: self.rule, fieldNumber: 2)
+    }
+    if self.section != 0 {
+      try visitor.visitSingularUInt32Field(value: self.section, fieldNumber: 3)
+    }
+    if self.verdict != .unspecified {
+      try visitor.visitSingularEnumField(value: self.verdict, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Policy_V1_TraceMatch, rhs: Tessera_Policy_V1_TraceMatch) -> Bool {
+    if lhs._policy != rhs._policy {return false}
+    if lhs.rule != rhs.rule {return false}
+    if lhs.section != rhs.section {return false}
+    if lhs.verdict != rhs.verdict {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Policy_V1_TraceDirection: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TraceDirection"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}direction\0\u{3}subject_identity\0\u{1}decision\0\u{1}verdict\0\u{3}computed_verdict\0\u{3}enforced_by\0\u{1}matches\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.direction) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.subjectIdentity) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.decision) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.verdict) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.computedVerdict) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.enforcedBy) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.matches) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.direction != .unspecified {
+      try visitor.visitSingularEnumField(value: self.direction, fieldNumber: 1)
+    }
+    if self.subjectIdentity != 0 {
+      try visitor.visitSingularUInt32Field(value: self.subjectIdentity, fieldNumber: 2)
+    }
+    if !self.decision.isEmpty {
+      try visitor.visitSingularStringField(value: self.decision, fieldNumber: 3)
+    }
+    if self.verdict != .unspecified {
+      try visitor.visitSingularEnumField(value: self.verdict, fieldNumber: 4)
+    }
+    if self.computedVerdict != .unspecified {
+      try visitor.visitSingularEnumField(value: self.computedVerdict, fieldNumber: 5)
+    }
+    if !self.enforcedBy.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.enforcedBy, fieldNumber: 6)
+    }
+    if !self.matches.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.matches, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Policy_V1_TraceDirection, rhs: Tessera_Policy_V1_TraceDirection) -> Bool {
+    if lhs.direction != rhs.direction {return false}
+    if lhs.subjectIdentity != rhs.subjectIdentity {return false}
+    if lhs.decision != rhs.decision {return false}
+    if lhs.verdict != rhs.verdict {return false}
+    if lhs.computedVerdict != rhs.computedVerdict {return false}
+    if lhs.enforcedBy != rhs.enforcedBy {return false}
+    if lhs.matches != rhs.matches {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Policy_V1_TracePolicyResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TracePolicyResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allowed\0\u{1}egress\0\u{1}ingress\0\u{1}revision\0\u{3}source_identity\0\u{3}destination_identity\0")
+
+  fileprivate class _StorageClass {
+    var _allowed: Bool = false
+    var _egress: Tessera_Policy_V1_TraceDirection? = nil
+    var _ingress: Tessera_Policy_V1_TraceDirection? = nil
+    var _revision: UInt64 = 0
+    var _sourceIdentity: UInt32 = 0
+    var _destinationIdentity: UInt32 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _allowed = source._allowed
+      _egress = source._egress
+      _ingress = source._ingress
+      _revision = source._revision
+      _sourceIdentity = source._sourceIdentity
+      _destinationIdentity = source._destinationIdentity
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularBoolField(value: &_storage._allowed) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._egress) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._ingress) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._revision) }()
+        case 5: try { try decoder.decodeSingularUInt32Field(value: &_storage._sourceIdentity) }()
+        case 6: try { try decoder.decodeSingularUInt32Field(value: &_storage._destinationIdentity) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._allowed != false {
+        try visitor.visitSingularBoolField(value: _storage._allowed, fieldNumber: 1)
+      }
+      try { if let v = _storage._egress {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
+      try { if let v = _storage._ingress {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+      if _storage._revision != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._revision, fieldNumber: 4)
+      }
+      if _storage._sourceIdentity != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._sourceIdentity, fieldNumber: 5)
+      }
+      if _storage._destinationIdentity != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._destinationIdentity, fieldNumber: 6)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Policy_V1_TracePolicyResponse, rhs: Tessera_Policy_V1_TracePolicyResponse) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._allowed != rhs_storage._allowed {return false}
+        if _storage._egress != rhs_storage._egress {return false}
+        if _storage._ingress != rhs_storage._ingress {return false}
+        if _storage._revision != rhs_storage._revision {return false}
+        if _storage._sourceIdentity != rhs_storage._sourceIdentity {return false}
+        if _storage._destinationIdentity != rhs_storage._destinationIdentity {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -58,7 +58,9 @@ struct HelpfulPrometheusFactory: MetricsFactory {
   func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool)
     -> any RecorderHandler
   {
-    guard aggregate else { return registry.makeGauge(descriptor: descriptor(label), labels: dimensions) }
+    guard aggregate else {
+      return registry.makeGauge(descriptor: descriptor(label), labels: dimensions)
+    }
     return registry.makeValueHistogram(
       descriptor: descriptor(label), labels: dimensions,
       buckets: base.valueHistogramBuckets[label] ?? base.defaultValueHistogramBuckets)
@@ -88,7 +90,8 @@ struct HelpfulPrometheusFactory: MetricsFactory {
 struct ServerMetricsInterceptor: ServerInterceptor {
   func intercept<Input: Sendable, Output: Sendable>(
     request: StreamingServerRequest<Input>, context: ServerContext,
-    next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws ->
+    next:
+      @Sendable (StreamingServerRequest<Input>, ServerContext) async throws ->
       StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
     let method = context.descriptor.fullyQualifiedMethod

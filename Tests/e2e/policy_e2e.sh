@@ -148,6 +148,18 @@ for _ in $(seq 50); do [ -s "$tmp/monitor.json" ] && break; sleep 0.1; done
 check "monitor: a live drop (frontend -> backend:9090) is streamed as it happens" \
   jq -se "length > 0 and all(.destination.port == 9090 and .verdict == \"dropped\" and .source.identity == $frontend_identity)" "$tmp/monitor.json"
 kill "$monitor_pid" 2>/dev/null || true
+# policy trace: the rule that decides, and the realised map agreeing with it.
+frontend_id=$(tessera endpoint get --container-id tsr-pe2e-frontend -o json | jq -r .id)
+tessera policy trace --from-endpoint "$frontend_id" --to-endpoint "$backend_id" --port 8080 -o json >"$tmp/trace-allowed.json"
+check "trace: frontend -> backend:8080 allowed by backend-allow-frontend, and the datapath agrees" jq -e \
+  '.allowed and .ingress.decision == "allow" and .ingress.matches[0].name == "backend-allow-frontend" and (.ingress.datapath | startswith("allow")) and .egress.decision == "default-allow"' "$tmp/trace-allowed.json"
+tessera policy trace --from-label app=other --to-ip "$backend_ip" --port 8080 -o json >"$tmp/trace-denied.json"
+check "trace: other -> backend's IP:8080 denied by the ingress default (enforced by backend-allow-frontend)" jq -e \
+  '(.allowed | not) and .ingress.decision == "default-deny" and .ingress.enforcedBy[0].name == "backend-allow-frontend" and (.ingress.matches | length) == 0' "$tmp/trace-denied.json"
+check "trace: the table names the deciding rule" bash -c \
+  "$TESSERA_BIN/tessera policy trace --from-endpoint $frontend_id --to-endpoint $backend_id --port 9090 --run-dir $RUN | grep -q 'datapath: deny'"
+check "trace without a destination is refused" bash -c "! $TESSERA_BIN/tessera policy trace --from-endpoint $frontend_id --run-dir $RUN 2>/dev/null"
+
 # Metrics: the kernel's drops as a Prometheus counter by direction, verdict and reason.
 datapath_metric() {
   curl -s "http://127.0.0.1:$((mport + 2))/metrics" | awk -v k="$1" '$1 == k {print $2}'

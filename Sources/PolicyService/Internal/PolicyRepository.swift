@@ -12,6 +12,9 @@ struct PolicyRepository {
 
   struct ResolvedRule {
     var id: UInt64
+    /// The policy the rule came from, and its place among that policy's rules.
+    var ref: PolicyRef
+    var index: Int
     var rule: PolicyRule
     var subject: CachedSelector
     var sections: [(section: PolicySection, peers: [ResolvedPeer])]
@@ -62,8 +65,8 @@ struct PolicyRepository {
       let old = policies[key]
       // Add before removing, so selectors the old and new rules share stay cached.
       var ruleIDs: [UInt64] = []
-      for rule in policy.rules {
-        let resolved = addRule(rule)
+      for (index, rule) in policy.rules.enumerated() {
+        let resolved = addRule(rule, from: policy.ref, index: index)
         ruleIDs.append(resolved.id)
         collect(resolved, into: &affected, everything: &everything)
       }
@@ -85,7 +88,9 @@ struct PolicyRepository {
   /// Puts back a policy read from the database, at the revision it was imported at,
   /// without changing the repository revision.
   mutating func restore(_ policy: ParsedPolicy, importedAt policyRevision: UInt64) {
-    let ruleIDs = policy.rules.map { addRule($0).id }
+    let ruleIDs = policy.rules.enumerated().map {
+      addRule($0.element, from: policy.ref, index: $0.offset).id
+    }
     let stored = StoredPolicy(
       ref: policy.ref, revision: policyRevision, sourceJSON: policy.sourceJSON,
       ruleCount: policy.rules.count)
@@ -126,7 +131,9 @@ struct PolicyRepository {
     }
   }
 
-  private mutating func addRule(_ rule: PolicyRule) -> ResolvedRule {
+  private mutating func addRule(_ rule: PolicyRule, from ref: PolicyRef, index: Int)
+    -> ResolvedRule
+  {
     let id = nextRuleID
     nextRuleID += 1
     let user = SelectorUser(id)
@@ -147,7 +154,8 @@ struct PolicyRepository {
       }
       sections.append((section, peers))
     }
-    let resolved = ResolvedRule(id: id, rule: rule, subject: subject, sections: sections)
+    let resolved = ResolvedRule(
+      id: id, ref: ref, index: index, rule: rule, subject: subject, sections: sections)
     rules[id] = resolved
     return resolved
   }
@@ -212,6 +220,42 @@ struct PolicyRepository {
   }
 
   // MARK: Policy computation
+
+  /// How one direction of one flow is decided for `subject`, rule by rule: the
+  /// sections that match `peer` on `proto`/`port` and the rules that enforce the
+  /// direction. The same rules as ``computePolicy(for:)``, kept with where they came from.
+  func trace(
+    subject: SecurityIdentity, direction: TrafficDirection, peer: NumericIdentity,
+    proto: L4Protocol, port: UInt16
+  ) -> PolicyTrace.Direction {
+    var trace = PolicyTrace.Direction(direction: direction, subject: subject.id)
+    for resolved in rules.values.sorted(by: { ($0.ref, $0.index) < ($1.ref, $1.index) })
+    where resolved.rule.subject.matches(subject.labels) {
+      if resolved.rule.enforces(direction) {
+        trace.enforcedBy.append(.init(policy: resolved.ref, rule: resolved.index))
+      }
+      for (number, (section, peers)) in resolved.sections.enumerated()
+      where section.direction == direction {
+        let peerMatches = peers.contains { resolvedPeer in
+          switch resolvedPeer {
+          case .all: true
+          case .cached(let cached): cache.selections(of: cached).contains(peer)
+          }
+        }
+        let portMatches = section.ports.contains {
+          PolicyEntry(peer: .unknown, direction: direction, proto: $0.proto, ports: $0.ports)
+            .matches(peer: peer, direction: direction, proto: proto, port: port)
+        }
+        guard peerMatches && portMatches else { continue }
+        trace.matches.append(
+          .init(
+            policy: resolved.ref, rule: resolved.index, section: number, verdict: section.verdict))
+      }
+    }
+    trace.computed = computePolicy(for: subject).verdict(
+      peer: peer, direction: direction, proto: proto, port: port)
+    return trace
+  }
 
   /// The policy of an endpoint with `subject`'s identity and labels, at the current revision.
   ///

@@ -216,6 +216,11 @@ public struct SelectorCache: Sendable {
     compiledIdentities[identity]?.labels
   }
 
+  /// The identity whose labels are exactly `labels` (a linear search: for `policy trace`).
+  public func identity(labeled labels: LabelSet) -> NumericIdentity? {
+    compiledIdentities.first { $0.value.labels == labels }?.key
+  }
+
   public var identityCount: Int { compiledIdentities.count }
 
   /// Every known identity.

@@ -7,7 +7,10 @@ import TesseraRuntime
 struct PolicyCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "policy", abstract: "Import, inspect and delete network policies.",
-    subcommands: [PolicyImport.self, PolicyList.self, PolicyGet.self, PolicyDelete.self])
+    subcommands: [
+      PolicyImport.self, PolicyList.self, PolicyGet.self, PolicyDelete.self,
+      PolicyTraceCommand.self,
+    ])
 }
 
 /// `NAME` or `NAMESPACE/NAME`; cluster-wide policies have no namespace.
