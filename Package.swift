@@ -122,6 +122,12 @@ let package = Package(
       dependencies: ["TesseraCore", "TesseraEtcd", "TesseraRuntime", logging, metrics],
       swiftSettings: strictSwift
     ),
+    // Namespace and workload labels stored once for the cluster, in etcd.
+    .target(
+      name: "ClusterMetadata",
+      dependencies: ["EndpointService", "TesseraCore", "TesseraEtcd", grpcCore, logging],
+      swiftSettings: strictSwift
+    ),
     .target(
       name: "EndpointService",
       dependencies: [
@@ -151,7 +157,8 @@ let package = Package(
     .executableTarget(
       name: "tessera-endpointd",
       dependencies: [
-        "ClusterIPCache", "EndpointService", "TesseraEtcd", "TesseraRuntime", argumentParser,
+        "ClusterIPCache", "ClusterMetadata", "EndpointService", "TesseraEtcd", "TesseraRuntime",
+        argumentParser,
         lifecycle,
       ],
       swiftSettings: strictSwift

@@ -37,8 +37,9 @@ extension EndpointServiceHandler {
         code: .invalidArgument,
         message: "namespace label too long once propagated to pods: \(error)")
     }
-    do { try workloads.setNamespace(name, labels: labels) } catch {
-      throw RPCError(code: .internalError, message: "cannot persist namespace: \(error)")
+    do { try await metadata.setNamespace(name, labels: labels) } catch {
+      throw (error as? RPCError)
+        ?? RPCError(code: .internalError, message: "cannot store namespace: \(error)")
     }
     await manager.namespaceChanged(name)
     return .with {
@@ -63,8 +64,9 @@ extension EndpointServiceHandler {
     request: Tessera_Endpoint_V1_DeleteNamespaceRequest, context: ServerContext
   ) async throws -> Tessera_Endpoint_V1_DeleteNamespaceResponse {
     let existed: Bool
-    do { existed = try workloads.deleteNamespace(request.name) } catch {
-      throw RPCError(code: .internalError, message: "cannot persist namespace: \(error)")
+    do { existed = try await metadata.deleteNamespace(request.name) } catch {
+      throw (error as? RPCError)
+        ?? RPCError(code: .internalError, message: "cannot store namespace: \(error)")
     }
     if existed { await manager.namespaceChanged(request.name) }
     return .with { $0.existed = existed }

@@ -26,8 +26,9 @@ extension EndpointServiceHandler {
         message:
           "label \(propagated) is a namespace label: set it with SetNamespace, not on a workload")
     }
-    do { try workloads.set(workload) } catch {
-      throw RPCError(code: .internalError, message: "cannot persist workload: \(error)")
+    do { try await metadata.setWorkload(workload) } catch {
+      throw (error as? RPCError)
+        ?? RPCError(code: .internalError, message: "cannot store workload: \(error)")
     }
     await manager.workloadChanged(namespace: workload.namespace, podName: workload.podName)
     return .init(workload)
@@ -53,9 +54,11 @@ extension EndpointServiceHandler {
       request.workload.namespace.isEmpty ? Endpoint.defaultNamespace : request.workload.namespace
     let existed: Bool
     do {
-      existed = try workloads.delete(namespace: namespace, podName: request.workload.podName)
+      existed = try await metadata.deleteWorkload(
+        namespace: namespace, podName: request.workload.podName)
     } catch {
-      throw RPCError(code: .internalError, message: "cannot persist workload: \(error)")
+      throw (error as? RPCError)
+        ?? RPCError(code: .internalError, message: "cannot store workload: \(error)")
     }
     if existed {
       await manager.workloadChanged(namespace: namespace, podName: request.workload.podName)

@@ -8,12 +8,19 @@ import TesseraRuntime
 /// The gRPC face of the endpoint service; one RPC per file in `EndpointService+*.swift`.
 public struct EndpointServiceHandler: Tessera_Endpoint_V1_EndpointService.SimpleServiceProtocol {
   let manager: EndpointManager
+  /// Namespace and workload labels as this node knows them (reads).
   let workloads: WorkloadRegistry
+  /// Where changes to them go: `workloads` itself, or the cluster store.
+  let metadata: any MetadataStore
   let logger: Logger
 
-  public init(manager: EndpointManager, workloads: WorkloadRegistry, logger: Logger) {
+  public init(
+    manager: EndpointManager, workloads: WorkloadRegistry, metadata: (any MetadataStore)? = nil,
+    logger: Logger
+  ) {
     self.manager = manager
     self.workloads = workloads
+    self.metadata = metadata ?? workloads
     self.logger = logger
   }
 

@@ -43,7 +43,8 @@ extension PolicyServiceHandler {
     guard let id = engine.identity(labeled: wanted) else {
       throw RPCError(
         code: .notFound,
-        message: "\(side): no identity has exactly the labels \(wanted) (give the identity's number)")
+        message:
+          "\(side): no identity has exactly the labels \(wanted) (give the identity's number)")
     }
     return SecurityIdentity(id: id, labels: wanted)
   }

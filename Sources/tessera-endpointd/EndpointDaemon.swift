@@ -1,5 +1,6 @@
 import ArgumentParser
 import ClusterIPCache
+import ClusterMetadata
 import EndpointService
 import Logging
 import ServiceLifecycle
@@ -28,12 +29,15 @@ struct EndpointDaemon: AsyncParsableCommand {
 
   @Option(
     help:
-      "etcd:URL[,URL...] shared by the cluster's nodes: publish this node's endpoint addresses and learn the others' (the ipcache)."
+      "etcd:URL[,URL...] shared by the cluster's nodes: publish this node's endpoint addresses and learn the others' (the ipcache); namespace and workload labels are kept there, once for the cluster."
   )
   var clusterStore: String?
 
   @Option(help: "etcd key prefix of the cluster ipcache.")
   var ipcachePrefix: String = "/tessera/ipcache"
+
+  @Option(help: "etcd key prefix of the cluster's namespace and workload labels.")
+  var metadataPrefix: String = "/tessera/metadata"
 
   @Option(
     help:
@@ -105,6 +109,7 @@ struct EndpointDaemon: AsyncParsableCommand {
       manager: manager, health: health, policy: policyClient, deletionQueue: deletionQueue,
       logger: logger)
     var clusterServices: [any Service] = []
+    var metadata: (any MetadataStore)? = nil
     if let clusterStore {
       let client = try EtcdClient(
         configuration: try etcd.configuration(store: clusterStore),
@@ -120,14 +125,23 @@ struct EndpointDaemon: AsyncParsableCommand {
           try await manager.waitForPolicyOrdering(admitting: identities, deadline: deadline)
         }
       ) { manager.realizedAddresses() }
+      let clusterMetadata = ClusterMetadataStore(
+        configuration: .init(prefix: metadataPrefix), client: client, registry: workloads,
+        logger: Logger(label: "tessera.metadata")
+      ) { namespace in await manager.namespaceChanged(namespace) }
+      metadata = clusterMetadata
       clusterServices = [
         LoopService { try await client.runConnections() }, LoopService { try await ipcache.run() },
+        LoopService { try await clusterMetadata.run() },
       ]
     }
     try await Daemon(
       service: .endpoint, runDirectory: run, logger: logger, tcpListener: try options.tcpListener()
     ).run(
-      rpcServices: [EndpointServiceHandler(manager: manager, workloads: workloads, logger: logger)],
+      rpcServices: [
+        EndpointServiceHandler(
+          manager: manager, workloads: workloads, metadata: metadata, logger: logger)
+      ],
       health: health,
       backgroundServices: [
         identity, policy, datapath, restorer, manager.regenerator,

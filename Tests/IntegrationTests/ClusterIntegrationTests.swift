@@ -251,6 +251,61 @@ struct ClusterIntegrationTests {
     #expect(((try b.json(["policy", "list"])["policies"] as? [[String: Any]]) ?? []).count == 1)
   }
 
+  @Test(
+    "namespace and workload labels are stored once for the cluster: set on one node, they re-label the other node's pods"
+  )
+  func clusterMetadata() throws {
+    let etcd = try LocalEtcdCluster(members: 1)
+    defer { etcd.shutdown() }
+    let a = try TesseraNode()
+    let b = try TesseraNode()
+    defer {
+      a.down()
+      b.down()
+    }
+    try a.up(["--node-name", "node-a", "--identity-store", "etcd:\(etcd.endpoints)"])
+    try b.up(["--node-name", "node-b", "--identity-store", "etcd:\(etcd.endpoints)"])
+    let pod = try b.json([
+      "endpoint", "create", "--container-id", "b1", "--ip", "10.88.5.1", "--namespace", "team",
+      "--pod", "api-1", "--label", "app=api",
+    ])
+    let before = try #require(pod["identity"] as? Int)
+    let propagated = "k8s:io.cilium.k8s.namespace.labels.env=prod"
+
+    try a.cli(["namespace", "set", "team", "env=prod"])
+    func labelsOnB() throws -> [String] {
+      try b.json(["endpoint", "get", "--container-id", "b1"])["labels"] as? [String] ?? []
+    }
+    #expect(
+      try eventually { try labelsOnB().contains(propagated) },
+      "node B's pod carries the namespace label set on node A")
+    let after = try #require(
+      try b.json(["endpoint", "get", "--container-id", "b1"])["identity"] as? Int)
+    #expect(after != before, "new labels, new identity")
+    let listedOnB = try b.json(["namespace", "list"])["namespaces"] as? [[String: Any]] ?? []
+    #expect(listedOnB.contains { $0["name"] as? String == "team" })
+
+    try a.cli(["workload", "set", "team/api-2", "tier=backend"])
+    #expect(
+      try eventually {
+        (try? b.json(["workload", "get", "team/api-2"]))?["labels"] as? [String] != nil
+      }, "a workload set on node A is known on node B")
+
+    try b.cli(["namespace", "delete", "team"])
+    #expect(
+      try eventually { try !labelsOnB().contains(propagated) },
+      "deleting it on node B removes the label")
+    #expect(
+      try eventually {
+        (try a.json(["namespace", "list"])["namespaces"] as? [[String: Any]] ?? []).isEmpty
+      }, "and node A no longer has it")
+
+    // etcd down: a change is refused as retryable, and the pods keep their labels.
+    etcd.stopAll()
+    let refused = try a.cli(["namespace", "set", "team", "env=dev"], expectSuccess: false)
+    #expect(refused.status != 0 && refused.output.contains("unavailable"), "\(refused.output)")
+  }
+
   @Test("a bad --identity-store is refused with a clear error before anything starts")
   func badStore() throws {
     let node = try TesseraNode()

@@ -62,14 +62,16 @@ struct PolicyTraceTests {
 
     let denied = engine.trace(from: frontend, to: backend, proto: .tcp, port: 8081)
     #expect(!denied.allowed && denied.ingress.decision == .deny)
-    #expect(denied.ingress.matches.contains { $0.verdict == .deny && $0.policy.name == "backend-in" })
+    #expect(
+      denied.ingress.matches.contains { $0.verdict == .deny && $0.policy.name == "backend-in" })
 
     let egressOutOfRange = engine.trace(from: frontend, to: backend, proto: .tcp, port: 9000)
     #expect(egressOutOfRange.egress.decision == .defaultDeny)
     #expect(egressOutOfRange.egress.enforcedBy.map(\.policy.name) == ["frontend-out"])
 
     let unselected = engine.trace(from: other, to: frontend, proto: .tcp, port: 80)
-    #expect(unselected.ingress.decision == .defaultAllow && unselected.egress.decision == .defaultAllow)
+    #expect(
+      unselected.ingress.decision == .defaultAllow && unselected.egress.decision == .defaultAllow)
   }
 
   @Test("agrees with the computed endpoint policy on every generated case")

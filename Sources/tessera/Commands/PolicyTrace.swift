@@ -23,7 +23,8 @@ struct TraceEndpointOptions: ParsableArguments {
     let destinations = [toIdentity != nil, !toLabel.isEmpty, toEndpoint != nil, toIp != nil]
       .filter { $0 }
     guard sources.count == 1 else {
-      throw ValidationError("give the source once: --from-identity, --from-label or --from-endpoint")
+      throw ValidationError(
+        "give the source once: --from-identity, --from-label or --from-endpoint")
     }
     guard destinations.count == 1 else {
       throw ValidationError(
@@ -110,7 +111,8 @@ struct PolicyTraceCommand: AsyncParsableCommand {
       "\(identities.describe(source)) -> \(identities.describe(destination)) \(protocolName.uppercased())/\(port): \(trace.allowed ? "ALLOWED" : "DENIED") (repository revision \(trace.revision))"
     )
     for direction in [trace.egress, trace.ingress] {
-      let side = direction.direction == .egress ? "egress of the source" : "ingress of the destination"
+      let side =
+        direction.direction == .egress ? "egress of the source" : "ingress of the destination"
       print("  \(side): \(direction.decision)")
       for rule in direction.enforcedBy {
         print("    enforced by \(name(rule.policy)) rule \(rule.rule)")
@@ -137,13 +139,17 @@ struct PolicyTraceCommand: AsyncParsableCommand {
       "decision": direction.decision, "verdict": direction.verdict == .deny ? "deny" : "allow",
       "subjectIdentity": Int(direction.subjectIdentity),
       "enforcedBy": direction.enforcedBy.map {
-        ["namespace": $0.policy.namespace, "name": $0.policy.name, "kind": $0.policy.kind,
-          "rule": Int($0.rule)] as [String: Any]
+        [
+          "namespace": $0.policy.namespace, "name": $0.policy.name, "kind": $0.policy.kind,
+          "rule": Int($0.rule),
+        ] as [String: Any]
       },
       "matches": direction.matches.map {
-        ["namespace": $0.policy.namespace, "name": $0.policy.name, "kind": $0.policy.kind,
+        [
+          "namespace": $0.policy.namespace, "name": $0.policy.name, "kind": $0.policy.kind,
           "rule": Int($0.rule), "section": Int($0.section),
-          "verdict": $0.verdict == .deny ? "deny" : "allow"] as [String: Any]
+          "verdict": $0.verdict == .deny ? "deny" : "allow",
+        ] as [String: Any]
       },
     ]
     if let realised { object["datapath"] = realised }
@@ -174,7 +180,8 @@ struct PolicyTraceCommand: AsyncParsableCommand {
       }
       return found.identity
     }
-    guard let ip, let address = IPPrefix(ip.contains("/") ? ip : ip + (ip.contains(":") ? "/128" : "/32"))
+    guard let ip,
+      let address = IPPrefix(ip.contains("/") ? ip : ip + (ip.contains(":") ? "/128" : "/32"))
     else { throw CLIError("\(side): nothing to resolve") }
     let entries = try await global.withClient(.datapath) { client, options in
       try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).listIPCache(
@@ -200,6 +207,7 @@ struct PolicyTraceCommand: AsyncParsableCommand {
     let verdict = policy.verdict(
       peer: NumericIdentity(peer), direction: direction,
       proto: L4Protocol(rawValue: UInt8(clamping: (proto ?? .tcp).rawValue)) ?? .any, port: port)
-    return "\(verdict == .deny ? "deny" : "allow") (endpoint \(endpoint), revision \(realised.realizedRevision))"
+    return
+      "\(verdict == .deny ? "deny" : "allow") (endpoint \(endpoint), revision \(realised.realizedRevision))"
   }
 }
