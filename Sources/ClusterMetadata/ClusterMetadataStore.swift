@@ -82,7 +82,8 @@ public final class ClusterMetadataStore: MetadataStore {
 
   /// Deletes `key`; false when it was not there.
   private func remove(_ key: String) async throws -> Bool {
-    let result = try await commit(Etcd.txn(when: [Etcd.absent(key)], then: [], else: [Etcd.delete(key)]))
+    let result = try await commit(
+      Etcd.txn(when: [Etcd.absent(key)], then: [], else: [Etcd.delete(key)]))
     guard !result.succeeded else { return false }
     try await waitUntilApplied(result.revision)
     return true
@@ -94,7 +95,9 @@ public final class ClusterMetadataStore: MetadataStore {
     } catch {
       throw RPCError(
         code: .unavailable,
-        message: "the cluster metadata store (etcd \(client.endpointsDescription)) is unreachable: \(error)")
+        message:
+          "the cluster metadata store (etcd \(client.endpointsDescription)) is unreachable: \(error)"
+      )
     }
   }
 
@@ -104,7 +107,8 @@ public final class ClusterMetadataStore: MetadataStore {
       guard ContinuousClock.now < deadline else {
         throw RPCError(
           code: .unavailable,
-          message: "stored at etcd revision \(revision), but this node has not applied it yet; it will")
+          message:
+            "stored at etcd revision \(revision), but this node has not applied it yet; it will")
       }
       try await Task.sleep(for: .milliseconds(2))
     }
@@ -112,7 +116,9 @@ public final class ClusterMetadataStore: MetadataStore {
 
   // MARK: Reads
 
-  private func namespaceKey(_ name: String) -> String { "\(configuration.prefix)/namespaces/\(name)" }
+  private func namespaceKey(_ name: String) -> String {
+    "\(configuration.prefix)/namespaces/\(name)"
+  }
 
   private func workloadKey(_ namespace: String, _ pod: String) -> String {
     "\(configuration.prefix)/workloads/\(namespace)/\(pod)"

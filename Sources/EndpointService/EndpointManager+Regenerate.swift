@@ -85,7 +85,7 @@ extension EndpointManager {
       }
       guard let (action, endpoint) = failed else { return }
       try? await perform(action, on: endpoint, failure: error)
-      regenerator.failed(endpointID)
+      regenerator.failed(endpointID, error: error)
     }
   }
 

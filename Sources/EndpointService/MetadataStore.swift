@@ -36,7 +36,8 @@ extension WorkloadRegistry {
     for workload in all() where !wanted.contains("\(workload.namespace)/\(workload.podName)") {
       try delete(namespace: workload.namespace, podName: workload.podName)
     }
-    for workload in workloads where self.workload(
+    for workload in workloads
+    where self.workload(
       namespace: workload.namespace, podName: workload.podName) != workload
     {
       try set(workload)

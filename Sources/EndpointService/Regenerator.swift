@@ -32,6 +32,14 @@ public final class Regenerator: Service, Sendable {
     var failures: Int
     /// When the next attempt is due; nil while it runs.
     var due: ContinuousClock.Instant?
+    /// Why the last pass failed.
+    var lastError: String = ""
+  }
+
+  /// An endpoint whose regeneration keeps failing: how often in a row, and why last.
+  public struct Failure: Sendable, Hashable {
+    public var consecutive: Int
+    public var lastError: String
   }
 
   public let configuration: Configuration
@@ -57,10 +65,11 @@ public final class Regenerator: Service, Sendable {
   func trigger(_ endpointID: UInt64) { queue.trigger(endpointID) }
 
   /// The endpoint's pass failed: another is due after its backoff.
-  func failed(_ endpointID: UInt64) {
+  func failed(_ endpointID: UInt64, error: any Error) {
     retries.withLock { retries in
       var entry = retries[endpointID] ?? Retry(failures: 0, due: nil)
       entry.failures += 1
+      entry.lastError = "\(error)"
       entry.due = .now + backoff(afterFailures: entry.failures)
       retries[endpointID] = entry
     }
@@ -74,6 +83,13 @@ public final class Regenerator: Service, Sendable {
 
   /// Endpoints waiting for a retry (for status and tests).
   public var retryCount: Int { retries.withLock { $0.count } }
+
+  /// The endpoint's failing regeneration, or nil when its last pass succeeded.
+  public func failure(of endpointID: UInt64) -> Failure? {
+    retries.withLock { retries in
+      retries[endpointID].map { Failure(consecutive: $0.failures, lastError: $0.lastError) }
+    }
+  }
 
   func backoff(afterFailures failures: Int) -> Duration {
     var delay = configuration.initialRetryDelay

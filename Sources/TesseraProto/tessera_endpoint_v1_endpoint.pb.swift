@@ -121,6 +121,12 @@ public nonisolated struct Tessera_Endpoint_V1_Endpoint: Sendable {
 
   public var createdAtUnixMs: Int64 = 0
 
+  /// Regeneration passes that failed in a row (0 once one succeeds), and why the
+  /// last one failed; a failing endpoint keeps its last realised policy and is retried.
+  public var regenerationFailures: UInt32 = 0
+
+  public var lastRegenerationError: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -572,7 +578,7 @@ nonisolated extension Tessera_Endpoint_V1_EndpointState: SwiftProtobuf._ProtoNam
 
 nonisolated extension Tessera_Endpoint_V1_Endpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Endpoint"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}container_id\0\u{3}interface_name\0\u{3}host_interface\0\u{1}ips\0\u{1}namespace\0\u{3}pod_name\0\u{1}labels\0\u{1}identity\0\u{1}state\0\u{3}policy_revision\0\u{3}identity_revision\0\u{1}netns\0\u{3}created_at_unix_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}container_id\0\u{3}interface_name\0\u{3}host_interface\0\u{1}ips\0\u{1}namespace\0\u{3}pod_name\0\u{1}labels\0\u{1}identity\0\u{1}state\0\u{3}policy_revision\0\u{3}identity_revision\0\u{1}netns\0\u{3}created_at_unix_ms\0\u{3}regeneration_failures\0\u{3}last_regeneration_error\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -594,6 +600,8 @@ nonisolated extension Tessera_Endpoint_V1_Endpoint: SwiftProtobuf.Message, Swift
       case 12: try { try decoder.decodeSingularUInt64Field(value: &self.identityRevision) }()
       case 13: try { try decoder.decodeSingularStringField(value: &self.netns) }()
       case 14: try { try decoder.decodeSingularInt64Field(value: &self.createdAtUnixMs) }()
+      case 15: try { try decoder.decodeSingularUInt32Field(value: &self.regenerationFailures) }()
+      case 16: try { try decoder.decodeSingularStringField(value: &self.lastRegenerationError) }()
       default: break
       }
     }
@@ -642,6 +650,12 @@ nonisolated extension Tessera_Endpoint_V1_Endpoint: SwiftProtobuf.Message, Swift
     if self.createdAtUnixMs != 0 {
       try visitor.visitSingularInt64Field(value: self.createdAtUnixMs, fieldNumber: 14)
     }
+    if self.regenerationFailures != 0 {
+      try visitor.visitSingularUInt32Field(value: self.regenerationFailures, fieldNumber: 15)
+    }
+    if !self.lastRegenerationError.isEmpty {
+      try visitor.visitSingularStringField(value: self.lastRegenerationError, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -660,6 +674,8 @@ nonisolated extension Tessera_Endpoint_V1_Endpoint: SwiftProtobuf.Message, Swift
     if lhs.identityRevision != rhs.identityRevision {return false}
     if lhs.netns != rhs.netns {return false}
     if lhs.createdAtUnixMs != rhs.createdAtUnixMs {return false}
+    if lhs.regenerationFailures != rhs.regenerationFailures {return false}
+    if lhs.lastRegenerationError != rhs.lastRegenerationError {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -152,7 +152,12 @@ struct EndpointDaemon: AsyncParsableCommand {
         "state: \(options.stateDir)/endpoints"
           + (clusterStore.map { ", cluster ipcache: \($0)" } ?? "")
       },
-      details: { ["endpoints": "\(manager.registry.all().count)", "node": options.nodeName] },
+      details: {
+        [
+          "endpoints": "\(manager.registry.all().count)", "node": options.nodeName,
+          "regenerationFailing": "\(manager.regenerator.retryCount)",
+        ]
+      },
       markServing: false)
   }
 }

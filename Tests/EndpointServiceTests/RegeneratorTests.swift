@@ -25,6 +25,9 @@ struct RegeneratorTests {
     let created = try await node.manager.createEndpoint(
       try node.spec("a", "10.0.0.1", "app=x"), sync: false)
     #expect(await eventually { node.manager.regenerator.retryCount == 1 })
+    // Shown to the operator: how often in a row, and why.
+    let failure = try #require(node.manager.regenerator.failure(of: created.id))
+    #expect(failure.consecutive == 1 && !failure.lastError.isEmpty)
     // Without the service nothing retries: the endpoint waits.
     node.datapathDown.set(false)
     try await Task.sleep(for: .milliseconds(200))
@@ -33,6 +36,7 @@ struct RegeneratorTests {
     defer { service.cancel() }
     #expect(await eventually { node.manager.registry.endpoint(id: created.id)?.state == .ready })
     #expect(node.manager.regenerator.retryCount == 0, "a success settles the retry")
+    #expect(node.manager.regenerator.failure(of: created.id) == nil)
     #expect(node.datapath.endpoint(id: created.id) != nil)
   }
 

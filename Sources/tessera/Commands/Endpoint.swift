@@ -78,6 +78,8 @@ extension Tessera_Endpoint_V1_Endpoint {
       "state": state.name, "policyRevision": Int(policyRevision),
       "identityRevision": Int(identityRevision),
       "netns": netns, "createdAtUnixMs": Int(createdAtUnixMs),
+      "regenerationFailures": Int(regenerationFailures),
+      "lastRegenerationError": lastRegenerationError,
     ]
   }
 
@@ -85,11 +87,16 @@ extension Tessera_Endpoint_V1_Endpoint {
 
   /// `wide`: the whole container ID (a table cuts it at 16 characters).
   func row(wide: Bool) -> [String] {
-    [
+    // A failing endpoint says so in its state column: "ready (regeneration failing 3x)".
+    let stateText =
+      regenerationFailures == 0
+      ? state.name : "\(state.name) (regeneration failing \(regenerationFailures)x)"
+    let row = [
       String(id), wide ? containerID : String(containerID.prefix(16)), ips.joined(separator: ","),
       String(identity),
-      state.name, String(policyRevision), labels.map(\.text).joined(separator: ","),
+      stateText, String(policyRevision), labels.map(\.text).joined(separator: ","),
     ]
+    return wide ? row + [lastRegenerationError.isEmpty ? "-" : lastRegenerationError] : row
   }
 }
 
@@ -101,7 +108,10 @@ func printEndpoints(
   if global.output == .json {
     try printJSON(single ? endpoints[0].json : ["endpoints": endpoints.map(\.json)] as Any)
   } else {
-    printTable(endpointHeader, endpoints.map { $0.row(wide: global.output == .wide) })
+    let wide = global.output == .wide
+    printTable(
+      wide ? endpointHeader + ["LAST-REGENERATION-ERROR"] : endpointHeader,
+      endpoints.map { $0.row(wide: wide) })
   }
 }
 

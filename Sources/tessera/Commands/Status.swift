@@ -55,6 +55,15 @@ struct Status: AsyncParsableCommand {
           ]
         })
     }
+    if global.output != .json,
+      let endpoint = results.first(where: { $0["service"] as? String == "endpoint" }),
+      let failing = (endpoint["details"] as? [String: String])?["regenerationFailing"],
+      let count = Int(failing), count > 0
+    {
+      print(
+        "\(count) endpoint(s) failing regeneration, retried with backoff (last errors: tessera endpoint list -o wide)"
+      )
+    }
     if !allHealthy { throw ExitCode(1) }
   }
 }

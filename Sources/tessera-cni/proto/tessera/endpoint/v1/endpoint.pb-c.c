@@ -1267,7 +1267,7 @@ void   tessera__endpoint__v1__garbage_collect_endpoints_response__free_unpacked
   assert(message->base.descriptor == &tessera__endpoint__v1__garbage_collect_endpoints_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor tessera__endpoint__v1__endpoint__field_descriptors[14] =
+static const ProtobufCFieldDescriptor tessera__endpoint__v1__endpoint__field_descriptors[16] =
 {
   {
     "id",
@@ -1437,6 +1437,30 @@ static const ProtobufCFieldDescriptor tessera__endpoint__v1__endpoint__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "regeneration_failures",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Endpoint__V1__Endpoint, regeneration_failures),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_regeneration_error",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Endpoint__V1__Endpoint, last_regeneration_error),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tessera__endpoint__v1__endpoint__field_indices_by_name[] = {
   1,   /* field[1] = container_id */
@@ -1448,16 +1472,18 @@ static const unsigned tessera__endpoint__v1__endpoint__field_indices_by_name[] =
   2,   /* field[2] = interface_name */
   4,   /* field[4] = ips */
   7,   /* field[7] = labels */
+  15,   /* field[15] = last_regeneration_error */
   5,   /* field[5] = namespace */
   12,   /* field[12] = netns */
   6,   /* field[6] = pod_name */
   10,   /* field[10] = policy_revision */
+  14,   /* field[14] = regeneration_failures */
   9,   /* field[9] = state */
 };
 static const ProtobufCIntRange tessera__endpoint__v1__endpoint__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 14 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor tessera__endpoint__v1__endpoint__descriptor =
 {
@@ -1467,7 +1493,7 @@ const ProtobufCMessageDescriptor tessera__endpoint__v1__endpoint__descriptor =
   "Tessera__Endpoint__V1__Endpoint",
   "tessera.endpoint.v1",
   sizeof(Tessera__Endpoint__V1__Endpoint),
-  14,
+  16,
   tessera__endpoint__v1__endpoint__field_descriptors,
   tessera__endpoint__v1__endpoint__field_indices_by_name,
   1,  tessera__endpoint__v1__endpoint__number_ranges,

@@ -100,10 +100,16 @@ struct  Tessera__Endpoint__V1__Endpoint
   uint64_t identity_revision;
   char *netns;
   int64_t created_at_unix_ms;
+  /*
+   * Regeneration passes that failed in a row (0 once one succeeds), and why the
+   * last one failed; a failing endpoint keeps its last realised policy and is retried.
+   */
+  uint32_t regeneration_failures;
+  char *last_regeneration_error;
 };
 #define TESSERA__ENDPOINT__V1__ENDPOINT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tessera__endpoint__v1__endpoint__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, TESSERA__ENDPOINT__V1__ENDPOINT_STATE__ENDPOINT_STATE_UNSPECIFIED, 0, 0, (char *)protobuf_c_empty_string, 0 }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, TESSERA__ENDPOINT__V1__ENDPOINT_STATE__ENDPOINT_STATE_UNSPECIFIED, 0, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Tessera__Endpoint__V1__CreateEndpointRequest
