@@ -276,7 +276,11 @@ call() { # port server-name cert|- call args...: prints the JSON answer
   /usr/bin/python3 "$here/mtls_client.py" "$tmp/py" "127.0.0.1:$port" "$name" "$pki/ca.pem" "$c" "$k" "$@"
 }
 code_is() { jq -e --arg c "$1" '.code == $c' <<<"$2" >/dev/null; }
-ref_key_exists() { [ -n "$(etcdctl get --keys-only --prefix "$PREFIX/value/" | grep -E "/node-$1\$" | while read -r key; do [ "$(etcdctl get --print-value-only "$key")" = "$2" ] && echo "$key"; done)" ]; }
+# Reference keys: value/<labels>/<node> -> "<ID>" or "<ID> <count>".
+etcd_refs() {
+  etcdctl get --prefix "$PREFIX/value/" -w json | jq -r '.kvs[]? | "\(.value | @base64d | split(" ")[0]) \(.key | @base64d | sub("^.*/"; ""))"' | sort -u
+}
+ref_key_exists() { etcd_refs | grep -qx "$2 node-$1"; }
 for r in "${REPLICAS[@]}"; do
   port=${id_port[$r]}
   out=$(call "$port" "identity-$r" node-2 identities)
@@ -377,9 +381,6 @@ held_refs() {
     "$TESSERA_BIN/tessera" endpoint list --run-dir "$tmp/n$n/run" -o json |
       jq -r --arg n "node-$n" '.endpoints[] | select(.identity >= 256) | "\(.identity) \($n)"'
   done | sort -u
-}
-etcd_refs() {
-  etcdctl get --prefix "$PREFIX/value/" -w json | jq -r '.kvs[]? | "\(.value | @base64d) \(.key | @base64d | sub("^.*/"; ""))"' | sort -u
 }
 refs_match() { [ "$(held_refs)" = "$(etcd_refs)" ]; }
 show_refs() { echo "  held by endpoints: $(held_refs | tr '\n' ';')"; echo "  in etcd:           $(etcd_refs | tr '\n' ';')"; }
