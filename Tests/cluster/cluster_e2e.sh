@@ -273,7 +273,7 @@ call() { # port server-name cert|- call args...: prints the JSON answer
   local port=$1 name=$2 cert=$3; shift 3
   local c=- k=-
   [ "$cert" = - ] || { c=$pki/$cert.pem k=$pki/$cert.key; }
-  /usr/bin/python3 "$here/mtls_client.py" "$tmp/py" "127.0.0.1:$port" "$name" "$pki/ca.pem" "$c" "$k" "$@"
+  GRPC_VERBOSITY=NONE /usr/bin/python3 "$here/mtls_client.py" "$tmp/py" "127.0.0.1:$port" "$name" "$pki/ca.pem" "$c" "$k" "$@"
 }
 code_is() { jq -e --arg c "$1" '.code == $c' <<<"$2" >/dev/null; }
 # Reference keys: value/<labels>/<node> -> "<ID>" or "<ID> <count>".
@@ -340,6 +340,7 @@ eventually 60 bash -c "[ \$(ls $churn/*.status 2>/dev/null | wc -l) -ge 6 ]" || 
 id1_lease=$(/usr/bin/python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT value FROM setting WHERE name = ?", ("lease",)).fetchone()[0])' \
   "$tmp/ctl1/state/identity-node-references.db")
 kill -9 "${id_pid[1]}" "${pol_pid[1]}"
+wait "${id_pid[1]}" "${pol_pid[1]}" 2>/dev/null || true
 echo "cluster-e2e: SIGKILL identityd replica 1 (pid ${id_pid[1]}) and policyd replica 1 (pid ${pol_pid[1]}) after $(done_count) of 20 creates"
 touch "$churn/killed"
 for pid in "${churn_pids[@]}"; do wait "$pid" || true; done
