@@ -17,13 +17,14 @@ final class EtcdReplica: Sendable {
 
   init(
     _ cluster: LocalEtcdCluster, node: String, statePath: String? = nil, leaseTTL: Int64 = 30,
-    tls: EtcdConfiguration.TLSFiles = .init()
+    tls: EtcdConfiguration.TLSFiles = .init(), localNode: String? = nil
   ) async throws {
     self.node = node
     client = try EtcdClient(configuration: EtcdConfiguration(parsing: cluster.endpoints, tls: tls))
     store = try EtcdIdentityStore(
       client: client,
-      configuration: .init(prefix: "/test", leaseTTLSeconds: leaseTTL, nodeStatePath: statePath))
+      configuration: .init(
+        prefix: "/test", leaseTTLSeconds: leaseTTL, nodeStatePath: statePath, localNode: localNode))
     let client = self.client
     let store = self.store
     tasks.withLock { tasks in
@@ -433,6 +434,56 @@ struct EtcdIdentityStoreTests {
     #expect(try await a.store.identity(id: kept)?.references["a"] == 2)
     #expect(try await a.store.identity(id: leaked)?.references["a"] == nil)
     a.stop()
+  }
+
+  @Test(
+    "replicas serving one remote node share its counts in etcd: either one releases, nothing leaks, a dead replica loses none"
+  )
+  func remoteNodeCountedInEtcd() async throws {
+    let cluster = try LocalEtcdCluster(members: 1)
+    defer { cluster.shutdown() }
+    let one = try await EtcdReplica(cluster, node: "replica-1", leaseTTL: 5, localNode: "replica-1")
+    let two = try await EtcdReplica(cluster, node: "replica-2", leaseTTL: 5, localNode: "replica-2")
+    let labels = try labelSet(1)
+    let key = "\(labels.canonicalKey)/node-a"
+    // node-a's calls alternate between the replicas, as endpointd's round-robin does.
+    let first = try await one.store.allocate(labels: labels, node: "node-a")
+    #expect(first.isNew)
+    let id = first.identity.id
+    let second = try await two.store.allocate(labels: labels, node: "node-a")
+    #expect(second.identity.id == id && !second.isNew)
+    _ = try await one.store.allocate(labels: labels, node: "node-a")
+    #expect(try await two.store.identity(id: id)?.references["node-a"] == 3)
+    // Released on the replica it was not taken on: counted down, not ignored.
+    #expect(
+      try await two.store.release(id: id, node: "node-a")
+        == IdentityRelease(released: true, remainingReferences: 2))
+    // Replica 1 dies with its lease: node-a's references are bound to no replica's lease.
+    #expect(try await EtcdContents.read(cluster).referenceLeases[key] == 0)
+    try await one.client.revokeLease(one.store.lease)
+    one.stop()
+    #expect(try await EtcdContents.read(cluster).references[labels.canonicalKey] == ["node-a"])
+    #expect(try await two.store.release(id: id, node: "node-a").remainingReferences == 1)
+    #expect(try await two.store.release(id: id, node: "node-a").remainingReferences == 0)
+    #expect(try await two.store.release(id: id, node: "node-a").released == false)
+    #expect(try await EtcdContents.read(cluster).references.isEmpty)
+    // A resync sets node-a's counts to what its endpoints hold.
+    let other = try await two.store.allocate(labels: labelSet(2), node: "node-a").identity.id
+    #expect(
+      try await two.store.syncReferences(
+        node: "node-a", held: [other: 3, NumericIdentity(77_777): 1])
+        == ReferenceSync(dropped: 0, added: 2, missing: [NumericIdentity(77_777)]))
+    #expect(try await two.store.identity(id: other)?.references["node-a"] == 3)
+    #expect(
+      try await two.store.syncReferences(node: "node-a", held: [:])
+        == ReferenceSync(dropped: 3, added: 0, missing: []))
+    #expect(try await EtcdContents.read(cluster).references.isEmpty)
+    // The replica's own node is still counted locally, under its lease.
+    _ = try await two.allocate(labelSet(3))
+    #expect(
+      try await EtcdContents.read(cluster).referenceLeases["\(labelSet(3).canonicalKey)/replica-2"]
+        == two.store.lease)
+    two.stop()
   }
 
   @Test("a restarted replica keeps its counts and its lease")
