@@ -99,6 +99,7 @@ public final class EtcdIdentityStore: IdentityStore {
   private let references: NodeReferenceTable
   private let state = Mutex(State())
   private let keyLock = KeyedLock<String>()
+  private let operationLeaseState = Mutex<(id: Int64, expires: ContinuousClock.Instant)?>(nil)
   private let reconcileNeeded = Wakeup()
   private let logger: Logger
 
@@ -159,12 +160,20 @@ public final class EtcdIdentityStore: IdentityStore {
   public func allocate(labels: LabelSet, node: String) async throws(IdentityError) -> (
     identity: SecurityIdentity, isNew: Bool
   ) {
+    try await allocate(labels: labels, node: node, requestID: "")
+  }
+
+  public func allocate(labels: LabelSet, node: String, requestID: String)
+    async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool)
+  {
     try Self.validate(node: node)
     let canonical = labels.canonicalKey
     if countsInEtcd(node) {
+      let operation = try await operationRecord(node: node, requestID: requestID)
       return try await keyLock.withLock(canonical) {
         () async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool) in
-        let (id, isNew) = try await takeSharedReference(canonical: canonical, node: node)
+        let (id, isNew) = try await takeSharedReference(
+          canonical: canonical, node: node, operation: operation)
         return (SecurityIdentity(id: NumericIdentity(id), labels: labels), isNew)
       }
     }
@@ -287,7 +296,16 @@ public final class EtcdIdentityStore: IdentityStore {
   public func release(id: NumericIdentity, node: String) async throws(IdentityError)
     -> IdentityRelease
   {
-    if countsInEtcd(node) { return try await releaseShared(id: id, node: node) }
+    try await release(id: id, node: node, requestID: "")
+  }
+
+  public func release(id: NumericIdentity, node: String, requestID: String)
+    async throws(IdentityError) -> IdentityRelease
+  {
+    if countsInEtcd(node) {
+      return try await releaseShared(
+        id: id, node: node, operation: try await operationRecord(node: node, requestID: requestID))
+    }
     // The cache names the row directly; a scan is only needed for an identity it no longer knows.
     var direct: NodeReferenceTable.Key?
     if let cached = state.withLock({ $0.byID[id.rawValue] }) {
@@ -686,10 +704,17 @@ public final class EtcdIdentityStore: IdentityStore {
   /// on the reference key's revision, so replicas serving the same node never lose
   /// an update. Creates the identity when the cluster has none for these labels.
   /// Call with the labels' key lock held.
-  private func takeSharedReference(canonical: String, node: String) async throws(IdentityError)
-    -> (UInt32, Bool)
-  {
+  private func takeSharedReference(
+    canonical: String, node: String, operation: OperationRecord?
+  ) async throws(IdentityError) -> (UInt32, Bool) {
     let reference = referenceKey(canonical, node)
+    // A retried call whose first attempt was applied: its answer, recorded with it.
+    func replayed(_ response: EtcdTransactionResult) -> (UInt32, Bool)? {
+      guard operation != nil, let kv = response.responses.last?.kvs.first else { return nil }
+      let fields = String(decoding: kv.value, as: UTF8.self).split(separator: " ")
+      guard fields.count == 2, let id = UInt32(fields[0]) else { return nil }
+      return (id, fields[1] == "1")
+    }
     // What the last failed transaction read: the reference key (absent: nil) and its revision.
     var current: (count: Int, modRevision: Int64)?
     for _ in 0..<configuration.allocationAttempts {
@@ -707,16 +732,19 @@ public final class EtcdIdentityStore: IdentityStore {
         defer { state.withLock { _ = $0.creating.remove(canonical) } }
         let response = try await sharedTxn(
           Etcd.txn(
-            when: [Etcd.absent(identityKey(id)), Etcd.absent(labelsKey(canonical))],
+            when: [Etcd.absent(identityKey(id)), Etcd.absent(labelsKey(canonical))]
+              + (operation?.unapplied ?? []),
             then: [
               Etcd.put(identityKey(id), canonical), Etcd.put(labelsKey(canonical), "\(id)"),
               Etcd.put(reference, "\(id) 1"),
-            ],
-            else: [Etcd.get(labelsKey(canonical)), Etcd.get(identityKey(id))]), canonical)
+            ] + (operation?.record("\(id) 1") ?? []),
+            else: [Etcd.get(labelsKey(canonical)), Etcd.get(identityKey(id))]
+              + (operation?.read ?? [])), canonical)
         if response.succeeded {
           _ = state.withLock { $0.remember(id, canonical, modRevision: response.revision) }
           return (id, true)
         }
+        if let answer = replayed(response) { return answer }
         if let existing = response.responses.first?.kvs.first,
           let existingID = UInt32(String(decoding: existing.value, as: UTF8.self))
         {
@@ -736,10 +764,14 @@ public final class EtcdIdentityStore: IdentityStore {
         current.map { Etcd.modifiedAt(reference, $0.modRevision) } ?? Etcd.absent(reference)
       let response = try await sharedTxn(
         Etcd.txn(
-          when: [Etcd.holds(identityKey(id), canonical), guardReference],
-          then: [Etcd.put(reference, "\(id) \((current?.count ?? 0) + 1)")],
-          else: [Etcd.get(reference), Etcd.get(identityKey(id))]), canonical)
+          when: [Etcd.holds(identityKey(id), canonical), guardReference]
+            + (operation?.unapplied ?? []),
+          then: [Etcd.put(reference, "\(id) \((current?.count ?? 0) + 1)")]
+            + (operation?.record("\(id) 0") ?? []),
+          else: [Etcd.get(reference), Etcd.get(identityKey(id))] + (operation?.read ?? [])),
+        canonical)
       if response.succeeded { return (id, false) }
+      if let answer = replayed(response) { return answer }
       let identity = response.responses.count > 1 ? response.responses[1].kvs.first : nil
       if identity.map({ String(decoding: $0.value, as: UTF8.self) }) != canonical {
         // Deleted or replaced since we cached it: look again.
@@ -757,17 +789,27 @@ public final class EtcdIdentityStore: IdentityStore {
   }
 
   /// One reference fewer of `node` to `id`, counted in etcd (the key goes with the last one).
-  private func releaseShared(id: NumericIdentity, node: String) async throws(IdentityError)
-    -> IdentityRelease
+  private func releaseShared(id: NumericIdentity, node: String, operation: OperationRecord?)
+    async throws(IdentityError) -> IdentityRelease
   {
+    func replayed(_ response: EtcdTransactionResult) -> IdentityRelease? {
+      guard operation != nil, response.responses.count > 1,
+        let kv = response.responses.last?.kvs.first
+      else { return nil }
+      let fields = String(decoding: kv.value, as: UTF8.self).split(separator: " ")
+      guard fields.count == 2, let left = Int(fields[1]) else { return nil }
+      return IdentityRelease(released: fields[0] == "1", remainingReferences: left)
+    }
     guard let canonical = state.withLock({ $0.byID[id.rawValue]?.canonicalLabels }) else {
       throw IdentityError(code: .notFound, message: "no identity \(id)")
     }
     let reference = referenceKey(canonical, node)
     return try await keyLock.withLock(canonical) {
       () async throws(IdentityError) -> IdentityRelease in
-      var read = try await sharedTxn(Etcd.txn(when: [], then: [Etcd.get(reference)]), canonical)
+      var read = try await sharedTxn(
+        Etcd.txn(when: [], then: [Etcd.get(reference)] + (operation?.read ?? [])), canonical)
       for _ in 0..<configuration.allocationAttempts {
+        if let answer = replayed(read) { return answer }
         guard let kv = read.responses.first?.kvs.first,
           String(decoding: kv.value, as: UTF8.self).split(separator: " ").first.map(String.init)
             == "\(id.rawValue)"
@@ -775,17 +817,66 @@ public final class EtcdIdentityStore: IdentityStore {
         let left = Self.referenceCount(kv.value) - 1
         read = try await sharedTxn(
           Etcd.txn(
-            when: [Etcd.modifiedAt(reference, kv.modRevision)],
+            when: [Etcd.modifiedAt(reference, kv.modRevision)] + (operation?.unapplied ?? []),
             then: [
               left > 0 ? Etcd.put(reference, "\(id.rawValue) \(left)") : Etcd.delete(reference)
-            ],
-            else: [Etcd.get(reference)]), canonical)
+            ] + (operation?.record("1 \(left)") ?? []),
+            else: [Etcd.get(reference)] + (operation?.read ?? [])), canonical)
         if read.succeeded { return IdentityRelease(released: true, remainingReferences: left) }
       }
       throw IdentityError(
         code: .storeUnavailable,
         message: "release of \(id) by \(node) lost \(configuration.allocationAttempts) races; retry"
       )
+    }
+  }
+
+  /// A call's answer, written in the transaction that applies it, under a short lease
+  /// of its own: `ops/<node>/<request id>`. A retry of the call (gRPC retries on
+  /// UNAVAILABLE, on whichever replica) finds it and answers the same without applying
+  /// the call again.
+  struct OperationRecord {
+    var key: String
+    var lease: Int64
+    var unapplied: [EtcdCompare] { [Etcd.absent(key)] }
+    var read: [EtcdOperation] { [Etcd.get(key)] }
+    func record(_ answer: String) -> [EtcdOperation] { [Etcd.put(key, answer, lease: lease)] }
+  }
+
+  /// Seconds an answer is kept for retries (they come within a second).
+  static let operationRecordTTL: Int64 = 60
+
+  /// nil without a request id (the call is not deduplicated).
+  private func operationRecord(node: String, requestID: String) async throws(IdentityError)
+    -> OperationRecord?
+  {
+    guard !requestID.isEmpty else { return nil }
+    guard requestID.utf8.count <= 128 else {
+      throw IdentityError(code: .invalidLabels, message: "request id longer than 128 bytes")
+    }
+    return OperationRecord(
+      key: "\(configuration.prefix)/ops/\(node)/\(requestID)", lease: try await operationLease())
+  }
+
+  /// A lease for answers, not kept alive: a fresh one once the current one has less
+  /// than half its time left, so every answer outlives its retries and then expires.
+  private func operationLease() async throws(IdentityError) -> Int64 {
+    let now = ContinuousClock.now
+    if let current = operationLeaseState.withLock({ $0 }),
+      current.expires - now > .seconds(Self.operationRecordTTL / 2)
+    {
+      return current.id
+    }
+    do {
+      let id = try await client.grantLease(ttl: Self.operationRecordTTL)
+      operationLeaseState.withLock {
+        $0 = (id, now + .seconds(Self.operationRecordTTL))
+      }
+      return id
+    } catch {
+      throw IdentityError(
+        code: .storeUnavailable, message: "etcd could not grant a lease for call records",
+        cause: error)
     }
   }
 
