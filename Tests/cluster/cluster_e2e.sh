@@ -45,9 +45,12 @@ netns_made=()  # pod netns names, removed by cleanup even if a DEL failed
 kill_replica_id=
 kill_replica_pol=
 
+# The script's own stdout/stderr: a trap may run inside a command whose output goes to /dev/null.
+exec 3>&1 4>&2
 cleanup() {
   local status=$?
   set +e
+  exec 1>&3 2>&4
   if declare -f chain_del >/dev/null; then
     for n in "${NODES[@]}"; do
       on_node "$n"
@@ -72,7 +75,7 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'echo "cluster-e2e: interrupted" >&4; exit 130' INT TERM
 
 passed=0 failed=0
 pass() { passed=$((passed + 1)); echo "PASS $*"; }
