@@ -106,6 +106,7 @@ extension EndpointManager {
     deadline: ContinuousClock.Instant
   ) async throws(EndpointError) {
     let required: Set<NumericIdentity> = identity.map { [$0] } ?? []
+    var attempt = 0
     while let (target, unknown) = try await policy.eventSequence(requiring: required) {
       if !unknown.isEmpty {
         guard ContinuousClock.now < deadline else {
@@ -121,7 +122,8 @@ extension EndpointManager {
       if try await ordering.waitForPeers(of: endpointID, through: target, deadline: deadline) {
         return
       }
-      // The policy service restarted while we waited: wait for its new log instead.
+      // The watch follows another instance (a restart, another replica): ask again.
+      try await PolicyOrdering.pauseBeforeAskingAgain(attempt: &attempt, deadline: deadline)
     }
   }
 
@@ -136,10 +138,12 @@ extension EndpointManager {
   public func waitForPolicyOrdering(
     admitting identities: Set<NumericIdentity>, deadline: ContinuousClock.Instant
   ) async throws(EndpointError) -> Set<NumericIdentity> {
+    var attempt = 0
     while let (target, unknown) = try await policy.eventSequence(requiring: identities) {
       if try await ordering.waitForPeers(of: nil, through: target, deadline: deadline) {
         return unknown
       }
+      try await PolicyOrdering.pauseBeforeAskingAgain(attempt: &attempt, deadline: deadline)
     }
     return []
   }

@@ -105,18 +105,20 @@ final class PolicyOrdering: Sendable {
   /// been realised.
   ///
   /// - Parameter endpointID: the endpoint about to be realised; nil to wait for every endpoint.
-  /// - Returns: false when the watch moved from `target`'s policy service
-  ///   instance to another one (it restarted): read a new target and wait again.
+  /// - Returns: false when the watch follows another policy-service instance
+  ///   than `target`'s: it moved to another one (a restart, or a failover to
+  ///   another replica), or `target` came from another replica behind the same
+  ///   address (sequences mean nothing across instances). Read a new target
+  ///   (``pauseBeforeAskingAgain(attempt:deadline:)``) and wait again.
   /// - Throws: ``EndpointError`` `.deadlineExceeded` at the deadline.
   func waitForPeers(
     of endpointID: UInt64?, through target: PolicyEventSequence, deadline: ContinuousClock.Instant
   ) async throws(EndpointError) -> Bool {
-    let startInstance = state.withLock { $0.instanceID }
     if let endpointID { update { $0.ordering.insert(endpointID) } }
     defer { if let endpointID { update { $0.ordering.remove(endpointID) } } }
     var moved = false
     try await wait(deadline: deadline) { state in
-      if startInstance == target.instanceID, state.instanceID != target.instanceID {
+      if let current = state.instanceID, current != target.instanceID {
         moved = true
         return nil
       }
@@ -133,6 +135,26 @@ final class PolicyOrdering: Sendable {
         ? nil : "endpoints \(Set(owed.map(\.endpointID)).sorted()) have not realised the change yet"
     }
     return !moved
+  }
+
+  /// Sleeps a little longer on each attempt (1 ms doubling, at most 10 ms) before the
+  /// caller reads a new target after ``waitForPeers(of:through:deadline:)`` returned false.
+  /// With several replicas behind one address the next read usually reaches the one the
+  /// watch follows; after a restart, the watch reconnects to the new instance.
+  ///
+  /// - Throws: ``EndpointError`` `.deadlineExceeded` once the deadline has passed.
+  static func pauseBeforeAskingAgain(attempt: inout Int, deadline: ContinuousClock.Instant)
+    async throws(EndpointError)
+  {
+    guard ContinuousClock.now < deadline else {
+      throw EndpointError(
+        code: .deadlineExceeded,
+        message:
+          "peers' policy did not catch up before the deadline: the policy service's answers kept coming from another instance than the one this node's watch follows"
+      )
+    }
+    try? await Task.sleep(for: .milliseconds(min(1 << min(attempt, 4), 10)))
+    attempt += 1
   }
 
   /// Returns once the endpoint owes no regeneration for events applied so far.

@@ -1,3 +1,4 @@
+import Foundation
 import GRPCCore
 import Logging
 import TesseraCore
@@ -70,8 +71,13 @@ public struct IdentityServiceClient<Transport: ClientTransport>: IdentityAllocat
     identity: SecurityIdentity, isNew: Bool
   ) {
     do {
+      // One id per call: the transport's retries on UNAVAILABLE (on another replica,
+      // perhaps after the first one applied it and died) resend it unchanged.
       let response = try await client.allocateIdentity(
-        .with { $0.labels = labels.proto }, options: .failFast(timeout: timeout))
+        .with {
+          $0.labels = labels.proto
+          $0.requestID = UUID().uuidString
+        }, options: .failFast(timeout: timeout))
       return (try SecurityIdentity(proto: response.identity), response.isNew)
     } catch {
       throw .upstream("identity", error)
@@ -81,7 +87,10 @@ public struct IdentityServiceClient<Transport: ClientTransport>: IdentityAllocat
   public func releaseIdentity(_ id: NumericIdentity) async throws(EndpointError) {
     do {
       _ = try await client.releaseIdentity(
-        .with { $0.id = id.rawValue }, options: .failFast(timeout: timeout))
+        .with {
+          $0.id = id.rawValue
+          $0.requestID = UUID().uuidString
+        }, options: .failFast(timeout: timeout))
     } catch let error as RPCError where error.code == .notFound {
       return  // Already garbage collected: nothing to release.
     } catch {

@@ -21,8 +21,12 @@ import TesseraRuntime
 /// only if, in the same transaction, it is unmodified since it was first seen
 /// unreferenced and no reference key exists: a concurrent reuse always wins.
 ///
-/// How many endpoints hold an identity is counted locally (``NodeReferenceTable``);
-/// a cached identity costs no etcd call. While etcd is unreachable, identities
+/// How many endpoints of this replica's own node hold an identity is counted
+/// locally (``NodeReferenceTable``); a cached identity costs no etcd call.
+/// Other nodes, which call the identity service over the network and may reach
+/// any replica, have their counts in etcd itself (`value/<labels>/<node>` →
+/// `<ID> <count>`, guarded by its revision, bound to no replica's lease), so any
+/// replica takes or releases them and a replica's death loses none. While etcd is unreachable, identities
 /// known here still resolve and even a first local reference to a known identity
 /// is accepted (written to etcd when it returns); only a brand-new label set fails,
 /// retryably.
@@ -37,16 +41,21 @@ public final class EtcdIdentityStore: IdentityStore {
     public var allocationAttempts: Int
     /// This node's reference counts; `nil` keeps them in memory (tests).
     public var nodeStatePath: String?
+    /// The node this replica runs on: its references are counted in `nodeStatePath`.
+    /// Any other node's are counted in etcd, so that every replica serving it shares
+    /// one count. `nil`: every node is counted locally (one replica per node).
+    public var localNode: String?
 
     public init(
       prefix: String = "/tessera/identities", leaseTTLSeconds: Int64 = 30, clusterID: UInt32 = 0,
-      allocationAttempts: Int = 32, nodeStatePath: String? = nil
+      allocationAttempts: Int = 32, nodeStatePath: String? = nil, localNode: String? = nil
     ) {
       self.prefix = prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
       self.leaseTTLSeconds = leaseTTLSeconds
       self.clusterID = clusterID
       self.allocationAttempts = allocationAttempts
       self.nodeStatePath = nodeStatePath
+      self.localNode = localNode
     }
   }
 
@@ -90,6 +99,7 @@ public final class EtcdIdentityStore: IdentityStore {
   private let references: NodeReferenceTable
   private let state = Mutex(State())
   private let keyLock = KeyedLock<String>()
+  private let operationLeaseState = Mutex<(id: Int64, expires: ContinuousClock.Instant)?>(nil)
   private let reconcileNeeded = Wakeup()
   private let logger: Logger
 
@@ -150,8 +160,23 @@ public final class EtcdIdentityStore: IdentityStore {
   public func allocate(labels: LabelSet, node: String) async throws(IdentityError) -> (
     identity: SecurityIdentity, isNew: Bool
   ) {
+    try await allocate(labels: labels, node: node, requestID: "")
+  }
+
+  public func allocate(labels: LabelSet, node: String, requestID: String)
+    async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool)
+  {
     try Self.validate(node: node)
     let canonical = labels.canonicalKey
+    if countsInEtcd(node) {
+      let operation = try await operationRecord(node: node, requestID: requestID)
+      return try await keyLock.withLock(canonical) {
+        () async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool) in
+        let (id, isNew) = try await takeSharedReference(
+          canonical: canonical, node: node, operation: operation)
+        return (SecurityIdentity(id: NumericIdentity(id), labels: labels), isNew)
+      }
+    }
     let key = NodeReferenceTable.Key(canonicalLabels: canonical, node: node)
     return try await keyLock.withLock(canonical) {
       () async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool) in
@@ -271,6 +296,16 @@ public final class EtcdIdentityStore: IdentityStore {
   public func release(id: NumericIdentity, node: String) async throws(IdentityError)
     -> IdentityRelease
   {
+    try await release(id: id, node: node, requestID: "")
+  }
+
+  public func release(id: NumericIdentity, node: String, requestID: String)
+    async throws(IdentityError) -> IdentityRelease
+  {
+    if countsInEtcd(node) {
+      return try await releaseShared(
+        id: id, node: node, operation: try await operationRecord(node: node, requestID: requestID))
+    }
     // The cache names the row directly; a scan is only needed for an identity it no longer knows.
     var direct: NodeReferenceTable.Key?
     if let cached = state.withLock({ $0.byID[id.rawValue] }) {
@@ -327,6 +362,7 @@ public final class EtcdIdentityStore: IdentityStore {
     -> ReferenceSync
   {
     try Self.validate(node: node)
+    if countsInEtcd(node) { return try await syncSharedReferences(node: node, held: held) }
     var sync = ReferenceSync()
     var keys: [NodeReferenceTable.Key] = []
     var wanted: [NodeReferenceTable.Key: (id: UInt32, count: Int)] = [:]
@@ -369,21 +405,22 @@ public final class EtcdIdentityStore: IdentityStore {
   }
 
   private func stored(id: UInt32, canonical: String) async throws(IdentityError) -> StoredIdentity {
-    let nodes =
-      (try? await client.rangeAll(prefix: referencePrefix(canonical), keysOnly: true).kvs.compactMap
-      { parseReferenceKey($0.key)?.node }) ?? []
+    var nodes: [String: Int] = [:]
+    for kv in (try? await client.rangeAll(prefix: referencePrefix(canonical)).kvs) ?? [] {
+      if let node = parseReferenceKey(kv.key)?.node { nodes[node] = Self.referenceCount(kv.value) }
+    }
     return StoredIdentity(
       identity: SecurityIdentity(id: NumericIdentity(id), labels: try Self.labels(canonical)),
       references: referenceCounts(canonical: canonical, remoteNodes: nodes),
       createdAtMilliseconds: 0)
   }
 
-  /// Counts are known for this replica's nodes; another node's key says only that it holds one or more.
+  /// Counts are known for this replica's node and for nodes counted in etcd; another
+  /// replica's own node's key says only that it holds one or more.
   private func referenceCounts(
-    canonical: String, remoteNodes: [String], local: [String: [String: Int]]? = nil
+    canonical: String, remoteNodes: [String: Int], local: [String: [String: Int]]? = nil
   ) -> [String: Int] {
-    var counts: [String: Int] = [:]
-    for node in remoteNodes { counts[node] = 1 }
+    var counts = remoteNodes
     // A released row (count 0) whose key is not deleted yet hides that key.
     for (node, count) in (local ?? localCounts())[canonical] ?? [:] {
       counts[node] = count > 0 ? count : nil
@@ -401,13 +438,12 @@ public final class EtcdIdentityStore: IdentityStore {
   }
 
   public func identities() async throws(IdentityError) -> [StoredIdentity] {
-    var nodesByLabels: [String: [String]] = [:]
-    if let referenceKeys = try? await client.rangeAll(
-      prefix: "\(configuration.prefix)/value/", keysOnly: true
-    ).kvs {
+    var nodesByLabels: [String: [String: Int]] = [:]
+    if let referenceKeys = try? await client.rangeAll(prefix: "\(configuration.prefix)/value/").kvs
+    {
       for kv in referenceKeys {
         if let (labels, node) = parseReferenceKey(kv.key) {
-          nodesByLabels[labels, default: []].append(node)
+          nodesByLabels[labels, default: [:]][node] = Self.referenceCount(kv.value)
         }
       }
     }
@@ -421,7 +457,7 @@ public final class EtcdIdentityStore: IdentityStore {
           identity: SecurityIdentity(id: NumericIdentity(id), labels: labels),
           references: referenceCounts(
             canonical: identity.canonicalLabels,
-            remoteNodes: nodesByLabels[identity.canonicalLabels] ?? [], local: local),
+            remoteNodes: nodesByLabels[identity.canonicalLabels] ?? [:], local: local),
           createdAtMilliseconds: 0))
     }
     return result
@@ -648,6 +684,259 @@ public final class EtcdIdentityStore: IdentityStore {
     } catch {
       logger.debug(
         "reference not written yet", metadata: ["identity": "\(row.identity)", "error": "\(error)"])
+    }
+  }
+
+  // MARK: - References counted in etcd (nodes served over the network)
+
+  /// True when `node`'s references are counted in etcd rather than in this replica's table.
+  private func countsInEtcd(_ node: String) -> Bool {
+    configuration.localNode.map { $0 != node } ?? false
+  }
+
+  /// `<ID>` (one reference, or a locally counted node's key) or `<ID> <count>`.
+  static func referenceCount(_ value: Data) -> Int {
+    let fields = String(decoding: value, as: UTF8.self).split(separator: " ")
+    return fields.count > 1 ? Int(fields[1]) ?? 1 : 1
+  }
+
+  /// One more reference of `node` to `canonical`, counted in etcd: a compare-and-swap
+  /// on the reference key's revision, so replicas serving the same node never lose
+  /// an update. Creates the identity when the cluster has none for these labels.
+  /// Call with the labels' key lock held.
+  private func takeSharedReference(
+    canonical: String, node: String, operation: OperationRecord?
+  ) async throws(IdentityError) -> (UInt32, Bool) {
+    let reference = referenceKey(canonical, node)
+    // A retried call whose first attempt was applied: its answer, recorded with it.
+    func replayed(_ response: EtcdTransactionResult) -> (UInt32, Bool)? {
+      guard operation != nil, let kv = response.responses.last?.kvs.first else { return nil }
+      let fields = String(decoding: kv.value, as: UTF8.self).split(separator: " ")
+      guard fields.count == 2, let id = UInt32(fields[0]) else { return nil }
+      return (id, fields[1] == "1")
+    }
+    // What the last failed transaction read: the reference key (absent: nil) and its revision.
+    var current: (count: Int, modRevision: Int64)?
+    for _ in 0..<configuration.allocationAttempts {
+      let loaded = state.withLock { $0.loaded }
+      guard let id = state.withLock({ $0.byLabels[canonical] }) else {
+        guard loaded else {
+          throw IdentityError(
+            code: .storeUnavailable,
+            message: "etcd at \(client.endpointsDescription) has not been read yet; retry")
+        }
+        guard let id = randomFreeID() else {
+          throw IdentityError(code: .exhausted, message: "no free identity left in \(range)")
+        }
+        state.withLock { _ = $0.creating.insert(canonical) }
+        defer { state.withLock { _ = $0.creating.remove(canonical) } }
+        let response = try await sharedTxn(
+          Etcd.txn(
+            when: [Etcd.absent(identityKey(id)), Etcd.absent(labelsKey(canonical))]
+              + (operation?.unapplied ?? []),
+            then: [
+              Etcd.put(identityKey(id), canonical), Etcd.put(labelsKey(canonical), "\(id)"),
+              Etcd.put(reference, "\(id) 1"),
+            ] + (operation?.record("\(id) 1") ?? []),
+            else: [Etcd.get(labelsKey(canonical)), Etcd.get(identityKey(id))]
+              + (operation?.read ?? [])), canonical)
+        if response.succeeded {
+          _ = state.withLock { $0.remember(id, canonical, modRevision: response.revision) }
+          return (id, true)
+        }
+        if let answer = replayed(response) { return answer }
+        if let existing = response.responses.first?.kvs.first,
+          let existingID = UInt32(String(decoding: existing.value, as: UTF8.self))
+        {
+          _ = state.withLock {
+            $0.remember(existingID, canonical, modRevision: existing.modRevision)
+          }
+        }
+        if response.responses.count > 1, let taken = response.responses[1].kvs.first {
+          _ = state.withLock {
+            $0.remember(
+              id, String(decoding: taken.value, as: UTF8.self), modRevision: taken.modRevision)
+          }
+        }
+        continue
+      }
+      let guardReference =
+        current.map { Etcd.modifiedAt(reference, $0.modRevision) } ?? Etcd.absent(reference)
+      let response = try await sharedTxn(
+        Etcd.txn(
+          when: [Etcd.holds(identityKey(id), canonical), guardReference]
+            + (operation?.unapplied ?? []),
+          then: [Etcd.put(reference, "\(id) \((current?.count ?? 0) + 1)")]
+            + (operation?.record("\(id) 0") ?? []),
+          else: [Etcd.get(reference), Etcd.get(identityKey(id))] + (operation?.read ?? [])),
+        canonical)
+      if response.succeeded { return (id, false) }
+      if let answer = replayed(response) { return answer }
+      let identity = response.responses.count > 1 ? response.responses[1].kvs.first : nil
+      if identity.map({ String(decoding: $0.value, as: UTF8.self) }) != canonical {
+        // Deleted or replaced since we cached it: look again.
+        _ = state.withLock { $0.forget(id) }
+      }
+      current = response.responses.first?.kvs.first.map {
+        (count: Self.referenceCount($0.value), modRevision: $0.modRevision)
+      }
+    }
+    throw IdentityError(
+      code: .storeUnavailable,
+      message:
+        "reference of \(node) to \(canonical) lost \(configuration.allocationAttempts) races; retry"
+    )
+  }
+
+  /// One reference fewer of `node` to `id`, counted in etcd (the key goes with the last one).
+  private func releaseShared(id: NumericIdentity, node: String, operation: OperationRecord?)
+    async throws(IdentityError) -> IdentityRelease
+  {
+    func replayed(_ response: EtcdTransactionResult) -> IdentityRelease? {
+      guard operation != nil, response.responses.count > 1,
+        let kv = response.responses.last?.kvs.first
+      else { return nil }
+      let fields = String(decoding: kv.value, as: UTF8.self).split(separator: " ")
+      guard fields.count == 2, let left = Int(fields[1]) else { return nil }
+      return IdentityRelease(released: fields[0] == "1", remainingReferences: left)
+    }
+    guard let canonical = state.withLock({ $0.byID[id.rawValue]?.canonicalLabels }) else {
+      throw IdentityError(code: .notFound, message: "no identity \(id)")
+    }
+    let reference = referenceKey(canonical, node)
+    return try await keyLock.withLock(canonical) {
+      () async throws(IdentityError) -> IdentityRelease in
+      var read = try await sharedTxn(
+        Etcd.txn(when: [], then: [Etcd.get(reference)] + (operation?.read ?? [])), canonical)
+      for _ in 0..<configuration.allocationAttempts {
+        if let answer = replayed(read) { return answer }
+        guard let kv = read.responses.first?.kvs.first,
+          String(decoding: kv.value, as: UTF8.self).split(separator: " ").first.map(String.init)
+            == "\(id.rawValue)"
+        else { return IdentityRelease(released: false, remainingReferences: 0) }
+        let left = Self.referenceCount(kv.value) - 1
+        read = try await sharedTxn(
+          Etcd.txn(
+            when: [Etcd.modifiedAt(reference, kv.modRevision)] + (operation?.unapplied ?? []),
+            then: [
+              left > 0 ? Etcd.put(reference, "\(id.rawValue) \(left)") : Etcd.delete(reference)
+            ] + (operation?.record("1 \(left)") ?? []),
+            else: [Etcd.get(reference)] + (operation?.read ?? [])), canonical)
+        if read.succeeded { return IdentityRelease(released: true, remainingReferences: left) }
+      }
+      throw IdentityError(
+        code: .storeUnavailable,
+        message: "release of \(id) by \(node) lost \(configuration.allocationAttempts) races; retry"
+      )
+    }
+  }
+
+  /// A call's answer, written in the transaction that applies it, under a short lease
+  /// of its own: `ops/<node>/<request id>`. A retry of the call (gRPC retries on
+  /// UNAVAILABLE, on whichever replica) finds it and answers the same without applying
+  /// the call again.
+  struct OperationRecord {
+    var key: String
+    var lease: Int64
+    var unapplied: [EtcdCompare] { [Etcd.absent(key)] }
+    var read: [EtcdOperation] { [Etcd.get(key)] }
+    func record(_ answer: String) -> [EtcdOperation] { [Etcd.put(key, answer, lease: lease)] }
+  }
+
+  /// Seconds an answer is kept for retries (they come within a second).
+  static let operationRecordTTL: Int64 = 60
+
+  /// nil without a request id (the call is not deduplicated).
+  private func operationRecord(node: String, requestID: String) async throws(IdentityError)
+    -> OperationRecord?
+  {
+    guard !requestID.isEmpty else { return nil }
+    guard requestID.utf8.count <= 128 else {
+      throw IdentityError(code: .invalidLabels, message: "request id longer than 128 bytes")
+    }
+    return OperationRecord(
+      key: "\(configuration.prefix)/ops/\(node)/\(requestID)", lease: try await operationLease())
+  }
+
+  /// A lease for answers, not kept alive: a fresh one once the current one has less
+  /// than half its time left, so every answer outlives its retries and then expires.
+  private func operationLease() async throws(IdentityError) -> Int64 {
+    let now = ContinuousClock.now
+    if let current = operationLeaseState.withLock({ $0 }),
+      current.expires - now > .seconds(Self.operationRecordTTL / 2)
+    {
+      return current.id
+    }
+    do {
+      let id = try await client.grantLease(ttl: Self.operationRecordTTL)
+      operationLeaseState.withLock {
+        $0 = (id, now + .seconds(Self.operationRecordTTL))
+      }
+      return id
+    } catch {
+      throw IdentityError(
+        code: .storeUnavailable, message: "etcd could not grant a lease for call records",
+        cause: error)
+    }
+  }
+
+  /// Makes etcd's counts for `node` exactly `held` (the node's endpoints are the truth).
+  private func syncSharedReferences(node: String, held: [NumericIdentity: Int])
+    async throws(IdentityError) -> ReferenceSync
+  {
+    var sync = ReferenceSync()
+    var wanted: [String: (id: UInt32, count: Int)] = [:]
+    for (id, count) in held where count > 0 {
+      guard let cached = state.withLock({ $0.byID[id.rawValue] }) else {
+        sync.missing.append(id)
+        continue
+      }
+      wanted[cached.canonicalLabels] = (id.rawValue, count)
+    }
+    var have: [String: Int] = [:]
+    let existing: [EtcdKeyValue]
+    do {
+      existing = try await client.rangeAll(prefix: "\(configuration.prefix)/value/").kvs
+    } catch {
+      throw IdentityError(
+        code: .storeUnavailable, message: "etcd could not list \(node)'s references", cause: error)
+    }
+    for kv in existing {
+      if let (labels, owner) = parseReferenceKey(kv.key), owner == node {
+        have[labels] = Self.referenceCount(kv.value)
+      }
+    }
+    for canonical in Set(have.keys).union(wanted.keys) {
+      let count = wanted[canonical]?.count ?? 0
+      let before = have[canonical] ?? 0
+      guard count != before else { continue }
+      if count > before { sync.added += count - before } else { sync.dropped += before - count }
+      let reference = referenceKey(canonical, node)
+      try await keyLock.withLock(canonical) { () async throws(IdentityError) in
+        if let id = wanted[canonical]?.id {
+          // Unless the identity is gone meanwhile (then the node must relabel, as with missing ones).
+          _ = try await sharedTxn(
+            Etcd.txn(
+              when: [Etcd.holds(identityKey(id), canonical)],
+              then: [Etcd.put(reference, "\(id) \(count)")]), canonical)
+        } else {
+          _ = try await sharedTxn(Etcd.txn(when: [], then: [Etcd.delete(reference)]), canonical)
+        }
+      }
+    }
+    sync.missing.sort()
+    return sync
+  }
+
+  private func sharedTxn(_ transaction: EtcdTransaction, _ canonical: String)
+    async throws(IdentityError) -> EtcdTransactionResult
+  {
+    do {
+      return try await client.txn(transaction)
+    } catch {
+      throw IdentityError(
+        code: .storeUnavailable, message: "etcd could not count references to \(canonical)",
+        cause: error)
     }
   }
 

@@ -59,8 +59,8 @@ public final class IdentityAllocator: Sendable {
   ///
   /// - Throws: ``IdentityError`` `.policyUnavailable` when a new identity could
   ///   not reach the policy service (the allocation is rolled back).
-  public func allocateIdentity(labels: LabelSet, node: String? = nil) async throws(IdentityError)
-    -> (identity: SecurityIdentity, isNew: Bool)
+  public func allocateIdentity(labels: LabelSet, node: String? = nil, requestID: String = "")
+    async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool)
   {
     let relevant = try relevantLabels(labels)
     if relevant.isEmpty {
@@ -72,7 +72,8 @@ public final class IdentityAllocator: Sendable {
       return (SecurityIdentity(id: reserved.identity, labels: reserved.labels), false)
     }
     let node = node ?? configuration.nodeName
-    let (identity, isNew) = try await store.allocate(labels: relevant, node: node)
+    let (identity, isNew) = try await store.allocate(
+      labels: relevant, node: node, requestID: requestID)
     if isNew || !batcher.isAnnounced(identity.id) {
       do {
         try await batcher.announce(added: [identity])
@@ -97,11 +98,12 @@ public final class IdentityAllocator: Sendable {
   }
 
   /// Drops one reference of `node`. Reserved identities are not refcounted.
-  public func releaseIdentity(id: NumericIdentity, node: String? = nil) async throws(IdentityError)
-    -> IdentityRelease
+  public func releaseIdentity(id: NumericIdentity, node: String? = nil, requestID: String = "")
+    async throws(IdentityError) -> IdentityRelease
   {
     if id.isReserved { return IdentityRelease(released: false, remainingReferences: 0) }
-    return try await store.release(id: id, node: node ?? configuration.nodeName)
+    return try await store.release(
+      id: id, node: node ?? configuration.nodeName, requestID: requestID)
   }
 
   /// Makes `node`'s references exactly what its endpoints hold (reserved identities are not counted).

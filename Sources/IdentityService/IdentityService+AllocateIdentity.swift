@@ -9,7 +9,8 @@ extension IdentityServiceHandler {
   ) async throws -> Tessera_Identity_V1_AllocateIdentityResponse {
     let labels = try LabelSet(protoLabels: request.labels)
     let (identity, isNew) = try await allocator.allocateIdentity(
-      labels: labels, node: try context.actingNode(requested: request.node))
+      labels: labels, node: try context.actingNode(requested: request.node),
+      requestID: request.requestID)
     return .with {
       $0.identity = .init(identity)
       $0.isNew = isNew

@@ -56,6 +56,16 @@ public protocol IdentityStore: Sendable {
     identity: SecurityIdentity, isNew: Bool
   )
 
+  /// `allocate(labels:node:)` for a call named by `requestID` (empty: unnamed): a
+  /// store that can apply a call and lose its answer (a replica dies, the client
+  /// retries elsewhere) answers a repeat of the name without applying it again.
+  func allocate(labels: LabelSet, node: String, requestID: String) async throws(IdentityError)
+    -> (identity: SecurityIdentity, isNew: Bool)
+
+  /// `release(id:node:)` for a call named by `requestID`, as for `allocate`.
+  func release(id: NumericIdentity, node: String, requestID: String) async throws(IdentityError)
+    -> IdentityRelease
+
   /// Drops one reference of `node`; an identity left without references
   /// becomes eligible for garbage collection after the grace period.
   func release(id: NumericIdentity, node: String) async throws(IdentityError) -> IdentityRelease
@@ -99,5 +109,20 @@ extension IdentityStore {
       @escaping @Sendable (_ added: [SecurityIdentity], _ deleted: [SecurityIdentity]) async -> Void
   ) async throws {
     while true { try await Task.sleep(for: .seconds(3600)) }
+  }
+}
+
+extension IdentityStore {
+  /// A store on one node, called over its Unix socket, needs no deduplication.
+  public func allocate(labels: LabelSet, node: String, requestID: String)
+    async throws(IdentityError) -> (identity: SecurityIdentity, isNew: Bool)
+  {
+    try await allocate(labels: labels, node: node)
+  }
+
+  public func release(id: NumericIdentity, node: String, requestID: String)
+    async throws(IdentityError) -> IdentityRelease
+  {
+    try await release(id: id, node: node)
   }
 }

@@ -30,6 +30,12 @@ public nonisolated struct Tessera_Identity_V1_AllocateIdentityRequest: Sendable 
   /// The node taking the reference; defaults to the daemon's own node name.
   public var node: String = String()
 
+  /// Names this call (at most 128 bytes). A repeat with the same id from the same
+  /// node (a retry after UNAVAILABLE, when a replica died after applying the call)
+  /// gets the first attempt's answer instead of taking a second reference. Used for
+  /// references counted in etcd (nodes calling over TCP); empty: no deduplication.
+  public var requestID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -68,6 +74,9 @@ public nonisolated struct Tessera_Identity_V1_ReleaseIdentityRequest: Sendable {
   public var id: UInt32 = 0
 
   public var node: String = String()
+
+  /// As in AllocateIdentityRequest: a retried release drops one reference, not two.
+  public var requestID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -311,7 +320,7 @@ fileprivate nonisolated let _protobuf_package = "tessera.identity.v1"
 
 nonisolated extension Tessera_Identity_V1_AllocateIdentityRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AllocateIdentityRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}labels\0\u{1}node\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}labels\0\u{1}node\0\u{3}request_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -321,6 +330,7 @@ nonisolated extension Tessera_Identity_V1_AllocateIdentityRequest: SwiftProtobuf
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.labels) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
       default: break
       }
     }
@@ -333,12 +343,16 @@ nonisolated extension Tessera_Identity_V1_AllocateIdentityRequest: SwiftProtobuf
     if !self.node.isEmpty {
       try visitor.visitSingularStringField(value: self.node, fieldNumber: 2)
     }
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tessera_Identity_V1_AllocateIdentityRequest, rhs: Tessera_Identity_V1_AllocateIdentityRequest) -> Bool {
     if lhs.labels != rhs.labels {return false}
     if lhs.node != rhs.node {return false}
+    if lhs.requestID != rhs.requestID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -385,7 +399,7 @@ nonisolated extension Tessera_Identity_V1_AllocateIdentityResponse: SwiftProtobu
 
 nonisolated extension Tessera_Identity_V1_ReleaseIdentityRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReleaseIdentityRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}node\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}node\0\u{3}request_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -395,6 +409,7 @@ nonisolated extension Tessera_Identity_V1_ReleaseIdentityRequest: SwiftProtobuf.
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.id) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
       default: break
       }
     }
@@ -407,12 +422,16 @@ nonisolated extension Tessera_Identity_V1_ReleaseIdentityRequest: SwiftProtobuf.
     if !self.node.isEmpty {
       try visitor.visitSingularStringField(value: self.node, fieldNumber: 2)
     }
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tessera_Identity_V1_ReleaseIdentityRequest, rhs: Tessera_Identity_V1_ReleaseIdentityRequest) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs.node != rhs.node {return false}
+    if lhs.requestID != rhs.requestID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

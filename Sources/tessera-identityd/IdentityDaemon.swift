@@ -80,7 +80,8 @@ struct IdentityDaemon: AsyncParsableCommand {
         client: client,
         configuration: .init(
           prefix: etcdPrefix, leaseTTLSeconds: etcd.etcdLeaseTTL, clusterID: clusterID,
-          nodeStatePath: "\(options.stateDir)/identity-node-references.db"),
+          nodeStatePath: "\(options.stateDir)/identity-node-references.db",
+          localNode: options.nodeName),
         logger: logger)
       storeServices.append(LoopService { try await client.runConnections() })
     }

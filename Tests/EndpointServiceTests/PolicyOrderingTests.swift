@@ -54,6 +54,9 @@ struct EventedNode {
     let events: PolicyEvents
     /// false: behave like a policy service without an event sequence (no ordering).
     let ordered: Bool
+    /// Set: every other sequence read is answered by another replica behind the same
+    /// address (its own instance, far ahead), which the node's watch does not follow.
+    var otherReplica: Counter? = nil
     func computePolicy(for identity: SecurityIdentity) async throws(EndpointError) -> EndpointPolicy
     {
       engine.computePolicy(for: identity)
@@ -66,6 +69,11 @@ struct EventedNode {
     )? {
       guard ordered else { return nil }
       let unknown = engine.unknownIdentities(among: identities)
+      if let otherReplica {
+        if otherReplica.increment().isMultiple(of: 2) {
+          return (PolicyEventSequence(sequence: 1_000_000, instanceID: "other-replica"), unknown)
+        }
+      }
       return (
         PolicyEventSequence(sequence: events.sequence, instanceID: events.instanceID), unknown
       )
@@ -121,7 +129,7 @@ struct EventedNode {
   init(
     ordered: Bool = true, watchDelay: Duration = .milliseconds(100),
     requestTimeout: Duration = .seconds(5),
-    identitiesLateBy: Duration? = nil
+    identitiesLateBy: Duration? = nil, otherReplica: Counter? = nil
   ) async throws {
     let engine = try PolicyEngine(database: nil)
     let events = PolicyEvents()
@@ -138,7 +146,8 @@ struct EventedNode {
         requestTimeout: requestTimeout, regenerationRetryDelay: .milliseconds(50)),
       metadata: MetadataResolver(source: try WorkloadRegistry(file: nil)),
       identities: InProcessNode.Identities(allocator: allocator, down: Flag()),
-      policy: EventedPolicies(engine: engine, events: events, ordered: ordered),
+      policy: EventedPolicies(
+        engine: engine, events: events, ordered: ordered, otherReplica: otherReplica),
       datapath: RecordingDatapaths(
         inner: InProcessNode.Datapaths(datapath: datapath, down: Flag()), log: log),
       store: nil)
@@ -318,6 +327,27 @@ struct PolicyOrderingTests {
     #expect(
       node.datapath.endpoint(id: peer.id)?.policy.verdict(
         peer: remote.id, direction: .ingress, proto: .tcp, port: 80) == .deny)
+  }
+
+  @Test(
+    "two policy replicas behind one address: a sequence read from the one the watch does not follow is read again, not waited for"
+  )
+  func sequenceFromAnotherReplica() async throws {
+    let reads = Counter()
+    let node = try await EventedNode(
+      watchDelay: .milliseconds(10), requestTimeout: .seconds(3), otherReplica: reads)
+    defer { node.pump.cancel() }
+    try node.importPolicy(denyXAllowRest)
+    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let started = ContinuousClock.now
+    for i in 0..<4 {
+      let x = try await node.create("x\(i)", "10.0.0.\(i + 2)", "app=x", "n=\(i)")
+      let inForce = try #require(node.log.peerPolicy(peer.id, whenRealizing: x.id, as: x.identity))
+      #expect(
+        inForce.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
+    }
+    #expect(ContinuousClock.now - started < .seconds(2), "no create waited for its deadline")
+    #expect(reads.value > 4, "the other replica answered some reads")
   }
 
   @Test("a peer that cannot catch up fails the create at its deadline and leaves nothing behind")
