@@ -241,6 +241,8 @@ struct Report {
       "CPU-bound: both cores are busy during the churn (vmstat idle ≈ 0–1 %). A create + delete is six gRPC calls (two from the client, four between daemons) plus eBPF map and stub program setup and teardown; perf shows the time spread over the HTTP/2 and NIO stack, the Swift runtime and the kernel, with no single hot spot left.",
     "bpf_ns_per_packet":
       "profiled with variants of the program: the test-run harness, stub and tail call cost ≈ 37 ns (in the ARP floor too), the 48-byte conntrack lookup ≈ 30 ns and the per-endpoint per-CPU metrics lookup ≈ 27 ns; every helper or map call pays a return thunk on this VM (≈ 5–10 ns each). Next step: a per-CPU metrics array indexed by a slot the stub passes, instead of a hash lookup.",
+    "bpf_ns_per_packet_events_on":
+      "established flows emit no event (drops and new connections do; bpf_event_write_ns is what one event costs), so this is the established-flow figure above, missed for the reasons given for bpf_ns_per_packet.",
     "conn_overhead_us":
       "every packet between two Tessera pods runs two programs (the client's egress and the server's ingress, each endpoint with its own conntrack entry: about eight program runs per connect and close), while a set-based design hooks once, in the router, with one netfilter conntrack entry. A SYN that reuses a tracked tuple is judged by policy again (fixed this session: before, reused tuples skipped policy and the figure read 4.0 µs). The cost is flat in endpoint count, unlike iptables'. Next: the new-flow path (policy lookup and conntrack create) in the program.",
     "etcd_new_identities_percent_of_raw":
