@@ -7,6 +7,16 @@ import TesseraCore
 public struct FlowEvent: Hashable, Sendable {
   public enum Verdict: Sendable, Hashable { case forwarded, dropped }
 
+  /// What the event says of the connection (`TESSERA_EVENT_STATE_*`).
+  public enum ConnectionState: UInt8, Sendable, Hashable {
+    /// A dropped packet.
+    case none = 0
+    /// The first packet of a connection policy allowed.
+    case new = 1
+    /// A tracked connection began to close (FIN or RST).
+    case closing = 2
+  }
+
   /// The kind of policy entry that decided (`TESSERA_MATCH_*` in the programs).
   public enum PolicyMatch: UInt8, Sendable, Hashable {
     /// Policy was not consulted (parser, source validation, conntrack).
@@ -26,6 +36,7 @@ public struct FlowEvent: Hashable, Sendable {
   /// The counters' reason name without its `forward-`/`drop-` prefix (`policy-deny`, …).
   public var reason: String
   public var match: PolicyMatch
+  public var state: ConnectionState
   /// The matched entry was a deny entry.
   public var deniedByEntry: Bool
   /// IANA protocol number; 0 for non-IP.
@@ -41,7 +52,8 @@ public struct FlowEvent: Hashable, Sendable {
 
   public init(
     time: Date, endpointID: UInt64, direction: TrafficDirection, verdict: Verdict, reason: String,
-    match: PolicyMatch = .none, deniedByEntry: Bool = false, ipProtocol: UInt8 = 0,
+    match: PolicyMatch = .none, state: ConnectionState = .none, deniedByEntry: Bool = false,
+    ipProtocol: UInt8 = 0,
     source: String = "", destination: String = "", sourcePort: UInt16 = 0,
     destinationPort: UInt16 = 0, sourceIdentity: UInt32 = 0, destinationIdentity: UInt32 = 0,
     length: UInt32 = 0
@@ -52,6 +64,7 @@ public struct FlowEvent: Hashable, Sendable {
     self.verdict = verdict
     self.reason = reason
     self.match = match
+    self.state = state
     self.deniedByEntry = deniedByEntry
     self.ipProtocol = ipProtocol
     self.source = source

@@ -34,6 +34,12 @@ extension Tessera_Datapath_V1_FlowEvent {
     verdict = event.verdict == .dropped ? .dropped : .forwarded
     reason = event.reason
     match = Tessera_Datapath_V1_PolicyMatch(rawValue: Int(event.match.rawValue)) ?? .none
+    state =
+      switch event.state {
+      case .none: ""
+      case .new: "new"
+      case .closing: "closing"
+      }
     ipProtocol = UInt32(event.ipProtocol)
     sourceIp = event.source
     destinationIp = event.destination

@@ -431,8 +431,9 @@ public nonisolated struct Tessera_Datapath_V1_ReasonCount: Sendable {
   public init() {}
 }
 
-/// One verdict of the datapath: a dropped packet, or the first packet of a
-/// connection that policy allowed (established flows and replies emit none).
+/// One verdict of the datapath: a dropped packet, the first packet of a
+/// connection that policy allowed, or the packet that began a connection's
+/// close; the other packets of established flows emit none.
 public nonisolated struct Tessera_Datapath_V1_FlowEvent: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -472,6 +473,10 @@ public nonisolated struct Tessera_Datapath_V1_FlowEvent: Sendable {
   public var destinationIdentity: UInt32 = 0
 
   public var length: UInt32 = 0
+
+  /// What the event says of the connection: `new` (its first packet, allowed),
+  /// `closing` (its first FIN or RST), or empty for a drop.
+  public var state: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1292,7 +1297,7 @@ nonisolated extension Tessera_Datapath_V1_ReasonCount: SwiftProtobuf.Message, Sw
 
 nonisolated extension Tessera_Datapath_V1_FlowEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FlowEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}time_unix_nano\0\u{3}endpoint_id\0\u{1}direction\0\u{1}verdict\0\u{1}reason\0\u{1}match\0\u{3}ip_protocol\0\u{3}source_ip\0\u{3}destination_ip\0\u{3}source_port\0\u{3}destination_port\0\u{3}source_identity\0\u{3}destination_identity\0\u{1}length\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}time_unix_nano\0\u{3}endpoint_id\0\u{1}direction\0\u{1}verdict\0\u{1}reason\0\u{1}match\0\u{3}ip_protocol\0\u{3}source_ip\0\u{3}destination_ip\0\u{3}source_port\0\u{3}destination_port\0\u{3}source_identity\0\u{3}destination_identity\0\u{1}length\0\u{1}state\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1314,6 +1319,7 @@ nonisolated extension Tessera_Datapath_V1_FlowEvent: SwiftProtobuf.Message, Swif
       case 12: try { try decoder.decodeSingularUInt32Field(value: &self.sourceIdentity) }()
       case 13: try { try decoder.decodeSingularUInt32Field(value: &self.destinationIdentity) }()
       case 14: try { try decoder.decodeSingularUInt32Field(value: &self.length) }()
+      case 15: try { try decoder.decodeSingularStringField(value: &self.state) }()
       default: break
       }
     }
@@ -1362,6 +1368,9 @@ nonisolated extension Tessera_Datapath_V1_FlowEvent: SwiftProtobuf.Message, Swif
     if self.length != 0 {
       try visitor.visitSingularUInt32Field(value: self.length, fieldNumber: 14)
     }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 15)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1380,6 +1389,7 @@ nonisolated extension Tessera_Datapath_V1_FlowEvent: SwiftProtobuf.Message, Swif
     if lhs.sourceIdentity != rhs.sourceIdentity {return false}
     if lhs.destinationIdentity != rhs.destinationIdentity {return false}
     if lhs.length != rhs.length {return false}
+    if lhs.state != rhs.state {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -4,9 +4,9 @@ import Testing
 
 @testable import DatapathService
 
-/// The programs' events (the `tessera_events` ring buffer): what a drop and an
-/// allowed connection report, that an established flow costs no event, and
-/// that a full ring loses events but never packets.
+/// The programs' events (the `tessera_events` ring buffer): what a drop, an
+/// allowed connection and its close report, that the other packets of an
+/// established flow cost no event, and that a full ring loses events but never packets.
 @Suite("eBPF datapath: verdict events", .serialized, .enabled(if: BPFTestEnvironment.available))
 struct BPFEventTests {
   let frontend = NumericIdentity(2000)
@@ -82,6 +82,20 @@ struct BPFEventTests {
       #expect(defaulted.ipProtocol == Packet.udp && defaulted.destinationPort == 9090)
       // The peer is looked up for a drop's event even where no entry names a peer.
       #expect(defaulted.sourceIdentity == frontend.rawValue)
+      #expect(allowed.state == .new && denied.state == .none)
+
+      // The connection's first FIN is a state change: one event; the second FIN is not.
+      let fin = Packet.ipv4(
+        "10.0.1.1", podIP, proto: Packet.tcp, sport: 41000, dport: 8080, tcpFlags: 0x11)
+      #expect(try backend.passes(7, .ingress, fin))
+      #expect(try backend.passes(7, .ingress, fin))
+      let closing = try reader.read(timeoutMilliseconds: 1000)
+      #expect(closing.count == 1)
+      #expect(closing.first?.state == .closing && closing.first?.reason == "ct-established")
+      #expect(closing.first?.verdict == .forwarded && closing.first?.sourcePort == 41000)
+      #expect(
+        closing.first?.sourceIdentity == frontend.rawValue
+          && closing.first?.destinationIdentity == 1000)
     }
   }
 

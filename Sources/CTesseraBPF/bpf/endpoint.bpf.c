@@ -22,8 +22,9 @@
  *   -> ipcache (peer identity) -> policy (deny, allow, default)
  *   -> conntrack create -> pass
  *
- * Drops and connections allowed by policy are reported in the tessera_events
- * ring buffer (maps_types.h, events); established flows cost no event.
+ * Drops, connections allowed by policy and connections beginning to close
+ * are reported in the tessera_events ring buffer (maps_types.h, events);
+ * the other packets of established flows cost no event.
  *
  * Everything that changes at run time lives in maps keyed by endpoint id, so
  * regeneration is map writes only and never recompiles or reloads.
@@ -115,7 +116,8 @@ struct verdict_ctx {
 	__u8 deny;
 };
 
-static __always_inline void emit(const struct verdict_ctx *v, enum tessera_reason reason)
+static __always_inline void emit(const struct verdict_ctx *v, enum tessera_reason reason,
+				 __u8 state)
 {
 	struct tessera_event *e;
 	__u32 key = 0, local;
@@ -143,6 +145,7 @@ static __always_inline void emit(const struct verdict_ctx *v, enum tessera_reaso
 	e->reason = reason;
 	e->match = v->match;
 	e->deny = v->deny;
+	e->state = state;
 	e->pad = 0;
 	e->length = v->skb->len;
 	bpf_ringbuf_submit(e, 0);
@@ -157,7 +160,7 @@ static __always_inline int verdict_pass(const struct verdict_ctx *v, enum tesser
 static __always_inline int verdict_drop(const struct verdict_ctx *v, enum tessera_reason reason)
 {
 	count(v->metrics, v->skb, v->dir, reason);
-	emit(v, reason);
+	emit(v, reason, TESSERA_EVENT_STATE_NONE);
 	return TC_ACT_SHOT;
 }
 
@@ -176,7 +179,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 				  ((__u64)skb->cb[TESSERA_CB_ENDPOINT_HI] << 32);
 	struct flow f = {};
 	struct verdict_ctx v = {.skb = skb, .f = &f, .endpoint_id = endpoint_id, .dir = dir};
-	enum ct_status ct;
+	int ct;
 	enum policy_verdict verdict;
 	__u64 now;
 	__u32 kinds, sender;
@@ -235,10 +238,21 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return verdict_pass(&v, TESSERA_FWD_CT_RELATED);
 
 	ct = ct_lookup(&f, endpoint_id, dir, now);
-	if (ct == CT_ESTABLISHED)
-		return verdict_pass_flow(&v, TESSERA_FWD_CT_ESTABLISHED, now);
-	if (ct == CT_REPLY)
-		return verdict_pass_flow(&v, TESSERA_FWD_CT_REPLY, now);
+	if (ct != CT_NEW) {
+		enum tessera_reason reason = (ct & ~CT_CLOSING_NOW) == CT_ESTABLISHED
+						     ? TESSERA_FWD_CT_ESTABLISHED
+						     : TESSERA_FWD_CT_REPLY;
+		/* A state change of the connection: its first FIN or RST (rare
+		 * enough to look both identities up for the event). */
+		if (ct & CT_CLOSING_NOW) {
+			if (!v.ep)
+				v.ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
+			v.peer = ipcache_lookup_identity(
+				f.family, dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr);
+			emit(&v, reason, TESSERA_EVENT_STATE_CLOSE);
+		}
+		return verdict_pass_flow(&v, reason, now);
+	}
 
 	if (!v.ep)
 		v.ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
@@ -270,7 +284,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	if (ct_create(&f, endpoint_id, dir, now) < 0)
 		return verdict_drop(&v, TESSERA_DROP_CT_CREATE_FAILED);
-	emit(&v, TESSERA_FWD_POLICY);
+	emit(&v, TESSERA_FWD_POLICY, TESSERA_EVENT_STATE_NEW);
 	return verdict_pass_flow(&v, TESSERA_FWD_POLICY, now);
 }
 

@@ -136,7 +136,8 @@ extension Tessera_Datapath_V1_FlowEvent {
       "time": ISO8601DateFormatter.flows.string(from: time), "timeUnixNano": Int(timeUnixNano),
       "endpoint": Int(endpointID), "direction": direction == .ingress ? "ingress" : "egress",
       "verdict": verdict == .dropped ? "dropped" : "forwarded", "reason": reason,
-      "match": matchName, "protocol": protocolName, "ipProtocol": Int(ipProtocol),
+      "match": matchName, "state": state, "protocol": protocolName,
+      "ipProtocol": Int(ipProtocol),
       "source": [
         "ip": sourceIp, "port": Int(sourcePort), "identity": Int(sourceIdentity),
         "labels": identities.labels[sourceIdentity] ?? [],
@@ -152,7 +153,8 @@ extension Tessera_Datapath_V1_FlowEvent {
 
   func line(_ identities: IdentityDirectory) -> String {
     let verdictText = verdict == .dropped ? "DROPPED" : "FORWARDED"
-    let policy = match == .none ? "" : " (policy \(matchName))"
+    let policy =
+      (match == .none ? "" : " (policy \(matchName))") + (state.isEmpty ? "" : " [\(state)]")
     return
       "\(ISO8601DateFormatter.flows.string(from: time)) ep \(endpointID) \(direction == .ingress ? "ingress" : "egress") \(verdictText) \(reason)\(policy) \(protocolName) \(endpointText(sourceIp, sourcePort)) \(identities.describe(sourceIdentity)) -> \(endpointText(destinationIp, destinationPort)) \(identities.describe(destinationIdentity))"
   }

@@ -21,6 +21,10 @@ enum ct_status {
 	CT_REPLY = 2,
 };
 
+/* Added to CT_ESTABLISHED or CT_REPLY: this packet (FIN or RST) began the
+ * connection's close, a state change reported as an event. */
+#define CT_CLOSING_NOW 4
+
 /* The packet's key; returns whether its tuple is reversed in the key. */
 static __always_inline int ct_fill_key(struct ct_key *key, const struct flow *f, __u64 endpoint_id,
 				       __u8 dir)
@@ -74,9 +78,11 @@ static __always_inline __u64 ct_lifetime(const struct flow *f, const struct ct_e
  * a busy flow do not all store the same times again (Cilium keeps a
  * "last report" time for the same reason); an idle flow thus expires up to
  * that interval before its last packet + lifetime. */
-static __always_inline void ct_refresh(struct ct_entry *e, const struct flow *f, __u64 now,
-				       int reply)
+static __always_inline int ct_refresh(struct ct_entry *e, const struct flow *f, __u64 now,
+				      int reply)
 {
+	int closing_now = 0;
+
 	int update = now - e->last_seen_ns >= TESSERA_CT_REFRESH_NS;
 
 	if (reply) {
@@ -90,16 +96,18 @@ static __always_inline void ct_refresh(struct ct_entry *e, const struct flow *f,
 	    !(e->flags & TESSERA_CT_F_CLOSING)) {
 		e->flags |= TESSERA_CT_F_CLOSING;
 		update = 1;
+		closing_now = CT_CLOSING_NOW;
 	}
 	if (update) {
 		e->last_seen_ns = now;
 		e->expires_ns = now + ct_lifetime(f, e);
 	}
+	return closing_now;
 }
 
-/* Looks the packet up as an established flow or as a reply (one lookup). */
-static __always_inline enum ct_status ct_lookup(const struct flow *f, __u64 endpoint_id, __u8 dir,
-						__u64 now)
+/* Looks the packet up as an established flow or as a reply (one lookup);
+ * CT_CLOSING_NOW is added when the packet begins the connection's close. */
+static __always_inline int ct_lookup(const struct flow *f, __u64 endpoint_id, __u8 dir, __u64 now)
 {
 	struct ct_key key;
 	struct ct_entry *e;
@@ -123,11 +131,9 @@ static __always_inline enum ct_status ct_lookup(const struct flow *f, __u64 endp
 		if (f->proto == IPPROTO_TCP &&
 		    (f->tcp_flags & (TESSERA_TCP_SYN | TESSERA_TCP_ACK)) == TESSERA_TCP_SYN)
 			return CT_NEW;
-		ct_refresh(e, f, now, 0);
-		return CT_ESTABLISHED;
+		return CT_ESTABLISHED | ct_refresh(e, f, now, 0);
 	}
-	ct_refresh(e, f, now, 1);
-	return CT_REPLY;
+	return CT_REPLY | ct_refresh(e, f, now, 1);
 }
 
 /* Whether the flow of `f`, seen in direction `dir`, is tracked for the

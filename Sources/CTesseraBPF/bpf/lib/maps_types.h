@@ -292,9 +292,14 @@ struct tessera_event {
 	__u8 reason;	/* enum tessera_reason */
 	__u8 match;	/* TESSERA_MATCH_* */
 	__u8 deny;	/* the matched entry is a deny entry */
-	__u16 pad;
+	__u8 state;	/* TESSERA_EVENT_STATE_*: what the event says of the connection */
+	__u8 pad;
 	__u32 length; /* bytes of the packet */
 };
+
+#define TESSERA_EVENT_STATE_NONE 0  /* a drop */
+#define TESSERA_EVENT_STATE_NEW 1   /* a connection policy allowed: its first packet */
+#define TESSERA_EVENT_STATE_CLOSE 2 /* a tracked connection began to close (FIN or RST) */
 
 /* ---- shared handlers ------------------------------------------------------ */
 
