@@ -196,7 +196,7 @@ if ! timeout "${TESSERA_IMAGES_TEST_TIMEOUT:-3600}" scripts/build-images.sh --ta
 fi
 mapfile -t images <"$tmp/build.out"
 echo "images-test: images built in $((SECONDS - build_started)) s"
-grep -E "^$prefix/tessera-" "$tmp/build.err"
+grep "^build-images: built" "$tmp/build.err"
 check "three images built (node, identityd, policyd)" test "${#images[@]}" = 3
 node_image=$prefix/tessera-node:$tag
 identityd_image=$prefix/tessera-identityd:$tag
