@@ -17,9 +17,9 @@
 # org.opencontainers.image.version and .revision. Prints each image's name on the
 # last lines. Installs podman with apt when it is missing (root).
 #
-# Time on two cores: the release build is the slow part (about 25 minutes from
-# nothing, a minute or two when .build is current); staging and `podman build` take
-# seconds.
+# Time on two cores: the release build is the slow part (from nothing about 16
+# CPU-minutes, 21 minutes of wall time on a machine shared with other builds; when
+# .build/release is current, about 25 s for everything, images included).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
