@@ -21,7 +21,7 @@
 #
 # Time on two cores: the release build dominates — from nothing about 16 CPU-minutes
 # (21 minutes of wall time here while other builds shared the cores), and 25 s when
-# .build/release is current (it is reused between runs); the checks take 10 s more. TESSERA_IMAGES_TEST_TIMEOUT (seconds, default
+# .build/release is current (it is reused between runs); the checks take 30 s more. TESSERA_IMAGES_TEST_TIMEOUT (seconds, default
 # 3600) bounds the image build.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -159,6 +159,20 @@ grep ^ERROR <<<"$manifest_report"
 check "deploy/kubernetes: YAML parses; namespace, config, 2-replica Deployments and headless Services on mTLS, privileged host-network DaemonSet with its hostPaths, probes, images" test "$manifests_ok" = 0
 grep -q "^PROBE" <<<"$manifest_report" || check "the manifests have probes" false
 
+# Against Kubernetes' own schemas, strictly (an unknown or misspelt field fails):
+# kubernetes-validate from PyPI in a throwaway venv; skipped with a note without PyPI.
+venv=$(mktemp -d)
+if python3 -m venv "$venv" >/dev/null 2>&1 && "$venv/bin/pip" install -q kubernetes-validate==1.37.0 >/dev/null 2>&1; then
+  for k8s in 1.30.0 1.37.0; do
+    check "deploy/kubernetes validates strictly against Kubernetes $k8s's schemas (kubernetes-validate)" \
+      "$venv/bin/kubernetes-validate" --strict --quiet -k "$k8s" deploy/kubernetes/*.yaml ||
+      "$venv/bin/kubernetes-validate" --strict --quiet -k "$k8s" deploy/kubernetes/*.yaml
+  done
+else
+  echo "images-test: note: kubernetes-validate could not be installed from PyPI; schema check not run"
+fi
+rm -rf "$venv"
+
 # ------------------------------------------------------------------ images
 # A failed manifest check fails the test even where images cannot be built here.
 skip_images() {
@@ -214,7 +228,11 @@ done
 # podman's default rlimits may exceed this machine's: then runc with the limits in force.
 run_flags=()
 if ! p run --rm --network none "$identityd_image" --help >"$tmp/probe.log" 2>&1; then
-  command -v runc >/dev/null || apt-get install -y -qq --no-install-recommends runc >/dev/null 2>&1
+  if ! command -v runc >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends runc >/dev/null 2>&1 ||
+      { apt-get update -qq && apt-get install -y -qq --no-install-recommends runc; } >/dev/null 2>&1
+  fi
   podman_global=(--runtime runc)
   run_flags=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096)
   if ! p run --rm --network none "${run_flags[@]}" "$identityd_image" --help >>"$tmp/probe.log" 2>&1; then
@@ -298,6 +316,16 @@ eventually 60 probe policyd policy
 check "policyd container: ready once it follows identityd over mutual TLS (its first identity sync)" probe policyd policy ||
   logs_on_failure policyd
 check "policyd container: liveness probe (--live) passes" probe policyd policy --live
+# The probes tell the two apart: a policyd whose identity service is unreachable answers
+# (alive) but is not ready.
+mkdir -p "$tmp/orphan-run" "$tmp/orphan-state"
+# shellcheck disable=SC2046
+start policyd-orphan "$policyd_image" -v "$tmp/orphan-run:/run/tessera" -v "$tmp/orphan-state:/var/lib/tessera" -- \
+  --node-name=policy-2 --identity-address="127.0.0.1:$(free_port)" $(tls tessera-policyd)
+eventually 60 probe policyd-orphan policy --live
+not_ready() { ! probe policyd-orphan policy; }
+check "a policyd that cannot reach identityd passes liveness (--live)" probe policyd-orphan policy --live
+check "... and fails readiness (NOT_SERVING until its first identity sync)" not_ready
 
 # ------------------------------------------------------------------ the node agent, as the DaemonSet runs it
 datapath_backend=bpf
