@@ -21,8 +21,8 @@
 #
 # Time on two cores: the release build dominates — from nothing about 16 CPU-minutes
 # (21 minutes of wall time here while other builds shared the cores), and 25 s when
-# .build/release is current (it is reused between runs); the checks take 30 s more. TESSERA_IMAGES_TEST_TIMEOUT (seconds, default
-# 3600) bounds the image build.
+# .build/release is current (it is reused between runs); the checks take 30 s more.
+# TESSERA_IMAGES_TEST_TIMEOUT (seconds, default 3600) bounds the image build.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
