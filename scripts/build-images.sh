@@ -64,6 +64,7 @@ for image in "${only[@]}"; do
   esac
 done
 if ! $skip_build; then
+  scripts/install-deps.sh >&2 # clang, bpftool, the static C libraries
   for product in "${swift_products[@]}"; do
     echo "build-images: swift build -c release --static-swift-stdlib --product $product" >&2
     swift build -c release --static-swift-stdlib --product "$product" >&2
