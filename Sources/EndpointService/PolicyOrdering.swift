@@ -106,12 +106,32 @@ final class PolicyOrdering: Sendable {
   ///
   /// - Parameter endpointID: the endpoint about to be realised; nil to wait for every endpoint.
   /// - Returns: false when the watch moved from `target`'s policy service
-  ///   instance to another one (it restarted): read a new target and wait again.
+  ///   instance to another one (it restarted), or when `target` is from an instance
+  ///   the watch does not follow (another replica): read a new target and wait again.
   /// - Throws: ``EndpointError`` `.deadlineExceeded` at the deadline.
   func waitForPeers(
     of endpointID: UInt64?, through target: PolicyEventSequence, deadline: ContinuousClock.Instant
   ) async throws(EndpointError) -> Bool {
     let startInstance = state.withLock { $0.instanceID }
+    if startInstance != target.instanceID {
+      // `target` is from another policy service instance than the one whose WatchPolicy
+      // stream this node follows: another replica (several --policy-address replicas are
+      // called round-robin), or a restarted service the stream has not reconnected to yet.
+      // Its sequence says nothing about this stream. Wait a moment for the stream to
+      // reach that instance, else read a new target (the next call may reach the
+      // followed replica).
+      let brief = min(deadline, ContinuousClock.now + .milliseconds(50))
+      do {
+        try await wait(deadline: brief) {
+          $0.instanceID == target.instanceID
+            ? nil : "policy watch not on instance \(target.instanceID)"
+        }
+      } catch {
+        if ContinuousClock.now >= deadline { throw error }
+        return false
+      }
+      return try await waitForPeers(of: endpointID, through: target, deadline: deadline)
+    }
     if let endpointID { update { $0.ordering.insert(endpointID) } }
     defer { if let endpointID { update { $0.ordering.remove(endpointID) } } }
     var moved = false

@@ -194,8 +194,10 @@ containers=()
 images=()
 podman_global=()
 p() { podman "${podman_global[@]}" "$@"; }
+etcd_pid=
 cleanup() {
   for c in "${containers[@]}"; do p rm -f -t 3 "$c" >/dev/null 2>&1; done
+  [ -n "$etcd_pid" ] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
   for i in "${images[@]}"; do p rmi -f "$i" >/dev/null 2>&1; done
   rm -rf "$pin_dir" "$tmp"
 }
@@ -256,8 +258,7 @@ status_help=$(p run --rm --network none "${run_flags[@]}" --entrypoint /usr/bin/
 check "manifests' probes: tessera status knows --service and --live" grep -q -- "--live" <<<"$status_help"
 
 # ------------------------------------------------------------------ certificates
-mkdir -p "$tmp/tls" "$tmp/id-run" "$tmp/id-state" "$tmp/pol-run" "$tmp/pol-state" "$tmp/node-run" "$tmp/node-state" \
-  "$tmp/host/opt/cni/bin" "$tmp/host/etc/cni/net.d"
+mkdir -p "$tmp/tls" "$tmp/node-run" "$tmp/node-state" "$tmp/host/opt/cni/bin" "$tmp/host/etc/cni/net.d"
 (
   cd "$tmp/tls" || exit 1
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=tessera-imgtest-ca \
@@ -271,8 +272,6 @@ mkdir -p "$tmp/tls" "$tmp/id-run" "$tmp/id-state" "$tmp/pol-run" "$tmp/pol-state
 check "certificates made (CA, identityd, policyd, node-1)" test -s "$tmp/tls/node-1.crt"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-id_port=$(free_port)
-pol_port=$(free_port)
 tls() { echo "--tls-cert-file=/etc/tessera/tls/$1.crt --tls-key-file=/etc/tessera/tls/$1.key --tls-ca-file=/etc/tessera/tls/ca.crt"; }
 start() { # name image podman-flags... -- args...
   local name=tessera-imgtest-$$-$1 image=$2 flags=()
@@ -292,40 +291,98 @@ eventually() {
     sleep 0.5
   done
 }
-probe() { p exec "tessera-imgtest-$$-$1" /usr/bin/tessera status --service "$2" --timeout 2 "${@:3}"; }
+in_container() { p exec "tessera-imgtest-$$-$1" /usr/bin/tessera "${@:2}"; }
+probe() { in_container "$1" status --service "$2" --timeout 2 "${@:3}"; }
 logs_on_failure() { # container
   echo "--- logs of $1 (last 20 lines)"
   p logs "tessera-imgtest-$$-$1" 2>&1 | tail -n 20
 }
 
-# ------------------------------------------------------------------ identityd and policyd, as the Deployments run them
-# shellcheck disable=SC2046
-start identityd "$identityd_image" -v "$tmp/id-run:/run/tessera" -v "$tmp/id-state:/var/lib/tessera" -- \
-  --node-name=identity-1 --policy-service=none --listen="127.0.0.1:$id_port" $(tls tessera-identityd)
-# shellcheck disable=SC2046
-start policyd "$policyd_image" -v "$tmp/pol-run:/run/tessera" -v "$tmp/pol-state:/var/lib/tessera" -- \
-  --node-name=policy-1 --identity-address="127.0.0.1:$id_port" --listen="127.0.0.1:$pol_port" $(tls tessera-policyd)
+# The stores the manifests use: one etcd on loopback ports (Debian's etcd-server, as
+# the other etcd tests), else each replica's own SQLite database.
+store=sqlite
+identity_store=() policy_store=() cluster_store=()
+if command -v etcd >/dev/null; then
+  etcd_client=$(free_port) etcd_peer=$(free_port)
+  ETCD=http://127.0.0.1:$etcd_client
+  etcd --name imgtest --data-dir "$tmp/etcd" --listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-cluster "imgtest=http://127.0.0.1:$etcd_peer" >"$tmp/etcd.log" 2>&1 &
+  etcd_pid=$!
+  if eventually 20 env ETCDCTL_API=3 etcdctl --endpoints "$ETCD" endpoint health; then
+    store=etcd
+    identity_store=(--identity-store="etcd:$ETCD")
+    policy_store=(--policy-store="etcd:$ETCD")
+    cluster_store=(--cluster-store="etcd:$ETCD")
+  else
+    tail -n 20 "$tmp/etcd.log"
+    check "etcd starts on loopback" false
+  fi
+else
+  echo "images-test: note: no etcd (etcd-server): identityd and policyd keep SQLite stores"
+fi
 
-eventually 60 probe identityd identity
-check "identityd container: readiness probe (tessera status --service identity) passes" probe identityd identity ||
-  logs_on_failure identityd
-check "identityd container: liveness probe (--live) passes" probe identityd identity --live
+# ------------------------------------------------------------------ identityd and policyd, as the Deployments run them
+# Two replicas of each on the shared store, TCP with mutual TLS on loopback; identityd
+# with no policyd beside it, policyd following both identityd replicas.
+id_ports=("$(free_port)" "$(free_port)")
+pol_ports=("$(free_port)" "$(free_port)")
+identity_addresses=127.0.0.1:${id_ports[0]},127.0.0.1:${id_ports[1]}
+for r in 1 2; do
+  mkdir -p "$tmp/identityd-$r/run" "$tmp/identityd-$r/state" "$tmp/policyd-$r/run" "$tmp/policyd-$r/state"
+  # shellcheck disable=SC2046
+  start "identityd-$r" "$identityd_image" -v "$tmp/identityd-$r/run:/run/tessera" -v "$tmp/identityd-$r/state:/var/lib/tessera" -- \
+    --node-name="identity-$r" --policy-service=none --listen="127.0.0.1:${id_ports[r - 1]}" $(tls tessera-identityd) \
+    "${identity_store[@]}"
+done
+for r in 1 2; do
+  # shellcheck disable=SC2046
+  start "policyd-$r" "$policyd_image" -v "$tmp/policyd-$r/run:/run/tessera" -v "$tmp/policyd-$r/state:/var/lib/tessera" -- \
+    --node-name="policy-$r" --identity-address="$identity_addresses" --listen="127.0.0.1:${pol_ports[r - 1]}" \
+    $(tls tessera-policyd) "${policy_store[@]}"
+done
+for r in 1 2; do
+  eventually 60 probe "identityd-$r" identity
+  check "identityd-$r container ($store store): readiness probe (tessera status --service identity) passes" \
+    probe "identityd-$r" identity || logs_on_failure "identityd-$r"
+  check "identityd-$r container: liveness probe (--live) passes" probe "identityd-$r" identity --live
+done
 check "identityd: the host's CLI reads its health through the bind-mounted run dir" \
-  .build/release/tessera status --run-dir "$tmp/id-run" --service identity --timeout 5
-eventually 60 probe policyd policy
-check "policyd container: ready once it follows identityd over mutual TLS (its first identity sync)" probe policyd policy ||
-  logs_on_failure policyd
-check "policyd container: liveness probe (--live) passes" probe policyd policy --live
+  .build/release/tessera status --run-dir "$tmp/identityd-1/run" --service identity --timeout 5
+for r in 1 2; do
+  eventually 60 probe "policyd-$r" policy
+  check "policyd-$r container ($store store): ready once it follows identityd over mutual TLS (its first identity sync)" \
+    probe "policyd-$r" policy || logs_on_failure "policyd-$r"
+  check "policyd-$r container: liveness probe (--live) passes" probe "policyd-$r" policy --live
+done
 # The probes tell the two apart: a policyd whose identity service is unreachable answers
 # (alive) but is not ready.
-mkdir -p "$tmp/orphan-run" "$tmp/orphan-state"
+mkdir -p "$tmp/orphan/run" "$tmp/orphan/state"
 # shellcheck disable=SC2046
-start policyd-orphan "$policyd_image" -v "$tmp/orphan-run:/run/tessera" -v "$tmp/orphan-state:/var/lib/tessera" -- \
-  --node-name=policy-2 --identity-address="127.0.0.1:$(free_port)" $(tls tessera-policyd)
+start policyd-orphan "$policyd_image" -v "$tmp/orphan/run:/run/tessera" -v "$tmp/orphan/state:/var/lib/tessera" -- \
+  --node-name=policy-3 --identity-address="127.0.0.1:$(free_port)" $(tls tessera-policyd)
 eventually 60 probe policyd-orphan policy --live
 not_ready() { ! probe policyd-orphan policy; }
 check "a policyd that cannot reach identityd passes liveness (--live)" probe policyd-orphan policy --live
 check "... and fails readiness (NOT_SERVING until its first identity sync)" not_ready
+
+if [ "$store" = etcd ]; then
+  # One rule repository: imported through one replica, read back from the other.
+  cat >"$tmp/policy.yaml" <<'YAML'
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: imgtest-web, namespace: imgtest}
+spec:
+  endpointSelector: {matchLabels: {app: imgtest-web}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: imgtest-client}}]
+    toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+YAML
+  check "a policy imported through policyd-1 (the CLI in its container)" \
+    p exec -i "tessera-imgtest-$$-policyd-1" /usr/bin/tessera policy import - <"$tmp/policy.yaml"
+  policy_on_2() { in_container policyd-2 policy list -o json | grep -q imgtest-web; }
+  check "... is in policyd-2's repository (etcd)" eventually 20 policy_on_2
+fi
 
 # ------------------------------------------------------------------ the node agent, as the DaemonSet runs it
 datapath_backend=bpf
@@ -346,10 +403,13 @@ fi
 check "datapathd container ($datapath_backend backend): readiness probe passes" probe datapathd datapath ||
   logs_on_failure datapathd
 [ "$datapath_backend" = bpf ] && check "datapathd pinned its maps under the host's bpffs ($pin_dir)" test -d "$pin_dir"
+# The identity service by name, as the DaemonSet names it (dns:NAME:PORT, resolved by
+# the glibc in the image from the container's /etc/hosts); policy by its two addresses.
 # shellcheck disable=SC2046
 start endpointd "$node_image" -v "$tmp/node-run:/run/tessera" -v "$tmp/node-state:/var/lib/tessera" \
-  --entrypoint /usr/bin/tessera-endpointd -- --node-name=node-1 \
-  --identity-address="127.0.0.1:$id_port" --policy-address="127.0.0.1:$pol_port" $(tls node-1)
+  --add-host tessera-identityd.imgtest:127.0.0.1 --entrypoint /usr/bin/tessera-endpointd -- --node-name=node-1 \
+  --identity-address="dns:tessera-identityd.imgtest:${id_ports[0]}" \
+  --policy-address="127.0.0.1:${pol_ports[0]},127.0.0.1:${pol_ports[1]}" $(tls node-1) "${cluster_store[@]}"
 eventually 60 probe endpointd endpoint
 check "endpointd container: readiness probe passes (identity and policy over mutual TLS)" probe endpointd endpoint ||
   logs_on_failure endpointd
@@ -358,8 +418,8 @@ check "node agent: the host's CLI sees datapath and endpoint serving in the shar
   .build/release/tessera status --run-dir "$tmp/node-run" --service datapath --service endpoint --timeout 5
 
 # An endpoint through the node agent: a new identity from identityd (no policyd beside
-# it), policy from policyd, realised by datapathd.
-p exec "tessera-imgtest-$$-endpointd" /usr/bin/tessera endpoint create --container-id imgtest-1 --ip 10.199.0.9 \
+# it), policy from the policy replicas, realised by datapathd.
+in_container endpointd endpoint create --container-id imgtest-1 --ip 10.199.0.9 \
   --namespace imgtest --pod web-1 --label k8s:app=imgtest-web -o json >"$tmp/endpoint.json" 2>"$tmp/endpoint.err"
 python3 - "$tmp/endpoint.json" >"$tmp/endpoint.check" 2>&1 <<'PY'
 import json, sys
@@ -372,10 +432,35 @@ if ep.get("state") != "ready" or int(ep.get("identity", 0)) < 256:
     sys.exit(f"endpoint state {ep.get('state')}, identity {ep.get('identity')}: not ready with a new identity")
 PY
 check "an endpoint created through the node agent is ready with a new identity (identityd --policy-service none)" \
-  test $? = 0 || { cat "$tmp/endpoint.err" "$tmp/endpoint.check"; logs_on_failure identityd; logs_on_failure endpointd; }
-identity_listed() { p exec "tessera-imgtest-$$-identityd" /usr/bin/tessera identity list -o json | grep -q imgtest-web; }
-check "... and identityd lists that identity" identity_listed
-check "... and the endpoint is deleted" p exec "tessera-imgtest-$$-endpointd" /usr/bin/tessera endpoint delete --container-id imgtest-1
+  test $? = 0 || {
+  cat "$tmp/endpoint.err" "$tmp/endpoint.check"
+  logs_on_failure identityd-1
+  logs_on_failure endpointd
+}
+identity_listed() { in_container "$1" identity list -o json | grep -q imgtest-web; }
+check "... and identityd-1 lists that identity" identity_listed identityd-1
+[ "$store" = etcd ] && check "... and so does identityd-2 (the shared store)" eventually 20 identity_listed identityd-2
+if [ "$store" = etcd ]; then
+  endpoint_id=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$tmp/endpoint.json" 2>/dev/null)
+  enforced() {
+    in_container endpointd datapath policy get "$endpoint_id" -o json |
+      python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)["ingressEnforced"] else 1)'
+  }
+  check "... and the policy imported through policyd-1 is in force for it (ingress enforced in the datapath)" enforced
+fi
+check "... and the endpoint is deleted" in_container endpointd endpoint delete --container-id imgtest-1
+# Each create asks a policy replica (round-robin) how far its log is; only the replica
+# whose WatchPolicy stream endpointd follows can answer for that stream.
+more_endpoints() {
+  local i
+  for i in 2 3 4 5; do
+    in_container endpointd endpoint create --container-id "imgtest-$i" --ip "10.199.0.1$i" --namespace imgtest \
+      --pod "web-$i" --label k8s:app=imgtest-web --timeout 20 -o json |
+      python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)["state"] == "ready" else 1)' || return 1
+  done
+}
+check "four more endpoints ready in turn, with two policy replicas behind --policy-address" more_endpoints
+for i in 2 3 4 5; do in_container endpointd endpoint delete --container-id "imgtest-$i" >/dev/null 2>&1; done
 
 # ------------------------------------------------------------------ the CNI installer (the DaemonSet's init container)
 check "node image entrypoint installs the plugin and conflist into the host's directories" \
