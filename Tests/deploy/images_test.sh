@@ -202,6 +202,7 @@ cleanup() {
   rm -rf "$pin_dir" "$tmp"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM HUP
 
 echo "images-test: scripts/build-images.sh --tag $tag (the release build is the slow part)"
 build_started=$SECONDS
