@@ -195,10 +195,15 @@ images=()
 podman_global=()
 p() { podman "${podman_global[@]}" "$@"; }
 etcd_pid=
+build_pid=
 cleanup() {
+  [ -n "$build_pid" ] && kill "$build_pid" 2>/dev/null && wait "$build_pid" 2>/dev/null
   for c in "${containers[@]}"; do p rm -f -t 3 "$c" >/dev/null 2>&1; done
   [ -n "$etcd_pid" ] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
-  for i in "${images[@]}"; do p rmi -f "$i" >/dev/null 2>&1; done
+  # Every image of this run's tag, also those of a build stopped half-way.
+  for i in "${images[@]}" $(podman images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | grep ":$tag\$"); do
+    p rmi -f "$i" >/dev/null 2>&1
+  done
   rm -rf "$pin_dir" "$tmp"
 }
 trap cleanup EXIT
@@ -206,11 +211,16 @@ trap 'exit 1' INT TERM HUP
 
 echo "images-test: scripts/build-images.sh --tag $tag (the release build is the slow part)"
 build_started=$SECONDS
-if ! timeout "${TESSERA_IMAGES_TEST_TIMEOUT:-3600}" scripts/build-images.sh --tag "$tag" >"$tmp/build.out" 2>"$tmp/build.err"; then
+# In the background, so that a signal reaches the cleanup at once (timeout passes it on
+# to the whole build).
+timeout "${TESSERA_IMAGES_TEST_TIMEOUT:-3600}" scripts/build-images.sh --tag "$tag" >"$tmp/build.out" 2>"$tmp/build.err" &
+build_pid=$!
+if ! wait "$build_pid"; then
   tail -n 30 "$tmp/build.err"
   check "scripts/build-images.sh builds the three images" false
   finish
 fi
+build_pid=
 mapfile -t images <"$tmp/build.out"
 echo "images-test: images built in $((SECONDS - build_started)) s"
 grep "^build-images: built" "$tmp/build.err"
