@@ -19,7 +19,7 @@
 #
 # Time on two cores: the release build is the slow part (from nothing about 16
 # CPU-minutes, 21 minutes of wall time on a machine shared with other builds; when
-# .build/release is current, about 25 s for everything, images included).
+# .build/release is current, 25–80 s for everything, images included).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"

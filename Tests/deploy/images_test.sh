@@ -20,8 +20,8 @@
 # runtime cannot start containers here); otherwise exits 77 with the reason.
 #
 # Time on two cores: the release build dominates — from nothing about 16 CPU-minutes
-# (21 minutes of wall time here while other builds shared the cores), and 25 s when
-# .build/release is current (it is reused between runs); the checks take 30 s more.
+# (21 minutes of wall time here while other builds shared the cores), and 25–80 s when
+# .build/release is current (it is reused between runs); the checks take 30–40 s more.
 # TESSERA_IMAGES_TEST_TIMEOUT (seconds, default 3600) bounds the image build.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
