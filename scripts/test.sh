@@ -72,6 +72,7 @@ run "simulated cluster (3 etcd members, 2+2 identity/policy replicas on mTLS, 4 
 run "bad-input campaign (Python grpcio against every method)" bash Tests/badinput/run.sh
 run "failure drill (SIGKILL each daemon in turn under churn)" bash Tests/drill/run.sh
 run "install script staged into a temporary root (units, settings files, binaries)" bash Tests/deploy/install_test.sh
+run "container images (podman, FROM scratch) run as the Kubernetes manifests run them; manifests validated" bash Tests/deploy/images_test.sh
 
 echo
 for name in "${skipped[@]}"; do echo "test: skipped: $name"; done

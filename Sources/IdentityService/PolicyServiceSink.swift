@@ -25,3 +25,15 @@ public struct PolicyServiceSink: IdentityChangeSink {
       .instanceID
   }
 }
+
+/// For an identity service with no policy service beside it (`--policy-service none`):
+/// announces nothing. Policy services then learn identities from `WatchIdentities`
+/// alone, and endpointd waits until its policy service holds an identity
+/// (`GetEventSequence`) before using it, as it does for any replica that learns late.
+public struct NoPolicyServiceSink: IdentityChangeSink {
+  public init() {}
+
+  public func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) async throws
+    -> String
+  { "none" }
+}

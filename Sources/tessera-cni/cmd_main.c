@@ -189,8 +189,8 @@ int cmd_add_main(struct cni_invocation *inv, struct cni_output *out, struct cni_
   veth = 1;
   int host_ifindex = 0, pod_ifindex = 0;
   char host_mac[18], pod_mac[18];
-  if ((rc = link_lookup(host, host_name, &host_ifindex, host_mac, err)) ||
-      (rc = link_lookup(pod, inv->env.ifname, &pod_ifindex, pod_mac, err)))
+  if ((rc = tessera_link_lookup(host, host_name, &host_ifindex, host_mac, err)) ||
+      (rc = tessera_link_lookup(pod, inv->env.ifname, &pod_ifindex, pod_mac, err)))
     goto undo;
   for (size_t i = 0; i < n_ips; i++) {
     if ((rc = link_addr_add(pod, pod_ifindex, ips[i].cidr, 1, err))) goto undo;

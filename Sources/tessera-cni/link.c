@@ -164,7 +164,7 @@ int link_veth_create(struct nl_sock *host, const char *host_name, const char *po
   return 0;
 }
 
-int link_lookup(struct nl_sock *s, const char *name, int *ifindex, char mac[18], struct cni_error *err) {
+int tessera_link_lookup(struct nl_sock *s, const char *name, int *ifindex, char mac[18], struct cni_error *err) {
   struct rtnl_link *l = NULL;
   int rc = rtnl_link_get_kernel(s, 0, name, &l);
   if (rc < 0) return nl_fail(err, "look up", name, rc);

@@ -42,7 +42,7 @@ int link_veth_create(struct nl_sock *host, const char *host_name, const char *po
                      struct cni_error *err);
 
 /* ifindex and MAC ("aa:bb:..") of name; TSR_ERR_LINK when it does not exist. */
-int link_lookup(struct nl_sock *s, const char *name, int *ifindex, char mac[18], struct cni_error *err);
+int tessera_link_lookup(struct nl_sock *s, const char *name, int *ifindex, char mac[18], struct cni_error *err);
 
 /* Deletes name; 0 when it is already gone. */
 int link_delete(struct nl_sock *s, const char *name, struct cni_error *err);

@@ -44,7 +44,16 @@ struct IdentityDaemon: AsyncParsableCommand {
   )
   var labelFilterRules: [String] = []
 
+  @Option(
+    help:
+      "local: announce new identities to the policy service on this node's socket before AllocateIdentity returns (an allocation fails while it is down); none: no policy service beside this one (a Kubernetes Deployment): policy services follow WatchIdentities."
+  )
+  var policyService: String = "local"
+
   func validate() throws {
+    guard ["local", "none"].contains(policyService) else {
+      throw ValidationError("--policy-service must be local or none")
+    }
     guard gracePeriod >= 0, gcInterval > 0 else {
       throw ValidationError("--grace-period must be >= 0 and --gc-interval > 0")
     }
@@ -86,7 +95,9 @@ struct IdentityDaemon: AsyncParsableCommand {
       storeServices.append(LoopService { try await client.runConnections() })
     }
 
-    let policy = try GRPCClientService(socketPath: run.socketPath(for: .policy))
+    let policy =
+      policyService == "local"
+      ? try GRPCClientService(socketPath: run.socketPath(for: .policy)) : nil
     var filter = LabelFilter.defaults
     filter.rules.insert(
       contentsOf: try labelFilterRules.map { try LabelFilter.Rule(parsing: $0) }, at: 0)
@@ -94,7 +105,10 @@ struct IdentityDaemon: AsyncParsableCommand {
       configuration: .init(
         nodeName: options.nodeName, labelFilter: filter,
         gracePeriodMilliseconds: Int64(gracePeriod) * 1000),
-      store: store, changeSink: PolicyServiceSink(client: policy.client), logger: logger)
+      store: store,
+      changeSink: policy.map { PolicyServiceSink(client: $0.client) as any IdentityChangeSink }
+        ?? NoPolicyServiceSink(),
+      logger: logger)
     let garbageCollector = IdentityGarbageCollector(
       allocator: allocator, interval: .seconds(gcInterval), logger: logger)
     let health = HealthService(serviceNames: [
@@ -105,8 +119,8 @@ struct IdentityDaemon: AsyncParsableCommand {
     ).run(
       rpcServices: [IdentityServiceHandler(allocator: allocator, logger: logger)],
       health: health,
-      backgroundServices: storeServices + [
-        policy, garbageCollector, LoopService { try await allocator.followStore() },
+      backgroundServices: storeServices + (policy.map { [$0 as any Service] } ?? []) + [
+        garbageCollector, LoopService { try await allocator.followStore() },
       ]
         + (try options.metricsServices(for: .identity, logger: logger, sampleEvery: .seconds(15)) {
           if let all = try? await allocator.identities() {

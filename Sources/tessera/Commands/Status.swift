@@ -10,11 +10,35 @@ struct Status: AsyncParsableCommand {
 
   @OptionGroup var global: GlobalOptions
 
+  @Option(
+    name: .customLong("service"),
+    help:
+      "Check only this service: identity, policy, datapath or endpoint (repeatable; a probe for a pod running some of them)."
+  )
+  var services: [String] = []
+
+  @Flag(
+    help:
+      "Succeed when the checked services answer, serving or not (a liveness probe: policyd is not serving until its first identity sync); without it, not serving fails (a readiness probe)."
+  )
+  var live = false
+
+  func validate() throws {
+    for name in services where TesseraService(rawValue: name) == nil {
+      throw ValidationError(
+        "--service must be one of \(TesseraService.startOrder.map(\.rawValue).joined(separator: ", ")), not '\(name)'"
+      )
+    }
+  }
+
   func run() async throws {
     var results: [[String: Any]] = []
     var allHealthy = true
     let restarts = NodeSupervisor.restarts(global.runDirectory)
-    for service in TesseraService.startOrder {
+    let checked = TesseraService.startOrder.filter {
+      services.isEmpty || services.contains($0.rawValue)
+    }
+    for service in checked {
       var entry: [String: Any] = [
         "service": service.rawValue, "socket": global.runDirectory.socketPath(for: service),
         // Restarts by a foreground `tessera node up` (0 for a detached node or under systemd).
@@ -33,7 +57,7 @@ struct Status: AsyncParsableCommand {
         entry["pid"] = Int(info.pid)
         entry["backend"] = info.backend
         entry["details"] = info.details
-        if health.status != .serving { allHealthy = false }
+        if health.status != .serving, !live { allHealthy = false }
       } catch {
         entry["health"] = "down"
         entry["error"] = "\(error)"
