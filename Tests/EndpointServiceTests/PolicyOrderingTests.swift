@@ -352,8 +352,10 @@ struct PolicyOrderingTests {
 
   @Test("a peer that cannot catch up fails the create at its deadline and leaves nothing behind")
   func stuckPeerFailsCreate() async throws {
+    // 1.5 s: long enough for the peer's own create on a loaded machine (CI runs
+    // on two cores), short enough for the stuck one to fail quickly.
     let node = try await EventedNode(
-      watchDelay: .milliseconds(10), requestTimeout: .milliseconds(400))
+      watchDelay: .milliseconds(10), requestTimeout: .milliseconds(1500))
     defer { node.pump.cancel() }
     try node.importPolicy(denyXAllowRest)
     let peer = try await node.create("peer", "10.0.0.1", "app=peer")
