@@ -265,6 +265,19 @@ if wants spoof; then
     [ "$(forged_events)" = 3 ]
 fi
 
+# Every kind of drop the packet cases provoke is reported as an event with its
+# reason (tessera observe), not only counted.
+if [ ${#py_cases[@]} -gt 0 ]; then
+  tessera observe --type drop --last 4096 -o json >"$tmp/drops.json"
+  seen_reason() { jq -se --arg r "$1" 'map(select(.reason == $r)) | length > 0' "$tmp/drops.json" >/dev/null; }
+  if wants spoof; then check "events: forged sources reported as invalid-source" seen_reason invalid-source; fi
+  if wants ethertypes; then check "events: other ethertypes reported as unknown-l3" seen_reason unknown-l3; fi
+  if wants ext6; then check "events: unparsed IPv6 extension chains reported as ipv6-ext-headers" seen_reason ipv6-ext-headers; fi
+  if wants frag; then check "events: stray later fragments reported as fragment" seen_reason fragment; fi
+  check "events: policy drops reported as policy-default or policy-deny" \
+    bash -c "jq -se 'map(select(.reason == \"policy-default\" or .reason == \"policy-deny\")) | length > 0' '$tmp/drops.json' >/dev/null"
+fi
+
 # ---- 6. deny-X-allow-rest race ------------------------------------------------------
 if wants race; then
   guard_ip=$(ip4_of guard)
