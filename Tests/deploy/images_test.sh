@@ -439,10 +439,14 @@ try:
 except ValueError:
     sys.exit("no endpoint in the CLI's answer")
 print(ep)
-if ep.get("state") != "ready" or int(ep.get("identity", 0)) < 256:
-    sys.exit(f"endpoint state {ep.get('state')}, identity {ep.get('identity')}: not ready with a new identity")
+# The create returns once its policy is in force (policyRevision > 0); by then a
+# later pass (the policy replicas announcing its new identity) may be running.
+if (ep.get("state") not in ("ready", "regenerating") or int(ep.get("policyRevision", 0)) < 1
+        or int(ep.get("identity", 0)) < 256):
+    sys.exit(f"endpoint state {ep.get('state')}, policy revision {ep.get('policyRevision')}, "
+             f"identity {ep.get('identity')}: its policy is not in force with a new identity")
 PY
-check "an endpoint created through the node agent is ready with a new identity (identityd --policy-service none)" \
+check "an endpoint created through the node agent has its policy in force with a new identity (identityd --policy-service none)" \
   test $? = 0 || {
   cat "$tmp/endpoint.err" "$tmp/endpoint.check"
   logs_on_failure identityd-1
