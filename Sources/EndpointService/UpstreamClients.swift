@@ -115,6 +115,21 @@ public struct IdentityServiceClient<Transport: ClientTransport>: IdentityAllocat
   }
 }
 
+extension IdentityServiceClient {
+  public func keepAliveNode() async throws(EndpointError) -> NodeLease {
+    do {
+      let response = try await client.keepAliveNode(.init(), options: .failFast(timeout: timeout))
+      return NodeLease(
+        timeToLive: response.ttlSeconds > 0 ? .seconds(response.ttlSeconds) : nil,
+        referencesLost: response.referencesLost)
+    } catch let error as RPCError where error.code == .unimplemented {
+      return .notLeased  // An identity service older than node leases.
+    } catch {
+      throw .upstream("identity", error)
+    }
+  }
+}
+
 /// ``PolicyComputing`` over gRPC, plus the policy watch.
 public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
   private let client: Tessera_Policy_V1_PolicyService.Client<Transport>

@@ -8,6 +8,13 @@ public protocol IdentityAllocating: Sendable {
   func releaseIdentity(_ id: NumericIdentity) async throws(EndpointError)
   /// Makes this node's references exactly `held` (identity → endpoints holding it).
   func syncReferences(held: [NumericIdentity: Int]) async throws(EndpointError)
+  /// Renews the lease this node's references are bound to, where they are bound to one.
+  func keepAliveNode() async throws(EndpointError) -> NodeLease
+}
+
+extension IdentityAllocating {
+  /// An identity service on this node binds references to no lease of the node's.
+  public func keepAliveNode() async throws(EndpointError) -> NodeLease { .notLeased }
 }
 
 /// The policy service as the endpoint service uses it.

@@ -25,8 +25,11 @@ import TesseraRuntime
 /// locally (``NodeReferenceTable``); a cached identity costs no etcd call.
 /// Other nodes, which call the identity service over the network and may reach
 /// any replica, have their counts in etcd itself (`value/<labels>/<node>` →
-/// `<ID> <count>`, guarded by its revision, bound to no replica's lease), so any
-/// replica takes or releases them and a replica's death loses none. While etcd is unreachable, identities
+/// `<ID> <count>`, guarded by its revision), so any replica takes or releases them
+/// and a replica's death loses none. Those keys are bound to the node's own lease
+/// (`nodes/<node>`), which the node renews through any replica (`KeepAliveNode`):
+/// a node that dies for good drops its references after the TTL, as a node with a
+/// replica of its own does. While etcd is unreachable, identities
 /// known here still resolve and even a first local reference to a known identity
 /// is accepted (written to etcd when it returns); only a brand-new label set fails,
 /// retryably.
@@ -100,6 +103,8 @@ public final class EtcdIdentityStore: IdentityStore {
   private let state = Mutex(State())
   private let keyLock = KeyedLock<String>()
   private let operationLeaseState = Mutex<(id: Int64, expires: ContinuousClock.Instant)?>(nil)
+  /// Leases of nodes served over the network, as last read or granted here.
+  private let nodeLeases = Mutex<[String: Int64]>([:])
   private let reconcileNeeded = Wakeup()
   private let logger: Logger
 
@@ -717,6 +722,7 @@ public final class EtcdIdentityStore: IdentityStore {
     }
     // What the last failed transaction read: the reference key (absent: nil) and its revision.
     var current: (count: Int, modRevision: Int64)?
+    var lease = try await nodeLease(node).id
     for _ in 0..<configuration.allocationAttempts {
       let loaded = state.withLock { $0.loaded }
       guard let id = state.withLock({ $0.byLabels[canonical] }) else {
@@ -730,16 +736,16 @@ public final class EtcdIdentityStore: IdentityStore {
         }
         state.withLock { _ = $0.creating.insert(canonical) }
         defer { state.withLock { _ = $0.creating.remove(canonical) } }
-        let response = try await sharedTxn(
-          Etcd.txn(
-            when: [Etcd.absent(identityKey(id)), Etcd.absent(labelsKey(canonical))]
-              + (operation?.unapplied ?? []),
-            then: [
-              Etcd.put(identityKey(id), canonical), Etcd.put(labelsKey(canonical), "\(id)"),
-              Etcd.put(reference, "\(id) 1"),
-            ] + (operation?.record("\(id) 1") ?? []),
-            else: [Etcd.get(labelsKey(canonical)), Etcd.get(identityKey(id))]
-              + (operation?.read ?? [])), canonical)
+        let create = Etcd.txn(
+          when: [Etcd.absent(identityKey(id)), Etcd.absent(labelsKey(canonical))]
+            + (operation?.unapplied ?? []),
+          then: [
+            Etcd.put(identityKey(id), canonical), Etcd.put(labelsKey(canonical), "\(id)"),
+            Etcd.put(reference, "\(id) 1", lease: lease),
+          ] + (operation?.record("\(id) 1") ?? []),
+          else: [Etcd.get(labelsKey(canonical)), Etcd.get(identityKey(id))]
+            + (operation?.read ?? []))
+        guard let response = try await nodeTxn(node, &lease, canonical, create) else { continue }
         if response.succeeded {
           _ = state.withLock { $0.remember(id, canonical, modRevision: response.revision) }
           return (id, true)
@@ -762,14 +768,17 @@ public final class EtcdIdentityStore: IdentityStore {
       }
       let guardReference =
         current.map { Etcd.modifiedAt(reference, $0.modRevision) } ?? Etcd.absent(reference)
-      let response = try await sharedTxn(
-        Etcd.txn(
-          when: [Etcd.holds(identityKey(id), canonical), guardReference]
-            + (operation?.unapplied ?? []),
-          then: [Etcd.put(reference, "\(id) \((current?.count ?? 0) + 1)")]
-            + (operation?.record("\(id) 0") ?? []),
-          else: [Etcd.get(reference), Etcd.get(identityKey(id))] + (operation?.read ?? [])),
-        canonical)
+      let increment = Etcd.txn(
+        when: [Etcd.holds(identityKey(id), canonical), guardReference]
+          + (operation?.unapplied ?? []),
+        then: [Etcd.put(reference, "\(id) \((current?.count ?? 0) + 1)", lease: lease)]
+          + (operation?.record("\(id) 0") ?? []),
+        else: [Etcd.get(reference), Etcd.get(identityKey(id))] + (operation?.read ?? []))
+      guard let response = try await nodeTxn(node, &lease, canonical, increment) else {
+        // The node's lease expired with its references: count from nothing.
+        current = nil
+        continue
+      }
       if response.succeeded { return (id, false) }
       if let answer = replayed(response) { return answer }
       let identity = response.responses.count > 1 ? response.responses[1].kvs.first : nil
@@ -804,6 +813,7 @@ public final class EtcdIdentityStore: IdentityStore {
       throw IdentityError(code: .notFound, message: "no identity \(id)")
     }
     let reference = referenceKey(canonical, node)
+    var lease = try await nodeLease(node).id
     return try await keyLock.withLock(canonical) {
       () async throws(IdentityError) -> IdentityRelease in
       var read = try await sharedTxn(
@@ -815,13 +825,19 @@ public final class EtcdIdentityStore: IdentityStore {
             == "\(id.rawValue)"
         else { return IdentityRelease(released: false, remainingReferences: 0) }
         let left = Self.referenceCount(kv.value) - 1
-        read = try await sharedTxn(
-          Etcd.txn(
-            when: [Etcd.modifiedAt(reference, kv.modRevision)] + (operation?.unapplied ?? []),
-            then: [
-              left > 0 ? Etcd.put(reference, "\(id.rawValue) \(left)") : Etcd.delete(reference)
-            ] + (operation?.record("1 \(left)") ?? []),
-            else: [Etcd.get(reference)] + (operation?.read ?? [])), canonical)
+        let decrement = Etcd.txn(
+          when: [Etcd.modifiedAt(reference, kv.modRevision)] + (operation?.unapplied ?? []),
+          then: [
+            left > 0
+              ? Etcd.put(reference, "\(id.rawValue) \(left)", lease: lease)
+              : Etcd.delete(reference)
+          ] + (operation?.record("1 \(left)") ?? []),
+          else: [Etcd.get(reference)] + (operation?.read ?? []))
+        guard let answer = try await nodeTxn(node, &lease, canonical, decrement) else {
+          // The lease expired with the reference: nothing left to release.
+          return IdentityRelease(released: false, remainingReferences: 0)
+        }
+        read = answer
         if read.succeeded { return IdentityRelease(released: true, remainingReferences: left) }
       }
       throw IdentityError(
@@ -915,10 +931,13 @@ public final class EtcdIdentityStore: IdentityStore {
       try await keyLock.withLock(canonical) { () async throws(IdentityError) in
         if let id = wanted[canonical]?.id {
           // Unless the identity is gone meanwhile (then the node must relabel, as with missing ones).
-          _ = try await sharedTxn(
-            Etcd.txn(
+          for _ in 0..<2 {
+            var lease = try await nodeLease(node).id
+            let put = Etcd.txn(
               when: [Etcd.holds(identityKey(id), canonical)],
-              then: [Etcd.put(reference, "\(id) \(count)")]), canonical)
+              then: [Etcd.put(reference, "\(id) \(count)", lease: lease)])
+            if try await nodeTxn(node, &lease, canonical, put) != nil { break }
+          }
         } else {
           _ = try await sharedTxn(Etcd.txn(when: [], then: [Etcd.delete(reference)]), canonical)
         }
@@ -926,6 +945,100 @@ public final class EtcdIdentityStore: IdentityStore {
     }
     sync.missing.sort()
     return sync
+  }
+
+  // MARK: - Leases of nodes served over the network
+
+  /// `nodes/<node>` → the ID of the lease `node`'s references are bound to, and bound
+  /// to it itself: granted by whichever replica serves the node first, renewed by the
+  /// node's keepalives through any replica. A node that stops calling loses the
+  /// lease, its references and this key together.
+  private func nodeLeaseKey(_ node: String) -> String { "\(configuration.prefix)/nodes/\(node)" }
+
+  public func keepAliveNode(_ node: String) async throws(IdentityError) -> NodeLeaseRenewal {
+    try Self.validate(node: node)
+    guard countsInEtcd(node) else { return .notLeased }
+    for _ in 0..<2 {
+      let (lease, granted) = try await nodeLease(node)
+      let ttl: Int64
+      do {
+        ttl = try await client.renewLease(lease)
+      } catch {
+        throw IdentityError(
+          code: .storeUnavailable, message: "etcd could not renew the lease of node \(node)",
+          cause: error)
+      }
+      if ttl > 0 { return NodeLeaseRenewal(ttlSeconds: ttl, referencesLost: granted) }
+      forgetNodeLease(node, lease)
+    }
+    throw IdentityError(
+      code: .storeUnavailable, message: "the lease of node \(node) expired twice in a row; retry")
+  }
+
+  /// The lease `node`'s references are bound to, and whether this call granted it
+  /// (the node had none: its first call, or its previous lease expired).
+  private func nodeLease(_ node: String) async throws(IdentityError) -> (id: Int64, granted: Bool) {
+    if let cached = nodeLeases.withLock({ $0[node] }) { return (cached, false) }
+    let key = nodeLeaseKey(node)
+    do {
+      for _ in 0..<configuration.allocationAttempts {
+        let read = try await client.txn(Etcd.txn(when: [], then: [Etcd.get(key)]))
+        if let kv = read.responses.first?.kvs.first,
+          let lease = Int64(String(decoding: kv.value, as: UTF8.self))
+        {
+          nodeLeases.withLock { $0[node] = lease }
+          return (lease, false)
+        }
+        let lease = try await client.grantLease(ttl: configuration.leaseTTLSeconds)
+        let created = try await client.txn(
+          Etcd.txn(when: [Etcd.absent(key)], then: [Etcd.put(key, "\(lease)", lease: lease)]))
+        if created.succeeded {
+          nodeLeases.withLock { $0[node] = lease }
+          logger.info(
+            "granted the lease of a node served over the network",
+            metadata: [
+              "node": "\(node)", "lease": "\(String(lease, radix: 16))",
+              "ttl": "\(configuration.leaseTTLSeconds)",
+            ])
+          return (lease, true)
+        }
+        // Another replica granted the node's lease meanwhile: use that one.
+        try await client.revokeLease(lease)
+      }
+    } catch {
+      throw IdentityError(
+        code: .storeUnavailable, message: "etcd could not find or grant the lease of node \(node)",
+        cause: error)
+    }
+    throw IdentityError(
+      code: .storeUnavailable,
+      message: "the lease of node \(node) changed under every attempt; retry")
+  }
+
+  private func forgetNodeLease(_ node: String, _ lease: Int64) {
+    nodeLeases.withLock { if $0[node] == lease { $0[node] = nil } }
+  }
+
+  /// `transaction` (which binds keys to `lease`), or nil when `lease` expired: the
+  /// node's references went with it, `lease` is now the node's new lease, and the
+  /// caller rebuilds the transaction from what is left.
+  private func nodeTxn(
+    _ node: String, _ lease: inout Int64, _ canonical: String, _ transaction: EtcdTransaction
+  ) async throws(IdentityError) -> EtcdTransactionResult? {
+    do {
+      return try await client.txn(transaction)
+    } catch  where error.code == .leaseLost {
+      forgetNodeLease(node, lease)
+      logger.warning(
+        "the lease of a node served over the network expired with its references",
+        metadata: ["node": "\(node)", "lease": "\(String(lease, radix: 16))"])
+      lease = try await nodeLease(node).id
+      return nil
+    } catch {
+      throw IdentityError(
+        code: .storeUnavailable, message: "etcd could not count references to \(canonical)",
+        cause: error)
+    }
   }
 
   private func sharedTxn(_ transaction: EtcdTransaction, _ canonical: String)

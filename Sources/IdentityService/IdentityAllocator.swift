@@ -123,6 +123,18 @@ public final class IdentityAllocator: Sendable {
     return sync
   }
 
+  /// Renews the lease `node`'s references are bound to (nodes served over the network).
+  public func keepAliveNode(node: String? = nil) async throws(IdentityError) -> NodeLeaseRenewal {
+    let node = node ?? configuration.nodeName
+    let renewal = try await store.keepAliveNode(node)
+    if renewal.referencesLost {
+      logger.info(
+        "node has a new lease; it restores its references",
+        metadata: ["node": "\(node)", "ttl": "\(renewal.ttlSeconds)"])
+    }
+    return renewal
+  }
+
   /// Deletes identities unreferenced for the grace period and tells the policy service.
   @discardableResult
   public func collectGarbage() async throws(IdentityError) -> [SecurityIdentity] {

@@ -42,6 +42,23 @@ public struct ReferenceSync: Hashable, Sendable {
   }
 }
 
+/// What ``IdentityStore/keepAliveNode(_:)`` did.
+public struct NodeLeaseRenewal: Hashable, Sendable {
+  /// Seconds the node's references outlive it from now; 0 when they are not bound
+  /// to a lease of the node's own (nothing to keep alive).
+  public var ttlSeconds: Int64
+  /// The node's lease had expired with its references; a new one was granted.
+  public var referencesLost: Bool
+
+  public init(ttlSeconds: Int64, referencesLost: Bool) {
+    self.ttlSeconds = ttlSeconds
+    self.referencesLost = referencesLost
+  }
+
+  /// A node whose references are bound to no lease of its own.
+  public static let notLeased = NodeLeaseRenewal(ttlSeconds: 0, referencesLost: false)
+}
+
 /// Where label sets and their numeric identities live.
 ///
 /// Every operation is atomic: a crash never leaves a half-made identity or a
@@ -84,6 +101,9 @@ public protocol IdentityStore: Sendable {
   func syncReferences(node: String, held: [NumericIdentity: Int]) async throws(IdentityError)
     -> ReferenceSync
 
+  /// Renews the lease `node`'s references are bound to (nodes served over the network).
+  func keepAliveNode(_ node: String) async throws(IdentityError) -> NodeLeaseRenewal
+
   /// Deletes identities that have had no reference for at least `gracePeriodMilliseconds`; returns them.
   func collectGarbage(gracePeriodMilliseconds: Int64) async throws(IdentityError)
     -> [SecurityIdentity]
@@ -102,6 +122,11 @@ public protocol IdentityStore: Sendable {
 
 extension IdentityStore {
   public var isShared: Bool { false }
+
+  /// A store of one machine binds no reference to a node's lease.
+  public func keepAliveNode(_ node: String) async throws(IdentityError) -> NodeLeaseRenewal {
+    .notLeased
+  }
 
   /// A store only this process writes has nothing to follow.
   public func run(

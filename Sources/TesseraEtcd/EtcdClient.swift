@@ -145,13 +145,28 @@ public final class EtcdClient: Sendable {
     }.ttl
   }
 
+  /// Renews `lease` once (one round of the keepalive stream) and returns its TTL in
+  /// seconds; zero or less when it is gone. For a lease kept alive on another's
+  /// behalf, renewed only when that other asks.
+  public func renewLease(_ lease: Int64) async throws(EtcdError) -> Int64 {
+    try await unary("LeaseKeepAlive") { client, options in
+      try await Etcdserverpb_Lease.Client(wrapping: client).leaseKeepAlive(
+        options: options,
+        requestProducer: { writer in try await writer.write(.with { $0.id = lease }) },
+        onResponse: { response in
+          for try await message in response.messages { return message.ttl }
+          throw RPCError(code: .unavailable, message: "keepalive stream ended without an answer")
+        })
+    }
+  }
+
   public func revokeLease(_ lease: Int64) async throws(EtcdError) {
     do {
       _ = try await unary("LeaseRevoke") { client, options in
         try await Etcdserverpb_Lease.Client(wrapping: client).leaseRevoke(
           .with { $0.id = lease }, options: options)
       }
-    } catch  where error.code == .failed {
+    } catch  where error.code == .failed || error.code == .leaseLost {
       // Already gone.
     }
   }
@@ -190,6 +205,11 @@ public final class EtcdClient: Sendable {
         if attempt + 1 < configuration.attempts, (attempt + 1) % members.count == 0 {
           try? await Task.sleep(for: .milliseconds(200))
         }
+      } catch let error as RPCError
+        where error.code == .notFound && error.message.contains("lease not found")
+      {
+        throw EtcdError(
+          code: .leaseLost, message: "etcd \(method): the lease is gone", cause: error)
       } catch is CancellationError where !Task.isCancelled {
         // The call's deadline passed while it waited for a connection: grpc-swift
         // cancels the waiting call rather than failing it with DEADLINE_EXCEEDED.

@@ -98,6 +98,19 @@ public enum Tessera_Identity_V1_IdentityService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "KeepAliveNode" metadata.
+        public enum KeepAliveNode: Sendable {
+            /// Request type for "KeepAliveNode".
+            public typealias Input = Tessera_Identity_V1_KeepAliveNodeRequest
+            /// Response type for "KeepAliveNode".
+            public typealias Output = Tessera_Identity_V1_KeepAliveNodeResponse
+            /// Descriptor for "KeepAliveNode".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "tessera.identity.v1.IdentityService"),
+                method: "KeepAliveNode",
+                type: .unary
+            )
+        }
         /// Namespace for "WatchIdentities" metadata.
         public enum WatchIdentities: Sendable {
             /// Request type for "WatchIdentities".
@@ -119,6 +132,7 @@ public enum Tessera_Identity_V1_IdentityService: Sendable {
             LookupIdentity.descriptor,
             ListIdentities.descriptor,
             SyncNodeReferences.descriptor,
+            KeepAliveNode.descriptor,
             WatchIdentities.descriptor
         ]
     }
@@ -260,6 +274,26 @@ extension Tessera_Identity_V1_IdentityService {
             request: GRPCCore.StreamingServerRequest<Tessera_Identity_V1_SyncNodeReferencesRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Identity_V1_SyncNodeReferencesResponse>
+
+        /// Handle the "KeepAliveNode" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Renews the lease the calling node's references are bound to, so that a node
+        /// > that dies for good drops them after the TTL; nodes call it every TTL/3.
+        /// > Errors: INVALID_ARGUMENT (bad node name), UNAVAILABLE (store unreachable; retry).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Tessera_Identity_V1_KeepAliveNodeRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Tessera_Identity_V1_KeepAliveNodeResponse` messages.
+        func keepAliveNode(
+            request: GRPCCore.StreamingServerRequest<Tessera_Identity_V1_KeepAliveNodeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Identity_V1_KeepAliveNodeResponse>
 
         /// Handle the "WatchIdentities" method.
         ///
@@ -403,6 +437,26 @@ extension Tessera_Identity_V1_IdentityService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Tessera_Identity_V1_SyncNodeReferencesResponse>
 
+        /// Handle the "KeepAliveNode" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Renews the lease the calling node's references are bound to, so that a node
+        /// > that dies for good drops them after the TTL; nodes call it every TTL/3.
+        /// > Errors: INVALID_ARGUMENT (bad node name), UNAVAILABLE (store unreachable; retry).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Identity_V1_KeepAliveNodeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Tessera_Identity_V1_KeepAliveNodeResponse` message.
+        func keepAliveNode(
+            request: GRPCCore.ServerRequest<Tessera_Identity_V1_KeepAliveNodeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Tessera_Identity_V1_KeepAliveNodeResponse>
+
         /// Handle the "WatchIdentities" method.
         ///
         /// > Source IDL Documentation:
@@ -543,6 +597,26 @@ extension Tessera_Identity_V1_IdentityService {
             context: GRPCCore.ServerContext
         ) async throws -> Tessera_Identity_V1_SyncNodeReferencesResponse
 
+        /// Handle the "KeepAliveNode" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Renews the lease the calling node's references are bound to, so that a node
+        /// > that dies for good drops them after the TTL; nodes call it every TTL/3.
+        /// > Errors: INVALID_ARGUMENT (bad node name), UNAVAILABLE (store unreachable; retry).
+        ///
+        /// - Parameters:
+        ///   - request: A `Tessera_Identity_V1_KeepAliveNodeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Tessera_Identity_V1_KeepAliveNodeResponse` to respond with.
+        func keepAliveNode(
+            request: Tessera_Identity_V1_KeepAliveNodeRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Tessera_Identity_V1_KeepAliveNodeResponse
+
         /// Handle the "WatchIdentities" method.
         ///
         /// > Source IDL Documentation:
@@ -635,6 +709,17 @@ extension Tessera_Identity_V1_IdentityService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Tessera_Identity_V1_IdentityService.Method.KeepAliveNode.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Identity_V1_KeepAliveNodeRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Identity_V1_KeepAliveNodeResponse>(),
+            handler: { request, context in
+                try await self.keepAliveNode(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Tessera_Identity_V1_IdentityService.Method.WatchIdentities.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Identity_V1_WatchIdentitiesRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Identity_V1_IdentityEvent>(),
@@ -711,6 +796,17 @@ extension Tessera_Identity_V1_IdentityService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Identity_V1_SyncNodeReferencesResponse> {
         let response = try await self.syncNodeReferences(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func keepAliveNode(
+        request: GRPCCore.StreamingServerRequest<Tessera_Identity_V1_KeepAliveNodeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Tessera_Identity_V1_KeepAliveNodeResponse> {
+        let response = try await self.keepAliveNode(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -803,6 +899,19 @@ extension Tessera_Identity_V1_IdentityService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Tessera_Identity_V1_SyncNodeReferencesResponse> {
         return GRPCCore.ServerResponse<Tessera_Identity_V1_SyncNodeReferencesResponse>(
             message: try await self.syncNodeReferences(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func keepAliveNode(
+        request: GRPCCore.ServerRequest<Tessera_Identity_V1_KeepAliveNodeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Tessera_Identity_V1_KeepAliveNodeResponse> {
+        return GRPCCore.ServerResponse<Tessera_Identity_V1_KeepAliveNodeResponse>(
+            message: try await self.keepAliveNode(
                 request: request.message,
                 context: context
             ),
@@ -980,6 +1089,31 @@ extension Tessera_Identity_V1_IdentityService {
             deserializer: some GRPCCore.MessageDeserializer<Tessera_Identity_V1_SyncNodeReferencesResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Identity_V1_SyncNodeReferencesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "KeepAliveNode" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Renews the lease the calling node's references are bound to, so that a node
+        /// > that dies for good drops them after the TTL; nodes call it every TTL/3.
+        /// > Errors: INVALID_ARGUMENT (bad node name), UNAVAILABLE (store unreachable; retry).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Identity_V1_KeepAliveNodeRequest` message.
+        ///   - serializer: A serializer for `Tessera_Identity_V1_KeepAliveNodeRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Identity_V1_KeepAliveNodeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func keepAliveNode<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Identity_V1_KeepAliveNodeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Identity_V1_KeepAliveNodeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Identity_V1_KeepAliveNodeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Identity_V1_KeepAliveNodeResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "WatchIdentities" method.
@@ -1233,6 +1367,42 @@ extension Tessera_Identity_V1_IdentityService {
             )
         }
 
+        /// Call the "KeepAliveNode" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Renews the lease the calling node's references are bound to, so that a node
+        /// > that dies for good drops them after the TTL; nodes call it every TTL/3.
+        /// > Errors: INVALID_ARGUMENT (bad node name), UNAVAILABLE (store unreachable; retry).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Tessera_Identity_V1_KeepAliveNodeRequest` message.
+        ///   - serializer: A serializer for `Tessera_Identity_V1_KeepAliveNodeRequest` messages.
+        ///   - deserializer: A deserializer for `Tessera_Identity_V1_KeepAliveNodeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func keepAliveNode<Result>(
+            request: GRPCCore.ClientRequest<Tessera_Identity_V1_KeepAliveNodeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Tessera_Identity_V1_KeepAliveNodeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Tessera_Identity_V1_KeepAliveNodeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Identity_V1_KeepAliveNodeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Tessera_Identity_V1_IdentityService.Method.KeepAliveNode.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "WatchIdentities" method.
         ///
         /// > Source IDL Documentation:
@@ -1442,6 +1612,37 @@ extension Tessera_Identity_V1_IdentityService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Identity_V1_SyncNodeReferencesRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Identity_V1_SyncNodeReferencesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "KeepAliveNode" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Renews the lease the calling node's references are bound to, so that a node
+    /// > that dies for good drops them after the TTL; nodes call it every TTL/3.
+    /// > Errors: INVALID_ARGUMENT (bad node name), UNAVAILABLE (store unreachable; retry).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Tessera_Identity_V1_KeepAliveNodeRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func keepAliveNode<Result>(
+        request: GRPCCore.ClientRequest<Tessera_Identity_V1_KeepAliveNodeRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Identity_V1_KeepAliveNodeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.keepAliveNode(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Tessera_Identity_V1_KeepAliveNodeRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Tessera_Identity_V1_KeepAliveNodeResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1673,6 +1874,41 @@ extension Tessera_Identity_V1_IdentityService.ClientProtocol {
             metadata: metadata
         )
         return try await self.syncNodeReferences(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "KeepAliveNode" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Renews the lease the calling node's references are bound to, so that a node
+    /// > that dies for good drops them after the TTL; nodes call it every TTL/3.
+    /// > Errors: INVALID_ARGUMENT (bad node name), UNAVAILABLE (store unreachable; retry).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func keepAliveNode<Result>(
+        _ message: Tessera_Identity_V1_KeepAliveNodeRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Tessera_Identity_V1_KeepAliveNodeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Tessera_Identity_V1_KeepAliveNodeRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.keepAliveNode(
             request: request,
             options: options,
             onResponse: handleResponse

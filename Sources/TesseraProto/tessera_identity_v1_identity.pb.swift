@@ -216,6 +216,39 @@ public nonisolated struct Tessera_Identity_V1_SyncNodeReferencesResponse: Sendab
   public init() {}
 }
 
+public nonisolated struct Tessera_Identity_V1_KeepAliveNodeRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The node whose lease is renewed; defaults to the caller's (its certificate's) node.
+  public var node: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Tessera_Identity_V1_KeepAliveNodeResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Seconds the node's references outlive it without another keepalive; 0 when
+  /// its references are not bound to a lease of its own (counted by a replica on
+  /// the same node, or in a store of one machine): no keepalive is needed.
+  public var ttlSeconds: Int64 = 0
+
+  /// The node's lease had expired (the node was unreachable for longer than the
+  /// TTL): its references were dropped and a new lease granted. The node calls
+  /// SyncNodeReferences with what its endpoints hold.
+  public var referencesLost: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Tessera_Identity_V1_ListIdentitiesRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -726,6 +759,71 @@ nonisolated extension Tessera_Identity_V1_SyncNodeReferencesResponse: SwiftProto
     if lhs.dropped != rhs.dropped {return false}
     if lhs.added != rhs.added {return false}
     if lhs.missing != rhs.missing {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Identity_V1_KeepAliveNodeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".KeepAliveNodeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Identity_V1_KeepAliveNodeRequest, rhs: Tessera_Identity_V1_KeepAliveNodeRequest) -> Bool {
+    if lhs.node != rhs.node {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Identity_V1_KeepAliveNodeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".KeepAliveNodeResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}ttl_seconds\0\u{3}references_lost\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.ttlSeconds) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.referencesLost) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.ttlSeconds != 0 {
+      try visitor.visitSingularInt64Field(value: self.ttlSeconds, fieldNumber: 1)
+    }
+    if self.referencesLost != false {
+      try visitor.visitSingularBoolField(value: self.referencesLost, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Identity_V1_KeepAliveNodeResponse, rhs: Tessera_Identity_V1_KeepAliveNodeResponse) -> Bool {
+    if lhs.ttlSeconds != rhs.ttlSeconds {return false}
+    if lhs.referencesLost != rhs.referencesLost {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -92,10 +92,13 @@ struct EndpointDaemon: AsyncParsableCommand {
     let datapath = try GRPCClientService(socketPath: run.socketPath(for: .datapath))
     let workloads = try WorkloadRegistry(file: "\(options.stateDir)/workloads.json")
     let policyClient = PolicyServiceClient(wrapping: policy.client)
+    let identityReferences = NodeReferenceKeeper(
+      wrapping: IdentityServiceClient(wrapping: identity.client),
+      logger: Logger(label: "tessera.endpointd.references"))
     let manager = EndpointManager(
       configuration: .init(requestTimeout: .milliseconds(Int64(requestTimeout * 1000))),
       metadata: MetadataResolver(source: workloads, workloadWait: .milliseconds(workloadWaitMs)),
-      identities: IdentityServiceClient(wrapping: identity.client),
+      identities: identityReferences,
       policy: policyClient,
       datapath: DatapathServiceClient(wrapping: datapath.client),
       store: try EndpointStateStore(directory: "\(options.stateDir)/endpoints"),
@@ -144,7 +147,7 @@ struct EndpointDaemon: AsyncParsableCommand {
       ],
       health: health,
       backgroundServices: [
-        identity, policy, datapath, restorer, manager.regenerator,
+        identity, policy, datapath, restorer, identityReferences, manager.regenerator,
         DeletionQueueDrainer(queue: deletionQueue, manager: manager, logger: logger),
       ]
         + clusterServices + (try options.metricsServices(for: .endpoint, logger: logger)),

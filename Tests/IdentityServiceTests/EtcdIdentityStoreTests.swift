@@ -93,6 +93,7 @@ struct EtcdContents {
   var labelIndex: [String: UInt32] = [:]
   var references: [String: Set<String>] = [:]  // labels -> nodes
   var referenceLeases: [String: Int64] = [:]  // "labels/node" -> lease
+  var nodeLeases: [String: Int64] = [:]  // node served over the network -> its lease
 
   static func read(_ cluster: LocalEtcdCluster) async throws -> EtcdContents {
     let client = try EtcdClient(configuration: EtcdConfiguration(parsing: cluster.endpoints))
@@ -118,6 +119,8 @@ struct EtcdContents {
         contents.references[String(rest[..<slash]), default: []].insert(
           String(rest[rest.index(after: slash)...]))
         contents.referenceLeases[String(rest)] = kv.lease
+      } else if key.hasPrefix("/test/nodes/") {
+        contents.nodeLeases[String(key.dropFirst("/test/nodes/".count))] = kv.lease
       } else if !key.hasPrefix("/test/ops/") {  // answers kept for retried calls
         Issue.record("unexpected key \(key)")
       }
@@ -458,8 +461,9 @@ struct EtcdIdentityStoreTests {
     #expect(
       try await two.store.release(id: id, node: "node-a")
         == IdentityRelease(released: true, remainingReferences: 2))
-    // Replica 1 dies with its lease: node-a's references are bound to no replica's lease.
-    #expect(try await EtcdContents.read(cluster).referenceLeases[key] == 0)
+    // Replica 1 dies with its lease: node-a's references are bound to node-a's lease.
+    let nodeLease = try #require(try await EtcdContents.read(cluster).referenceLeases[key])
+    #expect(nodeLease != 0 && nodeLease != one.store.lease && nodeLease != two.store.lease)
     try await one.client.revokeLease(one.store.lease)
     one.stop()
     #expect(try await EtcdContents.read(cluster).references[labels.canonicalKey] == ["node-a"])
@@ -483,6 +487,51 @@ struct EtcdIdentityStoreTests {
     #expect(
       try await EtcdContents.read(cluster).referenceLeases["\(labelSet(3).canonicalKey)/replica-2"]
         == two.store.lease)
+    two.stop()
+  }
+
+  @Test(
+    "a remote node's references live as long as its lease: renewed through either replica, gone when it stops, restored after"
+  )
+  func remoteNodeLease() async throws {
+    let cluster = try LocalEtcdCluster(members: 1)
+    defer { cluster.shutdown() }
+    let one = try await EtcdReplica(cluster, node: "replica-1", leaseTTL: 5, localNode: "replica-1")
+    let two = try await EtcdReplica(cluster, node: "replica-2", leaseTTL: 5, localNode: "replica-2")
+    let labels = try labelSet(1)
+    let key = "\(labels.canonicalKey)/node-a"
+    let id = try await one.store.allocate(labels: labels, node: "node-a").identity.id
+    let first = try await two.store.keepAliveNode("node-a")
+    #expect(first.ttlSeconds > 0 && first.ttlSeconds <= 5 && !first.referencesLost)
+    let lease = try #require(try await EtcdContents.read(cluster).referenceLeases[key])
+    #expect(lease != 0 && lease != one.store.lease && lease != two.store.lease)
+    #expect(try await EtcdContents.read(cluster).nodeLeases == ["node-a": lease])
+    // Renewed through alternating replicas for longer than the TTL: the references stay.
+    for round in 0..<8 {
+      try await Task.sleep(for: .seconds(1))
+      _ = try await (round % 2 == 0 ? one : two).store.keepAliveNode("node-a")
+    }
+    #expect(try await EtcdContents.read(cluster).references[labels.canonicalKey] == ["node-a"])
+    // A replica's own node is counted under the replica's lease: nothing to renew.
+    #expect(try await one.store.keepAliveNode("replica-1") == .notLeased)
+    // node-a stops calling (it died): its references go after the TTL.
+    try await eventually("node-a's references expire with its lease", timeout: .seconds(20)) {
+      try await EtcdContents.read(cluster).references[labels.canonicalKey] == nil
+    }
+    #expect(try await EtcdContents.read(cluster).nodeLeases.isEmpty)
+    // It comes back: a new lease, and it is told to restore what it holds.
+    let back = try await two.store.keepAliveNode("node-a")
+    #expect(back.referencesLost && back.ttlSeconds > 0)
+    #expect(
+      try await two.store.syncReferences(node: "node-a", held: [id: 2])
+        == ReferenceSync(dropped: 0, added: 2, missing: []))
+    // Replica 1 still has the expired lease in mind: its next write finds the new one.
+    _ = try await one.store.allocate(labels: labels, node: "node-a")
+    #expect(try await one.store.identity(id: id)?.references["node-a"] == 3)
+    let renewed = try #require(try await EtcdContents.read(cluster).referenceLeases[key])
+    #expect(renewed != lease && renewed != 0)
+    #expect(try await one.store.keepAliveNode("node-a").referencesLost == false)
+    one.stop()
     two.stop()
   }
 

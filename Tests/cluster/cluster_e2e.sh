@@ -17,7 +17,10 @@
 #     none leaked after deletes, and a policy imported after the kill is
 #     enforced on every node (the watches failed over);
 #  4. a node certificate cannot release or resync another node's references;
-#  5. a client without a certificate (or with a stranger CA's) is refused.
+#  5. a client without a certificate (or with a stranger CA's) is refused;
+#  6. a node that dies for good (endpointd SIGKILLed) loses its references
+#     with its own lease after the TTL while the others keep theirs, and
+#     restores them when it comes back.
 # Skips (exit 77) with a reason without root, bpffs/eBPF, etcd, the CNI
 # plugins, openssl, or python3-grpcio. CLUSTER_KEEP=1 keeps the temp dir.
 set -euo pipefail
@@ -414,6 +417,26 @@ for n in "${NODES[@]}"; do
     fail "check 3: node-$n enforces the policy imported after the kill ($o -> backend$n:9090)"
   fi
 done
+
+# ---------------------------------------------------------------- 6. a node's lease
+node_leases() { etcdctl get --keys-only --prefix "$PREFIX/nodes/" | sed -n 's|^.*/nodes/||p' | sort | tr '\n' ' '; }
+check "check 6: every node has a lease of its own in etcd (nodes/<node>)" eventually 10 \
+  eval '[ "$(node_leases)" = "node-1 node-2 node-3 node-4 " ]'
+node4_refs() { etcd_refs | grep -c ' node-4$' || true; }
+before4=$(node4_refs)
+others_before=$(etcd_refs | grep -v ' node-4$')
+ep4=$(pgrep -f "tessera-endpointd --run-dir $tmp/n4/run" | head -n1)
+kill -9 "$ep4"
+echo "cluster-e2e: SIGKILL node-4's endpointd (pid $ep4), which held $before4 reference keys"
+node4_gone() { [ "$(node4_refs)" = 0 ] && [ "$(node_leases)" = "node-1 node-2 node-3 " ]; }
+check "check 6: node-4's references and lease expire after the TTL (5 s) with node-4 dead" eventually 25 node4_gone
+check "check 6: the other nodes' references are untouched" eval '[ "$(etcd_refs | grep -v " node-4$")" = "$others_before" ]'
+daemon "$tmp/n4/run" endpointd tessera-endpointd --state-dir "$tmp/n4/state" --node-name "node-4" \
+  --identity-address "$ID_ADDR" --policy-address "$POL_ADDR" $(tls "node-4") --cluster-store "$STORE"
+eventually 60 serving "$tmp/n4/run" endpoint || fail "check 6: node-4's endpointd did not come back"
+if eventually 20 refs_match; then pass "check 6: node-4 back: its references restored under a new lease (etcd = live pods)"; else
+  fail "check 6: node-4 back: its references restored"; show_refs
+fi
 
 for n in "${NODES[@]}"; do
   for k in 1 2 3 4 5; do

@@ -1,0 +1,218 @@
+import Logging
+import ServiceLifecycle
+import Synchronization
+import TesseraCore
+
+/// What the identity service said of this node's lease.
+public struct NodeLease: Sendable, Hashable {
+  /// How long the node's references outlive it without another keepalive; nil when
+  /// they are bound to no lease of the node's own (a replica on this node, or a
+  /// store of one machine): there is nothing to keep alive.
+  public var timeToLive: Duration?
+  /// The lease had expired with the node's references (the node could reach no
+  /// replica for longer than the TTL); the node restores them.
+  public var referencesLost: Bool
+
+  public init(timeToLive: Duration?, referencesLost: Bool) {
+    self.timeToLive = timeToLive
+    self.referencesLost = referencesLost
+  }
+
+  public static let notLeased = NodeLease(timeToLive: nil, referencesLost: false)
+}
+
+/// This node's identity references, kept alive where the identity service binds them to
+/// a lease of the node's own (replicas on other machines; docs/architecture.md §3, §7),
+/// and restored when that lease expired while no replica was reachable.
+///
+/// It wraps the identity client and counts the references the node has taken
+/// (allocations minus releases), so a restore tells the identity service exactly what
+/// it was told before; allocations and releases wait while a restore runs, so none
+/// falls between the count and the sync.
+public final class NodeReferenceKeeper: IdentityAllocating, Service {
+  public struct Configuration: Sendable {
+    /// Keepalives per TTL.
+    public var renewalsPerTTL: Int
+    /// How often a node without a lease asks again (a replica may move off the node).
+    public var unleasedInterval: Duration
+    /// Wait after a failed keepalive or restore.
+    public var retryInterval: Duration
+
+    public init(
+      renewalsPerTTL: Int = 3, unleasedInterval: Duration = .seconds(30),
+      retryInterval: Duration = .seconds(1)
+    ) {
+      self.renewalsPerTTL = renewalsPerTTL
+      self.unleasedInterval = unleasedInterval
+      self.retryInterval = retryInterval
+    }
+
+    public static let defaults = Configuration()
+  }
+
+  private struct State {
+    /// References the identity service holds for this node, as far as it was told.
+    var held: [NumericIdentity: Int] = [:]
+    var callsInFlight = 0
+    var restoring = false
+    var restoreNeeded = false
+    var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    var blockedCalls: [CheckedContinuation<Void, Never>] = []
+  }
+
+  private let upstream: any IdentityAllocating
+  private let configuration: Configuration
+  private let state = Mutex(State())
+  private let logger: Logger
+
+  public init(
+    wrapping upstream: any IdentityAllocating, configuration: Configuration = .defaults,
+    logger: Logger
+  ) {
+    self.upstream = upstream
+    self.configuration = configuration
+    self.logger = logger
+  }
+
+  /// References held per identity as this node told the identity service.
+  public var heldReferences: [NumericIdentity: Int] { state.withLock { $0.held } }
+
+  // MARK: - IdentityAllocating
+
+  public func allocateIdentity(labels: LabelSet) async throws(EndpointError) -> (
+    identity: SecurityIdentity, isNew: Bool
+  ) {
+    await beginCall()
+    defer { endCall() }
+    let result = try await upstream.allocateIdentity(labels: labels)
+    if !result.identity.id.isReserved {
+      state.withLock { $0.held[result.identity.id, default: 0] += 1 }
+    }
+    return result
+  }
+
+  public func releaseIdentity(_ id: NumericIdentity) async throws(EndpointError) {
+    await beginCall()
+    defer { endCall() }
+    try await upstream.releaseIdentity(id)
+    state.withLock {
+      guard let count = $0.held[id] else { return }
+      $0.held[id] = count > 1 ? count - 1 : nil
+    }
+  }
+
+  /// The endpoint service's own sync (after restoring its endpoints): `held` becomes the count.
+  public func syncReferences(held: [NumericIdentity: Int]) async throws(EndpointError) {
+    await beginRestore()
+    defer { endRestore() }
+    try await upstream.syncReferences(held: held)
+    state.withLock {
+      $0.held = held.filter { $0.value > 0 && !$0.key.isReserved }
+      $0.restoreNeeded = false
+    }
+  }
+
+  public func keepAliveNode() async throws(EndpointError) -> NodeLease {
+    try await upstream.keepAliveNode()
+  }
+
+  // MARK: - Service
+
+  public func run() async throws {
+    do {
+      try await cancelWhenGracefulShutdown { try await self.keepAlive() }
+    } catch is CancellationError {
+      // A graceful shutdown.
+    }
+  }
+
+  private func keepAlive() async throws {
+    var failing = false
+    while true {
+      var wait = configuration.retryInterval
+      do {
+        let lease = try await upstream.keepAliveNode()
+        if lease.referencesLost { state.withLock { $0.restoreNeeded = true } }
+        try await restoreIfNeeded()
+        if failing {
+          logger.info("the node's identity lease is renewed again")
+          failing = false
+        }
+        wait =
+          lease.timeToLive.map { $0 / max(configuration.renewalsPerTTL, 1) }
+          ?? configuration.unleasedInterval
+      } catch {
+        if !failing {
+          logger.warning(
+            "cannot renew the node's identity lease; its references expire after the TTL",
+            metadata: ["error": "\(error)"])
+          failing = true
+        }
+      }
+      try await Task.sleep(for: wait)
+    }
+  }
+
+  /// After the lease expired: the identity service gets the node's count back.
+  private func restoreIfNeeded() async throws(EndpointError) {
+    guard state.withLock({ $0.restoreNeeded }) else { return }
+    await beginRestore()
+    defer { endRestore() }
+    let held = state.withLock { $0.held }
+    if !held.isEmpty { try await upstream.syncReferences(held: held) }
+    state.withLock { $0.restoreNeeded = false }
+    logger.warning(
+      "restored the node's identity references after its lease expired",
+      metadata: ["identities": "\(held.count)", "references": "\(held.values.reduce(0, +))"])
+  }
+
+  // MARK: - Calls wait for a restore
+
+  private func beginCall() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let admitted = state.withLock { state in
+        guard !state.restoring else {
+          state.blockedCalls.append(continuation)
+          return false
+        }
+        state.callsInFlight += 1
+        return true
+      }
+      if admitted { continuation.resume() }
+    }
+  }
+
+  private func endCall() {
+    let idle = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+      state.callsInFlight -= 1
+      guard state.callsInFlight == 0 else { return [] }
+      defer { state.idleWaiters = [] }
+      return state.idleWaiters
+    }
+    for waiter in idle { waiter.resume() }
+  }
+
+  private func beginRestore() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let idle = state.withLock { state in
+        state.restoring = true
+        guard state.callsInFlight == 0 else {
+          state.idleWaiters.append(continuation)
+          return false
+        }
+        return true
+      }
+      if idle { continuation.resume() }
+    }
+  }
+
+  private func endRestore() {
+    let admitted = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+      state.restoring = false
+      state.callsInFlight += state.blockedCalls.count
+      defer { state.blockedCalls = [] }
+      return state.blockedCalls
+    }
+    for call in admitted { call.resume() }
+  }
+}
