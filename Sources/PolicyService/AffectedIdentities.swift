@@ -9,6 +9,14 @@ public enum AffectedIdentities: Sendable, Equatable {
 
   public static let none = AffectedIdentities.some([])
 
+  /// Both: every identity either may affect.
+  public mutating func formUnion(_ other: AffectedIdentities) {
+    switch (self, other) {
+    case (.some(let mine), .some(let theirs)): self = .some(mine.union(theirs))
+    default: self = .all
+    }
+  }
+
   /// Whether an endpoint with `identity` must recompute its policy.
   public func contains(_ identity: NumericIdentity) -> Bool {
     switch self {

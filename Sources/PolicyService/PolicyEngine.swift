@@ -110,22 +110,52 @@ public final class PolicyEngine: Sendable {
   public func deletePolicy(namespace: String, name: String) throws(PolicyError) -> (
     revision: UInt64, affected: AffectedIdentities
   ) {
-    let key = PolicyKey(namespace: namespace, name: name)
+    let result = try deletePolicies(.named(namespace: namespace, name: name))
+    return (result.revision, result.affected)
+  }
+
+  /// Deletes every policy `deletion` selects, all or nothing, in one revision.
+  ///
+  /// - Returns: the new revision (the current one when nothing matched), the deleted
+  ///   policies, and the identities their rules applied to.
+  /// - Throws: ``PolicyError`` (`notFound`) when a named policy does not exist, `storage`
+  ///   when the database write fails (nothing is deleted).
+  public func deletePolicies(_ deletion: PolicyDeletion) throws(PolicyError) -> (
+    revision: UInt64, deleted: [PolicyRef], affected: AffectedIdentities
+  ) {
     let database = self.database
     let result = try state.withLock {
-      (repository) throws(PolicyError) -> (UInt64, AffectedIdentities) in
-      guard repository.policy(key) != nil else {
-        let shown = namespace.isEmpty ? name : "\(namespace)/\(name)"
-        throw PolicyError(code: .notFound, message: "policy \(shown) not found")
+      (repository) throws(PolicyError) -> (UInt64, [PolicyRef], AffectedIdentities) in
+      let doomed = repository.storedPolicies().filter(deletion.selects).map(\.ref)
+      if doomed.isEmpty {
+        if case .named(let namespace, let name) = deletion {
+          let shown = namespace.isEmpty ? name : "\(namespace)/\(name)"
+          throw PolicyError(code: .notFound, message: "policy \(shown) not found")
+        }
+        return (repository.revision, [], .none)
       }
       let next = repository.revision + 1
-      try database?.commit(revision: next, upserting: [], deleting: [key])
-      return (next, repository.remove(key, revision: next) ?? .none)
+      try database?.commit(revision: next, upserting: [], deleting: doomed.map(PolicyKey.init))
+      var affected = AffectedIdentities.none
+      for ref in doomed {
+        affected.formUnion(repository.remove(PolicyKey(ref), revision: next) ?? .none)
+      }
+      return (next, doomed, affected)
     }
-    logger.info(
-      "policy deleted",
-      metadata: ["policy.revision": "\(result.0)", "policy.name": "\(namespace)/\(name)"])
+    if !result.1.isEmpty {
+      logger.info(
+        "policies deleted",
+        metadata: [
+          "policy.revision": "\(result.0)",
+          "policy.names": "\(result.1.map(\.description).joined(separator: ","))",
+        ])
+    }
     return result
+  }
+
+  /// The policies `deletion` would delete now.
+  public func policies(selectedBy deletion: PolicyDeletion) -> [PolicyRef] {
+    state.withLock { $0.storedPolicies().filter(deletion.selects).map(\.ref) }
   }
 
   /// One policy by namespace (empty for cluster-wide) and name.

@@ -4,7 +4,7 @@ extension PolicyError: RPCErrorConvertible {
   /// Exhaustive: a new code must choose its status.
   public var rpcErrorCode: RPCError.Code {
     switch code.wrapped {
-    case .invalidManifest: .invalidArgument
+    case .invalidManifest, .invalidRequest: .invalidArgument
     case .notFound: .notFound
     case .storage: .internalError
     case .unavailable: .unavailable

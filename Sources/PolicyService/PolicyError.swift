@@ -6,13 +6,16 @@
 public struct PolicyError: Error, Sendable, CustomStringConvertible {
   public struct Code: Hashable, Sendable, CustomStringConvertible {
     enum Wrapped: Hashable, Sendable {
-      case invalidManifest, notFound, storage, unavailable
+      case invalidManifest, invalidRequest, notFound, storage, unavailable
     }
     let wrapped: Wrapped
     private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
 
     /// The manifest is malformed or uses something Tessera does not support (→ `invalidArgument`).
     public static let invalidManifest = Code(.invalidManifest)
+    /// A request that names nothing valid: a malformed label selector, conflicting
+    /// choices (→ `invalidArgument`).
+    public static let invalidRequest = Code(.invalidRequest)
     /// No policy has that namespace and name (→ `notFound`).
     public static let notFound = Code(.notFound)
     /// The policy database could not be read or written (→ `internal`).

@@ -32,19 +32,22 @@ extension PolicyServiceHandler {
   public func deletePolicy(request: Tessera_Policy_V1_DeletePolicyRequest, context: ServerContext)
     async throws -> Tessera_Policy_V1_DeletePolicyResponse
   {
+    let deletion = try PolicyDeletion(request)
     if let cluster {
-      let revision = try await cluster.deletePolicy(
-        namespace: request.namespace, name: request.name)
-      return .with { $0.revision = revision }
+      let result = try await cluster.deletePolicies(deletion)
+      return .with {
+        $0.revision = result.revision
+        $0.deleted = result.deleted.map(Tessera_Policy_V1_PolicyRef.init)
+      }
     }
-    let result = try engine.deletePolicy(namespace: request.namespace, name: request.name)
-    logger.info(
-      "policy deleted",
-      metadata: [
-        "policy": "\(request.namespace)/\(request.name)", "revision": "\(result.revision)",
-      ])
-    events.publish(revision: result.revision, affected: result.affected)
-    return .with { $0.revision = result.revision }
+    let result = try engine.deletePolicies(deletion)
+    if !result.deleted.isEmpty {
+      events.publish(revision: result.revision, affected: result.affected)
+    }
+    return .with {
+      $0.revision = result.revision
+      $0.deleted = result.deleted.map(Tessera_Policy_V1_PolicyRef.init)
+    }
   }
 
   public func getPolicy(request: Tessera_Policy_V1_GetPolicyRequest, context: ServerContext)

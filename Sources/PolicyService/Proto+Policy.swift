@@ -45,3 +45,24 @@ extension Tessera_Policy_V1_TraceDirection {
     }
   }
 }
+
+extension PolicyDeletion {
+  /// The deletion a request asks for: exactly one of a name, `all` and a label selector.
+  init(_ request: Tessera_Policy_V1_DeletePolicyRequest) throws(PolicyError) {
+    let chosen = [!request.name.isEmpty, request.all, !request.labelSelector.isEmpty]
+      .filter { $0 }.count
+    guard chosen == 1 else {
+      throw PolicyError(
+        code: .invalidRequest,
+        message: "name one policy, or ask for all policies or a label selector: exactly one")
+    }
+    let namespace = request.hasNamespace_p ? request.namespace : nil
+    if !request.name.isEmpty {
+      self = .named(namespace: request.namespace, name: request.name)
+    } else if request.all {
+      self = .all(namespace: namespace)
+    } else {
+      self = .matching(try EndpointSelector(parsing: request.labelSelector), namespace: namespace)
+    }
+  }
+}

@@ -211,7 +211,9 @@ extension Tessera_Policy_V1_PolicyService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Errors: NOT_FOUND.
+        /// > One policy, every policy or those a label selector matches, in one revision.
+        /// > Errors: NOT_FOUND (a named policy), INVALID_ARGUMENT (a malformed selector, or not
+        /// > exactly one of name, all and label_selector).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Tessera_Policy_V1_DeletePolicyRequest` messages.
@@ -404,7 +406,9 @@ extension Tessera_Policy_V1_PolicyService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Errors: NOT_FOUND.
+        /// > One policy, every policy or those a label selector matches, in one revision.
+        /// > Errors: NOT_FOUND (a named policy), INVALID_ARGUMENT (a malformed selector, or not
+        /// > exactly one of name, all and label_selector).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tessera_Policy_V1_DeletePolicyRequest` message.
@@ -595,7 +599,9 @@ extension Tessera_Policy_V1_PolicyService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Errors: NOT_FOUND.
+        /// > One policy, every policy or those a label selector matches, in one revision.
+        /// > Errors: NOT_FOUND (a named policy), INVALID_ARGUMENT (a malformed selector, or not
+        /// > exactly one of name, all and label_selector).
         ///
         /// - Parameters:
         ///   - request: A `Tessera_Policy_V1_DeletePolicyRequest` message.
@@ -1165,7 +1171,9 @@ extension Tessera_Policy_V1_PolicyService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Errors: NOT_FOUND.
+        /// > One policy, every policy or those a label selector matches, in one revision.
+        /// > Errors: NOT_FOUND (a named policy), INVALID_ARGUMENT (a malformed selector, or not
+        /// > exactly one of name, all and label_selector).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tessera_Policy_V1_DeletePolicyRequest` message.
@@ -1427,7 +1435,9 @@ extension Tessera_Policy_V1_PolicyService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Errors: NOT_FOUND.
+        /// > One policy, every policy or those a label selector matches, in one revision.
+        /// > Errors: NOT_FOUND (a named policy), INVALID_ARGUMENT (a malformed selector, or not
+        /// > exactly one of name, all and label_selector).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tessera_Policy_V1_DeletePolicyRequest` message.
@@ -1769,7 +1779,9 @@ extension Tessera_Policy_V1_PolicyService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Errors: NOT_FOUND.
+    /// > One policy, every policy or those a label selector matches, in one revision.
+    /// > Errors: NOT_FOUND (a named policy), INVALID_ARGUMENT (a malformed selector, or not
+    /// > exactly one of name, all and label_selector).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Tessera_Policy_V1_DeletePolicyRequest` message.
@@ -2069,7 +2081,9 @@ extension Tessera_Policy_V1_PolicyService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Errors: NOT_FOUND.
+    /// > One policy, every policy or those a label selector matches, in one revision.
+    /// > Errors: NOT_FOUND (a named policy), INVALID_ARGUMENT (a malformed selector, or not
+    /// > exactly one of name, all and label_selector).
     ///
     /// - Parameters:
     ///   - message: request message to send.

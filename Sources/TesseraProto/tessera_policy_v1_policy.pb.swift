@@ -71,6 +71,10 @@ public nonisolated struct Tessera_Policy_V1_PolicyRef: Sendable {
   public init() {}
 }
 
+/// Deletes one policy (name), every policy (all) or the policies whose labels match a
+/// selector (label_selector): exactly one of the three. With all or label_selector,
+/// namespace narrows the deletion to one namespace when has_namespace is set ("" for the
+/// cluster-wide policies). Everything selected goes in one revision.
 public nonisolated struct Tessera_Policy_V1_DeletePolicyRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -79,6 +83,16 @@ public nonisolated struct Tessera_Policy_V1_DeletePolicyRequest: Sendable {
   public var namespace: String = String()
 
   public var name: String = String()
+
+  /// Kubernetes label-selector syntax over the policy's metadata.labels and the labels
+  /// Cilium derives (io.cilium.k8s.policy.name, .namespace, .derived-from), e.g.
+  /// "team=payments,env notin (prod)".
+  public var labelSelector: String = String()
+
+  public var all: Bool = false
+
+  /// Whether namespace narrows an all or label_selector deletion.
+  public var hasNamespace_p: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -91,6 +105,9 @@ public nonisolated struct Tessera_Policy_V1_DeletePolicyResponse: Sendable {
   // methods supported on all messages.
 
   public var revision: UInt64 = 0
+
+  /// The policies deleted (none when a selection matched nothing).
+  public var deleted: [Tessera_Policy_V1_PolicyRef] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -591,7 +608,7 @@ nonisolated extension Tessera_Policy_V1_PolicyRef: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Tessera_Policy_V1_DeletePolicyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DeletePolicyRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}namespace\0\u{1}name\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}namespace\0\u{1}name\0\u{3}label_selector\0\u{1}all\0\u{3}has_namespace\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -601,6 +618,9 @@ nonisolated extension Tessera_Policy_V1_DeletePolicyRequest: SwiftProtobuf.Messa
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.namespace) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.labelSelector) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.all) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.hasNamespace_p) }()
       default: break
       }
     }
@@ -613,12 +633,24 @@ nonisolated extension Tessera_Policy_V1_DeletePolicyRequest: SwiftProtobuf.Messa
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
     }
+    if !self.labelSelector.isEmpty {
+      try visitor.visitSingularStringField(value: self.labelSelector, fieldNumber: 3)
+    }
+    if self.all != false {
+      try visitor.visitSingularBoolField(value: self.all, fieldNumber: 4)
+    }
+    if self.hasNamespace_p != false {
+      try visitor.visitSingularBoolField(value: self.hasNamespace_p, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tessera_Policy_V1_DeletePolicyRequest, rhs: Tessera_Policy_V1_DeletePolicyRequest) -> Bool {
     if lhs.namespace != rhs.namespace {return false}
     if lhs.name != rhs.name {return false}
+    if lhs.labelSelector != rhs.labelSelector {return false}
+    if lhs.all != rhs.all {return false}
+    if lhs.hasNamespace_p != rhs.hasNamespace_p {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -626,7 +658,7 @@ nonisolated extension Tessera_Policy_V1_DeletePolicyRequest: SwiftProtobuf.Messa
 
 nonisolated extension Tessera_Policy_V1_DeletePolicyResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DeletePolicyResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}deleted\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -635,6 +667,7 @@ nonisolated extension Tessera_Policy_V1_DeletePolicyResponse: SwiftProtobuf.Mess
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.deleted) }()
       default: break
       }
     }
@@ -644,11 +677,15 @@ nonisolated extension Tessera_Policy_V1_DeletePolicyResponse: SwiftProtobuf.Mess
     if self.revision != 0 {
       try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 1)
     }
+    if !self.deleted.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.deleted, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tessera_Policy_V1_DeletePolicyResponse, rhs: Tessera_Policy_V1_DeletePolicyResponse) -> Bool {
     if lhs.revision != rhs.revision {return false}
+    if lhs.deleted != rhs.deleted {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

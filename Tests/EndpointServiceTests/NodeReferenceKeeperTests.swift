@@ -94,7 +94,9 @@ struct NodeReferenceKeeperTests {
   func endpointSyncSetsTheCount() async throws {
     let upstream = LeasedIdentities()
     let keeper = NodeReferenceKeeper(wrapping: upstream, logger: Logger(label: "test"))
-    try await keeper.syncReferences(held: [NumericIdentity(300): 2, .host: 1, NumericIdentity(301): 0])
+    try await keeper.syncReferences(held: [
+      NumericIdentity(300): 2, .host: 1, NumericIdentity(301): 0,
+    ])
     #expect(keeper.heldReferences == [NumericIdentity(300): 2])
     try await keeper.releaseIdentity(NumericIdentity(300))
     try await keeper.releaseIdentity(NumericIdentity(300))

@@ -24,7 +24,9 @@ struct CLIHabitsTests {
 
     let usage = try node.cli(["-o", "json", "policy", "delete"], expectSuccess: false)
     #expect(usage.status == 64)
-    #expect(usage.output.contains("\"error\":\"give a policy name or --all"), "\(usage.output)")
+    #expect(
+      usage.output.contains("\"error\":\"give a policy name, --all or --selector"),
+      "\(usage.output)")
   }
 
   @Test(
@@ -83,11 +85,70 @@ struct CLIHabitsTests {
       ingress: [{fromEndpoints: [{matchLabels: {app: a}}]}]
     """.write(toFile: manifest, atomically: true, encoding: .utf8)
     try node.cli(["policy", "import", manifest])
+    let revision = try #require(try node.json(["policy", "list"])["revision"] as? Int)
     let deleted = try node.json(["policy", "delete", "--all", "--namespace", "team-a"])
     #expect(deleted["deleted"] as? [String] == ["team-a/one"])
     let rest = try node.json(["policy", "delete", "--all"])
     #expect(rest["deleted"] as? [String] == ["team-b/two"])
+    // --all with a namespace and then without: one revision each.
+    #expect(rest["revision"] as? Int == revision + 2)
     let listed = try node.json(["policy", "list"])
     #expect((listed["policies"] as? [Any])?.isEmpty == true)
+  }
+
+  @Test(
+    "policy delete -l deletes exactly the policies whose labels match, in one revision; a bad selector is refused"
+  )
+  func deleteBySelector() throws {
+    let node = try TesseraNode()
+    defer { node.down() }
+    try node.up()
+    let manifest = node.root + "/labelled.yaml"
+    try """
+    apiVersion: cilium.io/v2
+    kind: CiliumNetworkPolicy
+    metadata: {name: pay-web, namespace: shop, labels: {team: payments, env: prod}}
+    spec:
+      endpointSelector: {matchLabels: {app: web}}
+      ingress: [{fromEndpoints: [{matchLabels: {app: lb}}]}]
+    ---
+    apiVersion: cilium.io/v2
+    kind: CiliumNetworkPolicy
+    metadata: {name: pay-db, namespace: shop, labels: {team: payments, env: staging}}
+    spec:
+      endpointSelector: {matchLabels: {app: db}}
+      ingress: [{fromEndpoints: [{matchLabels: {app: web}}]}]
+    ---
+    apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: search, namespace: shop, labels: {team: search}}
+    spec:
+      podSelector: {matchLabels: {app: search}}
+      policyTypes: [Ingress]
+    """.write(toFile: manifest, atomically: true, encoding: .utf8)
+    try node.cli(["policy", "import", manifest])
+    let revision = try #require(try node.json(["policy", "list"])["revision"] as? Int)
+    let none = try node.json(["policy", "delete", "-l", "team=nobody"])
+    #expect(none["deleted"] as? [String] == [] && none["revision"] as? Int == revision)
+    let payments = try node.json(["policy", "delete", "-l", "team=payments,env notin (prod)"])
+    #expect(payments["deleted"] as? [String] == ["shop/pay-db"])
+    #expect(payments["revision"] as? Int == revision + 1)
+    // The labels Cilium derives for a policy select too.
+    let derived = try node.json([
+      "policy", "delete", "-n", "shop", "--selector",
+      "io.cilium.k8s.policy.derived-from in (NetworkPolicy)",
+    ])
+    #expect(derived["deleted"] as? [String] == ["shop/search"])
+    for bad in ["team in (a", "=x", "team notin ()", "a b=c"] {
+      let refused = try node.cli(["policy", "delete", "-l", bad], expectSuccess: false)
+      #expect(
+        refused.status != 0 && refused.output.contains("selector"), "\(bad): \(refused.output)")
+    }
+    let left = try node.json(["policy", "list"])
+    #expect(
+      (left["policies"] as? [[String: Any]])?.compactMap { $0["name"] as? String } == ["pay-web"])
+    let conflicting = try node.cli(
+      ["policy", "delete", "--all", "-l", "team=x"], expectSuccess: false)
+    #expect(conflicting.status != 0 && conflicting.output.contains("exactly one"))
   }
 }

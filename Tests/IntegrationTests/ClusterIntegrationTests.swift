@@ -240,6 +240,34 @@ struct ClusterIntegrationTests {
         ((try a.json(["policy", "list"])["policies"] as? [[String: Any]]) ?? []).isEmpty
       }, "a delete on node B removes the policy on node A")
 
+    // A selection is one transaction: both policies go in one etcd revision, on every node.
+    try a.cli(["policy", "import", manifest])
+    let second = manifest + ".second.yaml"
+    defer { try? FileManager.default.removeItem(atPath: second) }
+    try """
+    apiVersion: cilium.io/v2
+    kind: CiliumNetworkPolicy
+    metadata: {name: other-backend, namespace: default, labels: {team: shop}}
+    spec:
+      endpointSelector: {matchLabels: {app: backend}}
+      ingress:
+      - fromEndpoints: [{matchLabels: {app: admin}}]
+    """.write(toFile: second, atomically: true, encoding: .utf8)
+    try a.cli(["policy", "import", second])
+    #expect(
+      try eventually {
+        ((try b.json(["policy", "list"])["policies"] as? [[String: Any]]) ?? []).count == 2
+      })
+    let before2 = try #require(try b.json(["policy", "list"])["revision"] as? Int)
+    let selected = try b.json(["policy", "delete", "-l", "io.cilium.k8s.policy.namespace=default"])
+    #expect(
+      selected["deleted"] as? [String] == ["default/other-backend", "default/shared-backend"])
+    #expect(selected["revision"] as? Int == before2 + 1, "one etcd revision for the selection")
+    #expect(
+      try eventually {
+        ((try a.json(["policy", "list"])["policies"] as? [[String: Any]]) ?? []).isEmpty
+      }, "a selection deleted on node B is gone on node A")
+
     // etcd down: a write is refused as retryable, and what each node holds stays.
     try a.cli(["policy", "import", manifest])
     etcd.stopAll()

@@ -97,19 +97,57 @@ public final class ClusterPolicyRepository: Sendable {
   /// - Throws: ``PolicyError`` `notFound` when the store has no such policy, `unavailable`
   ///   as for imports.
   public func deletePolicy(namespace: String, name: String) async throws(PolicyError) -> UInt64 {
-    let key = key(PolicyKey(namespace: namespace, name: name))
-    let result = try await commit(
-      Etcd.txn(when: [Etcd.absent(key)], then: [], else: [Etcd.delete(key)]))
-    if result.succeeded {
-      throw PolicyError(
-        code: .notFound,
-        message: "policy \(namespace.isEmpty ? name : "\(namespace)/\(name)") not found")
+    try await deletePolicies(.named(namespace: namespace, name: name)).revision
+  }
+
+  /// Deletes every policy `deletion` selects in one etcd transaction (all or nothing), as
+  /// this replica sees the repository; a named policy is checked in the transaction itself.
+  ///
+  /// - Returns: etcd's revision after the delete (the repository's current one when
+  ///   nothing matched) and the deleted policies.
+  /// - Throws: ``PolicyError`` `notFound` for a named policy the store does not have,
+  ///   `invalidRequest` when more policies match than one transaction takes, `unavailable`
+  ///   as for imports.
+  public func deletePolicies(_ deletion: PolicyDeletion) async throws(PolicyError) -> (
+    revision: UInt64, deleted: [PolicyRef]
+  ) {
+    if case .named(let namespace, let name) = deletion {
+      let key = key(PolicyKey(namespace: namespace, name: name))
+      let result = try await commit(
+        Etcd.txn(when: [Etcd.absent(key)], then: [], else: [Etcd.delete(key)]))
+      if result.succeeded {
+        throw PolicyError(
+          code: .notFound,
+          message: "policy \(namespace.isEmpty ? name : "\(namespace)/\(name)") not found")
+      }
+      try await waitUntilApplied(result.revision)
+      let ref =
+        engine.policy(namespace: namespace, name: name)?.ref
+        ?? PolicyRef(namespace: namespace, name: name, kind: "")
+      logger.info(
+        "policy deleted from the cluster store",
+        metadata: ["policy.revision": "\(result.revision)", "policy.name": "\(ref)"])
+      return (UInt64(result.revision), [ref])
     }
+    let doomed = engine.policies(selectedBy: deletion)
+    guard !doomed.isEmpty else { return (engine.revision, []) }
+    guard doomed.count <= Self.maximumPoliciesPerImport else {
+      throw PolicyError(
+        code: .invalidRequest,
+        message:
+          "\(doomed.count) policies match; the cluster store deletes at most \(Self.maximumPoliciesPerImport) in one transaction (etcd's limit): narrow the selection"
+      )
+    }
+    let result = try await commit(
+      Etcd.txn(when: [], then: doomed.map { Etcd.delete(key(PolicyKey($0))) }))
     try await waitUntilApplied(result.revision)
     logger.info(
-      "policy deleted from the cluster store",
-      metadata: ["policy.revision": "\(result.revision)", "policy.name": "\(namespace)/\(name)"])
-    return UInt64(result.revision)
+      "policies deleted from the cluster store",
+      metadata: [
+        "policy.revision": "\(result.revision)",
+        "policy.names": "\(doomed.map(\.description).joined(separator: ","))",
+      ])
+    return (UInt64(result.revision), doomed)
   }
 
   private func commit(_ transaction: EtcdTransaction) async throws(PolicyError)

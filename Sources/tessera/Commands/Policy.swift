@@ -137,52 +137,62 @@ struct PolicyGet: AsyncParsableCommand {
 struct PolicyDelete: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "delete",
-    abstract: "Delete a policy, or every policy (--all, optionally in one namespace).")
+    abstract: "Delete a policy, every policy (--all) or those a label selector matches (-l).",
+    discussion: """
+      --all and --selector delete everything they select in one revision (one etcd
+      transaction with a cluster store), optionally in one namespace (-n; '' for the
+      cluster-wide policies). The selector is Kubernetes' syntax over the policy's
+      metadata.labels and the labels Cilium derives for it (io.cilium.k8s.policy.name,
+      io.cilium.k8s.policy.namespace, io.cilium.k8s.policy.derived-from):
+        tessera policy delete -l 'team=payments,env notin (prod)'
+      A selection that matches nothing deletes nothing and succeeds.
+      """)
   @OptionGroup var global: GlobalOptions
   @Argument(help: "Policy name, as NAME or NAMESPACE/NAME.") var name: String?
-  @Option(name: [.short, .long], help: "Namespace (default: default; '' for cluster-wide).")
+  @Option(
+    name: [.short, .long],
+    help: "Namespace (default for a NAME: default; with --all/--selector: every namespace).")
   var namespace: String?
-  @Flag(help: "Delete every policy (of --namespace when given). One deletion per policy, in turn.")
+  @Flag(help: "Delete every policy (of --namespace when given).")
   var all = false
+  @Option(
+    name: [.customShort("l"), .customLong("selector")],
+    help: "Delete the policies whose labels match.")
+  var selector: String?
 
   func validate() throws {
-    guard all != (name != nil) else {
-      throw ValidationError("give a policy name or --all, not both and not neither")
+    guard [name != nil, all, selector != nil].filter({ $0 }).count == 1 else {
+      throw ValidationError("give a policy name, --all or --selector: exactly one")
     }
   }
 
   func run() async throws {
-    let targets: [(namespace: String, name: String)]
-    if let name {
-      targets = [PolicyName.split(name, namespace: namespace)]
-    } else {
-      let listed = try await global.withClient(.policy) { client, options in
-        try await Tessera_Policy_V1_PolicyService.Client(wrapping: client).listPolicies(
-          .init(), options: options)
-      }
-      targets = listed.policies.map { ($0.ref.namespace, $0.ref.name) }.filter {
-        namespace == nil || $0.namespace == namespace
-      }
-    }
-    var revision: UInt64 = 0
-    var deleted: [String] = []
-    for target in targets {
-      let response = try await global.withClient(.policy) { client, options in
-        try await Tessera_Policy_V1_PolicyService.Client(wrapping: client).deletePolicy(
-          .with {
+    let response = try await global.withClient(.policy) { client, options in
+      try await Tessera_Policy_V1_PolicyService.Client(wrapping: client).deletePolicy(
+        .with {
+          if let name {
+            let target = PolicyName.split(name, namespace: namespace)
             $0.namespace = target.namespace
             $0.name = target.name
-          }, options: options)
-      }
-      revision = response.revision
-      deleted.append(target.namespace.isEmpty ? target.name : "\(target.namespace)/\(target.name)")
+          } else {
+            $0.all = all
+            $0.labelSelector = selector ?? ""
+            if let namespace {
+              $0.namespace = namespace
+              $0.hasNamespace_p = true
+            }
+          }
+        }, options: options)
+    }
+    let deleted = response.deleted.map {
+      $0.namespace.isEmpty ? $0.name : "\($0.namespace)/\($0.name)"
     }
     if global.output == .json {
-      try printJSON(["revision": Int(revision), "deleted": deleted])
+      try printJSON(["revision": Int(response.revision), "deleted": deleted])
     } else if deleted.isEmpty {
       print("no policies to delete")
     } else {
-      print("deleted \(deleted.joined(separator: ", ")); revision \(revision)")
+      print("deleted \(deleted.joined(separator: ", ")); revision \(response.revision)")
     }
   }
 }
