@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
+import TesseraRuntime
 
 /// Moves events from the datapath into the ``FlowLog``, on a thread of its
 /// own: reading the ring buffer blocks (epoll), which must not hold one of
@@ -22,6 +23,7 @@ public struct FlowEventPump: Service {
     let stopped = AsyncStream<Void>.makeStream()
     let (reader, log, logger) = (reader, log, logger)
     log.markSupported()
+    let controller = Controller("datapath-events")
     let thread = Thread {
       defer { stopped.continuation.finish() }
       var failures = 0
@@ -29,9 +31,11 @@ public struct FlowEventPump: Service {
         do {
           // 200 ms: how long a stop may wait; events arrive as they happen.
           log.record(try reader.read(timeoutMilliseconds: 200))
+          if failures > 0 { controller.succeeded() }
           failures = 0
         } catch {
           failures += 1
+          controller.failed(error)
           if failures == 1 || failures % 100 == 0 {
             logger.error("reading datapath events failed", metadata: ["error": "\(error)"])
           }

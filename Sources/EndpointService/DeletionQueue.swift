@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import TesseraRuntime
 
 /// CNI DELs the plugin queued while this service was down: one JSON file per
 /// attachment (`{"containerId", "interfaceName"}`) in the run directory's
@@ -25,7 +26,12 @@ public struct DeletionQueue: Sendable {
       (try? FileManager.default.contentsOfDirectory(atPath: directory))?.filter {
         !$0.hasPrefix(".")  // the plugin's files being written
       }.sorted() ?? []
+    let controller = Controller("cni-deletion-queue")
     var left = 0
+    var lastError: (any Error)?
+    defer {
+      if let lastError { controller.failed(lastError) } else { controller.succeeded() }
+    }
     for name in names {
       let path = "\(directory)/\(name)"
       guard let data = FileManager.default.contents(atPath: path),
@@ -49,6 +55,7 @@ public struct DeletionQueue: Sendable {
           ])
       } catch {
         left += 1
+        lastError = error
         logger.warning(
           "queued CNI DEL waits for the other services",
           metadata: ["container.id": "\(entry.containerId)", "error": "\(error)"])

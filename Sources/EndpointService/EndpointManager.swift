@@ -116,7 +116,7 @@ public final class EndpointManager: Sendable {
       registry.remove(id: endpoint.id)
       waiters.forget(endpointID: endpoint.id)
       ordering.forget(endpointID: endpoint.id)
-      regenerator.settled(endpoint.id)
+      regenerator.forget(endpoint.id)
       store?.delete(id: endpoint.id)
       endpointsChanged.signal()
       EndpointMetrics.endpoints.record(registry.count)

@@ -2,6 +2,7 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 import TesseraCore
+import TesseraRuntime
 
 /// What the identity service said of this node's lease.
 public struct NodeLease: Sendable, Hashable {
@@ -127,6 +128,7 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
   }
 
   private func keepAlive() async throws {
+    let controller = Controller("identity-node-lease")
     var failing = false
     while true {
       var wait = configuration.retryInterval
@@ -134,6 +136,7 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
         let lease = try await upstream.keepAliveNode()
         if lease.referencesLost { state.withLock { $0.restoreNeeded = true } }
         try await restoreIfNeeded()
+        controller.succeeded()
         if failing {
           logger.info("the node's identity lease is renewed again")
           failing = false
@@ -142,6 +145,7 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
           lease.timeToLive.map { $0 / max(configuration.renewalsPerTTL, 1) }
           ?? configuration.unleasedInterval
       } catch {
+        controller.failed(error)
         if !failing {
           logger.warning(
             "cannot renew the node's identity lease; its references expire after the TTL",

@@ -66,6 +66,7 @@ public final class Regenerator: Service, Sendable {
 
   /// The endpoint's pass failed: another is due after its backoff.
   func failed(_ endpointID: UInt64, error: any Error) {
+    Self.controller(endpointID).failed(error)
     retries.withLock { retries in
       var entry = retries[endpointID] ?? Retry(failures: 0, due: nil)
       entry.failures += 1
@@ -76,9 +77,21 @@ public final class Regenerator: Service, Sendable {
     retryScheduled.signal()
   }
 
-  /// The endpoint's pass succeeded, or the endpoint is gone: nothing is owed.
+  /// The endpoint's pass succeeded: nothing is owed.
   func settled(_ endpointID: UInt64) {
     _ = retries.withLock { $0.removeValue(forKey: endpointID) }
+    Self.controller(endpointID).succeeded()
+  }
+
+  /// The endpoint is gone: nothing is owed, and its controller is no longer listed.
+  func forget(_ endpointID: UInt64) {
+    _ = retries.withLock { $0.removeValue(forKey: endpointID) }
+    Self.controller(endpointID).remove()
+  }
+
+  /// The endpoint's regeneration as a controller in `tessera status`.
+  static func controller(_ endpointID: UInt64) -> Controller {
+    Controller("endpoint-\(endpointID)-regeneration")
   }
 
   /// Endpoints waiting for a retry (for status and tests).

@@ -190,6 +190,7 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
   public func watchPolicy(
     logger: Logger, onChange: @escaping @Sendable (PolicyChange) async -> Void
   ) async {
+    let controller = Controller("policy-watch")
     var backoff = Backoff(initial: .milliseconds(50), maximum: .seconds(2))
     var last: PolicyEventSequence?
     while !Task.isCancelled {
@@ -205,6 +206,7 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
                 previous
                 == PolicyEventSequence(sequence: event.sequence, instanceID: event.instanceID)
               position = PolicyEventSequence(sequence: event.sequence, instanceID: event.instanceID)
+              controller.succeeded()
               await onChange(
                 PolicyChange(
                   revision: event.revision, affectedIdentities: continues ? [] : nil,
@@ -223,12 +225,14 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
         }
         backoff.reset()
       } catch let error as RPCError where error.code == .resourceExhausted {
+        controller.failed(error)
         logger.warning(
           "policy watch lagged behind and was ended by the policy service; resynchronising",
           metadata: ["error": "\(error)"])
         backoff.reset()
         continue
       } catch {
+        controller.failed(error)
         logger.debug("policy watch interrupted; reconnecting", metadata: ["error": "\(error)"])
       }
       try? await backoff.sleep()

@@ -1,6 +1,7 @@
 import Logging
 import ServiceLifecycle
 import TesseraCore
+import TesseraRuntime
 
 /// Deletes identities that nobody has referenced for the allocator's grace
 /// period, one round every `interval`, for as long as the daemon runs.
@@ -39,9 +40,13 @@ public struct IdentityGarbageCollector: Service {
   /// Runs one round now; returns the identities it deleted (none when the round failed).
   @discardableResult
   public func collectOnce() async -> [SecurityIdentity] {
+    let controller = Controller("identity-gc")
     do {
-      return try await allocator.collectGarbage()
+      let deleted = try await allocator.collectGarbage()
+      controller.succeeded()
+      return deleted
     } catch {
+      controller.failed(error)
       logger.warning("identity garbage collection failed", metadata: ["error": "\(error)"])
       return []
     }

@@ -25,6 +25,7 @@ public struct IdentityFollower<Transport: ClientTransport>: Sendable {
 
   /// Follows until cancelled; `onSynced` runs once, after the first complete snapshot.
   public func run(onSynced: @escaping @Sendable () async -> Void) async {
+    let controller = Controller("identity-watch")
     var backoff = Backoff(initial: .milliseconds(20), maximum: .seconds(1))
     var synced = false
     while !Task.isCancelled {
@@ -48,6 +49,7 @@ public struct IdentityFollower<Transport: ClientTransport>: Sendable {
                   "identities": "\(snapshot.count)", "dropped": "\(stale.count)",
                 ])
               snapshot = []
+              controller.succeeded()
               if !synced {
                 synced = true
                 await onSynced()
@@ -68,6 +70,7 @@ public struct IdentityFollower<Transport: ClientTransport>: Sendable {
         }
         backoff.reset()
       } catch {
+        controller.failed(error)
         logger.debug("identity watch interrupted; reconnecting", metadata: ["error": "\(error)"])
       }
       try? await backoff.sleep()

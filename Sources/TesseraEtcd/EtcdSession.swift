@@ -51,12 +51,14 @@ public struct EtcdSession: Sendable {
 
   /// Runs sessions until cancelled.
   public func run(_ participant: Participant) async throws {
+    let controller = Controller("etcd-sync \(prefix)")
     var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(2))
     while true {
       try Task.checkCancellation()
       do {
         let lease = try await participant.lease()
         let revision = try await participant.load(lease)
+        controller.succeeded()
         backoff.reset()
         try await withThrowingTaskGroup(of: Void.self) { group in
           // Lease 0: the participant's keys are not leased (they outlive any one process).
@@ -83,6 +85,7 @@ public struct EtcdSession: Sendable {
           "etcd lease lost: starting a new session",
           metadata: ["prefix": "\(prefix)", "error": "\(error)"])
         participant.leaseLost()
+        controller.failed(error)
       } catch let error as EtcdError where error.code == .compacted {
         logger.info(
           "etcd watch fell behind compaction: reloading",
@@ -90,6 +93,7 @@ public struct EtcdSession: Sendable {
       } catch is CancellationError where Task.isCancelled {
         throw CancellationError()
       } catch {
+        controller.failed(error)
         logger.warning(
           "etcd unreachable, retrying", metadata: ["prefix": "\(prefix)", "error": "\(error)"])
         try await backoff.sleep()

@@ -51,6 +51,36 @@ public nonisolated struct Tessera_Runtime_V1_DaemonInfo: Sendable {
 
   public var details: Dictionary<String,String> = [:]
 
+  /// The daemon's controllers (watches, leases, garbage collection, regenerations), sorted
+  /// by name.
+  public var controllers: [Tessera_Runtime_V1_ControllerStatus] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One piece of background work that keeps something in step, as Cilium's controllers.
+public nonisolated struct Tessera_Runtime_V1_ControllerStatus: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var successes: UInt64 = 0
+
+  public var failures: UInt64 = 0
+
+  /// Failures since the last success: the controller is failing while this is not 0.
+  public var consecutiveFailures: UInt64 = 0
+
+  public var lastError: String = String()
+
+  public var lastSuccessUnixMs: Int64 = 0
+
+  public var lastFailureUnixMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -81,7 +111,7 @@ nonisolated extension Tessera_Runtime_V1_GetDaemonInfoRequest: SwiftProtobuf.Mes
 
 nonisolated extension Tessera_Runtime_V1_DaemonInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DaemonInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}version\0\u{1}pid\0\u{1}backend\0\u{3}run_dir\0\u{3}started_at_unix_ms\0\u{1}details\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}version\0\u{1}pid\0\u{1}backend\0\u{3}run_dir\0\u{3}started_at_unix_ms\0\u{1}details\0\u{1}controllers\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -96,6 +126,7 @@ nonisolated extension Tessera_Runtime_V1_DaemonInfo: SwiftProtobuf.Message, Swif
       case 5: try { try decoder.decodeSingularStringField(value: &self.runDir) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.startedAtUnixMs) }()
       case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.details) }()
+      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.controllers) }()
       default: break
       }
     }
@@ -123,6 +154,9 @@ nonisolated extension Tessera_Runtime_V1_DaemonInfo: SwiftProtobuf.Message, Swif
     if !self.details.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.details, fieldNumber: 7)
     }
+    if !self.controllers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.controllers, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -134,6 +168,67 @@ nonisolated extension Tessera_Runtime_V1_DaemonInfo: SwiftProtobuf.Message, Swif
     if lhs.runDir != rhs.runDir {return false}
     if lhs.startedAtUnixMs != rhs.startedAtUnixMs {return false}
     if lhs.details != rhs.details {return false}
+    if lhs.controllers != rhs.controllers {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Runtime_V1_ControllerStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ControllerStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}successes\0\u{1}failures\0\u{3}consecutive_failures\0\u{3}last_error\0\u{3}last_success_unix_ms\0\u{3}last_failure_unix_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.successes) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.failures) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.consecutiveFailures) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.lastError) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.lastSuccessUnixMs) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.lastFailureUnixMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.successes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.successes, fieldNumber: 2)
+    }
+    if self.failures != 0 {
+      try visitor.visitSingularUInt64Field(value: self.failures, fieldNumber: 3)
+    }
+    if self.consecutiveFailures != 0 {
+      try visitor.visitSingularUInt64Field(value: self.consecutiveFailures, fieldNumber: 4)
+    }
+    if !self.lastError.isEmpty {
+      try visitor.visitSingularStringField(value: self.lastError, fieldNumber: 5)
+    }
+    if self.lastSuccessUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastSuccessUnixMs, fieldNumber: 6)
+    }
+    if self.lastFailureUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastFailureUnixMs, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Runtime_V1_ControllerStatus, rhs: Tessera_Runtime_V1_ControllerStatus) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.successes != rhs.successes {return false}
+    if lhs.failures != rhs.failures {return false}
+    if lhs.consecutiveFailures != rhs.consecutiveFailures {return false}
+    if lhs.lastError != rhs.lastError {return false}
+    if lhs.lastSuccessUnixMs != rhs.lastSuccessUnixMs {return false}
+    if lhs.lastFailureUnixMs != rhs.lastFailureUnixMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -38,6 +38,19 @@ public struct DaemonInfoService: Tessera_Runtime_V1_DaemonService.SimpleServiceP
       $0.runDir = runDirectory.path
       $0.startedAtUnixMs = Int64(startedAt.timeIntervalSince1970 * 1000)
       $0.details = details()
+      $0.controllers = ControllerRegistry.shared.statuses().map { status in
+        .with {
+          $0.name = status.name
+          $0.successes = UInt64(status.successes)
+          $0.failures = UInt64(status.failures)
+          $0.consecutiveFailures = UInt64(status.consecutiveFailures)
+          $0.lastError = status.lastError
+          $0.lastSuccessUnixMs =
+            status.lastSuccess.map { Int64($0.timeIntervalSince1970 * 1000) } ?? 0
+          $0.lastFailureUnixMs =
+            status.lastFailure.map { Int64($0.timeIntervalSince1970 * 1000) } ?? 0
+        }
+      }
     }
   }
 }

@@ -8,6 +8,8 @@ import Prometheus
 public enum MetricFamilies {
   public static let help: [String: String] = [
     "tessera_build_info": "Always 1; the labels say which service and version is running.",
+    "tessera_controllers_failing":
+      "Controllers (watches, leases, garbage collection, regenerations) whose last run failed.",
     "tessera_grpc_server_requests_total": "gRPC requests handled, by method and status code.",
     "tessera_grpc_server_request_duration_seconds":
       "Time to handle a gRPC request (until the response starts), by method.",

@@ -48,8 +48,10 @@ struct PolicyDeletionTests {
 
   @Test(
     "malformed selectors are refused with the requirement named",
-    arguments: ["", " ", "team in (a", "team in a)", "=x", "team notin ()", "a b=c", "team,,env",
-      "team in (a,)", "team=a=b"])
+    arguments: [
+      "", " ", "team in (a", "team in a)", "=x", "team notin ()", "a b=c", "team,,env",
+      "team in (a,)", "team=a=b",
+    ])
   func refuses(text: String) {
     let error = policyError { _ = try EndpointSelector(parsing: text) }
     #expect(error?.code == .invalidRequest, "\(text)")
@@ -94,7 +96,9 @@ struct PolicyDeletionTests {
         == ["base"])
     #expect(try engine.deletePolicies(.all(namespace: "shop")).deleted.count == 2)
     #expect(engine.policies().isEmpty)
-    let missing = policyError { _ = try engine.deletePolicies(.named(namespace: "shop", name: "x")) }
+    let missing = policyError {
+      _ = try engine.deletePolicies(.named(namespace: "shop", name: "x"))
+    }
     #expect(missing?.code == .notFound)
   }
 
@@ -107,7 +111,8 @@ struct PolicyDeletionTests {
     do {
       let engine = try engine([], database: try PolicyDatabase(path: path))
       _ = try engine.importYAML(Self.manifest)
-      _ = try engine.deletePolicies(.matching(try EndpointSelector(parsing: "team=payments"), namespace: nil))
+      _ = try engine.deletePolicies(
+        .matching(try EndpointSelector(parsing: "team=payments"), namespace: nil))
     }
     let reopened = try engine([], database: try PolicyDatabase(path: path))
     #expect(reopened.policies().map(\.ref.name) == ["base"])

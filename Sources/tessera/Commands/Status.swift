@@ -6,7 +6,9 @@ import TesseraRuntime
 
 struct Status: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Show each service's health, version, pid and backend.")
+    abstract:
+      "Show each service's health, version, pid, backend and controllers (the failing ones with their last error)."
+  )
 
   @OptionGroup var global: GlobalOptions
 
@@ -57,6 +59,8 @@ struct Status: AsyncParsableCommand {
         entry["pid"] = Int(info.pid)
         entry["backend"] = info.backend
         entry["details"] = info.details
+        entry["controllers"] = info.controllers.map(\.json)
+        entry["controllersFailing"] = info.controllers.filter { $0.consecutiveFailures > 0 }.count
         if health.status != .serving, !live { allHealthy = false }
       } catch {
         entry["health"] = "down"
@@ -69,15 +73,35 @@ struct Status: AsyncParsableCommand {
       try printJSON(["services": results, "healthy": allHealthy])
     } else {
       printTable(
-        ["SERVICE", "HEALTH", "PID", "RESTARTS", "VERSION", "BACKEND"],
+        ["SERVICE", "HEALTH", "PID", "RESTARTS", "CONTROLLERS", "VERSION", "BACKEND"],
         results.map {
-          [
+          let controllers = ($0["controllers"] as? [[String: Any]])?.count
+          let failing = $0["controllersFailing"] as? Int ?? 0
+          return [
             $0["service"] as? String ?? "", $0["health"] as? String ?? "",
             ($0["pid"] as? Int).map(String.init) ?? "-", String($0["restarts"] as? Int ?? 0),
+            controllers.map { "\($0 - failing)/\($0) healthy" } ?? "-",
             $0["version"] as? String ?? "-",
             ($0["backend"] as? String) ?? ($0["error"] as? String ?? ""),
           ]
         })
+      let failing = results.flatMap { result in
+        ((result["controllers"] as? [[String: Any]]) ?? []).filter {
+          ($0["consecutiveFailures"] as? Int ?? 0) > 0
+        }.map { (result["service"] as? String ?? "", $0) }
+      }
+      if !failing.isEmpty {
+        print("\nfailing controllers:")
+        printTable(
+          ["SERVICE", "CONTROLLER", "FAILURES", "LAST ERROR"],
+          failing.map { service, controller in
+            [
+              service, controller["name"] as? String ?? "",
+              "\(controller["consecutiveFailures"] as? Int ?? 0) in a row",
+              controller["lastError"] as? String ?? "",
+            ]
+          })
+      }
     }
     if global.output != .json,
       let endpoint = results.first(where: { $0["service"] as? String == "endpoint" }),
@@ -89,5 +113,18 @@ struct Status: AsyncParsableCommand {
       )
     }
     if !allHealthy { throw ExitCode(1) }
+  }
+}
+
+extension Tessera_Runtime_V1_ControllerStatus {
+  var json: [String: Any] {
+    var object: [String: Any] = [
+      "name": name, "successes": Int(successes), "failures": Int(failures),
+      "consecutiveFailures": Int(consecutiveFailures),
+    ]
+    if !lastError.isEmpty { object["lastError"] = lastError }
+    if lastSuccessUnixMs > 0 { object["lastSuccessUnixMs"] = Int(lastSuccessUnixMs) }
+    if lastFailureUnixMs > 0 { object["lastFailureUnixMs"] = Int(lastFailureUnixMs) }
+    return object
   }
 }
