@@ -105,6 +105,11 @@ public final class LocalEtcdCluster: @unchecked Sendable {
     lock.withLock { processes[name] = process }
   }
 
+  /// The process id of a running member (for CPU accounting).
+  public func processID(_ name: String) -> Int32? {
+    lock.withLock { processes[name]?.processIdentifier }
+  }
+
   /// SIGKILL: the member vanishes mid-request.
   public func kill(_ name: String) { signal(name, SIGKILL) }
 

@@ -34,6 +34,10 @@ struct Benchmark: AsyncParsableCommand {
   @Option(help: "New identities allocated per etcd measurement (1 member; half on 3).")
   var etcdIdentities = 2000
   @Flag(help: "Only the etcd identity figures (no node, no eBPF).") var etcdOnly = false
+  @Flag(help: "Only the cluster-service figures (replicas, four nodes).") var clusterOnly = false
+  @Flag(help: "Leave out the cluster-service figures.") var skipCluster = false
+  @Option(help: "Create+delete pairs per node in the cluster figures.") var clusterCreatesPerNode =
+    150
   @Flag(help: "Only the comparison with the IP-based designs.") var comparisonOnly = false
   @Flag(help: "Leave out the comparison with the IP-based designs.") var skipComparison = false
   @Flag(help: "Redraw benchmarks.svg from bench-results.json in the output directory.")
@@ -55,6 +59,12 @@ struct Benchmark: AsyncParsableCommand {
     if etcdOnly {
       let etcd = try await EtcdBenchmark.figures(newIdentities: etcdIdentities)
       try Report(rows: etcd.rows, notes: etcd.notes).write(to: outputDirectory)
+      return
+    }
+    if clusterOnly {
+      let cluster = try await ClusterBenchmark.figures(
+        bin: bin, configuration: .init(createsPerNode: clusterCreatesPerNode))
+      try Report(rows: cluster.rows, notes: cluster.notes).write(to: outputDirectory)
       return
     }
     if comparisonOnly {
@@ -347,6 +357,12 @@ struct Benchmark: AsyncParsableCommand {
     let etcd = try await EtcdBenchmark.figures(newIdentities: etcdIdentities)
     rows += etcd.rows
     notes += etcd.notes
+    if !skipCluster {
+      let cluster = try await ClusterBenchmark.figures(
+        bin: bin, configuration: .init(createsPerNode: clusterCreatesPerNode))
+      rows += cluster.rows
+      notes += cluster.notes
+    }
 
     if let reason = BPFDatapathBackend.probe() {
       notes.append("eBPF figures skipped: \(reason)")

@@ -4,7 +4,8 @@ import Testing
 /// `tessera status` lists every daemon's controllers and names the failing ones with
 /// their last error.
 @Suite(
-  "Controller status", .serialized, .enabled(if: TesseraNode.skipReason == nil, "binaries not built"))
+  "Controller status", .serialized,
+  .enabled(if: TesseraNode.skipReason == nil, "binaries not built"))
 struct ControllerStatusTests {
   func controllers(_ status: [String: Any], of service: String) -> [String: [String: Any]] {
     let services = status["services"] as? [[String: Any]] ?? []
