@@ -41,7 +41,7 @@ trap - EXIT
 # Fail here rather than at load time if the object lost its programs or maps.
 if command -v nm >/dev/null 2>&1; then
   syms="$(nm "$out_dir/endpoint.bpf.o")"
-  for sym in from_container to_container handle_from_container handle_to_container tessera_ipcache tessera_endpoints tessera_ct tessera_policy tessera_metrics tessera_handlers tessera_loader tessera_frags tessera_events tessera_events_lost ENDPOINT_ID; do
+  for sym in from_container to_container handle_from_container handle_to_container tessera_ipcache tessera_endpoints tessera_ct tessera_policy tessera_policy_stats tessera_metrics tessera_handlers tessera_loader tessera_frags tessera_events tessera_events_lost ENDPOINT_ID; do
     grep -qw "$sym" <<<"$syms" || { echo "build-bpf: symbol $sym missing from the object" >&2; exit 1; }
   done
 else

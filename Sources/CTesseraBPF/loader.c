@@ -15,17 +15,18 @@
 #include <bpf/bpf.h>
 
 static const char *const global_maps[] = {
-	"tessera_ipcache", "tessera_endpoints",	  "tessera_ct",	    "tessera_policy",
-	"tessera_metrics", "tessera_handlers",	  "tessera_loader", "tessera_frags",
-	"tessera_events",  "tessera_events_lost",
+	"tessera_ipcache", "tessera_endpoints",	  "tessera_ct",		  "tessera_policy",
+	"tessera_metrics", "tessera_handlers",	  "tessera_loader",	  "tessera_frags",
+	"tessera_events",  "tessera_events_lost", "tessera_policy_stats",
 };
 #define NR_GLOBAL_MAPS (sizeof(global_maps) / sizeof(global_maps[0]))
 
 static int *global_fd_slot(struct tessera_bpf *t, size_t i)
 {
-	int *slots[NR_GLOBAL_MAPS] = {
-		&t->ipcache_fd,	 &t->endpoints_fd, &t->ct_fd,	 &t->policy_fd, &t->metrics_fd,
-		&t->handlers_fd, &t->loader_fd,	   &t->frags_fd, &t->events_fd, &t->events_lost_fd};
+	int *slots[NR_GLOBAL_MAPS] = {&t->ipcache_fd,	  &t->endpoints_fd,   &t->ct_fd,
+				      &t->policy_fd,	  &t->metrics_fd,     &t->handlers_fd,
+				      &t->loader_fd,	  &t->frags_fd,	      &t->events_fd,
+				      &t->events_lost_fd, &t->policy_stats_fd};
 	return slots[i];
 }
 
@@ -127,18 +128,37 @@ static int can_adopt(struct tessera_bpf *t)
 	return 1;
 }
 
+/* Unpins the maps of older programs whose layout changed (the load then
+ * creates them anew): the counters (reasons added), conntrack and policy
+ * (counter slots added). */
+static int upgrade_prepare(struct tessera_bpf *t, struct map_upgrade *metrics,
+			   struct map_upgrade *ct, struct map_upgrade *policy)
+{
+	int err;
+
+	if ((err = map_upgrade_prepare(t, "tessera_metrics", sizeof(uint64_t),
+				       sizeof(struct endpoint_metrics), metrics)))
+		return err;
+	if ((err = map_upgrade_prepare(t, "tessera_ct", sizeof(struct ct_key),
+				       sizeof(struct ct_entry), ct)))
+		return err;
+	return map_upgrade_prepare(t, "tessera_policy", sizeof(struct policy_key),
+				   sizeof(struct policy_value), policy);
+}
+
 /* Loads the shared handlers (one verifier pass per daemon start when the
  * object changed), creating or re-using the pinned global maps, and installs
  * them in the program array: every endpoint's stub uses them from then on. */
 static int install_handlers(struct tessera_bpf *t)
 {
 	struct loader_state state = {.object_hash = t->object_hash, .installed_ns = now_ns()};
+	struct map_upgrade metrics = {.old_fd = -1}, ct = {.old_fd = -1}, policy = {.old_fd = -1};
 	char path[PATH_MAX];
 	struct bpf_object *obj = NULL;
-	uint32_t key = 0, old_metrics_size = 0;
-	int err, old_metrics_fd = -1;
+	uint32_t key = 0;
+	int err;
 
-	if ((err = metrics_upgrade_prepare(t, &old_metrics_fd, &old_metrics_size)))
+	if ((err = upgrade_prepare(t, &metrics, &ct, &policy)))
 		goto cleanup;
 	if ((err = open_object(t, 0, 1, &obj)))
 		goto cleanup;
@@ -152,8 +172,14 @@ static int install_handlers(struct tessera_bpf *t)
 		}
 		*global_fd_slot(t, i) = fd;
 	}
-	if (old_metrics_fd >= 0)
-		metrics_upgrade_copy(old_metrics_fd, old_metrics_size, t->metrics_fd);
+	metrics_upgrade_copy(&metrics, t->metrics_fd);
+	/* Policy entries come over without counter slots (the backend hands
+	 * them out at startup), connections without the slot of the entry that
+	 * allowed them: they pass as before and are not counted. */
+	map_upgrade_copy_prefix(&policy, t->policy_fd, sizeof(struct policy_key),
+				sizeof(struct policy_value), BPF_ANY);
+	map_upgrade_copy_prefix(&ct, t->ct_fd, sizeof(struct ct_key), sizeof(struct ct_entry),
+				BPF_NOEXIST);
 	for (uint32_t slot = 0; slot < TESSERA_HANDLER_MAX; slot++) {
 		struct bpf_program *prog =
 			bpf_object__find_program_by_name(obj, handler_programs[slot]);
@@ -174,12 +200,16 @@ static int install_handlers(struct tessera_bpf *t)
 		if ((err = bpf_program__pin(prog, path)))
 			goto cleanup;
 	}
+	/* Connections the old handlers created while the copy above ran. */
+	map_upgrade_copy_prefix(&ct, t->ct_fd, sizeof(struct ct_key), sizeof(struct ct_entry),
+				BPF_NOEXIST);
 	err = bpf_map_update_elem(t->loader_fd, &key, &state, BPF_ANY);
 cleanup:
 	if (err)
 		close_globals(t);
-	if (old_metrics_fd >= 0)
-		close(old_metrics_fd);
+	map_upgrade_close(&metrics);
+	map_upgrade_close(&ct);
+	map_upgrade_close(&policy);
 	bpf_object__close(obj);
 	return err;
 }
@@ -269,4 +299,9 @@ int tessera_bpf_policy_fd(const struct tessera_bpf *t)
 int tessera_bpf_metrics_fd(const struct tessera_bpf *t)
 {
 	return t->metrics_fd;
+}
+
+int tessera_bpf_policy_stats_fd(const struct tessera_bpf *t)
+{
+	return t->policy_stats_fd;
 }

@@ -9,8 +9,8 @@
  * `cleanup:` path closes the object.
  *
  * Files: loader.c (open, adopt or install the handlers), object.c (one
- * object load), clock.c (the programs' clock), metrics_upgrade.c (the
- * counters map across an upgrade), endpoint.c (an endpoint's stubs and map
+ * object load), clock.c (the programs' clock), map_upgrade.c (pinned
+ * maps whose layout changed, across an upgrade), endpoint.c (an endpoint's stubs and map
  * entries), tc.c (attachment), maps.c (thin wrappers), probe.c, log.c,
  * events.c (the events ring buffer), util.c.
  */
@@ -49,6 +49,7 @@ struct tessera_bpf {
 	int endpoints_fd;
 	int ct_fd;
 	int policy_fd;
+	int policy_stats_fd;
 	int metrics_fd;
 	int frags_fd;
 	int handlers_fd;
@@ -82,9 +83,18 @@ void program_clock(uint64_t *ns_per_jiffy, uint64_t *base_ns);
 int open_object(struct tessera_bpf *t, uint64_t id, int handlers, struct bpf_object **out);
 int get_fd(struct bpf_object *obj, const char *map_name);
 
-/* metrics_upgrade.c */
-int metrics_upgrade_prepare(struct tessera_bpf *t, int *old_fd, uint32_t *old_value_size);
-void metrics_upgrade_copy(int old_fd, uint32_t old_value_size, int new_fd);
+/* map_upgrade.c: a pinned map of older programs with another layout. */
+struct map_upgrade {
+	int old_fd; /* -1: nothing to upgrade */
+	uint32_t old_key_size;
+	uint32_t old_value_size;
+};
+int map_upgrade_prepare(struct tessera_bpf *t, const char *name, uint32_t key_size,
+			uint32_t value_size, struct map_upgrade *u);
+void map_upgrade_close(struct map_upgrade *u);
+void metrics_upgrade_copy(const struct map_upgrade *u, int new_fd);
+int map_upgrade_copy_prefix(const struct map_upgrade *u, int new_fd, uint32_t key_size,
+			    uint32_t value_size, uint64_t flags);
 
 #pragma GCC visibility pop
 

@@ -42,13 +42,47 @@ extension BPFDatapathBackend {
     return PolicyEncoding.decode(try readSlices(only: endpointID)[endpointID] ?? [:])
   }
 
+  /// The endpoint's entries read back from the kernel's policy map, each
+  /// with the packets and bytes counted on it.
+  public func countedPolicyEntries(endpointID: UInt64) throws(DatapathError)
+    -> [CountedPolicyEntry]
+  {
+    guard try readInfo(endpointID) != nil else {
+      throw DatapathError(
+        code: .notFound, message: "endpoint \(endpointID) is not in the eBPF endpoint map")
+    }
+    let slice = try readSlices(only: endpointID)[endpointID] ?? [:]
+    var counted: [CountedPolicyEntry] = []
+    for (entry, slots) in PolicyEncoding.decodeWithSlots(slice) {
+      var item = CountedPolicyEntry(entry: entry)
+      for slot in slots {
+        for cpu
+          in try LibBPF.lookupPerCPU(
+            loader.policyStatsFD, slot, as: policy_stats.self,
+            "reading the counters of policy slot \(slot)") ?? []
+        {
+          item.packets += cpu.packets
+          item.bytes += cpu.bytes
+        }
+      }
+      counted.append(item)
+    }
+    return counted
+  }
+
   /// Writes the new and changed blocks of the groups the change touches and
-  /// returns the blocks to delete afterwards.
+  /// returns the blocks to delete afterwards. A port range kept as it was
+  /// keeps its counter slot, and so its counts; a new or changed one gets a
+  /// fresh slot.
   func writePolicy(_ change: EndpointChange) throws(DatapathError) -> [(PolicyGroup, PortPrefix)] {
     let id = change.endpoint.id
     let wanted = change.endpoint.policy.entries
     var slice = state.withLock { $0.slices[id] ?? [:] }
-    defer { state.withLock { [slice] in $0.slices[id] = slice } }
+    let slotsBefore = slice.counterSlots
+    defer {
+      state.withLock { [slice] in $0.slices[id] = slice }
+      releaseCounterSlots(slotsBefore.subtracting(slice.counterSlots))
+    }
 
     var affected = Set<PolicyGroup>()
     if change.isNew {
@@ -66,12 +100,25 @@ extension BPFDatapathBackend {
     for group in affected {
       let desired = PolicyEncoding.encodeGroup(wantedByGroup[group]?.map(\.ports) ?? [])
       let current = slice[group] ?? [:]
-      for (prefix, cluster) in desired where current[prefix] != cluster {
+      var slots: [PortRange: UInt32] = [:]
+      for block in current.values where block.slot != Self.noCounterSlot {
+        slots[block.cluster] = block.slot
+      }
+      for (prefix, cluster) in desired {
+        let slot: UInt32
+        if let kept = slots[cluster] {
+          slot = kept
+        } else {
+          slot = try claimCounterSlot()
+          slots[cluster] = slot
+        }
+        let block = PolicyBlock(cluster: cluster, slot: slot)
+        guard current[prefix] != block else { continue }
         try LibBPF.update(
           loader.policyFD, PolicyEncoding.key(endpointID: id, group: group, prefix: prefix),
-          PolicyEncoding.value(group: group, cluster: cluster),
+          PolicyEncoding.value(group: group, block: block),
           "writing a policy entry of endpoint \(id)")
-        slice[group, default: [:]][prefix] = cluster
+        slice[group, default: [:]][prefix] = block
       }
       for prefix in current.keys where desired[prefix] == nil { removals.append((group, prefix)) }
     }
@@ -81,7 +128,11 @@ extension BPFDatapathBackend {
   func deletePolicy(_ id: UInt64, _ removals: [(PolicyGroup, PortPrefix)]) throws(DatapathError) {
     guard !removals.isEmpty else { return }
     var slice = state.withLock { $0.slices[id] ?? [:] }
-    defer { state.withLock { [slice] in $0.slices[id] = slice.isEmpty ? nil : slice } }
+    let slotsBefore = slice.counterSlots
+    defer {
+      state.withLock { [slice] in $0.slices[id] = slice.isEmpty ? nil : slice }
+      releaseCounterSlots(slotsBefore.subtracting(slice.counterSlots))
+    }
     for (group, prefix) in removals {
       try LibBPF.delete(
         loader.policyFD, PolicyEncoding.key(endpointID: id, group: group, prefix: prefix),
@@ -102,7 +153,7 @@ extension BPFDatapathBackend {
         let decoded = PolicyEncoding.decode(key: key, value: value)
       else { continue }
       slices[decoded.endpointID, default: [:]][decoded.group, default: [:]][decoded.prefix] =
-        decoded.cluster
+        decoded.block
     }
     return slices
   }

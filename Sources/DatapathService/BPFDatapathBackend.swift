@@ -34,6 +34,10 @@ public final class BPFDatapathBackend: DatapathBackend {
     var slices: [UInt64: PolicySlice] = [:]
     /// Node addresses inserted into the ipcache as `host`.
     var hostAddresses: Set<IPPrefix> = []
+    /// Counter slots held by the entries of `slices`.
+    var counterSlots = PolicyCounterSlots()
+    /// The "every slot is in use" warning was logged (until a slot is freed).
+    var counterSlotsExhaustedWarned = false
   }
 
   public let configuration: Configuration
@@ -72,8 +76,13 @@ public final class BPFDatapathBackend: DatapathBackend {
     loader = try BPFLoader(
       objectPath: configuration.objectPath, pinDirectory: configuration.pinDirectory)
     let slices = try readSlices()
-    state.withLock { $0.slices = slices }
+    state.withLock {
+      $0.slices = slices
+      $0.counterSlots = PolicyCounterSlots(
+        inUse: slices.values.reduce(into: Set<UInt32>()) { $0.formUnion($1.counterSlots) })
+    }
     try removeOrphans()
+    try assignMissingCounterSlots()
     try syncHostAddresses(removeStale: true)
     logger.info(
       "eBPF datapath ready",

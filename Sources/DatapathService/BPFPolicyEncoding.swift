@@ -31,10 +31,36 @@ struct PolicyGroup: Hashable, Sendable {
   }
 }
 
+/// One port block in the policy map: the port range (cluster) it was
+/// decomposed from and that range's counter slot (`tessera_policy_stats`).
+struct PolicyBlock: Hashable, Sendable {
+  var cluster: PortRange
+  /// Shared by every block of the cluster; `TESSERA_POLICY_STATS_NONE` when not counted.
+  var slot: UInt32
+
+  init(cluster: PortRange, slot: UInt32 = UInt32(TESSERA_POLICY_STATS_NONE)) {
+    self.cluster = cluster
+    self.slot = slot
+  }
+}
+
 /// One endpoint's part of the policy map: for each group, each port block
-/// and the port range (cluster) it was decomposed from. Kept in memory as a
-/// mirror of the kernel map, rebuilt from the map at startup.
-typealias PolicySlice = [PolicyGroup: [PortPrefix: PortRange]]
+/// with its cluster and counter slot. Kept in memory as a mirror of the
+/// kernel map, rebuilt from the map at startup.
+typealias PolicySlice = [PolicyGroup: [PortPrefix: PolicyBlock]]
+
+extension Dictionary where Key == PolicyGroup, Value == [PortPrefix: PolicyBlock] {
+  /// The counter slots the slice's blocks use.
+  var counterSlots: Set<UInt32> {
+    var slots = Set<UInt32>()
+    for blocks in values {
+      for block in blocks.values where block.slot != UInt32(TESSERA_POLICY_STATS_NONE) {
+        slots.insert(block.slot)
+      }
+    }
+    return slots
+  }
+}
 
 /// How ``PolicyEntry`` values become `policy_key`/`policy_value` pairs and back.
 enum PolicyEncoding {
@@ -48,29 +74,42 @@ enum PolicyEncoding {
     return result
   }
 
+  /// The slice of `entries`, without counter slots.
   static func encode(_ entries: [PolicyEntry]) -> PolicySlice {
-    Dictionary(grouping: entries, by: PolicyGroup.init).mapValues { encodeGroup($0.map(\.ports)) }
+    Dictionary(grouping: entries, by: PolicyGroup.init).mapValues {
+      encodeGroup($0.map(\.ports)).mapValues { PolicyBlock(cluster: $0) }
+    }
   }
 
   /// The entries a slice stands for: one per stored cluster whose blocks
   /// cover it exactly; blocks that do not (a map written by someone else)
   /// come back as their merged ranges.
   static func decode(_ slice: PolicySlice) -> [PolicyEntry] {
-    var entries: [PolicyEntry] = []
+    decodeWithSlots(slice).map(\.entry)
+  }
+
+  /// ``decode(_:)``, each entry with the counter slots of its blocks (one,
+  /// unless someone else wrote the map).
+  static func decodeWithSlots(_ slice: PolicySlice) -> [(entry: PolicyEntry, slots: Set<UInt32>)] {
+    var entries: [(entry: PolicyEntry, slots: Set<UInt32>)] = []
     for (group, blocks) in slice {
-      let byCluster = Dictionary(grouping: blocks, by: { $0.value })
+      let byCluster = Dictionary(grouping: blocks, by: { $0.value.cluster })
       for (cluster, members) in byCluster {
         let merged = PortPrefix.merge(members.map(\.key))
         let ranges = merged == [cluster] ? [cluster] : merged
+        let slots = Set(
+          members.map(\.value.slot).filter { $0 != UInt32(TESSERA_POLICY_STATS_NONE) })
         for range in ranges {
           entries.append(
-            PolicyEntry(
-              peer: group.peer, direction: group.direction, proto: group.proto, ports: range,
-              verdict: group.verdict))
+            (
+              PolicyEntry(
+                peer: group.peer, direction: group.direction, proto: group.proto, ports: range,
+                verdict: group.verdict), slots
+            ))
         }
       }
     }
-    return entries.sorted()
+    return entries.sorted { $0.entry < $1.entry }
   }
 
   static func key(endpointID: UInt64, group: PolicyGroup, prefix: PortPrefix) -> policy_key {
@@ -85,19 +124,20 @@ enum PolicyEncoding {
     return key
   }
 
-  static func value(group: PolicyGroup, cluster: PortRange) -> policy_value {
+  static func value(group: PolicyGroup, block: PolicyBlock) -> policy_value {
     var value = policy_value()
     value.verdict = group.verdict.rawValue
     value.flags = UInt8(TESSERA_POLICY_F_NONE)
-    value.port_first = cluster.first
-    value.port_last = cluster.last
+    value.port_first = block.cluster.first
+    value.port_last = block.cluster.last
+    value.stats_slot = block.slot
     return value
   }
 
-  /// The endpoint, group, block and cluster of one map entry; nil for keys
+  /// The endpoint, group, prefix and block of one map entry; nil for keys
   /// Tessera never writes.
   static func decode(key: policy_key, value: policy_value) -> (
-    endpointID: UInt64, group: PolicyGroup, prefix: PortPrefix, cluster: PortRange
+    endpointID: UInt64, group: PolicyGroup, prefix: PortPrefix, block: PolicyBlock
   )? {
     let staticPrefix = UInt32(TESSERA_POLICY_STATIC_PREFIX)
     guard key.prefixlen >= staticPrefix, key.prefixlen <= staticPrefix + 16,
@@ -110,6 +150,9 @@ enum PolicyEncoding {
       peer: NumericIdentity(key.peer))
     let prefix = PortPrefix(
       port: UInt16(bigEndian: key.dport), length: UInt8(key.prefixlen - staticPrefix))
-    return (key.endpoint_id, group, prefix, PortRange(value.port_first, value.port_last))
+    return (
+      key.endpoint_id, group, prefix,
+      PolicyBlock(cluster: PortRange(value.port_first, value.port_last), slot: value.stats_slot)
+    )
   }
 }

@@ -159,6 +159,15 @@ public final class Datapath: Sendable {
     }
   }
 
+  /// The entries in the endpoint's policy map, each with its packets and bytes.
+  public func countedPolicyEntries(endpointID: UInt64) throws(DatapathError)
+    -> [CountedPolicyEntry]
+  {
+    try backendLock.withLock { (_) throws(DatapathError) in
+      try backend.countedPolicyEntries(endpointID: endpointID)
+    }
+  }
+
   public func upsertIPCache(_ entries: [IPCacheEntry]) throws(DatapathError) {
     try backendLock.withLock { (_) throws(DatapathError) in try backend.upsertIPCache(entries) }
     DatapathMetrics.ipcacheWrites.increment(by: entries.count)

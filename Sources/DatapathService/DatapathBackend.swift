@@ -87,6 +87,21 @@ public struct ConntrackEntry: Hashable, Sendable {
   }
 }
 
+/// A policy entry with what was counted on it: the packets and bytes of
+/// the connections it allowed (both directions, every packet), or the
+/// packets it denied.
+public struct CountedPolicyEntry: Hashable, Sendable {
+  public var entry: PolicyEntry
+  public var packets: UInt64
+  public var bytes: UInt64
+
+  public init(entry: PolicyEntry, packets: UInt64 = 0, bytes: UInt64 = 0) {
+    self.entry = entry
+    self.packets = packets
+    self.bytes = bytes
+  }
+}
+
 /// Per-endpoint packet counters, by direction and verdict.
 public struct EndpointCounters: Hashable, Sendable {
   public var ingressForwarded: UInt64 = 0
@@ -138,6 +153,8 @@ public protocol DatapathBackend: Sendable {
 
   /// The entries actually present in the endpoint's policy map.
   func policyEntries(endpointID: UInt64) throws(DatapathError) -> [PolicyEntry]
+  /// ``policyEntries(endpointID:)`` with the packets and bytes counted on each.
+  func countedPolicyEntries(endpointID: UInt64) throws(DatapathError) -> [CountedPolicyEntry]
   func conntrackEntries() throws(DatapathError) -> [ConntrackEntry]
   func counters(endpointID: UInt64) throws(DatapathError) -> EndpointCounters
 
@@ -147,6 +164,13 @@ public protocol DatapathBackend: Sendable {
 
 extension DatapathBackend {
   public func makeEventReader() throws(DatapathError) -> (any DatapathEventReader)? { nil }
+
+  /// Every entry at zero: for backends that count nothing.
+  public func countedPolicyEntries(endpointID: UInt64) throws(DatapathError)
+    -> [CountedPolicyEntry]
+  {
+    try policyEntries(endpointID: endpointID).map { CountedPolicyEntry(entry: $0) }
+  }
 }
 
 /// Where ``FlowEventPump`` reads events from; used by one thread at a time.

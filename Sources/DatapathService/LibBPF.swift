@@ -94,6 +94,23 @@ enum LibBPF {
     return (0..<cpus).map { buffer.loadUnaligned(fromByteOffset: $0 * stride, as: V.self) }
   }
 
+  /// Writes `value` under `key` for every possible CPU.
+  static func updatePerCPU<K, V>(
+    _ fd: Int32, _ key: K, _ value: V, _ what: @autoclosure () -> String
+  )
+    throws(DatapathError)
+  {
+    let cpus = Int(try check(tessera_bpf_num_possible_cpus(), "counting possible CPUs"))
+    let stride = (MemoryLayout<V>.size + 7) & ~7
+    var key = key
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: stride * cpus, alignment: 8)
+    defer { buffer.deallocate() }
+    buffer.initializeMemory(as: UInt8.self, repeating: 0, count: stride * cpus)
+    for cpu in 0..<cpus { buffer.storeBytes(of: value, toByteOffset: cpu * stride, as: V.self) }
+    let rc = withUnsafeBytes(of: &key) { k in tessera_bpf_map_update(fd, k.baseAddress, buffer, 0) }
+    try check(rc, what())
+  }
+
   /// Deletes `key`; returns false when it was not there.
   @discardableResult
   static func delete<K>(_ fd: Int32, _ key: K, _ what: @autoclosure () -> String)
@@ -158,6 +175,7 @@ final class BPFLoader: @unchecked Sendable {
   let endpointsFD: Int32
   let conntrackFD: Int32
   let policyFD: Int32
+  let policyStatsFD: Int32
   let metricsFD: Int32
   /// The shared handlers of this same object were found installed and re-used.
   let adopted: Bool
@@ -174,6 +192,7 @@ final class BPFLoader: @unchecked Sendable {
     endpointsFD = tessera_bpf_endpoints_fd(out)
     conntrackFD = tessera_bpf_ct_fd(out)
     policyFD = tessera_bpf_policy_fd(out)
+    policyStatsFD = tessera_bpf_policy_stats_fd(out)
     metricsFD = tessera_bpf_metrics_fd(out)
     adopted = tessera_bpf_adopted(out) == 1
   }

@@ -4,7 +4,8 @@ import TesseraProto
 // The datapath service's wire conversions: domain types to and from its protos, in one place.
 
 extension Tessera_Datapath_V1_DatapathEndpoint {
-  init(_ endpoint: DatapathEndpoint, entries: [PolicyEntry]? = nil) {
+  /// With `entries`, the policy is the entries read back from the map, with their counters.
+  init(_ endpoint: DatapathEndpoint, entries: [CountedPolicyEntry]? = nil) {
     self.init()
     endpointID = endpoint.id
     hostInterface = endpoint.hostInterface
@@ -12,8 +13,18 @@ extension Tessera_Datapath_V1_DatapathEndpoint {
     identity = endpoint.identity.rawValue
     realizedRevision = endpoint.policy.revision
     var policy = endpoint.policy
-    if let entries { policy.entries = entries }
+    if let entries { policy.entries = entries.map(\.entry) }
     self.policy = .init(policy)
+    if let entries { self.entries = entries.map(Tessera_Datapath_V1_DatapathPolicyEntry.init) }
+  }
+}
+
+extension Tessera_Datapath_V1_DatapathPolicyEntry {
+  init(_ counted: CountedPolicyEntry) {
+    self.init()
+    entry = .init(counted.entry)
+    packets = counted.packets
+    bytes = counted.bytes
   }
 }
 

@@ -298,11 +298,45 @@ public nonisolated struct Tessera_Datapath_V1_DatapathEndpoint: Sendable {
   /// Clears the value of `policy`. Subsequent reads from it will return its default value.
   public mutating func clearPolicy() {self._policy = nil}
 
+  /// The entries of policy.entries with their counters, in the same order
+  /// (GetEndpointPolicy only; empty in ListEndpoints).
+  public var entries: [Tessera_Datapath_V1_DatapathPolicyEntry] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _policy: Tessera_Common_V1_EndpointPolicy? = nil
+}
+
+/// One entry of an endpoint's policy map with what was counted on it.
+public nonisolated struct Tessera_Datapath_V1_DatapathPolicyEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var entry: Tessera_Common_V1_PolicyEntry {
+    get {_entry ?? Tessera_Common_V1_PolicyEntry()}
+    set {_entry = newValue}
+  }
+  /// Returns true if `entry` has been explicitly set.
+  public var hasEntry: Bool {self._entry != nil}
+  /// Clears the value of `entry`. Subsequent reads from it will return its default value.
+  public mutating func clearEntry() {self._entry = nil}
+
+  /// An allow entry: every packet, both directions, of the connections it
+  /// allowed. A deny entry: the packets it dropped. Counted from when the
+  /// entry was written (a port range that changes starts again at 0); 0 on
+  /// the memory test backend.
+  public var packets: UInt64 = 0
+
+  public var bytes: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _entry: Tessera_Common_V1_PolicyEntry? = nil
 }
 
 public nonisolated struct Tessera_Datapath_V1_ListDatapathEndpointsRequest: Sendable {
@@ -945,7 +979,7 @@ nonisolated extension Tessera_Datapath_V1_GetEndpointPolicyRequest: SwiftProtobu
 
 nonisolated extension Tessera_Datapath_V1_DatapathEndpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DatapathEndpoint"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}endpoint_id\0\u{3}host_interface\0\u{1}ips\0\u{1}identity\0\u{3}realized_revision\0\u{1}policy\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}endpoint_id\0\u{3}host_interface\0\u{1}ips\0\u{1}identity\0\u{3}realized_revision\0\u{1}policy\0\u{1}entries\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -959,6 +993,7 @@ nonisolated extension Tessera_Datapath_V1_DatapathEndpoint: SwiftProtobuf.Messag
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.identity) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.realizedRevision) }()
       case 6: try { try decoder.decodeSingularMessageField(value: &self._policy) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
       default: break
       }
     }
@@ -987,6 +1022,9 @@ nonisolated extension Tessera_Datapath_V1_DatapathEndpoint: SwiftProtobuf.Messag
     try { if let v = self._policy {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
     } }()
+    if !self.entries.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -997,6 +1035,51 @@ nonisolated extension Tessera_Datapath_V1_DatapathEndpoint: SwiftProtobuf.Messag
     if lhs.identity != rhs.identity {return false}
     if lhs.realizedRevision != rhs.realizedRevision {return false}
     if lhs._policy != rhs._policy {return false}
+    if lhs.entries != rhs.entries {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Datapath_V1_DatapathPolicyEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DatapathPolicyEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entry\0\u{1}packets\0\u{1}bytes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._entry) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.packets) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.bytes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._entry {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.packets != 0 {
+      try visitor.visitSingularUInt64Field(value: self.packets, fieldNumber: 2)
+    }
+    if self.bytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytes, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Datapath_V1_DatapathPolicyEntry, rhs: Tessera_Datapath_V1_DatapathPolicyEntry) -> Bool {
+    if lhs._entry != rhs._entry {return false}
+    if lhs.packets != rhs.packets {return false}
+    if lhs.bytes != rhs.bytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -82,7 +82,7 @@ spec:
   endpointSelector: {matchLabels: {app: backend}}
   ingress:
   - fromEndpoints: [{matchLabels: {app: frontend}}]
-    toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+    toPorts: [{ports: [{port: "8080", protocol: TCP}, {port: "7070", protocol: TCP}]}]
 YAML
 check "policy imported" tessera policy import "$tmp/policy.yaml" -o json
 
@@ -118,6 +118,16 @@ check "conntrack shows the allowed connection" bash -c "$TESSERA_BIN/tessera dat
 frontend_identity=$(tessera endpoint get --container-id tsr-pe2e-frontend -o json | jq -r .identity)
 other_identity=$(tessera endpoint get --container-id tsr-pe2e-other -o json | jq -r .identity)
 backend_identity=$(tessera endpoint get --container-id tsr-pe2e-backend -o json | jq -r .identity)
+
+# Per-entry counters: the entry that allowed the real TCP connection counted
+# its packets (both directions); the entry nothing used (7070) counted none.
+tessera datapath policy get "$backend_id" -o json >"$tmp/policy-get.json"
+check "policy get: the entry that allowed frontend -> backend:8080 counted packets and bytes, peer named by its labels" jq -e \
+  "(.entries | map(select(.direction == \"ingress\" and .port == 8080 and .peerIdentity == $frontend_identity and .verdict == \"allow\")) | length == 1 and (.[0] | .packets > 0 and .bytes > .packets and (.peerLabels | any(test(\"app=frontend\")))))" "$tmp/policy-get.json"
+check "policy get: the unused entry (port 7070) counted nothing" jq -e \
+  '.entries | map(select(.port == 7070)) | length == 1 and .[0].packets == 0 and .[0].bytes == 0' "$tmp/policy-get.json"
+check "policy get: the table has PACKETS and BYTES columns and labelled peers" bash -c \
+  "$TESSERA_BIN/tessera datapath policy get $backend_id --run-dir $RUN | grep -q 'PACKETS *BYTES' && $TESSERA_BIN/tessera datapath policy get $backend_id --run-dir $RUN | grep -q 'app=frontend'"
 tessera observe --last 1000 -o json >"$tmp/events.json"
 has_event() { # jq condition over one event
   jq -se "map(select($1)) | length > 0" "$tmp/events.json" >/dev/null

@@ -18,8 +18,9 @@
  *   -> from the container: source validation (source.h)
  *   -> ND/MLD: pass; later fragments: pass when their first did (fragments.h)
  *   -> ICMP error about a tracked flow: pass (conntrack.h)
- *   -> conntrack (established / reply: pass)
- *   -> ipcache (peer identity) -> policy (deny, allow, default)
+ *   -> conntrack (established / reply: pass, counted on the allowing entry)
+ *   -> ipcache (peer identity) -> policy (deny, allow, default; the
+ *      deciding entry's counters)
  *   -> conntrack create -> pass
  *
  * Drops, connections allowed by policy and connections beginning to close
@@ -182,7 +183,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	int ct;
 	enum policy_verdict verdict;
 	__u64 now;
-	__u32 kinds, sender;
+	__u32 kinds, sender, slot = TESSERA_POLICY_STATS_NONE;
+	struct policy_stats *stats;
 	int enforced;
 
 	v.metrics = bpf_map_lookup_elem(&tessera_metrics, &endpoint_id);
@@ -237,7 +239,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (f.icmp_error && ct_icmp_error_related(skb, &f, endpoint_id, dir, now))
 		return verdict_pass(&v, TESSERA_FWD_CT_RELATED);
 
-	ct = ct_lookup(&f, endpoint_id, dir, now);
+	ct = ct_lookup(&f, endpoint_id, dir, now, skb->len);
 	if (ct != CT_NEW) {
 		enum tessera_reason reason = (ct & ~CT_CLOSING_NOW) == CT_ESTABLISHED
 						     ? TESSERA_FWD_CT_ESTABLISHED
@@ -271,19 +273,25 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 						 dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr);
 
 	verdict = policy_verdict(kinds, endpoint_id, dir, v.peer, f.proto, f.policy_port, enforced,
-				 &v.match);
+				 &v.match, &slot);
+	stats = policy_stats_of(slot);
 	if (verdict != POLICY_ALLOW && !policy_needs_peer(kinds))
 		v.peer = ipcache_lookup_identity(f.family,
 						 dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr);
 	if (verdict == POLICY_DENY) {
 		v.deny = 1;
+		if (stats)
+			policy_stats_add(stats, skb->len);
 		return verdict_drop(&v, TESSERA_DROP_POLICY_DENY);
 	}
 	if (verdict == POLICY_DEFAULT_DENY)
 		return verdict_drop(&v, TESSERA_DROP_POLICY_DEFAULT);
 
-	if (ct_create(&f, endpoint_id, dir, now) < 0)
+	if (ct_create(&f, endpoint_id, dir, now, stats ? slot : TESSERA_POLICY_STATS_NONE,
+		      stats ? stats->generation : 0) < 0)
 		return verdict_drop(&v, TESSERA_DROP_CT_CREATE_FAILED);
+	if (stats)
+		policy_stats_add(stats, skb->len);
 	emit(&v, TESSERA_FWD_POLICY, TESSERA_EVENT_STATE_NEW);
 	return verdict_pass_flow(&v, TESSERA_FWD_POLICY, now);
 }

@@ -13,6 +13,8 @@
  *   globals/tessera_frags        LRU hash, datagrams whose first fragment passed
  *   globals/tessera_policy       LPM trie, (endpoint, verdict, direction,
  *                                proto, peer, port) -> entry
+ *   globals/tessera_policy_stats per-CPU array, counter slot -> packets and
+ *                                bytes of one policy entry
  *   globals/tessera_metrics      per-CPU hash, endpoint id -> counters by
  *                                direction and reason
  *   globals/tessera_events       ring buffer, struct tessera_event
@@ -65,6 +67,7 @@ int tessera_bpf_endpoints_fd(const struct tessera_bpf *t);
 int tessera_bpf_ct_fd(const struct tessera_bpf *t);
 int tessera_bpf_policy_fd(const struct tessera_bpf *t);
 int tessera_bpf_metrics_fd(const struct tessera_bpf *t);
+int tessera_bpf_policy_stats_fd(const struct tessera_bpf *t);
 
 /* A reader of the events ring buffer (one per process). */
 struct tessera_events;

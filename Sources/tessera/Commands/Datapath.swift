@@ -49,6 +49,13 @@ struct DatapathPolicyGet: AsyncParsableCommand {
       try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).getEndpointPolicy(
         .with { $0.endpointID = id }, options: options)
     }
+    // A daemon that predates the counters sends the entries without them.
+    let entries =
+      result.entries.isEmpty
+      ? result.policy.entries.map { entry in
+        Tessera_Datapath_V1_DatapathPolicyEntry.with { $0.entry = entry }
+      } : result.entries
+    let identities = try await IdentityDirectory.load(global, required: false)
     if global.output == .json {
       try printJSON([
         "endpoint": Int(result.endpointID), "identity": Int(result.identity),
@@ -56,19 +63,27 @@ struct DatapathPolicyGet: AsyncParsableCommand {
         "realizedRevision": Int(result.realizedRevision),
         "ingressEnforced": result.policy.ingressEnforced,
         "egressEnforced": result.policy.egressEnforced,
-        "entries": result.policy.entries.map(\.json),
+        "entries": entries.map { counted in
+          var json = counted.entry.json
+          json["peerLabels"] = identities.labels[counted.entry.peerIdentity] ?? []
+          json["packets"] = Int(counted.packets)
+          json["bytes"] = Int(counted.bytes)
+          return json
+        },
       ])
     } else {
       print(
         "endpoint \(result.endpointID) identity \(result.identity) revision \(result.realizedRevision) ingress \(result.policy.ingressEnforced ? "enforced" : "default-allow") egress \(result.policy.egressEnforced ? "enforced" : "default-allow")"
       )
       printTable(
-        ["DIRECTION", "PEER", "PROTO", "PORT", "VERDICT"],
-        result.policy.entries.map {
-          [
-            $0.direction == .ingress ? "ingress" : "egress",
-            $0.peerIdentity == 0 ? "any" : String($0.peerIdentity), $0.protocolText, $0.portText,
-            $0.verdict == .deny ? "deny" : "allow",
+        ["DIRECTION", "PEER", "PROTO", "PORT", "VERDICT", "PACKETS", "BYTES"],
+        entries.map { counted in
+          let entry = counted.entry
+          return [
+            entry.direction == .ingress ? "ingress" : "egress",
+            entry.peerIdentity == 0 ? "any" : identities.describe(entry.peerIdentity),
+            entry.protocolText, entry.portText, entry.verdict == .deny ? "deny" : "allow",
+            String(counted.packets), String(counted.bytes),
           ]
         })
     }

@@ -14,6 +14,7 @@
 
 #include "maps.h"
 #include "packet.h"
+#include "policy_stats.h"
 
 enum ct_status {
 	CT_NEW = 0,
@@ -106,8 +107,11 @@ static __always_inline int ct_refresh(struct ct_entry *e, const struct flow *f, 
 }
 
 /* Looks the packet up as an established flow or as a reply (one lookup);
- * CT_CLOSING_NOW is added when the packet begins the connection's close. */
-static __always_inline int ct_lookup(const struct flow *f, __u64 endpoint_id, __u8 dir, __u64 now)
+ * CT_CLOSING_NOW is added when the packet begins the connection's close.
+ * A packet of a tracked flow (`len` bytes) is counted on the policy entry
+ * that allowed the flow. */
+static __always_inline int ct_lookup(const struct flow *f, __u64 endpoint_id, __u8 dir, __u64 now,
+				     __u32 len)
 {
 	struct ct_key key;
 	struct ct_entry *e;
@@ -131,8 +135,10 @@ static __always_inline int ct_lookup(const struct flow *f, __u64 endpoint_id, __
 		if (f->proto == IPPROTO_TCP &&
 		    (f->tcp_flags & (TESSERA_TCP_SYN | TESSERA_TCP_ACK)) == TESSERA_TCP_SYN)
 			return CT_NEW;
+		policy_stats_count(e->stats_slot, e->stats_generation, len);
 		return CT_ESTABLISHED | ct_refresh(e, f, now, 0);
 	}
+	policy_stats_count(e->stats_slot, e->stats_generation, len);
 	return CT_REPLY | ct_refresh(e, f, now, 1);
 }
 
@@ -181,8 +187,10 @@ static __always_inline int ct_icmp_error_related(struct __sk_buff *skb, const st
 			  now);
 }
 
-/* Records a new flow that policy allowed. */
-static __always_inline int ct_create(const struct flow *f, __u64 endpoint_id, __u8 dir, __u64 now)
+/* Records a new flow that policy allowed; its later packets count on the
+ * counter slot (and generation) of the entry that allowed it. */
+static __always_inline int ct_create(const struct flow *f, __u64 endpoint_id, __u8 dir, __u64 now,
+				     __u32 stats_slot, __u32 stats_generation)
 {
 	struct ct_key key;
 	struct ct_entry e = {};
@@ -192,6 +200,8 @@ static __always_inline int ct_create(const struct flow *f, __u64 endpoint_id, __
 	e.created_ns = now;
 	e.last_seen_ns = now;
 	e.packets_fwd = 1;
+	e.stats_slot = stats_slot;
+	e.stats_generation = stats_generation;
 	e.flags = TESSERA_CT_F_CANONICAL;
 	if (f->proto == IPPROTO_TCP && (f->tcp_flags & (TESSERA_TCP_FIN | TESSERA_TCP_RST)))
 		e.flags |= TESSERA_CT_F_CLOSING;

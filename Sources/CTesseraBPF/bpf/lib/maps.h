@@ -69,6 +69,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tessera_policy SEC(".maps");
 
+/* Global: packets and bytes per policy entry, by the entry's counter slot
+ * (maps_types.h, policy counters). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct policy_stats);
+	__uint(max_entries, TESSERA_POLICY_STATS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tessera_policy_stats SEC(".maps");
+
 /* Global: endpoint id -> forwarded/dropped packets by direction and reason.
  * The loader creates an endpoint's entry before its programs can run. */
 struct {

@@ -79,6 +79,31 @@ struct policy_value {
 	 * loader can merge prefixes back into the ranges it was given. */
 	__u16 port_first;
 	__u16 port_last;
+	/* The entry's slot in tessera_policy_stats (TESSERA_POLICY_STATS_NONE:
+	 * not counted). Every prefix of one port range shares it. */
+	__u32 stats_slot;
+};
+
+/* ---- policy counters: per-CPU array, slot -> packets and bytes -------------
+ * Each policy entry (one port range of one endpoint, all its prefixes) has
+ * a slot, handed out by the loader. A new flow adds to the slot of the entry
+ * that decided it (a deny entry: its dropped packets); an allowed flow's
+ * conntrack entry remembers the slot, and every later packet of the
+ * connection, in both directions, adds to it with one array lookup (the
+ * established path never looks at the policy map). A slot handed out again
+ * after its entry was deleted gets a new generation: connections of the
+ * former entry, whose conntrack entries carry the old one, stop counting.
+ * Default-deny drops have no entry (tessera_metrics counts them).
+ */
+#define TESSERA_POLICY_STATS_NONE 0
+/* Slots, slot 0 included (24 bytes per slot and possible CPU). */
+#define TESSERA_POLICY_STATS_MAX 65536
+
+struct policy_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u32 generation; /* written by the loader when it hands the slot out */
+	__u32 pad;
 };
 
 /* ---- endpoint map: endpoint id -> configuration that changes without reload */
@@ -161,6 +186,10 @@ struct ct_entry {
 	__u8 direction; /* of the packet that created the entry (TESSERA_DIR_*) */
 	__u8 reversed;	/* 1 when that packet's tuple is the key's reversed */
 	__u16 pad;
+	/* The counters of the policy entry that allowed the flow (maps_types.h,
+	 * policy counters); 0 when none did (default allow). */
+	__u32 stats_slot;
+	__u32 stats_generation;
 };
 
 /* Whether the tuple (s, sport) -> (d, dport) is the reverse of its canonical

@@ -15,6 +15,7 @@
 #define TESSERA_POLICY_H
 
 #include "maps.h"
+#include "policy_stats.h"
 
 enum policy_verdict {
 	POLICY_ALLOW = 0,
@@ -22,8 +23,8 @@ enum policy_verdict {
 	POLICY_DEFAULT_DENY = 2, /* nothing allowed it in an enforced direction */
 };
 
-static __always_inline int policy_has(__u64 endpoint_id, __u8 deny, __u8 dir, __u32 peer,
-				      __u8 proto, __u16 port)
+static __always_inline const struct policy_value *
+policy_find(__u64 endpoint_id, __u8 deny, __u8 dir, __u32 peer, __u8 proto, __u16 port)
 {
 	struct policy_key key = {
 		.prefixlen = TESSERA_POLICY_FULL_PREFIX,
@@ -34,18 +35,20 @@ static __always_inline int policy_has(__u64 endpoint_id, __u8 deny, __u8 dir, __
 		.peer = peer,
 		.dport = bpf_htons(port),
 	};
-	return bpf_map_lookup_elem(&tessera_policy, &key) != 0;
+	return bpf_map_lookup_elem(&tessera_policy, &key);
 }
 
 /* The lookup of entries of kind `kind` (TESSERA_POLICY_KIND_*) when the
  * endpoint has some (`kinds`: the direction's byte of the policy kinds). */
-static __always_inline int policy_has_kind(__u32 kinds, __u32 kind, __u64 endpoint_id, __u8 deny,
-					   __u8 dir, __u32 peer, __u8 proto, __u16 port)
+static __always_inline const struct policy_value *policy_find_kind(__u32 kinds, __u32 kind,
+								   __u64 endpoint_id, __u8 deny,
+								   __u8 dir, __u32 peer, __u8 proto,
+								   __u16 port)
 {
 	if (!(kinds & (1U << kind)))
 		return 0;
-	return policy_has(endpoint_id, deny, dir, (kind & TESSERA_POLICY_KIND_ANY_PEER) ? 0 : peer,
-			  (kind & TESSERA_POLICY_KIND_ANY_PROTO) ? 0 : proto, port);
+	return policy_find(endpoint_id, deny, dir, (kind & TESSERA_POLICY_KIND_ANY_PEER) ? 0 : peer,
+			   (kind & TESSERA_POLICY_KIND_ANY_PROTO) ? 0 : proto, port);
 }
 
 /* The event's name of an entry kind's wildcards (TESSERA_MATCH_*). */
@@ -65,26 +68,34 @@ static __always_inline __u8 policy_match_of(__u32 wildcards)
 
 /* Which entry of this kind (deny or allow) matches, over the peer and
  * protocol wildcards, most specific first: TESSERA_MATCH_*, or
- * TESSERA_MATCH_NONE. */
+ * TESSERA_MATCH_NONE; `slot` gets the matching entry's counter slot. */
 static __always_inline __u8 policy_matches(__u32 kinds, __u64 endpoint_id, __u8 deny, __u8 dir,
-					   __u32 peer, __u8 proto, __u16 port)
+					   __u32 peer, __u8 proto, __u16 port, __u32 *slot)
 {
 	__u32 base = deny ? 0 : TESSERA_POLICY_KIND_ALLOW;
+	const struct policy_value *v;
+	__u32 wildcards = 0;
 
-	if (policy_has_kind(kinds, base, endpoint_id, deny, dir, peer, proto, port))
-		return policy_match_of(0);
-	if (policy_has_kind(kinds, base | TESSERA_POLICY_KIND_ANY_PROTO, endpoint_id, deny, dir,
-			    peer, proto, port))
-		return policy_match_of(TESSERA_POLICY_KIND_ANY_PROTO);
-	if (policy_has_kind(kinds, base | TESSERA_POLICY_KIND_ANY_PEER, endpoint_id, deny, dir,
-			    peer, proto, port))
-		return policy_match_of(TESSERA_POLICY_KIND_ANY_PEER);
-	if (policy_has_kind(kinds,
-			    base | TESSERA_POLICY_KIND_ANY_PEER | TESSERA_POLICY_KIND_ANY_PROTO,
-			    endpoint_id, deny, dir, peer, proto, port))
-		return policy_match_of(TESSERA_POLICY_KIND_ANY_PEER |
-				       TESSERA_POLICY_KIND_ANY_PROTO);
-	return TESSERA_MATCH_NONE;
+	v = policy_find_kind(kinds, base, endpoint_id, deny, dir, peer, proto, port);
+	if (!v) {
+		wildcards = TESSERA_POLICY_KIND_ANY_PROTO;
+		v = policy_find_kind(kinds, base | wildcards, endpoint_id, deny, dir, peer, proto,
+				     port);
+	}
+	if (!v) {
+		wildcards = TESSERA_POLICY_KIND_ANY_PEER;
+		v = policy_find_kind(kinds, base | wildcards, endpoint_id, deny, dir, peer, proto,
+				     port);
+	}
+	if (!v) {
+		wildcards = TESSERA_POLICY_KIND_ANY_PEER | TESSERA_POLICY_KIND_ANY_PROTO;
+		v = policy_find_kind(kinds, base | wildcards, endpoint_id, deny, dir, peer, proto,
+				     port);
+	}
+	if (!v)
+		return TESSERA_MATCH_NONE;
+	*slot = v->stats_slot;
+	return policy_match_of(wildcards);
 }
 
 /* The direction's byte of the endpoint's policy kinds; every kind when the
@@ -107,15 +118,16 @@ static __always_inline int policy_needs_peer(__u32 kinds)
 }
 
 /* The verdict, and in `match` the kind of entry that decided it
- * (TESSERA_MATCH_*; TESSERA_MATCH_DEFAULT when none did). */
+ * (TESSERA_MATCH_*; TESSERA_MATCH_DEFAULT when none did) and in `slot` its
+ * counter slot (left as it is when none did). */
 static __always_inline enum policy_verdict policy_verdict(__u32 kinds, __u64 endpoint_id, __u8 dir,
 							  __u32 peer, __u8 proto, __u16 port,
-							  int enforced, __u8 *match)
+							  int enforced, __u8 *match, __u32 *slot)
 {
-	*match = policy_matches(kinds, endpoint_id, 1, dir, peer, proto, port);
+	*match = policy_matches(kinds, endpoint_id, 1, dir, peer, proto, port, slot);
 	if (*match != TESSERA_MATCH_NONE)
 		return POLICY_DENY;
-	*match = policy_matches(kinds, endpoint_id, 0, dir, peer, proto, port);
+	*match = policy_matches(kinds, endpoint_id, 0, dir, peer, proto, port, slot);
 	if (*match != TESSERA_MATCH_NONE)
 		return POLICY_ALLOW;
 	*match = TESSERA_MATCH_DEFAULT;
