@@ -59,7 +59,7 @@ struct ClusterPlanTests {
     }
     #expect(code(configuration(cidr: "172.30.0.0/16")) == nil)
     #expect(code(configuration(basePort: 80)) == .invalidArgument)
-    #expect(code(configuration(basePort: 65530)) == .invalidArgument)
+    #expect(code(configuration(basePort: 65531)) == .invalidArgument)
     #expect(code(configuration(basePort: 65535 - 5)) == nil)  // 2 etcd + 4 replica ports
   }
 
