@@ -116,6 +116,8 @@ let package = Package(
     ),
     // A real etcd cluster (Debian's etcd-server) on loopback, for the tests and the etcd benchmarks.
     .target(name: "LocalEtcd", dependencies: [], swiftSettings: strictSwift),
+    // The layout of `tessera node up --cluster` (ports, directories, namespaces, pins, pod helper).
+    .target(name: "LocalCluster", dependencies: [], swiftSettings: strictSwift),
     // Shares endpoint addresses between nodes through etcd, so each node's ipcache knows remote pods.
     .target(
       name: "ClusterIPCache",
@@ -166,7 +168,8 @@ let package = Package(
     .executableTarget(
       name: "tessera",
       dependencies: [
-        "TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime", grpcCore, grpcNIO,
+        "LocalCluster", "LocalEtcd", "TesseraCore", "TesseraEtcd", "TesseraProto", "TesseraRuntime",
+        grpcCore, grpcNIO,
         argumentParser,
       ],
       swiftSettings: strictSwift
@@ -213,6 +216,8 @@ let package = Package(
       ],
       swiftSettings: strictSwift
     ),
+    .testTarget(
+      name: "LocalClusterTests", dependencies: ["LocalCluster"], swiftSettings: strictSwift),
     .testTarget(
       name: "ClusterIPCacheTests",
       dependencies: ["ClusterIPCache", "TesseraCore"],

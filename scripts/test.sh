@@ -69,6 +69,7 @@ run "end-to-end CNI chains (ptp, bridge, tessera-cni as main plugin; the window 
 run "adversarial suite (forged sources, ethertypes, IPv6 extension headers, fragments, ICMP, deny-X race, etcd ipcache)" bash Tests/adversarial/run.sh
 run "end-to-end two nodes on one etcd (cross-node policy by identity)" bash Tests/e2e/two_nodes_e2e.sh
 run "simulated cluster (3 etcd members, 2+2 identity/policy replicas on mTLS, 4 nodes; replicas killed under churn)" bash Tests/cluster/cluster_e2e.sh
+run "tessera node up --cluster (a local cluster from the CLI: pods on 2 nodes, one import enforced on both, a replica killed, down leaves nothing)" bash Tests/cluster/node_up_cluster_e2e.sh
 run "bad-input campaign (Python grpcio against every method)" bash Tests/badinput/run.sh
 run "failure drill (SIGKILL each daemon in turn under churn)" bash Tests/drill/run.sh
 run "install script staged into a temporary root (units, settings files, binaries)" bash Tests/deploy/install_test.sh

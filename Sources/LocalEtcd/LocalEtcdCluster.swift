@@ -156,6 +156,12 @@ public final class LocalEtcdCluster: @unchecked Sendable {
     }
   }
 
+  /// Whether the plain-HTTP member at 127.0.0.1:`clientPort` has a leader (`GET /health`);
+  /// for members started elsewhere, such as `tessera node up --cluster`'s.
+  public static func isHealthy(clientPort: Int) -> Bool {
+    healthy(Member(name: "", clientPort: clientPort, peerPort: 0, secure: false))
+  }
+
   /// `GET /health` over a plain socket: etcd answers `{"health":"true"}` once it has a leader.
   private static func healthy(_ member: Member) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -1,12 +1,40 @@
 import Foundation
 import TesseraRuntime
 
-/// One daemon of a node: how to start it again.
+/// One supervised process (a node's daemon, or a local cluster's etcd member,
+/// replica or node daemon): how to start it again.
 struct DaemonLaunch: Sendable {
-  var service: TesseraService
+  /// Unique among the launches of one supervisor: the service's name on a
+  /// single node (so `restarts.json` keys stay the services), `identity-1` or
+  /// `node-1/endpoint` in a local cluster.
+  var name: String
+  /// Nil for a process that is not a Tessera daemon (an etcd member).
+  var service: TesseraService?
   var executable: String
   var arguments: [String]
   var log: String
+
+  init(service: TesseraService, executable: String, arguments: [String], log: String) {
+    self.init(
+      name: service.rawValue, service: service, executable: executable, arguments: arguments,
+      log: log)
+  }
+
+  init(
+    name: String, service: TesseraService?, executable: String, arguments: [String], log: String
+  ) {
+    self.name = name
+    self.service = service
+    self.executable = executable
+    self.arguments = arguments
+    self.log = log
+  }
+
+  /// How messages name it: the executable, and which one when several run.
+  var displayName: String {
+    guard let service else { return name }
+    return name == service.rawValue ? service.executableName : "\(service.executableName) (\(name))"
+  }
 
   /// Starts the daemon with its output appended to its log; `onExit` gets its pid when it exits.
   func spawn(onExit: (@Sendable (Int32, Int32) -> Void)?) throws -> Int32 {
@@ -61,8 +89,9 @@ final class NodeSupervisor: Sendable {
   }
 
   func supervise(
-    _ launches: [DaemonLaunch], pids: [Int32: TesseraService], run: RunDirectory,
-    waitHealthy: (TesseraService, Int32) async throws -> Void
+    _ launches: [DaemonLaunch], pids: [Int32: String], run: RunDirectory,
+    waitHealthy: (DaemonLaunch, Int32) async throws -> Void,
+    stopAll: () async throws -> Void
   ) async throws {
     try? "\(getpid())\n".write(
       toFile: Self.pidPath(run), atomically: true, encoding: .utf8)
@@ -78,15 +107,15 @@ final class NodeSupervisor: Sendable {
     }
     defer { signals.forEach { $0.cancel() } }
 
-    let byService = Dictionary(uniqueKeysWithValues: launches.map { ($0.service, $0) })
+    let byName = Dictionary(uniqueKeysWithValues: launches.map { ($0.name, $0) })
     var pids = pids
-    var restarts: [TesseraService: Int] = [:]
-    var backoff: [TesseraService: Duration] = [:]
+    var restarts: [String: Int] = [:]
+    var backoff: [String: Duration] = [:]
     var startedAt = Dictionary(
       uniqueKeysWithValues: pids.values.map { ($0, ContinuousClock.now) })
     for await event in events.stream {
       guard case .exited(let pid, let status) = event else { break }
-      guard let service = pids.removeValue(forKey: pid), let launch = byService[service] else {
+      guard let service = pids.removeValue(forKey: pid), let launch = byName[service] else {
         continue
       }
       restarts[service, default: 0] += 1
@@ -96,7 +125,7 @@ final class NodeSupervisor: Sendable {
       backoff[service] = min(delay * 2, .seconds(30))
       writeRestarts(restarts, run)
       say(
-        "\(service.executableName) exited (status \(status)) after \(ranFor.components.seconds) s; restart \(restarts[service, default: 0]) in \(delay.components.seconds) s (log: \(launch.log))"
+        "\(launch.displayName) exited (status \(status)) after \(ranFor.components.seconds) s; restart \(restarts[service, default: 0]) in \(delay.components.seconds) s (log: \(launch.log))"
       )
       try? await Task.sleep(for: delay)
       if Task.isCancelled { break }
@@ -104,14 +133,14 @@ final class NodeSupervisor: Sendable {
         let newPID = try launch.spawn(onExit: daemonExited)
         pids[newPID] = service
         startedAt[service] = ContinuousClock.now
-        try await waitHealthy(service, newPID)
-        say("\(service.executableName) ready again (pid \(newPID))")
+        try await waitHealthy(launch, newPID)
+        say("\(launch.displayName) ready again (pid \(newPID))")
       } catch {
         // It exits again (and is restarted after a longer wait) or never answers.
-        say("\(service.executableName) did not come back: \(error)")
+        say("\(launch.displayName) did not come back: \(error)")
       }
     }
-    try await NodeDown.stop(run, output: .table)
+    try await stopAll()
   }
 
   /// One line on stdout at once, also when stdout is a file or a pipe.
@@ -119,9 +148,8 @@ final class NodeSupervisor: Sendable {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
   }
 
-  private func writeRestarts(_ restarts: [TesseraService: Int], _ run: RunDirectory) {
-    let counts = Dictionary(uniqueKeysWithValues: restarts.map { ($0.key.rawValue, $0.value) })
-    if let data = try? JSONSerialization.data(withJSONObject: counts, options: [.sortedKeys]) {
+  private func writeRestarts(_ restarts: [String: Int], _ run: RunDirectory) {
+    if let data = try? JSONSerialization.data(withJSONObject: restarts, options: [.sortedKeys]) {
       try? data.write(to: URL(fileURLWithPath: Self.restartsPath(run)), options: .atomic)
     }
   }

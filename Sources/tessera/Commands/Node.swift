@@ -1,19 +1,29 @@
 import ArgumentParser
 import Foundation
 import GRPCCore
+import LocalCluster
 import TesseraEtcd
 import TesseraProto
 import TesseraRuntime
 
 struct Node: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Start or stop this node's four daemons.", subcommands: [NodeUp.self, NodeDown.self])
+    abstract:
+      "Start, stop or check this node's four daemons, or a whole local cluster (--cluster).",
+    subcommands: [NodeUp.self, NodeDown.self, NodeStatus.self])
 }
 
 struct NodeUp: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "up",
-    abstract: "Start the four daemons as separate processes and wait until they are healthy.")
+    abstract: "Start the four daemons as separate processes and wait until they are healthy.",
+    discussion: """
+      With --cluster, start a whole local cluster for trying Tessera out (as root): etcd, \
+      identity and policy replicas on loopback TCP with mutual TLS, and --nodes nodes \
+      (endpointd + datapathd on eBPF, each with its own run directory under \
+      <run-dir>/nodes, pin directory and pod subnet). Default run directory: \
+      /run/tessera-cluster.
+      """)
 
   @OptionGroup var global: GlobalOptions
 
@@ -67,14 +77,82 @@ struct NodeUp: AsyncParsableCommand {
   @Option(help: "Directory holding the tessera-*d executables (default: next to this one).")
   var binDir: String?
 
+  @Flag(
+    help:
+      "Start a whole local cluster: etcd, identity and policy replicas on mutual TLS, and --nodes nodes."
+  )
+  var cluster = false
+
+  @Option(help: "Nodes of the --cluster (1-\(ClusterPlan.Configuration.maxNodes); default 2).")
+  var nodes: Int?
+
+  @Option(help: "identityd replicas of the --cluster (default 2).")
+  var identityReplicas: Int?
+
+  @Option(help: "policyd replicas of the --cluster (default 2).")
+  var policyReplicas: Int?
+
+  @Option(help: "etcd members of the --cluster: 1 (default) or 3.")
+  var etcdMembers: Int?
+
+  @Option(
+    help:
+      "First of the consecutive loopback ports of the --cluster's etcd members and replicas (default: free ports)."
+  )
+  var basePort: Int?
+
+  @Option(help: "IPv4 /16 of the --cluster's pods; node N gets a.b.N.0/24 (default 10.199.0.0/16).")
+  var podCIDR: String?
+
+  @Option(help: "tessera-cni for the --cluster's pod helpers (default: found next to tessera).")
+  var cniPlugin: String?
+
+  /// The --cluster flags as a layout request.
+  var clusterConfiguration: ClusterPlan.Configuration {
+    let defaults = ClusterPlan.Configuration.defaults
+    return ClusterPlan.Configuration(
+      nodes: nodes ?? defaults.nodes,
+      identityReplicas: identityReplicas ?? defaults.identityReplicas,
+      policyReplicas: policyReplicas ?? defaults.policyReplicas,
+      etcdMembers: etcdMembers ?? defaults.etcdMembers, root: clusterRoot(global),
+      podCIDR: podCIDR ?? defaults.podCIDR, basePort: basePort)
+  }
+
   func validate() throws {
     guard ["bpf", "memory", "auto"].contains(datapathBackend) else {
       throw ValidationError(
         "--datapath-backend must be bpf, memory or auto, not '\(datapathBackend)'")
     }
+    guard cluster else {
+      let clusterOnly: [(String, Any?)] = [
+        ("--nodes", nodes), ("--identity-replicas", identityReplicas),
+        ("--policy-replicas", policyReplicas), ("--etcd-members", etcdMembers),
+        ("--base-port", basePort), ("--pod-cidr", podCIDR), ("--cni-plugin", cniPlugin),
+      ]
+      if let (flag, _) = clusterOnly.first(where: { $0.1 != nil }) {
+        throw ValidationError("\(flag) goes with --cluster")
+      }
+      return
+    }
+    let nodeOnly: [(String, String?)] = [
+      ("--identity-store", identityStore), ("--policy-store", policyStore),
+      ("--bpf-pin-dir", bpfPinDir), ("--etcd-prefix", etcdPrefix),
+    ]
+    if let (flag, _) = nodeOnly.first(where: { $0.1 != nil }) {
+      throw ValidationError("\(flag) is for a single node; --cluster lays out its own")
+    }
+    guard datapathBackend == "bpf" else {
+      throw ValidationError("--cluster runs the bpf datapath: its pods are real")
+    }
+    do { try clusterConfiguration.validate() } catch { throw ValidationError(error.message) }
   }
 
   func run() async throws {
+    if cluster {
+      do { return try await runCluster() } catch let error as LocalClusterError {
+        throw CLIError(error.description)
+      }
+    }
     let run = global.runDirectory
     try run.create()
     let binaries = binDir ?? Self.ownDirectory
@@ -142,9 +220,13 @@ struct NodeUp: AsyncParsableCommand {
     }
     guard !detach else { return }
     try await supervisor.supervise(
-      launches, pids: Dictionary(uniqueKeysWithValues: zip(started, launches.map(\.service))),
-      run: run
-    ) { service, pid in try await waitHealthy(service, pid: pid) }
+      launches, pids: Dictionary(uniqueKeysWithValues: zip(started, launches.map(\.name))),
+      run: run,
+      waitHealthy: { launch, pid in
+        guard let service = launch.service else { return }
+        try await waitHealthy(service, pid: pid)
+      },
+      stopAll: { try await NodeDown.stop(run, output: .table) })
   }
 
   /// The directory of the running `tessera` executable, found through
@@ -215,13 +297,45 @@ func isRunning(_ pid: Int32) -> Bool {
 
 struct NodeDown: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "down", abstract: "Stop the daemons gracefully (SIGTERM, then SIGKILL after 10 s)."
+    commandName: "down",
+    abstract: "Stop the daemons gracefully (SIGTERM, then SIGKILL after 10 s).",
+    discussion:
+      "On a local cluster's run directory (or with --cluster), stop the whole cluster: its pods, network namespaces, processes and pinned maps."
   )
 
   @OptionGroup var global: GlobalOptions
 
+  @Flag(
+    help: "Stop the local cluster of `node up --cluster` (default run dir /run/tessera-cluster).")
+  var cluster = false
+
   func run() async throws {
-    try await Self.stop(global.runDirectory, output: global.output)
+    let root = cluster ? clusterRoot(global) : global.runDir
+    guard let plan = try ClusterPlan.load(root: root) else {
+      guard !cluster else {
+        if global.output == .json {
+          try printJSON(["cluster": root, "stopped": [String]()])
+        } else {
+          print("no cluster in \(root): nothing to stop")
+        }
+        return
+      }
+      return try await Self.stop(global.runDirectory, output: global.output)
+    }
+    let report: LocalClusterTeardown.Report
+    do { report = try await LocalClusterTeardown(plan: plan).stop(output: global.output) } catch let
+      error as LocalClusterError
+    { throw CLIError(error.description) }
+    if global.output == .json {
+      try printJSON([
+        "cluster": root, "stopped": report.processes.map(\.name), "pods": report.pods,
+        "namespaces": report.namespaces, "pins": report.pins ?? "",
+      ])
+    } else if report.isEmpty {
+      print("no cluster running in \(root): nothing to stop")
+    } else {
+      print("cluster in \(root) stopped (logs kept there)")
+    }
   }
 
   static func stop(_ run: RunDirectory, output: OutputFormat) async throws {
@@ -241,18 +355,7 @@ struct NodeDown: AsyncParsableCommand {
     var stopped: [String] = []
     for service in TesseraService.startOrder.reversed() {
       guard let pid = runningPID(run, service) else { continue }
-      kill(pid, SIGTERM)
-      let deadline = ContinuousClock.now + .seconds(10)
-      while isRunning(pid) && ContinuousClock.now < deadline {
-        var status: Int32 = 0
-        if waitpid(pid, &status, WNOHANG) == pid { break }
-        try await Task.sleep(for: .milliseconds(20))
-      }
-      if isRunning(pid) {
-        kill(pid, SIGKILL)
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-      }
+      try await terminate(pid)
       stopped.append(service.executableName)
       if output == .table { print("\(service.executableName) stopped (pid \(pid))") }
     }
@@ -262,4 +365,62 @@ struct NodeDown: AsyncParsableCommand {
       print("no daemons running in \(run.path)")
     }
   }
+}
+
+/// SIGTERM, then SIGKILL once `grace` has passed; returns when the process is gone.
+func terminate(_ pid: Int32, grace: Duration = .seconds(10)) async throws {
+  kill(pid, SIGTERM)
+  let deadline = ContinuousClock.now + grace
+  while isRunning(pid) && ContinuousClock.now < deadline {
+    var status: Int32 = 0
+    if waitpid(pid, &status, WNOHANG) == pid { break }
+    try await Task.sleep(for: .milliseconds(20))
+  }
+  if isRunning(pid) {
+    kill(pid, SIGKILL)
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+  }
+}
+
+/// `tessera node status`: the node's services, or with --cluster (or on a
+/// cluster's run directory) every component of the local cluster.
+struct NodeStatus: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "status", abstract: "Show the node's services, or the local cluster's (--cluster)."
+  )
+
+  @OptionGroup var global: GlobalOptions
+
+  @Flag(
+    help: "Show the local cluster of `node up --cluster` (default run dir /run/tessera-cluster).")
+  var cluster = false
+
+  func run() async throws {
+    let root = cluster ? clusterRoot(global) : global.runDir
+    if let plan = try ClusterPlan.load(root: root) {
+      return try await LocalClusterStatus(plan: plan, global: global).show()
+    }
+    if cluster {
+      throw CLIError(
+        "no cluster in \(root): start one with `tessera node up --cluster --run-dir \(root)`")
+    }
+    let status = try Status.parse([
+      "--run-dir", root, "--output", global.output.rawValue, "--timeout", "\(global.timeout)",
+    ])
+    try await status.run()
+  }
+}
+
+/// A local cluster's run directory: `--run-dir` or `$TESSERA_RUN_DIR` when
+/// given, else /run/tessera-cluster (not /run/tessera, where a single node runs).
+func clusterRoot(_ global: GlobalOptions) -> String {
+  let explicit = CommandLine.arguments.contains { $0 == "--run-dir" || $0.hasPrefix("--run-dir=") }
+  let environment = ProcessInfo.processInfo.environment[RunDirectory.environmentVariable]
+  guard explicit || environment?.isEmpty == false else {
+    return ClusterPlan.Configuration.defaults.root
+  }
+  var path = global.runDir
+  if !path.hasPrefix("/") { path = FileManager.default.currentDirectoryPath + "/" + path }
+  return path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GRPCCore
+import LocalCluster
 import TesseraProto
 import TesseraRuntime
 
@@ -34,6 +35,10 @@ struct Status: AsyncParsableCommand {
   }
 
   func run() async throws {
+    // A local cluster's run directory holds no daemon of its own: show the cluster's.
+    if services.isEmpty, let plan = try ClusterPlan.load(root: global.runDir) {
+      return try await LocalClusterStatus(plan: plan, global: global).show()
+    }
     var results: [[String: Any]] = []
     var allHealthy = true
     let restarts = NodeSupervisor.restarts(global.runDirectory)
@@ -41,32 +46,11 @@ struct Status: AsyncParsableCommand {
       services.isEmpty || services.contains($0.rawValue)
     }
     for service in checked {
-      var entry: [String: Any] = [
-        "service": service.rawValue, "socket": global.runDirectory.socketPath(for: service),
-        // Restarts by a foreground `tessera node up` (0 for a detached node or under systemd).
-        "restarts": restarts[service.rawValue] ?? 0,
-      ]
-      do {
-        let (health, info) = try await global.withClient(service) { client, options in
-          let health = try await Grpc_Health_V1_Health.Client(wrapping: client).check(
-            .init(), options: options)
-          let info = try await Tessera_Runtime_V1_DaemonService.Client(wrapping: client)
-            .getDaemonInfo(.init(), options: options)
-          return (health, info)
-        }
-        entry["health"] = health.status == .serving ? "serving" : "not-serving"
-        entry["version"] = info.version
-        entry["pid"] = Int(info.pid)
-        entry["backend"] = info.backend
-        entry["details"] = info.details
-        entry["controllers"] = info.controllers.map(\.json)
-        entry["controllersFailing"] = info.controllers.filter { $0.consecutiveFailures > 0 }.count
-        if health.status != .serving, !live { allHealthy = false }
-      } catch {
-        entry["health"] = "down"
-        entry["error"] = "\(error)"
-        allHealthy = false
-      }
+      var entry = await Self.probe(service, in: global.runDirectory, timeout: global.timeout)
+      // Restarts by a foreground `tessera node up` (0 for a detached node or under systemd).
+      entry["restarts"] = restarts[service.rawValue] ?? 0
+      let health = entry["health"] as? String
+      if health == "down" || (health == "not-serving" && !live) { allHealthy = false }
       results.append(entry)
     }
     if global.output == .json {
@@ -113,6 +97,39 @@ struct Status: AsyncParsableCommand {
       )
     }
     if !allHealthy { throw ExitCode(1) }
+  }
+
+  /// One service's health check and daemon info over its socket in `run`
+  /// (`health`: serving, not-serving or down, with `error`).
+  static func probe(_ service: TesseraService, in run: RunDirectory, timeout: Double) async
+    -> [String: Any]
+  {
+    var options = GlobalOptions()
+    options.runDir = run.path
+    options.timeout = timeout
+    var entry: [String: Any] = [
+      "service": service.rawValue, "socket": run.socketPath(for: service),
+    ]
+    do {
+      let (health, info) = try await options.withClient(service) { client, callOptions in
+        let health = try await Grpc_Health_V1_Health.Client(wrapping: client).check(
+          .init(), options: callOptions)
+        let info = try await Tessera_Runtime_V1_DaemonService.Client(wrapping: client)
+          .getDaemonInfo(.init(), options: callOptions)
+        return (health, info)
+      }
+      entry["health"] = health.status == .serving ? "serving" : "not-serving"
+      entry["version"] = info.version
+      entry["pid"] = Int(info.pid)
+      entry["backend"] = info.backend
+      entry["details"] = info.details
+      entry["controllers"] = info.controllers.map(\.json)
+      entry["controllersFailing"] = info.controllers.filter { $0.consecutiveFailures > 0 }.count
+    } catch {
+      entry["health"] = "down"
+      entry["error"] = "\(error)"
+    }
+    return entry
   }
 }
 
