@@ -8,7 +8,7 @@ packages=(
   libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make
   iproute2 netcat-openbsd containernetworking-plugins etcd-server etcd-client
   sqlite3 libsqlite3-dev valgrind jq python3-grpcio python3-protobuf
-  iptables ipset nftables util-linux python3-scapy python3-yaml clang-format
+  iptables ipset nftables libipset13 libnftables1 util-linux python3-scapy python3-yaml clang-format
 )
 
 missing=()

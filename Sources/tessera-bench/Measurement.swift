@@ -30,7 +30,55 @@ struct Row {
   var value: Double
   var unit: String
   var floor: String
+  /// What the target says, with its source (the issue, or rows of the same run).
   var target: String
+  /// The bound the target sets; nil leaves the row unjudged.
+  var bound: Bound? = nil
+  /// A verdict computed over more than this row's value (e.g. every endpoint count),
+  /// which then replaces the comparison with `bound`.
+  var judgement: Judgement? = nil
+
+  /// A target's bound on a row's value.
+  enum Bound {
+    case atMost(Double)
+    case atLeast(Double)
+    /// A count that must be above zero.
+    case positive
+  }
+
+  /// Met or missed, and when missed by how much.
+  struct Judgement {
+    var met: Bool
+    /// "value vs target" and the gap, for the *Missed targets* line.
+    var shortfall: String
+  }
+
+  /// The row's verdict, or nil when it has no target to check.
+  var verdict: Judgement? {
+    if let judgement { return judgement }
+    guard let bound else { return nil }
+    let shown = "\(format(value)) \(unit)".trimmingCharacters(in: .whitespaces)
+    switch bound {
+    case .atMost(let limit):
+      return Judgement(
+        met: value <= limit,  // NaN (not measured) is never met
+        shortfall: "\(shown) vs ≤ \(format(limit)): \(Self.gap(value, limit))")
+    case .atLeast(let limit):
+      return Judgement(
+        met: value >= limit, shortfall: "\(shown) vs ≥ \(format(limit)): \(Self.gap(value, limit))")
+    case .positive:
+      return Judgement(met: value > 0, shortfall: "\(shown) vs > 0")
+    }
+  }
+
+  /// "+1.2 (+20 %)": how far `value` is from `limit`.
+  static func gap(_ value: Double, _ limit: Double) -> String {
+    guard value.isFinite, limit.isFinite else { return "not measured" }
+    let difference = value - limit
+    let sign = difference >= 0 ? "+" : "−"
+    let percent = limit != 0 ? " (\(sign)\(format(abs(difference / limit) * 100)) %)" : ""
+    return "\(sign)\(format(abs(difference)))\(percent)"
+  }
 }
 
 func format(_ value: Double) -> String {

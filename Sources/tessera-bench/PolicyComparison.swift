@@ -10,12 +10,20 @@ import TesseraRuntime
 struct ComparisonPoint: Sendable {
   var design: String
   var endpoints: Int
-  /// Applying "one more pod joins the selected group" (µs).
-  var podJoinMicroseconds: Double
-  /// Applying the whole group again (ms).
+  /// The kernel write of "one more pod joins the selected group", in process (µs):
+  /// Tessera's ipcache write into the node's own map, libipset's or libnftables'
+  /// set update; NaN for iptables (no library).
+  var joinInProcessMicroseconds: Double
+  /// The same join through the design's control plane (ms), exec floor not subtracted:
+  /// the per-pod update command's exec → exit, or Tessera's `CreateEndpoint(sync)`.
+  var joinControlMilliseconds: Double
+  /// Applying the whole group again (ms), exec floor subtracted: the IP designs'
+  /// command exec → exit − `true` exec → exit; Tessera's in-process ipcache writes.
   var resyncMilliseconds: Double
   /// Paired per-connection cost of the policy (µs), and the medians it came from.
   var connection: PairedConnectTimes
+  /// `true`'s exec → exit in the router namespace (ms); NaN for Tessera.
+  var execFloorMilliseconds: Double = .nan
 }
 
 /// The comparison the product exists for: Tessera's identity-based datapath
@@ -27,8 +35,10 @@ struct ComparisonPoint: Sendable {
 enum PolicyComparison {
   static let port: UInt16 = 8080
   static let deniedPort: UInt16 = 9090
-  /// Joins timed per count (each a new member address).
+  /// Joins timed per count through each control plane (each a new member address).
   static let joins = 30
+  /// Joins timed per count in process (each a new member address).
+  static let inProcessJoins = 200
   /// Block pairs of the paired connect measurement (each block ~100 ms).
   static let pairs = 30
 
@@ -70,6 +80,9 @@ enum PolicyComparison {
         join.add(joined.elapsed)
         floor.add(try execute(topology.router.exec(["/bin/true"]), environment: [:]).elapsed)
       }
+      let inProcess =
+        try design.inProcessJoin?(
+          topology.router, (0..<inProcessJoins).map { joiningAddress(joins + $0) }) ?? .nan
       var resync = Samples()
       for _ in 0..<3 {
         let command = try design.resync(members, port, scratch)
@@ -89,10 +102,11 @@ enum PolicyComparison {
       let connection = try PairedConnectTimes.measure(topology: topology, port: port, pairs: pairs)
       points.append(
         ComparisonPoint(
-          design: design.name, endpoints: count, podJoinMicroseconds: (join.p50 - floor.p50) * 1000,
-          resyncMilliseconds: resync.p50, connection: connection))
+          design: design.name, endpoints: count, joinInProcessMicroseconds: inProcess,
+          joinControlMilliseconds: join.p50, resyncMilliseconds: resync.p50 - floor.p50,
+          connection: connection, execFloorMilliseconds: floor.p50))
       print(
-        "  \(design.name) at \(count): join \(format((join.p50 - floor.p50) * 1000)) µs (exec \(format(join.p50)) ms, floor \(format(floor.p50)) ms), resync \(format(resync.p50)) ms, connection +\(format(connection.overhead)) µs over \(connection.connections) connects"
+        "  \(design.name) at \(count): join in process \(format(inProcess)) µs, by command \(format(join.p50)) ms (`true` \(format(floor.p50)) ms), resync \(format(resync.p50 - floor.p50)) ms, connection +\(format(connection.overhead)) µs over \(connection.connections) connects"
       )
     }
     return points
@@ -102,12 +116,18 @@ enum PolicyComparison {
 
   /// What the Tessera run measured besides the comparison points.
   struct TesseraExtras {
-    /// CreateEndpoint(sync) of a pod whose identity exists, p50 per count (ms).
-    var joinCreateMilliseconds: [Int: Double] = [:]
-    /// Policy-map entries written while those pods joined (all counts together).
-    var joinPolicyMapWrites = 0
+    /// Policy-map entries written into other endpoints' maps while pods with an existing
+    /// identity joined (all counts together): must be 0. Nil when the metric was missing.
+    var peerPolicyMapWrites: Int? = 0
+    /// Entries the selected joining pods wrote into their own maps (all counts
+    /// together): must be above 0. Nil when the metric was missing.
+    var ownPolicyMapWrites: Int? = 0
     var joinCount = 0
+    var selectedJoinCount = 0
   }
+
+  /// Labels of the joining pod that a policy selects; a seed pod gives them an identity first.
+  static let selectedLabels = ["app": "client", "tier": "selected"]
 
   /// A real node (four daemons, eBPF datapath) started inside the router
   /// namespace: the server and client pods are endpoints on the router-side
@@ -136,8 +156,6 @@ enum PolicyComparison {
         "--bpf-pin-dir", pin, "--metrics-base-port", "\(metricsBase)",
       ]), keepErrors: true
     ).checkedOutput()
-    let kernel = try KernelIPCache(object: object)
-    defer { kernel.close() }
 
     return try await withGRPCClient(
       transport: .http2NIOPosix(
@@ -164,20 +182,43 @@ enum PolicyComparison {
                 ingress:
                 - fromEndpoints: [{matchLabels: {app: client}}]
                   toPorts: [{ports: [{port: "\(port)", protocol: TCP}]}]
+              ---
+              apiVersion: cilium.io/v2
+              kind: CiliumNetworkPolicy
+              metadata: {name: selected-clients-from-server, namespace: default}
+              spec:
+                endpointSelector: {matchLabels: {tier: selected}}
+                ingress:
+                - fromEndpoints: [{matchLabels: {app: server}}]
+                  toPorts: [{ports: [{port: "\(deniedPort)", protocol: TCP}]}]
               """.utf8)
           })
-        func create(_ container: String, _ ip: String, app: String, device: String = "")
-          async throws
-        {
-          _ = try await endpoints.createEndpoint(
-            Benchmark.createRequest(container: container, ip: ip, app: app, host: device))
+        @discardableResult
+        func create(
+          _ container: String, _ ip: String, app: String, device: String = "",
+          labels: [String: String] = [:]
+        ) async throws -> Tessera_Endpoint_V1_Endpoint {
+          try await endpoints.createEndpoint(
+            Benchmark.createRequest(
+              container: container, ip: ip, app: app, host: device, labels: labels)
+          ).endpoint
         }
         try await create(
           "server", ComparisonTopology.policyServer, app: "server",
           device: ComparisonTopology.policyServerLink)
-        try await create(
+        let client = try await create(
           "client", ComparisonTopology.policyClient, app: "client",
           device: ComparisonTopology.policyClientLink)
+        // The node's own pinned maps, opened from the router namespace (the node's
+        // addresses are the ones the backend keeps as `host` when it opens).
+        let kernel = try NodeIPCache.open(
+          object: object, pin: pin, in: topology.router,
+          identity: NumericIdentity(client.identity))
+
+        // A member selected by a policy of its own, so a later pod with its labels joins
+        // with an existing identity and must write its own policy map and no other.
+        try await create(
+          "selected-seed", "10.95.0.1", app: "", labels: selectedLabels)
 
         var points: [ComparisonPoint] = []
         var extras = TesseraExtras()
@@ -189,8 +230,8 @@ enum PolicyComparison {
             try await create("member-\(live)", everyMember[live - 1], app: "client")
             live += 1
           }
-          try kernel.fill(Array(everyMember.prefix(count)))
 
+          // Unselected joins: every policy-map write would be into a peer's map.
           let before = try policyMapWrites(topology.router, port: metricsBase + 2)
           var joinCreate = Samples()
           for index in 0..<joins {
@@ -198,27 +239,49 @@ enum PolicyComparison {
             try await create("join-\(index)", joiningAddress(index), app: "client")
             joinCreate.add(.now - start)
           }
-          extras.joinPolicyMapWrites +=
-            try policyMapWrites(topology.router, port: metricsBase + 2) - before
-          extras.joinCount += joins
-          extras.joinCreateMilliseconds[count] = joinCreate.p50
-          for index in 0..<joins {
+          // Writes a join would cause later (events handled after the create returned)
+          // must be counted too.
+          try await Task.sleep(for: .milliseconds(300))
+          let afterJoins = try policyMapWrites(topology.router, port: metricsBase + 2)
+          // One selected join: its own entries are expected, any other write is a peer's.
+          let selected = try await create(
+            "join-selected", "10.95.1.\(extras.selectedJoinCount + 1)", app: "",
+            labels: selectedLabels)
+          try await Task.sleep(for: .milliseconds(300))
+          let afterSelected = try policyMapWrites(topology.router, port: metricsBase + 2)
+          let own = try kernel.policyEntries(
+            of: selected.id, object: object, pin: pin, in: topology.router)
+          if let before, let afterJoins, let afterSelected, let peers = extras.peerPolicyMapWrites,
+            let owned = extras.ownPolicyMapWrites
+          {
+            extras.peerPolicyMapWrites =
+              peers + (afterJoins - before) + (afterSelected - afterJoins - own)
+            extras.ownPolicyMapWrites = owned + own
+          } else {
+            extras.peerPolicyMapWrites = nil
+            extras.ownPolicyMapWrites = nil
+          }
+          extras.joinCount += joins + 1
+          extras.selectedJoinCount += 1
+          for container in (0..<joins).map({ "join-\($0)" }) + ["join-selected"] {
             _ = try await endpoints.deleteEndpoint(
-              .with { $0.endpoint = .with { $0.containerID = "join-\(index)" } })
+              .with { $0.endpoint = .with { $0.containerID = container } })
           }
 
           try PairedConnectTimes.verifyEnforcement(
             topology: topology, allowedPort: port, deniedPort: deniedPort, design: "tessera")
           let connection = try PairedConnectTimes.measure(
             topology: topology, port: port, pairs: pairs)
-          let join = try kernel.joinMicroseconds()
+          let join = try kernel.joinMicroseconds(
+            (0..<inProcessJoins).map { joiningAddress(joins + $0) })
           let resync = try kernel.resyncMilliseconds(Array(everyMember.prefix(count)))
           points.append(
             ComparisonPoint(
-              design: "tessera", endpoints: count, podJoinMicroseconds: join,
-              resyncMilliseconds: resync, connection: connection))
+              design: "tessera", endpoints: count, joinInProcessMicroseconds: join,
+              joinControlMilliseconds: joinCreate.p50, resyncMilliseconds: resync,
+              connection: connection))
           print(
-            "  tessera at \(count): join \(format(join)) µs (create → ready \(format(joinCreate.p50)) ms), resync \(format(resync)) ms, connection +\(format(connection.overhead)) µs over \(connection.connections) connects"
+            "  tessera at \(count): join in process \(format(join)) µs, by CreateEndpoint \(format(joinCreate.p50)) ms, resync \(format(resync)) ms, connection +\(format(connection.overhead)) µs over \(connection.connections) connects"
           )
         }
         return (points, extras)
@@ -226,46 +289,52 @@ enum PolicyComparison {
     }
   }
 
-  /// The datapath's policy-map write counter, scraped from datapathd's /metrics in the namespace.
-  static func policyMapWrites(_ namespace: NetworkNamespace, port: Int) throws -> Int {
+  /// The datapath's policy-map write counter, scraped from datapathd's /metrics in the
+  /// namespace; nil when the line is missing (then the writes cannot be checked).
+  static func policyMapWrites(_ namespace: NetworkNamespace, port: Int) throws -> Int? {
     let text = try namespace.run { try TCPProbe.httpGet("127.0.0.1", UInt16(port), "/metrics") }
     let line = text.split(separator: "\n").first {
       $0.hasPrefix("tessera_datapath_policy_map_writes_total")
     }
     return line.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }.map { Int($0) }
-      ?? 0
   }
 }
 
 /// The kernel side of a Tessera pod join, timed in process with the code the
-/// datapath daemon runs (`Datapath` over the eBPF backend) on a private pin
-/// directory: a join with an existing identity is one ipcache write.
-final class KernelIPCache {
-  private let pin = "/sys/fs/bpf/tessera-bench-ipcache-\(getpid())"
+/// datapath daemon runs (`Datapath` over the eBPF backend) on the node's own
+/// pinned maps: a join with an existing identity is one ipcache write.
+final class NodeIPCache: Sendable {
   private let datapath: Datapath
-  private let identity = NumericIdentity(40_000)
-  private var nextJoin = 0
+  private let identity: NumericIdentity
 
-  init(object: String) throws {
-    datapath = try Datapath(
-      backend: BPFDatapathBackend(configuration: .init(objectPath: object, pinDirectory: pin)))
+  private init(datapath: Datapath, identity: NumericIdentity) {
+    self.datapath = datapath
+    self.identity = identity
   }
 
-  func close() { try? FileManager.default.removeItem(atPath: pin) }
-
-  func fill(_ members: [String]) throws {
-    try datapath.upsertIPCache(
-      members.map { IPCacheEntry(prefix: IPPrefix($0)!, identity: identity) })
-  }
-
-  /// p50 of writing one new member's address (µs).
-  func joinMicroseconds() throws -> Double {
-    var samples = Samples()
-    for _ in 0..<500 {
-      let entry = IPCacheEntry(
-        prefix: IPPrefix(PolicyComparison.joiningAddress(1000 + nextJoin % 20_000))!,
+  /// Opens the node's pinned datapath from inside `router`, where the node runs: on
+  /// open the backend keeps this namespace's addresses as `host` in the ipcache, and
+  /// those must be the node's.
+  static func open(
+    object: String, pin: String, in router: NetworkNamespace, identity: NumericIdentity
+  )
+    throws -> NodeIPCache
+  {
+    try router.run {
+      NodeIPCache(
+        datapath: try Datapath(
+          backend: BPFDatapathBackend(configuration: .init(objectPath: object, pinDirectory: pin))),
         identity: identity)
-      nextJoin += 1
+    }
+  }
+
+  /// p50 of writing one new member's address (µs); the addresses are removed again
+  /// afterwards, so the node's ipcache holds only its real endpoints.
+  func joinMicroseconds(_ addresses: [String]) throws -> Double {
+    let entries = addresses.map { IPCacheEntry(prefix: IPPrefix($0)!, identity: identity) }
+    defer { try? datapath.deleteIPCache(entries.map(\.prefix)) }
+    var samples = Samples()
+    for entry in entries {
       let start = ContinuousClock.now
       try datapath.upsertIPCache([entry])
       samples.add(.now - start)
@@ -273,7 +342,20 @@ final class KernelIPCache {
     return samples.p50 * 1000
   }
 
-  /// p50 of writing every member's address again (ms).
+  /// How many policy entries the node's datapath holds for endpoint `id` now: what a
+  /// new endpoint wrote into its own policy map. Read through a fresh open of the
+  /// pinned maps, as the daemon reads them on restart (the one held here is a snapshot).
+  func policyEntries(of id: UInt64, object: String, pin: String, in router: NetworkNamespace)
+    throws -> Int
+  {
+    try router.run {
+      let current = try Datapath(
+        backend: BPFDatapathBackend(configuration: .init(objectPath: object, pinDirectory: pin)))
+      return current.endpoints().first { $0.id == id }?.policy.entries.count ?? 0
+    }
+  }
+
+  /// p50 of writing every member's address again (ms), with the identity it holds.
   func resyncMilliseconds(_ members: [String]) throws -> Double {
     let entries = members.map { IPCacheEntry(prefix: IPPrefix($0)!, identity: identity) }
     var samples = Samples()
