@@ -75,7 +75,7 @@ enum ClusterBenchmark {
             "nodes one \(service) replica serves at \(format(rate)) creates/s per node (one core per replica)",
           value: 1000 / (perCreate * rate), unit: "nodes",
           floor: "= 1000 ms / (\(format(perCreate)) ms × \(format(rate))/s)",
-          target: "≥ 500 (issue: Calico sizes Typha at 1 replica per 200 nodes)"))
+          target: "≥ 500 (issue)", bound: .atLeast(500)))
     }
     let notes = [
       "cluster figures: \(configuration.nodes) nodes (endpointd + datapathd, eBPF, no devices), identity and policy replicas on loopback TCP with mutual TLS, one etcd member; \(configuration.createsPerNode) create+delete pairs per node on \(configuration.labelSets) label sets whose identities exist; everything shares this machine's cores, so creates/s is the whole cluster's on these cores"
@@ -96,7 +96,8 @@ enum ClusterBenchmark {
   {
     let etcd = try LocalEtcdCluster(members: 1)
     defer { etcd.shutdown() }
-    let cluster = try LocalCluster(bin: bin, etcd: etcd, replicas: replicas, configuration: configuration)
+    let cluster = try LocalCluster(
+      bin: bin, etcd: etcd, replicas: replicas, configuration: configuration)
     defer { cluster.stop() }
     try cluster.start()
     let policy = cluster.root + "/policy.yaml"
@@ -113,7 +114,8 @@ enum ClusterBenchmark {
     let imported = try execute(
       [bin + "/tessera", "policy", "import", policy, "--run-dir", cluster.replicaRunDir(1)])
     guard imported.status == 0 else {
-      throw BenchError("cluster: policy import failed: \(String(decoding: imported.output, as: UTF8.self))")
+      throw BenchError(
+        "cluster: policy import failed: \(String(decoding: imported.output, as: UTF8.self))")
     }
 
     return try await cluster.withEndpointClients { clients in
@@ -140,7 +142,9 @@ enum ClusterBenchmark {
               let i = counter.next()
               let container = "pod-\(node)-\(i)"
               _ = try await client.createEndpoint(
-                Self.request(container: container, node: node, index: 1000 + i, set: i % configuration.labelSets))
+                Self.request(
+                  container: container, node: node, index: 1000 + i,
+                  set: i % configuration.labelSets))
               _ = try await client.deleteEndpoint(
                 .with { $0.endpoint = .with { $0.containerID = container } })
             }
@@ -192,17 +196,22 @@ final class LocalCluster: @unchecked Sendable {
   private var policyPorts: [Int] = []
   private var pinDirectories: [String] = []
 
-  init(bin: String, etcd: LocalEtcdCluster, replicas: Int, configuration: ClusterBenchmark.Configuration)
+  init(
+    bin: String, etcd: LocalEtcdCluster, replicas: Int,
+    configuration: ClusterBenchmark.Configuration
+  )
     throws
   {
     self.bin = bin
     self.etcd = etcd
     self.replicas = replicas
     nodes = configuration.nodes
-    root = FileManager.default.temporaryDirectory.appendingPathComponent(
-      "tsr-bench-cluster-\(getpid())-\(replicas)"
-    ).path
-    try FileManager.default.createDirectory(atPath: root + "/pki", withIntermediateDirectories: true)
+    root =
+      FileManager.default.temporaryDirectory.appendingPathComponent(
+        "tsr-bench-cluster-\(getpid())-\(replicas)"
+      ).path
+    try FileManager.default.createDirectory(
+      atPath: root + "/pki", withIntermediateDirectories: true)
   }
 
   func replicaRunDir(_ replica: Int) -> String { "\(root)/ctl\(replica)/run" }
@@ -220,14 +229,20 @@ final class LocalCluster: @unchecked Sendable {
       let state = "\(root)/ctl\(replica)/state"
       try launch(
         "identity", "tessera-identityd",
-        ["--run-dir", replicaRunDir(replica), "--state-dir", state, "--node-name", "identity-\(replica)",
-         "--listen", "127.0.0.1:\(identityPorts[replica - 1])", "--identity-store", store]
+        [
+          "--run-dir", replicaRunDir(replica), "--state-dir", state, "--node-name",
+          "identity-\(replica)",
+          "--listen", "127.0.0.1:\(identityPorts[replica - 1])", "--identity-store", store,
+        ]
           + tls("identity-\(replica)"), log: "\(root)/ctl\(replica)/identityd.log")
       try launch(
         "policy", "tessera-policyd",
-        ["--run-dir", replicaRunDir(replica), "--state-dir", state, "--node-name", "policy-\(replica)",
-         "--listen", "127.0.0.1:\(policyPorts[replica - 1])", "--policy-store", store,
-         "--identity-address", identityAddress]
+        [
+          "--run-dir", replicaRunDir(replica), "--state-dir", state, "--node-name",
+          "policy-\(replica)",
+          "--listen", "127.0.0.1:\(policyPorts[replica - 1])", "--policy-store", store,
+          "--identity-address", identityAddress,
+        ]
           + tls("policy-\(replica)"), log: "\(root)/ctl\(replica)/policyd.log")
     }
     for replica in 1...replicas {
@@ -239,17 +254,21 @@ final class LocalCluster: @unchecked Sendable {
       pinDirectories.append(pin)
       try launch(
         "datapath", "tessera-datapathd",
-        ["--run-dir", nodeRunDir(node), "--state-dir", "\(root)/n\(node)/state", "--node-name",
-         "node-\(node)", "--backend", "bpf", "--bpf-pin-dir", pin],
+        [
+          "--run-dir", nodeRunDir(node), "--state-dir", "\(root)/n\(node)/state", "--node-name",
+          "node-\(node)", "--backend", "bpf", "--bpf-pin-dir", pin,
+        ],
         log: "\(root)/n\(node)/datapathd.log")
     }
     for node in 1...nodes { try waitServing(nodeRunDir(node), "datapath") }
     for node in 1...nodes {
       try launch(
         "endpoint", "tessera-endpointd",
-        ["--run-dir", nodeRunDir(node), "--state-dir", "\(root)/n\(node)/state", "--node-name",
-         "node-\(node)", "--identity-address", identityAddress, "--policy-address", policyAddress,
-         "--cluster-store", store]
+        [
+          "--run-dir", nodeRunDir(node), "--state-dir", "\(root)/n\(node)/state", "--node-name",
+          "node-\(node)", "--identity-address", identityAddress, "--policy-address", policyAddress,
+          "--cluster-store", store,
+        ]
           + tls("node-\(node)"), log: "\(root)/n\(node)/endpointd.log")
     }
     for node in 1...nodes { try waitServing(nodeRunDir(node), "endpoint") }
@@ -294,14 +313,17 @@ final class LocalCluster: @unchecked Sendable {
       -> Result
   ) async throws -> Result {
     let services = try (1...nodes).map {
-      try GRPCClientService(socketPath: RunDirectory(path: nodeRunDir($0)).socketPath(for: .endpoint))
+      try GRPCClientService(
+        socketPath: RunDirectory(path: nodeRunDir($0)).socketPath(for: .endpoint))
     }
-    let connections = services.map { service in Task { try? await service.client.runConnections() } }
+    let connections = services.map { service in Task { try? await service.client.runConnections() }
+    }
     defer {
       for service in services { service.client.beginGracefulShutdown() }
       for connection in connections { connection.cancel() }
     }
-    return try await body(services.map { Tessera_Endpoint_V1_EndpointService.Client(wrapping: $0.client) })
+    return try await body(
+      services.map { Tessera_Endpoint_V1_EndpointService.Client(wrapping: $0.client) })
   }
 
   /// The floor: health checks over one mutual-TLS connection to identity replica 1.
@@ -373,7 +395,8 @@ final class LocalCluster: @unchecked Sendable {
         "\(pki)/ca.pem",
       ])
     let names =
-      (1...replicas).flatMap { ["identity-\($0)", "policy-\($0)"] } + (1...nodes).map { "node-\($0)" }
+      (1...replicas).flatMap { ["identity-\($0)", "policy-\($0)"] }
+      + (1...nodes).map { "node-\($0)" }
     for name in names {
       try openssl(
         ["req"] + ec + [

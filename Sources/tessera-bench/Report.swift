@@ -333,6 +333,10 @@ struct Report {
     let reasons: [String: String] = [
       "create_p99_ms":
         "a create is at least two RPCs (identity, datapath) and the endpoint's state write, each RPC's p99 on this machine being the bare p99 in the table (\(shown("bare_rpc_p99_ms")) in this run). When a churned pod carries an identity whose policy this node has not computed yet (the churn cycles through more svc-i labels than there are live endpoints at the smallest count), the create adds a policy computation RPC; at larger counts the per-identity policy cache answers.",
+      "nodes_per_identity_replica":
+        "computed as one core per replica over the identity service's CPU per create (\(shown("cluster_identity_cpu_ms_per_create")) with its delete, summed over replicas). Each create and each delete of a pod on a node served over TCP is a gRPC call over mutual TLS and a compare-and-swap transaction on the node's reference count in etcd (answers recorded for retries), then the node asks the policy replicas for their event sequence; the replicas also apply every identity and reference change from their etcd watch. Not profiled yet: the split between TLS, gRPC and etcd client work is unknown.",
+      "nodes_per_policy_replica":
+        "computed as one core per replica over the policy service's CPU per create (\(shown("cluster_policy_cpu_ms_per_create")) with its delete, summed over replicas): ComputeEndpointPolicy (cached per identity), the ordering's GetEventSequence calls (a node asks again when round-robin reaches the replica its watch does not follow) and the identity watch. Not profiled yet.",
       "create_rate_per_s":
         "CPU-bound: both cores are busy during the churn (vmstat shows no idle time). A create + delete is six gRPC calls (two from the client, four between daemons) plus eBPF map and stub program setup and teardown; perf shows the time spread over the HTTP/2 and NIO stack, the Swift runtime and the kernel, with no single hot spot.",
       "bpf_ns_per_packet":
