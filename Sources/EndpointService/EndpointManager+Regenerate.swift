@@ -18,7 +18,9 @@ extension EndpointManager {
     }
     guard let (snapshot, generation) = started else { return }
     do {
-      if ordering.changesIdentity(endpointID: endpointID, to: snapshot.identity) {
+      if ordering.changesIdentity(endpointID: endpointID, to: snapshot.identity),
+        !ordering.isRealized(snapshot.identity, byOtherThan: endpointID)
+      {
         // Realising writes this endpoint's addresses → identity into the ipcache: peers first.
         let waitStart = ContinuousClock.now
         try await waitForPolicyOrdering(

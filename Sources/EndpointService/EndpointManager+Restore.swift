@@ -62,10 +62,13 @@ extension EndpointManager {
   /// node serves, so nothing is being created meanwhile.
   private func syncIdentityReferences() async throws(EndpointError) {
     var held: [NumericIdentity: Int] = [:]
+    var resolved: [String: SecurityIdentity] = [:]
     for endpoint in registry.all()
     where endpoint.identity != .unknown && !endpoint.identity.isReserved {
       held[endpoint.identity, default: 0] += 1
+      resolved[endpoint.labels.canonicalKey] = SecurityIdentity(
+        id: endpoint.identity, labels: endpoint.identityLabels)
     }
-    try await identities.syncReferences(held: held)
+    try await identities.syncReferences(held: held, resolved: resolved)
   }
 }

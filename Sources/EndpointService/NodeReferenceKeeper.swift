@@ -30,6 +30,13 @@ public struct NodeLease: Sendable, Hashable {
 /// (allocations minus releases), so a restore tells the identity service exactly what
 /// it was told before; allocations and releases wait while a restore runs, so none
 /// falls between the count and the sync.
+///
+/// While no identity replica answers, a label set the node already holds an identity
+/// for still resolves (docs/architecture.md §7): the reference is counted here and
+/// given to the identity service when it answers again. The mapping cannot go stale
+/// meanwhile: an identity is never handed to other labels, and the node's own
+/// reference keeps it from garbage collection. A label set the node does not hold
+/// fails as before (UNAVAILABLE, CNI code 11).
 public final class NodeReferenceKeeper: IdentityAllocating, Service {
   public struct Configuration: Sendable {
     /// Keepalives per TTL.
@@ -54,6 +61,8 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
   private struct State {
     /// References the identity service holds for this node, as far as it was told.
     var held: [NumericIdentity: Int] = [:]
+    /// The identity each label set the node holds resolved to (by canonical key).
+    var resolved: [String: SecurityIdentity] = [:]
     var callsInFlight = 0
     var restoring = false
     var restoreNeeded = false
@@ -64,6 +73,8 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
   private let upstream: any IdentityAllocating
   private let configuration: Configuration
   private let state = Mutex(State())
+  /// Signalled when a reference was counted here only: the keepalive loop tries at once.
+  private let restoreWanted = Wakeup()
   private let logger: Logger
 
   public init(
@@ -85,30 +96,79 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
   ) {
     await beginCall()
     defer { endCall() }
-    let result = try await upstream.allocateIdentity(labels: labels)
+    let result: (identity: SecurityIdentity, isNew: Bool)
+    do {
+      result = try await upstream.allocateIdentity(labels: labels)
+    } catch  where error.code == .upstreamUnavailable {
+      guard let known = takeLocalReference(labels) else { throw error }
+      logger.warning(
+        "identity service unreachable: a label set this node holds resolves from its own count",
+        metadata: ["identity": "\(known.id)", "error": "\(error)"])
+      return (known, false)
+    }
     if !result.identity.id.isReserved {
-      state.withLock { $0.held[result.identity.id, default: 0] += 1 }
+      state.withLock {
+        $0.held[result.identity.id, default: 0] += 1
+        $0.resolved[labels.canonicalKey] = result.identity
+      }
     }
     return result
+  }
+
+  /// One more reference to the identity `labels` resolved to, counted here only (the
+  /// identity service gets it with the next restore); nil when the node holds none.
+  private func takeLocalReference(_ labels: LabelSet) -> SecurityIdentity? {
+    state.withLock { state in
+      guard let known = state.resolved[labels.canonicalKey], state.held[known.id, default: 0] > 0
+      else { return nil }
+      state.held[known.id, default: 0] += 1
+      state.restoreNeeded = true
+      restoreWanted.signal()
+      return known
+    }
   }
 
   public func releaseIdentity(_ id: NumericIdentity) async throws(EndpointError) {
     await beginCall()
     defer { endCall() }
-    try await upstream.releaseIdentity(id)
-    state.withLock {
-      guard let count = $0.held[id] else { return }
-      $0.held[id] = count > 1 ? count - 1 : nil
+    do {
+      try await upstream.releaseIdentity(id)
+    } catch  where error.code == .upstreamUnavailable {
+      // Dropped from the count here; the identity service gets the count when it answers.
+      let counted = state.withLock { state in
+        guard state.held[id, default: 0] > 0 else { return false }
+        state.restoreNeeded = true
+        restoreWanted.signal()
+        return true
+      }
+      guard counted else { throw error }
+      logger.warning(
+        "identity service unreachable: the release is counted here and restored later",
+        metadata: ["identity": "\(id)", "error": "\(error)"])
+    }
+    state.withLock { state in
+      guard let count = state.held[id] else { return }
+      state.held[id] = count > 1 ? count - 1 : nil
+      if count == 1 { state.resolved = state.resolved.filter { $0.value.id != id } }
     }
   }
 
   /// The endpoint service's own sync (after restoring its endpoints): `held` becomes the count.
   public func syncReferences(held: [NumericIdentity: Int]) async throws(EndpointError) {
+    try await syncReferences(held: held, resolved: [:])
+  }
+
+  public func syncReferences(held: [NumericIdentity: Int], resolved: [String: SecurityIdentity])
+    async throws(EndpointError)
+  {
     await beginRestore()
     defer { endRestore() }
     try await upstream.syncReferences(held: held)
     state.withLock {
       $0.held = held.filter { $0.value > 0 && !$0.key.isReserved }
+      $0.resolved = resolved.filter {
+        $0.value.id.isReserved == false && held[$0.value.id, default: 0] > 0
+      }
       $0.restoreNeeded = false
     }
   }
@@ -153,7 +213,9 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
           failing = true
         }
       }
-      try await Task.sleep(for: wait)
+      if state.withLock({ $0.restoreNeeded }) { wait = min(wait, configuration.retryInterval) }
+      await restoreWanted.wait(timeout: wait)
+      try Task.checkCancellation()
     }
   }
 

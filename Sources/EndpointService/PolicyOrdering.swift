@@ -51,6 +51,15 @@ final class PolicyOrdering: Sendable {
     state.withLock { $0.realized[endpointID]?.identity != identity }
   }
 
+  /// Whether another endpoint of this node has realised `identity`: packets already
+  /// carry it, and the peers' maps were ordered behind it when it first appeared, so
+  /// one more address with it opens no window (the datapath judges by identity).
+  func isRealized(_ identity: NumericIdentity, byOtherThan endpointID: UInt64) -> Bool {
+    state.withLock { state in
+      state.realized.contains { $0.key != endpointID && $0.value.identity == identity }
+    }
+  }
+
   /// The WatchPolicy consumer applied an event: `triggered` are the
   /// regenerations (endpoint, generation) it caused. `instanceID` is set on a
   /// stream's first event; regenerations still owed from an earlier instance's

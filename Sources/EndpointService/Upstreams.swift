@@ -10,9 +10,17 @@ public protocol IdentityAllocating: Sendable {
   func syncReferences(held: [NumericIdentity: Int]) async throws(EndpointError)
   /// Renews the lease this node's references are bound to, where they are bound to one.
   func keepAliveNode() async throws(EndpointError) -> NodeLease
+  /// ``syncReferences(held:)`` after a restore, with the identity each restored
+  /// endpoint's labels resolved to (keyed by the labels' canonical key).
+  func syncReferences(held: [NumericIdentity: Int], resolved: [String: SecurityIdentity])
+    async throws(EndpointError)
 }
 
 extension IdentityAllocating {
+  public func syncReferences(held: [NumericIdentity: Int], resolved: [String: SecurityIdentity])
+    async throws(EndpointError)
+  { try await syncReferences(held: held) }
+
   /// An identity service on this node binds references to no lease of the node's.
   public func keepAliveNode() async throws(EndpointError) -> NodeLease { .notLeased }
 }

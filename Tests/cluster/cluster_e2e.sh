@@ -20,7 +20,11 @@
 #  5. a client without a certificate (or with a stranger CA's) is refused;
 #  6. a node that dies for good (endpointd SIGKILLed) loses its references
 #     with its own lease after the TTL while the others keep theirs, and
-#     restores them when it comes back.
+#     restores them when it comes back;
+#  7. with every identity and policy replica down, a pod whose label set its
+#     node already holds is still created through the CNI plugin with its
+#     policy in force, a new label set gets CNI code 11, and the references
+#     are exact once the replicas are back.
 # Skips (exit 77) with a reason without root, bpffs/eBPF, etcd, the CNI
 # plugins, openssl, or python3-grpcio. CLUSTER_KEEP=1 keeps the temp dir.
 set -euo pipefail
@@ -436,6 +440,44 @@ daemon "$tmp/n4/run" endpointd tessera-endpointd --state-dir "$tmp/n4/state" --n
 eventually 60 serving "$tmp/n4/run" endpoint || fail "check 6: node-4's endpointd did not come back"
 if eventually 20 refs_match; then pass "check 6: node-4 back: its references restored under a new lease (etcd = live pods)"; else
   fail "check 6: node-4 back: its references restored"; show_refs
+fi
+
+# ---------------------------------------------------------------- 7. replicas unreachable
+for r in "${REPLICAS[@]}"; do kill -9 "${id_pid[$r]}" "${pol_pid[$r]}" 2>/dev/null || true; done
+for r in "${REPLICAS[@]}"; do wait "${id_pid[$r]}" "${pol_pid[$r]}" 2>/dev/null || true; done
+echo "cluster-e2e: every identity and policy replica SIGKILLed"
+if add_pod 1 backend1b backend; then
+  pass "check 7: replicas down: a pod with a label set node-1 holds (backend) is created through the CNI plugin"
+  ip netns exec "tsr-$tag-backend1b" nc -lk -p 8080 >/dev/null 2>&1 &
+  pids+=($!)
+  if eventually 10 connects frontend1 backend1b 8080 && dropped other2 backend1b 8080; then
+    pass "check 7: its policy is in force (frontend1 -> backend1b:8080 connects, other2 dropped)"
+  else
+    fail "check 7: its policy is in force (frontend1 -> backend1b:8080, other2 dropped)"
+  fi
+fi
+on_node 1
+netns_made+=("${CHAIN_NETNS_PREFIX}lonely")
+out=$(chain_add lonely '["app=brand-new"]' 2>&1 || true)
+if grep -q '"code": *11' <<<"$out"; then
+  pass "check 7: replicas down: a new label set gets CNI code 11 (try again)"
+else
+  fail "check 7: replicas down: a new label set should get CNI code 11: $out"
+fi
+chain_del lonely >/dev/null 2>&1 || true
+for r in "${REPLICAS[@]}"; do
+  ctl=$tmp/ctl$r/run
+  daemon "$ctl" identityd tessera-identityd --state-dir "$tmp/ctl$r/state" --node-name "identity-$r" \
+    --listen "127.0.0.1:${id_port[$r]}" $(tls "identity-$r") --identity-store "$STORE" --etcd-lease-ttl 5
+  daemon "$ctl" policyd tessera-policyd --state-dir "$tmp/ctl$r/state" --node-name "policy-$r" \
+    --listen "127.0.0.1:${pol_port[$r]}" $(tls "policy-$r") --policy-store "$STORE" --identity-address "$ID_ADDR"
+done
+for r in "${REPLICAS[@]}"; do
+  eventually 60 serving "$tmp/ctl$r/run" identity && eventually 60 serving "$tmp/ctl$r/run" policy ||
+    fail "check 7: replica $r did not come back"
+done
+if eventually 20 refs_match; then pass "check 7: replicas back: references in etcd are exactly the live endpoints' again"; else
+  fail "check 7: replicas back: references in etcd are exactly the live endpoints' again"; show_refs
 fi
 
 for n in "${NODES[@]}"; do
