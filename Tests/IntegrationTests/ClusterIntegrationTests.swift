@@ -341,7 +341,8 @@ struct ClusterIntegrationTests {
     for bad in ["etcd:", "etcd:http://nohost", "consul:http://x:1"] {
       let (status, output) = try node.cli(
         [
-          "node", "up", "--detach", "--state-dir", node.stateDir, "--datapath-backend", "memory",
+          "node", "up", "--detach", "--no-supervise", "--state-dir", node.stateDir,
+          "--datapath-backend", "memory",
           "--identity-store", bad,
         ], expectSuccess: false)
       #expect(status != 0, "\(bad)")

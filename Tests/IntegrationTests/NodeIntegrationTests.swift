@@ -68,7 +68,10 @@ struct TesseraNode {
 
   func up(_ extra: [String] = []) throws {
     try cli(
-      ["node", "up", "--detach", "--state-dir", stateDir, "--datapath-backend", "memory"] + extra)
+      [
+        "node", "up", "--detach", "--no-supervise", "--state-dir", stateDir, "--datapath-backend",
+        "memory",
+      ] + extra)
   }
 
   func pid(_ service: String) throws -> Int32 {

@@ -62,4 +62,43 @@ struct NodeSupervisorTests {
       decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     #expect(log.contains("tessera-policyd exited"), "the exit is logged: \(log)")
   }
+
+  @Test(
+    "node up --detach returns with its daemons supervised in the background: a killed daemon comes back; node down stops everything"
+  )
+  func detachedNodeIsSupervised() throws {
+    let node = try TesseraNode()
+    defer { node.down() }
+    // Through a pipe, as Foundation's Process runs it: the command must return although
+    // the supervisor it starts outlives it.
+    let up = try node.cli([
+      "node", "up", "--detach", "--state-dir", node.stateDir, "--datapath-backend", "memory",
+      "-o", "json",
+    ])
+    let started = try #require(
+      try JSONSerialization.jsonObject(with: Data(up.output.utf8)) as? [String: Any])
+    let supervisor = try #require((started["supervisor"] as? Int).map(Int32.init))
+    #expect(kill(supervisor, 0) == 0, "the background supervisor runs")
+    #expect(services(node).values.allSatisfy { $0["health"] as? String == "serving" })
+    let killed = try node.pid("endpoint")
+    kill(killed, SIGKILL)
+    #expect(
+      waitUntil(seconds: 30) {
+        let endpoint = services(node)["endpoint"]
+        return endpoint?["health"] as? String == "serving" && endpoint?["restarts"] as? Int == 1
+          && (endpoint?["pid"] as? Int).map(Int32.init) != killed
+      }, "endpointd is serving again under a new pid, restarts = 1")
+    // A second up refuses: the node is running.
+    let again = try node.cli(
+      ["node", "up", "--detach", "--state-dir", node.stateDir, "--datapath-backend", "memory"],
+      expectSuccess: false)
+    #expect(again.status != 0 && again.output.contains("already running"), "\(again.output)")
+
+    try node.cli(["node", "down"])
+    #expect(waitUntil(seconds: 30) { kill(supervisor, 0) != 0 }, "the supervisor ended")
+    #expect(services(node).values.allSatisfy { $0["health"] as? String == "down" })
+    let log =
+      (try? String(contentsOfFile: node.runDir + "/node-supervisor.log", encoding: .utf8)) ?? ""
+    #expect(log.contains("tessera-endpointd exited"), "the exit is logged: \(log)")
+  }
 }

@@ -143,7 +143,7 @@ if wants etcd && command -v etcd >/dev/null && command -v etcdctl >/dev/null; th
     echo "adversarial: etcd did not start:"; tail -5 "$tmp/etcd.log"
   fi
 fi
-tessera node up --detach --node-name "$NODE" --state-dir "$tmp/state" --bpf-pin-dir "$PIN" "${store_flags[@]}" \
+tessera node up --detach --no-supervise --node-name "$NODE" --state-dir "$tmp/state" --bpf-pin-dir "$PIN" "${store_flags[@]}" \
   >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log" "$RUN"/*.log 2>/dev/null | tail -40; exit 1; }
 backend_kind=$(tessera status -o json | jq -r '.services[] | select(.service=="datapath") | .backend')
 case $backend_kind in bpf*) ;; *) skip "the datapath runs '$backend_kind', not eBPF" ;; esac

@@ -20,7 +20,7 @@ trap cleanup EXIT
 
 mkdir -p "$tmp/py"
 (cd "$repo/proto" && protoc -I . --python_out="$tmp/py" $(find . -name '*.proto' | sed 's|^\./||')) || exit 1
-tessera node up --detach --state-dir "$tmp/state" --datapath-backend memory >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log"; exit 1; }
+tessera node up --detach --no-supervise --state-dir "$tmp/state" --datapath-backend memory >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log"; exit 1; }
 pids_before=$(cat "$RUN"/*.pid | sort | tr '\n' ' ')
 canary=$(tessera endpoint create --container-id canary --ip 10.251.0.1 --label app=canary -o json) || exit 1
 canary_identity=$(jq -r .identity <<<"$canary")

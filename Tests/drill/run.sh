@@ -66,11 +66,11 @@ violation() { echo "drill: VIOLATION: $*"; violations=$((violations + 1)); }
 check() { checks=$((checks + 1)); "$@"; }
 
 if [ "$kernel" = yes ]; then
-  tessera node up --detach --state-dir "$tmp/state" --bpf-pin-dir "$PIN" >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log"; exit 1; }
+  tessera node up --detach --no-supervise --state-dir "$tmp/state" --bpf-pin-dir "$PIN" >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log"; exit 1; }
   backend=$(tessera status -o json | jq -r '.services[] | select(.service=="datapath") | .backend')
   case $backend in bpf*) ;; *) kernel="no (the datapath runs '$backend', not eBPF)" ;; esac
 else
-  tessera node up --detach --state-dir "$tmp/state" --datapath-backend memory >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log"; exit 1; }
+  tessera node up --detach --no-supervise --state-dir "$tmp/state" --datapath-backend memory >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log"; exit 1; }
 fi
 echo "drill: kernel pods and eBPF checks: $kernel"
 cat >"$tmp/policy.yaml" <<'YAML'

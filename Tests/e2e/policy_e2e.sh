@@ -69,7 +69,7 @@ for _ in range(200):
     finally:
         for s in socks: s.close()
 ')
-tessera node up --detach --state-dir "$tmp/state" --bpf-pin-dir "$PIN" --metrics-base-port "$mport" >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log" "$RUN"/*.log; exit 1; }
+tessera node up --detach --no-supervise --state-dir "$tmp/state" --bpf-pin-dir "$PIN" --metrics-base-port "$mport" >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log" "$RUN"/*.log; exit 1; }
 backend=$(tessera status -o json | jq -r '.services[] | select(.service=="datapath") | .backend')
 case $backend in bpf*) ;; *) skip "the datapath runs '$backend', not eBPF" ;; esac
 echo "policy-e2e: datapath backend $backend"

@@ -79,7 +79,7 @@ identity_of() { tessera endpoint get --container-id "tsr-2n-$NODE-$1" -o json | 
 start_etcd || exit 1
 for n in a b; do
   on_node $n
-  tessera node up --detach --state-dir "$tmp/$n/state" --node-name "node-$n" --bpf-pin-dir "/sys/fs/bpf/tessera-2n-$n-$$" \
+  tessera node up --detach --no-supervise --state-dir "$tmp/$n/state" --node-name "node-$n" --bpf-pin-dir "/sys/fs/bpf/tessera-2n-$n-$$" \
     --identity-store "etcd:$ETCD" >"$tmp/$n-up.log" 2>&1 || { cat "$tmp/$n-up.log" "$RUN"/*.log; exit 1; }
 done
 backend=$(tessera status -o json | jq -r '.services[] | select(.service=="datapath") | .backend')

@@ -216,7 +216,7 @@ trap 'exit 130' INT TERM
 # Packets for a pod that does not exist yet must not leave the machine by its default route.
 ip route add unreachable "$SUPER" || { echo "chains-e2e: cannot add the unreachable route for $SUPER"; exit 1; }
 
-tessera node up --detach --state-dir "$tmp/state" --bpf-pin-dir "$PIN" >"$tmp/up.log" 2>&1 || {
+tessera node up --detach --no-supervise --state-dir "$tmp/state" --bpf-pin-dir "$PIN" >"$tmp/up.log" 2>&1 || {
   cat "$tmp/up.log" "$RUN"/*.log
   exit 1
 }

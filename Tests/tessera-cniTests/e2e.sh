@@ -64,7 +64,7 @@ node_up() {
     /usr/bin/python3 "$here/fake_endpointd.py" "$SOCK" "$RUN" >"$tmp/fake.log" 2>&1 &
     fake_pid=$!
   else
-    "$TESSERA_BIN/tessera" node up --run-dir "$RUN" --state-dir "$tmp/state" --bpf-pin-dir "$PIN" --detach >"$tmp/node-up.log" 2>&1 || {
+    "$TESSERA_BIN/tessera" node up --run-dir "$RUN" --state-dir "$tmp/state" --bpf-pin-dir "$PIN" --detach --no-supervise >"$tmp/node-up.log" 2>&1 || {
       cat "$tmp/node-up.log"
       return 1
     }

@@ -27,8 +27,17 @@ struct NodeUp: AsyncParsableCommand {
 
   @OptionGroup var global: GlobalOptions
 
-  @Flag(help: "Return once healthy and leave the daemons running.")
+  @Flag(
+    help:
+      "Return once healthy and leave the daemons running, supervised by a `tessera node up` in the background (restarts, as in the foreground; `tessera node down` stops it)."
+  )
   var detach = false
+
+  @Flag(
+    help:
+      "With --detach: leave the daemons unsupervised (for systemd, which restarts them itself, and for tests that kill and restart daemons on purpose)."
+  )
+  var noSupervise = false
 
   @Option(help: "Directory for persistent state.")
   var stateDir: String = "/var/lib/tessera"
@@ -155,6 +164,7 @@ struct NodeUp: AsyncParsableCommand {
     }
     let run = global.runDirectory
     try run.create()
+    if detach, !noSupervise { return try await detachSupervised(run) }
     let binaries = binDir ?? Self.ownDirectory
     var started: [Int32] = []
     var launches: [DaemonLaunch] = []
@@ -227,6 +237,85 @@ struct NodeUp: AsyncParsableCommand {
         try await waitHealthy(service, pid: pid)
       },
       stopAll: { try await NodeDown.stop(run, output: .table) })
+  }
+
+  /// `--detach` with supervision: this command again, without `--detach`, in a session of
+  /// its own (no terminal to lose), its output in the run directory; returns once it
+  /// supervises healthy daemons.
+  private func detachSupervised(_ run: RunDirectory) async throws {
+    for service in TesseraService.startOrder {
+      if let pid = runningPID(run, service) {
+        throw CLIError(
+          "\(service.executableName) is already running (pid \(pid)) in \(run.path); run `tessera node down` first"
+        )
+      }
+    }
+    let log = "\(run.path)/node-supervisor.log"
+    let arguments =
+      [Self.ownDirectory + "/tessera"]
+      + CommandLine.arguments.dropFirst().filter { $0 != "--detach" }
+    let supervisor = try spawnInOwnSession(arguments, log: log)
+    let deadline = ContinuousClock.now + .seconds(120)
+    while ContinuousClock.now < deadline {
+      var status: Int32 = 0
+      if waitpid(supervisor, &status, WNOHANG) == supervisor {
+        let tail =
+          (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").suffix(8)
+          .joined(separator: "\n") ?? ""
+        throw CLIError("the node did not start (log \(log)):\n\(tail)")
+      }
+      let supervising =
+        (try? String(contentsOfFile: NodeSupervisor.pidPath(run), encoding: .utf8))
+        .flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) } == supervisor
+      if supervising {
+        let pids = TesseraService.startOrder.map { ($0, runningPID(run, $0) ?? 0) }
+        if global.output == .json {
+          try printJSON([
+            "runDir": run.path, "supervisor": Int(supervisor),
+            "pids": Dictionary(uniqueKeysWithValues: pids.map { ($0.0.rawValue, Int($0.1)) }),
+          ])
+        } else {
+          for (service, pid) in pids { print("\(service.executableName) ready (pid \(pid))") }
+          print(
+            "supervised by tessera node up (pid \(supervisor), log \(log)); `tessera node down` stops it"
+          )
+        }
+        return
+      }
+      try await Task.sleep(for: .milliseconds(50))
+    }
+    kill(supervisor, SIGTERM)
+    throw CLIError("the node did not become healthy within 120 s (log \(log))")
+  }
+
+  /// Starts `arguments` in a new session (setsid), stdin from /dev/null, output to `log`.
+  private func spawnInOwnSession(_ arguments: [String], log: String) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o640)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    // Nothing else of ours: a caller that learns of our exit from a descriptor it gave
+    // us (Foundation's Process does) must not wait for the supervisor, which outlives us.
+    let inherited = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    for fd in inherited.compactMap(Int32.init) where fd > 2 {
+      posix_spawn_file_actions_addclose(&actions, fd)
+    }
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    // POSIX_SPAWN_SETSID (glibc 2.26+), which Swift's Glibc module does not export.
+    let spawnSetsid: Int16 = 0x80
+    posix_spawnattr_setflags(&attributes, spawnSetsid)
+    var pid: pid_t = 0
+    let argv = arguments.map { strdup($0) } + [nil]
+    defer { for pointer in argv { free(pointer) } }
+    let result = posix_spawn(&pid, arguments[0], &actions, &attributes, argv, environ)
+    guard result == 0 else {
+      throw CLIError("cannot start the node's supervisor: \(String(cString: strerror(result)))")
+    }
+    return pid
   }
 
   /// The directory of the running `tessera` executable, found through
