@@ -126,36 +126,29 @@ public final class PolicyEngine: Sendable {
     let database = self.database
     let result = try state.withLock {
       (repository) throws(PolicyError) -> (UInt64, [PolicyRef], AffectedIdentities) in
-      let doomed = repository.storedPolicies().filter(deletion.selects).map(\.ref)
-      if doomed.isEmpty {
-        if case .named(let namespace, let name) = deletion {
-          let shown = namespace.isEmpty ? name : "\(namespace)/\(name)"
-          throw PolicyError(code: .notFound, message: "policy \(shown) not found")
-        }
-        return (repository.revision, [], .none)
-      }
-      let next = repository.revision + 1
-      try database?.commit(revision: next, upserting: [], deleting: doomed.map(PolicyKey.init))
-      var affected = AffectedIdentities.none
-      for ref in doomed {
-        affected.formUnion(repository.remove(PolicyKey(ref), revision: next) ?? .none)
-      }
-      return (next, doomed, affected)
+      try repository.delete(selectedBy: deletion, database: database)
     }
-    if !result.1.isEmpty {
-      logger.info(
-        "policies deleted",
-        metadata: [
-          "policy.revision": "\(result.0)",
-          "policy.names": "\(result.1.map(\.description).joined(separator: ","))",
-        ])
+    guard !result.1.isEmpty else {
+      if case .named(let namespace, let name) = deletion {
+        let shown = namespace.isEmpty ? name : "\(namespace)/\(name)"
+        throw PolicyError(code: .notFound, message: "policy \(shown) not found")
+      }
+      return result
     }
+    logger.info(
+      "policies deleted",
+      metadata: [
+        "policy.revision": "\(result.0)",
+        "policy.names": "\(result.1.map(\.description).joined(separator: ","))",
+      ])
     return result
   }
 
   /// The policies `deletion` would delete now.
   public func policies(selectedBy deletion: PolicyDeletion) -> [PolicyRef] {
-    state.withLock { $0.storedPolicies().filter(deletion.selects).map(\.ref) }
+    state.withLock { repository in
+      repository.storedPolicies().filter { deletion.selects($0) }.map(\.ref)
+    }
   }
 
   /// One policy by namespace (empty for cluster-wide) and name.

@@ -107,6 +107,24 @@ struct PolicyRepository {
   ///
   /// - Returns: the identities its rules' subjects selected, or nil (and no change) when
   ///   there is no such policy.
+  /// Removes every policy `deletion` selects in one revision, written to `database`
+  /// first (nothing changes when that fails). Nothing selected: the current revision, no
+  /// policies, no identities.
+  mutating func delete(selectedBy deletion: PolicyDeletion, database: PolicyDatabase?)
+    throws(PolicyError) -> (UInt64, [PolicyRef], AffectedIdentities)
+  {
+    var doomed: [PolicyRef] = []
+    for stored in storedPolicies() where deletion.selects(stored) { doomed.append(stored.ref) }
+    guard !doomed.isEmpty else { return (revision, [], .none) }
+    let next = revision + 1
+    try database?.commit(revision: next, upserting: [], deleting: doomed.map(PolicyKey.init))
+    var affected = AffectedIdentities.none
+    for ref in doomed {
+      if let removed = remove(PolicyKey(ref), revision: next) { affected.formUnion(removed) }
+    }
+    return (next, doomed, affected)
+  }
+
   mutating func remove(_ key: PolicyKey, revision: UInt64) -> AffectedIdentities? {
     guard let entry = policies.removeValue(forKey: key) else { return nil }
     var affected = Set<NumericIdentity>()
