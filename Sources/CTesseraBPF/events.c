@@ -67,7 +67,14 @@ int tessera_events_read(struct tessera_events *e, struct tessera_event *out, int
 	e->out = out;
 	e->cap = cap;
 	e->count = 0;
-	err = ring_buffer__poll(e->ring, timeout_ms);
+	/* The programs wake readers only for a batch (endpoint.bpf.c, emit): what is
+	 * pending is taken at once, and after the wait, woken or not. */
+	err = ring_buffer__consume(e->ring);
+	if (err >= 0 && e->count == 0) {
+		err = ring_buffer__poll(e->ring, timeout_ms);
+		if (err >= 0 && e->count < cap)
+			err = ring_buffer__consume(e->ring);
+	}
 	e->out = NULL;
 	if (err < 0 && err != -E2BIG && err != -EINTR)
 		return err;

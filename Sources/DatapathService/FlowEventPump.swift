@@ -29,8 +29,9 @@ public struct FlowEventPump: Service {
       var failures = 0
       while !stop.isSet {
         do {
-          // 200 ms: how long a stop may wait; events arrive as they happen.
-          log.record(try reader.read(timeoutMilliseconds: 200))
+          // 100 ms: how long an event may wait (the programs wake the reader only for a
+          // batch) and how long a stop may wait.
+          log.record(try reader.read(timeoutMilliseconds: 100))
           if failures > 0 { controller.succeeded() }
           failures = 0
         } catch {

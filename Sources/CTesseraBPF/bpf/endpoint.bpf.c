@@ -149,7 +149,13 @@ static __always_inline void emit(const struct verdict_ctx *v, enum tessera_reaso
 	e->state = state;
 	e->pad = 0;
 	e->length = v->skb->len;
-	bpf_ringbuf_submit(e, 0);
+	/* Wake the reader only once a batch is pending: a wakeup per event costs every
+	 * new connection a context switch of the reader. The reader also polls on a
+	 * short timer (FlowEventPump), so an event waits at most that long. */
+	bpf_ringbuf_submit(e, bpf_ringbuf_query(&tessera_events, BPF_RB_AVAIL_DATA) >=
+					      TESSERA_EVENTS_WAKEUP_BYTES
+				      ? BPF_RB_FORCE_WAKEUP
+				      : BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline int verdict_pass(const struct verdict_ctx *v, enum tessera_reason reason)

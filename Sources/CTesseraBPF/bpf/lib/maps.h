@@ -20,6 +20,8 @@
 #define TESSERA_ENDPOINTS_MAX 65535
 #define TESSERA_FRAGS_MAX 8192
 #define TESSERA_EVENTS_BYTES (1 << 20)
+/* Pending event bytes that wake the reader (about a thousand events). */
+#define TESSERA_EVENTS_WAKEUP_BYTES (TESSERA_EVENTS_BYTES / 16)
 
 /* Global: IP prefix -> security identity. */
 struct {
