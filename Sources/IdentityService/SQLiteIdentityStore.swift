@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 import TesseraCore
 
 /// The embedded identity store: one SQLite file, for a single node or a few
@@ -7,6 +8,11 @@ import TesseraCore
 public final class SQLiteIdentityStore: IdentityStore {
   private let database: IdentityDatabase
   private let range: ClosedRange<UInt32>
+  /// Every ID of the range below it is taken: the search for the lowest free ID
+  /// starts here instead of at the bottom of the range (a scan of every identity
+  /// per allocation otherwise). Raised by allocations, lowered by deletions, both
+  /// inside the serialised write transactions; back to the bottom when a write fails.
+  private let lowestPossiblyFree: Mutex<Int64>
   public let backendDescription: String
 
   /// - Parameters:
@@ -44,6 +50,7 @@ public final class SQLiteIdentityStore: IdentityStore {
         cause: error)
     }
     range = NumericIdentity.allocationRange(clusterID: clusterID)
+    lowestPossiblyFree = Mutex(Int64(range.lowerBound))
   }
 
   public func allocate(labels: LabelSet, node: String) async throws(IdentityError) -> (
@@ -51,15 +58,17 @@ public final class SQLiteIdentityStore: IdentityStore {
   ) {
     let key = labels.canonicalKey
     let range = self.range
-    let result: Result<(Int64, Bool), IdentityError> = write { db in
+    let result: Result<(Int64, Bool), IdentityError> = await write { db in
       let now = Self.now()
       var isNew = false
       var record = try IdentityRecord.all().labelled(key).fetchOne(db)
       if record == nil {
-        guard let id = try Self.lowestFreeID(db, in: range) else {
+        let from = self.lowestPossiblyFree.withLock { $0 }
+        guard let id = try Self.lowestFreeID(db, in: range, from: from) else {
           return .failure(
             IdentityError(code: .exhausted, message: "no free identity left in \(range)"))
         }
+        self.lowestPossiblyFree.withLock { $0 = id + 1 }
         record = IdentityRecord(
           id: id, canonicalLabels: key, createdAt: now, unreferencedSince: nil)
         try record!.insert(db)
@@ -82,7 +91,7 @@ public final class SQLiteIdentityStore: IdentityStore {
   public func release(id: NumericIdentity, node: String) async throws(IdentityError)
     -> IdentityRelease
   {
-    let result: Result<IdentityRelease, IdentityError> = write { db in
+    let result: Result<IdentityRelease, IdentityError> = await write { db in
       guard var record = try IdentityRecord.fetchOne(db, key: Int64(id.rawValue)) else {
         return .failure(IdentityError(code: .notFound, message: "no identity \(id)"))
       }
@@ -100,12 +109,13 @@ public final class SQLiteIdentityStore: IdentityStore {
   public func rollback(identity: SecurityIdentity, node: String, wasNew: Bool)
     async throws(IdentityError)
   {
-    let _: Result<Void, IdentityError> = write { db in
+    let _: Result<Void, IdentityError> = await write { db in
       let id = Int64(identity.id.rawValue)
       _ = try Self.dropReference(db, identity: id, node: node)
       guard try Self.totalReferences(db, identity: id) == 0 else { return .success(()) }
       if wasNew {
         _ = try IdentityRecord.deleteOne(db, key: id)
+        self.lowestPossiblyFree.withLock { $0 = min($0, id) }
       } else if var record = try IdentityRecord.fetchOne(db, key: id),
         record.unreferencedSince == nil
       {
@@ -119,7 +129,7 @@ public final class SQLiteIdentityStore: IdentityStore {
   public func syncReferences(node: String, held: [NumericIdentity: Int]) async throws(IdentityError)
     -> ReferenceSync
   {
-    let result: Result<ReferenceSync, IdentityError> = write { db in
+    let result: Result<ReferenceSync, IdentityError> = await write { db in
       var sync = ReferenceSync()
       let now = Self.now()
       let existing = try IdentityReferenceRecord.filter(
@@ -200,12 +210,13 @@ public final class SQLiteIdentityStore: IdentityStore {
   public func collectGarbage(gracePeriodMilliseconds: Int64) async throws(IdentityError)
     -> [SecurityIdentity]
   {
-    let result: Result<[SecurityIdentity], IdentityError> = write { db in
+    let result: Result<[SecurityIdentity], IdentityError> = await write { db in
       let cutoff = Self.now() - gracePeriodMilliseconds
       let doomed = try IdentityRecord.all().unreferenced(before: cutoff).fetchAll(db)
       var deleted: [SecurityIdentity] = []
       for record in doomed where try Self.totalReferences(db, identity: record.id) == 0 {
         _ = try IdentityRecord.deleteOne(db, key: record.id)
+        self.lowestPossiblyFree.withLock { $0 = min($0, record.id) }
         deleted.append(try Self.securityIdentity(record))
       }
       return .success(deleted)
@@ -215,14 +226,17 @@ public final class SQLiteIdentityStore: IdentityStore {
 
   // MARK: - Helpers
 
-  private func write<T>(_ body: @Sendable (Database) throws -> Result<T, IdentityError>) -> Result<
-    T, IdentityError
-  > {
+  /// Runs `body` in one write transaction, suspending (not blocking a thread)
+  /// while other writes go first.
+  private func write<T: Sendable>(
+    _ body: @escaping @Sendable (Database) throws -> Result<T, IdentityError>
+  ) async -> Result<T, IdentityError> {
     do {
-      return try database.writer.write { db in try body(db) }
-    } catch let error as IdentityError {
-      return .failure(error)
+      return try await database.writer.write { db in try body(db) }
     } catch {
+      // Rolled back: an ID the hint passed may be free again.
+      self.lowestPossiblyFree.withLock { $0 = Int64(range.lowerBound) }
+      if let error = error as? IdentityError { return .failure(error) }
       return .failure(
         IdentityError(
           code: .storeUnavailable, message: "identity database write failed", cause: error))
@@ -244,20 +258,27 @@ public final class SQLiteIdentityStore: IdentityStore {
 
   /// The lowest unused ID in the range: a fresh database hands out 256, 257, …
   /// and a freed ID is reused only after its identity has been garbage collected.
-  private static func lowestFreeID(_ db: Database, in range: ClosedRange<UInt32>) throws -> Int64? {
-    let low = Int64(range.lowerBound)
+  /// The lowest free ID of `range`, searched from `hint` (IDs below it are taken);
+  /// from the bottom again when nothing is free above it.
+  private static func lowestFreeID(_ db: Database, in range: ClosedRange<UInt32>, from hint: Int64)
+    throws -> Int64?
+  {
+    let bottom = Int64(range.lowerBound)
     let high = Int64(range.upperBound)
-    if try !IdentityRecord.filter(key: low).isEmpty(db) {
-      let gap = try Int64.fetchOne(
+    func firstFree(from low: Int64) throws -> Int64? {
+      guard low <= high else { return nil }
+      guard try !IdentityRecord.filter(key: low).isEmpty(db) else { return low }
+      return try Int64.fetchOne(
         db,
         sql: """
           SELECT a.id + 1 FROM identity a
           WHERE a.id >= ? AND a.id < ? AND NOT EXISTS (SELECT 1 FROM identity b WHERE b.id = a.id + 1)
           ORDER BY a.id LIMIT 1
           """, arguments: [low, high])
-      return gap
     }
-    return low
+    let start = min(max(bottom, hint), high + 1)
+    if let free = try firstFree(from: start) { return free }
+    return start > bottom ? try firstFree(from: bottom) : nil
   }
 
   private static func dropReference(_ db: Database, identity: Int64, node: String) throws -> Bool {

@@ -112,6 +112,39 @@ struct IdentityAllocatorTests {
     #expect(again.identity.id == web.id)
   }
 
+  @Test("after collection the lowest freed IDs are handed out first, then the next above all")
+  func lowestFreeFirst() async throws {
+    let (allocator, _) = try makeAllocator(grace: 0)
+    var ids: [NumericIdentity] = []
+    for i in 0..<6 {
+      ids.append(try await allocator.allocateIdentity(labels: labels("app=a\(i)")).identity.id)
+    }
+    #expect(ids.map(\.rawValue) == Array(256..<262))
+    _ = try await allocator.releaseIdentity(id: ids[4])
+    _ = try await allocator.releaseIdentity(id: ids[1])
+    #expect(Set(try await allocator.collectGarbage().map(\.id)) == [ids[1], ids[4]])
+    var again: [UInt32] = []
+    for i in 0..<3 {
+      again.append(
+        try await allocator.allocateIdentity(labels: labels("app=b\(i)")).identity.id.rawValue)
+    }
+    #expect(again == [ids[1].rawValue, ids[4].rawValue, 262])
+  }
+
+  @Test("32 allocations in flight get distinct, contiguous IDs")
+  func concurrentAllocations() async throws {
+    let (allocator, _) = try makeAllocator(grace: 0)
+    let ids = try await withThrowingTaskGroup(of: UInt32.self) { group in
+      for i in 0..<32 {
+        group.addTask {
+          try await allocator.allocateIdentity(labels: labels("app=c\(i)")).identity.id.rawValue
+        }
+      }
+      return try await group.reduce(into: Set<UInt32>()) { $0.insert($1) }
+    }
+    #expect(ids == Set(256..<288))
+  }
+
   @Test("a re-referenced identity survives garbage collection")
   func reuseBeforeCollection() async throws {
     let (allocator, _) = try makeAllocator(grace: 0)
