@@ -18,7 +18,8 @@
 #   icmp        fragmentation-needed for a tracked flow (must pass), made-up ICMP
 #               errors for flows that do not exist (must not)
 #   race        deny-X-allow-rest peer while new pods labelled X probe it from
-#               before their ADD (0 admitted); new allowed pods do connect
+#               before their ADD (0 admitted); new allowed pods do connect; more
+#               pods of one X identity while a pod of it lives (the ordering skip)
 #   etcd        bad ipcache entries written straight into etcd are not applied
 #
 # Environment: ADV_RACE_ROUNDS (20), ADV_FRAGMENT_RULE (reassemble | drop-nonfirst:
@@ -343,6 +344,25 @@ if wants race; then
   check "6 guard (deny app=x, allow all) accepted 0 connections from $rounds brand-new app=x pods probing from before their ADD" [ "$admitted_x" = 0 ]
   y_ok() { [ "$y_connected" -ge 1 ] && [ "$y_connected" = "${#y_ips[@]}" ]; }
   check "6 control: each of ${#y_ips[@]} brand-new allowed pods (app=y) connected to guard right after ADD" y_ok
+  # The same identity again: a pod whose identity another pod of this node already
+  # realised skips the wait for peers (docs/architecture.md §1); peers' maps were ordered
+  # behind that identity when it first appeared, so its first packets meet the deny too.
+  same_labels="[\"app=x\",\"run=same-$$\"]"
+  race_round xa "$same_labels" 0.3
+  same_ips=("$(cat "$tmp/ip-xa")") same_ids=("$(identity_of xa)")
+  for i in $(seq "${ADV_RACE_SAME_ROUNDS:-5}"); do
+    race_round "xs$i" "$same_labels" 0.5
+    same_ips+=("$(cat "$tmp/ip-xs$i")") same_ids+=("$(identity_of "xs$i")")
+    pod_detach "xs$i"
+  done
+  pod_detach xa
+  sleep 0.3
+  admitted_same=0
+  for ip in "${same_ips[@]}"; do n=$(accepted_from "$ip"); admitted_same=$((admitted_same + ${n:-0})); done
+  echo "adversarial: race: ${#same_ips[@]} app=x pods sharing identity ${same_ids[*]}: guard accepted $admitted_same"
+  one_identity() { [ "$(printf '%s\n' "${same_ids[@]}" | sort -u | wc -l)" = 1 ] && [ -n "${same_ids[0]}" ]; }
+  check "6 the later pods share the first one's identity (the ordering skip is what is tried)" one_identity
+  check "6 guard accepted 0 connections from app=x pods whose identity a live pod already carried" [ "$admitted_same" = 0 ]
   got_ips=0; for ip in "${x_ips[@]}"; do [ -n "$ip" ] && got_ips=$((got_ips + 1)); done
   check "6 every app=x ADD succeeded ($got_ips of $rounds)" [ "$got_ips" = "$rounds" ]
 fi
