@@ -13,18 +13,24 @@ public struct IdentityGarbageCollector: Service {
   public let allocator: IdentityAllocator
   /// Time between rounds; the first round runs one interval after start.
   public let interval: Duration
+  /// The name its rounds are recorded under in `tessera status`.
+  public static let controllerName = "identity-gc"
+  private let registry: ControllerRegistry
   private let logger: Logger
 
   public init(
-    allocator: IdentityAllocator, interval: Duration,
+    allocator: IdentityAllocator, interval: Duration, registry: ControllerRegistry = .shared,
     logger: Logger = Logger(label: "tessera.identity.gc")
   ) {
     self.allocator = allocator
     self.interval = interval
+    self.registry = registry
     self.logger = logger
   }
 
   public func run() async throws {
+    // Listed from the start (no runs yet), not only after the first round.
+    _ = Controller(Self.controllerName, registry: registry)
     do {
       try await cancelWhenGracefulShutdown {
         while !Task.isCancelled {
@@ -40,7 +46,7 @@ public struct IdentityGarbageCollector: Service {
   /// Runs one round now; returns the identities it deleted (none when the round failed).
   @discardableResult
   public func collectOnce() async -> [SecurityIdentity] {
-    let controller = Controller("identity-gc")
+    let controller = Controller(Self.controllerName, registry: registry)
     do {
       let deleted = try await allocator.collectGarbage()
       controller.succeeded()

@@ -1,5 +1,6 @@
 import Foundation
 import TesseraCore
+import TesseraRuntime
 import Testing
 
 @testable import IdentityService
@@ -41,5 +42,27 @@ struct IdentityGarbageCollectorTests {
     #expect(sink.deleted.withLock { $0 } == [web.id])
     running.cancel()
     try await running.value
+  }
+
+  @Test("the collector is listed as a controller from its start, before its first round")
+  func listedBeforeFirstRound() async throws {
+    let registry = ControllerRegistry()
+    let allocator = IdentityAllocator(
+      configuration: .init(nodeName: "n1", gracePeriodMilliseconds: 0),
+      store: try SQLiteIdentityStore(path: nil), changeSink: RecordingSink())
+    let collector = IdentityGarbageCollector(
+      allocator: allocator, interval: .seconds(3600), registry: registry)
+    let running = Task { try await collector.run() }
+    let deadline = ContinuousClock.now + .seconds(10)
+    while registry.statuses().isEmpty, ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(5))
+    }
+    let listed = registry.statuses()
+    #expect(listed.map(\.name) == [IdentityGarbageCollector.controllerName])
+    #expect(listed.first.map { $0.successes + $0.failures } == 0)
+    running.cancel()
+    try await running.value
+    _ = await collector.collectOnce()
+    #expect(registry.statuses().first?.successes == 1)
   }
 }
