@@ -320,9 +320,10 @@ if wants race; then
     pod_detach "x$i"
   done
   sleep 0.3
-  admitted_x=0 admitted_y=0 attempts_x=0
+  admitted_y=0 attempts_x=0
   accepted_from() { [ -n "$1" ] && grep -cx "$1" "$tmp/guard.log" || true; }
-  for ip in "${x_ips[@]}"; do n=$(accepted_from "$ip"); admitted_x=$((admitted_x + ${n:-0})); done
+  accepted_total() { local total=0 ip n; for ip; do n=$(accepted_from "$ip"); total=$((total + ${n:-0})); done; echo "$total"; }
+  admitted_x=$(accepted_total "${x_ips[@]}")
   y_connected=0
   for ip in "${y_ips[@]}"; do
     n=$(accepted_from "$ip"); n=${n:-0}
@@ -357,8 +358,7 @@ if wants race; then
   done
   pod_detach xa
   sleep 0.3
-  admitted_same=0
-  for ip in "${same_ips[@]}"; do n=$(accepted_from "$ip"); admitted_same=$((admitted_same + ${n:-0})); done
+  admitted_same=$(accepted_total "${same_ips[@]}")
   echo "adversarial: race: ${#same_ips[@]} app=x pods sharing identity ${same_ids[*]}: guard accepted $admitted_same"
   one_identity() { [ "$(printf '%s\n' "${same_ids[@]}" | sort -u | wc -l)" = 1 ] && [ -n "${same_ids[0]}" ]; }
   check "6 the later pods share the first one's identity (the ordering skip is what is tried)" one_identity
