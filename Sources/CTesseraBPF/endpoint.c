@@ -133,48 +133,114 @@ int tessera_bpf_endpoint_open_pinned(struct tessera_bpf *t, uint64_t endpoint_id
 	return found ? 0 : -ENOENT;
 }
 
-/* Deletes every key of `fd` for which `match` holds (keys collected first:
- * deleting while walking would restart the walk). */
-static int delete_matching(int fd, size_t key_size, int (*match)(const void *key, uint64_t id),
-			   uint64_t id)
+/* Matching keys, collected before any is deleted (deleting while walking
+ * would restart the walk). */
+struct key_list {
+	char *keys;
+	size_t key_size, n, cap;
+};
+
+static int key_list_add(struct key_list *l, const void *key)
 {
-	size_t cap = 256, n = 0;
-	char *keys, *cur = NULL, next[64], prev[64];
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 256;
+		char *grown = realloc(l->keys, cap * l->key_size);
+		if (!grown)
+			return -ENOMEM;
+		l->keys = grown;
+		l->cap = cap;
+	}
+	memcpy(l->keys + l->n * l->key_size, key, l->key_size);
+	l->n++;
+	return 0;
+}
+
+/* Batches of keys per bpf(2) call when walking a hash map: a node's
+ * conntrack table holds tens of thousands of flows, and one call per key made
+ * every endpoint deletion pay for all of them. */
+#define WALK_BATCH 1024
+
+/* The kernel's "operation not supported" (not in the uapi headers), which
+ * bpf(2) returns for a map type without batch operations. */
+#ifndef ENOTSUPP
+#define ENOTSUPP 524
+#endif
+
+/* Collects the matching keys with batched lookups. Fails with -ENOTSUPP or
+ * -EINVAL when the map type has no batch operations, -ENOSPC when one hash
+ * bucket holds more than a batch: the caller then walks key by key. */
+static int collect_batched(int fd, size_t value_size, int (*match)(const void *key, uint64_t id),
+			   uint64_t id, struct key_list *out)
+{
+	char *keys = malloc(WALK_BATCH * out->key_size), *values = malloc(WALK_BATCH * value_size);
+	/* The position between calls: a bucket index for hash maps, a key for
+	 * the generic walk, so sized for either. */
+	uint64_t token_in[8] = {0}, token_out[8] = {0};
+	void *in = NULL;
 	int err = 0;
 
-	if (key_size > sizeof(next))
-		return -EINVAL;
-	keys = malloc(cap * key_size);
-	if (!keys)
-		return -ENOMEM;
-	while ((err = bpf_map_get_next_key(fd, cur, next)) == 0) {
-		if (match(next, id)) {
-			if (n == cap) {
-				char *grown = realloc(keys, 2 * cap * key_size);
-				if (!grown) {
-					free(keys);
-					return -ENOMEM;
-				}
-				keys = grown;
-				cap *= 2;
-			}
-			memcpy(keys + n * key_size, next, key_size);
-			n++;
+	if (!keys || !values) {
+		err = -ENOMEM;
+		goto done;
+	}
+	for (;;) {
+		uint32_t count = WALK_BATCH;
+		int rc = bpf_map_lookup_batch(fd, in, token_out, keys, values, &count, NULL);
+		if (rc < 0 && rc != -ENOENT) {
+			err = rc;
+			break;
 		}
-		memcpy(prev, next, key_size);
+		for (uint32_t i = 0; i < count && !err; i++)
+			if (match(keys + i * out->key_size, id))
+				err = key_list_add(out, keys + i * out->key_size);
+		if (err || rc == -ENOENT)
+			break;
+		memcpy(token_in, token_out, sizeof(token_in));
+		in = token_in;
+	}
+done:
+	free(keys);
+	free(values);
+	return err;
+}
+
+/* One bpf(2) call per key: any map type. */
+static int collect_walked(int fd, int (*match)(const void *key, uint64_t id), uint64_t id,
+			  struct key_list *out)
+{
+	char next[64], prev[64];
+	char *cur = NULL;
+	int err;
+
+	while ((err = bpf_map_get_next_key(fd, cur, next)) == 0) {
+		if (match(next, id) && (err = key_list_add(out, next)))
+			return err;
+		memcpy(prev, next, out->key_size);
 		cur = prev;
 	}
-	if (err != -ENOENT) {
-		free(keys);
-		return err;
+	return err == -ENOENT ? 0 : err;
+}
+
+/* Deletes every key of `fd` for which `match` holds. */
+static int delete_matching(int fd, size_t key_size, size_t value_size,
+			   int (*match)(const void *key, uint64_t id), uint64_t id)
+{
+	struct key_list found = {.key_size = key_size};
+	int err;
+
+	if (key_size > 64)
+		return -EINVAL;
+	err = collect_batched(fd, value_size, match, id, &found);
+	if (err == -ENOTSUPP || err == -EOPNOTSUPP || err == -EINVAL || err == -ENOSPC) {
+		found.n = 0;
+		err = collect_walked(fd, match, id, &found);
 	}
-	err = 0;
-	for (size_t i = 0; i < n; i++) {
-		int e = bpf_map_delete_elem(fd, keys + i * key_size);
-		if (e && e != -ENOENT && !err)
+	for (size_t i = 0; i < found.n && !err; i++) {
+		int e = bpf_map_delete_elem(fd, found.keys + i * key_size);
+		if (e && e != -ENOENT)
 			err = e;
 	}
-	free(keys);
+	free(found.keys);
 	return err;
 }
 
@@ -198,13 +264,15 @@ int tessera_bpf_endpoint_purge(struct tessera_bpf *t, uint64_t endpoint_id, int 
 	int err, first = 0;
 
 	log_reset();
-	if (scan_policy && (err = delete_matching(t->policy_fd, sizeof(struct policy_key),
-						  policy_key_matches, endpoint_id)))
+	if (scan_policy &&
+	    (err = delete_matching(t->policy_fd, sizeof(struct policy_key),
+				   sizeof(struct policy_value), policy_key_matches, endpoint_id)))
 		first = first ? first : err;
-	if ((err = delete_matching(t->ct_fd, sizeof(struct ct_key), ct_key_matches, endpoint_id)))
+	if ((err = delete_matching(t->ct_fd, sizeof(struct ct_key), sizeof(struct ct_entry),
+				   ct_key_matches, endpoint_id)))
 		first = first ? first : err;
-	if ((err = delete_matching(t->frags_fd, sizeof(struct frag_key), frag_key_matches,
-				   endpoint_id)))
+	if ((err = delete_matching(t->frags_fd, sizeof(struct frag_key), sizeof(struct frag_value),
+				   frag_key_matches, endpoint_id)))
 		first = first ? first : err;
 	err = bpf_map_delete_elem(t->metrics_fd, &endpoint_id);
 	if (err && err != -ENOENT)

@@ -83,6 +83,27 @@ static int set_endpoint_id(struct bpf_object *obj, uint64_t id, int handlers)
 	return set_rodata(obj, names, values, 3, 1);
 }
 
+/* The stubs use the handlers' program array, the counters (a missed tail
+ * call) and their read-only data: every other map is left out of their load,
+ * which otherwise opens and checks each pin (most of a load's syscalls). */
+static int skip_maps_stubs_leave_unused(struct bpf_object *obj)
+{
+	struct bpf_map *map;
+
+	bpf_object__for_each_map(map, obj)
+	{
+		const char *name = bpf_map__name(map);
+		int err;
+
+		if (bpf_map__is_internal(map) || strcmp(name, "tessera_handlers") == 0 ||
+		    strcmp(name, "tessera_metrics") == 0)
+			continue;
+		if ((err = bpf_map__set_autocreate(map, false)))
+			return err;
+	}
+	return 0;
+}
+
 /*
  * Opens the object from memory with the endpoint id set and every map
  * pinned by name under globals/ (created there when absent, re-used when
@@ -116,6 +137,8 @@ int open_object(struct tessera_bpf *t, uint64_t id, int handlers, struct bpf_obj
 		    (err = bpf_program__set_autoload(handler, handlers)))
 			goto fail;
 	}
+	if (!handlers && (err = skip_maps_stubs_leave_unused(obj)))
+		goto fail;
 	*out = obj;
 	return 0;
 fail:

@@ -49,6 +49,8 @@ struct Benchmark: AsyncParsableCommand {
   @Flag(
     help: "Only the node figures (RPC floor, identities, creates, churn, plugin): for profiling.")
   var nodeOnly = false
+  @Flag(help: "Only the eBPF program figures (BPF_PROG_TEST_RUN, regeneration): for profiling.")
+  var datapathOnly = false
 
   func run() async throws {
     LoggingSystem.bootstrapTessera(format: .plain, level: .warning)
@@ -69,6 +71,12 @@ struct Benchmark: AsyncParsableCommand {
       let cluster = try await ClusterBenchmark.figures(
         bin: bin, configuration: .init(createsPerNode: clusterCreatesPerNode))
       try Report(rows: cluster.rows, notes: cluster.notes).write(to: outputDirectory)
+      return
+    }
+    if datapathOnly {
+      var notes: [String] = []
+      let rows = try Self.eBPFFigures(notes: &notes)
+      try Report(rows: rows, notes: notes).write(to: outputDirectory)
       return
     }
     if comparisonOnly {
@@ -347,13 +355,7 @@ struct Benchmark: AsyncParsableCommand {
       notes += cluster.notes
     }
 
-    if let reason = BPFDatapathBackend.probe() {
-      notes.append("eBPF figures skipped: \(reason)")
-    } else if let object = BPFDatapathBackend.Configuration.locateObject() {
-      rows += try Self.datapathFigures(object: object)
-    } else {
-      notes.append("eBPF figures skipped: BPF object not built (scripts/build-bpf.sh)")
-    }
+    rows += try Self.eBPFFigures(notes: &notes)
 
     var report = Report(rows: rows, notes: notes, createCurve: createCurve)
     if !skipComparison { try await compare(bin: bin, into: &report) }
@@ -406,6 +408,18 @@ struct Benchmark: AsyncParsableCommand {
           peer: peer, direction: .egress, proto: .tcp, ports: PortRange(single: 25), verdict: .deny),
       ]
     }
+  }
+
+  /// The eBPF figures, or a note saying why they were skipped.
+  static func eBPFFigures(notes: inout [String]) throws -> [Row] {
+    if let reason = BPFDatapathBackend.probe() {
+      notes.append("eBPF figures skipped: \(reason)")
+    } else if let object = BPFDatapathBackend.Configuration.locateObject() {
+      return try datapathFigures(object: object)
+    } else {
+      notes.append("eBPF figures skipped: BPF object not built (scripts/build-bpf.sh)")
+    }
+    return []
   }
 
   /// ns/packet of the policy program (BPF_PROG_TEST_RUN with repeat) and
