@@ -26,17 +26,20 @@ public struct NodeLease: Sendable, Hashable {
 /// a lease of the node's own (replicas on other machines; docs/architecture.md §3, §7),
 /// and restored when that lease expired while no replica was reachable.
 ///
-/// It wraps the identity client and counts the references the node has taken
-/// (allocations minus releases), so a restore tells the identity service exactly what
-/// it was told before; allocations and releases wait while a restore runs, so none
-/// falls between the count and the sync.
+/// It wraps the identity client and counts the references the node's endpoints take
+/// (allocations minus releases). Like the allocator of a Cilium agent, the node holds
+/// one reference per identity in the identity service however many of its endpoints
+/// use it: a pod whose label set another pod of the node already holds resolves here,
+/// without a call, and only the last release on the node goes to the identity
+/// service. A restore tells the identity service that one reference per identity
+/// held; calls to the identity service wait while a restore runs, so none falls
+/// between the count and the sync.
 ///
 /// While no identity replica answers, a label set the node already holds an identity
-/// for still resolves (docs/architecture.md §7): the reference is counted here and
-/// given to the identity service when it answers again. The mapping cannot go stale
-/// meanwhile: an identity is never handed to other labels, and the node's own
+/// for still resolves (docs/architecture.md §7), as it always does. The mapping cannot
+/// go stale: an identity is never handed to other labels, and the node's own
 /// reference keeps it from garbage collection. A label set the node does not hold
-/// fails as before (UNAVAILABLE, CNI code 11).
+/// fails (UNAVAILABLE, CNI code 11).
 public final class NodeReferenceKeeper: IdentityAllocating, Service {
   public struct Configuration: Sendable {
     /// Keepalives per TTL.
@@ -59,8 +62,12 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
   }
 
   private struct State {
-    /// References the identity service holds for this node, as far as it was told.
+    /// References the node's endpoints hold, per identity.
     var held: [NumericIdentity: Int] = [:]
+    /// References the identity service holds for this node, as far as it answered:
+    /// one per identity held, more only while first allocations of one label set
+    /// raced (the releases give the extra back).
+    var upstream: [NumericIdentity: Int] = [:]
     /// The identity each label set the node holds resolved to (by canonical key).
     var resolved: [String: SecurityIdentity] = [:]
     var callsInFlight = 0
@@ -86,70 +93,81 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
     self.logger = logger
   }
 
-  /// References held per identity as this node told the identity service.
+  /// References the node's endpoints hold, per identity.
   public var heldReferences: [NumericIdentity: Int] { state.withLock { $0.held } }
+
+  /// References the identity service holds for this node, as far as it answered.
+  public var upstreamReferences: [NumericIdentity: Int] { state.withLock { $0.upstream } }
 
   // MARK: - IdentityAllocating
 
   public func allocateIdentity(labels: LabelSet) async throws(EndpointError) -> (
     identity: SecurityIdentity, isNew: Bool
   ) {
+    if let known = takeLocalReference(labels) { return (known, false) }
     await beginCall()
     defer { endCall() }
-    let result: (identity: SecurityIdentity, isNew: Bool)
-    do {
-      result = try await upstream.allocateIdentity(labels: labels)
-    } catch  where error.code == .upstreamUnavailable {
-      guard let known = takeLocalReference(labels) else { throw error }
-      logger.warning(
-        "identity service unreachable: a label set this node holds resolves from its own count",
-        metadata: ["identity": "\(known.id)", "error": "\(error)"])
-      return (known, false)
-    }
+    let result = try await upstream.allocateIdentity(labels: labels)
     if !result.identity.id.isReserved {
       state.withLock {
         $0.held[result.identity.id, default: 0] += 1
+        $0.upstream[result.identity.id, default: 0] += 1
         $0.resolved[labels.canonicalKey] = result.identity
       }
     }
     return result
   }
 
-  /// One more reference to the identity `labels` resolved to, counted here only (the
-  /// identity service gets it with the next restore); nil when the node holds none.
+  /// One more reference to the identity `labels` resolved to, when the node already
+  /// holds it: counted here only, the node's reference in the identity service covers
+  /// it. Nil when the node holds none.
   private func takeLocalReference(_ labels: LabelSet) -> SecurityIdentity? {
     state.withLock { state in
       guard let known = state.resolved[labels.canonicalKey], state.held[known.id, default: 0] > 0
       else { return nil }
       state.held[known.id, default: 0] += 1
-      state.restoreNeeded = true
-      restoreWanted.signal()
       return known
     }
   }
 
   public func releaseIdentity(_ id: NumericIdentity) async throws(EndpointError) {
+    // How many of the node's references in the identity service go: all of them with
+    // the node's last endpoint of the identity, else those beyond one.
+    let releases = state.withLock { state -> Int? in
+      guard let count = state.held[id] else { return nil }
+      let upstream = state.upstream[id, default: 0]
+      if count > 1 {
+        state.held[id] = count - 1
+        guard upstream > 1 else { return 0 }
+        state.upstream[id] = 1
+        return upstream - 1
+      }
+      state.held[id] = nil
+      state.upstream[id] = nil
+      state.resolved = state.resolved.filter { $0.value.id != id }
+      return upstream
+    }
+    guard let releases else {
+      // Not counted here (a release the node's count has no record of): passed on.
+      await beginCall()
+      defer { endCall() }
+      try await upstream.releaseIdentity(id)
+      return
+    }
+    guard releases > 0 else { return }
     await beginCall()
     defer { endCall() }
     do {
-      try await upstream.releaseIdentity(id)
-    } catch  where error.code == .upstreamUnavailable {
-      // Dropped from the count here; the identity service gets the count when it answers.
-      let counted = state.withLock { state in
-        guard state.held[id, default: 0] > 0 else { return false }
-        state.restoreNeeded = true
-        restoreWanted.signal()
-        return true
-      }
-      guard counted else { throw error }
+      for _ in 0..<releases { try await upstream.releaseIdentity(id) }
+    } catch {
+      // The count here already says what the identity service should hold; the
+      // next restore tells it so.
+      state.withLock { $0.restoreNeeded = true }
+      restoreWanted.signal()
+      guard error.code == .upstreamUnavailable else { throw error }
       logger.warning(
         "identity service unreachable: the release is counted here and restored later",
         metadata: ["identity": "\(id)", "error": "\(error)"])
-    }
-    state.withLock { state in
-      guard let count = state.held[id] else { return }
-      state.held[id] = count > 1 ? count - 1 : nil
-      if count == 1 { state.resolved = state.resolved.filter { $0.value.id != id } }
     }
   }
 
@@ -163,14 +181,22 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
   {
     await beginRestore()
     defer { endRestore() }
-    try await upstream.syncReferences(held: held)
+    let held = held.filter { $0.value > 0 && !$0.key.isReserved }
+    try await upstream.syncReferences(held: Self.nodeReferences(held))
     state.withLock {
-      $0.held = held.filter { $0.value > 0 && !$0.key.isReserved }
+      $0.held = held
+      $0.upstream = Self.nodeReferences(held)
       $0.resolved = resolved.filter {
         $0.value.id.isReserved == false && held[$0.value.id, default: 0] > 0
       }
       $0.restoreNeeded = false
     }
+  }
+
+  /// What the identity service holds for a node whose endpoints hold `held`: one
+  /// reference per identity.
+  private static func nodeReferences(_ held: [NumericIdentity: Int]) -> [NumericIdentity: Int] {
+    held.mapValues { _ in 1 }
   }
 
   public func keepAliveNode() async throws(EndpointError) -> NodeLease {
@@ -219,17 +245,23 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
     }
   }
 
-  /// After the lease expired: the identity service gets the node's count back.
+  /// After the lease expired or a release failed: the identity service gets the
+  /// node's references back, one per identity its endpoints hold.
   private func restoreIfNeeded() async throws(EndpointError) {
     guard state.withLock({ $0.restoreNeeded }) else { return }
     await beginRestore()
     defer { endRestore() }
-    let held = state.withLock { $0.held }
-    if !held.isEmpty { try await upstream.syncReferences(held: held) }
-    state.withLock { $0.restoreNeeded = false }
+    let references = Self.nodeReferences(state.withLock { $0.held })
+    try await upstream.syncReferences(held: references)
+    state.withLock { state in
+      // A release of a node's last reference may have been counted meanwhile (its
+      // call waits for this restore and then releases the synced reference).
+      state.upstream = references.filter { state.held[$0.key] != nil }
+      state.restoreNeeded = false
+    }
     logger.warning(
-      "restored the node's identity references after its lease expired",
-      metadata: ["identities": "\(held.count)", "references": "\(held.values.reduce(0, +))"])
+      "restored the node's identity references",
+      metadata: ["identities": "\(references.count)"])
   }
 
   // MARK: - Calls wait for a restore

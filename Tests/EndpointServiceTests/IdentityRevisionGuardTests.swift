@@ -9,9 +9,9 @@ final class GatedIdentities: IdentityAllocating {
   private let state = Mutex<
     (
       next: UInt32, byKey: [String: UInt32], references: [UInt32: Int],
-      gate: CheckedContinuation<Void, Never>?, gateOpen: Bool
+      gate: [CheckedContinuation<Void, Never>], gateOpen: Bool
     )
-  >((256, [:], [:], nil, false))
+  >((256, [:], [:], [], false))
   let slowStarted = AsyncStream<Void>.makeStream()
 
   func allocateIdentity(labels: LabelSet) async throws(EndpointError) -> (
@@ -22,7 +22,7 @@ final class GatedIdentities: IdentityAllocating {
       await withCheckedContinuation { continuation in
         let open = state.withLock { state -> Bool in
           if state.gateOpen { return true }
-          state.gate = continuation
+          state.gate.append(continuation)
           return false
         }
         if open { continuation.resume() }
@@ -54,10 +54,10 @@ final class GatedIdentities: IdentityAllocating {
   func openGate() {
     let gate = state.withLock { state in
       state.gateOpen = true
-      defer { state.gate = nil }
+      defer { state.gate = [] }
       return state.gate
     }
-    gate?.resume()
+    for waiter in gate { waiter.resume() }
   }
 
   func references(_ id: NumericIdentity) -> Int {

@@ -81,8 +81,9 @@ struct NodeReferenceKeeperTests {
     #expect(upstream.syncs.isEmpty)
     upstream.expireLease()
     #expect(await eventually { upstream.syncs.count == 1 })
-    #expect(upstream.syncs == [[web: 2]])
-    #expect(upstream.inner.references(web) == 2 && upstream.inner.references(db) == 0)
+    #expect(upstream.syncs == [[web: 1]])
+    #expect(upstream.inner.references(web) == 1 && upstream.inner.references(db) == 0)
+    #expect(keeper.heldReferences == [web: 2] && keeper.upstreamReferences == [web: 1])
   }
 
   @Test("a restore waits for an allocation in flight and holds new ones back until it is done")
@@ -132,12 +133,12 @@ struct NodeReferenceKeeperTests {
     }
     try await keeper.releaseIdentity(db)
     #expect(keeper.heldReferences == [web.id: 2])
-    // The service never heard of the second web reference nor of db's release.
+    // The service never heard of db's release (the second web reference is the node's own).
     #expect(upstream.inner.references(web.id) == 1 && upstream.inner.references(db) == 1)
     upstream.down = false
     #expect(await eventually { upstream.syncs.count == 1 })
-    #expect(upstream.syncs == [[web.id: 2]])
-    #expect(upstream.inner.references(web.id) == 2 && upstream.inner.references(db) == 0)
+    #expect(upstream.syncs == [[web.id: 1]])
+    #expect(upstream.inner.references(web.id) == 1 && upstream.inner.references(db) == 0)
   }
 
   @Test("after a restart, the restored endpoints' label sets resolve while the service is down")
@@ -160,8 +161,94 @@ struct NodeReferenceKeeperTests {
       NumericIdentity(300): 2, .host: 1, NumericIdentity(301): 0,
     ])
     #expect(keeper.heldReferences == [NumericIdentity(300): 2])
+    #expect(upstream.syncs == [[NumericIdentity(300): 1]])
     try await keeper.releaseIdentity(NumericIdentity(300))
+    #expect(upstream.inner.references(NumericIdentity(300)) == 1)
     try await keeper.releaseIdentity(NumericIdentity(300))
     #expect(keeper.heldReferences.isEmpty)
+    #expect(upstream.inner.references(NumericIdentity(300)) == 0)
+  }
+
+  @Test(
+    "a second endpoint of a label set the node holds costs no call; the node's last release gives its one reference back"
+  )
+  func oneReferencePerNode() async throws {
+    let upstream = CountingIdentities()
+    let keeper = NodeReferenceKeeper(wrapping: upstream, logger: Logger(label: "test"))
+    let first = try await keeper.allocateIdentity(labels: labels("web"))
+    let second = try await keeper.allocateIdentity(labels: labels("web"))
+    #expect(first.isNew && second.identity == first.identity && !second.isNew)
+    #expect(upstream.calls == 1)
+    #expect(upstream.inner.references(first.identity.id) == 1)
+    #expect(keeper.heldReferences == [first.identity.id: 2])
+    try await keeper.releaseIdentity(first.identity.id)
+    #expect(upstream.calls == 1 && upstream.inner.references(first.identity.id) == 1)
+    try await keeper.releaseIdentity(first.identity.id)
+    #expect(upstream.calls == 2 && upstream.inner.references(first.identity.id) == 0)
+    #expect(keeper.heldReferences.isEmpty && keeper.upstreamReferences.isEmpty)
+    // Held by nothing any more: the next endpoint asks the identity service again.
+    _ = try await keeper.allocateIdentity(labels: labels("web"))
+    #expect(upstream.calls == 3 && upstream.inner.references(first.identity.id) == 1)
+  }
+
+  @Test("first allocations of one label set that raced leave one reference once released")
+  func racedFirstAllocations() async throws {
+    let upstream = LeasedIdentities()
+    let keeper = NodeReferenceKeeper(wrapping: upstream, logger: Logger(label: "test"))
+    // Both reach the identity service before either answers.
+    async let one = keeper.allocateIdentity(labels: labels("slow"))
+    async let two = keeper.allocateIdentity(labels: labels("slow"))
+    var started = upstream.inner.slowStarted.stream.makeAsyncIterator()
+    _ = await started.next()
+    _ = await started.next()
+    upstream.inner.openGate()
+    let id = try await one.identity.id
+    #expect(try await two.identity.id == id)
+    #expect(upstream.inner.references(id) == 2 && keeper.upstreamReferences == [id: 2])
+    try await keeper.releaseIdentity(id)
+    #expect(upstream.inner.references(id) == 1 && keeper.heldReferences == [id: 1])
+    try await keeper.releaseIdentity(id)
+    #expect(upstream.inner.references(id) == 0 && keeper.heldReferences.isEmpty)
+  }
+
+  @Test("a release the identity service refuses leaves the count here and a restore pending")
+  func failedReleaseRestores() async throws {
+    let upstream = LeasedIdentities()
+    let keeper = NodeReferenceKeeper(
+      wrapping: upstream, configuration: .init(retryInterval: .milliseconds(20)),
+      logger: Logger(label: "test"))
+    let web = try await keeper.allocateIdentity(labels: labels("web")).identity.id
+    let db = try await keeper.allocateIdentity(labels: labels("db")).identity.id
+    upstream.down = true
+    try await keeper.releaseIdentity(db)
+    #expect(keeper.heldReferences == [web: 1] && upstream.inner.references(db) == 1)
+    let running = Task { try await keeper.run() }
+    defer { running.cancel() }
+    upstream.down = false
+    #expect(await eventually { upstream.syncs == [[web: 1]] })
+    #expect(upstream.inner.references(db) == 0 && upstream.inner.references(web) == 1)
+  }
+}
+
+/// ``GatedIdentities`` counting the calls that reach it.
+final class CountingIdentities: IdentityAllocating {
+  let inner = GatedIdentities()
+  private let count = Mutex(0)
+  var calls: Int { count.withLock { $0 } }
+
+  func allocateIdentity(labels: LabelSet) async throws(EndpointError) -> (
+    identity: SecurityIdentity, isNew: Bool
+  ) {
+    count.withLock { $0 += 1 }
+    return try await inner.allocateIdentity(labels: labels)
+  }
+
+  func releaseIdentity(_ id: NumericIdentity) async throws(EndpointError) {
+    count.withLock { $0 += 1 }
+    try await inner.releaseIdentity(id)
+  }
+
+  func syncReferences(held: [NumericIdentity: Int]) async throws(EndpointError) {
+    try await inner.syncReferences(held: held)
   }
 }
