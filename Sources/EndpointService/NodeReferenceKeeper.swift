@@ -107,7 +107,17 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
     if let known = takeLocalReference(labels) { return (known, false) }
     await beginCall()
     defer { endCall() }
-    let result = try await upstream.allocateIdentity(labels: labels)
+    let result: (identity: SecurityIdentity, isNew: Bool)
+    do {
+      result = try await upstream.allocateIdentity(labels: labels)
+    } catch  where error.code == .upstreamUnavailable || error.code == .deadlineExceeded {
+      // The identity service may have taken the reference and lost the answer (a
+      // replica killed mid-call): the next restore sets the node's references to
+      // exactly what its endpoints hold.
+      state.withLock { $0.restoreNeeded = true }
+      restoreWanted.signal()
+      throw error
+    }
     if !result.identity.id.isReserved {
       state.withLock {
         $0.held[result.identity.id, default: 0] += 1
