@@ -86,7 +86,7 @@ static int set_endpoint_id(struct bpf_object *obj, uint64_t id, int handlers)
 /* The stubs use the handlers' program array, the counters (a missed tail
  * call) and their read-only data: every other map is left out of their load,
  * which otherwise opens and checks each pin (most of a load's syscalls). */
-static int skip_maps_stubs_leave_unused(struct bpf_object *obj)
+static int leave_out_maps_stubs_do_not_use(struct bpf_object *obj)
 {
 	struct bpf_map *map;
 
@@ -137,7 +137,7 @@ int open_object(struct tessera_bpf *t, uint64_t id, int handlers, struct bpf_obj
 		    (err = bpf_program__set_autoload(handler, handlers)))
 			goto fail;
 	}
-	if (!handlers && (err = skip_maps_stubs_leave_unused(obj)))
+	if (!handlers && (err = leave_out_maps_stubs_do_not_use(obj)))
 		goto fail;
 	*out = obj;
 	return 0;

@@ -110,7 +110,7 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
     let result: (identity: SecurityIdentity, isNew: Bool)
     do {
       result = try await upstream.allocateIdentity(labels: labels)
-    } catch  where error.code == .upstreamUnavailable || error.code == .deadlineExceeded {
+    } catch  where error.code == .upstreamUnavailable {
       // The identity service may have taken the reference and lost the answer (a
       // replica killed mid-call): the next restore sets the node's references to
       // exactly what its endpoints hold.
@@ -192,10 +192,11 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
     await beginRestore()
     defer { endRestore() }
     let held = held.filter { $0.value > 0 && !$0.key.isReserved }
-    try await upstream.syncReferences(held: Self.nodeReferences(held))
+    let references = Self.nodeReferences(held)
+    try await upstream.syncReferences(held: references)
     state.withLock {
       $0.held = held
-      $0.upstream = Self.nodeReferences(held)
+      $0.upstream = references
       $0.resolved = resolved.filter {
         $0.value.id.isReserved == false && held[$0.value.id, default: 0] > 0
       }
