@@ -65,7 +65,7 @@ int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id,
 	zero = calloc((size_t)ncpus, sizeof(*zero));
 	if (!zero)
 		return -ENOMEM;
-	err = bpf_map_update_elem(t->metrics_fd, &endpoint_id, zero, BPF_NOEXIST);
+	err = map_update_retrying(t->metrics_fd, &endpoint_id, zero, BPF_NOEXIST);
 	free(zero);
 	if (err && err != -EEXIST) {
 		log_append("tessera: cannot create the counters of endpoint %llu: %s\n",

@@ -92,7 +92,7 @@ void metrics_upgrade_copy(const struct map_upgrade *u, int new_fd)
 					value[cpu].counters[dir * TESSERA_REASON_MAX + r] =
 						from[dir * old_reasons + r];
 		}
-		bpf_map_update_elem(new_fd, &key, value, BPF_NOEXIST);
+		map_update_retrying(new_fd, &key, value, BPF_NOEXIST);
 	}
 	free(old_value);
 	free(value);
@@ -124,7 +124,7 @@ int map_upgrade_copy_prefix(const struct map_upgrade *u, int new_fd, uint32_t ke
 			continue;
 		memset(value, 0, value_size);
 		memcpy(value, old_value, common);
-		if (bpf_map_update_elem(new_fd, key, value, flags) == 0)
+		if (map_update_retrying(new_fd, key, value, flags) == 0)
 			copied++;
 	}
 	free(key);

@@ -1,7 +1,9 @@
 /* Thin wrappers over libbpf for Swift: maps, descriptors, test runs. */
 #include "tessera_bpf_internal.h"
 
+#include <errno.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -18,9 +20,28 @@ uint32_t tessera_bpf_obj_id(int fd)
 	return info.id;
 }
 
+/* Maps without preallocation (BPF_F_NO_PREALLOC) take elements, and per-CPU
+ * values, from the kernel's BPF memory caches, which are refilled
+ * asynchronously; after a burst of inserts, or while a burst of deletions is
+ * still being freed, an insert can fail with ENOMEM although memory is there
+ * (20,000 inserts in a row into a per-CPU hash fail about 3 % of the time on
+ * the 2-core test VM). Retrying after a short pause, up to ~50 ms in all, gets
+ * through; a real shortage still fails. */
+int map_update_retrying(int fd, const void *key, const void *value, uint64_t flags)
+{
+	for (int attempt = 0;; attempt++) {
+		int err = bpf_map_update_elem(fd, key, value, flags);
+		if (err != -ENOMEM || attempt >= 10)
+			return err;
+		long pause_us = attempt < 7 ? 100L << attempt : 10000;
+		struct timespec pause = {.tv_sec = 0, .tv_nsec = pause_us * 1000};
+		nanosleep(&pause, NULL);
+	}
+}
+
 int tessera_bpf_map_update(int fd, const void *key, const void *value, uint64_t flags)
 {
-	return bpf_map_update_elem(fd, key, value, flags);
+	return map_update_retrying(fd, key, value, flags);
 }
 
 int tessera_bpf_map_lookup(int fd, const void *key, void *value)

@@ -71,6 +71,8 @@ void log_append(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* util.c */
 int neg_errno(void);
+/* bpf_map_update_elem, retried briefly on ENOMEM (maps.c). */
+int map_update_retrying(int fd, const void *key, const void *value, uint64_t flags);
 int mkdir_p(const char *path, mode_t mode);
 int dup_fd(int fd);
 uint64_t now_ns(void);

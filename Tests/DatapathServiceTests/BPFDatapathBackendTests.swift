@@ -454,6 +454,31 @@ struct BPFDatapathBackendTests {
     }
   }
 
+  @Test(
+    "bursts of 20,000 counter entries land whole: inserts the kernel's memory caches refuse for a moment (ENOMEM) are retried"
+  )
+  func counterBurstLands() throws {
+    try BPFTestEnvironment.withBackend { _, pin in
+      let fd = tessera_bpf_obj_get("\(pin)/globals/tessera_metrics")
+      try #require(fd >= 0)
+      defer { tessera_bpf_close_fd(fd) }
+      let cpus = Int(tessera_bpf_num_possible_cpus())
+      let zero = [UInt8](repeating: 0, count: MemoryLayout<endpoint_metrics>.stride * cpus)
+      var failures: [Int32: Int] = [:]
+      for round in 0..<2 {
+        let keys = (0..<UInt64(20_000)).map { UInt64(1_000_000) + UInt64(round) * 20_000 + $0 }
+        for var key in keys {
+          let rc = zero.withUnsafeBytes { value in
+            tessera_bpf_map_update(fd, &key, value.baseAddress, 1 /* BPF_NOEXIST */)
+          }
+          if rc != 0 { failures[rc, default: 0] += 1 }
+        }
+        for var key in keys { _ = tessera_bpf_map_delete(fd, &key) }
+      }
+      #expect(failures.isEmpty, "inserts failed (errno: count): \(failures)")
+    }
+  }
+
   @Test("policyEntries reads the kernel map back; incremental changes write only what changed")
   func readBack() throws {
     try withDatapath { datapath, backend in
