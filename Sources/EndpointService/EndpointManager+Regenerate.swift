@@ -108,8 +108,16 @@ extension EndpointManager {
     deadline: ContinuousClock.Instant
   ) async throws(EndpointError) {
     let required: Set<NumericIdentity> = identity.map { [$0] } ?? []
+    // An identity this node's watch saw enter the SelectorCache needs no question:
+    // peers must have caught up through the events the watch has applied.
+    if let identity, let target = ordering.localTarget(for: [identity]),
+      try await ordering.waitForPeers(of: endpointID, through: target, deadline: deadline)
+    {
+      return
+    }
     var attempt = 0
     while let (target, unknown) = try await policy.eventSequence(requiring: required) {
+      ordering.learnt(required.subtracting(unknown), heldAt: target)
       if !unknown.isEmpty {
         guard ContinuousClock.now < deadline else {
           throw EndpointError(
@@ -140,8 +148,14 @@ extension EndpointManager {
   public func waitForPolicyOrdering(
     admitting identities: Set<NumericIdentity>, deadline: ContinuousClock.Instant
   ) async throws(EndpointError) -> Set<NumericIdentity> {
+    if let target = ordering.localTarget(for: identities),
+      try await ordering.waitForPeers(of: nil, through: target, deadline: deadline)
+    {
+      return []
+    }
     var attempt = 0
     while let (target, unknown) = try await policy.eventSequence(requiring: identities) {
+      ordering.learnt(identities.subtracting(unknown), heldAt: target)
       if try await ordering.waitForPeers(of: nil, through: target, deadline: deadline) {
         return unknown
       }
@@ -178,7 +192,9 @@ extension EndpointManager {
   /// drops every cached policy and regenerates every endpoint.
   public func policyChanged(_ change: PolicyChange) async {
     // Before anything is regenerated, so no regeneration reuses a policy from before the change.
-    policyCache.invalidate(change.resync ? nil : change.affectedIdentities)
+    if change.resync || change.affectedIdentities.map({ !$0.isEmpty }) ?? true {
+      policyCache.invalidate(change.resync ? nil : change.affectedIdentities)
+    }
     let affected = registry.all().filter { endpoint in
       guard endpoint.identity != .unknown else { return false }
       if change.resync { return true }
@@ -197,7 +213,9 @@ extension EndpointManager {
     }
     let queued = affected.isEmpty ? [] : await triggerRegeneration(endpointIDs: affected.map(\.id))
     if let sequence = change.sequence {
-      ordering.consumed(sequence: sequence, instanceID: change.instanceID, triggered: queued)
+      ordering.consumed(
+        sequence: sequence, instanceID: change.instanceID, triggered: queued,
+        resync: change.resync, added: change.addedIdentities, deleted: change.deletedIdentities)
     }
   }
 }

@@ -37,6 +37,10 @@ final class PolicyOrdering: Sendable {
     var ordering: Set<UInt64> = []
     /// Endpoints whose last regeneration failed.
     var failing: Set<UInt64> = []
+    /// Identities the followed instance's SelectorCache holds, as far as this node
+    /// knows: seen entering on the watch (and not leaving since), or answered by
+    /// GetEventSequence; each with the sequence through which that was known.
+    var held: [NumericIdentity: UInt64] = [:]
     var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
     var nextToken = 0
     /// Bumped on every change, so a check and the wait after it cannot miss a signal.
@@ -64,14 +68,25 @@ final class PolicyOrdering: Sendable {
   /// regenerations (endpoint, generation) it caused. `instanceID` is set on a
   /// stream's first event; regenerations still owed from an earlier instance's
   /// events stay owed.
+  ///
+  /// - Parameters:
+  ///   - resync: events may have been missed, so what this node knew the
+  ///     SelectorCache to hold is forgotten.
+  ///   - added: identities the event brought into the SelectorCache.
+  ///   - deleted: identities it removed.
   func consumed(
-    sequence: UInt64, instanceID: String?, triggered: [(endpointID: UInt64, generation: UInt64)]
+    sequence: UInt64, instanceID: String?, triggered: [(endpointID: UInt64, generation: UInt64)],
+    resync: Bool = false, added: Set<NumericIdentity> = [], deleted: Set<NumericIdentity> = []
   ) {
     update { state in
       if let instanceID, instanceID != state.instanceID {
         state.instanceID = instanceID
+        state.held.removeAll()
         for index in state.pending.indices { state.pending[index].sequence = 0 }
       }
+      if resync { state.held.removeAll() }
+      for identity in deleted { state.held[identity] = nil }
+      for identity in added.subtracting(deleted) { state.held[identity] = sequence }
       state.consumed = max(state.consumed, sequence)
       if instanceID != nil { state.consumed = sequence }
       for (endpointID, generation) in triggered
@@ -79,6 +94,38 @@ final class PolicyOrdering: Sendable {
         state.pending.append(
           Pending(sequence: sequence, endpointID: endpointID, generation: generation))
       }
+    }
+  }
+
+  /// GetEventSequence answered that the instance `target` names held `identities`
+  /// through `target`. Kept only when the watch follows that instance and has not
+  /// applied events past `target`, so a removal the watch applied before the answer
+  /// arrived cannot be undone by it (a later removal clears it when applied).
+  func learnt(_ identities: Set<NumericIdentity>, heldAt target: PolicyEventSequence) {
+    guard !identities.isEmpty else { return }
+    state.withLock { state in
+      guard state.instanceID == target.instanceID, state.consumed <= target.sequence else {
+        return
+      }
+      for identity in identities where state.held[identity] == nil {
+        state.held[identity] = target.sequence
+      }
+    }
+  }
+
+  /// The event sequence through which peers must have caught up before
+  /// addresses carry `identities`, when this node knows the followed instance
+  /// holds every one of them: what the watch has applied (or the answer that
+  /// told, if later). Nil when one of them must be asked about.
+  func localTarget(for identities: Set<NumericIdentity>) -> PolicyEventSequence? {
+    state.withLock { state in
+      guard !identities.isEmpty, let instanceID = state.instanceID else { return nil }
+      var sequence = state.consumed
+      for identity in identities {
+        guard let known = state.held[identity] else { return nil }
+        sequence = max(sequence, known)
+      }
+      return PolicyEventSequence(sequence: sequence, instanceID: instanceID)
     }
   }
 

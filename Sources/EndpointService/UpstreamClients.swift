@@ -219,7 +219,10 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
                 revision: event.revision,
                 affectedIdentities: event.all
                   ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
-                sequence: event.sequence))
+                sequence: event.sequence,
+                addedIdentities: Set(event.addedIdentities.map(NumericIdentity.init(rawValue:))),
+                deletedIdentities: Set(
+                  event.deletedIdentities.map(NumericIdentity.init(rawValue:)))))
           }
           return position
         }

@@ -1,6 +1,7 @@
 import Foundation
 public import GRPCCore
 import Synchronization
+public import TesseraCore
 public import TesseraProto
 
 /// The policy service's event log: fans policy changes out to `WatchPolicy`
@@ -64,13 +65,23 @@ public final class PolicyEvents: Sendable {
   /// Number of live subscriptions.
   public var subscriberCount: Int { state.withLock { $0.subscribers.count } }
 
-  /// Publishes a change unless it affects no identity.
+  /// Publishes a change unless it affects no identity and moves none in or out
+  /// of the SelectorCache.
   ///
   /// Callers publish after the change is made, so a caller that reads
   /// ``sequence`` after the change's call returned gets a number at least as
   /// high as the change's event.
-  public func publish(revision: UInt64, affected: AffectedIdentities) {
-    if case .some(let identities) = affected, identities.isEmpty { return }
+  ///
+  /// - Parameters:
+  ///   - added: identities the change brought into the SelectorCache.
+  ///   - deleted: identities it removed from the SelectorCache.
+  public func publish(
+    revision: UInt64, affected: AffectedIdentities, added: [NumericIdentity] = [],
+    deleted: [NumericIdentity] = []
+  ) {
+    if case .some(let identities) = affected, identities.isEmpty, added.isEmpty, deleted.isEmpty {
+      return
+    }
     publish(
       .with {
         $0.revision = revision
@@ -78,6 +89,8 @@ public final class PolicyEvents: Sendable {
         case .all: $0.all = true
         case .some(let identities): $0.affectedIdentities = identities.map(\.rawValue).sorted()
         }
+        $0.addedIdentities = added.map(\.rawValue).sorted()
+        $0.deletedIdentities = deleted.map(\.rawValue).sorted()
       })
   }
 

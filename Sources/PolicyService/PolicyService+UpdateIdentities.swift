@@ -28,7 +28,9 @@ extension PolicyServiceHandler {
   ) {
     identityPublication.withLock {
       let result = engine.updateIdentities(added: added, deleted: deleted)
-      events.publish(revision: engine.revision, affected: result.affected)
+      events.publish(
+        revision: engine.revision, affected: result.affected, added: added.map(\.id),
+        deleted: deleted)
       return result
     }
   }

@@ -297,6 +297,14 @@ public nonisolated struct Tessera_Policy_V1_PolicyEvent: Sendable {
   /// The policy service instance (changes on every start); set on the first event.
   public var instanceID: String = String()
 
+  /// Identities this event brought into the SelectorCache, and those it removed.
+  /// A subscriber that saw an identity arrive (and not leave) on this stream knows
+  /// the policy service holds it, and through which event peers must have caught
+  /// up, without asking GetEventSequence.
+  public var addedIdentities: [UInt32] = []
+
+  public var deletedIdentities: [UInt32] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1044,7 +1052,7 @@ nonisolated extension Tessera_Policy_V1_WatchPolicyRequest: SwiftProtobuf.Messag
 
 nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PolicyEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{3}affected_identities\0\u{1}all\0\u{1}sequence\0\u{3}instance_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{3}affected_identities\0\u{1}all\0\u{1}sequence\0\u{3}instance_id\0\u{3}added_identities\0\u{3}deleted_identities\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1057,6 +1065,8 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
       case 3: try { try decoder.decodeSingularBoolField(value: &self.all) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.instanceID) }()
+      case 6: try { try decoder.decodeRepeatedUInt32Field(value: &self.addedIdentities) }()
+      case 7: try { try decoder.decodeRepeatedUInt32Field(value: &self.deletedIdentities) }()
       default: break
       }
     }
@@ -1078,6 +1088,12 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
     if !self.instanceID.isEmpty {
       try visitor.visitSingularStringField(value: self.instanceID, fieldNumber: 5)
     }
+    if !self.addedIdentities.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.addedIdentities, fieldNumber: 6)
+    }
+    if !self.deletedIdentities.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.deletedIdentities, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1087,6 +1103,8 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
     if lhs.all != rhs.all {return false}
     if lhs.sequence != rhs.sequence {return false}
     if lhs.instanceID != rhs.instanceID {return false}
+    if lhs.addedIdentities != rhs.addedIdentities {return false}
+    if lhs.deletedIdentities != rhs.deletedIdentities {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

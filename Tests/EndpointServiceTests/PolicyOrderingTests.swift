@@ -21,6 +21,8 @@ struct EventedNode {
   let pump: Task<Void, Never>
   /// While on, the WatchPolicy consumer delivers nothing (a stuck watch).
   let watchPaused = Flag()
+  /// GetEventSequence reads the endpoint manager made.
+  let sequenceReads = Counter()
 
   /// Announces identities the way the policy service does: SelectorCache, then an event.
   struct EventedPolicySink: IdentityChangeSink {
@@ -35,7 +37,9 @@ struct EventedNode {
       let (engine, events) = (self.engine, self.events)
       let apply: @Sendable () -> Void = {
         let result = engine.updateIdentities(added: added, deleted: deleted)
-        events.publish(revision: engine.revision, affected: result.affected)
+        events.publish(
+          revision: engine.revision, affected: result.affected, added: added.map(\.id),
+          deleted: deleted)
       }
       if let lateBy {
         Task {
@@ -57,6 +61,8 @@ struct EventedNode {
     /// Set: every other sequence read is answered by another replica behind the same
     /// address (its own instance, far ahead), which the node's watch does not follow.
     var otherReplica: Counter? = nil
+    /// Counts the sequence reads.
+    var sequenceReads = Counter()
     func computePolicy(for identity: SecurityIdentity) async throws(EndpointError) -> EndpointPolicy
     {
       engine.computePolicy(for: identity)
@@ -68,6 +74,7 @@ struct EventedNode {
       PolicyEventSequence, unknown: Set<NumericIdentity>
     )? {
       guard ordered else { return nil }
+      _ = sequenceReads.increment()
       let unknown = engine.unknownIdentities(among: identities)
       if let otherReplica {
         if otherReplica.increment().isMultiple(of: 2) {
@@ -147,7 +154,8 @@ struct EventedNode {
       metadata: MetadataResolver(source: try WorkloadRegistry(file: nil)),
       identities: InProcessNode.Identities(allocator: allocator, down: Flag()),
       policy: EventedPolicies(
-        engine: engine, events: events, ordered: ordered, otherReplica: otherReplica),
+        engine: engine, events: events, ordered: ordered, otherReplica: otherReplica,
+        sequenceReads: sequenceReads),
       datapath: RecordingDatapaths(
         inner: InProcessNode.Datapaths(datapath: datapath, down: Flag()), log: log),
       store: nil)
@@ -169,7 +177,9 @@ struct EventedNode {
             revision: event.revision,
             affectedIdentities: event.all
               ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
-            sequence: event.sequence))
+            sequence: event.sequence,
+            addedIdentities: Set(event.addedIdentities.map(NumericIdentity.init(rawValue:))),
+            deletedIdentities: Set(event.deletedIdentities.map(NumericIdentity.init(rawValue:)))))
       }
     }
   }
@@ -348,6 +358,65 @@ struct PolicyOrderingTests {
     }
     #expect(ContinuousClock.now - started < .seconds(2), "no create waited for its deadline")
     #expect(reads.value > 4, "the other replica answered some reads")
+  }
+
+  @Test(
+    "an identity the watch saw enter the SelectorCache is ordered from the watch alone: no sequence read, the peer still denies it first"
+  )
+  func identitySeenOnTheWatchNeedsNoRead() async throws {
+    let node = try await EventedNode(watchDelay: .milliseconds(20))
+    defer { node.pump.cancel() }
+    try node.importPolicy(denyXAllowRest)
+    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    // Another node's pod brings the identity into the cluster; this node's watch sees it arrive.
+    let labels = try LabelSet(parsing: ["app=x", "io.kubernetes.pod.namespace=default"])
+    let (remote, _) = try await node.allocator.allocateIdentity(labels: labels, node: "b")
+    let deadline = ContinuousClock.now + .seconds(5)
+    while node.manager.ordering.localTarget(for: [remote.id]) == nil {
+      #expect(ContinuousClock.now < deadline, "the watch never delivered the identity")
+      try await Task.sleep(for: .milliseconds(5))
+    }
+    let reads = node.sequenceReads.value
+    let x = try await node.create("x", "10.0.0.2", "app=x")
+    #expect(x.identity == remote.id)
+    #expect(node.sequenceReads.value == reads, "the create asked for the event sequence")
+    let inForce = try #require(node.log.peerPolicy(peer.id, whenRealizing: x.id, as: x.identity))
+    #expect(inForce.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
+  }
+
+  @Test(
+    "what the watch and the sequence reads tell about held identities: removals, resyncs and other instances forget it"
+  )
+  func heldIdentitiesBookkeeping() {
+    let ordering = PolicyOrdering()
+    let (a, b) = (NumericIdentity(rawValue: 300), NumericIdentity(rawValue: 301))
+    #expect(ordering.localTarget(for: [a]) == nil, "nothing followed yet")
+    ordering.consumed(sequence: 10, instanceID: "one", triggered: [], resync: true)
+    ordering.consumed(sequence: 11, instanceID: nil, triggered: [], added: [a])
+    ordering.consumed(sequence: 12, instanceID: nil, triggered: [])
+    #expect(ordering.localTarget(for: [a]) == PolicyEventSequence(sequence: 12, instanceID: "one"))
+    #expect(ordering.localTarget(for: [a, b]) == nil, "b was never seen")
+    #expect(ordering.localTarget(for: []) == nil, "an empty question is asked upstream")
+    // A read answered by the followed instance at or after the watch's position is kept.
+    ordering.learnt([b], heldAt: PolicyEventSequence(sequence: 14, instanceID: "one"))
+    #expect(
+      ordering.localTarget(for: [a, b]) == PolicyEventSequence(sequence: 14, instanceID: "one"))
+    // The watch applies b's removal: forgotten.
+    ordering.consumed(sequence: 13, instanceID: nil, triggered: [], deleted: [b])
+    #expect(ordering.localTarget(for: [b]) == nil)
+    // An answer older than what the watch applied may predate a removal: not kept.
+    ordering.learnt([b], heldAt: PolicyEventSequence(sequence: 12, instanceID: "one"))
+    #expect(ordering.localTarget(for: [b]) == nil)
+    // Nor an answer from an instance the watch does not follow.
+    ordering.learnt([b], heldAt: PolicyEventSequence(sequence: 99, instanceID: "two"))
+    #expect(ordering.localTarget(for: [b]) == nil)
+    // A resync (events may have been missed) forgets everything.
+    ordering.consumed(sequence: 20, instanceID: "one", triggered: [], resync: true)
+    #expect(ordering.localTarget(for: [a]) == nil)
+    ordering.consumed(sequence: 21, instanceID: nil, triggered: [], added: [a])
+    // A new instance forgets everything too.
+    ordering.consumed(sequence: 1, instanceID: "two", triggered: [], resync: true)
+    #expect(ordering.localTarget(for: [a]) == nil)
   }
 
   @Test("a peer that cannot catch up fails the create at its deadline and leaves nothing behind")

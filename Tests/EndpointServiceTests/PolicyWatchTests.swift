@@ -263,4 +263,36 @@ struct PolicyWatchTests {
       #expect(reserved.unknownIdentities.isEmpty, "reserved identities are always held")
     }
   }
+
+  @Test(
+    "WatchPolicy names the identities each event brought into or removed from the SelectorCache, also when no rule selects them"
+  )
+  func watchNamesIdentityChanges() async throws {
+    let engine = try PolicyEngine(database: nil)
+    let events = PolicyEvents()
+    let handler = PolicyServiceHandler(
+      engine: engine, events: events, logger: Logger(label: "test.policy"))
+    try await withPolicyService(handler) { client in
+      let raw = Tessera_Policy_V1_PolicyService.Client(wrapping: client)
+      let unselected = Tessera_Common_V1_Identity.with {
+        $0.id = 400
+        $0.labels =
+          (try! LabelSet(parsing: ["app=lonely", "io.kubernetes.pod.namespace=default"]))
+          .proto
+      }
+      try await raw.watchPolicy(.init()) { response in
+        var stream = response.messages.makeAsyncIterator()
+        let first = try #require(try await stream.next())
+        #expect(first.all && first.addedIdentities.isEmpty)
+        _ = try await raw.updateIdentities(.with { $0.added = [unselected] })
+        let added = try #require(try await stream.next())
+        #expect(added.sequence == first.sequence + 1)
+        #expect(added.addedIdentities == [400] && added.deletedIdentities.isEmpty)
+        #expect(added.affectedIdentities.isEmpty && !added.all, "no rule selects it")
+        _ = try await raw.updateIdentities(.with { $0.deleted = [400] })
+        let deleted = try #require(try await stream.next())
+        #expect(deleted.deletedIdentities == [400] && deleted.addedIdentities.isEmpty)
+      }
+    }
+  }
 }
