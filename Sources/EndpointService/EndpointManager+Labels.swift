@@ -26,6 +26,7 @@ extension EndpointManager {
     let allocationStart = ContinuousClock.now
     let (identity, isNew) = try await identities.allocateIdentity(labels: endpoint.labels)
     let allocationTime = ContinuousClock.now - allocationStart
+    if isNew { ordering.expectArrival(of: identity.id) }
 
     enum Outcome {
       case applied(previous: NumericIdentity, action: EndpointAction, endpoint: Endpoint)

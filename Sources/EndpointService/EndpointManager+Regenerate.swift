@@ -109,8 +109,11 @@ extension EndpointManager {
   ) async throws(EndpointError) {
     let required: Set<NumericIdentity> = identity.map { [$0] } ?? []
     // An identity this node's watch saw enter the SelectorCache needs no question:
-    // peers must have caught up through the events the watch has applied.
-    if let identity, let target = ordering.localTarget(for: [identity]),
+    // peers must have caught up through the events the watch has applied. A new
+    // identity's arrival is already on its way.
+    if let identity,
+      let target = await ordering.awaitArrival(
+        of: identity, within: min(configuration.requestTimeout / 10, .milliseconds(200))),
       try await ordering.waitForPeers(of: endpointID, through: target, deadline: deadline)
     {
       return

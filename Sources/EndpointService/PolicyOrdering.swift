@@ -41,6 +41,12 @@ final class PolicyOrdering: Sendable {
     /// knows: seen entering on the watch (and not leaving since), or answered by
     /// GetEventSequence; each with the sequence through which that was known.
     var held: [NumericIdentity: UInt64] = [:]
+    /// Identities just allocated as new: the policy service announced them before the
+    /// allocation returned, so their arrival is on its way down the watch.
+    var expected: Set<NumericIdentity> = []
+    /// The followed instance's events name identity changes (a policy service from
+    /// before they did never does): only then is an arrival worth waiting for.
+    var streamNamesIdentities = false
     var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
     var nextToken = 0
     /// Bumped on every change, so a check and the wait after it cannot miss a signal.
@@ -82,11 +88,17 @@ final class PolicyOrdering: Sendable {
       if let instanceID, instanceID != state.instanceID {
         state.instanceID = instanceID
         state.held.removeAll()
+        state.streamNamesIdentities = false
         for index in state.pending.indices { state.pending[index].sequence = 0 }
       }
-      if resync { state.held.removeAll() }
+      if !added.isEmpty || !deleted.isEmpty { state.streamNamesIdentities = true }
+      if resync {
+        state.held.removeAll()
+        state.expected.removeAll()
+      }
       for identity in deleted { state.held[identity] = nil }
       for identity in added.subtracting(deleted) { state.held[identity] = sequence }
+      state.expected.subtract(added)
       state.consumed = max(state.consumed, sequence)
       if instanceID != nil { state.consumed = sequence }
       for (endpointID, generation) in triggered
@@ -126,6 +138,33 @@ final class PolicyOrdering: Sendable {
         sequence = max(sequence, known)
       }
       return PolicyEventSequence(sequence: sequence, instanceID: instanceID)
+    }
+  }
+
+  /// The identity service allocated `identity` as new: its arrival in the
+  /// SelectorCache is on its way down the watch (``awaitArrival(of:within:)``).
+  func expectArrival(of identity: NumericIdentity) {
+    state.withLock { state in
+      if state.streamNamesIdentities, state.held[identity] == nil {
+        state.expected.insert(identity)
+      }
+    }
+  }
+
+  /// ``localTarget(for:)`` for one identity; for an identity allocated as new
+  /// whose arrival the watch has not shown yet, waits for it up to `within`.
+  /// Nil when it must be asked about (not expected, or not seen in time: a
+  /// policy replica that learns identities late, or a resync).
+  func awaitArrival(of identity: NumericIdentity, within: Duration) async -> PolicyEventSequence? {
+    let giveUp = ContinuousClock.now + within
+    while true {
+      if let target = localTarget(for: [identity]) { return target }
+      let (expected, version) = state.withLock { ($0.expected.contains(identity), $0.version) }
+      guard expected, ContinuousClock.now < giveUp else {
+        state.withLock { _ = $0.expected.remove(identity) }
+        return nil
+      }
+      await waitForChange(after: version, deadline: giveUp)
     }
   }
 

@@ -133,10 +133,13 @@ struct EventedNode {
   /// - Parameters:
   ///   - ordered: whether the policy service reports its event sequence.
   ///   - watchDelay: how late each event reaches the endpoint manager.
+  ///   - watchNamesIdentities: whether the watch's events name the identities they
+  ///     bring in or remove (a policy service from before they did: false).
   init(
     ordered: Bool = true, watchDelay: Duration = .milliseconds(100),
     requestTimeout: Duration = .seconds(5),
-    identitiesLateBy: Duration? = nil, otherReplica: Counter? = nil
+    identitiesLateBy: Duration? = nil, otherReplica: Counter? = nil,
+    watchNamesIdentities: Bool = true
   ) async throws {
     let engine = try PolicyEngine(database: nil)
     let events = PolicyEvents()
@@ -168,6 +171,7 @@ struct EventedNode {
     // Before any create: the consumer's position is known from the start.
     await manager.policyChanged(initial)
     let paused = watchPaused
+    let namesIdentities = ordered && watchNamesIdentities
     pump = Task {
       for await event in subscription.events {
         try? await Task.sleep(for: watchDelay)
@@ -178,8 +182,10 @@ struct EventedNode {
             affectedIdentities: event.all
               ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
             sequence: event.sequence,
-            addedIdentities: Set(event.addedIdentities.map(NumericIdentity.init(rawValue:))),
-            deletedIdentities: Set(event.deletedIdentities.map(NumericIdentity.init(rawValue:)))))
+            addedIdentities: namesIdentities
+              ? Set(event.addedIdentities.map(NumericIdentity.init(rawValue:))) : [],
+            deletedIdentities: namesIdentities
+              ? Set(event.deletedIdentities.map(NumericIdentity.init(rawValue:))) : []))
       }
     }
   }
@@ -345,7 +351,8 @@ struct PolicyOrderingTests {
   func sequenceFromAnotherReplica() async throws {
     let reads = Counter()
     let node = try await EventedNode(
-      watchDelay: .milliseconds(10), requestTimeout: .seconds(3), otherReplica: reads)
+      watchDelay: .milliseconds(10), requestTimeout: .seconds(3), otherReplica: reads,
+      watchNamesIdentities: false)
     defer { node.pump.cancel() }
     try node.importPolicy(denyXAllowRest)
     let peer = try await node.create("peer", "10.0.0.1", "app=peer")
@@ -382,6 +389,41 @@ struct PolicyOrderingTests {
     #expect(node.sequenceReads.value == reads, "the create asked for the event sequence")
     let inForce = try #require(node.log.peerPolicy(peer.id, whenRealizing: x.id, as: x.identity))
     #expect(inForce.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
+  }
+
+  @Test(
+    "a new identity's first pod waits for the identity's arrival on the watch, not for a sequence read; the peer denies it first"
+  )
+  func newIdentityOrderedByItsArrival() async throws {
+    let node = try await EventedNode(watchDelay: .milliseconds(50))
+    defer { node.pump.cancel() }
+    try node.importPolicy(denyXAllowRest)
+    // The first: the node has not seen this policy service name an identity yet, so it asks.
+    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    #expect(node.sequenceReads.value == 1)
+    let started = ContinuousClock.now
+    let x = try await node.create("x", "10.0.0.2", "app=x")
+    #expect(node.sequenceReads.value == 1, "the create asked for the event sequence")
+    #expect(ContinuousClock.now - started >= .milliseconds(50), "the create waited for the watch")
+    let inForce = try #require(node.log.peerPolicy(peer.id, whenRealizing: x.id, as: x.identity))
+    #expect(inForce.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .deny)
+  }
+
+  @Test("an arrival is waited for only on a stream that names identities, and ends when it comes")
+  func arrivalWaitedForOnlyWhenNamed() async throws {
+    let ordering = PolicyOrdering()
+    ordering.consumed(sequence: 1, instanceID: "one", triggered: [], resync: true)
+    let a = NumericIdentity(rawValue: 300)
+    ordering.expectArrival(of: a)
+    let started = ContinuousClock.now
+    #expect(await ordering.awaitArrival(of: a, within: .seconds(5)) == nil)
+    #expect(ContinuousClock.now - started < .seconds(1), "waited on a stream that names nothing")
+    ordering.consumed(sequence: 2, instanceID: nil, triggered: [], added: [NumericIdentity(299)])
+    ordering.expectArrival(of: a)
+    async let arrival = ordering.awaitArrival(of: a, within: .seconds(5))
+    try await Task.sleep(for: .milliseconds(20))
+    ordering.consumed(sequence: 3, instanceID: nil, triggered: [], added: [a])
+    #expect(await arrival == PolicyEventSequence(sequence: 3, instanceID: "one"))
   }
 
   @Test(
