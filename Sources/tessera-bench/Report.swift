@@ -201,6 +201,8 @@ struct Report {
   }
 
   private func writeResolved(to directory: String) throws {
+    try FileManager.default.createDirectory(
+      atPath: directory, withIntermediateDirectories: true)
     var table = "| figure | value | floor (same run) | target |\n|---|---:|---|---|\n"
     for row in rows {
       let verdict = row.verdict.map { $0.met ? " ✓ met" : " ✗ missed" } ?? ""

@@ -373,6 +373,39 @@ struct BPFDatapathBackendTests {
     }
   }
 
+  @Test(
+    "removing an endpoint deletes its conntrack entries across several batches of the walk, and no other endpoint's"
+  )
+  func removalPurgesOnlyItsOwnFlows() throws {
+    try withDatapath { datapath, backend in
+      let allow = [PolicyEntry(peer: frontend, direction: .ingress, proto: .tcp, ports: .any)]
+      _ = try datapath.realize(endpoint(id: 21, ingressEnforced: true, entries: allow))
+      _ = try datapath.realize(
+        endpoint(id: 22, ip: "10.0.0.6/32", ingressEnforced: true, entries: allow))
+      // More than two batches (1,024 keys each) for the removed endpoint, interleaved with the kept one's.
+      for port in 0..<2_600 {
+        let sport = UInt16(20_000 + port)
+        #expect(
+          try backend.passes(
+            21, .ingress,
+            Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: sport, dport: 8080)))
+        if port.isMultiple(of: 8) {
+          #expect(
+            try backend.passes(
+              22, .ingress,
+              Packet.ipv4(frontendIP, "10.0.0.6", proto: Packet.tcp, sport: sport, dport: 8080)))
+        }
+      }
+      let before = try backend.conntrackEntries()
+      #expect(before.filter { $0.endpointID == 21 }.count == 2_600)
+      #expect(before.filter { $0.endpointID == 22 }.count == 325)
+      #expect(try datapath.removeEndpoint(id: 21))
+      let after = try backend.conntrackEntries()
+      #expect(after.filter { $0.endpointID == 21 }.isEmpty)
+      #expect(after.filter { $0.endpointID == 22 }.count == 325)
+    }
+  }
+
   @Test("one endpoint's conntrack entry does not admit traffic into another")
   func conntrackIsPerEndpoint() throws {
     try withDatapath { datapath, backend in
