@@ -26,7 +26,7 @@ extension EndpointManager {
     let allocationStart = ContinuousClock.now
     let (identity, isNew) = try await identities.allocateIdentity(labels: endpoint.labels)
     let allocationTime = ContinuousClock.now - allocationStart
-    if isNew { ordering.expectArrival(of: identity.id) }
+    if isNew { ordering.expectArrival(of: identity) }
 
     enum Outcome {
       case applied(previous: NumericIdentity, action: EndpointAction, endpoint: Endpoint)

@@ -24,7 +24,8 @@ extension EndpointManager {
         // Realising writes this endpoint's addresses → identity into the ipcache: peers first.
         let waitStart = ContinuousClock.now
         try await waitForPolicyOrdering(
-          of: endpointID, identity: snapshot.identity,
+          of: endpointID,
+          identity: SecurityIdentity(id: snapshot.identity, labels: snapshot.identityLabels),
           deadline: waitStart + configuration.requestTimeout)
         logger.debug(
           "peers' policy reflects the identity",
@@ -104,10 +105,10 @@ extension EndpointManager {
   /// - Throws: ``EndpointError`` `.deadlineExceeded` at the deadline, or the
   ///   policy service's error when its event sequence cannot be read.
   public func waitForPolicyOrdering(
-    of endpointID: UInt64? = nil, identity: NumericIdentity? = nil,
+    of endpointID: UInt64? = nil, identity: SecurityIdentity? = nil,
     deadline: ContinuousClock.Instant
   ) async throws(EndpointError) {
-    let required: Set<NumericIdentity> = identity.map { [$0] } ?? []
+    let required: Set<NumericIdentity> = identity.map { [$0.id] } ?? []
     // An identity this node's watch saw enter the SelectorCache needs no question:
     // peers must have caught up through the events the watch has applied. A new
     // identity's arrival is already on its way.
@@ -120,7 +121,7 @@ extension EndpointManager {
     }
     var attempt = 0
     while let (target, unknown) = try await policy.eventSequence(requiring: required) {
-      ordering.learnt(required.subtracting(unknown), heldAt: target)
+      if let identity, unknown.isEmpty { ordering.learnt(identity, heldAt: target) }
       if !unknown.isEmpty {
         guard ContinuousClock.now < deadline else {
           throw EndpointError(
@@ -151,14 +152,8 @@ extension EndpointManager {
   public func waitForPolicyOrdering(
     admitting identities: Set<NumericIdentity>, deadline: ContinuousClock.Instant
   ) async throws(EndpointError) -> Set<NumericIdentity> {
-    if let target = ordering.localTarget(for: identities),
-      try await ordering.waitForPeers(of: nil, through: target, deadline: deadline)
-    {
-      return []
-    }
     var attempt = 0
     while let (target, unknown) = try await policy.eventSequence(requiring: identities) {
-      ordering.learnt(identities.subtracting(unknown), heldAt: target)
       if try await ordering.waitForPeers(of: nil, through: target, deadline: deadline) {
         return unknown
       }

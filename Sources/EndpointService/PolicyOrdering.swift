@@ -39,13 +39,16 @@ final class PolicyOrdering: Sendable {
     var failing: Set<UInt64> = []
     /// Identities the followed instance's SelectorCache holds, as far as this node
     /// knows: seen entering on the watch (and not leaving since), or answered by
-    /// GetEventSequence; each with the sequence through which that was known.
-    var held: [NumericIdentity: UInt64] = [:]
-    /// Identities just allocated as new: the policy service announced them before the
-    /// allocation returned, so their arrival is on its way down the watch.
-    var expected: Set<NumericIdentity> = []
+    /// GetEventSequence; each with the digest of its labels (a number reused for
+    /// other labels is another identity) and the sequence through which that was known.
+    var held: [NumericIdentity: (digest: UInt64, sequence: UInt64)] = [:]
+    /// Identities just allocated as new (by labels digest): the policy service
+    /// announced them before the allocation returned, so their arrival is on its way
+    /// down the watch.
+    var expected: [NumericIdentity: UInt64] = [:]
     /// The followed instance's events name identity changes (a policy service from
-    /// before they did never does): only then is an arrival worth waiting for.
+    /// before they did never does, nor names removals): only then is what this node
+    /// learnt about held identities kept and used.
     var streamNamesIdentities = false
     var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
     var nextToken = 0
@@ -78,11 +81,12 @@ final class PolicyOrdering: Sendable {
   /// - Parameters:
   ///   - resync: events may have been missed, so what this node knew the
   ///     SelectorCache to hold is forgotten.
-  ///   - added: identities the event brought into the SelectorCache.
+  ///   - added: identities the event brought into the SelectorCache (number → labels digest).
   ///   - deleted: identities it removed.
   func consumed(
     sequence: UInt64, instanceID: String?, triggered: [(endpointID: UInt64, generation: UInt64)],
-    resync: Bool = false, added: Set<NumericIdentity> = [], deleted: Set<NumericIdentity> = []
+    resync: Bool = false, added: [NumericIdentity: UInt64] = [:],
+    deleted: Set<NumericIdentity> = []
   ) {
     update { state in
       if let instanceID, instanceID != state.instanceID {
@@ -97,8 +101,10 @@ final class PolicyOrdering: Sendable {
         state.expected.removeAll()
       }
       for identity in deleted { state.held[identity] = nil }
-      for identity in added.subtracting(deleted) { state.held[identity] = sequence }
-      state.expected.subtract(added)
+      for (identity, digest) in added where !deleted.contains(identity) {
+        state.held[identity] = (digest, sequence)
+        if state.expected[identity] == digest { state.expected[identity] = nil }
+      }
       state.consumed = max(state.consumed, sequence)
       if instanceID != nil { state.consumed = sequence }
       for (endpointID, generation) in triggered
@@ -109,63 +115,76 @@ final class PolicyOrdering: Sendable {
     }
   }
 
-  /// GetEventSequence answered that the instance `target` names held `identities`
-  /// through `target`. Kept only when the watch follows that instance and has not
-  /// applied events past `target`, so a removal the watch applied before the answer
-  /// arrived cannot be undone by it (a later removal clears it when applied).
-  func learnt(_ identities: Set<NumericIdentity>, heldAt target: PolicyEventSequence) {
-    guard !identities.isEmpty else { return }
+  /// GetEventSequence answered that the instance `target` names held `identity`
+  /// through `target`. Kept only when the watch follows that instance, names
+  /// identity changes (so a later removal clears it) and has not applied events
+  /// past `target` (so a removal the watch applied before the answer arrived cannot
+  /// be undone by it).
+  func learnt(_ identity: SecurityIdentity, heldAt target: PolicyEventSequence) {
     state.withLock { state in
-      guard state.instanceID == target.instanceID, state.consumed <= target.sequence else {
-        return
-      }
-      for identity in identities where state.held[identity] == nil {
-        state.held[identity] = target.sequence
-      }
+      guard state.streamNamesIdentities, state.instanceID == target.instanceID,
+        state.consumed <= target.sequence, state.held[identity.id] == nil
+      else { return }
+      state.held[identity.id] = (identity.labels.canonicalDigest, target.sequence)
     }
   }
 
   /// The event sequence through which peers must have caught up before
-  /// addresses carry `identities`, when this node knows the followed instance
-  /// holds every one of them: what the watch has applied (or the answer that
-  /// told, if later). Nil when one of them must be asked about.
-  func localTarget(for identities: Set<NumericIdentity>) -> PolicyEventSequence? {
-    state.withLock { state in
-      guard !identities.isEmpty, let instanceID = state.instanceID else { return nil }
-      var sequence = state.consumed
-      for identity in identities {
-        guard let known = state.held[identity] else { return nil }
-        sequence = max(sequence, known)
-      }
-      return PolicyEventSequence(sequence: sequence, instanceID: instanceID)
-    }
+  /// addresses carry `identity`, when this node knows the followed instance holds
+  /// it with these labels: what the watch has applied (or the answer that told, if
+  /// later). Nil when it must be asked about.
+  func localTarget(for identity: SecurityIdentity) -> PolicyEventSequence? {
+    state.withLock { Self.localTarget(for: identity, in: $0) }
+  }
+
+  private static func localTarget(for identity: SecurityIdentity, in state: State)
+    -> PolicyEventSequence?
+  {
+    guard state.streamNamesIdentities, let instanceID = state.instanceID,
+      let known = state.held[identity.id], known.digest == identity.labels.canonicalDigest
+    else { return nil }
+    return PolicyEventSequence(
+      sequence: max(state.consumed, known.sequence), instanceID: instanceID)
   }
 
   /// The identity service allocated `identity` as new: its arrival in the
   /// SelectorCache is on its way down the watch (``awaitArrival(of:within:)``).
-  func expectArrival(of identity: NumericIdentity) {
-    state.withLock { state in
-      if state.streamNamesIdentities, state.held[identity] == nil {
-        state.expected.insert(identity)
+  /// What is held under its number for other labels is an earlier identity whose
+  /// removal the watch has not shown yet: forgotten. (Held with these labels, its
+  /// arrival came down the watch before the allocation's answer.)
+  func expectArrival(of identity: SecurityIdentity) {
+    update { state in
+      let digest = identity.labels.canonicalDigest
+      if let known = state.held[identity.id] {
+        guard known.digest != digest else { return }
+        state.held[identity.id] = nil
       }
+      if state.streamNamesIdentities { state.expected[identity.id] = digest }
     }
   }
 
-  /// ``localTarget(for:)`` for one identity; for an identity allocated as new
-  /// whose arrival the watch has not shown yet, waits for it up to `within`.
-  /// Nil when it must be asked about (not expected, or not seen in time: a
-  /// policy replica that learns identities late, or a resync).
-  func awaitArrival(of identity: NumericIdentity, within: Duration) async -> PolicyEventSequence? {
+  /// ``localTarget(for:)``; for an identity allocated as new whose arrival the
+  /// watch has not shown yet, waits for it up to `within`. Nil when it must be
+  /// asked about (not expected, or not seen in time: a policy replica that learns
+  /// identities late, or a resync).
+  func awaitArrival(of identity: SecurityIdentity, within: Duration) async -> PolicyEventSequence? {
     let giveUp = ContinuousClock.now + within
-    while true {
-      if let target = localTarget(for: [identity]) { return target }
-      let (expected, version) = state.withLock { ($0.expected.contains(identity), $0.version) }
-      guard expected, ContinuousClock.now < giveUp else {
-        state.withLock { _ = $0.expected.remove(identity) }
-        return nil
+    let digest = identity.labels.canonicalDigest
+    while !Task.isCancelled {
+      let (target, expected, version) = state.withLock { state in
+        (
+          Self.localTarget(for: identity, in: state), state.expected[identity.id] == digest,
+          state.version
+        )
       }
+      if let target { return target }
+      guard expected, ContinuousClock.now < giveUp else { break }
       await waitForChange(after: version, deadline: giveUp)
     }
+    state.withLock { state in
+      if state.expected[identity.id] == digest { state.expected[identity.id] = nil }
+    }
+    return nil
   }
 
   /// The endpoint realised `generation` with `identity` in the datapath.

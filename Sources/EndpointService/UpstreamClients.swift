@@ -179,6 +179,13 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
     }
   }
 
+  /// Number → labels digest of the identities an event brought in.
+  static func arrivals(_ added: [Tessera_Policy_V1_IdentityArrival]) -> [NumericIdentity: UInt64] {
+    Dictionary(
+      added.map { (NumericIdentity(rawValue: $0.id), $0.labelsDigest) },
+      uniquingKeysWith: { first, _ in first })
+  }
+
   /// Follows the policy service's change stream for as long as the task runs,
   /// reconnecting after failures.
   ///
@@ -220,7 +227,7 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
                 affectedIdentities: event.all
                   ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
                 sequence: event.sequence,
-                addedIdentities: Set(event.addedIdentities.map(NumericIdentity.init(rawValue:))),
+                addedIdentities: Self.arrivals(event.addedIdentities),
                 deletedIdentities: Set(
                   event.deletedIdentities.map(NumericIdentity.init(rawValue:)))))
           }

@@ -75,14 +75,16 @@ public struct PolicyChange: Sendable, Equatable {
   public var instanceID: String?
   /// Events may have been missed: drop every cached policy and recompute every endpoint.
   public var resync: Bool
-  /// Identities the change brought into the policy service's SelectorCache.
-  public var addedIdentities: Set<NumericIdentity>
+  /// Identities the change brought into the policy service's SelectorCache, with
+  /// the digest of their labels (``LabelSet/canonicalDigest``).
+  public var addedIdentities: [NumericIdentity: UInt64]
   /// Identities the change removed from it.
   public var deletedIdentities: Set<NumericIdentity>
 
   public init(
     revision: UInt64, affectedIdentities: Set<NumericIdentity>?, sequence: UInt64? = nil,
-    instanceID: String? = nil, resync: Bool = false, addedIdentities: Set<NumericIdentity> = [],
+    instanceID: String? = nil, resync: Bool = false,
+    addedIdentities: [NumericIdentity: UInt64] = [:],
     deletedIdentities: Set<NumericIdentity> = []
   ) {
     self.revision = revision

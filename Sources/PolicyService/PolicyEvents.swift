@@ -76,7 +76,7 @@ public final class PolicyEvents: Sendable {
   ///   - added: identities the change brought into the SelectorCache.
   ///   - deleted: identities it removed from the SelectorCache.
   public func publish(
-    revision: UInt64, affected: AffectedIdentities, added: [NumericIdentity] = [],
+    revision: UInt64, affected: AffectedIdentities, added: [SecurityIdentity] = [],
     deleted: [NumericIdentity] = []
   ) {
     if case .some(let identities) = affected, identities.isEmpty, added.isEmpty, deleted.isEmpty {
@@ -89,7 +89,12 @@ public final class PolicyEvents: Sendable {
         case .all: $0.all = true
         case .some(let identities): $0.affectedIdentities = identities.map(\.rawValue).sorted()
         }
-        $0.addedIdentities = added.map(\.rawValue).sorted()
+        $0.addedIdentities = added.sorted { $0.id < $1.id }.map { identity in
+          .with {
+            $0.id = identity.id.rawValue
+            $0.labelsDigest = identity.labels.canonicalDigest
+          }
+        }
         $0.deletedIdentities = deleted.map(\.rawValue).sorted()
       })
   }

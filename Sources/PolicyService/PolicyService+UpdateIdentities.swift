@@ -29,7 +29,7 @@ extension PolicyServiceHandler {
     identityPublication.withLock {
       let result = engine.updateIdentities(added: added, deleted: deleted)
       events.publish(
-        revision: engine.revision, affected: result.affected, added: added.map(\.id),
+        revision: engine.revision, affected: result.affected, added: added,
         deleted: deleted)
       return result
     }

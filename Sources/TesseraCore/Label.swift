@@ -172,6 +172,18 @@ public struct LabelSet: Hashable, Sendable, Codable, Sequence, CustomStringConve
     labels.map { "\($0.source):\($0.key)=\($0.value);" }.joined()
   }
 
+  /// FNV-1a (64 bits) of ``canonicalKey``: the same in every process (unlike
+  /// `hashValue`), so services can tell in a few bytes whether two identities
+  /// with one number had the same labels (numbers are reused after garbage collection).
+  public var canonicalDigest: UInt64 {
+    var digest: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in canonicalKey.utf8 {
+      digest ^= UInt64(byte)
+      digest = digest &* 0x0000_0100_0000_01b3
+    }
+    return digest
+  }
+
   public var isEmpty: Bool { labels.isEmpty }
   public var count: Int { labels.count }
   public func makeIterator() -> IndexingIterator<[Label]> { labels.makeIterator() }

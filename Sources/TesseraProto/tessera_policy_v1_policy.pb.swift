@@ -301,9 +301,27 @@ public nonisolated struct Tessera_Policy_V1_PolicyEvent: Sendable {
   /// A subscriber that saw an identity arrive (and not leave) on this stream knows
   /// the policy service holds it, and through which event peers must have caught
   /// up, without asking GetEventSequence.
-  public var addedIdentities: [UInt32] = []
+  public var addedIdentities: [Tessera_Policy_V1_IdentityArrival] = []
 
   public var deletedIdentities: [UInt32] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// An identity that entered the SelectorCache: its number and a digest of its
+/// labels (FNV-1a 64 of the canonical label key), which tells apart identities
+/// that had one number at different times (numbers are reused after garbage
+/// collection).
+public nonisolated struct Tessera_Policy_V1_IdentityArrival: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: UInt32 = 0
+
+  public var labelsDigest: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1065,7 +1083,7 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
       case 3: try { try decoder.decodeSingularBoolField(value: &self.all) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.instanceID) }()
-      case 6: try { try decoder.decodeRepeatedUInt32Field(value: &self.addedIdentities) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.addedIdentities) }()
       case 7: try { try decoder.decodeRepeatedUInt32Field(value: &self.deletedIdentities) }()
       default: break
       }
@@ -1089,7 +1107,7 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
       try visitor.visitSingularStringField(value: self.instanceID, fieldNumber: 5)
     }
     if !self.addedIdentities.isEmpty {
-      try visitor.visitPackedUInt32Field(value: self.addedIdentities, fieldNumber: 6)
+      try visitor.visitRepeatedMessageField(value: self.addedIdentities, fieldNumber: 6)
     }
     if !self.deletedIdentities.isEmpty {
       try visitor.visitPackedUInt32Field(value: self.deletedIdentities, fieldNumber: 7)
@@ -1105,6 +1123,41 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
     if lhs.instanceID != rhs.instanceID {return false}
     if lhs.addedIdentities != rhs.addedIdentities {return false}
     if lhs.deletedIdentities != rhs.deletedIdentities {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Policy_V1_IdentityArrival: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".IdentityArrival"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}labels_digest\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularFixed64Field(value: &self.labelsDigest) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.id != 0 {
+      try visitor.visitSingularUInt32Field(value: self.id, fieldNumber: 1)
+    }
+    if self.labelsDigest != 0 {
+      try visitor.visitSingularFixed64Field(value: self.labelsDigest, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Policy_V1_IdentityArrival, rhs: Tessera_Policy_V1_IdentityArrival) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.labelsDigest != rhs.labelsDigest {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -38,8 +38,7 @@ struct EventedNode {
       let apply: @Sendable () -> Void = {
         let result = engine.updateIdentities(added: added, deleted: deleted)
         events.publish(
-          revision: engine.revision, affected: result.affected, added: added.map(\.id),
-          deleted: deleted)
+          revision: engine.revision, affected: result.affected, added: added, deleted: deleted)
       }
       if let lateBy {
         Task {
@@ -183,7 +182,10 @@ struct EventedNode {
               ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
             sequence: event.sequence,
             addedIdentities: namesIdentities
-              ? Set(event.addedIdentities.map(NumericIdentity.init(rawValue:))) : [],
+              ? Dictionary(
+                uniqueKeysWithValues: event.addedIdentities.map {
+                  (NumericIdentity(rawValue: $0.id), $0.labelsDigest)
+                }) : [:],
             deletedIdentities: namesIdentities
               ? Set(event.deletedIdentities.map(NumericIdentity.init(rawValue:))) : []))
       }
@@ -379,7 +381,7 @@ struct PolicyOrderingTests {
     let labels = try LabelSet(parsing: ["app=x", "io.kubernetes.pod.namespace=default"])
     let (remote, _) = try await node.allocator.allocateIdentity(labels: labels, node: "b")
     let deadline = ContinuousClock.now + .seconds(5)
-    while node.manager.ordering.localTarget(for: [remote.id]) == nil {
+    while node.manager.ordering.localTarget(for: remote) == nil {
       #expect(ContinuousClock.now < deadline, "the watch never delivered the identity")
       try await Task.sleep(for: .milliseconds(5))
     }
@@ -413,52 +415,73 @@ struct PolicyOrderingTests {
   func arrivalWaitedForOnlyWhenNamed() async throws {
     let ordering = PolicyOrdering()
     ordering.consumed(sequence: 1, instanceID: "one", triggered: [], resync: true)
-    let a = NumericIdentity(rawValue: 300)
+    let a = try identity(300, "app=a")
     ordering.expectArrival(of: a)
     let started = ContinuousClock.now
     #expect(await ordering.awaitArrival(of: a, within: .seconds(5)) == nil)
     #expect(ContinuousClock.now - started < .seconds(1), "waited on a stream that names nothing")
-    ordering.consumed(sequence: 2, instanceID: nil, triggered: [], added: [NumericIdentity(299)])
+    let other = try identity(299, "app=other")
+    ordering.consumed(sequence: 2, instanceID: nil, triggered: [], added: arrived(other))
     ordering.expectArrival(of: a)
     async let arrival = ordering.awaitArrival(of: a, within: .seconds(5))
     try await Task.sleep(for: .milliseconds(20))
-    ordering.consumed(sequence: 3, instanceID: nil, triggered: [], added: [a])
+    ordering.consumed(sequence: 3, instanceID: nil, triggered: [], added: arrived(a))
     #expect(await arrival == PolicyEventSequence(sequence: 3, instanceID: "one"))
   }
 
   @Test(
-    "what the watch and the sequence reads tell about held identities: removals, resyncs and other instances forget it"
+    "what the watch and the sequence reads tell about held identities: labels, removals, stale answers, resyncs and other instances"
   )
-  func heldIdentitiesBookkeeping() {
+  func heldIdentitiesBookkeeping() throws {
     let ordering = PolicyOrdering()
-    let (a, b) = (NumericIdentity(rawValue: 300), NumericIdentity(rawValue: 301))
-    #expect(ordering.localTarget(for: [a]) == nil, "nothing followed yet")
+    let (a, b) = (try identity(300, "app=a"), try identity(301, "app=b"))
+    #expect(ordering.localTarget(for: a) == nil, "nothing followed yet")
     ordering.consumed(sequence: 10, instanceID: "one", triggered: [], resync: true)
-    ordering.consumed(sequence: 11, instanceID: nil, triggered: [], added: [a])
+    // A stream that has named no identity yet (a policy service from before it did): nothing is kept.
+    ordering.learnt(b, heldAt: PolicyEventSequence(sequence: 14, instanceID: "one"))
+    #expect(ordering.localTarget(for: b) == nil)
+    ordering.consumed(sequence: 11, instanceID: nil, triggered: [], added: arrived(a))
     ordering.consumed(sequence: 12, instanceID: nil, triggered: [])
-    #expect(ordering.localTarget(for: [a]) == PolicyEventSequence(sequence: 12, instanceID: "one"))
-    #expect(ordering.localTarget(for: [a, b]) == nil, "b was never seen")
-    #expect(ordering.localTarget(for: []) == nil, "an empty question is asked upstream")
+    #expect(ordering.localTarget(for: a) == PolicyEventSequence(sequence: 12, instanceID: "one"))
+    #expect(ordering.localTarget(for: b) == nil, "b was never seen")
+    // The same number with other labels is another identity (a number reused after GC).
+    let reused = try identity(300, "app=reused")
+    #expect(ordering.localTarget(for: reused) == nil)
     // A read answered by the followed instance at or after the watch's position is kept.
-    ordering.learnt([b], heldAt: PolicyEventSequence(sequence: 14, instanceID: "one"))
-    #expect(
-      ordering.localTarget(for: [a, b]) == PolicyEventSequence(sequence: 14, instanceID: "one"))
+    ordering.learnt(b, heldAt: PolicyEventSequence(sequence: 14, instanceID: "one"))
+    #expect(ordering.localTarget(for: b) == PolicyEventSequence(sequence: 14, instanceID: "one"))
     // The watch applies b's removal: forgotten.
-    ordering.consumed(sequence: 13, instanceID: nil, triggered: [], deleted: [b])
-    #expect(ordering.localTarget(for: [b]) == nil)
+    ordering.consumed(sequence: 13, instanceID: nil, triggered: [], deleted: [b.id])
+    #expect(ordering.localTarget(for: b) == nil)
     // An answer older than what the watch applied may predate a removal: not kept.
-    ordering.learnt([b], heldAt: PolicyEventSequence(sequence: 12, instanceID: "one"))
-    #expect(ordering.localTarget(for: [b]) == nil)
+    ordering.learnt(b, heldAt: PolicyEventSequence(sequence: 12, instanceID: "one"))
+    #expect(ordering.localTarget(for: b) == nil)
     // Nor an answer from an instance the watch does not follow.
-    ordering.learnt([b], heldAt: PolicyEventSequence(sequence: 99, instanceID: "two"))
-    #expect(ordering.localTarget(for: [b]) == nil)
+    ordering.learnt(b, heldAt: PolicyEventSequence(sequence: 99, instanceID: "two"))
+    #expect(ordering.localTarget(for: b) == nil)
+    // The number allocated anew for other labels: what was held for it is forgotten,
+    // and the new labels are not held until their arrival shows.
+    ordering.expectArrival(of: reused)
+    #expect(ordering.localTarget(for: a) == nil)
+    #expect(ordering.localTarget(for: reused) == nil)
+    ordering.consumed(sequence: 14, instanceID: nil, triggered: [], added: arrived(reused))
+    #expect(
+      ordering.localTarget(for: reused) == PolicyEventSequence(sequence: 14, instanceID: "one"))
     // A resync (events may have been missed) forgets everything.
     ordering.consumed(sequence: 20, instanceID: "one", triggered: [], resync: true)
-    #expect(ordering.localTarget(for: [a]) == nil)
-    ordering.consumed(sequence: 21, instanceID: nil, triggered: [], added: [a])
+    #expect(ordering.localTarget(for: reused) == nil)
+    ordering.consumed(sequence: 21, instanceID: nil, triggered: [], added: arrived(a))
     // A new instance forgets everything too.
     ordering.consumed(sequence: 1, instanceID: "two", triggered: [], resync: true)
-    #expect(ordering.localTarget(for: [a]) == nil)
+    #expect(ordering.localTarget(for: a) == nil)
+  }
+
+  private func identity(_ id: UInt32, _ label: String) throws -> SecurityIdentity {
+    SecurityIdentity(id: NumericIdentity(rawValue: id), labels: try LabelSet(parsing: [label]))
+  }
+
+  private func arrived(_ identity: SecurityIdentity) -> [NumericIdentity: UInt64] {
+    [identity.id: identity.labels.canonicalDigest]
   }
 
   @Test("a peer that cannot catch up fails the create at its deadline and leaves nothing behind")

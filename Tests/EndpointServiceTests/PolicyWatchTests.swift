@@ -287,7 +287,11 @@ struct PolicyWatchTests {
         _ = try await raw.updateIdentities(.with { $0.added = [unselected] })
         let added = try #require(try await stream.next())
         #expect(added.sequence == first.sequence + 1)
-        #expect(added.addedIdentities == [400] && added.deletedIdentities.isEmpty)
+        #expect(added.addedIdentities.map(\.id) == [400] && added.deletedIdentities.isEmpty)
+        #expect(
+          added.addedIdentities.first?.labelsDigest
+            == (try! LabelSet(parsing: ["app=lonely", "io.kubernetes.pod.namespace=default"]))
+            .canonicalDigest)
         #expect(added.affectedIdentities.isEmpty && !added.all, "no rule selects it")
         _ = try await raw.updateIdentities(.with { $0.deleted = [400] })
         let deleted = try #require(try await stream.next())

@@ -36,6 +36,16 @@ struct LabelTests {
     #expect(try LabelSet(canonicalKey: a.canonicalKey) == a)
   }
 
+  @Test(
+    "the canonical digest is FNV-1a 64 of the canonical key: fixed across processes, different for other labels"
+  )
+  func canonicalDigest() throws {
+    #expect(try LabelSet(parsing: ["app=a"]).canonicalDigest == 0x08d0_a8ff_e7ae_29a5)
+    #expect(
+      try LabelSet(parsing: ["app=a"]).canonicalDigest
+        != LabelSet(parsing: ["app=b"]).canonicalDigest)
+  }
+
   @Test("one value per key")
   func conflict() {
     #expect(throws: LabelError.self) { try LabelSet(parsing: ["app=a", "app=b"]) }
