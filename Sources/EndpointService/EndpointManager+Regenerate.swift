@@ -213,7 +213,8 @@ extension EndpointManager {
     if let sequence = change.sequence {
       ordering.consumed(
         sequence: sequence, instanceID: change.instanceID, triggered: queued,
-        resync: change.resync, added: change.addedIdentities, deleted: change.deletedIdentities)
+        resync: change.resync, added: change.addedIdentities, deleted: change.deletedIdentities,
+        namesIdentityChanges: change.instanceID != nil ? change.namesIdentityChanges : nil)
     }
   }
 }

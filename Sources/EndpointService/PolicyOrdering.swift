@@ -83,10 +83,13 @@ final class PolicyOrdering: Sendable {
   ///     SelectorCache to hold is forgotten.
   ///   - added: identities the event brought into the SelectorCache (number → labels digest).
   ///   - deleted: identities it removed.
+  ///   - namesIdentityChanges: on a stream's first event, whether the policy service
+  ///     says its events name identity changes (nil: not said; a stream that names
+  ///     one is known to).
   func consumed(
     sequence: UInt64, instanceID: String?, triggered: [(endpointID: UInt64, generation: UInt64)],
     resync: Bool = false, added: [NumericIdentity: UInt64] = [:],
-    deleted: Set<NumericIdentity> = []
+    deleted: Set<NumericIdentity> = [], namesIdentityChanges: Bool? = nil
   ) {
     update { state in
       if let instanceID, instanceID != state.instanceID {
@@ -95,6 +98,7 @@ final class PolicyOrdering: Sendable {
         state.streamNamesIdentities = false
         for index in state.pending.indices { state.pending[index].sequence = 0 }
       }
+      if let namesIdentityChanges { state.streamNamesIdentities = namesIdentityChanges }
       if !added.isEmpty || !deleted.isEmpty { state.streamNamesIdentities = true }
       if resync {
         state.held.removeAll()

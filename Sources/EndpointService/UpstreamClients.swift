@@ -217,7 +217,8 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
               await onChange(
                 PolicyChange(
                   revision: event.revision, affectedIdentities: continues ? [] : nil,
-                  sequence: event.sequence, instanceID: event.instanceID, resync: !continues))
+                  sequence: event.sequence, instanceID: event.instanceID, resync: !continues,
+                  namesIdentityChanges: event.namesIdentityChanges))
               continue
             }
             position?.sequence = event.sequence

@@ -80,12 +80,14 @@ public struct PolicyChange: Sendable, Equatable {
   public var addedIdentities: [NumericIdentity: UInt64]
   /// Identities the change removed from it.
   public var deletedIdentities: Set<NumericIdentity>
+  /// On a stream's first change: the policy service names identity changes in its events.
+  public var namesIdentityChanges: Bool
 
   public init(
     revision: UInt64, affectedIdentities: Set<NumericIdentity>?, sequence: UInt64? = nil,
     instanceID: String? = nil, resync: Bool = false,
     addedIdentities: [NumericIdentity: UInt64] = [:],
-    deletedIdentities: Set<NumericIdentity> = []
+    deletedIdentities: Set<NumericIdentity> = [], namesIdentityChanges: Bool = false
   ) {
     self.revision = revision
     self.affectedIdentities = affectedIdentities
@@ -94,6 +96,7 @@ public struct PolicyChange: Sendable, Equatable {
     self.resync = resync
     self.addedIdentities = addedIdentities
     self.deletedIdentities = deletedIdentities
+    self.namesIdentityChanges = namesIdentityChanges
   }
 }
 

@@ -18,6 +18,7 @@ extension PolicyServiceHandler {
           $0.all = true
           $0.sequence = subscription.sequence
           $0.instanceID = events.instanceID
+          $0.namesIdentityChanges = true
         })
       for await event in subscription.events { try await response.write(event) }
       if subscription.lagged {

@@ -305,6 +305,10 @@ public nonisolated struct Tessera_Policy_V1_PolicyEvent: Sendable {
 
   public var deletedIdentities: [UInt32] = []
 
+  /// Set on the first event of a stream by a policy service that fills
+  /// added_identities and deleted_identities (one from before never does).
+  public var namesIdentityChanges: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1070,7 +1074,7 @@ nonisolated extension Tessera_Policy_V1_WatchPolicyRequest: SwiftProtobuf.Messag
 
 nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PolicyEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{3}affected_identities\0\u{1}all\0\u{1}sequence\0\u{3}instance_id\0\u{3}added_identities\0\u{3}deleted_identities\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{3}affected_identities\0\u{1}all\0\u{1}sequence\0\u{3}instance_id\0\u{3}added_identities\0\u{3}deleted_identities\0\u{3}names_identity_changes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1085,6 +1089,7 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
       case 5: try { try decoder.decodeSingularStringField(value: &self.instanceID) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.addedIdentities) }()
       case 7: try { try decoder.decodeRepeatedUInt32Field(value: &self.deletedIdentities) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.namesIdentityChanges) }()
       default: break
       }
     }
@@ -1112,6 +1117,9 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
     if !self.deletedIdentities.isEmpty {
       try visitor.visitPackedUInt32Field(value: self.deletedIdentities, fieldNumber: 7)
     }
+    if self.namesIdentityChanges != false {
+      try visitor.visitSingularBoolField(value: self.namesIdentityChanges, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1123,6 +1131,7 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
     if lhs.instanceID != rhs.instanceID {return false}
     if lhs.addedIdentities != rhs.addedIdentities {return false}
     if lhs.deletedIdentities != rhs.deletedIdentities {return false}
+    if lhs.namesIdentityChanges != rhs.namesIdentityChanges {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

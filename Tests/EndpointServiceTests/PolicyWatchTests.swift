@@ -283,7 +283,7 @@ struct PolicyWatchTests {
       try await raw.watchPolicy(.init()) { response in
         var stream = response.messages.makeAsyncIterator()
         let first = try #require(try await stream.next())
-        #expect(first.all && first.addedIdentities.isEmpty)
+        #expect(first.all && first.addedIdentities.isEmpty && first.namesIdentityChanges)
         _ = try await raw.updateIdentities(.with { $0.added = [unselected] })
         let added = try #require(try await stream.next())
         #expect(added.sequence == first.sequence + 1)
