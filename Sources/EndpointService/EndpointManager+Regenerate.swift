@@ -190,9 +190,7 @@ extension EndpointManager {
   /// drops every cached policy and regenerates every endpoint.
   public func policyChanged(_ change: PolicyChange) async {
     // Before anything is regenerated, so no regeneration reuses a policy from before the change.
-    if change.resync || change.affectedIdentities.map({ !$0.isEmpty }) ?? true {
-      policyCache.invalidate(change.resync ? nil : change.affectedIdentities)
-    }
+    policyCache.invalidate(change.resync ? nil : change.affectedIdentities)
     let affected = registry.all().filter { endpoint in
       guard endpoint.identity != .unknown else { return false }
       if change.resync { return true }

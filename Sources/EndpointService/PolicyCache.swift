@@ -37,8 +37,10 @@ final class PolicyCache: Sendable {
     return computed
   }
 
-  /// Drops the entries of these identities (nil: every entry).
+  /// Drops the entries of these identities (nil: every entry). No identity: nothing
+  /// changes, and computations in flight may still be stored.
   func invalidate(_ identities: Set<NumericIdentity>?) {
+    if identities?.isEmpty == true { return }
     state.withLock { state in
       state.epoch += 1
       if let identities {

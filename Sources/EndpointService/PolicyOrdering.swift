@@ -138,14 +138,15 @@ final class PolicyOrdering: Sendable {
   /// it with these labels: what the watch has applied (or the answer that told, if
   /// later). Nil when it must be asked about.
   func localTarget(for identity: SecurityIdentity) -> PolicyEventSequence? {
-    state.withLock { Self.localTarget(for: identity, in: $0) }
+    let digest = identity.labels.canonicalDigest
+    return state.withLock { Self.localTarget(for: identity.id, digest: digest, in: $0) }
   }
 
-  private static func localTarget(for identity: SecurityIdentity, in state: State)
+  private static func localTarget(for id: NumericIdentity, digest: UInt64, in state: State)
     -> PolicyEventSequence?
   {
     guard state.streamNamesIdentities, let instanceID = state.instanceID,
-      let known = state.held[identity.id], known.digest == identity.labels.canonicalDigest
+      let known = state.held[id], known.digest == digest
     else { return nil }
     return PolicyEventSequence(
       sequence: max(state.consumed, known.sequence), instanceID: instanceID)
@@ -177,7 +178,8 @@ final class PolicyOrdering: Sendable {
     while !Task.isCancelled {
       let (target, expected, version) = state.withLock { state in
         (
-          Self.localTarget(for: identity, in: state), state.expected[identity.id] == digest,
+          Self.localTarget(for: identity.id, digest: digest, in: state),
+          state.expected[identity.id] == digest,
           state.version
         )
       }

@@ -179,13 +179,6 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
     }
   }
 
-  /// Number → labels digest of the identities an event brought in.
-  static func arrivals(_ added: [Tessera_Policy_V1_IdentityArrival]) -> [NumericIdentity: UInt64] {
-    Dictionary(
-      added.map { (NumericIdentity(rawValue: $0.id), $0.labelsDigest) },
-      uniquingKeysWith: { first, _ in first })
-  }
-
   /// Follows the policy service's change stream for as long as the task runs,
   /// reconnecting after failures.
   ///
@@ -222,15 +215,7 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
               continue
             }
             position?.sequence = event.sequence
-            await onChange(
-              PolicyChange(
-                revision: event.revision,
-                affectedIdentities: event.all
-                  ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
-                sequence: event.sequence,
-                addedIdentities: Self.arrivals(event.addedIdentities),
-                deletedIdentities: Set(
-                  event.deletedIdentities.map(NumericIdentity.init(rawValue:)))))
+            await onChange(PolicyChange(liveEvent: event))
           }
           return position
         }
@@ -332,5 +317,22 @@ extension DatapathServiceClient: IPCacheWriting {
     } catch {
       throw .upstream("datapath", error)
     }
+  }
+}
+
+extension PolicyChange {
+  /// A `WatchPolicy` event after a stream's first: the identities whose policy may
+  /// differ, and those it brought into (number → labels digest) or removed from the
+  /// SelectorCache.
+  public init(liveEvent event: Tessera_Policy_V1_PolicyEvent) {
+    self.init(
+      revision: event.revision,
+      affectedIdentities: event.all
+        ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
+      sequence: event.sequence,
+      addedIdentities: Dictionary(
+        event.addedIdentities.map { (NumericIdentity(rawValue: $0.id), $0.labelsDigest) },
+        uniquingKeysWith: { first, _ in first }),
+      deletedIdentities: Set(event.deletedIdentities.map(NumericIdentity.init(rawValue:))))
   }
 }

@@ -175,19 +175,12 @@ struct EventedNode {
       for await event in subscription.events {
         try? await Task.sleep(for: watchDelay)
         while paused.isOn && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(10)) }
-        await manager.policyChanged(
-          PolicyChange(
-            revision: event.revision,
-            affectedIdentities: event.all
-              ? nil : Set(event.affectedIdentities.map(NumericIdentity.init(rawValue:))),
-            sequence: event.sequence,
-            addedIdentities: namesIdentities
-              ? Dictionary(
-                uniqueKeysWithValues: event.addedIdentities.map {
-                  (NumericIdentity(rawValue: $0.id), $0.labelsDigest)
-                }) : [:],
-            deletedIdentities: namesIdentities
-              ? Set(event.deletedIdentities.map(NumericIdentity.init(rawValue:))) : []))
+        var change = PolicyChange(liveEvent: event)
+        if !namesIdentities {
+          change.addedIdentities = [:]
+          change.deletedIdentities = []
+        }
+        await manager.policyChanged(change)
       }
     }
   }
