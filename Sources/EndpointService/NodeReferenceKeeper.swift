@@ -33,7 +33,7 @@ public struct NodeLease: Sendable, Hashable {
 /// without a call, and only the last release on the node goes to the identity
 /// service. A restore tells the identity service that one reference per identity
 /// held; calls to the identity service wait while a restore runs, so none falls
-/// between the count and the sync.
+/// between the count and the sync, and restores run one after another.
 ///
 /// While no identity replica answers, a label set the node already holds an identity
 /// for still resolves (docs/architecture.md §7), as it always does. The mapping cannot
@@ -75,6 +75,9 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
     var restoreNeeded = false
     var idleWaiters: [CheckedContinuation<Void, Never>] = []
     var blockedCalls: [CheckedContinuation<Void, Never>] = []
+    /// Restores that wait for the one running: two at once would each set the node's
+    /// references from their own reading of them and could undo each other's writes.
+    var queuedRestores: [CheckedContinuation<Void, Never>] = []
   }
 
   private let upstream: any IdentityAllocating
@@ -301,9 +304,14 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
     for waiter in idle { waiter.resume() }
   }
 
+  /// Waits until this restore runs alone: after any restore before it, with no call in flight.
   private func beginRestore() async {
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-      let idle = state.withLock { state in
+      let runsNow = state.withLock { state in
+        guard !state.restoring else {
+          state.queuedRestores.append(continuation)
+          return false
+        }
         state.restoring = true
         guard state.callsInFlight == 0 else {
           state.idleWaiters.append(continuation)
@@ -311,17 +319,20 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
         }
         return true
       }
-      if idle { continuation.resume() }
+      if runsNow { continuation.resume() }
     }
   }
 
+  /// Hands over to the next queued restore (no call has been admitted since this one
+  /// began, so none is in flight), or else admits the calls held back.
   private func endRestore() {
-    let admitted = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+    let next = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+      if !state.queuedRestores.isEmpty { return [state.queuedRestores.removeFirst()] }
       state.restoring = false
       state.callsInFlight += state.blockedCalls.count
       defer { state.blockedCalls = [] }
       return state.blockedCalls
     }
-    for call in admitted { call.resume() }
+    for waiter in next { waiter.resume() }
   }
 }

@@ -9,8 +9,11 @@ import Testing
 final class LeasedIdentities: IdentityAllocating {
   let inner = GatedIdentities()
   private let state = Mutex<
-    (lost: Bool, down: Bool, keepalives: Int, syncs: [[NumericIdentity: Int]])
-  >((false, false, 0, []))
+    (
+      lost: Bool, down: Bool, keepalives: Int, syncs: [[NumericIdentity: Int]],
+      syncDelay: Duration, syncsInFlight: Int, mostSyncsInFlight: Int
+    )
+  >((false, false, 0, [], .zero, 0, 0))
 
   /// While down, every call fails as an unreachable service does (CNI code 11).
   var down: Bool {
@@ -38,7 +41,15 @@ final class LeasedIdentities: IdentityAllocating {
 
   func syncReferences(held: [NumericIdentity: Int]) async throws(EndpointError) {
     try failIfDown()
-    state.withLock { $0.syncs.append(held) }
+    let delay = state.withLock { state in
+      state.syncs.append(held)
+      state.syncsInFlight += 1
+      state.mostSyncsInFlight = max(state.mostSyncsInFlight, state.syncsInFlight)
+      return state.syncDelay
+    }
+    defer { state.withLock { $0.syncsInFlight -= 1 } }
+    // A sync that lists the node's references and then writes them takes a while.
+    try? await Task.sleep(for: delay)
     try await inner.syncReferences(held: held)
   }
 
@@ -51,6 +62,14 @@ final class LeasedIdentities: IdentityAllocating {
     }
     return NodeLease(timeToLive: .milliseconds(150), referencesLost: lost)
   }
+
+  /// How long each sync takes.
+  var syncDelay: Duration {
+    get { state.withLock { $0.syncDelay } }
+    set { state.withLock { $0.syncDelay = newValue } }
+  }
+  /// The most syncs that ever ran at once.
+  var mostSyncsInFlight: Int { state.withLock { $0.mostSyncsInFlight } }
 
   /// The next keepalive finds the lease expired.
   func expireLease() { state.withLock { $0.lost = true } }
@@ -88,6 +107,28 @@ struct NodeReferenceKeeperTests {
     #expect(await eventually { upstream.syncs.count == 1 })
     #expect(upstream.syncs == [[web: 1]])
     #expect(upstream.inner.references(web) == 1 && upstream.inner.references(db) == 0)
+    #expect(keeper.heldReferences == [web: 2] && keeper.upstreamReferences == [web: 1])
+  }
+
+  @Test(
+    "a restore after the lease expired and the endpoint service's own sync at start-up run one after the other"
+  )
+  func restoresDoNotOverlap() async throws {
+    // A restarted node: its lease expired while it was down, and the keeper's restore
+    // (nothing counted yet) meets the endpoint service's sync of its restored endpoints.
+    // Run together, the first could delete references the second had just written.
+    let upstream = LeasedIdentities()
+    upstream.syncDelay = .milliseconds(100)
+    let keeper = Self.retryingSoon(upstream)
+    upstream.expireLease()
+    let running = Task { try await keeper.run() }
+    defer { running.cancel() }
+    #expect(await eventually { upstream.syncs.count == 1 })
+    let web = NumericIdentity(300)
+    try await keeper.syncReferences(held: [web: 2])
+    #expect(upstream.syncs == [[:], [web: 1]])
+    #expect(upstream.mostSyncsInFlight == 1, "two syncs of the node's references overlapped")
+    #expect(upstream.inner.references(web) == 1)
     #expect(keeper.heldReferences == [web: 2] && keeper.upstreamReferences == [web: 1])
   }
 
