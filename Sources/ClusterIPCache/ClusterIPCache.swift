@@ -9,8 +9,8 @@ import TesseraRuntime
 /// Shares endpoint addresses between nodes through etcd, so each node's
 /// ipcache knows the identity of pods on other nodes (docs/architecture.md §6).
 ///
-/// Publishes `<prefix>/<address>` → `{"identity":…,"node":…}` for every local
-/// endpoint whose identity is realised, bound to this node's lease (a node
+/// Publishes `<prefix>/<address>` → `{"identity":…,"labelsDigest":…,"node":…}` for
+/// every local endpoint whose identity is realised, bound to this node's lease (a node
 /// that dies withdraws its addresses); watches the prefix and writes other
 /// nodes' entries into the local datapath. The local datapath is brought back
 /// in line every few seconds, so a restarted datapath service relearns them.
@@ -25,7 +25,9 @@ import TesseraRuntime
 /// node's policy maps account for that identity (``Configuration/policyWait``):
 /// as with a local endpoint, peers' maps change before the ipcache entry that
 /// makes packets carry the identity, so a "deny X, allow the rest" peer never
-/// meets X as a stranger the wildcard admits (docs/architecture.md §6).
+/// meets X as a stranger the wildcard admits (docs/architecture.md §6). The entry's
+/// labels digest lets a node whose own policy watch saw X arrive with those labels
+/// order it from the watch, without asking the policy service.
 public final class ClusterIPCache: Sendable {
   public struct Configuration: Sendable {
     public var prefix: String
@@ -52,7 +54,34 @@ public final class ClusterIPCache: Sendable {
 
   struct Entry: Codable, Hashable, Sendable {
     var identity: UInt32
+    /// ``LabelSet/canonicalDigest`` of the identity's labels, 16 hex digits; absent
+    /// from nodes that predate it (their entries are ordered by asking).
+    var labelsDigest: String?
     var node: String
+
+    init(identity: UInt32, labelsDigest: UInt64?, node: String) {
+      self.identity = identity
+      self.labelsDigest = labelsDigest.map(Self.hex)
+      self.node = node
+    }
+
+    var fingerprint: IdentityFingerprint {
+      IdentityFingerprint(
+        id: NumericIdentity(identity), labelsDigest: labelsDigest.flatMap { UInt64($0, radix: 16) })
+    }
+
+    static func hex(_ digest: UInt64) -> String {
+      let digits = String(digest, radix: 16)
+      return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+
+    /// Exactly 16 lowercase hex digits, as ``hex(_:)`` writes them.
+    var hasWellFormedDigest: Bool {
+      labelsDigest.map {
+        $0.utf8.count == 16
+          && $0.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+      } ?? true
+    }
   }
 
   /// Why an entry read from etcd is not installed.
@@ -63,7 +92,8 @@ public final class ClusterIPCache: Sendable {
     case notAHostPrefix
     /// Unspecified, loopback, multicast or broadcast: no workload owns it.
     case specialPurposeAddress
-    /// The value is not `{"identity":…,"node":…}`, or the node name is empty or holds `/`.
+    /// The value is not `{"identity":…,"node":…}` (with an optional `labelsDigest` of 16
+    /// lowercase hex digits), or the node name is empty or holds `/`.
     case malformedValue
     /// A reserved identity (host, world, init, …) or one of the node-local scope.
     case identityNotAllocated(UInt32)
@@ -77,7 +107,8 @@ public final class ClusterIPCache: Sendable {
       case .malformedKey: "the key is not a canonical ADDRESS/LENGTH"
       case .notAHostPrefix: "the prefix is wider than one address"
       case .specialPurposeAddress: "no workload can own that address"
-      case .malformedValue: "the value is not {\"identity\":N,\"node\":\"NAME\"}"
+      case .malformedValue:
+        "the value is not {\"identity\":N,\"labelsDigest\":\"16 HEX DIGITS\",\"node\":\"NAME\"}"
       case .identityNotAllocated(let id): "identity \(id) is not an allocated identity"
       case .notLeased: "the entry is not bound to a node's lease"
       case .localAddress: "the address belongs to an endpoint of this node"
@@ -97,7 +128,7 @@ public final class ClusterIPCache: Sendable {
     guard prefix.isHost else { throw .notAHostPrefix }
     guard !prefix.isSpecialPurposeHost else { throw .specialPurposeAddress }
     guard let entry = try? JSONDecoder().decode(Entry.self, from: value), !entry.node.isEmpty,
-      !entry.node.contains("/")
+      !entry.node.contains("/"), entry.hasWellFormedDigest
     else {
       throw .malformedValue
     }
@@ -113,7 +144,7 @@ public final class ClusterIPCache: Sendable {
   private struct State: Sendable {
     var lease: Int64 = 0
     /// What etcd holds for this node.
-    var published: [IPPrefix: NumericIdentity] = [:]
+    var published: [IPPrefix: SecurityIdentity] = [:]
     /// Every other node's entries, as last read or watched (validated).
     var remote: [IPPrefix: Entry] = [:]
     /// Keys rejected so far, with why: each is logged once, not on every resync.
@@ -121,16 +152,18 @@ public final class ClusterIPCache: Sendable {
     /// What this synchroniser wrote into the local datapath.
     var installed: [IPPrefix: NumericIdentity] = [:]
     /// Identities this node's policy maps account for (entries carrying them may be installed).
-    var admitted: Set<NumericIdentity> = []
+    var admitted: Set<IdentityFingerprint> = []
   }
 
   public let configuration: Configuration
   private let client: EtcdClient
   private let datapath: any ClusterIPCacheDatapath
-  private let localEntries: @Sendable () -> [IPPrefix: NumericIdentity]
+  private let localEntries: @Sendable () -> [IPPrefix: SecurityIdentity]
   private let localAddresses: @Sendable () -> Set<IPPrefix>
   private let policyOrdering:
-    @Sendable (Set<NumericIdentity>, ContinuousClock.Instant) async throws -> Set<NumericIdentity>
+    @Sendable (Set<IdentityFingerprint>, ContinuousClock.Instant) async throws -> Set<
+      IdentityFingerprint
+    >
   private let state = Mutex(State())
   private let localChanged: Wakeup
   private let remoteChanged = Wakeup()
@@ -149,10 +182,10 @@ public final class ClusterIPCache: Sendable {
     logger: Logger = Logger(label: "tessera.ipcache"), localChanged: Wakeup,
     localAddresses: @escaping @Sendable () -> Set<IPPrefix>,
     policyOrdering:
-      @escaping @Sendable (Set<NumericIdentity>, ContinuousClock.Instant) async throws -> Set<
-        NumericIdentity
+      @escaping @Sendable (Set<IdentityFingerprint>, ContinuousClock.Instant) async throws -> Set<
+        IdentityFingerprint
       >,
-    localEntries: @escaping @Sendable () -> [IPPrefix: NumericIdentity]
+    localEntries: @escaping @Sendable () -> [IPPrefix: SecurityIdentity]
   ) {
     self.localAddresses = localAddresses
     self.policyOrdering = policyOrdering
@@ -282,7 +315,7 @@ public final class ClusterIPCache: Sendable {
     while true {
       // Other nodes refuse reserved identities (an endpoint still `init`): publishing them
       // would only be noise there, and such a pod is `world` on other nodes, which fails closed.
-      let wanted = localEntries().filter { !$0.value.isReserved }
+      let wanted = localEntries().filter { !$0.value.id.isReserved }
       let (lease, published) = state.withLock { ($0.lease, $0.published) }
       var puts: [EtcdOperation] = []
       for (prefix, identity) in wanted where published[prefix] != identity {
@@ -316,12 +349,13 @@ public final class ClusterIPCache: Sendable {
   }
 
   /// The value this node publishes for an address of one of its endpoints.
-  private func publishedValue(_ identity: NumericIdentity) throws -> String {
+  private func publishedValue(_ identity: SecurityIdentity) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = .sortedKeys
-    return String(
-      decoding: try encoder.encode(
-        Entry(identity: identity.rawValue, node: configuration.nodeName)), as: UTF8.self)
+    let entry = Entry(
+      identity: identity.id.rawValue, labelsDigest: identity.labels.canonicalDigest,
+      node: configuration.nodeName)
+    return String(decoding: try encoder.encode(entry), as: UTF8.self)
   }
 
   /// Writes other nodes' entries into the local datapath: changes at once, everything every resync interval.
@@ -332,20 +366,20 @@ public final class ClusterIPCache: Sendable {
       // realise writes those, and no other node's claim may replace or delete them.
       let local = localAddresses().union(localEntries().keys)
       let (remote, installed) = state.withLock { ($0.remote, $0.installed) }
-      var wanted: [IPPrefix: NumericIdentity] = [:]
+      var wanted: [IPPrefix: IdentityFingerprint] = [:]
       var shadowed: [IPPrefix] = []
       for (prefix, entry) in remote {
         if local.contains(prefix) {
           shadowed.append(prefix)
         } else {
-          wanted[prefix] = NumericIdentity(entry.identity)
+          wanted[prefix] = entry.fingerprint
         }
       }
       noteShadowed(shadowed)
       let admitted = await admit(Set(wanted.values))
       // An entry whose identity is not admitted yet waits; the address keeps what it had.
       let waiting = wanted.filter { !admitted.contains($0.value) }
-      var target = wanted.filter { admitted.contains($0.value) }
+      var target = wanted.filter { admitted.contains($0.value) }.mapValues(\.id)
       for prefix in waiting.keys { target[prefix] = installed[prefix] }
       let full = ContinuousClock.now - lastFull >= configuration.resyncInterval
       let upserts = full ? target : target.filter { installed[$0.key] != $0.value }
@@ -373,7 +407,7 @@ public final class ClusterIPCache: Sendable {
 
   /// The identities among `identities` this node's policy maps account for, waiting
   /// (up to ``Configuration/policyWait``) for those not admitted before.
-  private func admit(_ identities: Set<NumericIdentity>) async -> Set<NumericIdentity> {
+  private func admit(_ identities: Set<IdentityFingerprint>) async -> Set<IdentityFingerprint> {
     let new = state.withLock { state in
       state.admitted.formIntersection(identities)  // forget identities no entry carries
       return identities.subtracting(state.admitted)
@@ -385,7 +419,7 @@ public final class ClusterIPCache: Sendable {
         logger.debug(
           "ipcache entries wait for the policy service to learn their identities",
           metadata: [
-            "identities": "\(unknown.map(\.rawValue).sorted())"
+            "identities": "\(unknown.map(\.id.rawValue).sorted())"
           ])
       }
       return state.withLock { state in

@@ -145,17 +145,28 @@ extension EndpointManager {
   /// until the policy service holds each of `identities` in its SelectorCache and
   /// every change it made so far is realised in this node's policy maps.
   ///
+  /// Identities this node's watch saw enter the SelectorCache with the labels the
+  /// entry names need no question, as for a local create.
+  ///
   /// - Returns: those of `identities` the policy service does not hold yet; an
   ///   entry carrying one of them must wait (the identity service has not told it).
   /// - Throws: ``EndpointError`` `.deadlineExceeded` at the deadline, or the policy
   ///   service's error.
   public func waitForPolicyOrdering(
-    admitting identities: Set<NumericIdentity>, deadline: ContinuousClock.Instant
-  ) async throws(EndpointError) -> Set<NumericIdentity> {
+    admitting identities: Set<IdentityFingerprint>, deadline: ContinuousClock.Instant
+  ) async throws(EndpointError) -> Set<IdentityFingerprint> {
+    let (local, unknownHere) = ordering.localTarget(covering: identities)
+    if unknownHere.isEmpty, let local,
+      try await ordering.waitForPeers(of: nil, through: local, deadline: deadline)
+    {
+      return []
+    }
     var attempt = 0
-    while let (target, unknown) = try await policy.eventSequence(requiring: identities) {
+    while let (target, unknown) = try await policy.eventSequence(
+      requiring: Set(identities.map(\.id)))
+    {
       if try await ordering.waitForPeers(of: nil, through: target, deadline: deadline) {
-        return unknown
+        return identities.filter { unknown.contains($0.id) }
       }
       try await PolicyOrdering.pauseBeforeAskingAgain(attempt: &attempt, deadline: deadline)
     }

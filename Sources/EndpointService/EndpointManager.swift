@@ -133,13 +133,14 @@ public final class EndpointManager: Sendable {
   }
 
   /// Addresses of endpoints whose identity is in force in the datapath, for other nodes' ipcaches.
-  public func realizedAddresses() -> [IPPrefix: NumericIdentity] {
-    var addresses: [IPPrefix: NumericIdentity] = [:]
+  public func realizedAddresses() -> [IPPrefix: SecurityIdentity] {
+    var addresses: [IPPrefix: SecurityIdentity] = [:]
     for endpoint in registry.all()
     where endpoint.identity != .unknown && endpoint.policyRevision > 0
       && endpoint.state != .disconnecting
     {
-      for ip in endpoint.ips { addresses[ip] = endpoint.identity }
+      let identity = SecurityIdentity(id: endpoint.identity, labels: endpoint.identityLabels)
+      for ip in endpoint.ips { addresses[ip] = identity }
     }
     return addresses
   }

@@ -142,6 +142,28 @@ final class PolicyOrdering: Sendable {
     return state.withLock { Self.localTarget(for: identity.id, digest: digest, in: $0) }
   }
 
+  /// ``localTarget(for:)`` for several identities named by fingerprint (other nodes'
+  /// ipcache entries): the latest sequence any of the known ones needs, and those
+  /// that must be asked about (not held with those labels, or named without a digest).
+  func localTarget(covering identities: Set<IdentityFingerprint>) -> (
+    target: PolicyEventSequence?, unknown: Set<IdentityFingerprint>
+  ) {
+    state.withLock { state in
+      var target: PolicyEventSequence?
+      var unknown: Set<IdentityFingerprint> = []
+      for identity in identities {
+        guard let digest = identity.labelsDigest,
+          let known = Self.localTarget(for: identity.id, digest: digest, in: state)
+        else {
+          unknown.insert(identity)
+          continue
+        }
+        if target.map({ known.sequence > $0.sequence }) ?? true { target = known }
+      }
+      return (target, unknown)
+    }
+  }
+
   private static func localTarget(for id: NumericIdentity, digest: UInt64, in state: State)
     -> PolicyEventSequence?
   {

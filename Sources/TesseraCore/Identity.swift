@@ -86,3 +86,22 @@ public struct SecurityIdentity: Hashable, Sendable, Codable {
     self.labels = labels
   }
 }
+
+/// An identity as a few bytes name it across processes: its number and the digest
+/// of its labels (``LabelSet/canonicalDigest``). Numbers are reused for other labels
+/// after garbage collection, so the number alone does not say which identity is meant.
+public struct IdentityFingerprint: Hashable, Sendable {
+  public var id: NumericIdentity
+  /// nil when the one who named the identity did not say (a node from before
+  /// digests were published): such an identity matches no labels.
+  public var labelsDigest: UInt64?
+
+  public init(id: NumericIdentity, labelsDigest: UInt64?) {
+    self.id = id
+    self.labelsDigest = labelsDigest
+  }
+
+  public init(_ identity: SecurityIdentity) {
+    self.init(id: identity.id, labelsDigest: identity.labels.canonicalDigest)
+  }
+}

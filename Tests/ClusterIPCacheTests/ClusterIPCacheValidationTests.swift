@@ -29,6 +29,35 @@ struct ClusterIPCacheValidationTests {
       try check("10.1.0.1/32", value((3 << 16) + 5)).get() != nil, "another cluster's identity")
   }
 
+  @Test(
+    "an entry's labels digest names the identity with its labels; entries without one (older nodes) name the number alone"
+  )
+  func labelsDigest() throws {
+    let labels = try LabelSet(parsing: ["k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"])
+    let digest = ClusterIPCache.Entry.hex(labels.canonicalDigest)
+    #expect(digest.utf8.count == 16)
+    let named = Data(#"{"identity":300,"labelsDigest":"\#(digest)","node":"node-b"}"#.utf8)
+    let entry = try #require(try check("10.88.2.2/32", named).get()).1
+    #expect(
+      entry.fingerprint
+        == IdentityFingerprint(SecurityIdentity(id: NumericIdentity(300), labels: labels)))
+    let old = try #require(try check("10.88.2.2/32", value(300)).get()).1
+    #expect(old.fingerprint == IdentityFingerprint(id: NumericIdentity(300), labelsDigest: nil))
+    #expect(ClusterIPCache.Entry.hex(1) == "0000000000000001")
+  }
+
+  @Test(
+    "a labels digest that is not 16 lowercase hex digits is refused",
+    arguments: [
+      "", "1", "00000000000000001", "000000000000000G", "ABCDEF0123456789", "-000000000000001",
+    ])
+  func badDigests(digest: String) {
+    let value = Data(#"{"identity":300,"labelsDigest":"\#(digest)","node":"node-b"}"#.utf8)
+    #expect(throws: ClusterIPCache.Rejection.malformedValue) {
+      try check("10.88.2.2/32", value).get()
+    }
+  }
+
   @Test("this node's own entries are not learned from etcd")
   func own() throws {
     #expect(try check("10.88.1.1/32", value(300, node: "node-a")).get() == nil)

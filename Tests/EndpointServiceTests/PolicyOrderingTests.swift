@@ -322,7 +322,7 @@ struct PolicyOrderingTests {
     try node.importPolicy(denyXAllowRest)
     let peer = try await node.create("peer", "10.0.0.1", "app=peer")
     // Not yet known to the policy service (its identity service has not told it): must wait.
-    let stranger = NumericIdentity(rawValue: 70_000)
+    let stranger = IdentityFingerprint(id: NumericIdentity(rawValue: 70_000), labelsDigest: nil)
     let early = try await node.manager.waitForPolicyOrdering(
       admitting: [stranger], deadline: .now + .seconds(2))
     #expect(early == [stranger])
@@ -332,12 +332,49 @@ struct PolicyOrderingTests {
       labels: try LabelSet(parsing: ["app=x", "run=b", "io.kubernetes.pod.namespace=default"]),
       node: "b")
     let unknown = try await node.manager.waitForPolicyOrdering(
-      admitting: [remote.id], deadline: .now + .seconds(5))
+      admitting: [IdentityFingerprint(remote)], deadline: .now + .seconds(5))
     #expect(unknown.isEmpty)
     #expect(ContinuousClock.now - started >= .milliseconds(100), "the wait covered the late watch")
     #expect(
       node.datapath.endpoint(id: peer.id)?.policy.verdict(
         peer: remote.id, direction: .ingress, proto: .tcp, port: 80) == .deny)
+  }
+
+  @Test(
+    "another node's entry naming an identity the watch saw arrive with those labels is admitted without a sequence read; another digest or none asks"
+  )
+  func remoteIdentityOrderedFromTheWatch() async throws {
+    let node = try await EventedNode(watchDelay: .milliseconds(20))
+    defer { node.pump.cancel() }
+    try node.importPolicy(denyXAllowRest)
+    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let labels = try LabelSet(parsing: ["app=x", "run=c", "io.kubernetes.pod.namespace=default"])
+    let (remote, _) = try await node.allocator.allocateIdentity(labels: labels, node: "b")
+    let deadline = ContinuousClock.now + .seconds(5)
+    while node.manager.ordering.localTarget(for: remote) == nil {
+      #expect(ContinuousClock.now < deadline, "the watch never delivered the identity")
+      try await Task.sleep(for: .milliseconds(5))
+    }
+    let reads = node.sequenceReads.value
+    let unknown = try await node.manager.waitForPolicyOrdering(
+      admitting: [IdentityFingerprint(remote)], deadline: .now + .seconds(5))
+    #expect(unknown.isEmpty)
+    #expect(node.sequenceReads.value == reads, "the entry's identity was asked about")
+    #expect(
+      node.datapath.endpoint(id: peer.id)?.policy.verdict(
+        peer: remote.id, direction: .ingress, proto: .tcp, port: 80) == .deny)
+    // The same number under other labels (reused, or a lying node), or without a digest
+    // (a node from before digests): asked, even beside one that needs no question.
+    for named in [
+      IdentityFingerprint(id: remote.id, labelsDigest: remote.labels.canonicalDigest &+ 1),
+      IdentityFingerprint(id: remote.id, labelsDigest: nil),
+    ] {
+      let before = node.sequenceReads.value
+      _ = try await node.manager.waitForPolicyOrdering(
+        admitting: [named, IdentityFingerprint(remote)],
+        deadline: .now + .seconds(5))
+      #expect(node.sequenceReads.value == before + 1, "\(named) was trusted without asking")
+    }
   }
 
   @Test(
