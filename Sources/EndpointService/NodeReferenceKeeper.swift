@@ -35,6 +35,14 @@ public struct NodeLease: Sendable, Hashable {
 /// held; calls to the identity service wait while a restore runs, so none falls
 /// between the count and the sync, and restores run one after another.
 ///
+/// Where the references are bound to the node's lease (replicas on other machines,
+/// each call a mutual-TLS round trip and an etcd transaction), the node keeps its
+/// reference for ``Configuration/releaseDelay`` after its last endpoint of an identity
+/// went: a pod of that label set created meanwhile (a restart, a rollout, a job's next
+/// run) resolves here without a call, and churn on a node's label sets costs the
+/// identity service nothing. An identity unused cluster-wide is garbage-collected that
+/// much later (docs/architecture.md §7).
+///
 /// While no identity replica answers, a label set the node already holds an identity
 /// for still resolves (docs/architecture.md §7), as it always does. The mapping cannot
 /// go stale: an identity is never handed to other labels, and the node's own
@@ -48,14 +56,18 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
     public var unleasedInterval: Duration
     /// Wait after a failed keepalive or restore.
     public var retryInterval: Duration
+    /// How long a node keeps its reference to an identity after its last endpoint of
+    /// it went, where its references are bound to its lease. Zero gives it back at once.
+    public var releaseDelay: Duration
 
     public init(
       renewalsPerTTL: Int = 3, unleasedInterval: Duration = .seconds(30),
-      retryInterval: Duration = .seconds(1)
+      retryInterval: Duration = .seconds(1), releaseDelay: Duration = .seconds(30)
     ) {
       self.renewalsPerTTL = renewalsPerTTL
       self.unleasedInterval = unleasedInterval
       self.retryInterval = retryInterval
+      self.releaseDelay = releaseDelay
     }
 
     public static let defaults = Configuration()
@@ -70,6 +82,11 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
     var upstream: [NumericIdentity: Int] = [:]
     /// The identity each label set the node holds resolved to (by canonical key).
     var resolved: [String: SecurityIdentity] = [:]
+    /// Identities no endpoint of the node holds any more whose node reference is kept
+    /// until the instant (``Configuration/releaseDelay``); still in `upstream` and `resolved`.
+    var lingering: [NumericIdentity: ContinuousClock.Instant] = [:]
+    /// The identity service binds the node's references to a lease of the node's own.
+    var leased = false
     var callsInFlight = 0
     var restoring = false
     var restoreNeeded = false
@@ -85,6 +102,8 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
   private let state = Mutex(State())
   /// Signalled when a reference was counted here only: the keepalive loop tries at once.
   private let restoreWanted = Wakeup()
+  /// Signalled when a reference starts lingering: the release loop looks at its deadline.
+  private let lingerStarted = Wakeup()
   private let logger: Logger
 
   public init(
@@ -101,6 +120,11 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
 
   /// References the identity service holds for this node, as far as it answered.
   public var upstreamReferences: [NumericIdentity: Int] { state.withLock { $0.upstream } }
+
+  /// Identities whose node reference is kept after the node's last endpoint of them went.
+  public var lingeringIdentities: Set<NumericIdentity> {
+    state.withLock { Set($0.lingering.keys) }
+  }
 
   // MARK: - IdentityAllocating
 
@@ -132,11 +156,13 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
   }
 
   /// One more reference to the identity `labels` resolved to, when the node already
-  /// holds it: counted here only, the node's reference in the identity service covers
-  /// it. Nil when the node holds none.
+  /// holds it or keeps its reference after the last endpoint of it went: counted here
+  /// only, the node's reference in the identity service covers it. Nil when the node
+  /// holds none.
   private func takeLocalReference(_ labels: LabelSet) -> SecurityIdentity? {
     state.withLock { state in
-      guard let known = state.resolved[labels.canonicalKey], state.held[known.id, default: 0] > 0
+      guard let known = state.resolved[labels.canonicalKey],
+        state.held[known.id, default: 0] > 0 || state.lingering.removeValue(forKey: known.id) != nil
       else { return nil }
       state.held[known.id, default: 0] += 1
       return known
@@ -156,6 +182,12 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
         return upstream - 1
       }
       state.held[id] = nil
+      if state.leased, configuration.releaseDelay > .zero, upstream > 0 {
+        // Kept for a while; references of first allocations that raced go now.
+        state.lingering[id] = .now + configuration.releaseDelay
+        state.upstream[id] = 1
+        return upstream - 1
+      }
       state.upstream[id] = nil
       state.resolved = state.resolved.filter { $0.value.id != id }
       return upstream
@@ -167,20 +199,61 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
       try await upstream.releaseIdentity(id)
       return
     }
+    if state.withLock({ $0.lingering[id] != nil }) { lingerStarted.signal() }
     guard releases > 0 else { return }
+    try await giveBack([id: releases])
+  }
+
+  /// Releases references in the identity service that the count here has already let go.
+  private func giveBack(_ releases: [NumericIdentity: Int]) async throws(EndpointError) {
     await beginCall()
     defer { endCall() }
-    do {
-      for _ in 0..<releases { try await upstream.releaseIdentity(id) }
-    } catch {
-      // The count here already says what the identity service should hold; the
-      // next restore tells it so.
-      state.withLock { $0.restoreNeeded = true }
-      restoreWanted.signal()
-      guard error.code == .upstreamUnavailable else { throw error }
+    for (id, count) in releases {
+      do {
+        for _ in 0..<count { try await upstream.releaseIdentity(id) }
+      } catch {
+        // The count here already says what the identity service should hold; the
+        // next restore tells it so.
+        state.withLock { $0.restoreNeeded = true }
+        restoreWanted.signal()
+        guard error.code == .upstreamUnavailable else { throw error }
+        logger.warning(
+          "identity service unreachable: the release is counted here and restored later",
+          metadata: ["identity": "\(id)", "error": "\(error)"])
+      }
+    }
+  }
+
+  /// Gives back the references whose ``Configuration/releaseDelay`` has run out (all of
+  /// them once the node's references are no longer bound to its lease).
+  private func releaseExpired() async {
+    let expired = state.withLock { state -> [NumericIdentity: Int] in
+      let now = ContinuousClock.now
+      var expired: [NumericIdentity: Int] = [:]
+      for (id, deadline) in state.lingering where deadline <= now || !state.leased {
+        state.lingering[id] = nil
+        expired[id] = state.upstream.removeValue(forKey: id) ?? 0
+      }
+      if !expired.isEmpty {
+        state.resolved = state.resolved.filter { expired[$0.value.id] == nil }
+      }
+      return expired.filter { $0.value > 0 }
+    }
+    guard !expired.isEmpty else { return }
+    do { try await giveBack(expired) } catch {
       logger.warning(
-        "identity service unreachable: the release is counted here and restored later",
-        metadata: ["identity": "\(id)", "error": "\(error)"])
+        "the identity service refused a delayed release; the next restore sets the node's references",
+        metadata: ["identities": "\(expired.keys.sorted())", "error": "\(error)"])
+    }
+  }
+
+  private func releaseWhenDelayed() async throws {
+    while true {
+      let next = state.withLock { $0.lingering.values.min() }
+      let wait = next.map { max($0 - .now, .milliseconds(1)) } ?? .seconds(3600)
+      await lingerStarted.wait(timeout: wait)
+      try Task.checkCancellation()
+      await releaseExpired()
     }
   }
 
@@ -200,6 +273,7 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
     state.withLock {
       $0.held = held
       $0.upstream = references
+      $0.lingering = [:]
       $0.resolved = resolved.filter {
         $0.value.id.isReserved == false && held[$0.value.id, default: 0] > 0
       }
@@ -213,6 +287,12 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
     held.mapValues { _ in 1 }
   }
 
+  /// What the identity service holds for this node now: one reference per identity its
+  /// endpoints hold or whose reference it keeps.
+  private func currentNodeReferences(_ state: State) -> [NumericIdentity: Int] {
+    Self.nodeReferences(state.held).merging(state.lingering.mapValues { _ in 1 }) { one, _ in one }
+  }
+
   public func keepAliveNode() async throws(EndpointError) -> NodeLease {
     try await upstream.keepAliveNode()
   }
@@ -221,7 +301,12 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
 
   public func run() async throws {
     do {
-      try await cancelWhenGracefulShutdown { try await self.keepAlive() }
+      try await cancelWhenGracefulShutdown {
+        try await withThrowingDiscardingTaskGroup { group in
+          group.addTask { try await self.keepAlive() }
+          group.addTask { try await self.releaseWhenDelayed() }
+        }
+      }
     } catch is CancellationError {
       // A graceful shutdown.
     }
@@ -234,7 +319,12 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
       var wait = configuration.retryInterval
       do {
         let lease = try await upstream.keepAliveNode()
-        if lease.referencesLost { state.withLock { $0.restoreNeeded = true } }
+        let leaseEnded = state.withLock { state in
+          if lease.referencesLost { state.restoreNeeded = true }
+          defer { state.leased = lease.timeToLive != nil }
+          return state.leased && lease.timeToLive == nil && !state.lingering.isEmpty
+        }
+        if leaseEnded { lingerStarted.signal() }
         try await restoreIfNeeded()
         controller.succeeded()
         if failing {
@@ -260,17 +350,19 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
   }
 
   /// After the lease expired or a release failed: the identity service gets the
-  /// node's references back, one per identity its endpoints hold.
+  /// node's references back, one per identity its endpoints hold or it keeps.
   private func restoreIfNeeded() async throws(EndpointError) {
     guard state.withLock({ $0.restoreNeeded }) else { return }
     await beginRestore()
     defer { endRestore() }
-    let references = Self.nodeReferences(state.withLock { $0.held })
+    let references = state.withLock { currentNodeReferences($0) }
     try await upstream.syncReferences(held: references)
     state.withLock { state in
       // A release of a node's last reference may have been counted meanwhile (its
       // call waits for this restore and then releases the synced reference).
-      state.upstream = references.filter { state.held[$0.key] != nil }
+      state.upstream = references.filter {
+        state.held[$0.key] != nil || state.lingering[$0.key] != nil
+      }
       state.restoreNeeded = false
     }
     logger.warning(

@@ -23,6 +23,8 @@ enum ClusterBenchmark {
     var labelSets = 20
     /// Creates per second per node that the replica sizing assumes.
     var createsPerSecondPerNode = 5.0
+    /// endpointd's `--identity-release-delay`; nil leaves its default.
+    var identityReleaseDelay: Double? = nil
   }
 
   static func figures(bin: String, configuration: Configuration = .init()) async throws -> (
@@ -39,6 +41,11 @@ enum ClusterBenchmark {
     }
     let one = measured[1]!
     let two = measured[2]!
+    // The worst case for the identity service: every create is its node's first pod of
+    // the label set and every delete its last (no reference kept after the last pod).
+    var undelayed = configuration
+    undelayed.identityReleaseDelay = 0
+    let twoUndelayed = try await measure(bin: bin, replicas: 2, configuration: undelayed)
     for (replicas, run) in [(1, one), (2, two)] {
       rows.append(
         Row(
@@ -65,7 +72,24 @@ enum ClusterBenchmark {
           value: service.milliseconds / Double(two.creates), unit: "ms",
           floor: "utime+stime from /proc over \(two.creates) creates", target: ""))
     }
+    let undelayedIdentity =
+      (twoUndelayed.cpuMilliseconds["identity"] ?? .nan)
+      / Double(twoUndelayed.creates)
+    rows.append(
+      Row(
+        key: "cluster_identity_cpu_ms_per_create_no_release_delay",
+        label:
+          "CPU per create (with its delete), identityd (all replicas), 2 replicas, no release delay (each create a node's first reference)",
+        value: undelayedIdentity, unit: "ms",
+        floor: "utime+stime from /proc over \(twoUndelayed.creates) creates", target: ""))
     let rate = configuration.createsPerSecondPerNode
+    rows.append(
+      Row(
+        key: "nodes_per_identity_replica_no_release_delay",
+        label:
+          "nodes one identity replica serves at \(format(rate)) creates/s per node, no release delay (one core per replica)",
+        value: 1000 / (undelayedIdentity * rate), unit: "nodes",
+        floor: "= 1000 ms / (\(format(undelayedIdentity)) ms × \(format(rate))/s)", target: ""))
     for service in ["identity", "policy"] {
       let perCreate = (two.cpuMilliseconds[service] ?? .nan) / Double(two.creates)
       rows.append(
@@ -78,7 +102,8 @@ enum ClusterBenchmark {
           target: "≥ 500 (issue)", bound: .atLeast(500)))
     }
     let notes = [
-      "cluster figures: \(configuration.nodes) nodes (endpointd + datapathd, eBPF, no devices), identity and policy replicas on loopback TCP with mutual TLS, one etcd member; \(configuration.createsPerNode) create+delete pairs per node on \(configuration.labelSets) label sets whose identities exist; everything shares this machine's cores, so creates/s is the whole cluster's on these cores"
+      "cluster figures: \(configuration.nodes) nodes (endpointd + datapathd, eBPF, no devices), identity and policy replicas on loopback TCP with mutual TLS, one etcd member; \(configuration.createsPerNode) create+delete pairs per node on \(configuration.labelSets) label sets whose identities exist; everything shares this machine's cores, so creates/s is the whole cluster's on these cores",
+      "identity service CPU per create depends on how often a create is its node's first pod of a label set: with endpointd's default release delay (a node keeps its reference 30 s after its last pod of the label set went) the churn on \(configuration.labelSets) label sets per node makes almost no identity call; the `no release delay` rows are the worst case, every create a node's first reference and every delete its last",
     ]
     return (rows, notes)
   }
@@ -190,6 +215,7 @@ final class LocalCluster: @unchecked Sendable {
   let etcd: LocalEtcdCluster
   let replicas: Int
   let nodes: Int
+  let identityReleaseDelay: Double?
   let root: String
   private var processes: [(service: String, process: Process)] = []
   private var identityPorts: [Int] = []
@@ -206,9 +232,10 @@ final class LocalCluster: @unchecked Sendable {
     self.etcd = etcd
     self.replicas = replicas
     nodes = configuration.nodes
+    identityReleaseDelay = configuration.identityReleaseDelay
     root =
       FileManager.default.temporaryDirectory.appendingPathComponent(
-        "tsr-bench-cluster-\(getpid())-\(replicas)"
+        "tsr-bench-cluster-\(getpid())-\(replicas)-\(UUID().uuidString.prefix(8))"
       ).path
     try FileManager.default.createDirectory(
       atPath: root + "/pki", withIntermediateDirectories: true)
@@ -269,6 +296,7 @@ final class LocalCluster: @unchecked Sendable {
           "node-\(node)", "--identity-address", identityAddress, "--policy-address", policyAddress,
           "--cluster-store", store,
         ]
+          + (identityReleaseDelay.map { ["--identity-release-delay", String($0)] } ?? [])
           + tls("node-\(node)"), log: "\(root)/n\(node)/endpointd.log")
     }
     for node in 1...nodes { try waitServing(nodeRunDir(node), "endpoint") }

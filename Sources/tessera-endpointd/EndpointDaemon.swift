@@ -48,6 +48,12 @@ struct EndpointDaemon: AsyncParsableCommand {
   @Option(help: "The policy service, in the same forms as --identity-address.")
   var policyAddress: String?
 
+  @Option(
+    help:
+      "Seconds the node keeps its reference to an identity after its last pod of it went, where the identity service binds references to the node's lease (replicas on other machines): a pod of that label set created meanwhile costs no call. 0 gives it back at once."
+  )
+  var identityReleaseDelay: Double = 30
+
   @OptionGroup var etcd: EtcdOptions
 
   /// Where an upstream service is: the flag's address, else this node's socket.
@@ -80,6 +86,9 @@ struct EndpointDaemon: AsyncParsableCommand {
     guard requestTimeout > 0, requestTimeout <= 600 else {
       throw ValidationError("--request-timeout must be in (0, 600]")
     }
+    guard identityReleaseDelay >= 0, identityReleaseDelay <= 3600 else {
+      throw ValidationError("--identity-release-delay must be in [0, 3600]")
+    }
     guard workloadWaitMs >= 0 else { throw ValidationError("--workload-wait-ms must be >= 0") }
   }
 
@@ -94,6 +103,7 @@ struct EndpointDaemon: AsyncParsableCommand {
     let policyClient = PolicyServiceClient(wrapping: policy.client)
     let identityReferences = NodeReferenceKeeper(
       wrapping: IdentityServiceClient(wrapping: identity.client),
+      configuration: .init(releaseDelay: .milliseconds(Int64(identityReleaseDelay * 1000))),
       logger: Logger(label: "tessera.endpointd.references"))
     let manager = EndpointManager(
       configuration: .init(requestTimeout: .milliseconds(Int64(requestTimeout * 1000))),

@@ -79,10 +79,12 @@ final class LeasedIdentities: IdentityAllocating {
 
 @Suite("node reference keeper")
 struct NodeReferenceKeeperTests {
-  /// A keeper that retries a failed keepalive or restore after 20 ms.
+  /// A keeper that retries a failed keepalive or restore after 20 ms and gives a node's
+  /// last reference back at once.
   static func retryingSoon(_ upstream: any IdentityAllocating) -> NodeReferenceKeeper {
     NodeReferenceKeeper(
-      wrapping: upstream, configuration: .init(retryInterval: .milliseconds(20)),
+      wrapping: upstream,
+      configuration: .init(retryInterval: .milliseconds(20), releaseDelay: .zero),
       logger: Logger(label: "test"))
   }
 
@@ -231,6 +233,75 @@ struct NodeReferenceKeeperTests {
     // Held by nothing any more: the next endpoint asks the identity service again.
     _ = try await keeper.allocateIdentity(labels: labels("web"))
     #expect(upstream.calls == 3 && upstream.inner.references(first.identity.id) == 1)
+  }
+
+  /// A keeper on a lease that keeps a node's last reference for `delay`.
+  static func lingering(_ upstream: LeasedIdentities, delay: Duration) -> NodeReferenceKeeper {
+    NodeReferenceKeeper(
+      wrapping: upstream,
+      configuration: .init(retryInterval: .milliseconds(20), releaseDelay: delay),
+      logger: Logger(label: "test"))
+  }
+
+  @Test(
+    "on a lease, the node keeps its last reference for the release delay: the label set resolves again without a call, and the reference goes once the delay ran out"
+  )
+  func lastReferenceLingers() async throws {
+    let upstream = LeasedIdentities()
+    let keeper = Self.lingering(upstream, delay: .milliseconds(300))
+    let running = Task { try await keeper.run() }
+    defer { running.cancel() }
+    #expect(await eventually { upstream.keepalives >= 1 })
+    let web = try await keeper.allocateIdentity(labels: labels("web")).identity
+    try await keeper.releaseIdentity(web.id)
+    #expect(keeper.heldReferences.isEmpty && keeper.lingeringIdentities == [web.id])
+    #expect(upstream.inner.references(web.id) == 1, "the node's reference went at once")
+    // Resolved here: with the service down, a call would fail.
+    upstream.down = true
+    let again = try await keeper.allocateIdentity(labels: labels("web"))
+    #expect(again.identity == web && !again.isNew)
+    #expect(keeper.heldReferences == [web.id: 1] && keeper.lingeringIdentities.isEmpty)
+    upstream.down = false
+    try await keeper.releaseIdentity(web.id)
+    #expect(upstream.inner.references(web.id) == 1)
+    #expect(await eventually { upstream.inner.references(web.id) == 0 })
+    #expect(keeper.lingeringIdentities.isEmpty && keeper.upstreamReferences.isEmpty)
+    // Given back: the next endpoint of the label set asks the identity service again.
+    upstream.down = true
+    await #expect(throws: EndpointError.self) {
+      _ = try await keeper.allocateIdentity(labels: labels("web"))
+    }
+  }
+
+  @Test("a restore keeps the references the node still lingers on; they go after the delay")
+  func restoreKeepsLingeringReferences() async throws {
+    let upstream = LeasedIdentities()
+    let keeper = Self.lingering(upstream, delay: .milliseconds(500))
+    let running = Task { try await keeper.run() }
+    defer { running.cancel() }
+    #expect(await eventually { upstream.keepalives >= 1 })
+    let web = try await keeper.allocateIdentity(labels: labels("web")).identity.id
+    let db = try await keeper.allocateIdentity(labels: labels("db")).identity.id
+    try await keeper.releaseIdentity(db)
+    upstream.expireLease()
+    #expect(await eventually { upstream.syncs.count == 1 })
+    #expect(upstream.syncs == [[web: 1, db: 1]])
+    #expect(await eventually { upstream.inner.references(db) == 0 })
+    #expect(upstream.inner.references(web) == 1 && keeper.upstreamReferences == [web: 1])
+  }
+
+  @Test(
+    "without a lease of the node's own (a local identity service), the last release goes at once")
+  func noLingerWithoutLease() async throws {
+    let upstream = CountingIdentities()
+    let keeper = NodeReferenceKeeper(
+      wrapping: upstream, configuration: .init(releaseDelay: .seconds(30)),
+      logger: Logger(label: "test"))
+    let running = Task { try await keeper.run() }
+    defer { running.cancel() }
+    let web = try await keeper.allocateIdentity(labels: labels("web")).identity.id
+    try await keeper.releaseIdentity(web)
+    #expect(upstream.inner.references(web) == 0 && keeper.lingeringIdentities.isEmpty)
   }
 
   @Test("first allocations of one label set that raced leave one reference once released")
