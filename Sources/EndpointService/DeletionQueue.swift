@@ -71,15 +71,20 @@ public struct DeletionQueueDrainer: Service {
   let queue: DeletionQueue
   let manager: EndpointManager
   let interval: Duration
+  /// False until the restarted node has restored its endpoints (it drains the queue
+  /// itself then): a deletion run earlier would find its endpoint not restored yet,
+  /// count it done, and the restore would bring the endpoint back.
+  let isServing: @Sendable () -> Bool
   let logger: Logger
 
   public init(
     queue: DeletionQueue, manager: EndpointManager, interval: Duration = .seconds(5),
-    logger: Logger
+    isServing: @escaping @Sendable () -> Bool = { true }, logger: Logger
   ) {
     self.queue = queue
     self.manager = manager
     self.interval = interval
+    self.isServing = isServing
     self.logger = logger
   }
 
@@ -88,6 +93,7 @@ public struct DeletionQueueDrainer: Service {
       try await cancelWhenGracefulShutdown {
         while true {
           try await Task.sleep(for: interval)
+          guard isServing() else { continue }
           await queue.drain(manager, logger: logger)
         }
       }

@@ -7,6 +7,7 @@ extension EndpointServiceHandler {
   public func createEndpoint(
     request: Tessera_Endpoint_V1_CreateEndpointRequest, context: ServerContext
   ) async throws -> Tessera_Endpoint_V1_CreateEndpointResponse {
+    try requireServing()
     let spec = EndpointSpec(
       containerID: request.containerID,
       interfaceName: request.interfaceName.isEmpty ? "eth0" : request.interfaceName,

@@ -6,6 +6,7 @@ extension EndpointServiceHandler {
   public func deleteEndpoint(
     request: Tessera_Endpoint_V1_DeleteEndpointRequest, context: ServerContext
   ) async throws -> Tessera_Endpoint_V1_DeleteEndpointResponse {
+    try requireServing()
     var deleted = 0
     for endpoint in try endpoints(request.endpoint)
     where try await manager.deleteEndpoint(id: endpoint.id) != nil {
@@ -20,6 +21,7 @@ extension EndpointServiceHandler {
   public func garbageCollectEndpoints(
     request: Tessera_Endpoint_V1_GarbageCollectEndpointsRequest, context: ServerContext
   ) async throws -> Tessera_Endpoint_V1_GarbageCollectEndpointsResponse {
+    try requireServing()
     let valid = Set(
       request.validAttachments.map {
         EndpointRegistry.Attachment(containerID: $0.containerID, interfaceName: $0.interfaceName)

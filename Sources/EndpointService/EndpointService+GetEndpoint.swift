@@ -6,6 +6,7 @@ extension EndpointServiceHandler {
   public func getEndpoint(request: Tessera_Endpoint_V1_GetEndpointRequest, context: ServerContext)
     async throws -> Tessera_Endpoint_V1_Endpoint
   {
+    try requireServing()
     guard let endpoint = try endpoints(request.endpoint).first else {
       throw RPCError(
         code: .notFound,
@@ -29,6 +30,7 @@ extension EndpointServiceHandler {
   public func listEndpoints(
     request: Tessera_Endpoint_V1_ListEndpointsRequest, context: ServerContext
   ) async throws -> Tessera_Endpoint_V1_ListEndpointsResponse {
-    .with { $0.endpoints = manager.registry.all().map(described) }
+    try requireServing()
+    return .with { $0.endpoints = manager.registry.all().map(described) }
   }
 }

@@ -7,6 +7,7 @@ extension EndpointServiceHandler {
   public func updateEndpointLabels(
     request: Tessera_Endpoint_V1_UpdateEndpointLabelsRequest, context: ServerContext
   ) async throws -> Tessera_Endpoint_V1_Endpoint {
+    try requireServing()
     guard let endpoint = try endpoints(request.endpoint).first else {
       throw RPCError(code: .notFound, message: "no such endpoint")
     }

@@ -12,16 +12,33 @@ public struct EndpointServiceHandler: Tessera_Endpoint_V1_EndpointService.Simple
   let workloads: WorkloadRegistry
   /// Where changes to them go: `workloads` itself, or the cluster store.
   let metadata: any MetadataStore
+  /// Whether the node serves: after a restart, not before its endpoints are restored.
+  let isServing: @Sendable () -> Bool
   let logger: Logger
 
+  /// - Parameter isServing: false while a restarted node restores its endpoints (the
+  ///   daemon's health status); endpoint calls then get UNAVAILABLE (CNI code 11, and
+  ///   the plugin queues a DEL), since the node's registry is still filling: a create
+  ///   could take the ID of an endpoint not restored yet, a delete or a CNI CHECK could
+  ///   miss one.
   public init(
     manager: EndpointManager, workloads: WorkloadRegistry, metadata: (any MetadataStore)? = nil,
-    logger: Logger
+    isServing: @escaping @Sendable () -> Bool = { true }, logger: Logger
   ) {
     self.manager = manager
     self.workloads = workloads
     self.metadata = metadata ?? workloads
+    self.isServing = isServing
     self.logger = logger
+  }
+
+  /// Endpoint calls wait for the node to serve (see `isServing`).
+  func requireServing() throws(RPCError) {
+    guard isServing() else {
+      throw RPCError(
+        code: .unavailable,
+        message: "the endpoint service is restoring its endpoints after a restart; try again")
+    }
   }
 
   /// Runs `operation`, cancelling it when the client's deadline passes or the client goes away.

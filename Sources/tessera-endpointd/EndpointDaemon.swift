@@ -153,12 +153,14 @@ struct EndpointDaemon: AsyncParsableCommand {
     ).run(
       rpcServices: [
         EndpointServiceHandler(
-          manager: manager, workloads: workloads, metadata: metadata, logger: logger)
+          manager: manager, workloads: workloads, metadata: metadata,
+          isServing: { health.isServing }, logger: logger)
       ],
       health: health,
       backgroundServices: [
         identity, policy, datapath, restorer, identityReferences, manager.regenerator,
-        DeletionQueueDrainer(queue: deletionQueue, manager: manager, logger: logger),
+        DeletionQueueDrainer(
+          queue: deletionQueue, manager: manager, isServing: { health.isServing }, logger: logger),
       ]
         + clusterServices + (try options.metricsServices(for: .endpoint, logger: logger)),
       backend: {

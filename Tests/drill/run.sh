@@ -21,6 +21,7 @@
 # Bounded: ROUNDS (default 2) rounds of four kills.
 #
 #   TESSERA_BIN=<dir with tessera and tessera-*d> bash Tests/drill/run.sh
+# DRILL_KEEP=1 keeps the temp dir (daemon logs, state).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -58,7 +59,8 @@ cleanup() {
   for pod in "${kernel_pods[@]}"; do chain_del "$pod"; done
   "$TESSERA_BIN/tessera" node down --run-dir "$RUN" >/dev/null 2>&1
   ip netns del "$cni_down_netns" 2>/dev/null
-  rm -rf "$tmp" "$PIN"
+  rm -rf "$PIN"
+  if [ -n "${DRILL_KEEP:-}" ]; then echo "drill: kept $tmp"; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
 
