@@ -60,7 +60,8 @@ struct EndpointServiceHandlerTests {
           request: .with { $0.endpoint = byContainer }, context: context)
       }
       await expectUnavailable("GetEndpoint") {
-        _ = try await handler.getEndpoint(request: .with { $0.endpoint = byContainer }, context: context)
+        _ = try await handler.getEndpoint(
+          request: .with { $0.endpoint = byContainer }, context: context)
       }
       await expectUnavailable("ListEndpoints") {
         _ = try await handler.listEndpoints(request: .init(), context: context)
