@@ -172,34 +172,34 @@ public final class NodeReferenceKeeper: IdentityAllocating, Service {
   public func releaseIdentity(_ id: NumericIdentity) async throws(EndpointError) {
     // How many of the node's references in the identity service go: all of them with
     // the node's last endpoint of the identity, else those beyond one.
-    let releases = state.withLock { state -> Int? in
+    let outcome = state.withLock { state -> (releases: Int, lingers: Bool)? in
       guard let count = state.held[id] else { return nil }
       let upstream = state.upstream[id, default: 0]
       if count > 1 {
         state.held[id] = count - 1
-        guard upstream > 1 else { return 0 }
+        guard upstream > 1 else { return (0, false) }
         state.upstream[id] = 1
-        return upstream - 1
+        return (upstream - 1, false)
       }
       state.held[id] = nil
       if state.leased, configuration.releaseDelay > .zero, upstream > 0 {
         // Kept for a while; references of first allocations that raced go now.
         state.lingering[id] = .now + configuration.releaseDelay
         state.upstream[id] = 1
-        return upstream - 1
+        return (upstream - 1, true)
       }
       state.upstream[id] = nil
       state.resolved = state.resolved.filter { $0.value.id != id }
-      return upstream
+      return (upstream, false)
     }
-    guard let releases else {
+    guard let (releases, lingers) = outcome else {
       // Not counted here (a release the node's count has no record of): passed on.
       await beginCall()
       defer { endCall() }
       try await upstream.releaseIdentity(id)
       return
     }
-    if state.withLock({ $0.lingering[id] != nil }) { lingerStarted.signal() }
+    if lingers { lingerStarted.signal() }
     guard releases > 0 else { return }
     try await giveBack([id: releases])
   }

@@ -242,7 +242,7 @@ final class LocalCluster: @unchecked Sendable {
     identityReleaseDelay = configuration.identityReleaseDelay
     root =
       FileManager.default.temporaryDirectory.appendingPathComponent(
-        "tsr-bench-cluster-\(getpid())-\(replicas)-\(UUID().uuidString.prefix(8))"
+        "tsr-bench-cluster-\(getpid())-\(replicas)"
       ).path
     try FileManager.default.createDirectory(
       atPath: root + "/pki", withIntermediateDirectories: true)
