@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TesseraCore
 import Testing
 
@@ -111,6 +112,37 @@ struct BPFEventTests {
       #expect(events.first?.reason == "invalid-source")
       #expect(events.first?.source == "10.0.1.1" && events.first?.direction == .egress)
       #expect(events.first?.match == FlowEvent.PolicyMatch.none)
+    }
+  }
+
+  @Test("a reader asleep is woken once a batch of events is pending")
+  func batchWakesReader() throws {
+    try withPod { backend, reader in
+      let woken = DispatchSemaphore(value: 0)
+      let firstRead = Mutex<(events: Int, seconds: Double)?>(nil)
+      DispatchQueue.global().async {
+        let start = ContinuousClock.now
+        let events = (try? reader.read(timeoutMilliseconds: 20_000))?.count ?? -1
+        let elapsed = ContinuousClock.now - start
+        firstRead.withLock {
+          $0 = (
+            events,
+            Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+          )
+        }
+        woken.signal()
+      }
+      // Let the reader go to sleep in its poll, then write more than the wake-up
+      // threshold (1/16 of the 1 MiB ring, under 1,000 events) in one burst.
+      Thread.sleep(forTimeInterval: 0.3)
+      _ = try backend.runProgram(
+        endpointID: 7, direction: .ingress,
+        packet: Packet.ipv4("10.0.2.7", podIP, proto: Packet.udp, sport: 43001, dport: 53),
+        repeat: 2_000)
+      #expect(woken.wait(timeout: .now() + 10) == .success, "the reader slept through a batch")
+      let read = try #require(firstRead.withLock { $0 })
+      #expect(read.events > 0)
+      #expect(read.seconds < 10)
     }
   }
 

@@ -117,6 +117,24 @@ struct verdict_ctx {
 	__u8 deny;
 };
 
+/* Wake the reader once per batch: when this event takes the pending bytes over
+ * TESSERA_EVENTS_WAKEUP_BYTES, and not again until the reader has drained below it.
+ * A wakeup per event costs every new connection a context switch of the reader,
+ * and a forced wakeup is an interrupt (an IPI under a hypervisor, ~5 us): waking
+ * for every event while the reader is behind made each denied packet of a flood
+ * 20 times dearer. The reader also polls on a short timer (FlowEventPump), so an
+ * event waits at most that long. Called after the reserve, so the pending bytes
+ * include this event. */
+static __always_inline __u64 events_wakeup_flag(void)
+{
+	__u64 pending = bpf_ringbuf_query(&tessera_events, BPF_RB_AVAIL_DATA);
+
+	return pending >= TESSERA_EVENTS_WAKEUP_BYTES &&
+			       pending - TESSERA_EVENT_RECORD_BYTES < TESSERA_EVENTS_WAKEUP_BYTES
+		       ? BPF_RB_FORCE_WAKEUP
+		       : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void emit(const struct verdict_ctx *v, enum tessera_reason reason,
 				 __u8 state)
 {
@@ -149,13 +167,7 @@ static __always_inline void emit(const struct verdict_ctx *v, enum tessera_reaso
 	e->state = state;
 	e->pad = 0;
 	e->length = v->skb->len;
-	/* Wake the reader only once a batch is pending: a wakeup per event costs every
-	 * new connection a context switch of the reader. The reader also polls on a
-	 * short timer (FlowEventPump), so an event waits at most that long. */
-	bpf_ringbuf_submit(e, bpf_ringbuf_query(&tessera_events, BPF_RB_AVAIL_DATA) >=
-					      TESSERA_EVENTS_WAKEUP_BYTES
-				      ? BPF_RB_FORCE_WAKEUP
-				      : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(e, events_wakeup_flag());
 }
 
 static __always_inline int verdict_pass(const struct verdict_ctx *v, enum tessera_reason reason)

@@ -22,6 +22,8 @@
 #define TESSERA_EVENTS_BYTES (1 << 20)
 /* Pending event bytes that wake the reader (about a thousand events). */
 #define TESSERA_EVENTS_WAKEUP_BYTES (TESSERA_EVENTS_BYTES / 16)
+/* One event in the ring: the record and the ring's 8-byte header, rounded to 8. */
+#define TESSERA_EVENT_RECORD_BYTES ((sizeof(struct tessera_event) + 8 + 7) / 8 * 8)
 
 /* Global: IP prefix -> security identity. */
 struct {
