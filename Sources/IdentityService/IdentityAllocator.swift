@@ -72,8 +72,18 @@ public final class IdentityAllocator: Sendable {
       return (SecurityIdentity(id: reserved.identity, labels: reserved.labels), false)
     }
     let node = node ?? configuration.nodeName
+    let started = ContinuousClock.now
     let (identity, isNew) = try await store.allocate(
       labels: relevant, node: node, requestID: requestID)
+    let stored = ContinuousClock.now
+    defer {
+      logger.debug(
+        "allocation phases",
+        metadata: [
+          "identity": "\(identity.id)", "store": "\(stored - started)",
+          "announce": "\(ContinuousClock.now - stored)",
+        ])
+    }
     if isNew || !batcher.isAnnounced(identity.id) {
       do {
         try await batcher.announce(added: [identity])
