@@ -196,6 +196,12 @@ struct EventedNode {
         containerID: container, ips: [IPPrefix(ip)!], labels: try LabelSet(parsing: labels)),
       sync: true)
   }
+
+  /// Where most ordering cases start: ``denyXAllowRest`` in force and its `peer` created.
+  func createPeerDenyingX() async throws -> Endpoint {
+    try importPolicy(denyXAllowRest)
+    return try await create("peer", "10.0.0.1", "app=peer")
+  }
 }
 
 /// "Deny label X, allow everything else" on the peer.
@@ -219,8 +225,7 @@ struct PolicyOrderingTests {
   func createWaitsForPeers() async throws {
     let node = try await EventedNode()
     defer { node.pump.cancel() }
-    try node.importPolicy(denyXAllowRest)
-    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let peer = try await node.createPeerDenyingX()
     let started = ContinuousClock.now
     let x = try await node.create("x", "10.0.0.2", "app=x")
     let inForce = try #require(node.log.peerPolicy(peer.id, whenRealizing: x.id, as: x.identity))
@@ -240,8 +245,7 @@ struct PolicyOrderingTests {
     let node = try await EventedNode(
       watchDelay: .milliseconds(10), identitiesLateBy: .milliseconds(300))
     defer { node.pump.cancel() }
-    try node.importPolicy(denyXAllowRest)
-    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let peer = try await node.createPeerDenyingX()
     let started = ContinuousClock.now
     let x = try await node.create("x", "10.0.0.2", "app=x")
     #expect(
@@ -257,8 +261,7 @@ struct PolicyOrderingTests {
   func unorderedAdmits() async throws {
     let node = try await EventedNode(ordered: false)
     defer { node.pump.cancel() }
-    try node.importPolicy(denyXAllowRest)
-    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let peer = try await node.createPeerDenyingX()
     let x = try await node.create("x", "10.0.0.2", "app=x")
     let inForce = try #require(node.log.peerPolicy(peer.id, whenRealizing: x.id, as: x.identity))
     #expect(inForce.verdict(peer: x.identity, direction: .ingress, proto: .tcp, port: 80) == .allow)
@@ -268,8 +271,7 @@ struct PolicyOrderingTests {
   func relabelWaitsForPeers() async throws {
     let node = try await EventedNode()
     defer { node.pump.cancel() }
-    try node.importPolicy(denyXAllowRest)
-    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let peer = try await node.createPeerDenyingX()
     let y = try await node.create("y", "10.0.0.2", "app=y")
     let relabelled = try await node.manager.updateLabels(
       endpointID: y.id, requestLabels: try LabelSet(parsing: ["app=x", "tier=late"]), sync: true)
@@ -287,8 +289,7 @@ struct PolicyOrderingTests {
   func concurrentCreates() async throws {
     let node = try await EventedNode(watchDelay: .milliseconds(20))
     defer { node.pump.cancel() }
-    try node.importPolicy(denyXAllowRest)
-    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let peer = try await node.createPeerDenyingX()
     let created = try await withThrowingTaskGroup(of: Endpoint.self) { group in
       for i in 0..<6 {
         group.addTask {
@@ -319,8 +320,7 @@ struct PolicyOrderingTests {
   func remoteIdentityWaitsForPeers() async throws {
     let node = try await EventedNode()
     defer { node.pump.cancel() }
-    try node.importPolicy(denyXAllowRest)
-    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let peer = try await node.createPeerDenyingX()
     // Not yet known to the policy service (its identity service has not told it): must wait.
     let stranger = IdentityFingerprint(id: NumericIdentity(rawValue: 70_000), labelsDigest: nil)
     let early = try await node.manager.waitForPolicyOrdering(
@@ -346,8 +346,7 @@ struct PolicyOrderingTests {
   func remoteIdentityOrderedFromTheWatch() async throws {
     let node = try await EventedNode(watchDelay: .milliseconds(20))
     defer { node.pump.cancel() }
-    try node.importPolicy(denyXAllowRest)
-    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let peer = try await node.createPeerDenyingX()
     let labels = try LabelSet(parsing: ["app=x", "run=c", "io.kubernetes.pod.namespace=default"])
     let (remote, _) = try await node.allocator.allocateIdentity(labels: labels, node: "b")
     let deadline = ContinuousClock.now + .seconds(5)
@@ -386,8 +385,7 @@ struct PolicyOrderingTests {
       watchDelay: .milliseconds(10), requestTimeout: .seconds(3), otherReplica: reads,
       watchNamesIdentities: false)
     defer { node.pump.cancel() }
-    try node.importPolicy(denyXAllowRest)
-    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let peer = try await node.createPeerDenyingX()
     let started = ContinuousClock.now
     for i in 0..<4 {
       let x = try await node.create("x\(i)", "10.0.0.\(i + 2)", "app=x", "n=\(i)")
@@ -405,8 +403,7 @@ struct PolicyOrderingTests {
   func identitySeenOnTheWatchNeedsNoRead() async throws {
     let node = try await EventedNode(watchDelay: .milliseconds(20))
     defer { node.pump.cancel() }
-    try node.importPolicy(denyXAllowRest)
-    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let peer = try await node.createPeerDenyingX()
     // Another node's pod brings the identity into the cluster; this node's watch sees it arrive.
     let labels = try LabelSet(parsing: ["app=x", "io.kubernetes.pod.namespace=default"])
     let (remote, _) = try await node.allocator.allocateIdentity(labels: labels, node: "b")
@@ -429,8 +426,7 @@ struct PolicyOrderingTests {
   func newIdentityOrderedByItsArrival() async throws {
     let node = try await EventedNode(watchDelay: .milliseconds(50))
     defer { node.pump.cancel() }
-    try node.importPolicy(denyXAllowRest)
-    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let peer = try await node.createPeerDenyingX()
     let started = ContinuousClock.now
     let x = try await node.create("x", "10.0.0.2", "app=x")
     #expect(node.sequenceReads.value == 0, "a create asked for the event sequence")
@@ -524,8 +520,7 @@ struct PolicyOrderingTests {
     let node = try await EventedNode(
       watchDelay: .milliseconds(10), requestTimeout: .milliseconds(1500))
     defer { node.pump.cancel() }
-    try node.importPolicy(denyXAllowRest)
-    let peer = try await node.create("peer", "10.0.0.1", "app=peer")
+    let peer = try await node.createPeerDenyingX()
     node.watchPaused.set(true)
     await #expect(throws: EndpointError.self) {
       _ = try await node.create("x", "10.0.0.2", "app=x")

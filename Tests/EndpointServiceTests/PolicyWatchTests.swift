@@ -34,6 +34,27 @@ func withPolicyService(
   }
 }
 
+/// Runs `body` with a fresh policy engine and a client of a policy service that
+/// serves it in process, publishing to `events`.
+func withPolicyService(
+  events: PolicyEvents = PolicyEvents(), readiness: PolicyReadiness = PolicyReadiness(synced: true),
+  _ body: (PolicyEngine, GRPCClient<InProcessTransport.Client>) async throws -> Void
+) async throws {
+  let engine = try PolicyEngine(database: nil)
+  let handler = PolicyServiceHandler(
+    engine: engine, events: events, readiness: readiness, logger: Logger(label: "test.policy"))
+  try await withPolicyService(handler) { client in try await body(engine, client) }
+}
+
+/// An identity as the policy service's calls carry it: `app=<app>` in the default namespace.
+func identityMessage(_ id: UInt32, _ app: String) -> Tessera_Common_V1_Identity {
+  .with {
+    $0.id = id
+    $0.labels =
+      (try! LabelSet(parsing: ["app=\(app)", "io.kubernetes.pod.namespace=default"])).proto
+  }
+}
+
 /// Polls `condition` until it holds or `timeout` passes.
 func eventually(_ timeout: Duration = .seconds(5), _ condition: () -> Bool) async -> Bool {
   let deadline = ContinuousClock.now + timeout
@@ -76,11 +97,8 @@ struct PolicyWatchTests {
 
   @Test("WatchPolicy ends a lagging stream with RESOURCE_EXHAUSTED \"subscriber lagged\"")
   func watchStatusOnLag() async throws {
-    let engine = try PolicyEngine(database: nil)
     let events = PolicyEvents(bufferSize: 2)
-    let handler = PolicyServiceHandler(
-      engine: engine, events: events, logger: Logger(label: "test.policy"))
-    try await withPolicyService(handler) { client in
+    try await withPolicyService(events: events) { engine, client in
       let raw = Tessera_Policy_V1_PolicyService.Client(wrapping: client)
       do {
         try await raw.watchPolicy(.init()) { response in
@@ -109,11 +127,8 @@ struct PolicyWatchTests {
     "the endpoint service resynchronises after its watch was cut off and ends with the policy it missed"
   )
   func clientResyncsAfterLag() async throws {
-    let engine = try PolicyEngine(database: nil)
     let events = PolicyEvents(bufferSize: 4)
-    let handler = PolicyServiceHandler(
-      engine: engine, events: events, logger: Logger(label: "test.policy"))
-    try await withPolicyService(handler) { client in
+    try await withPolicyService(events: events) { engine, client in
       let policy = PolicyServiceClient(wrapping: client)
       let allocator = IdentityAllocator(
         configuration: .init(nodeName: "test"), store: try SQLiteIdentityStore(path: nil),
@@ -171,12 +186,8 @@ struct PolicyWatchTests {
 
   @Test("policy computation is refused with UNAVAILABLE until the first identity sync")
   func unavailableUntilSynced() async throws {
-    let engine = try PolicyEngine(database: nil)
     let readiness = PolicyReadiness(synced: false)
-    let handler = PolicyServiceHandler(
-      engine: engine, events: PolicyEvents(), readiness: readiness,
-      logger: Logger(label: "test.policy"))
-    try await withPolicyService(handler) { client in
+    try await withPolicyService(readiness: readiness) { engine, client in
       let raw = Tessera_Policy_V1_PolicyService.Client(wrapping: client)
       let request = Tessera_Policy_V1_ComputeEndpointPolicyRequest.with { $0.identity = 256 }
       do {
@@ -207,23 +218,13 @@ struct PolicyWatchTests {
 
   @Test("the event sequence a caller reads covers every change made before its call")
   func eventSequenceCoversEarlierChanges() async throws {
-    let engine = try PolicyEngine(database: nil)
     let events = PolicyEvents()
-    let handler = PolicyServiceHandler(
-      engine: engine, events: events, logger: Logger(label: "test.policy"))
-    try await withPolicyService(handler) { client in
+    try await withPolicyService(events: events) { engine, client in
       let raw = Tessera_Policy_V1_PolicyService.Client(wrapping: client)
-      func identity(_ id: UInt32, _ app: String) -> Tessera_Common_V1_Identity {
-        .with {
-          $0.id = id
-          $0.labels =
-            (try! LabelSet(parsing: ["app=\(app)", "io.kubernetes.pod.namespace=default"])).proto
-        }
-      }
-      _ = try await raw.updateIdentities(.with { $0.added = [identity(300, "backend")] })
+      _ = try await raw.updateIdentities(.with { $0.added = [identityMessage(300, "backend")] })
       let before = try await raw.getEventSequence(.init())
       _ = try await raw.importPolicy(.with { $0.content = Data(backendPolicy.utf8) })
-      _ = try await raw.updateIdentities(.with { $0.added = [identity(301, "frontend")] })
+      _ = try await raw.updateIdentities(.with { $0.added = [identityMessage(301, "frontend")] })
       let after = try await raw.getEventSequence(.init())
       #expect(after.instanceID == before.instanceID)
       #expect(after.instanceID == events.instanceID)
@@ -237,24 +238,14 @@ struct PolicyWatchTests {
     "asked about identities, the event sequence names those the SelectorCache does not hold and covers the others' arrival"
   )
   func eventSequenceNamesUnknownIdentities() async throws {
-    let engine = try PolicyEngine(database: nil)
     let events = PolicyEvents()
-    let handler = PolicyServiceHandler(
-      engine: engine, events: events, logger: Logger(label: "test.policy"))
-    try await withPolicyService(handler) { client in
+    try await withPolicyService(events: events) { engine, client in
       let raw = Tessera_Policy_V1_PolicyService.Client(wrapping: client)
-      func identity(_ id: UInt32, _ app: String) -> Tessera_Common_V1_Identity {
-        .with {
-          $0.id = id
-          $0.labels =
-            (try! LabelSet(parsing: ["app=\(app)", "io.kubernetes.pod.namespace=default"])).proto
-        }
-      }
-      _ = try await raw.updateIdentities(.with { $0.added = [identity(300, "backend")] })
+      _ = try await raw.updateIdentities(.with { $0.added = [identityMessage(300, "backend")] })
       _ = try await raw.importPolicy(.with { $0.content = Data(backendPolicy.utf8) })
       let unknown = try await raw.getEventSequence(.with { $0.identities = [301, 302] })
       #expect(unknown.unknownIdentities == [301, 302])
-      _ = try await raw.updateIdentities(.with { $0.added = [identity(301, "frontend")] })
+      _ = try await raw.updateIdentities(.with { $0.added = [identityMessage(301, "frontend")] })
       let known = try await raw.getEventSequence(.with { $0.identities = [301, 302] })
       #expect(known.unknownIdentities == [302])
       #expect(
@@ -268,11 +259,8 @@ struct PolicyWatchTests {
     "WatchPolicy names the identities each event brought into or removed from the SelectorCache, also when no rule selects them"
   )
   func watchNamesIdentityChanges() async throws {
-    let engine = try PolicyEngine(database: nil)
     let events = PolicyEvents()
-    let handler = PolicyServiceHandler(
-      engine: engine, events: events, logger: Logger(label: "test.policy"))
-    try await withPolicyService(handler) { client in
+    try await withPolicyService(events: events) { engine, client in
       let raw = Tessera_Policy_V1_PolicyService.Client(wrapping: client)
       let unselected = Tessera_Common_V1_Identity.with {
         $0.id = 400
