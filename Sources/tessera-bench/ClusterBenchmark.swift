@@ -88,8 +88,12 @@ enum ClusterBenchmark {
         key: "nodes_per_identity_replica_no_release_delay",
         label:
           "nodes one identity replica serves at \(format(rate)) creates/s per node, no release delay (one core per replica)",
-        value: 1000 / (undelayedIdentity * rate), unit: "nodes",
-        floor: "= 1000 ms / (\(format(undelayedIdentity)) ms × \(format(rate))/s)", target: ""))
+        value: nodesPerReplica(
+          cpuPerCreate: undelayedIdentity, creates: twoUndelayed.creates, rate: rate),
+        unit: "nodes",
+        floor: nodesPerReplicaFloor(
+          cpuPerCreate: undelayedIdentity, creates: twoUndelayed.creates, rate: rate),
+        target: ""))
     for service in ["identity", "policy"] {
       let perCreate = (two.cpuMilliseconds[service] ?? .nan) / Double(two.creates)
       rows.append(
@@ -97,8 +101,9 @@ enum ClusterBenchmark {
           key: "nodes_per_\(service)_replica",
           label:
             "nodes one \(service) replica serves at \(format(rate)) creates/s per node (one core per replica)",
-          value: 1000 / (perCreate * rate), unit: "nodes",
-          floor: "= 1000 ms / (\(format(perCreate)) ms × \(format(rate))/s)",
+          value: nodesPerReplica(cpuPerCreate: perCreate, creates: two.creates, rate: rate),
+          unit: "nodes",
+          floor: nodesPerReplicaFloor(cpuPerCreate: perCreate, creates: two.creates, rate: rate),
           target: "≥ 500 (issue)", bound: .atLeast(500)))
     }
     let notes = [
@@ -110,9 +115,26 @@ enum ClusterBenchmark {
 
   /// Where CPU per create comes from, and its resolution: /proc counts whole clock ticks.
   static func cpuFloor(creates: Int) -> String {
-    let tickMilliseconds = 1000 / Double(sysconf(Int32(_SC_CLK_TCK)))
-    return
-      "utime+stime from /proc over \(creates) creates; resolution one tick, \(format(tickMilliseconds / Double(creates))) ms per create"
+    "utime+stime from /proc over \(creates) creates; resolution one tick, \(format(cpuResolution(creates: creates))) ms per create"
+  }
+
+  /// One clock tick shared over the run's creates: the least CPU per create /proc can show.
+  static func cpuResolution(creates: Int) -> Double {
+    1000 / Double(sysconf(Int32(_SC_CLK_TCK))) / Double(creates)
+  }
+
+  /// Nodes one core serves at the configured creates/s per node. CPU under one tick over
+  /// the run counts as one tick, so the figure is a lower bound there, never infinite.
+  static func nodesPerReplica(cpuPerCreate: Double, creates: Int, rate: Double) -> Double {
+    1000 / (max(cpuPerCreate, cpuResolution(creates: creates)) * rate)
+  }
+
+  static func nodesPerReplicaFloor(cpuPerCreate: Double, creates: Int, rate: Double) -> String {
+    let resolution = cpuResolution(creates: creates)
+    let rate = format(rate)
+    return cpuPerCreate < resolution
+      ? "≥ 1000 ms / (one tick over the run, \(format(resolution)) ms per create, × \(rate)/s): the replica used less than one tick"
+      : "= 1000 ms / (\(format(cpuPerCreate)) ms × \(rate)/s)"
   }
 
   struct Measurement {

@@ -258,7 +258,10 @@ struct Report {
       loopback ports and drive the identity store in process with the same gRPC client it uses in the
       daemon. The floor is a bare create-only transaction (one key, compare `create_revision == 0`); a
       new identity is one transaction writing three keys (identity, label index, the node's leased
-      reference) plus a write to the node's local reference table. Cached allocations are repeats on
+      reference) plus a write to the node's local reference table. With 32 in flight, four rounds
+      alternate bare transactions and new identities (a quarter of them each), and the figures are the
+      rounds' medians: a stall of the shared VM or of etcd's batching lands in one round, not in one
+      side of the comparison. Cached allocations are repeats on
       a node that already holds the identity (no etcd call); first references are the first pod with a
       label set on another node (one transaction).
 
@@ -348,13 +351,13 @@ struct Report {
       "create_rate_per_s":
         "CPU-bound: both cores are busy during the churn (vmstat shows no idle time). A create + delete is six gRPC calls (two from the client, four between daemons) plus eBPF map and stub program setup and teardown; perf shows the time spread over the HTTP/2 and NIO stack, the Swift runtime and the kernel, with no single hot spot.",
       "bpf_ns_per_packet":
-        "\(shown("bpf_ns_per_packet")) per established packet, of which the ARP pass-through floor in the same row is the test-run harness, stub and tail call; variants of the program attribute most of the rest to the conntrack lookup (a 48-byte key) and the per-endpoint per-CPU metrics hash lookup, each helper or map call also paying a return thunk on this VM. Next step: a per-CPU metrics array indexed by a slot the stub passes, instead of a hash lookup.",
+        "\(shown("bpf_ns_per_packet")) per established packet, of which the ARP pass-through floor in the same row is the test-run harness, stub and tail call; variants of the program attribute most of the rest to the conntrack lookup (a 48-byte key) and the per-endpoint per-CPU metrics hash lookup, each helper or map call also paying a return thunk on this VM. A per-CPU counters array indexed by a slot the stub passes would save the counters' hash lookup (20–30 ns) but costs its whole size on every CPU (544 bytes per endpoint slot), so it is not taken; without any conntrack lookup the program already costs about the target here (docs/performance.md).",
       "bpf_ns_per_packet_events_on":
         "established flows emit no event (drops and new connections do; `bpf_event_write_ns` is what one event costs), so this is the established-flow figure, missed for the reasons given for `bpf_ns_per_packet`.",
       "conn_overhead_us":
-        "every packet between two Tessera pods runs two programs (the client's egress and the server's ingress, each endpoint with its own conntrack entry), while a set-based design hooks once, in the router, with one netfilter conntrack entry; a SYN that reuses a tracked tuple is judged by policy again. The cost is flat in endpoint count, unlike iptables'. Next: the new-flow path (policy lookup and conntrack create) in the program.",
+        "every packet between two Tessera pods runs two programs (the client's egress and the server's ingress, each endpoint with its own conntrack entry), while a set-based design hooks once, in the router, with one netfilter conntrack entry; a SYN that reuses a tracked tuple is judged by policy again. The cost is flat in endpoint count, unlike iptables'. The largest part of Tessera's own cost is the new flow: the SYN runs the whole policy path twice and creates two conntrack entries, an LRU hash update each (about 320 ns of the \(shown("bpf_ns_per_packet_new_flow_allowed")) a new allowed flow costs in the program, by variants in docs/performance.md; per-CPU LRU lists were slower).",
       "etcd_new_identities_percent_of_raw":
-        "a new identity is one transaction writing three keys (the floor writes one) plus the node's local reference write: \(shown("etcd_new_identities_per_s")) new identities against \(shown("etcd_raw_txn_per_s")) bare transactions in this run; the floor moves with the VM's noise more than the allocation rate does.",
+        "a new identity is one transaction writing three keys (the floor writes one) plus the node's local reference write: \(shown("etcd_new_identities_per_s")) new identities against \(shown("etcd_raw_txn_per_s")) bare transactions in this run (medians of alternating rounds). etcd also sends each of the three keys to the replicas' watches (two replicas here), work the floor's keys, which nothing watches, do not cause: perf of an `--etcd-only` run puts etcd at about half of the machine's CPU, so on these two cores the ratio is etcd's work per identity, not the client's.",
     ]
     return reasons.filter { key.hasPrefix($0.key) }.max { $0.key.count < $1.key.count }?.value
       ?? "not profiled yet."
