@@ -123,8 +123,9 @@ struct verdict_ctx {
  * and a forced wakeup is an interrupt (an IPI under a hypervisor, ~5 us): waking
  * for every event while the reader is behind made each denied packet of a flood
  * 20 times dearer. The reader also polls on a short timer (FlowEventPump), so an
- * event waits at most that long. Called after the reserve, so the pending bytes
- * include this event. */
+ * event waits at most that long, also in the one case where no event wakes it: two
+ * CPUs reserving across the threshold at once, each counting the other's record.
+ * Called after the reserve, so the pending bytes include this event. */
 static __always_inline __u64 events_wakeup_flag(void)
 {
 	__u64 pending = bpf_ringbuf_query(&tessera_events, BPF_RB_AVAIL_DATA);
