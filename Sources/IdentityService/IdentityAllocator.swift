@@ -76,14 +76,6 @@ public final class IdentityAllocator: Sendable {
     let (identity, isNew) = try await store.allocate(
       labels: relevant, node: node, requestID: requestID)
     let stored = ContinuousClock.now
-    defer {
-      logger.debug(
-        "allocation phases",
-        metadata: [
-          "identity": "\(identity.id)", "store": "\(stored - started)",
-          "announce": "\(ContinuousClock.now - stored)",
-        ])
-    }
     if isNew || !batcher.isAnnounced(identity.id) {
       do {
         try await batcher.announce(added: [identity])
@@ -95,6 +87,12 @@ public final class IdentityAllocator: Sendable {
           cause: error)
       }
     }
+    logger.debug(
+      "allocation phases",
+      metadata: [
+        "identity": "\(identity.id)", "store": "\(stored - started)",
+        "announce": "\(ContinuousClock.now - stored)",
+      ])
     Counter(
       label: "tessera_identity_allocations_total", dimensions: [("new", isNew ? "true" : "false")]
     ).increment()

@@ -70,7 +70,7 @@ enum ClusterBenchmark {
           key: "cluster_\(service.key)_cpu_ms_per_create",
           label: "CPU per create (with its delete), \(service.label), 2 replicas",
           value: service.milliseconds / Double(two.creates), unit: "ms",
-          floor: cpuFloor(creates: two.creates), target: ""))
+          floor: cpuFloor(two, service.key), target: ""))
     }
     let undelayedIdentity =
       (twoUndelayed.cpuMilliseconds["identity"] ?? .nan)
@@ -81,29 +81,25 @@ enum ClusterBenchmark {
         label:
           "CPU per create (with its delete), identityd (all replicas), 2 replicas, no release delay (each create a node's first reference)",
         value: undelayedIdentity, unit: "ms",
-        floor: cpuFloor(creates: twoUndelayed.creates), target: ""))
+        floor: cpuFloor(twoUndelayed, "identity"), target: ""))
     let rate = configuration.createsPerSecondPerNode
     rows.append(
       Row(
         key: "nodes_per_identity_replica_no_release_delay",
         label:
           "nodes one identity replica serves at \(format(rate)) creates/s per node, no release delay (one core per replica)",
-        value: nodesPerReplica(
-          cpuPerCreate: undelayedIdentity, creates: twoUndelayed.creates, rate: rate),
+        value: nodesPerReplica(twoUndelayed, "identity", rate: rate),
         unit: "nodes",
-        floor: nodesPerReplicaFloor(
-          cpuPerCreate: undelayedIdentity, creates: twoUndelayed.creates, rate: rate),
+        floor: nodesPerReplicaFloor(twoUndelayed, "identity", rate: rate),
         target: ""))
     for service in ["identity", "policy"] {
-      let perCreate = (two.cpuMilliseconds[service] ?? .nan) / Double(two.creates)
       rows.append(
         Row(
           key: "nodes_per_\(service)_replica",
           label:
             "nodes one \(service) replica serves at \(format(rate)) creates/s per node (one core per replica)",
-          value: nodesPerReplica(cpuPerCreate: perCreate, creates: two.creates, rate: rate),
-          unit: "nodes",
-          floor: nodesPerReplicaFloor(cpuPerCreate: perCreate, creates: two.creates, rate: rate),
+          value: nodesPerReplica(two, service, rate: rate), unit: "nodes",
+          floor: nodesPerReplicaFloor(two, service, rate: rate),
           target: "≥ 500 (issue)", bound: .atLeast(500)))
     }
     let notes = [
@@ -113,28 +109,33 @@ enum ClusterBenchmark {
     return (rows, notes)
   }
 
+  static let tickMilliseconds = 1000 / Double(sysconf(Int32(_SC_CLK_TCK)))
+
   /// Where CPU per create comes from, and its resolution: /proc counts whole clock ticks.
-  static func cpuFloor(creates: Int) -> String {
-    "utime+stime from /proc over \(creates) creates; resolution one tick, \(format(cpuResolution(creates: creates))) ms per create"
+  static func cpuFloor(_ measurement: Measurement, _ service: String) -> String {
+    let processes = measurement.processes[service] ?? 0
+    return
+      "utime+stime from /proc over \(measurement.creates) creates and \(processes) process\(processes == 1 ? "" : "es"); resolution \(format(measurement.cpuResolution(service))) ms per create (one tick per counter)"
   }
 
-  /// One clock tick shared over the run's creates: the least CPU per create /proc can show.
-  static func cpuResolution(creates: Int) -> Double {
-    1000 / Double(sysconf(Int32(_SC_CLK_TCK))) / Double(creates)
+  /// Nodes one core serves at `rate` creates/s per node. A service that used less CPU
+  /// than /proc can show counts at that resolution, so the figure is a lower bound
+  /// there, never infinite.
+  static func nodesPerReplica(_ measurement: Measurement, _ service: String, rate: Double)
+    -> Double
+  {
+    let perCreate = (measurement.cpuMilliseconds[service] ?? .nan) / Double(measurement.creates)
+    return 1000 / (max(perCreate, measurement.cpuResolution(service)) * rate)
   }
 
-  /// Nodes one core serves at the configured creates/s per node. CPU under one tick over
-  /// the run counts as one tick, so the figure is a lower bound there, never infinite.
-  static func nodesPerReplica(cpuPerCreate: Double, creates: Int, rate: Double) -> Double {
-    1000 / (max(cpuPerCreate, cpuResolution(creates: creates)) * rate)
-  }
-
-  static func nodesPerReplicaFloor(cpuPerCreate: Double, creates: Int, rate: Double) -> String {
-    let resolution = cpuResolution(creates: creates)
-    let rate = format(rate)
-    return cpuPerCreate < resolution
-      ? "≥ 1000 ms / (one tick over the run, \(format(resolution)) ms per create, × \(rate)/s): the replica used less than one tick"
-      : "= 1000 ms / (\(format(cpuPerCreate)) ms × \(rate)/s)"
+  static func nodesPerReplicaFloor(_ measurement: Measurement, _ service: String, rate: Double)
+    -> String
+  {
+    let perCreate = (measurement.cpuMilliseconds[service] ?? .nan) / Double(measurement.creates)
+    let resolution = measurement.cpuResolution(service)
+    return perCreate < resolution
+      ? "≥ 1000 ms / (\(format(resolution)) ms × \(format(rate))/s): less CPU than /proc resolves over the run"
+      : "= 1000 ms / (\(format(perCreate)) ms × \(format(rate))/s)"
   }
 
   struct Measurement {
@@ -143,6 +144,16 @@ enum ClusterBenchmark {
     var bareCallsPerSecond: Double
     /// CPU milliseconds spent during the measured phase, by service.
     var cpuMilliseconds: [String: Double]
+    /// Processes behind each service's figure (replicas, nodes, etcd members).
+    var processes: [String: Int]
+
+    /// The least CPU per create /proc can show for `service`: its figure sums utime and
+    /// stime, each counted in whole clock ticks, over its processes, so a reading of
+    /// zero means less than one tick per counter.
+    func cpuResolution(_ service: String) -> Double {
+      ClusterBenchmark.tickMilliseconds * Double(2 * max(processes[service] ?? 1, 1))
+        / Double(creates)
+    }
   }
 
   private static func measure(bin: String, replicas: Int, configuration: Configuration)
@@ -216,7 +227,7 @@ enum ClusterBenchmark {
       let creates = configuration.nodes * configuration.createsPerNode
       return Measurement(
         creates: creates, createsPerSecond: Double(creates) / elapsed,
-        bareCallsPerSecond: bare, cpuMilliseconds: cpu)
+        bareCallsPerSecond: bare, cpuMilliseconds: cpu, processes: cluster.processCounts())
     }
   }
 
@@ -344,6 +355,14 @@ final class LocalCluster: @unchecked Sendable {
   deinit { stop() }
 
   /// Clock ticks (user + system) each service has used so far, summed over its processes.
+  /// How many processes each service's CPU figure sums.
+  func processCounts() -> [String: Int] {
+    var counts: [String: Int] = [:]
+    for process in processes { counts[process.service, default: 0] += 1 }
+    counts["etcd"] = etcd.members.count
+    return counts
+  }
+
   func cpuTicks() -> [String: Int] {
     var ticks: [String: Int] = [:]
     var pids = processes.map { ($0.service, $0.process.processIdentifier) }

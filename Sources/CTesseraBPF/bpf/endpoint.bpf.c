@@ -117,21 +117,21 @@ struct verdict_ctx {
 	__u8 deny;
 };
 
-/* Wake the reader once per batch: when this event takes the pending bytes over
- * TESSERA_EVENTS_WAKEUP_BYTES, and not again until the reader has drained below it.
- * A wakeup per event costs every new connection a context switch of the reader,
- * and a forced wakeup is an interrupt (an IPI under a hypervisor, ~5 us): waking
- * for every event while the reader is behind made each denied packet of a flood
- * 20 times dearer. The reader also polls on a short timer (FlowEventPump), so an
- * event waits at most that long, also in the one case where no event wakes it: two
- * CPUs reserving across the threshold at once, each counting the other's record.
- * Called after the reserve, so the pending bytes include this event. */
+/* Wake the reader once per batch: when this event takes the pending bytes over a
+ * multiple of TESSERA_EVENTS_WAKEUP_BYTES, and not for the events in between. A
+ * wakeup per event costs every new connection a context switch of the reader, and
+ * a forced wakeup is an interrupt (an IPI under a hypervisor, ~5 us): waking for
+ * every event while the reader was behind made each denied packet of a flood 20
+ * times dearer. Another CPU reserving between this event's reserve and its query
+ * can hide the crossing from both; the next multiple wakes the reader then, and
+ * it also polls on a short timer (FlowEventPump), so an event waits at most that
+ * long. Called right after the reserve, so the pending bytes include this event. */
 static __always_inline __u64 events_wakeup_flag(void)
 {
 	__u64 pending = bpf_ringbuf_query(&tessera_events, BPF_RB_AVAIL_DATA);
 
-	return pending >= TESSERA_EVENTS_WAKEUP_BYTES &&
-			       pending - TESSERA_EVENT_RECORD_BYTES < TESSERA_EVENTS_WAKEUP_BYTES
+	return pending / TESSERA_EVENTS_WAKEUP_BYTES !=
+			       (pending - TESSERA_EVENT_RECORD_BYTES) / TESSERA_EVENTS_WAKEUP_BYTES
 		       ? BPF_RB_FORCE_WAKEUP
 		       : BPF_RB_NO_WAKEUP;
 }
@@ -141,7 +141,7 @@ static __always_inline void emit(const struct verdict_ctx *v, enum tessera_reaso
 {
 	struct tessera_event *e;
 	__u32 key = 0, local;
-	__u64 *lost;
+	__u64 *lost, wakeup;
 
 	e = bpf_ringbuf_reserve(&tessera_events, sizeof(*e), 0);
 	if (!e) {
@@ -150,6 +150,7 @@ static __always_inline void emit(const struct verdict_ctx *v, enum tessera_reaso
 			(*lost)++;
 		return;
 	}
+	wakeup = events_wakeup_flag();
 	local = v->ep ? v->ep->identity : TESSERA_ID_UNKNOWN;
 	e->time_ns = bpf_ktime_get_ns();
 	e->endpoint_id = v->endpoint_id;
@@ -168,7 +169,7 @@ static __always_inline void emit(const struct verdict_ctx *v, enum tessera_reaso
 	e->state = state;
 	e->pad = 0;
 	e->length = v->skb->len;
-	bpf_ringbuf_submit(e, events_wakeup_flag());
+	bpf_ringbuf_submit(e, wakeup);
 }
 
 static __always_inline int verdict_pass(const struct verdict_ctx *v, enum tessera_reason reason)

@@ -20,10 +20,10 @@
 #define TESSERA_ENDPOINTS_MAX 65535
 #define TESSERA_FRAGS_MAX 8192
 #define TESSERA_EVENTS_BYTES (1 << 20)
-/* Pending event bytes that wake the reader (about a thousand events). */
+/* Pending event bytes that wake the reader (about 800 events). */
 #define TESSERA_EVENTS_WAKEUP_BYTES (TESSERA_EVENTS_BYTES / 16)
-/* One event in the ring: the record and the ring's 8-byte header, rounded to 8. */
-#define TESSERA_EVENT_RECORD_BYTES ((sizeof(struct tessera_event) + 8 + 7) / 8 * 8)
+/* One event in the ring: the record and the ring's header, rounded to 8 bytes. */
+#define TESSERA_EVENT_RECORD_BYTES ((sizeof(struct tessera_event) + BPF_RINGBUF_HDR_SZ + 7) / 8 * 8)
 
 /* Global: IP prefix -> security identity. */
 struct {
