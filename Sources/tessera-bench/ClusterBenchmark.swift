@@ -57,30 +57,25 @@ enum ClusterBenchmark {
           target: ""))
     }
     // CPU per create, from the two-replica run (summed over replicas and nodes).
-    let services: [(key: String, label: String, milliseconds: Double)] = [
-      ("identity", "identityd (all replicas)", two.cpuMilliseconds["identity"] ?? .nan),
-      ("policy", "policyd (all replicas)", two.cpuMilliseconds["policy"] ?? .nan),
-      ("endpoint", "endpointd (all nodes)", two.cpuMilliseconds["endpoint"] ?? .nan),
-      ("datapath", "datapathd (all nodes)", two.cpuMilliseconds["datapath"] ?? .nan),
-      ("etcd", "etcd", two.cpuMilliseconds["etcd"] ?? .nan),
+    let services: [(key: String, label: String)] = [
+      ("identity", "identityd (all replicas)"), ("policy", "policyd (all replicas)"),
+      ("endpoint", "endpointd (all nodes)"), ("datapath", "datapathd (all nodes)"),
+      ("etcd", "etcd"),
     ]
     for service in services {
       rows.append(
         Row(
           key: "cluster_\(service.key)_cpu_ms_per_create",
           label: "CPU per create (with its delete), \(service.label), 2 replicas",
-          value: service.milliseconds / Double(two.creates), unit: "ms",
+          value: two.cpuPerCreate(service.key), unit: "ms",
           floor: cpuFloor(two, service.key), target: ""))
     }
-    let undelayedIdentity =
-      (twoUndelayed.cpuMilliseconds["identity"] ?? .nan)
-      / Double(twoUndelayed.creates)
     rows.append(
       Row(
         key: "cluster_identity_cpu_ms_per_create_no_release_delay",
         label:
           "CPU per create (with its delete), identityd (all replicas), 2 replicas, no release delay (each create a node's first reference)",
-        value: undelayedIdentity, unit: "ms",
+        value: twoUndelayed.cpuPerCreate("identity"), unit: "ms",
         floor: cpuFloor(twoUndelayed, "identity"), target: ""))
     let rate = configuration.createsPerSecondPerNode
     rows.append(
@@ -124,14 +119,13 @@ enum ClusterBenchmark {
   static func nodesPerReplica(_ measurement: Measurement, _ service: String, rate: Double)
     -> Double
   {
-    let perCreate = (measurement.cpuMilliseconds[service] ?? .nan) / Double(measurement.creates)
-    return 1000 / (max(perCreate, measurement.cpuResolution(service)) * rate)
+    1000 / (max(measurement.cpuPerCreate(service), measurement.cpuResolution(service)) * rate)
   }
 
   static func nodesPerReplicaFloor(_ measurement: Measurement, _ service: String, rate: Double)
     -> String
   {
-    let perCreate = (measurement.cpuMilliseconds[service] ?? .nan) / Double(measurement.creates)
+    let perCreate = measurement.cpuPerCreate(service)
     let resolution = measurement.cpuResolution(service)
     return perCreate < resolution
       ? "≥ 1000 ms / (\(format(resolution)) ms × \(format(rate))/s): less CPU than /proc resolves over the run"
@@ -146,6 +140,11 @@ enum ClusterBenchmark {
     var cpuMilliseconds: [String: Double]
     /// Processes behind each service's figure (replicas, nodes, etcd members).
     var processes: [String: Int]
+
+    /// CPU milliseconds `service` spent per create (with its delete).
+    func cpuPerCreate(_ service: String) -> Double {
+      (cpuMilliseconds[service] ?? .nan) / Double(creates)
+    }
 
     /// The least CPU per create /proc can show for `service`: its figure sums utime and
     /// stime, each counted in whole clock ticks, over its processes, so a reading of
@@ -354,7 +353,6 @@ final class LocalCluster: @unchecked Sendable {
 
   deinit { stop() }
 
-  /// Clock ticks (user + system) each service has used so far, summed over its processes.
   /// How many processes each service's CPU figure sums.
   func processCounts() -> [String: Int] {
     var counts: [String: Int] = [:]
@@ -363,6 +361,7 @@ final class LocalCluster: @unchecked Sendable {
     return counts
   }
 
+  /// Clock ticks (user + system) each service has used so far, summed over its processes.
   func cpuTicks() -> [String: Int] {
     var ticks: [String: Int] = [:]
     var pids = processes.map { ($0.service, $0.process.processIdentifier) }

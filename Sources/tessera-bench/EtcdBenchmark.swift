@@ -76,27 +76,27 @@ enum EtcdBenchmark {
     var bareRates: [Double] = []
     var newRates: [Double] = []
     var ratios: [Double] = []
+    func bareTransactions() async throws -> Double {
+      try await Benchmark.throughput(concurrency: 32, total: perRound) {
+        let i = bareCounter.next() + 1000
+        _ = try await client.txn(
+          Etcd.txn(when: [Etcd.absent("/floor/\(i)")], then: [Etcd.put("/floor/\(i)", "x")]))
+      }
+    }
+    func newIdentities() async throws -> Double {
+      try await Benchmark.throughput(concurrency: 32, total: perRound) {
+        _ = try await a.store.allocate(labels: labels[count + counter.next()], node: a.node)
+      }
+    }
     for round in 0..<rounds {
-      func bare() async throws -> Double {
-        try await Benchmark.throughput(concurrency: 32, total: perRound) {
-          let i = bareCounter.next() + 1000
-          _ = try await client.txn(
-            Etcd.txn(when: [Etcd.absent("/floor/\(i)")], then: [Etcd.put("/floor/\(i)", "x")]))
-        }
-      }
-      func newIdentities() async throws -> Double {
-        try await Benchmark.throughput(concurrency: 32, total: perRound) {
-          _ = try await a.store.allocate(labels: labels[count + counter.next()], node: a.node)
-        }
-      }
       var bareRate = 0.0
       var newRate = 0.0
       if round.isMultiple(of: 2) {
-        bareRate = try await bare()
+        bareRate = try await bareTransactions()
         newRate = try await newIdentities()
       } else {
         newRate = try await newIdentities()
-        bareRate = try await bare()
+        bareRate = try await bareTransactions()
       }
       bareRates.append(bareRate)
       newRates.append(newRate)

@@ -260,10 +260,10 @@ struct Report {
       new identity is one transaction writing three keys (identity, label index, the node's leased
       reference) plus a write to the node's local reference table. With 32 in flight, four rounds
       alternate bare transactions and new identities (a quarter of them each, each side first in
-      every other round), and the figures are the rounds' medians: a stall of the shared VM or of etcd's batching lands in one round, not in one
-      side of the comparison. Cached allocations are repeats on
-      a node that already holds the identity (no etcd call); first references are the first pod with a
-      label set on another node (one transaction).
+      every other round), and the figures are the rounds' medians: a stall of the shared VM or of
+      etcd's batching lands in one round, not on one side of the comparison. Cached allocations are
+      repeats on a node that already holds the identity (no etcd call); first references are the
+      first pod with a label set on another node (one transaction).
 
       ### Tessera against IP-based designs
 

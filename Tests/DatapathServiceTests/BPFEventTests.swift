@@ -119,17 +119,12 @@ struct BPFEventTests {
   func batchWakesReader() throws {
     try withPod { backend, reader in
       let woken = DispatchSemaphore(value: 0)
-      let firstRead = Mutex<(events: Int, seconds: Double)?>(nil)
+      let firstRead = Mutex<(events: Int, took: Duration)?>(nil)
       DispatchQueue.global().async {
         let start = ContinuousClock.now
         let events = (try? reader.read(timeoutMilliseconds: 12_000))?.count ?? -1
-        let elapsed = ContinuousClock.now - start
-        firstRead.withLock {
-          $0 = (
-            events,
-            Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-          )
-        }
+        let took = ContinuousClock.now - start
+        firstRead.withLock { $0 = (events, took) }
         woken.signal()
       }
       // Let the reader go to sleep in its poll, then write more than the wake-up
@@ -143,7 +138,7 @@ struct BPFEventTests {
       #expect(woken.wait(timeout: .now() + 20) == .success)
       let read = try #require(firstRead.withLock { $0 })
       #expect(read.events > 0)
-      #expect(read.seconds < 10, "the reader slept through a batch")
+      #expect(read.took < .seconds(10), "the reader slept through a batch")
     }
   }
 
