@@ -5,9 +5,15 @@ import TesseraCore
 import TesseraEtcd
 
 /// Identity allocation on a real etcd (1 and 3 members on loopback), in
-/// process against the store, next to a bare etcd transaction as the floor.
+/// process against the store, next to a bare etcd transaction as the floor; with
+/// one member also paired like with like against the embedded store (the default):
+/// both stores in process, and both behind identityd.
 enum EtcdBenchmark {
-  static func figures(newIdentities: Int) async throws -> (rows: [Row], notes: [String]) {
+  /// - Parameter bin: the directory of the tessera binaries, for the nodes behind
+  ///   which the two stores are compared through identityd; nil leaves that pairing out.
+  static func figures(newIdentities: Int, bin: String?) async throws -> (
+    rows: [Row], notes: [String]
+  ) {
     guard LocalEtcdCluster.executable != nil else {
       return ([], ["etcd figures skipped: etcd not installed"])
     }
@@ -17,11 +23,14 @@ enum EtcdBenchmark {
       defer { cluster.shutdown() }
       rows += try await measure(
         cluster, members: members, newIdentities: members == 1 ? newIdentities : newIdentities / 2)
+      if members == 1, let bin {
+        rows += try await throughIdentityService(cluster, bin: bin, newIdentities: newIdentities)
+      }
     }
     return (
       rows,
       [
-        "etcd figures: the identity store in process against real etcd \(etcdVersion()) on loopback (fsync on)"
+        "etcd figures: the identity store in process against real etcd \(etcdVersion()) on loopback (fsync on); the embedded store is paired with it in the same rounds, in process and behind identityd"
       ]
     )
   }
@@ -71,10 +80,21 @@ enum EtcdBenchmark {
     let rounds = 4
     precondition(count >= rounds, "at least one new identity per round")
     let perRound = count / rounds
+    // With one member the embedded store (the default) runs the same label sets in the
+    // same rounds, in process too: its file in a temporary directory, as identityd opens it.
+    let embeddedDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "tsr-bench-embedded-\(getpid())"
+    ).path
+    let embedded =
+      members == 1
+      ? try SQLiteIdentityStore(path: embeddedDirectory + "/identity.db") : nil
+    defer { try? FileManager.default.removeItem(atPath: embeddedDirectory) }
     let bareCounter = Counter()
     let counter = Counter()
+    let embeddedCounter = Counter()
     var bareRates: [Double] = []
     var newRates: [Double] = []
+    var embeddedRates: [Double] = []
     var ratios: [Double] = []
     func bareTransactions() async throws -> Double {
       try await Benchmark.throughput(concurrency: 32, total: perRound) {
@@ -88,16 +108,23 @@ enum EtcdBenchmark {
         _ = try await a.store.allocate(labels: labels[count + counter.next()], node: a.node)
       }
     }
+    func newEmbeddedIdentities(_ store: SQLiteIdentityStore) async throws -> Double {
+      try await Benchmark.throughput(concurrency: 32, total: perRound) {
+        _ = try await store.allocate(labels: labels[count + embeddedCounter.next()], node: a.node)
+      }
+    }
     for round in 0..<rounds {
+      // Each side first in every other round (with the embedded store: A B C, then C B A).
       var bareRate = 0.0
       var newRate = 0.0
-      if round.isMultiple(of: 2) {
-        bareRate = try await bareTransactions()
-        newRate = try await newIdentities()
-      } else {
-        newRate = try await newIdentities()
-        bareRate = try await bareTransactions()
+      var measurements: [() async throws -> Void] = [
+        { bareRate = try await bareTransactions() }, { newRate = try await newIdentities() },
+      ]
+      if let embedded {
+        measurements.append { embeddedRates.append(try await newEmbeddedIdentities(embedded)) }
       }
+      if !round.isMultiple(of: 2) { measurements.reverse() }
+      for measurement in measurements { try await measurement() }
       bareRates.append(bareRate)
       newRates.append(newRate)
       ratios.append(newRate / bareRate * 100)
@@ -117,6 +144,18 @@ enum EtcdBenchmark {
     let knownRate = Double(count) / (clock.now - knownStart).milliseconds * 1000
 
     let floor = "bare txn p50 \(format(bare.p50)) ms = \(format(1000 / bare.p50))/s"
+    let embeddedRows =
+      embedded == nil
+      ? []
+      : [
+        Row(
+          key: "embedded_store_new_identities_per_s",
+          label: "new identities/s, 32 in flight (embedded store, in process)",
+          value: median(embeddedRates), unit: "/s",
+          floor:
+            "same label sets in the same \(rounds) rounds as etcd's; by round \(embeddedRates.map { format($0) }.joined(separator: ", "))/s",
+          target: "")
+      ]
     return [
       Row(
         key: "\(key)_raw_txn_p50_ms", label: "bare create-only etcd txn p50 (\(scope))",
@@ -143,6 +182,7 @@ enum EtcdBenchmark {
         floor:
           "medians of \(rounds) alternating rounds; by round \(ratios.map { format($0) }.joined(separator: ", ")) %",
         target: members == 1 ? "≥ 90 (issue)" : "", bound: members == 1 ? .atLeast(90) : nil),
+    ] + embeddedRows + [
       Row(
         key: "\(key)_cached_alloc_per_s",
         label: "cached allocations/s, node already holds it (\(scope))", value: cachedRate,
