@@ -74,7 +74,8 @@ extension EtcdBenchmark {
             key: "etcd_service_new_identities_per_s",
             label: "new identities/s through identityd, 32 in flight (etcd, 1 member)",
             value: median(etcdRates), unit: "/s",
-            floor: "medians of \(rounds) rounds alternating with the embedded store's; \(byRound(etcdRates))",
+            floor:
+              "medians of \(rounds) rounds alternating with the embedded store's; \(byRound(etcdRates))",
             target: ""),
         ]
       }
