@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Pods started by a real container runtime: podman (its CNI backend, Go libcni)
-# runs tessera-cni as the main plugin with host-local IPAM, against a real node
+# runs tessera-cni as the main plugin with host-local IPAM (and chained after
+# ptp for two containers), against a real node
 # (tessera node up, eBPF datapath), and busybox in the containers speaks real TCP.
 #
 #   TESSERA_BIN=<dir with tessera and tessera-*d> bash Tests/e2e/podman_e2e.sh
@@ -43,6 +44,7 @@ RUN=$tmp/run
 PIN=/sys/fs/bpf/tessera-podman-$$
 NET=tsr-podman-$$
 SUBNET_PREFIX=10.195.0
+SUBNET_PREFIX_CHAINED=10.195.1
 tessera() { "$TESSERA_BIN/tessera" "$@" --run-dir "$RUN"; }
 
 # Podman reads the CNI backend, the plugin directories and the network config from
@@ -59,6 +61,10 @@ EOF
 cat >"$tmp/net.d/$NET.conflist" <<EOF
 {"cniVersion":"1.0.0","name":"$NET","plugins":[{"type":"tessera-cni","socketPath":"$RUN/endpoint.sock","timeoutMs":10000,"logFile":"$tmp/cni.log","ipam":{"type":"host-local","ranges":[[{"subnet":"$SUBNET_PREFIX.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}],"dataDir":"$tmp/ipam"}}]}
 EOF
+# The chained mode: ptp makes the veth, libcni hands its result to tessera-cni.
+cat >"$tmp/net.d/$NET-chained.conflist" <<EOF
+{"cniVersion":"1.0.0","name":"$NET-chained","plugins":[{"type":"ptp","ipMasq":false,"ipam":{"type":"host-local","ranges":[[{"subnet":"$SUBNET_PREFIX_CHAINED.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}],"dataDir":"$tmp/ipam"}},{"type":"tessera-cni","socketPath":"$RUN/endpoint.sock","timeoutMs":10000,"logFile":"$tmp/cni.log"}]}
+EOF
 # The containers' root: busybox alone (no image, no registry).
 cp /bin/busybox "$tmp/rootfs/bin/"
 echo hello >"$tmp/rootfs/www/index.html"
@@ -71,7 +77,7 @@ prun() {
   local options=()
   while [ "$1" != -- ]; do options+=("$1") && shift; done
   shift
-  p run "${run_flags[@]}" --label "$NET=1" --network "$NET" "${options[@]}" --rootfs "$tmp/rootfs" "$@"
+  p run "${run_flags[@]}" --label "$NET=1" --network "${network:-$NET}" "${options[@]}" --rootfs "$tmp/rootfs" "$@"
 }
 
 cleanup() {
@@ -150,6 +156,16 @@ check "other's drop at web is a policy verdict naming both identities" eval 'tes
   "[.[] | select(.verdict == \"dropped\" and .reason == \"policy-default\" and .destination.identity == $web_identity and .destination.port == 8080 and (.source.labels | index(\"k8s:app=other\")) != null)] | length > 0"'
 p logs prober >"$tmp/prober.log" 2>&1
 check "the prober never connected (no window while web started)" eval '! grep -q CONNECTED '"$tmp/prober.log"
+
+# Chained after ptp: libcni passes ptp's result to tessera-cni as prevResult.
+tessera workload set default/chained-client app=client >/dev/null
+tessera workload set default/chained-other app=other >/dev/null
+check "chained (ptp + tessera-cni): client -> web:8080 connects" \
+  eval 'network=$NET-chained connects chained-client '"$WEB_IP"' 8080'
+check "chained (ptp + tessera-cni): other -> web:8080 is dropped" \
+  eval '! network=$NET-chained connects chained-other '"$WEB_IP"' 8080'
+check "that drop names the ptp-attached peer's address and identity" eval 'tessera observe -o json | jq -se \
+  "[.[] | select(.verdict == \"dropped\" and (.source.ip | startswith(\"$SUBNET_PREFIX_CHAINED.\")) and (.source.labels | index(\"k8s:app=other\")) != null)] | length > 0"'
 
 # Restart: podman tears the network down (DEL) and sets it up again (ADD).
 web_id=$(endpoint_of web | jq -r .id)
