@@ -178,6 +178,34 @@ public final class Datapath: Sendable {
     DatapathMetrics.ipcacheWrites.increment(by: prefixes.count)
   }
 
+  /// Maps CIDRs a policy names to their identities (``CIDRIdentity``), each only where the
+  /// prefix holds no entry or another CIDR's: an endpoint's, the node's or another node's
+  /// pod's address keeps its own identity (a policy naming it selects nothing there).
+  public func upsertCIDREntries(_ entries: [IPCacheEntry]) throws(DatapathError) {
+    let written = try backendLock.withLock { (_) throws(DatapathError) -> Int in
+      let current = Dictionary(
+        try backend.ipcacheEntries().map { ($0.prefix, $0.identity) },
+        uniquingKeysWith: { a, _ in a })
+      let yielding = entries.filter { current[$0.prefix].map(CIDRIdentity.isCIDR) ?? true }
+      try backend.upsertIPCache(yielding)
+      return yielding.count
+    }
+    DatapathMetrics.ipcacheWrites.increment(by: written)
+  }
+
+  /// Unmaps CIDRs, each only where the prefix still maps to a CIDR identity.
+  public func deleteCIDREntries(_ prefixes: [IPPrefix]) throws(DatapathError) {
+    let deleted = try backendLock.withLock { (_) throws(DatapathError) -> Int in
+      let current = Dictionary(
+        try backend.ipcacheEntries().map { ($0.prefix, $0.identity) },
+        uniquingKeysWith: { a, _ in a })
+      let owned = prefixes.filter { current[$0].map(CIDRIdentity.isCIDR) ?? false }
+      try backend.deleteIPCache(owned)
+      return owned.count
+    }
+    DatapathMetrics.ipcacheWrites.increment(by: deleted)
+  }
+
   public func ipcacheEntries() throws(DatapathError) -> [IPCacheEntry] {
     try backendLock.withLock { (_) throws(DatapathError) in try backend.ipcacheEntries() }
   }

@@ -11,7 +11,11 @@ extension DatapathServiceHandler {
       IPCacheEntry(
         prefix: try IPPrefix(parsing: entry.prefix), identity: NumericIdentity(entry.identity))
     }
-    try datapath.upsertIPCache(entries)
+    if request.cidr {
+      try datapath.upsertCIDREntries(entries)
+    } else {
+      try datapath.upsertIPCache(entries)
+    }
     return .with { $0.changed = UInt32(entries.count) }
   }
 
@@ -19,7 +23,11 @@ extension DatapathServiceHandler {
     request: Tessera_Datapath_V1_DeleteIPCacheRequest, context: ServerContext
   ) async throws -> Tessera_Datapath_V1_IPCacheResponse {
     let prefixes = try request.prefixes.map { text throws(RPCError) in try IPPrefix(parsing: text) }
-    try datapath.deleteIPCache(prefixes)
+    if request.cidr {
+      try datapath.deleteCIDREntries(prefixes)
+    } else {
+      try datapath.deleteIPCache(prefixes)
+    }
     return .with { $0.changed = UInt32(prefixes.count) }
   }
 

@@ -200,6 +200,8 @@ extension EndpointManager {
   /// A resync (events may have been missed: a lagged or reconnected watch)
   /// drops every cached policy and regenerates every endpoint.
   public func policyChanged(_ change: PolicyChange) async {
+    // A CIDR the change removed stops mapping its addresses before the maps lose its entries.
+    await cidrIPCache?.removeBeforeRegenerating(change)
     // Before anything is regenerated, so no regeneration reuses a policy from before the change.
     policyCache.invalidate(change.resync ? nil : change.affectedIdentities)
     let affected = registry.all().filter { endpoint in
@@ -224,6 +226,29 @@ extension EndpointManager {
         sequence: sequence, instanceID: change.instanceID, triggered: queued,
         resync: change.resync, added: change.addedIdentities, deleted: change.deletedIdentities,
         namesIdentityChanges: change.instanceID != nil ? change.namesIdentityChanges : nil)
+      // A CIDR the change brought in maps its addresses once the maps hold its entries.
+      if let cidrIPCache, let instanceID = ordering.instanceID {
+        await cidrIPCache.installAfterPeers(
+          through: PolicyEventSequence(sequence: sequence, instanceID: instanceID),
+          ordering: ordering)
+      }
+    }
+  }
+
+  /// Returns once this node's ipcache maps every CIDR the policy service's rules named when
+  /// the policy watch (re)started (at once without a datapath that takes CIDR entries).
+  public func waitUntilCIDRsMapped() async {
+    await cidrIPCache?.waitUntilSynced()
+  }
+
+  /// Retries CIDR mappings an event left unfinished, every `interval`, and reads the
+  /// datapath's entries again every 15th time, until cancelled.
+  public func retryCIDRMappings(every interval: Duration = .seconds(2)) async {
+    guard let cidrIPCache else { return }
+    var round = 0
+    while (try? await Task.sleep(for: interval)) != nil {
+      round += 1
+      await cidrIPCache.retry(ordering: ordering, rereading: round.isMultiple(of: 15))
     }
   }
 }

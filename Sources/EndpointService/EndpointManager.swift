@@ -57,6 +57,8 @@ public final class EndpointManager: Sendable {
   let policyCache = PolicyCache()
   /// Holds back a realisation that makes addresses carry a new identity until peers' policy reflects it.
   let ordering = PolicyOrdering()
+  /// The ipcache entries of the CIDRs the rules name; nil without a datapath that takes them.
+  let cidrIPCache: CIDRIPCache?
 
   /// Lets the regenerator call back into the manager without a retain cycle at init.
   private final class RegeneratorBox: Sendable {
@@ -69,6 +71,9 @@ public final class EndpointManager: Sendable {
     policy: any PolicyComputing, datapath: any DatapathRealizing, store: EndpointStateStore?,
     logger: Logger = Logger(label: "tessera.endpoint")
   ) {
+    self.cidrIPCache = (datapath as? any CIDRIPCacheWriting).map {
+      CIDRIPCache(datapath: $0, logger: logger)
+    }
     self.configuration = configuration
     self.metadata = metadata
     self.identities = identities

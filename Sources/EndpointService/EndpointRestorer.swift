@@ -44,8 +44,19 @@ public struct EndpointRestorer<Transport: ClientTransport>: Service {
         // A queued deletion that cannot finish yet (an upstream down) stays for
         // the drainer; it must not keep the node from serving.
         if let deletionQueue { await deletionQueue.drain(manager, logger: logger) }
-        health.setServing(true)
-        await policy.watchPolicy(logger: logger) { change in await manager.policyChanged(change) }
+        // Serving once the ipcache maps every CIDR the rules name: a pod created before
+        // would have a CIDR's entries while its addresses still carry `world`.
+        try await withThrowingDiscardingTaskGroup { group in
+          group.addTask {
+            await policy.watchPolicy(logger: logger) { change in
+              await manager.policyChanged(change)
+            }
+          }
+          group.addTask { await manager.retryCIDRMappings() }
+          await manager.waitUntilCIDRsMapped()
+          try Task.checkCancellation()
+          health.setServing(true)
+        }
       }
     } catch is CancellationError {
       // A graceful shutdown, not a failure.

@@ -58,6 +58,9 @@ final class PolicyOrdering: Sendable {
 
   private let state = Mutex(State())
 
+  /// The policy service instance the watch follows (nil before its first event).
+  var instanceID: String? { state.withLock { $0.instanceID } }
+
   /// Whether realising this identity for the endpoint makes addresses carry a
   /// new identity (its first realisation, or a relabel).
   func changesIdentity(endpointID: UInt64, to identity: NumericIdentity) -> Bool {

@@ -211,7 +211,8 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
                 PolicyChange(
                   revision: event.revision, affectedIdentities: continues ? [] : nil,
                   sequence: event.sequence, instanceID: event.instanceID, resync: !continues,
-                  namesIdentityChanges: event.namesIdentityChanges))
+                  namesIdentityChanges: event.namesIdentityChanges,
+                  cidrIdentities: PolicyChange.cidrs(event.cidrIdentities)))
               continue
             }
             position?.sequence = event.sequence
@@ -333,6 +334,65 @@ extension PolicyChange {
       addedIdentities: Dictionary(
         event.addedIdentities.map { (NumericIdentity(rawValue: $0.id), $0.labelsDigest) },
         uniquingKeysWith: { first, _ in first }),
-      deletedIdentities: Set(event.deletedIdentities.map(NumericIdentity.init(rawValue:))))
+      deletedIdentities: Set(event.deletedIdentities.map(NumericIdentity.init(rawValue:))),
+      addedCIDRs: Self.cidrs(event.addedIdentities))
+  }
+
+  /// The CIDR identities among `arrivals`, by prefix (arrivals outside the CIDR scope, or
+  /// whose prefix does not parse, are not CIDR identities).
+  static func cidrs(_ arrivals: [Tessera_Policy_V1_IdentityArrival]) -> [IPPrefix: NumericIdentity]
+  {
+    var cidrs: [IPPrefix: NumericIdentity] = [:]
+    for arrival in arrivals where CIDRIdentity.isCIDR(NumericIdentity(arrival.id)) {
+      if let prefix = IPPrefix(arrival.cidr) { cidrs[prefix] = NumericIdentity(arrival.id) }
+    }
+    return cidrs
+  }
+}
+
+extension DatapathServiceClient: CIDRIPCacheWriting {
+  public func upsertCIDREntries(_ entries: [IPPrefix: NumericIdentity]) async throws(EndpointError)
+  {
+    guard !entries.isEmpty else { return }
+    do {
+      _ = try await client.upsertIPCache(
+        .with {
+          $0.cidr = true
+          $0.entries = entries.sorted { $0.key < $1.key }.map { prefix, identity in
+            .with {
+              $0.prefix = prefix.description
+              $0.identity = identity.rawValue
+            }
+          }
+        }, options: .failFast(timeout: timeout))
+    } catch {
+      throw .upstream("datapath", error)
+    }
+  }
+
+  public func deleteCIDREntries(_ prefixes: [IPPrefix]) async throws(EndpointError) {
+    guard !prefixes.isEmpty else { return }
+    do {
+      _ = try await client.deleteIPCache(
+        .with {
+          $0.cidr = true
+          $0.prefixes = prefixes.map(\.description)
+        }, options: .failFast(timeout: timeout))
+    } catch {
+      throw .upstream("datapath", error)
+    }
+  }
+
+  public func ipcacheEntries() async throws(EndpointError) -> [IPPrefix: NumericIdentity] {
+    do {
+      let response = try await client.listIPCache(.init(), options: .failFast(timeout: timeout))
+      var entries: [IPPrefix: NumericIdentity] = [:]
+      for entry in response.entries {
+        if let prefix = IPPrefix(entry.prefix) { entries[prefix] = NumericIdentity(entry.identity) }
+      }
+      return entries
+    } catch {
+      throw .upstream("datapath", error)
+    }
   }
 }

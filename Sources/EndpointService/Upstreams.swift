@@ -82,12 +82,19 @@ public struct PolicyChange: Sendable, Equatable {
   public var deletedIdentities: Set<NumericIdentity>
   /// On a stream's first change: the policy service names identity changes in its events.
   public var namesIdentityChanges: Bool
+  /// CIDR identities the change brought into the SelectorCache, by prefix.
+  public var addedCIDRs: [IPPrefix: NumericIdentity]
+  /// On a stream's first change: every CIDR identity the policy service holds, by prefix
+  /// (nil on later changes).
+  public var cidrIdentities: [IPPrefix: NumericIdentity]?
 
   public init(
     revision: UInt64, affectedIdentities: Set<NumericIdentity>?, sequence: UInt64? = nil,
     instanceID: String? = nil, resync: Bool = false,
     addedIdentities: [NumericIdentity: UInt64] = [:],
-    deletedIdentities: Set<NumericIdentity> = [], namesIdentityChanges: Bool = false
+    deletedIdentities: Set<NumericIdentity> = [], namesIdentityChanges: Bool = false,
+    addedCIDRs: [IPPrefix: NumericIdentity] = [:],
+    cidrIdentities: [IPPrefix: NumericIdentity]? = nil
   ) {
     self.revision = revision
     self.affectedIdentities = affectedIdentities
@@ -97,6 +104,8 @@ public struct PolicyChange: Sendable, Equatable {
     self.addedIdentities = addedIdentities
     self.deletedIdentities = deletedIdentities
     self.namesIdentityChanges = namesIdentityChanges
+    self.addedCIDRs = addedCIDRs
+    self.cidrIdentities = cidrIdentities
   }
 }
 

@@ -5,9 +5,10 @@ import TesseraCore
 extension PolicyEngine {
   /// Makes the repository hold exactly `policies` at `revision`.
   ///
-  /// - Returns: every identity (a reload may change anything).
+  /// - Returns: every identity (a reload may change anything), and the CIDR identities
+  ///   the reload brought in or removed.
   func replaceAll(with policies: [(policy: ParsedPolicy, importedAt: UInt64)], revision: UInt64)
-    -> AffectedIdentities
+    -> (affected: AffectedIdentities, identities: IdentityChanges)
   {
     state.withLock { repository in
       let wanted = Set(policies.map { PolicyKey($0.policy.ref) })
@@ -18,15 +19,16 @@ extension PolicyEngine {
         _ = repository.replace([policy], revision: importedAt)
       }
       repository.advance(to: revision)
-      return .all
+      return (.all, repository.takeIdentityChanges())
     }
   }
 
   /// Applies one committed batch: policies added or replaced, policies deleted.
   ///
-  /// - Returns: the identities whose policy may have changed.
+  /// - Returns: the identities whose policy may have changed, and the CIDR identities the
+  ///   batch brought in or removed.
   func apply(upserting: [ParsedPolicy], deleting: [PolicyKey], revision: UInt64)
-    -> AffectedIdentities
+    -> (affected: AffectedIdentities, identities: IdentityChanges)
   {
     state.withLock { repository in
       var affected = Set<NumericIdentity>()
@@ -40,7 +42,7 @@ extension PolicyEngine {
       if !upserting.isEmpty { note(repository.replace(upserting, revision: revision)) }
       for key in deleting { repository.remove(key, revision: revision).map(note) }
       repository.advance(to: revision)
-      return everything ? .all : .some(affected)
+      return (everything ? .all : .some(affected), repository.takeIdentityChanges())
     }
   }
 }

@@ -52,6 +52,7 @@ public final class PolicyEngine: Sendable {
             + (error.path.isEmpty ? error.problem : "\(error.path): \(error.problem)"))
       }
     }
+    _ = repository.takeIdentityChanges()
     self.state = Mutex(repository)
     logger.info(
       "policy repository loaded",
@@ -74,12 +75,14 @@ public final class PolicyEngine: Sendable {
   /// - Throws: ``PolicyError`` (`invalidManifest`) naming file, document and field; nothing
   ///   is imported. `storage` when the database write fails; nothing changes.
   public func importPolicies(sourceName: String, content: [UInt8]) throws(PolicyError) -> (
-    revision: UInt64, policies: [PolicyRef], affected: AffectedIdentities
+    revision: UInt64, policies: [PolicyRef], affected: AffectedIdentities,
+    identities: IdentityChanges
   ) {
     let parsed = try PolicyManifest.parse(sourceName: sourceName, content: content)
     let database = self.database
     let result = try state.withLock {
-      (repository) throws(PolicyError) -> (UInt64, AffectedIdentities) in
+      (repository) throws(PolicyError) -> (UInt64, AffectedIdentities, IdentityChanges) in
+      try Self.checkCIDRs(of: parsed, against: repository, sourceName: sourceName)
       let next = repository.revision + 1
       try database?.commit(
         revision: next,
@@ -90,7 +93,8 @@ public final class PolicyEngine: Sendable {
             sourceJSON: $0.sourceJSON, ruleCount: $0.rules.count)
         },
         deleting: [])
-      return (next, repository.replace(parsed, revision: next))
+      let affected = repository.replace(parsed, revision: next)
+      return (next, affected, repository.takeIdentityChanges())
     }
     logger.info(
       "policies imported",
@@ -98,7 +102,28 @@ public final class PolicyEngine: Sendable {
         "policy.revision": "\(result.0)", "policy.source": "\(sourceName)",
         "policy.names": "\(parsed.map(\.ref.description).joined(separator: ","))",
       ])
-    return (result.0, parsed.map(\.ref), result.1)
+    return (result.0, parsed.map(\.ref), result.1, result.2)
+  }
+
+  /// Refuses a manifest naming a CIDR whose identity number another named CIDR holds
+  /// (``CIDRIdentity``: numbers come from the prefix alone).
+  static func checkCIDRs(
+    of parsed: [ParsedPolicy], against repository: PolicyRepository, sourceName: String
+  ) throws(PolicyError) {
+    let named = Set(parsed.flatMap(\.rules).flatMap(\.namedPrefixes))
+    guard let (prefix, holder) = repository.cidrCollision(naming: named) else { return }
+    throw PolicyError(
+      code: .invalidManifest,
+      message:
+        "\(sourceName): CIDR \(prefix) cannot be used: its identity (\(CIDRIdentity.number(for: prefix))) is that of \(holder), which a policy already names; name a prefix one bit shorter or longer, or write the addresses as two prefixes"
+    )
+  }
+
+  /// Refuses a manifest naming a CIDR whose identity number another named CIDR holds.
+  func checkCIDRs(of parsed: [ParsedPolicy], sourceName: String) throws(PolicyError) {
+    try state.withLock { (repository) throws(PolicyError) in
+      try Self.checkCIDRs(of: parsed, against: repository, sourceName: sourceName)
+    }
   }
 
   /// Deletes one policy; the revision goes up by one.
@@ -121,12 +146,16 @@ public final class PolicyEngine: Sendable {
   /// - Throws: ``PolicyError`` (`notFound`) when a named policy does not exist, `storage`
   ///   when the database write fails (nothing is deleted).
   public func deletePolicies(_ deletion: PolicyDeletion) throws(PolicyError) -> (
-    revision: UInt64, deleted: [PolicyRef], affected: AffectedIdentities
+    revision: UInt64, deleted: [PolicyRef], affected: AffectedIdentities,
+    identities: IdentityChanges
   ) {
     let database = self.database
     let result = try state.withLock {
-      (repository) throws(PolicyError) -> (UInt64, [PolicyRef], AffectedIdentities) in
-      try repository.delete(selectedBy: deletion, database: database)
+      (repository) throws(PolicyError) -> (UInt64, [PolicyRef], AffectedIdentities, IdentityChanges)
+      in
+      let (revision, deleted, affected) = try repository.delete(
+        selectedBy: deletion, database: database)
+      return (revision, deleted, affected, repository.takeIdentityChanges())
     }
     guard !result.1.isEmpty else {
       if case .named(let namespace, let name) = deletion {
@@ -173,9 +202,17 @@ public final class PolicyEngine: Sendable {
     state.withLock { $0.updateIdentities(added: added, deleted: deleted) }
   }
 
-  /// Every identity the SelectorCache holds that is not reserved.
+  /// The identities of the CIDRs the rules name (``CIDRIdentity``), sorted by prefix.
+  public func cidrIdentities() -> [SecurityIdentity] {
+    state.withLock { $0.cidrIdentities.keys.sorted().map(CIDRIdentity.identity(for:)) }
+  }
+
+  /// Every identity the SelectorCache holds that the identity service allocated (not
+  /// reserved, not a CIDR's: the rules own those).
   public func allocatedIdentities() -> Set<NumericIdentity> {
-    state.withLock { Set($0.cache.identities.filter { !$0.isReserved }) }
+    state.withLock {
+      Set($0.cache.identities.filter { !$0.isReserved && !CIDRIdentity.isCIDR($0) })
+    }
   }
 
   /// Those of `identities` the SelectorCache does not hold (never a reserved identity).

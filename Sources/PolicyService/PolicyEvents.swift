@@ -89,12 +89,8 @@ public final class PolicyEvents: Sendable {
         case .all: $0.all = true
         case .some(let identities): $0.affectedIdentities = identities.map(\.rawValue).sorted()
         }
-        $0.addedIdentities = added.sorted { $0.id < $1.id }.map { identity in
-          .with {
-            $0.id = identity.id.rawValue
-            $0.labelsDigest = identity.labels.canonicalDigest
-          }
-        }
+        $0.addedIdentities = added.sorted { $0.id < $1.id }.map(
+          Tessera_Policy_V1_IdentityArrival.init)
         $0.deletedIdentities = deleted.map(\.rawValue).sorted()
       })
   }
@@ -184,5 +180,15 @@ public final class PolicyReadiness: Sendable {
           "identities not synchronised yet: the policy service has not finished its first sync with the identity service"
       )
     }
+  }
+}
+
+extension Tessera_Policy_V1_IdentityArrival {
+  /// The arrival of `identity`: its number, labels digest and, for a CIDR identity, prefix.
+  public init(_ identity: SecurityIdentity) {
+    self.init()
+    id = identity.id.rawValue
+    labelsDigest = identity.labels.canonicalDigest
+    cidr = CIDRIdentity.prefix(of: identity)?.description ?? ""
   }
 }

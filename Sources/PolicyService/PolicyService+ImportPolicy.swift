@@ -22,7 +22,9 @@ extension PolicyServiceHandler {
         "source": "\(source)", "revision": "\(result.revision)",
         "count": "\(result.policies.count)",
       ])
-    events.publish(revision: result.revision, affected: result.affected)
+    events.publish(
+      revision: result.revision, affected: result.affected, added: result.identities.added,
+      deleted: result.identities.deleted)
     return .with {
       $0.revision = result.revision
       $0.policies = result.policies.map(Tessera_Policy_V1_PolicyRef.init)
@@ -42,7 +44,9 @@ extension PolicyServiceHandler {
     }
     let result = try engine.deletePolicies(deletion)
     if !result.deleted.isEmpty {
-      events.publish(revision: result.revision, affected: result.affected)
+      events.publish(
+        revision: result.revision, affected: result.affected, added: result.identities.added,
+        deleted: result.identities.deleted)
     }
     return .with {
       $0.revision = result.revision

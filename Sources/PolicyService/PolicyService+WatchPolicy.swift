@@ -4,7 +4,8 @@ import TesseraProto
 
 extension PolicyServiceHandler {
   /// The first event carries the current revision and sequence (`all` set, and
-  /// the instance ID); later events are live changes, numbered without gaps.
+  /// the instance ID) and every CIDR identity; later events are live changes, numbered
+  /// without gaps.
   /// A subscriber that falls ``PolicyEvents/bufferSize`` events behind gets the
   /// events it still had buffered, then RESOURCE_EXHAUSTED.
   public func watchPolicy(
@@ -19,6 +20,9 @@ extension PolicyServiceHandler {
           $0.sequence = subscription.sequence
           $0.instanceID = events.instanceID
           $0.namesIdentityChanges = true
+          // Read after subscribing: a CIDR identity that changes meanwhile is also in an
+          // event after this one, and the subscriber applies both in order.
+          $0.cidrIdentities = engine.cidrIdentities().map(Tessera_Policy_V1_IdentityArrival.init)
         })
       for await event in subscription.events { try await response.write(event) }
       if subscription.lagged {

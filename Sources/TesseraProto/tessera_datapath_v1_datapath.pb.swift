@@ -211,6 +211,11 @@ public nonisolated struct Tessera_Datapath_V1_UpsertIPCacheRequest: Sendable {
 
   public var entries: [Tessera_Datapath_V1_IPCacheEntry] = []
 
+  /// The entries map CIDRs a policy names to their identities (the CIDR scope, 1<<24 and
+  /// up): each is written only where the prefix holds no entry or another CIDR's, so an
+  /// endpoint's, the node's or another node's pod's address keeps its own identity.
+  public var cidr: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -222,6 +227,9 @@ public nonisolated struct Tessera_Datapath_V1_DeleteIPCacheRequest: Sendable {
   // methods supported on all messages.
 
   public var prefixes: [String] = []
+
+  /// Delete a prefix only where it still maps to a CIDR identity (see UpsertIPCacheRequest).
+  public var cidr: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -810,7 +818,7 @@ nonisolated extension Tessera_Datapath_V1_IPCacheEntry: SwiftProtobuf.Message, S
 
 nonisolated extension Tessera_Datapath_V1_UpsertIPCacheRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UpsertIPCacheRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entries\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entries\0\u{1}cidr\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -819,6 +827,7 @@ nonisolated extension Tessera_Datapath_V1_UpsertIPCacheRequest: SwiftProtobuf.Me
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.cidr) }()
       default: break
       }
     }
@@ -828,11 +837,15 @@ nonisolated extension Tessera_Datapath_V1_UpsertIPCacheRequest: SwiftProtobuf.Me
     if !self.entries.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 1)
     }
+    if self.cidr != false {
+      try visitor.visitSingularBoolField(value: self.cidr, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tessera_Datapath_V1_UpsertIPCacheRequest, rhs: Tessera_Datapath_V1_UpsertIPCacheRequest) -> Bool {
     if lhs.entries != rhs.entries {return false}
+    if lhs.cidr != rhs.cidr {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -840,7 +853,7 @@ nonisolated extension Tessera_Datapath_V1_UpsertIPCacheRequest: SwiftProtobuf.Me
 
 nonisolated extension Tessera_Datapath_V1_DeleteIPCacheRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DeleteIPCacheRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prefixes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prefixes\0\u{1}cidr\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -849,6 +862,7 @@ nonisolated extension Tessera_Datapath_V1_DeleteIPCacheRequest: SwiftProtobuf.Me
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedStringField(value: &self.prefixes) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.cidr) }()
       default: break
       }
     }
@@ -858,11 +872,15 @@ nonisolated extension Tessera_Datapath_V1_DeleteIPCacheRequest: SwiftProtobuf.Me
     if !self.prefixes.isEmpty {
       try visitor.visitRepeatedStringField(value: self.prefixes, fieldNumber: 1)
     }
+    if self.cidr != false {
+      try visitor.visitSingularBoolField(value: self.cidr, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tessera_Datapath_V1_DeleteIPCacheRequest, rhs: Tessera_Datapath_V1_DeleteIPCacheRequest) -> Bool {
     if lhs.prefixes != rhs.prefixes {return false}
+    if lhs.cidr != rhs.cidr {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -309,6 +309,12 @@ public nonisolated struct Tessera_Policy_V1_PolicyEvent: Sendable {
   /// added_identities and deleted_identities (one from before never does).
   public var namesIdentityChanges: Bool = false
 
+  /// On the first event of a stream: every CIDR identity the SelectorCache holds (later
+  /// events name CIDR identities that arrive in added_identities, with their prefix, and
+  /// those that leave in deleted_identities). A node maps each prefix to its identity in
+  /// its ipcache once it has realised the event that brought it.
+  public var cidrIdentities: [Tessera_Policy_V1_IdentityArrival] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -326,6 +332,10 @@ public nonisolated struct Tessera_Policy_V1_IdentityArrival: Sendable {
   public var id: UInt32 = 0
 
   public var labelsDigest: UInt64 = 0
+
+  /// For the identity of a CIDR a policy names (node-local scope): the prefix, e.g.
+  /// "10.0.0.0/8"; empty for every other identity.
+  public var cidr: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1074,7 +1084,7 @@ nonisolated extension Tessera_Policy_V1_WatchPolicyRequest: SwiftProtobuf.Messag
 
 nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PolicyEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{3}affected_identities\0\u{1}all\0\u{1}sequence\0\u{3}instance_id\0\u{3}added_identities\0\u{3}deleted_identities\0\u{3}names_identity_changes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{3}affected_identities\0\u{1}all\0\u{1}sequence\0\u{3}instance_id\0\u{3}added_identities\0\u{3}deleted_identities\0\u{3}names_identity_changes\0\u{3}cidr_identities\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1090,6 +1100,7 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.addedIdentities) }()
       case 7: try { try decoder.decodeRepeatedUInt32Field(value: &self.deletedIdentities) }()
       case 8: try { try decoder.decodeSingularBoolField(value: &self.namesIdentityChanges) }()
+      case 9: try { try decoder.decodeRepeatedMessageField(value: &self.cidrIdentities) }()
       default: break
       }
     }
@@ -1120,6 +1131,9 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
     if self.namesIdentityChanges != false {
       try visitor.visitSingularBoolField(value: self.namesIdentityChanges, fieldNumber: 8)
     }
+    if !self.cidrIdentities.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.cidrIdentities, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1132,6 +1146,7 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
     if lhs.addedIdentities != rhs.addedIdentities {return false}
     if lhs.deletedIdentities != rhs.deletedIdentities {return false}
     if lhs.namesIdentityChanges != rhs.namesIdentityChanges {return false}
+    if lhs.cidrIdentities != rhs.cidrIdentities {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1139,7 +1154,7 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
 
 nonisolated extension Tessera_Policy_V1_IdentityArrival: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".IdentityArrival"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}labels_digest\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}labels_digest\0\u{1}cidr\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1149,6 +1164,7 @@ nonisolated extension Tessera_Policy_V1_IdentityArrival: SwiftProtobuf.Message, 
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.id) }()
       case 2: try { try decoder.decodeSingularFixed64Field(value: &self.labelsDigest) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.cidr) }()
       default: break
       }
     }
@@ -1161,12 +1177,16 @@ nonisolated extension Tessera_Policy_V1_IdentityArrival: SwiftProtobuf.Message, 
     if self.labelsDigest != 0 {
       try visitor.visitSingularFixed64Field(value: self.labelsDigest, fieldNumber: 2)
     }
+    if !self.cidr.isEmpty {
+      try visitor.visitSingularStringField(value: self.cidr, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tessera_Policy_V1_IdentityArrival, rhs: Tessera_Policy_V1_IdentityArrival) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs.labelsDigest != rhs.labelsDigest {return false}
+    if lhs.cidr != rhs.cidr {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

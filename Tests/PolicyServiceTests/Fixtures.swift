@@ -28,7 +28,8 @@ func engine(_ identities: [SecurityIdentity], database: PolicyDatabase? = nil) t
 extension PolicyEngine {
   @discardableResult
   func importYAML(_ yaml: String, name: String = "test.yaml") throws -> (
-    revision: UInt64, policies: [PolicyRef], affected: AffectedIdentities
+    revision: UInt64, policies: [PolicyRef], affected: AffectedIdentities,
+    identities: IdentityChanges
   ) {
     try importPolicies(sourceName: name, content: Array(yaml.utf8))
   }

@@ -459,9 +459,9 @@ struct PolicyManifestTests {
           - from:
             - ipBlock:
                 cidr: 172.17.0.0/16
-                except: [172.17.1.0/24]
+                except: [172.18.1.0/24]
         """,
-        "bad.yaml: document 1: spec.ingress[0].from[0].ipBlock.except: ipBlock except is not supported yet"
+        "bad.yaml: document 1: spec.ingress[0].from[0].ipBlock.except[0]: 172.18.1.0/24 must be a strict subset of 172.17.0.0/16"
       ),
       (
         """
@@ -472,9 +472,9 @@ struct PolicyManifestTests {
           podSelector: {}
           egress:
           - to:
-            - ipBlock: {cidr: 10.0.0.0/24}
+            - ipBlock: {cidr: 10.0.0.0/33}
         """,
-        #"bad.yaml: document 1: spec.egress[0].to[0].ipBlock.cidr: ipBlock "10.0.0.0/24" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)"#
+        #"bad.yaml: document 1: spec.egress[0].to[0].ipBlock.cidr: invalid CIDR "10.0.0.0/33""#
       ),
       (
         """

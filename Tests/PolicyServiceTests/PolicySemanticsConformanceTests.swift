@@ -427,9 +427,14 @@ struct PolicySemanticsConformanceTests {
         #"named port "http" is not supported yet (use a port number)"#
       ),
       (
-        "podSelector: {}\ningress:\n- from:\n  - ipBlock: {cidr: 10.0.0.0/8}",
-        "spec.ingress[0].from[0].ipBlock.cidr",
-        #"ipBlock "10.0.0.0/8" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)"#
+        "podSelector: {}\ningress:\n- from:\n  - ipBlock: {cidr: 10.0.0.0/8, except: [192.168.0.0/16]}",
+        "spec.ingress[0].from[0].ipBlock.except[0]",
+        "192.168.0.0/16 must be a strict subset of 10.0.0.0/8"
+      ),
+      (
+        "podSelector: {}\ningress:\n- from:\n  - ipBlock: {cidr: 10.0.0.0/8, except: [10.0.0.0/8]}",
+        "spec.ingress[0].from[0].ipBlock.except[0]",
+        "10.0.0.0/8 must be a strict subset of 10.0.0.0/8"
       ),
       (
         "podSelector: {}\ningress:\n- from:\n  - {}", "spec.ingress[0].from[0]",
@@ -801,8 +806,12 @@ struct PolicySemanticsConformanceTests {
         #"must list at least one port (a port rule without ports matches nothing; use port "0" for every port)"#
       ),
       (
-        "ingress:\n- fromCIDR: [10.0.0.0/8]", "spec.ingress[0].fromCIDR[0]",
-        #"CIDR "10.0.0.0/8" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)"#
+        "ingress:\n- fromCIDR: [10.0.0.300/8]", "spec.ingress[0].fromCIDR[0]",
+        #"invalid CIDR "10.0.0.300/8""#
+      ),
+      (
+        "egress:\n- toCIDRSet: [{cidr: 10.0.0.0/8, except: [\"fd00::/64\"]}]",
+        "spec.egress[0].toCIDRSet[0].except[0]", "fd00::/64 must be a strict subset of 10.0.0.0/8"
       ),
       (
         "ingress:\n- icmps: [{fields: [{type: 8}]}]", "spec.ingress[0].icmps",

@@ -34,6 +34,12 @@ struct PolicyRepository {
   /// Cached selector id → rules using it as their subject.
   private var subjectUsers: [UInt64: Set<UInt64>] = [:]
   private var nextRuleID: UInt64 = 1
+  /// CIDRs the rules' peers name → how many rules name each.
+  private var namedPrefixes: [IPPrefix: Int] = [:]
+  /// The CIDR identities in the SelectorCache, by prefix.
+  private(set) var cidrIdentities: [IPPrefix: NumericIdentity] = [:]
+  /// CIDR identities added or removed since the last ``takeIdentityChanges()``.
+  private var identityChanges = IdentityChanges.none
 
   /// An empty repository at `revision`, with the reserved identities in its SelectorCache.
   init(revision: UInt64) {
@@ -82,7 +88,9 @@ struct PolicyRepository {
       policies[key] = Entry(stored: stored, ruleIDs: ruleIDs)
     }
     self.revision = revision
-    return everything ? .all : .some(affected)
+    var result: AffectedIdentities = everything ? .all : .some(affected)
+    result.formUnion(syncCIDRIdentities())
+    return result
   }
 
   /// Puts back a policy read from the database, at the revision it was imported at,
@@ -95,6 +103,7 @@ struct PolicyRepository {
       ref: policy.ref, revision: policyRevision, sourceJSON: policy.sourceJSON,
       ruleCount: policy.rules.count)
     policies[PolicyKey(policy.ref)] = Entry(stored: stored, ruleIDs: ruleIDs)
+    _ = syncCIDRIdentities()
   }
 
   /// Moves to `revision` without a change of its own (a cluster store's read).
@@ -136,7 +145,9 @@ struct PolicyRepository {
       removeRule(ruleID)
     }
     self.revision = revision
-    return everything ? .all : .some(affected)
+    var result: AffectedIdentities = everything ? .all : .some(affected)
+    result.formUnion(syncCIDRIdentities())
+    return result
   }
 
   private func collect(
@@ -175,11 +186,16 @@ struct PolicyRepository {
     let resolved = ResolvedRule(
       id: id, ref: ref, index: index, rule: rule, subject: subject, sections: sections)
     rules[id] = resolved
+    for prefix in rule.namedPrefixes { namedPrefixes[prefix, default: 0] += 1 }
     return resolved
   }
 
   private mutating func removeRule(_ id: UInt64) {
     guard let resolved = rules.removeValue(forKey: id) else { return }
+    for prefix in resolved.rule.namedPrefixes {
+      namedPrefixes[prefix, default: 1] -= 1
+      if namedPrefixes[prefix] == 0 { namedPrefixes[prefix] = nil }
+    }
     let user = SelectorUser(id)
     cache.removeSelector(resolved.subject, user: user)
     Self.remove(id, from: &subjectUsers, at: resolved.subject.id)
@@ -198,6 +214,51 @@ struct PolicyRepository {
     if users[selectorID]?.isEmpty == true { users[selectorID] = nil }
   }
 
+  // MARK: CIDR identities
+
+  /// Brings the SelectorCache's CIDR identities in line with the prefixes the rules name,
+  /// after the rules themselves changed (so the new rules' selectors see the new identities
+  /// arrive, and the old rules are gone before their identities leave).
+  ///
+  /// - Returns: the subjects whose policy the identities' arrival or departure changes.
+  private mutating func syncCIDRIdentities() -> AffectedIdentities {
+    let gone = cidrIdentities.keys.filter { namedPrefixes[$0] == nil }
+    var taken = Dictionary(uniqueKeysWithValues: cidrIdentities.map { ($0.value, $0.key) })
+    for prefix in gone { taken[cidrIdentities[prefix]!] = nil }
+    var added: [SecurityIdentity] = []
+    for prefix in namedPrefixes.keys.sorted() where cidrIdentities[prefix] == nil {
+      let identity = CIDRIdentity.identity(for: prefix)
+      // Imports refuse a prefix whose number another one holds (cidrCollision); this only
+      // keeps the other's identity intact should a store hold such rules anyway.
+      guard taken[identity.id] == nil else { continue }
+      taken[identity.id] = prefix
+      cidrIdentities[prefix] = identity.id
+      added.append(identity)
+    }
+    guard !added.isEmpty || !gone.isEmpty else { return .none }
+    let deleted = gone.map { cidrIdentities.removeValue(forKey: $0)! }
+    identityChanges.append(IdentityChanges(added: added, deleted: deleted))
+    return applyIdentityChanges(added: added, deleted: deleted).affected
+  }
+
+  /// The CIDR identities added or removed since the last call, for the change's event.
+  mutating func takeIdentityChanges() -> IdentityChanges {
+    defer { identityChanges = .none }
+    return identityChanges
+  }
+
+  /// A prefix among `prefixes` whose identity number another prefix holds or would hold
+  /// (one named already, or another of `prefixes`), with that other prefix.
+  func cidrCollision(naming prefixes: Set<IPPrefix>) -> (IPPrefix, IPPrefix)? {
+    var holders = Dictionary(uniqueKeysWithValues: cidrIdentities.map { ($0.value, $0.key) })
+    for prefix in prefixes.sorted() where cidrIdentities[prefix] == nil {
+      let number = CIDRIdentity.number(for: prefix)
+      if let holder = holders[number] { return (prefix, holder) }
+      holders[number] = prefix
+    }
+    return nil
+  }
+
   // MARK: Identities
 
   /// Applies identity additions and deletions to the SelectorCache. Deleting a reserved
@@ -208,6 +269,16 @@ struct PolicyRepository {
   mutating func updateIdentities(added: [SecurityIdentity], deleted: [NumericIdentity]) -> (
     selectorsChanged: Int, affected: AffectedIdentities
   ) {
+    // The identity service allocates neither reserved nor CIDR identities (the rules own
+    // those): an update naming one changes nothing of it.
+    applyIdentityChanges(
+      added: added.filter { !CIDRIdentity.isCIDR($0.id) },
+      deleted: deleted.filter { !CIDRIdentity.isCIDR($0) })
+  }
+
+  private mutating func applyIdentityChanges(
+    added: [SecurityIdentity], deleted: [NumericIdentity]
+  ) -> (selectorsChanged: Int, affected: AffectedIdentities) {
     let deletable = deleted.filter { ReservedIdentity(rawValue: $0.rawValue) == nil }
     let changes = cache.updateIdentities(added: added, deleted: deletable)
     var affected = Set<NumericIdentity>()

@@ -52,4 +52,19 @@ struct PolicyRule: Hashable, Sendable {
       return nil
     }
   }
+
+  /// The CIDRs its peers name (`toCIDR`, `ipBlock`, their exceptions): each needs its
+  /// identity in the SelectorCache and its ipcache entry.
+  var namedPrefixes: Set<IPPrefix> {
+    var prefixes = Set<IPPrefix>()
+    for selector in peerSelectors {
+      for requirement in selector.requirements
+      where requirement.key.source == CIDRIdentity.labelSource {
+        if let prefix = CIDRIdentity.prefix(labelKey: requirement.key.key) {
+          prefixes.insert(prefix)
+        }
+      }
+    }
+    return prefixes
+  }
 }

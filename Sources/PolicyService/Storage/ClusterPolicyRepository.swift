@@ -80,6 +80,7 @@ public final class ClusterPolicyRepository: Sendable {
           "\(sourceName): \(parsed.count) policies in one import; the cluster store takes at most \(Self.maximumPoliciesPerImport) (etcd's transaction limit)"
       )
     }
+    try engine.checkCIDRs(of: parsed, sourceName: sourceName)
     let operations = parsed.map { Etcd.put(key(PolicyKey($0.ref)), $0.sourceJSON) }
     let revision = try await commit(Etcd.txn(when: [], then: operations)).revision
     try await waitUntilApplied(revision)
@@ -223,8 +224,10 @@ public final class ClusterPolicyRepository: Sendable {
     let policies = kvs.compactMap { kv in
       decode(kv).map { (policy: $0, importedAt: UInt64(kv.modRevision)) }
     }
-    let affected = engine.replaceAll(with: policies, revision: UInt64(revision))
-    events.publish(revision: engine.revision, affected: affected)
+    let change = engine.replaceAll(with: policies, revision: UInt64(revision))
+    events.publish(
+      revision: engine.revision, affected: change.affected, added: change.identities.added,
+      deleted: change.identities.deleted)
     applied.withLock { $0 = max($0, revision) }
     logger.info(
       "policy repository read from the cluster store",
@@ -253,9 +256,11 @@ public final class ClusterPolicyRepository: Sendable {
         }
         index += 1
       }
-      let affected = engine.apply(
+      let change = engine.apply(
         upserting: upserting, deleting: deleting, revision: UInt64(revision))
-      events.publish(revision: engine.revision, affected: affected)
+      events.publish(
+        revision: engine.revision, affected: change.affected, added: change.identities.added,
+        deleted: change.identities.deleted)
       applied.withLock { $0 = max($0, revision) }
     }
   }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GRPCCore
+import TesseraCore
 import TesseraProto
 import TesseraRuntime
 
@@ -59,25 +60,37 @@ struct FlowOptions: ParsableArguments {
   var needsIdentities: Bool { !fromLabel.isEmpty || !toLabel.isEmpty }
 }
 
-/// Identities with their labels, read once from the identity service, so
-/// events name their peers by labels.
+/// Identities with their labels, read once from the identity service (and the CIDR
+/// identities from the datapath's ipcache, by the prefix each maps), so events name
+/// their peers by labels.
 struct IdentityDirectory: Sendable {
   var labels: [UInt32: [String]] = [:]
 
   static func load(_ global: GlobalOptions, required: Bool) async throws -> IdentityDirectory {
+    var directory = IdentityDirectory()
     do {
       let response = try await global.withClient(.identity) { client, options in
         try await Tessera_Identity_V1_IdentityService.Client(wrapping: client).listIdentities(
           .init(), options: options)
       }
-      return IdentityDirectory(
-        labels: Dictionary(
-          response.identities.map { ($0.identity.id, $0.identity.labels.map(\.text)) },
-          uniquingKeysWith: { first, _ in first }))
+      directory.labels = Dictionary(
+        response.identities.map { ($0.identity.id, $0.identity.labels.map(\.text)) },
+        uniquingKeysWith: { first, _ in first })
     } catch  where !required {
       // Events still show numbers when the identity service is down.
-      return IdentityDirectory()
     }
+    if let ipcache = try? await global.withClient(
+      .datapath,
+      { client, options in
+        try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).listIPCache(
+          .init(), options: options)
+      })
+    {
+      for entry in ipcache.entries where CIDRIdentity.isCIDR(NumericIdentity(entry.identity)) {
+        directory.labels[entry.identity] = ["\(CIDRIdentity.labelSource):\(entry.prefix)"]
+      }
+    }
+    return directory
   }
 
   /// Identities carrying every label of `selectors`.

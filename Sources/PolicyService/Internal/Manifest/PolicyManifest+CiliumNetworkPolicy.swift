@@ -177,7 +177,7 @@ extension PolicyManifest {
       peers += entity.peers
     }
     for cidrField in try object.list("\(from)CIDR") {
-      peers += try worldPeers(forCIDR: try cidrField.string(), field: cidrField)
+      peers += try cidrPeers(cidrField, except: [])
     }
     for cidrSetField in try object.list("\(from)CIDRSet") {
       let cidrSet = try cidrSetField.object(
@@ -186,11 +186,8 @@ extension PolicyManifest {
           "cidrGroupRef": "cidrGroupRef \(notSupported)",
           "cidrGroupSelector": "cidrGroupSelector \(notSupported)",
         ])
-      if let except = cidrSet["except"], try !except.list().isEmpty {
-        throw except.error("except \(notSupported)")
-      }
-      let cidrField = try cidrSet.required("cidr")
-      peers += try worldPeers(forCIDR: try cidrField.string(), field: cidrField)
+      let exceptions = try cidrSet["except"]?.list() ?? []
+      peers += try cidrPeers(try cidrSet.required("cidr"), except: exceptions)
     }
 
     var ports: [PortProtocol] = []

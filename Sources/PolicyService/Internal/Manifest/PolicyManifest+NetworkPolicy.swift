@@ -79,17 +79,7 @@ extension PolicyManifest {
         throw field.error("may not specify both ipBlock and another peer")
       }
       let ipBlock = try ipBlockField.object(known: ["cidr", "except"])
-      let cidrField = try ipBlock.required("cidr")
-      let cidr = try cidrField.string()
-      if let except = ipBlock["except"], try !except.list().isEmpty {
-        throw except.error("ipBlock except is not supported yet")
-      }
-      guard let prefix = IPPrefix(cidr) else { throw cidrField.error("invalid CIDR \"\(cidr)\"") }
-      guard prefix.length == 0 else {
-        throw cidrField.error(
-          "ipBlock \"\(cidr)\" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)")
-      }
-      return try worldPeers(forCIDR: cidr, field: cidrField)
+      return try cidrPeers(ipBlock.required("cidr"), except: ipBlock["except"]?.list() ?? [])
     }
     let podRequirements = try peer["podSelector"].map { (field) throws(FieldError) in
       try decodeLabelSelector(field, style: .kubernetes)

@@ -180,21 +180,44 @@ extension PolicyManifest {
 
   // MARK: CIDRs
 
-  /// The peers a CIDR stands for. Only the whole address space is supported for now: it is the
-  /// `world` entity (Cilium maps `0.0.0.0/0` to world-ipv4 and `::/0` to world-ipv6; the
-  /// single-stack world identity 2 is included with both).
-  static func worldPeers(forCIDR text: String, field: ManifestField) throws(FieldError)
-    -> [PeerSelector]
+  /// The peers a CIDR and its `except` prefixes stand for: the identities of the prefix and
+  /// of every prefix a policy names inside it (``CIDRIdentity``), less those inside an
+  /// exception. The whole address space is the `world` entity (Cilium maps `0.0.0.0/0` to
+  /// world-ipv4 and `::/0` to world-ipv6; the single-stack world identity 2 is included with
+  /// both), less the exceptions.
+  static func cidrPeers(_ cidrField: ManifestField, except exceptFields: [ManifestField])
+    throws(FieldError) -> [PeerSelector]
   {
-    guard let prefix = IPPrefix(text) else { throw field.error("invalid CIDR \"\(text)\"") }
-    guard prefix.length == 0 else {
-      throw field.error(
-        "CIDR \"\(text)\" is not supported yet (only 0.0.0.0/0 and ::/0, which select world)")
+    let text = try cidrField.string()
+    guard let prefix = IPPrefix(text) else { throw cidrField.error("invalid CIDR \"\(text)\"") }
+    var exclusions: [LabelRequirement] = []
+    for exceptField in exceptFields {
+      let exceptText = try exceptField.string()
+      guard let excepted = IPPrefix(exceptText) else {
+        throw exceptField.error("invalid CIDR \"\(exceptText)\"")
+      }
+      guard prefix.contains(excepted), excepted.length > prefix.length else {
+        throw exceptField.error("\(exceptText) must be a strict subset of \(prefix)")
+      }
+      exclusions.append(LabelRequirement(key: cidrKey(excepted), op: .doesNotExist))
     }
-    let family: ReservedIdentity = prefix.family == .v4 ? .worldIPv4 : .worldIPv6
-    return [ReservedIdentity.world, family].map {
-      .selector(EndpointSelector(matchLabels: [.reserved($0.name): ""]))
+    guard prefix.length > 0 else {
+      let family: ReservedIdentity = prefix.family == .v4 ? .worldIPv4 : .worldIPv6
+      return [ReservedIdentity.world, family].map {
+        .selector(
+          EndpointSelector(
+            [LabelRequirement(key: .reserved($0.name), op: .in, values: [""])] + exclusions))
+      }
     }
+    return [
+      .selector(
+        EndpointSelector(
+          [LabelRequirement(key: cidrKey(prefix), op: .in, values: [""])] + exclusions))
+    ]
+  }
+
+  private static func cidrKey(_ prefix: IPPrefix) -> SelectorKey {
+    SelectorKey(source: CIDRIdentity.labelSource, key: CIDRIdentity.labelKey(for: prefix))
   }
 }
 
