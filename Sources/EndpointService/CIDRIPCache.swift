@@ -15,38 +15,49 @@ public protocol CIDRIPCacheWriting: Sendable {
 
 /// The ipcache entries of the CIDRs the policy service's rules name: each prefix maps to
 /// its CIDR identity (``CIDRIdentity``), so an address inside it and outside every more
-/// specific entry carries that identity (docs/architecture.md §5, CIDR peers).
+/// specific entry carries that identity (docs/architecture.md §4, CIDR peers).
 ///
-/// Ordered like a new pod's identity (``PolicyOrdering``): a prefix is mapped only once
-/// every endpoint of the node has realised the policy event that brought its identity into
-/// the SelectorCache, so no packet carries an identity a peer's policy map has not seen
-/// yet; and a prefix is unmapped before the regenerations of the event that removed it, so
-/// no address carries an identity the peers' maps no longer hold (its addresses fall back
-/// to the next enclosing prefix, which every rule not naming this prefix treats alike).
+/// Ordered like a new pod's identity (``PolicyOrdering``):
+/// - a prefix is mapped only once every endpoint of the node has realised the event that
+///   brought its identity into the SelectorCache, so no packet carries an identity a peer's
+///   policy map has not seen yet;
+/// - the policy service removes a CIDR identity in an event of its own, after the change
+///   that stopped naming it, when it behaves exactly like the next enclosing prefix's; the
+///   prefix is unmapped once every endpoint realised the events before that one, and before
+///   that event's regenerations, so no address carries an identity the maps no longer hold.
 ///
-/// The policy watch's consumer calls ``removeBeforeRegenerating(_:)`` and, once the event's
-/// regenerations are queued and the event consumed, ``installAfterPeers(through:ordering:)``.
-/// Writes to the datapath go through one gate, each re-reading what is wanted under it, so
-/// a retry (``retry(ordering:)``) running beside the consumer cannot map a prefix an event
-/// has just removed.
+/// The policy watch's consumer calls ``removeBeforeRegenerating(_:ordering:)`` and then,
+/// once the event's regenerations are queued and the event consumed,
+/// ``installAfterPeers(through:ordering:)``, which maps in the background. Every datapath
+/// write goes through one gate and re-reads what is wanted under it, each prefix with the
+/// event that added it, so neither a background mapping nor a retry can map a prefix an
+/// event has removed since, or map one ahead of its own event.
 final class CIDRIPCache: Sendable {
+  private struct Wanted: Equatable {
+    var identity: NumericIdentity
+    /// The sequence of the event that brought it (the stream's first for a snapshot).
+    var after: UInt64
+  }
+
   private struct State {
-    /// Prefix → identity, for each CIDR the followed policy service holds.
-    var wanted: [IPPrefix: NumericIdentity] = [:]
-    /// What the datapath holds of the CIDR scope; nil until read.
+    /// Each CIDR the followed policy service holds.
+    var wanted: [IPPrefix: Wanted] = [:]
+    /// What the datapath holds of the CIDR scope; nil until read, and after a failed write.
     var installed: [IPPrefix: NumericIdentity]?
+    /// The newest event taken in, for a retry.
+    var lastTarget: PolicyEventSequence?
     /// The datapath has held what the policy service held at the stream's first event.
     var synced = false
     var syncWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
     var nextWaiter = 0
-    /// The last event the mappings were ordered behind, for a retry.
-    var lastTarget: PolicyEventSequence?
     /// One writer at a time (see ``withGate(_:)``).
     var gateHeld = false
     var gateQueue: [CheckedContinuation<Void, Never>] = []
+
+    var satisfied: Bool { installed == wanted.mapValues(\.identity) }
   }
 
-  /// How long a mapping waits for the node's regenerations before a retry takes over.
+  /// How long one wait for the node's regenerations lasts before it is logged and retried.
   static let orderingTimeout: Duration = .seconds(30)
 
   private let datapath: any CIDRIPCacheWriting
@@ -58,81 +69,86 @@ final class CIDRIPCache: Sendable {
     self.logger = logger
   }
 
-  /// Takes in the event's CIDR identities and unmaps the prefixes no longer wanted, before
-  /// the event's regenerations are queued.
-  func removeBeforeRegenerating(_ change: PolicyChange) async {
-    await withGate {
-      state.withLock { state in
-        if let snapshot = change.cidrIdentities {
-          state.wanted = snapshot
-          state.synced = false
-        } else {
-          let deleted = change.deletedIdentities.filter(CIDRIdentity.isCIDR)
-          state.wanted = state.wanted.filter { !deleted.contains($0.value) }
-          state.wanted.merge(change.addedCIDRs) { _, new in new }
+  /// Takes in the event's CIDR identities and unmaps the prefixes it removes, before the
+  /// event's regenerations are queued (waiting first until the endpoints realised every
+  /// earlier event; a stream's first event unmaps what the policy service no longer holds
+  /// at once). Returns only once the datapath no longer maps them.
+  func removeBeforeRegenerating(_ change: PolicyChange, ordering: PolicyOrdering) async {
+    guard let sequence = change.sequence else { return }
+    let instanceID = change.instanceID ?? ordering.instanceID ?? ""
+    let removed = state.withLock { state -> [IPPrefix] in
+      state.lastTarget = PolicyEventSequence(sequence: sequence, instanceID: instanceID)
+      if let snapshot = change.cidrIdentities {
+        state.wanted = snapshot.mapValues { Wanted(identity: $0, after: sequence) }
+        state.synced = false
+        return []
+      }
+      let deleted = change.deletedIdentities.filter(CIDRIdentity.isCIDR)
+      let removed = state.wanted.filter { deleted.contains($0.value.identity) }.map(\.key)
+      for prefix in removed { state.wanted[prefix] = nil }
+      for (prefix, identity) in change.addedCIDRs {
+        state.wanted[prefix] = Wanted(identity: identity, after: sequence)
+      }
+      return removed.sorted()
+    }
+    if change.cidrIdentities != nil {
+      await untilDone("unmapping stale CIDR prefixes") { () async -> Bool in
+        await withGate { await removeStale() }
+      }
+      return
+    }
+    guard !removed.isEmpty else { return }
+    if sequence > 1 {
+      let earlier = PolicyEventSequence(sequence: sequence - 1, instanceID: instanceID)
+      await untilDone("waiting for the node's regenerations before unmapping \(removed)") {
+        () async -> Bool in
+        do {
+          _ = try await ordering.waitForPeers(
+            of: nil, through: earlier, deadline: .now + Self.orderingTimeout)
+          return true
+        } catch {
+          return false
         }
       }
-      await removeStale()
+    }
+    await untilDone("unmapping \(removed)") { () async -> Bool in
+      await withGate {
+        do {
+          try await datapath.deleteCIDREntries(removed)
+          state.withLock { state in for prefix in removed { state.installed?[prefix] = nil } }
+          logger.info(
+            "CIDR prefixes unmapped", metadata: ["prefixes": "\(removed.map(\.description))"])
+          return true
+        } catch {
+          return false
+        }
+      }
     }
   }
 
-  /// Maps the wanted prefixes the datapath does not hold yet, once every endpoint has
-  /// realised the events through `target` (the event just consumed).
-  func installAfterPeers(through target: PolicyEventSequence, ordering: PolicyOrdering) async {
-    state.withLock { $0.lastTarget = target }
-    guard let installed = await readInstalled() else { return }
-    let missing = state.withLock { state in state.wanted.filter { installed[$0.key] != $0.value } }
-    if !missing.isEmpty {
-      do {
-        guard
-          try await ordering.waitForPeers(
-            of: nil, through: target, deadline: .now + Self.orderingTimeout)
-        else { return }  // the watch moved to another instance: its first event reconciles
-      } catch {
-        logger.warning(
-          "CIDR prefixes wait for the node's regenerations; retrying",
-          metadata: ["prefixes": "\(missing.keys.sorted().map(\.description))", "error": "\(error)"])
-        return
-      }
-      await withGate {
-        // Only what is still wanted: an event consumed meanwhile may have removed some.
-        let current = state.withLock { state in
-          missing.filter { state.wanted[$0.key] == $0.value }
-        }
-        do {
-          try await datapath.upsertCIDREntries(current)
-          state.withLock { state in state.installed?.merge(current) { _, new in new } }
-          logger.info(
-            "CIDR prefixes mapped",
-            metadata: ["prefixes": "\(current.keys.sorted().map(\.description))"])
-        } catch {
-          logger.error(
-            "cannot map CIDR prefixes; retrying",
-            metadata: [
-              "prefixes": "\(current.keys.sorted().map(\.description))", "error": "\(error)",
-            ])
-        }
-      }
+  /// Maps, in the background, the wanted prefixes added through `target` (the event just
+  /// consumed) that the datapath does not hold yet, once every endpoint realised that event.
+  func installAfterPeers(through target: PolicyEventSequence, ordering: PolicyOrdering) {
+    let pending = state.withLock { state in
+      state.installed == nil || !state.satisfied
     }
-    let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-      guard state.installed == state.wanted else { return [] }
-      state.synced = true
-      defer { state.syncWaiters.removeAll() }
-      return Array(state.syncWaiters.values)
+    guard pending else {
+      markSyncedIfSatisfied()
+      return
     }
-    for waiter in waiters { waiter.resume() }
+    Task { await mapAfterPeers(through: target, ordering: ordering) }
   }
 
   /// Retries what an event could not finish (the datapath unreachable, a slow
-  /// regeneration): stale prefixes unmapped, missing ones mapped behind the last event.
+  /// regeneration): stale prefixes unmapped, missing ones mapped behind the newest event.
   func retry(ordering: PolicyOrdering, rereading: Bool = false) async {
     // An endpoint's or another node's pod's entry replaces a CIDR's on the same address, and
     // takes it along when it goes: now and then the datapath is read again.
     if rereading { state.withLock { $0.installed = nil } }
-    let (target, done) = state.withLock { ($0.lastTarget, $0.installed == $0.wanted) }
+    let (target, done) = state.withLock { ($0.lastTarget, $0.installed != nil && $0.satisfied) }
     guard !done, let target else { return }
-    await withGate { await removeStale() }
-    await installAfterPeers(through: target, ordering: ordering)
+    _ = await withGate { await removeStale() }
+    await mapAfterPeers(through: target, ordering: ordering)
   }
 
   /// Returns once the datapath has held every CIDR the followed policy service held at the
@@ -157,25 +173,96 @@ final class CIDRIPCache: Sendable {
     }
   }
 
-  /// Unmaps the prefixes the datapath holds that are no longer wanted (under the gate).
-  private func removeStale() async {
+  // MARK: - Writes
+
+  /// Maps the wanted prefixes added through `target` that the datapath does not hold, once
+  /// every endpoint realised `target` (what ``installAfterPeers(through:ordering:)`` runs in
+  /// the background).
+  func mapAfterPeers(through target: PolicyEventSequence, ordering: PolicyOrdering) async {
     guard let installed = await readInstalled() else { return }
+    let missing = state.withLock { state in
+      state.wanted.filter {
+        $0.value.after <= target.sequence && installed[$0.key] != $0.value.identity
+      }
+    }
+    if !missing.isEmpty {
+      do {
+        guard
+          try await ordering.waitForPeers(
+            of: nil, through: target, deadline: .now + Self.orderingTimeout)
+        else { return }  // the watch moved to another instance: its first event reconciles
+      } catch {
+        logger.warning(
+          "CIDR prefixes wait for the node's regenerations; retrying",
+          metadata: [
+            "prefixes": "\(missing.keys.sorted().map(\.description))", "error": "\(error)",
+          ])
+        return
+      }
+      _ = await withGate { () async -> Bool in
+        // Only what is still wanted as it was: an event taken in meanwhile may have
+        // removed a prefix, or removed and added it again (a later `after`).
+        let current = state.withLock { state in
+          missing.filter { state.wanted[$0.key] == $0.value }.mapValues(\.identity)
+        }
+        do {
+          try await datapath.upsertCIDREntries(current)
+          state.withLock { state in state.installed?.merge(current) { _, new in new } }
+          if !current.isEmpty {
+            logger.info(
+              "CIDR prefixes mapped",
+              metadata: ["prefixes": "\(current.keys.sorted().map(\.description))"])
+          }
+          return true
+        } catch {
+          // Written or not: the next read tells.
+          state.withLock { $0.installed = nil }
+          logger.error(
+            "cannot map CIDR prefixes; retrying",
+            metadata: [
+              "prefixes": "\(current.keys.sorted().map(\.description))", "error": "\(error)",
+            ])
+          return false
+        }
+      }
+    }
+    markSyncedIfSatisfied()
+  }
+
+  /// Wakes ``waitUntilSynced()`` once the datapath holds what is wanted.
+  private func markSyncedIfSatisfied() {
+    let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+      guard !state.synced, state.installed != nil, state.satisfied else { return [] }
+      state.synced = true
+      defer { state.syncWaiters.removeAll() }
+      return Array(state.syncWaiters.values)
+    }
+    for waiter in waiters { waiter.resume() }
+  }
+
+  /// Unmaps the prefixes the datapath holds that are no longer wanted (under the gate).
+  /// - Returns: whether the datapath was read and holds nothing stale.
+  private func removeStale() async -> Bool {
+    guard let installed = await readInstalled() else { return false }
     let stale = state.withLock { state in
       installed.filter { state.wanted[$0.key] == nil }.map(\.key).sorted()
     }
-    guard !stale.isEmpty else { return }
+    guard !stale.isEmpty else { return true }
     do {
       try await datapath.deleteCIDREntries(stale)
       state.withLock { state in for prefix in stale { state.installed?[prefix] = nil } }
       logger.info("CIDR prefixes unmapped", metadata: ["prefixes": "\(stale.map(\.description))"])
+      return true
     } catch {
+      state.withLock { $0.installed = nil }
       logger.error(
         "cannot unmap CIDR prefixes; retrying",
         metadata: ["prefixes": "\(stale.map(\.description))", "error": "\(error)"])
+      return false
     }
   }
 
-  /// The datapath's CIDR-scope entries, read once.
+  /// The datapath's CIDR-scope entries, read when not known.
   private func readInstalled() async -> [IPPrefix: NumericIdentity]? {
     if let installed = state.withLock({ $0.installed }) { return installed }
     do {
@@ -190,8 +277,20 @@ final class CIDRIPCache: Sendable {
     }
   }
 
+  /// Runs `attempt` until it succeeds (or the task is cancelled), logging each failure and
+  /// waiting a little longer each time (10 ms doubling, at most 1 s): the policy watch waits
+  /// here rather than regenerate endpoints ahead of the datapath's ipcache.
+  private func untilDone(_ what: String, _ attempt: () async -> Bool) async {
+    var delay = Duration.milliseconds(10)
+    while !(await attempt()) {
+      logger.warning("CIDR ipcache: \(what) failed; retrying")
+      guard (try? await Task.sleep(for: delay)) != nil else { return }
+      delay = min(delay * 2, .seconds(1))
+    }
+  }
+
   /// Runs `body` while no other datapath write of this component runs.
-  private func withGate(_ body: () async -> Void) async {
+  private func withGate<T>(_ body: () async -> T) async -> T {
     await withCheckedContinuation { continuation in
       let free = state.withLock { state in
         if state.gateHeld {
@@ -203,7 +302,7 @@ final class CIDRIPCache: Sendable {
       }
       if free { continuation.resume() }
     }
-    await body()
+    let result = await body()
     let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
       guard !state.gateQueue.isEmpty else {
         state.gateHeld = false
@@ -212,5 +311,6 @@ final class CIDRIPCache: Sendable {
       return state.gateQueue.removeFirst()
     }
     next?.resume()
+    return result
   }
 }

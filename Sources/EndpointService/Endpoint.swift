@@ -107,10 +107,11 @@ public struct EndpointSpec: Sendable, Hashable {
         code: .invalidArgument,
         message: "host interface '\(hostInterface)' is not a valid interface name")
     }
-    if let reserved = labels.labels.first(where: { $0.source == Label.Source.reserved }) {
+    if let reserved = labels.firstSystemLabel {
       throw EndpointError(
         code: .invalidArgument,
-        message: "label \(reserved) is reserved: reserved labels cannot be requested")
+        message:
+          "label \(reserved) is reserved: reserved and cidr labels cannot be requested")
     }
     if let propagated = labels.labels.first(where: {
       $0.key.hasPrefix(Endpoint.namespaceLabelsPrefix)

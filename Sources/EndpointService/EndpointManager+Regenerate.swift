@@ -201,7 +201,7 @@ extension EndpointManager {
   /// drops every cached policy and regenerates every endpoint.
   public func policyChanged(_ change: PolicyChange) async {
     // A CIDR the change removed stops mapping its addresses before the maps lose its entries.
-    await cidrIPCache?.removeBeforeRegenerating(change)
+    await cidrIPCache?.removeBeforeRegenerating(change, ordering: ordering)
     // Before anything is regenerated, so no regeneration reuses a policy from before the change.
     policyCache.invalidate(change.resync ? nil : change.affectedIdentities)
     let affected = registry.all().filter { endpoint in
@@ -228,7 +228,7 @@ extension EndpointManager {
         namesIdentityChanges: change.instanceID != nil ? change.namesIdentityChanges : nil)
       // A CIDR the change brought in maps its addresses once the maps hold its entries.
       if let cidrIPCache, let instanceID = ordering.instanceID {
-        await cidrIPCache.installAfterPeers(
+        cidrIPCache.installAfterPeers(
           through: PolicyEventSequence(sequence: sequence, instanceID: instanceID),
           ordering: ordering)
       }

@@ -15,8 +15,10 @@ extension EndpointServiceHandler {
     guard !workload.podName.isEmpty else {
       throw RPCError(code: .invalidArgument, message: "workload needs a pod name")
     }
-    if workload.labels.hasReservedLabel {
-      throw RPCError(code: .invalidArgument, message: "reserved labels cannot be set on a workload")
+    if let reserved = workload.labels.firstSystemLabel {
+      throw RPCError(
+        code: .invalidArgument,
+        message: "label \(reserved): reserved and cidr labels cannot be set on a workload")
     }
     if let propagated = workload.labels.labels.first(where: {
       $0.key.hasPrefix(Endpoint.namespaceLabelsPrefix)

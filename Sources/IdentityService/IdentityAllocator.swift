@@ -49,6 +49,11 @@ public final class IdentityAllocator: Sendable {
         code: .invalidLabels,
         message: "reserved labels cannot be combined with other labels: \(filtered)")
     }
+    if let cidr = filtered.labels.first(where: { $0.source == CIDRIdentity.labelSource }) {
+      throw IdentityError(
+        code: .invalidLabels,
+        message: "label \(cidr): cidr labels belong to the identities of CIDRs policies name")
+    }
     return filtered
   }
 

@@ -202,7 +202,24 @@ public final class PolicyEngine: Sendable {
     state.withLock { $0.updateIdentities(added: added, deleted: deleted) }
   }
 
-  /// The identities of the CIDRs the rules name (``CIDRIdentity``), sorted by prefix.
+  /// Whether the SelectorCache holds identities of CIDRs no rule names any more.
+  public var hasUnnamedCIDRIdentities: Bool { state.withLock { $0.hasUnnamedCIDRIdentities } }
+
+  /// Removes the identities of CIDRs no rule names any more (``CIDRIdentityCollector``
+  /// publishes the removal as an event of its own).
+  ///
+  /// - Returns: the subjects whose policy the removal changes, and the identities removed.
+  public func collectUnnamedCIDRIdentities() -> (
+    affected: AffectedIdentities, identities: IdentityChanges
+  ) {
+    state.withLock { repository in
+      let affected = repository.collectUnnamedCIDRIdentities()
+      return (affected, repository.takeIdentityChanges())
+    }
+  }
+
+  /// The identities of the CIDRs the rules name (``CIDRIdentity``), sorted by prefix, and
+  /// of those no rule names any more that are not collected yet.
   public func cidrIdentities() -> [SecurityIdentity] {
     state.withLock { $0.cidrIdentities.keys.sorted().map(CIDRIdentity.identity(for:)) }
   }

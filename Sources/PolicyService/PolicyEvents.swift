@@ -47,6 +47,9 @@ public final class PolicyEvents: Sendable {
     var next = 0
   }
 
+  /// Held while a change is applied and its event numbered (``serialized(_:)``).
+  private let publication = Mutex(())
+
   /// Changes on every start, so subscribers and the identity service notice a restart.
   public let instanceID: String
   public let bufferSize: Int
@@ -93,6 +96,16 @@ public final class PolicyEvents: Sendable {
           Tessera_Policy_V1_IdentityArrival.init)
         $0.deletedIdentities = deleted.map(\.rawValue).sorted()
       })
+  }
+
+  /// Runs `body`, which applies a change and publishes its event, while no other such body
+  /// runs: events are numbered in the order of the changes they describe (a node applies a
+  /// CIDR's arrival and removal in that order), and a reader of the sequence and the state
+  /// (GetEventSequence) sees both at one point.
+  public func serialized<Result: Sendable, Failure: Error>(
+    _ body: () throws(Failure) -> Result
+  ) throws(Failure) -> Result {
+    try publication.withLock { (_) throws(Failure) -> Result in try body() }
   }
 
   /// Publishes an event with the next sequence number.

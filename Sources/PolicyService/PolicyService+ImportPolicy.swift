@@ -15,16 +15,19 @@ extension PolicyServiceHandler {
         $0.policies = result.policies.map(Tessera_Policy_V1_PolicyRef.init)
       }
     }
-    let result = try engine.importPolicies(sourceName: source, content: Array(request.content))
+    let result = try events.serialized { () throws(PolicyError) in
+      let result = try engine.importPolicies(sourceName: source, content: Array(request.content))
+      events.publish(
+        revision: result.revision, affected: result.affected, added: result.identities.added,
+        deleted: result.identities.deleted)
+      return result
+    }
     logger.info(
       "policies imported",
       metadata: [
         "source": "\(source)", "revision": "\(result.revision)",
         "count": "\(result.policies.count)",
       ])
-    events.publish(
-      revision: result.revision, affected: result.affected, added: result.identities.added,
-      deleted: result.identities.deleted)
     return .with {
       $0.revision = result.revision
       $0.policies = result.policies.map(Tessera_Policy_V1_PolicyRef.init)
@@ -42,11 +45,14 @@ extension PolicyServiceHandler {
         $0.deleted = result.deleted.map(Tessera_Policy_V1_PolicyRef.init)
       }
     }
-    let result = try engine.deletePolicies(deletion)
-    if !result.deleted.isEmpty {
-      events.publish(
-        revision: result.revision, affected: result.affected, added: result.identities.added,
-        deleted: result.identities.deleted)
+    let result = try events.serialized { () throws(PolicyError) in
+      let result = try engine.deletePolicies(deletion)
+      if !result.deleted.isEmpty {
+        events.publish(
+          revision: result.revision, affected: result.affected, added: result.identities.added,
+          deleted: result.identities.deleted)
+      }
+      return result
     }
     return .with {
       $0.revision = result.revision

@@ -26,7 +26,11 @@ extension PolicyServiceHandler {
   public func identitiesChanged(added: [SecurityIdentity], deleted: [NumericIdentity]) -> (
     selectorsChanged: Int, affected: AffectedIdentities
   ) {
-    identityPublication.withLock {
+    // The identity service allocates no CIDR identity: one it names is neither applied nor
+    // announced (nodes map CIDRs by what the rules' own events say).
+    let added = added.filter { !CIDRIdentity.isCIDR($0.id) }
+    let deleted = deleted.filter { !CIDRIdentity.isCIDR($0) }
+    return events.serialized {
       let result = engine.updateIdentities(added: added, deleted: deleted)
       events.publish(
         revision: engine.revision, affected: result.affected, added: added,

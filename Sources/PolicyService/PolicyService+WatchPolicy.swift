@@ -44,7 +44,7 @@ extension PolicyServiceHandler {
   public func getEventSequence(
     request: Tessera_Policy_V1_GetEventSequenceRequest, context: ServerContext
   ) async throws -> Tessera_Policy_V1_EventSequence {
-    let (sequence, unknown) = identityPublication.withLock {
+    let (sequence, unknown) = events.serialized {
       (
         events.sequence,
         engine.unknownIdentities(among: request.identities.map(NumericIdentity.init(rawValue:)))

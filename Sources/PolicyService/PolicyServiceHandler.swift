@@ -15,9 +15,6 @@ public struct PolicyServiceHandler: Tessera_Policy_V1_PolicyService.SimpleServic
   /// Changes on every start, so the identity service notices a restart.
   let instanceID: String
   let logger: Logger
-  /// Held while identities enter the SelectorCache and their event is numbered, and while
-  /// GetEventSequence reads both.
-  let identityPublication = SharedLock()
   /// The rule repository in etcd, shared with other replicas; nil: this daemon's own database.
   let cluster: ClusterPolicyRepository?
 
@@ -35,13 +32,5 @@ public struct PolicyServiceHandler: Tessera_Policy_V1_PolicyService.SimpleServic
     self.readiness = readiness
     self.instanceID = events.instanceID
     self.logger = logger
-  }
-}
-
-/// A lock a copyable handler can hold.
-final class SharedLock: Sendable {
-  private let mutex = Mutex(())
-  func withLock<Result: Sendable>(_ body: () throws -> Result) rethrows -> Result {
-    try mutex.withLock { _ in try body() }
   }
 }

@@ -33,8 +33,9 @@ public enum CIDRIdentity {
     identity.rawValue >= NumericIdentity.localScope
   }
 
-  /// `prefix` as a label key: its text, with `:` written `-` for IPv6 (as Cilium does, so
-  /// the key never reads as `source:key`).
+  /// `prefix` as a label key: its text, with `:` written `-` for IPv6, so the key never reads
+  /// as `source:key` (Cilium does the same, and also pads a leading or trailing `-` with `0`;
+  /// these keys are Tessera's own and never compared with Cilium's).
   public static func labelKey(for prefix: IPPrefix) -> String {
     prefix.description.replacingColons
   }

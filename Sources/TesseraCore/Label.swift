@@ -195,6 +195,12 @@ public struct LabelSet: Hashable, Sendable, Codable, Sequence, CustomStringConve
   /// Whether any label has the `reserved` source.
   public var hasReservedLabel: Bool { labels.contains { $0.source == Label.Source.reserved } }
 
+  /// The first label a workload may not carry: a `reserved:` one (reserved identities' own)
+  /// or a `cidr:` one (``CIDRIdentity``'s).
+  public var firstSystemLabel: Label? {
+    labels.first { $0.source == Label.Source.reserved || $0.source == CIDRIdentity.labelSource }
+  }
+
   /// This set with `other`'s labels added; `other` wins on a shared key.
   public func merging(_ other: LabelSet) -> LabelSet {
     var byKey = Dictionary(uniqueKeysWithValues: labels.map { ($0.key, $0) })

@@ -111,7 +111,10 @@ struct PolicyDaemon: AsyncParsableCommand {
     ).run(
       rpcServices: [handler],
       health: health,
-      backgroundServices: [identity, identitySync] + clusterServices
+      backgroundServices: [
+        identity, identitySync,
+        CIDRIdentityCollector(engine: engine, events: events, logger: logger),
+      ] + clusterServices
         + (try options.metricsServices(for: .policy, logger: logger) {
           Gauge(label: "tessera_policy_revision").record(engine.revision)
           Gauge(label: "tessera_policies").record(engine.policies().count)

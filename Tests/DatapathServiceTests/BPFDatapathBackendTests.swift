@@ -423,7 +423,7 @@ struct BPFDatapathBackendTests {
     }
   }
 
-  @Test("an address missing from the ipcache is world; the node's addresses are host")
+  @Test("an address missing from the ipcache is its family's world; the node's addresses are host")
   func worldAndHost() throws {
     try withDatapath { datapath, backend in
       _ = try datapath.realize(
@@ -431,7 +431,7 @@ struct BPFDatapathBackendTests {
           id: 7, ingressEnforced: true,
           entries: [
             PolicyEntry(
-              peer: .world, direction: .ingress, proto: .tcp, ports: PortRange(single: 80)),
+              peer: .worldIPv4, direction: .ingress, proto: .tcp, ports: PortRange(single: 80)),
             PolicyEntry(
               peer: .host, direction: .ingress, proto: .tcp, ports: PortRange(single: 22)),
           ]))
@@ -545,10 +545,12 @@ struct BPFDatapathBackendTests {
     print("randomized datapath check: seed \(seed)")
     var rng = SplitMix64(seed: seed)
     let peers: [(identity: NumericIdentity, ip: String)] = [
-      (frontend, frontendIP), (other, otherIP), (.world, worldIP),
+      (frontend, frontendIP), (other, otherIP), (.worldIPv4, worldIP),
       (NumericIdentity(4000), "10.0.4.4"),
     ]
-    let entryPeers: [NumericIdentity] = [.unknown, frontend, other, .world, NumericIdentity(4000)]
+    let entryPeers: [NumericIdentity] = [
+      .unknown, frontend, other, .worldIPv4, NumericIdentity(4000),
+    ]
     let protocols: [L4Protocol] = [.any, .tcp, .udp, .sctp]
     let packetProtocols: [(wire: UInt8, reference: L4Protocol)] = [
       (Packet.tcp, .tcp), (Packet.udp, .udp), (Packet.sctp, .sctp), (Packet.icmp, .any),

@@ -55,83 +55,138 @@ struct CIDRIPCacheTests {
     let first = PolicyChange(
       revision: 2, affectedIdentities: nil, sequence: 7, instanceID: "a", resync: true,
       cidrIdentities: wanted)
-    await cidrs.removeBeforeRegenerating(first)
+    await cidrs.removeBeforeRegenerating(first, ordering: ordering)
     #expect(ipcache.entries.withLock { $0[stale] } == nil)
     #expect(ipcache.entries.withLock { $0[pod] } == NumericIdentity(1000))
     ordering.consumed(sequence: 7, instanceID: "a", triggered: [])
-    await cidrs.installAfterPeers(
+    await cidrs.mapAfterPeers(
       through: PolicyEventSequence(sequence: 7, instanceID: "a"), ordering: ordering)
     #expect(ipcache.entries.withLock { $0[Self.prefix("203.0.113.0/24")] } == wanted.values.first)
     await cidrs.waitUntilSynced()
   }
 
-  @Test("an arrival is mapped only after every endpoint realised its event")
-  func arrivalWaitsForPeers() async throws {
-    let ipcache = FakeIPCache()
-    let cidrs = CIDRIPCache(datapath: ipcache, logger: Logger(label: "test"))
+  @Test("a first event naming no CIDR, over a datapath holding none: synced at once")
+  func emptySnapshotSyncs() async throws {
+    let cidrs = CIDRIPCache(datapath: FakeIPCache(), logger: Logger(label: "test"))
     let ordering = PolicyOrdering()
-    ordering.consumed(sequence: 1, instanceID: "a", triggered: [])
     await cidrs.removeBeforeRegenerating(
       PolicyChange(
         revision: 1, affectedIdentities: nil, sequence: 1, instanceID: "a", resync: true,
-        cidrIdentities: [:]))
-    // Endpoint 1 realised generation 1; the event that brings the CIDR owes it generation 2.
+        cidrIdentities: [:]), ordering: ordering)
+    ordering.consumed(sequence: 1, instanceID: "a", triggered: [])
+    cidrs.installAfterPeers(
+      through: PolicyEventSequence(sequence: 1, instanceID: "a"), ordering: ordering)
+    let synced = Task { await cidrs.waitUntilSynced() }
+    let timeout = Task {
+      try await Task.sleep(for: .seconds(5))
+      synced.cancel()
+    }
+    await synced.value
+    #expect(!synced.isCancelled, "not synced within 5 s")
+    timeout.cancel()
+  }
+
+  /// A node whose watch applied the first event (sequence 1, no CIDR) and whose endpoint 1
+  /// realised generation 1.
+  func startedNode() async -> (FakeIPCache, CIDRIPCache, PolicyOrdering) {
+    let ipcache = FakeIPCache()
+    let cidrs = CIDRIPCache(datapath: ipcache, logger: Logger(label: "test"))
+    let ordering = PolicyOrdering()
+    await cidrs.removeBeforeRegenerating(
+      PolicyChange(
+        revision: 1, affectedIdentities: nil, sequence: 1, instanceID: "a", resync: true,
+        cidrIdentities: [:]), ordering: ordering)
+    ordering.consumed(sequence: 1, instanceID: "a", triggered: [])
     ordering.realized(endpointID: 1, identity: NumericIdentity(1000), generation: 1)
+    return (ipcache, cidrs, ordering)
+  }
+
+  @Test("an arrival is mapped only after every endpoint realised its event")
+  func arrivalWaitsForPeers() async throws {
+    let (ipcache, cidrs, ordering) = await startedNode()
     let prefix = Self.prefix("203.0.113.0/25")
     let arrival = PolicyChange(
       revision: 2, affectedIdentities: [NumericIdentity(1000)], sequence: 2,
       addedCIDRs: [prefix: Self.number("203.0.113.0/25")])
-    await cidrs.removeBeforeRegenerating(arrival)
+    await cidrs.removeBeforeRegenerating(arrival, ordering: ordering)
     ordering.consumed(sequence: 2, instanceID: nil, triggered: [(endpointID: 1, generation: 2)])
-    let install = Task {
-      await cidrs.installAfterPeers(
+    let mapping = Task {
+      await cidrs.mapAfterPeers(
         through: PolicyEventSequence(sequence: 2, instanceID: "a"), ordering: ordering)
     }
     try await Task.sleep(for: .milliseconds(100))
     #expect(ipcache.entries.withLock { $0[prefix] } == nil, "mapped before the peer realised it")
     ordering.realized(endpointID: 1, identity: NumericIdentity(1000), generation: 2)
-    await install.value
+    await mapping.value
     #expect(ipcache.entries.withLock { $0[prefix] } == Self.number("203.0.113.0/25"))
   }
 
-  @Test("a removal is unmapped before the event's regenerations, and a late mapping is not made")
+  @Test("a retry behind an older event does not map a prefix a newer event added")
+  func retryNeverRunsAhead() async throws {
+    let (ipcache, cidrs, ordering) = await startedNode()
+    let prefix = Self.prefix("203.0.113.0/25")
+    await cidrs.removeBeforeRegenerating(
+      PolicyChange(
+        revision: 2, affectedIdentities: nil, sequence: 2,
+        addedCIDRs: [prefix: Self.number("203.0.113.0/25")]), ordering: ordering)
+    // The consumer has not queued event 2's regenerations yet: a mapping behind event 1
+    // must leave the prefix alone.
+    await cidrs.mapAfterPeers(
+      through: PolicyEventSequence(sequence: 1, instanceID: "a"), ordering: ordering)
+    #expect(ipcache.entries.withLock { $0[prefix] } == nil)
+  }
+
+  @Test("a removal waits for the earlier events, and comes before its own event's regenerations")
   func removalComesFirst() async throws {
+    let (ipcache, cidrs, ordering) = await startedNode()
     let prefix = Self.prefix("203.0.113.0/25")
     let identity = Self.number("203.0.113.0/25")
-    let ipcache = FakeIPCache()
-    let cidrs = CIDRIPCache(datapath: ipcache, logger: Logger(label: "test"))
-    let ordering = PolicyOrdering()
     await cidrs.removeBeforeRegenerating(
       PolicyChange(
-        revision: 1, affectedIdentities: nil, sequence: 1, instanceID: "a", resync: true,
-        cidrIdentities: [prefix: identity]))
-    ordering.realized(endpointID: 1, identity: NumericIdentity(1000), generation: 1)
-    ordering.consumed(sequence: 1, instanceID: "a", triggered: [(endpointID: 1, generation: 2)])
-    // The mapping waits for endpoint 1 while the next event removes the prefix.
-    let install = Task {
-      await cidrs.installAfterPeers(
-        through: PolicyEventSequence(sequence: 1, instanceID: "a"), ordering: ordering)
-    }
-    try await Task.sleep(for: .milliseconds(50))
-    await cidrs.removeBeforeRegenerating(
-      PolicyChange(
-        revision: 2, affectedIdentities: nil, sequence: 2, deletedIdentities: [identity]))
-    ordering.realized(endpointID: 1, identity: NumericIdentity(1000), generation: 2)
-    await install.value
-    #expect(ipcache.entries.withLock { $0[prefix] } == nil, "a removed prefix was mapped")
-
-    // Mapped, then removed: the delete comes before anything else of the event.
-    await cidrs.removeBeforeRegenerating(
-      PolicyChange(
-        revision: 3, affectedIdentities: nil, sequence: 3, addedCIDRs: [prefix: identity]))
-    ordering.consumed(sequence: 3, instanceID: nil, triggered: [])
-    await cidrs.installAfterPeers(
-      through: PolicyEventSequence(sequence: 3, instanceID: "a"), ordering: ordering)
+        revision: 2, affectedIdentities: nil, sequence: 2, addedCIDRs: [prefix: identity]),
+      ordering: ordering)
+    ordering.consumed(sequence: 2, instanceID: nil, triggered: [])
+    await cidrs.mapAfterPeers(
+      through: PolicyEventSequence(sequence: 2, instanceID: "a"), ordering: ordering)
     #expect(ipcache.entries.withLock { $0[prefix] } == identity)
-    await cidrs.removeBeforeRegenerating(
-      PolicyChange(
-        revision: 4, affectedIdentities: nil, sequence: 4, deletedIdentities: [identity]))
+    // Event 3 changes the rules (endpoint 1 owes it generation 2); event 4 removes the
+    // identity: it stays mapped until endpoint 1 realised event 3.
+    ordering.consumed(sequence: 3, instanceID: nil, triggered: [(endpointID: 1, generation: 2)])
+    let removal = Task {
+      await cidrs.removeBeforeRegenerating(
+        PolicyChange(
+          revision: 3, affectedIdentities: nil, sequence: 4, deletedIdentities: [identity]),
+        ordering: ordering)
+    }
+    try await Task.sleep(for: .milliseconds(100))
+    #expect(ipcache.entries.withLock { $0[prefix] } == identity, "unmapped before event 3")
+    ordering.realized(endpointID: 1, identity: NumericIdentity(1000), generation: 2)
+    await removal.value
     #expect(ipcache.entries.withLock { $0[prefix] } == nil)
     #expect(ipcache.writes.withLock { $0.last } == "delete [\(prefix)]")
+  }
+
+  @Test("a mapping waiting for its peers is dropped when an event removes the prefix meanwhile")
+  func removedWhileWaiting() async throws {
+    let (ipcache, cidrs, ordering) = await startedNode()
+    let prefix = Self.prefix("203.0.113.0/25")
+    let identity = Self.number("203.0.113.0/25")
+    await cidrs.removeBeforeRegenerating(
+      PolicyChange(
+        revision: 2, affectedIdentities: nil, sequence: 2, addedCIDRs: [prefix: identity]),
+      ordering: ordering)
+    ordering.consumed(sequence: 2, instanceID: nil, triggered: [(endpointID: 1, generation: 2)])
+    let mapping = Task {
+      await cidrs.mapAfterPeers(
+        through: PolicyEventSequence(sequence: 2, instanceID: "a"), ordering: ordering)
+    }
+    try await Task.sleep(for: .milliseconds(50))
+    ordering.realized(endpointID: 1, identity: NumericIdentity(1000), generation: 2)
+    await cidrs.removeBeforeRegenerating(
+      PolicyChange(
+        revision: 3, affectedIdentities: nil, sequence: 3, deletedIdentities: [identity]),
+      ordering: ordering)
+    await mapping.value
+    #expect(ipcache.entries.withLock { $0[prefix] } == nil, "a removed prefix was mapped")
   }
 }

@@ -174,6 +174,10 @@ struct CreateEndpointTests {
       try await node.manager.createEndpoint(
         try node.spec("c", "10.0.0.3", "reserved:host"), sync: true)
     }
+    await #expect(throws: EndpointError.self) {
+      try await node.manager.createEndpoint(
+        try node.spec("d", "10.0.0.4", "cidr:10.0.0.0/8="), sync: true)
+    }
     #expect(node.manager.registry.all().count == 1)
   }
 

@@ -69,6 +69,10 @@ struct IdentityAllocatorTests {
     await #expect(throws: IdentityError.self) {
       try await allocator.allocateIdentity(labels: labels("reserved:host", "app=x"))
     }
+    // cidr: labels are the CIDR identities' (policy-owned): no workload gets one.
+    await #expect(throws: IdentityError.self) {
+      try await allocator.allocateIdentity(labels: labels("cidr:10.0.0.0/8=", "app=x"))
+    }
     #expect(try await allocator.releaseIdentity(id: .host).released == false)
   }
 

@@ -1,3 +1,4 @@
+import Logging
 import TesseraCore
 import TesseraProto
 import Testing
@@ -154,7 +155,6 @@ struct CIDRPolicyTests {
           toPorts: [{ports: [{port: "1"}]}]
         """))
     let policy = engine.computePolicy(for: api)
-    #expect(policy.egress(to: .world) == .allow)
     #expect(policy.egress(to: .worldIPv4) == .allow)
     #expect(policy.egress(to: cidr("192.168.0.0/16")) == .allow)
     #expect(policy.egress(to: cidr("10.0.0.0/8")) == .deny)
@@ -184,8 +184,8 @@ struct CIDRPolicyTests {
     #expect(policy.ingress(from: cidr("203.0.113.0/24")) == .deny)
   }
 
-  @Test("a prefix's identity leaves with the last rule naming it, and is announced")
-  func identityLifetime() throws {
+  @Test("a prefix's identity outlives the last rule naming it until a collection of its own")
+  func identityLifetime() async throws {
     let engine = try engineWithPods()
     let first = try engine.importYAML(
       PolicySemanticsConformanceTests.cnp(
@@ -199,9 +199,53 @@ struct CIDRPolicyTests {
     let deleteA = try engine.deletePolicies(.named(namespace: "default", name: "a"))
     #expect(deleteA.identities == .none)
     let deleteB = try engine.deletePolicies(.named(namespace: "default", name: "b"))
-    #expect(deleteB.identities.deleted == [cidr("198.51.100.0/24").id])
+    // The change that stops naming it leaves it: nodes still judge its addresses by it.
+    #expect(deleteB.identities == .none)
+    #expect(engine.hasUnnamedCIDRIdentities)
+    let events = PolicyEvents()
+    let subscription = events.subscribe()
+    let collector = CIDRIdentityCollector(
+      engine: engine, events: events, logger: Logger(label: "test"))
+    #expect(collector.collect().deleted == [cidr("198.51.100.0/24").id])
     #expect(engine.cidrIdentities().isEmpty)
+    #expect(!engine.hasUnnamedCIDRIdentities)
     #expect(engine.unknownIdentities(among: [cidr("198.51.100.0/24").id]).count == 1)
+    #expect(collector.collect() == .none)
+    var iterator = subscription.events.makeAsyncIterator()
+    let event = await iterator.next()
+    #expect(event?.deletedIdentities == [cidr("198.51.100.0/24").id.rawValue])
+  }
+
+  @Test("a prefix named again before the collection keeps its identity")
+  func renamedBeforeCollection() throws {
+    let engine = try engineWithPods()
+    try engine.importYAML(
+      PolicySemanticsConformanceTests.cnp(
+        "endpointSelector: {}\negress:\n- toCIDR: [198.51.100.0/24]", name: "a"))
+    _ = try engine.deletePolicies(.named(namespace: "default", name: "a"))
+    let again = try engine.importYAML(
+      PolicySemanticsConformanceTests.cnp(
+        "endpointSelector: {}\negress:\n- toCIDR: [198.51.100.0/24]", name: "a"))
+    #expect(again.identities == .none)
+    #expect(engine.collectUnnamedCIDRIdentities().identities == .none)
+    #expect(engine.cidrIdentities() == [cidr("198.51.100.0/24")])
+  }
+
+  @Test("a pod labelled cidr: is never selected by a CIDR peer")
+  func podCannotPoseAsCIDR() throws {
+    let poser = pod(1002, namespace: "default", "cidr:10.0.0.0/8=")
+    let engine = try engine([api, client, poser])
+    try engine.importYAML(
+      PolicySemanticsConformanceTests.knp(
+        """
+        podSelector: {matchLabels: {app: api}}
+        ingress:
+        - from:
+          - ipBlock: {cidr: 10.0.0.0/8}
+        """))
+    let policy = engine.computePolicy(for: api)
+    #expect(policy.ingress(from: cidr("10.0.0.0/8")) == .allow)
+    #expect(policy.ingress(from: poser) == .deny)
   }
 
   @Test("the identity service can neither add nor remove a CIDR identity")
@@ -218,6 +262,25 @@ struct CIDRPolicyTests {
     #expect(policy.egress(to: named) == .allow)
     #expect(policy.egress(to: forged.id) == .deny)
     #expect(!engine.allocatedIdentities().contains(named.id))
+  }
+
+  @Test("what the identity service says of the CIDR scope is neither applied nor announced")
+  func identityServiceCannotAnnounceCIDRs() async throws {
+    let engine = try engineWithPods()
+    try engine.importYAML(
+      PolicySemanticsConformanceTests.cnp(
+        "endpointSelector: {matchLabels: {app: api}}\negress:\n- toCIDR: [198.51.100.0/24]"))
+    let events = PolicyEvents()
+    let handler = PolicyServiceHandler(engine: engine, events: events, logger: Logger(label: "t"))
+    let subscription = events.subscribe()
+    let named = cidr("198.51.100.0/24")
+    let forged = SecurityIdentity(id: cidr("192.0.2.0/24").id, labels: named.labels)
+    _ = handler.identitiesChanged(added: [forged, client], deleted: [named.id])
+    var iterator = subscription.events.makeAsyncIterator()
+    let event = try #require(await iterator.next())
+    #expect(event.addedIdentities.map(\.id) == [client.id.rawValue])
+    #expect(event.addedIdentities.allSatisfy { $0.cidr.isEmpty })
+    #expect(event.deletedIdentities.isEmpty)
   }
 
   @Test("two prefixes with one identity number cannot both be named")

@@ -514,9 +514,8 @@ struct PolicyComputationTests {
     #expect(
       policy.ingress(from: frontendProd) == .allow && policy.ingress(from: frontend) == .allow)
     #expect(policy.ingress(from: world) == .deny && policy.ingress(from: host) == .deny)
-    #expect(
-      policy.egress(to: world, .tcp, 443) == .allow
-        && policy.egress(to: .worldIPv4, .tcp, 443) == .allow)
+    #expect(policy.egress(to: .worldIPv4, .tcp, 443) == .allow)
+    #expect(policy.egress(to: .worldIPv6, .tcp, 443) == .deny)
     #expect(policy.egress(to: frontend, .tcp, 443) == .deny)
   }
 

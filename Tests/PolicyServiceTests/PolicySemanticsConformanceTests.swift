@@ -410,12 +410,13 @@ struct PolicySemanticsConformanceTests {
     #expect(policy.egress(to: .world) == .allow)
   }
 
-  @Test("ipBlock 0.0.0.0/0 is world, not the cluster's pods")
+  @Test("ipBlock 0.0.0.0/0 is the IPv4 world: not IPv6 addresses, not the cluster's pods")
   func ipBlockWorld() throws {
     let policy = try compute(
       Self.knp(
         "podSelector: {}\negress:\n- to:\n  - ipBlock: {cidr: 0.0.0.0/0}\npolicyTypes: [Egress]"))
-    #expect(policy.egress(to: .world) == .allow && policy.egress(to: .worldIPv4) == .allow)
+    #expect(policy.egress(to: .worldIPv4) == .allow)
+    #expect(policy.egress(to: .worldIPv6) == .deny)
     #expect(policy.egress(to: client) == .deny && policy.egress(to: .host) == .deny)
   }
 
@@ -626,10 +627,10 @@ struct PolicySemanticsConformanceTests {
         && policy.egress(to: client, .tcp, 8080) == .allow)
   }
 
-  @Test("toCIDR 0.0.0.0/0 and ::/0 are world (Cilium: world-ipv4 and world-ipv6)")
+  @Test("toCIDR 0.0.0.0/0 and ::/0 are their family's world (Cilium dual-stack)")
   func ciliumWorldCIDRs() throws {
     let v6 = try compute(Self.cnp("endpointSelector: {}\negress:\n- toCIDR: [\"::/0\"]"))
-    #expect(v6.egress(to: .worldIPv6) == .allow && v6.egress(to: .world) == .allow)
+    #expect(v6.egress(to: .worldIPv6) == .allow)
     #expect(v6.egress(to: .worldIPv4) == .deny && v6.egress(to: client) == .deny)
     let set = try compute(
       Self.cnp("endpointSelector: {}\negress:\n- toCIDRSet: [{cidr: 0.0.0.0/0}]"))

@@ -216,15 +216,14 @@ struct PolicyRepository {
 
   // MARK: CIDR identities
 
-  /// Brings the SelectorCache's CIDR identities in line with the prefixes the rules name,
-  /// after the rules themselves changed (so the new rules' selectors see the new identities
-  /// arrive, and the old rules are gone before their identities leave).
+  /// Adds the identities of CIDRs the rules now name, after the rules themselves changed (so
+  /// the new rules' selectors see them arrive). The identities of CIDRs no rule names any
+  /// more stay until ``collectUnnamedCIDRIdentities()``: in the change that stops naming a
+  /// prefix, its addresses must keep the identity the nodes' maps still judge by.
   ///
-  /// - Returns: the subjects whose policy the identities' arrival or departure changes.
+  /// - Returns: the subjects whose policy the identities' arrival changes.
   private mutating func syncCIDRIdentities() -> AffectedIdentities {
-    let gone = cidrIdentities.keys.filter { namedPrefixes[$0] == nil }
     var taken = Dictionary(uniqueKeysWithValues: cidrIdentities.map { ($0.value, $0.key) })
-    for prefix in gone { taken[cidrIdentities[prefix]!] = nil }
     var added: [SecurityIdentity] = []
     for prefix in namedPrefixes.keys.sorted() where cidrIdentities[prefix] == nil {
       let identity = CIDRIdentity.identity(for: prefix)
@@ -235,10 +234,26 @@ struct PolicyRepository {
       cidrIdentities[prefix] = identity.id
       added.append(identity)
     }
-    guard !added.isEmpty || !gone.isEmpty else { return .none }
+    guard !added.isEmpty else { return .none }
+    identityChanges.append(IdentityChanges(added: added))
+    return applyIdentityChanges(added: added, deleted: []).affected
+  }
+
+  /// Whether the SelectorCache holds identities of CIDRs no rule names any more.
+  var hasUnnamedCIDRIdentities: Bool { cidrIdentities.keys.contains { namedPrefixes[$0] == nil } }
+
+  /// Removes the identities of CIDRs no rule names any more, as a change of its own (its
+  /// event comes after the one that stopped naming them). Such an identity is selected by
+  /// exactly the selectors that select the next enclosing named prefix's (or world), since
+  /// no selector names the prefix, so unmapping it changes no verdict.
+  ///
+  /// - Returns: the subjects whose policy the removal changes.
+  mutating func collectUnnamedCIDRIdentities() -> AffectedIdentities {
+    let gone = cidrIdentities.keys.filter { namedPrefixes[$0] == nil }.sorted()
+    guard !gone.isEmpty else { return .none }
     let deleted = gone.map { cidrIdentities.removeValue(forKey: $0)! }
-    identityChanges.append(IdentityChanges(added: added, deleted: deleted))
-    return applyIdentityChanges(added: added, deleted: deleted).affected
+    identityChanges.append(IdentityChanges(deleted: deleted))
+    return applyIdentityChanges(added: [], deleted: deleted).affected
   }
 
   /// The CIDR identities added or removed since the last call, for the change's event.

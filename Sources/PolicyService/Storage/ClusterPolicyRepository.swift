@@ -224,10 +224,12 @@ public final class ClusterPolicyRepository: Sendable {
     let policies = kvs.compactMap { kv in
       decode(kv).map { (policy: $0, importedAt: UInt64(kv.modRevision)) }
     }
-    let change = engine.replaceAll(with: policies, revision: UInt64(revision))
-    events.publish(
-      revision: engine.revision, affected: change.affected, added: change.identities.added,
-      deleted: change.identities.deleted)
+    events.serialized {
+      let change = engine.replaceAll(with: policies, revision: UInt64(revision))
+      events.publish(
+        revision: engine.revision, affected: change.affected, added: change.identities.added,
+        deleted: change.identities.deleted)
+    }
     applied.withLock { $0 = max($0, revision) }
     logger.info(
       "policy repository read from the cluster store",
@@ -256,11 +258,13 @@ public final class ClusterPolicyRepository: Sendable {
         }
         index += 1
       }
-      let change = engine.apply(
-        upserting: upserting, deleting: deleting, revision: UInt64(revision))
-      events.publish(
-        revision: engine.revision, affected: change.affected, added: change.identities.added,
-        deleted: change.identities.deleted)
+      events.serialized {
+        let change = engine.apply(
+          upserting: upserting, deleting: deleting, revision: UInt64(revision))
+        events.publish(
+          revision: engine.revision, affected: change.affected, added: change.identities.added,
+          deleted: change.identities.deleted)
+      }
       applied.withLock { $0 = max($0, revision) }
     }
   }

@@ -5,7 +5,8 @@
 
 #include "maps.h"
 
-/* The identity of `addr`; `world` when no prefix covers it. */
+/* The identity of `addr`; `world-ipv4` or `world-ipv6` when no prefix covers it (as
+ * Cilium's dual-stack datapath: `0.0.0.0/0` then selects no IPv6 address). */
 static __always_inline __u32 ipcache_lookup_identity(__u8 family, const __u8 *addr)
 {
 	struct ipcache_key key = {};
@@ -20,7 +21,9 @@ static __always_inline __u32 ipcache_lookup_identity(__u8 family, const __u8 *ad
 		__builtin_memcpy(key.addr, addr, 16);
 	}
 	value = bpf_map_lookup_elem(&tessera_ipcache, &key);
-	return value ? value->identity : TESSERA_ID_WORLD;
+	if (value)
+		return value->identity;
+	return family == TESSERA_FAMILY_V4 ? TESSERA_ID_WORLD_IPV4 : TESSERA_ID_WORLD_IPV6;
 }
 
 #endif /* TESSERA_IPCACHE_H */

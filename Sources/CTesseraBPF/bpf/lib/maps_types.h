@@ -15,6 +15,8 @@
 #define TESSERA_ID_UNKNOWN 0
 #define TESSERA_ID_HOST 1
 #define TESSERA_ID_WORLD 2
+#define TESSERA_ID_WORLD_IPV4 9
+#define TESSERA_ID_WORLD_IPV6 10
 
 /* Directions, relative to the endpoint; same values as Swift's TrafficDirection. */
 #define TESSERA_DIR_INGRESS 1

@@ -182,9 +182,9 @@ extension PolicyManifest {
 
   /// The peers a CIDR and its `except` prefixes stand for: the identities of the prefix and
   /// of every prefix a policy names inside it (``CIDRIdentity``), less those inside an
-  /// exception. The whole address space is the `world` entity (Cilium maps `0.0.0.0/0` to
-  /// world-ipv4 and `::/0` to world-ipv6; the single-stack world identity 2 is included with
-  /// both), less the exceptions.
+  /// exception. The whole address space of a family is that family's world (`0.0.0.0/0` is
+  /// world-ipv4 and `::/0` world-ipv6, as in Cilium's dual-stack datapath, where an address
+  /// no entry covers carries its family's world), less the exceptions.
   static func cidrPeers(_ cidrField: ManifestField, except exceptFields: [ManifestField])
     throws(FieldError) -> [PeerSelector]
   {
@@ -201,18 +201,22 @@ extension PolicyManifest {
       }
       exclusions.append(LabelRequirement(key: cidrKey(excepted), op: .doesNotExist))
     }
+    let family: ReservedIdentity = prefix.family == .v4 ? .worldIPv4 : .worldIPv6
     guard prefix.length > 0 else {
-      let family: ReservedIdentity = prefix.family == .v4 ? .worldIPv4 : .worldIPv6
-      return [ReservedIdentity.world, family].map {
+      return [
         .selector(
           EndpointSelector(
-            [LabelRequirement(key: .reserved($0.name), op: .in, values: [""])] + exclusions))
-      }
+            [LabelRequirement(key: .reserved(family.name), op: .in, values: [""])] + exclusions))
+      ]
     }
+    // The reserved label, which no workload can carry, keeps a pod labelled cidr:… out.
     return [
       .selector(
         EndpointSelector(
-          [LabelRequirement(key: cidrKey(prefix), op: .in, values: [""])] + exclusions))
+          [
+            LabelRequirement(key: cidrKey(prefix), op: .in, values: [""]),
+            LabelRequirement(key: .reserved(family.name), op: .in, values: [""]),
+          ] + exclusions))
     ]
   }
 
