@@ -44,6 +44,14 @@ final class CIDRIPCache: Sendable {
     var wanted: [IPPrefix: Wanted] = [:]
     /// What the datapath holds of the CIDR scope; nil until read, and after a failed write.
     var installed: [IPPrefix: NumericIdentity]?
+    /// Bumped by every datapath write, so a read begun before one is not kept.
+    var writes: UInt64 = 0
+    /// Prefixes an event removed whose ordered unmapping is under way: a retry leaves them
+    /// to it (unmapping them at once would run ahead of the earlier events).
+    var draining: Set<IPPrefix> = []
+    /// The newest event a background mapping must reach, and whether one runs.
+    var mappingTarget: PolicyEventSequence?
+    var mapping = false
     /// The newest event taken in, for a retry.
     var lastTarget: PolicyEventSequence?
     /// The datapath has held what the policy service held at the stream's first event.
@@ -84,8 +92,10 @@ final class CIDRIPCache: Sendable {
         return []
       }
       let deleted = change.deletedIdentities.filter(CIDRIdentity.isCIDR)
+        .union(change.retiredCIDRs)
       let removed = state.wanted.filter { deleted.contains($0.value.identity) }.map(\.key)
       for prefix in removed { state.wanted[prefix] = nil }
+      state.draining.formUnion(removed)
       for (prefix, identity) in change.addedCIDRs {
         state.wanted[prefix] = Wanted(identity: identity, after: sequence)
       }
@@ -99,27 +109,35 @@ final class CIDRIPCache: Sendable {
     }
     guard !removed.isEmpty else { return }
     if sequence > 1 {
+      // An endpoint whose regeneration is stuck (not failing, never realising) must not hold
+      // the node's policy watch forever: after the timeout the removal goes ahead, logged.
       let earlier = PolicyEventSequence(sequence: sequence - 1, instanceID: instanceID)
-      await untilDone("waiting for the node's regenerations before unmapping \(removed)") {
-        () async -> Bool in
-        do {
-          _ = try await ordering.waitForPeers(
-            of: nil, through: earlier, deadline: .now + Self.orderingTimeout)
-          return true
-        } catch {
-          return false
-        }
+      do {
+        _ = try await ordering.waitForPeers(
+          of: nil, through: earlier, deadline: .now + Self.orderingTimeout)
+      } catch {
+        logger.error(
+          "unmapping CIDR prefixes without every endpoint having realised the earlier events",
+          metadata: ["prefixes": "\(removed.map(\.description))", "error": "\(error)"])
       }
     }
     await untilDone("unmapping \(removed)") { () async -> Bool in
       await withGate {
         do {
           try await datapath.deleteCIDREntries(removed)
-          state.withLock { state in for prefix in removed { state.installed?[prefix] = nil } }
+          state.withLock { state in
+            state.writes += 1
+            for prefix in removed { state.installed?[prefix] = nil }
+            state.draining.subtract(removed)
+          }
           logger.info(
             "CIDR prefixes unmapped", metadata: ["prefixes": "\(removed.map(\.description))"])
           return true
         } catch {
+          state.withLock { state in
+            state.writes += 1
+            state.installed = nil
+          }
           return false
         }
       }
@@ -129,14 +147,27 @@ final class CIDRIPCache: Sendable {
   /// Maps, in the background, the wanted prefixes added through `target` (the event just
   /// consumed) that the datapath does not hold yet, once every endpoint realised that event.
   func installAfterPeers(through target: PolicyEventSequence, ordering: PolicyOrdering) {
-    let pending = state.withLock { state in
-      state.installed == nil || !state.satisfied
+    let start = state.withLock { state -> Bool in
+      guard state.installed == nil || !state.satisfied else { return false }
+      state.mappingTarget = target
+      guard !state.mapping else { return false }
+      state.mapping = true
+      return true
     }
-    guard pending else {
+    guard start else {
       markSyncedIfSatisfied()
       return
     }
-    Task { await mapAfterPeers(through: target, ordering: ordering) }
+    // One background mapper, always behind the newest event taken in.
+    Task {
+      while let next = state.withLock({ state -> PolicyEventSequence? in
+        defer { state.mappingTarget = nil }
+        if state.mappingTarget == nil { state.mapping = false }
+        return state.mappingTarget
+      }) {
+        await mapAfterPeers(through: next, ordering: ordering)
+      }
+    }
   }
 
   /// Retries what an event could not finish (the datapath unreachable, a slow
@@ -192,12 +223,13 @@ final class CIDRIPCache: Sendable {
             of: nil, through: target, deadline: .now + Self.orderingTimeout)
         else { return }  // the watch moved to another instance: its first event reconciles
       } catch {
-        logger.warning(
-          "CIDR prefixes wait for the node's regenerations; retrying",
+        // An endpoint whose regeneration is stuck (not failing, never realising) must not
+        // keep the node from mapping, nor from serving after a restart: logged, and mapped.
+        logger.error(
+          "mapping CIDR prefixes without every endpoint having realised their event",
           metadata: [
             "prefixes": "\(missing.keys.sorted().map(\.description))", "error": "\(error)",
           ])
-        return
       }
       _ = await withGate { () async -> Bool in
         // Only what is still wanted as it was: an event taken in meanwhile may have
@@ -207,7 +239,10 @@ final class CIDRIPCache: Sendable {
         }
         do {
           try await datapath.upsertCIDREntries(current)
-          state.withLock { state in state.installed?.merge(current) { _, new in new } }
+          state.withLock { state in
+            state.writes += 1
+            state.installed?.merge(current) { _, new in new }
+          }
           if !current.isEmpty {
             logger.info(
               "CIDR prefixes mapped",
@@ -216,7 +251,10 @@ final class CIDRIPCache: Sendable {
           return true
         } catch {
           // Written or not: the next read tells.
-          state.withLock { $0.installed = nil }
+          state.withLock { state in
+            state.writes += 1
+            state.installed = nil
+          }
           logger.error(
             "cannot map CIDR prefixes; retrying",
             metadata: [
@@ -245,16 +283,23 @@ final class CIDRIPCache: Sendable {
   private func removeStale() async -> Bool {
     guard let installed = await readInstalled() else { return false }
     let stale = state.withLock { state in
-      installed.filter { state.wanted[$0.key] == nil }.map(\.key).sorted()
+      installed.filter { state.wanted[$0.key] == nil && !state.draining.contains($0.key) }
+        .map(\.key).sorted()
     }
     guard !stale.isEmpty else { return true }
     do {
       try await datapath.deleteCIDREntries(stale)
-      state.withLock { state in for prefix in stale { state.installed?[prefix] = nil } }
+      state.withLock { state in
+        state.writes += 1
+        for prefix in stale { state.installed?[prefix] = nil }
+      }
       logger.info("CIDR prefixes unmapped", metadata: ["prefixes": "\(stale.map(\.description))"])
       return true
     } catch {
-      state.withLock { $0.installed = nil }
+      state.withLock { state in
+        state.writes += 1
+        state.installed = nil
+      }
       logger.error(
         "cannot unmap CIDR prefixes; retrying",
         metadata: ["prefixes": "\(stale.map(\.description))", "error": "\(error)"])
@@ -264,10 +309,13 @@ final class CIDRIPCache: Sendable {
 
   /// The datapath's CIDR-scope entries, read when not known.
   private func readInstalled() async -> [IPPrefix: NumericIdentity]? {
-    if let installed = state.withLock({ $0.installed }) { return installed }
+    let (known, writes) = state.withLock { ($0.installed, $0.writes) }
+    if let known { return known }
     do {
       let entries = try await datapath.ipcacheEntries().filter { CIDRIdentity.isCIDR($0.value) }
       return state.withLock { state in
+        // A write since the read began makes it stale: the next call reads again.
+        guard state.writes == writes else { return nil }
         if state.installed == nil { state.installed = entries }
         return state.installed
       }

@@ -335,7 +335,8 @@ extension PolicyChange {
         event.addedIdentities.map { (NumericIdentity(rawValue: $0.id), $0.labelsDigest) },
         uniquingKeysWith: { first, _ in first }),
       deletedIdentities: Set(event.deletedIdentities.map(NumericIdentity.init(rawValue:))),
-      addedCIDRs: Self.cidrs(event.addedIdentities))
+      addedCIDRs: Self.cidrs(event.addedIdentities),
+      retiredCIDRs: Set(event.retiredCidrIdentities.map(NumericIdentity.init(rawValue:))))
   }
 
   /// The CIDR identities among `arrivals`, by prefix (arrivals outside the CIDR scope, or

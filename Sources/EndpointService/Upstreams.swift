@@ -84,6 +84,8 @@ public struct PolicyChange: Sendable, Equatable {
   public var namesIdentityChanges: Bool
   /// CIDR identities the change brought into the SelectorCache, by prefix.
   public var addedCIDRs: [IPPrefix: NumericIdentity]
+  /// CIDR identities the change retired: their prefixes are unmapped.
+  public var retiredCIDRs: Set<NumericIdentity>
   /// On a stream's first change: every CIDR identity the policy service holds, by prefix
   /// (nil on later changes).
   public var cidrIdentities: [IPPrefix: NumericIdentity]?
@@ -93,7 +95,7 @@ public struct PolicyChange: Sendable, Equatable {
     instanceID: String? = nil, resync: Bool = false,
     addedIdentities: [NumericIdentity: UInt64] = [:],
     deletedIdentities: Set<NumericIdentity> = [], namesIdentityChanges: Bool = false,
-    addedCIDRs: [IPPrefix: NumericIdentity] = [:],
+    addedCIDRs: [IPPrefix: NumericIdentity] = [:], retiredCIDRs: Set<NumericIdentity> = [],
     cidrIdentities: [IPPrefix: NumericIdentity]? = nil
   ) {
     self.revision = revision
@@ -105,6 +107,7 @@ public struct PolicyChange: Sendable, Equatable {
     self.deletedIdentities = deletedIdentities
     self.namesIdentityChanges = namesIdentityChanges
     self.addedCIDRs = addedCIDRs
+    self.retiredCIDRs = retiredCIDRs
     self.cidrIdentities = cidrIdentities
   }
 }

@@ -202,26 +202,34 @@ public final class PolicyEngine: Sendable {
     state.withLock { $0.updateIdentities(added: added, deleted: deleted) }
   }
 
-  /// Whether the SelectorCache holds identities of CIDRs no rule names any more.
+  /// Whether some CIDR identity no rule names any more is not retired yet.
   public var hasUnnamedCIDRIdentities: Bool { state.withLock { $0.hasUnnamedCIDRIdentities } }
 
-  /// Removes the identities of CIDRs no rule names any more (``CIDRIdentityCollector``
-  /// publishes the removal as an event of its own).
+  /// Retires the identities of CIDRs no rule names any more (``CIDRIdentityCollector``
+  /// announces them in an event of their own; nodes unmap their prefixes).
+  public func retireUnnamedCIDRIdentities() -> [NumericIdentity] {
+    state.withLock { $0.retireUnnamedCIDRIdentities() }
+  }
+
+  /// Removes from the SelectorCache those of `identities` still retired.
   ///
   /// - Returns: the subjects whose policy the removal changes, and the identities removed.
-  public func collectUnnamedCIDRIdentities() -> (
+  public func removeRetiredCIDRIdentities(_ identities: Set<NumericIdentity>) -> (
     affected: AffectedIdentities, identities: IdentityChanges
   ) {
     state.withLock { repository in
-      let affected = repository.collectUnnamedCIDRIdentities()
+      let affected = repository.removeRetiredCIDRIdentities(identities)
       return (affected, repository.takeIdentityChanges())
     }
   }
 
-  /// The identities of the CIDRs the rules name (``CIDRIdentity``), sorted by prefix, and
-  /// of those no rule names any more that are not collected yet.
+  /// The identities of the CIDRs the rules name (``CIDRIdentity``), sorted by prefix: those a
+  /// node maps (not the retired ones).
   public func cidrIdentities() -> [SecurityIdentity] {
-    state.withLock { $0.cidrIdentities.keys.sorted().map(CIDRIdentity.identity(for:)) }
+    state.withLock { repository in
+      repository.cidrIdentities.keys.filter { !repository.retiredCIDRs.contains($0) }.sorted()
+        .map(CIDRIdentity.identity(for:))
+    }
   }
 
   /// Every identity the SelectorCache holds that the identity service allocated (not

@@ -144,9 +144,21 @@ public final class PolicyEvents: Sendable {
   public func withSubscriptionForRPC<T: Sendable>(_ body: (Subscription) async throws -> T)
     async throws -> T
   {
-    let (subscription, continuation) = subscribeWithContinuation()
+    try await withSubscriptionForRPC(reading: {}) { subscription, _ in try await body(subscription)
+    }
+  }
+
+  /// ``withSubscriptionForRPC(_:)`` with `read` run at the subscription's sequence: under
+  /// the publication lock, so what it reads is the state every later event starts from.
+  public func withSubscriptionForRPC<Snapshot: Sendable, T: Sendable>(
+    reading read: () -> Snapshot, _ body: (Subscription, Snapshot) async throws -> T
+  ) async throws -> T {
+    let (subscription, continuation, snapshot) = serialized {
+      let (subscription, continuation) = subscribeWithContinuation()
+      return (subscription, continuation, read())
+    }
     return try await withRPCCancellationHandler {
-      try await body(subscription)
+      try await body(subscription, snapshot)
     } onCancelRPC: {
       continuation.finish()
     }

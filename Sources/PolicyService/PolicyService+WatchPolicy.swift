@@ -12,7 +12,8 @@ extension PolicyServiceHandler {
     request: Tessera_Policy_V1_WatchPolicyRequest,
     response: RPCWriter<Tessera_Policy_V1_PolicyEvent>, context: ServerContext
   ) async throws {
-    try await events.withSubscriptionForRPC { subscription in
+    try await events.withSubscriptionForRPC(reading: { engine.cidrIdentities() }) {
+      subscription, cidrIdentities in
       try await response.write(
         .with {
           $0.revision = engine.revision
@@ -20,9 +21,7 @@ extension PolicyServiceHandler {
           $0.sequence = subscription.sequence
           $0.instanceID = events.instanceID
           $0.namesIdentityChanges = true
-          // Read after subscribing: a CIDR identity that changes meanwhile is also in an
-          // event after this one, and the subscriber applies both in order.
-          $0.cidrIdentities = engine.cidrIdentities().map(Tessera_Policy_V1_IdentityArrival.init)
+          $0.cidrIdentities = cidrIdentities.map(Tessera_Policy_V1_IdentityArrival.init)
         })
       for await event in subscription.events { try await response.write(event) }
       if subscription.lagged {

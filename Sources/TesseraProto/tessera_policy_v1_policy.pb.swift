@@ -315,6 +315,13 @@ public nonisolated struct Tessera_Policy_V1_PolicyEvent: Sendable {
   /// its ipcache once it has realised the event that brought it.
   public var cidrIdentities: [Tessera_Policy_V1_IdentityArrival] = []
 
+  /// CIDR identities no rule names any more, retired in an event of their own: a node unmaps
+  /// their prefixes once it has realised every earlier event (they behave like the next
+  /// enclosing prefix's by then). They stay in the SelectorCache a while, and leave it in
+  /// deleted_identities of a later event; a rule that names one again brings it back in
+  /// added_identities.
+  public var retiredCidrIdentities: [UInt32] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1084,7 +1091,7 @@ nonisolated extension Tessera_Policy_V1_WatchPolicyRequest: SwiftProtobuf.Messag
 
 nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PolicyEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{3}affected_identities\0\u{1}all\0\u{1}sequence\0\u{3}instance_id\0\u{3}added_identities\0\u{3}deleted_identities\0\u{3}names_identity_changes\0\u{3}cidr_identities\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{3}affected_identities\0\u{1}all\0\u{1}sequence\0\u{3}instance_id\0\u{3}added_identities\0\u{3}deleted_identities\0\u{3}names_identity_changes\0\u{3}cidr_identities\0\u{3}retired_cidr_identities\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1101,6 +1108,7 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
       case 7: try { try decoder.decodeRepeatedUInt32Field(value: &self.deletedIdentities) }()
       case 8: try { try decoder.decodeSingularBoolField(value: &self.namesIdentityChanges) }()
       case 9: try { try decoder.decodeRepeatedMessageField(value: &self.cidrIdentities) }()
+      case 10: try { try decoder.decodeRepeatedUInt32Field(value: &self.retiredCidrIdentities) }()
       default: break
       }
     }
@@ -1134,6 +1142,9 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
     if !self.cidrIdentities.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.cidrIdentities, fieldNumber: 9)
     }
+    if !self.retiredCidrIdentities.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.retiredCidrIdentities, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1147,6 +1158,7 @@ nonisolated extension Tessera_Policy_V1_PolicyEvent: SwiftProtobuf.Message, Swif
     if lhs.deletedIdentities != rhs.deletedIdentities {return false}
     if lhs.namesIdentityChanges != rhs.namesIdentityChanges {return false}
     if lhs.cidrIdentities != rhs.cidrIdentities {return false}
+    if lhs.retiredCidrIdentities != rhs.retiredCidrIdentities {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -166,6 +166,33 @@ struct CIDRIPCacheTests {
     #expect(ipcache.writes.withLock { $0.last } == "delete [\(prefix)]")
   }
 
+  @Test("a retirement waits like a removal, and a retry meanwhile leaves the prefix to it")
+  func retryLeavesDrainingPrefix() async throws {
+    let (ipcache, cidrs, ordering) = await startedNode()
+    let prefix = Self.prefix("203.0.113.0/25")
+    let identity = Self.number("203.0.113.0/25")
+    await cidrs.removeBeforeRegenerating(
+      PolicyChange(
+        revision: 2, affectedIdentities: nil, sequence: 2, addedCIDRs: [prefix: identity]),
+      ordering: ordering)
+    ordering.consumed(sequence: 2, instanceID: nil, triggered: [])
+    await cidrs.mapAfterPeers(
+      through: PolicyEventSequence(sequence: 2, instanceID: "a"), ordering: ordering)
+    ordering.consumed(sequence: 3, instanceID: nil, triggered: [(endpointID: 1, generation: 2)])
+    let retirement = Task {
+      await cidrs.removeBeforeRegenerating(
+        PolicyChange(
+          revision: 3, affectedIdentities: [], sequence: 4, retiredCIDRs: [identity]),
+        ordering: ordering)
+    }
+    try await Task.sleep(for: .milliseconds(50))
+    await cidrs.retry(ordering: ordering, rereading: true)
+    #expect(ipcache.entries.withLock { $0[prefix] } == identity, "the retry unmapped it early")
+    ordering.realized(endpointID: 1, identity: NumericIdentity(1000), generation: 2)
+    await retirement.value
+    #expect(ipcache.entries.withLock { $0[prefix] } == nil)
+  }
+
   @Test("a mapping waiting for its peers is dropped when an event removes the prefix meanwhile")
   func removedWhileWaiting() async throws {
     let (ipcache, cidrs, ordering) = await startedNode()

@@ -202,33 +202,47 @@ struct CIDRPolicyTests {
     // The change that stops naming it leaves it: nodes still judge its addresses by it.
     #expect(deleteB.identities == .none)
     #expect(engine.hasUnnamedCIDRIdentities)
+    let identity = cidr("198.51.100.0/24")
     let events = PolicyEvents()
     let subscription = events.subscribe()
     let collector = CIDRIdentityCollector(
-      engine: engine, events: events, logger: Logger(label: "test"))
-    #expect(collector.collect().deleted == [cidr("198.51.100.0/24").id])
+      engine: engine, events: events, removalGrace: .zero, logger: Logger(label: "test"))
+    // First round: retired in an event of its own (nodes unmap it), still in the cache.
+    collector.collect()
     #expect(engine.cidrIdentities().isEmpty)
     #expect(!engine.hasUnnamedCIDRIdentities)
-    #expect(engine.unknownIdentities(among: [cidr("198.51.100.0/24").id]).count == 1)
-    #expect(collector.collect() == .none)
+    #expect(engine.unknownIdentities(among: [identity.id]).isEmpty)
+    // Next round: removed from the cache, in another event.
+    collector.collect()
+    #expect(engine.unknownIdentities(among: [identity.id]).count == 1)
     var iterator = subscription.events.makeAsyncIterator()
-    let event = await iterator.next()
-    #expect(event?.deletedIdentities == [cidr("198.51.100.0/24").id.rawValue])
+    let retirement = await iterator.next()
+    #expect(retirement?.retiredCidrIdentities == [identity.id.rawValue])
+    #expect(retirement?.deletedIdentities == [])
+    #expect(retirement?.affectedIdentities == [] && retirement?.all == false)
+    let removal = await iterator.next()
+    #expect(removal?.deletedIdentities == [identity.id.rawValue])
+    #expect((removal?.sequence ?? 0) > (retirement?.sequence ?? 0))
   }
 
-  @Test("a prefix named again before the collection keeps its identity")
-  func renamedBeforeCollection() throws {
+  @Test("a retired prefix named again arrives again; one named before its retirement does not")
+  func namedAgain() throws {
     let engine = try engineWithPods()
-    try engine.importYAML(
-      PolicySemanticsConformanceTests.cnp(
-        "endpointSelector: {}\negress:\n- toCIDR: [198.51.100.0/24]", name: "a"))
+    let yaml = PolicySemanticsConformanceTests.cnp(
+      "endpointSelector: {}\negress:\n- toCIDR: [198.51.100.0/24]", name: "a")
+    try engine.importYAML(yaml)
     _ = try engine.deletePolicies(.named(namespace: "default", name: "a"))
-    let again = try engine.importYAML(
-      PolicySemanticsConformanceTests.cnp(
-        "endpointSelector: {}\negress:\n- toCIDR: [198.51.100.0/24]", name: "a"))
+    let again = try engine.importYAML(yaml)
     #expect(again.identities == .none)
-    #expect(engine.collectUnnamedCIDRIdentities().identities == .none)
+    #expect(engine.retireUnnamedCIDRIdentities().isEmpty)
+    _ = try engine.deletePolicies(.named(namespace: "default", name: "a"))
+    #expect(engine.retireUnnamedCIDRIdentities() == [cidr("198.51.100.0/24").id])
+    let returned = try engine.importYAML(yaml)
+    #expect(returned.identities.added == [cidr("198.51.100.0/24")])
     #expect(engine.cidrIdentities() == [cidr("198.51.100.0/24")])
+    // Removing what was retired does nothing to one named again.
+    #expect(engine.removeRetiredCIDRIdentities([cidr("198.51.100.0/24").id]).identities == .none)
+    #expect(engine.computePolicy(for: api).egress(to: cidr("198.51.100.0/24")) == .allow)
   }
 
   @Test("a pod labelled cidr: is never selected by a CIDR peer")

@@ -38,6 +38,9 @@ struct PolicyRepository {
   private var namedPrefixes: [IPPrefix: Int] = [:]
   /// The CIDR identities in the SelectorCache, by prefix.
   private(set) var cidrIdentities: [IPPrefix: NumericIdentity] = [:]
+  /// Those of them no rule names any more, announced as retired (nodes unmap them); they
+  /// leave the SelectorCache later (``removeRetiredCIDRIdentities(_:)``).
+  private(set) var retiredCIDRs: Set<IPPrefix> = []
   /// CIDR identities added or removed since the last ``takeIdentityChanges()``.
   private var identityChanges = IdentityChanges.none
 
@@ -217,15 +220,23 @@ struct PolicyRepository {
   // MARK: CIDR identities
 
   /// Adds the identities of CIDRs the rules now name, after the rules themselves changed (so
-  /// the new rules' selectors see them arrive). The identities of CIDRs no rule names any
-  /// more stay until ``collectUnnamedCIDRIdentities()``: in the change that stops naming a
-  /// prefix, its addresses must keep the identity the nodes' maps still judge by.
+  /// the new rules' selectors see them arrive); a retired one named again arrives again
+  /// (nodes had unmapped it). The identities of CIDRs no rule names any more stay until
+  /// ``retireUnnamedCIDRIdentities()``: in the change that stops naming a prefix, its
+  /// addresses must keep the identity the nodes' maps still judge by.
   ///
   /// - Returns: the subjects whose policy the identities' arrival changes.
   private mutating func syncCIDRIdentities() -> AffectedIdentities {
     var taken = Dictionary(uniqueKeysWithValues: cidrIdentities.map { ($0.value, $0.key) })
     var added: [SecurityIdentity] = []
-    for prefix in namedPrefixes.keys.sorted() where cidrIdentities[prefix] == nil {
+    var returning: [SecurityIdentity] = []
+    for prefix in namedPrefixes.keys.sorted() {
+      if cidrIdentities[prefix] != nil {
+        if retiredCIDRs.remove(prefix) != nil {
+          returning.append(CIDRIdentity.identity(for: prefix))
+        }
+        continue
+      }
       let identity = CIDRIdentity.identity(for: prefix)
       // Imports refuse a prefix whose number another one holds (cidrCollision); this only
       // keeps the other's identity intact should a store hold such rules anyway.
@@ -234,24 +245,45 @@ struct PolicyRepository {
       cidrIdentities[prefix] = identity.id
       added.append(identity)
     }
-    guard !added.isEmpty else { return .none }
-    identityChanges.append(IdentityChanges(added: added))
-    return applyIdentityChanges(added: added, deleted: []).affected
+    guard !added.isEmpty || !returning.isEmpty else { return .none }
+    identityChanges.append(IdentityChanges(added: added + returning))
+    return added.isEmpty ? .none : applyIdentityChanges(added: added, deleted: []).affected
   }
 
-  /// Whether the SelectorCache holds identities of CIDRs no rule names any more.
-  var hasUnnamedCIDRIdentities: Bool { cidrIdentities.keys.contains { namedPrefixes[$0] == nil } }
+  /// Whether some CIDR identity no rule names is not retired yet.
+  var hasUnnamedCIDRIdentities: Bool {
+    cidrIdentities.keys.contains { namedPrefixes[$0] == nil && !retiredCIDRs.contains($0) }
+  }
 
-  /// Removes the identities of CIDRs no rule names any more, as a change of its own (its
-  /// event comes after the one that stopped naming them). Such an identity is selected by
-  /// exactly the selectors that select the next enclosing named prefix's (or world), since
-  /// no selector names the prefix, so unmapping it changes no verdict.
+  /// Retires the identities of CIDRs no rule names any more, as a change of its own (its
+  /// event comes after the one that stopped naming them): nodes unmap their prefixes. Such
+  /// an identity is selected by exactly the selectors that select the next enclosing named
+  /// prefix's (or its family's world), since no selector names the prefix, so unmapping it
+  /// changes no verdict; it stays in the SelectorCache, so policies computed meanwhile
+  /// still hold its entries.
+  ///
+  /// - Returns: the identities retired.
+  mutating func retireUnnamedCIDRIdentities() -> [NumericIdentity] {
+    let unnamed = cidrIdentities.filter {
+      namedPrefixes[$0.key] == nil && !retiredCIDRs.contains($0.key)
+    }
+    retiredCIDRs.formUnion(unnamed.keys)
+    return unnamed.values.sorted()
+  }
+
+  /// Removes from the SelectorCache those of `identities` still retired (a rule may have
+  /// named one again meanwhile), long after their retirement: by then every node unmapped them.
   ///
   /// - Returns: the subjects whose policy the removal changes.
-  mutating func collectUnnamedCIDRIdentities() -> AffectedIdentities {
-    let gone = cidrIdentities.keys.filter { namedPrefixes[$0] == nil }.sorted()
+  mutating func removeRetiredCIDRIdentities(_ identities: Set<NumericIdentity>)
+    -> AffectedIdentities
+  {
+    let gone = cidrIdentities.filter {
+      identities.contains($0.value) && retiredCIDRs.contains($0.key)
+    }.keys.sorted()
     guard !gone.isEmpty else { return .none }
     let deleted = gone.map { cidrIdentities.removeValue(forKey: $0)! }
+    retiredCIDRs.subtract(gone)
     identityChanges.append(IdentityChanges(deleted: deleted))
     return applyIdentityChanges(added: [], deleted: deleted).affected
   }

@@ -58,8 +58,9 @@ struct PolicyRule: Hashable, Sendable {
   var namedPrefixes: Set<IPPrefix> {
     var prefixes = Set<IPPrefix>()
     for selector in peerSelectors {
+      // A key of any source matches the cidr: labels too (Cilium's `any:`).
       for requirement in selector.requirements
-      where requirement.key.source == CIDRIdentity.labelSource {
+      where requirement.key.source == CIDRIdentity.labelSource || requirement.key.matchesAnySource {
         if let prefix = CIDRIdentity.prefix(labelKey: requirement.key.key) {
           prefixes.insert(prefix)
         }

@@ -15,7 +15,10 @@ struct TraceEndpointOptions: ParsableArguments {
   @Option(help: "Destination: labels its identity carries (as --from-label).")
   var toLabel: [String] = []
   @Option(help: "Destination: an endpoint ID on this node.") var toEndpoint: UInt64?
-  @Option(help: "Destination: an IP address, looked up in the ipcache (world if none covers it).")
+  @Option(
+    help:
+      "Destination: an IP address, looked up in the ipcache (world-ipv4 or world-ipv6 if none covers it)."
+  )
   var toIp: String?
 
   func validate() throws {
@@ -191,7 +194,9 @@ struct PolicyTraceCommand: AsyncParsableCommand {
       guard let prefix = IPPrefix(entry.prefix), prefix.contains(address) else { return nil }
       return (prefix, entry.identity)
     }
-    return covering.max { $0.0.length < $1.0.length }?.1 ?? NumericIdentity.world.rawValue
+    // As the datapath: an address no entry covers is its family's world.
+    let world: NumericIdentity = address.family == .v4 ? .worldIPv4 : .worldIPv6
+    return covering.max { $0.0.length < $1.0.length }?.1 ?? world.rawValue
   }
 
   /// The verdict the endpoint's realised policy map gives (TesseraCore's reference
