@@ -174,8 +174,9 @@ final class CIDRIPCache: Sendable {
   /// regeneration): stale prefixes unmapped, missing ones mapped behind the newest event.
   func retry(ordering: PolicyOrdering, rereading: Bool = false) async {
     // An endpoint's or another node's pod's entry replaces a CIDR's on the same address, and
-    // takes it along when it goes: now and then the datapath is read again.
-    if rereading { state.withLock { $0.installed = nil } }
+    // takes it along when it goes: now and then the datapath is read again (a walk of the
+    // whole ipcache, so only while some CIDR is wanted).
+    if rereading { state.withLock { if !$0.wanted.isEmpty { $0.installed = nil } } }
     let (target, done) = state.withLock { ($0.lastTarget, $0.installed != nil && $0.satisfied) }
     guard !done, let target else { return }
     _ = await withGate { await removeStale() }
