@@ -183,9 +183,7 @@ public final class Datapath: Sendable {
   /// pod's address keeps its own identity (a policy naming it selects nothing there).
   public func upsertCIDREntries(_ entries: [IPCacheEntry]) throws(DatapathError) {
     let written = try backendLock.withLock { (_) throws(DatapathError) -> Int in
-      let current = Dictionary(
-        try backend.ipcacheEntries().map { ($0.prefix, $0.identity) },
-        uniquingKeysWith: { a, _ in a })
+      let current = try currentIPCache()
       let yielding = entries.filter { current[$0.prefix].map(CIDRIdentity.isCIDR) ?? true }
       try backend.upsertIPCache(yielding)
       return yielding.count
@@ -196,14 +194,19 @@ public final class Datapath: Sendable {
   /// Unmaps CIDRs, each only where the prefix still maps to a CIDR identity.
   public func deleteCIDREntries(_ prefixes: [IPPrefix]) throws(DatapathError) {
     let deleted = try backendLock.withLock { (_) throws(DatapathError) -> Int in
-      let current = Dictionary(
-        try backend.ipcacheEntries().map { ($0.prefix, $0.identity) },
-        uniquingKeysWith: { a, _ in a })
+      let current = try currentIPCache()
       let owned = prefixes.filter { current[$0].map(CIDRIdentity.isCIDR) ?? false }
       try backend.deleteIPCache(owned)
       return owned.count
     }
     DatapathMetrics.ipcacheWrites.increment(by: deleted)
+  }
+
+  /// The ipcache by prefix (the caller holds `backendLock`).
+  private func currentIPCache() throws(DatapathError) -> [IPPrefix: NumericIdentity] {
+    Dictionary(
+      try backend.ipcacheEntries().map { ($0.prefix, $0.identity) },
+      uniquingKeysWith: { first, _ in first })
   }
 
   public func ipcacheEntries() throws(DatapathError) -> [IPCacheEntry] {

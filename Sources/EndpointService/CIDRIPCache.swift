@@ -122,25 +122,7 @@ final class CIDRIPCache: Sendable {
       }
     }
     await untilDone("unmapping \(removed)") { () async -> Bool in
-      await withGate {
-        do {
-          try await datapath.deleteCIDREntries(removed)
-          state.withLock { state in
-            state.writes += 1
-            for prefix in removed { state.installed?[prefix] = nil }
-            state.draining.subtract(removed)
-          }
-          logger.info(
-            "CIDR prefixes unmapped", metadata: ["prefixes": "\(removed.map(\.description))"])
-          return true
-        } catch {
-          state.withLock { state in
-            state.writes += 1
-            state.installed = nil
-          }
-          return false
-        }
-      }
+      await withGate { await unmap(removed) }
     }
   }
 
@@ -251,11 +233,7 @@ final class CIDRIPCache: Sendable {
           }
           return true
         } catch {
-          // Written or not: the next read tells.
-          state.withLock { state in
-            state.writes += 1
-            state.installed = nil
-          }
+          forgetInstalled()
           logger.error(
             "cannot map CIDR prefixes; retrying",
             metadata: [
@@ -288,23 +266,35 @@ final class CIDRIPCache: Sendable {
         .map(\.key).sorted()
     }
     guard !stale.isEmpty else { return true }
+    return await unmap(stale)
+  }
+
+  /// Unmaps `prefixes` (under the gate): no longer installed, nor draining.
+  private func unmap(_ prefixes: [IPPrefix]) async -> Bool {
     do {
-      try await datapath.deleteCIDREntries(stale)
+      try await datapath.deleteCIDREntries(prefixes)
       state.withLock { state in
         state.writes += 1
-        for prefix in stale { state.installed?[prefix] = nil }
+        for prefix in prefixes { state.installed?[prefix] = nil }
+        state.draining.subtract(prefixes)
       }
-      logger.info("CIDR prefixes unmapped", metadata: ["prefixes": "\(stale.map(\.description))"])
+      logger.info(
+        "CIDR prefixes unmapped", metadata: ["prefixes": "\(prefixes.map(\.description))"])
       return true
     } catch {
-      state.withLock { state in
-        state.writes += 1
-        state.installed = nil
-      }
+      forgetInstalled()
       logger.error(
         "cannot unmap CIDR prefixes; retrying",
-        metadata: ["prefixes": "\(stale.map(\.description))", "error": "\(error)"])
+        metadata: ["prefixes": "\(prefixes.map(\.description))", "error": "\(error)"])
       return false
+    }
+  }
+
+  /// After a failed write (applied or not): the next read of the datapath tells.
+  private func forgetInstalled() {
+    state.withLock { state in
+      state.writes += 1
+      state.installed = nil
     }
   }
 

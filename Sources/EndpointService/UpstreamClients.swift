@@ -294,10 +294,22 @@ public struct DatapathServiceClient<Transport: ClientTransport>: DatapathRealizi
 
 extension DatapathServiceClient: IPCacheWriting {
   public func upsertIPCache(_ entries: [IPPrefix: NumericIdentity]) async throws(EndpointError) {
+    try await upsert(entries, cidr: false)
+  }
+
+  public func deleteIPCache(_ prefixes: [IPPrefix]) async throws(EndpointError) {
+    try await delete(prefixes, cidr: false)
+  }
+
+  /// UpsertIPCache; `cidr` marks CIDR entries, which yield to every other kind.
+  private func upsert(_ entries: [IPPrefix: NumericIdentity], cidr: Bool)
+    async throws(EndpointError)
+  {
     guard !entries.isEmpty else { return }
     do {
       _ = try await client.upsertIPCache(
         .with {
+          $0.cidr = cidr
           $0.entries = entries.sorted { $0.key < $1.key }.map { prefix, identity in
             .with {
               $0.prefix = prefix.description
@@ -310,11 +322,15 @@ extension DatapathServiceClient: IPCacheWriting {
     }
   }
 
-  public func deleteIPCache(_ prefixes: [IPPrefix]) async throws(EndpointError) {
+  /// DeleteIPCache; with `cidr` only entries that still hold a CIDR identity go.
+  private func delete(_ prefixes: [IPPrefix], cidr: Bool) async throws(EndpointError) {
     guard !prefixes.isEmpty else { return }
     do {
       _ = try await client.deleteIPCache(
-        .with { $0.prefixes = prefixes.map(\.description) }, options: .failFast(timeout: timeout))
+        .with {
+          $0.cidr = cidr
+          $0.prefixes = prefixes.map(\.description)
+        }, options: .failFast(timeout: timeout))
     } catch {
       throw .upstream("datapath", error)
     }
@@ -354,34 +370,11 @@ extension PolicyChange {
 extension DatapathServiceClient: CIDRIPCacheWriting {
   public func upsertCIDREntries(_ entries: [IPPrefix: NumericIdentity]) async throws(EndpointError)
   {
-    guard !entries.isEmpty else { return }
-    do {
-      _ = try await client.upsertIPCache(
-        .with {
-          $0.cidr = true
-          $0.entries = entries.sorted { $0.key < $1.key }.map { prefix, identity in
-            .with {
-              $0.prefix = prefix.description
-              $0.identity = identity.rawValue
-            }
-          }
-        }, options: .failFast(timeout: timeout))
-    } catch {
-      throw .upstream("datapath", error)
-    }
+    try await upsert(entries, cidr: true)
   }
 
   public func deleteCIDREntries(_ prefixes: [IPPrefix]) async throws(EndpointError) {
-    guard !prefixes.isEmpty else { return }
-    do {
-      _ = try await client.deleteIPCache(
-        .with {
-          $0.cidr = true
-          $0.prefixes = prefixes.map(\.description)
-        }, options: .failFast(timeout: timeout))
-    } catch {
-      throw .upstream("datapath", error)
-    }
+    try await delete(prefixes, cidr: true)
   }
 
   public func ipcacheEntries() async throws(EndpointError) -> [IPPrefix: NumericIdentity] {

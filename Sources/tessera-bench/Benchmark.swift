@@ -166,15 +166,7 @@ struct Benchmark: AsyncParsableCommand {
           let sequentialStart = clock.now
           for i in 0..<sequentialCount {
             _ = try await identity.allocateIdentity(
-              .with {
-                $0.labels = [
-                  .with {
-                    $0.source = "k8s"
-                    $0.key = "bench"
-                    $0.value = "id\(i)"
-                  }
-                ]
-              })
+              Self.allocationRequest(bench: "id\(i)"))
           }
           let sequentialRate =
             Double(sequentialCount) / (clock.now - sequentialStart).milliseconds * 1000
@@ -189,15 +181,7 @@ struct Benchmark: AsyncParsableCommand {
           _ = try await Self.throughput(concurrency: 32, total: identities - sequentialCount) {
             let i = counter.next() + sequentialCount
             _ = try await identity.allocateIdentity(
-              .with {
-                $0.labels = [
-                  .with {
-                    $0.source = "k8s"
-                    $0.key = "bench"
-                    $0.value = "id\(i)"
-                  }
-                ]
-              })
+              Self.allocationRequest(bench: "id\(i)"))
           }
 
           // Rules: svc-i accepts client-i on one port.
@@ -576,6 +560,20 @@ struct Benchmark: AsyncParsableCommand {
   }
 
   /// Operations per second with `concurrency` workers doing `total` operations.
+  /// AllocateIdentity of the label set `k8s:bench=VALUE` (a new identity per value).
+  static func allocationRequest(bench value: String) -> Tessera_Identity_V1_AllocateIdentityRequest
+  {
+    .with {
+      $0.labels = [
+        .with {
+          $0.source = "k8s"
+          $0.key = "bench"
+          $0.value = value
+        }
+      ]
+    }
+  }
+
   static func throughput(
     concurrency: Int, total: Int, _ operation: @escaping @Sendable () async throws -> Void
   ) async throws -> Double {

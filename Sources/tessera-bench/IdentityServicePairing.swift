@@ -36,17 +36,8 @@ extension EtcdBenchmark {
           _ counter: Counter
         ) async throws -> Double {
           try await Benchmark.throughput(concurrency: 32, total: perRound) {
-            let i = counter.next()
             _ = try await client.allocateIdentity(
-              .with {
-                $0.labels = [
-                  .with {
-                    $0.source = "k8s"
-                    $0.key = "bench"
-                    $0.value = "svc\(i)"
-                  }
-                ]
-              })
+              Benchmark.allocationRequest(bench: "svc\(counter.next())"))
           }
         }
         var embeddedRates: [Double] = []

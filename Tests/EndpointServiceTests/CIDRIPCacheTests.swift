@@ -101,6 +101,22 @@ struct CIDRIPCacheTests {
     return (ipcache, cidrs, ordering)
   }
 
+  /// Event 2 brings 203.0.113.0/25, which no endpoint owes anything for: mapped at once.
+  func mapAtEvent2(_ cidrs: CIDRIPCache, _ ordering: PolicyOrdering) async -> (
+    IPPrefix, NumericIdentity
+  ) {
+    let prefix = Self.prefix("203.0.113.0/25")
+    let identity = Self.number("203.0.113.0/25")
+    await cidrs.removeBeforeRegenerating(
+      PolicyChange(
+        revision: 2, affectedIdentities: nil, sequence: 2, addedCIDRs: [prefix: identity]),
+      ordering: ordering)
+    ordering.consumed(sequence: 2, instanceID: nil, triggered: [])
+    await cidrs.mapAfterPeers(
+      through: PolicyEventSequence(sequence: 2, instanceID: "a"), ordering: ordering)
+    return (prefix, identity)
+  }
+
   @Test("an arrival is mapped only after every endpoint realised its event")
   func arrivalWaitsForPeers() async throws {
     let (ipcache, cidrs, ordering) = await startedNode()
@@ -139,15 +155,7 @@ struct CIDRIPCacheTests {
   @Test("a removal waits for the earlier events, and comes before its own event's regenerations")
   func removalComesFirst() async throws {
     let (ipcache, cidrs, ordering) = await startedNode()
-    let prefix = Self.prefix("203.0.113.0/25")
-    let identity = Self.number("203.0.113.0/25")
-    await cidrs.removeBeforeRegenerating(
-      PolicyChange(
-        revision: 2, affectedIdentities: nil, sequence: 2, addedCIDRs: [prefix: identity]),
-      ordering: ordering)
-    ordering.consumed(sequence: 2, instanceID: nil, triggered: [])
-    await cidrs.mapAfterPeers(
-      through: PolicyEventSequence(sequence: 2, instanceID: "a"), ordering: ordering)
+    let (prefix, identity) = await mapAtEvent2(cidrs, ordering)
     #expect(ipcache.entries.withLock { $0[prefix] } == identity)
     // Event 3 changes the rules (endpoint 1 owes it generation 2); event 4 removes the
     // identity: it stays mapped until endpoint 1 realised event 3.
@@ -169,15 +177,7 @@ struct CIDRIPCacheTests {
   @Test("a retirement waits like a removal, and a retry meanwhile leaves the prefix to it")
   func retryLeavesDrainingPrefix() async throws {
     let (ipcache, cidrs, ordering) = await startedNode()
-    let prefix = Self.prefix("203.0.113.0/25")
-    let identity = Self.number("203.0.113.0/25")
-    await cidrs.removeBeforeRegenerating(
-      PolicyChange(
-        revision: 2, affectedIdentities: nil, sequence: 2, addedCIDRs: [prefix: identity]),
-      ordering: ordering)
-    ordering.consumed(sequence: 2, instanceID: nil, triggered: [])
-    await cidrs.mapAfterPeers(
-      through: PolicyEventSequence(sequence: 2, instanceID: "a"), ordering: ordering)
+    let (prefix, identity) = await mapAtEvent2(cidrs, ordering)
     ordering.consumed(sequence: 3, instanceID: nil, triggered: [(endpointID: 1, generation: 2)])
     let retirement = Task {
       await cidrs.removeBeforeRegenerating(
