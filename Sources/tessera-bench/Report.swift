@@ -270,10 +270,13 @@ struct Report {
       loopback ports and drive the identity store in process with the same gRPC client it uses in the
       daemon. The floor is a bare create-only transaction (one key, compare `create_revision == 0`); a
       new identity is one transaction writing three keys (identity, label index, the node's leased
-      reference) plus a write to the node's local reference table. With 32 in flight, four rounds
-      alternate bare transactions and new identities (a quarter of them each, each side first in
-      every other round), and the figures are the rounds' medians: a stall of the shared VM or of
-      etcd's batching lands in one round, not on one side of the comparison. Cached allocations are
+      reference) plus a write to the node's local reference table. A second floor is a bare
+      transaction of the same shape (both keys absent, then the three puts, one on a lease): what
+      etcd alone charges for a new identity's writes. With 32 in flight, eight rounds alternate
+      bare transactions, same-shape transactions and new identities (each side first in every
+      other round), and the figures are the rounds' medians: a stall of the shared VM or of etcd's
+      batching (a few hundred milliseconds, once or twice a run here) lands in one round, not on
+      one side of the comparison. Cached allocations are
       repeats on a node that already holds the identity (no etcd call); first references are the
       first pod with a label set on another node (one transaction).
       With one member the embedded store (SQLite, the default) is paired with etcd like with like,
@@ -376,7 +379,7 @@ struct Report {
       "conn_overhead_us":
         "every packet between two Tessera pods runs two programs (the client's egress and the server's ingress, each endpoint with its own conntrack entry), while a set-based design hooks once, in the router, with one netfilter conntrack entry; a SYN that reuses a tracked tuple is judged by policy again. The cost is flat in endpoint count, unlike iptables'. The largest part of Tessera's own cost is the new flow: the SYN runs the whole policy path twice and creates two conntrack entries, an LRU hash update each (about 320 ns of the \(shown("bpf_ns_per_packet_new_flow_allowed")) a new allowed flow costs in the program, by variants in docs/performance.md; per-CPU LRU lists were slower).",
       "etcd_new_identities_percent_of_raw":
-        "a new identity is one transaction writing three keys (the floor writes one) plus the node's local reference write: \(shown("etcd_new_identities_per_s")) new identities against \(shown("etcd_raw_txn_per_s")) bare transactions in this run (medians of alternating rounds). etcd also sends the new identity's key to the replicas' watches (two replicas here), which the floor's keys, watched by nobody, do not cause; perf of an `--etcd-only` run (docs/performance.md) puts etcd at about half of the samples, so on these two cores the ratio is mostly etcd's work per identity, not the client's.",
+        "a new identity is one transaction writing three keys (the floor writes one) plus the node's local reference write: \(shown("etcd_new_identities_per_s")) new identities against \(shown("etcd_raw_txn_per_s")) bare transactions in this run (medians of alternating rounds). The same three writes as a bare transaction run at \(shown("etcd_shaped_txn_per_s")), so the store reaches \(shown("etcd_new_identities_percent_of_shaped")) of what etcd allows for them; the rest is the store's own path (the local reference write, the watch events of its own keys). etcd also sends the new identity's key to the replicas' watches (two replicas here), which the floor's keys, watched by nobody, do not cause; perf of an `--etcd-only` run (docs/performance.md) puts etcd at about half of the samples, so on these two cores the ratio is mostly etcd's work per identity, not the client's.",
     ]
     return reasons.filter { key.hasPrefix($0.key) }.max { $0.key.count < $1.key.count }?.value
       ?? "not profiled yet."
