@@ -188,7 +188,7 @@ let package = Package(
       name: "TesseraCoreTests", dependencies: ["TesseraCore"], swiftSettings: strictSwift),
     .testTarget(
       name: "TesseraProtoTests",
-      dependencies: ["TesseraProto", swiftProtobuf],
+      dependencies: ["TesseraProto", "TesseraCore", swiftProtobuf],
       swiftSettings: strictSwift
     ),
     .testTarget(

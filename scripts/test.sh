@@ -67,6 +67,7 @@ run "end-to-end CNI (netns, ptp + host-local + tessera-cni)" bash Tests/tessera-
 run "end-to-end policy in the kernel (real TCP between pods)" bash Tests/e2e/policy_e2e.sh
 run "end-to-end CNI chains (ptp, bridge, tessera-cni as main plugin; the window measured)" bash Tests/tessera-cniTests/chains_e2e.sh
 run "end-to-end CIDR peers (ipBlock with except, fromCIDR, a CIDR deny; real TCP to a namespace behind the host)" bash Tests/e2e/cidr_e2e.sh
+run "end-to-end ICMP rules (icmps by type and family; real ping and raw ICMP messages between pods)" bash Tests/e2e/icmp_e2e.sh
 run "a real container runtime (podman's CNI backend runs tessera-cni; busybox containers, real TCP by policy)" bash Tests/e2e/podman_e2e.sh
 run "adversarial suite (forged sources, ethertypes, IPv6 extension headers, fragments, ICMP, deny-X race, etcd ipcache)" bash Tests/adversarial/run.sh
 run "end-to-end two nodes on one etcd (cross-node policy by identity)" bash Tests/e2e/two_nodes_e2e.sh

@@ -8,24 +8,39 @@ public enum TrafficDirection: UInt8, Sendable, Hashable, Codable, CaseIterable,
 }
 
 /// L4 protocol by IANA number; `.any` matches every protocol.
+///
+/// For `.icmp` and `.icmpv6` an entry's ports are ICMP types (Cilium's `icmps` rules store
+/// the type where other protocols store the destination port), and the datapath looks a
+/// packet up with its type as the port.
 public enum L4Protocol: UInt8, Sendable, Hashable, Codable, CaseIterable, CustomStringConvertible {
   case any = 0
+  case icmp = 1
   case tcp = 6
   case udp = 17
+  case icmpv6 = 58
   case sctp = 132
 
   public var description: String {
     switch self {
     case .any: "ANY"
+    case .icmp: "ICMP"
     case .tcp: "TCP"
     case .udp: "UDP"
+    case .icmpv6: "ICMPv6"
     case .sctp: "SCTP"
     }
   }
 
-  /// Accepts the names used in policies (`TCP`, `udp`, `ANY`, …).
+  /// The protocols a port rule (`toPorts`, `ports`) may name: ICMP is written as `icmps`.
+  public static let portProtocols: [L4Protocol] = [.tcp, .udp, .sctp, .any]
+
+  /// Whether entries of this protocol carry ICMP types instead of ports.
+  public var isICMP: Bool { self == .icmp || self == .icmpv6 }
+
+  /// Accepts the names of the port protocols used in policies (`TCP`, `udp`, `ANY`, …).
   public init?(name: String) {
-    guard let match = Self.allCases.first(where: { $0.description == name.uppercased() }) else {
+    guard let match = Self.portProtocols.first(where: { $0.description == name.uppercased() })
+    else {
       return nil
     }
     self = match
@@ -111,14 +126,18 @@ public struct PolicyEntry: Hashable, Sendable, Codable, Comparable, CustomString
     "\(direction) \(verdict) peer=\(peer.rawValue == 0 ? "any" : peer.description) \(proto)/\(ports)"
   }
 
-  /// Whether this entry applies to a packet with these properties.
+  /// Whether this entry applies to a packet with these properties. `port` is the destination
+  /// port, or the ICMP type of an ICMP or ICMPv6 packet. An entry of any protocol sees an
+  /// ICMP packet as portless (port 0), as it did before ICMP rules existed: every-port
+  /// entries (L3-only rules) cover ICMP, a port range such as `ANY 1-1024` does not take
+  /// ICMP types for ports (in Cilium, `ANY` is TCP, UDP and SCTP).
   public func matches(
     peer: NumericIdentity, direction: TrafficDirection, proto: L4Protocol, port: UInt16
   ) -> Bool {
     guard self.direction == direction else { return false }
     guard self.peer == .unknown || self.peer == peer else { return false }
     guard self.proto == .any || self.proto == proto else { return false }
-    return ports.contains(port)
+    return ports.contains(self.proto == .any && proto.isICMP ? 0 : port)
   }
 }
 

@@ -56,7 +56,12 @@ extension Tessera_Common_V1_PolicyEntry {
     peerIdentity = entry.peer.rawValue
     direction = entry.direction == .ingress ? .ingress : .egress
     `protocol` = Tessera_Common_V1_Protocol(rawValue: Int(entry.proto.rawValue)) ?? .any
-    if !entry.ports.isAny {
+    if entry.proto.isICMP {
+      // ICMP entries name types, 0 (echo reply) included: port 0 is type 0, never "any".
+      let types = entry.ports.isAny ? PortRange(0, 255) : entry.ports
+      port = UInt32(types.first)
+      endPort = types.last == types.first ? 0 : UInt32(types.last)
+    } else if !entry.ports.isAny {
       port = UInt32(entry.ports.first)
       endPort = entry.ports.last == entry.ports.first ? 0 : UInt32(entry.ports.last)
     }
@@ -82,7 +87,7 @@ extension PolicyEntry {
       throw RPCError(code: .invalidArgument, message: "port out of range")
     }
     let ports: PortRange
-    if proto.port == 0 && proto.endPort == 0 {
+    if proto.port == 0 && proto.endPort == 0 && !l4.isICMP {
       ports = .any
     } else if proto.endPort == 0 {
       ports = PortRange(single: UInt16(proto.port))

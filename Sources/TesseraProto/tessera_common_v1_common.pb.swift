@@ -62,8 +62,12 @@ public nonisolated enum Tessera_Common_V1_Direction: SwiftProtobuf.Enum, Swift.C
 public nonisolated enum Tessera_Common_V1_Protocol: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case any // = 0
+
+  /// ICMP and ICMPv6 entries carry the ICMP type where the others carry a port.
+  case icmp // = 1
   case tcp // = 6
   case udp // = 17
+  case icmpv6 // = 58
   case sctp // = 132
   case UNRECOGNIZED(Int)
 
@@ -74,8 +78,10 @@ public nonisolated enum Tessera_Common_V1_Protocol: SwiftProtobuf.Enum, Swift.Ca
   public init?(rawValue: Int) {
     switch rawValue {
     case 0: self = .any
+    case 1: self = .icmp
     case 6: self = .tcp
     case 17: self = .udp
+    case 58: self = .icmpv6
     case 132: self = .sctp
     default: self = .UNRECOGNIZED(rawValue)
     }
@@ -84,8 +90,10 @@ public nonisolated enum Tessera_Common_V1_Protocol: SwiftProtobuf.Enum, Swift.Ca
   public var rawValue: Int {
     switch self {
     case .any: return 0
+    case .icmp: return 1
     case .tcp: return 6
     case .udp: return 17
+    case .icmpv6: return 58
     case .sctp: return 132
     case .UNRECOGNIZED(let i): return i
     }
@@ -94,8 +102,10 @@ public nonisolated enum Tessera_Common_V1_Protocol: SwiftProtobuf.Enum, Swift.Ca
   // The compiler won't synthesize support with the UNRECOGNIZED case.
   public static let allCases: [Tessera_Common_V1_Protocol] = [
     .any,
+    .icmp,
     .tcp,
     .udp,
+    .icmpv6,
     .sctp,
   ]
 
@@ -185,7 +195,8 @@ public nonisolated struct Tessera_Common_V1_PolicyEntry: Sendable {
 
   public var `protocol`: Tessera_Common_V1_Protocol = .any
 
-  /// 0 matches every port.
+  /// 0 matches every port. For ICMP and ICMPv6 it is the ICMP type, and 0 is
+  /// type 0 (echo reply): their entries always name types.
   public var port: UInt32 = 0
 
   /// Inclusive end of a port range; 0 when the entry names a single port.
@@ -228,7 +239,7 @@ nonisolated extension Tessera_Common_V1_Direction: SwiftProtobuf._ProtoNameProvi
 }
 
 nonisolated extension Tessera_Common_V1_Protocol: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PROTOCOL_ANY\0\u{2}\u{6}PROTOCOL_TCP\0\u{2}\u{b}PROTOCOL_UDP\0\u{2}s\u{1}PROTOCOL_SCTP\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PROTOCOL_ANY\0\u{1}PROTOCOL_ICMP\0\u{2}\u{5}PROTOCOL_TCP\0\u{2}\u{b}PROTOCOL_UDP\0\u{2})PROTOCOL_ICMPV6\0\u{2}J\u{1}PROTOCOL_SCTP\0")
 }
 
 nonisolated extension Tessera_Common_V1_Verdict: SwiftProtobuf._ProtoNameProviding {

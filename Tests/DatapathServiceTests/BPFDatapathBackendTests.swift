@@ -551,10 +551,13 @@ struct BPFDatapathBackendTests {
     let entryPeers: [NumericIdentity] = [
       .unknown, frontend, other, .worldIPv4, NumericIdentity(4000),
     ]
-    let protocols: [L4Protocol] = [.any, .tcp, .udp, .sctp]
+    let protocols: [L4Protocol] = [.any, .tcp, .udp, .sctp, .icmp]
     let packetProtocols: [(wire: UInt8, reference: L4Protocol)] = [
-      (Packet.tcp, .tcp), (Packet.udp, .udp), (Packet.sctp, .sctp), (Packet.icmp, .any),
+      (Packet.tcp, .tcp), (Packet.udp, .udp), (Packet.sctp, .sctp), (Packet.icmp, .icmp),
     ]
+    // Echo request and reply (tracked), timestamp and an extended echo (each judged by
+    // policy), destination unreachable quoting nothing (an error about no flow).
+    let icmpTypes: [UInt16] = [8, 0, 13, 42, 3]
     func randomRange() -> PortRange {
       switch rng.next() % 6 {
       case 0: return .any
@@ -592,12 +595,16 @@ struct BPFDatapathBackendTests {
           let peer = peers[Int(rng.next() % UInt64(peers.count))]
           let direction: TrafficDirection = rng.next() % 2 == 0 ? .ingress : .egress
           let proto = packetProtocols[Int(rng.next() % UInt64(packetProtocols.count))]
-          let port = proto.wire == Packet.icmp ? 0 : UInt16(rng.next() % 70)
+          // An ICMP packet's "port" is its type (PolicyEntry.matches).
+          let port =
+            proto.wire == Packet.icmp
+            ? icmpTypes[Int(rng.next() % UInt64(icmpTypes.count))] : UInt16(rng.next() % 70)
           sport = sport == UInt16.max ? 10000 : sport + 1
-          let packet =
+          var packet =
             direction == .ingress
             ? Packet.ipv4(peer.ip, podIP, proto: proto.wire, sport: sport, dport: port)
             : Packet.ipv4(podIP, peer.ip, proto: proto.wire, sport: sport, dport: port)
+          if proto.wire == Packet.icmp { packet[14 + 20] = UInt8(port) }
           let expected = ep.policy.verdict(
             peer: peer.identity, direction: direction, proto: proto.reference, port: port)
           let kernel = try backend.passes(10, direction, packet)

@@ -53,6 +53,68 @@ struct BPFHardeningTests {
     }.map(\.packets).reduce(0, +)
   }
 
+  /// An ICMP message of `type` (identifier `id` where the type has one).
+  private func icmp(_ source: String, _ destination: String, type: UInt8, id: UInt16 = 0)
+    -> [UInt8]
+  {
+    let v6 = source.contains(":")
+    let message = Packet.icmpMessage(
+      type: type, code: 0, rest: [UInt8(id >> 8), UInt8(id & 0xff), 0, 1])
+    return v6
+      ? Packet.ipv6Frame(source, destination, proto: Packet.icmpv6, payload: message)
+      : Packet.ipv4Frame(source, destination, proto: Packet.icmp, payload: message)
+  }
+
+  @Test(
+    "ICMP rules match the type and family they name; only echo is tracked, so no other type rides on an allowed one"
+  )
+  func icmpTypes() throws {
+    try withDatapath { datapath, backend in
+      _ = try datapath.realize(
+        pod(
+          id: 30, ingressEnforced: true, egressEnforced: true,
+          entries: [
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .icmp, ports: PortRange(single: 8)),
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .icmp, ports: PortRange(single: 13)),
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .icmpv6, ports: PortRange(single: 128)),
+            // An any-protocol deny of a port range takes no ICMP type for a port.
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .any, ports: PortRange(1, 200),
+              verdict: .deny),
+          ]))
+      // The named types from the named peer, each family its own.
+      #expect(try backend.passes(30, .ingress, icmp(frontendIP, podIP, type: 8, id: 1)))
+      #expect(try backend.passes(30, .ingress, icmp(frontendIP6, podIP6, type: 128, id: 2)))
+      #expect(try backend.passes(30, .ingress, icmp(frontendIP, podIP, type: 13)))
+      // The echo reply goes out as part of the request's flow (egress is enforced, no entry).
+      #expect(try backend.passes(30, .egress, icmp(podIP, frontendIP, type: 0, id: 1)))
+      #expect(try backend.passes(30, .egress, icmp(podIP6, frontendIP6, type: 129, id: 2)))
+      // Other types, families, peers and protocols are not admitted by them.
+      #expect(try !backend.passes(30, .ingress, icmp(frontendIP, podIP, type: 17)))
+      #expect(try !backend.passes(30, .ingress, icmp(frontendIP6, podIP6, type: 13)))
+      #expect(try !backend.passes(30, .ingress, icmp(otherIP, podIP, type: 8, id: 3)))
+      #expect(
+        try !backend.passes(
+          30, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 8, dport: 8)))
+      // An allowed timestamp tracks nothing: the same pair's next message of another type
+      // (or an unsolicited echo reply) is judged by policy, and the pod's own timestamp
+      // reply needs an egress rule.
+      #expect(try !backend.passes(30, .ingress, icmp(frontendIP, podIP, type: 14)))
+      #expect(try !backend.passes(30, .egress, icmp(podIP, frontendIP, type: 14)))
+      #expect(try !backend.passes(30, .egress, icmp(podIP, frontendIP, type: 13)))
+      #expect(try !backend.passes(30, .ingress, icmp(frontendIP, podIP, type: 0, id: 0)))
+      // An echo with identifier 0 opens no way for other types (their ports are never 0, 0).
+      #expect(try backend.passes(30, .ingress, icmp(frontendIP, podIP, type: 8, id: 0)))
+      #expect(try !backend.passes(30, .ingress, icmp(frontendIP, podIP, type: 17)))
+      #expect(try !backend.passes(30, .ingress, icmp(frontendIP, podIP, type: 5)))
+      // An echo request whose identifier is an allowed message's type is no reply to it.
+      #expect(try !backend.passes(30, .egress, icmp(podIP, frontendIP, type: 8, id: 13)))
+    }
+  }
+
   @Test("every reason has a name, and the new ones count as what they are")
   func reasonNames() {
     #expect(BPFDatapathBackend.reasonNames.count == Int(TESSERA_REASON_MAX.rawValue))

@@ -571,6 +571,86 @@ struct PolicySemanticsConformanceTests {
     }
   }
 
+  @Test("Cilium docs' ICMP rule: echo requests of both families go out, nothing else does")
+  func ciliumICMPEgress() throws {
+    let policy = try compute(
+      Self.cnp(
+        """
+        endpointSelector: {matchLabels: {app: api}}
+        egress:
+        - icmps:
+          - fields:
+            - type: 8
+              family: IPv4
+            - type: EchoRequest
+              family: IPv6
+        """))
+    for peer in [client.id, dns.id, NumericIdentity.worldIPv4, .host] {
+      #expect(policy.egress(to: peer, .icmp, 8) == .allow, "\(peer)")
+      #expect(policy.egress(to: peer, .icmpv6, 128) == .allow, "\(peer)")
+      #expect(policy.egress(to: peer, .icmpv6, 8) == .deny, "\(peer)")
+      #expect(policy.egress(to: peer, .icmp, 128) == .deny, "\(peer)")
+      #expect(policy.egress(to: peer, .icmp, 13) == .deny, "\(peer)")
+      #expect(policy.egress(to: peer, .tcp, 8) == .deny, "\(peer)")
+      #expect(policy.egress(to: peer, .udp, 53) == .deny, "\(peer)")
+    }
+    // Ingress is untouched.
+    #expect(policy.ingress(from: client, .icmp, 8) == .allow)
+  }
+
+  @Test("ICMP rules from named peers, by name or number; a deny of a type over an allow-all")
+  func ciliumICMPIngressAndDeny() throws {
+    let policy = try compute(
+      Self.cnp(
+        """
+        endpointSelector: {matchLabels: {app: api}}
+        ingress:
+        - fromEndpoints: [{matchLabels: {app: client}}]
+          icmps:
+          - fields: [{type: "13"}, {type: Timestamp}, {type: EchoReply}]
+        - fromEntities: [world]
+        ingressDeny:
+        - fromEntities: [world]
+          icmps:
+          - fields: [{type: Echo}, {type: DestinationUnreachable, family: IPv4}]
+        """))
+    #expect(policy.ingress(from: client, .icmp, 13) == .allow)
+    #expect(policy.ingress(from: client, .icmp, 0) == .allow)
+    #expect(policy.ingress(from: client, .icmp, 8) == .deny)
+    #expect(policy.ingress(from: client, .tcp, 80) == .deny)
+    #expect(policy.ingress(from: prodClient, .icmp, 13) == .deny)
+    // world: everything but the denied types.
+    #expect(policy.ingress(from: NumericIdentity.worldIPv4, .tcp, 80) == .allow)
+    #expect(policy.ingress(from: NumericIdentity.worldIPv4, .icmp, 13) == .allow)
+    #expect(policy.ingress(from: NumericIdentity.worldIPv4, .icmp, 8) == .deny)
+    #expect(policy.ingress(from: NumericIdentity.worldIPv4, .icmp, 3) == .deny)
+    #expect(policy.ingress(from: NumericIdentity.worldIPv6, .icmpv6, 128) == .allow)
+  }
+
+  @Test(
+    "an any-protocol port range does not take ICMP types for ports; an every-port rule covers ICMP")
+  func anyProtocolAndICMP() throws {
+    let policy = try compute(
+      Self.cnp(
+        """
+        endpointSelector: {matchLabels: {app: api}}
+        ingress:
+        - fromEndpoints: [{matchLabels: {app: client}}]
+        - fromEntities: [world]
+          toPorts: [{ports: [{port: "1", endPort: 1024, protocol: ANY}]}]
+        ingressDeny:
+        - fromEndpoints: [{matchLabels: {app: client}}]
+          toPorts: [{ports: [{port: "1", endPort: 200, protocol: ANY}]}]
+        """))
+    // The client's L3 allow covers ICMP; its ANY 1-200 deny does not reach type 8.
+    #expect(policy.ingress(from: client, .icmp, 8) == .allow)
+    #expect(policy.ingress(from: client, .tcp, 80) == .deny)
+    #expect(policy.ingress(from: client, .tcp, 8080) == .allow)
+    // world: TCP/UDP/SCTP 1-1024, no ICMP type.
+    #expect(policy.ingress(from: NumericIdentity.worldIPv4, .udp, 53) == .allow)
+    #expect(policy.ingress(from: NumericIdentity.worldIPv4, .icmp, 8) == .deny)
+  }
+
   @Test("cilium-cli client-egress-to-echo-expression-deny over an allow-all egress policy")
   func ciliumExpressionDeny() throws {
     let clientPod = pod(1020, namespace: "cilium-test", "kind=client")
@@ -815,8 +895,40 @@ struct PolicySemanticsConformanceTests {
         "spec.egress[0].toCIDRSet[0].except[0]", "fd00::/64 must be a strict subset of 10.0.0.0/8"
       ),
       (
-        "ingress:\n- icmps: [{fields: [{type: 8}]}]", "spec.ingress[0].icmps",
-        "ICMP rules are not supported yet"
+        "ingress:\n- icmps: [{fields: [{type: 8}]}]\n  toPorts: [{ports: [{port: \"80\"}]}]",
+        "spec.ingress[0]",
+        "the ICMPs block may only be present without ToPorts. Define a separate rule to use ToPorts (Cilium refuses it too)"
+      ),
+      (
+        "ingress:\n- icmps: [{fields: [{type: EchoRequets}]}]",
+        "spec.ingress[0].icmps[0].fields[0].type",
+        #"unknown IPv4 ICMP type "EchoRequets" (want 0-255 or one of EchoReply, DestinationUnreachable, Redirect, Echo, EchoRequest, RouterAdvertisement, RouterSelection, TimeExceeded, ParameterProblem, Timestamp, TimestampReply, Photuris, ExtendedEchoRequest, ExtendedEchoReply)"#
+      ),
+      (
+        "egress:\n- icmps: [{fields: [{type: PacketTooBig, family: IPv4}]}]",
+        "spec.egress[0].icmps[0].fields[0].type",
+        #"unknown IPv4 ICMP type "PacketTooBig" (want 0-255 or one of EchoReply, DestinationUnreachable, Redirect, Echo, EchoRequest, RouterAdvertisement, RouterSelection, TimeExceeded, ParameterProblem, Timestamp, TimestampReply, Photuris, ExtendedEchoRequest, ExtendedEchoReply)"#
+      ),
+      (
+        "ingress:\n- icmps: [{fields: [{type: 256}]}]", "spec.ingress[0].icmps[0].fields[0].type",
+        "ICMP type 256 is out of range (0-255)"
+      ),
+      (
+        "ingress:\n- icmps: [{fields: [{type: 8, family: IPv5}]}]",
+        "spec.ingress[0].icmps[0].fields[0].family", #"unknown family "IPv5" (want IPv4 or IPv6)"#
+      ),
+      (
+        "ingress:\n- icmps: [{fields: []}]", "spec.ingress[0].icmps[0].fields",
+        "must list at least one ICMP type (an ICMP rule without fields matches nothing)"
+      ),
+      (
+        "ingress:\n- icmps: [{fields: [{family: IPv4}]}]",
+        "spec.ingress[0].icmps[0].fields[0].type", "required field is missing"
+      ),
+      (
+        "ingress:\n- toPorts: [{ports: [{port: \"8\", protocol: ICMP}]}]",
+        "spec.ingress[0].toPorts[0].ports[0].protocol",
+        #"unsupported protocol "ICMP" (want TCP, UDP, SCTP or ANY)"#
       ),
       (
         "ingress:\n- fromEntities: []\n  toPorts: [{ports: [{port: \"99999\"}]}]",

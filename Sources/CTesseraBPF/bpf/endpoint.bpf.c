@@ -18,7 +18,8 @@
  *   -> from the container: source validation (source.h)
  *   -> ND/MLD: pass; later fragments: pass when their first did (fragments.h)
  *   -> ICMP error about a tracked flow: pass (conntrack.h)
- *   -> conntrack (established / reply: pass, counted on the allowing entry)
+ *   -> conntrack (established / reply: pass, counted on the allowing entry;
+ *      ICMP other than echo is never tracked: judged packet by packet)
  *   -> ipcache (peer identity) -> policy (deny, allow, default; the
  *      deciding entry's counters)
  *   -> conntrack create -> pass
@@ -259,7 +260,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (f.icmp_error && ct_icmp_error_related(skb, &f, endpoint_id, dir, now))
 		return verdict_pass(&v, TESSERA_FWD_CT_RELATED);
 
-	ct = ct_lookup(&f, endpoint_id, dir, now, skb->len);
+	ct = f.untracked ? CT_NEW : ct_lookup(&f, endpoint_id, dir, now, skb->len);
 	if (ct != CT_NEW) {
 		enum tessera_reason reason = (ct & ~CT_CLOSING_NOW) == CT_ESTABLISHED
 						     ? TESSERA_FWD_CT_ESTABLISHED
@@ -307,7 +308,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (verdict == POLICY_DEFAULT_DENY)
 		return verdict_drop(&v, TESSERA_DROP_POLICY_DEFAULT);
 
-	if (ct_create(&f, endpoint_id, dir, now, stats ? slot : TESSERA_POLICY_STATS_NONE,
+	if (!f.untracked &&
+	    ct_create(&f, endpoint_id, dir, now, stats ? slot : TESSERA_POLICY_STATS_NONE,
 		      stats ? stats->generation : 0) < 0)
 		return verdict_drop(&v, TESSERA_DROP_CT_CREATE_FAILED);
 	if (stats)

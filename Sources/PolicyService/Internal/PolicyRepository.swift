@@ -464,10 +464,13 @@ struct PolicyRepository {
     ]
     for scope in scopes {
       for deny in denies[scope] ?? [] {
-        if (deny.proto == .any || deny.proto == allow.proto)
-          && deny.ports.first <= allow.ports.first
-          && deny.ports.last >= allow.ports.last
-        {
+        // An any-protocol deny sees ICMP as portless (PolicyEntry.matches).
+        let covered =
+          deny.proto == .any && allow.proto.isICMP
+          ? deny.ports.first == 0
+          : (deny.proto == .any || deny.proto == allow.proto)
+            && deny.ports.first <= allow.ports.first && deny.ports.last >= allow.ports.last
+        if covered {
           return true
         }
       }

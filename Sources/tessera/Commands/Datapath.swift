@@ -17,16 +17,29 @@ struct DatapathPolicy: AsyncParsableCommand {
     commandName: "policy", abstract: "Policy maps.", subcommands: [DatapathPolicyGet.self])
 }
 
-extension Tessera_Common_V1_PolicyEntry {
-  var portText: String { port == 0 ? "any" : endPort == 0 ? String(port) : "\(port)-\(endPort)" }
-  var protocolText: String {
-    switch `protocol` {
+extension Tessera_Common_V1_Protocol {
+  /// The name policies use.
+  var name: String {
+    switch self {
     case .tcp: "TCP"
     case .udp: "UDP"
     case .sctp: "SCTP"
+    case .icmp: "ICMP"
+    case .icmpv6: "ICMPv6"
     default: "ANY"
     }
   }
+}
+
+extension Tessera_Common_V1_PolicyEntry {
+  /// Ports, or the ICMP types of an ICMP entry (type 0 included).
+  var portText: String {
+    let isICMP = `protocol` == .icmp || `protocol` == .icmpv6
+    if port == 0 && endPort == 0 && !isICMP { return "any" }
+    let range = endPort == 0 ? String(port) : "\(port)-\(endPort)"
+    return isICMP ? "type \(range)" : range
+  }
+  var protocolText: String { `protocol`.name }
   var json: [String: Any] {
     [
       "peerIdentity": Int(peerIdentity), "direction": direction == .ingress ? "ingress" : "egress",
@@ -131,16 +144,13 @@ struct DatapathConntrackList: AsyncParsableCommand {
       try await Tessera_Datapath_V1_DatapathService.Client(wrapping: client).listConntrack(
         .init(), options: options)
     }
-    let protocols: [Tessera_Common_V1_Protocol: String] = [
-      .tcp: "TCP", .udp: "UDP", .sctp: "SCTP", .any: "ANY",
-    ]
     if global.output == .json {
       try printJSON([
         "entries": result.entries.map {
           [
             "endpoint": Int($0.endpointID),
             "direction": $0.direction == .ingress ? "ingress" : "egress",
-            "protocol": protocols[$0.protocol] ?? "ANY", "source": $0.source,
+            "protocol": $0.protocol.name, "source": $0.source,
             "sourcePort": Int($0.sourcePort),
             "destination": $0.destination, "destinationPort": Int($0.destinationPort),
             "packets": Int($0.packets),
@@ -154,7 +164,7 @@ struct DatapathConntrackList: AsyncParsableCommand {
         result.entries.map {
           [
             String($0.endpointID), $0.direction == .ingress ? "ingress" : "egress",
-            protocols[$0.protocol] ?? "ANY",
+            $0.protocol.name,
             "\($0.source):\($0.sourcePort)", "\($0.destination):\($0.destinationPort)",
             String($0.packets),
             "\($0.idleNanoseconds / 1_000_000) ms",

@@ -48,23 +48,33 @@ struct PolicyTraceCommand: AsyncParsableCommand {
       """)
   @OptionGroup var global: GlobalOptions
   @OptionGroup var sides: TraceEndpointOptions
-  @Option(name: .customLong("protocol"), help: "Protocol: tcp, udp, sctp or any.")
+  @Option(name: .customLong("protocol"), help: "Protocol: tcp, udp, sctp, icmp, icmpv6 or any.")
   var protocolName: String = "tcp"
-  @Option(help: "Destination port (0 for portless protocols).") var port: UInt16 = 0
+  @Option(
+    help:
+      "Destination port; for icmp and icmpv6 the ICMP type (8: echo request, 128: ICMPv6 echo request)."
+  )
+  var port: UInt16 = 0
 
   private var proto: Tessera_Common_V1_Protocol? {
     switch protocolName.lowercased() {
     case "tcp": .tcp
     case "udp": .udp
     case "sctp": .sctp
+    case "icmp": .icmp
+    case "icmpv6": .icmpv6
     case "any": .any
     default: nil
     }
   }
 
   func validate() throws {
-    guard proto != nil else {
-      throw ValidationError("--protocol must be tcp, udp, sctp or any, not '\(protocolName)'")
+    guard let proto else {
+      throw ValidationError(
+        "--protocol must be tcp, udp, sctp, icmp, icmpv6 or any, not '\(protocolName)'")
+    }
+    if (proto == .icmp || proto == .icmpv6) && port > 255 {
+      throw ValidationError("--port is the ICMP type for \(protocolName): 0-255, not \(port)")
     }
   }
 
@@ -104,14 +114,14 @@ struct PolicyTraceCommand: AsyncParsableCommand {
         "destination": [
           "identity": Int(destination), "labels": identities.labels[destination] ?? [],
         ],
-        "protocol": protocolName.uppercased(), "port": Int(port),
+        "protocol": (proto ?? .tcp).name, "port": Int(port),
         "egress": json(trace.egress, realised: realised["egress"]),
         "ingress": json(trace.ingress, realised: realised["ingress"]),
       ])
       return
     }
     print(
-      "\(identities.describe(source)) -> \(identities.describe(destination)) \(protocolName.uppercased())/\(port): \(trace.allowed ? "ALLOWED" : "DENIED") (repository revision \(trace.revision))"
+      "\(identities.describe(source)) -> \(identities.describe(destination)) \((proto ?? .tcp).name)/\(port): \(trace.allowed ? "ALLOWED" : "DENIED") (repository revision \(trace.revision))"
     )
     for direction in [trace.egress, trace.ingress] {
       let side =

@@ -80,10 +80,11 @@ struct flow {
 	__u8 daddr[16] __attribute__((aligned(8)));
 	__u16 sport; /* conntrack ports, host order */
 	__u16 dport;
-	__u16 policy_port; /* destination port for TCP/UDP/SCTP, 0 for portless protocols */
+	__u16 policy_port; /* destination port for TCP/UDP/SCTP, the type for ICMP(v6), else 0 */
 	__u16 l4_off;	   /* offset of the L4 header in the frame */
 	__u32 frag_id;	   /* fragments: the datagram's identification */
-	__u32 pad2;
+	__u8 untracked;	   /* judged by policy packet by packet: no conntrack entry */
+	__u8 pad2[3];
 };
 
 /* Points at `len` bytes at `off` in the packet: in place when they are in
@@ -145,6 +146,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f, __u32
 			return PARSE_INVALID;
 		type = hdr[0];
 		id = ((__u16)hdr[4] << 8) | hdr[5];
+		/* Policy looks an ICMP packet up by its type (Cilium's icmps rules). */
+		f->policy_port = type;
 		/* Echo request and reply share the identifier: put it in the
 		 * source port of a request and the destination port of a reply
 		 * so that the reply is the request's reverse tuple. */
@@ -154,6 +157,12 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f, __u32
 		else if ((f->proto == IPPROTO_ICMP && type == TESSERA_ICMP_ECHO_REPLY) ||
 			 (f->proto == IPPROTO_ICMPV6 && type == TESSERA_ICMP6_ECHO_REPLY))
 			f->dport = id;
+		/* Any other message has no identifier that pairs it with a reply: a
+		 * conntrack entry (ports 0, 0) would let every other type between the
+		 * two addresses pass as the same flow, so each is judged by policy
+		 * (errors about a tracked flow pass before, as related). */
+		else
+			f->untracked = 1;
 		/* 130-132 and 143: MLD; 133-137: router/neighbour discovery. */
 		if (f->proto == IPPROTO_ICMPV6 && ((type >= 130 && type <= 137) || type == 143))
 			f->icmp6_nd = 1;

@@ -6,7 +6,8 @@
  *
  * An entry matches when its peer is the packet's peer or 0 (any), its
  * protocol is the packet's or 0 (any), and its port prefix covers the
- * packet's destination port (0 for portless protocols). Deny and allow
+ * packet's destination port (an ICMP packet's type for ICMP entries, 0 for
+ * entries of any protocol and for portless protocols). Deny and allow
  * entries are looked up separately, so the LPM's "longest match only" never
  * lets a more specific allow hide an overlapping deny. Lookups of kinds the
  * endpoint has no entry of are skipped (TESSERA_EP_POLICY_KINDS_SHIFT).
@@ -47,6 +48,11 @@ static __always_inline const struct policy_value *policy_find_kind(__u32 kinds, 
 {
 	if (!(kinds & (1U << kind)))
 		return 0;
+	/* An entry of any protocol sees ICMP as portless: an ICMP type is a port only to
+	 * ICMP entries (PolicyEntry.matches). */
+	if ((kind & TESSERA_POLICY_KIND_ANY_PROTO) &&
+	    (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6))
+		port = 0;
 	return policy_find(endpoint_id, deny, dir, (kind & TESSERA_POLICY_KIND_ANY_PEER) ? 0 : peer,
 			   (kind & TESSERA_POLICY_KIND_ANY_PROTO) ? 0 : proto, port);
 }

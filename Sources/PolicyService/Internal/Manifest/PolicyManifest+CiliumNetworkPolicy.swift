@@ -120,9 +120,10 @@ extension PolicyManifest {
 
   /// Reads one element of `ingress`, `ingressDeny`, `egress` or `egressDeny`.
   ///
-  /// An element with no peer field but with `toPorts` applies to every peer; one with
-  /// neither (`{}`) allows nothing (it only makes the direction default-deny). An element
-  /// with peers but no `toPorts` covers every port and protocol. A peer field given as an
+  /// An element with no peer field but with `toPorts` or `icmps` applies to every peer; one
+  /// with neither (`{}`) allows nothing (it only makes the direction default-deny). An element
+  /// with peers but no `toPorts` or `icmps` covers every port and protocol; `icmps` limits it
+  /// to the ICMP types listed (and cannot be combined with `toPorts`, as in Cilium). A peer field given as an
   /// empty list (`fromEntities: []`) selects no peer, so the element matches nothing (Cilium
   /// since 1.15, cilium/cilium#29608); it never widens to every peer. As in Cilium, one
   /// element names one kind of peer (`fromEndpoints`, `fromEntities` or `fromCIDR`/`fromCIDRSet`).
@@ -133,13 +134,12 @@ extension PolicyManifest {
     let isIngress = direction == .ingress
     let from = isIngress ? "from" : "to"
     let known: Set<String> = [
-      "\(from)Endpoints", "\(from)Entities", "\(from)CIDR", "\(from)CIDRSet", "toPorts",
+      "\(from)Endpoints", "\(from)Entities", "\(from)CIDR", "\(from)CIDRSet", "toPorts", "icmps",
     ]
     var unsupported: [String: String] = [
       "\(from)Requires": "\(from)Requires \(notSupported)",
       "\(from)Groups": "\(from)Groups \(notSupported)",
       "\(from)Nodes": "\(from)Nodes \(notSupported)",
-      "icmps": "ICMP rules are not supported yet",
       "authentication": "authentication \(notSupported)",
     ]
     if !isIngress {
@@ -218,8 +218,16 @@ extension PolicyManifest {
       for portField in portFields { ports.append(try decodeCiliumPort(portField)) }
     }
 
+    let icmpRules = try object.list("icmps")
+    if !icmpRules.isEmpty && !portRules.isEmpty {
+      throw field.error(
+        "the ICMPs block may only be present without ToPorts. Define a separate rule to use ToPorts (Cilium refuses it too)"
+      )
+    }
+    ports += try decodeCiliumICMPs(icmpRules)
+
     if !namesPeers {
-      guard !portRules.isEmpty else { return nil }
+      guard !portRules.isEmpty || !icmpRules.isEmpty else { return nil }
       peers = [.all]
     }
     if ports.isEmpty { ports = [.any] }

@@ -512,22 +512,26 @@ const ProtobufCEnumDescriptor tessera__common__v1__direction__descriptor =
   tessera__common__v1__direction__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue tessera__common__v1__protocol__enum_values_by_number[4] =
+static const ProtobufCEnumValue tessera__common__v1__protocol__enum_values_by_number[6] =
 {
   { "PROTOCOL_ANY", "TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_ANY", 0 },
+  { "PROTOCOL_ICMP", "TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_ICMP", 1 },
   { "PROTOCOL_TCP", "TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_TCP", 6 },
   { "PROTOCOL_UDP", "TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_UDP", 17 },
+  { "PROTOCOL_ICMPV6", "TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_ICMPV6", 58 },
   { "PROTOCOL_SCTP", "TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_SCTP", 132 },
 };
 static const ProtobufCIntRange tessera__common__v1__protocol__value_ranges[] = {
-{0, 0},{6, 1},{17, 2},{132, 3},{0, 4}
+{0, 0},{6, 2},{17, 3},{58, 4},{132, 5},{0, 6}
 };
-static const ProtobufCEnumValueIndex tessera__common__v1__protocol__enum_values_by_name[4] =
+static const ProtobufCEnumValueIndex tessera__common__v1__protocol__enum_values_by_name[6] =
 {
   { "PROTOCOL_ANY", 0 },
-  { "PROTOCOL_SCTP", 3 },
-  { "PROTOCOL_TCP", 1 },
-  { "PROTOCOL_UDP", 2 },
+  { "PROTOCOL_ICMP", 1 },
+  { "PROTOCOL_ICMPV6", 4 },
+  { "PROTOCOL_SCTP", 5 },
+  { "PROTOCOL_TCP", 2 },
+  { "PROTOCOL_UDP", 3 },
 };
 const ProtobufCEnumDescriptor tessera__common__v1__protocol__descriptor =
 {
@@ -536,11 +540,11 @@ const ProtobufCEnumDescriptor tessera__common__v1__protocol__descriptor =
   "Protocol",
   "Tessera__Common__V1__Protocol",
   "tessera.common.v1",
-  4,
+  6,
   tessera__common__v1__protocol__enum_values_by_number,
-  4,
+  6,
   tessera__common__v1__protocol__enum_values_by_name,
-  4,
+  5,
   tessera__common__v1__protocol__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };

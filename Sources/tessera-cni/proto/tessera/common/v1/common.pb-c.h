@@ -34,8 +34,13 @@ typedef enum _Tessera__Common__V1__Direction {
  */
 typedef enum _Tessera__Common__V1__Protocol {
   TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_ANY = 0,
+  /*
+   * ICMP and ICMPv6 entries carry the ICMP type where the others carry a port.
+   */
+  TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_ICMP = 1,
   TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_TCP = 6,
   TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_UDP = 17,
+  TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_ICMPV6 = 58,
   TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_SCTP = 132
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(TESSERA__COMMON__V1__PROTOCOL)
 } Tessera__Common__V1__Protocol;
@@ -92,7 +97,8 @@ struct  Tessera__Common__V1__PolicyEntry
   Tessera__Common__V1__Direction direction;
   Tessera__Common__V1__Protocol protocol;
   /*
-   * 0 matches every port.
+   * 0 matches every port. For ICMP and ICMPv6 it is the ICMP type, and 0 is
+   * type 0 (echo reply): their entries always name types.
    */
   uint32_t port;
   /*
