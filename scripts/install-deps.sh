@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   protobuf-compiler protobuf-c-compiler libprotobuf-c-dev libnghttp2-dev libjansson-dev libnl-3-dev libnl-route-3-dev
   libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make
-  iproute2 netcat-openbsd iputils-ping containernetworking-plugins etcd-server etcd-client
+  iproute2 netcat-openbsd iputils-ping curl containernetworking-plugins etcd-server etcd-client
   sqlite3 libsqlite3-dev valgrind jq python3-grpcio python3-protobuf
   iptables ipset nftables libipset13 libnftables1 util-linux python3-scapy python3-yaml clang-format
 )

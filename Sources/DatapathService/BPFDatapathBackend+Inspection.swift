@@ -29,7 +29,7 @@ extension BPFDatapathBackend {
           source: Self.addressText(family: family, &saddr),
           destination: Self.addressText(family: family, &daddr),
           sourcePort: sport, destinationPort: dport,
-          // L4Protocol has no ICMP: portless protocols show as ANY.
+          // Protocols L4Protocol does not name (GRE, ESP, ...) show as ANY.
           proto: L4Protocol(rawValue: key.proto) ?? .any,
           endpointID: key.endpoint_id,
           direction: TrafficDirection(rawValue: direction) ?? .ingress,

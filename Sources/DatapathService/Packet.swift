@@ -145,9 +145,10 @@ public enum Packet {
   /// An IPv6 packet (no Ethernet header): `extensions` are (header number,
   /// body) in order, each body padded to a multiple of 8 bytes with its
   /// length field filled (the fragment header's body is used as given).
+  /// Neighbour discovery is sent with hop limit 255, MLD with 1.
   public static func ipv6Packet(
     _ source: String, _ destination: String, extensions: [(UInt8, [UInt8])] = [], proto: UInt8,
-    payload: [UInt8]
+    payload: [UInt8], hopLimit: UInt8 = 64
   ) -> [UInt8] {
     var chain: [UInt8] = []
     for (i, (_, body)) in extensions.enumerated() {
@@ -159,16 +160,20 @@ public enum Packet {
     }
     let first = extensions.first?.0 ?? proto
     let length = chain.count + payload.count
-    let header: [UInt8] = [0x60, 0, 0, 0, UInt8(length >> 8), UInt8(length & 0xff), first, 64]
+    let header: [UInt8] = [
+      0x60, 0, 0, 0, UInt8(length >> 8), UInt8(length & 0xff), first, hopLimit,
+    ]
     return header + address(source, 16) + address(destination, 16) + chain + payload
   }
 
   public static func ipv6Frame(
     _ source: String, _ destination: String, extensions: [(UInt8, [UInt8])] = [], proto: UInt8,
-    payload: [UInt8]
+    payload: [UInt8], hopLimit: UInt8 = 64
   ) -> [UInt8] {
     ethernet(type: 0x86DD)
-      + ipv6Packet(source, destination, extensions: extensions, proto: proto, payload: payload)
+      + ipv6Packet(
+        source, destination, extensions: extensions, proto: proto, payload: payload,
+        hopLimit: hopLimit)
   }
 
   /// The body of an IPv6 fragment header (after next header and reserved):

@@ -112,6 +112,87 @@ struct BPFHardeningTests {
       #expect(try !backend.passes(30, .ingress, icmp(frontendIP, podIP, type: 5)))
       // An echo request whose identifier is an allowed message's type is no reply to it.
       #expect(try !backend.passes(30, .egress, icmp(podIP, frontendIP, type: 8, id: 13)))
+      // Identifier 0 makes request and reply one tuple: the frontend's allowed request
+      // (id 0, above) opens no request from the pod, and no second "request" from the
+      // frontend's side in the reply's place.
+      #expect(try !backend.passes(30, .egress, icmp(podIP, frontendIP, type: 8, id: 0)))
+      #expect(try backend.passes(30, .egress, icmp(podIP, frontendIP, type: 0, id: 0)))
+      #expect(try !backend.passes(30, .ingress, icmp(frontendIP, podIP, type: 0, id: 0)))
+    }
+  }
+
+  @Test("an allowed echo reply opens nothing: requests never pass as its replies, either way")
+  func echoReplyTracksNothing() throws {
+    try withDatapath { datapath, backend in
+      // Replies allowed in from anyone, nothing allowed out.
+      _ = try datapath.realize(
+        pod(
+          id: 31, ingressEnforced: true, egressEnforced: true,
+          entries: [
+            PolicyEntry(
+              peer: .unknown, direction: .ingress, proto: .icmp, ports: PortRange(single: 0))
+          ]))
+      #expect(try backend.passes(31, .ingress, icmp(frontendIP, podIP, type: 0, id: 0x1234)))
+      // The pod's requests with that identifier would be the reply's reverse tuple.
+      #expect(try !backend.passes(31, .egress, icmp(podIP, frontendIP, type: 8, id: 0x1234)))
+      #expect(try !backend.passes(31, .egress, icmp(podIP, frontendIP, type: 8, id: 0x1234)))
+      #expect(try backend.conntrackEntries().filter { $0.endpointID == 31 }.isEmpty)
+    }
+  }
+
+  @Test(
+    "ND and MLD pass before policy only on the link: the hop limit an on-link sender gives, to a link-scope address or the node"
+  )
+  func neighbourDiscoveryStaysOnLink() throws {
+    try withDatapath { datapath, backend in
+      try datapath.upsertIPCache([IPCacheEntry(prefix: IPPrefix("fd00::ff/128")!, identity: .host)])
+      _ = try datapath.realize(pod(id: 32, ingressEnforced: true, egressEnforced: true))
+      let solicitation = Packet.icmpMessage(
+        type: 135, code: 0, body: IPPrefix("fd00::ff")!.bytes)
+      let report = Packet.icmpMessage(type: 143, code: 0)
+      func out(_ destination: String, _ payload: [UInt8], hopLimit: UInt8) throws -> Bool {
+        try backend.passes(
+          32, .egress,
+          Packet.ipv6Frame(
+            podIP6, destination, proto: Packet.icmpv6, payload: payload, hopLimit: hopLimit))
+      }
+      // On the link: solicited-node multicast, link-local, the node's own address; MLD.
+      #expect(try out("ff02::1:ff00:ff", solicitation, hopLimit: 255))
+      #expect(try out("fe80::1", solicitation, hopLimit: 255))
+      #expect(try out("fd00::ff", solicitation, hopLimit: 255))
+      #expect(try out("ff02::16", report, hopLimit: 1))
+      // Off the link (forwarded by the node) or with another hop limit: policy, which
+      // allows nothing here.
+      #expect(try !out(otherIP6, solicitation, hopLimit: 255))
+      #expect(try !out("ff02::1:ff00:ff", solicitation, hopLimit: 64))
+      #expect(try !out("ff05::16", report, hopLimit: 2))
+      #expect(try count(backend, 32, .egress, "drop-policy-default") == 3)
+      // In: only what an on-link sender gives (a forwarded message lost a hop).
+      #expect(
+        try backend.passes(
+          32, .ingress,
+          Packet.ipv6Frame(
+            "fe80::1", podIP6, proto: Packet.icmpv6, payload: solicitation, hopLimit: 255)))
+      #expect(
+        try !backend.passes(
+          32, .ingress,
+          Packet.ipv6Frame(
+            otherIP6, podIP6, proto: Packet.icmpv6, payload: solicitation, hopLimit: 254)))
+    }
+  }
+
+  @Test("ICMP in IPv6 and ICMPv6 in IPv4 are no real packets: dropped as invalid")
+  func icmpOfTheOtherFamily() throws {
+    try withDatapath { datapath, backend in
+      _ = try datapath.realize(pod(id: 33))
+      let echo = Packet.icmpMessage(type: 8, code: 0, rest: [0, 1, 0, 1])
+      #expect(
+        try !backend.passes(
+          33, .ingress, Packet.ipv6Frame(frontendIP6, podIP6, proto: Packet.icmp, payload: echo)))
+      #expect(
+        try !backend.passes(
+          33, .ingress, Packet.ipv4Frame(frontendIP, podIP, proto: Packet.icmpv6, payload: echo)))
+      #expect(try count(backend, 33, .ingress, "drop-invalid-packet") == 2)
     }
   }
 
@@ -195,21 +276,25 @@ struct BPFHardeningTests {
       #expect(
         try backend.passes(
           2, .egress,
-          Packet.ipv6Frame("fe80::1", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation)
+          Packet.ipv6Frame(
+            "fe80::1", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation, hopLimit: 255)
         ))
       #expect(
         try backend.passes(
           2, .egress,
-          Packet.ipv6Frame("::", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation)))
+          Packet.ipv6Frame(
+            "::", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation, hopLimit: 255)))
       #expect(
         try backend.passes(
           2, .egress,
-          Packet.ipv6Frame(podIP6, "ff02::1:ff00:9", proto: Packet.icmpv6, payload: solicitation)))
+          Packet.ipv6Frame(
+            podIP6, "ff02::1:ff00:9", proto: Packet.icmpv6, payload: solicitation, hopLimit: 255)))
       // ND from a neighbour's global address, and link-local TCP: dropped.
       #expect(
         try !backend.passes(
           2, .egress,
-          Packet.ipv6Frame(otherIP6, "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation))
+          Packet.ipv6Frame(
+            otherIP6, "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation, hopLimit: 255))
       )
       #expect(
         try !backend.passes(
@@ -226,23 +311,29 @@ struct BPFHardeningTests {
       #expect(
         try backend.passes(
           2, .egress,
-          Packet.ipv6Frame(podIP6, "ff02::1", proto: Packet.icmpv6, payload: advert(podIP6))))
+          Packet.ipv6Frame(
+            podIP6, "ff02::1", proto: Packet.icmpv6, payload: advert(podIP6), hopLimit: 255)))
       #expect(
         try backend.passes(
           2, .egress,
-          Packet.ipv6Frame("fe80::1", "ff02::1", proto: Packet.icmpv6, payload: advert("fe80::1"))))
+          Packet.ipv6Frame(
+            "fe80::1", "ff02::1", proto: Packet.icmpv6, payload: advert("fe80::1"), hopLimit: 255)))
       #expect(
         try !backend.passes(
           2, .egress,
-          Packet.ipv6Frame(podIP6, "ff02::1", proto: Packet.icmpv6, payload: advert(otherIP6))))
+          Packet.ipv6Frame(
+            podIP6, "ff02::1", proto: Packet.icmpv6, payload: advert(otherIP6), hopLimit: 255)))
       #expect(
         try !backend.passes(
           2, .egress,
-          Packet.ipv6Frame("fe80::1", "ff02::1", proto: Packet.icmpv6, payload: advert(otherIP6))))
+          Packet.ipv6Frame(
+            "fe80::1", "ff02::1", proto: Packet.icmpv6, payload: advert(otherIP6), hopLimit: 255)))
       let truncated = Packet.icmpMessage(type: 136, code: 0, rest: [0x60, 0, 0, 0])
       #expect(
         try !backend.passes(
-          2, .egress, Packet.ipv6Frame(podIP6, "ff02::1", proto: Packet.icmpv6, payload: truncated))
+          2, .egress,
+          Packet.ipv6Frame(
+            podIP6, "ff02::1", proto: Packet.icmpv6, payload: truncated, hopLimit: 255))
       )
       #expect(try count(backend, 2, .egress, "drop-invalid-source") == 6)
 
@@ -253,7 +344,8 @@ struct BPFHardeningTests {
       #expect(
         try !backend.passes(
           3, .egress,
-          Packet.ipv6Frame("fe80::1", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation)
+          Packet.ipv6Frame(
+            "fe80::1", "ff02::1:ff00:5", proto: Packet.icmpv6, payload: solicitation, hopLimit: 255)
         ))
       #expect(try !backend.passes(3, .egress, Packet.arp(sender: podIP, target: otherIP)))
       #expect(try count(backend, 3, .egress, "drop-invalid-source") == 3)

@@ -202,7 +202,13 @@ struct PolicyComputationTests {
     #expect(
       policy.entries == [
         PolicyEntry(
-          peer: .unknown, direction: .ingress, proto: .any, ports: PortRange(8000, 8999),
+          peer: .unknown, direction: .ingress, proto: .tcp, ports: PortRange(8000, 8999),
+          verdict: .deny),
+        PolicyEntry(
+          peer: .unknown, direction: .ingress, proto: .udp, ports: PortRange(8000, 8999),
+          verdict: .deny),
+        PolicyEntry(
+          peer: .unknown, direction: .ingress, proto: .sctp, ports: PortRange(8000, 8999),
           verdict: .deny),
         PolicyEntry(
           peer: frontend.id, direction: .ingress, proto: .tcp, ports: PortRange(single: 80),

@@ -181,8 +181,13 @@ struct PolicyManifestTests {
         PortProtocol(proto: .tcp, ports: PortRange(single: 80)),
         PortProtocol(proto: .udp, ports: PortRange(8000, 8080)),
         PortProtocol(proto: .sctp, ports: .any),
-        PortProtocol(proto: .any, ports: PortRange(single: 53)),
-        PortProtocol(proto: .any, ports: PortRange(single: 9090)),
+        // ANY (or no protocol) in a port rule is TCP, UDP and SCTP, as in Cilium.
+        PortProtocol(proto: .tcp, ports: PortRange(single: 53)),
+        PortProtocol(proto: .udp, ports: PortRange(single: 53)),
+        PortProtocol(proto: .sctp, ports: PortRange(single: 53)),
+        PortProtocol(proto: .tcp, ports: PortRange(single: 9090)),
+        PortProtocol(proto: .udp, ports: PortRange(single: 9090)),
+        PortProtocol(proto: .sctp, ports: PortRange(single: 9090)),
       ])
   }
 

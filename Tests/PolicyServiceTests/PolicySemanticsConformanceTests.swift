@@ -628,7 +628,8 @@ struct PolicySemanticsConformanceTests {
   }
 
   @Test(
-    "an any-protocol port range does not take ICMP types for ports; an every-port rule covers ICMP")
+    "a port rule of protocol ANY is TCP, UDP and SCTP (Cilium): port 0 and ranges cover no ICMP; a rule without toPorts covers ICMP"
+  )
   func anyProtocolAndICMP() throws {
     let policy = try compute(
       Self.cnp(
@@ -649,6 +650,25 @@ struct PolicySemanticsConformanceTests {
     // world: TCP/UDP/SCTP 1-1024, no ICMP type.
     #expect(policy.ingress(from: NumericIdentity.worldIPv4, .udp, 53) == .allow)
     #expect(policy.ingress(from: NumericIdentity.worldIPv4, .icmp, 8) == .deny)
+    // port "0" with ANY (or no protocol): every port of TCP, UDP and SCTP, still no ICMP,
+    // in an allow and in a deny.
+    let everyPort = try compute(
+      Self.cnp(
+        """
+        endpointSelector: {matchLabels: {app: api}}
+        ingress:
+        - fromEndpoints: [{matchLabels: {app: client}}]
+          toPorts: [{ports: [{port: "0"}]}]
+        - fromEntities: [world]
+        ingressDeny:
+        - fromEntities: [world]
+          toPorts: [{ports: [{port: "0", protocol: ANY}]}]
+        """))
+    #expect(everyPort.ingress(from: client, .tcp, 443) == .allow)
+    #expect(everyPort.ingress(from: client, .sctp, 9) == .allow)
+    #expect(everyPort.ingress(from: client, .icmp, 8) == .deny)
+    #expect(everyPort.ingress(from: NumericIdentity.worldIPv4, .udp, 53) == .deny)
+    #expect(everyPort.ingress(from: NumericIdentity.worldIPv4, .icmp, 8) == .allow)
   }
 
   @Test("cilium-cli client-egress-to-echo-expression-deny over an allow-all egress policy")

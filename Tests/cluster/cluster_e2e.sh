@@ -32,14 +32,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 started=$SECONDS
-skip() { echo "cluster-e2e: SKIP: $*"; exit 77; }
-[ "$(id -u)" = 0 ] || skip "needs root (network namespaces, eBPF)"
+E2E_NAME=cluster-e2e
+EVENTUALLY_INTERVAL=0.2
+. "$repo/Tests/lib/e2e.sh"
+require_node
 mountpoint -q /sys/fs/bpf || skip "bpffs is not mounted at /sys/fs/bpf"
-command -v etcd >/dev/null && command -v etcdctl >/dev/null || skip "etcd or etcdctl missing (etcd-server, etcd-client)"
-[ -x /usr/lib/cni/ptp ] && [ -x /usr/lib/cni/host-local ] || skip "/usr/lib/cni/ptp or host-local missing (containernetworking-plugins)"
-[ -n "${TESSERA_BIN:-}" ] && [ -x "$TESSERA_BIN/tessera" ] || skip "TESSERA_BIN is not set to the built binaries"
-[ -x "$repo/.build-cni/tessera-cni" ] || skip "tessera-cni not built (make -C Sources/tessera-cni)"
-for tool in jq nc openssl protoc; do command -v $tool >/dev/null || skip "$tool missing"; done
+require_cni_plugins ptp host-local
+require_commands etcd etcdctl jq nc openssl protoc
 /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null || skip "python3-grpcio / python3-protobuf missing"
 
 tmp=$(mktemp -d /tmp/tsr-cl.XXXXXX)
@@ -87,18 +86,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "cluster-e2e: interrupted" >&4; exit 130' INT TERM
 
-passed=0 failed=0
-pass() { passed=$((passed + 1)); echo "PASS $*"; }
-fail() { failed=$((failed + 1)); echo "FAIL $*"; }
-check() { # description command...
-  local d=$1; shift
-  if "$@" >/dev/null 2>&1; then pass "$d"; else fail "$d"; fi
-}
-eventually() { # seconds command...: polls every 0.2 s until it holds or the deadline passes
-  local end=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do [ $SECONDS -ge $end ] && return 1; sleep 0.2; done
-}
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # ---------------------------------------------------------------- etcd, 3 members
 declare -A cport pport
@@ -505,5 +492,4 @@ if eventually 15 no_refs; then pass "check 3: after every pod is deleted, etcd h
   fail "check 3: after every pod is deleted, etcd holds no reference"; show_refs
 fi
 
-echo "cluster-e2e: $passed passed, $failed failed ($((SECONDS - started)) s)"
-[ "$failed" = 0 ]
+e2e_result "($((SECONDS - started)) s)"

@@ -21,14 +21,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 started=$SECONDS
 name=node-up-cluster-e2e
-skip() { echo "$name: SKIP: $*"; exit 77; }
-[ "$(id -u)" = 0 ] || skip "needs root (network namespaces, eBPF)"
+E2E_NAME=$name
+EVENTUALLY_INTERVAL=0.2
+. "$repo/Tests/lib/e2e.sh"
+require_node
 mountpoint -q /sys/fs/bpf || skip "bpffs is not mounted at /sys/fs/bpf"
-[ -x /usr/bin/etcd ] || [ -x /usr/local/bin/etcd ] || skip "etcd missing (etcd-server)"
-[ -x /usr/lib/cni/host-local ] || skip "/usr/lib/cni/host-local missing (containernetworking-plugins)"
-[ -n "${TESSERA_BIN:-}" ] && [ -x "$TESSERA_BIN/tessera" ] || skip "TESSERA_BIN is not set to the built binaries"
-[ -x "$repo/.build-cni/tessera-cni" ] || skip "tessera-cni not built (make -C Sources/tessera-cni)"
-for tool in jq nc openssl python3; do command -v $tool >/dev/null || skip "$tool missing"; done
+require_cni_plugins host-local
+require_commands etcd jq nc openssl python3
 
 tmp=$(mktemp -d /tmp/tsr-nuc.XXXXXX)
 ROOT=$tmp/cluster
@@ -54,13 +53,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "$name: interrupted" >&4; exit 130' INT TERM
 
-passed=0 failed=0
-pass() { passed=$((passed + 1)); echo "PASS $*"; }
-fail() { failed=$((failed + 1)); echo "FAIL $*"; }
-eventually() { # seconds command...
-  local end=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do [ $SECONDS -ge $end ] && return 1; sleep 0.2; done
-}
 refused() { # description expected-text command...: fails with a message containing the text
   local d=$1 want=$2; shift 2
   local out
@@ -202,5 +194,4 @@ else
     pass "node status --cluster after down: every component down, exit 1" || fail "node status after down: $(cat "$tmp/status3.json")"
 fi
 
-echo "$name: $passed passed, $failed failed ($((SECONDS - started)) s)"
-[ "$failed" = 0 ]
+e2e_result "($((SECONDS - started)) s)"

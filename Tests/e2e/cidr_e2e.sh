@@ -18,12 +18,11 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-skip() { echo "cidr-e2e: SKIP: $*"; exit 77; }
-[ "$(id -u)" = 0 ] || skip "needs root"
-[ -x /usr/lib/cni/host-local ] || skip "/usr/lib/cni/host-local missing (containernetworking-plugins)"
-[ -n "${TESSERA_BIN:-}" ] && [ -x "$TESSERA_BIN/tessera" ] || skip "TESSERA_BIN is not set to the built binaries"
-command -v jq >/dev/null && command -v nc >/dev/null || skip "jq or nc missing"
-[ -x "$repo/.build-cni/tessera-cni" ] || skip "tessera-cni not built (make -C Sources/tessera-cni)"
+E2E_NAME=cidr-e2e
+. "$repo/Tests/lib/e2e.sh"
+require_node
+require_cni_plugins host-local
+require_commands jq nc
 
 tmp=$(mktemp -d /tmp/tsr-cidr.XXXXXX)
 RUN=$tmp/run
@@ -50,11 +49,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0 failed=0
-check() { # description command...
-  local d=$1; shift
-  if "$@" >/dev/null 2>&1; then passed=$((passed + 1)); echo "ok   $d"; else failed=$((failed + 1)); echo "FAIL $d"; fi
-}
 connects() { # from-pod ip port
   ip netns exec "tsr-cidr-$1" nc -z -w 1 "$2" "$3" 2>/dev/null
 }
@@ -64,10 +58,6 @@ connects_from_outside() { # source-address pod-ip port
 prefixes_mapped() { # the CIDR-scope prefixes in the ipcache, sorted, one line
   tessera datapath ipcache list -o json |
     jq -r '[.entries[] | select(.identity >= 16777216) | .prefix] | sort | join(" ")'
-}
-wait_for() { # seconds command...: polls until the command succeeds
-  local end=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || return 1; sleep 0.1; done
 }
 
 # The outside: a namespace behind the host on 203.0.113.0/24.
@@ -89,10 +79,7 @@ for port in 80 81; do
   bg_pids+=($!)
 done
 
-tessera node up --detach --no-supervise --state-dir "$tmp/state" --bpf-pin-dir "$PIN" >"$tmp/up.log" 2>&1 ||
-  { cat "$tmp/up.log"; skip "tessera node up failed (eBPF unusable here?)"; }
-backend=$(tessera status -o json | jq -r '.services[] | select(.service=="datapath") | .backend')
-case $backend in bpf*) ;; *) skip "the datapath runs '$backend', not eBPF" ;; esac
+start_node
 
 check "egress ADD" chain_add egress '["app=egress"]'
 check "web ADD" chain_add web '["app=web"]'
@@ -131,7 +118,7 @@ spec:
 YAML
 check "policies with an ipBlock (except) and a fromCIDR imported" tessera policy import "$tmp/policies.yaml"
 check "the ipcache maps exactly the named prefixes" \
-  wait_for 10 eval '[ "$(prefixes_mapped)" = "203.0.113.0/24 203.0.113.0/25 203.0.113.128/25" ]'
+  eventually 10 eval '[ "$(prefixes_mapped)" = "203.0.113.0/24 203.0.113.0/25 203.0.113.128/25" ]'
 check "ipBlock: egress -> 203.0.113.1:80 (inside the block) connects" connects egress 203.0.113.1 80
 check "ipBlock except: egress -> 203.0.113.200:80 is dropped" eval '! connects egress 203.0.113.200 80'
 check "ipBlock: egress -> a pod (web:8080) is dropped" eval '! connects egress '"$web_ip"' 8080'
@@ -158,7 +145,7 @@ spec:
   - toCIDR: [203.0.113.192/26, $control_ip/32]
 YAML
 check "egressDeny toCIDR imported" tessera policy import "$tmp/deny.yaml"
-check "the denied /26 is mapped" wait_for 10 eval 'prefixes_mapped | grep -q 203.0.113.192/26'
+check "the denied /26 is mapped" eventually 10 eval 'prefixes_mapped | grep -q 203.0.113.192/26'
 check "late ADD (after the deny exists)" chain_add late '["app=late"]'
 check "late's first connection to 203.0.113.200 (denied /26) is dropped" eval '! connects late 203.0.113.200 80'
 check "late -> 203.0.113.1 (world) connects" connects late 203.0.113.1 80
@@ -187,20 +174,19 @@ rm -f "$RUN/endpoint.pid"
 check "web-from-net deleted while endpointd is down" tessera policy delete web-from-net -n default
 "${cmdline[@]}" >>"$RUN/endpoint.log" 2>&1 &
 disown
-check "endpointd serves again" wait_for 30 eval 'tessera status --service endpoint'
+check "endpointd serves again" eventually 30 eval 'tessera status --service endpoint'
 check "the prefix only the deleted policy named is unmapped (its identity collected), the others stay" \
-  wait_for 10 eval '[ "$(prefixes_mapped)" = "203.0.113.0/24 203.0.113.128/25 203.0.113.192/26" ]'
+  eventually 10 eval '[ "$(prefixes_mapped)" = "203.0.113.0/24 203.0.113.128/25 203.0.113.192/26" ]'
 check "after the restart: ipBlock except still drops egress -> 203.0.113.200:80" \
   eval '! connects egress 203.0.113.200 80'
 check "after the restart: egress -> 203.0.113.1:80 still connects" connects egress 203.0.113.1 80
 
 # Deleting the policies unmaps the prefixes and lifts what they restricted.
 check "policies deleted" tessera policy delete --all
-check "the ipcache no longer maps any CIDR" wait_for 10 eval '[ -z "$(prefixes_mapped)" ]'
-check "after the delete: egress -> 203.0.113.200:80 connects" wait_for 5 connects egress 203.0.113.200 80
-check "after the delete: 203.0.113.200 -> web:8080 connects" wait_for 5 connects_from_outside 203.0.113.200 "$web_ip" 8080
+check "the ipcache no longer maps any CIDR" eventually 10 eval '[ -z "$(prefixes_mapped)" ]'
+check "after the delete: egress -> 203.0.113.200:80 connects" eventually 5 connects egress 203.0.113.200 80
+check "after the delete: 203.0.113.200 -> web:8080 connects" eventually 5 connects_from_outside 203.0.113.200 "$web_ip" 8080
 check "the pods' own ipcache entries are untouched" eval \
   'tessera datapath ipcache list -o json | jq -e "[.entries[] | select(.prefix == \"'"$web_ip"'/32\" and .identity < 16777216)] | length == 1"'
 
-echo "cidr-e2e: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+e2e_result

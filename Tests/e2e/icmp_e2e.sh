@@ -13,13 +13,11 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-skip() { echo "icmp-e2e: SKIP: $*"; exit 77; }
-[ "$(id -u)" = 0 ] || skip "needs root"
-[ -x /usr/lib/cni/host-local ] || skip "/usr/lib/cni/host-local missing (containernetworking-plugins)"
-[ -n "${TESSERA_BIN:-}" ] && [ -x "$TESSERA_BIN/tessera" ] || skip "TESSERA_BIN is not set to the built binaries"
-command -v jq >/dev/null && command -v nc >/dev/null && command -v ping >/dev/null || skip "jq, nc or ping missing"
-command -v python3 >/dev/null || skip "python3 missing (raw ICMP messages)"
-[ -x "$repo/.build-cni/tessera-cni" ] || skip "tessera-cni not built (make -C Sources/tessera-cni)"
+E2E_NAME=icmp-e2e
+. "$repo/Tests/lib/e2e.sh"
+require_node
+require_cni_plugins host-local
+require_commands jq nc ping python3
 
 tmp=$(mktemp -d /tmp/tsr-ie2e.XXXXXX)
 RUN=$tmp/run
@@ -39,11 +37,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0 failed=0
-check() { # description command...
-  local d=$1; shift
-  if "$@" >/dev/null; then passed=$((passed + 1)); echo "ok   $d"; else failed=$((failed + 1)); echo "FAIL $d"; fi
-}
 pings() { ip netns exec "tsr-ie2e-$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1; }
 no_ping() { ! pings "$@"; }
 connects() { ip netns exec "tsr-ie2e-$1" nc -z -w 1 "$2" "$3" 2>/dev/null; }
@@ -78,24 +71,7 @@ PY
 }
 received() { grep -qx "$2 $3" "$1"; } # file source type
 
-mport=$(python3 -c '
-import socket, random
-for _ in range(200):
-    base = random.randrange(20000, 60000)
-    socks = []
-    try:
-        for p in range(base, base + 4):
-            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
-        print(base); break
-    except OSError:
-        pass
-    finally:
-        for s in socks: s.close()
-')
-tessera node up --detach --no-supervise --state-dir "$tmp/state" --bpf-pin-dir "$PIN" --metrics-base-port "$mport" >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log" "$RUN"/*.log; exit 1; }
-backend=$(tessera status -o json | jq -r '.services[] | select(.service=="datapath") | .backend')
-case $backend in bpf*) ;; *) skip "the datapath runs '$backend', not eBPF" ;; esac
-echo "icmp-e2e: datapath backend $backend"
+start_node --metrics-base-port "$(free_port_block 4)"
 
 cat >"$tmp/policy.yaml" <<'YAML'
 apiVersion: cilium.io/v2
@@ -154,6 +130,8 @@ check "trace: client -> server ICMP type 13 denied by the ingress default" jq -e
   '(.allowed | not) and .ingress.decision == "default-deny"' "$tmp/trace13.json"
 check "trace: an ICMP type above 255 is refused" bash -c \
   "! $TESSERA_BIN/tessera policy trace --from-label app=client --to-label app=server --protocol icmp --port 300 --run-dir $RUN 2>/dev/null"
+check "trace: ICMP without a type is refused (it would trace type 0)" bash -c \
+  "! $TESSERA_BIN/tessera policy trace --from-label app=client --to-label app=server --protocol icmp --run-dir $RUN >$tmp/trace.err 2>&1 && grep -q 'needs the ICMP type' $tmp/trace.err"
 tessera observe --last 1000 -o json >"$tmp/events.json"
 check "observe: other's echo request dropped by the ingress default, protocol ICMP" bash -c \
   "jq -se 'map(select(.verdict == \"dropped\" and .protocol == \"ICMP\" and .source.ip == \"$other_ip\" and .endpoint == $server_id)) | length > 0' $tmp/events.json"
@@ -197,5 +175,4 @@ check "nothing named bad was stored" bash -c \
 
 for pod in server other client; do chain_del "$pod"; done
 check "endpoints gone after DEL" [ "$(tessera endpoint list -o json | jq '.endpoints | length')" = 0 ]
-echo "icmp-e2e: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+e2e_result

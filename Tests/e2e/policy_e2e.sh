@@ -15,12 +15,11 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-skip() { echo "policy-e2e: SKIP: $*"; exit 77; }
-[ "$(id -u)" = 0 ] || skip "needs root"
-[ -x /usr/lib/cni/ptp ] || skip "/usr/lib/cni/ptp missing (containernetworking-plugins)"
-[ -n "${TESSERA_BIN:-}" ] && [ -x "$TESSERA_BIN/tessera" ] || skip "TESSERA_BIN is not set to the built binaries"
-command -v jq >/dev/null && command -v nc >/dev/null || skip "jq or nc missing"
-[ -x "$repo/.build-cni/tessera-cni" ] || skip "tessera-cni not built (make -C Sources/tessera-cni)"
+E2E_NAME=policy-e2e
+. "$repo/Tests/lib/e2e.sh"
+require_node
+require_cni_plugins ptp host-local
+require_commands jq nc curl
 
 tmp=$(mktemp -d /tmp/tsr-pe2e.XXXXXX)
 RUN=$tmp/run
@@ -40,11 +39,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0 failed=0
-check() { # description command...
-  local d=$1; shift
-  if "$@" >/dev/null; then passed=$((passed + 1)); echo "ok   $d"; else failed=$((failed + 1)); echo "FAIL $d"; fi
-}
 connects() { # from-pod ip port
   ip netns exec "tsr-pe2e-$1" nc -z -w 1 "$2" "$3" 2>/dev/null
 }
@@ -54,25 +48,9 @@ listen() { # pod port: a workload that accepts connections until the test ends
   bg_pids+=($!)
 }
 
-# Four free consecutive ports for the daemons' metrics (identity, policy, datapath, endpoint).
-mport=$(python3 -c '
-import socket, random
-for _ in range(200):
-    base = random.randrange(20000, 60000)
-    socks = []
-    try:
-        for p in range(base, base + 4):
-            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
-        print(base); break
-    except OSError:
-        pass
-    finally:
-        for s in socks: s.close()
-')
-tessera node up --detach --no-supervise --state-dir "$tmp/state" --bpf-pin-dir "$PIN" --metrics-base-port "$mport" >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log" "$RUN"/*.log; exit 1; }
-backend=$(tessera status -o json | jq -r '.services[] | select(.service=="datapath") | .backend')
-case $backend in bpf*) ;; *) skip "the datapath runs '$backend', not eBPF" ;; esac
-echo "policy-e2e: datapath backend $backend"
+# The daemons' metrics ports follow one base port (identity, policy, datapath, endpoint).
+mport=$(free_port_block 4)
+start_node --metrics-base-port "$mport"
 
 cat >"$tmp/policy.yaml" <<'YAML'
 apiVersion: cilium.io/v2
@@ -230,5 +208,4 @@ check "after the restart: frontend -> backend:9090 still dropped" dropped fronte
 
 for pod in backend other frontend; do chain_del "$pod"; done
 check "endpoints gone after DEL" [ "$(tessera endpoint list -o json | jq '.endpoints | length')" = 0 ]
-echo "policy-e2e: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+e2e_result

@@ -14,20 +14,17 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-skip() { echo "two-nodes-e2e: SKIP: $*"; exit 77; }
-[ "$(id -u)" = 0 ] || skip "needs root"
-[ -x /usr/lib/cni/ptp ] || skip "/usr/lib/cni/ptp missing (containernetworking-plugins)"
-command -v etcd >/dev/null || skip "etcd missing (etcd-server)"
-[ -n "${TESSERA_BIN:-}" ] && [ -x "$TESSERA_BIN/tessera" ] || skip "TESSERA_BIN is not set to the built binaries"
-command -v jq >/dev/null && command -v nc >/dev/null || skip "jq or nc missing"
-[ -x "$repo/.build-cni/tessera-cni" ] || skip "tessera-cni not built (make -C Sources/tessera-cni)"
+E2E_NAME=two-nodes-e2e
+. "$repo/Tests/lib/e2e.sh"
+require_node
+require_cni_plugins ptp host-local
+require_commands etcd etcdctl jq nc
 
 tmp=$(mktemp -d /tmp/tsr-2n.XXXXXX)
 etcd_pid=
 bg_pids=()
 pods_a=(frontend other)
 pods_b=(backend frontendb)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 client_port=$(free_port) peer_port=$(free_port)
 ETCD=http://127.0.0.1:$client_port
 start_etcd() {
@@ -61,17 +58,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0 failed=0
-check() { # description command...
-  local d=$1; shift
-  if "$@" >/dev/null; then passed=$((passed + 1)); echo "ok   $d"; else failed=$((failed + 1)); echo "FAIL $d"; fi
-}
 connects() { ip netns exec "tsr-2n-$1" nc -z -w 1 "$2" "$3" 2>/dev/null; }
 dropped() { ! connects "$@"; }
-eventually() { # seconds command...: polls every 0.1 s
-  local end=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do [ $SECONDS -ge $end ] && return 1; sleep 0.1; done
-}
 ipcache_has() { tessera datapath ipcache list -o json | jq -e --arg p "$1/32" --argjson id "$2" '.entries | map(select(.prefix == $p and .identity == $id)) | length == 1'; }
 ipcache_lacks() { tessera datapath ipcache list -o json | jq -e --arg p "$1/32" '.entries | map(select(.prefix == $p)) | length == 0'; }
 identity_of() { tessera endpoint get --container-id "tsr-2n-$NODE-$1" -o json | jq -r .identity; }
@@ -82,8 +70,7 @@ for n in a b; do
   tessera node up --detach --no-supervise --state-dir "$tmp/$n/state" --node-name "node-$n" --bpf-pin-dir "/sys/fs/bpf/tessera-2n-$n-$$" \
     --identity-store "etcd:$ETCD" >"$tmp/$n-up.log" 2>&1 || { cat "$tmp/$n-up.log" "$RUN"/*.log; exit 1; }
 done
-backend=$(tessera status -o json | jq -r '.services[] | select(.service=="datapath") | .backend')
-case $backend in bpf*) ;; *) skip "the datapath runs '$backend', not eBPF" ;; esac
+require_bpf_datapath
 check "node B's identity service uses etcd" bash -c "$TESSERA_BIN/tessera status --run-dir $RUN -o json | jq -e '.services[] | select(.service==\"identity\") | .backend | startswith(\"etcd:\")'"
 
 cat >"$tmp/policy.yaml" <<'YAML'
@@ -156,5 +143,4 @@ check "once etcd is back, the new label set is added" eventually 20 chain_add ne
 
 for pod in "${pods_b[@]}"; do chain_del "$pod"; done
 on_node a; for pod in "${pods_a[@]}"; do chain_del "$pod"; done
-echo "two-nodes-e2e: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+e2e_result

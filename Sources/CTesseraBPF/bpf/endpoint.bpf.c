@@ -195,6 +195,18 @@ static __always_inline int verdict_pass_flow(const struct verdict_ctx *v,
 	return verdict_pass(v, reason);
 }
 
+/* Whether an ND message's destination is on the link: link-local unicast
+ * (fe80::/10), link-scope multicast (ff02::/16) or one of the node's own
+ * addresses (the ipcache's host identity). */
+static __always_inline int nd_destination_on_link(const struct flow *f)
+{
+	if (f->daddr[0] == 0xfe && (f->daddr[1] & 0xc0) == 0x80)
+		return 1;
+	if (f->daddr[0] == 0xff && f->daddr[1] == 0x02)
+		return 1;
+	return ipcache_lookup_identity(f->family, f->daddr) == TESSERA_ID_HOST;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	const __u64 endpoint_id = (__u64)skb->cb[TESSERA_CB_ENDPOINT_LO] |
@@ -243,7 +255,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		if (!source_valid(v.ep, &f) || !source_nd_valid(skb, v.ep, &f))
 			return verdict_drop(&v, TESSERA_DROP_INVALID_SOURCE);
 	}
-	if (f.icmp6_nd)
+	/* Neighbour discovery and MLD stay on the link: what comes in had the hop
+	 * limit only an on-link sender gives (parse); what goes out may also not
+	 * be forwarded: MLD's hop limit 1 cannot be, ND must be for a link-scope
+	 * address or the node itself. Any other is judged by policy. */
+	if (f.icmp6_nd &&
+	    (dir == TESSERA_DIR_INGRESS || f.hop_limit == 1 || nd_destination_on_link(&f)))
 		return verdict_pass(&v, TESSERA_FWD_ICMP6_ND);
 
 	/* The clock of the timers, read without the TSC (~45 ns less per packet
@@ -308,7 +325,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (verdict == POLICY_DEFAULT_DENY)
 		return verdict_drop(&v, TESSERA_DROP_POLICY_DEFAULT);
 
-	if (!f.untracked &&
+	/* Only what opens a flow is tracked: an echo reply that found no request
+	 * is an answer to nothing, and tracking it would let requests through the
+	 * other way as its "replies". */
+	if (!f.untracked && f.icmp_echo != TESSERA_ICMP_ECHO_IS_REPLY &&
 	    ct_create(&f, endpoint_id, dir, now, stats ? slot : TESSERA_POLICY_STATS_NONE,
 		      stats ? stats->generation : 0) < 0)
 		return verdict_drop(&v, TESSERA_DROP_CT_CREATE_FAILED);

@@ -52,9 +52,9 @@ struct PolicyTraceCommand: AsyncParsableCommand {
   var protocolName: String = "tcp"
   @Option(
     help:
-      "Destination port; for icmp and icmpv6 the ICMP type (8: echo request, 128: ICMPv6 echo request)."
+      "Destination port (default 0); for icmp and icmpv6 the ICMP type, required (8: echo request, 128: ICMPv6 echo request)."
   )
-  var port: UInt16 = 0
+  var port: UInt16?
 
   private var proto: Tessera_Common_V1_Protocol? {
     switch protocolName.lowercased() {
@@ -73,8 +73,13 @@ struct PolicyTraceCommand: AsyncParsableCommand {
       throw ValidationError(
         "--protocol must be tcp, udp, sctp, icmp, icmpv6 or any, not '\(protocolName)'")
     }
-    if (proto == .icmp || proto == .icmpv6) && port > 255 {
-      throw ValidationError("--port is the ICMP type for \(protocolName): 0-255, not \(port)")
+    if proto == .icmp || proto == .icmpv6 {
+      guard let port else {
+        throw ValidationError("--protocol \(protocolName) needs the ICMP type as --port (0-255)")
+      }
+      if port > 255 {
+        throw ValidationError("--port is the ICMP type for \(protocolName): 0-255, not \(port)")
+      }
     }
   }
 
@@ -91,7 +96,7 @@ struct PolicyTraceCommand: AsyncParsableCommand {
       $0.sourceIdentity = source
       $0.destinationIdentity = destination
       $0.protocol = proto ?? .tcp
-      $0.port = UInt32(port)
+      $0.port = UInt32(port ?? 0)
     }
     let trace = try await global.withClient(.policy) { client, options in
       try await Tessera_Policy_V1_PolicyService.Client(wrapping: client).tracePolicy(
@@ -114,14 +119,14 @@ struct PolicyTraceCommand: AsyncParsableCommand {
         "destination": [
           "identity": Int(destination), "labels": identities.labels[destination] ?? [],
         ],
-        "protocol": (proto ?? .tcp).name, "port": Int(port),
+        "protocol": (proto ?? .tcp).name, "port": Int(port ?? 0),
         "egress": json(trace.egress, realised: realised["egress"]),
         "ingress": json(trace.ingress, realised: realised["ingress"]),
       ])
       return
     }
     print(
-      "\(identities.describe(source)) -> \(identities.describe(destination)) \((proto ?? .tcp).name)/\(port): \(trace.allowed ? "ALLOWED" : "DENIED") (repository revision \(trace.revision))"
+      "\(identities.describe(source)) -> \(identities.describe(destination)) \((proto ?? .tcp).name)/\(port ?? 0): \(trace.allowed ? "ALLOWED" : "DENIED") (repository revision \(trace.revision))"
     )
     for direction in [trace.egress, trace.ingress] {
       let side =
@@ -221,7 +226,8 @@ struct PolicyTraceCommand: AsyncParsableCommand {
     let policy = try EndpointPolicy(proto: realised.policy)
     let verdict = policy.verdict(
       peer: NumericIdentity(peer), direction: direction,
-      proto: L4Protocol(rawValue: UInt8(clamping: (proto ?? .tcp).rawValue)) ?? .any, port: port)
+      proto: L4Protocol(rawValue: UInt8(clamping: (proto ?? .tcp).rawValue)) ?? .any,
+      port: port ?? 0)
     return
       "\(verdict == .deny ? "deny" : "allow") (endpoint \(endpoint), revision \(realised.realizedRevision))"
   }

@@ -124,6 +124,12 @@ static __always_inline int ct_lookup(const struct flow *f, __u64 endpoint_id, __
 		bpf_map_delete_elem(&tessera_ct, &key);
 		return CT_NEW;
 	}
+	/* An echo request is the flow itself and a reply only its answer (only
+	 * requests create entries): a request in the reply's place or a reply in
+	 * the request's is no part of the flow. Identifier 0 gives both the same
+	 * tuple. */
+	if (f->icmp_echo && (f->icmp_echo == TESSERA_ICMP_ECHO_IS_REQUEST) != (e->direction == dir))
+		return CT_NEW;
 	/* Same key: the packet has the creator's direction and orientation
 	 * (the flow itself) or the opposite of both (a reply). */
 	if (e->direction == dir) {

@@ -84,8 +84,13 @@ struct flow {
 	__u16 l4_off;	   /* offset of the L4 header in the frame */
 	__u32 frag_id;	   /* fragments: the datagram's identification */
 	__u8 untracked;	   /* judged by policy packet by packet: no conntrack entry */
-	__u8 pad2[3];
+	__u8 icmp_echo;	   /* TESSERA_ICMP_ECHO_* for an echo request or reply, else 0 */
+	__u8 hop_limit;	   /* IPv6 */
+	__u8 pad2;
 };
+
+#define TESSERA_ICMP_ECHO_IS_REQUEST 1
+#define TESSERA_ICMP_ECHO_IS_REPLY 2
 
 /* Points at `len` bytes at `off` in the packet: in place when they are in
  * the linear data, else copied into `buf`. NULL when the packet is shorter. */
@@ -139,9 +144,14 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f, __u32
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6: {
 		__u8 buf[8];
-		const __u8 *hdr = packet_bytes(skb, off, buf, sizeof(buf));
+		const __u8 *hdr;
 		__u16 id;
 		__u8 type;
+		/* ICMP is IPv4's and ICMPv6 IPv6's: the other pairing is no real
+		 * packet, and judging it would match a rule of the other family. */
+		if ((f->proto == IPPROTO_ICMP) != (f->family == TESSERA_FAMILY_V4))
+			return PARSE_INVALID;
+		hdr = packet_bytes(skb, off, buf, sizeof(buf));
 		if (!hdr)
 			return PARSE_INVALID;
 		type = hdr[0];
@@ -152,19 +162,28 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f, __u32
 		 * source port of a request and the destination port of a reply
 		 * so that the reply is the request's reverse tuple. */
 		if ((f->proto == IPPROTO_ICMP && type == TESSERA_ICMP_ECHO_REQUEST) ||
-		    (f->proto == IPPROTO_ICMPV6 && type == TESSERA_ICMP6_ECHO_REQUEST))
+		    (f->proto == IPPROTO_ICMPV6 && type == TESSERA_ICMP6_ECHO_REQUEST)) {
 			f->sport = id;
-		else if ((f->proto == IPPROTO_ICMP && type == TESSERA_ICMP_ECHO_REPLY) ||
-			 (f->proto == IPPROTO_ICMPV6 && type == TESSERA_ICMP6_ECHO_REPLY))
+			f->icmp_echo = TESSERA_ICMP_ECHO_IS_REQUEST;
+		} else if ((f->proto == IPPROTO_ICMP && type == TESSERA_ICMP_ECHO_REPLY) ||
+			   (f->proto == IPPROTO_ICMPV6 && type == TESSERA_ICMP6_ECHO_REPLY)) {
 			f->dport = id;
-		/* Any other message has no identifier that pairs it with a reply: a
-		 * conntrack entry (ports 0, 0) would let every other type between the
-		 * two addresses pass as the same flow, so each is judged by policy
-		 * (errors about a tracked flow pass before, as related). */
-		else
+			f->icmp_echo = TESSERA_ICMP_ECHO_IS_REPLY;
+		} else {
+			/* Any other message has no identifier that pairs it with a
+			 * reply: a conntrack entry (ports 0, 0) would let every other
+			 * type between the two addresses pass as the same flow, so each
+			 * is judged by policy (errors about a tracked flow pass before,
+			 * as related). Events show its type as the port. */
 			f->untracked = 1;
-		/* 130-132 and 143: MLD; 133-137: router/neighbour discovery. */
-		if (f->proto == IPPROTO_ICMPV6 && ((type >= 130 && type <= 137) || type == 143))
+			f->dport = type;
+		}
+		/* 133-137: router/neighbour discovery, hop limit 255; 130-132 and 143:
+		 * MLD, hop limit 1 (RFC 4861, 2710, 3810). Another hop limit was
+		 * forwarded or can be: judged by policy like any ICMPv6 message. */
+		if (f->proto == IPPROTO_ICMPV6 &&
+		    ((type >= 133 && type <= 137 && f->hop_limit == 255) ||
+		     (((type >= 130 && type <= 132) || type == 143) && f->hop_limit == 1)))
 			f->icmp6_nd = 1;
 		if (f->proto == IPPROTO_ICMP ? (type == TESSERA_ICMP_DEST_UNREACH ||
 						type == TESSERA_ICMP_TIME_EXCEEDED ||
@@ -244,6 +263,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct flow *f)
 	if (ip6->version != 6)
 		return PARSE_INVALID;
 	f->family = TESSERA_FAMILY_V6;
+	f->hop_limit = ip6->hop_limit;
 	__builtin_memcpy(f->saddr, &ip6->saddr, 16);
 	__builtin_memcpy(f->daddr, &ip6->daddr, 16);
 	nexthdr = ip6->nexthdr;

@@ -215,7 +215,17 @@ extension PolicyManifest {
             "must list at least one port (a port rule without ports matches nothing; use port \"0\" for every port)"
         )
       }
-      for portField in portFields { ports.append(try decodeCiliumPort(portField)) }
+      for portField in portFields {
+        let port = try decodeCiliumPort(portField)
+        // Cilium's `ANY` in a port rule is TCP, UDP and SCTP (`mergeIngress`/`mergeEgress`
+        // in pkg/policy/rule.go), not every protocol: a port rule never covers ICMP or a
+        // portless protocol. Only an element without `toPorts` does.
+        if port.proto == .any {
+          ports += [L4Protocol.tcp, .udp, .sctp].map { PortProtocol(proto: $0, ports: port.ports) }
+        } else {
+          ports.append(port)
+        }
+      }
     }
 
     let icmpRules = try object.list("icmps")
