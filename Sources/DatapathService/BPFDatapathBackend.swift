@@ -82,6 +82,7 @@ public final class BPFDatapathBackend: DatapathBackend {
         inUse: slices.values.reduce(into: Set<UInt32>()) { $0.formUnion($1.counterSlots) })
     }
     try removeOrphans()
+    try removePortlessICMPConntrack()
     try assignMissingCounterSlots()
     try syncHostAddresses(removeStale: true)
     logger.info(
@@ -261,6 +262,26 @@ public final class BPFDatapathBackend: DatapathBackend {
       try loader.purge(id, scanPolicy: false)
       try loader.unpin(id)
       state.withLock { _ = $0.slices.removeValue(forKey: id) }
+    }
+  }
+
+  /// Deletes ICMP conntrack entries on ports 0, 0. Programs before ICMP rules tracked
+  /// every ICMP message that way (and one version tracked echo replies), and the map
+  /// outlives them: such an entry would admit echo requests with identifier 0 as its
+  /// flow, without policy. Today only an echo request with identifier 0 makes one; it
+  /// is judged again at its next request.
+  private func removePortlessICMPConntrack() throws(DatapathError) {
+    var removed = 0
+    for key in try LibBPF.keys(loader.conntrackFD, as: ct_key.self, "listing conntrack")
+    where (key.proto == UInt8(IPPROTO_ICMP) || key.proto == UInt8(IPPROTO_ICMPV6))
+      && key.sport == 0 && key.dport == 0
+    {
+      if try LibBPF.delete(loader.conntrackFD, key, "deleting an ICMP conntrack entry") {
+        removed += 1
+      }
+    }
+    if removed > 0 {
+      logger.info("removed ICMP conntrack entries on ports 0, 0", metadata: ["count": "\(removed)"])
     }
   }
 

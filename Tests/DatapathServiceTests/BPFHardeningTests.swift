@@ -150,24 +150,40 @@ struct BPFHardeningTests {
       let solicitation = Packet.icmpMessage(
         type: 135, code: 0, body: IPPrefix("fd00::ff")!.bytes)
       let report = Packet.icmpMessage(type: 143, code: 0)
-      func out(_ destination: String, _ payload: [UInt8], hopLimit: UInt8) throws -> Bool {
+      func out(
+        _ destination: String, _ payload: [UInt8], hopLimit: UInt8, from source: String = podIP6
+      ) throws -> Bool {
         try backend.passes(
           32, .egress,
           Packet.ipv6Frame(
-            podIP6, destination, proto: Packet.icmpv6, payload: payload, hopLimit: hopLimit))
+            source, destination, proto: Packet.icmpv6, payload: payload, hopLimit: hopLimit))
       }
       // On the link: solicited-node multicast, link-local, the node's own address; MLD.
       #expect(try out("ff02::1:ff00:ff", solicitation, hopLimit: 255))
       #expect(try out("fe80::1", solicitation, hopLimit: 255))
       #expect(try out("fd00::ff", solicitation, hopLimit: 255))
-      #expect(try out("ff02::16", report, hopLimit: 1))
+      #expect(try out("ff02::16", report, hopLimit: 1, from: "fe80::5"))
       // Off the link (forwarded by the node) or with another hop limit: policy, which
       // allows nothing here.
       #expect(try !out(otherIP6, solicitation, hopLimit: 255))
       #expect(try !out("ff02::1:ff00:ff", solicitation, hopLimit: 64))
-      #expect(try !out("ff05::16", report, hopLimit: 2))
+      // MLD from a global source: no MLD (RFC 2710, 3810), judged by policy.
+      #expect(try !out("ff02::16", report, hopLimit: 1))
       #expect(try count(backend, 32, .egress, "drop-policy-default") == 3)
-      // In: only what an on-link sender gives (a forwarded message lost a hop).
+      // Not MLD (hop limit 2), so its link-local source is no source it may use.
+      #expect(try !out("ff05::16", report, hopLimit: 2, from: "fe80::5"))
+      #expect(try count(backend, 32, .egress, "drop-invalid-source") == 1)
+      // In: only what an on-link sender gives (a forwarded message lost a hop; a
+      // forwarded MLD can arrive with hop limit 1, but never from a link-local source).
+      #expect(
+        try backend.passes(
+          32, .ingress,
+          Packet.ipv6Frame("fe80::1", "ff02::1", proto: Packet.icmpv6, payload: report, hopLimit: 1)
+        ))
+      #expect(
+        try !backend.passes(
+          32, .ingress,
+          Packet.ipv6Frame(otherIP6, podIP6, proto: Packet.icmpv6, payload: report, hopLimit: 1)))
       #expect(
         try backend.passes(
           32, .ingress,
@@ -178,6 +194,34 @@ struct BPFHardeningTests {
           32, .ingress,
           Packet.ipv6Frame(
             otherIP6, podIP6, proto: Packet.icmpv6, payload: solicitation, hopLimit: 254)))
+    }
+  }
+
+  @Test(
+    "ICMP conntrack entries on ports 0, 0 (what older programs made of every ICMP message) are removed at start-up"
+  )
+  func portlessICMPConntrackRemoved() throws {
+    try BPFTestEnvironment.withBackend { backend, pin in
+      let datapath = try Datapath(backend: backend)
+      try datapath.upsertIPCache([
+        IPCacheEntry(prefix: IPPrefix("\(frontendIP)/32")!, identity: frontend)
+      ])
+      _ = try datapath.realize(pod(id: 34))
+      #expect(try backend.passes(34, .ingress, icmp(frontendIP, podIP, type: 8, id: 0)))
+      #expect(try backend.passes(34, .ingress, icmp(frontendIP, podIP, type: 8, id: 7)))
+      #expect(
+        try backend.passes(
+          34, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 4000, dport: 80)))
+      func tracked(_ b: BPFDatapathBackend) throws -> [ConntrackEntry] {
+        try b.conntrackEntries().filter { $0.endpointID == 34 }
+      }
+      #expect(try tracked(backend).count == 3)
+      // A restart of the daemon: the same maps, a new backend.
+      let restarted = try BPFDatapathBackend(
+        configuration: .init(objectPath: BPFTestEnvironment.objectPath!, pinDirectory: pin))
+      let left = try tracked(restarted)
+      #expect(left.count == 2)
+      #expect(!left.contains { $0.proto == .icmp && $0.sourcePort == 0 && $0.destinationPort == 0 })
     }
   }
 

@@ -7,7 +7,7 @@
 #
 #   TESSERA_BIN=<dir with tessera and tessera-*d> bash Tests/cluster/cluster_e2e.sh
 #
-# Checks (one PASS/FAIL line each; any FAIL fails the script):
+# Checks (one ok/FAIL line each; any FAIL fails the script):
 #  1. one `tessera policy import` on one policy replica is enforced on all four
 #     nodes with real TCP across nodes (allowed peer connects, denied does not);
 #  2. equal label sets get one identity on every node; both replicas agree;

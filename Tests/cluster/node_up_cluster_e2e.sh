@@ -27,7 +27,9 @@ EVENTUALLY_INTERVAL=0.2
 require_node
 mountpoint -q /sys/fs/bpf || skip "bpffs is not mounted at /sys/fs/bpf"
 require_cni_plugins host-local
-require_commands etcd jq nc openssl python3
+# Where LocalEtcdCluster looks for it.
+[ -x /usr/bin/etcd ] || [ -x /usr/local/bin/etcd ] || [ -x /usr/sbin/etcd ] || skip "etcd missing (etcd-server)"
+require_commands jq nc openssl python3
 
 tmp=$(mktemp -d /tmp/tsr-nuc.XXXXXX)
 ROOT=$tmp/cluster

@@ -89,6 +89,8 @@ for _ in range(200):
     finally:
         for s in sockets:
             s.close()
+else:
+    sys.exit("no block of %d free ports found" % count)
 PY
 }
 
@@ -115,7 +117,11 @@ start_node() {
 require_bpf_datapath() {
   local backend
   backend=$("$TESSERA_BIN/tessera" status --run-dir "$RUN" -o json |
-    jq -r '.services[] | select(.service=="datapath") | .backend')
+    jq -r '.services[] | select(.service=="datapath") | .backend') && [ -n "$backend" ] || {
+    # A node that does not answer is a failure, not a reason to skip.
+    echo "$E2E_NAME: tessera status gave no datapath backend"
+    exit 1
+  }
   case $backend in bpf*) ;; *) skip "the datapath runs '$backend', not eBPF" ;; esac
   echo "$E2E_NAME: datapath backend $backend"
 }

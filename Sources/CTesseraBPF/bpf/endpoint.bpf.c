@@ -195,9 +195,12 @@ static __always_inline int verdict_pass_flow(const struct verdict_ctx *v,
 	return verdict_pass(v, reason);
 }
 
-/* Whether an ND message's destination is on the link: link-local unicast
- * (fe80::/10), link-scope multicast (ff02::/16) or one of the node's own
- * addresses (the ipcache's host identity). */
+/* Whether an ND message leaving the container stays on the link: to a
+ * link-scope address (fe80::/10, ff02::/16, which are never forwarded) or to
+ * the node itself (the ipcache's host identity). To any other address the
+ * node would forward it (ptp, main plugin): it is judged by policy, so an
+ * egress policy holds for ND-typed messages too. On a bridge, pods resolving
+ * each other's global addresses need an egress ICMPv6 rule for it (README). */
 static __always_inline int nd_destination_on_link(const struct flow *f)
 {
 	if (f->daddr[0] == 0xfe && (f->daddr[1] & 0xc0) == 0x80)
@@ -256,9 +259,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			return verdict_drop(&v, TESSERA_DROP_INVALID_SOURCE);
 	}
 	/* Neighbour discovery and MLD stay on the link: what comes in had the hop
-	 * limit only an on-link sender gives (parse); what goes out may also not
-	 * be forwarded: MLD's hop limit 1 cannot be, ND must be for a link-scope
-	 * address or the node itself. Any other is judged by policy. */
+	 * limit (and for MLD the source) only an on-link sender gives (parse);
+	 * what goes out is not forwarded: MLD's hop limit 1 cannot be, ND must be
+	 * for a link-scope address or the node. Any other is judged by policy. */
 	if (f.icmp6_nd &&
 	    (dir == TESSERA_DIR_INGRESS || f.hop_limit == 1 || nd_destination_on_link(&f)))
 		return verdict_pass(&v, TESSERA_FWD_ICMP6_ND);

@@ -92,6 +92,17 @@ struct flow {
 #define TESSERA_ICMP_ECHO_IS_REQUEST 1
 #define TESSERA_ICMP_ECHO_IS_REPLY 2
 
+/* Whether an IPv6 address is link-local (fe80::/10) or unspecified (::). */
+static __always_inline int ipv6_is_local_only(const __u8 *addr)
+{
+	__u32 a[4];
+
+	if (addr[0] == 0xfe && (addr[1] & 0xc0) == 0x80)
+		return 1;
+	__builtin_memcpy(a, addr, 16);
+	return !(a[0] | a[1] | a[2] | a[3]);
+}
+
 /* Points at `len` bytes at `off` in the packet: in place when they are in
  * the linear data, else copied into `buf`. NULL when the packet is shorter. */
 static __always_inline const void *packet_bytes(struct __sk_buff *skb, __u32 off, void *buf,
@@ -178,12 +189,15 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f, __u32
 			f->untracked = 1;
 			f->dport = type;
 		}
-		/* 133-137: router/neighbour discovery, hop limit 255; 130-132 and 143:
-		 * MLD, hop limit 1 (RFC 4861, 2710, 3810). Another hop limit was
-		 * forwarded or can be: judged by policy like any ICMPv6 message. */
+		/* 133-137: router/neighbour discovery, hop limit 255 (a forwarded
+		 * message has less); 130-132 and 143: MLD, hop limit 1 from a
+		 * link-local or unspecified source (a forwarded one can arrive with
+		 * hop limit 1, never from such a source). RFC 4861, 2710, 3810. Any
+		 * other is judged by policy like any ICMPv6 message. */
 		if (f->proto == IPPROTO_ICMPV6 &&
 		    ((type >= 133 && type <= 137 && f->hop_limit == 255) ||
-		     (((type >= 130 && type <= 132) || type == 143) && f->hop_limit == 1)))
+		     (((type >= 130 && type <= 132) || type == 143) && f->hop_limit == 1 &&
+		      ipv6_is_local_only(f->saddr))))
 			f->icmp6_nd = 1;
 		if (f->proto == IPPROTO_ICMP ? (type == TESSERA_ICMP_DEST_UNREACH ||
 						type == TESSERA_ICMP_TIME_EXCEEDED ||

@@ -45,12 +45,7 @@ static __always_inline int source_is_own(const struct endpoint_info *ep, __u8 fa
 /* fe80::/10 or :: */
 static __always_inline int source_is_local_only(const __u8 *addr)
 {
-	__u32 a[4];
-
-	if (addr[0] == 0xfe && (addr[1] & 0xc0) == 0x80)
-		return 1;
-	__builtin_memcpy(a, addr, 16);
-	return !(a[0] | a[1] | a[2] | a[3]);
+	return ipv6_is_local_only(addr);
 }
 
 /* Whether the IP packet `f` leaving the container has a source it may use. */
