@@ -26,6 +26,12 @@ tessera() { "$TESSERA_BIN/tessera" "$@" --run-dir "$RUN"; }
 CHAIN_NAME=tsr-ie2e CHAIN_SUBNET=10.196.0.0/24 CHAIN_STATE=$tmp/cni CHAIN_NETNS_PREFIX=tsr-ie2e-
 CHAIN_SOCKET=$RUN/endpoint.sock CHAIN_CNI=$repo/.build-cni/tessera-cni CHAIN_MODE=main
 . "$repo/scripts/lib/cni-chain.sh"
+SUBNET6=fd00:196::/64
+# Dual-stack pods: ICMPv6 echo, and neighbour discovery with the node, for real.
+chain_main_config() { # labels-json-array
+  printf '{"cniVersion":"1.0.0","name":"%s","type":"tessera-cni","socketPath":"%s","ipam":{"type":"host-local","ranges":[[{"subnet":"%s"}],[{"subnet":"%s"}]],"dataDir":"%s/ipam"},"args":{"cni":{"labels":%s}}}' \
+    "$CHAIN_NAME" "$CHAIN_SOCKET" "$CHAIN_SUBNET" "$SUBNET6" "$CHAIN_STATE" "$1"
+}
 pods=(client other server)
 bg_pids=()
 
@@ -38,6 +44,7 @@ cleanup() {
 trap cleanup EXIT
 
 pings() { ip netns exec "tsr-ie2e-$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1; }
+pings6() { ip netns exec "tsr-ie2e-$1" ping -6 -c 1 -W 1 "$2" >/dev/null 2>&1; }
 no_ping() { ! pings "$@"; }
 connects() { ip netns exec "tsr-ie2e-$1" nc -z -w 1 "$2" "$3" 2>/dev/null; }
 dropped() { ! connects "$@"; }
@@ -92,6 +99,7 @@ check "client ADD" chain_add client '["app=client"]'
 check "other ADD" chain_add other '["app=other"]'
 check "server ADD" chain_add server '["app=server"]'
 server_ip=$(jq -r '.ips[0].address' "$CHAIN_STATE/server.json" | cut -d/ -f1)
+server_ip6=$(jq -r '[.ips[].address | select(contains(":"))][0] // empty' "$CHAIN_STATE/server.json" | cut -d/ -f1)
 client_ip=$(jq -r '.ips[0].address' "$CHAIN_STATE/client.json" | cut -d/ -f1)
 other_ip=$(jq -r '.ips[0].address' "$CHAIN_STATE/other.json" | cut -d/ -f1)
 ip netns exec tsr-ie2e-server nc -lk -p 8080 >/dev/null 2>&1 &
@@ -103,6 +111,13 @@ sleep 0.3
 
 check "client pings server (echo request allowed, the reply passes as its flow)" pings client "$server_ip"
 check "other cannot ping server" no_ping other "$server_ip"
+check "server got an IPv6 address" [ -n "$server_ip6" ]
+# The first ping resolves the node's address with neighbour discovery (before policy,
+# on the link); the echo request is the ICMPv6 rule's.
+check "client pings server over IPv6 (ICMPv6 echo request allowed, ND with the node works)" \
+  eventually 5 pings6 client "$server_ip6"
+check "other cannot ping server over IPv6" bash -c "! ip netns exec tsr-ie2e-other ping -6 -c 2 -W 1 $server_ip6"
+
 check "client -> server:8080 connects (the TCP rule)" connects client "$server_ip" 8080
 check "client -> server:9090 is dropped: the ICMP rule opens no TCP port" dropped client "$server_ip" 9090
 # Right after an allowed echo, other ICMP types from the same client must not ride on it.
