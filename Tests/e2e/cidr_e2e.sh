@@ -39,13 +39,10 @@ bg_pids=()
 forwarding=$(cat /proc/sys/net/ipv4/ip_forward)
 
 cleanup() {
-  for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null; done
-  for pod in "${pods[@]}"; do chain_del "$pod"; done
+  e2e_teardown
   ip netns del "$OUT" 2>/dev/null
   ip link del "$HOST_VETH" 2>/dev/null
   echo "$forwarding" >/proc/sys/net/ipv4/ip_forward
-  "$TESSERA_BIN/tessera" node down --run-dir "$RUN" >/dev/null 2>&1
-  rm -rf "$PIN" "$tmp"
 }
 trap cleanup EXIT
 

@@ -35,13 +35,7 @@ chain_main_config() { # labels-json-array
 pods=(client other server)
 bg_pids=()
 
-cleanup() {
-  for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null; done
-  for pod in "${pods[@]}"; do chain_del "$pod"; done
-  "$TESSERA_BIN/tessera" node down --run-dir "$RUN" >/dev/null 2>&1
-  rm -rf "$PIN" "$tmp"
-}
-trap cleanup EXIT
+trap e2e_teardown EXIT
 
 pings() { ip netns exec "tsr-ie2e-$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1; }
 pings6() { ip netns exec "tsr-ie2e-$1" ping -6 -c 1 -W 1 "$2" >/dev/null 2>&1; }

@@ -31,13 +31,7 @@ CHAIN_SOCKET=$RUN/endpoint.sock CHAIN_CNI=$repo/.build-cni/tessera-cni
 pods=(frontend other backend)
 bg_pids=()
 
-cleanup() {
-  for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null; done
-  for pod in "${pods[@]}"; do chain_del "$pod"; done
-  "$TESSERA_BIN/tessera" node down --run-dir "$RUN" >/dev/null 2>&1
-  rm -rf "$PIN" "$tmp"
-}
-trap cleanup EXIT
+trap e2e_teardown EXIT
 
 connects() { # from-pod ip port
   ip netns exec "tsr-pe2e-$1" nc -z -w 1 "$2" "$3" 2>/dev/null

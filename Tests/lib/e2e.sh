@@ -125,3 +125,14 @@ require_bpf_datapath() {
   case $backend in bpf*) ;; *) skip "the datapath runs '$backend', not eBPF" ;; esac
   echo "$E2E_NAME: datapath backend $backend"
 }
+
+# e2e_teardown: what a one-node suite's EXIT trap undoes, even after a failure: the
+# background processes in bg_pids, the pods in pods (through chain_del), the node in
+# $RUN, its maps under $PIN and $tmp.
+e2e_teardown() {
+  local pid pod
+  for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null; done
+  for pod in "${pods[@]}"; do chain_del "$pod"; done
+  "$TESSERA_BIN/tessera" node down --run-dir "$RUN" >/dev/null 2>&1
+  rm -rf "$PIN" "$tmp"
+}
