@@ -48,7 +48,11 @@ struct PolicyTraceCommand: AsyncParsableCommand {
       """)
   @OptionGroup var global: GlobalOptions
   @OptionGroup var sides: TraceEndpointOptions
-  @Option(name: .customLong("protocol"), help: "Protocol: tcp, udp, sctp, icmp, icmpv6 or any.")
+  @Option(
+    name: .customLong("protocol"),
+    help:
+      "Protocol: tcp, udp, sctp, icmp, icmpv6, or any (another protocol, such as GRE: only rules without ports cover it)."
+  )
   var protocolName: String = "tcp"
   @Option(
     help:
