@@ -16,7 +16,8 @@
  *              anything but IPv4/IPv6 is dropped
  *   parse (IPv6 extension headers parsed to the end, or dropped)
  *   -> from the container: source validation (source.h)
- *   -> ND/MLD: pass; later fragments: pass when their first did (fragments.h)
+ *   -> ND/MLD on the link: pass; later fragments: pass when their first
+ *      did (fragments.h)
  *   -> ICMP error about a tracked flow: pass (conntrack.h)
  *   -> conntrack (established / reply: pass, counted on the allowing entry;
  *      ICMP other than echo is never tracked: judged packet by packet)
@@ -203,9 +204,7 @@ static __always_inline int verdict_pass_flow(const struct verdict_ctx *v,
  * each other's global addresses need an egress ICMPv6 rule for it (README). */
 static __always_inline int nd_destination_on_link(const struct flow *f)
 {
-	if (f->daddr[0] == 0xfe && (f->daddr[1] & 0xc0) == 0x80)
-		return 1;
-	if (f->daddr[0] == 0xff && f->daddr[1] == 0x02)
+	if (ipv6_is_link_local(f->daddr) || (f->daddr[0] == 0xff && f->daddr[1] == 0x02))
 		return 1;
 	return ipcache_lookup_identity(f->family, f->daddr) == TESSERA_ID_HOST;
 }

@@ -92,12 +92,18 @@ struct flow {
 #define TESSERA_ICMP_ECHO_IS_REQUEST 1
 #define TESSERA_ICMP_ECHO_IS_REPLY 2
 
+/* Whether an IPv6 address is link-local unicast (fe80::/10). */
+static __always_inline int ipv6_is_link_local(const __u8 *addr)
+{
+	return addr[0] == 0xfe && (addr[1] & 0xc0) == 0x80;
+}
+
 /* Whether an IPv6 address is link-local (fe80::/10) or unspecified (::). */
 static __always_inline int ipv6_is_local_only(const __u8 *addr)
 {
 	__u32 a[4];
 
-	if (addr[0] == 0xfe && (addr[1] & 0xc0) == 0x80)
+	if (ipv6_is_link_local(addr))
 		return 1;
 	__builtin_memcpy(a, addr, 16);
 	return !(a[0] | a[1] | a[2] | a[3]);

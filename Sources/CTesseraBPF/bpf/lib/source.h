@@ -42,12 +42,6 @@ static __always_inline int source_is_own(const struct endpoint_info *ep, __u8 fa
 	return 0;
 }
 
-/* fe80::/10 or :: */
-static __always_inline int source_is_local_only(const __u8 *addr)
-{
-	return ipv6_is_local_only(addr);
-}
-
 /* Whether the IP packet `f` leaving the container has a source it may use. */
 static __always_inline int source_valid(const struct endpoint_info *ep, const struct flow *f)
 {
@@ -55,7 +49,7 @@ static __always_inline int source_valid(const struct endpoint_info *ep, const st
 		return 0;
 	if (source_is_own(ep, f->family, f->saddr))
 		return 1;
-	return f->family == TESSERA_FAMILY_V6 && f->icmp6_nd && source_is_local_only(f->saddr);
+	return f->family == TESSERA_FAMILY_V6 && f->icmp6_nd && ipv6_is_local_only(f->saddr);
 }
 
 #define TESSERA_ICMP6_NEIGHBOUR_ADVERT 136
@@ -82,8 +76,7 @@ static __always_inline int source_nd_valid(struct __sk_buff *skb, const struct e
 	if (!hdr)
 		return 0; /* truncated: no target to check */
 	__builtin_memcpy(target, hdr, 16);
-	return source_is_own(ep, TESSERA_FAMILY_V6, target) ||
-	       (target[0] == 0xfe && (target[1] & 0xc0) == 0x80);
+	return source_is_own(ep, TESSERA_FAMILY_V6, target) || ipv6_is_link_local(target);
 }
 
 /* Whether an ARP packet leaving the container may announce `sender` (its
