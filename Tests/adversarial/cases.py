@@ -17,8 +17,8 @@ import time
 
 from scapy.all import conf
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror
-from scapy.layers.inet6 import (ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop,
-                                IPv6ExtHdrRouting, PadN)
+from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6MLReport2, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr,
+                                IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, PadN)
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
@@ -422,7 +422,71 @@ def case_icmp():
             x.close()
 
 
-CASES = {"spoof": case_spoof, "ethertypes": case_ethertypes, "ext6": case_ext6, "frag": case_frag, "icmp": case_icmp}
+# ---- 6. ICMP rules ---------------------------------------------------------------
+
+def case_icmprules():
+    """backend allows frontend's echo requests (IPv4 and IPv6) and nothing else of ICMP."""
+    fe, be, ot = pods["frontend"], pods["backend"], pods["other"]
+    sniff_be = Sniffer(be.ns, be.ifname)
+    from_fe, from_ot = Sender(fe.ns, fe.ifname), Sender(ot.ns, ot.ifname)
+    try:
+        def arrived(marker):
+            # In the frame's bytes: scapy parses what follows an ICMPv6 header as its data or
+            # as ND options, not always as Raw.
+            return sniff_be.count(lambda p: marker in bytes(p))
+
+        def icmp4(src_pod, kind, marker, ident=0x4242):
+            return l2(src_pod) / IP(src=src_pod.ipv4, dst=be.ipv4) / ICMP(type=kind, id=ident, seq=1) / Raw(marker)
+
+        from_fe.send(icmp4(fe, 8, b"adv-rule-echo"), count=2)
+        # Right after the allowed echo, other types from the same pod, same identifier.
+        others = {13: "timestamp request", 5: "redirect", 17: "address mask request", 0: "echo reply without request"}
+        for kind in others:
+            from_fe.send(icmp4(fe, kind, b"adv-rule-type-%d" % kind), count=2)
+        from_ot.send(icmp4(ot, 8, b"adv-rule-other"), count=2)
+        v6 = bool(fe.ipv6 and be.ipv6)
+        if v6:
+            from_fe.send(l2(fe) / IPv6(src=fe.ipv6, dst=be.ipv6) / ICMPv6EchoRequest(id=0x4245) / Raw(b"adv-rule-echo6"),
+                         count=2)
+            # ICMP (IPv4's) carried in IPv6, typed as the allowed echo request.
+            from_fe.send(l2(fe) / IPv6(src=fe.ipv6, dst=be.ipv6, nh=1) / ICMP(type=8, id=0x4246) / Raw(b"adv-rule-4in6"),
+                         count=2)
+            # A neighbour solicitation to backend's global address: the node forwards it, so it is
+            # no neighbour discovery on backend's link; and an MLD report from a global source that
+            # arrives with hop limit 1. Neither is what the rule allows.
+            from_fe.send(l2(fe) / IPv6(src=fe.ipv6, dst=be.ipv6, hlim=255) / ICMPv6ND_NS(tgt=be.ipv6) / Raw(b"adv-rule-nd"),
+                         count=2)
+            from_fe.send(l2(fe) / IPv6(src=fe.ipv6, dst=be.ipv6, hlim=2) / ICMPv6MLReport2() / Raw(b"adv-rule-mld"),
+                         count=2)
+        time.sleep(SETTLE)
+        n = arrived(b"adv-rule-echo")
+        check("6 frontend's echo request (an icmps rule allows it) reaches backend", n >= 1, f"{n} of 2 arrived")
+        for kind, name in others.items():
+            n = arrived(b"adv-rule-type-%d" % kind)
+            check(f"6 frontend's {name} (type {kind}) right after its allowed echo: 0 of 2 reach backend", n == 0,
+                  f"{n} arrived")
+        n = arrived(b"adv-rule-other")
+        check("6 other's echo request: 0 of 2 reach backend", n == 0, f"{n} arrived")
+        if not v6:
+            skip("6 IPv6 ICMP rule checks", "the pods have no IPv6 address")
+            return
+        n = arrived(b"adv-rule-echo6")
+        check("6 IPv6: frontend's ICMPv6 echo request reaches backend", n >= 1, f"{n} of 2 arrived")
+        n = arrived(b"adv-rule-4in6")
+        check("6 IPv6: ICMP (IPv4's) in IPv6 typed as an echo request: 0 of 2 reach backend", n == 0, f"{n} arrived")
+        n = arrived(b"adv-rule-nd")
+        check("6 IPv6: a neighbour solicitation routed to backend's global address: 0 of 2 arrive", n == 0,
+              f"{n} arrived")
+        n = arrived(b"adv-rule-mld")
+        check("6 IPv6: an MLD report from a global source, hop limit 1 on arrival: 0 of 2 arrive", n == 0,
+              f"{n} arrived")
+    finally:
+        for x in (sniff_be, from_fe, from_ot):
+            x.close()
+
+
+CASES = {"spoof": case_spoof, "ethertypes": case_ethertypes, "ext6": case_ext6, "frag": case_frag, "icmp": case_icmp,
+         "icmprules": case_icmprules}
 
 if __name__ == "__main__":
     for name in sys.argv[2:]:

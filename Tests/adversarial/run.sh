@@ -8,7 +8,7 @@
 #
 #   TESSERA_BIN=<dir with tessera and tessera-*d> bash Tests/adversarial/run.sh [CASE...]
 #
-# Cases (all by default): spoof ethertypes ext6 frag icmp race etcd
+# Cases (all by default): spoof ethertypes ext6 frag icmp icmprules race etcd
 #   spoof       other forges frontend's IPv4/IPv6 source (TCP SYN, UDP) toward
 #               backend:8080, a world source and the host's address toward edge
 #   ethertypes  802.1Q/802.1ad-tagged IPv4, LLDP, an unknown ethertype from a pod
@@ -17,6 +17,8 @@
 #               later fragment, a tiny first fragment without the TCP header
 #   icmp        fragmentation-needed for a tracked flow (must pass), made-up ICMP
 #               errors for flows that do not exist (must not)
+#   icmprules   backend allows frontend's echo requests only: other ICMP types,
+#               ICMP in IPv6, ND and MLD messages sent off the link (must not)
 #   race        deny-X-allow-rest peer while new pods labelled X probe it from
 #               before their ADD (0 admitted); new allowed pods do connect; more
 #               pods of one X identity while a pod of it lives (the ordering skip)
@@ -40,7 +42,7 @@ command -v jq >/dev/null || skip "jq missing"
 CNI_BIN=${ADV_CNI:-$repo/.build-cni/tessera-cni}
 [ -x "$CNI_BIN" ] || skip "tessera-cni not built (make -C Sources/tessera-cni)"
 
-all_cases=(spoof ethertypes ext6 frag icmp race etcd)
+all_cases=(spoof ethertypes ext6 frag icmp icmprules race etcd)
 cases=("$@")
 [ ${#cases[@]} -gt 0 ] || cases=("${all_cases[@]}")
 wants() { local c; for c in "${cases[@]}"; do [ "$c" = "$1" ] && return 0; done; return 1; }
@@ -160,6 +162,8 @@ spec:
   ingress:
   - fromEndpoints: [{matchLabels: {app: frontend}}]
     toPorts: [{ports: [{port: "8080", protocol: TCP}, {port: "8080", protocol: UDP}]}]
+  - fromEndpoints: [{matchLabels: {app: frontend}}]
+    icmps: [{fields: [{type: EchoRequest, family: IPv4}, {type: EchoRequest, family: IPv6}]}]
 ---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -246,7 +250,7 @@ jq -n --arg host "$host_addr" --arg rule "${ADV_FRAGMENT_RULE:-reassemble}" --ar
 
 # ---- packet cases (cases.py) ------------------------------------------------------
 py_cases=()
-for c in spoof ethertypes ext6 frag icmp; do wants "$c" && py_cases+=("$c"); done
+for c in spoof ethertypes ext6 frag icmp icmprules; do wants "$c" && py_cases+=("$c"); done
 if [ ${#py_cases[@]} -gt 0 ]; then
   (cd "$here" && timeout 120 "$PY" cases.py "$tmp/context.json" "${py_cases[@]}") 2>&1 | tee "$tmp/cases.out"
   passed=$((passed + $(grep -c '^ok ' "$tmp/cases.out")))
