@@ -205,7 +205,7 @@ let package = Package(
     ),
     .testTarget(
       name: "DatapathServiceTests",
-      dependencies: ["DatapathService", "TesseraCore"],
+      dependencies: ["DatapathService", "TesseraCore", "TesseraProto"],
       swiftSettings: strictSwift
     ),
     .testTarget(

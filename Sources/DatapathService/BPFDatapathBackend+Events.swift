@@ -62,7 +62,10 @@ final class BPFEventReader: DatapathEventReader, @unchecked Sendable {
       source: family.map { BPFDatapathBackend.addressText(family: $0, &raw.saddr) } ?? "",
       destination: family.map { BPFDatapathBackend.addressText(family: $0, &raw.daddr) } ?? "",
       sourcePort: raw.sport, destinationPort: raw.dport, sourceIdentity: raw.src_identity,
-      destinationIdentity: raw.dst_identity, length: raw.length)
+      destinationIdentity: raw.dst_identity, length: raw.length,
+      icmpType: family != nil
+        && (raw.proto == UInt8(IPPROTO_ICMP) || raw.proto == UInt8(IPPROTO_ICMPV6))
+        ? raw.icmp_type : nil)
   }
 }
 

@@ -49,6 +49,8 @@ public struct FlowEvent: Hashable, Sendable {
   public var sourceIdentity: UInt32
   public var destinationIdentity: UInt32
   public var length: UInt32
+  /// The message type of an ICMP or ICMPv6 packet; nil for other protocols.
+  public var icmpType: UInt8?
 
   public init(
     time: Date, endpointID: UInt64, direction: TrafficDirection, verdict: Verdict, reason: String,
@@ -56,7 +58,7 @@ public struct FlowEvent: Hashable, Sendable {
     ipProtocol: UInt8 = 0,
     source: String = "", destination: String = "", sourcePort: UInt16 = 0,
     destinationPort: UInt16 = 0, sourceIdentity: UInt32 = 0, destinationIdentity: UInt32 = 0,
-    length: UInt32 = 0
+    length: UInt32 = 0, icmpType: UInt8? = nil
   ) {
     self.time = time
     self.endpointID = endpointID
@@ -74,6 +76,7 @@ public struct FlowEvent: Hashable, Sendable {
     self.sourceIdentity = sourceIdentity
     self.destinationIdentity = destinationIdentity
     self.length = length
+    self.icmpType = icmpType
   }
 
   /// Policy decided this packet: a policy drop, or a connection policy allowed.

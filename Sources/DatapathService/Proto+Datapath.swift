@@ -59,6 +59,7 @@ extension Tessera_Datapath_V1_FlowEvent {
     sourceIdentity = event.sourceIdentity
     destinationIdentity = event.destinationIdentity
     length = event.length
+    if let type = event.icmpType { icmpType = UInt32(type) }
   }
 }
 

@@ -520,9 +520,22 @@ public nonisolated struct Tessera_Datapath_V1_FlowEvent: Sendable {
   /// `closing` (its first FIN or RST), or empty for a drop.
   public var state: String = String()
 
+  /// ICMP and ICMPv6 (ip_protocol 1 or 58): the message's type (8 echo request,
+  /// 0 echo reply, 128 ICMPv6 echo request, ...); unset for other protocols.
+  public var icmpType: UInt32 {
+    get {_icmpType ?? 0}
+    set {_icmpType = newValue}
+  }
+  /// Returns true if `icmpType` has been explicitly set.
+  public var hasIcmpType: Bool {self._icmpType != nil}
+  /// Clears the value of `icmpType`. Subsequent reads from it will return its default value.
+  public mutating func clearIcmpType() {self._icmpType = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _icmpType: UInt32? = nil
 }
 
 /// Which events a reader wants; empty fields match everything.
@@ -1398,7 +1411,7 @@ nonisolated extension Tessera_Datapath_V1_ReasonCount: SwiftProtobuf.Message, Sw
 
 nonisolated extension Tessera_Datapath_V1_FlowEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FlowEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}time_unix_nano\0\u{3}endpoint_id\0\u{1}direction\0\u{1}verdict\0\u{1}reason\0\u{1}match\0\u{3}ip_protocol\0\u{3}source_ip\0\u{3}destination_ip\0\u{3}source_port\0\u{3}destination_port\0\u{3}source_identity\0\u{3}destination_identity\0\u{1}length\0\u{1}state\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}time_unix_nano\0\u{3}endpoint_id\0\u{1}direction\0\u{1}verdict\0\u{1}reason\0\u{1}match\0\u{3}ip_protocol\0\u{3}source_ip\0\u{3}destination_ip\0\u{3}source_port\0\u{3}destination_port\0\u{3}source_identity\0\u{3}destination_identity\0\u{1}length\0\u{1}state\0\u{3}icmp_type\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1421,12 +1434,17 @@ nonisolated extension Tessera_Datapath_V1_FlowEvent: SwiftProtobuf.Message, Swif
       case 13: try { try decoder.decodeSingularUInt32Field(value: &self.destinationIdentity) }()
       case 14: try { try decoder.decodeSingularUInt32Field(value: &self.length) }()
       case 15: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 16: try { try decoder.decodeSingularUInt32Field(value: &self._icmpType) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.timeUnixNano != 0 {
       try visitor.visitSingularInt64Field(value: self.timeUnixNano, fieldNumber: 1)
     }
@@ -1472,6 +1490,9 @@ nonisolated extension Tessera_Datapath_V1_FlowEvent: SwiftProtobuf.Message, Swif
     if !self.state.isEmpty {
       try visitor.visitSingularStringField(value: self.state, fieldNumber: 15)
     }
+    try { if let v = self._icmpType {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 16)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1491,6 +1512,7 @@ nonisolated extension Tessera_Datapath_V1_FlowEvent: SwiftProtobuf.Message, Swif
     if lhs.destinationIdentity != rhs.destinationIdentity {return false}
     if lhs.length != rhs.length {return false}
     if lhs.state != rhs.state {return false}
+    if lhs._icmpType != rhs._icmpType {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

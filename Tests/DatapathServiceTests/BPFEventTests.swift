@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import TesseraCore
+import TesseraProto
 import Testing
 
 @testable import DatapathService
@@ -97,6 +98,25 @@ struct BPFEventTests {
       #expect(
         closing.first?.sourceIdentity == frontend.rawValue
           && closing.first?.destinationIdentity == 1000)
+    }
+  }
+
+  @Test("ICMP events carry the message's type; other protocols' carry none")
+  func icmpType() throws {
+    try withPod { backend, reader in
+      let timestamp = Packet.ipv4Frame(
+        "10.0.1.1", podIP, proto: Packet.icmp,
+        payload: Packet.icmpMessage(type: 13, code: 0, rest: [0, 1, 0, 1]))
+      #expect(try !backend.passes(7, .ingress, timestamp))
+      #expect(
+        try !backend.passes(7, .ingress, Packet.icmpEcho("10.0.1.1", podIP, id: 9, reply: false)))
+      #expect(
+        try !backend.passes(
+          7, .ingress, Packet.ipv4("10.0.1.1", podIP, proto: Packet.tcp, sport: 41001, dport: 9)))
+      let events = try reader.read(timeoutMilliseconds: 1000)
+      #expect(events.map(\.icmpType) == [13, 8, nil])
+      #expect(events.first.map(Tessera_Datapath_V1_FlowEvent.init)?.icmpType == 13)
+      #expect(events.last.map(Tessera_Datapath_V1_FlowEvent.init)?.hasIcmpType == false)
     }
   }
 

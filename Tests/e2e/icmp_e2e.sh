@@ -142,8 +142,12 @@ check "trace: an ICMP type above 255 is refused" bash -c \
 check "trace: ICMP without a type is refused (it would trace type 0)" bash -c \
   "! $TESSERA_BIN/tessera policy trace --from-label app=client --to-label app=server --protocol icmp --run-dir $RUN >$tmp/trace.err 2>&1 && grep -q 'needs the ICMP type' $tmp/trace.err"
 tessera observe --last 1000 -o json >"$tmp/events.json"
-check "observe: other's echo request dropped by the ingress default, protocol ICMP" bash -c \
-  "jq -se 'map(select(.verdict == \"dropped\" and .protocol == \"ICMP\" and .source.ip == \"$other_ip\" and .endpoint == $server_id)) | length > 0' $tmp/events.json"
+check "observe: other's echo request dropped by the ingress default, protocol ICMP, type 8" bash -c \
+  "jq -se 'map(select(.verdict == \"dropped\" and .protocol == \"ICMP\" and .icmpType == 8 and .source.ip == \"$other_ip\" and .endpoint == $server_id)) | length > 0' $tmp/events.json"
+check "observe: client's raw timestamp request dropped, type 13" bash -c \
+  "jq -se 'map(select(.verdict == \"dropped\" and .icmpType == 13 and .source.ip == \"$client_ip\")) | length > 0' $tmp/events.json"
+check "observe (table) names the ICMP type" bash -c \
+  "$TESSERA_BIN/tessera observe --last 1000 --run-dir $RUN | grep -q 'ICMP type 13 '"
 
 # A deny of echo requests from client, over the allow.
 cat >"$tmp/deny.yaml" <<'YAML'

@@ -169,7 +169,7 @@ static __always_inline void emit(const struct verdict_ctx *v, enum tessera_reaso
 	e->match = v->match;
 	e->deny = v->deny;
 	e->state = state;
-	e->pad = 0;
+	e->icmp_type = v->f->icmp_type;
 	e->length = v->skb->len;
 	bpf_ringbuf_submit(e, wakeup);
 }

@@ -161,7 +161,7 @@ extension Tessera_Datapath_V1_FlowEvent {
         "labels": identities.labels[destinationIdentity] ?? [],
       ],
       "length": Int(length),
-    ]
+    ].merging(hasIcmpType ? ["icmpType": Int(icmpType)] : [:]) { first, _ in first }
   }
 
   func line(_ identities: IdentityDirectory) -> String {
@@ -169,7 +169,7 @@ extension Tessera_Datapath_V1_FlowEvent {
     let policy =
       (match == .none ? "" : " (policy \(matchName))") + (state.isEmpty ? "" : " [\(state)]")
     return
-      "\(ISO8601DateFormatter.flows.string(from: time)) ep \(endpointID) \(direction == .ingress ? "ingress" : "egress") \(verdictText) \(reason)\(policy) \(protocolName) \(endpointText(sourceIp, sourcePort)) \(identities.describe(sourceIdentity)) -> \(endpointText(destinationIp, destinationPort)) \(identities.describe(destinationIdentity))"
+      "\(ISO8601DateFormatter.flows.string(from: time)) ep \(endpointID) \(direction == .ingress ? "ingress" : "egress") \(verdictText) \(reason)\(policy) \(protocolName)\(hasIcmpType ? " type \(icmpType)" : "") \(endpointText(sourceIp, sourcePort)) \(identities.describe(sourceIdentity)) -> \(endpointText(destinationIp, destinationPort)) \(identities.describe(destinationIdentity))"
   }
 }
 

@@ -324,8 +324,8 @@ struct tessera_event {
 	__u8 match;	/* TESSERA_MATCH_* */
 	__u8 deny;	/* the matched entry is a deny entry */
 	__u8 state;	/* TESSERA_EVENT_STATE_*: what the event says of the connection */
-	__u8 pad;
-	__u32 length; /* bytes of the packet */
+	__u8 icmp_type; /* ICMP and ICMPv6: the message's type; else 0 */
+	__u32 length;	/* bytes of the packet */
 };
 
 #define TESSERA_EVENT_STATE_NONE 0  /* a drop */

@@ -86,7 +86,7 @@ struct flow {
 	__u8 untracked;	   /* judged by policy packet by packet: no conntrack entry */
 	__u8 icmp_echo;	   /* TESSERA_ICMP_ECHO_* for an echo request or reply, else 0 */
 	__u8 hop_limit;	   /* IPv6 */
-	__u8 pad2;
+	__u8 icmp_type;	   /* ICMP and ICMPv6: the message's type */
 };
 
 #define TESSERA_ICMP_ECHO_IS_REQUEST 1
@@ -175,6 +175,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f, __u32
 		id = ((__u16)hdr[4] << 8) | hdr[5];
 		/* Policy looks an ICMP packet up by its type (Cilium's icmps rules). */
 		f->policy_port = type;
+		f->icmp_type = type;
 		/* Echo request and reply share the identifier: put it in the
 		 * source port of a request and the destination port of a reply
 		 * so that the reply is the request's reverse tuple. */
@@ -191,9 +192,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f, __u32
 			 * reply: a conntrack entry (ports 0, 0) would let every other
 			 * type between the two addresses pass as the same flow, so each
 			 * is judged by policy (errors about a tracked flow pass before,
-			 * as related). Events show its type as the port. */
+			 * as related). */
 			f->untracked = 1;
-			f->dport = type;
 		}
 		/* 133-137: router/neighbour discovery, hop limit 255 (a forwarded
 		 * message has less); 130-132 and 143: MLD, hop limit 1 from a
