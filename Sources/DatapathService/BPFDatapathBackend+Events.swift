@@ -63,8 +63,7 @@ final class BPFEventReader: DatapathEventReader, @unchecked Sendable {
       destination: family.map { BPFDatapathBackend.addressText(family: $0, &raw.daddr) } ?? "",
       sourcePort: raw.sport, destinationPort: raw.dport, sourceIdentity: raw.src_identity,
       destinationIdentity: raw.dst_identity, length: raw.length,
-      icmpType: family != nil
-        && (raw.proto == UInt8(IPPROTO_ICMP) || raw.proto == UInt8(IPPROTO_ICMPV6))
+      icmpType: family != nil && L4Protocol(rawValue: raw.proto)?.isICMP == true
         ? raw.icmp_type : nil)
   }
 }

@@ -273,9 +273,7 @@ public final class BPFDatapathBackend: DatapathBackend {
   private func removePortlessICMPConntrack() throws(DatapathError) {
     var removed = 0
     for key in try LibBPF.keys(loader.conntrackFD, as: ct_key.self, "listing conntrack")
-    where (key.proto == UInt8(IPPROTO_ICMP) || key.proto == UInt8(IPPROTO_ICMPV6))
-      && key.sport == 0 && key.dport == 0
-    {
+    where L4Protocol(rawValue: key.proto)?.isICMP == true && key.sport == 0 && key.dport == 0 {
       if try LibBPF.delete(loader.conntrackFD, key, "deleting an ICMP conntrack entry") {
         removed += 1
       }

@@ -56,14 +56,11 @@ extension Tessera_Common_V1_PolicyEntry {
     peerIdentity = entry.peer.rawValue
     direction = entry.direction == .ingress ? .ingress : .egress
     `protocol` = Tessera_Common_V1_Protocol(rawValue: Int(entry.proto.rawValue)) ?? .any
-    if entry.proto.isICMP {
-      // ICMP entries name types, 0 (echo reply) included: port 0 is type 0, never "any".
-      let types = entry.ports.isAny ? PortRange(0, 255) : entry.ports
-      port = UInt32(types.first)
-      endPort = types.last == types.first ? 0 : UInt32(types.last)
-    } else if !entry.ports.isAny {
-      port = UInt32(entry.ports.first)
-      endPort = entry.ports.last == entry.ports.first ? 0 : UInt32(entry.ports.last)
+    // ICMP entries name types, 0 (echo reply) included: port 0 is type 0, never "any".
+    let ports = entry.proto.isICMP && entry.ports.isAny ? PortRange(0, 255) : entry.ports
+    if !ports.isAny {
+      port = UInt32(ports.first)
+      endPort = ports.last == ports.first ? 0 : UInt32(ports.last)
     }
     verdict = entry.verdict == .allow ? .allow : .deny
   }

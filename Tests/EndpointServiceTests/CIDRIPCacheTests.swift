@@ -69,11 +69,7 @@ struct CIDRIPCacheTests {
   func emptySnapshotSyncs() async throws {
     let cidrs = CIDRIPCache(datapath: FakeIPCache(), logger: Logger(label: "test"))
     let ordering = PolicyOrdering()
-    await cidrs.removeBeforeRegenerating(
-      PolicyChange(
-        revision: 1, affectedIdentities: nil, sequence: 1, instanceID: "a", resync: true,
-        cidrIdentities: [:]), ordering: ordering)
-    ordering.consumed(sequence: 1, instanceID: "a", triggered: [])
+    await Self.applyFirstEvent(cidrs, ordering)
     cidrs.installAfterPeers(
       through: PolicyEventSequence(sequence: 1, instanceID: "a"), ordering: ordering)
     let synced = Task { await cidrs.waitUntilSynced() }
@@ -92,13 +88,18 @@ struct CIDRIPCacheTests {
     let ipcache = FakeIPCache()
     let cidrs = CIDRIPCache(datapath: ipcache, logger: Logger(label: "test"))
     let ordering = PolicyOrdering()
+    await Self.applyFirstEvent(cidrs, ordering)
+    ordering.realized(endpointID: 1, identity: NumericIdentity(1000), generation: 1)
+    return (ipcache, cidrs, ordering)
+  }
+
+  /// The watch applies the first event: sequence 1, a resync naming no CIDR.
+  static func applyFirstEvent(_ cidrs: CIDRIPCache, _ ordering: PolicyOrdering) async {
     await cidrs.removeBeforeRegenerating(
       PolicyChange(
         revision: 1, affectedIdentities: nil, sequence: 1, instanceID: "a", resync: true,
         cidrIdentities: [:]), ordering: ordering)
     ordering.consumed(sequence: 1, instanceID: "a", triggered: [])
-    ordering.realized(endpointID: 1, identity: NumericIdentity(1000), generation: 1)
-    return (ipcache, cidrs, ordering)
   }
 
   /// Event 2 brings 203.0.113.0/25, which no endpoint owes anything for: mapped at once.

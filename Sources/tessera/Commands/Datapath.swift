@@ -29,15 +29,17 @@ extension Tessera_Common_V1_Protocol {
     default: "ANY"
     }
   }
+
+  /// Whether entries of this protocol carry ICMP types instead of ports.
+  var isICMP: Bool { self == .icmp || self == .icmpv6 }
 }
 
 extension Tessera_Common_V1_PolicyEntry {
   /// Ports, or the ICMP types of an ICMP entry (type 0 included).
   var portText: String {
-    let isICMP = `protocol` == .icmp || `protocol` == .icmpv6
-    if port == 0 && endPort == 0 && !isICMP { return "any" }
+    if port == 0 && endPort == 0 && !`protocol`.isICMP { return "any" }
     let range = endPort == 0 ? String(port) : "\(port)-\(endPort)"
-    return isICMP ? "type \(range)" : range
+    return `protocol`.isICMP ? "type \(range)" : range
   }
   var protocolText: String { `protocol`.name }
   var json: [String: Any] {

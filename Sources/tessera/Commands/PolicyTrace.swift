@@ -77,7 +77,7 @@ struct PolicyTraceCommand: AsyncParsableCommand {
       throw ValidationError(
         "--protocol must be tcp, udp, sctp, icmp, icmpv6 or any, not '\(protocolName)'")
     }
-    if proto == .icmp || proto == .icmpv6 {
+    if proto.isICMP {
       guard let port else {
         throw ValidationError("--protocol \(protocolName) needs the ICMP type as --port (0-255)")
       }
