@@ -102,8 +102,12 @@ let package = Package(
     .target(
       name: "CTesseraBPF",
       exclude: ["bpf"],
-      cSettings: [.unsafeFlags(["-Wall", "-Wextra"])],
-      linkerSettings: [.linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
+      // libnl (host_addresses.c) installs its headers under libnl3/.
+      cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-I/usr/include/libnl3"])],
+      linkerSettings: [
+        .linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z"),
+        .linkedLibrary("nl-3"),
+      ]
     ),
     .target(
       name: "DatapathService",

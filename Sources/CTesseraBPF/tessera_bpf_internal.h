@@ -12,7 +12,8 @@
  * object load), clock.c (the programs' clock), map_upgrade.c (pinned
  * maps whose layout changed, across an upgrade), endpoint.c (an endpoint's stubs and map
  * entries), tc.c (attachment), maps.c (thin wrappers), probe.c, log.c,
- * events.c (the events ring buffer), util.c.
+ * events.c (the events ring buffer), host_addresses.c (the node's addresses, from
+ * rtnetlink), util.c.
  */
 #ifndef TESSERA_BPF_INTERNAL_H
 #define TESSERA_BPF_INTERNAL_H

@@ -38,53 +38,7 @@ extension BPFDatapathBackend {
     return entries.sorted()
   }
 
-  /// Puts the node's own addresses (this network namespace) in the ipcache
-  /// as `host`; with `removeStale`, drops `host` entries no longer local.
-  func syncHostAddresses(removeStale: Bool) throws(DatapathError) {
-    let local = Self.localAddresses()
-    let known = state.withLock { $0.hostAddresses }
-    let added = local.subtracting(known)
-    if !added.isEmpty {
-      try upsertIPCache(added.sorted().map { IPCacheEntry(prefix: $0, identity: .host) })
-    }
-    if removeStale {
-      let stale = try ipcacheEntries().filter { $0.identity == .host && !local.contains($0.prefix) }
-        .map(\.prefix)
-      if !stale.isEmpty { try deleteIPCache(stale) }
-    }
-    state.withLock { $0.hostAddresses = local }
-  }
-
-  private static func localAddresses() -> Set<IPPrefix> {
-    var result = Set<IPPrefix>()
-    var list: UnsafeMutablePointer<ifaddrs>?
-    guard getifaddrs(&list) == 0, let first = list else { return result }
-    defer { freeifaddrs(list) }
-    var cursor: UnsafeMutablePointer<ifaddrs>? = first
-    while let entry = cursor {
-      defer { cursor = entry.pointee.ifa_next }
-      guard let address = entry.pointee.ifa_addr else { continue }
-      switch Int32(address.pointee.sa_family) {
-      case AF_INET:
-        var bytes = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
-          $0.pointee.sin_addr
-        }
-        let text = withUnsafeBytes(of: &bytes) { Self.addressText(family: .v4, bytes: Array($0)) }
-        if let prefix = IPPrefix(text) { result.insert(prefix) }
-      case AF_INET6:
-        var bytes = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
-          $0.pointee.sin6_addr
-        }
-        let text = withUnsafeBytes(of: &bytes) { Self.addressText(family: .v6, bytes: Array($0)) }
-        if let prefix = IPPrefix(text) { result.insert(prefix) }
-      default:
-        continue
-      }
-    }
-    return result
-  }
-
-  private static func ipcacheKey(_ prefix: IPPrefix) throws(DatapathError) -> ipcache_key {
+  static func ipcacheKey(_ prefix: IPPrefix) throws(DatapathError) -> ipcache_key {
     let size = prefix.family == .v4 ? 4 : 16
     guard prefix.bytes.count == size, Int(prefix.length) <= size * 8 else {
       throw DatapathError(code: .invalidArgument, message: "malformed prefix \(prefix)")

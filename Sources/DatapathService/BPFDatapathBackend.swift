@@ -32,8 +32,10 @@ public final class BPFDatapathBackend: DatapathBackend {
   struct State {
     /// Mirror of each endpoint's entries in the policy map.
     var slices: [UInt64: PolicySlice] = [:]
-    /// Node addresses inserted into the ipcache as `host`.
-    var hostAddresses: Set<IPPrefix> = []
+    /// The node's addresses (in the ipcache as `host`) and the devices holding
+    /// each: ptp gives every host-side veth the same gateway address, which stays
+    /// the node's until the last of them goes.
+    var hostAddressDevices: [IPPrefix: Set<Int32>] = [:]
     /// Counter slots held by the entries of `slices`.
     var counterSlots = PolicyCounterSlots()
     /// The "every slot is in use" warning was logged (until a slot is freed).
@@ -44,6 +46,8 @@ public final class BPFDatapathBackend: DatapathBackend {
   let loader: BPFLoader
   let state = Mutex(State())
   let logger: Logger
+  /// Changes of the node's addresses, read by ``HostAddressWatch``.
+  let hostAddressWatch: HostAddressWatchHandle
 
   public var name: String { "bpf (\(configuration.pinDirectory))" }
 
@@ -75,6 +79,8 @@ public final class BPFDatapathBackend: DatapathBackend {
     }
     loader = try BPFLoader(
       objectPath: configuration.objectPath, pinDirectory: configuration.pinDirectory)
+    // Subscribed before the first listing (below), so that no change falls between the two.
+    hostAddressWatch = try HostAddressWatchHandle()
     let slices = try readSlices()
     state.withLock {
       $0.slices = slices
@@ -84,7 +90,7 @@ public final class BPFDatapathBackend: DatapathBackend {
     try removeOrphans()
     try removePortlessICMPConntrack()
     try assignMissingCounterSlots()
-    try syncHostAddresses(removeStale: true)
+    try syncHostAddresses()
     logger.info(
       "eBPF datapath ready",
       metadata: [
@@ -199,7 +205,7 @@ public final class BPFDatapathBackend: DatapathBackend {
         info.flags |= UInt32(TESSERA_EP_F_HOOK_CREATED)
         try writeInfo(id, info)
       }
-      try syncHostAddresses(removeStale: false)
+      try addHostAddresses(ofDevice: ifindex)
     } else {
       try writeInfo(id, info)
     }

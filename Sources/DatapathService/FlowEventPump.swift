@@ -56,8 +56,8 @@ public struct FlowEventPump: Service {
   }
 }
 
-/// Tells the pump's thread to end.
-private final class StopFlag: Sendable {
+/// Tells a background thread (the pump's, the host address watch's) to end.
+final class StopFlag: Sendable {
   private let value = Atomic<Bool>(false)
   var isSet: Bool { value.load(ordering: .relaxed) }
   func set() { value.store(true, ordering: .relaxed) }

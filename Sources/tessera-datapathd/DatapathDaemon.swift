@@ -80,6 +80,8 @@ struct DatapathDaemon: AsyncParsableCommand {
       rpcServices: [DatapathServiceHandler(datapath: datapath, flows: flows, logger: logger)],
       health: health,
       backgroundServices: (eventPump.map { [$0] } ?? [])
+        + ((chosen as? BPFDatapathBackend).map { [HostAddressWatch(backend: $0, logger: logger)] }
+          ?? [])
         + options.metricsServices(for: .datapath, logger: logger) {
           Gauge(label: "tessera_datapath_endpoints").record(datapath.endpoints().count)
           totals.sample(datapath, eventsLost: flows.statistics.lostInKernel)

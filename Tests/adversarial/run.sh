@@ -8,7 +8,7 @@
 #
 #   TESSERA_BIN=<dir with tessera and tessera-*d> bash Tests/adversarial/run.sh [CASE...]
 #
-# Cases (all by default): spoof ethertypes ext6 frag icmp icmprules race etcd
+# Cases (all by default): spoof ethertypes ext6 frag icmp icmprules broadcast race etcd
 #   spoof       other forges frontend's IPv4/IPv6 source (TCP SYN, UDP) toward
 #               backend:8080, a world source and the host's address toward edge
 #   ethertypes  802.1Q/802.1ad-tagged IPv4, LLDP, an unknown ethertype from a pod
@@ -19,6 +19,10 @@
 #               errors for flows that do not exist (must not)
 #   icmprules   backend allows frontend's echo requests only: other ICMP types,
 #               ICMP in IPv6, ND and MLD messages sent off the link (must not)
+#   broadcast   a pod allowed egress to world but not the node sends UDP to the
+#               limited broadcast, IPv4 multicast and the node's directed broadcast:
+#               a host socket on 0.0.0.0 must not receive it (a pod allowed the
+#               node too: must)
 #   race        deny-X-allow-rest peer while new pods labelled X probe it from
 #               before their ADD (0 admitted); new allowed pods do connect; more
 #               pods of one X identity while a pod of it lives (the ordering skip)
@@ -42,7 +46,7 @@ command -v jq >/dev/null || skip "jq missing"
 CNI_BIN=${ADV_CNI:-$repo/.build-cni/tessera-cni}
 [ -x "$CNI_BIN" ] || skip "tessera-cni not built (make -C Sources/tessera-cni)"
 
-all_cases=(spoof ethertypes ext6 frag icmp icmprules race etcd)
+all_cases=(spoof ethertypes ext6 frag icmp icmprules broadcast race etcd)
 cases=("$@")
 [ ${#cases[@]} -gt 0 ] || cases=("${all_cases[@]}")
 wants() { local c; for c in "${cases[@]}"; do [ "$c" = "$1" ] && return 0; done; return 1; }
@@ -183,6 +187,22 @@ spec:
   ingressDeny:
   - fromEndpoints: [{matchLabels: {app: frontend}}]
     toPorts: [{ports: [{port: "7070", protocol: TCP}]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: adv-bcast, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: bcast}}
+  egress:
+  - toEntities: [world]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: adv-bcastok, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: bcastok}}
+  egress:
+  - toEntities: [world, host]
 ---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -369,6 +389,51 @@ if wants race; then
   check "6 guard accepted 0 connections from app=x pods whose identity a live pod already carried" [ "$admitted_same" = 0 ]
   got_ips=0; for ip in "${x_ips[@]}"; do [ -n "$ip" ] && got_ips=$((got_ips + 1)); done
   check "6 every app=x ADD succeeded ($got_ips of $rounds)" [ "$got_ips" = "$rounds" ]
+fi
+
+# ---- broadcast and multicast reach the node's sockets ---------------------------------
+# The kernel delivers a limited or directed broadcast, and IPv4 multicast, arriving on a
+# pod's veth to the node's sockets bound to 0.0.0.0: to policy such a destination is
+# the node (host), never world.
+if wants broadcast; then
+  for p in bcast bcastok; do add_pod "$p" "[\"app=$p\"]" || { echo "FAIL ADD $p: $(cat "$tmp/add-$p.log")"; exit 1; }; done
+  bport=$("$PY" -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0",0)); print(s.getsockname()[1])')
+  "$PY" -c "
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', $bport)); s.settimeout(0.2)
+end = time.time() + 30
+with open('$tmp/bcast.log', 'a') as log:
+    while time.time() < end:
+        try: data, peer = s.recvfrom(2048)
+        except socket.timeout: continue
+        log.write(data.decode(errors='replace') + '\\n'); log.flush()
+" &
+  bg_pids+=($!)
+  sleep 0.3
+  # The node's directed broadcast: of an interface that has one (eth0's, here).
+  directed=$(ip -o -4 addr show | awk '$0 ~ / brd / && $2 != "lo" { for (i = 1; i < NF; i++) if ($i == "brd") { print $(i + 1); exit } }')
+  send_udp() { # pod destination marker
+    ip netns exec "adv-$1" "$PY" -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')
+for _ in range(3): s.sendto(b'$3', ('$2', $bport))
+"
+  }
+  received() { grep -qx "$1" "$tmp/bcast.log" 2>/dev/null; }
+  not_received() { sleep 0.5; ! received "$1"; }
+  targets=("limited 255.255.255.255" "multicast 224.0.0.1")
+  [ -n "$directed" ] && targets+=("directed $directed")
+  for t in "${targets[@]}"; do
+    read -r kind addr <<<"$t"
+    send_udp bcastok "$addr" "ok-$kind"
+    check "broadcast control: a pod allowed the node reaches a host socket through $addr ($kind)" eventually 3 received "ok-$kind"
+    send_udp bcast "$addr" "no-$kind"
+    check "broadcast: a pod allowed world but not the node does not reach a host socket through $addr ($kind)" not_received "no-$kind"
+  done
+  [ -n "$directed" ] || note_skip "broadcast: no interface here has an IPv4 broadcast address (directed broadcast not tried)"
 fi
 
 # ---- 7. bad etcd ipcache entries ----------------------------------------------------

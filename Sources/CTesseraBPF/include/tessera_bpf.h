@@ -132,6 +132,36 @@ int tessera_bpf_tc_query(int ifindex, uint32_t *from_container_id, uint32_t *to_
 int tessera_bpf_tc_detach(int ifindex, uint32_t expected_from_id, uint32_t expected_to_id,
 			  int destroy_hook);
 
+/* The node's own addresses (host_addresses.c): one prefix of the local routing
+ * table (local, broadcast, anycast, multicast) on one device, as a listing or
+ * a change reports it. */
+struct tessera_host_address {
+	int ifindex;	/* the route's device; 0 when it has none */
+	uint8_t family; /* AF_INET or AF_INET6 */
+	uint8_t prefix_length;
+	uint8_t added;	   /* 1: present (listed, or RTM_NEWROUTE); 0: removed (RTM_DELROUTE) */
+	uint8_t bytes[16]; /* IPv4: the first 4 */
+};
+
+typedef void (*tessera_host_address_fn)(const struct tessera_host_address *address, void *context);
+
+/* Passes every local-table prefix of device `ifindex` (0: of every device) to `fn`. */
+int tessera_host_addresses_list(int ifindex, tessera_host_address_fn fn, void *context);
+
+/* A subscription to route changes (RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE); only the
+ * local table's are passed on. */
+struct tessera_host_address_watch;
+
+int tessera_host_address_watch_open(struct tessera_host_address_watch **out);
+
+/* Waits up to `timeout_ms` for changes and passes each to `fn`: 0, or -ENOBUFS
+ * when the kernel dropped changes (the caller lists everything again), or
+ * another negative errno. */
+int tessera_host_address_watch_read(struct tessera_host_address_watch *w, int timeout_ms,
+				    tessera_host_address_fn fn, void *context);
+
+void tessera_host_address_watch_close(struct tessera_host_address_watch *w);
+
 /* The kernel id of a program or map descriptor (0 on error). */
 uint32_t tessera_bpf_obj_id(int fd);
 
