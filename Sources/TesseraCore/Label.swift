@@ -1,3 +1,5 @@
+import Foundation
+
 /// A label `source:key=value` attached to a workload, e.g. `k8s:app=frontend`.
 ///
 /// The source says where the label came from (`k8s`, `container`, `reserved`,
@@ -38,24 +40,28 @@ public struct Label: Hashable, Sendable, Codable, CustomStringConvertible {
   public static func parse(_ text: String, defaultSource: String = Label.defaultSource)
     throws(LabelError) -> Label
   {
-    var rest = Substring(text)
+    // Delimiters are found in the UTF-8 bytes, never by Character: Swift's
+    // Characters compare by canonical equivalence and group combining marks, so
+    // U+037E (Greek question mark) is ";" to them and ";" after a prepended mark
+    // is no ";" at all. An ASCII byte never occurs inside a multi-byte character.
+    var rest = Substring(text).utf8[...]
     var source = defaultSource
     // A key may itself contain ':' only after a '/', e.g. `k8s:io.kubernetes.pod.namespace`;
     // the source is the part before the first ':' when that comes before any '=' or '/'.
-    if let colon = rest.firstIndex(of: ":") {
+    if let colon = rest.firstIndex(of: UInt8(ascii: ":")) {
       let head = rest[..<colon]
-      if !head.contains("=") && !head.contains("/") {
-        source = String(head)
+      if !head.contains(UInt8(ascii: "=")) && !head.contains(UInt8(ascii: "/")) {
+        source = String(Substring(head))
         rest = rest[rest.index(after: colon)...]
       }
     }
     let key: Substring
     let value: Substring
-    if let equals = rest.firstIndex(of: "=") {
-      key = rest[..<equals]
-      value = rest[rest.index(after: equals)...]
+    if let equals = rest.firstIndex(of: UInt8(ascii: "=")) {
+      key = Substring(rest[..<equals])
+      value = Substring(rest[rest.index(after: equals)...])
     } else {
-      key = rest
+      key = Substring(rest)
       value = ""
     }
     let label = Label(source: source, key: String(key), value: String(value))
@@ -94,6 +100,21 @@ public struct Label: Hashable, Sendable, Codable, CustomStringConvertible {
         label: description,
         problem: "value contains forbidden character \(scalar.escaped(asASCII: true))")
     }
+    // Swift compares strings by canonical equivalence, the identity stores by bytes:
+    // two spellings of one text (K and the Kelvin sign U+212A) would be one label
+    // set here and two in etcd. In NFC, canonically equal texts are equal bytes.
+    for (part, text) in [("key", key), ("value", value)] where !Self.isNFC(text) {
+      throw LabelError(
+        label: description,
+        problem:
+          "\(part) is not in Unicode normalization form C (NFC); write it precomposed, as \"\(text.precomposedStringWithCanonicalMapping)\""
+      )
+    }
+  }
+
+  private static func isNFC(_ text: String) -> Bool {
+    text.utf8.allSatisfy { $0 < 0x80 }
+      || text.precomposedStringWithCanonicalMapping.utf8.elementsEqual(text.utf8)
   }
 
   private static func isSourceCharacter(_ s: Unicode.Scalar) -> Bool {
@@ -211,8 +232,9 @@ public struct LabelSet: Hashable, Sendable, Codable, Sequence, CustomStringConve
   /// Parses a canonical key back into a set.
   public init(canonicalKey: String) throws(LabelError) {
     var parsed: [Label] = []
-    for part in canonicalKey.split(separator: ";", omittingEmptySubsequences: true) {
-      parsed.append(try Label.parse(String(part)))
+    // Split on the byte (see ``Label/parse(_:defaultSource:)``).
+    for part in canonicalKey.utf8.split(separator: UInt8(ascii: ";")) {
+      parsed.append(try Label.parse(String(Substring(part))))
     }
     try self.init(parsed)
   }

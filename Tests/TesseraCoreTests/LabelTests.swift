@@ -46,6 +46,44 @@ struct LabelTests {
         != LabelSet(parsing: ["app=b"]).canonicalDigest)
   }
 
+  @Test(
+    "text that Swift equates with other bytes is refused: ';' by canonical equivalence (U+037E), the Kelvin sign, decomposed accents",
+    arguments: [
+      Label(
+        source: "k8s", key: "app", value: "x\u{037E}k8s:io.cilium.k8s.namespace.labels.env=prod"),
+      Label(source: "k8s", key: "app", value: "\u{212A}afka"),
+      Label(source: "k8s", key: "name", value: "cafe\u{0301}"),
+      Label(source: "k8s", key: "a\u{037E}b", value: "x"),
+    ])
+  func nonCanonicalText(label: Label) {
+    #expect(throws: LabelError.self) { try label.validate() }
+    #expect(throws: LabelError.self) { try LabelSet([label]) }
+  }
+
+  @Test("precomposed Unicode is accepted and round-trips through the canonical key")
+  func unicodeRoundTrip() throws {
+    let set = try LabelSet(parsing: [
+      "name=caf\u{00E9}", "emoji=\u{1F680}\u{2713}", "app=\u{65E5}\u{672C}",
+    ])
+    #expect(try LabelSet(canonicalKey: set.canonicalKey) == set)
+    #expect(
+      try LabelSet(canonicalKey: set.canonicalKey).canonicalKey.utf8.elementsEqual(
+        set.canonicalKey.utf8))
+  }
+
+  @Test("delimiters are found in bytes: ';' after a prepended mark still splits a canonical key")
+  func delimiterAfterPrependedMark() throws {
+    // U+0600 (Arabic number sign) is a prepended mark: "\u{0600};" is one Swift Character.
+    let set = try LabelSet([
+      Label(source: "k8s", key: "a", value: "x\u{0600}"),
+      Label(source: "k8s", key: "b", value: "y"),
+    ])
+    let parsed = try LabelSet(canonicalKey: set.canonicalKey)
+    #expect(parsed == set)
+    #expect(parsed.count == 2)
+    #expect(try Label.parse("k8s:a\u{0600}=v").key == "a\u{0600}")
+  }
+
   @Test("one value per key")
   func conflict() {
     #expect(throws: LabelError.self) { try LabelSet(parsing: ["app=a", "app=b"]) }
