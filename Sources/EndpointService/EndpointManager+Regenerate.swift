@@ -52,6 +52,17 @@ extension EndpointManager {
       }
       let realizeStart = ContinuousClock.now
       let realized = try await datapath.realize(endpoint: snapshot, policy: desired)
+      // A delete while the policy was computed or realised may have removed the
+      // endpoint from the datapath before this realisation put it back (programs,
+      // maps, its addresses under an identity it no longer holds): take it out again.
+      let state = registry.endpoint(id: endpointID)?.state
+      if state == nil || state == .disconnecting || state == .disconnected {
+        logger.debug(
+          "endpoint deleted while it was realised; removing it from the datapath again",
+          metadata: ["endpoint.id": "\(endpointID)"])
+        try? await datapath.removeEndpoint(id: endpointID)
+        return
+      }
       logger.debug(
         "regenerated",
         metadata: [

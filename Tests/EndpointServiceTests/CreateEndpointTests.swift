@@ -55,9 +55,11 @@ struct InProcessNode {
 
   struct Policies: PolicyComputing {
     let engine: PolicyEngine
+    var gate = Gate()
     func computePolicy(for identity: SecurityIdentity) async throws(EndpointError) -> EndpointPolicy
     {
-      engine.computePolicy(for: identity)
+      await gate.pass()
+      return engine.computePolicy(for: identity)
     }
   }
 
@@ -90,6 +92,8 @@ struct InProcessNode {
 
   let identityDown = Flag()
   let datapathDown = Flag()
+  /// Holds policy computations while closed: a test acts in the middle of a regeneration.
+  let computeGate = Gate()
 
   init(
     stateDirectory: String? = nil, datapath existing: Datapath? = nil, identityStore: String? = nil
@@ -106,7 +110,7 @@ struct InProcessNode {
       configuration: .init(requestTimeout: .seconds(5), regenerationRetryDelay: .milliseconds(50)),
       metadata: MetadataResolver(source: workloads, workloadWait: .seconds(5)),
       identities: Identities(allocator: allocator, down: identityDown),
-      policy: Policies(engine: engine),
+      policy: Policies(engine: engine, gate: computeGate),
       datapath: Datapaths(datapath: datapath, down: datapathDown),
       store: try stateDirectory.map { try EndpointStateStore(directory: $0) })
   }
@@ -117,6 +121,38 @@ struct InProcessNode {
     EndpointSpec(
       containerID: container, ips: [IPPrefix(ip)!], podName: pod,
       labels: try LabelSet(parsing: labels))
+  }
+}
+
+/// Lets callers of ``pass()`` through while open; holds them while closed.
+final class Gate: Sendable {
+  private struct State {
+    var closed = false
+    var held: [CheckedContinuation<Void, Never>] = []
+    var arrivals = 0
+  }
+  private let state = Mutex(State())
+
+  /// Callers that reached the gate, held or not.
+  var arrivals: Int { state.withLock { $0.arrivals } }
+  func close() { state.withLock { $0.closed = true } }
+  func open() {
+    let held = state.withLock { state in
+      state.closed = false
+      defer { state.held = [] }
+      return state.held
+    }
+    for continuation in held { continuation.resume() }
+  }
+  func pass() async {
+    await withCheckedContinuation { continuation in
+      let passes = state.withLock { state in
+        state.arrivals += 1
+        if state.closed { state.held.append(continuation) }
+        return !state.closed
+      }
+      if passes { continuation.resume() }
+    }
   }
 }
 
@@ -230,6 +266,28 @@ struct CreateEndpointTests {
     #expect(try await node.allocator.identity(id: endpoint.identity).totalReferences == 0)
     #expect(try await node.allocator.identity(id: updated.identity).totalReferences == 1)
     #expect(node.datapath.endpoint(id: endpoint.id)?.identity == updated.identity)
+  }
+
+  @Test(
+    "a delete while the endpoint's policy is computed leaves nothing in the datapath once the regeneration ends"
+  )
+  func deleteDuringRegeneration() async throws {
+    let node = try InProcessNode()
+    node.computeGate.close()
+    let create = Task {
+      try await node.manager.createEndpoint(try node.spec("a", "10.0.0.1", "app=x"), sync: true)
+    }
+    while node.computeGate.arrivals == 0 { try await Task.sleep(for: .milliseconds(2)) }
+    let id = try #require(
+      node.manager.registry.endpoints(containerID: "a", interfaceName: nil).first
+    ).id
+    #expect(try await node.manager.deleteEndpoints(containerID: "a", interfaceName: nil).count == 1)
+    #expect(node.datapath.endpoint(id: id) == nil)
+    node.computeGate.open()
+    _ = try? await create.value
+    try await Task.sleep(for: .milliseconds(300))
+    #expect(node.datapath.endpoint(id: id) == nil)
+    #expect(try node.datapath.ipcacheEntries().allSatisfy { $0.prefix != IPPrefix("10.0.0.1/32")! })
   }
 
   @Test("delete is idempotent and releases the identity reference")
