@@ -3,6 +3,7 @@
  * With the endpoint service down, the deletion is queued and DEL succeeds (deletion_queue.h). */
 #include "cmd_common.h"
 #include "deletion_queue.h"
+#include "link.h"
 #include "log.h"
 
 int cmd_del_endpoint(struct cni_invocation *inv, int *existed, struct cni_error *err) {
@@ -22,8 +23,25 @@ int cmd_del_endpoint(struct cni_invocation *inv, int *existed, struct cni_error 
   return 0;
 }
 
+/* Chained: the veth is the previous plugin's to delete, after this DEL; until then it would
+ * pass anything without the endpoint's programs, so its host end goes down first. Best
+ * effort: the namespace or the veth may be gone already (DEL must succeed then too). */
+static void host_veth_down(struct cni_invocation *inv) {
+  struct nl_sock *pod = NULL, *host = NULL;
+  struct cni_error ignored;
+  struct link_peer peer;
+  if (!inv->env.netns || !*inv->env.netns) return;
+  if (!link_open(inv->env.netns, &pod, &ignored) && !link_open(NULL, &host, &ignored) &&
+      !link_find_host_peer(pod, host, inv->env.ifname, &peer, &ignored))
+    if (link_set_down(host, peer.host_ifindex, peer.host_name, &ignored))
+      log_debug("DEL: %s: %s", ignored.msg, ignored.details);
+  link_close(pod);
+  link_close(host);
+}
+
 int cmd_del(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err) {
   if (inv->conf.ipam) return cmd_del_main(inv, out, err);
+  host_veth_down(inv);
   int existed = 0;
   int rc = cmd_del_endpoint(inv, &existed, err);
   if (rc) return rc;

@@ -239,14 +239,16 @@ int cmd_add_main(struct cni_invocation *inv, struct cni_output *out, struct cni_
   goto done;
 
 undo : {
-  /* Undo in reverse; the error reported stays the first one. */
+  /* Undo in reverse, except that the veth goes before the endpoint: its links may be up
+   * already, and without the endpoint's programs they would pass anything. The error
+   * reported stays the first one. */
   struct cni_error ignored;
   struct endpoint_target ct = cmd_target(inv);
   ct.deadline_ms = util_now_ms() + CLEANUP_MS;
   int existed = 0;
+  if (veth && link_delete(host, host_name, &ignored)) log_debug("ADD cleanup: %s", ignored.details);
   if (endpoint && endpoint_delete(&ct, inv->env.container_id, inv->env.ifname, &existed, &ignored))
     log_debug("ADD cleanup: DeleteEndpoint: %s: %s", ignored.msg, ignored.details);
-  if (veth && link_delete(host, host_name, &ignored)) log_debug("ADD cleanup: %s", ignored.details);
   if (ipam_exec(inv->env.path, ipam_type, "DEL", inv->stdin_data, inv->stdin_len, util_now_ms() + CLEANUP_MS, NULL,
                 &ignored))
     log_debug("ADD cleanup: IPAM DEL: %s: %s", ignored.msg, ignored.details);
@@ -264,18 +266,21 @@ done:
 int cmd_del_main(struct cni_invocation *inv, struct cni_output *out, struct cni_error *err) {
   (void)out;
   int existed = 0, rc;
-  /* The endpoint first (or its queued deletion, which the endpoint service runs before it
-   * serves an ADD again): its addresses must not go back to the pool while it holds them. */
-  if ((rc = cmd_del_endpoint(inv, &existed, err))) return rc;
-  const char *ipam_type = json_string_value(json_object_get(inv->conf.ipam, "type"));
-  if ((rc = ipam_exec(inv->env.path, ipam_type, "DEL", inv->stdin_data, inv->stdin_len, inv->deadline_ms, NULL, err)))
-    return rc;
+  /* The veth first: without the endpoint's programs it would pass anything, so it goes
+   * before them. Then the endpoint (or its queued deletion, which the endpoint service
+   * runs before it serves an ADD again), and only then the addresses: they must not go
+   * back to the pool while the endpoint holds them. */
   char host_name[IF_NAMESIZE];
   link_host_name(inv->env.container_id, inv->env.ifname, host_name);
   struct nl_sock *host = NULL;
   if ((rc = link_open(NULL, &host, err))) return rc;
   rc = link_delete(host, host_name, err); /* takes the pod's end with it */
   link_close(host);
+  if (rc) return rc;
+  if ((rc = cmd_del_endpoint(inv, &existed, err))) return rc;
+  const char *ipam_type = json_string_value(json_object_get(inv->conf.ipam, "type"));
+  if ((rc = ipam_exec(inv->env.path, ipam_type, "DEL", inv->stdin_data, inv->stdin_len, inv->deadline_ms, NULL, err)))
+    return rc;
   log_debug("DEL main container=%s ifname=%s existed=%d host_interface=%s", inv->env.container_id, inv->env.ifname,
             existed, host_name);
   return rc;

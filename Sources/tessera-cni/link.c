@@ -201,6 +201,19 @@ int link_set_up(struct nl_sock *s, int ifindex, const char *name, struct cni_err
   return rc < 0 ? nl_fail(err, "set up", name, rc) : 0;
 }
 
+int link_set_down(struct nl_sock *s, int ifindex, const char *name, struct cni_error *err) {
+  struct rtnl_link *orig = rtnl_link_alloc(), *change = rtnl_link_alloc();
+  int rc = -NLE_NOMEM;
+  if (orig && change) {
+    rtnl_link_set_ifindex(orig, ifindex);
+    rtnl_link_unset_flags(change, IFF_UP);
+    rc = rtnl_link_change(s, orig, change, 0);
+  }
+  if (orig) rtnl_link_put(orig);
+  if (change) rtnl_link_put(change);
+  return rc < 0 ? nl_fail(err, "set down", name, rc) : 0;
+}
+
 static int parse_addr(const char *text, struct nl_addr **out, struct cni_error *err) {
   int rc = nl_addr_parse(text, AF_UNSPEC, out);
   if (rc < 0) return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid address", "%.64s: %s", text, nl_geterror(rc));

@@ -48,6 +48,8 @@ int tessera_link_lookup(struct nl_sock *s, const char *name, int *ifindex, char 
 int link_delete(struct nl_sock *s, const char *name, struct cni_error *err);
 
 int link_set_up(struct nl_sock *s, int ifindex, const char *name, struct cni_error *err);
+/* Sets the link down (no packet crosses it any more). */
+int link_set_down(struct nl_sock *s, int ifindex, const char *name, struct cni_error *err);
 
 /* Adds cidr ("10.0.0.5/24", "fd00::5/64") to ifindex. IPv6 addresses are added without
  * duplicate address detection, so they are usable the moment the link comes up. With

@@ -231,6 +231,13 @@ t0=$(date +%s%N)
 for _ in $(seq 50); do CNI_COMMAND=VERSION "$PLUGIN" </dev/null >/dev/null; done
 echo "e2e: tessera-cni exec->exit without RPC: $(awk -v ns="$(($(date +%s%N) - t0))" 'BEGIN { printf "%.3f", ns / 50 / 1e6 }') ms"
 
+# tessera-cni's own DEL takes the host veth down before the endpoint's programs go: ptp
+# deletes the veth only after it, and until then the veth would pass anything.
+host_veth=$(jq -r '[.interfaces[] | select((.sandbox // "") == "")][0].name // empty' "$tmp/cache/pod-1.json")
+exec_plugin "$PLUGIN" DEL 1 "$(with_prev "$(tsr_conf 1)" "$(cat "$tmp/cache/pod-1.json")")" >/dev/null
+link_down() { [ -n "$1" ] && ip -j link show dev "$1" | jq -e '.[0].flags | index("UP") | not' >/dev/null; }
+check "pod-1: tessera-cni DEL takes the host veth ($host_veth) down before ptp deletes it" link_down "$host_veth"
+
 # DEL, then DEL again.
 if chain_del 1; then pass "pod-1: DEL"; else fail "pod-1: DEL"; fi
 check "pod-1: endpoint gone after DEL" endpoint_absent "e2e-$$-1"
