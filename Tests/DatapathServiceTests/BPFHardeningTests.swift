@@ -526,6 +526,49 @@ struct BPFHardeningTests {
   }
 
   @Test(
+    "a header past the length the IP header declares is no header: a first fragment whose ports are only in trailing bytes is invalid"
+  )
+  func headersPastDeclaredLength() throws {
+    try withDatapath { datapath, backend in
+      _ = try datapath.realize(
+        pod(
+          id: 6, ingressEnforced: true,
+          entries: [
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 80))
+          ]))
+      let tcp80 = Packet.l4(proto: Packet.tcp, sport: 40000, dport: 80, tcpFlags: Packet.syn)
+      // IPv4: total length 20 (the header alone), the TCP header after it in the frame.
+      var v4 = Packet.ipv4Frame(frontendIP, podIP, proto: Packet.tcp, payload: tcp80)
+      #expect(try backend.passes(6, .ingress, v4))
+      v4[14 + 2] = 0
+      v4[14 + 3] = 20
+      #expect(try !backend.passes(6, .ingress, v4))
+      // IPv6 (RFC 7112's case): a first fragment whose payload length ends after a
+      // destination options header, the TCP header to an allowed port only in the
+      // frame's trailing bytes; a later fragment would bring the real one.
+      var v6 = Packet.ipv6Frame(
+        frontendIP6, podIP6,
+        extensions: [
+          (44, Packet.ipv6FragmentHeader(offset: 0, more: true, id: 77)), (60, []),
+        ], proto: Packet.tcp, payload: tcp80)
+      let declared = 16  // the fragment and destination options headers
+      v6[14 + 4] = 0
+      v6[14 + 5] = UInt8(declared)
+      #expect(try !backend.passes(6, .ingress, v6))
+      #expect(try count(backend, 6, .ingress, "drop-invalid-packet") == 2)
+      // The same with its true length passes: the bound is the declared length, not more.
+      #expect(
+        try backend.passes(
+          6, .ingress,
+          Packet.ipv6Frame(
+            frontendIP6, podIP6,
+            extensions: [(44, Packet.ipv6FragmentHeader(offset: 0, more: true, id: 78)), (60, [])],
+            proto: Packet.tcp, payload: tcp80)))
+    }
+  }
+
+  @Test(
     "an ICMP error about a tracked flow passes (PMTU); one about any other flow is judged by policy"
   )
   func icmpErrors() throws {

@@ -92,7 +92,8 @@ struct BPFHostAddressTests {
         try backend.addHostAddresses(ofDevice: ifindex)
         // A pod's entry written over it (an operator's mistake): not the node's to remove.
         try backend.upsertIPCache([IPCacheEntry(prefix: other, identity: NumericIdentity(4242))])
-        try backend.applyHostAddressChanges([.init(prefix: other, ifindex: ifindex, present: false)])
+        try backend.applyHostAddressChanges([.init(prefix: other, ifindex: ifindex, present: false)]
+        )
         #expect(
           try backend.ipcacheEntries().contains(
             IPCacheEntry(prefix: other, identity: NumericIdentity(4242))))

@@ -87,6 +87,8 @@ struct flow {
 	__u8 icmp_echo;	   /* TESSERA_ICMP_ECHO_* for an echo request or reply, else 0 */
 	__u8 hop_limit;	   /* IPv6 */
 	__u8 icmp_type;	   /* ICMP and ICMPv6: the message's type */
+	__u32 l3_end; /* where the IP packet ends in the frame, as its header declares (parse only)
+		       */
 };
 
 #define TESSERA_ICMP_ECHO_IS_REQUEST 1
@@ -124,6 +126,15 @@ static __always_inline const void *packet_bytes(struct __sk_buff *skb, __u32 off
 	if (bpf_skb_load_bytes(skb, off, buf, len) < 0)
 		return 0;
 	return buf;
+}
+
+/* The end of an IP packet of `declared` bytes (its total length) at ETH_HLEN; 0
+ * declared (a GSO packet above 64 KiB, BIG TCP) leaves the frame's end. */
+static __always_inline __u32 ip_end(struct __sk_buff *skb, __u32 declared)
+{
+	if (!declared || ETH_HLEN + declared > skb->len)
+		return skb->len;
+	return ETH_HLEN + declared;
 }
 
 static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f, __u32 off)
@@ -238,6 +249,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct flow *f)
 	if (ip->version != 4 || ip->ihl < 5)
 		return PARSE_INVALID;
 	hlen = ip->ihl * 4;
+	f->l3_end = ip_end(skb, bpf_ntohs(ip->tot_len));
 	f->family = TESSERA_FAMILY_V4;
 	f->proto = ip->protocol;
 	__builtin_memcpy(f->saddr, &ip->saddr, 4);
@@ -282,6 +294,9 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct flow *f)
 		return PARSE_INVALID;
 	if (ip6->version != 6)
 		return PARSE_INVALID;
+	f->l3_end = ip_end(skb, bpf_ntohs(ip6->payload_len)
+					? sizeof(struct ipv6hdr) + bpf_ntohs(ip6->payload_len)
+					: 0);
 	f->family = TESSERA_FAMILY_V6;
 	f->hop_limit = ip6->hop_limit;
 	__builtin_memcpy(f->saddr, &ip6->saddr, 16);
@@ -332,6 +347,37 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct flow *f)
 	return parse_l4(skb, f, off);
 }
 
+/* The fixed L4 header parse_l4 read: it must lie within the IP packet. */
+static __always_inline __u32 l4_header_len(__u8 proto)
+{
+	switch (proto) {
+	case IPPROTO_TCP:
+		return 20;
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		return 8;
+	default:
+		return 0;
+	}
+}
+
+/* A parsed IP packet whose headers all lie within the length its header
+ * declares: what lies past it (trailing bytes of the frame) is no part of the
+ * packet, and a first fragment whose ports are only there would be judged by
+ * ports its datagram does not have (RFC 7112). One check at the end, as the L4
+ * header comes after every other; l3_end is read nowhere else, so that the
+ * verifier need not tell states apart by it in the rest of the program. */
+static __always_inline int ip_parsed(struct flow *f, int result)
+{
+	if (result != PARSE_OK || f->nonfirst_fragment)
+		return result;
+	if ((__u32)f->l4_off + l4_header_len(f->proto) > f->l3_end)
+		return PARSE_INVALID;
+	return PARSE_OK;
+}
+
 /* Fills `f` from the packet in `skb` (an Ethernet frame). Only IPv4, IPv6
  * and ARP are ever passed; a VLAN tag (which the stack moves out of the
  * frame before tc sees it) is refused whatever it carries. */
@@ -341,9 +387,9 @@ static __always_inline int parse_flow(struct __sk_buff *skb, struct flow *f)
 		return PARSE_UNKNOWN_L3;
 	switch (skb->protocol) {
 	case bpf_htons(ETH_P_IP):
-		return parse_ipv4(skb, f);
+		return ip_parsed(f, parse_ipv4(skb, f));
 	case bpf_htons(ETH_P_IPV6):
-		return parse_ipv6(skb, f);
+		return ip_parsed(f, parse_ipv6(skb, f));
 	case bpf_htons(ETH_P_ARP):
 		return PARSE_ARP;
 	default:
