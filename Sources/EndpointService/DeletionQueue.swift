@@ -18,10 +18,17 @@ public struct DeletionQueue: Sendable {
 
   public init(directory: String) { self.directory = directory }
 
-  /// Deletes every queued endpoint; a file goes once its deletion succeeded
-  /// (or was malformed). Returns how many deletions are left for later.
+  /// Deletes every queued endpoint (with `only`, that attachment's); a file goes once
+  /// its deletion succeeded (or was malformed). Returns how many deletions are left
+  /// for later.
+  ///
+  /// A create drains its own attachment's first: the runtime's DEL came before its
+  /// ADD (a retry after a failed ADD reuses the container id), and a DEL queued in a
+  /// timeout that the periodic drain ran later would delete the new endpoint.
   @discardableResult
-  public func drain(_ manager: EndpointManager, logger: Logger) async -> Int {
+  public func drain(
+    _ manager: EndpointManager, only: EndpointRegistry.Attachment? = nil, logger: Logger
+  ) async -> Int {
     let names =
       (try? FileManager.default.contentsOfDirectory(atPath: directory))?.filter {
         !$0.hasPrefix(".")  // the plugin's files being written
@@ -38,8 +45,17 @@ public struct DeletionQueue: Sendable {
         let entry = try? JSONDecoder().decode(Entry.self, from: data),
         !entry.containerId.isEmpty
       else {
-        logger.warning("dropping a malformed deletion-queue entry", metadata: ["file": "\(path)"])
-        try? FileManager.default.removeItem(atPath: path)
+        if only == nil {
+          logger.warning(
+            "dropping a malformed deletion-queue entry", metadata: ["file": "\(path)"])
+          try? FileManager.default.removeItem(atPath: path)
+        }
+        continue
+      }
+      if let only,
+        entry.containerId != only.containerID
+          || (!entry.interfaceName.isEmpty && entry.interfaceName != only.interfaceName)
+      {
         continue
       }
       do {

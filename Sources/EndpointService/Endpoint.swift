@@ -29,6 +29,10 @@ public struct Endpoint: Sendable, Codable, Hashable {
   public var wantedGeneration: UInt64
   public var realizedGeneration: UInt64
   public var createdAt: Date
+  /// The CNI network (its configuration's name) the endpoint was created in: garbage
+  /// collection is per network. Nil when created by the CLI or an older plugin (and
+  /// in state files written before networks were recorded).
+  public var network: String?
 
   public var state: EndpointState { stateMachine.state }
 
@@ -50,12 +54,15 @@ public struct EndpointSpec: Sendable, Hashable {
   public var podName: String
   public var netns: String
   public var labels: LabelSet
+  /// The CNI network; empty for none.
+  public var network: String
 
   public init(
     containerID: String, interfaceName: String = "eth0", hostInterface: String = "",
     ips: [IPPrefix], namespace: String = Endpoint.defaultNamespace, podName: String = "",
-    netns: String = "", labels: LabelSet = .empty
+    netns: String = "", labels: LabelSet = .empty, network: String = ""
   ) {
+    self.network = network
     self.containerID = containerID
     self.interfaceName = interfaceName
     self.hostInterface = hostInterface

@@ -87,14 +87,19 @@ extension EndpointManager {
     }
   }
 
-  /// CNI GC: deletes endpoints whose container/interface is not listed.
-  public func garbageCollect(valid: Set<EndpointRegistry.Attachment>) async throws(EndpointError)
-    -> [Endpoint]
+  /// CNI GC: deletes the network's endpoints whose container/interface is not listed.
+  /// Endpoints of other networks (a second configuration using tessera-cni, Multus)
+  /// are not the caller's to judge, and one whose first regeneration has not finished
+  /// is an ADD in progress that the runtime's list may predate: both are kept.
+  /// `network` "" selects the endpoints created without one (the CLI, older plugins).
+  public func garbageCollect(valid: Set<EndpointRegistry.Attachment>, network: String)
+    async throws(EndpointError) -> [Endpoint]
   {
     var removed: [Endpoint] = []
     for endpoint in registry.all()
-    where !valid.contains(
-      .init(containerID: endpoint.containerID, interfaceName: endpoint.interfaceName))
+    where (endpoint.network ?? "") == network && endpoint.policyRevision > 0
+      && !valid.contains(
+        .init(containerID: endpoint.containerID, interfaceName: endpoint.interfaceName))
     {
       if let gone = try await deleteEndpoint(id: endpoint.id) { removed.append(gone) }
     }

@@ -56,7 +56,8 @@ public final class EndpointRegistry: Sendable {
         netns: spec.netns, requestLabels: spec.labels, labels: .empty, identity: .unknown,
         identityLabels: .empty,
         stateMachine: EndpointStateMachine(state: .waitingForIdentity), policyRevision: 0,
-        identityRevision: 0, wantedGeneration: 0, realizedGeneration: 0, createdAt: Date())
+        identityRevision: 0, wantedGeneration: 0, realizedGeneration: 0, createdAt: Date(),
+        network: spec.network.isEmpty ? nil : spec.network)
       state.nextID += 1
       Self.insert(endpoint, into: &state)
       return endpoint

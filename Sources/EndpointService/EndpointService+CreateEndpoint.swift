@@ -16,8 +16,19 @@ extension EndpointServiceHandler {
       namespace: request.namespace.isEmpty ? Endpoint.defaultNamespace : request.namespace,
       podName: request.podName,
       netns: request.netns,
-      labels: try LabelSet(protoLabels: request.labels))
+      labels: try LabelSet(protoLabels: request.labels), network: request.network)
     let manager = self.manager
+    if let deletionQueue,
+      await deletionQueue.drain(
+        manager, only: .init(containerID: spec.containerID, interfaceName: spec.interfaceName),
+        logger: logger) > 0
+    {
+      throw RPCError(
+        code: .unavailable,
+        message:
+          "a DEL of container \(spec.containerID) queued earlier cannot run yet (a service it needs is unreachable); try again"
+      )
+    }
     let endpoint = try await cancellable(context) {
       try await manager.createEndpoint(spec, sync: request.sync)
     }

@@ -26,7 +26,7 @@ extension EndpointServiceHandler {
       request.validAttachments.map {
         EndpointRegistry.Attachment(containerID: $0.containerID, interfaceName: $0.interfaceName)
       })
-    let removed = try await manager.garbageCollect(valid: valid)
+    let removed = try await manager.garbageCollect(valid: valid, network: request.network)
     return .with { $0.removed = removed.map(Tessera_Endpoint_V1_Endpoint.init) }
   }
 }

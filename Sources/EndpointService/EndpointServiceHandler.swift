@@ -14,6 +14,8 @@ public struct EndpointServiceHandler: Tessera_Endpoint_V1_EndpointService.Simple
   let metadata: any MetadataStore
   /// Whether the node serves: after a restart, not before its endpoints are restored.
   let isServing: @Sendable () -> Bool
+  /// DELs the CNI plugin queued; a create runs its own attachment's first.
+  let deletionQueue: DeletionQueue?
   let logger: Logger
 
   /// - Parameter isServing: false while a restarted node restores its endpoints (the
@@ -23,8 +25,10 @@ public struct EndpointServiceHandler: Tessera_Endpoint_V1_EndpointService.Simple
   ///   miss one.
   public init(
     manager: EndpointManager, workloads: WorkloadRegistry, metadata: (any MetadataStore)? = nil,
-    isServing: @escaping @Sendable () -> Bool = { true }, logger: Logger
+    isServing: @escaping @Sendable () -> Bool = { true }, deletionQueue: DeletionQueue? = nil,
+    logger: Logger
   ) {
+    self.deletionQueue = deletionQueue
     self.manager = manager
     self.workloads = workloads
     self.metadata = metadata ?? workloads

@@ -20,6 +20,7 @@ extension Tessera_Endpoint_V1_Endpoint {
     policyRevision = endpoint.policyRevision
     identityRevision = endpoint.identityRevision
     netns = endpoint.netns
+    network = endpoint.network ?? ""
     createdAtUnixMs = Int64(endpoint.createdAt.timeIntervalSince1970 * 1000)
   }
 }

@@ -83,53 +83,110 @@ public nonisolated enum Tessera_Endpoint_V1_EndpointState: SwiftProtobuf.Enum, S
 
 }
 
-public nonisolated struct Tessera_Endpoint_V1_Endpoint: Sendable {
+public nonisolated struct Tessera_Endpoint_V1_Endpoint: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var id: UInt64 = 0
+  public var id: UInt64 {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
 
-  public var containerID: String = String()
+  public var containerID: String {
+    get {_storage._containerID}
+    set {_uniqueStorage()._containerID = newValue}
+  }
 
   /// Interface name inside the container, e.g. "eth0".
-  public var interfaceName: String = String()
+  public var interfaceName: String {
+    get {_storage._interfaceName}
+    set {_uniqueStorage()._interfaceName = newValue}
+  }
 
   /// Host side of the veth; empty for endpoints created without a device.
-  public var hostInterface: String = String()
+  public var hostInterface: String {
+    get {_storage._hostInterface}
+    set {_uniqueStorage()._hostInterface = newValue}
+  }
 
-  public var ips: [String] = []
+  public var ips: [String] {
+    get {_storage._ips}
+    set {_uniqueStorage()._ips = newValue}
+  }
 
-  public var namespace: String = String()
+  public var namespace: String {
+    get {_storage._namespace}
+    set {_uniqueStorage()._namespace = newValue}
+  }
 
-  public var podName: String = String()
+  public var podName: String {
+    get {_storage._podName}
+    set {_uniqueStorage()._podName = newValue}
+  }
 
   /// Identity-relevant labels currently applied.
-  public var labels: [Tessera_Common_V1_Label] = []
+  public var labels: [Tessera_Common_V1_Label] {
+    get {_storage._labels}
+    set {_uniqueStorage()._labels = newValue}
+  }
 
-  public var identity: UInt32 = 0
+  public var identity: UInt32 {
+    get {_storage._identity}
+    set {_uniqueStorage()._identity = newValue}
+  }
 
-  public var state: Tessera_Endpoint_V1_EndpointState = .unspecified
+  public var state: Tessera_Endpoint_V1_EndpointState {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
 
   /// Policy revision realised in the datapath; 0 until the first regeneration.
-  public var policyRevision: UInt64 = 0
+  public var policyRevision: UInt64 {
+    get {_storage._policyRevision}
+    set {_uniqueStorage()._policyRevision = newValue}
+  }
 
   /// Bumped by every label update; a resolution for an older revision is dropped.
-  public var identityRevision: UInt64 = 0
+  public var identityRevision: UInt64 {
+    get {_storage._identityRevision}
+    set {_uniqueStorage()._identityRevision = newValue}
+  }
 
-  public var netns: String = String()
+  public var netns: String {
+    get {_storage._netns}
+    set {_uniqueStorage()._netns = newValue}
+  }
 
-  public var createdAtUnixMs: Int64 = 0
+  public var createdAtUnixMs: Int64 {
+    get {_storage._createdAtUnixMs}
+    set {_uniqueStorage()._createdAtUnixMs = newValue}
+  }
 
   /// Regeneration passes that failed in a row (0 once one succeeds), and why the
   /// last one failed; a failing endpoint keeps its last realised policy and is retried.
-  public var regenerationFailures: UInt32 = 0
+  public var regenerationFailures: UInt32 {
+    get {_storage._regenerationFailures}
+    set {_uniqueStorage()._regenerationFailures = newValue}
+  }
 
-  public var lastRegenerationError: String = String()
+  public var lastRegenerationError: String {
+    get {_storage._lastRegenerationError}
+    set {_uniqueStorage()._lastRegenerationError = newValue}
+  }
+
+  /// The CNI network (its configuration's "name") the endpoint was created in;
+  /// "" when created by the CLI or a plugin older than this field.
+  public var network: String {
+    get {_storage._network}
+    set {_uniqueStorage()._network = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Tessera_Endpoint_V1_CreateEndpointRequest: Sendable {
@@ -157,6 +214,9 @@ public nonisolated struct Tessera_Endpoint_V1_CreateEndpointRequest: Sendable {
   public var sync: Bool = false
 
   public var netns: String = String()
+
+  /// The CNI network (its configuration's "name"); garbage collection is per network.
+  public var network: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -548,8 +608,14 @@ public nonisolated struct Tessera_Endpoint_V1_GarbageCollectEndpointsRequest: Se
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Endpoints not in this list are deleted (CNI GC `cni.dev/valid-attachments`).
+  /// Endpoints of `network` not in this list are deleted (CNI GC
+  /// `cni.dev/valid-attachments`), except those whose first regeneration has not
+  /// finished (an ADD in progress).
   public var validAttachments: [Tessera_Endpoint_V1_Attachment] = []
+
+  /// The CNI network whose attachments these are: endpoints of other networks
+  /// are never touched. "" selects the endpoints created without a network.
+  public var network: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -578,104 +644,177 @@ nonisolated extension Tessera_Endpoint_V1_EndpointState: SwiftProtobuf._ProtoNam
 
 nonisolated extension Tessera_Endpoint_V1_Endpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Endpoint"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}container_id\0\u{3}interface_name\0\u{3}host_interface\0\u{1}ips\0\u{1}namespace\0\u{3}pod_name\0\u{1}labels\0\u{1}identity\0\u{1}state\0\u{3}policy_revision\0\u{3}identity_revision\0\u{1}netns\0\u{3}created_at_unix_ms\0\u{3}regeneration_failures\0\u{3}last_regeneration_error\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}container_id\0\u{3}interface_name\0\u{3}host_interface\0\u{1}ips\0\u{1}namespace\0\u{3}pod_name\0\u{1}labels\0\u{1}identity\0\u{1}state\0\u{3}policy_revision\0\u{3}identity_revision\0\u{1}netns\0\u{3}created_at_unix_ms\0\u{3}regeneration_failures\0\u{3}last_regeneration_error\0\u{1}network\0")
+
+  fileprivate class _StorageClass {
+    var _id: UInt64 = 0
+    var _containerID: String = String()
+    var _interfaceName: String = String()
+    var _hostInterface: String = String()
+    var _ips: [String] = []
+    var _namespace: String = String()
+    var _podName: String = String()
+    var _labels: [Tessera_Common_V1_Label] = []
+    var _identity: UInt32 = 0
+    var _state: Tessera_Endpoint_V1_EndpointState = .unspecified
+    var _policyRevision: UInt64 = 0
+    var _identityRevision: UInt64 = 0
+    var _netns: String = String()
+    var _createdAtUnixMs: Int64 = 0
+    var _regenerationFailures: UInt32 = 0
+    var _lastRegenerationError: String = String()
+    var _network: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _containerID = source._containerID
+      _interfaceName = source._interfaceName
+      _hostInterface = source._hostInterface
+      _ips = source._ips
+      _namespace = source._namespace
+      _podName = source._podName
+      _labels = source._labels
+      _identity = source._identity
+      _state = source._state
+      _policyRevision = source._policyRevision
+      _identityRevision = source._identityRevision
+      _netns = source._netns
+      _createdAtUnixMs = source._createdAtUnixMs
+      _regenerationFailures = source._regenerationFailures
+      _lastRegenerationError = source._lastRegenerationError
+      _network = source._network
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.containerID) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.interfaceName) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.hostInterface) }()
-      case 5: try { try decoder.decodeRepeatedStringField(value: &self.ips) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.namespace) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.podName) }()
-      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.labels) }()
-      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.identity) }()
-      case 10: try { try decoder.decodeSingularEnumField(value: &self.state) }()
-      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.policyRevision) }()
-      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.identityRevision) }()
-      case 13: try { try decoder.decodeSingularStringField(value: &self.netns) }()
-      case 14: try { try decoder.decodeSingularInt64Field(value: &self.createdAtUnixMs) }()
-      case 15: try { try decoder.decodeSingularUInt32Field(value: &self.regenerationFailures) }()
-      case 16: try { try decoder.decodeSingularStringField(value: &self.lastRegenerationError) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._containerID) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._interfaceName) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._hostInterface) }()
+        case 5: try { try decoder.decodeRepeatedStringField(value: &_storage._ips) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._namespace) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._podName) }()
+        case 8: try { try decoder.decodeRepeatedMessageField(value: &_storage._labels) }()
+        case 9: try { try decoder.decodeSingularUInt32Field(value: &_storage._identity) }()
+        case 10: try { try decoder.decodeSingularEnumField(value: &_storage._state) }()
+        case 11: try { try decoder.decodeSingularUInt64Field(value: &_storage._policyRevision) }()
+        case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._identityRevision) }()
+        case 13: try { try decoder.decodeSingularStringField(value: &_storage._netns) }()
+        case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._createdAtUnixMs) }()
+        case 15: try { try decoder.decodeSingularUInt32Field(value: &_storage._regenerationFailures) }()
+        case 16: try { try decoder.decodeSingularStringField(value: &_storage._lastRegenerationError) }()
+        case 17: try { try decoder.decodeSingularStringField(value: &_storage._network) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.id != 0 {
-      try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 1)
-    }
-    if !self.containerID.isEmpty {
-      try visitor.visitSingularStringField(value: self.containerID, fieldNumber: 2)
-    }
-    if !self.interfaceName.isEmpty {
-      try visitor.visitSingularStringField(value: self.interfaceName, fieldNumber: 3)
-    }
-    if !self.hostInterface.isEmpty {
-      try visitor.visitSingularStringField(value: self.hostInterface, fieldNumber: 4)
-    }
-    if !self.ips.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.ips, fieldNumber: 5)
-    }
-    if !self.namespace.isEmpty {
-      try visitor.visitSingularStringField(value: self.namespace, fieldNumber: 6)
-    }
-    if !self.podName.isEmpty {
-      try visitor.visitSingularStringField(value: self.podName, fieldNumber: 7)
-    }
-    if !self.labels.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.labels, fieldNumber: 8)
-    }
-    if self.identity != 0 {
-      try visitor.visitSingularUInt32Field(value: self.identity, fieldNumber: 9)
-    }
-    if self.state != .unspecified {
-      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 10)
-    }
-    if self.policyRevision != 0 {
-      try visitor.visitSingularUInt64Field(value: self.policyRevision, fieldNumber: 11)
-    }
-    if self.identityRevision != 0 {
-      try visitor.visitSingularUInt64Field(value: self.identityRevision, fieldNumber: 12)
-    }
-    if !self.netns.isEmpty {
-      try visitor.visitSingularStringField(value: self.netns, fieldNumber: 13)
-    }
-    if self.createdAtUnixMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.createdAtUnixMs, fieldNumber: 14)
-    }
-    if self.regenerationFailures != 0 {
-      try visitor.visitSingularUInt32Field(value: self.regenerationFailures, fieldNumber: 15)
-    }
-    if !self.lastRegenerationError.isEmpty {
-      try visitor.visitSingularStringField(value: self.lastRegenerationError, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if _storage._id != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._id, fieldNumber: 1)
+      }
+      if !_storage._containerID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._containerID, fieldNumber: 2)
+      }
+      if !_storage._interfaceName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._interfaceName, fieldNumber: 3)
+      }
+      if !_storage._hostInterface.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._hostInterface, fieldNumber: 4)
+      }
+      if !_storage._ips.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._ips, fieldNumber: 5)
+      }
+      if !_storage._namespace.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._namespace, fieldNumber: 6)
+      }
+      if !_storage._podName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._podName, fieldNumber: 7)
+      }
+      if !_storage._labels.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._labels, fieldNumber: 8)
+      }
+      if _storage._identity != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._identity, fieldNumber: 9)
+      }
+      if _storage._state != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._state, fieldNumber: 10)
+      }
+      if _storage._policyRevision != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._policyRevision, fieldNumber: 11)
+      }
+      if _storage._identityRevision != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._identityRevision, fieldNumber: 12)
+      }
+      if !_storage._netns.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._netns, fieldNumber: 13)
+      }
+      if _storage._createdAtUnixMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._createdAtUnixMs, fieldNumber: 14)
+      }
+      if _storage._regenerationFailures != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._regenerationFailures, fieldNumber: 15)
+      }
+      if !_storage._lastRegenerationError.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._lastRegenerationError, fieldNumber: 16)
+      }
+      if !_storage._network.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._network, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tessera_Endpoint_V1_Endpoint, rhs: Tessera_Endpoint_V1_Endpoint) -> Bool {
-    if lhs.id != rhs.id {return false}
-    if lhs.containerID != rhs.containerID {return false}
-    if lhs.interfaceName != rhs.interfaceName {return false}
-    if lhs.hostInterface != rhs.hostInterface {return false}
-    if lhs.ips != rhs.ips {return false}
-    if lhs.namespace != rhs.namespace {return false}
-    if lhs.podName != rhs.podName {return false}
-    if lhs.labels != rhs.labels {return false}
-    if lhs.identity != rhs.identity {return false}
-    if lhs.state != rhs.state {return false}
-    if lhs.policyRevision != rhs.policyRevision {return false}
-    if lhs.identityRevision != rhs.identityRevision {return false}
-    if lhs.netns != rhs.netns {return false}
-    if lhs.createdAtUnixMs != rhs.createdAtUnixMs {return false}
-    if lhs.regenerationFailures != rhs.regenerationFailures {return false}
-    if lhs.lastRegenerationError != rhs.lastRegenerationError {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._containerID != rhs_storage._containerID {return false}
+        if _storage._interfaceName != rhs_storage._interfaceName {return false}
+        if _storage._hostInterface != rhs_storage._hostInterface {return false}
+        if _storage._ips != rhs_storage._ips {return false}
+        if _storage._namespace != rhs_storage._namespace {return false}
+        if _storage._podName != rhs_storage._podName {return false}
+        if _storage._labels != rhs_storage._labels {return false}
+        if _storage._identity != rhs_storage._identity {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._policyRevision != rhs_storage._policyRevision {return false}
+        if _storage._identityRevision != rhs_storage._identityRevision {return false}
+        if _storage._netns != rhs_storage._netns {return false}
+        if _storage._createdAtUnixMs != rhs_storage._createdAtUnixMs {return false}
+        if _storage._regenerationFailures != rhs_storage._regenerationFailures {return false}
+        if _storage._lastRegenerationError != rhs_storage._lastRegenerationError {return false}
+        if _storage._network != rhs_storage._network {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -683,7 +822,7 @@ nonisolated extension Tessera_Endpoint_V1_Endpoint: SwiftProtobuf.Message, Swift
 
 nonisolated extension Tessera_Endpoint_V1_CreateEndpointRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateEndpointRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{3}interface_name\0\u{3}host_interface\0\u{1}ips\0\u{1}namespace\0\u{3}pod_name\0\u{1}labels\0\u{1}sync\0\u{1}netns\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{3}interface_name\0\u{3}host_interface\0\u{1}ips\0\u{1}namespace\0\u{3}pod_name\0\u{1}labels\0\u{1}sync\0\u{1}netns\0\u{1}network\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -700,6 +839,7 @@ nonisolated extension Tessera_Endpoint_V1_CreateEndpointRequest: SwiftProtobuf.M
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.labels) }()
       case 8: try { try decoder.decodeSingularBoolField(value: &self.sync) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.netns) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.network) }()
       default: break
       }
     }
@@ -733,6 +873,9 @@ nonisolated extension Tessera_Endpoint_V1_CreateEndpointRequest: SwiftProtobuf.M
     if !self.netns.isEmpty {
       try visitor.visitSingularStringField(value: self.netns, fieldNumber: 9)
     }
+    if !self.network.isEmpty {
+      try visitor.visitSingularStringField(value: self.network, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -746,6 +889,7 @@ nonisolated extension Tessera_Endpoint_V1_CreateEndpointRequest: SwiftProtobuf.M
     if lhs.labels != rhs.labels {return false}
     if lhs.sync != rhs.sync {return false}
     if lhs.netns != rhs.netns {return false}
+    if lhs.network != rhs.network {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1522,7 +1666,7 @@ nonisolated extension Tessera_Endpoint_V1_Attachment: SwiftProtobuf.Message, Swi
 
 nonisolated extension Tessera_Endpoint_V1_GarbageCollectEndpointsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GarbageCollectEndpointsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}valid_attachments\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}valid_attachments\0\u{1}network\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1531,6 +1675,7 @@ nonisolated extension Tessera_Endpoint_V1_GarbageCollectEndpointsRequest: SwiftP
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.validAttachments) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.network) }()
       default: break
       }
     }
@@ -1540,11 +1685,15 @@ nonisolated extension Tessera_Endpoint_V1_GarbageCollectEndpointsRequest: SwiftP
     if !self.validAttachments.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.validAttachments, fieldNumber: 1)
     }
+    if !self.network.isEmpty {
+      try visitor.visitSingularStringField(value: self.network, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tessera_Endpoint_V1_GarbageCollectEndpointsRequest, rhs: Tessera_Endpoint_V1_GarbageCollectEndpointsRequest) -> Bool {
     if lhs.validAttachments != rhs.validAttachments {return false}
+    if lhs.network != rhs.network {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -44,6 +44,7 @@ int cmd_add(struct cni_invocation *inv, struct cni_output *out, struct cni_error
       .n_ips = nc->n_ips,
       .labels = nc->labels,
       .n_labels = nc->n_labels,
+      .network = nc->name,
   };
   struct endpoint_target t = cmd_target(inv);
   uint64_t id = 0;

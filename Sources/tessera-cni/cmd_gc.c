@@ -1,5 +1,5 @@
-/* GC (1.1.0): remove every endpoint not in cni.dev/valid-attachments. In main-plugin mode
- * also the veth tessera-cni made for each removed endpoint. */
+/* GC (1.1.0): remove every endpoint of this network (the configuration's name) not in
+ * cni.dev/valid-attachments. In main-plugin mode also the veth tessera-cni made for each removed endpoint. */
 #include <string.h>
 
 #include "cmd_common.h"
@@ -34,7 +34,8 @@ int cmd_gc(struct cni_invocation *inv, struct cni_output *out, struct cni_error 
   if (nc->ipam && (rc = link_open(NULL, &g.host, err))) return rc;
   struct endpoint_target t = cmd_target(inv);
   size_t removed = 0;
-  rc = endpoint_gc(&t, nc->attachments, nc->n_attachments, &removed, g.host ? delete_main_veth : NULL, &g, err);
+  rc = endpoint_gc(&t, nc->name, nc->attachments, nc->n_attachments, &removed, g.host ? delete_main_veth : NULL, &g,
+                   err);
   link_close(g.host);
   if (rc) return rc;
   log_debug("GC valid=%zu removed=%zu veths=%zu", nc->n_attachments, removed, g.deleted);

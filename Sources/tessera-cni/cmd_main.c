@@ -209,6 +209,7 @@ int cmd_add_main(struct cni_invocation *inv, struct cni_output *out, struct cni_
       .n_ips = nc->n_ips,
       .labels = nc->labels,
       .n_labels = nc->n_labels,
+      .network = nc->name,
   };
   struct endpoint_target t = cmd_target(inv);
   uint64_t id = 0;

@@ -26,6 +26,7 @@ int endpoint_encode_create(const struct endpoint_create_params *p, uint8_t **out
   req.netns = PB_STR(p->netns);
   req.namespace_ = PB_STR(p->pod_namespace);
   req.pod_name = PB_STR(p->pod_name);
+  if (p->network) req.network = PB_STR(p->network);
   req.n_ips = p->n_ips;
   req.ips = (char **)p->ips;
   req.sync = 1;
@@ -192,8 +193,8 @@ int endpoint_get(const struct endpoint_target *t, const char *container_id, cons
   return 0;
 }
 
-int endpoint_gc(const struct endpoint_target *t, const struct netconf_attachment *a, size_t n, size_t *removed,
-                endpoint_removed_fn on_removed, void *ctx, struct cni_error *err) {
+int endpoint_gc(const struct endpoint_target *t, const char *network, const struct netconf_attachment *a, size_t n,
+                size_t *removed, endpoint_removed_fn on_removed, void *ctx, struct cni_error *err) {
   Tessera__Endpoint__V1__Attachment *atts = NULL, **ptrs = NULL;
   if (n) {
     atts = calloc(n, sizeof(*atts));
@@ -215,6 +216,7 @@ int endpoint_gc(const struct endpoint_target *t, const struct netconf_attachment
       TESSERA__ENDPOINT__V1__GARBAGE_COLLECT_ENDPOINTS_REQUEST__INIT;
   req.n_valid_attachments = n;
   req.valid_attachments = ptrs;
+  req.network = PB_STR(network);
   ProtobufCMessage *m = NULL;
   int rc = call(t, ENDPOINT_RPC_GC, &req.base, &tessera__endpoint__v1__garbage_collect_endpoints_response__descriptor,
                 &m, err);

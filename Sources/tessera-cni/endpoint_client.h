@@ -33,6 +33,7 @@ struct endpoint_create_params {
   size_t n_ips;
   const struct netconf_label *labels;
   size_t n_labels;
+  const char *network; /* the configuration's name; may be NULL */
 };
 
 /* Serializes the CreateEndpointRequest (sync = true). Returns 0 and a malloc'd buffer. */
@@ -60,9 +61,9 @@ int endpoint_get(const struct endpoint_target *t, const char *container_id, cons
 /* Called for every endpoint GC removed. */
 typedef void (*endpoint_removed_fn)(void *ctx, const Tessera__Endpoint__V1__Endpoint *removed);
 
-/* GarbageCollectEndpoints: removes endpoints not in the list; on_removed may be NULL. */
-int endpoint_gc(const struct endpoint_target *t, const struct netconf_attachment *a, size_t n, size_t *removed,
-                endpoint_removed_fn on_removed, void *ctx, struct cni_error *err);
+/* GarbageCollectEndpoints: removes the network's endpoints not in the list; on_removed may be NULL. */
+int endpoint_gc(const struct endpoint_target *t, const char *network, const struct netconf_attachment *a, size_t n,
+                size_t *removed, endpoint_removed_fn on_removed, void *ctx, struct cni_error *err);
 
 /* grpc.health.v1.Health/Check for the whole server (service ""); *status is the ServingStatus. */
 int endpoint_health(const struct endpoint_target *t, int *status, struct cni_error *err);

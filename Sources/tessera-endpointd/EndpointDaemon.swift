@@ -154,7 +154,7 @@ struct EndpointDaemon: AsyncParsableCommand {
       rpcServices: [
         EndpointServiceHandler(
           manager: manager, workloads: workloads, metadata: metadata,
-          isServing: { health.isServing }, logger: logger)
+          isServing: { health.isServing }, deletionQueue: deletionQueue, logger: logger)
       ],
       health: health,
       backgroundServices: [

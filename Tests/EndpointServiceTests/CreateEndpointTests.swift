@@ -290,6 +290,42 @@ struct CreateEndpointTests {
     #expect(try node.datapath.ipcacheEntries().allSatisfy { $0.prefix != IPPrefix("10.0.0.1/32")! })
   }
 
+  @Test(
+    "GC collects only its own network's endpoints, and never one whose ADD has not finished"
+  )
+  func garbageCollectPerNetwork() async throws {
+    let node = try InProcessNode()
+    func create(_ container: String, _ ip: String, network: String) async throws {
+      var spec = try node.spec(container, ip, "app=x")
+      spec.network = network
+      _ = try await node.manager.createEndpoint(spec, sync: true)
+    }
+    try await create("a-keep", "10.0.0.1", network: "net-a")
+    try await create("a-stale", "10.0.0.2", network: "net-a")
+    try await create("b-pod", "10.0.0.3", network: "net-b")
+    try await create("cli-pod", "10.0.0.4", network: "")
+    // An ADD of net-a in progress: its policy is being computed.
+    node.computeGate.close()
+    let adding = Task {
+      var spec = try node.spec("a-adding", "10.0.0.5", "app=x")
+      spec.network = "net-a"
+      return try await node.manager.createEndpoint(spec, sync: true)
+    }
+    while node.computeGate.arrivals == 0 { try await Task.sleep(for: .milliseconds(2)) }
+
+    let removed = try await node.manager.garbageCollect(
+      valid: [.init(containerID: "a-keep", interfaceName: "eth0")], network: "net-a")
+    #expect(removed.map(\.containerID) == ["a-stale"])
+    node.computeGate.open()
+    #expect(try await adding.value.state == .ready)
+    #expect(
+      Set(node.manager.registry.all().map(\.containerID))
+        == ["a-keep", "b-pod", "cli-pod", "a-adding"])
+    // Endpoints created without a network are collected only by a GC without one.
+    let legacy = try await node.manager.garbageCollect(valid: [], network: "")
+    #expect(legacy.map(\.containerID) == ["cli-pod"])
+  }
+
   @Test("delete is idempotent and releases the identity reference")
   func delete() async throws {
     let node = try InProcessNode()

@@ -1,3 +1,4 @@
+import Foundation
 import GRPCCore
 import Logging
 import TesseraCore
@@ -27,6 +28,52 @@ struct EndpointServiceHandlerTests {
     } catch {
       Issue.record("\(call): \(error)")
     }
+  }
+
+  @Test(
+    "a create first runs a DEL queued for its own attachment: a DEL that timed out and was queued never deletes the retried ADD's endpoint"
+  )
+  func createRunsItsQueuedDeletionFirst() async throws {
+    let node = try InProcessNode()
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "tsr-dq-\(UUID().uuidString)"
+    ).path
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let queue = DeletionQueue(directory: directory)
+    let handler = EndpointServiceHandler(
+      manager: node.manager, workloads: node.workloads, deletionQueue: queue,
+      logger: Logger(label: "test"))
+    func create(_ container: String, _ ip: String) async throws -> UInt64 {
+      try await withContext { context in
+        try await handler.createEndpoint(
+          request: .with {
+            $0.containerID = container
+            $0.interfaceName = "eth0"
+            $0.ips = [ip]
+            $0.sync = true
+          }, context: context
+        ).endpoint.id
+      }
+    }
+    // ADD, then a DEL whose call timed out: the plugin queued it (as deletion_queue.c writes).
+    let first = try await create("retried", "10.0.0.1")
+    let other = try await create("bystander", "10.0.0.2")
+    for container in ["retried", "bystander"] {
+      try Data(#"{"containerId":"\#(container)","interfaceName":"eth0"}"#.utf8).write(
+        to: URL(fileURLWithPath: "\(directory)/\(container)@eth0.json"))
+    }
+    // The runtime retries the ADD: the queued DEL runs first, then the new endpoint is made.
+    let second = try await create("retried", "10.0.0.1")
+    #expect(second != first)
+    #expect(!FileManager.default.fileExists(atPath: "\(directory)/retried@eth0.json"))
+    // Another attachment's queued DEL is left to the drain.
+    #expect(FileManager.default.fileExists(atPath: "\(directory)/bystander@eth0.json"))
+    #expect(node.manager.registry.endpoint(id: other) != nil)
+    // The periodic drain later finds nothing of the retried pod to delete.
+    await queue.drain(node.manager, logger: Logger(label: "test"))
+    #expect(node.manager.registry.endpoint(id: second)?.state == .ready)
+    #expect(node.manager.registry.endpoint(id: other) == nil)
   }
 
   @Test(

@@ -584,13 +584,17 @@ struct ProtoEdit: Sendable, CustomTestStringConvertible {
   static let all: [ProtoEdit] = [
     ProtoEdit(
       name: "remove CreateEndpointRequest.netns", file: endpoint,
-      old: "  string netns = 9;\n}\n\nmessage CreateEndpointResponse",
-      new: "}\n\nmessage CreateEndpointResponse",
+      old:
+        "  string netns = 9;\n  // The CNI network (its configuration's \"name\"); garbage collection is per network.",
+      new:
+        "  // The CNI network (its configuration's \"name\"); garbage collection is per network.",
       expected: "field .tessera.endpoint.v1.CreateEndpointRequest.netns = 9 was removed"),
     ProtoEdit(
       name: "remove CreateEndpointRequest.netns and reserve 9", file: endpoint,
-      old: "  string netns = 9;\n}\n\nmessage CreateEndpointResponse",
-      new: "  reserved 9;\n  reserved \"netns\";\n}\n\nmessage CreateEndpointResponse",
+      old:
+        "  string netns = 9;\n  // The CNI network (its configuration's \"name\"); garbage collection is per network.",
+      new:
+        "  reserved 9;\n  reserved \"netns\";\n  // The CNI network (its configuration's \"name\"); garbage collection is per network.",
       expected: nil),
     ProtoEdit(
       name: "widen DeleteEndpointResponse.deleted to uint64", file: endpoint,

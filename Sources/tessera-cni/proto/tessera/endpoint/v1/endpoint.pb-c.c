@@ -1267,7 +1267,7 @@ void   tessera__endpoint__v1__garbage_collect_endpoints_response__free_unpacked
   assert(message->base.descriptor == &tessera__endpoint__v1__garbage_collect_endpoints_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor tessera__endpoint__v1__endpoint__field_descriptors[16] =
+static const ProtobufCFieldDescriptor tessera__endpoint__v1__endpoint__field_descriptors[17] =
 {
   {
     "id",
@@ -1461,6 +1461,18 @@ static const ProtobufCFieldDescriptor tessera__endpoint__v1__endpoint__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "network",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Endpoint__V1__Endpoint, network),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tessera__endpoint__v1__endpoint__field_indices_by_name[] = {
   1,   /* field[1] = container_id */
@@ -1475,6 +1487,7 @@ static const unsigned tessera__endpoint__v1__endpoint__field_indices_by_name[] =
   15,   /* field[15] = last_regeneration_error */
   5,   /* field[5] = namespace */
   12,   /* field[12] = netns */
+  16,   /* field[16] = network */
   6,   /* field[6] = pod_name */
   10,   /* field[10] = policy_revision */
   14,   /* field[14] = regeneration_failures */
@@ -1483,7 +1496,7 @@ static const unsigned tessera__endpoint__v1__endpoint__field_indices_by_name[] =
 static const ProtobufCIntRange tessera__endpoint__v1__endpoint__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 16 }
+  { 0, 17 }
 };
 const ProtobufCMessageDescriptor tessera__endpoint__v1__endpoint__descriptor =
 {
@@ -1493,14 +1506,14 @@ const ProtobufCMessageDescriptor tessera__endpoint__v1__endpoint__descriptor =
   "Tessera__Endpoint__V1__Endpoint",
   "tessera.endpoint.v1",
   sizeof(Tessera__Endpoint__V1__Endpoint),
-  16,
+  17,
   tessera__endpoint__v1__endpoint__field_descriptors,
   tessera__endpoint__v1__endpoint__field_indices_by_name,
   1,  tessera__endpoint__v1__endpoint__number_ranges,
   (ProtobufCMessageInit) tessera__endpoint__v1__endpoint__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor tessera__endpoint__v1__create_endpoint_request__field_descriptors[9] =
+static const ProtobufCFieldDescriptor tessera__endpoint__v1__create_endpoint_request__field_descriptors[10] =
 {
   {
     "container_id",
@@ -1610,6 +1623,18 @@ static const ProtobufCFieldDescriptor tessera__endpoint__v1__create_endpoint_req
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "network",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Endpoint__V1__CreateEndpointRequest, network),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tessera__endpoint__v1__create_endpoint_request__field_indices_by_name[] = {
   0,   /* field[0] = container_id */
@@ -1619,13 +1644,14 @@ static const unsigned tessera__endpoint__v1__create_endpoint_request__field_indi
   6,   /* field[6] = labels */
   4,   /* field[4] = namespace */
   8,   /* field[8] = netns */
+  9,   /* field[9] = network */
   5,   /* field[5] = pod_name */
   7,   /* field[7] = sync */
 };
 static const ProtobufCIntRange tessera__endpoint__v1__create_endpoint_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor tessera__endpoint__v1__create_endpoint_request__descriptor =
 {
@@ -1635,7 +1661,7 @@ const ProtobufCMessageDescriptor tessera__endpoint__v1__create_endpoint_request_
   "Tessera__Endpoint__V1__CreateEndpointRequest",
   "tessera.endpoint.v1",
   sizeof(Tessera__Endpoint__V1__CreateEndpointRequest),
-  9,
+  10,
   tessera__endpoint__v1__create_endpoint_request__field_descriptors,
   tessera__endpoint__v1__create_endpoint_request__field_indices_by_name,
   1,  tessera__endpoint__v1__create_endpoint_request__number_ranges,
@@ -2624,7 +2650,7 @@ const ProtobufCMessageDescriptor tessera__endpoint__v1__attachment__descriptor =
   (ProtobufCMessageInit) tessera__endpoint__v1__attachment__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor tessera__endpoint__v1__garbage_collect_endpoints_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor tessera__endpoint__v1__garbage_collect_endpoints_request__field_descriptors[2] =
 {
   {
     "valid_attachments",
@@ -2638,14 +2664,27 @@ static const ProtobufCFieldDescriptor tessera__endpoint__v1__garbage_collect_end
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "network",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Endpoint__V1__GarbageCollectEndpointsRequest, network),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tessera__endpoint__v1__garbage_collect_endpoints_request__field_indices_by_name[] = {
+  1,   /* field[1] = network */
   0,   /* field[0] = valid_attachments */
 };
 static const ProtobufCIntRange tessera__endpoint__v1__garbage_collect_endpoints_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor tessera__endpoint__v1__garbage_collect_endpoints_request__descriptor =
 {
@@ -2655,7 +2694,7 @@ const ProtobufCMessageDescriptor tessera__endpoint__v1__garbage_collect_endpoint
   "Tessera__Endpoint__V1__GarbageCollectEndpointsRequest",
   "tessera.endpoint.v1",
   sizeof(Tessera__Endpoint__V1__GarbageCollectEndpointsRequest),
-  1,
+  2,
   tessera__endpoint__v1__garbage_collect_endpoints_request__field_descriptors,
   tessera__endpoint__v1__garbage_collect_endpoints_request__field_indices_by_name,
   1,  tessera__endpoint__v1__garbage_collect_endpoints_request__number_ranges,

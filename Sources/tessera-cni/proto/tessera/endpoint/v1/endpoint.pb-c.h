@@ -106,10 +106,15 @@ struct  Tessera__Endpoint__V1__Endpoint
    */
   uint32_t regeneration_failures;
   char *last_regeneration_error;
+  /*
+   * The CNI network (its configuration's "name") the endpoint was created in;
+   * "" when created by the CLI or a plugin older than this field.
+   */
+  char *network;
 };
 #define TESSERA__ENDPOINT__V1__ENDPOINT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tessera__endpoint__v1__endpoint__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, TESSERA__ENDPOINT__V1__ENDPOINT_STATE__ENDPOINT_STATE_UNSPECIFIED, 0, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, TESSERA__ENDPOINT__V1__ENDPOINT_STATE__ENDPOINT_STATE_UNSPECIFIED, 0, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Tessera__Endpoint__V1__CreateEndpointRequest
@@ -135,10 +140,14 @@ struct  Tessera__Endpoint__V1__CreateEndpointRequest
    */
   protobuf_c_boolean sync;
   char *netns;
+  /*
+   * The CNI network (its configuration's "name"); garbage collection is per network.
+   */
+  char *network;
 };
 #define TESSERA__ENDPOINT__V1__CREATE_ENDPOINT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tessera__endpoint__v1__create_endpoint_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Tessera__Endpoint__V1__CreateEndpointResponse
@@ -414,14 +423,21 @@ struct  Tessera__Endpoint__V1__GarbageCollectEndpointsRequest
 {
   ProtobufCMessage base;
   /*
-   * Endpoints not in this list are deleted (CNI GC `cni.dev/valid-attachments`).
+   * Endpoints of `network` not in this list are deleted (CNI GC
+   * `cni.dev/valid-attachments`), except those whose first regeneration has not
+   * finished (an ADD in progress).
    */
   size_t n_valid_attachments;
   Tessera__Endpoint__V1__Attachment **valid_attachments;
+  /*
+   * The CNI network whose attachments these are: endpoints of other networks
+   * are never touched. "" selects the endpoints created without a network.
+   */
+  char *network;
 };
 #define TESSERA__ENDPOINT__V1__GARBAGE_COLLECT_ENDPOINTS_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tessera__endpoint__v1__garbage_collect_endpoints_request__descriptor) \
-    , 0,NULL }
+    , 0,NULL, (char *)protobuf_c_empty_string }
 
 
 struct  Tessera__Endpoint__V1__GarbageCollectEndpointsResponse
