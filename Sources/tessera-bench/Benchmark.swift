@@ -222,11 +222,18 @@ struct Benchmark: AsyncParsableCommand {
           let podAddMissing = PodAddBenchmark.missing(tesseraCNI: podAdd.tesseraCNI)
           if let podAddMissing { notes.append("pod ADD figures skipped: \(podAddMissing)") }
           var podAddTimes: [(live: Int, times: PodAddBenchmark.Times)] = []
+          // The first live endpoints get host veths (programs attached) as many as pod ADD
+          // is measured at: a node with that many pods has that many devices.
+          let liveDevices =
+            podAddMissing == nil ? try LiveDevices.create(count: podAddLive.max() ?? 0) : nil
+          defer { liveDevices?.destroy() }
           for target in Set(liveEndpoints + podAddLive).sorted() {
             while live < target {
+              let device = liveDevices.map { live < $0.names.count ? $0.names[live] : "" } ?? ""
               _ = try await endpoints.createEndpoint(
                 Self.createRequest(
-                  container: "live-\(live)", ip: Self.address(live), app: "svc-\(live % rules)"))
+                  container: "live-\(live)", ip: Self.address(live), app: "svc-\(live % rules)",
+                  host: device))
               live += 1
             }
             if podAddMissing == nil, podAddLive.contains(target) {

@@ -214,3 +214,41 @@ struct PodAddBenchmark {
     return rows
   }
 }
+
+/// The host side of a node's live pods: one veth per live endpoint, as a node with
+/// that many pods has (ptp's gateway address on each host end, both ends up, so
+/// each has its link-local address and routes). The peers share one namespace.
+/// Pod ADD at N live endpoints is measured with N of them: what a node does per
+/// ADD that grows with its devices (listing addresses or links) shows there.
+struct LiveDevices {
+  let namespace: NetworkNamespace
+  let names: [String]
+
+  static func create(count: Int) throws -> LiveDevices {
+    let tag = getpid() % 10_000
+    let namespace = try NetworkNamespace.create("tsrb-live-\(tag)")
+    let names = (0..<count).map { "tl\(tag)x\($0)" }
+    do {
+      var host = ""
+      for (i, name) in names.enumerated() {
+        host += "link add \(name) type veth peer name p\(i) netns \(namespace.name)\n"
+        host += "addr add 10.184.0.1/32 dev \(name)\n"
+        host += "link set \(name) up\n"
+      }
+      try execute([NetworkNamespace.ip, "-batch", "-"], stdin: Data(host.utf8), keepErrors: true)
+        .checkedOutput()
+      let peers = (0..<count).map { "link set p\($0) up\n" }.joined()
+      try execute(
+        [NetworkNamespace.ip, "-n", namespace.name, "-batch", "-"], stdin: Data(peers.utf8),
+        keepErrors: true
+      ).checkedOutput()
+    } catch {
+      namespace.destroy()
+      throw error
+    }
+    return LiveDevices(namespace: namespace, names: names)
+  }
+
+  /// Deletes the peers' namespace, and with each peer its host end.
+  func destroy() { namespace.destroy() }
+}

@@ -247,7 +247,8 @@ struct Report {
       transport, measured in the same run. Identities are new label sets allocated through
       `AllocateIdentity`. Rules are CiliumNetworkPolicies (`svc-i` accepts `client-i` on one port).
       Create latency is `CreateEndpoint(sync)` → ready (identity resolved, policy computed and realised in the
-      datapath) for endpoints without a device (map writes, no tc attach), measured while an endpoint is
+      datapath) for endpoints without a device (map writes, no tc attach; up to 1,000 of the live ones have
+      host veths, see pod ADD), measured while an endpoint is
       created and deleted per iteration at each live-endpoint count (after 50 unmeasured iterations).
 
       Pod ADD is measured as a runtime sees it: the bench execs the CNI plugins the way libcni does
@@ -256,8 +257,10 @@ struct Report {
       namespace per pod, with the veth made by containernetworking-plugins' `ptp` (host-local IPAM), against
       this node's datapath (tc programs attached to the host veth): `ptp` alone, `ptp` then `tessera-cni`,
       and `tessera-cni` as the main plugin; the time is the first plugin's exec to the last plugin's exit,
-      variants interleaved, one unmeasured round first, at each listed live-endpoint count (device-less
-      endpoints created through the API). The overheads are p50 differences against `ptp` alone.
+      variants interleaved, one unmeasured round first, at each listed live-endpoint count (endpoints
+      created through the API, each of them with a host veth of its own and programs attached, as a node
+      with that many pods has: ptp's gateway address on the host end, both ends up). The overheads are p50
+      differences against `ptp` alone.
       SelectorCache figures are in process: the p50 of adding one identity to
       10,000 identities × 1,000 selectors, against one full recompute.
 
