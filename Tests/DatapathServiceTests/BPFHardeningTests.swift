@@ -141,6 +141,67 @@ struct BPFHardeningTests {
   }
 
   @Test(
+    "on a bridge: a pod sends no router advertisement or redirect, and receives no new flow addressed to another pod"
+  )
+  func bridgeNeighbours() throws {
+    try withDatapath { datapath, backend in
+      // Every peer allowed in both directions: only the checks before policy can drop.
+      _ = try datapath.realize(
+        pod(
+          id: 33, ingressEnforced: true, egressEnforced: true,
+          entries: [
+            PolicyEntry(peer: frontend, direction: .ingress, proto: .any, ports: .any),
+            PolicyEntry(peer: .worldIPv6, direction: .egress, proto: .any, ports: .any),
+          ]))
+      let advert = Packet.icmpMessage(type: 134, code: 0, rest: [64, 0, 0x07, 0x08])
+      let redirect = Packet.icmpMessage(type: 137, code: 0, body: [UInt8](repeating: 0, count: 32))
+      for message in [advert, redirect] {
+        #expect(
+          try !backend.passes(
+            33, .egress,
+            Packet.ipv6Frame(
+              "fe80::5", "ff02::1", proto: Packet.icmpv6, payload: message, hopLimit: 255)))
+      }
+      #expect(try count(backend, 33, .egress, "drop-invalid-source") == 2)
+      // A neighbour solicitation still passes.
+      #expect(
+        try backend.passes(
+          33, .egress,
+          Packet.ipv6Frame(
+            podIP6, "ff02::1:ff00:1", proto: Packet.icmpv6,
+            payload: Packet.icmpMessage(type: 135, code: 0, body: IPPrefix("fd00::1")!.bytes),
+            hopLimit: 255)))
+      // In: a new flow addressed to another pod (the bridge delivered it here because
+      // this pod claimed that pod's MAC) is dropped; to this pod, its link-local
+      // address or a multicast group it passes.
+      let tcp = Packet.l4(proto: Packet.tcp, sport: 41000, dport: 8080)
+      #expect(
+        try !backend.passes(
+          33, .ingress, Packet.ipv4Frame(frontendIP, "10.0.0.99", proto: Packet.tcp, payload: tcp)))
+      #expect(
+        try !backend.passes(
+          33, .ingress, Packet.ipv6Frame(frontendIP6, "fd00::99", proto: Packet.tcp, payload: tcp)))
+      #expect(try count(backend, 33, .ingress, "drop-invalid-packet") == 2)
+      #expect(
+        try backend.passes(
+          33, .ingress, Packet.ipv4Frame(frontendIP, podIP, proto: Packet.tcp, payload: tcp)))
+      #expect(
+        try backend.passes(
+          33, .ingress, Packet.ipv6Frame(frontendIP6, podIP6, proto: Packet.tcp, payload: tcp)))
+      let udp = Packet.l4(proto: Packet.udp, sport: 5353, dport: 5353)
+      #expect(
+        try backend.passes(
+          33, .ingress, Packet.ipv4Frame(frontendIP, "224.0.0.251", proto: Packet.udp, payload: udp)))
+      #expect(
+        try backend.passes(
+          33, .ingress, Packet.ipv6Frame(frontendIP6, "ff02::fb", proto: Packet.udp, payload: udp)))
+      #expect(
+        try backend.passes(
+          33, .ingress, Packet.ipv6Frame(frontendIP6, "fe80::5", proto: Packet.udp, payload: udp)))
+    }
+  }
+
+  @Test(
     "ND and MLD pass before policy only on the link: the hop limit an on-link sender gives, to a link-scope address or the node"
   )
   func neighbourDiscoveryStaysOnLink() throws {

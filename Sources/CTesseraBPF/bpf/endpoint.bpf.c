@@ -15,12 +15,14 @@
  *   ethertype: ARP (from the container: its own sender address) passes,
  *              anything but IPv4/IPv6 is dropped
  *   parse (IPv6 extension headers parsed to the end, or dropped)
- *   -> from the container: source validation (source.h)
+ *   -> from the container: source validation (source.h); a router
+ *      advertisement or redirect from it is dropped
  *   -> ND/MLD on the link: pass; later fragments: pass when their first
  *      did (fragments.h)
  *   -> ICMP error about a tracked flow: pass (conntrack.h)
  *   -> conntrack (established / reply: pass, counted on the allowing entry;
  *      ICMP other than echo is never tracked: judged packet by packet)
+ *   -> into the container, a new flow: addressed to it (source.h), else dropped
  *   -> ipcache (peer identity) -> policy (deny, allow, default; the
  *      deciding entry's counters)
  *   -> conntrack create -> pass
@@ -300,6 +302,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		v.ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
 	if (!v.ep)
 		return verdict_drop(&v, TESSERA_DROP_NO_ENDPOINT);
+	/* Checked where a flow begins: an established flow's first packet was. */
+	if (dir == TESSERA_DIR_INGRESS && !destination_is_own(v.ep, &f))
+		return verdict_drop(&v, TESSERA_DROP_INVALID_PACKET);
 	enforced = dir == TESSERA_DIR_INGRESS ? !!(v.ep->flags & TESSERA_EP_F_INGRESS_ENFORCED)
 					      : !!(v.ep->flags & TESSERA_EP_F_EGRESS_ENFORCED);
 

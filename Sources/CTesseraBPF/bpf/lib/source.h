@@ -52,7 +52,9 @@ static __always_inline int source_valid(const struct endpoint_info *ep, const st
 	return f->family == TESSERA_FAMILY_V6 && f->icmp6_nd && ipv6_is_local_only(f->saddr);
 }
 
+#define TESSERA_ICMP6_ROUTER_ADVERT 134
 #define TESSERA_ICMP6_NEIGHBOUR_ADVERT 136
+#define TESSERA_ICMP6_REDIRECT 137
 
 /* Whether neighbour discovery leaving the container announces only what it
  * may: a neighbour advertisement's target (RFC 4861 §4.4) is, like an ARP
@@ -70,6 +72,10 @@ static __always_inline int source_nd_valid(struct __sk_buff *skb, const struct e
 	hdr = packet_bytes(skb, f->l4_off, buf, 1);
 	if (!hdr)
 		return 0;
+	/* A pod is a host, not a router: its router advertisements and redirects
+	 * would make its neighbours on a bridge route through it (RFC 4861 §6, §8). */
+	if (hdr[0] == TESSERA_ICMP6_ROUTER_ADVERT || hdr[0] == TESSERA_ICMP6_REDIRECT)
+		return 0;
 	if (hdr[0] != TESSERA_ICMP6_NEIGHBOUR_ADVERT)
 		return 1;
 	hdr = packet_bytes(skb, f->l4_off + 8, buf, sizeof(buf));
@@ -77,6 +83,25 @@ static __always_inline int source_nd_valid(struct __sk_buff *skb, const struct e
 		return 0; /* truncated: no target to check */
 	__builtin_memcpy(target, hdr, 16);
 	return source_is_own(ep, TESSERA_FAMILY_V6, target) || ipv6_is_link_local(target);
+}
+
+/* Whether a new flow coming in is addressed to the endpoint: one of its own
+ * addresses, a link-local IPv6 address (its own, not in the endpoint map), or a
+ * multicast or broadcast group. On a bridge, a neighbour that claims another
+ * pod's MAC address makes the bridge deliver that pod's traffic here; judging
+ * it by this endpoint's ingress policy would hand it over. */
+static __always_inline int destination_is_own(const struct endpoint_info *ep, const struct flow *f)
+{
+	if (f->family == TESSERA_FAMILY_V6) {
+		if (ipv6_is_link_local(f->daddr) || f->daddr[0] == 0xff)
+			return 1;
+	} else {
+		if ((f->daddr[0] & 0xf0) == 0xe0 || /* 224.0.0.0/4 */
+		    (f->daddr[0] == 0xff && f->daddr[1] == 0xff && f->daddr[2] == 0xff &&
+		     f->daddr[3] == 0xff))
+			return 1;
+	}
+	return source_is_own(ep, f->family, f->daddr);
 }
 
 /* Whether an ARP packet leaving the container may announce `sender` (its
