@@ -191,7 +191,8 @@ struct BPFHardeningTests {
       let udp = Packet.l4(proto: Packet.udp, sport: 5353, dport: 5353)
       #expect(
         try backend.passes(
-          33, .ingress, Packet.ipv4Frame(frontendIP, "224.0.0.251", proto: Packet.udp, payload: udp)))
+          33, .ingress, Packet.ipv4Frame(frontendIP, "224.0.0.251", proto: Packet.udp, payload: udp)
+        ))
       #expect(
         try backend.passes(
           33, .ingress, Packet.ipv6Frame(frontendIP6, "ff02::fb", proto: Packet.udp, payload: udp)))
