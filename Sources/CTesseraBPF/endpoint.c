@@ -35,11 +35,11 @@ void tessera_bpf_endpoint_fds_close(struct tessera_endpoint_fds *fds)
 
 /* Pins `prog` at `path`, replacing an older pin (bpffs has no rename; the
  * attached filters, not the pins, keep programs running meanwhile). */
-static int pin_program(struct bpf_program *prog, const char *path)
+static int pin_program(int fd, const char *path)
 {
 	if (unlink(path) < 0 && errno != ENOENT)
 		return neg_errno();
-	return bpf_obj_pin(bpf_program__fd(prog), path);
+	return bpf_obj_pin(fd, path);
 }
 
 int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id,
@@ -48,7 +48,7 @@ int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id,
 	struct tessera_endpoint_fds got = {-1, -1};
 	struct endpoint_metrics *zero = NULL;
 	char ep_dir[PATH_MAX], path[PATH_MAX];
-	struct bpf_object *obj = NULL;
+	int stubs[2] = {-1, -1};
 	uint64_t start = now_ns();
 	int ncpus, err;
 
@@ -73,35 +73,28 @@ int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id,
 		return err;
 	}
 
-	if ((err = open_object(t, endpoint_id, 0, &obj)))
-		goto cleanup;
-	if ((err = bpf_object__load(obj)))
+	if ((err = stub_load(t, endpoint_id, stubs)))
 		goto cleanup;
 	for (size_t i = 0; i < 2; i++) {
-		struct bpf_program *prog = bpf_object__find_program_by_name(obj, stub_programs[i]);
-		int fd;
 		if ((err = endpoint_path(t, endpoint_id, stub_programs[i], path, sizeof(path))))
 			goto cleanup;
-		if ((err = pin_program(prog, path))) {
+		if ((err = pin_program(stubs[i], path))) {
 			log_append("tessera: cannot pin %s: %s\n", path, strerror(-err));
 			goto cleanup;
 		}
-		if ((fd = dup_fd(bpf_program__fd(prog))) < 0) {
-			err = fd;
-			goto cleanup;
-		}
-		if (i == 0)
-			got.from_container = fd;
-		else
-			got.to_container = fd;
 	}
+	got.from_container = stubs[0];
+	got.to_container = stubs[1];
+	stubs[0] = stubs[1] = -1;
 	*fds = got;
 	got = (struct tessera_endpoint_fds){-1, -1};
 	if (load_ns)
 		*load_ns = now_ns() - start;
 cleanup:
 	tessera_bpf_endpoint_fds_close(&got);
-	bpf_object__close(obj);
+	for (size_t i = 0; i < 2; i++)
+		if (stubs[i] >= 0)
+			close(stubs[i]);
 	return err;
 }
 

@@ -246,14 +246,14 @@ int tessera_bpf_open(const char *object_path, const char *pin_dir, struct tesser
 
 	/* A restart with the same object re-adopts everything as it is. */
 	if (open_pinned_globals(t) == 0) {
-		if (can_adopt(t)) {
+		if (can_adopt(t))
 			t->adopted = 1;
-			*out = t;
-			return 0;
-		}
-		close_globals(t);
+		else
+			close_globals(t);
 	}
-	if ((err = install_handlers(t)))
+	if (!t->adopted && (err = install_handlers(t)))
+		goto fail;
+	if ((err = stub_template_prepare(t)))
 		goto fail;
 	*out = t;
 	return 0;
@@ -266,6 +266,7 @@ void tessera_bpf_close(struct tessera_bpf *t)
 {
 	if (!t)
 		return;
+	stub_template_close(t);
 	close_globals(t);
 	free(t->object);
 	free(t);

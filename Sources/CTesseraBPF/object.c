@@ -13,62 +13,79 @@ const char *const stub_programs[2] = {"from_container", "to_container"};
 const char *const handler_programs[TESSERA_HANDLER_MAX] = {"handle_from_container",
 							   "handle_to_container"};
 
-/* Writes `n` 64-bit variables of the object's .rodata, found through BTF;
- * the first `required` must be there. */
-static int set_rodata(struct bpf_object *obj, const char *const *names, const uint64_t *values,
-		      int n, int required)
+int rodata_variable(struct bpf_object *obj, const char *name, struct bpf_map **rodata_out,
+		    uint32_t *offset)
 {
 	struct bpf_map *map, *rodata = NULL;
 	const struct btf_var_secinfo *vs;
 	const struct btf_type *sec;
 	struct btf *btf;
-	const void *initial;
-	char data[256];
-	size_t size;
 	int sec_id;
 
 	bpf_object__for_each_map(map, obj)
 	{
-		const char *name = bpf_map__name(map);
-		size_t len = strlen(name);
-		if (bpf_map__is_internal(map) && len >= 7 && strcmp(name + len - 7, ".rodata") == 0)
+		const char *map_name = bpf_map__name(map);
+		size_t len = strlen(map_name);
+		if (bpf_map__is_internal(map) && len >= 7 &&
+		    strcmp(map_name + len - 7, ".rodata") == 0)
 			rodata = map;
 	}
 	btf = bpf_object__btf(obj);
 	if (!rodata || !btf) {
 		log_append("tessera: object has no .rodata or BTF\n");
-		return -ENOENT;
+		return -EINVAL;
 	}
 	sec_id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
 	if (sec_id < 0) {
 		log_append("tessera: no .rodata section in the object's BTF\n");
-		return -ENOENT;
+		return -EINVAL;
 	}
 	sec = btf__type_by_id(btf, sec_id);
-	initial = bpf_map__initial_value(rodata, &size);
-	if (!initial || size > sizeof(data))
-		return -EINVAL;
-	memcpy(data, initial, size);
-	for (int k = 0; k < n; k++) {
-		int found = 0;
-
-		vs = btf_var_secinfos(sec);
-		for (int i = 0; i < btf_vlen(sec); i++, vs++) {
-			const struct btf_type *var = btf__type_by_id(btf, vs->type);
-			if (strcmp(btf__name_by_offset(btf, var->name_off), names[k]) != 0)
-				continue;
-			if (vs->size != sizeof(values[k]) || vs->offset + sizeof(values[k]) > size)
-				return -EINVAL;
-			memcpy(data + vs->offset, &values[k], sizeof(values[k]));
-			found = 1;
-			break;
-		}
-		if (!found && k < required) {
-			log_append("tessera: %s not found in .rodata\n", names[k]);
-			return -ENOENT;
-		}
+	vs = btf_var_secinfos(sec);
+	for (int i = 0; i < btf_vlen(sec); i++, vs++) {
+		const struct btf_type *var = btf__type_by_id(btf, vs->type);
+		if (strcmp(btf__name_by_offset(btf, var->name_off), name) != 0)
+			continue;
+		if (vs->size != sizeof(uint64_t) ||
+		    vs->offset + sizeof(uint64_t) > bpf_map__value_size(rodata))
+			return -EINVAL;
+		*rodata_out = rodata;
+		*offset = vs->offset;
+		return 0;
 	}
-	return bpf_map__set_initial_value(rodata, data, size);
+	return -ENOENT;
+}
+
+/* Writes `n` 64-bit variables of the object's .rodata; the first `required`
+ * must be there. */
+static int set_rodata(struct bpf_object *obj, const char *const *names, const uint64_t *values,
+		      int n, int required)
+{
+	struct bpf_map *rodata = NULL;
+	const void *initial = NULL;
+	char data[TESSERA_RODATA_MAX];
+	size_t size = 0;
+
+	for (int k = 0; k < n; k++) {
+		uint32_t offset;
+		int err = rodata_variable(obj, names[k], &rodata, &offset);
+
+		if (err == -ENOENT && k >= required)
+			continue;
+		if (err) {
+			if (err == -ENOENT)
+				log_append("tessera: %s not found in .rodata\n", names[k]);
+			return err;
+		}
+		if (!initial) {
+			initial = bpf_map__initial_value(rodata, &size);
+			if (!initial || size > sizeof(data))
+				return -EINVAL;
+			memcpy(data, initial, size);
+		}
+		memcpy(data + offset, &values[k], sizeof(values[k]));
+	}
+	return rodata ? bpf_map__set_initial_value(rodata, data, size) : -ENOENT;
 }
 
 /* The endpoint id of the stubs; the clock of the handlers. */

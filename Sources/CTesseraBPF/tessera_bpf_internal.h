@@ -2,18 +2,18 @@
  * libbpf loader of the endpoint programs (see include/tessera_bpf.h and
  * docs/architecture.md §5): what its files share.
  *
- * Flow of one endpoint load: open the object from memory, set the endpoint
- * id in .rodata, point the per-endpoint maps at their pin paths and the
- * global maps at the pin root, load (libbpf re-uses pinned maps and pins new
- * ones), pin the programs, and hand out duplicated descriptors; one
- * `cleanup:` path closes the object.
+ * At startup the object is opened from memory and loaded twice through
+ * libbpf: the shared handlers (global maps re-used from their pins or
+ * created and pinned) and, once, the endpoint stubs as a template. Flow of
+ * one endpoint load: a frozen .rodata map with the endpoint's id, the
+ * template's instructions pointed at it, two program loads, the programs
+ * pinned; no object is parsed and no BTF loaded per endpoint.
  *
  * Files: loader.c (open, adopt or install the handlers), object.c (one
- * object load), clock.c (the programs' clock), map_upgrade.c (pinned
- * maps whose layout changed, across an upgrade), endpoint.c (an endpoint's stubs and map
- * entries), tc.c (attachment), maps.c (thin wrappers), probe.c, log.c,
- * events.c (the events ring buffer), host_addresses.c (the node's addresses, from
- * rtnetlink), util.c.
+ * object load), stubs.c (each endpoint's stubs from one template), clock.c (the programs' clock),
+ * map_upgrade.c (pinned maps whose layout changed, across an upgrade), endpoint.c (an endpoint's
+ * stubs and map entries), tc.c (attachment), maps.c (thin wrappers), probe.c, log.c, events.c (the
+ * events ring buffer), host_addresses.c (the node's addresses, from rtnetlink), util.c.
  */
 #ifndef TESSERA_BPF_INTERNAL_H
 #define TESSERA_BPF_INTERNAL_H
@@ -38,6 +38,20 @@
 #endif
 
 #define TESSERA_OBJECT_NAME "tessera_endpoint"
+/* The largest .rodata the loader copies (the object's is 24 bytes). */
+#define TESSERA_RODATA_MAX 256
+
+/* The endpoints' stubs, loaded once through libbpf (stubs.c): each
+ * endpoint's are the same relocated instructions with its own .rodata. */
+struct stub_template {
+	struct bpf_object *object; /* owns the instructions and the maps they name */
+	const struct bpf_insn *insns[2];
+	size_t insn_cnt[2];
+	int rodata_fd; /* the template's .rodata map, named in the instructions */
+	uint32_t rodata_size;
+	uint32_t endpoint_id_offset;
+	char rodata[TESSERA_RODATA_MAX];
+};
 
 struct tessera_bpf {
 	char pin_dir[PATH_MAX];
@@ -58,6 +72,7 @@ struct tessera_bpf {
 	int events_fd;
 	int events_lost_fd;
 	int adopted; /* handlers re-used from a previous run */
+	struct stub_template stubs;
 };
 
 /* Shared by the loader's files only: not part of the library's interface. */
@@ -85,6 +100,16 @@ void program_clock(uint64_t *ns_per_jiffy, uint64_t *base_ns);
 /* object.c */
 int open_object(struct tessera_bpf *t, uint64_t id, int handlers, struct bpf_object **out);
 int get_fd(struct bpf_object *obj, const char *map_name);
+/* The object's .rodata map and the offset of its 64-bit variable `name`
+ * (from BTF); -ENOENT when there is no such variable. */
+int rodata_variable(struct bpf_object *obj, const char *name, struct bpf_map **rodata,
+		    uint32_t *offset);
+
+/* stubs.c */
+int stub_template_prepare(struct tessera_bpf *t);
+void stub_template_close(struct tessera_bpf *t);
+/* Loads endpoint `id`'s two stubs (stub_programs order) into `fds`. */
+int stub_load(struct tessera_bpf *t, uint64_t id, int fds[2]);
 
 /* map_upgrade.c: a pinned map of older programs with another layout. */
 struct map_upgrade {
