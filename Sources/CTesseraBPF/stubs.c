@@ -46,7 +46,8 @@ int stub_template_prepare(struct tessera_bpf *t)
 		s->insns[i] = bpf_program__insns(prog);
 		s->insn_cnt[i] = bpf_program__insn_cnt(prog);
 		if (!s->insns[i] || !s->insn_cnt[i]) {
-			log_append("tessera: no instructions of %s after its load\n", stub_programs[i]);
+			log_append("tessera: no instructions of %s after its load\n",
+				   stub_programs[i]);
 			err = -ENOENT;
 			goto fail;
 		}
@@ -86,8 +87,7 @@ static int endpoint_rodata(const struct stub_template *s, uint64_t id)
 	return fd;
 }
 
-static int load_stub(const struct stub_template *s, size_t i, int rodata_fd,
-		     struct bpf_insn *insns)
+static int load_stub(const struct stub_template *s, size_t i, int rodata_fd, struct bpf_insn *insns)
 {
 	LIBBPF_OPTS(bpf_prog_load_opts, opts);
 	char *verifier_log;
