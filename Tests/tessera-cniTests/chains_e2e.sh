@@ -7,7 +7,9 @@
 #   tessera-cni as the main plugin with host-local IPAM (the recommended mode)
 # three pods a, b, c and a policy letting only a reach b on TCP 8080. Checks: a -> b:8080
 # connects, a -> b:9090 and c -> b:8080 are dropped, every pod's programs sit on its own host
-# veth (the peer of its eth0) and never on the bridge.
+# veth (the peer of its eth0) and never on the bridge. On the bridge, c steals b's MAC
+# (gratuitous ARP with b's MAC as the Ethernet source): the bridge moves the MAC to c's port,
+# and none of b's packets may reach c.
 #
 # The window: b's listener is bound and an AF_PACKET sniffer runs in b's namespace before
 # b's ADD, while c floods b. Every packet that reaches b's namespace before ADD returns is
@@ -180,6 +182,18 @@ while True:
         src = socket.inet_ntop(socket.AF_INET6, data[22:38])
     # time, interface, ethertype, length, IP source, first 48 bytes (for the report)
     out.write("%.6f %s 0x%04x %d %s %s\n" % (time.time(), ifname, proto, len(data), src, data[:48].hex()))'
+# Gratuitous ARP for the sender's own address (argv[2]) with another pod's MAC (argv[1]) as
+# the Ethernet source, every 50 ms for argv[3] seconds: the bridge learns that MAC here.
+MAC_THIEF='
+import socket, sys, time
+stolen, own_ip, end = bytes.fromhex(sys.argv[1].replace(":", "")), socket.inet_aton(sys.argv[2]), time.time() + float(sys.argv[3])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+own_mac = s.getsockname()[4]
+arp = bytes.fromhex("0001080006040001") + own_mac + own_ip + bytes(6) + own_ip
+while time.time() < end:
+    s.send(b"\xff" * 6 + stolen + b"\x08\x06" + arp)
+    time.sleep(0.05)'
 # A denied peer that keeps trying to reach the target: TCP connects to 8080 and UDP datagrams.
 FLOODER='
 import socket, sys, time
@@ -306,6 +320,24 @@ for chain in ptp bridge main; do
     check "bridge: the bridge $BR carries no programs" no_programs "$BR"
     check "bridge: prevResult listed the bridge first (the old rule's pick)" \
       [ "$(jq -r '.interfaces[0].name' "$tmp/bridge-b.json")" = "$BR" ]
+    # MAC theft: c sends frames from its own address with b's MAC as the Ethernet source, so
+    # the bridge learns b's MAC on c's port and delivers a's traffic for b to c. c has no
+    # policy of its own (its ingress allows everything): only the destination check keeps
+    # b's traffic out of c.
+    b_mac=$(ip -n "$(ns bridge b)" link show eth0 | awk '/link\/ether/ {print $2}')
+    c_hv=$(host_veth bridge c)
+    bg ip netns exec "$(ns bridge c)" "$PY" -c "$SNIFFER" "$tmp/bridge-c.sniffed"
+    for _ in $(seq 100); do [ -e "$tmp/bridge-c.sniffed.ready" ] && break; sleep 0.05; done
+    bg ip netns exec "$(ns bridge c)" "$PY" -c "$MAC_THIEF" "$b_mac" "$c_ip" 3
+    sleep 0.3
+    connects bridge a "$b_ip" 8080 >/dev/null
+    fdb=$(bridge fdb show br "$BR")
+    check "bridge: c's frames moved b's MAC to c's port ($c_hv) on the bridge" \
+      grep -qi "^$b_mac dev $c_hv " <<<"$fdb"
+    wait "${bg_pids[-1]}" 2>/dev/null
+    b_hex=$(printf '%02x' ${b_ip//./ })
+    check "bridge: no packet for b reached c while c held b's MAC" \
+      [ "$(awk -v b="$b_hex" '$3 == "0x0800" && substr($6, 61, 8) == b' "$tmp/bridge-c.sniffed" | wc -l)" = 0 ]
   fi
   if [ "$chain" = main ]; then
     hv=$(host_veth main b)
