@@ -86,8 +86,9 @@ int tessera_events_read(struct tessera_events *e, struct tessera_event *out, int
 uint64_t tessera_events_lost(const struct tessera_bpf *t);
 
 /* Loads the stub programs of endpoint `endpoint_id` with the id in
- * read-only data (they tail-call the shared handlers; a verifier pass of a
- * few dozen instructions), creates the endpoint's counters (kept when they
+ * read-only data (they tail-call the shared handlers; the instructions of
+ * the template loaded at tessera_bpf_open, a verifier pass of a few dozen
+ * instructions), creates the endpoint's counters (kept when they
  * exist) and pins the stubs under endpoints/<id>/ (replacing older pins).
  * `load_ns` receives the time spent, when not NULL. The caller closes the
  * descriptors with tessera_bpf_endpoint_fds_close. */
