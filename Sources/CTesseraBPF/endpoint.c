@@ -75,6 +75,8 @@ int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id,
 
 	if ((err = stub_load(t, endpoint_id, stubs)))
 		goto cleanup;
+	got.from_container = stubs[0];
+	got.to_container = stubs[1];
 	for (size_t i = 0; i < 2; i++) {
 		if ((err = endpoint_path(t, endpoint_id, stub_programs[i], path, sizeof(path))))
 			goto cleanup;
@@ -83,18 +85,12 @@ int tessera_bpf_endpoint_load(struct tessera_bpf *t, uint64_t endpoint_id,
 			goto cleanup;
 		}
 	}
-	got.from_container = stubs[0];
-	got.to_container = stubs[1];
-	stubs[0] = stubs[1] = -1;
 	*fds = got;
 	got = (struct tessera_endpoint_fds){-1, -1};
 	if (load_ns)
 		*load_ns = now_ns() - start;
 cleanup:
 	tessera_bpf_endpoint_fds_close(&got);
-	for (size_t i = 0; i < 2; i++)
-		if (stubs[i] >= 0)
-			close(stubs[i]);
 	return err;
 }
 
