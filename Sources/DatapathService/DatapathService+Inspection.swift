@@ -16,7 +16,7 @@ extension DatapathServiceHandler {
           $0.destination = entry.destination
           $0.sourcePort = UInt32(entry.sourcePort)
           $0.destinationPort = UInt32(entry.destinationPort)
-          $0.protocol = Tessera_Common_V1_Protocol(rawValue: Int(entry.proto.rawValue)) ?? .any
+          $0.protocol = Tessera_Common_V1_Protocol(entry.proto)
           $0.endpointID = entry.endpointID
           $0.direction = entry.direction == .ingress ? .ingress : .egress
           $0.packets = entry.packets

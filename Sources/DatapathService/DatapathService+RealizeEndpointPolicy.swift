@@ -13,6 +13,13 @@ extension DatapathServiceHandler {
     guard request.hasPolicy else {
       throw RPCError(code: .invalidArgument, message: "policy must be set")
     }
+    // Only the endpoint service knows the ports behind a name; a row left unresolved here
+    // would silently allow or deny nothing.
+    guard request.policy.namedPortEntries.isEmpty else {
+      throw RPCError(
+        code: .invalidArgument,
+        message: "policy has named-port rows: the endpoint service resolves them before realising")
+    }
     guard request.hostInterface.utf8.count < 16, !request.hostInterface.contains("/") else {
       throw RPCError(
         code: .invalidArgument, message: "'\(request.hostInterface)' is not a valid interface name")

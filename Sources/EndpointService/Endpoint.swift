@@ -33,6 +33,9 @@ public struct Endpoint: Sendable, Codable, Hashable {
   /// collection is per network. Nil when created by the CLI or an older plugin (and
   /// in state files written before networks were recorded).
   public var network: String?
+  /// Ports the workload declares by name; a policy's named ports resolve to them. Nil in
+  /// state files written before named ports.
+  public var namedPorts: [NamedPort]?
 
   public var state: EndpointState { stateMachine.state }
 
@@ -56,13 +59,17 @@ public struct EndpointSpec: Sendable, Hashable {
   public var labels: LabelSet
   /// The CNI network; empty for none.
   public var network: String
+  /// The workload's named ports (its container ports); names are unique.
+  public var namedPorts: [NamedPort]
 
   public init(
     containerID: String, interfaceName: String = "eth0", hostInterface: String = "",
     ips: [IPPrefix], namespace: String = Endpoint.defaultNamespace, podName: String = "",
-    netns: String = "", labels: LabelSet = .empty, network: String = ""
+    netns: String = "", labels: LabelSet = .empty, network: String = "",
+    namedPorts: [NamedPort] = []
   ) {
     self.network = network
+    self.namedPorts = namedPorts
     self.containerID = containerID
     self.interfaceName = interfaceName
     self.hostInterface = hostInterface
@@ -135,6 +142,9 @@ public struct EndpointSpec: Sendable, Hashable {
     }
     guard !namespace.isEmpty, namespace.utf8.count <= 253 else {
       throw EndpointError(code: .invalidArgument, message: "namespace must be 1 to 253 bytes")
+    }
+    if let problem = NamedPort.problem(with: namedPorts) {
+      throw EndpointError(code: .invalidArgument, message: problem)
     }
     for ip in ips where !ip.isHost {
       throw EndpointError(

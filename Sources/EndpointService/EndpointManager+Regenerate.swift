@@ -50,8 +50,12 @@ extension EndpointManager {
       ) {
         (identity) async throws(EndpointError) in try await policy.computePolicy(for: identity)
       }
+      let resolved = desired.resolvingNamedPorts(
+        own: snapshot.namedPorts ?? [],
+        egress: desired.namedPortEntries.contains { $0.direction == .egress }
+          ? registry.namedPortsOfNode() : [])
       let realizeStart = ContinuousClock.now
-      let realized = try await datapath.realize(endpoint: snapshot, policy: desired)
+      let realized = try await datapath.realize(endpoint: snapshot, policy: resolved)
       // A delete while the policy was computed or realised may have removed the
       // endpoint from the datapath before this realisation put it back (programs,
       // maps, its addresses under an identity it no longer holds): take it out again.
@@ -67,7 +71,7 @@ extension EndpointManager {
         "regenerated",
         metadata: [
           "endpoint.id": "\(endpointID)", "revision": "\(realized)",
-          "entries": "\(desired.entries.count)",
+          "entries": "\(resolved.entries.count)",
           "compute": "\(realizeStart - computeStart)",
           "realize": "\(ContinuousClock.now - realizeStart)",
         ])
@@ -204,6 +208,28 @@ extension EndpointManager {
       try? await perform(action, on: endpoint)
     }
     return queued
+  }
+
+  /// The node's named ports under these names changed (an endpoint declaring a port no other
+  /// declared came or went): regenerate the endpoints whose egress rows name one of them, as
+  /// egress rows resolve through every endpoint's ports. An endpoint whose policy is not
+  /// cached is regenerated too, as its rows are unknown.
+  func namedPortsChanged(_ names: Set<String>, except excluded: UInt64? = nil) async {
+    let affected = registry.all().filter { endpoint in
+      guard endpoint.id != excluded, endpoint.identity != .unknown else { return false }
+      guard
+        let policy = policyCache.cached(
+          SecurityIdentity(id: endpoint.identity, labels: endpoint.identityLabels))
+      else { return true }
+      return policy.namedPortEntries.contains {
+        $0.direction == .egress && names.contains($0.portName)
+      }
+    }
+    guard !affected.isEmpty else { return }
+    logger.debug(
+      "named ports changed",
+      metadata: ["names": "\(names.sorted())", "endpoints": "\(affected.count)"])
+    await triggerRegeneration(endpointIDs: affected.map(\.id))
   }
 
   /// A rule or selection changed in the policy service: regenerate the endpoints it may affect.

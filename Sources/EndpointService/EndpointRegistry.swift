@@ -10,6 +10,9 @@ public final class EndpointRegistry: Sendable {
     var endpoints: [UInt64: Endpoint] = [:]
     var byAttachment: [Attachment: UInt64] = [:]
     var byIP: [IPPrefix: UInt64] = [:]
+    /// How many endpoints declare each named port: egress rows on a named port resolve
+    /// through every port some endpoint of the node declares under that name.
+    var namedPortUsers: [NamedPort: Int] = [:]
     var nextID: UInt64 = 1
   }
 
@@ -57,7 +60,7 @@ public final class EndpointRegistry: Sendable {
         identityLabels: .empty,
         stateMachine: EndpointStateMachine(state: .waitingForIdentity), policyRevision: 0,
         identityRevision: 0, wantedGeneration: 0, realizedGeneration: 0, createdAt: Date(),
-        network: spec.network.isEmpty ? nil : spec.network)
+        network: spec.network.isEmpty ? nil : spec.network, namedPorts: spec.namedPorts.sorted())
       state.nextID += 1
       Self.insert(endpoint, into: &state)
       return endpoint
@@ -81,6 +84,7 @@ public final class EndpointRegistry: Sendable {
       Attachment(containerID: endpoint.containerID, interfaceName: endpoint.interfaceName)] =
       endpoint.id
     for ip in endpoint.ips { state.byIP[ip] = endpoint.id }
+    for port in endpoint.namedPorts ?? [] { state.namedPortUsers[port, default: 0] += 1 }
   }
 
   /// Forgets the endpoint entirely.
@@ -91,6 +95,10 @@ public final class EndpointRegistry: Sendable {
       state.byAttachment[
         Attachment(containerID: endpoint.containerID, interfaceName: endpoint.interfaceName)] = nil
       for ip in endpoint.ips where state.byIP[ip] == id { state.byIP[ip] = nil }
+      for port in endpoint.namedPorts ?? [] {
+        let users = state.namedPortUsers[port, default: 0] - 1
+        state.namedPortUsers[port] = users > 0 ? users : nil
+      }
       return endpoint
     }
   }
@@ -114,6 +122,16 @@ public final class EndpointRegistry: Sendable {
 
   public func all() -> [Endpoint] {
     state.withLock { $0.endpoints.values.sorted { $0.id < $1.id } }
+  }
+
+  /// Every named port some endpoint of the node declares, sorted.
+  public func namedPortsOfNode() -> [NamedPort] {
+    state.withLock { $0.namedPortUsers.keys.sorted() }
+  }
+
+  /// Whether an endpoint of the node declares `port` (name, protocol and number).
+  public func isDeclared(_ port: NamedPort) -> Bool {
+    state.withLock { $0.namedPortUsers[port] != nil }
   }
 
   /// How many endpoints are registered (without copying them).

@@ -16,7 +16,10 @@ extension EndpointServiceHandler {
       namespace: request.namespace.isEmpty ? Endpoint.defaultNamespace : request.namespace,
       podName: request.podName,
       netns: request.netns,
-      labels: try LabelSet(protoLabels: request.labels), network: request.network)
+      labels: try LabelSet(protoLabels: request.labels), network: request.network,
+      namedPorts: try request.namedPorts.map { port throws(RPCError) in
+        try NamedPort(proto: port)
+      })
     let manager = self.manager
     if let deletionQueue,
       await deletionQueue.drain(

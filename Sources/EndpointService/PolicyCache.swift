@@ -37,6 +37,11 @@ final class PolicyCache: Sendable {
     return computed
   }
 
+  /// The cached policy of `identity`, if any (nothing is computed).
+  func cached(_ identity: SecurityIdentity) -> EndpointPolicy? {
+    state.withLock { $0.entries[Key(identity: identity.id, labels: identity.labels)] }
+  }
+
   /// Drops the entries of these identities (nil: every entry). No identity: nothing
   /// changes, and computations in flight may still be stored.
   func invalidate(_ identities: Set<NumericIdentity>?) {

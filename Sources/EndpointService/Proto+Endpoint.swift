@@ -21,6 +21,7 @@ extension Tessera_Endpoint_V1_Endpoint {
     identityRevision = endpoint.identityRevision
     netns = endpoint.netns
     network = endpoint.network ?? ""
+    namedPorts = (endpoint.namedPorts ?? []).map(Tessera_Common_V1_NamedPort.init)
     createdAtUnixMs = Int64(endpoint.createdAt.timeIntervalSince1970 * 1000)
   }
 }

@@ -149,13 +149,35 @@ public struct EndpointPolicy: Hashable, Sendable, Codable {
   public var egressEnforced: Bool
   /// Sorted and unique by key; a deny and an allow never share a key.
   public var entries: [PolicyEntry]
+  /// Rows on named ports, sorted and unique; only the endpoint service can turn them into
+  /// entries (``resolvingNamedPorts(own:egress:)``). The datapath never holds any.
+  public var namedPortEntries: [NamedPortEntry]
 
-  public init(revision: UInt64, ingressEnforced: Bool, egressEnforced: Bool, entries: [PolicyEntry])
-  {
+  public init(
+    revision: UInt64, ingressEnforced: Bool, egressEnforced: Bool, entries: [PolicyEntry],
+    namedPortEntries: [NamedPortEntry] = []
+  ) {
     self.revision = revision
     self.ingressEnforced = ingressEnforced
     self.egressEnforced = egressEnforced
     self.entries = entries
+    self.namedPortEntries = namedPortEntries
+  }
+
+  private enum CodingKeys: String, CodingKey {
+    case revision, ingressEnforced, egressEnforced, entries, namedPortEntries
+  }
+
+  /// Reads policies written before named ports as having none.
+  public init(from decoder: any Decoder) throws {
+    let container = try decoder.container(keyedBy: CodingKeys.self)
+    self.init(
+      revision: try container.decode(UInt64.self, forKey: .revision),
+      ingressEnforced: try container.decode(Bool.self, forKey: .ingressEnforced),
+      egressEnforced: try container.decode(Bool.self, forKey: .egressEnforced),
+      entries: try container.decode([PolicyEntry].self, forKey: .entries),
+      namedPortEntries: try container.decodeIfPresent(
+        [NamedPortEntry].self, forKey: .namedPortEntries) ?? [])
   }
 
   public func isEnforced(_ direction: TrafficDirection) -> Bool {

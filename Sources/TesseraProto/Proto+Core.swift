@@ -55,7 +55,7 @@ extension Tessera_Common_V1_PolicyEntry {
     self.init()
     peerIdentity = entry.peer.rawValue
     direction = entry.direction == .ingress ? .ingress : .egress
-    `protocol` = Tessera_Common_V1_Protocol(rawValue: Int(entry.proto.rawValue)) ?? .any
+    `protocol` = Tessera_Common_V1_Protocol(entry.proto)
     // ICMP entries name types, 0 (echo reply) included: port 0 is type 0, never "any".
     let ports = entry.proto.isICMP && entry.ports.isAny ? PortRange(0, 255) : entry.ports
     if !ports.isAny {
@@ -75,11 +75,7 @@ extension PolicyEntry {
     case .egress: direction = .egress
     default: throw RPCError(code: .invalidArgument, message: "policy entry without a direction")
     }
-    guard let l4 = L4Protocol(rawValue: UInt8(clamping: proto.protocol.rawValue)),
-      proto.protocol.rawValue <= 255
-    else {
-      throw RPCError(code: .invalidArgument, message: "unknown protocol \(proto.protocol.rawValue)")
-    }
+    let l4 = try L4Protocol(proto: proto.protocol)
     guard proto.port <= 65535, proto.endPort <= 65535 else {
       throw RPCError(code: .invalidArgument, message: "port out of range")
     }
@@ -115,6 +111,78 @@ extension Tessera_Common_V1_EndpointPolicy {
     ingressEnforced = policy.ingressEnforced
     egressEnforced = policy.egressEnforced
     entries = policy.entries.map(Tessera_Common_V1_PolicyEntry.init)
+    namedPortEntries = policy.namedPortEntries.map(Tessera_Common_V1_NamedPortEntry.init)
+  }
+}
+
+extension Tessera_Common_V1_Protocol {
+  public init(_ proto: L4Protocol) {
+    self = Tessera_Common_V1_Protocol(rawValue: Int(proto.rawValue)) ?? .any
+  }
+}
+
+extension L4Protocol {
+  /// - Throws: ``RPCError`` `invalidArgument` for a protocol Tessera does not know.
+  public init(proto: Tessera_Common_V1_Protocol) throws(RPCError) {
+    guard proto.rawValue <= 255, let l4 = L4Protocol(rawValue: UInt8(clamping: proto.rawValue))
+    else {
+      throw RPCError(code: .invalidArgument, message: "unknown protocol \(proto.rawValue)")
+    }
+    self = l4
+  }
+}
+
+extension Tessera_Common_V1_NamedPort {
+  public init(_ port: NamedPort) {
+    self.init()
+    name = port.name
+    `protocol` = Tessera_Common_V1_Protocol(port.proto)
+    self.port = UInt32(port.port)
+  }
+}
+
+extension NamedPort {
+  /// Reads one port; ``NamedPort/problem(with:)`` judges a workload's list.
+  /// - Throws: ``RPCError`` `invalidArgument` for a port above 65535 or an unknown protocol.
+  public init(proto: Tessera_Common_V1_NamedPort) throws(RPCError) {
+    guard proto.port <= 65535 else {
+      throw RPCError(
+        code: .invalidArgument, message: "port \"\(proto.name)\": \(proto.port) is above 65535")
+    }
+    self.init(
+      name: proto.name, proto: try L4Protocol(proto: proto.protocol), port: UInt16(proto.port))
+  }
+}
+
+extension Tessera_Common_V1_NamedPortEntry {
+  public init(_ entry: NamedPortEntry) {
+    self.init()
+    peerIdentity = entry.peer.rawValue
+    direction = entry.direction == .ingress ? .ingress : .egress
+    `protocol` = Tessera_Common_V1_Protocol(entry.proto)
+    portName = entry.portName
+    verdict = entry.verdict == .allow ? .allow : .deny
+  }
+}
+
+extension NamedPortEntry {
+  /// - Throws: ``RPCError`` `invalidArgument` for a missing direction or verdict, an unknown
+  ///   protocol or a name that is not a port name.
+  public init(proto: Tessera_Common_V1_NamedPortEntry) throws(RPCError) {
+    guard proto.direction == .ingress || proto.direction == .egress else {
+      throw RPCError(code: .invalidArgument, message: "named-port entry without a direction")
+    }
+    guard proto.verdict == .allow || proto.verdict == .deny else {
+      throw RPCError(code: .invalidArgument, message: "named-port entry without a verdict")
+    }
+    if let problem = NamedPort.problem(withName: proto.portName) {
+      throw RPCError(code: .invalidArgument, message: problem)
+    }
+    self.init(
+      peer: NumericIdentity(proto.peerIdentity),
+      direction: proto.direction == .ingress ? .ingress : .egress,
+      proto: try L4Protocol(proto: proto.protocol), portName: proto.portName,
+      verdict: proto.verdict == .allow ? .allow : .deny)
   }
 }
 
@@ -122,9 +190,12 @@ extension EndpointPolicy {
   public init(proto: Tessera_Common_V1_EndpointPolicy) throws(RPCError) {
     var entries: [PolicyEntry] = []
     for entry in proto.entries { entries.append(try PolicyEntry(proto: entry)) }
+    var named: [NamedPortEntry] = []
+    for entry in proto.namedPortEntries { named.append(try NamedPortEntry(proto: entry)) }
     self.init(
       revision: proto.revision, ingressEnforced: proto.ingressEnforced,
-      egressEnforced: proto.egressEnforced, entries: entries.sorted())
+      egressEnforced: proto.egressEnforced, entries: entries.sorted(),
+      namedPortEntries: named.sorted())
   }
 }
 

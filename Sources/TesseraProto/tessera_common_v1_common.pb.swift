@@ -225,6 +225,51 @@ public nonisolated struct Tessera_Common_V1_EndpointPolicy: Sendable {
 
   public var entries: [Tessera_Common_V1_PolicyEntry] = []
 
+  /// Rows whose port is a name (`toPorts: [{port: http}]`): the endpoint service
+  /// turns each into port entries, ingress from the endpoint's own named ports,
+  /// egress from those of the node's endpoints, before the datapath sees them.
+  public var namedPortEntries: [Tessera_Common_V1_NamedPortEntry] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A port a workload declares under a name (a Kubernetes container port):
+/// `name` is an IANA service name (1-15 of a-z, 0-9 and '-', at least one letter).
+public nonisolated struct Tessera_Common_V1_NamedPort: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  /// TCP, UDP or SCTP.
+  public var `protocol`: Tessera_Common_V1_Protocol = .any
+
+  public var port: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A policy row on a named port; `protocol` ANY takes the named port's own protocol.
+public nonisolated struct Tessera_Common_V1_NamedPortEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var peerIdentity: UInt32 = 0
+
+  public var direction: Tessera_Common_V1_Direction = .unspecified
+
+  public var `protocol`: Tessera_Common_V1_Protocol = .any
+
+  public var portName: String = String()
+
+  public var verdict: Tessera_Common_V1_Verdict = .unspecified
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -378,7 +423,7 @@ nonisolated extension Tessera_Common_V1_PolicyEntry: SwiftProtobuf.Message, Swif
 
 nonisolated extension Tessera_Common_V1_EndpointPolicy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EndpointPolicy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{3}ingress_enforced\0\u{3}egress_enforced\0\u{1}entries\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{3}ingress_enforced\0\u{3}egress_enforced\0\u{1}entries\0\u{3}named_port_entries\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -390,6 +435,7 @@ nonisolated extension Tessera_Common_V1_EndpointPolicy: SwiftProtobuf.Message, S
       case 2: try { try decoder.decodeSingularBoolField(value: &self.ingressEnforced) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.egressEnforced) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.namedPortEntries) }()
       default: break
       }
     }
@@ -408,6 +454,9 @@ nonisolated extension Tessera_Common_V1_EndpointPolicy: SwiftProtobuf.Message, S
     if !self.entries.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 4)
     }
+    if !self.namedPortEntries.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.namedPortEntries, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -416,6 +465,97 @@ nonisolated extension Tessera_Common_V1_EndpointPolicy: SwiftProtobuf.Message, S
     if lhs.ingressEnforced != rhs.ingressEnforced {return false}
     if lhs.egressEnforced != rhs.egressEnforced {return false}
     if lhs.entries != rhs.entries {return false}
+    if lhs.namedPortEntries != rhs.namedPortEntries {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Common_V1_NamedPort: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NamedPort"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}protocol\0\u{1}port\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.`protocol`) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.`protocol` != .any {
+      try visitor.visitSingularEnumField(value: self.`protocol`, fieldNumber: 2)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Common_V1_NamedPort, rhs: Tessera_Common_V1_NamedPort) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.port != rhs.port {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessera_Common_V1_NamedPortEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NamedPortEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}peer_identity\0\u{1}direction\0\u{1}protocol\0\u{3}port_name\0\u{1}verdict\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.peerIdentity) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.direction) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.`protocol`) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.portName) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.verdict) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.peerIdentity != 0 {
+      try visitor.visitSingularUInt32Field(value: self.peerIdentity, fieldNumber: 1)
+    }
+    if self.direction != .unspecified {
+      try visitor.visitSingularEnumField(value: self.direction, fieldNumber: 2)
+    }
+    if self.`protocol` != .any {
+      try visitor.visitSingularEnumField(value: self.`protocol`, fieldNumber: 3)
+    }
+    if !self.portName.isEmpty {
+      try visitor.visitSingularStringField(value: self.portName, fieldNumber: 4)
+    }
+    if self.verdict != .unspecified {
+      try visitor.visitSingularEnumField(value: self.verdict, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessera_Common_V1_NamedPortEntry, rhs: Tessera_Common_V1_NamedPortEntry) -> Bool {
+    if lhs.peerIdentity != rhs.peerIdentity {return false}
+    if lhs.direction != rhs.direction {return false}
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.portName != rhs.portName {return false}
+    if lhs.verdict != rhs.verdict {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

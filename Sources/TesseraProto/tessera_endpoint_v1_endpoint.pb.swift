@@ -182,6 +182,12 @@ public nonisolated struct Tessera_Endpoint_V1_Endpoint: @unchecked Sendable {
     set {_uniqueStorage()._network = newValue}
   }
 
+  /// Ports the workload declares by name (named ports in policy resolve to them).
+  public var namedPorts: [Tessera_Common_V1_NamedPort] {
+    get {_storage._namedPorts}
+    set {_uniqueStorage()._namedPorts = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -217,6 +223,10 @@ public nonisolated struct Tessera_Endpoint_V1_CreateEndpointRequest: Sendable {
 
   /// The CNI network (its configuration's "name"); garbage collection is per network.
   public var network: String = String()
+
+  /// Ports the workload declares by name (the pod's container ports); names are
+  /// unique per endpoint.
+  public var namedPorts: [Tessera_Common_V1_NamedPort] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -644,7 +654,7 @@ nonisolated extension Tessera_Endpoint_V1_EndpointState: SwiftProtobuf._ProtoNam
 
 nonisolated extension Tessera_Endpoint_V1_Endpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Endpoint"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}container_id\0\u{3}interface_name\0\u{3}host_interface\0\u{1}ips\0\u{1}namespace\0\u{3}pod_name\0\u{1}labels\0\u{1}identity\0\u{1}state\0\u{3}policy_revision\0\u{3}identity_revision\0\u{1}netns\0\u{3}created_at_unix_ms\0\u{3}regeneration_failures\0\u{3}last_regeneration_error\0\u{1}network\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}container_id\0\u{3}interface_name\0\u{3}host_interface\0\u{1}ips\0\u{1}namespace\0\u{3}pod_name\0\u{1}labels\0\u{1}identity\0\u{1}state\0\u{3}policy_revision\0\u{3}identity_revision\0\u{1}netns\0\u{3}created_at_unix_ms\0\u{3}regeneration_failures\0\u{3}last_regeneration_error\0\u{1}network\0\u{3}named_ports\0")
 
   fileprivate class _StorageClass {
     var _id: UInt64 = 0
@@ -664,6 +674,7 @@ nonisolated extension Tessera_Endpoint_V1_Endpoint: SwiftProtobuf.Message, Swift
     var _regenerationFailures: UInt32 = 0
     var _lastRegenerationError: String = String()
     var _network: String = String()
+    var _namedPorts: [Tessera_Common_V1_NamedPort] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -691,6 +702,7 @@ nonisolated extension Tessera_Endpoint_V1_Endpoint: SwiftProtobuf.Message, Swift
       _regenerationFailures = source._regenerationFailures
       _lastRegenerationError = source._lastRegenerationError
       _network = source._network
+      _namedPorts = source._namedPorts
     }
   }
 
@@ -726,6 +738,7 @@ nonisolated extension Tessera_Endpoint_V1_Endpoint: SwiftProtobuf.Message, Swift
         case 15: try { try decoder.decodeSingularUInt32Field(value: &_storage._regenerationFailures) }()
         case 16: try { try decoder.decodeSingularStringField(value: &_storage._lastRegenerationError) }()
         case 17: try { try decoder.decodeSingularStringField(value: &_storage._network) }()
+        case 18: try { try decoder.decodeRepeatedMessageField(value: &_storage._namedPorts) }()
         default: break
         }
       }
@@ -785,6 +798,9 @@ nonisolated extension Tessera_Endpoint_V1_Endpoint: SwiftProtobuf.Message, Swift
       if !_storage._network.isEmpty {
         try visitor.visitSingularStringField(value: _storage._network, fieldNumber: 17)
       }
+      if !_storage._namedPorts.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._namedPorts, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -811,6 +827,7 @@ nonisolated extension Tessera_Endpoint_V1_Endpoint: SwiftProtobuf.Message, Swift
         if _storage._regenerationFailures != rhs_storage._regenerationFailures {return false}
         if _storage._lastRegenerationError != rhs_storage._lastRegenerationError {return false}
         if _storage._network != rhs_storage._network {return false}
+        if _storage._namedPorts != rhs_storage._namedPorts {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -822,7 +839,7 @@ nonisolated extension Tessera_Endpoint_V1_Endpoint: SwiftProtobuf.Message, Swift
 
 nonisolated extension Tessera_Endpoint_V1_CreateEndpointRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateEndpointRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{3}interface_name\0\u{3}host_interface\0\u{1}ips\0\u{1}namespace\0\u{3}pod_name\0\u{1}labels\0\u{1}sync\0\u{1}netns\0\u{1}network\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{3}interface_name\0\u{3}host_interface\0\u{1}ips\0\u{1}namespace\0\u{3}pod_name\0\u{1}labels\0\u{1}sync\0\u{1}netns\0\u{1}network\0\u{3}named_ports\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -840,6 +857,7 @@ nonisolated extension Tessera_Endpoint_V1_CreateEndpointRequest: SwiftProtobuf.M
       case 8: try { try decoder.decodeSingularBoolField(value: &self.sync) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.netns) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.network) }()
+      case 11: try { try decoder.decodeRepeatedMessageField(value: &self.namedPorts) }()
       default: break
       }
     }
@@ -876,6 +894,9 @@ nonisolated extension Tessera_Endpoint_V1_CreateEndpointRequest: SwiftProtobuf.M
     if !self.network.isEmpty {
       try visitor.visitSingularStringField(value: self.network, fieldNumber: 10)
     }
+    if !self.namedPorts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.namedPorts, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -890,6 +911,7 @@ nonisolated extension Tessera_Endpoint_V1_CreateEndpointRequest: SwiftProtobuf.M
     if lhs.sync != rhs.sync {return false}
     if lhs.netns != rhs.netns {return false}
     if lhs.network != rhs.network {return false}
+    if lhs.namedPorts != rhs.namedPorts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -28,6 +28,7 @@ int cmd_add(struct cni_invocation *inv, struct cni_output *out, struct cni_error
   if ((rc = netconf_parse_prev_result(nc, err))) return rc;
   if ((rc = netconf_parse_labels(nc, err))) return rc;
   if ((rc = netconf_check_label_limits(nc, err))) return rc;
+  if ((rc = netconf_parse_ports(nc, err))) return rc;
   struct link_peer peer;
   if ((rc = find_host_interface(inv, &peer, err))) return rc;
   /* Build the result first: nothing can fail after the endpoint exists. */
@@ -44,6 +45,8 @@ int cmd_add(struct cni_invocation *inv, struct cni_output *out, struct cni_error
       .n_ips = nc->n_ips,
       .labels = nc->labels,
       .n_labels = nc->n_labels,
+      .named_ports = nc->ports,
+      .n_named_ports = nc->n_ports,
       .network = nc->name,
   };
   struct endpoint_target t = cmd_target(inv);
@@ -54,7 +57,8 @@ int cmd_add(struct cni_invocation *inv, struct cni_output *out, struct cni_error
     return rc;
   }
   log_debug("ADD container=%s endpoint=%" PRIu64 " identity=%" PRIu32
-            " host_interface=%s ifindex=%d ips=%zu labels=%zu",
-            inv->env.container_id, id, identity, peer.host_name, peer.host_ifindex, nc->n_ips, nc->n_labels);
+            " host_interface=%s ifindex=%d ips=%zu labels=%zu named_ports=%zu",
+            inv->env.container_id, id, identity, peer.host_name, peer.host_ifindex, nc->n_ips, nc->n_labels,
+            nc->n_ports);
   return 0;
 }

@@ -163,6 +163,7 @@ int cmd_add_main(struct cni_invocation *inv, struct cni_output *out, struct cni_
                          "prevResult); drop its ipam section to chain it after ptp or bridge instead");
   if ((rc = netconf_parse_labels(nc, err))) return rc;
   if ((rc = netconf_check_label_limits(nc, err))) return rc;
+  if ((rc = netconf_parse_ports(nc, err))) return rc;
 
   char host_name[IF_NAMESIZE];
   link_host_name(inv->env.container_id, inv->env.ifname, host_name);
@@ -209,6 +210,8 @@ int cmd_add_main(struct cni_invocation *inv, struct cni_output *out, struct cni_
       .n_ips = nc->n_ips,
       .labels = nc->labels,
       .n_labels = nc->n_labels,
+      .named_ports = nc->ports,
+      .n_named_ports = nc->n_ports,
       .network = nc->name,
   };
   struct endpoint_target t = cmd_target(inv);

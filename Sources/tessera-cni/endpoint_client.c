@@ -18,6 +18,15 @@ static int pack(const ProtobufCMessage *m, uint8_t **out, size_t *out_len) {
   return 0;
 }
 
+static Tessera__Common__V1__Protocol pb_protocol(enum netconf_port_protocol p) {
+  switch (p) {
+  case NETCONF_PORT_TCP: return TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_TCP;
+  case NETCONF_PORT_UDP: return TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_UDP;
+  case NETCONF_PORT_SCTP: return TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_SCTP;
+  }
+  return TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_TCP;
+}
+
 int endpoint_encode_create(const struct endpoint_create_params *p, uint8_t **out, size_t *out_len) {
   Tessera__Endpoint__V1__CreateEndpointRequest req = TESSERA__ENDPOINT__V1__CREATE_ENDPOINT_REQUEST__INIT;
   req.container_id = PB_STR(p->container_id);
@@ -51,7 +60,28 @@ int endpoint_encode_create(const struct endpoint_create_params *p, uint8_t **out
   }
   req.n_labels = p->n_labels;
   req.labels = label_ptrs;
-  int rc = pack(&req.base, out, out_len);
+
+  Tessera__Common__V1__NamedPort *ports = NULL, **port_ptrs = NULL;
+  int rc = -1;
+  if (p->n_named_ports) {
+    ports = calloc(p->n_named_ports, sizeof(*ports));
+    port_ptrs = calloc(p->n_named_ports, sizeof(*port_ptrs));
+    if (!ports || !port_ptrs) goto done;
+    for (size_t i = 0; i < p->n_named_ports; i++) {
+      Tessera__Common__V1__NamedPort init = TESSERA__COMMON__V1__NAMED_PORT__INIT;
+      ports[i] = init;
+      ports[i].name = PB_STR(p->named_ports[i].name);
+      ports[i].protocol = pb_protocol(p->named_ports[i].protocol);
+      ports[i].port = p->named_ports[i].port;
+      port_ptrs[i] = &ports[i];
+    }
+  }
+  req.n_named_ports = p->n_named_ports;
+  req.named_ports = port_ptrs;
+  rc = pack(&req.base, out, out_len);
+done:
+  free(ports);
+  free(port_ptrs);
   free(labels);
   free(label_ptrs);
   return rc;

@@ -33,6 +33,8 @@ struct endpoint_create_params {
   size_t n_ips;
   const struct netconf_label *labels;
   size_t n_labels;
+  const struct netconf_port *named_ports;
+  size_t n_named_ports;
   const char *network; /* the configuration's name; may be NULL */
 };
 

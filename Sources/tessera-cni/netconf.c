@@ -364,13 +364,23 @@ int netconf_label_from_string(const char *s, struct netconf_label *out, struct c
   return dup3(out, s, srclen, key, keylen, val, strlen(val), err);
 }
 
-int netconf_parse_labels(struct netconf *nc, struct cni_error *err) {
+/* The `args.cni` object: *out is NULL when `args` or `args.cni` is absent or null. */
+static int args_cni(const struct netconf *nc, json_t **out, struct cni_error *err) {
+  *out = NULL;
   json_t *args = json_object_get(nc->root, "args");
   if (!args || json_is_null(args)) return 0;
   if (!json_is_object(args)) return invalid(err, "field %s must be an object", "args");
   json_t *cni = json_object_get(args, "cni");
   if (!cni || json_is_null(cni)) return 0;
   if (!json_is_object(cni)) return invalid(err, "field %s must be an object", "args.cni");
+  *out = cni;
+  return 0;
+}
+
+int netconf_parse_labels(struct netconf *nc, struct cni_error *err) {
+  json_t *cni;
+  int arc = args_cni(nc, &cni, err);
+  if (arc || !cni) return arc;
   json_t *labels = json_object_get(cni, "labels");
   if (!labels || json_is_null(labels)) return 0;
 
@@ -429,6 +439,110 @@ int netconf_parse_labels(struct netconf *nc, struct cni_error *err) {
   return 0;
 }
 
+int netconf_port_name_valid(const char *s, size_t len) {
+  if (len < 1 || len > NETCONF_PORT_NAME_MAX || s[0] == '-' || s[len - 1] == '-') return 0;
+  int letter = 0;
+  for (size_t i = 0; i < len; i++) {
+    char c = s[i];
+    if (c >= 'a' && c <= 'z')
+      letter = 1;
+    else if (!(c >= '0' && c <= '9') && c != '-')
+      return 0;
+    else if (c == '-' && s[i + 1] == '-')
+      return 0;
+  }
+  return letter;
+}
+
+/* One `args.cni.ports` entry, Kubernetes' ContainerPort shape without the host fields. */
+static int parse_port(size_t i, json_t *v, struct netconf_port *out, struct cni_error *err) {
+  if (!json_is_object(v))
+    return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid named port",
+                         "args.cni.ports[%zu] must be an object {\"name\": string, \"containerPort\": integer, "
+                         "\"protocol\": string}",
+                         i);
+  const char *k;
+  json_t *f;
+  json_object_foreach(v, k, f) {
+    if (strcmp(k, "name") != 0 && strcmp(k, "containerPort") != 0 && strcmp(k, "protocol") != 0)
+      return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid named port",
+                           "args.cni.ports[%zu]: unknown field \"%.64s\"; expected name, containerPort and protocol", i,
+                           k);
+  }
+
+  json_t *name = json_object_get(v, "name");
+  if (!name)
+    return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid named port",
+                         "args.cni.ports[%zu]: missing required field name", i);
+  if (!json_is_string(name))
+    return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid named port",
+                         "args.cni.ports[%zu]: name must be a string", i);
+  if (!netconf_port_name_valid(json_string_value(name), json_string_length(name)))
+    return cni_error_set(
+        err, CNI_ERR_INVALID_NETCONF, "invalid named port",
+        "args.cni.ports[%zu]: name \"%.64s\" must be an IANA service name: 1-15 characters of a-z, 0-9 "
+        "and '-', with at least one letter, not beginning or ending with '-' and without \"--\"",
+        i, json_string_value(name));
+
+  json_t *port = json_object_get(v, "containerPort");
+  if (!port)
+    return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid named port",
+                         "args.cni.ports[%zu] (%s): missing required field containerPort", i, json_string_value(name));
+  if (!json_is_integer(port) || json_integer_value(port) < 1 || json_integer_value(port) > 65535)
+    return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid named port",
+                         "args.cni.ports[%zu] (%s): containerPort must be an integer between 1 and 65535", i,
+                         json_string_value(name));
+
+  enum netconf_port_protocol proto = NETCONF_PORT_TCP;
+  json_t *p = json_object_get(v, "protocol");
+  if (p) {
+    const char *ps = json_is_string(p) ? json_string_value(p) : NULL;
+    if (ps && strcmp(ps, "TCP") == 0)
+      proto = NETCONF_PORT_TCP;
+    else if (ps && strcmp(ps, "UDP") == 0)
+      proto = NETCONF_PORT_UDP;
+    else if (ps && strcmp(ps, "SCTP") == 0)
+      proto = NETCONF_PORT_SCTP;
+    else
+      return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid named port",
+                           "args.cni.ports[%zu] (%s): protocol must be \"TCP\", \"UDP\" or \"SCTP\"", i,
+                           json_string_value(name));
+  }
+  out->name = json_string_value(name);
+  out->protocol = proto;
+  out->port = (unsigned)json_integer_value(port);
+  return 0;
+}
+
+int netconf_parse_ports(struct netconf *nc, struct cni_error *err) {
+  json_t *cni;
+  int rc = args_cni(nc, &cni, err);
+  if (rc || !cni) return rc;
+  json_t *ports = json_object_get(cni, "ports");
+  if (!ports || json_is_null(ports)) return 0;
+  if (!json_is_array(ports)) return invalid(err, "field %s must be an array", "args.cni.ports");
+  size_t count = json_array_size(ports);
+  if (count == 0) return 0;
+  if (count > NETCONF_MAX_PORTS)
+    return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "too many named ports",
+                         "args.cni.ports has %zu entries; at most %d are accepted", count, NETCONF_MAX_PORTS);
+  nc->ports = calloc(count, sizeof(*nc->ports));
+  if (!nc->ports) return cni_error_set(err, CNI_ERR_INTERNAL, "out of memory", NULL);
+
+  size_t i;
+  json_t *v;
+  json_array_foreach(ports, i, v) {
+    struct netconf_port *p = &nc->ports[nc->n_ports];
+    if ((rc = parse_port(i, v, p, err))) return rc;
+    for (size_t j = 0; j < nc->n_ports; j++)
+      if (strcmp(nc->ports[j].name, p->name) == 0)
+        return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid named port",
+                             "args.cni.ports[%zu]: name \"%s\" is already used by args.cni.ports[%zu]", i, p->name, j);
+    nc->n_ports++;
+  }
+  return 0;
+}
+
 int netconf_parse_valid_attachments(struct netconf *nc, struct cni_error *err) {
   json_t *va = json_object_get(nc->root, "cni.dev/valid-attachments");
   if (!va)
@@ -461,6 +575,7 @@ void netconf_free(struct netconf *nc) {
     free(nc->labels[i].value);
   }
   free(nc->labels);
+  free(nc->ports); /* the names belong to nc->root */
   for (size_t i = 0; i < nc->n_ips; i++) free(nc->ips[i]);
   free(nc->ips);
   free(nc->attachments);

@@ -20,12 +20,25 @@
 #define NETCONF_MAX_LABEL_KEY 317
 #define NETCONF_MAX_LABEL_VALUE 253
 
+/* Named ports (`args.cni.ports`): at most this many, each named by an IANA service name. */
+#define NETCONF_MAX_PORTS 64
+#define NETCONF_PORT_NAME_MAX 15
+
+/* A named port's protocol: its IANA protocol number (the value of tessera.common.v1.Protocol). */
+enum netconf_port_protocol { NETCONF_PORT_TCP = 6, NETCONF_PORT_UDP = 17, NETCONF_PORT_SCTP = 132 };
+
 enum netconf_log_level { LOG_LEVEL_ERROR = 0, LOG_LEVEL_INFO = 1, LOG_LEVEL_DEBUG = 2 };
 
 struct netconf_label {
   char *source; /* "" when the label has no `source:` prefix (the service defaults it) */
   char *key;
   char *value;
+};
+
+struct netconf_port {
+  const char *name; /* borrowed from netconf.root */
+  enum netconf_port_protocol protocol;
+  unsigned port; /* 1-65535 */
 };
 
 struct netconf_attachment {
@@ -46,6 +59,10 @@ struct netconf {
   /* netconf_parse_labels */
   struct netconf_label *labels;
   size_t n_labels;
+
+  /* netconf_parse_ports */
+  struct netconf_port *ports;
+  size_t n_ports;
 
   /* netconf_parse_prev_result */
   json_t *prev_result;             /* borrowed; NULL when absent */
@@ -92,6 +109,16 @@ int netconf_check_label_limits(const struct netconf *nc, struct cni_error *err);
 /* Decodes `args.cni.labels` (optional): an object {"k":"v"}, or an array of
  * "source:key=value" / "key=value" strings or {"key","value"[,"source"]} objects. */
 int netconf_parse_labels(struct netconf *nc, struct cni_error *err);
+
+/* Decodes `args.cni.ports` (optional): the pod's named ports, in the shape of Kubernetes
+ * container ports, [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]. `name` is an
+ * IANA service name, unique in the list; `containerPort` 1-65535; `protocol` "TCP" (the
+ * default), "UDP" or "SCTP"; no other keys; at most NETCONF_MAX_PORTS. Code 7 on error. */
+int netconf_parse_ports(struct netconf *nc, struct cni_error *err);
+
+/* 1 when s is an IANA service name as Kubernetes validates a port name (IsValidPortName):
+ * 1-15 characters of a-z, 0-9 and '-', at least one letter, no leading or trailing '-', no "--". */
+int netconf_port_name_valid(const char *s, size_t len);
 
 /* Decodes `cni.dev/valid-attachments` (required for GC). */
 int netconf_parse_valid_attachments(struct netconf *nc, struct cni_error *err);

@@ -436,9 +436,9 @@ struct PolicyManifestTests {
           podSelector: {}
           ingress:
           - ports:
-            - port: http
+            - port: web--http
         """,
-        #"bad.yaml: document 1: spec.ingress[0].ports[0].port: named port "http" is not supported yet (use a port number)"#
+        #"bad.yaml: document 1: spec.ingress[0].ports[0].port: port name "web--http" must be an IANA service name: 1-15 characters of a-z, 0-9 and '-', with at least one letter, not beginning or ending with '-' and without "--""#
       ),
       (
         """

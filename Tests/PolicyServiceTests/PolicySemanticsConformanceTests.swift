@@ -424,8 +424,12 @@ struct PolicySemanticsConformanceTests {
     "Kubernetes forms that are not supported are refused with the field that holds them",
     arguments: [
       (
-        "podSelector: {}\ningress:\n- ports:\n  - port: http", "spec.ingress[0].ports[0].port",
-        #"named port "http" is not supported yet (use a port number)"#
+        "podSelector: {}\ningress:\n- ports:\n  - port: HTTP", "spec.ingress[0].ports[0].port",
+        #"port name "HTTP" must be an IANA service name: 1-15 characters of a-z, 0-9 and '-', with at least one letter, not beginning or ending with '-' and without "--""#
+      ),
+      (
+        "podSelector: {}\ningress:\n- ports:\n  - {port: http, endPort: 90}",
+        "spec.ingress[0].ports[0].endPort", #"may not be specified when port is a name ("http")"#
       ),
       (
         "podSelector: {}\ningress:\n- from:\n  - ipBlock: {cidr: 10.0.0.0/8, except: [192.168.0.0/16]}",
@@ -956,9 +960,14 @@ struct PolicySemanticsConformanceTests {
         "port 99999 is out of range (0-65535)"
       ),
       (
-        "ingress:\n- toPorts: [{ports: [{port: http-alt}]}]",
+        "ingress:\n- toPorts: [{ports: [{port: http_alt}]}]",
         "spec.ingress[0].toPorts[0].ports[0].port",
-        #"named port "http-alt" is not supported yet (use a port number)"#
+        #"port name "http_alt" must be an IANA service name: 1-15 characters of a-z, 0-9 and '-', with at least one letter, not beginning or ending with '-' and without "--""#
+      ),
+      (
+        "ingress:\n- toPorts: [{ports: [{port: a-very-long-name-x}]}]",
+        "spec.ingress[0].toPorts[0].ports[0].port",
+        #"port name "a-very-long-name-x" must be an IANA service name: 1-15 characters of a-z, 0-9 and '-', with at least one letter, not beginning or ending with '-' and without "--""#
       ),
       (
         "ingress:\n- fromEntities: [everyone]", "spec.ingress[0].fromEntities[0]",

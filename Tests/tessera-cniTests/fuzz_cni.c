@@ -1,6 +1,6 @@
 /* libFuzzer harness for everything tessera-cni parses from outside:
  *   mode 0: a whole invocation through skel_run (env vars + stdin), with commands that parse
- *           prevResult/labels/attachments and encode the request, but never connect;
+ *           prevResult/labels/ports/attachments and encode the request, but never connect;
  *   mode 1: the network configuration and its parts directly;
  *   mode 2: CNI_ARGS;
  *   mode 3: what comes back from the service: gRPC framing, grpc-status/grpc-message, and
@@ -25,6 +25,7 @@ static int fuzz_add(struct cni_invocation *inv, struct cni_output *out, struct c
   if ((rc = netconf_parse_prev_result(nc, err))) return rc;
   if ((rc = netconf_parse_labels(nc, err))) return rc;
   if ((rc = netconf_check_label_limits(nc, err))) return rc;
+  if ((rc = netconf_parse_ports(nc, err))) return rc;
   /* The real ADD reads the host veth from the kernel; here the container's entry stands in. */
   if ((rc = netconf_find_container_interface(nc, inv->env.ifname, err))) return rc;
   if ((rc = result_passthrough(nc, out, err))) return rc;
@@ -39,6 +40,8 @@ static int fuzz_add(struct cni_invocation *inv, struct cni_output *out, struct c
       .n_ips = nc->n_ips,
       .labels = nc->labels,
       .n_labels = nc->n_labels,
+      .named_ports = nc->ports,
+      .n_named_ports = nc->n_ports,
   };
   uint8_t *buf;
   size_t len;
@@ -132,6 +135,7 @@ static void fuzz_netconf(const uint8_t *data, size_t size) {
     struct cni_output out = {0};
     if (netconf_parse_prev_result(&nc, &err) == 0 && result_passthrough(&nc, &out, &err) == 0) cni_output_free(&out);
     netconf_parse_labels(&nc, &err);
+    netconf_parse_ports(&nc, &err);
     netconf_parse_valid_attachments(&nc, &err);
   }
   netconf_free(&nc);
@@ -148,6 +152,7 @@ static void fuzz_cni_args(const uint8_t *data, size_t size) {
     free(l.key);
     free(l.value);
   }
+  netconf_port_name_valid(s, strlen(s));
   char ip[64];
   netconf_canonical_ip(s, ip, sizeof(ip));
   free(s);

@@ -109,7 +109,8 @@ prev='{"cniVersion":"1.0.0","interfaces":[{"name":"'$HOSTVETH'","mac":"aa:bb:cc:
 conf() { # file version extra-json-members
   printf '{"cniVersion":"%s","name":"tsr-it","type":"tessera-cni","socketPath":"%s"%s}\n' "$2" "$sock" "$3" >"$tmp/$1"
 }
-conf add.json 1.0.0 ",\"timeoutMs\":3000,\"logFile\":\"$tmp/cni.log\",\"logLevel\":\"debug\",\"args\":{\"cni\":{\"labels\":[\"k8s:app=web\",\"tier=db\"]}},\"prevResult\":$prev"
+ports='[{"name":"http","containerPort":8080},{"name":"dns","containerPort":53,"protocol":"UDP"}]'
+conf add.json 1.0.0 ",\"timeoutMs\":3000,\"logFile\":\"$tmp/cni.log\",\"logLevel\":\"debug\",\"args\":{\"cni\":{\"labels\":[\"k8s:app=web\",\"tier=db\"],\"ports\":$ports}},\"prevResult\":$prev"
 conf add-obj.json 1.0.0 ",\"args\":{\"cni\":{\"labels\":{\"app\":\"api\",\"k8s:team\":\"net\"}}},\"prevResult\":$prev"
 conf add-reserved.json 1.0.0 ",\"args\":{\"cni\":{\"labels\":[\"reserved:host\"]}},\"prevResult\":$prev"
 conf add-short.json 1.0.0 ",\"timeoutMs\":300,\"prevResult\":$prev"
@@ -139,8 +140,10 @@ check "ADD result has the config's cniVersion" [ "$(jq -r .cniVersion <<<"$out")
 check "CreateEndpoint fields" [ "$(last CreateEndpoint '[.container_id,.interface_name,.host_interface,.netns,.namespace,.pod_name,.sync]|@json')" = '["ctr1","eth0","'$HOSTVETH'","'$NETNS'","default","pod-1",true]' ]
 check "CreateEndpoint IPs without prefix" [ "$(last CreateEndpoint '.ips|@json')" = '["10.199.0.5","fd00:199::5"]' ]
 check "CreateEndpoint labels" [ "$(last CreateEndpoint '.labels|@json')" = '[{"source":"k8s","key":"app","value":"web"},{"key":"tier","value":"db"}]' ]
+check "CreateEndpoint named ports" [ "$(last CreateEndpoint '.named_ports|@json')" = '[{"name":"http","protocol":"PROTOCOL_TCP","port":8080},{"name":"dns","protocol":"PROTOCOL_UDP","port":53}]' ]
 check "grpc-timeout from timeoutMs" [ "$(last CreateEndpoint '._time_remaining > 2 and ._time_remaining <= 3')" = true ]
 check "log file has the ADD line" grep -q 'ADD container=ctr1 ifname=eth0 result=ok' "$tmp/cni.log"
+check "debug log counts labels and named ports" grep -q 'ips=2 labels=2 named_ports=2' "$tmp/cni.log"
 check "debug log has the RPC" grep -q 'debug grpc /tessera.endpoint.v1.EndpointService/CreateEndpoint' "$tmp/cni.log"
 
 plugin ADD "$tmp/add.json"
@@ -173,6 +176,7 @@ ARGS="K8S_POD_NAME=web-1" plugin ADD "$tmp/add-obj.json"
 check "ADD with object labels, podman args" [ "$rc" = 0 ]
 check "podman: namespace empty, pod name set" [ "$(last CreateEndpoint '[.namespace // "", .pod_name]|@json')" = '["","web-1"]' ]
 check "object labels" [ "$(last CreateEndpoint '.labels|@json')" = '[{"key":"app","value":"api"},{"source":"k8s","key":"team","value":"net"}]' ]
+check "no ports: no named ports" [ "$(last CreateEndpoint '.named_ports // [] | length')" = 0 ]
 plugin DEL "$tmp/noprev.json"
 
 # Service errors.
@@ -213,6 +217,14 @@ check "513 labels: 7 before any call" [ "$(jq -r .code <<<"$out")" = 7 -a ! -e "
 conf add-longval.json 1.0.0 ",\"args\":{\"cni\":{\"labels\":{\"app\":\"$(printf 'v%.0s' $(seq 254))\"}}},\"prevResult\":$prev"
 plugin ADD "$tmp/add-longval.json"
 check "a 254-byte label value: 7 before any call" [ "$(jq -r .code <<<"$out")" = 7 -a ! -e "$tmp/last_CreateEndpoint.json" ]
+# So are the named ports.
+conf add-badport.json 1.0.0 ",\"args\":{\"cni\":{\"ports\":[{\"name\":\"http\",\"containerPort\":80},{\"name\":\"HTTP\",\"containerPort\":81}]}},\"prevResult\":$prev"
+plugin ADD "$tmp/add-badport.json"
+check "an invalid port name: 7 before any call" [ "$(jq -r .code <<<"$out")" = 7 -a ! -e "$tmp/last_CreateEndpoint.json" ]
+check "an invalid port name: the entry is named" grep -q 'args.cni.ports\[1\]: name \\"HTTP\\" must be an IANA service name' <<<"$out"
+conf add-dupport.json 1.0.0 ",\"args\":{\"cni\":{\"ports\":[{\"name\":\"http\",\"containerPort\":80},{\"name\":\"http\",\"containerPort\":81,\"protocol\":\"UDP\"}]}},\"prevResult\":$prev"
+plugin ADD "$tmp/add-dupport.json"
+check "a duplicate port name: 7 before any call" [ "$(jq -r .code <<<"$out")" = 7 -a ! -e "$tmp/last_CreateEndpoint.json" ]
 mode slow
 start=$(date +%s%N)
 plugin ADD "$tmp/add-short.json"
@@ -287,7 +299,7 @@ if [ -x /usr/lib/cni/host-local ]; then
   ip netns add "$MAIN_NS"
   MNETNS=/var/run/netns/$MAIN_NS
   net=$((100 + $$ % 100))
-  conf main.json 1.0.0 ",\"logFile\":\"$tmp/cni.log\",\"logLevel\":\"debug\",\"ipam\":{\"type\":\"host-local\",\"dataDir\":\"$tmp/ipam\",\"ranges\":[[{\"subnet\":\"10.$net.7.0/24\"}],[{\"subnet\":\"fd00:$net:7::/64\"}]],\"routes\":[{\"dst\":\"0.0.0.0/0\"},{\"dst\":\"::/0\"}]}"
+  conf main.json 1.0.0 ",\"logFile\":\"$tmp/cni.log\",\"logLevel\":\"debug\",\"ipam\":{\"type\":\"host-local\",\"dataDir\":\"$tmp/ipam\",\"ranges\":[[{\"subnet\":\"10.$net.7.0/24\"}],[{\"subnet\":\"fd00:$net:7::/64\"}]],\"routes\":[{\"dst\":\"0.0.0.0/0\"},{\"dst\":\"::/0\"}]},\"args\":{\"cni\":{\"ports\":[{\"name\":\"sctp-sig\",\"containerPort\":2905,\"protocol\":\"SCTP\"}]}}"
   main() { NETNS_OVERRIDE=$MNETNS CID=${CID:-mainpod} plugin "$@"; }
   main ADD "$tmp/main.json"
   check "main: ADD succeeds" [ "$rc" = 0 ]
@@ -299,6 +311,8 @@ if [ -x /usr/lib/cni/host-local ]; then
     [ "$(jq -r '[.ips[]|[.address,.interface]]|@json' <<<"$out")" = '[["10.'$net'.7.2/24",1],["fd00:'$net':7::2/64",1]]' ]
   check "main: CreateEndpoint got the host veth and both addresses" \
     [ "$(last CreateEndpoint '[.host_interface,(.ips|join(","))]|@json')" = '["'$hv'","10.'$net'.7.2,fd00:'$net':7::2"]' ]
+  check "main: CreateEndpoint got the named ports" \
+    [ "$(last CreateEndpoint '.named_ports|@json')" = '[{"name":"sctp-sig","protocol":"PROTOCOL_SCTP","port":2905}]' ]
   was_down() { local f; f=$(jq -r ".$1" "$tmp/links_at_create.json"); [ -n "$f" ] && ! grep -q 'UP' <<<"$f"; }
   check "main: the host veth was down while the endpoint was created" was_down host
   check "main: the pod's eth0 was down while the endpoint was created" was_down pod

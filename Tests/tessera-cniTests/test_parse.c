@@ -1,4 +1,4 @@
-/* CNI_ARGS, network configuration, prevResult and label parsing. */
+/* CNI_ARGS, network configuration, prevResult, label and named port parsing. */
 #include <stdlib.h>
 
 #include "cni_args.h"
@@ -393,6 +393,158 @@ static void test_labels(void) {
   }
 }
 
+#define PORTS(list) "{" BASE ",\"args\":{\"cni\":{\"labels\":[\"app=web\"],\"ports\":" list "}}}"
+
+static void test_ports(void) {
+  struct netconf nc;
+  struct cni_error err;
+  CHECK_INT(parse(PORTS("[{\"name\":\"http\",\"containerPort\":8080},"
+                        "{\"name\":\"dns\",\"containerPort\":53,\"protocol\":\"UDP\"},"
+                        "{\"containerPort\":2905,\"protocol\":\"SCTP\",\"name\":\"m3ua-1\"},"
+                        "{\"name\":\"https\",\"containerPort\":65535,\"protocol\":\"TCP\"},"
+                        "{\"name\":\"a1\",\"containerPort\":1}]"),
+                  &nc, &err),
+            0);
+  CHECK_INT(netconf_parse_labels(&nc, &err), 0);
+  CHECK_INT(nc.n_labels, 1);
+  CHECK_INT(netconf_parse_ports(&nc, &err), 0);
+  CHECK_INT(nc.n_ports, 5);
+  if (nc.n_ports == 5) {
+    CHECK_STR(nc.ports[0].name, "http");
+    CHECK_INT(nc.ports[0].protocol, NETCONF_PORT_TCP); /* the default */
+    CHECK_INT(nc.ports[0].port, 8080);
+    CHECK_STR(nc.ports[1].name, "dns");
+    CHECK_INT(nc.ports[1].protocol, NETCONF_PORT_UDP);
+    CHECK_INT(nc.ports[1].port, 53);
+    CHECK_STR(nc.ports[2].name, "m3ua-1");
+    CHECK_INT(nc.ports[2].protocol, NETCONF_PORT_SCTP);
+    CHECK_INT(nc.ports[2].port, 2905);
+    CHECK_STR(nc.ports[3].name, "https");
+    CHECK_INT(nc.ports[3].protocol, NETCONF_PORT_TCP);
+    CHECK_INT(nc.ports[3].port, 65535);
+    CHECK_INT(nc.ports[4].port, 1);
+  }
+  netconf_free(&nc);
+
+  /* Absent (no args, no args.cni, no ports, null) or []: none. */
+  static const char *const none[] = {
+      "{" BASE "}", "{" BASE ",\"args\":{}}", "{" BASE ",\"args\":{\"cni\":{\"labels\":[\"app=web\"]}}}", PORTS("null"),
+      PORTS("[]"),
+  };
+  for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+    CHECK_INT(parse(none[i], &nc, &err), 0);
+    CHECK_INT(netconf_parse_ports(&nc, &err), 0);
+    CHECK_INT(nc.n_ports, 0);
+    CHECK(nc.ports == NULL);
+    netconf_free(&nc);
+  }
+
+  /* Each invalid case gives code 7 with a message naming the entry. */
+  static const struct {
+    const char *conf, *details;
+  } bad[] = {
+      {"{" BASE ",\"args\":5}", "field args must be an object"},
+      {"{" BASE ",\"args\":{\"cni\":[]}}", "field args.cni must be an object"},
+      {PORTS("{\"http\":8080}"), "field args.cni.ports must be an array"},
+      {PORTS("\"http\""), "field args.cni.ports must be an array"},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":80},\"dns\"]"), "args.cni.ports[1] must be an object"},
+      {PORTS("[[]]"), "args.cni.ports[0] must be an object"},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":80,\"hostPort\":80}]"),
+       "args.cni.ports[0]: unknown field \"hostPort\"; expected name, containerPort and protocol"},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":80,\"hostIP\":\"0.0.0.0\"}]"),
+       "args.cni.ports[0]: unknown field \"hostIP\""},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":80,\"Name\":\"x\"}]"), "args.cni.ports[0]: unknown field \"Name\""},
+      {PORTS("[{\"containerPort\":80}]"), "args.cni.ports[0]: missing required field name"},
+      {PORTS("[{\"name\":7,\"containerPort\":80}]"), "args.cni.ports[0]: name must be a string"},
+      {PORTS("[{\"name\":null,\"containerPort\":80}]"), "args.cni.ports[0]: name must be a string"},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":80},{\"name\":\"HTTP\",\"containerPort\":81}]"),
+       "args.cni.ports[1]: name \"HTTP\" must be an IANA service name: 1-15 characters of a-z, 0-9 and '-', with "
+       "at least one letter, not beginning or ending with '-' and without \"--\""},
+      {PORTS("[{\"name\":\"\",\"containerPort\":80}]"), "args.cni.ports[0]: name \"\" must be an IANA service name"},
+      {PORTS("[{\"name\":\"abcdefghijklmnop\",\"containerPort\":80}]"),
+       "args.cni.ports[0]: name \"abcdefghijklmnop\" must be an IANA service name"},
+      {PORTS("[{\"name\":\"8080\",\"containerPort\":80}]"), "name \"8080\" must be an IANA service name"},
+      {PORTS("[{\"name\":\"-http\",\"containerPort\":80}]"), "name \"-http\" must be an IANA service name"},
+      {PORTS("[{\"name\":\"http-\",\"containerPort\":80}]"), "name \"http-\" must be an IANA service name"},
+      {PORTS("[{\"name\":\"h--p\",\"containerPort\":80}]"), "name \"h--p\" must be an IANA service name"},
+      {PORTS("[{\"name\":\"ht_p\",\"containerPort\":80}]"), "name \"ht_p\" must be an IANA service name"},
+      {PORTS("[{\"name\":\"ht.p\",\"containerPort\":80}]"), "name \"ht.p\" must be an IANA service name"},
+      {PORTS("[{\"name\":\"h\\u00e9\",\"containerPort\":80}]"), "must be an IANA service name"},
+      {PORTS("[{\"name\":\"http\"}]"), "args.cni.ports[0] (http): missing required field containerPort"},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":0}]"),
+       "args.cni.ports[0] (http): containerPort must be an integer between 1 and 65535"},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":65536}]"), "containerPort must be an integer between 1 and 65535"},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":-80}]"), "containerPort must be an integer between 1 and 65535"},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":80.0}]"), "containerPort must be an integer between 1 and 65535"},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":80.5}]"), "containerPort must be an integer between 1 and 65535"},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":\"80\"}]"), "containerPort must be an integer between 1 and 65535"},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":true}]"), "containerPort must be an integer between 1 and 65535"},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":null}]"), "containerPort must be an integer between 1 and 65535"},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":80,\"protocol\":\"tcp\"}]"),
+       "args.cni.ports[0] (http): protocol must be \"TCP\", \"UDP\" or \"SCTP\""},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":80,\"protocol\":\"ICMP\"}]"),
+       "protocol must be \"TCP\", \"UDP\" or \"SCTP\""},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":80,\"protocol\":\"\"}]"),
+       "protocol must be \"TCP\", \"UDP\" or \"SCTP\""},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":80,\"protocol\":6}]"),
+       "protocol must be \"TCP\", \"UDP\" or \"SCTP\""},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":80,\"protocol\":null}]"),
+       "protocol must be \"TCP\", \"UDP\" or \"SCTP\""},
+      /* Names are unique, whatever the port and protocol. */
+      {PORTS("[{\"name\":\"http\",\"containerPort\":80},{\"name\":\"dns\",\"containerPort\":53},"
+             "{\"name\":\"http\",\"containerPort\":8080,\"protocol\":\"UDP\"}]"),
+       "args.cni.ports[2]: name \"http\" is already used by args.cni.ports[0]"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    CHECK_INT(parse(bad[i].conf, &nc, &err), 0);
+    int rc = netconf_parse_ports(&nc, &err);
+    int found = rc == CNI_ERR_INVALID_NETCONF && strstr(err.details, bad[i].details) != NULL;
+    if (!found) fprintf(stderr, "  case %zu: %s: rc %d, details \"%s\"\n", i, bad[i].conf, rc, err.details);
+    CHECK(found);
+    netconf_free(&nc);
+  }
+}
+
+static void test_port_limits(void) {
+  struct netconf nc;
+  struct cni_error err;
+  char *conf = malloc(16 * 1024);
+  /* 64 named ports pass, 65 are refused. */
+  for (int n = NETCONF_MAX_PORTS; n <= NETCONF_MAX_PORTS + 1; n++) {
+    int off = sprintf(conf, "{" BASE ",\"args\":{\"cni\":{\"ports\":[");
+    for (int i = 0; i < n; i++)
+      off += sprintf(conf + off, "%s{\"name\":\"p%d\",\"containerPort\":%d}", i ? "," : "", i, 1000 + i);
+    sprintf(conf + off, "]}}}");
+    CHECK_INT(parse(conf, &nc, &err), 0);
+    int rc = netconf_parse_ports(&nc, &err);
+    if (n == NETCONF_MAX_PORTS) {
+      CHECK_INT(rc, 0);
+      CHECK_INT(nc.n_ports, 64);
+      if (nc.n_ports == 64) {
+        CHECK_STR(nc.ports[63].name, "p63");
+        CHECK_INT(nc.ports[63].port, 1063);
+      }
+    } else {
+      CHECK_INT(rc, CNI_ERR_INVALID_NETCONF);
+      CHECK_STR(err.details, "args.cni.ports has 65 entries; at most 64 are accepted");
+      CHECK_INT(nc.n_ports, 0);
+    }
+    netconf_free(&nc);
+  }
+  free(conf);
+
+  /* IANA service names as Kubernetes' IsValidPortName has them. */
+  static const char *const good[] = {"a", "http", "h2c", "web-8080", "a-b-c", "123a", "abcdefghijklmno", "x-1"};
+  for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+    CHECK_INT(netconf_port_name_valid(good[i], strlen(good[i])), 1);
+  static const char *const bad[] = {"",      "1",   "123", "-a",  "a-", "a--b", "Http",
+                                    "ht tp", "a_b", "a.b", "a/b", "-",  "--",   "abcdefghijklmnop"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    if (netconf_port_name_valid(bad[i], strlen(bad[i]))) fprintf(stderr, "  accepted \"%s\"\n", bad[i]);
+    CHECK_INT(netconf_port_name_valid(bad[i], strlen(bad[i])), 0);
+  }
+}
+
 static void test_valid_attachments(void) {
   struct netconf nc;
   struct cni_error err;
@@ -438,6 +590,8 @@ const struct test_case parse_tests[] = {
     {"label_limits", test_label_limits},
     {"canonical_ip", test_canonical_ip},
     {"labels", test_labels},
+    {"ports", test_ports},
+    {"port_limits", test_port_limits},
     {"valid_attachments", test_valid_attachments},
 };
 const size_t parse_tests_count = sizeof(parse_tests) / sizeof(parse_tests[0]);

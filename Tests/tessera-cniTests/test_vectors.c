@@ -377,6 +377,60 @@ static void test_plugin_encoder_matches_protoc(void) {
   free(out);
 }
 
+/* Named ports (field 11) are encoded in order, with their protocol numbers. */
+static void test_plugin_encoder_named_ports(void) {
+  char *ips[] = {"10.199.0.5"};
+  struct netconf_label labels[] = {{"k8s", "app", "web"}};
+  struct netconf_port ports[] = {
+      {"http", NETCONF_PORT_TCP, 8080}, {"dns", NETCONF_PORT_UDP, 53}, {"m3ua", NETCONF_PORT_SCTP, 2905}};
+  struct endpoint_create_params p = {
+      .container_id = CID,
+      .interface_name = "eth0",
+      .ips = ips,
+      .n_ips = 1,
+      .labels = labels,
+      .n_labels = 1,
+      .named_ports = ports,
+      .n_named_ports = 3,
+  };
+  uint8_t *out = NULL;
+  size_t out_len = 0;
+  CHECK_INT(endpoint_encode_create(&p, &out, &out_len), 0);
+  Tessera__Endpoint__V1__CreateEndpointRequest *r =
+      tessera__endpoint__v1__create_endpoint_request__unpack(NULL, out_len, out);
+  CHECK(r != NULL);
+  if (r) {
+    CHECK_INT(r->n_labels, 1);
+    CHECK_INT(r->n_named_ports, 3);
+    if (r->n_named_ports == 3) {
+      CHECK_STR(r->named_ports[0]->name, "http");
+      CHECK_INT(r->named_ports[0]->protocol, TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_TCP);
+      CHECK_INT(r->named_ports[0]->port, 8080);
+      CHECK_STR(r->named_ports[1]->name, "dns");
+      CHECK_INT(r->named_ports[1]->protocol, TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_UDP);
+      CHECK_INT(r->named_ports[1]->port, 53);
+      CHECK_STR(r->named_ports[2]->name, "m3ua");
+      CHECK_INT(r->named_ports[2]->protocol, TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_SCTP);
+      CHECK_INT(r->named_ports[2]->port, 2905);
+    }
+    CHECK_INT(r->base.n_unknown_fields, 0);
+    tessera__endpoint__v1__create_endpoint_request__free_unpacked(r, NULL);
+  }
+  free(out);
+
+  /* None: nothing is encoded (test_plugin_encoder_matches_protoc compares such bytes with protoc's). */
+  p.n_named_ports = 0;
+  p.named_ports = NULL;
+  CHECK_INT(endpoint_encode_create(&p, &out, &out_len), 0);
+  r = tessera__endpoint__v1__create_endpoint_request__unpack(NULL, out_len, out);
+  CHECK(r != NULL);
+  if (r) {
+    CHECK_INT(r->n_named_ports, 0);
+    tessera__endpoint__v1__create_endpoint_request__free_unpacked(r, NULL);
+  }
+  free(out);
+}
+
 /* Truncated or corrupted input never crashes the decoder. */
 static void test_vectors_truncated(void) {
   size_t len = 0;
@@ -399,6 +453,7 @@ const struct test_case vector_tests[] = {
     {"vectors_decode_reencode", test_vectors_decode_reencode},
     {"vector_unknown_fields", test_vector_unknown_fields},
     {"plugin_encoder_matches_protoc", test_plugin_encoder_matches_protoc},
+    {"plugin_encoder_named_ports", test_plugin_encoder_named_ports},
     {"vectors_truncated", test_vectors_truncated},
 };
 const size_t vector_tests_count = sizeof(vector_tests) / sizeof(vector_tests[0]);

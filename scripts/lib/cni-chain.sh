@@ -9,6 +9,9 @@
 # CHAIN_MODE=main runs tessera-cni as the main plugin (it creates the veth and
 # delegates to host-local; no window) instead of the ptp chain (the default here,
 # kept by the tests that measure or exercise the chained mode).
+# chain_add takes an optional third argument, the pod's named ports as a JSON
+# array in the Kubernetes container-port shape (args.cni.ports); without it the
+# configuration has no "ports" key, as before.
 
 chain_exec() { # plugin command pod config-json
   local plugin=$1 command=$2 pod=$3 config=$4 dir=/usr/lib/cni
@@ -23,32 +26,39 @@ chain_ptp_config() {
     "$CHAIN_NAME" "$CHAIN_SUBNET" "${CHAIN_ROUTES:-[]}" "$CHAIN_STATE"
 }
 
-chain_main_config() { # labels-json-array
-  printf '{"cniVersion":"1.0.0","name":"%s","type":"tessera-cni","socketPath":"%s","ipam":{"type":"host-local","ranges":[[{"subnet":"%s"}]],"routes":%s,"dataDir":"%s/ipam"},"args":{"cni":{"labels":%s}}}' \
-    "$CHAIN_NAME" "$CHAIN_SOCKET" "$CHAIN_SUBNET" "${CHAIN_ROUTES:-[]}" "$CHAIN_STATE" "$1"
+# chain_cni_args LABELS-JSON [PORTS-JSON]: the args.cni object's members.
+chain_cni_args() {
+  printf '"labels":%s' "$1"
+  [ -z "${2:-}" ] || printf ',"ports":%s' "$2"
 }
 
-chain_tessera_config() { # labels-json-array prevResult
-  printf '{"cniVersion":"1.0.0","name":"%s","type":"tessera-cni","socketPath":"%s","args":{"cni":{"labels":%s}},"prevResult":%s}' \
-    "$CHAIN_NAME" "$CHAIN_SOCKET" "$1" "$2"
+chain_main_config() { # labels-json-array [ports-json-array]
+  printf '{"cniVersion":"1.0.0","name":"%s","type":"tessera-cni","socketPath":"%s","ipam":{"type":"host-local","ranges":[[{"subnet":"%s"}]],"routes":%s,"dataDir":"%s/ipam"},"args":{"cni":{%s}}}' \
+    "$CHAIN_NAME" "$CHAIN_SOCKET" "$CHAIN_SUBNET" "${CHAIN_ROUTES:-[]}" "$CHAIN_STATE" "$(chain_cni_args "$1" "${2:-}")"
 }
 
-# chain_add POD LABELS-JSON: creates the pod netns and runs ADD through the chain;
-# the result is cached in $CHAIN_STATE/POD.json. Returns non-zero if a plugin failed.
+chain_tessera_config() { # labels-json-array prevResult [ports-json-array]
+  printf '{"cniVersion":"1.0.0","name":"%s","type":"tessera-cni","socketPath":"%s","args":{"cni":{%s}},"prevResult":%s}' \
+    "$CHAIN_NAME" "$CHAIN_SOCKET" "$(chain_cni_args "$1" "${3:-}")" "$2"
+}
+
+# chain_add POD LABELS-JSON [PORTS-JSON]: creates the pod netns and runs ADD through
+# the chain; the result is cached in $CHAIN_STATE/POD.json. Returns non-zero if a
+# plugin failed (the failing plugin's error JSON is then in POD.json).
 chain_add() {
-  local pod=$1 labels=$2 prev
+  local pod=$1 labels=$2 ports=${3:-} prev
   mkdir -p "$CHAIN_STATE"
   ip netns add "$CHAIN_NETNS_PREFIX$pod" 2>/dev/null || true
   ip -n "$CHAIN_NETNS_PREFIX$pod" link set lo up
   if [ "${CHAIN_MODE:-chained}" = main ]; then
-    chain_exec tessera-cni ADD "$pod" "$(chain_main_config "$labels")" >"$CHAIN_STATE/$pod.json" || {
+    chain_exec tessera-cni ADD "$pod" "$(chain_main_config "$labels" "$ports")" >"$CHAIN_STATE/$pod.json" || {
       cat "$CHAIN_STATE/$pod.json"
       return 1
     }
     return 0
   fi
   prev=$(chain_exec ptp ADD "$pod" "$(chain_ptp_config)") || { echo "$prev"; return 1; }
-  chain_exec tessera-cni ADD "$pod" "$(chain_tessera_config "$labels" "$prev")" >"$CHAIN_STATE/$pod.json" || {
+  chain_exec tessera-cni ADD "$pod" "$(chain_tessera_config "$labels" "$prev" "$ports")" >"$CHAIN_STATE/$pod.json" || {
     cat "$CHAIN_STATE/$pod.json"
     return 1
   }

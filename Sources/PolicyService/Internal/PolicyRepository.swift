@@ -378,9 +378,11 @@ struct PolicyRepository {
           case .cached(let cached): cache.selections(of: cached).contains(peer)
           }
         }
+        // A named port is known only on the node (the endpoint's own ports): not traced here.
         let portMatches = section.ports.contains {
-          PolicyEntry(peer: .unknown, direction: direction, proto: $0.proto, ports: $0.ports)
-            .matches(peer: peer, direction: direction, proto: proto, port: port)
+          $0.name == nil
+            && PolicyEntry(peer: .unknown, direction: direction, proto: $0.proto, ports: $0.ports)
+              .matches(peer: peer, direction: direction, proto: proto, port: port)
         }
         guard peerMatches && portMatches else { continue }
         trace.matches.append(
@@ -400,11 +402,13 @@ struct PolicyRepository {
   /// `enableDefaultDeny`); each section adds an entry per peer identity and port. A key that
   /// is both allowed and denied keeps only the deny, and an allow entirely covered by a deny
   /// (same or wildcard peer, same or any protocol, enclosing ports) is dropped, since the
-  /// deny decides those packets anyway.
+  /// deny decides those packets anyway. A section's named port becomes a ``NamedPortEntry``
+  /// (a row both allowed and denied keeps the deny), which the node resolves.
   func computePolicy(for subject: SecurityIdentity) -> EndpointPolicy {
     var ingressEnforced = false
     var egressEnforced = false
     var verdicts: [PolicyEntry.Key: PolicyVerdict] = [:]
+    var namedVerdicts: [NamedPortEntry: PolicyVerdict] = [:]
     for resolved in rules.values where resolved.rule.subject.matches(subject.labels) {
       ingressEnforced = ingressEnforced || resolved.rule.enforcesIngress
       egressEnforced = egressEnforced || resolved.rule.enforcesEgress
@@ -417,6 +421,14 @@ struct PolicyRepository {
           }
           for identity in identities {
             for port in section.ports {
+              if let name = port.name {
+                let row = NamedPortEntry(
+                  peer: identity, direction: section.direction, proto: port.proto, portName: name)
+                if section.verdict == .deny || namedVerdicts[row] == nil {
+                  namedVerdicts[row] = section.verdict
+                }
+                continue
+              }
               let key = PolicyEntry(
                 peer: identity, direction: section.direction, proto: port.proto, ports: port.ports
               ).key
@@ -445,9 +457,14 @@ struct PolicyRepository {
           verdict: verdict))
     }
     entries.sort()
+    let namedPortEntries = namedVerdicts.map { row, verdict in
+      var row = row
+      row.verdict = verdict
+      return row
+    }
     return EndpointPolicy(
       revision: revision, ingressEnforced: ingressEnforced, egressEnforced: egressEnforced,
-      entries: entries)
+      entries: entries, namedPortEntries: namedPortEntries.sorted())
   }
 
   private struct DenyScope: Hashable {

@@ -7,14 +7,25 @@ enum PeerSelector: Hashable, Sendable {
   case selector(EndpointSelector)
 }
 
-/// A protocol and destination port range; `.any` is every protocol on every port.
+/// A protocol and destination port range, or a named port; `.any` is every protocol on every
+/// port.
 struct PortProtocol: Hashable, Sendable {
   var proto: L4Protocol
+  /// Unused (`.any`) for a named port.
   var ports: PortRange
+  /// A port named in the manifest (`port: http`): each node resolves it through its
+  /// endpoints' named ports (``NamedPortEntry``).
+  var name: String?
 
   init(proto: L4Protocol, ports: PortRange) {
     self.proto = proto
     self.ports = ports
+  }
+
+  init(proto: L4Protocol, name: String) {
+    self.proto = proto
+    self.ports = .any
+    self.name = name
   }
 
   static let any = PortProtocol(proto: .any, ports: .any)

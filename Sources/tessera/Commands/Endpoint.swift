@@ -48,6 +48,33 @@ func parseLabels(_ texts: [String]) throws -> [Tessera_Common_V1_Label] {
   }
 }
 
+/// Reads `NAME=PORT[/PROTOCOL]` (protocol TCP by default, as a Kubernetes container port).
+func parseNamedPorts(_ texts: [String]) throws -> [Tessera_Common_V1_NamedPort] {
+  var ports: [NamedPort] = []
+  for text in texts {
+    let parts = text.split(separator: "=", maxSplits: 1).map(String.init)
+    let numberAndProtocol = parts.count == 2 ? parts[1].split(separator: "/").map(String.init) : []
+    guard parts.count == 2, (1...2).contains(numberAndProtocol.count),
+      let number = UInt16(numberAndProtocol[0]), number > 0
+    else {
+      throw ValidationError("--port \(text): expected NAME=PORT[/PROTOCOL], PORT 1-65535")
+    }
+    let proto = numberAndProtocol.count == 2 ? L4Protocol(name: numberAndProtocol[1]) : .tcp
+    guard let proto, proto != .any else {
+      throw ValidationError("--port \(text): protocol must be TCP, UDP or SCTP")
+    }
+    ports.append(NamedPort(name: parts[0], proto: proto, port: number))
+  }
+  if let problem = NamedPort.problem(with: ports) { throw ValidationError(problem) }
+  return ports.map(Tessera_Common_V1_NamedPort.init)
+}
+
+extension Tessera_Common_V1_NamedPort {
+  private var protocolName: String { "\((try? L4Protocol(proto: `protocol`)) ?? .any)" }
+  var text: String { "\(name)=\(port)/\(protocolName)" }
+  var json: [String: Any] { ["name": name, "port": Int(port), "protocol": protocolName] }
+}
+
 extension Tessera_Endpoint_V1_EndpointState {
   var name: String {
     switch self {
@@ -80,6 +107,7 @@ extension Tessera_Endpoint_V1_Endpoint {
       "netns": netns, "createdAtUnixMs": Int(createdAtUnixMs),
       "regenerationFailures": Int(regenerationFailures),
       "lastRegenerationError": lastRegenerationError,
+      "namedPorts": namedPorts.map(\.json),
     ]
   }
 
@@ -96,7 +124,8 @@ extension Tessera_Endpoint_V1_Endpoint {
       String(identity),
       stateText, String(policyRevision), labels.map(\.text).joined(separator: ","),
     ]
-    return wide ? row + [lastRegenerationError.isEmpty ? "-" : lastRegenerationError] : row
+    let ports = namedPorts.isEmpty ? "-" : namedPorts.map(\.text).joined(separator: ",")
+    return wide ? row + [ports, lastRegenerationError.isEmpty ? "-" : lastRegenerationError] : row
   }
 }
 
@@ -110,7 +139,7 @@ func printEndpoints(
   } else {
     let wide = global.output == .wide
     printTable(
-      wide ? endpointHeader + ["LAST-REGENERATION-ERROR"] : endpointHeader,
+      wide ? endpointHeader + ["NAMED-PORTS", "LAST-REGENERATION-ERROR"] : endpointHeader,
       endpoints.map { $0.row(wide: wide) })
   }
 }
@@ -128,6 +157,9 @@ struct EndpointCreate: AsyncParsableCommand {
   @Option(help: "Interface name inside the container.") var interface = "eth0"
   @Option(help: "Host-side veth to attach programs to.") var hostInterface: String?
   @Option(help: "Label source:key=value (repeatable).") var label: [String] = []
+  @Option(
+    help: "A named port NAME=PORT[/PROTOCOL] (repeatable; TCP by default), as a container port."
+  ) var port: [String] = []
   @Flag(help: "Return at once instead of waiting for the first regeneration.") var async = false
 
   func run() async throws {
@@ -141,9 +173,11 @@ struct EndpointCreate: AsyncParsableCommand {
       $0.sync = !async
     }
     let labels = try parseLabels(label)
+    let namedPorts = try parseNamedPorts(port)
     let response = try await global.withClient(.endpoint) { client, options in
       var request = request
       request.labels = labels
+      request.namedPorts = namedPorts
       return try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).createEndpoint(
         request, options: options)
     }

@@ -220,7 +220,8 @@ extension PolicyManifest {
         // Cilium's `ANY` in a port rule is TCP, UDP and SCTP (`mergeIngress`/`mergeEgress`
         // in pkg/policy/rule.go), not every protocol: a port rule never covers ICMP or a
         // portless protocol. Only an element without `toPorts` does.
-        if port.proto == .any {
+        // A named port keeps `ANY`: it takes the protocol the workload declares.
+        if port.proto == .any && port.name == nil {
           ports += [L4Protocol.tcp, .udp, .sctp].map { PortProtocol(proto: $0, ports: port.ports) }
         } else {
           ports.append(port)

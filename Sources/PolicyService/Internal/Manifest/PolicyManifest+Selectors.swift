@@ -110,7 +110,10 @@ extension PolicyManifest {
     }
     var port = 0
     if let portField = object["port"] {
-      port = try portNumber(portField, minimum: 0)
+      switch try portNumberOrName(portField, minimum: 0) {
+      case .number(let number): port = number
+      case .name(let name): return try namedPort(name, proto: proto, object: object)
+      }
     }
     return PortProtocol(proto: proto, ports: try portRange(port: port, object: object, minimum: 0))
   }
@@ -133,21 +136,35 @@ extension PolicyManifest {
       }
       return PortProtocol(proto: proto, ports: .any)
     }
-    let port = try portNumber(portField, minimum: 1)
-    return PortProtocol(proto: proto, ports: try portRange(port: port, object: object, minimum: 1))
+    switch try portNumberOrName(portField, minimum: 1) {
+    case .number(let port):
+      return PortProtocol(
+        proto: proto, ports: try portRange(port: port, object: object, minimum: 1))
+    case .name(let name):
+      return try namedPort(name, proto: proto, object: object)
+    }
   }
 
-  private static func portNumber(_ field: ManifestField, minimum: Int) throws(FieldError) -> Int {
+  private enum PortNumberOrName {
+    case number(Int)
+    case name(String)
+  }
+
+  /// A port as a number, or as text naming a port (Kubernetes' IntOrString; Cilium's string).
+  private static func portNumberOrName(_ field: ManifestField, minimum: Int) throws(FieldError)
+    -> PortNumberOrName
+  {
     let number: Int
     switch field.value {
     case .integer, .number:
       number = try field.integer()
     case .string(let text):
       guard let parsed = Int(text.trimmingSpaces) else {
-        if text.contains(where: \.isLetter) {
-          throw field.error("named port \"\(text)\" is not supported yet (use a port number)")
+        guard text.contains(where: \.isLetter) else {
+          throw field.error("invalid port \"\(text)\"")
         }
-        throw field.error("invalid port \"\(text)\"")
+        if let problem = NamedPort.problem(withName: text) { throw field.error(problem) }
+        return .name(text)
       }
       number = parsed
     default:
@@ -156,7 +173,16 @@ extension PolicyManifest {
     guard (minimum...65535).contains(number) else {
       throw field.error("port \(number) is out of range (\(minimum)-65535)")
     }
-    return number
+    return .number(number)
+  }
+
+  private static func namedPort(_ name: String, proto: L4Protocol, object: ManifestObject)
+    throws(FieldError) -> PortProtocol
+  {
+    if let endPortField = object["endPort"] {
+      throw endPortField.error("may not be specified when port is a name (\"\(name)\")")
+    }
+    return PortProtocol(proto: proto, name: name)
   }
 
   private static func portRange(port: Int, object: ManifestObject, minimum: Int) throws(FieldError)

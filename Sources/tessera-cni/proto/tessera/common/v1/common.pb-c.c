@@ -187,6 +187,96 @@ void   tessera__common__v1__endpoint_policy__free_unpacked
   assert(message->base.descriptor == &tessera__common__v1__endpoint_policy__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   tessera__common__v1__named_port__init
+                     (Tessera__Common__V1__NamedPort         *message)
+{
+  static const Tessera__Common__V1__NamedPort init_value = TESSERA__COMMON__V1__NAMED_PORT__INIT;
+  *message = init_value;
+}
+size_t tessera__common__v1__named_port__get_packed_size
+                     (const Tessera__Common__V1__NamedPort *message)
+{
+  assert(message->base.descriptor == &tessera__common__v1__named_port__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tessera__common__v1__named_port__pack
+                     (const Tessera__Common__V1__NamedPort *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tessera__common__v1__named_port__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tessera__common__v1__named_port__pack_to_buffer
+                     (const Tessera__Common__V1__NamedPort *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tessera__common__v1__named_port__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tessera__Common__V1__NamedPort *
+       tessera__common__v1__named_port__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tessera__Common__V1__NamedPort *)
+     protobuf_c_message_unpack (&tessera__common__v1__named_port__descriptor,
+                                allocator, len, data);
+}
+void   tessera__common__v1__named_port__free_unpacked
+                     (Tessera__Common__V1__NamedPort *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tessera__common__v1__named_port__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tessera__common__v1__named_port_entry__init
+                     (Tessera__Common__V1__NamedPortEntry         *message)
+{
+  static const Tessera__Common__V1__NamedPortEntry init_value = TESSERA__COMMON__V1__NAMED_PORT_ENTRY__INIT;
+  *message = init_value;
+}
+size_t tessera__common__v1__named_port_entry__get_packed_size
+                     (const Tessera__Common__V1__NamedPortEntry *message)
+{
+  assert(message->base.descriptor == &tessera__common__v1__named_port_entry__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tessera__common__v1__named_port_entry__pack
+                     (const Tessera__Common__V1__NamedPortEntry *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tessera__common__v1__named_port_entry__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tessera__common__v1__named_port_entry__pack_to_buffer
+                     (const Tessera__Common__V1__NamedPortEntry *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tessera__common__v1__named_port_entry__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tessera__Common__V1__NamedPortEntry *
+       tessera__common__v1__named_port_entry__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tessera__Common__V1__NamedPortEntry *)
+     protobuf_c_message_unpack (&tessera__common__v1__named_port_entry__descriptor,
+                                allocator, len, data);
+}
+void   tessera__common__v1__named_port_entry__free_unpacked
+                     (Tessera__Common__V1__NamedPortEntry *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tessera__common__v1__named_port_entry__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor tessera__common__v1__label__field_descriptors[3] =
 {
   {
@@ -405,7 +495,7 @@ const ProtobufCMessageDescriptor tessera__common__v1__policy_entry__descriptor =
   (ProtobufCMessageInit) tessera__common__v1__policy_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor tessera__common__v1__endpoint_policy__field_descriptors[4] =
+static const ProtobufCFieldDescriptor tessera__common__v1__endpoint_policy__field_descriptors[5] =
 {
   {
     "revision",
@@ -455,17 +545,30 @@ static const ProtobufCFieldDescriptor tessera__common__v1__endpoint_policy__fiel
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "named_port_entries",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Tessera__Common__V1__EndpointPolicy, n_named_port_entries),
+    offsetof(Tessera__Common__V1__EndpointPolicy, named_port_entries),
+    &tessera__common__v1__named_port_entry__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tessera__common__v1__endpoint_policy__field_indices_by_name[] = {
   2,   /* field[2] = egress_enforced */
   3,   /* field[3] = entries */
   1,   /* field[1] = ingress_enforced */
+  4,   /* field[4] = named_port_entries */
   0,   /* field[0] = revision */
 };
 static const ProtobufCIntRange tessera__common__v1__endpoint_policy__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor tessera__common__v1__endpoint_policy__descriptor =
 {
@@ -475,11 +578,165 @@ const ProtobufCMessageDescriptor tessera__common__v1__endpoint_policy__descripto
   "Tessera__Common__V1__EndpointPolicy",
   "tessera.common.v1",
   sizeof(Tessera__Common__V1__EndpointPolicy),
-  4,
+  5,
   tessera__common__v1__endpoint_policy__field_descriptors,
   tessera__common__v1__endpoint_policy__field_indices_by_name,
   1,  tessera__common__v1__endpoint_policy__number_ranges,
   (ProtobufCMessageInit) tessera__common__v1__endpoint_policy__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tessera__common__v1__named_port__field_descriptors[3] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Common__V1__NamedPort, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "protocol",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Common__V1__NamedPort, protocol),
+    &tessera__common__v1__protocol__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "port",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Common__V1__NamedPort, port),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tessera__common__v1__named_port__field_indices_by_name[] = {
+  0,   /* field[0] = name */
+  2,   /* field[2] = port */
+  1,   /* field[1] = protocol */
+};
+static const ProtobufCIntRange tessera__common__v1__named_port__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor tessera__common__v1__named_port__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tessera.common.v1.NamedPort",
+  "NamedPort",
+  "Tessera__Common__V1__NamedPort",
+  "tessera.common.v1",
+  sizeof(Tessera__Common__V1__NamedPort),
+  3,
+  tessera__common__v1__named_port__field_descriptors,
+  tessera__common__v1__named_port__field_indices_by_name,
+  1,  tessera__common__v1__named_port__number_ranges,
+  (ProtobufCMessageInit) tessera__common__v1__named_port__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tessera__common__v1__named_port_entry__field_descriptors[5] =
+{
+  {
+    "peer_identity",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Common__V1__NamedPortEntry, peer_identity),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "direction",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Common__V1__NamedPortEntry, direction),
+    &tessera__common__v1__direction__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "protocol",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Common__V1__NamedPortEntry, protocol),
+    &tessera__common__v1__protocol__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "port_name",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Common__V1__NamedPortEntry, port_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "verdict",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Tessera__Common__V1__NamedPortEntry, verdict),
+    &tessera__common__v1__verdict__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tessera__common__v1__named_port_entry__field_indices_by_name[] = {
+  1,   /* field[1] = direction */
+  0,   /* field[0] = peer_identity */
+  3,   /* field[3] = port_name */
+  2,   /* field[2] = protocol */
+  4,   /* field[4] = verdict */
+};
+static const ProtobufCIntRange tessera__common__v1__named_port_entry__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor tessera__common__v1__named_port_entry__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tessera.common.v1.NamedPortEntry",
+  "NamedPortEntry",
+  "Tessera__Common__V1__NamedPortEntry",
+  "tessera.common.v1",
+  sizeof(Tessera__Common__V1__NamedPortEntry),
+  5,
+  tessera__common__v1__named_port_entry__field_descriptors,
+  tessera__common__v1__named_port_entry__field_indices_by_name,
+  1,  tessera__common__v1__named_port_entry__number_ranges,
+  (ProtobufCMessageInit) tessera__common__v1__named_port_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue tessera__common__v1__direction__enum_values_by_number[3] =

@@ -19,6 +19,8 @@ typedef struct Tessera__Common__V1__Label Tessera__Common__V1__Label;
 typedef struct Tessera__Common__V1__Identity Tessera__Common__V1__Identity;
 typedef struct Tessera__Common__V1__PolicyEntry Tessera__Common__V1__PolicyEntry;
 typedef struct Tessera__Common__V1__EndpointPolicy Tessera__Common__V1__EndpointPolicy;
+typedef struct Tessera__Common__V1__NamedPort Tessera__Common__V1__NamedPort;
+typedef struct Tessera__Common__V1__NamedPortEntry Tessera__Common__V1__NamedPortEntry;
 
 
 /* --- enums --- */
@@ -127,10 +129,53 @@ struct  Tessera__Common__V1__EndpointPolicy
   protobuf_c_boolean egress_enforced;
   size_t n_entries;
   Tessera__Common__V1__PolicyEntry **entries;
+  /*
+   * Rows whose port is a name (`toPorts: [{port: http}]`): the endpoint service
+   * turns each into port entries, ingress from the endpoint's own named ports,
+   * egress from those of the node's endpoints, before the datapath sees them.
+   */
+  size_t n_named_port_entries;
+  Tessera__Common__V1__NamedPortEntry **named_port_entries;
 };
 #define TESSERA__COMMON__V1__ENDPOINT_POLICY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tessera__common__v1__endpoint_policy__descriptor) \
-    , 0, 0, 0, 0,NULL }
+    , 0, 0, 0, 0,NULL, 0,NULL }
+
+
+/*
+ * A port a workload declares under a name (a Kubernetes container port):
+ * `name` is an IANA service name (1-15 of a-z, 0-9 and '-', at least one letter).
+ */
+struct  Tessera__Common__V1__NamedPort
+{
+  ProtobufCMessage base;
+  char *name;
+  /*
+   * TCP, UDP or SCTP.
+   */
+  Tessera__Common__V1__Protocol protocol;
+  uint32_t port;
+};
+#define TESSERA__COMMON__V1__NAMED_PORT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tessera__common__v1__named_port__descriptor) \
+    , (char *)protobuf_c_empty_string, TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_ANY, 0 }
+
+
+/*
+ * A policy row on a named port; `protocol` ANY takes the named port's own protocol.
+ */
+struct  Tessera__Common__V1__NamedPortEntry
+{
+  ProtobufCMessage base;
+  uint32_t peer_identity;
+  Tessera__Common__V1__Direction direction;
+  Tessera__Common__V1__Protocol protocol;
+  char *port_name;
+  Tessera__Common__V1__Verdict verdict;
+};
+#define TESSERA__COMMON__V1__NAMED_PORT_ENTRY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tessera__common__v1__named_port_entry__descriptor) \
+    , 0, TESSERA__COMMON__V1__DIRECTION__DIRECTION_UNSPECIFIED, TESSERA__COMMON__V1__PROTOCOL__PROTOCOL_ANY, (char *)protobuf_c_empty_string, TESSERA__COMMON__V1__VERDICT__VERDICT_UNSPECIFIED }
 
 
 /* Tessera__Common__V1__Label methods */
@@ -209,6 +254,44 @@ Tessera__Common__V1__EndpointPolicy *
 void   tessera__common__v1__endpoint_policy__free_unpacked
                      (Tessera__Common__V1__EndpointPolicy *message,
                       ProtobufCAllocator *allocator);
+/* Tessera__Common__V1__NamedPort methods */
+void   tessera__common__v1__named_port__init
+                     (Tessera__Common__V1__NamedPort         *message);
+size_t tessera__common__v1__named_port__get_packed_size
+                     (const Tessera__Common__V1__NamedPort   *message);
+size_t tessera__common__v1__named_port__pack
+                     (const Tessera__Common__V1__NamedPort   *message,
+                      uint8_t             *out);
+size_t tessera__common__v1__named_port__pack_to_buffer
+                     (const Tessera__Common__V1__NamedPort   *message,
+                      ProtobufCBuffer     *buffer);
+Tessera__Common__V1__NamedPort *
+       tessera__common__v1__named_port__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tessera__common__v1__named_port__free_unpacked
+                     (Tessera__Common__V1__NamedPort *message,
+                      ProtobufCAllocator *allocator);
+/* Tessera__Common__V1__NamedPortEntry methods */
+void   tessera__common__v1__named_port_entry__init
+                     (Tessera__Common__V1__NamedPortEntry         *message);
+size_t tessera__common__v1__named_port_entry__get_packed_size
+                     (const Tessera__Common__V1__NamedPortEntry   *message);
+size_t tessera__common__v1__named_port_entry__pack
+                     (const Tessera__Common__V1__NamedPortEntry   *message,
+                      uint8_t             *out);
+size_t tessera__common__v1__named_port_entry__pack_to_buffer
+                     (const Tessera__Common__V1__NamedPortEntry   *message,
+                      ProtobufCBuffer     *buffer);
+Tessera__Common__V1__NamedPortEntry *
+       tessera__common__v1__named_port_entry__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tessera__common__v1__named_port_entry__free_unpacked
+                     (Tessera__Common__V1__NamedPortEntry *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Tessera__Common__V1__Label_Closure)
@@ -223,6 +306,12 @@ typedef void (*Tessera__Common__V1__PolicyEntry_Closure)
 typedef void (*Tessera__Common__V1__EndpointPolicy_Closure)
                  (const Tessera__Common__V1__EndpointPolicy *message,
                   void *closure_data);
+typedef void (*Tessera__Common__V1__NamedPort_Closure)
+                 (const Tessera__Common__V1__NamedPort *message,
+                  void *closure_data);
+typedef void (*Tessera__Common__V1__NamedPortEntry_Closure)
+                 (const Tessera__Common__V1__NamedPortEntry *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -236,6 +325,8 @@ extern const ProtobufCMessageDescriptor tessera__common__v1__label__descriptor;
 extern const ProtobufCMessageDescriptor tessera__common__v1__identity__descriptor;
 extern const ProtobufCMessageDescriptor tessera__common__v1__policy_entry__descriptor;
 extern const ProtobufCMessageDescriptor tessera__common__v1__endpoint_policy__descriptor;
+extern const ProtobufCMessageDescriptor tessera__common__v1__named_port__descriptor;
+extern const ProtobufCMessageDescriptor tessera__common__v1__named_port_entry__descriptor;
 
 PROTOBUF_C__END_DECLS
 

@@ -1267,7 +1267,7 @@ void   tessera__endpoint__v1__garbage_collect_endpoints_response__free_unpacked
   assert(message->base.descriptor == &tessera__endpoint__v1__garbage_collect_endpoints_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor tessera__endpoint__v1__endpoint__field_descriptors[17] =
+static const ProtobufCFieldDescriptor tessera__endpoint__v1__endpoint__field_descriptors[18] =
 {
   {
     "id",
@@ -1473,6 +1473,18 @@ static const ProtobufCFieldDescriptor tessera__endpoint__v1__endpoint__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "named_ports",
+    18,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Tessera__Endpoint__V1__Endpoint, n_named_ports),
+    offsetof(Tessera__Endpoint__V1__Endpoint, named_ports),
+    &tessera__common__v1__named_port__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tessera__endpoint__v1__endpoint__field_indices_by_name[] = {
   1,   /* field[1] = container_id */
@@ -1485,6 +1497,7 @@ static const unsigned tessera__endpoint__v1__endpoint__field_indices_by_name[] =
   4,   /* field[4] = ips */
   7,   /* field[7] = labels */
   15,   /* field[15] = last_regeneration_error */
+  17,   /* field[17] = named_ports */
   5,   /* field[5] = namespace */
   12,   /* field[12] = netns */
   16,   /* field[16] = network */
@@ -1496,7 +1509,7 @@ static const unsigned tessera__endpoint__v1__endpoint__field_indices_by_name[] =
 static const ProtobufCIntRange tessera__endpoint__v1__endpoint__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 17 }
+  { 0, 18 }
 };
 const ProtobufCMessageDescriptor tessera__endpoint__v1__endpoint__descriptor =
 {
@@ -1506,14 +1519,14 @@ const ProtobufCMessageDescriptor tessera__endpoint__v1__endpoint__descriptor =
   "Tessera__Endpoint__V1__Endpoint",
   "tessera.endpoint.v1",
   sizeof(Tessera__Endpoint__V1__Endpoint),
-  17,
+  18,
   tessera__endpoint__v1__endpoint__field_descriptors,
   tessera__endpoint__v1__endpoint__field_indices_by_name,
   1,  tessera__endpoint__v1__endpoint__number_ranges,
   (ProtobufCMessageInit) tessera__endpoint__v1__endpoint__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor tessera__endpoint__v1__create_endpoint_request__field_descriptors[10] =
+static const ProtobufCFieldDescriptor tessera__endpoint__v1__create_endpoint_request__field_descriptors[11] =
 {
   {
     "container_id",
@@ -1635,6 +1648,18 @@ static const ProtobufCFieldDescriptor tessera__endpoint__v1__create_endpoint_req
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "named_ports",
+    11,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Tessera__Endpoint__V1__CreateEndpointRequest, n_named_ports),
+    offsetof(Tessera__Endpoint__V1__CreateEndpointRequest, named_ports),
+    &tessera__common__v1__named_port__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tessera__endpoint__v1__create_endpoint_request__field_indices_by_name[] = {
   0,   /* field[0] = container_id */
@@ -1642,6 +1667,7 @@ static const unsigned tessera__endpoint__v1__create_endpoint_request__field_indi
   1,   /* field[1] = interface_name */
   3,   /* field[3] = ips */
   6,   /* field[6] = labels */
+  10,   /* field[10] = named_ports */
   4,   /* field[4] = namespace */
   8,   /* field[8] = netns */
   9,   /* field[9] = network */
@@ -1651,7 +1677,7 @@ static const unsigned tessera__endpoint__v1__create_endpoint_request__field_indi
 static const ProtobufCIntRange tessera__endpoint__v1__create_endpoint_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor tessera__endpoint__v1__create_endpoint_request__descriptor =
 {
@@ -1661,7 +1687,7 @@ const ProtobufCMessageDescriptor tessera__endpoint__v1__create_endpoint_request_
   "Tessera__Endpoint__V1__CreateEndpointRequest",
   "tessera.endpoint.v1",
   sizeof(Tessera__Endpoint__V1__CreateEndpointRequest),
-  10,
+  11,
   tessera__endpoint__v1__create_endpoint_request__field_descriptors,
   tessera__endpoint__v1__create_endpoint_request__field_indices_by_name,
   1,  tessera__endpoint__v1__create_endpoint_request__number_ranges,

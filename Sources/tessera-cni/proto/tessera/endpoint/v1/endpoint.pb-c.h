@@ -111,10 +111,15 @@ struct  Tessera__Endpoint__V1__Endpoint
    * "" when created by the CLI or a plugin older than this field.
    */
   char *network;
+  /*
+   * Ports the workload declares by name (named ports in policy resolve to them).
+   */
+  size_t n_named_ports;
+  Tessera__Common__V1__NamedPort **named_ports;
 };
 #define TESSERA__ENDPOINT__V1__ENDPOINT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tessera__endpoint__v1__endpoint__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, TESSERA__ENDPOINT__V1__ENDPOINT_STATE__ENDPOINT_STATE_UNSPECIFIED, 0, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, TESSERA__ENDPOINT__V1__ENDPOINT_STATE__ENDPOINT_STATE_UNSPECIFIED, 0, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
 
 
 struct  Tessera__Endpoint__V1__CreateEndpointRequest
@@ -144,10 +149,16 @@ struct  Tessera__Endpoint__V1__CreateEndpointRequest
    * The CNI network (its configuration's "name"); garbage collection is per network.
    */
   char *network;
+  /*
+   * Ports the workload declares by name (the pod's container ports); names are
+   * unique per endpoint.
+   */
+  size_t n_named_ports;
+  Tessera__Common__V1__NamedPort **named_ports;
 };
 #define TESSERA__ENDPOINT__V1__CREATE_ENDPOINT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tessera__endpoint__v1__create_endpoint_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
 
 
 struct  Tessera__Endpoint__V1__CreateEndpointResponse

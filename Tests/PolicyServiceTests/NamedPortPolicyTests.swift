@@ -1,0 +1,148 @@
+import TesseraCore
+import Testing
+
+@testable import PolicyService
+
+/// Named ports (`port: http`): the policy service keeps the name in a ``NamedPortEntry`` and the
+/// node resolves it (``EndpointPolicy/resolvingNamedPorts(own:egress:)``), ingress through the
+/// subject's own ports, egress through every port the node's endpoints declare. Each case
+/// asserts the verdict after that resolution, as the datapath would hold it.
+@Suite("Named ports")
+struct NamedPortPolicyTests {
+  let api = pod(1000, namespace: "default", "app=api")
+  let client = pod(1001, namespace: "default", "app=client")
+  let other = pod(1002, namespace: "default", "app=other")
+
+  func compute(_ yaml: String, for subject: SecurityIdentity) throws -> EndpointPolicy {
+    let engine = try engine([api, client, other])
+    try engine.importYAML(yaml)
+    return engine.computePolicy(for: subject)
+  }
+
+  static let http = NamedPort(name: "http", proto: .tcp, port: 8080)
+
+  @Test("NetworkPolicy ingress on a named port: the pod's own port of that name, TCP by default")
+  func kubernetesIngress() throws {
+    let policy = try compute(
+      PolicySemanticsConformanceTests.knp(
+        """
+        podSelector: {matchLabels: {app: api}}
+        ingress:
+        - from: [{podSelector: {matchLabels: {app: client}}}]
+          ports: [{port: http}]
+        """), for: api)
+    #expect(policy.entries.isEmpty)
+    #expect(
+      policy.namedPortEntries == [
+        NamedPortEntry(peer: client.id, direction: .ingress, proto: .tcp, portName: "http")
+      ])
+    let resolved = policy.resolvingNamedPorts(own: [Self.http], egress: [])
+    #expect(resolved.namedPortEntries.isEmpty)
+    #expect(
+      resolved.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 8080) == .allow)
+    #expect(resolved.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 80) == .deny)
+    #expect(
+      resolved.verdict(peer: client.id, direction: .ingress, proto: .udp, port: 8080) == .deny)
+    #expect(resolved.verdict(peer: other.id, direction: .ingress, proto: .tcp, port: 8080) == .deny)
+    // A pod that declares no such port admits nothing through the rule.
+    let undeclared = policy.resolvingNamedPorts(own: [], egress: [Self.http])
+    #expect(
+      undeclared.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 8080) == .deny)
+  }
+
+  @Test("a rule protocol other than the named port's matches nothing; ANY takes the port's own")
+  func protocols() throws {
+    let dns = NamedPort(name: "dns", proto: .udp, port: 53)
+    let udpOnly = try compute(
+      PolicySemanticsConformanceTests.knp(
+        """
+        podSelector: {matchLabels: {app: api}}
+        ingress:
+        - ports: [{port: dns, protocol: TCP}]
+        """), for: api
+    ).resolvingNamedPorts(own: [dns], egress: [])
+    #expect(udpOnly.verdict(peer: client.id, direction: .ingress, proto: .udp, port: 53) == .deny)
+    #expect(udpOnly.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 53) == .deny)
+    let any = try compute(
+      PolicySemanticsConformanceTests.cnp(
+        """
+        endpointSelector: {matchLabels: {app: api}}
+        ingress:
+        - fromEndpoints: [{matchLabels: {app: client}}]
+          toPorts: [{ports: [{port: dns}]}]
+        """), for: api)
+    #expect(any.namedPortEntries.map(\.proto) == [.any])
+    let resolved = any.resolvingNamedPorts(own: [dns], egress: [])
+    #expect(resolved.verdict(peer: client.id, direction: .ingress, proto: .udp, port: 53) == .allow)
+    #expect(resolved.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 53) == .deny)
+    #expect(resolved.verdict(peer: client.id, direction: .ingress, proto: .sctp, port: 53) == .deny)
+  }
+
+  @Test("egress on a named port: every port the node's endpoints declare under the name")
+  func egress() throws {
+    let policy = try compute(
+      PolicySemanticsConformanceTests.knp(
+        """
+        podSelector: {matchLabels: {app: client}}
+        policyTypes: [Egress]
+        egress:
+        - to: [{podSelector: {matchLabels: {app: api}}}]
+          ports: [{port: http}]
+        """), for: client)
+    let node = [
+      Self.http, NamedPort(name: "http", proto: .tcp, port: 9090),
+      NamedPort(name: "metrics", port: 9100),
+    ]
+    // The ingress list does not feed egress rows.
+    let resolved = policy.resolvingNamedPorts(own: [NamedPort(name: "http", port: 1)], egress: node)
+    #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 8080) == .allow)
+    #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 9090) == .allow)
+    #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 9100) == .deny)
+    #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 1) == .deny)
+    #expect(resolved.verdict(peer: other.id, direction: .egress, proto: .tcp, port: 8080) == .deny)
+  }
+
+  @Test(
+    "a deny on a named port beats an allow of the same port by number, and denies nothing unresolved"
+  )
+  func denyWins() throws {
+    let policy = try compute(
+      PolicySemanticsConformanceTests.cnp(
+        """
+        endpointSelector: {matchLabels: {app: api}}
+        ingress:
+        - fromEndpoints: [{matchLabels: {app: client}}]
+          toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+        ingressDeny:
+        - fromEndpoints: [{matchLabels: {app: client}}]
+          toPorts: [{ports: [{port: http, protocol: TCP}]}]
+        """), for: api)
+    #expect(policy.namedPortEntries.map(\.verdict) == [.deny])
+    let resolved = policy.resolvingNamedPorts(own: [Self.http], egress: [])
+    #expect(
+      resolved.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 8080) == .deny)
+    #expect(resolved.entries.count == 1)
+    let unresolved = policy.resolvingNamedPorts(
+      own: [NamedPort(name: "http", port: 80)], egress: [])
+    #expect(
+      unresolved.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 8080) == .allow)
+    #expect(
+      unresolved.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 80) == .deny)
+  }
+
+  @Test("the same row from an allow and a deny keeps the deny")
+  func sameRow() throws {
+    let policy = try compute(
+      PolicySemanticsConformanceTests.cnp(
+        """
+        endpointSelector: {matchLabels: {app: api}}
+        ingress:
+        - fromEndpoints: [{matchLabels: {app: client}}]
+          toPorts: [{ports: [{port: http}]}]
+        ingressDeny:
+        - fromEndpoints: [{matchLabels: {app: client}}]
+          toPorts: [{ports: [{port: http}]}]
+        """), for: api)
+    #expect(policy.namedPortEntries.count == 1 && policy.namedPortEntries.first?.verdict == .deny)
+  }
+}
