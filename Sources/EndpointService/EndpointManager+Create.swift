@@ -16,11 +16,7 @@ extension EndpointManager {
     try spec.validate()
     let started = ContinuousClock.now
     let deadline = started + configuration.requestTimeout
-    let newlyDeclared = spec.namedPorts.filter { !registry.isDeclared($0) }
     let endpoint = try registry.register(spec)
-    if !newlyDeclared.isEmpty {
-      await namedPortsChanged(Set(newlyDeclared.map(\.name)), except: endpoint.id)
-    }
     var logger = self.logger
     logger[metadataKey: "endpoint.id"] = "\(endpoint.id)"
     logger[metadataKey: "container.id"] = "\(spec.containerID)"

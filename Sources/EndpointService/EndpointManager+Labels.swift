@@ -70,6 +70,10 @@ extension EndpointManager {
           "allocation": "\(allocationTime)",
         ])
       persist(endpointID)
+      if previous != identity.id, let ports = resolved.namedPorts, !ports.isEmpty {
+        // Its ports now open egress rows towards its new identity, no longer the old one.
+        await namedPortsChanged(Set(ports.map(\.name)), except: endpointID)
+      }
       if previous != .unknown {
         // Allocation took a reference even when the identity did not change; drop the old one.
         do { try await identities.releaseIdentity(previous) } catch {

@@ -50,10 +50,9 @@ extension EndpointManager {
       ) {
         (identity) async throws(EndpointError) in try await policy.computePolicy(for: identity)
       }
-      let resolved = desired.resolvingNamedPorts(
-        own: snapshot.namedPorts ?? [],
-        egress: desired.namedPortEntries.contains { $0.direction == .egress }
-          ? registry.namedPortsOfNode() : [])
+      let resolved = desired.resolvingNamedPorts(own: snapshot.namedPorts ?? []) {
+        registry.namedPorts(of: $0)
+      }
       let realizeStart = ContinuousClock.now
       let realized = try await datapath.realize(endpoint: snapshot, policy: resolved)
       // A delete while the policy was computed or realised may have removed the
@@ -210,10 +209,10 @@ extension EndpointManager {
     return queued
   }
 
-  /// The node's named ports under these names changed (an endpoint declaring a port no other
-  /// declared came or went): regenerate the endpoints whose egress rows name one of them, as
-  /// egress rows resolve through every endpoint's ports. An endpoint whose policy is not
-  /// cached is regenerated too, as its rows are unknown.
+  /// An endpoint declaring ports under these names took an identity or went: regenerate the
+  /// endpoints whose egress rows name one of them, as egress rows resolve through the ports
+  /// of the peer identity's endpoints. An endpoint whose policy is not cached is regenerated
+  /// too, as its rows are unknown.
   func namedPortsChanged(_ names: Set<String>, except excluded: UInt64? = nil) async {
     let affected = registry.all().filter { endpoint in
       guard endpoint.id != excluded, endpoint.identity != .unknown else { return false }

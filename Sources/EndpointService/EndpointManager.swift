@@ -118,9 +118,11 @@ public final class EndpointManager: Sendable {
         error: failure
           ?? EndpointError(code: .notFound, message: "endpoint \(endpoint.id) is being deleted"))
     case .cleanUp:
-      let removed = registry.remove(id: endpoint.id)
-      let undeclared = (removed?.namedPorts ?? []).filter { !registry.isDeclared($0) }
-      if !undeclared.isEmpty { await namedPortsChanged(Set(undeclared.map(\.name))) }
+      if let removed = registry.remove(id: endpoint.id), let ports = removed.namedPorts,
+        !ports.isEmpty
+      {
+        await namedPortsChanged(Set(ports.map(\.name)))
+      }
       waiters.forget(endpointID: endpoint.id)
       ordering.forget(endpointID: endpoint.id)
       regenerator.forget(endpoint.id)

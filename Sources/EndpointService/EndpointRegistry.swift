@@ -10,9 +10,6 @@ public final class EndpointRegistry: Sendable {
     var endpoints: [UInt64: Endpoint] = [:]
     var byAttachment: [Attachment: UInt64] = [:]
     var byIP: [IPPrefix: UInt64] = [:]
-    /// How many endpoints declare each named port: egress rows on a named port resolve
-    /// through every port some endpoint of the node declares under that name.
-    var namedPortUsers: [NamedPort: Int] = [:]
     var nextID: UInt64 = 1
   }
 
@@ -84,7 +81,6 @@ public final class EndpointRegistry: Sendable {
       Attachment(containerID: endpoint.containerID, interfaceName: endpoint.interfaceName)] =
       endpoint.id
     for ip in endpoint.ips { state.byIP[ip] = endpoint.id }
-    for port in endpoint.namedPorts ?? [] { state.namedPortUsers[port, default: 0] += 1 }
   }
 
   /// Forgets the endpoint entirely.
@@ -95,10 +91,6 @@ public final class EndpointRegistry: Sendable {
       state.byAttachment[
         Attachment(containerID: endpoint.containerID, interfaceName: endpoint.interfaceName)] = nil
       for ip in endpoint.ips where state.byIP[ip] == id { state.byIP[ip] = nil }
-      for port in endpoint.namedPorts ?? [] {
-        let users = state.namedPortUsers[port, default: 0] - 1
-        state.namedPortUsers[port] = users > 0 ? users : nil
-      }
       return endpoint
     }
   }
@@ -124,14 +116,19 @@ public final class EndpointRegistry: Sendable {
     state.withLock { $0.endpoints.values.sorted { $0.id < $1.id } }
   }
 
-  /// Every named port some endpoint of the node declares, sorted.
-  public func namedPortsOfNode() -> [NamedPort] {
-    state.withLock { $0.namedPortUsers.keys.sorted() }
-  }
-
-  /// Whether an endpoint of the node declares `port` (name, protocol and number).
-  public func isDeclared(_ port: NamedPort) -> Bool {
-    state.withLock { $0.namedPortUsers[port] != nil }
+  /// The named ports the node's endpoints of `identity` declare (of every endpoint with a
+  /// resolved identity for `.unknown`), sorted and unique. Egress rows on a named port resolve
+  /// through them: a pod's ports open only traffic to its own identity.
+  public func namedPorts(of identity: NumericIdentity) -> [NamedPort] {
+    state.withLock { state in
+      var ports = Set<NamedPort>()
+      for endpoint in state.endpoints.values
+      where endpoint.identity != .unknown && (identity == .unknown || endpoint.identity == identity)
+      {
+        ports.formUnion(endpoint.namedPorts ?? [])
+      }
+      return ports.sorted()
+    }
   }
 
   /// How many endpoints are registered (without copying them).

@@ -60,7 +60,7 @@ public struct NamedPort: Hashable, Sendable, Codable, Comparable, CustomStringCo
 
 /// A policy row whose port is a name. It becomes port entries only on a node, where the
 /// names are known: ingress from the endpoint's own named ports, egress from those the
-/// node's endpoints declare (docs/architecture.md §4, "Named ports").
+/// peer's endpoints declare (docs/architecture.md §4, "Named ports").
 public struct NamedPortEntry: Hashable, Sendable, Codable, Comparable, CustomStringConvertible {
   public var peer: NumericIdentity
   public var direction: TrafficDirection
@@ -110,15 +110,28 @@ public struct NamedPortEntry: Hashable, Sendable, Codable, Comparable, CustomStr
 
 extension EndpointPolicy {
   /// This policy with its named-port rows turned into port entries: ingress rows through
-  /// the endpoint's own ports (`own`), egress rows through `egress`, the ports the node's
-  /// endpoints declare. As in the policy service, a deny wins a key both allow and deny,
-  /// and the result has no named rows left.
-  public func resolvingNamedPorts(own: [NamedPort], egress: [NamedPort]) -> EndpointPolicy {
+  /// the endpoint's own ports (`own`), egress rows through `egress(peer)`, the ports the
+  /// row's peer declares (for the every-peer row, `.unknown`, every port it may reach).
+  /// As in the policy service, a deny wins a key both allow and deny, and the result has
+  /// no named rows left.
+  public func resolvingNamedPorts(
+    own: [NamedPort], egress: (NumericIdentity) -> [NamedPort]
+  ) -> EndpointPolicy {
     guard !namedPortEntries.isEmpty else { return self }
     var verdicts: [PolicyEntry.Key: PolicyVerdict] = [:]
     for entry in entries { verdicts[entry.key] = entry.verdict }
+    var peerPorts: [NumericIdentity: [NamedPort]] = [:]
     for row in namedPortEntries {
-      for entry in row.entries(resolvingWith: row.direction == .ingress ? own : egress) {
+      let ports: [NamedPort]
+      if row.direction == .ingress {
+        ports = own
+      } else if let known = peerPorts[row.peer] {
+        ports = known
+      } else {
+        ports = egress(row.peer)
+        peerPorts[row.peer] = ports
+      }
+      for entry in row.entries(resolvingWith: ports) {
         if entry.verdict == .deny {
           verdicts[entry.key] = .deny
         } else if verdicts[entry.key] == nil {

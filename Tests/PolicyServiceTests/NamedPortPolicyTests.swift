@@ -5,7 +5,7 @@ import Testing
 
 /// Named ports (`port: http`): the policy service keeps the name in a ``NamedPortEntry`` and the
 /// node resolves it (``EndpointPolicy/resolvingNamedPorts(own:egress:)``), ingress through the
-/// subject's own ports, egress through every port the node's endpoints declare. Each case
+/// subject's own ports, egress through the ports the peer's endpoints declare. Each case
 /// asserts the verdict after that resolution, as the datapath would hold it.
 @Suite("Named ports")
 struct NamedPortPolicyTests {
@@ -36,7 +36,7 @@ struct NamedPortPolicyTests {
       policy.namedPortEntries == [
         NamedPortEntry(peer: client.id, direction: .ingress, proto: .tcp, portName: "http")
       ])
-    let resolved = policy.resolvingNamedPorts(own: [Self.http], egress: [])
+    let resolved = policy.resolvingNamedPorts(own: [Self.http]) { _ in [] }
     #expect(resolved.namedPortEntries.isEmpty)
     #expect(
       resolved.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 8080) == .allow)
@@ -45,7 +45,7 @@ struct NamedPortPolicyTests {
       resolved.verdict(peer: client.id, direction: .ingress, proto: .udp, port: 8080) == .deny)
     #expect(resolved.verdict(peer: other.id, direction: .ingress, proto: .tcp, port: 8080) == .deny)
     // A pod that declares no such port admits nothing through the rule.
-    let undeclared = policy.resolvingNamedPorts(own: [], egress: [Self.http])
+    let undeclared = policy.resolvingNamedPorts(own: []) { _ in [Self.http] }
     #expect(
       undeclared.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 8080) == .deny)
   }
@@ -60,7 +60,7 @@ struct NamedPortPolicyTests {
         ingress:
         - ports: [{port: dns, protocol: TCP}]
         """), for: api
-    ).resolvingNamedPorts(own: [dns], egress: [])
+    ).resolvingNamedPorts(own: [dns]) { _ in [] }
     #expect(udpOnly.verdict(peer: client.id, direction: .ingress, proto: .udp, port: 53) == .deny)
     #expect(udpOnly.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 53) == .deny)
     let any = try compute(
@@ -72,13 +72,13 @@ struct NamedPortPolicyTests {
           toPorts: [{ports: [{port: dns}]}]
         """), for: api)
     #expect(any.namedPortEntries.map(\.proto) == [.any])
-    let resolved = any.resolvingNamedPorts(own: [dns], egress: [])
+    let resolved = any.resolvingNamedPorts(own: [dns]) { _ in [] }
     #expect(resolved.verdict(peer: client.id, direction: .ingress, proto: .udp, port: 53) == .allow)
     #expect(resolved.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 53) == .deny)
     #expect(resolved.verdict(peer: client.id, direction: .ingress, proto: .sctp, port: 53) == .deny)
   }
 
-  @Test("egress on a named port: every port the node's endpoints declare under the name")
+  @Test("egress on a named port: the ports the peer's endpoints declare, not other pods'")
   func egress() throws {
     let policy = try compute(
       PolicySemanticsConformanceTests.knp(
@@ -88,18 +88,28 @@ struct NamedPortPolicyTests {
         egress:
         - to: [{podSelector: {matchLabels: {app: api}}}]
           ports: [{port: http}]
+        - ports: [{port: metrics}]
         """), for: client)
-    let node = [
-      Self.http, NamedPort(name: "http", proto: .tcp, port: 9090),
-      NamedPort(name: "metrics", port: 9100),
+    let declared: [NumericIdentity: [NamedPort]] = [
+      api.id: [Self.http, NamedPort(name: "http", port: 9090)],
+      // Another pod naming port 22 "http" must not open 22 towards api.
+      other.id: [NamedPort(name: "http", port: 22), NamedPort(name: "metrics", port: 9100)],
     ]
+    var asked: [NumericIdentity] = []
     // The ingress list does not feed egress rows.
-    let resolved = policy.resolvingNamedPorts(own: [NamedPort(name: "http", port: 1)], egress: node)
+    let resolved = policy.resolvingNamedPorts(own: [NamedPort(name: "http", port: 1)]) { peer in
+      asked.append(peer)
+      return peer == .unknown ? declared.values.flatMap { $0 } : declared[peer] ?? []
+    }
+    #expect(Set(asked) == [api.id, .unknown] && asked.count == 2)
     #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 8080) == .allow)
     #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 9090) == .allow)
-    #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 9100) == .deny)
+    #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 22) == .deny)
     #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 1) == .deny)
     #expect(resolved.verdict(peer: other.id, direction: .egress, proto: .tcp, port: 8080) == .deny)
+    // A row for every peer (ports without `to`) resolves through every declared port.
+    #expect(resolved.verdict(peer: other.id, direction: .egress, proto: .tcp, port: 9100) == .allow)
+    #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 9100) == .allow)
   }
 
   @Test(
@@ -118,12 +128,12 @@ struct NamedPortPolicyTests {
           toPorts: [{ports: [{port: http, protocol: TCP}]}]
         """), for: api)
     #expect(policy.namedPortEntries.map(\.verdict) == [.deny])
-    let resolved = policy.resolvingNamedPorts(own: [Self.http], egress: [])
+    let resolved = policy.resolvingNamedPorts(own: [Self.http]) { _ in [] }
     #expect(
       resolved.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 8080) == .deny)
     #expect(resolved.entries.count == 1)
-    let unresolved = policy.resolvingNamedPorts(
-      own: [NamedPort(name: "http", port: 80)], egress: [])
+    let unresolved = policy.resolvingNamedPorts(own: [NamedPort(name: "http", port: 80)]) { _ in []
+    }
     #expect(
       unresolved.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 8080) == .allow)
     #expect(

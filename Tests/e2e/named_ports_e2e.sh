@@ -10,7 +10,8 @@
 # port only, and resolves per pod (backend: http=8080, backend2 with the same
 # labels: http=7070); a rule with `protocol: UDP` does not open the TCP port of that
 # name (the realised map has no entry for it); a Kubernetes NetworkPolicy egress
-# `port: http` resolves through every pod on the node; a pod declaring a new http
+# `port: http` resolves through the ports the peer's pods declare, and another pod
+# naming its own port 9090 `http` does not open 9090 towards them; a pod declaring a new http
 # port after the egress policy exists is reachable (the client is regenerated), and
 # the port of a deleted pod leaves the client's map; an invalid port name in
 # args.cni.ports fails ADD with code 7 and leaves no endpoint; invalid named ports in
@@ -104,7 +105,9 @@ check "ingress policy (port: http, protocol: UDP) imported" tessera policy impor
 check "ingress policy (all ports from client) imported" tessera policy import "$tmp/ingress-client.yaml"
 
 check "frontend ADD" chain_add frontend '["app=frontend"]'
-check "other ADD" chain_add other '["app=other"]'
+# `other` names 9090 "http": a pod of another identity must not widen egress rules
+# towards the backends with it (case 4).
+check "other ADD (http=9090/TCP)" chain_add other '["app=other"]' "$(http 9090)"
 check "backend ADD (http=8080/TCP)" chain_add backend '["app=backend"]' "$(http 8080)"
 frontend_ip=$(chain_ip frontend) backend_ip=$(chain_ip backend)
 listen backend 8080 9090 7070
@@ -143,8 +146,9 @@ check "policy get backend: nothing from other's identity (the UDP rule resolves 
 check "policy get backend2: TCP 7070 from frontend, not 8080" bash -c \
   "$TESSERA_BIN/tessera datapath policy get $backend2_id -o json --run-dir $RUN | jq -e 'any(.entries[]; .peerIdentity == $frontend_identity and .port == 7070) and all(.entries[]; .port != 8080)' >/dev/null"
 
-# --- 4. Egress, Kubernetes NetworkPolicy: the name resolves through every pod on
-# the node (8080 from backend, 7070 from backend2), towards any backend.
+# --- 4. Egress, Kubernetes NetworkPolicy: the name resolves through the ports the
+# backends' pods declare (8080 from backend, 7070 from backend2: one identity),
+# towards any backend; not through other's 9090.
 cat >"$tmp/egress.yaml" <<'YAML'
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -161,8 +165,8 @@ check "client ADD" chain_add client '["app=client"]'
 client_id=$(endpoint_field client .id)
 sleep 0.2
 check "client -> backend:8080 connects" connects client "$backend_ip" 8080
-check "client -> backend2:7070 connects (egress names resolve through every pod)" connects client "$backend2_ip" 7070
-check "client -> backend:9090 is dropped" dropped client "$backend_ip" 9090
+check "client -> backend2:7070 connects (egress names resolve through the peer's pods)" connects client "$backend2_ip" 7070
+check "client -> backend:9090 is dropped (other's http=9090 does not count)" dropped client "$backend_ip" 9090
 # 8080 is backend's http, so the egress rule allows it towards backend2 too; this
 # also shows that backend2:8080, dropped from frontend above, is listening.
 check "client -> backend2:8080 connects" connects client "$backend2_ip" 8080
