@@ -9,8 +9,9 @@ import TesseraRuntime
 /// Shares endpoint addresses between nodes through etcd, so each node's
 /// ipcache knows the identity of pods on other nodes (docs/architecture.md §6).
 ///
-/// Publishes `<prefix>/<address>` → `{"identity":…,"labelsDigest":…,"node":…}` for
-/// every local endpoint whose identity is realised, bound to this node's lease (a node
+/// Publishes `<prefix>/<address>` → `{"identity":…,"labelsDigest":…,"node":…}` (with
+/// `"namedPorts"` when the endpoint declares any) for every local endpoint whose identity
+/// is realised, bound to this node's lease (a node
 /// that dies withdraws its addresses); watches the prefix and writes other
 /// nodes' entries into the local datapath. The local datapath is brought back
 /// in line every few seconds, so a restarted datapath service relearns them.
@@ -29,6 +30,20 @@ import TesseraRuntime
 /// labels digest lets a node whose own policy watch saw X arrive with those labels
 /// order it from the watch, without asking the policy service.
 public final class ClusterIPCache: Sendable {
+  /// What this node publishes for one address: its endpoint's identity and named ports.
+  public struct LocalEndpoint: Hashable, Sendable {
+    public var identity: SecurityIdentity
+    public var namedPorts: [NamedPort]
+
+    public init(identity: SecurityIdentity, namedPorts: [NamedPort] = []) {
+      self.identity = identity
+      self.namedPorts = namedPorts
+    }
+  }
+
+  /// The most named ports an entry from etcd may carry (the CNI plugin's limit per pod).
+  static let maximumNamedPorts = 64
+
   public struct Configuration: Sendable {
     public var prefix: String
     public var nodeName: String
@@ -58,11 +73,16 @@ public final class ClusterIPCache: Sendable {
     /// from nodes that predate it (their entries are ordered by asking).
     var labelsDigest: String?
     var node: String
+    /// The endpoint's named ports; absent when it declares none (and from nodes that
+    /// predate named ports). Egress rows on a named port towards its identity resolve
+    /// through them.
+    var namedPorts: [NamedPort]?
 
-    init(identity: UInt32, labelsDigest: UInt64?, node: String) {
+    init(identity: UInt32, labelsDigest: UInt64?, node: String, namedPorts: [NamedPort] = []) {
       self.identity = identity
       self.labelsDigest = labelsDigest.map(Self.hex)
       self.node = node
+      self.namedPorts = namedPorts.isEmpty ? nil : namedPorts
     }
 
     var fingerprint: IdentityFingerprint {
@@ -93,7 +113,8 @@ public final class ClusterIPCache: Sendable {
     /// Unspecified, loopback, multicast or broadcast: no workload owns it.
     case specialPurposeAddress
     /// The value is not `{"identity":…,"node":…}` (with an optional `labelsDigest` of 16
-    /// lowercase hex digits), or the node name is empty or holds `/`.
+    /// lowercase hex digits and optional valid `namedPorts`, at most 64), or the node name
+    /// is empty or holds `/`.
     case malformedValue
     /// A reserved identity (host, world, init, …) or one of the node-local scope.
     case identityNotAllocated(UInt32)
@@ -128,7 +149,9 @@ public final class ClusterIPCache: Sendable {
     guard prefix.isHost else { throw .notAHostPrefix }
     guard !prefix.isSpecialPurposeHost else { throw .specialPurposeAddress }
     guard let entry = try? JSONDecoder().decode(Entry.self, from: value), !entry.node.isEmpty,
-      !entry.node.contains("/"), entry.hasWellFormedDigest
+      !entry.node.contains("/"), entry.hasWellFormedDigest,
+      (entry.namedPorts?.count ?? 0) <= maximumNamedPorts,
+      NamedPort.problem(with: entry.namedPorts ?? []) == nil
     else {
       throw .malformedValue
     }
@@ -144,7 +167,7 @@ public final class ClusterIPCache: Sendable {
   private struct State: Sendable {
     var lease: Int64 = 0
     /// What etcd holds for this node.
-    var published: [IPPrefix: SecurityIdentity] = [:]
+    var published: [IPPrefix: LocalEndpoint] = [:]
     /// Every other node's entries, as last read or watched (validated).
     var remote: [IPPrefix: Entry] = [:]
     /// Keys rejected so far, with why: each is logged once, not on every resync.
@@ -153,12 +176,16 @@ public final class ClusterIPCache: Sendable {
     var installed: [IPPrefix: NumericIdentity] = [:]
     /// Identities this node's policy maps account for (entries carrying them may be installed).
     var admitted: Set<IdentityFingerprint> = []
+    /// Names of other nodes' named ports whose entries came, went or changed since the
+    /// endpoint service was last told.
+    var changedPortNames: Set<String> = []
   }
 
   public let configuration: Configuration
   private let client: EtcdClient
   private let datapath: any ClusterIPCacheDatapath
-  private let localEntries: @Sendable () -> [IPPrefix: SecurityIdentity]
+  private let localEntries: @Sendable () -> [IPPrefix: LocalEndpoint]
+  private let namedPortsChanged: @Sendable (Set<String>) async -> Void
   private let localAddresses: @Sendable () -> Set<IPPrefix>
   private let policyOrdering:
     @Sendable (Set<IdentityFingerprint>, ContinuousClock.Instant) async throws -> Set<
@@ -167,6 +194,7 @@ public final class ClusterIPCache: Sendable {
   private let state = Mutex(State())
   private let localChanged: Wakeup
   private let remoteChanged = Wakeup()
+  private let remotePortsChanged = Wakeup()
   private let logger: Logger
 
   /// - Parameters:
@@ -176,6 +204,8 @@ public final class ClusterIPCache: Sendable {
   ///   - policyOrdering: waits until this node's policy maps account for the given
   ///     identities or the deadline passes; returns those the policy service does not
   ///     know yet (``EndpointManager/waitForPolicyOrdering(admitting:deadline:)``).
+  ///   - namedPortsChanged: told the names of other nodes' named ports that came, went or
+  ///     changed (``EndpointManager/namedPortsChanged(_:except:)``).
   ///   - localEntries: this node's endpoint addresses with realised identities.
   public init(
     configuration: Configuration, client: EtcdClient, datapath: any ClusterIPCacheDatapath,
@@ -185,8 +215,10 @@ public final class ClusterIPCache: Sendable {
       @escaping @Sendable (Set<IdentityFingerprint>, ContinuousClock.Instant) async throws -> Set<
         IdentityFingerprint
       >,
-    localEntries: @escaping @Sendable () -> [IPPrefix: SecurityIdentity]
+    namedPortsChanged: @escaping @Sendable (Set<String>) async -> Void = { _ in },
+    localEntries: @escaping @Sendable () -> [IPPrefix: LocalEndpoint]
   ) {
+    self.namedPortsChanged = namedPortsChanged
     self.localAddresses = localAddresses
     self.policyOrdering = policyOrdering
     self.localChanged = localChanged
@@ -200,6 +232,27 @@ public final class ClusterIPCache: Sendable {
   /// Other nodes' entries as last seen.
   public var remoteEntries: [IPPrefix: (identity: NumericIdentity, node: String)] {
     state.withLock { $0.remote.mapValues { (NumericIdentity($0.identity), $0.node) } }
+  }
+
+  /// The named ports other nodes' endpoints of `identity` declare (every remote endpoint's
+  /// for `.unknown`), sorted and unique.
+  public func namedPorts(of identity: NumericIdentity) -> [NamedPort] {
+    state.withLock { state in
+      var ports = Set<NamedPort>()
+      for entry in state.remote.values
+      where identity == .unknown || entry.identity == identity.rawValue {
+        ports.formUnion(entry.namedPorts ?? [])
+      }
+      return ports.sorted()
+    }
+  }
+
+  /// Notes the names whose ports a change of a remote entry from `old` to `new` touches.
+  private static func notePortChange(from old: Entry?, to new: Entry?, in state: inout State) {
+    guard old?.identity != new?.identity || old?.namedPorts != new?.namedPorts else { return }
+    for port in (old?.namedPorts ?? []) + (new?.namedPorts ?? []) {
+      state.changedPortNames.insert(port.name)
+    }
   }
 
   private func key(_ prefix: IPPrefix) -> String { "\(configuration.prefix)/\(prefix)" }
@@ -250,7 +303,10 @@ public final class ClusterIPCache: Sendable {
         },
         load: { _ in try await self.loadAndClearStale() },
         apply: { events in self.apply(events) },
-        loops: [{ try await self.publishLoop() }, { try await self.installLoop() }]))
+        loops: [
+          { try await self.publishLoop() }, { try await self.installLoop() },
+          { try await self.namedPortsLoop() },
+        ]))
   }
 
   /// Reads every entry; keeps other nodes' and deletes this node's leftovers from an earlier run.
@@ -272,11 +328,15 @@ public final class ClusterIPCache: Sendable {
       _ = try await client.txn(
         Etcd.txn(when: [Etcd.modifiedAt(key, revision)], then: [Etcd.delete(key)]))
     }
-    state.withLock {
-      $0.remote = remote
-      $0.rejected = rejected
+    state.withLock { state in
+      for prefix in Set(state.remote.keys).union(remote.keys) {
+        Self.notePortChange(from: state.remote[prefix], to: remote[prefix], in: &state)
+      }
+      state.remote = remote
+      state.rejected = rejected
     }
     remoteChanged.signal()
+    remotePortsChanged.signal()
     localChanged.signal()
     return revision
   }
@@ -294,6 +354,11 @@ public final class ClusterIPCache: Sendable {
     state.withLock { state in
       for event in events {
         guard let text = prefixText(fromKey: event.kv.key) else { continue }
+        let before = IPPrefix(text).flatMap { state.remote[$0] }
+        defer {
+          let after = IPPrefix(text).flatMap { state.remote[$0] }
+          Self.notePortChange(from: before, to: after, in: &state)
+        }
         switch event.kind {
         case .put:
           // A rejected put also withdraws what the key held before: the newest value is the claim.
@@ -308,6 +373,20 @@ public final class ClusterIPCache: Sendable {
       }
     }
     remoteChanged.signal()
+    remotePortsChanged.signal()
+  }
+
+  /// Tells the endpoint service which names of other nodes' named ports changed.
+  private func namedPortsLoop() async throws {
+    while true {
+      let names = state.withLock { state in
+        defer { state.changedPortNames = [] }
+        return state.changedPortNames
+      }
+      if !names.isEmpty { await namedPortsChanged(names) }
+      await remotePortsChanged.wait(timeout: .seconds(5))
+      try Task.checkCancellation()
+    }
   }
 
   /// Makes etcd hold exactly this node's realised endpoint addresses.
@@ -315,11 +394,11 @@ public final class ClusterIPCache: Sendable {
     while true {
       // Other nodes refuse reserved identities (an endpoint still `init`): publishing them
       // would only be noise there, and such a pod is `world` on other nodes, which fails closed.
-      let wanted = localEntries().filter { !$0.value.id.isReserved }
+      let wanted = localEntries().filter { !$0.value.identity.id.isReserved }
       let (lease, published) = state.withLock { ($0.lease, $0.published) }
       var puts: [EtcdOperation] = []
-      for (prefix, identity) in wanted where published[prefix] != identity {
-        puts.append(Etcd.put(key(prefix), try publishedValue(identity), lease: lease))
+      for (prefix, endpoint) in wanted where published[prefix] != endpoint {
+        puts.append(Etcd.put(key(prefix), try publishedValue(endpoint), lease: lease))
       }
       // Leased puts inside a Txn: a plain leased Put costs O(keys on the lease) in etcd 3.4.
       for chunk in stride(from: 0, to: puts.count, by: 64) {
@@ -329,10 +408,10 @@ public final class ClusterIPCache: Sendable {
       // One key per address: when an address has moved to another node, its key holds that
       // node's claim now, which this node's withdrawal must leave alone.
       var deletes = 0
-      for (prefix, identity) in published where wanted[prefix] == nil {
+      for (prefix, endpoint) in published where wanted[prefix] == nil {
         _ = try await client.txn(
           Etcd.txn(
-            when: [Etcd.holds(key(prefix), try publishedValue(identity))],
+            when: [Etcd.holds(key(prefix), try publishedValue(endpoint))],
             then: [Etcd.delete(key(prefix))]))
         deletes += 1
       }
@@ -349,12 +428,13 @@ public final class ClusterIPCache: Sendable {
   }
 
   /// The value this node publishes for an address of one of its endpoints.
-  private func publishedValue(_ identity: SecurityIdentity) throws -> String {
+  private func publishedValue(_ endpoint: LocalEndpoint) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = .sortedKeys
     let entry = Entry(
-      identity: identity.id.rawValue, labelsDigest: identity.labels.canonicalDigest,
-      node: configuration.nodeName)
+      identity: endpoint.identity.id.rawValue,
+      labelsDigest: endpoint.identity.labels.canonicalDigest, node: configuration.nodeName,
+      namedPorts: endpoint.namedPorts)
     return String(decoding: try encoder.encode(entry), as: UTF8.self)
   }
 

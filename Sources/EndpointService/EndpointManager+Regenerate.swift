@@ -51,7 +51,7 @@ extension EndpointManager {
         (identity) async throws(EndpointError) in try await policy.computePolicy(for: identity)
       }
       let resolved = desired.resolvingNamedPorts(own: snapshot.namedPorts ?? []) {
-        registry.namedPorts(of: $0)
+        namedPorts(of: $0)
       }
       let realizeStart = ContinuousClock.now
       let realized = try await datapath.realize(endpoint: snapshot, policy: resolved)
@@ -209,11 +209,12 @@ extension EndpointManager {
     return queued
   }
 
-  /// An endpoint declaring ports under these names took an identity or went: regenerate the
+  /// An endpoint (of this node or, through the cluster ipcache, another) declaring ports
+  /// under these names took an identity or went: regenerate the
   /// endpoints whose egress rows name one of them, as egress rows resolve through the ports
   /// of the peer identity's endpoints. An endpoint whose policy is not cached is regenerated
   /// too, as its rows are unknown.
-  func namedPortsChanged(_ names: Set<String>, except excluded: UInt64? = nil) async {
+  public func namedPortsChanged(_ names: Set<String>, except excluded: UInt64? = nil) async {
     let affected = registry.all().filter { endpoint in
       guard endpoint.id != excluded, endpoint.identity != .unknown else { return false }
       guard

@@ -55,6 +55,7 @@ public final class EndpointManager: Sendable {
   let logger: Logger
   private let regeneratorBox = RegeneratorBox()
   let policyCache = PolicyCache()
+  private let remoteNamedPorts = Mutex<(@Sendable (NumericIdentity) -> [NamedPort])?>(nil)
   /// Holds back a realisation that makes addresses carry a new identity until peers' policy reflects it.
   let ordering = PolicyOrdering()
   /// The ipcache entries of the CIDRs the rules name; nil without a datapath that takes them.
@@ -141,17 +142,36 @@ public final class EndpointManager: Sendable {
     }
   }
 
-  /// Addresses of endpoints whose identity is in force in the datapath, for other nodes' ipcaches.
-  public func realizedAddresses() -> [IPPrefix: SecurityIdentity] {
-    var addresses: [IPPrefix: SecurityIdentity] = [:]
+  /// Addresses of endpoints whose identity is in force in the datapath, with their named
+  /// ports, for other nodes' ipcaches.
+  public func realizedAddresses() -> [IPPrefix: (
+    identity: SecurityIdentity, namedPorts: [NamedPort]
+  )] {
+    var addresses: [IPPrefix: (identity: SecurityIdentity, namedPorts: [NamedPort])] = [:]
     for endpoint in registry.all()
     where endpoint.identity != .unknown && endpoint.policyRevision > 0
       && endpoint.state != .disconnecting
     {
       let identity = SecurityIdentity(id: endpoint.identity, labels: endpoint.identityLabels)
-      for ip in endpoint.ips { addresses[ip] = identity }
+      for ip in endpoint.ips { addresses[ip] = (identity, endpoint.namedPorts ?? []) }
     }
     return addresses
+  }
+
+  /// Where other nodes' named ports come from (the cluster ipcache); egress rows on a named
+  /// port resolve through them too.
+  public func setRemoteNamedPorts(
+    _ source: @escaping @Sendable (NumericIdentity) -> [NamedPort]
+  ) {
+    remoteNamedPorts.withLock { $0 = source }
+  }
+
+  /// The named ports endpoints of `identity` declare, on this node and, with a cluster
+  /// ipcache, on others (every endpoint's for `.unknown`), sorted and unique.
+  func namedPorts(of identity: NumericIdentity) -> [NamedPort] {
+    let local = registry.namedPorts(of: identity)
+    guard let remote = remoteNamedPorts.withLock({ $0 }) else { return local }
+    return Set(local).union(remote(identity)).sorted()
   }
 
   /// Saves the endpoint once it holds an identity reference (so a restart can

@@ -136,8 +136,14 @@ struct EndpointDaemon: AsyncParsableCommand {
         localAddresses: { Set(manager.registry.all().flatMap(\.ips)) },
         policyOrdering: { identities, deadline in
           try await manager.waitForPolicyOrdering(admitting: identities, deadline: deadline)
+        },
+        namedPortsChanged: { names in await manager.namedPortsChanged(names) }
+      ) {
+        manager.realizedAddresses().mapValues {
+          ClusterIPCache.LocalEndpoint(identity: $0.identity, namedPorts: $0.namedPorts)
         }
-      ) { manager.realizedAddresses() }
+      }
+      manager.setRemoteNamedPorts { ipcache.namedPorts(of: $0) }
       let clusterMetadata = ClusterMetadataStore(
         configuration: .init(prefix: metadataPrefix), client: client, registry: workloads,
         logger: Logger(label: "tessera.metadata")

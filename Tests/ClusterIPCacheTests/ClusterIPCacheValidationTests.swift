@@ -58,6 +58,54 @@ struct ClusterIPCacheValidationTests {
     }
   }
 
+  @Test("an entry's named ports are learned with it; an entry without any has none")
+  func namedPorts() throws {
+    let withPorts = Data(
+      #"{"identity":300,"namedPorts":[{"name":"http","port":8080,"proto":6},{"name":"dns","port":53,"proto":17}],"node":"node-b"}"#
+        .utf8)
+    let entry = try #require(try check("10.88.2.2/32", withPorts).get()).1
+    #expect(
+      entry.namedPorts == [
+        NamedPort(name: "http", proto: .tcp, port: 8080),
+        NamedPort(name: "dns", proto: .udp, port: 53),
+      ])
+    #expect(try #require(try check("10.88.2.2/32", value(300)).get()).1.namedPorts == nil)
+    // What this node publishes reads back the same, and omits the key without ports.
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    let published = ClusterIPCache.Entry(
+      identity: 300, labelsDigest: nil, node: "node-b",
+      namedPorts: [NamedPort(name: "http", port: 8080)])
+    let decoded = try #require(try check("10.88.2.2/32", encoder.encode(published)).get()).1
+    #expect(decoded == published)
+    let bare = String(
+      decoding: try encoder.encode(
+        ClusterIPCache.Entry(identity: 300, labelsDigest: nil, node: "n")),
+      as: UTF8.self)
+    #expect(bare == #"{"identity":300,"node":"n"}"#)
+  }
+
+  @Test(
+    "named ports another node could not have published are refused with the entry",
+    arguments: [
+      #"[{"name":"HTTP","port":80,"proto":6}]"#,
+      #"[{"name":"http","port":0,"proto":6}]"#,
+      #"[{"name":"http","port":70000,"proto":6}]"#,
+      #"[{"name":"ping","port":8,"proto":1}]"#,
+      #"[{"name":"any","port":8,"proto":0}]"#,
+      #"[{"name":"http","port":80,"proto":6},{"name":"http","port":81,"proto":6}]"#,
+      #"[{"name":"http","port":80}]"#,
+      #"{"name":"http","port":80,"proto":6}"#,
+      "[" + (1...65).map { #"{"name":"p\#($0)","port":\#($0),"proto":6}"# }.joined(separator: ",")
+        + "]",
+    ])
+  func badNamedPorts(ports: String) {
+    let value = Data(#"{"identity":300,"namedPorts":\#(ports),"node":"node-b"}"#.utf8)
+    #expect(throws: ClusterIPCache.Rejection.malformedValue) {
+      try check("10.88.2.2/32", value).get()
+    }
+  }
+
   @Test("this node's own entries are not learned from etcd")
   func own() throws {
     #expect(try check("10.88.1.1/32", value(300, node: "node-a")).get() == nil)

@@ -8,8 +8,13 @@
 # Checks: equal labels get one identity on both nodes; node B learns node A's
 # pod addresses and identities through etcd (its ipcache), so its policy
 # (backend accepts frontend on TCP 8080) allows frontend@A and drops other@A;
-# a deleted pod leaves the other node's ipcache; an identity-store outage
-# fails new label sets with CNI code 11 and recovers. Skips with a reason
+# a deleted pod leaves the other node's ipcache; named ports across nodes: a
+# pod's ipcache entry in etcd carries its named ports ("namedPorts"), and node A's
+# egress NetworkPolicy `port: http` towards app=web resolves through the http port
+# webb@B declares (clienta@A reaches webb@B:8080, and webb2@B:8080, the same
+# identity, while webb exists; 9090 is dropped; the realised map's 8080 entry comes
+# with webb and goes with its DEL while web's identity stays); an identity-store
+# outage fails new label sets with CNI code 11 and recovers. Skips with a reason
 # without root, etcd, CNI plugins or eBPF.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -128,6 +133,74 @@ check "relabelled other@A -> backend@B:8080 connects" connects other "$backend_i
 chain_del frontend
 on_node b
 check "a pod deleted on node A leaves node B's ipcache" eventually 10 ipcache_lacks "$frontend_ip"
+
+# Named ports across nodes. Node A's egress rule `port: http` towards app=web resolves
+# through the named ports of that identity's pods on node B, which node A learns from
+# their ipcache entries in etcd. webb2 (app=web, no named ports) keeps web's identity
+# alive throughout, so that what changes clienta's map is webb's http port alone; the
+# regenerations are asynchronous, hence the polling.
+http() { printf '[{"name":"http","containerPort":%s,"protocol":"TCP"}]' "$1"; }
+# policy_has / policy_lacks ENDPOINT-ID JQ-CONDITION: some / no entry of the endpoint's
+# realised map satisfies the condition (both fail when the map cannot be read).
+policy_has() { tessera datapath policy get "$1" -o json | jq -e "any(.entries[]; $2)" >/dev/null; }
+policy_lacks() { tessera datapath policy get "$1" -o json | jq -e "all(.entries[]; ($2) | not)" >/dev/null; }
+# etcd_entry ADDRESS: the value of the address's key under the cluster ipcache prefix.
+ipcache_prefix=/tessera/ipcache
+etcd_entry() {
+  ETCDCTL_API=3 etcdctl --endpoints "$ETCD" get --prefix "$ipcache_prefix/" |
+    awk -v key="$ipcache_prefix/$1/32" 'found { print; exit } $0 == key { found = 1 }'
+}
+etcd_entry_is() { etcd_entry "$1" | jq -e "$2" >/dev/null; } # address jq-condition
+cat >"$tmp/egress.yaml" <<'YAML'
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: clienta-egress-http, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: clienta}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{podSelector: {matchLabels: {app: web}}}]
+    ports: [{port: http}]
+YAML
+pods_a+=(clienta) pods_b+=(webb webb2)
+on_node a
+check "egress policy (NetworkPolicy, port: http towards app=web) imported on node A" tessera policy import "$tmp/egress.yaml"
+check "clienta ADD on node A" chain_add clienta '["app=clienta"]'
+clienta_ep=$(tessera endpoint get --container-id tsr-2n-a-clienta -o json | jq -r .id)
+on_node b
+check "webb2 ADD on node B (app=web, no named ports)" chain_add webb2 '["app=web"]'
+webb2_ip=$(chain_ip webb2) web_id=$(identity_of webb2)
+listen webb2 8080
+check "etcd: webb2's ipcache entry has no namedPorts" eventually 5 etcd_entry_is "$webb2_ip" \
+  ".identity == $web_id and has(\"namedPorts\") == false"
+on_node a
+check "node A's ipcache learns webb2@B" eventually 10 ipcache_has "$webb2_ip" "$web_id"
+check "policy get clienta: no 8080 entry before webb exists" policy_lacks "$clienta_ep" '.port == 8080'
+check "clienta@A -> webb2@B:8080 is dropped before webb exists (http names no port yet)" dropped clienta "$webb2_ip" 8080
+on_node b
+check "webb ADD on node B (app=web, http=8080/TCP)" chain_add webb '["app=web"]' "$(http 8080)"
+webb_ip=$(chain_ip webb)
+check "webb has webb2's identity" [ "$(identity_of webb)" = "$web_id" ]
+listen webb 8080
+listen webb 9090
+check "etcd: webb's ipcache entry carries namedPorts http=8080/TCP" eventually 5 etcd_entry_is "$webb_ip" \
+  ".identity == $web_id and .node == \"node-b\" and .namedPorts == [{name: \"http\", port: 8080, proto: 6}]"
+etcd_entry "$webb_ip" | sed 's/^/  | /'
+on_node a
+check "node A's ipcache learns webb@B" eventually 10 ipcache_has "$webb_ip" "$web_id"
+check "clienta@A -> webb@B:8080 connects (webb's http, learnt through etcd; within 5 s)" eventually 5 connects clienta "$webb_ip" 8080
+check "policy get clienta: egress TCP 8080 towards web's identity" policy_has "$clienta_ep" \
+  ".direction == \"egress\" and .peerIdentity == $web_id and (.protocol | ascii_upcase) == \"TCP\" and .port == 8080 and .verdict == \"allow\""
+check "clienta@A -> webb@B:9090 is dropped" dropped clienta "$webb_ip" 9090
+check "other@A (no policy) -> webb@B:9090 connects (the drop above is clienta's policy)" connects other "$webb_ip" 9090
+check "clienta@A -> webb2@B:8080 connects (http resolves through every pod of web's identity)" connects clienta "$webb2_ip" 8080
+on_node b
+chain_del webb
+on_node a
+check "policy get clienta: 8080 gone after webb's DEL on node B (within 5 s)" eventually 5 policy_lacks "$clienta_ep" '.port == 8080'
+check "... while web's identity stays (webb2@B still in node A's ipcache)" ipcache_has "$webb2_ip" "$web_id"
+check "clienta@A -> webb2@B:8080 is dropped again" dropped clienta "$webb2_ip" 8080
+on_node b
 
 # etcd down: a known label set still gets its identity, a new one fails with CNI code 11.
 kill "$etcd_pid"; wait "$etcd_pid" 2>/dev/null; etcd_pid=
