@@ -65,7 +65,7 @@ run "tessera-cni unit tests + vectors" make -s -C Sources/tessera-cni test
 run "tessera-cni fuzzing (bounded)" fuzz
 run "end-to-end CNI (netns, ptp + host-local + tessera-cni)" bash Tests/tessera-cniTests/e2e.sh
 run "end-to-end policy in the kernel (real TCP between pods)" bash Tests/e2e/policy_e2e.sh
-run "end-to-end named ports (args.cni.ports; ingress per pod, egress node-wide, regeneration; real TCP between pods)" bash Tests/e2e/named_ports_e2e.sh
+run "end-to-end named ports (args.cni.ports; ingress per pod, egress through the peer identity's pods, regeneration, a pod widening a rule; real TCP between pods)" bash Tests/e2e/named_ports_e2e.sh
 run "end-to-end CNI chains (ptp, bridge, tessera-cni as main plugin; the window measured)" bash Tests/tessera-cniTests/chains_e2e.sh
 run "end-to-end CIDR peers (ipBlock with except, fromCIDR, a CIDR deny; real TCP to a namespace behind the host)" bash Tests/e2e/cidr_e2e.sh
 run "end-to-end ICMP rules (icmps by type and family; real ping and raw ICMP messages between pods)" bash Tests/e2e/icmp_e2e.sh

@@ -41,9 +41,6 @@ public final class ClusterIPCache: Sendable {
     }
   }
 
-  /// The most named ports an entry from etcd may carry (the CNI plugin's limit per pod).
-  static let maximumNamedPorts = 64
-
   public struct Configuration: Sendable {
     public var prefix: String
     public var nodeName: String
@@ -150,7 +147,6 @@ public final class ClusterIPCache: Sendable {
     guard !prefix.isSpecialPurposeHost else { throw .specialPurposeAddress }
     guard let entry = try? JSONDecoder().decode(Entry.self, from: value), !entry.node.isEmpty,
       !entry.node.contains("/"), entry.hasWellFormedDigest,
-      (entry.namedPorts?.count ?? 0) <= maximumNamedPorts,
       NamedPort.problem(with: entry.namedPorts ?? []) == nil
     else {
       throw .malformedValue
@@ -234,16 +230,16 @@ public final class ClusterIPCache: Sendable {
     state.withLock { $0.remote.mapValues { (NumericIdentity($0.identity), $0.node) } }
   }
 
-  /// The named ports other nodes' endpoints of `identity` declare (every remote endpoint's
-  /// for `.unknown`), sorted and unique.
-  public func namedPorts(of identity: NumericIdentity) -> [NamedPort] {
+  /// The named ports other nodes' endpoints declare, by identity (identities without any
+  /// are left out).
+  public func namedPortsByIdentity() -> [NumericIdentity: Set<NamedPort>] {
     state.withLock { state in
-      var ports = Set<NamedPort>()
-      for entry in state.remote.values
-      where identity == .unknown || entry.identity == identity.rawValue {
-        ports.formUnion(entry.namedPorts ?? [])
+      var byIdentity: [NumericIdentity: Set<NamedPort>] = [:]
+      for entry in state.remote.values {
+        guard let ports = entry.namedPorts, !ports.isEmpty else { continue }
+        byIdentity[NumericIdentity(entry.identity), default: []].formUnion(ports)
       }
-      return ports.sorted()
+      return byIdentity
     }
   }
 

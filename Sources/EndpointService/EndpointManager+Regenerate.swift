@@ -18,15 +18,18 @@ extension EndpointManager {
     }
     guard let (snapshot, generation) = started else { return }
     do {
+      let subject = SecurityIdentity(id: snapshot.identity, labels: snapshot.identityLabels)
+      // The endpoint's own policy does not depend on its peers catching up: compute it while
+      // they do. A change after the computation triggers another pass (and a create waits
+      // for its endpoint's own changes), so nothing older than the pass is left in force.
+      async let computed = desiredPolicy(for: subject)
       if ordering.changesIdentity(endpointID: endpointID, to: snapshot.identity),
         !ordering.isRealized(snapshot.identity, byOtherThan: endpointID)
       {
         // Realising writes this endpoint's addresses → identity into the ipcache: peers first.
         let waitStart = ContinuousClock.now
         try await waitForPolicyOrdering(
-          of: endpointID,
-          identity: SecurityIdentity(id: snapshot.identity, labels: snapshot.identityLabels),
-          deadline: waitStart + configuration.requestTimeout)
+          of: endpointID, identity: subject, deadline: waitStart + configuration.requestTimeout)
         logger.debug(
           "peers' policy reflects the identity",
           metadata: [
@@ -45,13 +48,9 @@ extension EndpointManager {
         }
       }
       let computeStart = ContinuousClock.now
-      let desired = try await policyCache.policy(
-        for: SecurityIdentity(id: snapshot.identity, labels: snapshot.identityLabels)
-      ) {
-        (identity) async throws(EndpointError) in try await policy.computePolicy(for: identity)
-      }
+      let desired = try await computed.get()
       let resolved = desired.resolvingNamedPorts(own: snapshot.namedPorts ?? []) {
-        namedPorts(of: $0)
+        namedPortsByIdentity()
       }
       let realizeStart = ContinuousClock.now
       let realized = try await datapath.realize(endpoint: snapshot, policy: resolved)
@@ -71,7 +70,7 @@ extension EndpointManager {
         metadata: [
           "endpoint.id": "\(endpointID)", "revision": "\(realized)",
           "entries": "\(resolved.entries.count)",
-          "compute": "\(realizeStart - computeStart)",
+          "computeAwaited": "\(realizeStart - computeStart)",
           "realize": "\(ContinuousClock.now - realizeStart)",
         ])
       let (action, finished) = try registry.update(id: endpointID) {
@@ -103,6 +102,20 @@ extension EndpointManager {
       guard let (action, endpoint) = failed else { return }
       try? await perform(action, on: endpoint, failure: error)
       regenerator.failed(endpointID, error: error)
+    }
+  }
+
+  /// The policy of `subject`, cached or computed by the policy service.
+  private func desiredPolicy(for subject: SecurityIdentity) async -> Result<
+    EndpointPolicy, EndpointError
+  > {
+    do {
+      return .success(
+        try await policyCache.policy(for: subject) { (identity) async throws(EndpointError) in
+          try await policy.computePolicy(for: identity)
+        })
+    } catch {
+      return .failure(error)
     }
   }
 

@@ -55,7 +55,7 @@ public final class EndpointManager: Sendable {
   let logger: Logger
   private let regeneratorBox = RegeneratorBox()
   let policyCache = PolicyCache()
-  private let remoteNamedPorts = Mutex<(@Sendable (NumericIdentity) -> [NamedPort])?>(nil)
+  private let remoteNamedPorts = Mutex<(@Sendable () -> [NumericIdentity: Set<NamedPort>])?>(nil)
   /// Holds back a realisation that makes addresses carry a new identity until peers' policy reflects it.
   let ordering = PolicyOrdering()
   /// The ipcache entries of the CIDRs the rules name; nil without a datapath that takes them.
@@ -161,17 +161,19 @@ public final class EndpointManager: Sendable {
   /// Where other nodes' named ports come from (the cluster ipcache); egress rows on a named
   /// port resolve through them too.
   public func setRemoteNamedPorts(
-    _ source: @escaping @Sendable (NumericIdentity) -> [NamedPort]
+    _ source: @escaping @Sendable () -> [NumericIdentity: Set<NamedPort>]
   ) {
     remoteNamedPorts.withLock { $0 = source }
   }
 
-  /// The named ports endpoints of `identity` declare, on this node and, with a cluster
-  /// ipcache, on others (every endpoint's for `.unknown`), sorted and unique.
-  func namedPorts(of identity: NumericIdentity) -> [NamedPort] {
-    let local = registry.namedPorts(of: identity)
-    guard let remote = remoteNamedPorts.withLock({ $0 }) else { return local }
-    return Set(local).union(remote(identity)).sorted()
+  /// The named ports endpoints declare, by identity: this node's and, with a cluster
+  /// ipcache, other nodes'. Each identity's ports are sorted.
+  func namedPortsByIdentity() -> [NumericIdentity: [NamedPort]] {
+    var byIdentity = registry.namedPortsByIdentity()
+    if let remote = remoteNamedPorts.withLock({ $0 }) {
+      byIdentity.merge(remote()) { $0.union($1) }
+    }
+    return byIdentity.mapValues { $0.sorted() }
   }
 
   /// Saves the endpoint once it holds an identity reference (so a restart can

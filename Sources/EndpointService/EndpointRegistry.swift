@@ -116,18 +116,16 @@ public final class EndpointRegistry: Sendable {
     state.withLock { $0.endpoints.values.sorted { $0.id < $1.id } }
   }
 
-  /// The named ports the node's endpoints of `identity` declare (of every endpoint with a
-  /// resolved identity for `.unknown`), sorted and unique. Egress rows on a named port resolve
-  /// through them: a pod's ports open only traffic to its own identity.
-  public func namedPorts(of identity: NumericIdentity) -> [NamedPort] {
+  /// The named ports the node's endpoints declare, by identity (endpoints without an
+  /// identity yet, and identities without any port, are left out).
+  public func namedPortsByIdentity() -> [NumericIdentity: Set<NamedPort>] {
     state.withLock { state in
-      var ports = Set<NamedPort>()
-      for endpoint in state.endpoints.values
-      where endpoint.identity != .unknown && (identity == .unknown || endpoint.identity == identity)
-      {
-        ports.formUnion(endpoint.namedPorts ?? [])
+      var byIdentity: [NumericIdentity: Set<NamedPort>] = [:]
+      for endpoint in state.endpoints.values where endpoint.identity != .unknown {
+        guard let ports = endpoint.namedPorts, !ports.isEmpty else { continue }
+        byIdentity[endpoint.identity, default: []].formUnion(ports)
       }
-      return ports.sorted()
+      return byIdentity
     }
   }
 

@@ -33,9 +33,15 @@ public struct NamedPort: Hashable, Sendable, Codable, Comparable, CustomStringCo
     return nil
   }
 
-  /// Why these ports cannot be one workload's, or nil: every name valid and used once, every
-  /// port 1-65535 of TCP, UDP or SCTP.
+  /// The most named ports one workload may declare (the CNI plugin's and other nodes' limit).
+  public static let maximumPerWorkload = 64
+
+  /// Why these ports cannot be one workload's, or nil: at most ``maximumPerWorkload``, every
+  /// name valid and used once, every port 1-65535 of TCP, UDP or SCTP.
   public static func problem(with ports: [NamedPort]) -> String? {
+    guard ports.count <= maximumPerWorkload else {
+      return "\(ports.count) named ports; a workload may declare at most \(maximumPerWorkload)"
+    }
     var seen = Set<String>()
     for port in ports {
       if let problem = problem(withName: port.name) { return problem }
@@ -93,45 +99,64 @@ public struct NamedPortEntry: Hashable, Sendable, Codable, Comparable, CustomStr
   }
 
   public var description: String {
-    "\(direction) \(verdict) peer=\(peer.rawValue == 0 ? "any" : peer.description) \(proto)/\(portName)"
+    "\(direction) \(verdict) peer=\(peer == .unknown ? "any" : peer.description) \(proto)/\(portName)"
   }
 
   /// The port entries this row stands for, given the named ports it may resolve to.
   /// A name no port carries (or only with another protocol) yields none: the row allows
   /// or denies nothing, as in Cilium.
-  public func entries(resolvingWith ports: [NamedPort]) -> [PolicyEntry] {
+  ///
+  /// - Parameter peer: the peer of the entries, the row's own unless given.
+  public func entries(resolvingWith ports: [NamedPort], towards peer: NumericIdentity? = nil)
+    -> [PolicyEntry]
+  {
     ports.filter { $0.name == portName && (proto == .any || proto == $0.proto) }.map {
       PolicyEntry(
-        peer: peer, direction: direction, proto: $0.proto, ports: PortRange(single: $0.port),
-        verdict: verdict)
+        peer: peer ?? self.peer, direction: direction, proto: $0.proto,
+        ports: PortRange(single: $0.port), verdict: verdict)
     }
   }
 }
 
 extension EndpointPolicy {
-  /// This policy with its named-port rows turned into port entries: ingress rows through
-  /// the endpoint's own ports (`own`), egress rows through `egress(peer)`, the ports the
-  /// row's peer declares (for the every-peer row, `.unknown`, every port it may reach).
-  /// As in the policy service, a deny wins a key both allow and deny, and the result has
-  /// no named rows left.
+  /// This policy with its named-port rows turned into port entries, the way Kubernetes
+  /// resolves a name on the pod the traffic goes to:
+  ///
+  /// - an ingress row through the endpoint's own ports (`own`);
+  /// - an egress row towards a peer through the ports its endpoints declare;
+  /// - an egress allow towards every peer into one entry per identity that declares the
+  ///   name, towards that identity only (so one pod's ports never open another's); an
+  ///   egress deny towards every peer into the union of everyone's, towards every peer.
+  ///
+  /// `declared` maps each identity to the ports its endpoints declare; it is read once,
+  /// and only when there is an egress row. As in the policy service, a deny wins a key both
+  /// allow and deny, and the result has no named rows left.
   public func resolvingNamedPorts(
-    own: [NamedPort], egress: (NumericIdentity) -> [NamedPort]
+    own: [NamedPort], declared: () -> [NumericIdentity: [NamedPort]]
   ) -> EndpointPolicy {
     guard !namedPortEntries.isEmpty else { return self }
     var verdicts: [PolicyEntry.Key: PolicyVerdict] = [:]
     for entry in entries { verdicts[entry.key] = entry.verdict }
-    var peerPorts: [NumericIdentity: [NamedPort]] = [:]
+    var egressPorts: [NumericIdentity: [NamedPort]]?
     for row in namedPortEntries {
-      let ports: [NamedPort]
+      var resolved: [PolicyEntry]
       if row.direction == .ingress {
-        ports = own
-      } else if let known = peerPorts[row.peer] {
-        ports = known
+        resolved = row.entries(resolvingWith: own)
       } else {
-        ports = egress(row.peer)
-        peerPorts[row.peer] = ports
+        let byPeer = egressPorts ?? declared()
+        egressPorts = byPeer
+        if row.peer != .unknown {
+          resolved = row.entries(resolvingWith: byPeer[row.peer] ?? [])
+        } else if row.verdict == .deny {
+          resolved = row.entries(resolvingWith: Array(Set(byPeer.values.joined())))
+        } else {
+          resolved = []
+          for (peer, ports) in byPeer where peer != .unknown {
+            resolved += row.entries(resolvingWith: ports, towards: peer)
+          }
+        }
       }
-      for entry in row.entries(resolvingWith: ports) {
+      for entry in resolved {
         if entry.verdict == .deny {
           verdicts[entry.key] = .deny
         } else if verdicts[entry.key] == nil {

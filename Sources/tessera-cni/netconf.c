@@ -454,7 +454,9 @@ int netconf_port_name_valid(const char *s, size_t len) {
   return letter;
 }
 
-/* One `args.cni.ports` entry, Kubernetes' ContainerPort shape without the host fields. */
+/* One `args.cni.ports` entry, Kubernetes' ContainerPort shape. Its host fields are the port
+ * mapping's business (the portmap plugin), not policy's: a runtime that copies the pod's ports
+ * verbatim may send them, and they are ignored. */
 static int parse_port(size_t i, json_t *v, struct netconf_port *out, struct cni_error *err) {
   if (!json_is_object(v))
     return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid named port",
@@ -464,10 +466,12 @@ static int parse_port(size_t i, json_t *v, struct netconf_port *out, struct cni_
   const char *k;
   json_t *f;
   json_object_foreach(v, k, f) {
-    if (strcmp(k, "name") != 0 && strcmp(k, "containerPort") != 0 && strcmp(k, "protocol") != 0)
+    if (strcmp(k, "name") != 0 && strcmp(k, "containerPort") != 0 && strcmp(k, "protocol") != 0 &&
+        strcmp(k, "hostPort") != 0 && strcmp(k, "hostIP") != 0)
       return cni_error_set(err, CNI_ERR_INVALID_NETCONF, "invalid named port",
-                           "args.cni.ports[%zu]: unknown field \"%.64s\"; expected name, containerPort and protocol", i,
-                           k);
+                           "args.cni.ports[%zu]: unknown field \"%.64s\"; expected name, containerPort and protocol "
+                           "(hostPort and hostIP are ignored)",
+                           i, k);
   }
 
   json_t *name = json_object_get(v, "name");

@@ -143,7 +143,7 @@ struct EndpointDaemon: AsyncParsableCommand {
           ClusterIPCache.LocalEndpoint(identity: $0.identity, namedPorts: $0.namedPorts)
         }
       }
-      manager.setRemoteNamedPorts { ipcache.namedPorts(of: $0) }
+      manager.setRemoteNamedPorts { ipcache.namedPortsByIdentity() }
       let clusterMetadata = ClusterMetadataStore(
         configuration: .init(prefix: metadataPrefix), client: client, registry: workloads,
         logger: Logger(label: "tessera.metadata")

@@ -161,6 +161,6 @@ struct NamedPortEndpointTests {
       stateDirectory: directory, datapath: first.datapath, identityStore: identityDB)
     _ = try await restarted.manager.restore()
     #expect(restarted.manager.registry.endpoint(id: created.id)?.namedPorts == ports)
-    #expect(restarted.manager.registry.namedPorts(of: .unknown) == ports)
+    #expect(restarted.manager.registry.namedPortsByIdentity()[created.identity] == Set(ports))
   }
 }

@@ -36,7 +36,7 @@ struct NamedPortPolicyTests {
       policy.namedPortEntries == [
         NamedPortEntry(peer: client.id, direction: .ingress, proto: .tcp, portName: "http")
       ])
-    let resolved = policy.resolvingNamedPorts(own: [Self.http]) { _ in [] }
+    let resolved = policy.resolvingNamedPorts(own: [Self.http]) { [:] }
     #expect(resolved.namedPortEntries.isEmpty)
     #expect(
       resolved.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 8080) == .allow)
@@ -45,7 +45,7 @@ struct NamedPortPolicyTests {
       resolved.verdict(peer: client.id, direction: .ingress, proto: .udp, port: 8080) == .deny)
     #expect(resolved.verdict(peer: other.id, direction: .ingress, proto: .tcp, port: 8080) == .deny)
     // A pod that declares no such port admits nothing through the rule.
-    let undeclared = policy.resolvingNamedPorts(own: []) { _ in [Self.http] }
+    let undeclared = policy.resolvingNamedPorts(own: []) { [self.api.id: [Self.http]] }
     #expect(
       undeclared.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 8080) == .deny)
   }
@@ -60,7 +60,7 @@ struct NamedPortPolicyTests {
         ingress:
         - ports: [{port: dns, protocol: TCP}]
         """), for: api
-    ).resolvingNamedPorts(own: [dns]) { _ in [] }
+    ).resolvingNamedPorts(own: [dns]) { [:] }
     #expect(udpOnly.verdict(peer: client.id, direction: .ingress, proto: .udp, port: 53) == .deny)
     #expect(udpOnly.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 53) == .deny)
     let any = try compute(
@@ -72,7 +72,7 @@ struct NamedPortPolicyTests {
           toPorts: [{ports: [{port: dns}]}]
         """), for: api)
     #expect(any.namedPortEntries.map(\.proto) == [.any])
-    let resolved = any.resolvingNamedPorts(own: [dns]) { _ in [] }
+    let resolved = any.resolvingNamedPorts(own: [dns]) { [:] }
     #expect(resolved.verdict(peer: client.id, direction: .ingress, proto: .udp, port: 53) == .allow)
     #expect(resolved.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 53) == .deny)
     #expect(resolved.verdict(peer: client.id, direction: .ingress, proto: .sctp, port: 53) == .deny)
@@ -92,24 +92,51 @@ struct NamedPortPolicyTests {
         """), for: client)
     let declared: [NumericIdentity: [NamedPort]] = [
       api.id: [Self.http, NamedPort(name: "http", port: 9090)],
-      // Another pod naming port 22 "http" must not open 22 towards api.
+      // Another pod naming port 22 "http" or "metrics" must not open 22 towards api.
       other.id: [NamedPort(name: "http", port: 22), NamedPort(name: "metrics", port: 9100)],
     ]
-    var asked: [NumericIdentity] = []
+    var reads = 0
     // The ingress list does not feed egress rows.
-    let resolved = policy.resolvingNamedPorts(own: [NamedPort(name: "http", port: 1)]) { peer in
-      asked.append(peer)
-      return peer == .unknown ? declared.values.flatMap { $0 } : declared[peer] ?? []
+    let resolved = policy.resolvingNamedPorts(own: [NamedPort(name: "http", port: 1)]) {
+      reads += 1
+      return declared
     }
-    #expect(Set(asked) == [api.id, .unknown] && asked.count == 2)
+    #expect(reads == 1)
     #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 8080) == .allow)
     #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 9090) == .allow)
     #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 22) == .deny)
     #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 1) == .deny)
     #expect(resolved.verdict(peer: other.id, direction: .egress, proto: .tcp, port: 8080) == .deny)
-    // A row for every peer (ports without `to`) resolves through every declared port.
+    // A row towards every peer (ports without `to`): each identity's own ports, towards it
+    // only, as Kubernetes resolves the name on the destination pod.
     #expect(resolved.verdict(peer: other.id, direction: .egress, proto: .tcp, port: 9100) == .allow)
-    #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 9100) == .allow)
+    #expect(resolved.verdict(peer: api.id, direction: .egress, proto: .tcp, port: 9100) == .deny)
+    #expect(
+      resolved.verdict(
+        peer: ReservedIdentity.world.identity, direction: .egress, proto: .tcp, port: 9100)
+        == .deny)
+  }
+
+  @Test(
+    "a deny towards every peer on a named port denies every declared port of the name, to everyone")
+  func wildcardDeny() throws {
+    let policy = try compute(
+      PolicySemanticsConformanceTests.cnp(
+        """
+        endpointSelector: {matchLabels: {app: client}}
+        egress:
+        - toEntities: [all]
+        egressDeny:
+        - toPorts: [{ports: [{port: http, protocol: TCP}]}]
+        """), for: client)
+    let resolved = policy.resolvingNamedPorts(own: []) {
+      [api.id: [Self.http], other.id: [NamedPort(name: "http", port: 22)]]
+    }
+    for peer in [api.id, other.id, ReservedIdentity.world.identity] {
+      #expect(resolved.verdict(peer: peer, direction: .egress, proto: .tcp, port: 8080) == .deny)
+      #expect(resolved.verdict(peer: peer, direction: .egress, proto: .tcp, port: 22) == .deny)
+      #expect(resolved.verdict(peer: peer, direction: .egress, proto: .tcp, port: 443) == .allow)
+    }
   }
 
   @Test(
@@ -128,12 +155,11 @@ struct NamedPortPolicyTests {
           toPorts: [{ports: [{port: http, protocol: TCP}]}]
         """), for: api)
     #expect(policy.namedPortEntries.map(\.verdict) == [.deny])
-    let resolved = policy.resolvingNamedPorts(own: [Self.http]) { _ in [] }
+    let resolved = policy.resolvingNamedPorts(own: [Self.http]) { [:] }
     #expect(
       resolved.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 8080) == .deny)
     #expect(resolved.entries.count == 1)
-    let unresolved = policy.resolvingNamedPorts(own: [NamedPort(name: "http", port: 80)]) { _ in []
-    }
+    let unresolved = policy.resolvingNamedPorts(own: [NamedPort(name: "http", port: 80)]) { [:] }
     #expect(
       unresolved.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 8080) == .allow)
     #expect(

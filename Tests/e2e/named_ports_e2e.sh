@@ -11,7 +11,8 @@
 # labels: http=7070); a rule with `protocol: UDP` does not open the TCP port of that
 # name (the realised map has no entry for it); a Kubernetes NetworkPolicy egress
 # `port: http` resolves through the ports the peer's pods declare, and another pod
-# naming its own port 9090 `http` does not open 9090 towards them; a pod declaring a new http
+# naming its own port 9090 `http` does not open 9090 towards them, also for a rule
+# with ports and no peer; a pod declaring a new http
 # port after the egress policy exists is reachable (the client is regenerated), and
 # the port of a deleted pod leaves the client's map; an invalid port name in
 # args.cni.ports fails ADD with code 7 and leaves no endpoint; invalid named ports in
@@ -33,7 +34,7 @@ tessera() { "$TESSERA_BIN/tessera" "$@" --run-dir "$RUN"; }
 CHAIN_NAME=tsr-npe2e CHAIN_SUBNET=10.193.0.0/24 CHAIN_STATE=$tmp/cni CHAIN_NETNS_PREFIX=tsr-npe2e-
 CHAIN_SOCKET=$RUN/endpoint.sock CHAIN_CNI=$repo/.build-cni/tessera-cni
 . "$repo/scripts/lib/cni-chain.sh"
-pods=(frontend other backend backend2 client backend3 bad)
+pods=(frontend other backend backend2 client backend3 client2 bad)
 bg_pids=()
 
 trap e2e_teardown EXIT
@@ -98,7 +99,7 @@ metadata: {name: backend-all-from-client, namespace: default}
 spec:
   endpointSelector: {matchLabels: {app: backend}}
   ingress:
-  - fromEndpoints: [{matchLabels: {app: client}}]
+  - fromEndpoints: [{matchLabels: {app: client}}, {matchLabels: {app: client2}}]
 YAML
 check "ingress policy (port: http) imported" tessera policy import "$tmp/ingress.yaml"
 check "ingress policy (port: http, protocol: UDP) imported" tessera policy import "$tmp/ingress-udp.yaml"
@@ -186,6 +187,29 @@ check "policy get client: 8080 still there" policy_has "$client_id" '.direction 
 check "policy get client: 6060 still there" policy_has "$client_id" '.direction == "egress" and .port == 6060'
 check "client -> backend3:6060 still connects" connects client "$backend3_ip" 6060
 
+# --- 5b. An egress rule with ports and no peer: each pod identity's own http port,
+# towards that identity only (Kubernetes resolves the name on the destination pod).
+# `other` names 9090 "http": that opens 9090 towards other, never towards the
+# backends, which listen on 9090 too.
+cat >"$tmp/egress-any.yaml" <<'YAML'
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client2-egress-any-http, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: client2}}
+  policyTypes: [Egress]
+  egress:
+  - ports: [{port: http}]
+YAML
+check "egress policy (ports: http, no peer) imported" tessera policy import "$tmp/egress-any.yaml"
+check "client2 ADD" chain_add client2 '["app=client2"]'
+other_ip=$(chain_ip other)
+listen other 9090
+check "client2 -> backend:8080 connects (backend's own http)" eventually 3 connects client2 "$backend_ip" 8080
+check "client2 -> other:9090 connects (other's own http)" eventually 3 connects client2 "$other_ip" 9090
+check "client2 -> backend:9090 is dropped (other's http opens nothing towards backend)" dropped client2 "$backend_ip" 9090
+check "client2 -> backend3:6060 connects" connects client2 "$backend3_ip" 6060
+
 # --- 6. Bad input.
 endpoint_count() { tessera endpoint list -o json | jq '.endpoints | length'; }
 endpoints_before=$(endpoint_count)
@@ -225,12 +249,12 @@ tessera policy import "$tmp/bad-endport.yaml" >"$tmp/bad-endport.out" 2>&1
 status=$?
 check "import of {port: http, endPort: 90} is refused" [ "$status" != 0 ]
 check "  with a message naming endPort" grep -qi 'endPort' "$tmp/bad-endport.out"
-check "neither bad policy was stored (the four good ones are)" bash -c \
-  "$TESSERA_BIN/tessera policy list -o json --run-dir $RUN | jq -e '[.policies[].name] | sort == [\"backend-all-from-client\", \"backend-http-from-frontend\", \"backend-http-udp-from-other\", \"client-egress-http\"]' >/dev/null"
+check "neither bad policy was stored (the five good ones are)" bash -c \
+  "$TESSERA_BIN/tessera policy list -o json --run-dir $RUN | jq -e '[.policies[].name] | sort == [\"backend-all-from-client\", \"backend-http-from-frontend\", \"backend-http-udp-from-other\", \"client-egress-http\", \"client2-egress-any-http\"]' >/dev/null"
 for f in bad-name bad-endport; do sed 's/^/  | /' "$tmp/$f.out"; done
 
 # --- The drops above were made by the policies: without them, they connect.
-for policy in backend-http-from-frontend backend-http-udp-from-other backend-all-from-client client-egress-http; do
+for policy in backend-http-from-frontend backend-http-udp-from-other backend-all-from-client client-egress-http client2-egress-any-http; do
   check "policy $policy deleted" tessera policy delete "default/$policy"
 done
 check "without policies, frontend -> backend:9090 connects" eventually 3 connects frontend "$backend_ip" 9090
@@ -238,7 +262,8 @@ check "without policies, other -> backend:8080 connects" eventually 3 connects o
 check "without policies, frontend -> backend:7070 connects" eventually 3 connects frontend "$backend_ip" 7070
 check "without policies, client -> backend:9090 connects" eventually 3 connects client "$backend_ip" 9090
 check "without policies, frontend -> backend3:6060 connects" eventually 3 connects frontend "$backend3_ip" 6060
+check "without policies, client2 -> backend:9090 connects" eventually 3 connects client2 "$backend_ip" 9090
 
-for pod in backend3 client backend other frontend; do chain_del "$pod"; done
+for pod in client2 backend3 client backend other frontend; do chain_del "$pod"; done
 check "endpoints gone after DEL" [ "$(tessera endpoint list -o json | jq '.endpoints | length')" = 0 ]
 e2e_result

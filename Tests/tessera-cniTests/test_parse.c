@@ -402,7 +402,7 @@ static void test_ports(void) {
                         "{\"name\":\"dns\",\"containerPort\":53,\"protocol\":\"UDP\"},"
                         "{\"containerPort\":2905,\"protocol\":\"SCTP\",\"name\":\"m3ua-1\"},"
                         "{\"name\":\"https\",\"containerPort\":65535,\"protocol\":\"TCP\"},"
-                        "{\"name\":\"a1\",\"containerPort\":1}]"),
+                        "{\"name\":\"a1\",\"containerPort\":1,\"hostPort\":8081,\"hostIP\":\"0.0.0.0\"}]"),
                   &nc, &err),
             0);
   CHECK_INT(netconf_parse_labels(&nc, &err), 0);
@@ -422,7 +422,7 @@ static void test_ports(void) {
     CHECK_STR(nc.ports[3].name, "https");
     CHECK_INT(nc.ports[3].protocol, NETCONF_PORT_TCP);
     CHECK_INT(nc.ports[3].port, 65535);
-    CHECK_INT(nc.ports[4].port, 1);
+    CHECK_INT(nc.ports[4].port, 1); /* hostPort and hostIP ignored */
   }
   netconf_free(&nc);
 
@@ -449,10 +449,9 @@ static void test_ports(void) {
       {PORTS("\"http\""), "field args.cni.ports must be an array"},
       {PORTS("[{\"name\":\"http\",\"containerPort\":80},\"dns\"]"), "args.cni.ports[1] must be an object"},
       {PORTS("[[]]"), "args.cni.ports[0] must be an object"},
-      {PORTS("[{\"name\":\"http\",\"containerPort\":80,\"hostPort\":80}]"),
-       "args.cni.ports[0]: unknown field \"hostPort\"; expected name, containerPort and protocol"},
-      {PORTS("[{\"name\":\"http\",\"containerPort\":80,\"hostIP\":\"0.0.0.0\"}]"),
-       "args.cni.ports[0]: unknown field \"hostIP\""},
+      {PORTS("[{\"name\":\"http\",\"containerPort\":80,\"hostPorts\":80}]"),
+       "args.cni.ports[0]: unknown field \"hostPorts\"; expected name, containerPort and protocol (hostPort and "
+       "hostIP are ignored)"},
       {PORTS("[{\"name\":\"http\",\"containerPort\":80,\"Name\":\"x\"}]"), "args.cni.ports[0]: unknown field \"Name\""},
       {PORTS("[{\"containerPort\":80}]"), "args.cni.ports[0]: missing required field name"},
       {PORTS("[{\"name\":7,\"containerPort\":80}]"), "args.cni.ports[0]: name must be a string"},

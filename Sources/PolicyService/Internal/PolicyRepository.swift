@@ -408,7 +408,7 @@ struct PolicyRepository {
     var ingressEnforced = false
     var egressEnforced = false
     var verdicts: [PolicyEntry.Key: PolicyVerdict] = [:]
-    var namedVerdicts: [NamedPortEntry: PolicyVerdict] = [:]
+    var namedVerdicts: [NamedRow: PolicyVerdict] = [:]
     for resolved in rules.values where resolved.rule.subject.matches(subject.labels) {
       ingressEnforced = ingressEnforced || resolved.rule.enforcesIngress
       egressEnforced = egressEnforced || resolved.rule.enforcesEgress
@@ -422,8 +422,8 @@ struct PolicyRepository {
           for identity in identities {
             for port in section.ports {
               if let name = port.name {
-                let row = NamedPortEntry(
-                  peer: identity, direction: section.direction, proto: port.proto, portName: name)
+                let row = NamedRow(
+                  peer: identity, direction: section.direction, proto: port.proto, name: name)
                 if section.verdict == .deny || namedVerdicts[row] == nil {
                   namedVerdicts[row] = section.verdict
                 }
@@ -458,13 +458,21 @@ struct PolicyRepository {
     }
     entries.sort()
     let namedPortEntries = namedVerdicts.map { row, verdict in
-      var row = row
-      row.verdict = verdict
-      return row
+      NamedPortEntry(
+        peer: row.peer, direction: row.direction, proto: row.proto, portName: row.name,
+        verdict: verdict)
     }
     return EndpointPolicy(
       revision: revision, ingressEnforced: ingressEnforced, egressEnforced: egressEnforced,
       entries: entries, namedPortEntries: namedPortEntries.sorted())
+  }
+
+  /// A named-port row without its verdict: what an allow and a deny can share.
+  private struct NamedRow: Hashable {
+    var peer: NumericIdentity
+    var direction: TrafficDirection
+    var proto: L4Protocol
+    var name: String
   }
 
   private struct DenyScope: Hashable {
