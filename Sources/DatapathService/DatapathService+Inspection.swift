@@ -18,7 +18,7 @@ extension DatapathServiceHandler {
           $0.destinationPort = UInt32(entry.destinationPort)
           $0.protocol = Tessera_Common_V1_Protocol(entry.proto)
           $0.endpointID = entry.endpointID
-          $0.direction = entry.direction == .ingress ? .ingress : .egress
+          $0.direction = Tessera_Common_V1_Direction(entry.direction)
           $0.packets = entry.packets
           $0.idleNanoseconds = now > entry.lastSeenNanoseconds ? now - entry.lastSeenNanoseconds : 0
         }
@@ -38,7 +38,7 @@ extension DatapathServiceHandler {
       $0.egressDropped = counters.egressDropped
       $0.reasons = counters.reasons.map { count in
         .with {
-          $0.direction = count.direction == .ingress ? .ingress : .egress
+          $0.direction = Tessera_Common_V1_Direction(count.direction)
           $0.reason = count.reason
           $0.packets = count.packets
         }

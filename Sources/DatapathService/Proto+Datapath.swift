@@ -41,7 +41,7 @@ extension Tessera_Datapath_V1_FlowEvent {
     self.init()
     timeUnixNano = Int64(event.time.timeIntervalSince1970 * 1e9)
     endpointID = event.endpointID
-    direction = event.direction == .ingress ? .ingress : .egress
+    direction = Tessera_Common_V1_Direction(event.direction)
     verdict = event.verdict == .dropped ? .dropped : .forwarded
     reason = event.reason
     match = Tessera_Datapath_V1_PolicyMatch(rawValue: Int(event.match.rawValue)) ?? .none

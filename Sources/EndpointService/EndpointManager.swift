@@ -167,13 +167,11 @@ public final class EndpointManager: Sendable {
   }
 
   /// The named ports endpoints declare, by identity: this node's and, with a cluster
-  /// ipcache, other nodes'. Each identity's ports are sorted.
-  func namedPortsByIdentity() -> [NumericIdentity: [NamedPort]] {
-    var byIdentity = registry.namedPortsByIdentity()
-    if let remote = remoteNamedPorts.withLock({ $0 }) {
-      byIdentity.merge(remote()) { $0.union($1) }
-    }
-    return byIdentity.mapValues { $0.sorted() }
+  /// ipcache, other nodes'.
+  func namedPortsByIdentity() -> [NumericIdentity: Set<NamedPort>] {
+    let local = registry.namedPortsByIdentity()
+    guard let remote = remoteNamedPorts.withLock({ $0 }) else { return local }
+    return local.merging(remote()) { $0.union($1) }
   }
 
   /// Saves the endpoint once it holds an identity reference (so a restart can

@@ -24,7 +24,7 @@ extension Tessera_Policy_V1_Policy {
 extension Tessera_Policy_V1_TraceDirection {
   init(_ direction: PolicyTrace.Direction) {
     self.init()
-    self.direction = direction.direction == .ingress ? .ingress : .egress
+    self.direction = Tessera_Common_V1_Direction(direction.direction)
     subjectIdentity = direction.subject.rawValue
     decision = direction.decision.rawValue
     verdict = direction.verdict == .deny ? .deny : .allow

@@ -107,9 +107,9 @@ public struct NamedPortEntry: Hashable, Sendable, Codable, Comparable, CustomStr
   /// or denies nothing, as in Cilium.
   ///
   /// - Parameter peer: the peer of the entries, the row's own unless given.
-  public func entries(resolvingWith ports: [NamedPort], towards peer: NumericIdentity? = nil)
-    -> [PolicyEntry]
-  {
+  public func entries(
+    resolvingWith ports: some Sequence<NamedPort>, towards peer: NumericIdentity? = nil
+  ) -> [PolicyEntry] {
     ports.filter { $0.name == portName && (proto == .any || proto == $0.proto) }.map {
       PolicyEntry(
         peer: peer ?? self.peer, direction: direction, proto: $0.proto,
@@ -132,12 +132,12 @@ extension EndpointPolicy {
   /// and only when there is an egress row. As in the policy service, a deny wins a key both
   /// allow and deny, and the result has no named rows left.
   public func resolvingNamedPorts(
-    own: [NamedPort], declared: () -> [NumericIdentity: [NamedPort]]
+    own: [NamedPort], declared: () -> [NumericIdentity: Set<NamedPort>]
   ) -> EndpointPolicy {
     guard !namedPortEntries.isEmpty else { return self }
     var verdicts: [PolicyEntry.Key: PolicyVerdict] = [:]
     for entry in entries { verdicts[entry.key] = entry.verdict }
-    var egressPorts: [NumericIdentity: [NamedPort]]?
+    var egressPorts: [NumericIdentity: Set<NamedPort>]?
     for row in namedPortEntries {
       var resolved: [PolicyEntry]
       if row.direction == .ingress {
@@ -148,7 +148,7 @@ extension EndpointPolicy {
         if row.peer != .unknown {
           resolved = row.entries(resolvingWith: byPeer[row.peer] ?? [])
         } else if row.verdict == .deny {
-          resolved = row.entries(resolvingWith: Array(Set(byPeer.values.joined())))
+          resolved = row.entries(resolvingWith: Set(byPeer.values.joined()))
         } else {
           resolved = []
           for (peer, ports) in byPeer where peer != .unknown {
@@ -156,13 +156,7 @@ extension EndpointPolicy {
           }
         }
       }
-      for entry in resolved {
-        if entry.verdict == .deny {
-          verdicts[entry.key] = .deny
-        } else if verdicts[entry.key] == nil {
-          verdicts[entry.key] = .allow
-        }
-      }
+      for entry in resolved { verdicts.record(entry.verdict, for: entry.key) }
     }
     let resolved = verdicts.map { key, verdict in
       PolicyEntry(

@@ -53,6 +53,14 @@ public enum PolicyVerdict: UInt8, Sendable, Hashable, Codable, CustomStringConve
   public var description: String { self == .allow ? "allow" : "deny" }
 }
 
+extension Dictionary where Value == PolicyVerdict {
+  /// Records `verdict` for `key`, as policies combine: a deny wins over an allow, whichever
+  /// came first.
+  public mutating func record(_ verdict: PolicyVerdict, for key: Key) {
+    if verdict == .deny || self[key] == nil { self[key] = verdict }
+  }
+}
+
 /// Destination ports `first...last`; `0...65535` with `first == 0` means any port.
 public struct PortRange: Hashable, Sendable, Codable, Comparable, CustomStringConvertible {
   public var first: UInt16
@@ -150,7 +158,7 @@ public struct EndpointPolicy: Hashable, Sendable, Codable {
   /// Sorted and unique by key; a deny and an allow never share a key.
   public var entries: [PolicyEntry]
   /// Rows on named ports, sorted and unique; only the endpoint service can turn them into
-  /// entries (``resolvingNamedPorts(own:egress:)``). The datapath never holds any.
+  /// entries (``resolvingNamedPorts(own:declared:)``). The datapath never holds any.
   public var namedPortEntries: [NamedPortEntry]
 
   public init(

@@ -50,11 +50,45 @@ extension SecurityIdentity {
   }
 }
 
+extension Tessera_Common_V1_Direction {
+  public init(_ direction: TrafficDirection) {
+    self = direction == .ingress ? .ingress : .egress
+  }
+}
+
+extension TrafficDirection {
+  /// Nil for an unspecified (or unknown) direction.
+  public init?(proto: Tessera_Common_V1_Direction) {
+    switch proto {
+    case .ingress: self = .ingress
+    case .egress: self = .egress
+    default: return nil
+    }
+  }
+}
+
+extension Tessera_Common_V1_Verdict {
+  public init(_ verdict: PolicyVerdict) {
+    self = verdict == .allow ? .allow : .deny
+  }
+}
+
+extension PolicyVerdict {
+  /// Nil for an unspecified (or unknown) verdict.
+  public init?(proto: Tessera_Common_V1_Verdict) {
+    switch proto {
+    case .allow: self = .allow
+    case .deny: self = .deny
+    default: return nil
+    }
+  }
+}
+
 extension Tessera_Common_V1_PolicyEntry {
   public init(_ entry: PolicyEntry) {
     self.init()
     peerIdentity = entry.peer.rawValue
-    direction = entry.direction == .ingress ? .ingress : .egress
+    direction = Tessera_Common_V1_Direction(entry.direction)
     `protocol` = Tessera_Common_V1_Protocol(entry.proto)
     // ICMP entries name types, 0 (echo reply) included: port 0 is type 0, never "any".
     let ports = entry.proto.isICMP && entry.ports.isAny ? PortRange(0, 255) : entry.ports
@@ -62,18 +96,15 @@ extension Tessera_Common_V1_PolicyEntry {
       port = UInt32(ports.first)
       endPort = ports.last == ports.first ? 0 : UInt32(ports.last)
     }
-    verdict = entry.verdict == .allow ? .allow : .deny
+    verdict = Tessera_Common_V1_Verdict(entry.verdict)
   }
 }
 
 extension PolicyEntry {
   /// - Throws: ``RPCError`` `invalidArgument` for out-of-range values.
   public init(proto: Tessera_Common_V1_PolicyEntry) throws(RPCError) {
-    let direction: TrafficDirection
-    switch proto.direction {
-    case .ingress: direction = .ingress
-    case .egress: direction = .egress
-    default: throw RPCError(code: .invalidArgument, message: "policy entry without a direction")
+    guard let direction = TrafficDirection(proto: proto.direction) else {
+      throw RPCError(code: .invalidArgument, message: "policy entry without a direction")
     }
     let l4 = try L4Protocol(proto: proto.protocol)
     guard proto.port <= 65535, proto.endPort <= 65535 else {
@@ -92,11 +123,8 @@ extension PolicyEntry {
       }
       ports = PortRange(UInt16(proto.port), UInt16(proto.endPort))
     }
-    let verdict: PolicyVerdict
-    switch proto.verdict {
-    case .allow: verdict = .allow
-    case .deny: verdict = .deny
-    default: throw RPCError(code: .invalidArgument, message: "policy entry without a verdict")
+    guard let verdict = PolicyVerdict(proto: proto.verdict) else {
+      throw RPCError(code: .invalidArgument, message: "policy entry without a verdict")
     }
     self.init(
       peer: NumericIdentity(proto.peerIdentity), direction: direction, proto: l4, ports: ports,
@@ -158,10 +186,10 @@ extension Tessera_Common_V1_NamedPortEntry {
   public init(_ entry: NamedPortEntry) {
     self.init()
     peerIdentity = entry.peer.rawValue
-    direction = entry.direction == .ingress ? .ingress : .egress
+    direction = Tessera_Common_V1_Direction(entry.direction)
     `protocol` = Tessera_Common_V1_Protocol(entry.proto)
     portName = entry.portName
-    verdict = entry.verdict == .allow ? .allow : .deny
+    verdict = Tessera_Common_V1_Verdict(entry.verdict)
   }
 }
 
@@ -169,20 +197,18 @@ extension NamedPortEntry {
   /// - Throws: ``RPCError`` `invalidArgument` for a missing direction or verdict, an unknown
   ///   protocol or a name that is not a port name.
   public init(proto: Tessera_Common_V1_NamedPortEntry) throws(RPCError) {
-    guard proto.direction == .ingress || proto.direction == .egress else {
+    guard let direction = TrafficDirection(proto: proto.direction) else {
       throw RPCError(code: .invalidArgument, message: "named-port entry without a direction")
     }
-    guard proto.verdict == .allow || proto.verdict == .deny else {
+    guard let verdict = PolicyVerdict(proto: proto.verdict) else {
       throw RPCError(code: .invalidArgument, message: "named-port entry without a verdict")
     }
     if let problem = NamedPort.problem(withName: proto.portName) {
       throw RPCError(code: .invalidArgument, message: problem)
     }
     self.init(
-      peer: NumericIdentity(proto.peerIdentity),
-      direction: proto.direction == .ingress ? .ingress : .egress,
-      proto: try L4Protocol(proto: proto.protocol), portName: proto.portName,
-      verdict: proto.verdict == .allow ? .allow : .deny)
+      peer: NumericIdentity(proto.peerIdentity), direction: direction,
+      proto: try L4Protocol(proto: proto.protocol), portName: proto.portName, verdict: verdict)
   }
 }
 

@@ -124,6 +124,30 @@ struct InProcessNode {
   }
 }
 
+extension InProcessNode {
+  /// A node whose state directory and identity database outlive it, and a way
+  /// to start it again on them and on the same datapath (a restarted endpoint service).
+  static func withRestartable(
+    _ body: (
+      _ first: InProcessNode, _ stateDirectory: String, _ restart: () throws -> InProcessNode
+    ) async throws -> Void
+  ) async throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "tsr-ep-\(UUID().uuidString)"
+    ).path
+    let identityDB = directory + "-identity.db"
+    defer {
+      try? FileManager.default.removeItem(atPath: directory)
+      try? FileManager.default.removeItem(atPath: identityDB)
+    }
+    let first = try InProcessNode(stateDirectory: directory, identityStore: identityDB)
+    try await body(first, directory) {
+      try InProcessNode(
+        stateDirectory: directory, datapath: first.datapath, identityStore: identityDB)
+    }
+  }
+}
+
 /// Lets callers of ``pass()`` through while open; holds them while closed.
 final class Gate: Sendable {
   private struct State {
@@ -375,33 +399,11 @@ struct CreateEndpointTests {
     #expect(node.datapath.endpoint(id: frontend.id)?.policy.revision == 1)
   }
 
-  /// A node whose state directory and identity database outlive it, and a way
-  /// to start it again on them and on the same datapath (a restarted endpoint service).
-  private func withRestartableNode(
-    _ body: (
-      _ first: InProcessNode, _ stateDirectory: String, _ restart: () throws -> InProcessNode
-    ) async throws -> Void
-  ) async throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-      "tsr-ep-\(UUID().uuidString)"
-    ).path
-    let identityDB = directory + "-identity.db"
-    defer {
-      try? FileManager.default.removeItem(atPath: directory)
-      try? FileManager.default.removeItem(atPath: identityDB)
-    }
-    let first = try InProcessNode(stateDirectory: directory, identityStore: identityDB)
-    try await body(first, directory) {
-      try InProcessNode(
-        stateDirectory: directory, datapath: first.datapath, identityStore: identityDB)
-    }
-  }
-
   @Test(
     "endpoints are restored from the state directory with the same IDs and identities, without regenerating"
   )
   func restore() async throws {
-    try await withRestartableNode { first, _, restart in
+    try await InProcessNode.withRestartable { first, _, restart in
       let a = try await first.manager.createEndpoint(
         try first.spec("a", "10.0.0.1", "app=x"), sync: true)
       let restarted = try restart()
@@ -419,7 +421,7 @@ struct CreateEndpointTests {
 
   @Test("an unreadable state file is set aside and the other endpoints are still restored")
   func restoreSkipsUnreadableState() async throws {
-    try await withRestartableNode { first, directory, restart in
+    try await InProcessNode.withRestartable { first, directory, restart in
       let a = try await first.manager.createEndpoint(
         try first.spec("a", "10.0.0.1", "app=x"), sync: true)
       let b = try await first.manager.createEndpoint(
@@ -439,7 +441,7 @@ struct CreateEndpointTests {
     "a reference leaked by a crash between allocating and recording an endpoint is dropped on restore"
   )
   func restoreDropsLeakedReferences() async throws {
-    try await withRestartableNode { first, _, restart in
+    try await InProcessNode.withRestartable { first, _, restart in
       let kept = try await first.manager.createEndpoint(
         try first.spec("a", "10.0.0.1", "app=x"), sync: true)
       // The endpoint service died right after these allocations, before recording any endpoint.

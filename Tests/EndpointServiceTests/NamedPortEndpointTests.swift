@@ -1,4 +1,3 @@
-import Foundation
 import TesseraCore
 import Testing
 
@@ -48,6 +47,18 @@ struct NamedPortEndpointTests {
       peer: peer, direction: direction, proto: .tcp, port: port)
   }
 
+  /// A node with the egress policy, a backend declaring http=8080 and a client it applies to.
+  func egressNode() async throws -> (node: InProcessNode, backend: Endpoint, client: Endpoint) {
+    let node = try InProcessNode()
+    _ = try node.engine.importPolicies(sourceName: "p.yaml", content: Array(Self.egressPolicy.utf8))
+    let backend = try await node.manager.createEndpoint(
+      try spec(node, "b1", "10.0.0.2", "app=backend", ports: [NamedPort(name: "http", port: 8080)]),
+      sync: true)
+    let client = try await node.manager.createEndpoint(
+      try spec(node, "c", "10.0.0.1", "app=client"), sync: true)
+    return (node, backend, client)
+  }
+
   /// Polls until `condition` holds (a regeneration another endpoint triggered is asynchronous).
   func eventually(_ condition: () -> Bool) async -> Bool {
     for _ in 0..<200 {
@@ -80,13 +91,7 @@ struct NamedPortEndpointTests {
 
   @Test("egress: the peer's ports of the name; a peer declaring a new one regenerates its clients")
   func egressFollowsTheNode() async throws {
-    let node = try InProcessNode()
-    _ = try node.engine.importPolicies(sourceName: "p.yaml", content: Array(Self.egressPolicy.utf8))
-    let backend = try await node.manager.createEndpoint(
-      try spec(node, "b1", "10.0.0.2", "app=backend", ports: [NamedPort(name: "http", port: 8080)]),
-      sync: true)
-    let client = try await node.manager.createEndpoint(
-      try spec(node, "c", "10.0.0.1", "app=client"), sync: true)
+    let (node, backend, client) = try await egressNode()
     #expect(verdict(node, client, .egress, peer: backend.identity, port: 8080) == .allow)
     #expect(verdict(node, client, .egress, peer: backend.identity, port: 6060) == .deny)
 
@@ -110,13 +115,7 @@ struct NamedPortEndpointTests {
 
   @Test("a pod of another identity naming a port cannot open it towards the peer")
   func otherPodsCannotWiden() async throws {
-    let node = try InProcessNode()
-    _ = try node.engine.importPolicies(sourceName: "p.yaml", content: Array(Self.egressPolicy.utf8))
-    let backend = try await node.manager.createEndpoint(
-      try spec(node, "b1", "10.0.0.2", "app=backend", ports: [NamedPort(name: "http", port: 8080)]),
-      sync: true)
-    let client = try await node.manager.createEndpoint(
-      try spec(node, "c", "10.0.0.1", "app=client"), sync: true)
+    let (node, backend, client) = try await egressNode()
     let intruder = try await node.manager.createEndpoint(
       try spec(node, "i", "10.0.0.4", "app=other", ports: [NamedPort(name: "http", port: 22)]),
       sync: true)
@@ -145,22 +144,16 @@ struct NamedPortEndpointTests {
 
   @Test("named ports survive a restart of the endpoint service")
   func restored() async throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-      "tsr-np-\(UUID().uuidString)"
-    ).path
-    let identityDB = directory + "-identity.db"
-    defer {
-      try? FileManager.default.removeItem(atPath: directory)
-      try? FileManager.default.removeItem(atPath: identityDB)
+    try await InProcessNode.withRestartable { first, _, restart in
+      let ports = [
+        NamedPort(name: "dns", proto: .udp, port: 53), NamedPort(name: "http", port: 80),
+      ]
+      let created = try await first.manager.createEndpoint(
+        try spec(first, "a", "10.0.0.1", "app=x", ports: ports), sync: true)
+      let restarted = try restart()
+      _ = try await restarted.manager.restore()
+      #expect(restarted.manager.registry.endpoint(id: created.id)?.namedPorts == ports)
+      #expect(restarted.manager.registry.namedPortsByIdentity()[created.identity] == Set(ports))
     }
-    let first = try InProcessNode(stateDirectory: directory, identityStore: identityDB)
-    let ports = [NamedPort(name: "dns", proto: .udp, port: 53), NamedPort(name: "http", port: 80)]
-    let created = try await first.manager.createEndpoint(
-      try spec(first, "a", "10.0.0.1", "app=x", ports: ports), sync: true)
-    let restarted = try InProcessNode(
-      stateDirectory: directory, datapath: first.datapath, identityStore: identityDB)
-    _ = try await restarted.manager.restore()
-    #expect(restarted.manager.registry.endpoint(id: created.id)?.namedPorts == ports)
-    #expect(restarted.manager.registry.namedPortsByIdentity()[created.identity] == Set(ports))
   }
 }

@@ -4,7 +4,7 @@ import Testing
 @testable import PolicyService
 
 /// Named ports (`port: http`): the policy service keeps the name in a ``NamedPortEntry`` and the
-/// node resolves it (``EndpointPolicy/resolvingNamedPorts(own:egress:)``), ingress through the
+/// node resolves it (``EndpointPolicy/resolvingNamedPorts(own:declared:)``), ingress through the
 /// subject's own ports, egress through the ports the peer's endpoints declare. Each case
 /// asserts the verdict after that resolution, as the datapath would hold it.
 @Suite("Named ports")
@@ -90,7 +90,7 @@ struct NamedPortPolicyTests {
           ports: [{port: http}]
         - ports: [{port: metrics}]
         """), for: client)
-    let declared: [NumericIdentity: [NamedPort]] = [
+    let declared: [NumericIdentity: Set<NamedPort>] = [
       api.id: [Self.http, NamedPort(name: "http", port: 9090)],
       // Another pod naming port 22 "http" or "metrics" must not open 22 towards api.
       other.id: [NamedPort(name: "http", port: 22), NamedPort(name: "metrics", port: 9100)],

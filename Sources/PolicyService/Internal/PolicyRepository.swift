@@ -424,19 +424,13 @@ struct PolicyRepository {
               if let name = port.name {
                 let row = NamedRow(
                   peer: identity, direction: section.direction, proto: port.proto, name: name)
-                if section.verdict == .deny || namedVerdicts[row] == nil {
-                  namedVerdicts[row] = section.verdict
-                }
+                namedVerdicts.record(section.verdict, for: row)
                 continue
               }
               let key = PolicyEntry(
                 peer: identity, direction: section.direction, proto: port.proto, ports: port.ports
               ).key
-              if section.verdict == .deny {
-                verdicts[key] = .deny
-              } else if verdicts[key] == nil {
-                verdicts[key] = .allow
-              }
+              verdicts.record(section.verdict, for: key)
             }
           }
         }
