@@ -78,7 +78,7 @@ struct PolicyManifestTests {
                 .any("app"): "client", PolicyLabels.podNamespaceK8s: "default",
               ]))
           ],
-          ports: [.any], peersTakeRequirements: true)
+          ports: [.any])
       ])
     #expect(web.enforcesIngress && !web.enforcesEgress)
   }

@@ -887,6 +887,14 @@ struct PolicySemanticsConformanceTests {
     "Cilium forms that are not supported are refused with the field that holds them",
     arguments: [
       (
+        "ingress:\n- fromRequires: [{matchLabels: {env: prod}}]", "spec.ingress[0].fromRequires",
+        "fromRequires is not supported yet"
+      ),
+      (
+        "egress:\n- toRequires: [{matchLabels: {env: prod}}]", "spec.egress[0].toRequires",
+        "toRequires is not supported yet"
+      ),
+      (
         "egress:\n- toFQDNs: [{matchName: example.com}]", "spec.egress[0].toFQDNs",
         "toFQDNs is not supported yet"
       ),

@@ -11,8 +11,7 @@
 # since before the backend's ADD never connects (no window). Then: relabelling
 # `other` to frontend allows it without recreating anything; deleting the
 # policy restores default allow; restarting tessera-datapathd keeps an open,
-# allowed connection working; a fromRequires policy narrows who the backend admits
-# until it is deleted. Skips with a reason without root, CNI plugins or eBPF.
+# allowed connection working. Skips with a reason without root, CNI plugins or eBPF.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -200,28 +199,6 @@ check "an open connection survived the datapathd restart" grep -qx after "$tmp/r
 check "data before the restart arrived too" grep -qx before "$tmp/received"
 check "after the restart: other (now frontend) -> backend:8080 still connects" connects other "$backend_ip" 8080
 check "after the restart: frontend -> backend:9090 still dropped" dropped frontend "$backend_ip" 9090
-
-# Cilium's fromRequires: a policy of its own makes every source the backend's rules allow also
-# need env=prod. frontend gets env=prod; other (app=frontend since the relabel) does not.
-check "relabel frontend to app=frontend, env=prod" tessera endpoint labels --container-id tsr-pe2e-frontend --label app=frontend --label env=prod -o json
-cat >"$tmp/requires.yaml" <<'YAML'
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: backend-requires-prod, namespace: default}
-spec:
-  endpointSelector: {matchLabels: {app: backend}}
-  ingress:
-  - fromRequires: [{matchLabels: {env: prod}}]
-YAML
-check "fromRequires policy imported" tessera policy import "$tmp/requires.yaml" -o json
-sleep 0.3
-check "fromRequires: frontend (env=prod) -> backend:8080 connects" connects frontend "$backend_ip" 8080
-check "fromRequires: other (app=frontend, no env) -> backend:8080 is dropped" dropped other "$backend_ip" 8080
-check "fromRequires: trace names no allowing section for other" bash -c \
-  "$TESSERA_BIN/tessera policy trace --from-endpoint $other_id --to-endpoint $backend_id --port 8080 -o json --run-dir $RUN | jq -e '(.allowed | not) and (.ingress.matches | length) == 0' >/dev/null"
-check "fromRequires policy deleted" tessera policy delete default/backend-requires-prod
-sleep 0.3
-check "without the requirement, other -> backend:8080 connects again" connects other "$backend_ip" 8080
 
 for pod in backend other frontend; do chain_del "$pod"; done
 check "endpoints gone after DEL" [ "$(tessera endpoint list -o json | jq '.endpoints | length')" = 0 ]

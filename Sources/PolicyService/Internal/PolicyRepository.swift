@@ -18,7 +18,6 @@ struct PolicyRepository {
     var rule: PolicyRule
     var subject: CachedSelector
     var sections: [(section: PolicySection, peers: [ResolvedPeer])]
-    var requirements: [(scope: PeerRequirement.Scope, selector: CachedSelector)]
   }
 
   struct Entry {
@@ -187,15 +186,8 @@ struct PolicyRepository {
       }
       sections.append((section, peers))
     }
-    // Users like peers: a change of what a requirement selects changes its subjects' policy.
-    let requirements = rule.requirements.map { requirement in
-      let cached = cache.addSelector(requirement.selector, user: user)
-      peerUsers[cached.id, default: []].insert(id)
-      return (requirement.scope, cached)
-    }
     let resolved = ResolvedRule(
-      id: id, ref: ref, index: index, rule: rule, subject: subject, sections: sections,
-      requirements: requirements)
+      id: id, ref: ref, index: index, rule: rule, subject: subject, sections: sections)
     rules[id] = resolved
     for prefix in rule.namedPrefixes { namedPrefixes[prefix, default: 0] += 1 }
     return resolved
@@ -210,15 +202,11 @@ struct PolicyRepository {
     let user = SelectorUser(id)
     cache.removeSelector(resolved.subject, user: user)
     Self.remove(id, from: &subjectUsers, at: resolved.subject.id)
-    let peerSelectors = resolved.sections.flatMap { _, peers in
-      peers.compactMap { peer -> CachedSelector? in
-        if case .cached(let cached) = peer { return cached }
-        return nil
+    for (_, peers) in resolved.sections {
+      for case .cached(let cached) in peers {
+        cache.removeSelector(cached, user: user)
+        Self.remove(id, from: &peerUsers, at: cached.id)
       }
-    }
-    for cached in peerSelectors + resolved.requirements.map(\.selector) {
-      cache.removeSelector(cached, user: user)
-      Self.remove(id, from: &peerUsers, at: cached.id)
     }
   }
 
@@ -377,18 +365,18 @@ struct PolicyRepository {
     proto: L4Protocol, port: UInt16
   ) -> PolicyTrace.Direction {
     var trace = PolicyTrace.Direction(direction: direction, subject: subject.id)
-    let selecting = rules.values.filter { $0.rule.subject.matches(subject.labels) }
-    let admitted = admittedPeers(by: selecting)
-    for resolved in selecting.sorted(by: { ($0.ref, $0.index) < ($1.ref, $1.index) }) {
+    for resolved in rules.values.sorted(by: { ($0.ref, $0.index) < ($1.ref, $1.index) })
+    where resolved.rule.subject.matches(subject.labels) {
       if resolved.rule.enforces(direction) {
         trace.enforcedBy.append(.init(policy: resolved.ref, rule: resolved.index))
       }
       for (number, (section, peers)) in resolved.sections.enumerated()
       where section.direction == direction {
-        // Identity 0 in the policy map is every peer.
         let peerMatches = peers.contains { resolvedPeer in
-          let selected = identities(of: resolvedPeer, in: section, admitted: admitted)
-          return selected.contains(peer) || selected.contains(.unknown)
+          switch resolvedPeer {
+          case .all: true
+          case .cached(let cached): cache.selections(of: cached).contains(peer)
+          }
         }
         // A named port is known only on the node (the endpoint's own ports): not traced here.
         let portMatches = section.ports.contains {
@@ -421,14 +409,17 @@ struct PolicyRepository {
     var egressEnforced = false
     var verdicts: [PolicyEntry.Key: PolicyVerdict] = [:]
     var namedVerdicts: [NamedRow: PolicyVerdict] = [:]
-    let selecting = rules.values.filter { $0.rule.subject.matches(subject.labels) }
-    let admitted = admittedPeers(by: selecting)
-    for resolved in selecting {
+    for resolved in rules.values where resolved.rule.subject.matches(subject.labels) {
       ingressEnforced = ingressEnforced || resolved.rule.enforcesIngress
       egressEnforced = egressEnforced || resolved.rule.enforcesEgress
       for (section, peers) in resolved.sections {
         for peer in peers {
-          for identity in identities(of: peer, in: section, admitted: admitted) {
+          let identities: [NumericIdentity]
+          switch peer {
+          case .all: identities = [.unknown]
+          case .cached(let cached): identities = cache.selections(of: cached)
+          }
+          for identity in identities {
             for port in section.ports {
               if let name = port.name {
                 let row = NamedRow(
@@ -468,40 +459,6 @@ struct PolicyRepository {
     return EndpointPolicy(
       revision: revision, ingressEnforced: ingressEnforced, egressEnforced: egressEnforced,
       entries: entries, namedPortEntries: namedPortEntries.sorted())
-  }
-
-  /// What the requirements (`fromRequires`/`toRequires`) of the rules selecting a subject
-  /// admit, per direction and verdict: the identities every requirement of that scope
-  /// selects. A scope without requirements is absent (everything is admitted).
-  private func admittedPeers(by selecting: [ResolvedRule]) -> [PeerRequirement.Scope: Set<
-    NumericIdentity
-  >] {
-    var admitted: [PeerRequirement.Scope: Set<NumericIdentity>] = [:]
-    for resolved in selecting {
-      for (scope, cached) in resolved.requirements {
-        let selected = Set(cache.selections(of: cached))
-        admitted[scope] = admitted[scope]?.intersection(selected) ?? selected
-      }
-    }
-    return admitted
-  }
-
-  /// The identities `peer` of `section` stands for in the policy map: the wildcard (identity 0)
-  /// or its selector's selection; for endpoint peers narrowed by requirements, only what they
-  /// admit (the wildcard becomes exactly that).
-  private func identities(
-    of peer: ResolvedPeer, in section: PolicySection,
-    admitted: [PeerRequirement.Scope: Set<NumericIdentity>]
-  ) -> [NumericIdentity] {
-    let narrowing = section.peersTakeRequirements ? admitted[section.requirementScope] : nil
-    switch peer {
-    case .all:
-      return narrowing.map { $0.sorted() } ?? [.unknown]
-    case .cached(let cached):
-      let selected = cache.selections(of: cached)
-      guard let narrowing else { return selected }
-      return selected.filter(narrowing.contains)
-    }
   }
 
   /// A named-port row without its verdict: what an allow and a deny can share.

@@ -40,33 +40,6 @@ struct PolicySection: Hashable, Sendable {
   var peers: [PeerSelector]
   /// Never empty; `[.any]` when the manifest names no ports.
   var ports: [PortProtocol]
-  /// Its peers are the manifest's `fromEndpoints`/`toEndpoints`: the requirements
-  /// (``PeerRequirement``) of every rule selecting the subject narrow them, as Cilium adds
-  /// `fromRequires`/`toRequires` to those selectors and to no other peer.
-  var peersTakeRequirements = false
-
-  var requirementScope: PeerRequirement.Scope {
-    PeerRequirement.Scope(direction: direction, verdict: verdict)
-  }
-}
-
-/// Cilium's `fromRequires` (`toRequires`): a selector every `fromEndpoints` (`toEndpoints`)
-/// peer of the subject's allow (deny) sections in `direction` must also match, whichever rule
-/// selecting the subject those sections come from. It grants nothing by itself.
-struct PeerRequirement: Hashable, Sendable {
-  /// The sections a requirement narrows.
-  struct Scope: Hashable, Sendable {
-    var direction: TrafficDirection
-    var verdict: PolicyVerdict
-  }
-
-  var scope: Scope
-  var selector: EndpointSelector
-
-  init(direction: TrafficDirection, verdict: PolicyVerdict, selector: EndpointSelector) {
-    self.scope = Scope(direction: direction, verdict: verdict)
-    self.selector = selector
-  }
 }
 
 /// One rule: the endpoints it applies to (its subject), whether it puts them into
@@ -78,7 +51,6 @@ struct PolicyRule: Hashable, Sendable {
   var enforcesIngress: Bool
   var enforcesEgress: Bool
   var sections: [PolicySection]
-  var requirements: [PeerRequirement] = []
 
   func enforces(_ direction: TrafficDirection) -> Bool {
     direction == .ingress ? enforcesIngress : enforcesEgress

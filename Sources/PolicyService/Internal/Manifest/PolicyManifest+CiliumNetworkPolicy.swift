@@ -39,7 +39,6 @@ extension PolicyManifest {
     let scope = PeerScope(namespace: namespace, matchesInit: subject.hasKey(PolicyLabels.initK8s))
 
     var sections: [PolicySection] = []
-    var requirements: [PeerRequirement] = []
     var directions: Set<TrafficDirection> = []
     for (key, direction, verdict) in [
       ("ingress", TrafficDirection.ingress, PolicyVerdict.allow), ("ingressDeny", .ingress, .deny),
@@ -48,11 +47,10 @@ extension PolicyManifest {
       let entries = try rule.list(key)
       if !entries.isEmpty { directions.insert(direction) }
       for entry in entries {
-        let element = try decodeCiliumSection(
+        if let section = try decodeCiliumSection(
           entry, direction: direction, verdict: verdict, scope: scope, legacy: legacy)
-        sections += element.sections
-        requirements += element.requires.map {
-          PeerRequirement(direction: direction, verdict: verdict, selector: $0)
+        {
+          sections.append(section)
         }
       }
     }
@@ -76,7 +74,7 @@ extension PolicyManifest {
       subject: subject,
       enforcesIngress: directions.contains(.ingress) && defaultDeny[.ingress] ?? true,
       enforcesEgress: directions.contains(.egress) && defaultDeny[.egress] ?? true,
-      sections: sections, requirements: unique(requirements))
+      sections: sections)
   }
 
   /// Cilium's message for a rule without ingress, ingressDeny, egress or egressDeny entries.
@@ -129,21 +127,17 @@ extension PolicyManifest {
   /// empty list (`fromEntities: []`) selects no peer, so the element matches nothing (Cilium
   /// since 1.15, cilium/cilium#29608); it never widens to every peer. As in Cilium, one
   /// element names one kind of peer (`fromEndpoints`, `fromEntities` or `fromCIDR`/`fromCIDRSet`).
-  ///
-  /// Its `fromRequires` are returned apart: they narrow the `fromEndpoints` peers of every rule
-  /// selecting the subject (``PeerRequirement``), and an element with nothing else allows
-  /// nothing.
   private static func decodeCiliumSection(
     _ field: ManifestField, direction: TrafficDirection, verdict: PolicyVerdict, scope: PeerScope,
     legacy: Bool
-  ) throws(FieldError) -> (sections: [PolicySection], requires: [EndpointSelector]) {
+  ) throws(FieldError) -> PolicySection? {
     let isIngress = direction == .ingress
     let from = isIngress ? "from" : "to"
     let known: Set<String> = [
-      "\(from)Endpoints", "\(from)Entities", "\(from)CIDR", "\(from)CIDRSet", "\(from)Requires",
-      "toPorts", "icmps",
+      "\(from)Endpoints", "\(from)Entities", "\(from)CIDR", "\(from)CIDRSet", "toPorts", "icmps",
     ]
     var unsupported: [String: String] = [
+      "\(from)Requires": "\(from)Requires \(notSupported)",
       "\(from)Groups": "\(from)Groups \(notSupported)",
       "\(from)Nodes": "\(from)Nodes \(notSupported)",
       "authentication": "authentication \(notSupported)",
@@ -168,18 +162,12 @@ extension PolicyManifest {
     let selectsNobody = nonEmpty.count < present.count
     let namesPeers = !present.isEmpty
 
-    // Scoped like the peers (Cilium's getEndpointSelector): a namespaced rule's requirement
-    // holds within its namespace.
-    let requires = try object.list("\(from)Requires").map { (requirement) throws(FieldError) in
-      scope.scope(EndpointSelector(try decodeLabelSelector(requirement, style: .cilium)))
-    }
-    var endpointPeers: [PeerSelector] = []
+    var peers: [PeerSelector] = []
     for endpoint in try object.list("\(from)Endpoints") {
       let selector = scope.scope(
         EndpointSelector(try decodeLabelSelector(endpoint, style: .cilium)))
-      endpointPeers.append(selector.isWildcard ? .all : .selector(selector))
+      peers.append(selector.isWildcard ? .all : .selector(selector))
     }
-    var peers: [PeerSelector] = []
     for entityField in try object.list("\(from)Entities") {
       let name = try entityField.string()
       guard let entity = Entity(rawValue: name) else {
@@ -250,25 +238,13 @@ extension PolicyManifest {
     ports += try decodeCiliumICMPs(icmpRules)
 
     if !namesPeers {
-      guard !portRules.isEmpty || !icmpRules.isEmpty else { return ([], requires) }
+      guard !portRules.isEmpty || !icmpRules.isEmpty else { return nil }
       peers = [.all]
     }
     if ports.isEmpty { ports = [.any] }
-    guard !selectsNobody else { return ([], requires) }
-    // Only a legacy element combines peer kinds; its endpoint peers get a section of their own.
-    var sections: [PolicySection] = []
-    if !endpointPeers.isEmpty {
-      sections.append(
-        PolicySection(
-          direction: direction, verdict: verdict, peers: unique(endpointPeers),
-          ports: unique(ports), peersTakeRequirements: true))
-    }
-    if !peers.isEmpty {
-      sections.append(
-        PolicySection(
-          direction: direction, verdict: verdict, peers: unique(peers), ports: unique(ports)))
-    }
-    return (sections, requires)
+    guard !peers.isEmpty, !selectsNobody else { return nil }
+    return PolicySection(
+      direction: direction, verdict: verdict, peers: unique(peers), ports: unique(ports))
   }
 
   static func unique<T: Hashable>(_ values: [T]) -> [T] {
