@@ -254,7 +254,7 @@ extension EndpointManager {
     await cidrIPCache?.removeBeforeRegenerating(change, ordering: ordering)
     // Before anything is regenerated, so no regeneration reuses a policy from before the change.
     policyCache.invalidate(change.resync ? nil : change.affectedIdentities)
-    let affected = registry.all().filter { endpoint in
+    let affected = registry.ids { endpoint in
       guard endpoint.identity != .unknown else { return false }
       if change.resync { return true }
       // A blanket change at the revision the endpoint already realised changes nothing.
@@ -270,7 +270,7 @@ extension EndpointManager {
           "endpoints": "\(affected.count)",
         ])
     }
-    let queued = affected.isEmpty ? [] : await triggerRegeneration(endpointIDs: affected.map(\.id))
+    let queued = affected.isEmpty ? [] : await triggerRegeneration(endpointIDs: affected)
     if let sequence = change.sequence {
       ordering.consumed(
         sequence: sequence, instanceID: change.instanceID, triggered: queued,

@@ -116,6 +116,15 @@ public final class EndpointRegistry: Sendable {
     state.withLock { $0.endpoints.values.sorted { $0.id < $1.id } }
   }
 
+  /// The ids, ascending, of the endpoints `isIncluded` accepts, tested under the lock without
+  /// copying and sorting the endpoints as ``all()`` does: every policy event tests every
+  /// endpoint of the node. `isIncluded` must not call into the registry or take other locks.
+  public func ids(where isIncluded: (Endpoint) -> Bool) -> [UInt64] {
+    state.withLock { state in
+      state.endpoints.compactMap { id, endpoint in isIncluded(endpoint) ? id : nil }.sorted()
+    }
+  }
+
   /// The named ports the node's endpoints declare, by identity (endpoints without an
   /// identity yet, and identities without any port, are left out).
   public func namedPortsByIdentity() -> [NumericIdentity: Set<NamedPort>] {

@@ -888,11 +888,11 @@ struct PolicySemanticsConformanceTests {
     arguments: [
       (
         "ingress:\n- fromRequires: [{matchLabels: {env: prod}}]", "spec.ingress[0].fromRequires",
-        "fromRequires is not supported yet"
+        "fromRequires was removed in Cilium 1.19 (deprecated since 1.17); add the requirement to each fromEndpoints selector instead"
       ),
       (
         "egress:\n- toRequires: [{matchLabels: {env: prod}}]", "spec.egress[0].toRequires",
-        "toRequires is not supported yet"
+        "toRequires was removed in Cilium 1.19 (deprecated since 1.17); add the requirement to each toEndpoints selector instead"
       ),
       (
         "egress:\n- toFQDNs: [{matchName: example.com}]", "spec.egress[0].toFQDNs",

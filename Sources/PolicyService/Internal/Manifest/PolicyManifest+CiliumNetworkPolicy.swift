@@ -137,7 +137,11 @@ extension PolicyManifest {
       "\(from)Endpoints", "\(from)Entities", "\(from)CIDR", "\(from)CIDRSet", "toPorts", "icmps",
     ]
     var unsupported: [String: String] = [
-      "\(from)Requires": "\(from)Requires \(notSupported)",
+      // Cilium 1.19 rejects them too (cilium/cilium#42615, #43088): a requirement
+      // narrowed every rule selecting the pod, in any policy, which made policies hard to
+      // read (and let one policy's deny requirement cancel another's deny).
+      "\(from)Requires":
+        "\(from)Requires was removed in Cilium 1.19 (deprecated since 1.17); add the requirement to each \(from)Endpoints selector instead",
       "\(from)Groups": "\(from)Groups \(notSupported)",
       "\(from)Nodes": "\(from)Nodes \(notSupported)",
       "authentication": "authentication \(notSupported)",
