@@ -441,7 +441,15 @@ struct BPFHardeningTests {
           Packet.ipv6Frame(
             podIP6, "ff02::1", proto: Packet.icmpv6, payload: truncated, hopLimit: 255))
       )
-      #expect(try count(backend, 2, .egress, "drop-invalid-source") == 6)
+      // The pod's own address as the target, but past the length the IPv6 header declares
+      // (8: the ICMPv6 header alone): trailing bytes are no target, and the stack would read
+      // the message as truncated.
+      var trailingTarget = Packet.ipv6Frame(
+        podIP6, "ff02::1", proto: Packet.icmpv6, payload: advert(podIP6), hopLimit: 255)
+      trailingTarget[14 + 4] = 0
+      trailingTarget[14 + 5] = 8
+      #expect(try !backend.passes(2, .egress, trailingTarget))
+      #expect(try count(backend, 2, .egress, "drop-invalid-source") == 7)
 
       _ = try datapath.realize(pod(id: 3, ips: []))
       #expect(
@@ -655,6 +663,13 @@ struct BPFHardeningTests {
           payload: Packet.icmpMessage(type: 3, code: 4, rest: [0, 0, 5, 0x78], body: quoted))
       }
       #expect(try backend.passes(7, .ingress, fragNeeded(quoting: syn)))
+      // The same error declaring a length that ends before the quoted ports (outer header,
+      // ICMP header, quoted IP header): the ports in the frame's trailing bytes are no quote,
+      // so it is judged by policy, which allows no ICMP in.
+      var shortQuote = fragNeeded(quoting: syn)
+      shortQuote[14 + 2] = 0
+      shortQuote[14 + 3] = 20 + 8 + 20
+      #expect(try !backend.passes(7, .ingress, shortQuote))
       #expect(
         try backend.passes(
           7, .ingress,
@@ -701,6 +716,11 @@ struct BPFHardeningTests {
         try backend.passes(
           7, .ingress,
           Packet.ipv6Frame("2001:db8::1", podIP6, proto: Packet.icmpv6, payload: tooBig)))
+      var shortQuote6 = Packet.ipv6Frame(
+        "2001:db8::1", podIP6, proto: Packet.icmpv6, payload: tooBig)
+      shortQuote6[14 + 4] = 0
+      shortQuote6[14 + 5] = 8 + 40
+      #expect(try !backend.passes(7, .ingress, shortQuote6))
       let untracked6 = Packet.ipv6Packet(
         podIP6, otherIP6, proto: Packet.tcp,
         payload: Packet.l4(proto: Packet.tcp, sport: 40009, dport: 80))

@@ -89,6 +89,8 @@ struct flow {
 	__u8 icmp_type;	   /* ICMP and ICMPv6: the message's type */
 	__u32 l3_end; /* where the IP packet ends in the frame, as its header declares (parse only)
 		       */
+	__u32 l4_len; /* bytes of the IP packet from the L4 header on, as its header declares:
+		       * what a message's body (an ICMP error's quote, an ND target) may use */
 };
 
 #define TESSERA_ICMP_ECHO_IS_REQUEST 1
@@ -368,13 +370,15 @@ static __always_inline __u32 l4_header_len(__u8 proto)
  * packet, and a first fragment whose ports are only there would be judged by
  * ports its datagram does not have (RFC 7112). One check at the end, as the L4
  * header comes after every other; l3_end is read nowhere else, so that the
- * verifier need not tell states apart by it in the rest of the program. */
+ * verifier need not tell states apart by it in the rest of the program (bodies
+ * are bounded by l4_len, which is only compared, never an offset). */
 static __always_inline int ip_parsed(struct flow *f, int result)
 {
 	if (result != PARSE_OK || f->nonfirst_fragment)
 		return result;
 	if ((__u32)f->l4_off + l4_header_len(f->proto) > f->l3_end)
 		return PARSE_INVALID;
+	f->l4_len = f->l3_end - f->l4_off;
 	return PARSE_OK;
 }
 
@@ -417,7 +421,8 @@ static __always_inline int parse_arp_sender(struct __sk_buff *skb, __u32 *spa)
 /* The packet an ICMP error is about (`f` has icmp_error set): its addresses,
  * protocol and ports in `in`, as conntrack keys them. -1 when it is not
  * something conntrack could know (truncated, a fragment, an IPv6 packet
- * with extension headers, ICMP other than echo). */
+ * with extension headers, ICMP other than echo). The quote must lie within
+ * the error's declared length: trailing bytes of the frame are no quote. */
 static __always_inline int parse_icmp_inner(struct __sk_buff *skb, const struct flow *f,
 					    struct flow *in)
 {
@@ -431,6 +436,8 @@ static __always_inline int parse_icmp_inner(struct __sk_buff *skb, const struct 
 		const struct iphdr *ip = packet_bytes(skb, off, &ipbuf, sizeof(ipbuf));
 		if (!ip || ip->version != 4 || ip->ihl < 5 || (bpf_ntohs(ip->frag_off) & 0x1fff))
 			return -1;
+		if (8 + ip->ihl * 4 + 8 > f->l4_len)
+			return -1;
 		in->proto = ip->protocol;
 		__builtin_memcpy(in->saddr, &ip->saddr, 4);
 		__builtin_memcpy(in->daddr, &ip->daddr, 4);
@@ -438,7 +445,7 @@ static __always_inline int parse_icmp_inner(struct __sk_buff *skb, const struct 
 	} else {
 		struct ipv6hdr ip6buf;
 		const struct ipv6hdr *ip6 = packet_bytes(skb, off, &ip6buf, sizeof(ip6buf));
-		if (!ip6 || ip6->version != 6)
+		if (!ip6 || ip6->version != 6 || 8 + sizeof(struct ipv6hdr) + 8 > f->l4_len)
 			return -1;
 		in->proto = ip6->nexthdr;
 		__builtin_memcpy(in->saddr, &ip6->saddr, 16);

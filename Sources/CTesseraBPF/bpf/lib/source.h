@@ -78,7 +78,9 @@ static __always_inline int source_nd_valid(struct __sk_buff *skb, const struct e
 		return 0;
 	if (hdr[0] != TESSERA_ICMP6_NEIGHBOUR_ADVERT)
 		return 1;
-	hdr = packet_bytes(skb, f->l4_off + 8, buf, sizeof(buf));
+	/* The target must lie within the declared length: past it, trailing bytes
+	 * of the frame would be checked while the stack reads a truncated message. */
+	hdr = f->l4_len >= 8 + sizeof(buf) ? packet_bytes(skb, f->l4_off + 8, buf, sizeof(buf)) : 0;
 	if (!hdr)
 		return 0; /* truncated: no target to check */
 	__builtin_memcpy(target, hdr, 16);
