@@ -529,6 +529,30 @@ struct BPFHardeningTests {
         #expect(try !into(headers: 1, extension: type, dport: 80), "header \(type)")
       }
       #expect(try count(backend, 5, .ingress, "drop-ipv6-ext-headers") == 7)
+      // A routing header with segments left: the destination is a waypoint, and the
+      // packet's real destination is in the header. Dropped, whatever the routing type;
+      // with no segment left it is only a record of the route, walked past as any header.
+      func routed(type: UInt8, segmentsLeft: UInt8, _ direction: TrafficDirection) throws
+        -> Bool
+      {
+        sport += 1
+        let (source, destination) =
+          direction == .ingress ? (frontendIP6, podIP6) : (podIP6, frontendIP6)
+        return try backend.passes(
+          5, direction,
+          Packet.ipv6Frame(
+            source, destination,
+            extensions: [
+              (43, [type, segmentsLeft, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 16))
+            ],
+            proto: Packet.tcp, payload: Packet.l4(proto: Packet.tcp, sport: sport, dport: 80)))
+      }
+      for type: UInt8 in [0, 2, 3, 4] {
+        #expect(try !routed(type: type, segmentsLeft: 1, .ingress), "type \(type) in")
+        #expect(try !routed(type: type, segmentsLeft: 1, .egress), "type \(type) out")
+        #expect(try routed(type: type, segmentsLeft: 0, .ingress), "type \(type), none left")
+      }
+      #expect(try count(backend, 5, .ingress, "drop-ipv6-ext-headers") == 11)
     }
   }
 

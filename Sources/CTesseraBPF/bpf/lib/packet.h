@@ -336,6 +336,11 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct flow *f)
 			off += 8;
 		} else if (nexthdr == TESSERA_NEXTHDR_AUTH) {
 			off += ((__u32)ext[1] + 2) * 4;
+		} else if (nexthdr == TESSERA_NEXTHDR_ROUTING && ext[3]) {
+			/* Segments left: the destination address is a waypoint, not where the
+			 * packet ends up, so no verdict on it would hold (RFC 8200 §4.4;
+			 * Linux drops these unless segment routing is enabled). */
+			return PARSE_EXT_HEADERS;
 		} else {
 			off += ((__u32)ext[1] + 1) * 8;
 		}
