@@ -663,7 +663,7 @@ struct BPFHardeningTests {
   }
 
   @Test(
-    "an ICMP error about a tracked flow passes (PMTU); one about any other flow is judged by policy"
+    "an ICMP error about a tracked flow passes (PMTU) from the flow's path; one about any other flow, or from another pod, is judged by policy"
   )
   func icmpErrors() throws {
     try withDatapath { datapath, backend in
@@ -701,6 +701,27 @@ struct BPFHardeningTests {
             routerIP, podIP, proto: Packet.icmp,
             payload: Packet.icmpMessage(type: 11, code: 0, body: syn))))
       #expect(try count(backend, 7, .ingress, "forward-ct-related") == 2)
+      // The same errors from another pod (frontend, a workload that is not the flow's
+      // peer): judged by policy, which allows frontend only UDP 53. From the peer itself
+      // (other, a port unreachable) and from the node (host) they pass.
+      #expect(try !backend.passes(7, .ingress, fragNeeded(quoting: syn, from: frontendIP)))
+      #expect(
+        try !backend.passes(
+          7, .ingress,
+          Packet.ipv4Frame(
+            frontendIP, podIP, proto: Packet.icmp,
+            payload: Packet.icmpMessage(type: 3, code: 3, body: syn))))
+      #expect(
+        try backend.passes(
+          7, .ingress,
+          Packet.ipv4Frame(
+            otherIP, podIP, proto: Packet.icmp,
+            payload: Packet.icmpMessage(type: 3, code: 3, body: syn))))
+      try datapath.upsertIPCache([
+        IPCacheEntry(prefix: IPPrefix("10.0.9.1/32")!, identity: .host)
+      ])
+      #expect(try backend.passes(7, .ingress, fragNeeded(quoting: syn, from: "10.0.9.1")))
+      #expect(try count(backend, 7, .ingress, "forward-ct-related") == 4)
       // Untracked flow, and a quoted packet the pod did not send: not related, denied.
       let untracked = Packet.ipv4Packet(
         podIP, otherIP, proto: Packet.tcp,
@@ -740,6 +761,11 @@ struct BPFHardeningTests {
         try backend.passes(
           7, .ingress,
           Packet.ipv6Frame("2001:db8::1", podIP6, proto: Packet.icmpv6, payload: tooBig)))
+      #expect(
+        try !backend.passes(
+          7, .ingress,
+          Packet.ipv6Frame(frontendIP6, podIP6, proto: Packet.icmpv6, payload: tooBig)),
+        "packet too big from another pod")
       var shortQuote6 = Packet.ipv6Frame(
         "2001:db8::1", podIP6, proto: Packet.icmpv6, payload: tooBig)
       shortQuote6[14 + 4] = 0

@@ -409,8 +409,10 @@ def case_icmp():
         check("5 fragmentation-needed from backend for frontend's tracked flow reaches frontend (PMTU)", from_peer >= 1,
               f"{from_peer} of 2 arrived")
         n = sniff_fe.count(lambda p: icmp_to_fe(lport)(p) and p[IP].src == ot.ipv4)
-        # Not a verdict: netfilter's RELATED does not check who sends an ICMP error either.
-        print(f"note 5 an ICMP error from other (off the flow's path) quoting frontend's real flow: {n} of 2 reached frontend", flush=True)
+        # netfilter's RELATED does not check who sends an ICMP error; Tessera admits one coming
+        # in only from the flow's path (its peer, or no workload) and judges other's by policy.
+        check("5 an ICMP error from other (a pod off the flow's path) quoting frontend's real flow: 0 of 2 reach frontend",
+              n == 0, f"{n} arrived")
         n = sniff_fe.count(icmp_to_fe(41501)) + sniff_fe.count(icmp_to_fe(41502))
         check("5 fragmentation-needed quoting a flow that does not exist: 0 of 4 reach frontend", n == 0, f"{n} arrived")
         n = sniff_be.count(lambda p: ICMP in p and p[IP].src == ot.ipv4 and TCPerror in p and p[TCPerror].dport == 41503)

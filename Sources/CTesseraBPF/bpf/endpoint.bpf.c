@@ -19,7 +19,8 @@
  *      advertisement or redirect from it is dropped
  *   -> ND/MLD on the link: pass; later fragments: pass when their first
  *      did (fragments.h)
- *   -> ICMP error about a tracked flow: pass (conntrack.h)
+ *   -> ICMP error about a tracked flow: pass (conntrack.h), one coming in
+ *      only from the flow's path (the quoted peer, or no workload)
  *   -> conntrack (established / reply: pass, counted on the allowing entry;
  *      ICMP other than echo is never tracked: judged packet by packet)
  *   -> into the container, a new flow: addressed to it (source.h), else dropped
@@ -211,6 +212,31 @@ static __always_inline int nd_destination_on_link(const struct flow *f)
 	return ipcache_lookup_identity(f->family, f->daddr) == TESSERA_ID_HOST;
 }
 
+/* Whether an ICMP error coming in about one of the endpoint's flows was sent
+ * from that flow's path: by the peer it quotes (a port unreachable), or by
+ * something that is no workload: the node, another node, an address outside
+ * the cluster (a router), a CIDR. Another pod is on no path of the endpoint's
+ * flows: its "fragmentation needed" or "unreachable" about a flow it guessed
+ * would lower the flow's MTU or end it from a peer policy denies, so its
+ * errors are judged by policy like its other packets. */
+static __always_inline int icmp_error_sender_on_path(const struct flow *f,
+						     const struct flow *quoted)
+{
+	__u64 a0, a1, b0, b1;
+	__u32 sender;
+
+	__builtin_memcpy(&a0, f->saddr, 8);
+	__builtin_memcpy(&a1, f->saddr + 8, 8);
+	__builtin_memcpy(&b0, quoted->daddr, 8);
+	__builtin_memcpy(&b1, quoted->daddr + 8, 8);
+	if (a0 == b0 && a1 == b1)
+		return 1;
+	sender = ipcache_lookup_identity(f->family, f->saddr);
+	return sender == TESSERA_ID_HOST || sender == TESSERA_ID_REMOTE_NODE ||
+	       sender == TESSERA_ID_WORLD || sender == TESSERA_ID_WORLD_IPV4 ||
+	       sender == TESSERA_ID_WORLD_IPV6 || sender >= TESSERA_ID_LOCAL_SCOPE;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	const __u64 endpoint_id = (__u64)skb->cb[TESSERA_CB_ENDPOINT_LO] |
@@ -276,10 +302,15 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			return verdict_pass(&v, TESSERA_FWD_FRAGMENT);
 		return verdict_drop(&v, TESSERA_DROP_FRAG_NOT_SUPPORTED);
 	}
-	/* An ICMP error about a tracked flow (PMTU discovery) passes; any other
-	 * is judged by policy like any ICMP packet. */
-	if (f.icmp_error && ct_icmp_error_related(skb, &f, endpoint_id, dir, now))
-		return verdict_pass(&v, TESSERA_FWD_CT_RELATED);
+	/* An ICMP error about a tracked flow (PMTU discovery) passes when it comes
+	 * from the flow's path; any other is judged by policy like any ICMP packet. */
+	if (f.icmp_error) {
+		struct flow quoted = {};
+
+		if (ct_icmp_error_related(skb, &f, endpoint_id, dir, now, &quoted) &&
+		    (dir == TESSERA_DIR_EGRESS || icmp_error_sender_on_path(&f, &quoted)))
+			return verdict_pass(&v, TESSERA_FWD_CT_RELATED);
+	}
 
 	ct = f.untracked ? CT_NEW : ct_lookup(&f, endpoint_id, dir, now, skb->len);
 	if (ct != CT_NEW) {

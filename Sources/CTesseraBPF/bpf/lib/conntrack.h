@@ -162,18 +162,21 @@ static __always_inline int ct_tracked(const struct flow *f, __u64 endpoint_id, _
 }
 
 /* An ICMP error (`f`, seen in direction `dir`) about a flow the endpoint
- * tracks: the quoted packet travelled the other way. It must be addressed
- * to that packet's sender (the error goes back where the packet came from),
- * and one the container sends must be about a packet it received, so a
- * forged error can neither reach a third party nor name another flow. */
+ * tracks: the quoted packet travelled the other way (its tuple in `in`). It
+ * must be addressed to that packet's sender (the error goes back where the
+ * packet came from), and one the container sends must be about a packet it
+ * received, so a forged error can neither reach a third party nor name
+ * another flow. Who sent one that comes in is the caller's to check. */
 static __always_inline int ct_icmp_error_related(struct __sk_buff *skb, const struct flow *f,
-						 __u64 endpoint_id, __u8 dir, __u64 now)
+						 __u64 endpoint_id, __u8 dir, __u64 now,
+						 struct flow *in_out)
 {
 	struct flow in = {};
 	__u64 a0, a1, b0, b1;
 
 	if (parse_icmp_inner(skb, f, &in))
 		return 0;
+	*in_out = in;
 	__builtin_memcpy(&a0, in.saddr, 8);
 	__builtin_memcpy(&a1, in.saddr + 8, 8);
 	__builtin_memcpy(&b0, f->daddr, 8);

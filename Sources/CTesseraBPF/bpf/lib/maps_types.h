@@ -17,6 +17,9 @@
 #define TESSERA_ID_WORLD 2
 #define TESSERA_ID_WORLD_IPV4 9
 #define TESSERA_ID_WORLD_IPV6 10
+#define TESSERA_ID_REMOTE_NODE 6
+/* Identities from 2^24 on are the CIDR identities (TesseraCore CIDRIdentity). */
+#define TESSERA_ID_LOCAL_SCOPE (1U << 24)
 
 /* Directions, relative to the endpoint; same values as Swift's TrafficDirection. */
 #define TESSERA_DIR_INGRESS 1
