@@ -148,6 +148,7 @@ public struct PolicyServiceClient<Transport: ClientTransport>: PolicyComputing {
         .with {
           $0.identity = identity.id.rawValue
           $0.labels = identity.labels.proto
+          $0.resolvesNamedPorts = true
         }, options: .failFast(timeout: timeout))
       return try EndpointPolicy(proto: response)
     } catch {

@@ -11,7 +11,8 @@ extension PolicyServiceHandler {
     try readiness.requireSynced()
     let subject = SecurityIdentity(
       id: NumericIdentity(request.identity), labels: try LabelSet(protoLabels: request.labels))
-    return .init(engine.computePolicy(for: subject))
+    let policy = engine.computePolicy(for: subject)
+    return .init(request.resolvesNamedPorts ? policy : policy.withoutNamedPorts())
   }
 
   public func listSelectors(request: Tessera_Policy_V1_ListSelectorsRequest, context: ServerContext)

@@ -135,9 +135,8 @@ extension EndpointPolicy {
     own: [NamedPort], declared: () -> [NumericIdentity: Set<NamedPort>]
   ) -> EndpointPolicy {
     guard !namedPortEntries.isEmpty else { return self }
-    var verdicts: [PolicyEntry.Key: PolicyVerdict] = [:]
-    for entry in entries { verdicts[entry.key] = entry.verdict }
     var egressPorts: [NumericIdentity: Set<NamedPort>]?
+    var entries: [PolicyEntry] = []
     for row in namedPortEntries {
       var resolved: [PolicyEntry]
       if row.direction == .ingress {
@@ -156,15 +155,37 @@ extension EndpointPolicy {
           }
         }
       }
-      for entry in resolved { verdicts.record(entry.verdict, for: entry.key) }
+      entries += resolved
     }
-    let resolved = verdicts.map { key, verdict in
+    return replacingNamedRows(with: entries)
+  }
+
+  /// This policy for a node that cannot resolve named ports (an endpoint service older
+  /// than them): no named rows; an allow on a name admits nothing, and a deny on a name
+  /// denies every port of its protocol (every protocol for Cilium's `ANY`) towards its
+  /// peer, so a deny such a node cannot resolve closes more, never less.
+  public func withoutNamedPorts() -> EndpointPolicy {
+    guard !namedPortEntries.isEmpty else { return self }
+    return replacingNamedRows(
+      with: namedPortEntries.filter { $0.verdict == .deny }.map {
+        PolicyEntry(
+          peer: $0.peer, direction: $0.direction, proto: $0.proto, ports: .any, verdict: .deny)
+      })
+  }
+
+  /// The port entries with `resolved` added in place of the named rows; a deny wins a key
+  /// both allow and deny.
+  private func replacingNamedRows(with resolved: [PolicyEntry]) -> EndpointPolicy {
+    var verdicts: [PolicyEntry.Key: PolicyVerdict] = [:]
+    for entry in entries { verdicts[entry.key] = entry.verdict }
+    for entry in resolved { verdicts.record(entry.verdict, for: entry.key) }
+    let merged = verdicts.map { key, verdict in
       PolicyEntry(
         peer: key.peer, direction: key.direction, proto: key.proto, ports: key.ports,
         verdict: verdict)
     }
     return EndpointPolicy(
       revision: revision, ingressEnforced: ingressEnforced, egressEnforced: egressEnforced,
-      entries: resolved.sorted())
+      entries: merged.sorted())
   }
 }

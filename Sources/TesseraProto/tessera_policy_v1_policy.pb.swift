@@ -222,6 +222,13 @@ public nonisolated struct Tessera_Policy_V1_ComputeEndpointPolicyRequest: Sendab
   /// The identity's labels (they include the namespace label).
   public var labels: [Tessera_Common_V1_Label] = []
 
+  /// The caller turns named_port_entries into port entries (every endpoint service
+  /// since named ports sets it). For a caller that does not, an endpoint service
+  /// older than named ports, the answer has no named rows: a named allow admits
+  /// nothing and a named deny denies its whole protocol towards its peer, so a
+  /// rolling upgrade never opens what a deny closes.
+  public var resolvesNamedPorts: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -948,7 +955,7 @@ nonisolated extension Tessera_Policy_V1_UpdateIdentitiesResponse: SwiftProtobuf.
 
 nonisolated extension Tessera_Policy_V1_ComputeEndpointPolicyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ComputeEndpointPolicyRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}identity\0\u{1}labels\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}identity\0\u{1}labels\0\u{3}resolves_named_ports\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -958,6 +965,7 @@ nonisolated extension Tessera_Policy_V1_ComputeEndpointPolicyRequest: SwiftProto
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.identity) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.labels) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.resolvesNamedPorts) }()
       default: break
       }
     }
@@ -970,12 +978,16 @@ nonisolated extension Tessera_Policy_V1_ComputeEndpointPolicyRequest: SwiftProto
     if !self.labels.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.labels, fieldNumber: 2)
     }
+    if self.resolvesNamedPorts != false {
+      try visitor.visitSingularBoolField(value: self.resolvesNamedPorts, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tessera_Policy_V1_ComputeEndpointPolicyRequest, rhs: Tessera_Policy_V1_ComputeEndpointPolicyRequest) -> Bool {
     if lhs.identity != rhs.identity {return false}
     if lhs.labels != rhs.labels {return false}
+    if lhs.resolvesNamedPorts != rhs.resolvesNamedPorts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -216,6 +216,53 @@ struct PolicyWatchTests {
     }
   }
 
+  @Test(
+    "a caller that does not resolve named ports (older than them) gets none: a named allow admits nothing, a named deny denies its whole protocol"
+  )
+  func namedPortsForOlderCallers() async throws {
+    try await withPolicyService { engine, client in
+      let web = SecurityIdentity(
+        id: NumericIdentity(rawValue: 300),
+        labels: try LabelSet(parsing: ["app=web", "io.kubernetes.pod.namespace=default"]))
+      let peer = SecurityIdentity(
+        id: NumericIdentity(rawValue: 301),
+        labels: try LabelSet(parsing: ["app=peer", "io.kubernetes.pod.namespace=default"]))
+      _ = engine.updateIdentities(added: [web, peer], deleted: [])
+      let manifest = """
+        apiVersion: cilium.io/v2
+        kind: CiliumNetworkPolicy
+        metadata: {name: named, namespace: default}
+        spec:
+          endpointSelector: {matchLabels: {app: web}}
+          ingress:
+          - fromEndpoints: [{matchLabels: {app: peer}}]
+            toPorts: [{ports: [{port: http, protocol: TCP}, {port: "443", protocol: TCP}]}]
+          ingressDeny:
+          - fromEndpoints: [{matchLabels: {app: peer}}]
+            toPorts: [{ports: [{port: admin, protocol: TCP}]}]
+        """
+      _ = try engine.importPolicies(sourceName: "p.yaml", content: Array(manifest.utf8))
+      let raw = Tessera_Policy_V1_PolicyService.Client(wrapping: client)
+      let request = Tessera_Policy_V1_ComputeEndpointPolicyRequest.with {
+        $0.identity = web.id.rawValue
+        $0.labels = web.labels.proto
+      }
+      let old = try EndpointPolicy(proto: try await raw.computeEndpointPolicy(request))
+      #expect(old.namedPortEntries.isEmpty)
+      #expect(old.verdict(peer: peer.id, direction: .ingress, proto: .tcp, port: 443) == .deny)
+      #expect(old.verdict(peer: peer.id, direction: .ingress, proto: .tcp, port: 8080) == .deny)
+      #expect(old.verdict(peer: peer.id, direction: .ingress, proto: .udp, port: 53) == .deny)
+      #expect(
+        old.entries.contains {
+          $0.peer == peer.id && $0.proto == .tcp && $0.ports == .any && $0.verdict == .deny
+        })
+      // endpointd's client says it resolves them, and gets the rows.
+      let current = try await PolicyServiceClient(wrapping: client).computePolicy(for: web)
+      #expect(current.namedPortEntries.count == 2)
+      #expect(current.verdict(peer: peer.id, direction: .ingress, proto: .tcp, port: 443) == .allow)
+    }
+  }
+
   @Test("the event sequence a caller reads covers every change made before its call")
   func eventSequenceCoversEarlierChanges() async throws {
     let events = PolicyEvents()
