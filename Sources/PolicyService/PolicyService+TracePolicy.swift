@@ -14,8 +14,15 @@ extension PolicyServiceHandler {
       throw RPCError(code: .invalidArgument, message: "port \(request.port) is out of range")
     }
     let proto = L4Protocol(rawValue: UInt8(clamping: request.protocol.rawValue)) ?? .any
+    let ports = try request.destinationNamedPorts.map { port throws(RPCError) in
+      try NamedPort(proto: port)
+    }
+    if let problem = NamedPort.problem(with: ports) {
+      throw RPCError(code: .invalidArgument, message: "destination named ports: \(problem)")
+    }
     let trace = engine.trace(
-      from: source, to: destination, proto: proto, port: UInt16(request.port))
+      from: source, to: destination, proto: proto, port: UInt16(request.port),
+      destinationPorts: ports)
     return .with {
       $0.allowed = trace.allowed
       $0.egress = .init(trace.egress)

@@ -65,17 +65,20 @@ public struct PolicyTrace: Sendable, Hashable {
 
 extension PolicyEngine {
   /// How a flow from `source` to `destination` on `proto`/`port` is decided.
-  /// Peers must be in the SelectorCache (a known identity) to be selected.
+  /// Peers must be in the SelectorCache (a known identity) to be selected. Named ports
+  /// resolve through `destinationPorts`, the destination pod's.
   public func trace(
     from source: SecurityIdentity, to destination: SecurityIdentity, proto: L4Protocol,
-    port: UInt16
+    port: UInt16, destinationPorts: [NamedPort] = []
   ) -> PolicyTrace {
     state.withLock { repository in
       PolicyTrace(
         egress: repository.trace(
-          subject: source, direction: .egress, peer: destination.id, proto: proto, port: port),
+          subject: source, direction: .egress, peer: destination.id, proto: proto, port: port,
+          destinationPorts: destinationPorts),
         ingress: repository.trace(
-          subject: destination, direction: .ingress, peer: source.id, proto: proto, port: port))
+          subject: destination, direction: .ingress, peer: source.id, proto: proto, port: port,
+          destinationPorts: destinationPorts))
     }
   }
 

@@ -410,6 +410,12 @@ public nonisolated struct Tessera_Policy_V1_TracePolicyRequest: Sendable {
 
   public var port: UInt32 = 0
 
+  /// The destination's named ports (its pod's container ports; `tessera policy trace
+  /// --to-endpoint` sends them). Named-port sections match as the node resolves them, on
+  /// the pod the traffic goes to: when the destination declares the name on `port`.
+  /// Without them, no named-port section matches.
+  public var destinationNamedPorts: [Tessera_Common_V1_NamedPort] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1288,7 +1294,7 @@ nonisolated extension Tessera_Policy_V1_EventSequence: SwiftProtobuf.Message, Sw
 
 nonisolated extension Tessera_Policy_V1_TracePolicyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TracePolicyRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}source_identity\0\u{3}source_labels\0\u{3}destination_identity\0\u{3}destination_labels\0\u{1}protocol\0\u{1}port\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}source_identity\0\u{3}source_labels\0\u{3}destination_identity\0\u{3}destination_labels\0\u{1}protocol\0\u{1}port\0\u{3}destination_named_ports\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1302,6 +1308,7 @@ nonisolated extension Tessera_Policy_V1_TracePolicyRequest: SwiftProtobuf.Messag
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.destinationLabels) }()
       case 5: try { try decoder.decodeSingularEnumField(value: &self.`protocol`) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.destinationNamedPorts) }()
       default: break
       }
     }
@@ -1326,6 +1333,9 @@ nonisolated extension Tessera_Policy_V1_TracePolicyRequest: SwiftProtobuf.Messag
     if self.port != 0 {
       try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 6)
     }
+    if !self.destinationNamedPorts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.destinationNamedPorts, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1336,6 +1346,7 @@ nonisolated extension Tessera_Policy_V1_TracePolicyRequest: SwiftProtobuf.Messag
     if lhs.destinationLabels != rhs.destinationLabels {return false}
     if lhs.`protocol` != rhs.`protocol` {return false}
     if lhs.port != rhs.port {return false}
+    if lhs.destinationNamedPorts != rhs.destinationNamedPorts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -166,6 +166,61 @@ struct NamedPortPolicyTests {
       unresolved.verdict(peer: client.id, direction: .ingress, proto: .tcp, port: 80) == .deny)
   }
 
+  @Test(
+    "the trace resolves named ports on the destination pod, in both directions, and agrees with the resolved policy"
+  )
+  func trace() throws {
+    let engine = try engine([api, client, other])
+    try engine.importYAML(
+      PolicySemanticsConformanceTests.knp(
+        """
+        podSelector: {matchLabels: {app: api}}
+        ingress:
+        - from: [{podSelector: {matchLabels: {app: client}}}]
+          ports: [{port: http}]
+        """, name: "api-in"))
+    try engine.importYAML(
+      PolicySemanticsConformanceTests.knp(
+        """
+        podSelector: {matchLabels: {app: client}}
+        policyTypes: [Egress]
+        egress:
+        - to: [{podSelector: {matchLabels: {app: api}}}]
+          ports: [{port: http}]
+        """, name: "client-out"), name: "out.yaml")
+    let ports = [Self.http]
+    let allowed = engine.trace(
+      from: client, to: api, proto: .tcp, port: 8080, destinationPorts: ports)
+    #expect(allowed.allowed)
+    #expect(allowed.ingress.matches.map(\.policy.name) == ["api-in"])
+    #expect(allowed.egress.matches.map(\.policy.name) == ["client-out"])
+    for port: UInt16 in [8080, 9090] {
+      for destinationPorts in [ports, []] {
+        for (source, destination) in [(client, api), (other, api), (client, other)] {
+          let trace = engine.trace(
+            from: source, to: destination, proto: .tcp, port: port,
+            destinationPorts: destinationPorts)
+          for direction in [trace.egress, trace.ingress] {
+            #expect(
+              direction.verdict == direction.computed,
+              "\(source.id) -> \(destination.id):\(port) ports \(destinationPorts) \(direction.direction)"
+            )
+          }
+        }
+      }
+    }
+    // Another port, or no ports known (a trace by identity or labels): no named section.
+    #expect(
+      !engine.trace(from: client, to: api, proto: .tcp, port: 9090, destinationPorts: ports).allowed
+    )
+    let unknown = engine.trace(from: client, to: api, proto: .tcp, port: 8080)
+    #expect(unknown.ingress.matches.isEmpty && unknown.egress.matches.isEmpty && !unknown.allowed)
+    // The protocol counts: http is TCP.
+    #expect(
+      !engine.trace(from: client, to: api, proto: .udp, port: 8080, destinationPorts: ports).allowed
+    )
+  }
+
   @Test("the same row from an allow and a deny keeps the deny")
   func sameRow() throws {
     let policy = try compute(

@@ -119,6 +119,15 @@ sleep 0.2
 check "frontend -> backend:8080 (its http) connects" connects frontend "$backend_ip" 8080
 check "frontend -> backend:9090 is dropped" dropped frontend "$backend_ip" 9090
 check "other -> backend:8080 is dropped" dropped other "$backend_ip" 8080
+# The trace resolves the name on the destination endpoint, as the node does.
+frontend_id=$(endpoint_field frontend .id)
+backend_id=$(endpoint_field backend .id)
+tessera policy trace --from-endpoint "$frontend_id" --to-endpoint "$backend_id" --port 8080 -o json >"$tmp/trace8080.json"
+check "trace frontend -> backend:8080: allowed by the http section, and the datapath agrees" jq -e \
+  '.allowed and .ingress.decision == "allow" and .ingress.matches[0].name == "backend-http-from-frontend" and (.ingress.datapath | startswith("allow"))' "$tmp/trace8080.json"
+tessera policy trace --from-endpoint "$frontend_id" --to-endpoint "$backend_id" --port 9090 -o json >"$tmp/trace9090.json"
+check "trace frontend -> backend:9090: default-deny, no section (backend's http is 8080)" jq -e \
+  '(.allowed | not) and .ingress.decision == "default-deny" and (.ingress.matches | length) == 0 and (.ingress.datapath | startswith("deny"))' "$tmp/trace9090.json"
 
 # --- 2. Ingress resolves per pod: backend2 has the same labels (same identity) and
 # its own http port.

@@ -360,9 +360,13 @@ struct PolicyRepository {
   /// How one direction of one flow is decided for `subject`, rule by rule: the
   /// sections that match `peer` on `proto`/`port` and the rules that enforce the
   /// direction. The same rules as ``computePolicy(for:)``, kept with where they came from.
+  ///
+  /// Named ports resolve on the destination, as the node resolves them: a named section
+  /// matches when `destinationPorts` (the destination pod's) has the name on `port`; the
+  /// subject is the destination for ingress and the source for egress.
   func trace(
     subject: SecurityIdentity, direction: TrafficDirection, peer: NumericIdentity,
-    proto: L4Protocol, port: UInt16
+    proto: L4Protocol, port: UInt16, destinationPorts: [NamedPort] = []
   ) -> PolicyTrace.Direction {
     var trace = PolicyTrace.Direction(direction: direction, subject: subject.id)
     for resolved in rules.values.sorted(by: { ($0.ref, $0.index) < ($1.ref, $1.index) })
@@ -378,11 +382,17 @@ struct PolicyRepository {
           case .cached(let cached): cache.selections(of: cached).contains(peer)
           }
         }
-        // A named port is known only on the node (the endpoint's own ports): not traced here.
-        let portMatches = section.ports.contains {
-          $0.name == nil
-            && PolicyEntry(peer: .unknown, direction: direction, proto: $0.proto, ports: $0.ports)
-              .matches(peer: peer, direction: direction, proto: proto, port: port)
+        let portMatches = section.ports.contains { sectionPort in
+          if let name = sectionPort.name {
+            return destinationPorts.contains {
+              $0.name == name && $0.proto == proto && $0.port == port
+                && (sectionPort.proto == .any || sectionPort.proto == proto)
+            }
+          }
+          return PolicyEntry(
+            peer: .unknown, direction: direction, proto: sectionPort.proto,
+            ports: sectionPort.ports
+          ).matches(peer: peer, direction: direction, proto: proto, port: port)
         }
         guard peerMatches && portMatches else { continue }
         trace.matches.append(
@@ -390,8 +400,12 @@ struct PolicyRepository {
             policy: resolved.ref, rule: resolved.index, section: number, verdict: section.verdict))
       }
     }
-    trace.computed = computePolicy(for: subject).verdict(
-      peer: peer, direction: direction, proto: proto, port: port)
+    // What the node realises: the rows resolved through the destination's ports.
+    let ports = Set(destinationPorts)
+    trace.computed = computePolicy(for: subject).resolvingNamedPorts(
+      own: direction == .ingress ? destinationPorts : []
+    ) { direction == .egress ? [peer: ports] : [:] }
+    .verdict(peer: peer, direction: direction, proto: proto, port: port)
     return trace
   }
 

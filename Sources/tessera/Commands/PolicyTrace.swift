@@ -45,6 +45,7 @@ struct PolicyTraceCommand: AsyncParsableCommand {
       The policy service evaluates the source's egress and the destination's ingress from the
       rule repository and names every rule and section that matches. For an endpoint on this
       node, the policy map the datapath realised is read back and its verdict shown beside it.
+      Named ports (port: http) resolve on the destination, so only with --to-endpoint.
       """)
   @OptionGroup var global: GlobalOptions
   @OptionGroup var sides: TraceEndpointOptions
@@ -92,8 +93,9 @@ struct PolicyTraceCommand: AsyncParsableCommand {
       global, required: !sides.fromLabel.isEmpty || !sides.toLabel.isEmpty)
     let source = try await resolve(
       identity: sides.fromIdentity, labels: sides.fromLabel, endpoint: sides.fromEndpoint,
-      ip: nil, identities: identities, side: "source")
-    let destination = try await resolve(
+      ip: nil, identities: identities, side: "source"
+    ).identity
+    let (destination, destinationPorts) = try await resolve(
       identity: sides.toIdentity, labels: sides.toLabel, endpoint: sides.toEndpoint, ip: sides.toIp,
       identities: identities, side: "destination")
     let request = Tessera_Policy_V1_TracePolicyRequest.with {
@@ -101,6 +103,8 @@ struct PolicyTraceCommand: AsyncParsableCommand {
       $0.destinationIdentity = destination
       $0.protocol = proto ?? .tcp
       $0.port = UInt32(port ?? 0)
+      // Named ports resolve on the destination pod, known only with --to-endpoint.
+      $0.destinationNamedPorts = destinationPorts
     }
     let trace = try await global.withClient(.policy) { client, options in
       try await Tessera_Policy_V1_PolicyService.Client(wrapping: client).tracePolicy(
@@ -178,12 +182,13 @@ struct PolicyTraceCommand: AsyncParsableCommand {
     return object
   }
 
-  /// The identity a side names, resolved through the identity, endpoint or datapath service.
+  /// The identity a side names, resolved through the identity, endpoint or datapath service,
+  /// and for an endpoint its named ports.
   private func resolve(
     identity: UInt32?, labels: [String], endpoint: UInt64?, ip: String?,
     identities: IdentityDirectory, side: String
-  ) async throws -> UInt32 {
-    if let identity { return identity }
+  ) async throws -> (identity: UInt32, namedPorts: [Tessera_Common_V1_NamedPort]) {
+    if let identity { return (identity, []) }
     if !labels.isEmpty {
       let matching = try identities.matching(labels, flag: side)
       guard matching.count == 1 else {
@@ -193,14 +198,14 @@ struct PolicyTraceCommand: AsyncParsableCommand {
             : "\(side): \(matching.count) identities carry \(labels.joined(separator: ",")) (\(matching.map(String.init).joined(separator: ", "))); add labels or give the identity"
         )
       }
-      return matching[0]
+      return (matching[0], [])
     }
     if let endpoint {
       let found = try await global.withClient(.endpoint) { client, options in
         try await Tessera_Endpoint_V1_EndpointService.Client(wrapping: client).getEndpoint(
           .with { $0.endpoint = .with { $0.id = endpoint } }, options: options)
       }
-      return found.identity
+      return (found.identity, found.namedPorts)
     }
     guard let ip,
       let address = IPPrefix(ip.contains("/") ? ip : ip + (ip.contains(":") ? "/128" : "/32"))
@@ -215,7 +220,7 @@ struct PolicyTraceCommand: AsyncParsableCommand {
     }
     // As the datapath: an address no entry covers is its family's world.
     let world: NumericIdentity = address.family == .v4 ? .worldIPv4 : .worldIPv6
-    return covering.max { $0.0.length < $1.0.length }?.1 ?? world.rawValue
+    return (covering.max { $0.0.length < $1.0.length }?.1 ?? world.rawValue, [])
   }
 
   /// The verdict the endpoint's realised policy map gives (TesseraCore's reference
