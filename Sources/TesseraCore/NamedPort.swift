@@ -162,14 +162,17 @@ extension EndpointPolicy {
 
   /// This policy for a node that cannot resolve named ports (an endpoint service older
   /// than them): no named rows; an allow on a name admits nothing, and a deny on a name
-  /// denies every port of its protocol (every protocol for Cilium's `ANY`) towards its
-  /// peer, so a deny such a node cannot resolve closes more, never less.
+  /// denies every port of its protocol towards its peer (TCP, UDP and SCTP for Cilium's
+  /// `ANY`, the protocols a named port can have), so a deny such a node cannot resolve
+  /// closes more, never less.
   public func withoutNamedPorts() -> EndpointPolicy {
     guard !namedPortEntries.isEmpty else { return self }
     return replacingNamedRows(
-      with: namedPortEntries.filter { $0.verdict == .deny }.map {
-        PolicyEntry(
-          peer: $0.peer, direction: $0.direction, proto: $0.proto, ports: .any, verdict: .deny)
+      with: namedPortEntries.filter { $0.verdict == .deny }.flatMap { row in
+        (row.proto == .any ? [L4Protocol.tcp, .udp, .sctp] : [row.proto]).map {
+          PolicyEntry(
+            peer: row.peer, direction: row.direction, proto: $0, ports: .any, verdict: .deny)
+        }
       })
   }
 

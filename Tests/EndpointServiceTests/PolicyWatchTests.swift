@@ -240,6 +240,8 @@ struct PolicyWatchTests {
           ingressDeny:
           - fromEndpoints: [{matchLabels: {app: peer}}]
             toPorts: [{ports: [{port: admin, protocol: TCP}]}]
+          - fromEndpoints: [{matchLabels: {app: peer}}]
+            toPorts: [{ports: [{port: debug, protocol: ANY}]}]
         """
       _ = try engine.importPolicies(sourceName: "p.yaml", content: Array(manifest.utf8))
       let raw = Tessera_Policy_V1_PolicyService.Client(wrapping: client)
@@ -252,13 +254,16 @@ struct PolicyWatchTests {
       #expect(old.verdict(peer: peer.id, direction: .ingress, proto: .tcp, port: 443) == .deny)
       #expect(old.verdict(peer: peer.id, direction: .ingress, proto: .tcp, port: 8080) == .deny)
       #expect(old.verdict(peer: peer.id, direction: .ingress, proto: .udp, port: 53) == .deny)
+      // ANY on a named port is TCP, UDP and SCTP (what a port can be), not ICMP.
+      #expect(
+        Set(old.entries.filter { $0.verdict == .deny }.map(\.proto)) == [.tcp, .udp, .sctp])
       #expect(
         old.entries.contains {
           $0.peer == peer.id && $0.proto == .tcp && $0.ports == .any && $0.verdict == .deny
         })
       // endpointd's client says it resolves them, and gets the rows.
       let current = try await PolicyServiceClient(wrapping: client).computePolicy(for: web)
-      #expect(current.namedPortEntries.count == 2)
+      #expect(current.namedPortEntries.count == 3)
       #expect(current.verdict(peer: peer.id, direction: .ingress, proto: .tcp, port: 443) == .allow)
     }
   }
