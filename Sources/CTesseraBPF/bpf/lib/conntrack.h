@@ -162,36 +162,35 @@ static __always_inline int ct_tracked(const struct flow *f, __u64 endpoint_id, _
 }
 
 /* An ICMP error (`f`, seen in direction `dir`) about a flow the endpoint
- * tracks: the quoted packet travelled the other way (its tuple in `in`). It
+ * tracks: the quoted packet travelled the other way (its tuple is read into
+ * `in`, which the caller zeroes, and left there for the caller). It
  * must be addressed to that packet's sender (the error goes back where the
  * packet came from), and one the container sends must be about a packet it
  * received, so a forged error can neither reach a third party nor name
  * another flow. Who sent one that comes in is the caller's to check. */
 static __always_inline int ct_icmp_error_related(struct __sk_buff *skb, const struct flow *f,
 						 __u64 endpoint_id, __u8 dir, __u64 now,
-						 struct flow *in_out)
+						 struct flow *in)
 {
-	struct flow in = {};
 	__u64 a0, a1, b0, b1;
 
-	if (parse_icmp_inner(skb, f, &in))
+	if (parse_icmp_inner(skb, f, in))
 		return 0;
-	*in_out = in;
-	__builtin_memcpy(&a0, in.saddr, 8);
-	__builtin_memcpy(&a1, in.saddr + 8, 8);
+	__builtin_memcpy(&a0, in->saddr, 8);
+	__builtin_memcpy(&a1, in->saddr + 8, 8);
 	__builtin_memcpy(&b0, f->daddr, 8);
 	__builtin_memcpy(&b1, f->daddr + 8, 8);
 	if (a0 != b0 || a1 != b1)
 		return 0;
 	if (dir == TESSERA_DIR_EGRESS) {
-		__builtin_memcpy(&a0, in.daddr, 8);
-		__builtin_memcpy(&a1, in.daddr + 8, 8);
+		__builtin_memcpy(&a0, in->daddr, 8);
+		__builtin_memcpy(&a1, in->daddr + 8, 8);
 		__builtin_memcpy(&b0, f->saddr, 8);
 		__builtin_memcpy(&b1, f->saddr + 8, 8);
 		if (a0 != b0 || a1 != b1)
 			return 0;
 	}
-	return ct_tracked(&in, endpoint_id,
+	return ct_tracked(in, endpoint_id,
 			  dir == TESSERA_DIR_INGRESS ? TESSERA_DIR_EGRESS : TESSERA_DIR_INGRESS,
 			  now);
 }
