@@ -241,6 +241,7 @@ struct Benchmark: AsyncParsableCommand {
               podAddTimes.append((target, try podAdd.measure(tag: "\(target)")))
             }
             guard liveEndpoints.contains(target) else { continue }
+            print("create → ready at \(target) live endpoints")
             // Unmeasured warm-up: the first creates after a bulk load also pay for caches
             // filling and the policy and identity events of that load settling.
             for i in 0..<50 {
@@ -286,6 +287,7 @@ struct Benchmark: AsyncParsableCommand {
               key: "create_p99_ms", label: "create → ready p99 (largest run)",
               value: createAtLargest.p99, unit: "ms", floor: "bare \(format(bare.p99)) ms",
               target: ""))
+          print("creates under churn")
           let churnCounter = Counter()
           let churnRate = try await Self.throughput(concurrency: 8, total: iterations) {
             let i = churnCounter.next()
@@ -331,16 +333,20 @@ struct Benchmark: AsyncParsableCommand {
         value: full / incremental, unit: "×", floor: "",
         target: "≥ 100 (set with the first benchmarks, 40ae52a)", bound: .atLeast(100)))
 
+    // Each phase announces itself, so an error names where it happened.
+    print("etcd identity figures (in process and behind identityd)")
     let etcd = try await EtcdBenchmark.figures(newIdentities: etcdIdentities, bin: bin)
     rows += etcd.rows
     notes += etcd.notes
     if !skipCluster {
+      print("cluster figures (4 nodes, identity and policy replicas on mTLS)")
       let cluster = try await ClusterBenchmark.figures(
         bin: bin, configuration: .init(createsPerNode: clusterCreatesPerNode))
       rows += cluster.rows
       notes += cluster.notes
     }
 
+    print("eBPF program figures")
     rows += try Self.eBPFFigures(notes: &notes)
 
     var report = Report(rows: rows, notes: notes, createCurve: createCurve)
