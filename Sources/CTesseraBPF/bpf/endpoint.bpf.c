@@ -222,14 +222,9 @@ static __always_inline int nd_destination_on_link(const struct flow *f)
 static __always_inline int icmp_error_sender_on_path(const struct flow *f,
 						     const struct flow *quoted)
 {
-	__u64 a0, a1, b0, b1;
 	__u32 sender;
 
-	__builtin_memcpy(&a0, f->saddr, 8);
-	__builtin_memcpy(&a1, f->saddr + 8, 8);
-	__builtin_memcpy(&b0, quoted->daddr, 8);
-	__builtin_memcpy(&b1, quoted->daddr + 8, 8);
-	if (a0 == b0 && a1 == b1)
+	if (ip_addr_equal(f->saddr, quoted->daddr))
 		return 1;
 	sender = ipcache_lookup_identity(f->family, f->saddr);
 	return sender == TESSERA_ID_HOST || sender == TESSERA_ID_REMOTE_NODE ||

@@ -172,24 +172,12 @@ static __always_inline int ct_icmp_error_related(struct __sk_buff *skb, const st
 						 __u64 endpoint_id, __u8 dir, __u64 now,
 						 struct flow *in)
 {
-	__u64 a0, a1, b0, b1;
-
 	if (parse_icmp_inner(skb, f, in))
 		return 0;
-	__builtin_memcpy(&a0, in->saddr, 8);
-	__builtin_memcpy(&a1, in->saddr + 8, 8);
-	__builtin_memcpy(&b0, f->daddr, 8);
-	__builtin_memcpy(&b1, f->daddr + 8, 8);
-	if (a0 != b0 || a1 != b1)
+	if (!ip_addr_equal(in->saddr, f->daddr))
 		return 0;
-	if (dir == TESSERA_DIR_EGRESS) {
-		__builtin_memcpy(&a0, in->daddr, 8);
-		__builtin_memcpy(&a1, in->daddr + 8, 8);
-		__builtin_memcpy(&b0, f->saddr, 8);
-		__builtin_memcpy(&b1, f->saddr + 8, 8);
-		if (a0 != b0 || a1 != b1)
-			return 0;
-	}
+	if (dir == TESSERA_DIR_EGRESS && !ip_addr_equal(in->daddr, f->saddr))
+		return 0;
 	return ct_tracked(in, endpoint_id,
 			  dir == TESSERA_DIR_INGRESS ? TESSERA_DIR_EGRESS : TESSERA_DIR_INGRESS,
 			  now);

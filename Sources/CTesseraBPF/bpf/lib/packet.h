@@ -113,6 +113,19 @@ static __always_inline int ipv6_is_local_only(const __u8 *addr)
 	return !(a[0] | a[1] | a[2] | a[3]);
 }
 
+/* Whether two addresses as `struct flow` holds them are the same (16 bytes; an
+ * IPv4 address's last 12 are zero). */
+static __always_inline int ip_addr_equal(const __u8 *a, const __u8 *b)
+{
+	__u64 a0, a1, b0, b1;
+
+	__builtin_memcpy(&a0, a, 8);
+	__builtin_memcpy(&a1, a + 8, 8);
+	__builtin_memcpy(&b0, b, 8);
+	__builtin_memcpy(&b1, b + 8, 8);
+	return a0 == b0 && a1 == b1;
+}
+
 /* Points at `len` bytes at `off` in the packet: in place when they are in
  * the linear data, else copied into `buf`. NULL when the packet is shorter. */
 static __always_inline const void *packet_bytes(struct __sk_buff *skb, __u32 off, void *buf,
