@@ -53,6 +53,17 @@ struct BPFHardeningTests {
     }.map(\.packets).reduce(0, +)
   }
 
+  /// `frame` (Ethernet, then IPv4 or IPv6) with its IP header declaring `length`: the total
+  /// length for IPv4, the payload length for IPv6. The frame's bytes stay as they are, so
+  /// what lies past the declared length becomes trailing bytes.
+  private func declaring(_ length: Int, _ frame: [UInt8]) -> [UInt8] {
+    var frame = frame
+    let field = frame[12] == 0x86 && frame[13] == 0xDD ? 14 + 4 : 14 + 2
+    frame[field] = UInt8(length >> 8)
+    frame[field + 1] = UInt8(length & 0xff)
+    return frame
+  }
+
   /// An ICMP message of `type` (identifier `id` where the type has one).
   private func icmp(_ source: String, _ destination: String, type: UInt8, id: UInt16 = 0)
     -> [UInt8]
@@ -444,10 +455,10 @@ struct BPFHardeningTests {
       // The pod's own address as the target, but past the length the IPv6 header declares
       // (8: the ICMPv6 header alone): trailing bytes are no target, and the stack would read
       // the message as truncated.
-      var trailingTarget = Packet.ipv6Frame(
-        podIP6, "ff02::1", proto: Packet.icmpv6, payload: advert(podIP6), hopLimit: 255)
-      trailingTarget[14 + 4] = 0
-      trailingTarget[14 + 5] = 8
+      let trailingTarget = declaring(
+        8,
+        Packet.ipv6Frame(
+          podIP6, "ff02::1", proto: Packet.icmpv6, payload: advert(podIP6), hopLimit: 255))
       #expect(try !backend.passes(2, .egress, trailingTarget))
       #expect(try count(backend, 2, .egress, "drop-invalid-source") == 7)
 
@@ -633,23 +644,19 @@ struct BPFHardeningTests {
           ]))
       let tcp80 = Packet.l4(proto: Packet.tcp, sport: 40000, dport: 80, tcpFlags: Packet.syn)
       // IPv4: total length 20 (the header alone), the TCP header after it in the frame.
-      var v4 = Packet.ipv4Frame(frontendIP, podIP, proto: Packet.tcp, payload: tcp80)
+      let v4 = Packet.ipv4Frame(frontendIP, podIP, proto: Packet.tcp, payload: tcp80)
       #expect(try backend.passes(6, .ingress, v4))
-      v4[14 + 2] = 0
-      v4[14 + 3] = 20
-      #expect(try !backend.passes(6, .ingress, v4))
+      #expect(try !backend.passes(6, .ingress, declaring(20, v4)))
       // IPv6 (RFC 7112's case): a first fragment whose payload length ends after a
       // destination options header, the TCP header to an allowed port only in the
       // frame's trailing bytes; a later fragment would bring the real one.
-      var v6 = Packet.ipv6Frame(
+      let v6 = Packet.ipv6Frame(
         frontendIP6, podIP6,
         extensions: [
           (44, Packet.ipv6FragmentHeader(offset: 0, more: true, id: 77)), (60, []),
         ], proto: Packet.tcp, payload: tcp80)
-      let declared = 16  // the fragment and destination options headers
-      v6[14 + 4] = 0
-      v6[14 + 5] = UInt8(declared)
-      #expect(try !backend.passes(6, .ingress, v6))
+      // 16: the fragment and destination options headers.
+      #expect(try !backend.passes(6, .ingress, declaring(16, v6)))
       #expect(try count(backend, 6, .ingress, "drop-invalid-packet") == 2)
       // The same with its true length passes: the bound is the declared length, not more.
       #expect(
@@ -690,10 +697,7 @@ struct BPFHardeningTests {
       // The same error declaring a length that ends before the quoted ports (outer header,
       // ICMP header, quoted IP header): the ports in the frame's trailing bytes are no quote,
       // so it is judged by policy, which allows no ICMP in.
-      var shortQuote = fragNeeded(quoting: syn)
-      shortQuote[14 + 2] = 0
-      shortQuote[14 + 3] = 20 + 8 + 20
-      #expect(try !backend.passes(7, .ingress, shortQuote))
+      #expect(try !backend.passes(7, .ingress, declaring(20 + 8 + 20, fragNeeded(quoting: syn))))
       #expect(
         try backend.passes(
           7, .ingress,
@@ -766,11 +770,12 @@ struct BPFHardeningTests {
           7, .ingress,
           Packet.ipv6Frame(frontendIP6, podIP6, proto: Packet.icmpv6, payload: tooBig)),
         "packet too big from another pod")
-      var shortQuote6 = Packet.ipv6Frame(
-        "2001:db8::1", podIP6, proto: Packet.icmpv6, payload: tooBig)
-      shortQuote6[14 + 4] = 0
-      shortQuote6[14 + 5] = 8 + 40
-      #expect(try !backend.passes(7, .ingress, shortQuote6))
+      #expect(
+        try !backend.passes(
+          7, .ingress,
+          declaring(
+            8 + 40,
+            Packet.ipv6Frame("2001:db8::1", podIP6, proto: Packet.icmpv6, payload: tooBig))))
       let untracked6 = Packet.ipv6Packet(
         podIP6, otherIP6, proto: Packet.tcp,
         payload: Packet.l4(proto: Packet.tcp, sport: 40009, dport: 80))
