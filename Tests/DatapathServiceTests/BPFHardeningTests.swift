@@ -152,6 +152,63 @@ struct BPFHardeningTests {
   }
 
   @Test(
+    "a TCP segment without SYN opens nothing: a connection made before policy was in force gets no replies through"
+  )
+  func midStreamSegmentTracksNothing() throws {
+    try withDatapath { datapath, backend in
+      // Only the frontend may connect in, to 8080; the pod may send anywhere.
+      _ = try datapath.realize(
+        pod(
+          id: 32, ingressEnforced: true,
+          entries: [
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080))
+          ]))
+      // A denied peer connected while the pod had no programs (a chained plugin's window);
+      // now the pod answers it: its SYN-ACK, ACK and FIN go out (egress allows everything)
+      // but none is taken for the opening of a flow, so the peer's segments stay denied.
+      for flags in [Packet.synAck, Packet.ack, Packet.ack | 0x01] {
+        #expect(
+          try backend.passes(
+            32, .egress,
+            Packet.ipv4(
+              podIP, otherIP, proto: Packet.tcp, sport: 8080, dport: 41000, tcpFlags: flags)))
+        #expect(
+          try !backend.passes(
+            32, .ingress,
+            Packet.ipv4(
+              otherIP, podIP, proto: Packet.tcp, sport: 41000, dport: 8080, tcpFlags: Packet.ack)))
+      }
+      #expect(
+        try backend.passes(
+          32, .egress,
+          Packet.ipv6TCP(podIP6, otherIP6, sport: 8080, dport: 41001, tcpFlags: Packet.ack)))
+      #expect(
+        try !backend.passes(
+          32, .ingress,
+          Packet.ipv6TCP(otherIP6, podIP6, sport: 41001, dport: 8080, tcpFlags: Packet.ack)))
+      #expect(try backend.conntrackEntries().filter { $0.endpointID == 32 }.isEmpty)
+      // A connection the policy allows is tracked from its SYN, replies and all.
+      #expect(
+        try backend.passes(
+          32, .ingress,
+          Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 42000, dport: 8080)))
+      #expect(
+        try backend.passes(
+          32, .egress,
+          Packet.ipv4(
+            podIP, frontendIP, proto: Packet.tcp, sport: 8080, dport: 42000,
+            tcpFlags: Packet.synAck)))
+      #expect(
+        try backend.passes(
+          32, .ingress,
+          Packet.ipv4(
+            frontendIP, podIP, proto: Packet.tcp, sport: 42000, dport: 8080, tcpFlags: Packet.ack)))
+      #expect(try backend.conntrackEntries().filter { $0.endpointID == 32 }.count == 1)
+    }
+  }
+
+  @Test(
     "on a bridge: a pod sends no router advertisement or redirect, and receives no new flow addressed to another pod"
   )
   func bridgeNeighbours() throws {

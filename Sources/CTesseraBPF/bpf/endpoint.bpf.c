@@ -358,10 +358,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (verdict == POLICY_DEFAULT_DENY)
 		return verdict_drop(&v, TESSERA_DROP_POLICY_DEFAULT);
 
-	/* Only what opens a flow is tracked: an echo reply that found no request
-	 * is an answer to nothing, and tracking it would let requests through the
-	 * other way as its "replies". */
-	if (!f.untracked && f.icmp_echo != TESSERA_ICMP_ECHO_IS_REPLY &&
+	if (!f.untracked && ct_opens_flow(&f) &&
 	    ct_create(&f, endpoint_id, dir, now, stats ? slot : TESSERA_POLICY_STATS_NONE,
 		      stats ? stats->generation : 0) < 0)
 		return verdict_drop(&v, TESSERA_DROP_CT_CREATE_FAILED);

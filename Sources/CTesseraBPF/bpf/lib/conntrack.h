@@ -183,6 +183,21 @@ static __always_inline int ct_icmp_error_related(struct __sk_buff *skb, const st
 			  now);
 }
 
+/* Whether the packet opens a flow, and so may create an entry whose replies
+ * pass without policy: a TCP SYN, an echo request, any packet of another
+ * protocol. A TCP segment without SYN (or a SYN-ACK) and an echo
+ * reply answer something: one that found no entry belongs to a connection
+ * that was never allowed here, such as one a peer opened while the pod's
+ * policy was not yet in force (a chained plugin's window), and tracking it
+ * would let the other side in as its "replies". It is judged by policy, and
+ * passes untracked if allowed (netfilter with nf_conntrack_tcp_loose=0). */
+static __always_inline int ct_opens_flow(const struct flow *f)
+{
+	if (f->proto == IPPROTO_TCP)
+		return (f->tcp_flags & (TESSERA_TCP_SYN | TESSERA_TCP_ACK)) == TESSERA_TCP_SYN;
+	return f->icmp_echo != TESSERA_ICMP_ECHO_IS_REPLY;
+}
+
 /* Records a new flow that policy allowed; its later packets count on the
  * counter slot (and generation) of the entry that allowed it. */
 static __always_inline int ct_create(const struct flow *f, __u64 endpoint_id, __u8 dir, __u64 now,
