@@ -158,8 +158,9 @@ static int key_list_add(struct key_list *l, const void *key)
 /* Collects the matching keys with batched lookups. Fails with -ENOTSUPP or
  * -EINVAL when the map type has no batch operations, -ENOSPC when one hash
  * bucket holds more than a batch: the caller then walks key by key. */
-static int collect_batched(int fd, size_t value_size, int (*match)(const void *key, uint64_t id),
-			   uint64_t id, struct key_list *out)
+static int collect_batched(int fd, size_t value_size,
+			   int (*match)(const void *key, const void *ctx), const void *ctx,
+			   struct key_list *out)
 {
 	char *keys = malloc(WALK_BATCH * out->key_size), *values = malloc(WALK_BATCH * value_size);
 	/* The position between calls: a bucket index for hash maps, a key for
@@ -180,7 +181,7 @@ static int collect_batched(int fd, size_t value_size, int (*match)(const void *k
 			break;
 		}
 		for (uint32_t i = 0; i < count && !err; i++)
-			if (match(keys + i * out->key_size, id))
+			if (match(keys + i * out->key_size, ctx))
 				err = key_list_add(out, keys + i * out->key_size);
 		if (err || rc == -ENOENT)
 			break;
@@ -194,7 +195,7 @@ done:
 }
 
 /* One bpf(2) call per key: any map type. */
-static int collect_walked(int fd, int (*match)(const void *key, uint64_t id), uint64_t id,
+static int collect_walked(int fd, int (*match)(const void *key, const void *ctx), const void *ctx,
 			  struct key_list *out)
 {
 	char next[64], prev[64];
@@ -202,7 +203,7 @@ static int collect_walked(int fd, int (*match)(const void *key, uint64_t id), ui
 	int err;
 
 	while ((err = bpf_map_get_next_key(fd, cur, next)) == 0) {
-		if (match(next, id) && (err = key_list_add(out, next)))
+		if (match(next, ctx) && (err = key_list_add(out, next)))
 			return err;
 		memcpy(prev, next, out->key_size);
 		cur = prev;
@@ -212,17 +213,17 @@ static int collect_walked(int fd, int (*match)(const void *key, uint64_t id), ui
 
 /* Deletes every key of `fd` for which `match` holds. */
 static int delete_matching(int fd, size_t key_size, size_t value_size,
-			   int (*match)(const void *key, uint64_t id), uint64_t id)
+			   int (*match)(const void *key, const void *ctx), const void *ctx)
 {
 	struct key_list found = {.key_size = key_size};
 	int err;
 
 	if (key_size > 64)
 		return -EINVAL;
-	err = collect_batched(fd, value_size, match, id, &found);
+	err = collect_batched(fd, value_size, match, ctx, &found);
 	if (err == -ENOTSUPP || err == -EOPNOTSUPP || err == -EINVAL || err == -ENOSPC) {
 		found.n = 0;
-		err = collect_walked(fd, match, id, &found);
+		err = collect_walked(fd, match, ctx, &found);
 	}
 	for (size_t i = 0; i < found.n && !err; i++) {
 		int e = bpf_map_delete_elem(fd, found.keys + i * key_size);
@@ -233,35 +234,62 @@ static int delete_matching(int fd, size_t key_size, size_t value_size,
 	return err;
 }
 
-static int policy_key_matches(const void *key, uint64_t id)
+static int policy_key_matches(const void *key, const void *id)
 {
-	return ((const struct policy_key *)key)->endpoint_id == id;
+	return ((const struct policy_key *)key)->endpoint_id == *(const uint64_t *)id;
 }
 
-static int ct_key_matches(const void *key, uint64_t id)
+static int frag_key_matches(const void *key, const void *id)
 {
-	return ((const struct ct_key *)key)->endpoint_id == id;
+	return ((const struct frag_key *)key)->endpoint_id == *(const uint64_t *)id;
 }
 
-static int frag_key_matches(const void *key, uint64_t id)
+/* The conntrack entries to delete: an endpoint's own (when `by_endpoint`),
+ * and every endpoint's flows with one of `addresses` at either end. */
+struct ct_match {
+	int by_endpoint;
+	uint64_t endpoint_id;
+	const struct tessera_flow_address *addresses;
+	size_t n;
+};
+
+static int ct_address_listed(const struct ct_match *m, uint8_t family, const uint8_t *addr)
 {
-	return ((const struct frag_key *)key)->endpoint_id == id;
+	for (size_t i = 0; i < m->n; i++)
+		if (m->addresses[i].family == family && !memcmp(m->addresses[i].addr, addr, 16))
+			return 1;
+	return 0;
 }
 
-int tessera_bpf_endpoint_purge(struct tessera_bpf *t, uint64_t endpoint_id, int scan_policy)
+static int ct_key_matches(const void *key, const void *ctx)
 {
+	const struct ct_key *k = key;
+	const struct ct_match *m = ctx;
+
+	if (m->by_endpoint && k->endpoint_id == m->endpoint_id)
+		return 1;
+	return ct_address_listed(m, k->family, k->saddr) ||
+	       ct_address_listed(m, k->family, k->daddr);
+}
+
+int tessera_bpf_endpoint_purge(struct tessera_bpf *t, uint64_t endpoint_id, int scan_policy,
+			       const struct tessera_flow_address *addresses, size_t n)
+{
+	struct ct_match flows = {
+		.by_endpoint = 1, .endpoint_id = endpoint_id, .addresses = addresses, .n = n};
 	int err, first = 0;
 
 	log_reset();
 	if (scan_policy &&
 	    (err = delete_matching(t->policy_fd, sizeof(struct policy_key),
-				   sizeof(struct policy_value), policy_key_matches, endpoint_id)))
+				   sizeof(struct policy_value), policy_key_matches, &endpoint_id)))
 		first = first ? first : err;
+	/* One walk of the table for both: it holds tens of thousands of flows. */
 	if ((err = delete_matching(t->ct_fd, sizeof(struct ct_key), sizeof(struct ct_entry),
-				   ct_key_matches, endpoint_id)))
+				   ct_key_matches, &flows)))
 		first = first ? first : err;
 	if ((err = delete_matching(t->frags_fd, sizeof(struct frag_key), sizeof(struct frag_value),
-				   frag_key_matches, endpoint_id)))
+				   frag_key_matches, &endpoint_id)))
 		first = first ? first : err;
 	err = bpf_map_delete_elem(t->metrics_fd, &endpoint_id);
 	if (err && err != -ENOENT)
@@ -270,6 +298,18 @@ int tessera_bpf_endpoint_purge(struct tessera_bpf *t, uint64_t endpoint_id, int 
 	if (err && err != -ENOENT)
 		first = first ? first : err;
 	return first;
+}
+
+int tessera_bpf_ct_forget_addresses(struct tessera_bpf *t,
+				    const struct tessera_flow_address *addresses, size_t n)
+{
+	struct ct_match flows = {.addresses = addresses, .n = n};
+
+	log_reset();
+	if (!n)
+		return 0;
+	return delete_matching(t->ct_fd, sizeof(struct ct_key), sizeof(struct ct_entry),
+			       ct_key_matches, &flows);
 }
 
 int tessera_bpf_endpoint_unpin(struct tessera_bpf *t, uint64_t endpoint_id)

@@ -25,6 +25,10 @@ extension BPFDatapathBackend {
     }
   }
 
+  public func forgetFlows(with addresses: [IPPrefix]) throws(DatapathError) {
+    try loader.forgetFlows(with: addresses)
+  }
+
   public func ipcacheEntries() throws(DatapathError) -> [IPCacheEntry] {
     var entries: [IPCacheEntry] = []
     for key in try LibBPF.keys(loader.ipcacheFD, as: ipcache_key.self, "listing the ipcache") {

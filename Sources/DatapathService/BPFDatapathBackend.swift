@@ -249,7 +249,7 @@ public final class BPFDatapathBackend: DatapathBackend {
     if let slice {
       try deletePolicy(id, slice.flatMap { group, blocks in blocks.keys.map { (group, $0) } })
     }
-    try loader.purge(id, scanPolicy: slice == nil)
+    try loader.purge(id, scanPolicy: slice == nil, addresses: endpoint.ips)
     try loader.unpin(id)
     state.withLock { _ = $0.slices.removeValue(forKey: id) }
   }
@@ -266,7 +266,7 @@ public final class BPFDatapathBackend: DatapathBackend {
       if let slice = state.withLock({ $0.slices[id] }) {
         try deletePolicy(id, slice.flatMap { group, blocks in blocks.keys.map { (group, $0) } })
       }
-      try loader.purge(id, scanPolicy: false)
+      try loader.purge(id, scanPolicy: false, addresses: [])
       try loader.unpin(id)
       state.withLock { _ = $0.slices.removeValue(forKey: id) }
     }

@@ -86,6 +86,7 @@ public final class Datapath: Sendable {
           let gone = Set(previous.ips).subtracting(wanted.ips)
           if !gone.isEmpty {
             try backend.deleteIPCache(Array(gone))
+            try backend.forgetFlows(with: Array(gone))
             DatapathMetrics.ipcacheWrites.increment(by: gone.count)
           }
         }
@@ -173,8 +174,14 @@ public final class Datapath: Sendable {
     DatapathMetrics.ipcacheWrites.increment(by: entries.count)
   }
 
+  /// Unmaps the addresses of workloads that are gone (another node's pods, nodes), and ends
+  /// the flows tracked with them: a pod given one of the addresses next gets no replies
+  /// through its predecessor's connections.
   public func deleteIPCache(_ prefixes: [IPPrefix]) throws(DatapathError) {
-    try backendLock.withLock { (_) throws(DatapathError) in try backend.deleteIPCache(prefixes) }
+    try backendLock.withLock { (_) throws(DatapathError) in
+      try backend.deleteIPCache(prefixes)
+      try backend.forgetFlows(with: prefixes)
+    }
     DatapathMetrics.ipcacheWrites.increment(by: prefixes.count)
   }
 

@@ -1,4 +1,5 @@
 import CTesseraBPF
+import TesseraCore
 
 #if canImport(Glibc)
   import Glibc
@@ -237,10 +238,33 @@ final class BPFLoader: @unchecked Sendable {
     return Programs(fromContainer: fds.from_container, toContainer: fds.to_container)
   }
 
-  func purge(_ id: UInt64, scanPolicy: Bool) throws(DatapathError) {
+  /// Removes the endpoint's state, and every endpoint's flows with one of `addresses`.
+  func purge(_ id: UInt64, scanPolicy: Bool, addresses: [IPPrefix]) throws(DatapathError) {
+    let flowAddresses = Self.flowAddresses(addresses)
     try LibBPF.check(
-      tessera_bpf_endpoint_purge(handle, id, scanPolicy ? 1 : 0),
+      tessera_bpf_endpoint_purge(
+        handle, id, scanPolicy ? 1 : 0, flowAddresses, flowAddresses.count),
       "removing the state of endpoint \(id)")
+  }
+
+  func forgetFlows(with addresses: [IPPrefix]) throws(DatapathError) {
+    let flowAddresses = Self.flowAddresses(addresses)
+    guard !flowAddresses.isEmpty else { return }
+    try LibBPF.check(
+      tessera_bpf_ct_forget_addresses(handle, flowAddresses, flowAddresses.count),
+      "ending the tracked flows of \(addresses.map(\.description).joined(separator: ", "))")
+  }
+
+  /// The host addresses among `prefixes`, as the programs store a flow's addresses.
+  private static func flowAddresses(_ prefixes: [IPPrefix]) -> [tessera_flow_address] {
+    prefixes.filter(\.isHost).map { prefix in
+      var address = tessera_flow_address()
+      address.family = UInt8(prefix.family == .v4 ? TESSERA_FAMILY_V4 : TESSERA_FAMILY_V6)
+      withUnsafeMutableBytes(of: &address.addr) { raw in
+        for (i, byte) in prefix.bytes.enumerated() { raw[i] = byte }
+      }
+      return address
+    }
   }
 
   func unpin(_ id: UInt64) throws(DatapathError) {

@@ -51,6 +51,9 @@ public final class MemoryDatapathBackend: DatapathBackend {
     }
   }
 
+  /// No flows are tracked here.
+  public func forgetFlows(with addresses: [IPPrefix]) throws(DatapathError) {}
+
   public func ipcacheEntries() throws(DatapathError) -> [IPCacheEntry] {
     state.withLock { $0.ipcache.map { IPCacheEntry(prefix: $0.key, identity: $0.value) }.sorted() }
   }

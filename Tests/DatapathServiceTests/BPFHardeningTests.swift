@@ -209,6 +209,60 @@ struct BPFHardeningTests {
   }
 
   @Test(
+    "a pod's address takes its flows with it: the next holder gets no replies through its predecessor's connections"
+  )
+  func addressReuseEndsFlows() throws {
+    try withDatapath { datapath, backend in
+      // The pod may connect to the frontend on 8080 and to `other` on 443; nothing comes in.
+      _ = try datapath.realize(
+        pod(
+          id: 33, ingressEnforced: true, egressEnforced: true,
+          entries: [
+            PolicyEntry(
+              peer: frontend, direction: .egress, proto: .tcp, ports: PortRange(single: 8080)),
+            PolicyEntry(
+              peer: other, direction: .egress, proto: .tcp, ports: PortRange(single: 443)),
+          ]))
+      // A frontend pod on this node, at frontendIP.
+      _ = try datapath.realize(
+        DatapathEndpoint(
+          id: 34, hostInterface: "", ips: [IPPrefix("\(frontendIP)/32")!], identity: frontend,
+          policy: EndpointPolicy(
+            revision: 1, ingressEnforced: false, egressEnforced: false, entries: [])))
+      let toFrontend = Packet.ipv4(
+        podIP, frontendIP, proto: Packet.tcp, sport: 43000, dport: 8080)
+      let fromFrontend = Packet.ipv4(
+        frontendIP, podIP, proto: Packet.tcp, sport: 8080, dport: 43000, tcpFlags: Packet.ack)
+      #expect(try backend.passes(33, .egress, toFrontend))
+      #expect(try backend.passes(33, .ingress, fromFrontend))
+      // The frontend pod goes; its address is handed to a pod of another identity.
+      #expect(try datapath.removeEndpoint(id: 34))
+      try datapath.upsertIPCache([
+        IPCacheEntry(prefix: IPPrefix("\(frontendIP)/32")!, identity: other)
+      ])
+      #expect(try !backend.passes(33, .ingress, fromFrontend))
+      #expect(
+        try !backend.passes(
+          33, .egress,
+          Packet.ipv4(
+            podIP, frontendIP, proto: Packet.tcp, sport: 43000, dport: 8080, tcpFlags: Packet.ack)))
+
+      // Likewise a pod of another node, whose entry the cluster's ipcache deletes.
+      try datapath.upsertIPCache([IPCacheEntry(prefix: IPPrefix("10.0.2.9/32")!, identity: other)])
+      let reply = Packet.ipv4(
+        "10.0.2.9", podIP, proto: Packet.tcp, sport: 443, dport: 44000, tcpFlags: Packet.ack)
+      #expect(
+        try backend.passes(
+          33, .egress,
+          Packet.ipv4(podIP, "10.0.2.9", proto: Packet.tcp, sport: 44000, dport: 443)))
+      #expect(try backend.passes(33, .ingress, reply))
+      try datapath.deleteIPCache([IPPrefix("10.0.2.9/32")!])
+      #expect(try !backend.passes(33, .ingress, reply))
+      #expect(try backend.conntrackEntries().filter { $0.endpointID == 33 }.isEmpty)
+    }
+  }
+
+  @Test(
     "on a bridge: a pod sends no router advertisement or redirect, and receives no new flow addressed to another pod"
   )
   func bridgeNeighbours() throws {
