@@ -159,6 +159,20 @@ struct SelectorCacheTests {
       let oracle = cache.identities.filter { selector.selector.matches(cache.labels(of: $0)!) }
       #expect(selection == oracle)
     }
+    // Label sets the cache holds no identity for, some with strings it never saw: the
+    // selectors that select each, as the plain matcher finds them.
+    for _ in 0..<200 {
+      var labels = randomLabels().labels
+      if Bool.random(using: &rng) {
+        labels.append(Label(source: "k8s", key: "unseen", value: "x"))
+      }
+      if let first = labels.first, Bool.random(using: &rng) {
+        labels[0] = Label(source: first.source, key: first.key, value: "never-interned")
+      }
+      let set = LabelSet(validated: labels)
+      let oracle = Set(cache.selectors.filter { $0.selector.matches(set) })
+      #expect(Set(cache.selectors(selecting: set)) == oracle)
+    }
   }
 
   @Test(

@@ -423,7 +423,14 @@ struct PolicyRepository {
     var egressEnforced = false
     var verdicts: [PolicyEntry.Key: PolicyVerdict] = [:]
     var namedVerdicts: [NamedRow: PolicyVerdict] = [:]
-    for resolved in rules.values where resolved.rule.subject.matches(subject.labels) {
+    // The rules whose subject selects these labels, through the SelectorCache's label
+    // index (every subject is a cached selector) instead of matching every rule.
+    var ruleIDs: Set<UInt64> = []
+    for selector in cache.selectors(selecting: subject.labels) {
+      ruleIDs.formUnion(subjectUsers[selector.id] ?? [])
+    }
+    for id in ruleIDs {
+      guard let resolved = rules[id] else { continue }
       ingressEnforced = ingressEnforced || resolved.rule.enforcesIngress
       egressEnforced = egressEnforced || resolved.rule.enforcesEgress
       for (section, peers) in resolved.sections {

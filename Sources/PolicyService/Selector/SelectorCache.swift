@@ -211,6 +211,12 @@ public struct SelectorCache: Sendable {
 
   // MARK: Identities
 
+  /// The cached selectors that select an identity labelled `labels`, whether or not the
+  /// cache holds one: found through the label index, as for an added identity.
+  public func selectors(selecting labels: LabelSet) -> [CachedSelector] {
+    matchingSelectors(compiledWithoutInterning(labels)).map { entries[$0]!.cached }
+  }
+
   /// The labels of a known identity.
   public func labels(of identity: NumericIdentity) -> LabelSet? {
     compiledIdentities[identity]?.labels
@@ -319,6 +325,21 @@ public struct SelectorCache: Sendable {
   private mutating func compile(_ labels: LabelSet) -> CompiledIdentity {
     let atoms = labels.labels.map {
       Atom(key: intern($0.key), source: intern($0.source), value: intern($0.value))
+    }
+    return CompiledIdentity(labels: labels, atoms: atoms.sorted { $0.key < $1.key })
+  }
+
+  /// A string no requirement names: equal to no requirement's key, source or value, and
+  /// never taken for a missing label (which is negative).
+  private static let unseen = Int32.max
+
+  /// `labels` compiled for matching only: a string the cache never interned gets
+  /// ``unseen``, so the cache stays as it is.
+  private func compiledWithoutInterning(_ labels: LabelSet) -> CompiledIdentity {
+    let atoms = labels.labels.map {
+      Atom(
+        key: strings[$0.key] ?? Self.unseen, source: strings[$0.source] ?? Self.unseen,
+        value: strings[$0.value] ?? Self.unseen)
     }
     return CompiledIdentity(labels: labels, atoms: atoms.sorted { $0.key < $1.key })
   }
