@@ -8,7 +8,7 @@
 #
 #   TESSERA_BIN=<dir with tessera and tessera-*d> bash Tests/adversarial/run.sh [CASE...]
 #
-# Cases (all by default): spoof ethertypes ext6 frag icmp icmprules broadcast race etcd
+# Cases (all by default): spoof ethertypes ext6 frag icmp icmprules broadcast race reuse etcd
 #   spoof       other forges frontend's IPv4/IPv6 source (TCP SYN, UDP) toward
 #               backend:8080, a world source and the host's address toward edge
 #   ethertypes  802.1Q/802.1ad-tagged IPv4, LLDP, an unknown ethertype from a pod
@@ -26,6 +26,9 @@
 #   race        deny-X-allow-rest peer while new pods labelled X probe it from
 #               before their ADD (0 admitted); new allowed pods do connect; more
 #               pods of one X identity while a pod of it lives (the ordering skip)
+#   reuse       frontend holds a connection to a pod that is then deleted; a pod of
+#               another identity given the same address (args.cni.ips) answers it
+#               from that address: frontend must receive none of it
 #   etcd        bad ipcache entries written straight into etcd are not applied
 #
 # Environment: ADV_RACE_ROUNDS (20), ADV_FRAGMENT_RULE (reassemble | drop-nonfirst:
@@ -46,7 +49,7 @@ command -v jq >/dev/null || skip "jq missing"
 CNI_BIN=${ADV_CNI:-$repo/.build-cni/tessera-cni}
 [ -x "$CNI_BIN" ] || skip "tessera-cni not built (make -C Sources/tessera-cni)"
 
-all_cases=(spoof ethertypes ext6 frag icmp icmprules broadcast race etcd)
+all_cases=(spoof ethertypes ext6 frag icmp icmprules broadcast race reuse etcd)
 cases=("$@")
 [ ${#cases[@]} -gt 0 ] || cases=("${all_cases[@]}")
 wants() { local c; for c in "${cases[@]}"; do [ "$c" = "$1" ] && return 0; done; return 1; }
@@ -79,9 +82,10 @@ if ! grep -q CHAIN_SUBNET6 "$repo/scripts/lib/cni-chain.sh"; then
       "$CHAIN_NAME" "$(ipam_ranges)" "$(ipam_routes)" "$CHAIN_STATE"
   }
 fi
-main_config() { # labels-json
-  printf '{"cniVersion":"1.0.0","name":"%s","type":"tessera-cni","socketPath":"%s","ipam":{"type":"host-local","ranges":%s,"routes":%s,"dataDir":"%s/ipam"},"args":{"cni":{"labels":%s}}}' \
-    "$CHAIN_NAME" "$CHAIN_SOCKET" "$(ipam_ranges)" "$(ipam_routes)" "$CHAIN_STATE" "$1"
+main_config() { # labels-json; $ADV_ADD_IPS (a JSON list) asks host-local for those addresses
+  printf '{"cniVersion":"1.0.0","name":"%s","type":"tessera-cni","socketPath":"%s","ipam":{"type":"host-local","ranges":%s,"routes":%s,"dataDir":"%s/ipam"},"args":{"cni":{"labels":%s%s}}}' \
+    "$CHAIN_NAME" "$CHAIN_SOCKET" "$(ipam_ranges)" "$(ipam_routes)" "$CHAIN_STATE" "$1" \
+    "${ADV_ADD_IPS:+,\"ips\":$ADV_ADD_IPS}"
 }
 main_add() { # pod labels-json
   mkdir -p "$CHAIN_STATE"
@@ -434,6 +438,75 @@ for _ in range(3): s.sendto(b'$3', ('$2', $bport))
     check "broadcast: a pod allowed world but not the node does not reach a host socket through $addr ($kind)" not_received "no-$kind"
   done
   [ -n "$directed" ] || note_skip "broadcast: no interface here has an IPv4 broadcast address (directed broadcast not tried)"
+fi
+
+# ---- 8. a reused address inherits no connection -------------------------------------
+# frontend (ingress: nobody) connects out to lender:8080 and holds the connection; lender
+# is deleted and heir, another identity, is given lender's address. heir answers the old
+# connection from that address (the tuple frontend's conntrack entry was keyed on): a
+# sniffer in frontend counts what arrives. The control: lender's own greeting on the live
+# connection arrives the same way.
+if wants reuse; then
+  if [ "$chain_mode" != main ]; then
+    note_skip "8 reuse: asking host-local for an address (args.cni.ips) needs tessera-cni as the main plugin"
+  elif ! add_pod lender '["app=backend"]'; then
+    check "8 ADD lender" false
+  else
+    lender_ip=$(ip4_of lender) frontend_ip=$(ip4_of frontend)
+    ip netns exec adv-lender "$PY" -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080)); s.listen(8); held = []
+while True:
+    c, _ = s.accept(); c.sendall(b"hello"); held.append(c)' &
+    lender_pid=$!
+    bg_pids+=("$lender_pid")
+    ip netns exec adv-frontend "$PY" -c "
+import socket, struct, sys
+ETH_P_ALL, SO_TIMESTAMPNS = 3, 35
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+out = open(sys.argv[1], 'a', buffering=1)
+open(sys.argv[1] + '.ready', 'w').close()
+while True:
+    data, addr = s.recvfrom(65535)
+    if addr[0] == 'lo' or addr[2] == socket.PACKET_OUTGOING or addr[1] != 0x0800 or data[23] != 6:
+        continue
+    ihl = (data[14] & 15) * 4
+    sport = struct.unpack('!H', data[14 + ihl:16 + ihl])[0]
+    out.write('%s %d %d\\n' % (socket.inet_ntoa(data[26:30]), sport, len(data)))" "$tmp/reuse.sniffed" &
+    bg_pids+=($!)
+    for _ in $(seq 50); do [ -e "$tmp/reuse.sniffed.ready" ] && break; sleep 0.1; done
+    sleep 0.2
+    ip netns exec adv-frontend "$PY" -c "
+import socket, sys, time
+s = socket.create_connection(('$lender_ip', 8080), timeout=3)
+open(sys.argv[1], 'w').write('%d\\n' % s.getsockname()[1])
+time.sleep(40)" "$tmp/reuse.port" &
+    bg_pids+=($!)
+    eventually 5 test -s "$tmp/reuse.port"
+    client_port=$(cat "$tmp/reuse.port" 2>/dev/null)
+    sleep 0.5
+    from_lender() { awk -v ip="$lender_ip" '$1 == ip && $2 == 8080' "$tmp/reuse.sniffed" | wc -l; }
+    check "8 control: frontend connected to lender:8080 and received its greeting through the tracked flow" \
+      [ -n "$client_port" -a "$(from_lender)" -gt 0 ]
+    kill "$lender_pid" 2>/dev/null
+    pod_detach lender
+    : >"$tmp/reuse.sniffed"
+    if ADV_ADD_IPS="[\"$lender_ip\"]" add_pod heir '["app=heir"]' && [ "$(ip4_of heir)" = "$lender_ip" ]; then
+      check "8 heir (another identity) got lender's address $lender_ip" true
+      ip netns exec adv-heir "$PY" -c "
+import logging; logging.getLogger('scapy').setLevel(logging.ERROR)
+from scapy.all import IP, TCP, Raw, send
+for seq in range(5):
+    send(IP(src='$lender_ip', dst='$frontend_ip') / TCP(sport=8080, dport=$client_port, flags='PA', seq=1000 + seq, ack=1) / Raw(b'injected'), verbose=False)
+    send(IP(src='$lender_ip', dst='$frontend_ip') / TCP(sport=8080, dport=$client_port, flags='A', seq=1000 + seq, ack=1), verbose=False)" \
+        2>"$tmp/reuse.send.err"
+      sleep 0.5
+      check "8 frontend received nothing heir sent on lender's old connection ($(from_lender) packets)" [ "$(from_lender)" = 0 ]
+    else
+      check "8 ADD heir on lender's released address $lender_ip (got $(ip4_of heir 2>/dev/null))" false
+    fi
+  fi
 fi
 
 # ---- 7. bad etcd ipcache entries ----------------------------------------------------
