@@ -239,21 +239,16 @@ static int policy_key_matches(const void *key, const void *id)
 	return ((const struct policy_key *)key)->endpoint_id == *(const uint64_t *)id;
 }
 
-static int frag_key_matches(const void *key, const void *id)
-{
-	return ((const struct frag_key *)key)->endpoint_id == *(const uint64_t *)id;
-}
-
-/* The conntrack entries to delete: an endpoint's own (when `by_endpoint`),
- * and every endpoint's flows with one of `addresses` at either end. */
-struct ct_match {
+/* The conntrack and fragment entries to delete: an endpoint's own (when
+ * `by_endpoint`), and every endpoint's with one of `addresses` at either end. */
+struct flow_match {
 	int by_endpoint;
 	uint64_t endpoint_id;
 	const struct tessera_flow_address *addresses;
 	size_t n;
 };
 
-static int ct_address_listed(const struct ct_match *m, uint8_t family, const uint8_t *addr)
+static int address_listed(const struct flow_match *m, uint8_t family, const uint8_t *addr)
 {
 	for (size_t i = 0; i < m->n; i++)
 		if (m->addresses[i].family == family && !memcmp(m->addresses[i].addr, addr, 16))
@@ -261,21 +256,46 @@ static int ct_address_listed(const struct ct_match *m, uint8_t family, const uin
 	return 0;
 }
 
+static int flow_matches(const struct flow_match *m, uint64_t endpoint_id, uint8_t family,
+			const uint8_t *saddr, const uint8_t *daddr)
+{
+	if (m->by_endpoint && endpoint_id == m->endpoint_id)
+		return 1;
+	return address_listed(m, family, saddr) || address_listed(m, family, daddr);
+}
+
 static int ct_key_matches(const void *key, const void *ctx)
 {
 	const struct ct_key *k = key;
-	const struct ct_match *m = ctx;
 
-	if (m->by_endpoint && k->endpoint_id == m->endpoint_id)
-		return 1;
-	return ct_address_listed(m, k->family, k->saddr) ||
-	       ct_address_listed(m, k->family, k->daddr);
+	return flow_matches(ctx, k->endpoint_id, k->family, k->saddr, k->daddr);
+}
+
+static int frag_key_matches(const void *key, const void *ctx)
+{
+	const struct frag_key *k = key;
+
+	return flow_matches(ctx, k->endpoint_id, k->family, k->saddr, k->daddr);
+}
+
+/* One walk of each table: conntrack holds tens of thousands of flows. */
+static int delete_flows(struct tessera_bpf *t, const struct flow_match *m)
+{
+	int err, first = 0;
+
+	if ((err = delete_matching(t->ct_fd, sizeof(struct ct_key), sizeof(struct ct_entry),
+				   ct_key_matches, m)))
+		first = err;
+	if ((err = delete_matching(t->frags_fd, sizeof(struct frag_key), sizeof(struct frag_value),
+				   frag_key_matches, m)))
+		first = first ? first : err;
+	return first;
 }
 
 int tessera_bpf_endpoint_purge(struct tessera_bpf *t, uint64_t endpoint_id, int scan_policy,
 			       const struct tessera_flow_address *addresses, size_t n)
 {
-	struct ct_match flows = {
+	struct flow_match flows = {
 		.by_endpoint = 1, .endpoint_id = endpoint_id, .addresses = addresses, .n = n};
 	int err, first = 0;
 
@@ -284,12 +304,7 @@ int tessera_bpf_endpoint_purge(struct tessera_bpf *t, uint64_t endpoint_id, int 
 	    (err = delete_matching(t->policy_fd, sizeof(struct policy_key),
 				   sizeof(struct policy_value), policy_key_matches, &endpoint_id)))
 		first = first ? first : err;
-	/* One walk of the table for both: it holds tens of thousands of flows. */
-	if ((err = delete_matching(t->ct_fd, sizeof(struct ct_key), sizeof(struct ct_entry),
-				   ct_key_matches, &flows)))
-		first = first ? first : err;
-	if ((err = delete_matching(t->frags_fd, sizeof(struct frag_key), sizeof(struct frag_value),
-				   frag_key_matches, &endpoint_id)))
+	if ((err = delete_flows(t, &flows)))
 		first = first ? first : err;
 	err = bpf_map_delete_elem(t->metrics_fd, &endpoint_id);
 	if (err && err != -ENOENT)
@@ -300,16 +315,13 @@ int tessera_bpf_endpoint_purge(struct tessera_bpf *t, uint64_t endpoint_id, int 
 	return first;
 }
 
-int tessera_bpf_ct_forget_addresses(struct tessera_bpf *t,
-				    const struct tessera_flow_address *addresses, size_t n)
+int tessera_bpf_forget_flows(struct tessera_bpf *t, const struct tessera_flow_address *addresses,
+			     size_t n)
 {
-	struct ct_match flows = {.addresses = addresses, .n = n};
+	struct flow_match flows = {.addresses = addresses, .n = n};
 
 	log_reset();
-	if (!n)
-		return 0;
-	return delete_matching(t->ct_fd, sizeof(struct ct_key), sizeof(struct ct_entry),
-			       ct_key_matches, &flows);
+	return n ? delete_flows(t, &flows) : 0;
 }
 
 int tessera_bpf_endpoint_unpin(struct tessera_bpf *t, uint64_t endpoint_id)

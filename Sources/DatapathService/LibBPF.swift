@@ -251,7 +251,7 @@ final class BPFLoader: @unchecked Sendable {
     let flowAddresses = Self.flowAddresses(addresses)
     guard !flowAddresses.isEmpty else { return }
     try LibBPF.check(
-      tessera_bpf_ct_forget_addresses(handle, flowAddresses, flowAddresses.count),
+      tessera_bpf_forget_flows(handle, flowAddresses, flowAddresses.count),
       "ending the tracked flows of \(addresses.map(\.description).joined(separator: ", "))")
   }
 

@@ -222,6 +222,8 @@ struct BPFHardeningTests {
               peer: frontend, direction: .egress, proto: .tcp, ports: PortRange(single: 8080)),
             PolicyEntry(
               peer: other, direction: .egress, proto: .tcp, ports: PortRange(single: 443)),
+            PolicyEntry(
+              peer: frontend, direction: .egress, proto: .udp, ports: PortRange(single: 5353)),
           ]))
       // A frontend pod on this node, at frontendIP.
       _ = try datapath.realize(
@@ -235,12 +237,25 @@ struct BPFHardeningTests {
         frontendIP, podIP, proto: Packet.tcp, sport: 8080, dport: 43000, tcpFlags: Packet.ack)
       #expect(try backend.passes(33, .egress, toFrontend))
       #expect(try backend.passes(33, .ingress, fromFrontend))
+      // A datagram in fragments to the frontend: its first fragment passed, so later ones do.
+      let udp =
+        Packet.l4(proto: Packet.udp, sport: 45000, dport: 5353) + [UInt8](repeating: 0, count: 16)
+      let laterFragment = Packet.ipv4Frame(
+        podIP, frontendIP, proto: Packet.udp, payload: [UInt8](repeating: 0, count: 16), id: 77,
+        fragmentOffset: 3, moreFragments: true)
+      #expect(
+        try backend.passes(
+          33, .egress,
+          Packet.ipv4Frame(
+            podIP, frontendIP, proto: Packet.udp, payload: udp, id: 77, moreFragments: true)))
+      #expect(try backend.passes(33, .egress, laterFragment))
       // The frontend pod goes; its address is handed to a pod of another identity.
       #expect(try datapath.removeEndpoint(id: 34))
       try datapath.upsertIPCache([
         IPCacheEntry(prefix: IPPrefix("\(frontendIP)/32")!, identity: other)
       ])
       #expect(try !backend.passes(33, .ingress, fromFrontend))
+      #expect(try !backend.passes(33, .egress, laterFragment))
       #expect(
         try !backend.passes(
           33, .egress,

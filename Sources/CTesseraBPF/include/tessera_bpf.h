@@ -110,16 +110,16 @@ struct tessera_flow_address {
 /* Deletes the endpoint's conntrack and fragment entries, counters and endpoint-map entry,
  * and with `scan_policy` every policy entry of the endpoint found by walking
  * the whole policy map (the caller normally deletes the keys it wrote, and
- * scans only when it does not know them). The conntrack entries of every
- * endpoint with one of `addresses` (the endpoint's own, n of them) at either
- * end go too: a pod that gets one of them next must not inherit its flows. */
+ * scans only when it does not know them). The conntrack and fragment entries
+ * of every endpoint with one of `addresses` (the endpoint's own, n of them) at
+ * either end go too: a pod that gets one of them next must not inherit its flows. */
 int tessera_bpf_endpoint_purge(struct tessera_bpf *t, uint64_t endpoint_id, int scan_policy,
 			       const struct tessera_flow_address *addresses, size_t n);
 
-/* Deletes the conntrack entries of every endpoint with one of `addresses` at
- * either end (a pod of another node that is gone). */
-int tessera_bpf_ct_forget_addresses(struct tessera_bpf *t,
-				    const struct tessera_flow_address *addresses, size_t n);
+/* Deletes the conntrack and fragment entries of every endpoint with one of
+ * `addresses` at either end (a pod of another node that is gone). */
+int tessera_bpf_forget_flows(struct tessera_bpf *t, const struct tessera_flow_address *addresses,
+			     size_t n);
 
 /* Unpins the endpoint's stubs and removes its directory. Missing pins are
  * not an error. */
