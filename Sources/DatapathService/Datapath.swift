@@ -132,11 +132,14 @@ public final class Datapath: Sendable {
   public func removeEndpoint(id: UInt64) throws(DatapathError) -> Bool {
     try backendLock.withLock { (_) throws(DatapathError) -> Bool in
       guard let existing = state.withLock({ $0.endpoints[id] }) else { return false }
-      try backend.removeEndpoint(existing)
+      // The addresses leave the ipcache before their flows are ended (in removeEndpoint):
+      // a peer's packet in between opens a flow to an address that is nobody's, not the
+      // departing pod's, and its policy judges it so.
       if !existing.ips.isEmpty {
         try backend.deleteIPCache(existing.ips)
         DatapathMetrics.ipcacheWrites.increment(by: existing.ips.count)
       }
+      try backend.removeEndpoint(existing)
       state.withLock {
         $0.endpoints[id] = nil
         $0.unsettled.remove(id)
@@ -174,14 +177,11 @@ public final class Datapath: Sendable {
     DatapathMetrics.ipcacheWrites.increment(by: entries.count)
   }
 
-  /// Unmaps the addresses of workloads that are gone (another node's pods, nodes), and ends
-  /// the flows tracked with them: a pod given one of the addresses next gets no replies
-  /// through its predecessor's connections.
+  /// Unmaps addresses (another node's pods, nodes). Their tracked flows stay: another
+  /// node's entries also leave and come back when its store session restarts, and ending
+  /// its pods' connections then would break them for good (only a SYN opens a flow).
   public func deleteIPCache(_ prefixes: [IPPrefix]) throws(DatapathError) {
-    try backendLock.withLock { (_) throws(DatapathError) in
-      try backend.deleteIPCache(prefixes)
-      try backend.forgetFlows(with: prefixes)
-    }
+    try backendLock.withLock { (_) throws(DatapathError) in try backend.deleteIPCache(prefixes) }
     DatapathMetrics.ipcacheWrites.increment(by: prefixes.count)
   }
 

@@ -461,9 +461,10 @@ while True:
     c, _ = s.accept(); c.sendall(b"hello"); held.append(c)' &
     lender_pid=$!
     bg_pids+=("$lender_pid")
+    eventually 5 bash -c "ip netns exec adv-lender ss -ltnH 'sport = :8080' | grep -q ."
     ip netns exec adv-frontend "$PY" -c "
 import socket, struct, sys
-ETH_P_ALL, SO_TIMESTAMPNS = 3, 35
+ETH_P_ALL = 3
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
 out = open(sys.argv[1], 'a', buffering=1)
 open(sys.argv[1] + '.ready', 'w').close()
@@ -489,8 +490,10 @@ time.sleep(40)" "$tmp/reuse.port" &
     from_lender() { awk -v ip="$lender_ip" '$1 == ip && $2 == 8080' "$tmp/reuse.sniffed" | wc -l; }
     check "8 control: frontend connected to lender:8080 and received its greeting through the tracked flow" \
       [ -n "$client_port" -a "$(from_lender)" -gt 0 ]
-    kill "$lender_pid" 2>/dev/null
+    # The pod goes first, its workload after: frontend's connection gets no FIN, so its
+    # entry stays established (a FIN would leave it 10 s).
     pod_detach lender
+    kill "$lender_pid" 2>/dev/null
     : >"$tmp/reuse.sniffed"
     if ADV_ADD_IPS="[\"$lender_ip\"]" add_pod heir '["app=heir"]' && [ "$(ip4_of heir)" = "$lender_ip" ]; then
       check "8 heir (another identity) got lender's address $lender_ip" true
@@ -501,6 +504,7 @@ for seq in range(5):
     send(IP(src='$lender_ip', dst='$frontend_ip') / TCP(sport=8080, dport=$client_port, flags='PA', seq=1000 + seq, ack=1) / Raw(b'injected'), verbose=False)
     send(IP(src='$lender_ip', dst='$frontend_ip') / TCP(sport=8080, dport=$client_port, flags='A', seq=1000 + seq, ack=1), verbose=False)" \
         2>"$tmp/reuse.send.err"
+      check "8 heir sent its 10 segments (scapy)" [ $? = 0 -a ! -s "$tmp/reuse.send.err" ]
       sleep 0.5
       check "8 frontend received nothing heir sent on lender's old connection ($(from_lender) packets)" [ "$(from_lender)" = 0 ]
     else

@@ -167,7 +167,7 @@ while True:
 # time (SO_TIMESTAMPNS): under load the sniffer reads late, and its own clock would move
 # packets that arrived before ADD returned to after it.
 SNIFFER='
-import socket, struct, sys
+import socket, struct, sys, time
 ETH_P_ALL, SO_TIMESTAMPNS = 3, 35
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
 s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -175,9 +175,9 @@ out = open(sys.argv[1], "a", buffering=1)
 open(sys.argv[1] + ".ready", "w").close()
 while True:
     data, ancillary, _, addr = s.recvmsg(65535, 64)
-    received = next(sec + nsec / 1e9 for level, kind, raw in ancillary
-                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS
-                    for sec, nsec in [struct.unpack("qq", raw[:16])])
+    received = next((sec + nsec / 1e9 for level, kind, raw in ancillary
+                     if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS
+                     for sec, nsec in [struct.unpack("qq", raw[:16])]), None) or time.time()
     ifname, proto, pkttype = addr[0], addr[1], addr[2]
     if ifname == "lo" or pkttype == socket.PACKET_OUTGOING:
         continue
@@ -313,6 +313,8 @@ for chain in ptp bridge main; do
   check "$chain: once ADD returned, no packet from c reached b (c flooded on)" \
     [ "$(awk -v c="$c_ip" -v t="$done_at" '$1 >= t && $5 == c' "$tmp/$chain-b.sniffed" | wc -l)" = 0 ]
   check "$chain: the listener saw a" [ "$(awk -v a="$a_ip" '$2 == a' "$tmp/$chain-b.accepted" | wc -l)" -gt 0 ]
+  check "$chain: the sniffer saw a's packets after ADD (it was listening throughout)" \
+    [ "$(awk -v a="$a_ip" -v t="$done_at" '$1 >= t && $5 == a' "$tmp/$chain-b.sniffed" | wc -l)" -gt 0 ]
   if [ "$chain" = main ]; then
     check "main: the sniffer counts packets (a's allowed traffic after ADD)" [ "$(wc -l <"$tmp/$chain-b.sniffed")" -gt 0 ]
   fi

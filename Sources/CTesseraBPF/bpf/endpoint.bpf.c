@@ -243,7 +243,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	__u64 now;
 	__u32 kinds, sender, slot = TESSERA_POLICY_STATS_NONE;
 	struct policy_stats *stats;
-	int enforced;
+	int enforced, opens;
 
 	v.metrics = bpf_map_lookup_elem(&tessera_metrics, &endpoint_id);
 
@@ -358,13 +358,17 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (verdict == POLICY_DEFAULT_DENY)
 		return verdict_drop(&v, TESSERA_DROP_POLICY_DEFAULT);
 
-	if (!f.untracked && ct_opens_flow(&f) &&
+	opens = ct_opens_flow(&f);
+	if (!f.untracked && opens &&
 	    ct_create(&f, endpoint_id, dir, now, stats ? slot : TESSERA_POLICY_STATS_NONE,
 		      stats ? stats->generation : 0) < 0)
 		return verdict_drop(&v, TESSERA_DROP_CT_CREATE_FAILED);
 	if (stats)
 		policy_stats_add(stats, skb->len);
-	emit(&v, TESSERA_FWD_POLICY, TESSERA_EVENT_STATE_NEW);
+	/* A TCP segment that opened nothing is no new connection: counted, not
+	 * reported (each of them would be, on a connection whose entry is gone). */
+	if (opens || f.proto != IPPROTO_TCP)
+		emit(&v, TESSERA_FWD_POLICY, TESSERA_EVENT_STATE_NEW);
 	return verdict_pass_flow(&v, TESSERA_FWD_POLICY, now);
 }
 
