@@ -101,6 +101,27 @@ struct BPFEventTests {
     }
   }
 
+  @Test("a TCP segment that opens nothing passes without an event; the SYN of a connection has one")
+  func untrackedSegmentsAreNotReported() throws {
+    try withPod { backend, reader in
+      // Egress is not enforced: the segments pass, but none opens a connection.
+      for flags: UInt8 in [0x10, 0x11, 0x12, 0x10] {
+        #expect(
+          try backend.passes(
+            7, .egress,
+            Packet.ipv4(
+              podIP, "10.0.2.7", proto: Packet.tcp, sport: 8080, dport: 42000, tcpFlags: flags)
+          ))
+      }
+      #expect(
+        try backend.passes(
+          7, .egress, Packet.ipv4(podIP, "10.0.2.7", proto: Packet.tcp, sport: 42001, dport: 443)))
+      let events = try reader.read(timeoutMilliseconds: 1000)
+      #expect(events.count == 1)
+      #expect(events.first?.state == .new && events.first?.sourcePort == 42001)
+    }
+  }
+
   @Test("ICMP events carry the message's type; other protocols' carry none")
   func icmpType() throws {
     try withPod { backend, reader in
