@@ -47,12 +47,11 @@ extension BPFDatapathBackend {
     guard prefix.bytes.count == size, Int(prefix.length) <= size * 8 else {
       throw DatapathError(code: .invalidArgument, message: "malformed prefix \(prefix)")
     }
+    let address = BPFLoader.flowAddress(prefix)
     var key = ipcache_key()
     key.prefixlen = UInt32(TESSERA_IPCACHE_STATIC_PREFIX) + UInt32(prefix.length)
-    key.family = prefix.family == .v4 ? UInt8(TESSERA_FAMILY_V4) : UInt8(TESSERA_FAMILY_V6)
-    withUnsafeMutableBytes(of: &key.addr) { raw in
-      for (i, byte) in prefix.bytes.enumerated() { raw[i] = byte }
-    }
+    key.family = address.family
+    key.addr = address.addr
     return key
   }
 

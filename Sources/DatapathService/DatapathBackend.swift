@@ -150,8 +150,8 @@ public protocol DatapathBackend: Sendable {
   func upsertIPCache(_ entries: [IPCacheEntry]) throws(DatapathError)
   func deleteIPCache(_ prefixes: [IPPrefix]) throws(DatapathError)
   /// Ends every endpoint's tracked flows with one of `addresses` (host prefixes; others are
-  /// ignored) at either end: the workload that held them is gone, and the next one given an
-  /// address must not find its predecessor's connections open.
+  /// ignored) at either end: the endpoint that held them no longer does, and the next one
+  /// given an address must not find its predecessor's connections open.
   func forgetFlows(with addresses: [IPPrefix]) throws(DatapathError)
   func ipcacheEntries() throws(DatapathError) -> [IPCacheEntry]
 

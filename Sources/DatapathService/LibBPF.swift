@@ -257,14 +257,18 @@ final class BPFLoader: @unchecked Sendable {
 
   /// The host addresses among `prefixes`, as the programs store a flow's addresses.
   private static func flowAddresses(_ prefixes: [IPPrefix]) -> [tessera_flow_address] {
-    prefixes.filter(\.isHost).map { prefix in
-      var address = tessera_flow_address()
-      address.family = UInt8(prefix.family == .v4 ? TESSERA_FAMILY_V4 : TESSERA_FAMILY_V6)
-      withUnsafeMutableBytes(of: &address.addr) { raw in
-        for (i, byte) in prefix.bytes.enumerated() { raw[i] = byte }
-      }
-      return address
+    prefixes.filter(\.isHost).map(flowAddress)
+  }
+
+  /// `prefix`'s family and address bytes as the programs' maps hold them (an IPv4 address
+  /// in the first 4 of 16 bytes); the ipcache key adds the prefix length.
+  static func flowAddress(_ prefix: IPPrefix) -> tessera_flow_address {
+    var address = tessera_flow_address()
+    address.family = UInt8(prefix.family == .v4 ? TESSERA_FAMILY_V4 : TESSERA_FAMILY_V6)
+    withUnsafeMutableBytes(of: &address.addr) { raw in
+      for (i, byte) in prefix.bytes.enumerated() { raw[i] = byte }
     }
+    return address
   }
 
   func unpin(_ id: UInt64) throws(DatapathError) {

@@ -117,7 +117,7 @@ int tessera_bpf_endpoint_purge(struct tessera_bpf *t, uint64_t endpoint_id, int 
 			       const struct tessera_flow_address *addresses, size_t n);
 
 /* Deletes the conntrack and fragment entries of every endpoint with one of
- * `addresses` at either end (a pod of another node that is gone). */
+ * `addresses` at either end (addresses an endpoint no longer holds). */
 int tessera_bpf_forget_flows(struct tessera_bpf *t, const struct tessera_flow_address *addresses,
 			     size_t n);
 
