@@ -122,6 +122,22 @@ struct BPFEventTests {
     }
   }
 
+  @Test("a connection picked up mid-stream (both halves allowed) is reported once, as new")
+  func pickedUpConnectionIsReportedOnce() throws {
+    try withPod { backend, reader in
+      for _ in 0..<3 {
+        #expect(
+          try backend.passes(
+            7, .ingress,
+            Packet.ipv4(
+              "10.0.1.1", podIP, proto: Packet.tcp, sport: 41500, dport: 8080, tcpFlags: 0x10)))
+      }
+      let events = try reader.read(timeoutMilliseconds: 1000)
+      #expect(events.count == 1)
+      #expect(events.first?.state == .new && events.first?.sourcePort == 41500)
+    }
+  }
+
   @Test("ICMP events carry the message's type; other protocols' carry none")
   func icmpType() throws {
     try withPod { backend, reader in

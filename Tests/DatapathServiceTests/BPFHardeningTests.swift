@@ -209,6 +209,59 @@ struct BPFHardeningTests {
   }
 
   @Test(
+    "a TCP segment without SYN is tracked when the pod's policy allows both halves of its connection: one whose entry expired or was evicted is picked up again"
+  )
+  func midStreamSegmentPicksUpAllowedConnection() throws {
+    try withDatapath { datapath, backend in
+      let allowFrontend = PolicyEntry(
+        peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080))
+      // The frontend may connect in to 8080; the pod may send anywhere.
+      _ = try datapath.realize(pod(id: 34, ingressEnforced: true, entries: [allowFrontend]))
+      // The frontend's segment of a connection whose entry is gone: both halves are
+      // allowed, so the connection is tracked again from here.
+      #expect(
+        try backend.passes(
+          34, .ingress,
+          Packet.ipv4(
+            frontendIP, podIP, proto: Packet.tcp, sport: 42100, dport: 8080, tcpFlags: Packet.ack)))
+      #expect(
+        try backend.passes(
+          34, .ingress,
+          Packet.ipv6TCP(frontendIP6, podIP6, sport: 42100, dport: 8080, tcpFlags: Packet.ack)))
+      #expect(try backend.conntrackEntries().filter { $0.endpointID == 34 }.count == 2)
+      // Egress enforced with nothing allowed: the picked-up connection lives on, as one
+      // opened by its SYN does; a new answer from the pod does not.
+      _ = try datapath.realize(
+        pod(
+          id: 34, ingressEnforced: true, egressEnforced: true, entries: [allowFrontend], revision: 2
+        ))
+      #expect(
+        try backend.passes(
+          34, .egress,
+          Packet.ipv4(
+            podIP, frontendIP, proto: Packet.tcp, sport: 8080, dport: 42100, tcpFlags: Packet.ack)))
+      #expect(
+        try !backend.passes(
+          34, .egress,
+          Packet.ipv4(
+            podIP, frontendIP, proto: Packet.tcp, sport: 8080, dport: 42101, tcpFlags: Packet.ack)))
+      // The frontend's segment of another connection: allowed in, but the other half is
+      // not, so it passes untracked and the pod's answer stays denied.
+      #expect(
+        try backend.passes(
+          34, .ingress,
+          Packet.ipv4(
+            frontendIP, podIP, proto: Packet.tcp, sport: 42102, dport: 8080, tcpFlags: Packet.ack)))
+      #expect(try backend.conntrackEntries().filter { $0.endpointID == 34 }.count == 2)
+      #expect(
+        try !backend.passes(
+          34, .egress,
+          Packet.ipv4(
+            podIP, frontendIP, proto: Packet.tcp, sport: 8080, dport: 42102, tcpFlags: Packet.ack)))
+    }
+  }
+
+  @Test(
     "a pod's address takes its flows with it: the next holder gets no replies through its predecessor's connections"
   )
   func addressReuseEndsFlows() throws {

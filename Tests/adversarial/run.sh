@@ -8,7 +8,8 @@
 #
 #   TESSERA_BIN=<dir with tessera and tessera-*d> bash Tests/adversarial/run.sh [CASE...]
 #
-# Cases (all by default): spoof ethertypes ext6 frag icmp icmprules broadcast race reuse etcd
+# Cases (all by default): spoof ethertypes ext6 frag icmp icmprules midstream broadcast race
+# reuse etcd
 #   spoof       other forges frontend's IPv4/IPv6 source (TCP SYN, UDP) toward
 #               backend:8080, a world source and the host's address toward edge
 #   ethertypes  802.1Q/802.1ad-tagged IPv4, LLDP, an unknown ethertype from a pod
@@ -19,6 +20,10 @@
 #               errors for flows that do not exist (must not)
 #   icmprules   backend allows frontend's echo requests only: other ICMP types,
 #               ICMP in IPv6, ND and MLD messages sent off the link (must not)
+#   midstream   TCP segments without SYN on connections nobody opened (as one opened
+#               before a pod's policy was in force): into mid, which may send only
+#               to frontend, then mid's answers to the sender (must not arrive); out
+#               of frontend, which admits nobody, then the peer's (must not)
 #   broadcast   a pod allowed egress to world but not the node sends UDP to the
 #               limited broadcast, IPv4 multicast and the node's directed broadcast:
 #               a host socket on 0.0.0.0 must not receive it (a pod allowed the
@@ -49,7 +54,7 @@ command -v jq >/dev/null || skip "jq missing"
 CNI_BIN=${ADV_CNI:-$repo/.build-cni/tessera-cni}
 [ -x "$CNI_BIN" ] || skip "tessera-cni not built (make -C Sources/tessera-cni)"
 
-all_cases=(spoof ethertypes ext6 frag icmp icmprules broadcast race reuse etcd)
+all_cases=(spoof ethertypes ext6 frag icmp icmprules midstream broadcast race reuse etcd)
 cases=("$@")
 [ ${#cases[@]} -gt 0 ] || cases=("${all_cases[@]}")
 wants() { local c; for c in "${cases[@]}"; do [ "$c" = "$1" ] && return 0; done; return 1; }
@@ -210,6 +215,14 @@ spec:
 ---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
+metadata: {name: adv-mid, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: mid}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: frontend}}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
 metadata: {name: adv-frontend, namespace: default}
 spec:
   endpointSelector: {matchLabels: {app: frontend}}
@@ -259,7 +272,7 @@ done
 [ -n "$attached" ] || { echo "adversarial: FAIL: no attachment mode works"; exit 1; }
 chain_mode=$attached
 echo "adversarial: pods attached with $([ "$chain_mode" = main ] && echo "tessera-cni as the main plugin" || echo "the ptp chain"), IPv6 $([ "$use_ipv6" = 1 ] && echo on || echo "off (skips say why)")"
-for p in other backend edge ext guard; do
+for p in other backend edge ext guard mid; do
   add_pod "$p" "[\"app=$p\"]" || { echo "FAIL ADD $p: $(cat "$tmp/add-$p.log")"; exit 1; }
 done
 [ "$use_ipv6" = 1 ] && [ -z "$(ip6_of frontend)" ] && echo "adversarial: the pods got no IPv6 address; IPv6 checks skip"
@@ -269,12 +282,12 @@ host_addr=$(tessera datapath ipcache list -o json | jq -r --arg gw "$(jq -r '.ip
 [ -n "$host_addr" ] || host_addr=$(jq -r '.ips[0].gateway' "$CHAIN_STATE/frontend.json")
 sleep 2 # IPv6 duplicate address detection in the pods
 jq -n --arg host "$host_addr" --arg rule "${ADV_FRAGMENT_RULE:-reassemble}" --arg table "adv_$$" \
-  '{pods: {frontend: "adv-frontend", other: "adv-other", backend: "adv-backend", edge: "adv-edge", ext: "adv-ext", guard: "adv-guard"},
+  '{pods: {frontend: "adv-frontend", other: "adv-other", backend: "adv-backend", edge: "adv-edge", ext: "adv-ext", guard: "adv-guard", mid: "adv-mid"},
     host_addr: $host, world_addr: "198.51.100.7", fragment_rule: $rule, nft_table: $table}' >"$tmp/context.json"
 
 # ---- packet cases (cases.py) ------------------------------------------------------
 py_cases=()
-for c in spoof ethertypes ext6 frag icmp icmprules; do wants "$c" && py_cases+=("$c"); done
+for c in spoof ethertypes ext6 frag icmp icmprules midstream; do wants "$c" && py_cases+=("$c"); done
 if [ ${#py_cases[@]} -gt 0 ]; then
   (cd "$here" && timeout 120 "$PY" cases.py "$tmp/context.json" "${py_cases[@]}") 2>&1 | tee "$tmp/cases.out"
   passed=$((passed + $(grep -c '^ok ' "$tmp/cases.out")))

@@ -11,7 +11,8 @@
 # since before the backend's ADD never connects (no window). Then: relabelling
 # `other` to frontend allows it without recreating anything; deleting the
 # policy restores default allow; restarting tessera-datapathd keeps an open,
-# allowed connection working. Skips with a reason without root, CNI plugins or eBPF.
+# allowed connection working, and one whose conntrack entries were deleted is
+# picked up again mid-stream (both halves allowed). Skips with a reason without root, CNI plugins or eBPF.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -199,6 +200,31 @@ check "an open connection survived the datapathd restart" grep -qx after "$tmp/r
 check "data before the restart arrived too" grep -qx before "$tmp/received"
 check "after the restart: other (now frontend) -> backend:8080 still connects" connects other "$backend_ip" 8080
 check "after the restart: frontend -> backend:9090 still dropped" dropped frontend "$backend_ip" 9090
+
+# A connection whose conntrack entries are gone (expired, or evicted from a full
+# table) is tracked again from its next segment where the backend's policy allows
+# both halves: frontend in to 7070, answers to anyone (egress not enforced). Its own
+# port: the listener on 8081 above may still be closing.
+ip netns exec tsr-pe2e-backend timeout 30 nc -l -p 7070 >"$tmp/received-evicted" 2>/dev/null &
+bg_pids+=($!)
+sleep 0.3
+mkfifo "$tmp/feed-evicted"
+ip netns exec tsr-pe2e-frontend nc -q 1 "$backend_ip" 7070 <"$tmp/feed-evicted" >/dev/null 2>&1 &
+bg_pids+=($!)
+exec 7>"$tmp/feed-evicted"
+echo before >&7
+sleep 0.3
+ct_7070() { tessera datapath ct list -o json | jq '[.entries[] | select(.destinationPort == 7070)] | length'; }
+check "conntrack tracks the open connection to 7070" [ "$(ct_7070)" -gt 0 ]
+bpftool -j map dump pinned "$PIN/globals/tessera_ct" | jq -r '.[].key | join(" ")' |
+  while read -r key; do bpftool map delete pinned "$PIN/globals/tessera_ct" key $key; done
+check "every conntrack entry deleted" [ "$(tessera datapath ct list -o json | jq '.entries | length')" = 0 ]
+echo after >&7
+sleep 0.5
+check "conntrack picked the connection up again mid-stream" [ "$(ct_7070)" -gt 0 ]
+exec 7>&-
+sleep 1
+check "data after the entries were deleted arrived" grep -qx after "$tmp/received-evicted"
 
 for pod in backend other frontend; do chain_del "$pod"; done
 check "endpoints gone after DEL" [ "$(tessera endpoint list -o json | jq '.endpoints | length')" = 0 ]

@@ -189,8 +189,10 @@ static __always_inline int ct_icmp_error_related(struct __sk_buff *skb, const st
  * reply answer something: one that found no entry belongs to a connection
  * that was never allowed here, such as one a peer opened while the pod's
  * policy was not yet in force (a chained plugin's window), and tracking it
- * would let the other side in as its "replies". It is judged by policy, and
- * passes untracked if allowed (netfilter with nf_conntrack_tcp_loose=0). */
+ * would let the other side in as its "replies". It is judged by policy; if
+ * allowed, it is tracked only when the policy also allows the connection's
+ * other half (endpoint.bpf.c, tcp_other_half_allowed), and otherwise passes
+ * untracked (netfilter with nf_conntrack_tcp_loose=0). */
 static __always_inline int ct_opens_flow(const struct flow *f)
 {
 	if (f->proto == IPPROTO_TCP)
