@@ -74,12 +74,21 @@ public final class ClusterIPCache: Sendable {
     /// predate named ports). Egress rows on a named port towards its identity resolve
     /// through them.
     var namedPorts: [NamedPort]?
+    /// Set in the value the holder writes just before it deletes the key because its
+    /// endpoint let the address go (the pod was deleted): other nodes end their flows with
+    /// the address then, which they must not do on a bare delete (a node's entries also
+    /// leave and come back whenever its store session restarts). Absent otherwise.
+    var released: Bool?
 
-    init(identity: UInt32, labelsDigest: UInt64?, node: String, namedPorts: [NamedPort] = []) {
+    init(
+      identity: UInt32, labelsDigest: UInt64?, node: String, namedPorts: [NamedPort] = [],
+      released: Bool = false
+    ) {
       self.identity = identity
       self.labelsDigest = labelsDigest.map(Self.hex)
       self.node = node
       self.namedPorts = namedPorts.isEmpty ? nil : namedPorts
+      self.released = released ? true : nil
     }
 
     var fingerprint: IdentityFingerprint {
@@ -175,6 +184,8 @@ public final class ClusterIPCache: Sendable {
     /// Names of other nodes' named ports whose entries came, went or changed since the
     /// endpoint service was last told.
     var changedPortNames: Set<String> = []
+    /// Addresses other nodes' endpoints released, whose flows the datapath has not ended yet.
+    var released: Set<IPPrefix> = []
   }
 
   public let configuration: Configuration
@@ -312,11 +323,14 @@ public final class ClusterIPCache: Sendable {
     var stale: [(key: String, revision: Int64)] = []
     var rejected = state.withLock { $0.rejected }
     let lease = state.withLock { $0.lease }
+    var released: Set<IPPrefix> = []
     for kv in kvs {
       if let own = ownPrefix(kv) {
         if kv.lease != lease { stale.append((key(own), kv.modRevision)) }
       } else if let (prefix, entry) = learned(kv, rejected: &rejected) {
-        remote[prefix] = entry
+        // A release read here may be of an address this node still has flows with (the
+        // endpoint service restarted in between): they end, as the pod is gone.
+        if entry.released == true { released.insert(prefix) } else { remote[prefix] = entry }
       }
     }
     // Each guarded by its revision: another node may have claimed the address since the read.
@@ -330,6 +344,7 @@ public final class ClusterIPCache: Sendable {
       }
       state.remote = remote
       state.rejected = rejected
+      state.released.formUnion(released)
     }
     remoteChanged.signal()
     remotePortsChanged.signal()
@@ -360,7 +375,13 @@ public final class ClusterIPCache: Sendable {
           // A rejected put also withdraws what the key held before: the newest value is the claim.
           if let prefix = IPPrefix(text) { state.remote[prefix] = nil }
           if let (prefix, entry) = learned(event.kv, rejected: &state.rejected) {
-            state.remote[prefix] = entry
+            if entry.released != true {
+              state.remote[prefix] = entry
+            } else if before?.node == entry.node {
+              // Its holder let the address go: the flows with it end (on no other node's
+              // say, since a node names only its own endpoints' addresses free).
+              state.released.insert(prefix)
+            }
           }
         case .delete:
           state.rejected[text] = nil
@@ -402,13 +423,18 @@ public final class ClusterIPCache: Sendable {
           Etcd.txn(when: [], then: Array(puts[chunk..<min(chunk + 64, puts.count)])))
       }
       // One key per address: when an address has moved to another node, its key holds that
-      // node's claim now, which this node's withdrawal must leave alone.
+      // node's claim now, which this node's withdrawal must leave alone. The release comes
+      // first, so other nodes end their flows with the address (a bare delete ends none).
       var deletes = 0
       for (prefix, endpoint) in published where wanted[prefix] == nil {
+        let value = try publishedValue(endpoint)
+        let release = try publishedValue(endpoint, released: true)
         _ = try await client.txn(
           Etcd.txn(
-            when: [Etcd.holds(key(prefix), try publishedValue(endpoint))],
-            then: [Etcd.delete(key(prefix))]))
+            when: [Etcd.holds(key(prefix), value)],
+            then: [Etcd.put(key(prefix), release, lease: lease)]))
+        _ = try await client.txn(
+          Etcd.txn(when: [Etcd.holds(key(prefix), release)], then: [Etcd.delete(key(prefix))]))
         deletes += 1
       }
       let operations = puts.count + deletes
@@ -423,14 +449,15 @@ public final class ClusterIPCache: Sendable {
     }
   }
 
-  /// The value this node publishes for an address of one of its endpoints.
-  private func publishedValue(_ endpoint: LocalEndpoint) throws -> String {
+  /// The value this node publishes for an address of one of its endpoints; `released`
+  /// when the endpoint let the address go (``Entry/released``).
+  private func publishedValue(_ endpoint: LocalEndpoint, released: Bool = false) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = .sortedKeys
     let entry = Entry(
       identity: endpoint.identity.id.rawValue,
       labelsDigest: endpoint.identity.labels.canonicalDigest, node: configuration.nodeName,
-      namedPorts: endpoint.namedPorts)
+      namedPorts: endpoint.namedPorts, released: released)
     return String(decoding: try encoder.encode(entry), as: UTF8.self)
   }
 
@@ -441,7 +468,8 @@ public final class ClusterIPCache: Sendable {
       // Every local endpoint's address, realised or still being created: the local
       // realise writes those, and no other node's claim may replace or delete them.
       let local = localAddresses().union(localEntries().keys)
-      let (remote, installed) = state.withLock { ($0.remote, $0.installed) }
+      let (remote, installed, releasing) = state.withLock { ($0.remote, $0.installed, $0.released) }
+      let released = releasing.subtracting(local)
       var wanted: [IPPrefix: IdentityFingerprint] = [:]
       var shadowed: [IPPrefix] = []
       for (prefix, entry) in remote {
@@ -459,16 +487,26 @@ public final class ClusterIPCache: Sendable {
       for prefix in waiting.keys { target[prefix] = installed[prefix] }
       let full = ContinuousClock.now - lastFull >= configuration.resyncInterval
       let upserts = full ? target : target.filter { installed[$0.key] != $0.value }
-      let deletes = installed.keys.filter { target[$0] == nil && !local.contains($0) }
+      let deletes = installed.keys.filter {
+        target[$0] == nil && !local.contains($0) && !released.contains($0)
+      }
       do {
+        // Released addresses first: a new holder's entry (upserted next) meets no old flow.
+        try await datapath.deleteIPCache(Array(released), endingFlows: true)
         try await datapath.upsertIPCache(upserts)
-        try await datapath.deleteIPCache(Array(deletes))
-        state.withLock { $0.installed = target }
+        try await datapath.deleteIPCache(Array(deletes), endingFlows: false)
+        state.withLock {
+          $0.installed = target
+          $0.released.subtract(releasing)
+        }
         if full { lastFull = ContinuousClock.now }
-        if !upserts.isEmpty || !deletes.isEmpty {
+        if !upserts.isEmpty || !deletes.isEmpty || !released.isEmpty {
           logger.debug(
             "ipcache learned from other nodes",
-            metadata: ["upserts": "\(upserts.count)", "deletes": "\(deletes.count)"])
+            metadata: [
+              "upserts": "\(upserts.count)", "deletes": "\(deletes.count)",
+              "released": "\(released.count)",
+            ])
         }
       } catch {
         logger.warning(

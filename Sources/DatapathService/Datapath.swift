@@ -177,11 +177,24 @@ public final class Datapath: Sendable {
     DatapathMetrics.ipcacheWrites.increment(by: entries.count)
   }
 
-  /// Unmaps addresses (another node's pods, nodes). Their tracked flows stay: another
-  /// node's entries also leave and come back when its store session restarts, and ending
-  /// its pods' connections then would break them for good (only a SYN opens a flow).
-  public func deleteIPCache(_ prefixes: [IPPrefix]) throws(DatapathError) {
-    try backendLock.withLock { (_) throws(DatapathError) in try backend.deleteIPCache(prefixes) }
+  /// Unmaps addresses (another node's pods, nodes).
+  ///
+  /// Their tracked flows stay unless `endingFlows`: another node's entries also leave and
+  /// come back when its store session restarts, and ending its pods' connections then
+  /// would break those that policy admits one way only. With `endingFlows` (the addresses'
+  /// holders released them: their pods were deleted) every endpoint's flows with one of
+  /// them end too, as when a local endpoint goes, so the address's next holder inherits no
+  /// connection; an address a local endpoint holds keeps its flows.
+  public func deleteIPCache(_ prefixes: [IPPrefix], endingFlows: Bool = false)
+    throws(DatapathError)
+  {
+    try backendLock.withLock { (_) throws(DatapathError) in
+      try backend.deleteIPCache(prefixes)
+      guard endingFlows else { return }
+      let local = state.withLock { Set($0.endpoints.values.flatMap(\.ips)) }
+      let released = prefixes.filter { !local.contains($0) }
+      if !released.isEmpty { try backend.forgetFlows(with: released) }
+    }
     DatapathMetrics.ipcacheWrites.increment(by: prefixes.count)
   }
 

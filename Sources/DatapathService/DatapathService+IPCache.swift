@@ -26,7 +26,7 @@ extension DatapathServiceHandler {
     if request.cidr {
       try datapath.deleteCIDREntries(prefixes)
     } else {
-      try datapath.deleteIPCache(prefixes)
+      try datapath.deleteIPCache(prefixes, endingFlows: request.endFlows)
     }
     return .with { $0.changed = UInt32(prefixes.count) }
   }

@@ -298,8 +298,8 @@ extension DatapathServiceClient: IPCacheWriting {
     try await upsert(entries, cidr: false)
   }
 
-  public func deleteIPCache(_ prefixes: [IPPrefix]) async throws(EndpointError) {
-    try await delete(prefixes, cidr: false)
+  public func deleteIPCache(_ prefixes: [IPPrefix], endingFlows: Bool) async throws(EndpointError) {
+    try await delete(prefixes, cidr: false, endingFlows: endingFlows)
   }
 
   /// UpsertIPCache; `cidr` marks CIDR entries, which yield to every other kind.
@@ -323,13 +323,17 @@ extension DatapathServiceClient: IPCacheWriting {
     }
   }
 
-  /// DeleteIPCache; with `cidr` only entries that still hold a CIDR identity go.
-  private func delete(_ prefixes: [IPPrefix], cidr: Bool) async throws(EndpointError) {
+  /// DeleteIPCache; with `cidr` only entries that still hold a CIDR identity go; with
+  /// `endingFlows` every flow with one of the addresses ends too.
+  private func delete(_ prefixes: [IPPrefix], cidr: Bool, endingFlows: Bool = false)
+    async throws(EndpointError)
+  {
     guard !prefixes.isEmpty else { return }
     do {
       _ = try await client.deleteIPCache(
         .with {
           $0.cidr = cidr
+          $0.endFlows = endingFlows
           $0.prefixes = prefixes.map(\.description)
         }, options: .failFast(timeout: timeout))
     } catch {

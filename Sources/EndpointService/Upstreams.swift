@@ -127,5 +127,7 @@ public protocol DatapathRealizing: Sendable {
 /// endpoints on other nodes and their identities.
 public protocol IPCacheWriting: Sendable {
   func upsertIPCache(_ entries: [IPPrefix: NumericIdentity]) async throws(EndpointError)
-  func deleteIPCache(_ prefixes: [IPPrefix]) async throws(EndpointError)
+  /// With `endingFlows`, the addresses' holders released them (their pods were deleted):
+  /// every flow with one of them ends too.
+  func deleteIPCache(_ prefixes: [IPPrefix], endingFlows: Bool) async throws(EndpointError)
 }

@@ -231,6 +231,13 @@ public nonisolated struct Tessera_Datapath_V1_DeleteIPCacheRequest: Sendable {
   /// Delete a prefix only where it still maps to a CIDR identity (see UpsertIPCacheRequest).
   public var cidr: Bool = false
 
+  /// The addresses' holders released them (another node's pod was deleted): also end every
+  /// endpoint's tracked flows and remembered fragments with one of them, so that whoever
+  /// is given an address next inherits no connection. Not for entries that leave and come
+  /// back (a node's store session restarting), whose connections must survive. Ignored for
+  /// an address a local endpoint holds, and with `cidr`.
+  public var endFlows: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -866,7 +873,7 @@ nonisolated extension Tessera_Datapath_V1_UpsertIPCacheRequest: SwiftProtobuf.Me
 
 nonisolated extension Tessera_Datapath_V1_DeleteIPCacheRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DeleteIPCacheRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prefixes\0\u{1}cidr\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prefixes\0\u{1}cidr\0\u{3}end_flows\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -876,6 +883,7 @@ nonisolated extension Tessera_Datapath_V1_DeleteIPCacheRequest: SwiftProtobuf.Me
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedStringField(value: &self.prefixes) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.cidr) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.endFlows) }()
       default: break
       }
     }
@@ -888,12 +896,16 @@ nonisolated extension Tessera_Datapath_V1_DeleteIPCacheRequest: SwiftProtobuf.Me
     if self.cidr != false {
       try visitor.visitSingularBoolField(value: self.cidr, fieldNumber: 2)
     }
+    if self.endFlows != false {
+      try visitor.visitSingularBoolField(value: self.endFlows, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tessera_Datapath_V1_DeleteIPCacheRequest, rhs: Tessera_Datapath_V1_DeleteIPCacheRequest) -> Bool {
     if lhs.prefixes != rhs.prefixes {return false}
     if lhs.cidr != rhs.cidr {return false}
+    if lhs.endFlows != rhs.endFlows {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -47,6 +47,30 @@ struct ClusterIPCacheValidationTests {
   }
 
   @Test(
+    "a release (the holder's last value before it deletes the key) is read as one; other values, older nodes' included, are not; a release that is not a boolean is refused"
+  )
+  func release() throws {
+    let release = Data(#"{"identity":300,"node":"node-b","released":true}"#.utf8)
+    #expect(try #require(try check("10.88.2.2/32", release).get()).1.released == true)
+    #expect(try #require(try check("10.88.2.2/32", value(300)).get()).1.released == nil)
+    let written = ClusterIPCache.Entry(
+      identity: 300, labelsDigest: nil, node: "node-b", released: true)
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    #expect(
+      String(decoding: try encoder.encode(written), as: UTF8.self)
+        == #"{"identity":300,"node":"node-b","released":true}"#)
+    let kept = ClusterIPCache.Entry(identity: 300, labelsDigest: nil, node: "node-b")
+    #expect(
+      String(decoding: try encoder.encode(kept), as: UTF8.self)
+        == #"{"identity":300,"node":"node-b"}"#, "no field in the values every node writes")
+    #expect(throws: ClusterIPCache.Rejection.malformedValue) {
+      try check("10.88.2.2/32", Data(#"{"identity":300,"node":"node-b","released":"yes"}"#.utf8))
+        .get()
+    }
+  }
+
+  @Test(
     "a labels digest that is not 16 lowercase hex digits is refused",
     arguments: [
       "", "1", "00000000000000001", "000000000000000G", "ABCDEF0123456789", "-000000000000001",

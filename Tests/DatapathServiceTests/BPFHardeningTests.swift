@@ -262,6 +262,44 @@ struct BPFHardeningTests {
   }
 
   @Test(
+    "another node's pod: a bare delete of its address keeps the flows with it (a store session restarting), a release ends them; a local endpoint's address keeps its own"
+  )
+  func releasedRemoteAddressEndsFlows() throws {
+    try withDatapath { datapath, backend in
+      // The pod may connect to the frontend (another node's pod, at frontendIP) on 8080.
+      _ = try datapath.realize(
+        pod(
+          id: 36, ingressEnforced: true, egressEnforced: true,
+          entries: [
+            PolicyEntry(
+              peer: frontend, direction: .egress, proto: .tcp, ports: PortRange(single: 8080))
+          ]))
+      let frontendPrefix = IPPrefix("\(frontendIP)/32")!
+      let podPrefix = IPPrefix("\(podIP)/32")!
+      let reply = Packet.ipv4(
+        frontendIP, podIP, proto: Packet.tcp, sport: 8080, dport: 43100, tcpFlags: Packet.ack)
+      #expect(
+        try backend.passes(
+          36, .egress, Packet.ipv4(podIP, frontendIP, proto: Packet.tcp, sport: 43100, dport: 8080))
+      )
+      try datapath.deleteIPCache([frontendPrefix])
+      #expect(try backend.passes(36, .ingress, reply), "a bare delete ends no flow")
+      try datapath.upsertIPCache([IPCacheEntry(prefix: frontendPrefix, identity: frontend)])
+      try datapath.deleteIPCache([frontendPrefix], endingFlows: true)
+      #expect(try !backend.passes(36, .ingress, reply), "the release ended the connection")
+      #expect(try backend.conntrackEntries().filter { $0.endpointID == 36 }.isEmpty)
+      // A release naming a local endpoint's address (a stale claim) ends none of its flows.
+      try datapath.upsertIPCache([IPCacheEntry(prefix: frontendPrefix, identity: frontend)])
+      #expect(
+        try backend.passes(
+          36, .egress, Packet.ipv4(podIP, frontendIP, proto: Packet.tcp, sport: 43101, dport: 8080))
+      )
+      try datapath.deleteIPCache([podPrefix], endingFlows: true)
+      #expect(try backend.conntrackEntries().filter { $0.endpointID == 36 }.count == 1)
+    }
+  }
+
+  @Test(
     "a pod's address takes its flows with it: the next holder gets no replies through its predecessor's connections"
   )
   func addressReuseEndsFlows() throws {

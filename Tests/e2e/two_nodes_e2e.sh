@@ -8,7 +8,8 @@
 # Checks: equal labels get one identity on both nodes; node B learns node A's
 # pod addresses and identities through etcd (its ipcache), so its policy
 # (backend accepts frontend on TCP 8080) allows frontend@A and drops other@A;
-# a deleted pod leaves the other node's ipcache; named ports across nodes: a
+# a deleted pod leaves the other node's ipcache and its flows there end (released
+# address), while a bare delete of its entry in etcd ends none; named ports across nodes: a
 # pod's ipcache entry in etcd carries its named ports ("namedPorts"), and node A's
 # egress NetworkPolicy `port: http` towards app=web resolves through the http port
 # webb@B declares (clienta@A reaches webb@B:8080, and webb2@B:8080, the same
@@ -130,9 +131,38 @@ check "node B sees other@A's new identity" eventually 10 ipcache_has "$other_ip"
 on_node a
 check "relabelled other@A -> backend@B:8080 connects" connects other "$backend_ip" 8080
 
+# A pod's flows on other nodes end when it releases its address, not on a bare delete
+# of its entry (what a node's store session ending does). frontend@A holds a
+# connection to backend@B:8080, which node B tracks.
+etcdctl3() { ETCDCTL_API=3 etcdctl --endpoints "$ETCD" "$@"; }
+ct_with() { tessera datapath ct list -o json | jq --arg ip "$1" '[.entries[] | select(.source == $ip or .destination == $ip)] | length'; }
+tracks() { [ "$(ct_with "$1")" -gt 0 ]; }
+tracks_none() { [ "$(ct_with "$1")" = 0 ]; }
+mkfifo "$tmp/feed"
+ip netns exec tsr-2n-frontend nc "$backend_ip" 8080 <"$tmp/feed" >/dev/null 2>&1 &
+bg_pids+=($!)
+exec 7>"$tmp/feed"
+echo hello >&7
+on_node b
+check "node B tracks frontend@A's open connection to backend@B" eventually 5 tracks "$frontend_ip"
+entry_key="/tessera/ipcache/$frontend_ip/32"
+entry_value=$(etcdctl3 get "$entry_key" --print-value-only)
+# The lease ID as text: it does not fit a double, which jq would make of it.
+entry_lease=$(printf '%x' "$(etcdctl3 get "$entry_key" -w json | grep -o '"lease":[0-9]*' | cut -d: -f2)")
+etcdctl3 del "$entry_key" >/dev/null
+check "a bare delete of frontend@A's entry in etcd leaves node B's ipcache" eventually 10 ipcache_lacks "$frontend_ip"
+check "... and ends none of node B's flows with its address" tracks "$frontend_ip"
+check "the entry is put back under node A's lease" etcdctl3 put --lease="$entry_lease" "$entry_key" "$entry_value"
+check "node B learns the entry back" eventually 10 ipcache_has "$frontend_ip" "$frontend_id"
+
+on_node a
 chain_del frontend
 on_node b
 check "a pod deleted on node A leaves node B's ipcache" eventually 10 ipcache_lacks "$frontend_ip"
+check "... and its release ends node B's flows with its address (its next holder inherits none)" \
+  eventually 10 tracks_none "$frontend_ip"
+check "etcd holds no entry for the released address" [ -z "$(etcdctl3 get "$entry_key" --print-value-only)" ]
+exec 7>&-
 
 # Named ports across nodes. Node A's egress rule `port: http` towards app=web resolves
 # through the named ports of that identity's pods on node B, which node A learns from
