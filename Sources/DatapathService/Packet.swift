@@ -13,9 +13,15 @@ public enum Packet {
   public static let ack: UInt8 = 0x10
   public static let synAck: UInt8 = 0x12
 
+  /// SCTP chunk types: INIT opens an association, DATA continues one.
+  public static let sctpInit: UInt8 = 1
+  public static let sctpData: UInt8 = 0
+
+  /// An IPv4 frame: a TCP segment with `tcpFlags`, a UDP datagram, an SCTP packet whose one
+  /// chunk (header only) is of type `sctpChunk`, an ICMP echo request (identifier `sport`).
   public static func ipv4(
     _ source: String, _ destination: String, proto: UInt8, sport: UInt16 = 40000, dport: UInt16 = 0,
-    tcpFlags: UInt8 = syn
+    tcpFlags: UInt8 = syn, sctpChunk: UInt8 = sctpInit
   ) -> [UInt8] {
     var l4: [UInt8]
     switch proto {
@@ -27,7 +33,9 @@ public enum Packet {
       l4 = [UInt8](repeating: 0, count: 8)
       l4[5] = 8
     case sctp:
-      l4 = [UInt8](repeating: 0, count: 12)
+      l4 = [UInt8](repeating: 0, count: 16)
+      l4[12] = sctpChunk
+      l4[15] = 4
     case icmp:
       // Echo request, identifier = sport.
       l4 = [8, 0, 0, 0, UInt8(sport >> 8), UInt8(sport & 0xff), 0, 1]

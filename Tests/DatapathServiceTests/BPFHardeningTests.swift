@@ -209,6 +209,63 @@ struct BPFHardeningTests {
   }
 
   @Test(
+    "SCTP: only an INIT opens an association; a packet of other chunks is tracked only when the pod's policy allows both halves of its association"
+  )
+  func sctpOpensWithInit() throws {
+    try withDatapath { datapath, backend in
+      // The frontend may open associations to 2905; the pod may send anywhere.
+      _ = try datapath.realize(
+        pod(
+          id: 37, ingressEnforced: true,
+          entries: [
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .sctp, ports: PortRange(single: 2905))
+          ]))
+      // The pod answers an association a denied peer opened before its policy was in force:
+      // its DATA goes out, but opens nothing for the peer's.
+      #expect(
+        try backend.passes(
+          37, .egress,
+          Packet.ipv4(
+            podIP, otherIP, proto: Packet.sctp, sport: 2905, dport: 41000,
+            sctpChunk: Packet.sctpData)))
+      #expect(
+        try !backend.passes(
+          37, .ingress,
+          Packet.ipv4(
+            otherIP, podIP, proto: Packet.sctp, sport: 41000, dport: 2905,
+            sctpChunk: Packet.sctpData)))
+      #expect(try backend.conntrackEntries().filter { $0.endpointID == 37 }.isEmpty)
+      // The frontend's INIT opens one; the pod's INIT ACK passes as its reply.
+      #expect(
+        try backend.passes(
+          37, .ingress,
+          Packet.ipv4(frontendIP, podIP, proto: Packet.sctp, sport: 42000, dport: 2905)))
+      #expect(
+        try backend.passes(
+          37, .egress,
+          Packet.ipv4(
+            podIP, frontendIP, proto: Packet.sctp, sport: 2905, dport: 42000, sctpChunk: 2)))
+      #expect(try backend.conntrackEntries().filter { $0.endpointID == 37 }.count == 1)
+      // The frontend's DATA on an association whose entry is gone: both halves are allowed
+      // (egress is open), so it is tracked again.
+      #expect(
+        try backend.passes(
+          37, .ingress,
+          Packet.ipv4(
+            frontendIP, podIP, proto: Packet.sctp, sport: 42001, dport: 2905,
+            sctpChunk: Packet.sctpData)))
+      #expect(try backend.conntrackEntries().filter { $0.endpointID == 37 }.count == 2)
+      // An SCTP header without a chunk is no SCTP packet.
+      var chunkless = Packet.ipv4(
+        frontendIP, podIP, proto: Packet.sctp, sport: 42002, dport: 2905)
+      chunkless.removeLast(4)
+      chunkless[14 + 3] -= 4
+      #expect(try !backend.passes(37, .ingress, chunkless))
+    }
+  }
+
+  @Test(
     "a TCP segment without SYN is tracked when the pod's policy allows both halves of its connection: one whose entry expired or was evicted is picked up again"
   )
   func midStreamSegmentPicksUpAllowedConnection() throws {

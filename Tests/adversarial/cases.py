@@ -20,6 +20,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror
 from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6MLReport2, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr,
                                 IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, PadN)
 from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.layers.sctp import SCTP, SCTPChunkData
 from scapy.packet import Raw
 
 from netns import Listener, Pod, Sender, Sniffer, inside, tcp_connect, udp_send
@@ -490,49 +491,50 @@ def case_icmprules():
 # ---- 5b. segments of a connection nobody opened here --------------------------
 
 def case_midstream():
-    """A TCP segment without SYN that finds no entry (a connection opened before the pod's
-    policy was in force) is tracked only when the pod's policy allows both halves of its
-    connection: otherwise the segment passes if allowed, and opens nothing for the other
-    side. mid may send only to frontend (its ingress is open); frontend admits nobody (its
-    egress is open)."""
+    """A TCP segment without SYN (an SCTP packet without INIT) that finds no entry, as on a
+    connection opened before the pod's policy was in force, is tracked only when the pod's
+    policy allows both halves of its connection: otherwise the packet passes if allowed, and
+    opens nothing for the other side. mid may send only to frontend (its ingress is open);
+    frontend admits nobody (its egress is open)."""
     fe, ot, mid = pods["frontend"], pods["other"], pods["mid"]
     sniff_ot, sniff_fe, sniff_mid = Sniffer(ot.ns, ot.ifname), Sniffer(fe.ns, fe.ifname), Sniffer(mid.ns, mid.ifname)
     from_ot, from_fe, from_mid = Sender(ot.ns, ot.ifname), Sender(fe.ns, fe.ifname), Sender(mid.ns, mid.ifname)
+    kinds = (("TCP", TCP, lambda sport, dport, data: TCP(sport=sport, dport=dport, flags="PA", seq=1, ack=1) / Raw(data)),
+             ("SCTP", SCTP, lambda sport, dport, data: SCTP(sport=sport, dport=dport, tag=1) / SCTPChunkData(data=data)))
     try:
         for v6 in (False, True):
             fam = "IPv6" if v6 else "IPv4"
             if v6 and not (fe.ipv6 and ot.ipv6 and mid.ipv6):
-                skip(f"5b {fam} segments without SYN", "the pods have no IPv6 address (ptp/host-local gave none)")
+                skip(f"5b {fam} packets without an opening", "the pods have no IPv6 address (ptp/host-local gave none)")
                 continue
             fe_ip, ot_ip, mid_ip = ip_of(fe, v6), ip_of(ot, v6), ip_of(mid, v6)
-            port = 43100 if v6 else 43000
-            # other's segments come into mid (allowed: mid's ingress is open), then mid answers on
-            # the same connection, to a peer its egress does not allow.
-            from_ot.send(l2(ot) / l3(ot_ip, mid_ip, v6) / TCP(sport=port, dport=9090, flags="PA", seq=1, ack=1)
-                         / Raw(b"adv-mid-in"), count=3)
-            time.sleep(0.2)
-            from_mid.send(l2(mid) / l3(mid_ip, ot_ip, v6) / TCP(sport=9090, dport=port, flags="PA", seq=1, ack=1)
-                          / Raw(b"adv-mid-out"), count=3)
-            time.sleep(SETTLE)
-            n_in = sniff_mid.count(lambda p: matches(p, v6, ot_ip, mid_ip, TCP, port, 9090))
-            n_out = sniff_ot.count(lambda p: matches(p, v6, mid_ip, ot_ip, TCP, 9090, port))
-            check(f"5b {fam}: other's segments without SYN reach mid (its ingress is open)", n_in >= 3, f"{n_in} of 3")
-            check(f"5b {fam}: ... and open nothing for mid's answers to other (its egress denies other): 0 arrive",
-                  n_out == 0, f"{n_out} arrived (mid's 3 and its kernel's resets)")
-            # frontend answers other on a connection nobody opened here (its egress is open), then
-            # other sends on it: frontend admits nobody.
-            from_fe.send(l2(fe) / l3(fe_ip, ot_ip, v6) / TCP(sport=8088, dport=port + 1, flags="A", seq=1, ack=1),
-                         count=3)
-            time.sleep(0.2)
-            from_ot.send(l2(ot) / l3(ot_ip, fe_ip, v6) / TCP(sport=port + 1, dport=8088, flags="PA", seq=1, ack=1)
-                         / Raw(b"adv-mid-reply"), count=3)
-            time.sleep(SETTLE)
-            n_out = sniff_ot.count(lambda p: matches(p, v6, fe_ip, ot_ip, TCP, 8088, port + 1))
-            n_in = sniff_fe.count(lambda p: matches(p, v6, ot_ip, fe_ip, TCP, port + 1, 8088))
-            check(f"5b {fam}: frontend's segments without SYN reach other (its egress is open)", n_out >= 3,
-                  f"{n_out} of 3")
-            check(f"5b {fam}: ... and other gets nothing into frontend on that connection (it admits nobody): 0 arrive",
-                  n_in == 0, f"{n_in} arrived (other's 3 and its kernel's resets)")
+            for n, (name, layer, segment) in enumerate(kinds):
+                port = 43000 + 100 * n + (10 if v6 else 0)
+                what = f"5b {fam} {name}"
+                # other's packets come into mid (allowed: mid's ingress is open), then mid answers
+                # on the same connection, to a peer its egress does not allow.
+                from_ot.send(l2(ot) / l3(ot_ip, mid_ip, v6) / segment(port, 9090, b"adv-mid-in"), count=3)
+                time.sleep(0.2)
+                from_mid.send(l2(mid) / l3(mid_ip, ot_ip, v6) / segment(9090, port, b"adv-mid-out"), count=3)
+                time.sleep(SETTLE)
+                n_in = sniff_mid.count(lambda p: matches(p, v6, ot_ip, mid_ip, layer, port, 9090))
+                n_out = sniff_ot.count(lambda p: matches(p, v6, mid_ip, ot_ip, layer, 9090, port))
+                check(f"{what}: other's packets without an opening reach mid (its ingress is open)", n_in >= 3,
+                      f"{n_in} of 3")
+                check(f"{what}: ... and open nothing for mid's answers to other (its egress denies other): 0 arrive",
+                      n_out == 0, f"{n_out} arrived (mid's 3 and its kernel's answers)")
+                # frontend answers other on a connection nobody opened here (its egress is open),
+                # then other sends on it: frontend admits nobody.
+                from_fe.send(l2(fe) / l3(fe_ip, ot_ip, v6) / segment(8088, port + 1, b"adv-mid-ack"), count=3)
+                time.sleep(0.2)
+                from_ot.send(l2(ot) / l3(ot_ip, fe_ip, v6) / segment(port + 1, 8088, b"adv-mid-reply"), count=3)
+                time.sleep(SETTLE)
+                n_out = sniff_ot.count(lambda p: matches(p, v6, fe_ip, ot_ip, layer, 8088, port + 1))
+                n_in = sniff_fe.count(lambda p: matches(p, v6, ot_ip, fe_ip, layer, port + 1, 8088))
+                check(f"{what}: frontend's packets without an opening reach other (its egress is open)", n_out >= 3,
+                      f"{n_out} of 3")
+                check(f"{what}: ... and other gets nothing into frontend on that connection (it admits nobody): 0 arrive",
+                      n_in == 0, f"{n_in} arrived (other's 3 and its kernel's answers)")
     finally:
         for x in (sniff_ot, sniff_fe, sniff_mid, from_ot, from_fe, from_mid):
             x.close()

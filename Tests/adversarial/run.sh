@@ -20,7 +20,7 @@
 #               errors for flows that do not exist (must not)
 #   icmprules   backend allows frontend's echo requests only: other ICMP types,
 #               ICMP in IPv6, ND and MLD messages sent off the link (must not)
-#   midstream   TCP segments without SYN on connections nobody opened (as one opened
+#   midstream   TCP without SYN, SCTP without INIT, on connections nobody opened (as one opened
 #               before a pod's policy was in force): into mid, which may send only
 #               to frontend, then mid's answers to the sender (must not arrive); out
 #               of frontend, which admits nobody, then the peer's (must not)

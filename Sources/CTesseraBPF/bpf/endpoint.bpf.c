@@ -26,8 +26,9 @@
  *   -> into the container, a new flow: addressed to it (source.h), else dropped
  *   -> ipcache (peer identity) -> policy (deny, allow, default; the
  *      deciding entry's counters)
- *   -> conntrack create (a TCP segment without SYN: only when the policy
- *      also allows the connection's other half) -> pass
+ *   -> conntrack create (a TCP segment without SYN, an SCTP packet without
+ *      INIT: only when the policy also allows the connection's other half)
+ *   -> pass
  *
  * Drops, connections allowed by policy and connections beginning to close
  * are reported in the tessera_events ring buffer (maps_types.h, events);
@@ -234,7 +235,7 @@ static __always_inline int icmp_error_sender_on_path(const struct flow *f,
 }
 
 /* Whether the endpoint's policy, as it stands, also allows the other half of
- * the TCP connection of `f` (seen in direction `dir`; `peer` is the identity
+ * the TCP connection (SCTP association) of `f` (seen in direction `dir`; `peer` is the identity
  * of its remote end): the segments going the opposite way between the same
  * two ends, to `f`'s source port. A segment that found no entry (it expired,
  * was evicted, or was never made because the connection began before the
@@ -243,8 +244,8 @@ static __always_inline int icmp_error_sender_on_path(const struct flow *f,
  * When the other half is denied the segment passes untracked, so neither a
  * peer denied in gets in as the "replies" of the pod's answer, nor a pod
  * denied out answers as the "replies" of the peer's segment. */
-static __always_inline int tcp_other_half_allowed(const struct endpoint_info *ep, __u64 endpoint_id,
-						  __u8 dir, __u32 peer, const struct flow *f)
+static __always_inline int other_half_allowed(const struct endpoint_info *ep, __u64 endpoint_id,
+					      __u8 dir, __u32 peer, const struct flow *f)
 {
 	__u8 other = dir == TESSERA_DIR_INGRESS ? TESSERA_DIR_EGRESS : TESSERA_DIR_INGRESS;
 	__u32 enforced = ep->flags & (other == TESSERA_DIR_INGRESS ? TESSERA_EP_F_INGRESS_ENFORCED
@@ -252,7 +253,7 @@ static __always_inline int tcp_other_half_allowed(const struct endpoint_info *ep
 	__u32 slot = TESSERA_POLICY_STATS_NONE;
 	__u8 match;
 
-	return policy_verdict(policy_kinds(ep->flags, other), endpoint_id, other, peer, IPPROTO_TCP,
+	return policy_verdict(policy_kinds(ep->flags, other), endpoint_id, other, peer, f->proto,
 			      f->sport, !!enforced, &match, &slot) == POLICY_ALLOW;
 }
 
@@ -383,11 +384,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return verdict_drop(&v, TESSERA_DROP_POLICY_DEFAULT);
 
 	opens = ct_opens_flow(&f);
-	if (!opens && f.proto == IPPROTO_TCP) {
+	if (!opens && ct_has_openings(&f)) {
 		if (!policy_needs_peer(kinds))
 			v.peer = ipcache_lookup_identity(
 				f.family, dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr);
-		opens = tcp_other_half_allowed(v.ep, endpoint_id, dir, v.peer, &f);
+		opens = other_half_allowed(v.ep, endpoint_id, dir, v.peer, &f);
 	}
 	if (!f.untracked && opens &&
 	    ct_create(&f, endpoint_id, dir, now, stats ? slot : TESSERA_POLICY_STATS_NONE,
@@ -395,10 +396,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return verdict_drop(&v, TESSERA_DROP_CT_CREATE_FAILED);
 	if (stats)
 		policy_stats_add(stats, skb->len);
-	/* A TCP segment that opened nothing is no new connection: counted, not
-	 * reported (each of them would be, on a connection whose entry is gone).
-	 * One that picked a connection up is reported once, as its opening. */
-	if (opens || f.proto != IPPROTO_TCP)
+	/* A TCP segment (SCTP packet) that opened nothing is no new connection:
+	 * counted, not reported (each of them would be, on a connection whose
+	 * entry is gone). One that picked a connection up is reported once, as
+	 * its opening. */
+	if (opens || !ct_has_openings(&f))
 		emit(&v, TESSERA_FWD_POLICY, TESSERA_EVENT_STATE_NEW);
 	return verdict_pass_flow(&v, TESSERA_FWD_POLICY, now);
 }

@@ -106,6 +106,34 @@ static __always_inline int ct_refresh(struct ct_entry *e, const struct flow *f, 
 	return closing_now;
 }
 
+/* Whether the flow's protocol has an opening packet (a TCP SYN, an SCTP
+ * INIT): its other packets answer or continue something, and one that finds
+ * no entry is not taken for an opening (ct_opens_flow). */
+static __always_inline int ct_has_openings(const struct flow *f)
+{
+	return f->proto == IPPROTO_TCP || f->proto == IPPROTO_SCTP;
+}
+
+/* Whether the packet opens a flow, and so may create an entry whose replies
+ * pass without policy: a TCP SYN, an SCTP INIT, an echo request, any packet
+ * of another protocol. A TCP segment without SYN (or a SYN-ACK), an SCTP
+ * packet of other chunks and an echo reply answer something: one that found
+ * no entry belongs to a connection that was never allowed here, such as one
+ * a peer opened while the pod's policy was not yet in force (a chained
+ * plugin's window), and tracking it would let the other side in as its
+ * "replies". It is judged by policy; if allowed, it is tracked only when the
+ * policy also allows the connection's other half (endpoint.bpf.c,
+ * other_half_allowed), and otherwise passes untracked (netfilter with
+ * nf_conntrack_tcp_loose=0). */
+static __always_inline int ct_opens_flow(const struct flow *f)
+{
+	if (f->proto == IPPROTO_TCP)
+		return (f->tcp_flags & (TESSERA_TCP_SYN | TESSERA_TCP_ACK)) == TESSERA_TCP_SYN;
+	if (f->proto == IPPROTO_SCTP)
+		return f->sctp_chunk == TESSERA_SCTP_CHUNK_INIT;
+	return f->icmp_echo != TESSERA_ICMP_ECHO_IS_REPLY;
+}
+
 /* Looks the packet up as an established flow or as a reply (one lookup);
  * CT_CLOSING_NOW is added when the packet begins the connection's close.
  * A packet of a tracked flow (`len` bytes) is counted on the policy entry
@@ -133,13 +161,13 @@ static __always_inline int ct_lookup(const struct flow *f, __u64 endpoint_id, __
 	/* Same key: the packet has the creator's direction and orientation
 	 * (the flow itself) or the opposite of both (a reply). */
 	if (e->direction == dir) {
-		/* A SYN opens a connection: one reusing the tuple of a tracked flow
-		 * (a closing one within its linger time, or a retransmitted SYN) is
-		 * judged by policy again, as netfilter does, so a client that picks
-		 * its own source port cannot reopen a flow that policy now denies.
-		 * If policy allows it, ct_create replaces the entry. */
-		if (f->proto == IPPROTO_TCP &&
-		    (f->tcp_flags & (TESSERA_TCP_SYN | TESSERA_TCP_ACK)) == TESSERA_TCP_SYN)
+		/* A SYN (an SCTP INIT) opens a connection: one reusing the tuple of
+		 * a tracked flow (a closing one within its linger time, or a
+		 * retransmitted SYN) is judged by policy again, as netfilter does,
+		 * so a client that picks its own source port cannot reopen a flow
+		 * that policy now denies. If policy allows it, ct_create replaces
+		 * the entry. */
+		if (ct_has_openings(f) && ct_opens_flow(f))
 			return CT_NEW;
 		policy_stats_count(e->stats_slot, e->stats_generation, len);
 		return CT_ESTABLISHED | ct_refresh(e, f, now, 0);
@@ -181,23 +209,6 @@ static __always_inline int ct_icmp_error_related(struct __sk_buff *skb, const st
 	return ct_tracked(in, endpoint_id,
 			  dir == TESSERA_DIR_INGRESS ? TESSERA_DIR_EGRESS : TESSERA_DIR_INGRESS,
 			  now);
-}
-
-/* Whether the packet opens a flow, and so may create an entry whose replies
- * pass without policy: a TCP SYN, an echo request, any packet of another
- * protocol. A TCP segment without SYN (or a SYN-ACK) and an echo
- * reply answer something: one that found no entry belongs to a connection
- * that was never allowed here, such as one a peer opened while the pod's
- * policy was not yet in force (a chained plugin's window), and tracking it
- * would let the other side in as its "replies". It is judged by policy; if
- * allowed, it is tracked only when the policy also allows the connection's
- * other half (endpoint.bpf.c, tcp_other_half_allowed), and otherwise passes
- * untracked (netfilter with nf_conntrack_tcp_loose=0). */
-static __always_inline int ct_opens_flow(const struct flow *f)
-{
-	if (f->proto == IPPROTO_TCP)
-		return (f->tcp_flags & (TESSERA_TCP_SYN | TESSERA_TCP_ACK)) == TESSERA_TCP_SYN;
-	return f->icmp_echo != TESSERA_ICMP_ECHO_IS_REPLY;
 }
 
 /* Records a new flow that policy allowed; its later packets count on the

@@ -44,6 +44,9 @@
 #define TESSERA_TCP_RST 0x04
 #define TESSERA_TCP_ACK 0x10
 
+/* The chunk that opens an SCTP association, alone in its packet (RFC 9260, 6.10). */
+#define TESSERA_SCTP_CHUNK_INIT 1
+
 #define TESSERA_ICMP_ECHO_REPLY 0
 #define TESSERA_ICMP_DEST_UNREACH 3
 #define TESSERA_ICMP_ECHO_REQUEST 8
@@ -87,6 +90,7 @@ struct flow {
 	__u8 icmp_echo;	   /* TESSERA_ICMP_ECHO_* for an echo request or reply, else 0 */
 	__u8 hop_limit;	   /* IPv6 */
 	__u8 icmp_type;	   /* ICMP and ICMPv6: the message's type */
+	__u8 sctp_chunk;   /* SCTP: the type of the packet's first chunk */
 	__u32 l3_end; /* where the IP packet ends in the frame, as its header declares (parse only)
 		       */
 	__u32 l4_len; /* bytes of the IP packet from the L4 header on, as its header declares:
@@ -173,14 +177,26 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct flow *f, __u32
 		f->policy_port = f->dport;
 		return PARSE_OK;
 	}
-	case IPPROTO_UDP:
-	case IPPROTO_SCTP: {
+	case IPPROTO_UDP: {
 		__u8 buf[8];
 		const __u8 *hdr = packet_bytes(skb, off, buf, sizeof(buf));
 		if (!hdr)
 			return PARSE_INVALID;
 		f->sport = ((__u16)hdr[0] << 8) | hdr[1];
 		f->dport = ((__u16)hdr[2] << 8) | hdr[3];
+		f->policy_port = f->dport;
+		return PARSE_OK;
+	}
+	case IPPROTO_SCTP: {
+		/* The common header and the first chunk's header, whose type says
+		 * whether the packet opens an association (conntrack.h). */
+		__u8 buf[16];
+		const __u8 *hdr = packet_bytes(skb, off, buf, sizeof(buf));
+		if (!hdr)
+			return PARSE_INVALID;
+		f->sport = ((__u16)hdr[0] << 8) | hdr[1];
+		f->dport = ((__u16)hdr[2] << 8) | hdr[3];
+		f->sctp_chunk = hdr[12];
 		f->policy_port = f->dport;
 		return PARSE_OK;
 	}
@@ -373,8 +389,9 @@ static __always_inline __u32 l4_header_len(__u8 proto)
 	switch (proto) {
 	case IPPROTO_TCP:
 		return 20;
-	case IPPROTO_UDP:
 	case IPPROTO_SCTP:
+		return 16;
+	case IPPROTO_UDP:
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6:
 		return 8;
