@@ -110,14 +110,19 @@ static int open_pinned_globals(struct tessera_bpf *t)
 	return 0;
 }
 
-/* Whether the pinned state was installed from this very object and its
- * handlers are still in the program array. */
+/* Whether the pinned state was installed from this very object, with the
+ * conntrack capacity asked for, and its handlers are still in the program
+ * array. */
 static int can_adopt(struct tessera_bpf *t)
 {
 	struct loader_state state;
-	uint32_t key = 0;
+	struct bpf_map_info info;
+	uint32_t key = 0, len = sizeof(info);
 
 	if (bpf_map_lookup_elem(t->loader_fd, &key, &state) || state.object_hash != t->object_hash)
+		return 0;
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(t->ct_fd, &info, &len) || info.max_entries != t->ct_max)
 		return 0;
 	for (uint32_t slot = 0; slot < TESSERA_HANDLER_MAX; slot++) {
 		uint32_t id = 0;
@@ -137,13 +142,13 @@ static int upgrade_prepare(struct tessera_bpf *t, struct map_upgrade *metrics,
 	int err;
 
 	if ((err = map_upgrade_prepare(t, "tessera_metrics", sizeof(uint64_t),
-				       sizeof(struct endpoint_metrics), metrics)))
+				       sizeof(struct endpoint_metrics), 0, metrics)))
 		return err;
 	if ((err = map_upgrade_prepare(t, "tessera_ct", sizeof(struct ct_key),
-				       sizeof(struct ct_entry), ct)))
+				       sizeof(struct ct_entry), t->ct_max, ct)))
 		return err;
 	return map_upgrade_prepare(t, "tessera_policy", sizeof(struct policy_key),
-				   sizeof(struct policy_value), policy);
+				   sizeof(struct policy_value), 0, policy);
 }
 
 /* Loads the shared handlers (one verifier pass per daemon start when the
@@ -214,7 +219,8 @@ cleanup:
 	return err;
 }
 
-int tessera_bpf_open(const char *object_path, const char *pin_dir, struct tessera_bpf **out)
+int tessera_bpf_open(const char *object_path, const char *pin_dir, uint32_t conntrack_max,
+		     struct tessera_bpf **out)
 {
 	struct tessera_bpf *t;
 	int err;
@@ -239,6 +245,7 @@ int tessera_bpf_open(const char *object_path, const char *pin_dir, struct tesser
 		goto fail;
 	}
 	t->object_hash = fnv1a(t->object, t->object_len);
+	t->ct_max = conntrack_max ? conntrack_max : TESSERA_CT_DEFAULT_MAX;
 	if ((err = mkdir_p(t->globals_dir, 0700)) || (err = mkdir_p(t->endpoints_dir, 0700))) {
 		log_append("tessera: cannot create %s: %s\n", t->pin_dir, strerror(-err));
 		goto fail;

@@ -14,12 +14,13 @@
 #include <bpf/bpf.h>
 
 /* The pinned map `name` of older programs, when its key or value size
- * differs from this object's: it is unpinned so that the load creates the
- * new one, and its descriptor kept in `u` (old_fd -1 when the pinned map is
- * absent or compatible) for the copy. The old handlers keep using it until
- * the new ones are installed. */
+ * differs from this object's, or its capacity from `max_entries` (0: any):
+ * it is unpinned so that the load creates the new one, and its descriptor
+ * kept in `u` (old_fd -1 when the pinned map is absent or compatible) for
+ * the copy. The old handlers keep using it until the new ones are
+ * installed. */
 int map_upgrade_prepare(struct tessera_bpf *t, const char *name, uint32_t key_size,
-			uint32_t value_size, struct map_upgrade *u)
+			uint32_t value_size, uint32_t max_entries, struct map_upgrade *u)
 {
 	struct bpf_map_info info;
 	uint32_t len = sizeof(info);
@@ -36,7 +37,8 @@ int map_upgrade_prepare(struct tessera_bpf *t, const char *name, uint32_t key_si
 		return 0;
 	memset(&info, 0, sizeof(info));
 	if (bpf_obj_get_info_by_fd(fd, &info, &len) ||
-	    (info.value_size == value_size && info.key_size == key_size)) {
+	    (info.value_size == value_size && info.key_size == key_size &&
+	     (!max_entries || info.max_entries == max_entries))) {
 		close(fd);
 		return 0;
 	}
@@ -45,8 +47,8 @@ int map_upgrade_prepare(struct tessera_bpf *t, const char *name, uint32_t key_si
 		close(fd);
 		return err;
 	}
-	log_append("tessera: %s of older programs (%u-byte values) replaced\n", name,
-		   info.value_size);
+	log_append("tessera: %s of older programs (%u-byte values, %u entries) replaced\n", name,
+		   info.value_size, info.max_entries);
 	u->old_fd = fd;
 	u->old_key_size = info.key_size;
 	u->old_value_size = info.value_size;

@@ -20,6 +20,17 @@ uint32_t tessera_bpf_obj_id(int fd)
 	return info.id;
 }
 
+uint32_t tessera_bpf_map_max_entries(int fd)
+{
+	struct bpf_map_info info;
+	uint32_t len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return 0;
+	return info.max_entries;
+}
+
 /* Maps without preallocation (BPF_F_NO_PREALLOC) take elements, and per-CPU
  * values, from the kernel's BPF memory caches, which are refilled
  * asynchronously; after a burst of inserts, or while a burst of deletions is

@@ -156,6 +156,9 @@ int open_object(struct tessera_bpf *t, uint64_t id, int handlers, struct bpf_obj
 	}
 	if (!handlers && (err = leave_out_maps_stubs_do_not_use(obj)))
 		goto fail;
+	if (handlers && (err = bpf_map__set_max_entries(
+				 bpf_object__find_map_by_name(obj, "tessera_ct"), t->ct_max)))
+		goto fail;
 	*out = obj;
 	return 0;
 fail:

@@ -60,6 +60,7 @@ struct tessera_bpf {
 	void *object;
 	size_t object_len;
 	uint64_t object_hash;
+	uint32_t ct_max; /* tessera_ct's capacity */
 	int ipcache_fd;
 	int endpoints_fd;
 	int ct_fd;
@@ -118,7 +119,7 @@ struct map_upgrade {
 	uint32_t old_value_size;
 };
 int map_upgrade_prepare(struct tessera_bpf *t, const char *name, uint32_t key_size,
-			uint32_t value_size, struct map_upgrade *u);
+			uint32_t value_size, uint32_t max_entries, struct map_upgrade *u);
 void map_upgrade_close(struct map_upgrade *u);
 void metrics_upgrade_copy(const struct map_upgrade *u, int new_fd);
 int map_upgrade_copy_prefix(const struct map_upgrade *u, int new_fd, uint32_t key_size,

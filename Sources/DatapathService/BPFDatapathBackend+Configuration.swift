@@ -10,11 +10,26 @@ extension BPFDatapathBackend {
     /// Where maps and programs are pinned; one per node (two "nodes" on one
     /// machine share bpffs, so each needs its own).
     public var pinDirectory: String
+    /// How many flows the node's conntrack table holds (an LRU table: when it is full, a
+    /// new flow evicts the least recently used). Each pod-to-pod connection on one node
+    /// takes two, one per endpoint; about 170 bytes of kernel memory each, all allocated
+    /// when the table is created. Changing it replaces the table on the next start, the
+    /// tracked flows copied over.
+    public var conntrackMaxEntries: UInt32
 
-    public init(objectPath: String, pinDirectory: String = Self.defaultPinDirectory) {
+    public init(
+      objectPath: String, pinDirectory: String = Self.defaultPinDirectory,
+      conntrackMaxEntries: UInt32 = Self.defaultConntrackMaxEntries
+    ) {
       self.objectPath = objectPath
       self.pinDirectory = pinDirectory
+      self.conntrackMaxEntries = conntrackMaxEntries
     }
+
+    public static let defaultConntrackMaxEntries = BPFLoader.defaultConntrackMaxEntries
+    /// Bounds of ``conntrackMaxEntries``: below, a few busy pods would evict each other's
+    /// flows; above, the table alone would take gigabytes.
+    public static let conntrackMaxEntriesRange: ClosedRange<UInt32> = 1024...16_777_216
 
     public static let defaultPinDirectory = "/sys/fs/bpf/tessera"
     public static let installedObjectPath = "/usr/lib/tessera/endpoint.bpf.o"

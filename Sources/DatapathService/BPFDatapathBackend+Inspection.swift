@@ -3,6 +3,9 @@ import TesseraCore
 
 /// Reading back what the programs wrote: conntrack entries and counters.
 extension BPFDatapathBackend {
+  /// The conntrack table's capacity, as the kernel reports it.
+  public var conntrackMaxEntries: UInt32 { tessera_bpf_map_max_entries(loader.conntrackFD) }
+
   public func conntrackEntries() throws(DatapathError) -> [ConntrackEntry] {
     let now = LibBPF.monotonicNanoseconds
     var entries: [ConntrackEntry] = []

@@ -79,7 +79,8 @@ public final class BPFDatapathBackend: DatapathBackend {
       )
     }
     loader = try BPFLoader(
-      objectPath: configuration.objectPath, pinDirectory: configuration.pinDirectory)
+      objectPath: configuration.objectPath, pinDirectory: configuration.pinDirectory,
+      conntrackMaxEntries: configuration.conntrackMaxEntries)
     // Subscribed before the first listing (below), so that no change falls between the two.
     hostAddressWatch = try HostAddressWatchHandle()
     let slices = try readSlices()

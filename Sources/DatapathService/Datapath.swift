@@ -237,6 +237,9 @@ public final class Datapath: Sendable {
     try backendLock.withLock { (_) throws(DatapathError) in try backend.conntrackEntries() }
   }
 
+  /// The conntrack table's capacity in entries; 0 for a backend without one.
+  public var conntrackMaxEntries: UInt32 { backend.conntrackMaxEntries }
+
   public func counters(endpointID: UInt64) throws(DatapathError) -> EndpointCounters {
     guard endpoint(id: endpointID) != nil else {
       throw DatapathError(code: .notFound, message: "no endpoint \(endpointID) in the datapath")

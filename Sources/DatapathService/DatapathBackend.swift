@@ -160,6 +160,8 @@ public protocol DatapathBackend: Sendable {
   /// ``policyEntries(endpointID:)`` with the packets and bytes counted on each.
   func countedPolicyEntries(endpointID: UInt64) throws(DatapathError) -> [CountedPolicyEntry]
   func conntrackEntries() throws(DatapathError) -> [ConntrackEntry]
+  /// The conntrack table's capacity in entries; 0 for a backend without one.
+  var conntrackMaxEntries: UInt32 { get }
   func counters(endpointID: UInt64) throws(DatapathError) -> EndpointCounters
 
   /// A reader of the datapath's verdict events, or nil when it emits none.

@@ -10,6 +10,7 @@ extension DatapathServiceHandler {
     // Conntrack timestamps are CLOCK_MONOTONIC, as bpf_ktime_get_ns reports them.
     let now = LibBPF.monotonicNanoseconds
     return .with {
+      $0.maxEntries = datapath.conntrackMaxEntries
       $0.entries = entries.map { entry in
         .with {
           $0.source = entry.source

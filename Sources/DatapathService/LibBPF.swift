@@ -181,9 +181,16 @@ final class BPFLoader: @unchecked Sendable {
   /// The shared handlers of this same object were found installed and re-used.
   let adopted: Bool
 
-  init(objectPath: String, pinDirectory: String) throws(DatapathError) {
+  /// The capacity of the conntrack table when none is configured.
+  static let defaultConntrackMaxEntries = UInt32(TESSERA_CT_DEFAULT_MAX)
+
+  /// - Parameter conntrackMaxEntries: the conntrack table's size in flows; a table pinned with
+  ///   another size is replaced by one of this size, its entries copied over.
+  init(objectPath: String, pinDirectory: String, conntrackMaxEntries: UInt32)
+    throws(DatapathError)
+  {
     var out: OpaquePointer?
-    let rc = tessera_bpf_open(objectPath, pinDirectory, &out)
+    let rc = tessera_bpf_open(objectPath, pinDirectory, conntrackMaxEntries, &out)
     guard rc == 0, let out else {
       throw LibBPF.error(
         rc, "loading \(objectPath) with pins under \(pinDirectory)", code: .precondition)

@@ -68,6 +68,7 @@ public final class MemoryDatapathBackend: DatapathBackend {
   }
 
   public func conntrackEntries() throws(DatapathError) -> [ConntrackEntry] { [] }
+  public var conntrackMaxEntries: UInt32 { 0 }
 
   public func counters(endpointID: UInt64) throws(DatapathError) -> EndpointCounters {
     EndpointCounters()

@@ -422,6 +422,10 @@ public nonisolated struct Tessera_Datapath_V1_ListConntrackResponse: Sendable {
 
   public var entries: [Tessera_Datapath_V1_ConntrackEntry] = []
 
+  /// How many entries the node's table holds (tessera-datapathd --conntrack-max-entries);
+  /// 0 for a backend without one. A full table evicts its least recently used flows.
+  public var maxEntries: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1268,7 +1272,7 @@ nonisolated extension Tessera_Datapath_V1_ConntrackEntry: SwiftProtobuf.Message,
 
 nonisolated extension Tessera_Datapath_V1_ListConntrackResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListConntrackResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entries\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entries\0\u{3}max_entries\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1277,6 +1281,7 @@ nonisolated extension Tessera_Datapath_V1_ListConntrackResponse: SwiftProtobuf.M
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.maxEntries) }()
       default: break
       }
     }
@@ -1286,11 +1291,15 @@ nonisolated extension Tessera_Datapath_V1_ListConntrackResponse: SwiftProtobuf.M
     if !self.entries.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 1)
     }
+    if self.maxEntries != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxEntries, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tessera_Datapath_V1_ListConntrackResponse, rhs: Tessera_Datapath_V1_ListConntrackResponse) -> Bool {
     if lhs.entries != rhs.entries {return false}
+    if lhs.maxEntries != rhs.maxEntries {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -26,17 +26,31 @@ struct DatapathDaemon: AsyncParsableCommand {
   @Option(help: "Compiled BPF object (default: located next to the build or in /usr/lib/tessera).")
   var bpfObject: String?
 
+  @Option(
+    help: ArgumentHelp(
+      "Flows the node's conntrack table holds (LRU: when full, a new flow evicts the least recently used).",
+      discussion:
+        "Each pod-to-pod connection on one node takes two entries, one per endpoint. A change replaces the table at start-up, its flows copied over."
+    ))
+  var conntrackMaxEntries: UInt32 = BPFDatapathBackend.Configuration.defaultConntrackMaxEntries
+
   func bpfConfiguration() throws -> BPFDatapathBackend.Configuration {
     guard let object = bpfObject ?? BPFDatapathBackend.Configuration.locateObject() else {
       throw ValidationError(
         "BPF object not found: build it with scripts/build-bpf.sh or pass --bpf-object")
     }
-    return BPFDatapathBackend.Configuration(objectPath: object, pinDirectory: bpfPinDir)
+    return BPFDatapathBackend.Configuration(
+      objectPath: object, pinDirectory: bpfPinDir, conntrackMaxEntries: conntrackMaxEntries)
   }
 
   func validate() throws {
     guard ["auto", "bpf", "memory"].contains(backend) else {
       throw ValidationError("--backend must be auto, bpf or memory")
+    }
+    let range = BPFDatapathBackend.Configuration.conntrackMaxEntriesRange
+    guard range.contains(conntrackMaxEntries) else {
+      throw ValidationError(
+        "--conntrack-max-entries must be between \(range.lowerBound) and \(range.upperBound)")
     }
   }
 

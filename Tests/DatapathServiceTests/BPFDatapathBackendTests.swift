@@ -707,6 +707,52 @@ struct BPFDatapathBackendTests {
     }
   }
 
+  @Test(
+    "the conntrack table holds the configured number of flows (65,536 by default); a start with another size replaces it, its flows kept"
+  )
+  func conntrackMaxEntries() throws {
+    try BPFTestEnvironment.withBackend { backend, _ in
+      #expect(backend.conntrackMaxEntries == 65_536)
+    }
+    let pin = "/sys/fs/bpf/tessera-test-ctmax-\(getpid())"
+    defer { BPFTestEnvironment.removePinDirectory(pin) }
+    func configuration(_ entries: UInt32) -> BPFDatapathBackend.Configuration {
+      .init(
+        objectPath: BPFTestEnvironment.objectPath!, pinDirectory: pin, conntrackMaxEntries: entries)
+    }
+    let ep = endpoint(
+      id: 12, ingressEnforced: true,
+      entries: [
+        PolicyEntry(
+          peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080))
+      ])
+    var first: BPFDatapathBackend? = try BPFDatapathBackend(configuration: configuration(2048))
+    #expect(first!.conntrackMaxEntries == 2048)
+    let datapath = try Datapath(backend: first!)
+    try datapath.upsertIPCache([
+      IPCacheEntry(prefix: IPPrefix("\(frontendIP)/32")!, identity: frontend)
+    ])
+    _ = try datapath.realize(ep)
+    #expect(
+      try first!.passes(
+        12, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 47100, dport: 8080)))
+    first = nil
+
+    let second = try BPFDatapathBackend(configuration: configuration(4096))
+    defer { try? second.removeEndpoint(ep) }
+    #expect(!second.adoptedExistingHandlers, "another size is no restart of the same datapath")
+    #expect(second.conntrackMaxEntries == 4096)
+    #expect(try second.conntrackEntries().filter { $0.endpointID == 12 }.count == 1)
+    #expect(
+      try second.passes(
+        12, .egress,
+        Packet.ipv4(
+          podIP, frontendIP, proto: Packet.tcp, sport: 8080, dport: 47100, tcpFlags: Packet.synAck)),
+      "the connection's reply still passes")
+    let third = try BPFDatapathBackend(configuration: configuration(4096))
+    #expect(third.adoptedExistingHandlers)
+  }
+
   @Test("startup fails clearly without the object")
   func missingObject() {
     let error = #expect(throws: DatapathError.self) {

@@ -50,12 +50,17 @@ struct tessera_endpoint_fds {
 };
 
 /* Reads the object and opens the pinned global maps under `pin_dir`. When
- * they were installed from the same object (a daemon restart), they and the
- * shared handlers are re-used as they are; otherwise the shared handlers are
- * loaded (one verifier pass, which also proves this kernel accepts them),
- * the global maps created or re-used, and the handlers installed in
- * tessera_handlers, replacing older ones atomically. */
-int tessera_bpf_open(const char *object_path, const char *pin_dir, struct tessera_bpf **out);
+ * they were installed from the same object with the same conntrack capacity
+ * (a daemon restart), they and the shared handlers are re-used as they are;
+ * otherwise the shared handlers are loaded (one verifier pass, which also
+ * proves this kernel accepts them), the global maps created or re-used, and
+ * the handlers installed in tessera_handlers, replacing older ones
+ * atomically. `conntrack_max` is the conntrack table's capacity in flows (0:
+ * TESSERA_CT_DEFAULT_MAX); a table pinned with another is replaced by
+ * one of this size, its entries copied over (the least recently used go
+ * first when they no longer fit). */
+int tessera_bpf_open(const char *object_path, const char *pin_dir, uint32_t conntrack_max,
+		     struct tessera_bpf **out);
 void tessera_bpf_close(struct tessera_bpf *t);
 
 /* 1 when tessera_bpf_open found the handlers of this same object installed
@@ -183,6 +188,8 @@ uint32_t tessera_bpf_obj_id(int fd);
 
 /* Map access (thin wrappers returning -errno). */
 int tessera_bpf_map_update(int fd, const void *key, const void *value, uint64_t flags);
+/* The map's capacity; 0 when it cannot be read. */
+uint32_t tessera_bpf_map_max_entries(int fd);
 int tessera_bpf_map_lookup(int fd, const void *key, void *value);
 int tessera_bpf_map_delete(int fd, const void *key);
 int tessera_bpf_map_next_key(int fd, const void *key, void *next_key);

@@ -148,6 +148,7 @@ struct DatapathConntrackList: AsyncParsableCommand {
     }
     if global.output == .json {
       try printJSON([
+        "maxEntries": Int(result.maxEntries),
         "entries": result.entries.map {
           [
             "endpoint": Int($0.endpointID),
@@ -158,7 +159,7 @@ struct DatapathConntrackList: AsyncParsableCommand {
             "packets": Int($0.packets),
             "idleMs": Int($0.idleNanoseconds / 1_000_000),
           ] as [String: Any]
-        }
+        },
       ])
     } else {
       printTable(
@@ -172,6 +173,9 @@ struct DatapathConntrackList: AsyncParsableCommand {
             "\($0.idleNanoseconds / 1_000_000) ms",
           ]
         })
+      if result.maxEntries > 0 {
+        print("\(result.entries.count) of \(result.maxEntries) entries in use")
+      }
     }
   }
 }

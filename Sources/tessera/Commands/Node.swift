@@ -56,6 +56,12 @@ struct NodeUp: AsyncParsableCommand {
 
   @Option(
     help:
+      "Flows the node's conntrack table holds (tessera-datapathd --conntrack-max-entries; default 65536)."
+  )
+  var conntrackMaxEntries: UInt32?
+
+  @Option(
+    help:
       "Identity store: sqlite:PATH (default: <state-dir>/identity.db) or etcd:URL[,URL...] to share identities with other nodes."
   )
   var identityStore: String?
@@ -146,6 +152,7 @@ struct NodeUp: AsyncParsableCommand {
     let nodeOnly: [(String, String?)] = [
       ("--identity-store", identityStore), ("--policy-store", policyStore),
       ("--bpf-pin-dir", bpfPinDir), ("--etcd-prefix", etcdPrefix),
+      ("--conntrack-max-entries", conntrackMaxEntries.map(String.init)),
     ]
     if let (flag, _) = nodeOnly.first(where: { $0.1 != nil }) {
       throw ValidationError("\(flag) is for a single node; --cluster lays out its own")
@@ -205,6 +212,9 @@ struct NodeUp: AsyncParsableCommand {
       if service == .datapath {
         arguments += ["--backend", datapathBackend]
         if let bpfPinDir { arguments += ["--bpf-pin-dir", bpfPinDir] }
+        if let conntrackMaxEntries {
+          arguments += ["--conntrack-max-entries", "\(conntrackMaxEntries)"]
+        }
       }
       let launch = DaemonLaunch(
         service: service, executable: executable, arguments: arguments,

@@ -16,7 +16,6 @@
 
 #define TESSERA_IPCACHE_MAX 512000
 #define TESSERA_POLICY_MAX 1048576
-#define TESSERA_CT_MAX 65536
 #define TESSERA_ENDPOINTS_MAX 65535
 #define TESSERA_FRAGS_MAX 8192
 #define TESSERA_EVENTS_BYTES (1 << 20)
@@ -50,7 +49,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct ct_key);
 	__type(value, struct ct_entry);
-	__uint(max_entries, TESSERA_CT_MAX);
+	__uint(max_entries, TESSERA_CT_DEFAULT_MAX); /* the loader's to set */
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tessera_ct SEC(".maps");
 

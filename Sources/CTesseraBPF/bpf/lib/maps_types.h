@@ -210,6 +210,10 @@ tessera_ct_tuple_reversed(__u64 s0, __u64 s1, __u64 d0, __u64 d1, __u16 sport, _
 	return sport > dport;
 }
 
+/* The conntrack table's capacity in flows unless the loader is given another
+ * (tessera_bpf_open, tessera-datapathd --conntrack-max-entries). */
+#define TESSERA_CT_DEFAULT_MAX 65536
+
 /* Lifetimes, as Cilium's defaults. */
 #define TESSERA_CT_LIFETIME_TCP_NS (21600ULL * 1000000000ULL)
 #define TESSERA_CT_LIFETIME_NONTCP_NS (60ULL * 1000000000ULL)
