@@ -16,6 +16,19 @@ public import TesseraCore
 ///  updateIdentities┘   └─ SelectorCache ──┴─▶ affected identities (peer selections)
 ///  computePolicy ────▶ EndpointPolicy (entries + revision)
 /// ```
+/// Whether the node may reach its own pods whatever their ingress rules.
+///
+/// Kubernetes requires it ("traffic to and from the node where a Pod is running is always
+/// allowed": kubelet's liveness and readiness probes come from the node), and Cilium's
+/// agent does it in Kubernetes mode (`--allow-localhost`).
+public enum LocalhostIngress: String, Sendable, CaseIterable {
+  /// An endpoint whose ingress is enforced admits the `host` identity on every port,
+  /// unless a deny names it.
+  case always
+  /// The node is judged by the rules like any peer (`fromEntities: [host]` admits it).
+  case policy
+}
+
 public final class PolicyEngine: Sendable {
   let state: Mutex<PolicyRepository>
   private let database: PolicyDatabase?
@@ -26,20 +39,22 @@ public final class PolicyEngine: Sendable {
   /// - Parameters:
   ///   - database: where policies and the revision persist; nil keeps everything in memory.
   ///     Stored policies are reloaded and the stored revision resumes (1 for a new database).
+  ///   - localhostIngress: whether the node reaches its pods whatever their ingress rules.
   ///   - logger: where the engine logs.
   /// - Throws: ``PolicyError`` (`storage`) when the database cannot be read or holds a
   ///   policy that no longer parses.
-  public init(database: PolicyDatabase?, logger: Logger = Logger(label: "tessera.policy"))
-    throws(PolicyError)
-  {
+  public init(
+    database: PolicyDatabase?, localhostIngress: LocalhostIngress = .always,
+    logger: Logger = Logger(label: "tessera.policy")
+  ) throws(PolicyError) {
     self.database = database
     self.logger = logger
     guard let database else {
-      self.state = Mutex(PolicyRepository(revision: 1))
+      self.state = Mutex(PolicyRepository(revision: 1, localhostIngress: localhostIngress))
       return
     }
     let (revision, records) = try database.load()
-    var repository = PolicyRepository(revision: revision)
+    var repository = PolicyRepository(revision: revision, localhostIngress: localhostIngress)
     for record in records {
       do {
         let parsed = try PolicyManifest.parseStored(record.sourceJSON)

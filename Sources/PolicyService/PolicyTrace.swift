@@ -24,6 +24,9 @@ public struct PolicyTrace: Sendable, Hashable {
     case deny
     /// A matching allow section and no deny.
     case allow
+    /// No section matched, the direction is enforced, and the flow is the node reaching one
+    /// of its pods, which ``LocalhostIngress/always`` admits.
+    case allowNode = "allow-node"
     /// No section matched and a rule selecting the subject enforces the direction.
     case defaultDeny = "default-deny"
     /// No section matched and nothing enforces the direction.
@@ -36,6 +39,8 @@ public struct PolicyTrace: Sendable, Hashable {
     /// Rules that select the subject and make this direction default-deny.
     public var enforcedBy: [RuleRef] = []
     public var matches: [SectionMatch] = []
+    /// The node reaching the subject, admitted whatever the rules (``LocalhostIngress``).
+    public var nodeAdmitted = false
     /// The verdict of the endpoint policy the repository computes for the subject
     /// (what the datapath is given); `decision` must agree with it.
     public var computed: PolicyVerdict = .allow
@@ -48,11 +53,12 @@ public struct PolicyTrace: Sendable, Hashable {
     public var decision: Decision {
       if matches.contains(where: { $0.verdict == .deny }) { return .deny }
       if matches.contains(where: { $0.verdict == .allow }) { return .allow }
+      if nodeAdmitted { return .allowNode }
       return enforcedBy.isEmpty ? .defaultAllow : .defaultDeny
     }
 
     public var verdict: PolicyVerdict {
-      decision == .allow || decision == .defaultAllow ? .allow : .deny
+      decision == .deny || decision == .defaultDeny ? .deny : .allow
     }
   }
 

@@ -484,7 +484,9 @@ public nonisolated struct Tessera_Policy_V1_TraceDirection: Sendable {
 
   public var subjectIdentity: UInt32 = 0
 
-  /// deny, allow, default-deny or default-allow.
+  /// deny, allow, default-deny, default-allow, or allow-node (no section matched, the
+  /// direction is enforced, and the node reaching its pod is admitted: tessera-policyd
+  /// --allow-localhost always).
   public var decision: String = String()
 
   public var verdict: Tessera_Common_V1_Verdict = .unspecified

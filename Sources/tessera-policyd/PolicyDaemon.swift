@@ -30,6 +30,12 @@ struct PolicyDaemon: AsyncParsableCommand {
   @Option(help: "etcd key prefix of the shared rule repository.")
   var policyPrefix: String = "/tessera/policies"
 
+  @Option(
+    help: ArgumentHelp(
+      "always: the node reaches its own pods whatever their ingress rules (Kubernetes' rule: kubelet's probes come from it); policy: the node is judged like any peer (fromEntities: [host]).",
+      valueName: "always|policy"))
+  var allowLocalhost: String = LocalhostIngress.always.rawValue
+
   @OptionGroup var etcd: EtcdOptions
 
   @Option(
@@ -39,6 +45,9 @@ struct PolicyDaemon: AsyncParsableCommand {
   var identityAddress: String?
 
   func validate() throws {
+    guard LocalhostIngress(rawValue: allowLocalhost) != nil else {
+      throw ValidationError("--allow-localhost must be always or policy")
+    }
     if let identityAddress {
       do {
         if !(try ServiceAddress(parsing: identityAddress)).isLocal, options.mutualTLS == nil {
@@ -63,7 +72,8 @@ struct PolicyDaemon: AsyncParsableCommand {
     let run = options.runDirectory
     let databasePath = database ?? "\(options.stateDir)/policy.db"
     let engine = try PolicyEngine(
-      database: policyStore == nil ? try PolicyDatabase(path: databasePath) : nil, logger: logger)
+      database: policyStore == nil ? try PolicyDatabase(path: databasePath) : nil,
+      localhostIngress: LocalhostIngress(rawValue: allowLocalhost) ?? .always, logger: logger)
     let events = PolicyEvents()
     let clusterClient = try policyStore.map {
       try EtcdClient(

@@ -17,10 +17,15 @@ func pod(_ id: UInt32, namespace: String = "default", _ podLabels: String...) ->
 }
 
 /// An engine (in memory unless given a database) with these identities pushed.
-func engine(_ identities: [SecurityIdentity], database: PolicyDatabase? = nil) throws
-  -> PolicyEngine
-{
-  let engine = try PolicyEngine(database: database)
+///
+/// The node is judged by the rules like any peer (``LocalhostIngress/policy``), so that a
+/// test sees what its rules make; what the default (`always`) adds is
+/// `LocalhostIngressTests`' subject.
+func engine(
+  _ identities: [SecurityIdentity], database: PolicyDatabase? = nil,
+  localhostIngress: LocalhostIngress = .policy
+) throws -> PolicyEngine {
+  let engine = try PolicyEngine(database: database, localhostIngress: localhostIngress)
   _ = engine.updateIdentities(added: identities, deleted: [])
   return engine
 }

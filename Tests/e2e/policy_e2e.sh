@@ -79,6 +79,8 @@ sleep 0.2
 check "frontend -> backend:8080 connects (reply traffic flows)" connects frontend "$backend_ip" 8080
 check "other -> backend:8080 is dropped" dropped other "$backend_ip" 8080
 check "frontend -> backend:9090 is dropped" dropped frontend "$backend_ip" 9090
+check "the node -> backend:9090 connects though no rule allows it (kubelet's probes; --allow-localhost always)" \
+  nc -z -w 1 "$backend_ip" 9090
 wait "$prober"
 check "the prober from a denied peer never connected" [ ! -s "$tmp/prober" ]
 backend_id=$(tessera endpoint get --container-id tsr-pe2e-backend -o json | jq -r .id)

@@ -26,6 +26,7 @@ struct PolicyRepository {
   }
 
   private(set) var revision: UInt64
+  let localhostIngress: LocalhostIngress
   private(set) var cache = SelectorCache()
   private var policies: [PolicyKey: Entry] = [:]
   private var rules: [UInt64: ResolvedRule] = [:]
@@ -45,8 +46,9 @@ struct PolicyRepository {
   private var identityChanges = IdentityChanges.none
 
   /// An empty repository at `revision`, with the reserved identities in its SelectorCache.
-  init(revision: UInt64) {
+  init(revision: UInt64, localhostIngress: LocalhostIngress = .always) {
     self.revision = revision
+    self.localhostIngress = localhostIngress
     _ = cache.updateIdentities(
       added: ReservedIdentity.allCases.map { SecurityIdentity(id: $0.identity, labels: $0.labels) },
       deleted: [])
@@ -357,6 +359,11 @@ struct PolicyRepository {
 
   // MARK: Policy computation
 
+  /// The node reaching its own pods, on any protocol and port.
+  static let nodeIngress = PolicyEntry(
+    peer: .host, direction: .ingress, proto: .any, ports: .any
+  ).key
+
   /// How one direction of one flow is decided for `subject`, rule by rule: the
   /// sections that match `peer` on `proto`/`port` and the rules that enforce the
   /// direction. The same rules as ``computePolicy(for:)``, kept with where they came from.
@@ -400,6 +407,9 @@ struct PolicyRepository {
             policy: resolved.ref, rule: resolved.index, section: number, verdict: section.verdict))
       }
     }
+    trace.nodeAdmitted =
+      direction == .ingress && peer == .host && localhostIngress == .always
+      && !trace.enforcedBy.isEmpty
     // What the node realises: the rows resolved through the destination's ports.
     let ports = Set(destinationPorts)
     trace.computed = computePolicy(for: subject).resolvingNamedPorts(
@@ -418,6 +428,9 @@ struct PolicyRepository {
   /// (same or wildcard peer, same or any protocol, enclosing ports) is dropped, since the
   /// deny decides those packets anyway. A section's named port becomes a ``NamedPortEntry``
   /// (a row both allowed and denied keeps the deny), which the node resolves.
+  ///
+  /// With ``LocalhostIngress/always`` an endpoint whose ingress is enforced also admits the
+  /// node (``nodeIngress``); a deny naming `host` still wins.
   func computePolicy(for subject: SecurityIdentity) -> EndpointPolicy {
     var ingressEnforced = false
     var egressEnforced = false
@@ -456,6 +469,10 @@ struct PolicyRepository {
           }
         }
       }
+    }
+
+    if ingressEnforced, localhostIngress == .always {
+      verdicts.record(.allow, for: Self.nodeIngress)
     }
 
     var denies: [DenyScope: [PolicyEntry.Key]] = [:]

@@ -61,6 +61,12 @@ struct NodeUp: AsyncParsableCommand {
   var conntrackMaxEntries: UInt32?
 
   @Option(
+    help: ArgumentHelp(
+      "Whether the node reaches its own pods whatever their ingress rules (tessera-policyd --allow-localhost; default always, as Kubernetes requires).",
+      valueName: "always|policy"))
+  var allowLocalhost: String?
+
+  @Option(
     help:
       "Identity store: sqlite:PATH (default: <state-dir>/identity.db) or etcd:URL[,URL...] to share identities with other nodes."
   )
@@ -204,6 +210,9 @@ struct NodeUp: AsyncParsableCommand {
       }
       if service == .policy, let policyStore {
         arguments += ["--policy-store", policyStore] + etcd.arguments
+      }
+      if service == .policy, let allowLocalhost {
+        arguments += ["--allow-localhost", allowLocalhost]
       }
       // Nodes that share identities share their endpoints' addresses too (the cluster ipcache).
       if service == .endpoint, sharedEtcd, let identityStore {

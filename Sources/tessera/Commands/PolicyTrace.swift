@@ -140,6 +140,11 @@ struct PolicyTraceCommand: AsyncParsableCommand {
       let side =
         direction.direction == .egress ? "egress of the source" : "ingress of the destination"
       print("  \(side): \(direction.decision)")
+      if direction.decision == "allow-node" {
+        print(
+          "    the node reaches its own pods whatever their ingress rules (tessera-policyd --allow-localhost always)"
+        )
+      }
       for rule in direction.enforcedBy {
         print("    enforced by \(name(rule.policy)) rule \(rule.rule)")
       }
