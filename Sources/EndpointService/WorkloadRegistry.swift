@@ -215,7 +215,8 @@ public struct MetadataResolver: Sendable {
   {
     let namespaceLabels: LabelSet
     do {
-      namespaceLabels = Self.propagated(try await source.namespaceLabels(namespace))
+      namespaceLabels = Self.propagated(
+        Self.named(try await source.namespaceLabels(namespace), namespace))
     } catch {
       throw EndpointError(
         code: .upstreamUnavailable, message: "labels of namespace \(namespace) unavailable",
@@ -223,6 +224,21 @@ public struct MetadataResolver: Sendable {
     }
     return try await workloadLabels(namespace: namespace, podName: podName, deadline: deadline)
       .merging(namespaceLabels)
+  }
+
+  /// The label Kubernetes puts on every namespace, its name.
+  static let namespaceNameLabel = "kubernetes.io/metadata.name"
+
+  /// A namespace's labels as Kubernetes keeps them: `kubernetes.io/metadata.name` is its
+  /// name, whatever was stored (the API server sets it and refuses another value), so a
+  /// policy naming it (`NotIn [kube-system]`) sees every pod's namespace.
+  static func named(_ labels: LabelSet, _ namespace: String) -> LabelSet {
+    guard !namespace.isEmpty else { return labels }
+    return labels.merging(
+      LabelSet(
+        validated: [
+          Label(source: Label.Source.kubernetes, key: namespaceNameLabel, value: namespace)
+        ]))
   }
 
   /// A namespace's labels as its pods carry them.

@@ -448,7 +448,10 @@ struct CreateEndpointTests {
       let leaked = try await first.allocator.allocateIdentity(
         labels: try LabelSet(parsing: ["app=lost", "io.kubernetes.pod.namespace=default"]))
       _ = try await first.allocator.allocateIdentity(
-        labels: try LabelSet(parsing: ["app=x", "io.kubernetes.pod.namespace=default"]))
+        labels: try LabelSet(parsing: [
+          "app=x", "io.kubernetes.pod.namespace=default",
+          "io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=default",
+        ]))
       #expect(try await first.allocator.identity(id: kept.identity).totalReferences == 2)
 
       let restarted = try restart()

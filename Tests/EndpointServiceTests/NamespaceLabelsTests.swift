@@ -58,6 +58,40 @@ struct NamespaceLabelsTests {
     #expect(relabelled.identity != client.identity)
   }
 
+  @Test(
+    "every pod carries its namespace's name label (kubernetes.io/metadata.name), whatever the namespace's stored labels say; a Cilium NotIn [kube-system] on it keeps kube-system's pods out"
+  )
+  func namespaceNameLabel() async throws {
+    let node = try InProcessNode()
+    let key = "io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name"
+    _ = try node.engine.importPolicies(
+      sourceName: "p.yaml",
+      content: Array(
+        """
+        apiVersion: cilium.io/v2
+        kind: CiliumNetworkPolicy
+        metadata: {name: api, namespace: prod}
+        spec:
+          endpointSelector: {matchLabels: {app: api}}
+          ingress:
+          - fromEndpoints: [{matchExpressions: [{key: "k8s:\(key)", operator: NotIn, values: [kube-system]}]}]
+        """.utf8))
+    // A stored label claiming another name does not rename the namespace.
+    try node.workloads.setNamespace(
+      "blog", labels: try LabelSet(parsing: ["kubernetes.io/metadata.name=kube-system"]))
+    let system = try await create(node, "k", "10.0.0.2", namespace: "kube-system", "app=dns")
+    let blog = try await create(node, "b", "10.0.0.3", namespace: "blog", "app=client")
+    let api = try await create(node, "a", "10.0.0.1", namespace: "prod", "app=api")
+    #expect(system.labels[key]?.value == "kube-system")
+    #expect(blog.labels[key]?.value == "blog")
+    #expect(api.labels[key]?.value == "prod")
+    let policy = try #require(node.datapath.endpoint(id: api.id)).policy
+    #expect(
+      policy.verdict(peer: system.identity, direction: .ingress, proto: .tcp, port: 53) == .deny)
+    #expect(
+      policy.verdict(peer: blog.identity, direction: .ingress, proto: .tcp, port: 53) == .allow)
+  }
+
   @Test("a pod or workload cannot claim a namespace label itself")
   func podsCannotClaimNamespaceLabels() async throws {
     let node = try InProcessNode()

@@ -405,7 +405,11 @@ struct PolicyOrderingTests {
     defer { node.pump.cancel() }
     let peer = try await node.createPeerDenyingX()
     // Another node's pod brings the identity into the cluster; this node's watch sees it arrive.
-    let labels = try LabelSet(parsing: ["app=x", "io.kubernetes.pod.namespace=default"])
+    // As a pod carries them: its namespace's name label is propagated.
+    let labels = try LabelSet(parsing: [
+      "app=x", "io.kubernetes.pod.namespace=default",
+      "io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=default",
+    ])
     let (remote, _) = try await node.allocator.allocateIdentity(labels: labels, node: "b")
     let deadline = ContinuousClock.now + .seconds(5)
     while node.manager.ordering.localTarget(for: remote) == nil {

@@ -50,7 +50,9 @@ struct LocalhostIngressTests {
     let trace = engine.trace(from: node, to: api, proto: .tcp, port: 10250)
     #expect(trace.ingress.decision == .allowNode && trace.allowed)
     #expect(trace.ingress.computed == .allow)
-    #expect(engine.trace(from: client, to: api, proto: .tcp, port: 10250).ingress.decision == .defaultDeny)
+    #expect(
+      engine.trace(from: client, to: api, proto: .tcp, port: 10250).ingress.decision == .defaultDeny
+    )
   }
 
   @Test("a deny naming the node wins, on its ports only; egress to the node is judged by the rules")
