@@ -116,13 +116,11 @@ static int open_pinned_globals(struct tessera_bpf *t)
 static int can_adopt(struct tessera_bpf *t)
 {
 	struct loader_state state;
-	struct bpf_map_info info;
-	uint32_t key = 0, len = sizeof(info);
+	uint32_t key = 0;
 
 	if (bpf_map_lookup_elem(t->loader_fd, &key, &state) || state.object_hash != t->object_hash)
 		return 0;
-	memset(&info, 0, sizeof(info));
-	if (bpf_obj_get_info_by_fd(t->ct_fd, &info, &len) || info.max_entries != t->ct_max)
+	if (tessera_bpf_map_max_entries(t->ct_fd) != t->ct_max)
 		return 0;
 	for (uint32_t slot = 0; slot < TESSERA_HANDLER_MAX; slot++) {
 		uint32_t id = 0;
@@ -210,8 +208,12 @@ static int install_handlers(struct tessera_bpf *t)
 				BPF_NOEXIST);
 	err = bpf_map_update_elem(t->loader_fd, &key, &state, BPF_ANY);
 cleanup:
-	if (err)
+	if (err) {
 		close_globals(t);
+		map_upgrade_abandon(&metrics);
+		map_upgrade_abandon(&ct);
+		map_upgrade_abandon(&policy);
+	}
 	map_upgrade_close(&metrics);
 	map_upgrade_close(&ct);
 	map_upgrade_close(&policy);

@@ -52,7 +52,20 @@ int map_upgrade_prepare(struct tessera_bpf *t, const char *name, uint32_t key_si
 	u->old_fd = fd;
 	u->old_key_size = info.key_size;
 	u->old_value_size = info.value_size;
+	memcpy(u->path, path, sizeof(u->path));
 	return 0;
+}
+
+/* An upgrade that failed (the new map could not be created, say a conntrack
+ * table too large for the memory there is): the old map is pinned again
+ * where it was, unless the load already pinned its successor there, so that
+ * nothing it holds is lost and the next start finds it. */
+void map_upgrade_abandon(struct map_upgrade *u)
+{
+	if (u->old_fd < 0 || access(u->path, F_OK) == 0)
+		return;
+	if (bpf_obj_pin(u->old_fd, u->path))
+		log_append("tessera: cannot pin %s again: %s\n", u->path, strerror(errno));
 }
 
 void map_upgrade_close(struct map_upgrade *u)

@@ -117,10 +117,12 @@ struct map_upgrade {
 	int old_fd; /* -1: nothing to upgrade */
 	uint32_t old_key_size;
 	uint32_t old_value_size;
+	char path[PATH_MAX]; /* where the old map was pinned */
 };
 int map_upgrade_prepare(struct tessera_bpf *t, const char *name, uint32_t key_size,
 			uint32_t value_size, uint32_t max_entries, struct map_upgrade *u);
 void map_upgrade_close(struct map_upgrade *u);
+void map_upgrade_abandon(struct map_upgrade *u);
 void metrics_upgrade_copy(const struct map_upgrade *u, int new_fd);
 int map_upgrade_copy_prefix(const struct map_upgrade *u, int new_fd, uint32_t key_size,
 			    uint32_t value_size, uint64_t flags);

@@ -34,10 +34,14 @@ public final class ClusterIPCache: Sendable {
   public struct LocalEndpoint: Hashable, Sendable {
     public var identity: SecurityIdentity
     public var namedPorts: [NamedPort]
+    /// The endpoint holding the address (its ID): when another endpoint of this node is
+    /// given the address, the previous one's claim is released first.
+    public var holder: UInt64
 
-    public init(identity: SecurityIdentity, namedPorts: [NamedPort] = []) {
+    public init(identity: SecurityIdentity, namedPorts: [NamedPort] = [], holder: UInt64 = 0) {
       self.identity = identity
       self.namedPorts = namedPorts
+      self.holder = holder
     }
   }
 
@@ -376,6 +380,9 @@ public final class ClusterIPCache: Sendable {
           if let prefix = IPPrefix(text) { state.remote[prefix] = nil }
           if let (prefix, entry) = learned(event.kv, rejected: &state.rejected) {
             if entry.released != true {
+              // Another node claiming the address its holder had not released yet: the
+              // address moved, and the old holder's flows end as with a release.
+              if let before, before.node != entry.node { state.released.insert(prefix) }
               state.remote[prefix] = entry
             } else if before?.node == entry.node {
               // Its holder let the address go: the flows with it end (on no other node's
@@ -415,6 +422,11 @@ public final class ClusterIPCache: Sendable {
       let (lease, published) = state.withLock { ($0.lease, $0.published) }
       var puts: [EtcdOperation] = []
       for (prefix, endpoint) in wanted where published[prefix] != endpoint {
+        // Another endpoint of this node took the address over: its predecessor's claim is
+        // released before the new one is written, as when the address is withdrawn.
+        if let previous = published[prefix], previous.holder != endpoint.holder {
+          try await release(prefix, previous, lease: lease)
+        }
         puts.append(Etcd.put(key(prefix), try publishedValue(endpoint), lease: lease))
       }
       // Leased puts inside a Txn: a plain leased Put costs O(keys on the lease) in etcd 3.4.
@@ -427,12 +439,7 @@ public final class ClusterIPCache: Sendable {
       // first, so other nodes end their flows with the address (a bare delete ends none).
       var deletes = 0
       for (prefix, endpoint) in published where wanted[prefix] == nil {
-        let value = try publishedValue(endpoint)
-        let release = try publishedValue(endpoint, released: true)
-        _ = try await client.txn(
-          Etcd.txn(
-            when: [Etcd.holds(key(prefix), value)],
-            then: [Etcd.put(key(prefix), release, lease: lease)]))
+        let release = try await release(prefix, endpoint, lease: lease)
         _ = try await client.txn(
           Etcd.txn(when: [Etcd.holds(key(prefix), release)], then: [Etcd.delete(key(prefix))]))
         deletes += 1
@@ -447,6 +454,20 @@ public final class ClusterIPCache: Sendable {
       await localChanged.wait(timeout: .seconds(5))
       try Task.checkCancellation()
     }
+  }
+
+  /// Writes the endpoint's claim on the address once more as released (``Entry/released``),
+  /// if the key still holds that claim; returns the released value.
+  @discardableResult
+  private func release(_ prefix: IPPrefix, _ endpoint: LocalEndpoint, lease: Int64) async throws
+    -> String
+  {
+    let release = try publishedValue(endpoint, released: true)
+    _ = try await client.txn(
+      Etcd.txn(
+        when: [Etcd.holds(key(prefix), try publishedValue(endpoint))],
+        then: [Etcd.put(key(prefix), release, lease: lease)]))
+    return release
   }
 
   /// The value this node publishes for an address of one of its endpoints; `released`
@@ -484,9 +505,15 @@ public final class ClusterIPCache: Sendable {
       // An entry whose identity is not admitted yet waits; the address keeps what it had.
       let waiting = wanted.filter { !admitted.contains($0.value) }
       var target = wanted.filter { admitted.contains($0.value) }.mapValues(\.id)
-      for prefix in waiting.keys { target[prefix] = installed[prefix] }
+      // ... except a released one: its new holder's entry waits unmapped, never the old one.
+      for prefix in waiting.keys where !released.contains(prefix) {
+        target[prefix] = installed[prefix]
+      }
       let full = ContinuousClock.now - lastFull >= configuration.resyncInterval
-      let upserts = full ? target : target.filter { installed[$0.key] != $0.value }
+      // A released address is unmapped first (below): its new holder's entry is written
+      // again even when it carries the same identity.
+      let upserts =
+        full ? target : target.filter { installed[$0.key] != $0.value || released.contains($0.key) }
       let deletes = installed.keys.filter {
         target[$0] == nil && !local.contains($0) && !released.contains($0)
       }

@@ -29,6 +29,13 @@ extension BPFDatapathBackend {
     try loader.forgetFlows(with: addresses)
   }
 
+  public func ipcacheIdentity(of address: IPPrefix) throws(DatapathError) -> NumericIdentity? {
+    try LibBPF.lookup(
+      loader.ipcacheFD, Self.ipcacheKey(address), as: ipcache_value.self,
+      "looking \(address) up in the ipcache"
+    ).map { NumericIdentity($0.identity) }
+  }
+
   public func ipcacheEntries() throws(DatapathError) -> [IPCacheEntry] {
     var entries: [IPCacheEntry] = []
     for key in try LibBPF.keys(loader.ipcacheFD, as: ipcache_key.self, "listing the ipcache") {

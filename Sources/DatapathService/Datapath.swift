@@ -69,6 +69,7 @@ public final class Datapath: Sendable {
         ? Self.difference(from: nil, to: wanted) : Self.difference(from: previous, to: wanted)
       var ipcacheWritten = false
       do throws(DatapathError) {
+        if previous == nil { try forgetInheritedFlows(of: wanted) }
         try backend.apply(change)
         DatapathMetrics.policyMapWrites.increment(by: change.upserts.count + change.deletes.count)
 
@@ -175,6 +176,22 @@ public final class Datapath: Sendable {
   public func upsertIPCache(_ entries: [IPCacheEntry]) throws(DatapathError) {
     try backendLock.withLock { (_) throws(DatapathError) in try backend.upsertIPCache(entries) }
     DatapathMetrics.ipcacheWrites.increment(by: entries.count)
+  }
+
+  /// Ends this node's flows with the addresses of a new endpoint that another node's pod
+  /// held until now (host-local hands addresses out again; the ipcache still maps them to
+  /// that pod's identity): the new pod must not answer through them. Before the endpoint's
+  /// programs are attached; the caller holds `backendLock`. An address that was a local
+  /// endpoint's lost its flows when that endpoint went.
+  private func forgetInheritedFlows(of endpoint: DatapathEndpoint) throws(DatapathError) {
+    var inherited: [IPPrefix] = []
+    for address in endpoint.ips {
+      guard let holder = try backend.ipcacheIdentity(of: address), !holder.isReserved,
+        !CIDRIdentity.isCIDR(holder)
+      else { continue }
+      inherited.append(address)
+    }
+    if !inherited.isEmpty { try backend.forgetFlows(with: inherited) }
   }
 
   /// Unmaps addresses (another node's pods, nodes).

@@ -154,6 +154,9 @@ public protocol DatapathBackend: Sendable {
   /// given an address must not find its predecessor's connections open.
   func forgetFlows(with addresses: [IPPrefix]) throws(DatapathError)
   func ipcacheEntries() throws(DatapathError) -> [IPCacheEntry]
+  /// The identity the programs see for `address` (a host prefix): the longest prefix that
+  /// covers it, nil when none does.
+  func ipcacheIdentity(of address: IPPrefix) throws(DatapathError) -> NumericIdentity?
 
   /// The entries actually present in the endpoint's policy map.
   func policyEntries(endpointID: UInt64) throws(DatapathError) -> [PolicyEntry]

@@ -54,6 +54,13 @@ public final class MemoryDatapathBackend: DatapathBackend {
   /// No flows are tracked here.
   public func forgetFlows(with addresses: [IPPrefix]) throws(DatapathError) {}
 
+  public func ipcacheIdentity(of address: IPPrefix) throws(DatapathError) -> NumericIdentity? {
+    state.withLock { state in
+      state.ipcache.filter { $0.key.contains(address) }.max { $0.key.length < $1.key.length }?
+        .value
+    }
+  }
+
   public func ipcacheEntries() throws(DatapathError) -> [IPCacheEntry] {
     state.withLock { $0.ipcache.map { IPCacheEntry(prefix: $0.key, identity: $0.value) }.sorted() }
   }

@@ -50,10 +50,21 @@ extension EndpointManager {
     }
     try await syncIdentityReferences()
     endpointsChanged.signal()
+    await labelNamespaceNames()
     logger.info(
       "restored endpoints",
       metadata: ["restored": "\(saved.count - removed)", "removed": "\(removed)"])
     return (saved.count - removed, removed)
+  }
+
+  /// Re-labels the endpoints saved before pods carried their namespace's name label
+  /// (``MetadataResolver/named(_:_:)``), namespace by namespace, so that a policy naming it
+  /// sees every pod's namespace after an upgrade too.
+  private func labelNamespaceNames() async {
+    let key = Endpoint.namespaceLabelsPrefix + MetadataResolver.namespaceNameLabel
+    let unnamed = Set(
+      registry.all().filter { !$0.namespace.isEmpty && $0.labels[key] == nil }.map(\.namespace))
+    for namespace in unnamed.sorted() { await namespaceChanged(namespace) }
   }
 
   /// Tells the identity service exactly which identities this node's endpoints

@@ -145,15 +145,16 @@ public final class EndpointManager: Sendable {
   /// Addresses of endpoints whose identity is in force in the datapath, with their named
   /// ports, for other nodes' ipcaches.
   public func realizedAddresses() -> [IPPrefix: (
-    identity: SecurityIdentity, namedPorts: [NamedPort]
+    endpointID: UInt64, identity: SecurityIdentity, namedPorts: [NamedPort]
   )] {
-    var addresses: [IPPrefix: (identity: SecurityIdentity, namedPorts: [NamedPort])] = [:]
+    var addresses:
+      [IPPrefix: (endpointID: UInt64, identity: SecurityIdentity, namedPorts: [NamedPort])] = [:]
     for endpoint in registry.all()
     where endpoint.identity != .unknown && endpoint.policyRevision > 0
       && endpoint.state != .disconnecting
     {
       let identity = SecurityIdentity(id: endpoint.identity, labels: endpoint.identityLabels)
-      for ip in endpoint.ips { addresses[ip] = (identity, endpoint.namedPorts ?? []) }
+      for ip in endpoint.ips { addresses[ip] = (endpoint.id, identity, endpoint.namedPorts ?? []) }
     }
     return addresses
   }

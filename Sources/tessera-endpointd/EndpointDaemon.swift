@@ -140,7 +140,8 @@ struct EndpointDaemon: AsyncParsableCommand {
         namedPortsChanged: { names in await manager.namedPortsChanged(names) }
       ) {
         manager.realizedAddresses().mapValues {
-          ClusterIPCache.LocalEndpoint(identity: $0.identity, namedPorts: $0.namedPorts)
+          ClusterIPCache.LocalEndpoint(
+            identity: $0.identity, namedPorts: $0.namedPorts, holder: $0.endpointID)
         }
       }
       manager.setRemoteNamedPorts { ipcache.namedPortsByIdentity() }

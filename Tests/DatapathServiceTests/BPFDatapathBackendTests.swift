@@ -720,8 +720,9 @@ struct BPFDatapathBackendTests {
       .init(
         objectPath: BPFTestEnvironment.objectPath!, pinDirectory: pin, conntrackMaxEntries: entries)
     }
+    // Egress enforced and nothing allowed out: the reply below passes only as the flow's.
     let ep = endpoint(
-      id: 12, ingressEnforced: true,
+      id: 12, ingressEnforced: true, egressEnforced: true,
       entries: [
         PolicyEntry(
           peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080))
@@ -737,6 +738,15 @@ struct BPFDatapathBackendTests {
       try first!.passes(
         12, .ingress, Packet.ipv4(frontendIP, podIP, proto: Packet.tcp, sport: 47100, dport: 8080)))
     first = nil
+
+    // A start that cannot load its object after the old table was set aside keeps that table.
+    let garbage = "/tmp/tessera-test-garbage-\(getpid()).o"
+    FileManager.default.createFile(atPath: garbage, contents: Data("not an ELF object".utf8))
+    defer { try? FileManager.default.removeItem(atPath: garbage) }
+    #expect(throws: DatapathError.self) {
+      _ = try BPFDatapathBackend(
+        configuration: .init(objectPath: garbage, pinDirectory: pin, conntrackMaxEntries: 4096))
+    }
 
     let second = try BPFDatapathBackend(configuration: configuration(4096))
     defer { try? second.removeEndpoint(ep) }

@@ -209,6 +209,53 @@ struct BPFHardeningTests {
   }
 
   @Test(
+    "the other half is judged on the connection's own ports (an egress rule for the peer's service port admits no answers to its client port), and a reset picks nothing up"
+  )
+  func otherHalfUsesTheConnectionsPorts() throws {
+    try withDatapath { datapath, backend in
+      // Both ways, frontend on TCP 8080 only.
+      _ = try datapath.realize(
+        pod(
+          id: 38, ingressEnforced: true, egressEnforced: true,
+          entries: [
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080)),
+            PolicyEntry(
+              peer: frontend, direction: .egress, proto: .tcp, ports: PortRange(single: 8080)),
+          ]))
+      // The frontend's segment to 8080 comes in; its other half, the pod's answers to the
+      // frontend's port 42200, is not allowed out: nothing is tracked, the answers stay denied.
+      #expect(
+        try backend.passes(
+          38, .ingress,
+          Packet.ipv4(
+            frontendIP, podIP, proto: Packet.tcp, sport: 42200, dport: 8080, tcpFlags: Packet.ack)))
+      #expect(try backend.conntrackEntries().filter { $0.endpointID == 38 }.isEmpty)
+      #expect(
+        try !backend.passes(
+          38, .egress,
+          Packet.ipv4(
+            podIP, frontendIP, proto: Packet.tcp, sport: 8080, dport: 42200, tcpFlags: Packet.ack)))
+      // Ingress from the frontend on 8080, egress open: both halves are allowed, but a reset
+      // ends what it belongs to and starts no tracking.
+      _ = try datapath.realize(
+        pod(
+          id: 39, ips: ["10.0.0.6/32"], ingressEnforced: true,
+          entries: [
+            PolicyEntry(
+              peer: frontend, direction: .ingress, proto: .tcp, ports: PortRange(single: 8080))
+          ]))
+      #expect(
+        try backend.passes(
+          39, .ingress,
+          Packet.ipv4(
+            frontendIP, "10.0.0.6", proto: Packet.tcp, sport: 42300, dport: 8080,
+            tcpFlags: Packet.ack | 0x04)))
+      #expect(try backend.conntrackEntries().filter { $0.endpointID == 39 }.isEmpty)
+    }
+  }
+
+  @Test(
     "SCTP: only an INIT opens an association; a packet of other chunks is tracked only when the pod's policy allows both halves of its association"
   )
   func sctpOpensWithInit() throws {
@@ -353,6 +400,38 @@ struct BPFHardeningTests {
       )
       try datapath.deleteIPCache([podPrefix], endingFlows: true)
       #expect(try backend.conntrackEntries().filter { $0.endpointID == 36 }.count == 1)
+    }
+  }
+
+  @Test(
+    "an address another node's pod held, given to a new endpoint here: this node's flows with it end before the new endpoint's programs are attached"
+  )
+  func inheritedRemoteAddressEndsFlows() throws {
+    try withDatapath { datapath, backend in
+      // The pod may connect to the frontend (another node's pod, at frontendIP) on 8080.
+      _ = try datapath.realize(
+        pod(
+          id: 40, ingressEnforced: true, egressEnforced: true,
+          entries: [
+            PolicyEntry(
+              peer: frontend, direction: .egress, proto: .tcp, ports: PortRange(single: 8080))
+          ]))
+      let reply = Packet.ipv4(
+        frontendIP, podIP, proto: Packet.tcp, sport: 8080, dport: 43200, tcpFlags: Packet.ack)
+      #expect(
+        try backend.passes(
+          40, .egress, Packet.ipv4(podIP, frontendIP, proto: Packet.tcp, sport: 43200, dport: 8080))
+      )
+      #expect(try backend.passes(40, .ingress, reply))
+      // The frontend pod went without a release reaching this node, and its address is
+      // given to a new endpoint here, of another identity.
+      _ = try datapath.realize(
+        DatapathEndpoint(
+          id: 41, hostInterface: "", ips: [IPPrefix("\(frontendIP)/32")!], identity: other,
+          policy: EndpointPolicy(
+            revision: 1, ingressEnforced: false, egressEnforced: false, entries: [])))
+      #expect(try !backend.passes(40, .ingress, reply), "the new endpoint cannot answer through it")
+      #expect(try backend.conntrackEntries().filter { $0.endpointID == 40 }.isEmpty)
     }
   }
 

@@ -1,3 +1,4 @@
+import Foundation
 import PolicyService
 import TesseraCore
 import Testing
@@ -90,6 +91,40 @@ struct NamespaceLabelsTests {
       policy.verdict(peer: system.identity, direction: .ingress, proto: .tcp, port: 53) == .deny)
     #expect(
       policy.verdict(peer: blog.identity, direction: .ingress, proto: .tcp, port: 53) == .allow)
+  }
+
+  /// `json` without the labels (objects with a string naming `metadata.name`).
+  private func withoutName(_ json: Any) -> Any? {
+    switch json {
+    case let array as [Any]: return array.compactMap(withoutName)
+    case let object as [String: Any]:
+      if object.values.contains(where: { ($0 as? String)?.contains("metadata.name") == true }) {
+        return nil
+      }
+      return object.compactMapValues(withoutName)
+    default: return json
+    }
+  }
+
+  @Test("an endpoint saved before pods carried the namespace name label gets it on restore")
+  func restoreAddsNamespaceName() async throws {
+    let key = "io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name"
+    try await InProcessNode.withRestartable { first, directory, restart in
+      let saved = try await create(first, "a", "10.0.0.1", namespace: "prod", "app=api")
+      #expect(saved.labels[key]?.value == "prod")
+      // The state file as an older version wrote it: no name label anywhere.
+      let file = URL(fileURLWithPath: "\(directory)/\(saved.id).json")
+      let stored = try JSONSerialization.jsonObject(with: Data(contentsOf: file))
+      let older = try JSONSerialization.data(withJSONObject: try #require(withoutName(stored)))
+      #expect(!String(decoding: older, as: UTF8.self).contains("metadata.name"))
+      try older.write(to: file)
+      let restarted = try restart()
+      _ = try await restarted.manager.restore()
+      #expect(
+        await eventually {
+          restarted.manager.registry.endpoint(id: saved.id)?.labels[key]?.value == "prod"
+        })
+    }
   }
 
   @Test("a pod or workload cannot claim a namespace label itself")

@@ -340,11 +340,15 @@ for chain in ptp bridge main; do
     bg ip netns exec "$(ns bridge c)" "$PY" -c "$SNIFFER" "$tmp/bridge-c.sniffed"
     for _ in $(seq 100); do [ -e "$tmp/bridge-c.sniffed.ready" ] && break; sleep 0.05; done
     bg ip netns exec "$(ns bridge c)" "$PY" -c "$MAC_THIEF" "$b_mac" "$c_ip" 3
-    sleep 0.3
+    # b's own frames take its MAC back until c's next one (every 50 ms): the bridge is
+    # polled for the theft, then a sends to b while c holds b's MAC.
+    stolen=
+    for _ in $(seq 40); do
+      bridge fdb show br "$BR" | grep -qi "^$b_mac dev $c_hv " && { stolen=1; break; }
+      sleep 0.05
+    done
+    check "bridge: c's frames moved b's MAC to c's port ($c_hv) on the bridge" [ -n "$stolen" ]
     connects bridge a "$b_ip" 8080 >/dev/null
-    fdb=$(bridge fdb show br "$BR")
-    check "bridge: c's frames moved b's MAC to c's port ($c_hv) on the bridge" \
-      grep -qi "^$b_mac dev $c_hv " <<<"$fdb"
     wait "${bg_pids[-1]}" 2>/dev/null
     b_hex=$(printf '%02x' ${b_ip//./ })
     check "bridge: no packet for b reached c while c held b's MAC" \

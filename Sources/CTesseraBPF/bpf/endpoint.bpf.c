@@ -234,6 +234,13 @@ static __always_inline int icmp_error_sender_on_path(const struct flow *f,
 	       sender == TESSERA_ID_WORLD_IPV6 || sender >= TESSERA_ID_LOCAL_SCOPE;
 }
 
+/* The identity of the flow's other end: the source of what comes in, the
+ * destination of what goes out. */
+static __always_inline __u32 peer_identity(const struct flow *f, __u8 dir)
+{
+	return ipcache_lookup_identity(f->family, dir == TESSERA_DIR_INGRESS ? f->saddr : f->daddr);
+}
+
 /* Whether the endpoint's policy, as it stands, also allows the other half of
  * the TCP connection (SCTP association) of `f` (seen in direction `dir`; `peer` is the identity
  * of its remote end): the segments going the opposite way between the same
@@ -342,8 +349,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		if (ct & CT_CLOSING_NOW) {
 			if (!v.ep)
 				v.ep = bpf_map_lookup_elem(&tessera_endpoints, &endpoint_id);
-			v.peer = ipcache_lookup_identity(
-				f.family, dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr);
+			v.peer = peer_identity(&f, dir);
 			emit(&v, reason, TESSERA_EVENT_STATE_CLOSE);
 		}
 		return verdict_pass_flow(&v, reason, now);
@@ -365,15 +371,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	 * goes out; looked up when the verdict depends on it, and for a drop's
 	 * event. */
 	if (policy_needs_peer(kinds))
-		v.peer = ipcache_lookup_identity(f.family,
-						 dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr);
+		v.peer = peer_identity(&f, dir);
 
 	verdict = policy_verdict(kinds, endpoint_id, dir, v.peer, f.proto, f.policy_port, enforced,
 				 &v.match, &slot);
 	stats = policy_stats_of(slot);
 	if (verdict != POLICY_ALLOW && !policy_needs_peer(kinds))
-		v.peer = ipcache_lookup_identity(f.family,
-						 dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr);
+		v.peer = peer_identity(&f, dir);
 	if (verdict == POLICY_DENY) {
 		v.deny = 1;
 		if (stats)
@@ -384,10 +388,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return verdict_drop(&v, TESSERA_DROP_POLICY_DEFAULT);
 
 	opens = ct_opens_flow(&f);
-	if (!opens && ct_has_openings(&f)) {
+	/* A reset ends what it belongs to: never the start of tracking (netfilter
+	 * finds a reset without a connection invalid). */
+	if (!opens && ct_has_openings(&f) &&
+	    !(f.proto == IPPROTO_TCP && (f.tcp_flags & TESSERA_TCP_RST))) {
 		if (!policy_needs_peer(kinds))
-			v.peer = ipcache_lookup_identity(
-				f.family, dir == TESSERA_DIR_INGRESS ? f.saddr : f.daddr);
+			v.peer = peer_identity(&f, dir);
 		opens = other_half_allowed(v.ep, endpoint_id, dir, v.peer, &f);
 	}
 	if (!f.untracked && opens &&

@@ -57,8 +57,9 @@ struct tessera_endpoint_fds {
  * the handlers installed in tessera_handlers, replacing older ones
  * atomically. `conntrack_max` is the conntrack table's capacity in flows (0:
  * TESSERA_CT_DEFAULT_MAX); a table pinned with another is replaced by
- * one of this size, its entries copied over (the least recently used go
- * first when they no longer fit). */
+ * one of this size, its entries copied over (into a smaller one until it is
+ * full: which flows are left out is not chosen by age). When the new table
+ * cannot be created, the old one stays pinned and the call fails. */
 int tessera_bpf_open(const char *object_path, const char *pin_dir, uint32_t conntrack_max,
 		     struct tessera_bpf **out);
 void tessera_bpf_close(struct tessera_bpf *t);

@@ -159,6 +159,7 @@ struct NodeUp: AsyncParsableCommand {
       ("--identity-store", identityStore), ("--policy-store", policyStore),
       ("--bpf-pin-dir", bpfPinDir), ("--etcd-prefix", etcdPrefix),
       ("--conntrack-max-entries", conntrackMaxEntries.map(String.init)),
+      ("--allow-localhost", allowLocalhost),
     ]
     if let (flag, _) = nodeOnly.first(where: { $0.1 != nil }) {
       throw ValidationError("\(flag) is for a single node; --cluster lays out its own")
