@@ -166,7 +166,7 @@ public final class ClusterIPCache: Sendable {
     }
     if entry.node == ownNode { return nil }
     let identity = NumericIdentity(entry.identity)
-    guard !identity.isReserved, identity.rawValue < NumericIdentity.localScope else {
+    guard identity.isAllocated else {
       throw .identityNotAllocated(entry.identity)
     }
     guard lease != 0 else { throw .notLeased }

@@ -186,9 +186,9 @@ public final class Datapath: Sendable {
   private func forgetInheritedFlows(of endpoint: DatapathEndpoint) throws(DatapathError) {
     var inherited: [IPPrefix] = []
     for address in endpoint.ips {
-      guard let holder = try backend.ipcacheIdentity(of: address), !holder.isReserved,
-        !CIDRIdentity.isCIDR(holder)
-      else { continue }
+      guard let holder = try backend.ipcacheIdentity(of: address), holder.isAllocated else {
+        continue
+      }
       inherited.append(address)
     }
     if !inherited.isEmpty { try backend.forgetFlows(with: inherited) }

@@ -16,19 +16,6 @@ public import TesseraCore
 ///  updateIdentities┘   └─ SelectorCache ──┴─▶ affected identities (peer selections)
 ///  computePolicy ────▶ EndpointPolicy (entries + revision)
 /// ```
-/// Whether the node may reach its own pods whatever their ingress rules.
-///
-/// Kubernetes requires it ("traffic to and from the node where a Pod is running is always
-/// allowed": kubelet's liveness and readiness probes come from the node), and Cilium's
-/// agent does it in Kubernetes mode (`--allow-localhost`).
-public enum LocalhostIngress: String, Sendable, CaseIterable {
-  /// An endpoint whose ingress is enforced admits the `host` identity on every port,
-  /// unless a deny names it.
-  case always
-  /// The node is judged by the rules like any peer (`fromEntities: [host]` admits it).
-  case policy
-}
-
 public final class PolicyEngine: Sendable {
   let state: Mutex<PolicyRepository>
   private let database: PolicyDatabase?
@@ -251,7 +238,7 @@ public final class PolicyEngine: Sendable {
   /// reserved, not a CIDR's: the rules own those).
   public func allocatedIdentities() -> Set<NumericIdentity> {
     state.withLock {
-      Set($0.cache.identities.filter { !$0.isReserved && !CIDRIdentity.isCIDR($0) })
+      Set($0.cache.identities.filter(\.isAllocated))
     }
   }
 

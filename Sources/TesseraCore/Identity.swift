@@ -31,6 +31,9 @@ public struct NumericIdentity: RawRepresentable, Hashable, Comparable, Sendable,
   public static let localScope: UInt32 = 1 << 24
 
   public var isReserved: Bool { rawValue < Self.minimumAllocated }
+  /// Whether the identity service hands this identity out (to a workload's label set):
+  /// neither reserved nor of the node-local (CIDR) scope.
+  public var isAllocated: Bool { !isReserved && rawValue < Self.localScope }
   /// The cluster this identity was allocated in (0 for reserved and cluster-0 identities).
   public var clusterID: UInt32 { rawValue < Self.localScope ? rawValue >> 16 : 0 }
 

@@ -169,9 +169,22 @@ check "policy re-imported" tessera policy import "$tmp/policy.yaml"
 sleep 0.3
 check "policy back in force: frontend -> backend:9090 dropped" dropped frontend "$backend_ip" 9090
 
+# held_connection PORT NAME: frontend holds a connection to a listener on backend:PORT that
+# writes what it receives to $tmp/received-NAME; fd 7 feeds it (`echo … >&7`, closed with
+# `exec 7>&-`), and "before" is sent at once.
+held_connection() {
+  ip netns exec tsr-pe2e-backend timeout 30 nc -l -p "$1" >"$tmp/received-$2" 2>/dev/null &
+  bg_pids+=($!)
+  sleep 0.3
+  mkfifo "$tmp/feed-$2"
+  ip netns exec tsr-pe2e-frontend nc -q 1 "$backend_ip" "$1" <"$tmp/feed-$2" >/dev/null 2>&1 &
+  bg_pids+=($!)
+  exec 7>"$tmp/feed-$2"
+  echo before >&7
+  sleep 0.3
+}
+
 # An allowed connection stays open across a restart of the datapath daemon.
-ip netns exec tsr-pe2e-backend timeout 30 nc -l -p 8081 >"$tmp/received" 2>/dev/null &
-bg_pids+=($!)
 cat >"$tmp/policy8081.yaml" <<'YAML'
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -183,13 +196,7 @@ spec:
     toPorts: [{ports: [{port: "8081", protocol: TCP}]}]
 YAML
 tessera policy import "$tmp/policy8081.yaml" >/dev/null
-sleep 0.3
-mkfifo "$tmp/feed"
-ip netns exec tsr-pe2e-frontend nc -q 1 "$backend_ip" 8081 <"$tmp/feed" >/dev/null 2>&1 &
-bg_pids+=($!)
-exec 7>"$tmp/feed"
-echo before >&7
-sleep 0.3
+held_connection 8081 restart
 datapath_pid=$(cat "$RUN/datapath.pid")
 kill -TERM "$datapath_pid"
 while kill -0 "$datapath_pid" 2>/dev/null; do sleep 0.05; done
@@ -198,8 +205,8 @@ for _ in $(seq 200); do tessera status >/dev/null 2>&1 && break; sleep 0.05; don
 echo after >&7
 exec 7>&-
 sleep 1
-check "an open connection survived the datapathd restart" grep -qx after "$tmp/received"
-check "data before the restart arrived too" grep -qx before "$tmp/received"
+check "an open connection survived the datapathd restart" grep -qx after "$tmp/received-restart"
+check "data before the restart arrived too" grep -qx before "$tmp/received-restart"
 check "after the restart: other (now frontend) -> backend:8080 still connects" connects other "$backend_ip" 8080
 check "after the restart: frontend -> backend:9090 still dropped" dropped frontend "$backend_ip" 9090
 
@@ -207,15 +214,7 @@ check "after the restart: frontend -> backend:9090 still dropped" dropped fronte
 # table) is tracked again from its next segment where the backend's policy allows
 # both halves: frontend in to 7070, answers to anyone (egress not enforced). Its own
 # port: the listener on 8081 above may still be closing.
-ip netns exec tsr-pe2e-backend timeout 30 nc -l -p 7070 >"$tmp/received-evicted" 2>/dev/null &
-bg_pids+=($!)
-sleep 0.3
-mkfifo "$tmp/feed-evicted"
-ip netns exec tsr-pe2e-frontend nc -q 1 "$backend_ip" 7070 <"$tmp/feed-evicted" >/dev/null 2>&1 &
-bg_pids+=($!)
-exec 7>"$tmp/feed-evicted"
-echo before >&7
-sleep 0.3
+held_connection 7070 evicted
 ct_7070() { tessera datapath ct list -o json | jq '[.entries[] | select(.destinationPort == 7070)] | length'; }
 check "conntrack tracks the open connection to 7070" [ "$(ct_7070)" -gt 0 ]
 bpftool -j map dump pinned "$PIN/globals/tessera_ct" | jq -r '.[].key | join(" ")' |

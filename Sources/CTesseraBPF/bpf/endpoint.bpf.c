@@ -242,9 +242,9 @@ static __always_inline __u32 peer_identity(const struct flow *f, __u8 dir)
 }
 
 /* Whether the endpoint's policy, as it stands, also allows the other half of
- * the TCP connection (SCTP association) of `f` (seen in direction `dir`; `peer` is the identity
- * of its remote end): the segments going the opposite way between the same
- * two ends, to `f`'s source port. A segment that found no entry (it expired,
+ * the TCP connection (SCTP association) of `f` (seen in direction `dir`;
+ * `peer` is the identity of its remote end): the segments going the opposite
+ * way between the same two ends, to `f`'s source port. A segment that found no entry (it expired,
  * was evicted, or was never made because the connection began before the
  * endpoint's policy was in force) is tracked from the middle only then: the
  * entry lets through, at this endpoint, only what its policy allows anyway.
@@ -254,14 +254,13 @@ static __always_inline __u32 peer_identity(const struct flow *f, __u8 dir)
 static __always_inline int other_half_allowed(const struct endpoint_info *ep, __u64 endpoint_id,
 					      __u8 dir, __u32 peer, const struct flow *f)
 {
-	__u8 other = dir == TESSERA_DIR_INGRESS ? TESSERA_DIR_EGRESS : TESSERA_DIR_INGRESS;
-	__u32 enforced = ep->flags & (other == TESSERA_DIR_INGRESS ? TESSERA_EP_F_INGRESS_ENFORCED
-								   : TESSERA_EP_F_EGRESS_ENFORCED);
+	__u8 other = TESSERA_DIR_OPPOSITE(dir);
 	__u32 slot = TESSERA_POLICY_STATS_NONE;
 	__u8 match;
 
 	return policy_verdict(policy_kinds(ep->flags, other), endpoint_id, other, peer, f->proto,
-			      f->sport, !!enforced, &match, &slot) == POLICY_ALLOW;
+			      f->sport, policy_enforced(ep->flags, other), &match,
+			      &slot) == POLICY_ALLOW;
 }
 
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
@@ -362,8 +361,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	/* Checked where a flow begins: an established flow's first packet was. */
 	if (dir == TESSERA_DIR_INGRESS && !destination_is_own(v.ep, &f))
 		return verdict_drop(&v, TESSERA_DROP_INVALID_PACKET);
-	enforced = dir == TESSERA_DIR_INGRESS ? !!(v.ep->flags & TESSERA_EP_F_INGRESS_ENFORCED)
-					      : !!(v.ep->flags & TESSERA_EP_F_EGRESS_ENFORCED);
+	enforced = policy_enforced(v.ep->flags, dir);
 
 	kinds = policy_kinds(v.ep->flags, dir);
 

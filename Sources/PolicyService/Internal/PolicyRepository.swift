@@ -364,6 +364,12 @@ struct PolicyRepository {
     peer: .host, direction: .ingress, proto: .any, ports: .any
   ).key
 
+  /// Whether ``nodeIngress`` is admitted in `direction` of an endpoint whose rules enforce
+  /// it or not (``LocalhostIngress``).
+  private func admitsNode(_ direction: TrafficDirection, enforced: Bool) -> Bool {
+    direction == .ingress && enforced && localhostIngress == .always
+  }
+
   /// How one direction of one flow is decided for `subject`, rule by rule: the
   /// sections that match `peer` on `proto`/`port` and the rules that enforce the
   /// direction. The same rules as ``computePolicy(for:)``, kept with where they came from.
@@ -407,9 +413,7 @@ struct PolicyRepository {
             policy: resolved.ref, rule: resolved.index, section: number, verdict: section.verdict))
       }
     }
-    trace.nodeAdmitted =
-      direction == .ingress && peer == .host && localhostIngress == .always
-      && !trace.enforcedBy.isEmpty
+    trace.nodeAdmitted = peer == .host && admitsNode(direction, enforced: !trace.enforcedBy.isEmpty)
     // What the node realises: the rows resolved through the destination's ports.
     let ports = Set(destinationPorts)
     trace.computed = computePolicy(for: subject).resolvingNamedPorts(
@@ -471,7 +475,7 @@ struct PolicyRepository {
       }
     }
 
-    if ingressEnforced, localhostIngress == .always {
+    if admitsNode(.ingress, enforced: ingressEnforced) {
       verdicts.record(.allow, for: Self.nodeIngress)
     }
 

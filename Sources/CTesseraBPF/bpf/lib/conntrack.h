@@ -30,7 +30,7 @@ enum ct_status {
 static __always_inline int ct_fill_key(struct ct_key *key, const struct flow *f, __u64 endpoint_id,
 				       __u8 dir)
 {
-	__u8 other = dir == TESSERA_DIR_INGRESS ? TESSERA_DIR_EGRESS : TESSERA_DIR_INGRESS;
+	__u8 other = TESSERA_DIR_OPPOSITE(dir);
 	__u64 s0, s1, d0, d1;
 	int reversed;
 
@@ -206,9 +206,7 @@ static __always_inline int ct_icmp_error_related(struct __sk_buff *skb, const st
 		return 0;
 	if (dir == TESSERA_DIR_EGRESS && !ip_addr_equal(in->daddr, f->saddr))
 		return 0;
-	return ct_tracked(in, endpoint_id,
-			  dir == TESSERA_DIR_INGRESS ? TESSERA_DIR_EGRESS : TESSERA_DIR_INGRESS,
-			  now);
+	return ct_tracked(in, endpoint_id, TESSERA_DIR_OPPOSITE(dir), now);
 }
 
 /* Records a new flow that policy allowed; its later packets count on the

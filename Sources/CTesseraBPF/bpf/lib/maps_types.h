@@ -24,6 +24,9 @@
 /* Directions, relative to the endpoint; same values as Swift's TrafficDirection. */
 #define TESSERA_DIR_INGRESS 1
 #define TESSERA_DIR_EGRESS 2
+/* The other direction of `dir`: that of a flow's replies. */
+#define TESSERA_DIR_OPPOSITE(dir)                                                                  \
+	((dir) == TESSERA_DIR_INGRESS ? TESSERA_DIR_EGRESS : TESSERA_DIR_INGRESS)
 
 /* Policy verdicts; same values as Swift's PolicyVerdict. */
 #define TESSERA_VERDICT_ALLOW 1

@@ -113,6 +113,13 @@ static __always_inline __u32 policy_kinds(__u32 ep_flags, __u8 dir)
 	return (ep_flags >> (TESSERA_EP_POLICY_KINDS_SHIFT + (dir - 1) * 8)) & 0xff;
 }
 
+/* Whether the endpoint's policy is enforced in direction `dir` (default deny). */
+static __always_inline int policy_enforced(__u32 ep_flags, __u8 dir)
+{
+	return !!(ep_flags & (dir == TESSERA_DIR_INGRESS ? TESSERA_EP_F_INGRESS_ENFORCED
+							 : TESSERA_EP_F_EGRESS_ENFORCED));
+}
+
 /* Whether the verdict depends on the peer's identity (some entry of the
  * direction names a peer): when not, the ipcache lookup is skipped. */
 static __always_inline int policy_needs_peer(__u32 kinds)
